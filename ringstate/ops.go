@@ -1,0 +1,560 @@
+package ringstate
+
+import (
+	"errors"
+	"fmt"
+	"net"
+	"slices"
+	"unicode"
+)
+
+// Op is the kind of a ring command.
+type Op uint8
+
+// The ring commands. Each is applied atomically: it either makes every change it describes or none.
+const (
+	OpRegister         Op = 1 // add a PENDING member, or resume a known one (with restart fix-ups)
+	OpClaimTokens      Op = 2 // PENDING -> JOINING with tokens; JOINING or ACTIVE: replace the token set
+	OpActivate         Op = 3 // JOINING or PENDING (with tokens) -> ACTIVE
+	OpHeartbeat        Op = 4 // record that the member is alive at the entry's time
+	OpLeave            Op = 5 // ACTIVE -> LEAVING
+	OpClaimJoiner      Op = 6 // leaver (LEAVING) claims joiner: PENDING -> JOINING, receiving
+	OpCompleteHandover Op = 7 // the joiner takes every token of the leaver and is ACTIVE; the leaver is removed
+	OpAbortHandover    Op = 8 // the joiner returns to PENDING; the leaver stays LEAVING, unpaired
+	OpRemove           Op = 9 // forget a member and free its tokens
+)
+
+var opNames = [...]string{"", "register", "claim-tokens", "activate", "heartbeat", "leave",
+	"claim-joiner", "complete-handover", "abort-handover", "remove"}
+
+// String returns the command's name as logs and the CLI show it.
+func (o Op) String() string {
+	if int(o) < len(opNames) && o != 0 {
+		return opNames[o]
+	}
+	return fmt.Sprintf("Op(%d)", uint8(o))
+}
+
+// Command is one ring change. Fields not used by an Op must be zero.
+type Command struct {
+	Op Op
+	// RequestID, when set, makes the command idempotent: applying a command whose RequestID the ring
+	// remembers returns the first outcome and changes nothing. Clients set it so that a command whose
+	// outcome was lost (leadership lost, timeout) can be retried safely.
+	RequestID string
+
+	Member MemberID // the subject; for hand-over commands, the leaver
+	Peer   MemberID // for hand-over commands, the joiner
+
+	// For OpRegister.
+	RaftAddr, GRPCAddr, HTTPAddr, Zone string
+	// For OpClaimTokens.
+	Tokens Tokens
+}
+
+// Applied is the remembered outcome of a command that carried a RequestID.
+type Applied struct {
+	RequestID string
+	Code      Code   // CodeOK when the command succeeded
+	Message   string // the error's text when it did not
+}
+
+// Code classifies a command's outcome so it can be stored, sent over the wire and turned back into an
+// error that errors.Is recognises.
+type Code uint8
+
+// Outcome codes, one per sentinel error.
+const (
+	CodeOK Code = iota
+	CodeUnknownMember
+	CodeMemberExists
+	CodeInvalidMember
+	CodeIllegalTransition
+	CodeTokenOwned
+	CodeInvalidTokens
+	CodeJoinerNotPending
+	CodeHandoverMismatch
+	CodeHandoverInProgress
+	CodeInvalidCommand
+	codeEnd
+)
+
+var codeErrs = [...]error{nil, ErrUnknownMember, ErrMemberExists, ErrInvalidMember, ErrIllegalTransition,
+	ErrTokenOwned, ErrInvalidTokens, ErrJoinerNotPending, ErrHandoverMismatch, ErrHandoverInProgress,
+	ErrInvalidCommand}
+
+// CodeOf returns the code of an error returned by Apply (CodeInvalidCommand for errors not from here).
+func CodeOf(err error) Code {
+	if err == nil {
+		return CodeOK
+	}
+	for c := CodeOK + 1; c < codeEnd; c++ {
+		if errors.Is(err, codeErrs[c]) {
+			return c
+		}
+	}
+	return CodeInvalidCommand
+}
+
+// ResultError is an outcome rebuilt from a Code and a message: a remembered outcome, or one sent
+// over the wire. errors.Is matches it against the sentinel of its code.
+type ResultError struct {
+	Code    Code
+	Message string
+}
+
+func (e *ResultError) Error() string { return e.Message }
+
+// Unwrap returns the sentinel error of the code.
+func (e *ResultError) Unwrap() error {
+	if e.Code > CodeOK && e.Code < codeEnd {
+		return codeErrs[e.Code]
+	}
+	return ErrInvalidCommand
+}
+
+// ErrorOf turns a code and message back into an error; nil for CodeOK.
+func ErrorOf(c Code, msg string) error {
+	if c == CodeOK {
+		return nil
+	}
+	return &ResultError{Code: c, Message: msg}
+}
+
+// EventKind says what happened to a member.
+type EventKind uint8
+
+// Event kinds.
+const (
+	EventAdded         EventKind = iota + 1 // a member registered
+	EventStateChanged                       // a member's state changed (From -> To)
+	EventTokensChanged                      // a member's token set changed
+	EventRemoved                            // a member left the ring (From is its last state)
+)
+
+// Event reports one effect of a command, so callers can log and count without diffing rings.
+type Event struct {
+	Kind     EventKind
+	Member   MemberID
+	From, To State
+}
+
+// Apply applies one command at the leader-stamped time nowMs (Unix milliseconds) and returns the new
+// ring, what changed, and the command's outcome. It is deterministic and total: the same ring and
+// command always give the same result, and a refused command returns a ring that differs from the
+// receiver only in ring time and, when the command has a RequestID, in the remembered outcomes.
+func (r *Ring) Apply(cmd Command, nowMs int64) (*Ring, []Event, error) {
+	next := *r
+	next.timeMs = max(r.timeMs, nowMs)
+	if cmd.RequestID != "" {
+		for i := len(r.recent) - 1; i >= 0; i-- {
+			if a := &r.recent[i]; a.RequestID == cmd.RequestID {
+				return &next, nil, ErrorOf(a.Code, a.Message)
+			}
+		}
+	}
+	b := builder{r: &next}
+	err := b.apply(&cmd)
+	var events []Event
+	if err != nil {
+		// Refused: nothing but ring time (and the request memory below) changes.
+		next = *r
+		next.timeMs = max(r.timeMs, nowMs)
+	} else {
+		events = b.events
+		if b.tokensChanged {
+			if rerr := next.rebuildTokens(); rerr != nil {
+				// Unreachable while the checks above hold; refuse rather than publish a broken ring.
+				next = *r
+				next.timeMs = max(r.timeMs, nowMs)
+				events, err = nil, fmt.Errorf("%w: %v", ErrInvalidCommand, rerr)
+			}
+		}
+	}
+	if cmd.RequestID != "" {
+		rec := Applied{RequestID: cmd.RequestID, Code: CodeOf(err)}
+		if err != nil {
+			rec.Message = err.Error()
+		}
+		keep := r.recent
+		if len(keep) >= maxRecent {
+			keep = keep[len(keep)-maxRecent+1:]
+		}
+		next.recent = append(slices.Clip(keep), rec) // clip: never write into a parent's array
+	}
+	return &next, events, err
+}
+
+// builder applies one command to a shallow copy of a ring. It copies the members slice before its
+// first write (copy on write), so the parent ring is never modified.
+type builder struct {
+	r             *Ring
+	copied        bool
+	tokensChanged bool
+	events        []Event
+}
+
+func (b *builder) own() {
+	if !b.copied {
+		b.r.members = slices.Clone(b.r.members)
+		b.copied = true
+	}
+}
+
+// member returns a writable pointer to member id.
+func (b *builder) member(op Op, id MemberID) (*Member, error) {
+	i, ok := b.r.find(id)
+	if !ok {
+		return nil, fmt.Errorf("%w: %s %s", ErrUnknownMember, op, id)
+	}
+	b.own()
+	return &b.r.members[i], nil
+}
+
+func (b *builder) setState(m *Member, to State) {
+	if m.State != to {
+		b.events = append(b.events, Event{Kind: EventStateChanged, Member: m.ID, From: m.State, To: to})
+		m.State = to
+	}
+}
+
+func (b *builder) setTokens(m *Member, ts Tokens) {
+	m.Tokens = ts
+	b.tokensChanged = true
+	b.events = append(b.events, Event{Kind: EventTokensChanged, Member: m.ID, From: m.State, To: m.State})
+}
+
+func (b *builder) remove(id MemberID) {
+	i, _ := b.r.find(id)
+	b.own()
+	m := b.r.members[i]
+	b.r.members = slices.Delete(b.r.members, i, i+1)
+	// Member indices shift: the token arrays must be rebuilt even if the member owned none.
+	b.tokensChanged = true
+	b.events = append(b.events, Event{Kind: EventRemoved, Member: m.ID, From: m.State, To: m.State})
+}
+
+func (b *builder) apply(c *Command) error {
+	if err := checkFields(c); err != nil {
+		return err
+	}
+	t := b.r.timeMs
+	switch c.Op {
+	case OpRegister:
+		return b.register(c, t)
+	case OpClaimTokens:
+		return b.claimTokens(c, t)
+	case OpActivate:
+		return b.activate(c, t)
+	case OpHeartbeat:
+		m, err := b.member(c.Op, c.Member)
+		if err != nil {
+			return err
+		}
+		m.HeartbeatMs = t
+		return nil
+	case OpLeave:
+		return b.leave(c, t)
+	case OpClaimJoiner:
+		return b.claimJoiner(c, t)
+	case OpCompleteHandover:
+		return b.completeHandover(c, t)
+	case OpAbortHandover:
+		return b.abortHandover(c, t)
+	case OpRemove:
+		return b.removeMember(c)
+	}
+	return fmt.Errorf("%w: unknown op %d", ErrInvalidCommand, uint8(c.Op))
+}
+
+// checkFields refuses commands that carry fields their op does not use, or lack ones it needs: a
+// malformed command must not half-apply.
+func checkFields(c *Command) error {
+	bad := func(why string) error { return fmt.Errorf("%w: %s %s: %s", ErrInvalidCommand, c.Op, c.Member, why) }
+	if c.Member == "" {
+		return bad("no member id")
+	}
+	hasAddr := c.RaftAddr != "" || c.GRPCAddr != "" || c.HTTPAddr != "" || c.Zone != ""
+	switch c.Op {
+	case OpRegister:
+		if c.Peer != "" || len(c.Tokens) > 0 {
+			return bad("register takes no peer and no tokens")
+		}
+		return nil
+	case OpClaimTokens:
+		if c.Peer != "" || hasAddr {
+			return bad("claim-tokens takes only tokens")
+		}
+		return nil
+	case OpClaimJoiner, OpCompleteHandover, OpAbortHandover:
+		if c.Peer == "" {
+			return bad("no joiner")
+		}
+		if c.Peer == c.Member {
+			return bad("a member cannot hand over to itself")
+		}
+	default:
+		if c.Peer != "" {
+			return bad("takes no peer")
+		}
+	}
+	if hasAddr || len(c.Tokens) > 0 {
+		return bad("takes no addresses and no tokens")
+	}
+	return nil
+}
+
+// MaxIDLen bounds member ids: they appear in metrics labels, Raft configuration and file names.
+const MaxIDLen = 128
+
+func validateIdentity(id MemberID, raftAddr string) error {
+	if id == "" || len(id) > MaxIDLen {
+		return fmt.Errorf("%w: id %q must have 1 to %d characters", ErrInvalidMember, id, MaxIDLen)
+	}
+	for _, c := range id {
+		if !(unicode.IsLetter(c) || unicode.IsDigit(c) || c == '-' || c == '_' || c == '.') {
+			return fmt.Errorf("%w: id %q: only letters, digits, '-', '_' and '.' are allowed", ErrInvalidMember, id)
+		}
+	}
+	if err := checkAddr(raftAddr); err != nil {
+		return fmt.Errorf("%w: %s: raft address: %v", ErrInvalidMember, id, err)
+	}
+	return nil
+}
+
+func checkAddr(a string) error {
+	host, port, err := net.SplitHostPort(a)
+	if err != nil {
+		return err
+	}
+	if host == "" || port == "" {
+		return fmt.Errorf("%q: want host:port", a)
+	}
+	return nil
+}
+
+func (b *builder) register(c *Command, t int64) error {
+	if err := validateIdentity(c.Member, c.RaftAddr); err != nil {
+		return err
+	}
+	for _, a := range []struct{ name, v string }{{"grpc", c.GRPCAddr}, {"http", c.HTTPAddr}} {
+		if a.v == "" {
+			continue
+		}
+		if err := checkAddr(a.v); err != nil {
+			return fmt.Errorf("%w: %s: %s address: %v", ErrInvalidMember, c.Member, a.name, err)
+		}
+	}
+	i, ok := b.r.find(c.Member)
+	if !ok {
+		b.own()
+		m := Member{ID: c.Member, RaftAddr: c.RaftAddr, GRPCAddr: c.GRPCAddr, HTTPAddr: c.HTTPAddr,
+			Zone: c.Zone, State: PENDING, RegisteredMs: t, HeartbeatMs: t}
+		b.r.members = slices.Insert(b.r.members, i, m)
+		b.tokensChanged = true // indices after i shift
+		b.events = append(b.events, Event{Kind: EventAdded, Member: m.ID, From: PENDING, To: PENDING})
+		return nil
+	}
+	if cur := b.r.members[i].RaftAddr; cur != c.RaftAddr {
+		return fmt.Errorf("%w: %s is registered with raft address %s, not %s (remove it first)",
+			ErrMemberExists, c.Member, cur, c.RaftAddr)
+	}
+	// A known member registering again has restarted. It resumes with its tokens, after the fix-ups
+	// below, each learned from a Cortex incident.
+	b.own()
+	m := &b.r.members[i]
+	m.GRPCAddr, m.HTTPAddr, m.Zone, m.HeartbeatMs = c.GRPCAddr, c.HTTPAddr, c.Zone, t
+	switch {
+	case m.State == JOINING && m.HandoverPeer != "":
+		// It crashed while receiving a hand-over and lost what it received: back to PENDING
+		// (cortex#2508), and the leaver is free to look for another joiner.
+		b.unpair(m)
+		b.setState(m, PENDING)
+	case m.State == LEAVING:
+		// It crashed while leaving and still has its tokens and its WAL: ACTIVE again (cortex#1921).
+		// A joiner it had claimed goes back to PENDING.
+		if m.HandoverPeer != "" {
+			peer := b.unpair(m)
+			b.setState(peer, PENDING)
+		}
+		b.setState(m, ACTIVE)
+	}
+	return nil
+}
+
+// unpair clears the hand-over relation of m and returns its former peer.
+func (b *builder) unpair(m *Member) *Member {
+	j, _ := b.r.find(m.HandoverPeer)
+	peer := &b.r.members[j]
+	peer.HandoverPeer, m.HandoverPeer = "", ""
+	return peer
+}
+
+func (b *builder) claimTokens(c *Command, t int64) error {
+	m, err := b.member(c.Op, c.Member)
+	if err != nil {
+		return err
+	}
+	if len(c.Tokens) == 0 {
+		return fmt.Errorf("%w: claim tokens for %s: no tokens", ErrInvalidTokens, c.Member)
+	}
+	ts := slices.Clone(c.Tokens)
+	slices.Sort(ts)
+	for i := 1; i < len(ts); i++ {
+		if ts[i] == ts[i-1] {
+			return fmt.Errorf("%w: claim tokens for %s: token %d listed twice", ErrInvalidTokens, c.Member, ts[i])
+		}
+	}
+	if m.HandoverPeer != "" {
+		return fmt.Errorf("%w: claim tokens for %s: it is handing over with %s", ErrHandoverInProgress, c.Member, m.HandoverPeer)
+	}
+	to := m.State
+	switch m.State {
+	case PENDING:
+		to = JOINING
+	case JOINING, ACTIVE:
+		// Replacing the set: a restart with another -ring.num-tokens tops up or trims (mimir#3801).
+	default:
+		return &TransitionError{Member: c.Member, From: m.State, To: JOINING, Op: c.Op.String()}
+	}
+	for _, tok := range ts {
+		if owner, ok := b.r.Owner(tok); ok && owner != c.Member {
+			return &TokenOwnedError{Member: c.Member, Token: tok, Owner: owner}
+		}
+	}
+	m.HeartbeatMs = t
+	b.setTokens(m, ts)
+	b.setState(m, to)
+	return nil
+}
+
+func (b *builder) activate(c *Command, t int64) error {
+	m, err := b.member(c.Op, c.Member)
+	if err != nil {
+		return err
+	}
+	if !LegalTransition(m.State, ACTIVE) {
+		return &TransitionError{Member: c.Member, From: m.State, To: ACTIVE, Op: c.Op.String()}
+	}
+	if m.HandoverPeer != "" {
+		return fmt.Errorf("%w: activate %s: it is receiving from %s (complete the hand-over instead)",
+			ErrHandoverInProgress, c.Member, m.HandoverPeer)
+	}
+	if len(m.Tokens) == 0 {
+		return fmt.Errorf("%w: activate %s: it owns no tokens", ErrInvalidTokens, c.Member)
+	}
+	m.HeartbeatMs = t
+	b.setState(m, ACTIVE)
+	return nil
+}
+
+func (b *builder) leave(c *Command, t int64) error {
+	m, err := b.member(c.Op, c.Member)
+	if err != nil {
+		return err
+	}
+	if !LegalTransition(m.State, LEAVING) {
+		return &TransitionError{Member: c.Member, From: m.State, To: LEAVING, Op: c.Op.String()}
+	}
+	m.HeartbeatMs = t
+	b.setState(m, LEAVING)
+	return nil
+}
+
+func (b *builder) claimJoiner(c *Command, t int64) error {
+	l, err := b.member(c.Op, c.Member)
+	if err != nil {
+		return err
+	}
+	j, err := b.member(c.Op, c.Peer)
+	if err != nil {
+		return err
+	}
+	if l.HandoverPeer == j.ID && j.HandoverPeer == l.ID {
+		return nil // already claimed by this leaver: a retry
+	}
+	if l.State != LEAVING {
+		return &TransitionError{Member: l.ID, From: l.State, To: LEAVING, Op: "claim-joiner (leaver must be LEAVING)"}
+	}
+	if l.HandoverPeer != "" {
+		return fmt.Errorf("%w: %s already hands over to %s", ErrHandoverInProgress, l.ID, l.HandoverPeer)
+	}
+	if j.State != PENDING || j.HandoverPeer != "" {
+		return fmt.Errorf("%w: %s cannot claim %s, which is %s", ErrJoinerNotPending, l.ID, j.ID, j.State)
+	}
+	l.HandoverPeer, j.HandoverPeer = j.ID, l.ID
+	l.HeartbeatMs = t
+	b.setState(j, JOINING)
+	return nil
+}
+
+func (b *builder) completeHandover(c *Command, t int64) error {
+	l, err := b.member(c.Op, c.Member)
+	if err != nil {
+		return err
+	}
+	j, err := b.member(c.Op, c.Peer)
+	if err != nil {
+		return err
+	}
+	if l.State != LEAVING || j.State != JOINING || l.HandoverPeer != j.ID || j.HandoverPeer != l.ID {
+		return fmt.Errorf("%w: complete hand-over %s (%s, peer %q) -> %s (%s, peer %q)", ErrHandoverMismatch,
+			l.ID, l.State, l.HandoverPeer, j.ID, j.State, j.HandoverPeer)
+	}
+	// One commit: the joiner owns every token the leaver owned and the leaver is gone, so there is no
+	// index at which a token has two owners or none.
+	j.HandoverPeer = ""
+	j.HeartbeatMs = t
+	b.setTokens(j, l.Tokens)
+	b.setState(j, ACTIVE)
+	b.remove(l.ID)
+	return nil
+}
+
+func (b *builder) abortHandover(c *Command, t int64) error {
+	l, lok := b.r.find(c.Member)
+	j, jok := b.r.find(c.Peer)
+	var lm, jm *Member
+	if lok {
+		b.own()
+		lm = &b.r.members[l]
+	}
+	if jok {
+		b.own()
+		jm = &b.r.members[j]
+	}
+	paired := lm != nil && jm != nil && lm.HandoverPeer == jm.ID && jm.HandoverPeer == lm.ID
+	if !paired {
+		// Already aborted (or completed, or one side removed): aborting again changes nothing, but
+		// only if neither side is still paired with the other.
+		if (lm != nil && lm.HandoverPeer == c.Peer) || (jm != nil && jm.HandoverPeer == c.Member) {
+			return fmt.Errorf("%w: abort hand-over %s -> %s: relation is one-sided", ErrHandoverMismatch, c.Member, c.Peer)
+		}
+		if lm == nil && jm == nil {
+			return fmt.Errorf("%w: abort hand-over: neither %s nor %s is a member", ErrUnknownMember, c.Member, c.Peer)
+		}
+		return nil
+	}
+	b.unpair(lm)
+	if jm.State == JOINING {
+		jm.HeartbeatMs = max(jm.HeartbeatMs, t)
+		b.setState(jm, PENDING)
+	}
+	return nil
+}
+
+func (b *builder) removeMember(c *Command) error {
+	m, err := b.member(c.Op, c.Member)
+	if err != nil {
+		return err
+	}
+	if m.HandoverPeer != "" {
+		peer := b.unpair(m)
+		if peer.State == JOINING {
+			// A joiner whose leaver is forgotten received nothing it may keep.
+			b.setState(peer, PENDING)
+		}
+	}
+	b.remove(c.Member)
+	return nil
+}
