@@ -1,0 +1,84 @@
+# raftingest — run `make help` for the targets.
+#
+# Everything a target needs is installed by the Makefile itself: Debian packages through apt-get
+# (as root, or with sudo), Go tools into bin/tools at pinned versions.
+
+SHELL := /bin/bash
+GO ?= go
+TOOLS := $(CURDIR)/bin/tools
+export PATH := $(TOOLS):$(PATH)
+
+# Pinned tool versions.
+PROTOC_GEN_GO_VERSION := v1.36.12
+PROTOC_GEN_GO_GRPC_VERSION := v1.5.1
+STATICCHECK_VERSION := 2026.2.2
+
+# Debian packages the tests and the local cluster use: Prometheus (remote-write client and oracle,
+# promtool), Chromium (the /ring page in a real browser), nftables and iproute2 (fault tests),
+# protoc (make proto).
+DEB_PACKAGES := prometheus chromium nftables iproute2 util-linux
+
+SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
+TEST_TIMEOUT ?= 18m
+
+.DEFAULT_GOAL := help
+
+.PHONY: help
+help: ## show this help
+	@awk 'BEGIN {FS = ":.*## "} /^[a-zA-Z_-]+:.*## / {printf "  \033[36m%-12s\033[0m %s\n", $$1, $$2}' $(MAKEFILE_LIST)
+
+.PHONY: deps
+deps: ## install the Debian packages tests need (prometheus, chromium, nftables) if missing
+	@missing=""; for p in $(DEB_PACKAGES); do dpkg -s $$p >/dev/null 2>&1 || missing="$$missing $$p"; done; \
+	if [ -n "$$missing" ]; then \
+	  echo "installing:$$missing"; \
+	  $(SUDO) apt-get update -qq && DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -qq --no-install-recommends $$missing >/dev/null; \
+	fi
+
+.PHONY: build
+build: ## build bin/ingester and bin/ringctl
+	$(GO) build -o bin/ingester ./cmd/ingester
+	$(GO) build -o bin/ringctl ./cmd/ringctl
+
+.PHONY: run
+run: build ## run a local 3-node cluster on 127.0.0.1 (data in ./data; Ctrl-C stops it gracefully)
+	@scripts/run-local.sh
+
+.PHONY: test
+test: deps build ## run every test with the race detector (needs root or sudo for apt-get)
+	RAFTINGEST_BIN=$(CURDIR)/bin RAFTINGEST_REQUIRE_BROWSER=1 $(GO) test -race -timeout $(TEST_TIMEOUT) ./...
+
+.PHONY: test-short
+test-short: ## unit tests only, without the race detector (fast)
+	$(GO) test -short ./...
+
+$(TOOLS)/staticcheck:
+	GOBIN=$(TOOLS) $(GO) install honnef.co/go/tools/cmd/staticcheck@$(STATICCHECK_VERSION)
+
+.PHONY: lint
+lint: $(TOOLS)/staticcheck ## gofmt, go vet and staticcheck
+	@out=$$(gofmt -l $$(git ls-files '*.go' | grep -v '\.pb\.go$$')); if [ -n "$$out" ]; then echo "gofmt would change:"; echo "$$out"; exit 1; fi
+	$(GO) vet ./...
+	$(TOOLS)/staticcheck ./...
+
+.PHONY: proto
+proto: ## regenerate ringpb (and other *pb) from proto/*.proto; installs protoc and its Go plugins
+	@command -v protoc >/dev/null || { $(SUDO) apt-get update -qq && DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -qq protobuf-compiler >/dev/null; }
+	GOBIN=$(TOOLS) $(GO) install google.golang.org/protobuf/cmd/protoc-gen-go@$(PROTOC_GEN_GO_VERSION)
+	GOBIN=$(TOOLS) $(GO) install google.golang.org/grpc/cmd/protoc-gen-go-grpc@$(PROTOC_GEN_GO_GRPC_VERSION)
+	protoc -I proto --go_out=. --go_opt=module=github.com/raftingest/raftingest \
+	  --go-grpc_out=. --go-grpc_opt=module=github.com/raftingest/raftingest proto/*.proto
+
+.PHONY: fuzz
+fuzz: ## run each fuzz target for FUZZTIME (default 30s)
+	@for spec in ringstate:FuzzApply ringstate:FuzzParseTokensFile raftfsm:FuzzDecodeCommand; do \
+	  pkg=$${spec%%:*}; fn=$${spec##*:}; echo "== $$pkg $$fn"; \
+	  $(GO) test -run '^$$' -fuzz "^$$fn$$" -fuzztime $${FUZZTIME:-30s} ./$$pkg/ || exit 1; done
+
+.PHONY: bench
+bench: ## Go micro-benchmarks of the ring (lookup, commit latency)
+	$(GO) test -run '^$$' -bench . -benchtime 2s ./ringstate/ ./raftfsm/
+
+.PHONY: clean
+clean: ## remove bin/ and data/
+	rm -rf bin data

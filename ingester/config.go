@@ -1,0 +1,117 @@
+// Package ingester assembles one raftingest process: the Raft node holding the ring, the member's
+// lifecycle, and the gRPC and HTTP servers. cmd/ingester parses flags into a Config and runs a Server;
+// tests start several Servers in one process on loopback addresses.
+package ingester
+
+import (
+	"errors"
+	"flag"
+	"fmt"
+	"net"
+	"os"
+	"strings"
+
+	"github.com/raftingest/raftingest/lifecycle"
+	"github.com/raftingest/raftingest/raftfsm"
+)
+
+// Config is everything one ingester process is configured with.
+type Config struct {
+	NodeID    string
+	DataDir   string
+	RaftAddr  string
+	GRPCAddr  string
+	HTTPAddr  string
+	Bootstrap bool
+	// Join lists gRPC addresses of running members to ask to add this node (comma-separated flag).
+	Join []string
+
+	LogLevel  string
+	LogFormat string
+
+	Raft      raftfsm.Config
+	Lifecycle lifecycle.Config
+}
+
+// RegisterFlags registers every flag with its default on f.
+func (c *Config) RegisterFlags(f *flag.FlagSet) {
+	host, _ := os.Hostname()
+	f.StringVar(&c.NodeID, "node.id", host, "this member's id in the ring and in Raft (letters, digits, '-', '_', '.')")
+	f.StringVar(&c.DataDir, "data.dir", "./data", "directory for the Raft log, snapshots, the WAL and the tokens file")
+	f.StringVar(&c.RaftAddr, "raft.addr", "127.0.0.1:9096", "address the Raft transport listens on and advertises (IP:port)")
+	f.StringVar(&c.GRPCAddr, "grpc.addr", "127.0.0.1:9095", "address of the gRPC server (ring service, ingester API)")
+	f.StringVar(&c.HTTPAddr, "http.addr", "127.0.0.1:8080", "address of the HTTP server (/ring, /metrics, /ready, push and query APIs)")
+	f.BoolVar(&c.Bootstrap, "bootstrap", false, "bootstrap a new cluster with this node as its only voter (first node only; ignored when the data directory already holds Raft state)")
+	f.Func("join", "comma-separated gRPC addresses of running members to ask to add this node; without it a new node waits for `ringctl join`", func(s string) error {
+		for _, a := range strings.Split(s, ",") {
+			if a = strings.TrimSpace(a); a != "" {
+				c.Join = append(c.Join, a)
+			}
+		}
+		return nil
+	})
+	f.StringVar(&c.LogLevel, "log.level", "info", "log level: debug, info, warn, error")
+	f.StringVar(&c.LogFormat, "log.format", "logfmt", "log format: logfmt or json")
+	c.Raft.RegisterFlags(f)
+	c.Lifecycle.RegisterFlags(f)
+}
+
+// Validate checks every flag and their relations, naming the flags in its messages. It also copies
+// the node's identity into the component configs.
+func (c *Config) Validate() error {
+	var errs []error
+	bad := func(format string, args ...any) { errs = append(errs, fmt.Errorf(format, args...)) }
+	if c.NodeID == "" {
+		bad("-node.id must be set")
+	}
+	if c.DataDir == "" {
+		bad("-data.dir must be set")
+	}
+	addrs := map[string]string{}
+	for _, a := range []struct{ flag, v string }{{"-raft.addr", c.RaftAddr}, {"-grpc.addr", c.GRPCAddr}, {"-http.addr", c.HTTPAddr}} {
+		host, port, err := net.SplitHostPort(a.v)
+		if err != nil || port == "" {
+			bad("%s %q: want host:port", a.flag, a.v)
+			continue
+		}
+		if a.flag == "-raft.addr" {
+			ip := net.ParseIP(host)
+			if ip == nil || ip.IsUnspecified() {
+				bad("-raft.addr %q: the host must be an IP address other peers can reach (it is advertised as is)", a.v)
+			}
+		}
+		if prev, dup := addrs[a.v]; dup {
+			bad("%s and %s are both %q", prev, a.flag, a.v)
+		}
+		addrs[a.v] = a.flag
+	}
+	if c.Bootstrap && len(c.Join) > 0 {
+		bad("-bootstrap and -join conflict: the first node bootstraps, the others join it")
+	}
+	for _, j := range c.Join {
+		if _, _, err := net.SplitHostPort(j); err != nil {
+			bad("-join %q: want host:port of a member's gRPC server", j)
+		}
+		if j == c.GRPCAddr {
+			bad("-join %q is this node's own -grpc.addr", j)
+		}
+	}
+	switch c.LogLevel {
+	case "debug", "info", "warn", "error":
+	default:
+		bad("-log.level %q: want debug, info, warn or error", c.LogLevel)
+	}
+	if c.LogFormat != "logfmt" && c.LogFormat != "json" {
+		bad("-log.format %q: want logfmt or json", c.LogFormat)
+	}
+
+	c.Raft.ID, c.Raft.DataDir, c.Raft.RaftAddr, c.Raft.Bootstrap = c.NodeID, c.DataDir, c.RaftAddr, c.Bootstrap
+	c.Lifecycle.ID, c.Lifecycle.RaftAddr, c.Lifecycle.GRPCAddr, c.Lifecycle.HTTPAddr = c.NodeID, c.RaftAddr, c.GRPCAddr, c.HTTPAddr
+	if err := c.Raft.Validate(); err != nil {
+		errs = append(errs, err)
+	}
+	if err := c.Lifecycle.Validate(); err != nil {
+		errs = append(errs, err)
+	}
+	return errors.Join(errs...)
+}
