@@ -1,0 +1,382 @@
+package main
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"strings"
+	"text/tabwriter"
+	"time"
+
+	"github.com/raftingest/raftingest/ringpb"
+	"github.com/raftingest/raftingest/ringview"
+)
+
+// statusJSON is `ringctl status -o json`. Field names are a scripting contract.
+type statusJSON struct {
+	ID                string       `json:"id"`
+	State             string       `json:"state"`
+	Leader            string       `json:"leader"`
+	LeaderAddress     string       `json:"leader_address"`
+	Term              uint64       `json:"term"`
+	CommitIndex       uint64       `json:"commit_index"`
+	AppliedIndex      uint64       `json:"applied_index"`
+	LastLogIndex      uint64       `json:"last_log_index"`
+	LastSnapshotIndex uint64       `json:"last_snapshot_index"`
+	Servers           []serverJSON `json:"servers"`
+}
+
+type serverJSON struct {
+	ID            string `json:"id"`
+	Address       string `json:"address"`
+	Voter         bool   `json:"voter"`
+	LastContactMs int64  `json:"last_contact_ms"` // -1 when unknown
+}
+
+func (c *cli) status(o *options, _ []string) error {
+	cl, closeConn, err := dial(o.addr)
+	if err != nil {
+		return err
+	}
+	defer closeConn()
+	ctx, cancel := rpcContext(o)
+	defer cancel()
+	resp, err := cl.Status(ctx, &ringpb.StatusRequest{})
+	if err != nil {
+		return rpcError(o.addr, o.timeout.d, err)
+	}
+	out := statusJSON{
+		ID: resp.GetId(), State: resp.GetState(), Leader: resp.GetLeaderId(), LeaderAddress: resp.GetLeaderAddress(),
+		Term: resp.GetTerm(), CommitIndex: resp.GetCommitIndex(), AppliedIndex: resp.GetAppliedIndex(),
+		LastLogIndex: resp.GetLastLogIndex(), LastSnapshotIndex: resp.GetLastSnapshotIndex(),
+		Servers: make([]serverJSON, 0, len(resp.GetServers())),
+	}
+	for _, s := range resp.GetServers() {
+		out.Servers = append(out.Servers, serverJSON{ID: s.GetId(), Address: s.GetAddress(), Voter: s.GetVoter(), LastContactMs: s.GetLastContactMs()})
+	}
+	if o.output == "json" {
+		return c.printJSON(out)
+	}
+	leader := "(none: no leader known)"
+	if out.Leader != "" || out.LeaderAddress != "" {
+		leader = fmt.Sprintf("%s (%s)", orDash(out.Leader), orDash(out.LeaderAddress))
+	}
+	tw := tabwriter.NewWriter(c.stdout, 0, 4, 2, ' ', 0)
+	fmt.Fprintf(tw, "id:\t%s\n", out.ID)
+	fmt.Fprintf(tw, "raft state:\t%s\n", out.State)
+	fmt.Fprintf(tw, "leader:\t%s\n", leader)
+	fmt.Fprintf(tw, "term:\t%d\n", out.Term)
+	fmt.Fprintf(tw, "commit index:\t%d\n", out.CommitIndex)
+	fmt.Fprintf(tw, "applied index:\t%d\n", out.AppliedIndex)
+	fmt.Fprintf(tw, "last log index:\t%d\n", out.LastLogIndex)
+	fmt.Fprintf(tw, "last snapshot index:\t%d\n", out.LastSnapshotIndex)
+	if err := tw.Flush(); err != nil {
+		return err
+	}
+	fmt.Fprintln(c.stdout)
+	tw = tabwriter.NewWriter(c.stdout, 0, 4, 2, ' ', 0)
+	fmt.Fprintln(tw, "SERVER\tADDRESS\tSUFFRAGE\tLAST CONTACT")
+	for _, s := range out.Servers {
+		suffrage := "non-voter"
+		if s.Voter {
+			suffrage = "voter"
+		}
+		contact := "-"
+		if s.LastContactMs >= 0 {
+			contact = (time.Duration(s.LastContactMs) * time.Millisecond).String() + " ago"
+		}
+		if s.ID == out.Leader {
+			contact = "leader"
+		}
+		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\n", s.ID, s.Address, suffrage, contact)
+	}
+	return tw.Flush()
+}
+
+// getView fetches the ring from addr and judges it with the node's own heartbeat timeout.
+func getView(ctx context.Context, addr string, linearizable bool, timeout time.Duration) (ringview.View, error) {
+	cl, closeConn, err := dial(addr)
+	if err != nil {
+		return ringview.View{}, err
+	}
+	defer closeConn()
+	resp, err := cl.GetRing(ctx, &ringpb.GetRingRequest{Linearizable: linearizable})
+	if err != nil {
+		return ringview.View{}, rpcError(addr, timeout, err)
+	}
+	r, err := ringpb.ToRing(resp.GetMembers(), resp.GetTimeMs())
+	if err != nil {
+		return ringview.View{}, fmt.Errorf("%s sent a ring that breaks an invariant: %v", addr, err)
+	}
+	return ringview.Build(r, resp.GetHeartbeatTimeoutMs()), nil
+}
+
+func (c *cli) ring(o *options, _ []string) error {
+	ctx, cancel := rpcContext(o)
+	defer cancel()
+	v, err := getView(ctx, o.addr, o.linearizable, o.timeout.d)
+	if err != nil {
+		return err
+	}
+	if o.output == "json" {
+		return c.printJSON(v)
+	}
+	tw := tabwriter.NewWriter(c.stdout, 0, 4, 2, ' ', 0)
+	fmt.Fprintln(tw, "ID\tSTATE\tADDRESS\tZONE\tTOKENS\tOWNERSHIP\tHEARTBEAT\tHAND-OVER")
+	for _, m := range v.Members {
+		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%d\t%.2f%%\t%s ago\t%s\n", m.ID, m.State, orDash(m.GRPCAddr), orDash(m.Zone),
+			m.NumTokens, m.Ownership*100, m.HeartbeatAge(), orDash(m.Handover()))
+	}
+	if err := tw.Flush(); err != nil {
+		return err
+	}
+	if o.tokens {
+		for _, m := range v.Members {
+			toks := make([]string, len(m.Tokens))
+			for i, t := range m.Tokens {
+				toks[i] = fmt.Sprint(t)
+			}
+			fmt.Fprintf(c.stdout, "\ntokens of %s (%d):\n%s\n", m.ID, len(toks), strings.Join(toks, " "))
+		}
+	}
+	return nil
+}
+
+func orDash(s string) string {
+	if s == "" {
+		return "-"
+	}
+	return s
+}
+
+func (c *cli) join(o *options, args []string) error {
+	id, raftAddr := args[0], args[1]
+	if err := checkID("ID", id); err != nil {
+		return err
+	}
+	if err := checkHostPort(raftAddr); err != nil {
+		return usagef("RAFT_ADDR %q is not host:port", raftAddr)
+	}
+	cl, closeConn, err := dial(o.addr)
+	if err != nil {
+		return err
+	}
+	defer closeConn()
+	ctx, cancel := rpcContext(o)
+	defer cancel()
+	resp, err := cl.Join(ctx, &ringpb.JoinRequest{Id: id, RaftAddr: raftAddr, Voter: o.voter})
+	if err != nil {
+		return rpcError(o.addr, o.timeout.d, err)
+	}
+	if o.output == "json" {
+		return c.printJSON(struct {
+			ID       string `json:"id"`
+			RaftAddr string `json:"raft_addr"`
+			Voter    bool   `json:"voter"`
+			Index    uint64 `json:"index"`
+		}{id, raftAddr, resp.GetVoter(), resp.GetIndex()})
+	}
+	kind := "non-voter"
+	if resp.GetVoter() {
+		kind = "voter"
+	}
+	_, err = fmt.Fprintf(c.stdout, "added %s (raft %s) as %s at index %d\n", id, raftAddr, kind, resp.GetIndex())
+	return err
+}
+
+func (c *cli) remove(o *options, args []string) error {
+	id := args[0]
+	if err := checkID("ID", id); err != nil {
+		return err
+	}
+	cl, closeConn, err := dial(o.addr)
+	if err != nil {
+		return err
+	}
+	defer closeConn()
+	ctx, cancel := rpcContext(o)
+	defer cancel()
+	resp, err := cl.RemovePeer(ctx, &ringpb.RemovePeerRequest{Id: id})
+	if err != nil {
+		return rpcError(o.addr, o.timeout.d, err)
+	}
+	if o.output == "json" {
+		return c.printJSON(struct {
+			ID    string `json:"id"`
+			Index uint64 `json:"index"`
+		}{id, resp.GetIndex()})
+	}
+	_, err = fmt.Fprintf(c.stdout, "removed %s from the ring and the Raft configuration at index %d\n", id, resp.GetIndex())
+	return err
+}
+
+func (c *cli) transferLeadership(o *options, args []string) error {
+	var id string
+	if len(args) == 1 {
+		id = args[0]
+		if err := checkID("ID", id); err != nil {
+			return err
+		}
+	}
+	cl, closeConn, err := dial(o.addr)
+	if err != nil {
+		return err
+	}
+	defer closeConn()
+	ctx, cancel := rpcContext(o)
+	defer cancel()
+	resp, err := cl.TransferLeadership(ctx, &ringpb.TransferLeadershipRequest{Id: id})
+	if err != nil {
+		return rpcError(o.addr, o.timeout.d, err)
+	}
+	if o.output == "json" {
+		return c.printJSON(struct {
+			NewLeader string `json:"new_leader"`
+		}{resp.GetNewLeaderId()})
+	}
+	_, err = fmt.Fprintf(c.stdout, "leadership transferred to %s\n", resp.GetNewLeaderId())
+	return err
+}
+
+// leaveEvent is one line of `ringctl leave -o json` (one JSON object per line, as it happens).
+type leaveEvent struct {
+	Event          string  `json:"event"` // requested, state, handover, removed
+	Member         string  `json:"member"`
+	State          string  `json:"state,omitempty"`
+	RingState      string  `json:"ring_state,omitempty"`
+	HandoverPeer   string  `json:"handover_peer,omitempty"`
+	ElapsedSeconds float64 `json:"elapsed_seconds"`
+	Via            string  `json:"via,omitempty"`
+}
+
+// leave sends one Leave request, then follows the member in the ring until it is gone. The request
+// itself is never repeated. Following reads the ring from -addr first and, when that node stops
+// answering (it may be the very node that is leaving, and it exits at the end), from the other
+// members' gRPC addresses, saying so on stderr.
+func (c *cli) leave(o *options, args []string) error {
+	id := args[0]
+	if err := checkID("ID", id); err != nil {
+		return err
+	}
+	total := defaultLeaveTimeout
+	if o.timeout.set {
+		total = o.timeout.d
+	}
+	rpcTimeout := min(total, defaultTimeout)
+	start := time.Now()
+	deadline := start.Add(total)
+	emit := func(ev leaveEvent, text string) {
+		ev.Member = id
+		ev.ElapsedSeconds = time.Since(start).Round(time.Millisecond).Seconds()
+		if o.output == "json" {
+			b, _ := json.Marshal(ev)
+			fmt.Fprintf(c.stdout, "%s\n", b)
+			return
+		}
+		fmt.Fprintln(c.stdout, text)
+	}
+
+	cl, closeConn, err := dial(o.addr)
+	if err != nil {
+		return err
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), rpcTimeout)
+	_, err = cl.Leave(ctx, &ringpb.LeaveRequest{Id: id})
+	cancel()
+	closeConn()
+	if err != nil {
+		return rpcError(o.addr, rpcTimeout, err)
+	}
+	emit(leaveEvent{Event: "requested", Via: o.addr}, fmt.Sprintf("%s: leave requested (via %s)", id, o.addr))
+	if !o.wait {
+		return nil
+	}
+
+	candidates := []string{o.addr}
+	current := 0
+	lastErr := ""
+	var last *ringview.MemberView
+	for {
+		remaining := time.Until(deadline)
+		if remaining <= 0 {
+			state := "not seen yet"
+			if last != nil {
+				state = last.State
+				if last.HandoverPeer != "" {
+					state += ", hand-over peer " + last.HandoverPeer
+				}
+			}
+			if lastErr != "" && last == nil {
+				state = lastErr
+			}
+			return fmt.Errorf("%s is still in the ring after %s (%s); the leave goes on — follow it with 'ringctl ring'",
+				id, total, state)
+		}
+		ctx, cancel := context.WithTimeout(context.Background(), min(remaining, rpcTimeout))
+		addr := candidates[current]
+		v, err := getView(ctx, addr, false, min(remaining, rpcTimeout))
+		cancel()
+		if err != nil {
+			next := (current + 1) % len(candidates)
+			if msg := err.Error(); msg != lastErr {
+				if next != current {
+					fmt.Fprintf(c.stderr, "ringctl: leave: %v; following from %s\n", err, candidates[next])
+				} else {
+					fmt.Fprintf(c.stderr, "ringctl: leave: %v; retrying every %s until %s\n", err, c.poll, total)
+				}
+				lastErr = msg
+			}
+			current = next
+		} else {
+			lastErr = ""
+			m, ok := v.Member(id)
+			if !ok {
+				emit(leaveEvent{Event: "removed", Via: addr},
+					fmt.Sprintf("%s: left the ring after %s", id, time.Since(start).Round(100*time.Millisecond)))
+				return nil
+			}
+			if last == nil || m.State != last.State {
+				emit(leaveEvent{Event: "state", State: m.State, RingState: m.RingState, HandoverPeer: m.HandoverPeer},
+					fmt.Sprintf("%s: %s", id, m.State))
+			}
+			if (last == nil && m.HandoverPeer != "") || (last != nil && m.HandoverPeer != last.HandoverPeer) {
+				text := fmt.Sprintf("%s: handing over to %s", id, m.HandoverPeer)
+				if m.HandoverPeer == "" {
+					text = fmt.Sprintf("%s: hand-over to %s ended without completing; looking for another joiner or flushing", id, last.HandoverPeer)
+				}
+				emit(leaveEvent{Event: "handover", State: m.State, RingState: m.RingState, HandoverPeer: m.HandoverPeer}, text)
+			}
+			last = &m
+			candidates = followCandidates(o.addr, v, m)
+			current = indexOf(candidates, addr)
+		}
+		if wait := min(c.poll, time.Until(deadline)); wait > 0 {
+			t := time.NewTimer(wait)
+			<-t.C
+		}
+	}
+}
+
+// followCandidates lists where to read the ring from while following a leave: -addr first, then
+// every other member's gRPC address, the leaver's last because it exits when it is done.
+func followCandidates(first string, v ringview.View, leaver ringview.MemberView) []string {
+	out := []string{first}
+	for _, m := range v.Members {
+		if m.GRPCAddr != "" && m.GRPCAddr != first && m.ID != leaver.ID {
+			out = append(out, m.GRPCAddr)
+		}
+	}
+	if leaver.GRPCAddr != "" && leaver.GRPCAddr != first {
+		out = append(out, leaver.GRPCAddr)
+	}
+	return out
+}
+
+func indexOf(s []string, x string) int {
+	for i, v := range s {
+		if v == x {
+			return i
+		}
+	}
+	return 0
+}

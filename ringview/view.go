@@ -1,0 +1,131 @@
+// Package ringview shows the ring to people and to Prometheus: a View (the ring as JSON-ready
+// values, judged for health at ring time), the GET /ring page (HTML table and JSON), and a Prometheus
+// collector with Cortex's ring metric names.
+//
+// Everything here reads an immutable *ringstate.Ring and computes at request or scrape time, so there
+// is no state to keep in step with the FSM and nothing to lock.
+package ringview
+
+import (
+	"time"
+
+	"github.com/raftingest/raftingest/ringstate"
+)
+
+// StateUnhealthy is the state shown for a member whose last heartbeat is older than the heartbeat
+// timeout at ring time. It is derived, never stored: Cortex/dskit's ring page shows the same word.
+const StateUnhealthy = "UNHEALTHY"
+
+// View is the ring as shown on /ring and by `ringctl ring -o json`.
+type View struct {
+	// TimeMs is the ring time (Unix milliseconds) every member's health and heartbeat age is judged
+	// against — never the viewer's clock, so a ring without quorum keeps showing the health it had.
+	TimeMs int64 `json:"time_ms"`
+	// HeartbeatTimeoutSeconds is the timeout used to judge health; 0 means the check is off.
+	HeartbeatTimeoutSeconds float64 `json:"heartbeat_timeout_seconds"`
+	// Members sorted by id. Never nil, so the JSON always has an array.
+	Members []MemberView `json:"members"`
+}
+
+// MemberView is one member as people see it.
+type MemberView struct {
+	ID string `json:"id"`
+	// State is the lifecycle state, or StateUnhealthy when the heartbeat is stale at ring time.
+	State string `json:"state"`
+	// RingState is always the lifecycle state, so a reader can tell an unhealthy LEAVING member
+	// from an unhealthy ACTIVE one.
+	RingState string `json:"ring_state"`
+	Healthy   bool   `json:"healthy"`
+	RaftAddr  string `json:"raft_addr"`
+	GRPCAddr  string `json:"grpc_addr"`
+	HTTPAddr  string `json:"http_addr"`
+	Zone      string `json:"zone"`
+	// Tokens is the full sorted token list; never nil.
+	Tokens    []uint32 `json:"tokens"`
+	NumTokens int      `json:"num_tokens"`
+	// Ownership is the fraction (0..1) of the hash space the member owns.
+	Ownership float64 `json:"ownership"`
+	// HeartbeatAgeSeconds is ring time minus the member's last heartbeat.
+	HeartbeatAgeSeconds float64 `json:"heartbeat_age_seconds"`
+	// RegisteredAt is the ring time of the first registration, RFC 3339 in UTC.
+	RegisteredAt string `json:"registered_at"`
+	// HandoverPeer is the other side of a hand-over in progress: for a LEAVING member the joiner it
+	// streams to, for a JOINING member the leaver it receives from; empty otherwise.
+	HandoverPeer string `json:"handover_peer"`
+}
+
+// Build judges every member of r at ring time against heartbeatTimeoutMs (0 or less disables the
+// health check, as ringstate.Member.Healthy does) and returns the view, members sorted by id.
+// A nil ring gives an empty view.
+func Build(r *ringstate.Ring, heartbeatTimeoutMs int64) View {
+	v := View{
+		HeartbeatTimeoutSeconds: float64(max(heartbeatTimeoutMs, 0)) / 1000,
+		Members:                 []MemberView{},
+	}
+	if r == nil {
+		return v
+	}
+	now := r.TimeMs()
+	v.TimeMs = now
+	v.Members = make([]MemberView, r.Len())
+	for i := range v.Members {
+		m := r.MemberAt(i) // members are sorted by id by ringstate
+		healthy := m.Healthy(now, heartbeatTimeoutMs)
+		state := m.State.String()
+		if !healthy {
+			state = StateUnhealthy
+		}
+		tokens := make([]uint32, len(m.Tokens))
+		for j, t := range m.Tokens {
+			tokens[j] = uint32(t)
+		}
+		v.Members[i] = MemberView{
+			ID:                  string(m.ID),
+			State:               state,
+			RingState:           m.State.String(),
+			Healthy:             healthy,
+			RaftAddr:            m.RaftAddr,
+			GRPCAddr:            m.GRPCAddr,
+			HTTPAddr:            m.HTTPAddr,
+			Zone:                m.Zone,
+			Tokens:              tokens,
+			NumTokens:           len(tokens),
+			Ownership:           r.Ownership(m.ID),
+			HeartbeatAgeSeconds: float64(now-m.HeartbeatMs) / 1000,
+			RegisteredAt:        time.UnixMilli(m.RegisteredMs).UTC().Format(time.RFC3339),
+			HandoverPeer:        string(m.HandoverPeer),
+		}
+	}
+	return v
+}
+
+// Time returns the ring time as a time.Time in UTC.
+func (v View) Time() time.Time { return time.UnixMilli(v.TimeMs).UTC() }
+
+// Member returns the member with the given id.
+func (v View) Member(id string) (MemberView, bool) {
+	for _, m := range v.Members {
+		if m.ID == id {
+			return m, true
+		}
+	}
+	return MemberView{}, false
+}
+
+// Handover describes the hand-over a member takes part in, as an arrow and the peer: "→ joiner" for
+// a leaver (tokens flow to the joiner), "← leaver" for a joiner, "" when there is none. The arrow is
+// chosen from the ring state, because the relation itself is symmetric.
+func (m MemberView) Handover() string {
+	if m.HandoverPeer == "" {
+		return ""
+	}
+	if m.RingState == ringstate.LEAVING.String() {
+		return "→ " + m.HandoverPeer
+	}
+	return "← " + m.HandoverPeer
+}
+
+// HeartbeatAge returns the heartbeat age as a duration rounded to milliseconds, for display.
+func (m MemberView) HeartbeatAge() time.Duration {
+	return time.Duration(m.HeartbeatAgeSeconds * float64(time.Second)).Round(time.Millisecond)
+}
