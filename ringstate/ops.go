@@ -5,7 +5,9 @@ import (
 	"fmt"
 	"net"
 	"slices"
+	"strconv"
 	"unicode"
+	"unicode/utf8"
 )
 
 // Op is the kind of a ring command.
@@ -146,6 +148,11 @@ type Event struct {
 func (r *Ring) Apply(cmd Command, nowMs int64) (*Ring, []Event, error) {
 	next := *r
 	next.timeMs = max(r.timeMs, nowMs)
+	if len(cmd.RequestID) > MaxRequestIDLen {
+		// Refused and not remembered: the memory is for retries, not for arbitrary payloads.
+		return &next, nil, fmt.Errorf("%w: %s %s: request id of %d bytes, at most %d", ErrInvalidCommand,
+			cmd.Op, cmd.Member, len(cmd.RequestID), MaxRequestIDLen)
+	}
 	if cmd.RequestID != "" {
 		for i := len(r.recent) - 1; i >= 0; i-- {
 			if a := &r.recent[i]; a.RequestID == cmd.RequestID {
@@ -304,25 +311,68 @@ func checkFields(c *Command) error {
 	return nil
 }
 
-// MaxIDLen bounds member ids: they appear in metrics labels, Raft configuration and file names.
-const MaxIDLen = 128
+// Limits on what a command may carry. Every string below is stored in the ring, in every snapshot and
+// in the request memory of every replica, so none may be arbitrarily large.
+const (
+	// MaxIDLen bounds member ids: they appear in metrics labels, Raft configuration and file names.
+	MaxIDLen = 128
+	// MaxAddrLen bounds addresses (a DNS name has at most 253 characters, plus the port).
+	MaxAddrLen = 261
+	// MaxZoneLen bounds zone names.
+	MaxZoneLen = 128
+	// MaxRequestIDLen bounds request ids.
+	MaxRequestIDLen = 256
+	// MaxTokensPerMember bounds a member's token set (Cortex and Mimir use 128 to 512).
+	MaxTokensPerMember = 1 << 16
+)
 
-func validateIdentity(id MemberID, raftAddr string) error {
+// validateMember checks what a member says about itself: id, addresses and zone. Register and
+// Restore apply the same rules, so a ring that Apply built always restores.
+func validateMember(id MemberID, raftAddr, grpcAddr, httpAddr, zone string) error {
 	if id == "" || len(id) > MaxIDLen {
 		return fmt.Errorf("%w: id %q must have 1 to %d characters", ErrInvalidMember, id, MaxIDLen)
 	}
-	for _, c := range id {
-		if !(unicode.IsLetter(c) || unicode.IsDigit(c) || c == '-' || c == '_' || c == '.') {
-			return fmt.Errorf("%w: id %q: only letters, digits, '-', '_' and '.' are allowed", ErrInvalidMember, id)
+	for i, c := range id {
+		if !(unicode.IsLetter(c) || unicode.IsDigit(c) || (i > 0 && (c == '-' || c == '_' || c == '.'))) {
+			// A leading '.' would allow "." and ".." (ids name files); a leading '-' reads as a flag.
+			return fmt.Errorf("%w: id %q: only letters, digits, '-', '_' and '.' are allowed, starting with a letter or digit",
+				ErrInvalidMember, id)
 		}
 	}
 	if err := checkAddr(raftAddr); err != nil {
 		return fmt.Errorf("%w: %s: raft address: %v", ErrInvalidMember, id, err)
 	}
+	for _, a := range []struct{ name, v string }{{"grpc", grpcAddr}, {"http", httpAddr}} {
+		if a.v == "" {
+			continue
+		}
+		if err := checkAddr(a.v); err != nil {
+			return fmt.Errorf("%w: %s: %s address: %v", ErrInvalidMember, id, a.name, err)
+		}
+	}
+	if len(zone) > MaxZoneLen || !printable(zone) {
+		return fmt.Errorf("%w: %s: zone %q: at most %d printable characters", ErrInvalidMember, id, zone, MaxZoneLen)
+	}
 	return nil
 }
 
+// printable reports whether s is valid UTF-8 without control characters.
+func printable(s string) bool {
+	if !utf8.ValidString(s) {
+		return false
+	}
+	for _, c := range s {
+		if unicode.IsControl(c) {
+			return false
+		}
+	}
+	return true
+}
+
 func checkAddr(a string) error {
+	if len(a) > MaxAddrLen {
+		return fmt.Errorf("%d bytes, at most %d", len(a), MaxAddrLen)
+	}
 	host, port, err := net.SplitHostPort(a)
 	if err != nil {
 		return err
@@ -330,20 +380,20 @@ func checkAddr(a string) error {
 	if host == "" || port == "" {
 		return fmt.Errorf("%q: want host:port", a)
 	}
+	for _, c := range host {
+		if c <= ' ' || c >= 0x7f {
+			return fmt.Errorf("%q: host has a space, control or non-ASCII character", a)
+		}
+	}
+	if _, err := strconv.ParseUint(port, 10, 16); err != nil {
+		return fmt.Errorf("%q: port must be a number from 0 to 65535", a)
+	}
 	return nil
 }
 
 func (b *builder) register(c *Command, t int64) error {
-	if err := validateIdentity(c.Member, c.RaftAddr); err != nil {
+	if err := validateMember(c.Member, c.RaftAddr, c.GRPCAddr, c.HTTPAddr, c.Zone); err != nil {
 		return err
-	}
-	for _, a := range []struct{ name, v string }{{"grpc", c.GRPCAddr}, {"http", c.HTTPAddr}} {
-		if a.v == "" {
-			continue
-		}
-		if err := checkAddr(a.v); err != nil {
-			return fmt.Errorf("%w: %s: %s address: %v", ErrInvalidMember, c.Member, a.name, err)
-		}
 	}
 	i, ok := b.r.find(c.Member)
 	if !ok {
@@ -398,7 +448,11 @@ func (b *builder) claimTokens(c *Command, t int64) error {
 	if len(c.Tokens) == 0 {
 		return fmt.Errorf("%w: claim tokens for %s: no tokens", ErrInvalidTokens, c.Member)
 	}
-	ts := slices.Clone(c.Tokens)
+	if len(c.Tokens) > MaxTokensPerMember {
+		return fmt.Errorf("%w: claim tokens for %s: %d tokens, at most %d", ErrInvalidTokens, c.Member,
+			len(c.Tokens), MaxTokensPerMember)
+	}
+	ts := cloneTokens(c.Tokens) // exact capacity: the ring hands this array out to readers
 	slices.Sort(ts)
 	for i := 1; i < len(ts); i++ {
 		if ts[i] == ts[i-1] {
@@ -423,7 +477,10 @@ func (b *builder) claimTokens(c *Command, t int64) error {
 		}
 	}
 	m.HeartbeatMs = t
-	b.setTokens(m, ts)
+	if !slices.Equal(m.Tokens, ts) {
+		// A retry of the same claim changes nothing but the heartbeat: no event, no rebuild.
+		b.setTokens(m, ts)
+	}
 	b.setState(m, to)
 	return nil
 }
@@ -470,8 +527,8 @@ func (b *builder) claimJoiner(c *Command, t int64) error {
 	if err != nil {
 		return err
 	}
-	if l.HandoverPeer == j.ID && j.HandoverPeer == l.ID {
-		return nil // already claimed by this leaver: a retry
+	if l.State == LEAVING && l.HandoverPeer == j.ID && j.HandoverPeer == l.ID {
+		return nil // already claimed by this leaver: a retry (not the pair named the other way round)
 	}
 	if l.State != LEAVING {
 		return &TransitionError{Member: l.ID, From: l.State, To: LEAVING, Op: "claim-joiner (leaver must be LEAVING)"}
@@ -512,18 +569,23 @@ func (b *builder) completeHandover(c *Command, t int64) error {
 }
 
 func (b *builder) abortHandover(c *Command, t int64) error {
+	// Read the parent's members first: an abort that changes nothing must not copy them.
 	l, lok := b.r.find(c.Member)
 	j, jok := b.r.find(c.Peer)
 	var lm, jm *Member
 	if lok {
-		b.own()
 		lm = &b.r.members[l]
 	}
 	if jok {
-		b.own()
 		jm = &b.r.members[j]
 	}
 	paired := lm != nil && jm != nil && lm.HandoverPeer == jm.ID && jm.HandoverPeer == lm.ID
+	if paired && (lm.State != LEAVING || jm.State != JOINING) {
+		// Named the other way round: aborting it would unpair the two and leave the real joiner
+		// JOINING with no leaver and no tokens, claimable by nobody.
+		return fmt.Errorf("%w: abort hand-over %s (%s) -> %s (%s): name the LEAVING member first",
+			ErrHandoverMismatch, c.Member, lm.State, c.Peer, jm.State)
+	}
 	if !paired {
 		// Already aborted (or completed, or one side removed): aborting again changes nothing, but
 		// only if neither side is still paired with the other.
@@ -535,11 +597,11 @@ func (b *builder) abortHandover(c *Command, t int64) error {
 		}
 		return nil
 	}
+	b.own()
+	lm, jm = &b.r.members[l], &b.r.members[j]
 	b.unpair(lm)
-	if jm.State == JOINING {
-		jm.HeartbeatMs = max(jm.HeartbeatMs, t)
-		b.setState(jm, PENDING)
-	}
+	jm.HeartbeatMs = max(jm.HeartbeatMs, t)
+	b.setState(jm, PENDING)
 	return nil
 }
 

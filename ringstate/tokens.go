@@ -8,10 +8,11 @@ import (
 )
 
 // GenerateTokens draws n distinct random tokens that taken reports as free, using rng so that the
-// caller decides the seed. taken may be nil. It fails only if fewer than n tokens are free.
+// caller decides the seed. taken may be nil. It fails if n is not in [1, MaxTokensPerMember], or if
+// it cannot find n free tokens (taken rejects almost everything).
 func GenerateTokens(n int, taken func(Token) bool, rng *rand.Rand) (Tokens, error) {
-	if n <= 0 {
-		return nil, fmt.Errorf("%w: asked for %d tokens", ErrInvalidTokens, n)
+	if n <= 0 || n > MaxTokensPerMember {
+		return nil, fmt.Errorf("%w: asked for %d tokens, want 1 to %d", ErrInvalidTokens, n, MaxTokensPerMember)
 	}
 	picked := make(map[Token]struct{}, n)
 	out := make(Tokens, 0, n)
@@ -39,14 +40,34 @@ func (r *Ring) FreeTokens(n int, rng *rand.Rand) (Tokens, error) {
 }
 
 // Fit tops up or trims have to want tokens, keeping as many of have as it can so that a restart with
-// another -ring.num-tokens moves as little data as possible (mimir#3801). Trimming keeps the lowest
-// tokens; topping up draws new ones that r does not own.
+// another -ring.num-tokens moves as little data as possible (mimir#3801). have may be in any order and
+// hold duplicates; the result is sorted and unique. Trimming keeps the lowest tokens; topping up draws
+// new ones that r does not own. Fit keeps tokens of have that another member owns (it does not know
+// whose tokens have are): a member that may have lost some should use FitMember.
 func (r *Ring) Fit(have Tokens, want int, rng *rand.Rand) (Tokens, error) {
-	if want <= 0 {
-		return nil, fmt.Errorf("%w: want %d tokens", ErrInvalidTokens, want)
+	return r.fit(have, want, rng)
+}
+
+// FitMember is Fit for member id: it first drops the tokens of have that another member owns, so the
+// claim that follows cannot be refused for them (a member removed and restarted with its old tokens
+// file, whose tokens someone else claimed meanwhile).
+func (r *Ring) FitMember(id MemberID, have Tokens, want int, rng *rand.Rand) (Tokens, error) {
+	mine := make(Tokens, 0, len(have))
+	for _, t := range have {
+		if owner, ok := r.Owner(t); !ok || owner == id {
+			mine = append(mine, t)
+		}
 	}
+	return r.fit(mine, want, rng)
+}
+
+func (r *Ring) fit(have Tokens, want int, rng *rand.Rand) (Tokens, error) {
+	if want <= 0 || want > MaxTokensPerMember {
+		return nil, fmt.Errorf("%w: want %d tokens, want 1 to %d", ErrInvalidTokens, want, MaxTokensPerMember)
+	}
+	have = slices.Compact(slices.Sorted(slices.Values(have)))
 	if len(have) >= want {
-		return slices.Clone(have[:want]), nil
+		return slices.Clip(have[:want]), nil
 	}
 	mine := make(map[Token]struct{}, len(have))
 	for _, t := range have {
@@ -81,6 +102,9 @@ func ParseTokensFile(data []byte) (Tokens, error) {
 	}
 	if len(f.Tokens) == 0 {
 		return nil, fmt.Errorf("%w: tokens file lists no tokens", ErrInvalidTokens)
+	}
+	if len(f.Tokens) > MaxTokensPerMember {
+		return nil, fmt.Errorf("%w: tokens file lists %d tokens, at most %d", ErrInvalidTokens, len(f.Tokens), MaxTokensPerMember)
 	}
 	out := make(Tokens, len(f.Tokens))
 	for i, t := range f.Tokens {

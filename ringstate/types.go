@@ -10,7 +10,6 @@ package ringstate
 import (
 	"errors"
 	"fmt"
-	"slices"
 	"strconv"
 	"strings"
 )
@@ -95,7 +94,12 @@ type Member struct {
 // member as healthy as it was instead of declaring the whole cluster dead (cortex#157).
 // A timeout of zero or less disables the check.
 func (m *Member) Healthy(nowMs, timeoutMs int64) bool {
-	return timeoutMs <= 0 || nowMs-m.HeartbeatMs <= timeoutMs
+	if timeoutMs <= 0 || nowMs <= m.HeartbeatMs {
+		return true
+	}
+	// nowMs > HeartbeatMs, so the true age is in (0, 2^64): computed in uint64 it cannot overflow, where
+	// nowMs-HeartbeatMs in int64 would wrap negative (and read as healthy) for extreme timestamps.
+	return uint64(nowMs)-uint64(m.HeartbeatMs) <= uint64(timeoutMs)
 }
 
 // Writable reports whether the member may take writes at nowMs: ACTIVE and healthy.
@@ -110,8 +114,20 @@ func (m *Member) Readable(nowMs, timeoutMs int64) bool {
 
 func (m *Member) clone() Member {
 	c := *m
-	c.Tokens = slices.Clone(m.Tokens)
+	c.Tokens = cloneTokens(m.Tokens)
 	return c
+}
+
+// cloneTokens copies ts into an array of exactly its length (nil stays nil), so that a caller who
+// appends to a Tokens slice the ring handed out gets a new array instead of writing into spare
+// capacity that other readers share.
+func cloneTokens(ts Tokens) Tokens {
+	if ts == nil {
+		return nil
+	}
+	out := make(Tokens, len(ts))
+	copy(out, ts)
+	return out
 }
 
 // Errors returned by ring changes. Every refusal wraps exactly one of these, so callers and the FSM's
