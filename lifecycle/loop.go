@@ -389,7 +389,7 @@ func hasTokens(ts ringstate.Tokens) func(*ringstate.Member, bool) bool {
 // fit tops up or trims the tokens of a resumed member whose -ring.num-tokens changed (mimir#3801),
 // keeping the ones it has so that as little data as possible moves.
 func (lp *loop) fit(r *ringstate.Ring, m *ringstate.Member) {
-	ts, err := r.Fit(m.Tokens, lp.cfg.NumTokens, lp.rng)
+	ts, err := r.FitMember(lp.cfg.ID, m.Tokens, lp.cfg.NumTokens, lp.rng)
 	if err != nil {
 		lp.log.Error("cannot fit tokens to -ring.num-tokens, keeping the current ones", "member", lp.cfg.ID,
 			"op", "claim-tokens", "err", err)
@@ -397,7 +397,8 @@ func (lp *loop) fit(r *ringstate.Ring, m *ringstate.Member) {
 	}
 	lp.log.Info("-ring.num-tokens changed, fitting tokens", "member", lp.cfg.ID, "state", m.State.String(),
 		"op", "claim-tokens", "from", len(m.Tokens), "to", len(ts))
-	lp.apply(ringstate.Command{Op: ringstate.OpClaimTokens, Member: lp.cfg.ID, Tokens: ts}, func(err error) {
+	// Replace: a resize is refused unless the member is still JOINING or ACTIVE.
+	lp.apply(ringstate.Command{Op: ringstate.OpClaimTokens, Member: lp.cfg.ID, Tokens: ts, Replace: true}, func(err error) {
 		switch {
 		case err == nil:
 			lp.failures = 0

@@ -19,6 +19,7 @@ func FromCommand(c *ringstate.Command) *Command {
 		HttpAddr:  c.HTTPAddr,
 		Zone:      c.Zone,
 		Tokens:    fromTokens(c.Tokens),
+		Replace:   c.Replace,
 	}
 }
 
@@ -34,6 +35,7 @@ func ToCommand(p *Command) ringstate.Command {
 		HTTPAddr:  p.GetHttpAddr(),
 		Zone:      p.GetZone(),
 		Tokens:    toTokens(p.GetTokens()),
+		Replace:   p.GetReplace(),
 	}
 }
 

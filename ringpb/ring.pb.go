@@ -153,16 +153,19 @@ func (Op) EnumDescriptor() ([]byte, []int) {
 
 // Command is one ring change, the payload of a Raft log entry.
 type Command struct {
-	state         protoimpl.MessageState `protogen:"open.v1"`
-	Op            Op                     `protobuf:"varint,1,opt,name=op,proto3,enum=raftingest.ring.v1.Op" json:"op,omitempty"`
-	RequestId     string                 `protobuf:"bytes,2,opt,name=request_id,json=requestId,proto3" json:"request_id,omitempty"`
-	Member        string                 `protobuf:"bytes,3,opt,name=member,proto3" json:"member,omitempty"`
-	Peer          string                 `protobuf:"bytes,4,opt,name=peer,proto3" json:"peer,omitempty"`
-	RaftAddr      string                 `protobuf:"bytes,5,opt,name=raft_addr,json=raftAddr,proto3" json:"raft_addr,omitempty"`
-	GrpcAddr      string                 `protobuf:"bytes,6,opt,name=grpc_addr,json=grpcAddr,proto3" json:"grpc_addr,omitempty"`
-	HttpAddr      string                 `protobuf:"bytes,7,opt,name=http_addr,json=httpAddr,proto3" json:"http_addr,omitempty"`
-	Zone          string                 `protobuf:"bytes,8,opt,name=zone,proto3" json:"zone,omitempty"`
-	Tokens        []uint32               `protobuf:"varint,9,rep,packed,name=tokens,proto3" json:"tokens,omitempty"`
+	state     protoimpl.MessageState `protogen:"open.v1"`
+	Op        Op                     `protobuf:"varint,1,opt,name=op,proto3,enum=raftingest.ring.v1.Op" json:"op,omitempty"`
+	RequestId string                 `protobuf:"bytes,2,opt,name=request_id,json=requestId,proto3" json:"request_id,omitempty"`
+	Member    string                 `protobuf:"bytes,3,opt,name=member,proto3" json:"member,omitempty"`
+	Peer      string                 `protobuf:"bytes,4,opt,name=peer,proto3" json:"peer,omitempty"`
+	RaftAddr  string                 `protobuf:"bytes,5,opt,name=raft_addr,json=raftAddr,proto3" json:"raft_addr,omitempty"`
+	GrpcAddr  string                 `protobuf:"bytes,6,opt,name=grpc_addr,json=grpcAddr,proto3" json:"grpc_addr,omitempty"`
+	HttpAddr  string                 `protobuf:"bytes,7,opt,name=http_addr,json=httpAddr,proto3" json:"http_addr,omitempty"`
+	Zone      string                 `protobuf:"bytes,8,opt,name=zone,proto3" json:"zone,omitempty"`
+	Tokens    []uint32               `protobuf:"varint,9,rep,packed,name=tokens,proto3" json:"tokens,omitempty"`
+	// replace, for claim-tokens: false is a join (member must be PENDING), true resizes the set of a
+	// JOINING or ACTIVE member.
+	Replace       bool `protobuf:"varint,10,opt,name=replace,proto3" json:"replace,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -258,6 +261,13 @@ func (x *Command) GetTokens() []uint32 {
 		return x.Tokens
 	}
 	return nil
+}
+
+func (x *Command) GetReplace() bool {
+	if x != nil {
+		return x.Replace
+	}
+	return false
 }
 
 type Member struct {
@@ -1364,7 +1374,7 @@ var File_ring_proto protoreflect.FileDescriptor
 const file_ring_proto_rawDesc = "" +
 	"\n" +
 	"\n" +
-	"ring.proto\x12\x12raftingest.ring.v1\"\xff\x01\n" +
+	"ring.proto\x12\x12raftingest.ring.v1\"\x99\x02\n" +
 	"\aCommand\x12&\n" +
 	"\x02op\x18\x01 \x01(\x0e2\x16.raftingest.ring.v1.OpR\x02op\x12\x1d\n" +
 	"\n" +
@@ -1375,7 +1385,9 @@ const file_ring_proto_rawDesc = "" +
 	"\tgrpc_addr\x18\x06 \x01(\tR\bgrpcAddr\x12\x1b\n" +
 	"\thttp_addr\x18\a \x01(\tR\bhttpAddr\x12\x12\n" +
 	"\x04zone\x18\b \x01(\tR\x04zone\x12\x16\n" +
-	"\x06tokens\x18\t \x03(\rR\x06tokens\"\xb9\x02\n" +
+	"\x06tokens\x18\t \x03(\rR\x06tokens\x12\x18\n" +
+	"\areplace\x18\n" +
+	" \x01(\bR\areplace\"\xb9\x02\n" +
 	"\x06Member\x12\x0e\n" +
 	"\x02id\x18\x01 \x01(\tR\x02id\x12\x1b\n" +
 	"\traft_addr\x18\x02 \x01(\tR\braftAddr\x12\x1b\n" +

@@ -38,9 +38,13 @@ func TestApply_Transitions(t *testing.T) {
 		cmd  func(id MemberID) Command
 		want map[MemberID]outcome
 	}{
-		{"claim-tokens: PENDING joins, JOINING and ACTIVE replace their set, others refuse",
+		{"claim-tokens (join): only PENDING joins; a stale join claim never replaces a set",
 			func(id MemberID) Command { return claim(id, 12345) },
-			map[MemberID]outcome{"p": ok(JOINING), "j": ok(JOINING), "jr": no(ErrHandoverInProgress),
+			map[MemberID]outcome{"p": ok(JOINING), "j": no(ErrIllegalTransition), "jr": no(ErrHandoverInProgress),
+				"a": no(ErrIllegalTransition), "l": no(ErrIllegalTransition), "lp": no(ErrHandoverInProgress)}},
+		{"claim-tokens (replace): JOINING and ACTIVE replace their set, others refuse",
+			func(id MemberID) Command { return resize(id, 12345) },
+			map[MemberID]outcome{"p": no(ErrIllegalTransition), "j": ok(JOINING), "jr": no(ErrHandoverInProgress),
 				"a": ok(ACTIVE), "l": no(ErrIllegalTransition), "lp": no(ErrHandoverInProgress)}},
 		{"activate: JOINING with tokens goes ACTIVE; PENDING has no tokens; a receiver must complete",
 			activate,
@@ -345,14 +349,14 @@ func TestApply_ClaimTokens(t *testing.T) {
 	})
 	t.Run("ReclaimOfOwnTokensIsAccepted", func(t *testing.T) {
 		r := zoo(t)
-		next := mustApply(t, r, claim("a", 200, 100))
+		next := mustApply(t, r, resize("a", 200, 100))
 		if a, _ := next.Member("a"); !equalTokens(a.Tokens, Tokens{100, 200}) || a.State != ACTIVE {
 			t.Fatalf("a %+v", a)
 		}
 	})
 	t.Run("IdenticalReclaimEmitsNoEventAndSharesTokenArrays", func(t *testing.T) {
 		r := zoo(t)
-		next, events, err := r.Apply(claim("a", 100, 200), r.TimeMs()+1)
+		next, events, err := r.Apply(resize("a", 100, 200), r.TimeMs()+1)
 		if err != nil || len(events) != 0 {
 			t.Fatalf("err %v, events %v", err, events)
 		}
@@ -360,9 +364,25 @@ func TestApply_ClaimTokens(t *testing.T) {
 			t.Fatal("identical re-claim rebuilt the token arrays")
 		}
 	})
+	// The race the replace flag closes: a member decides to join on a ring that shows it PENDING,
+	// and before its claim commits a leaver hands it tokens. The stale join claim must be refused,
+	// not replace the tokens it received (that would move the leaver's data's ownership away).
+	t.Run("StaleJoinClaimDoesNotReplaceHandedOverTokens", func(t *testing.T) {
+		r := zoo(t)
+		r = mustApply(t, r, claimJoiner("l", "p"))
+		r = mustApply(t, r, complete("l", "p"))
+		p, _ := r.Member("p")
+		next, _, err := r.Apply(claim("p", 4242), r.TimeMs()+1)
+		if !errors.Is(err, ErrIllegalTransition) {
+			t.Fatalf("stale join claim: err %v, want ErrIllegalTransition", err)
+		}
+		if got, _ := next.Member("p"); !slices.Equal(got.Tokens, p.Tokens) || got.State != ACTIVE {
+			t.Fatalf("p changed: %+v", got)
+		}
+	})
 	t.Run("ActiveReclaimReplacesSetForNumTokensChange", func(t *testing.T) {
 		r := zoo(t)
-		next, events, err := r.Apply(claim("a", 100, 150, 250), r.TimeMs()+1)
+		next, events, err := r.Apply(resize("a", 100, 150, 250), r.TimeMs()+1)
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -702,7 +722,7 @@ func TestApply_RequestID(t *testing.T) {
 			t.Fatal(err)
 		}
 		// Meanwhile p's tokens changed; a retry must not claim 77 again.
-		r2 := mustApply(t, r1, claim("p", 78))
+		r2 := mustApply(t, r1, resize("p", 78))
 		r3, events, err := r2.Apply(c, r2.TimeMs()+1)
 		if err != nil || len(events) != 0 {
 			t.Fatalf("retry: err %v events %v", err, events)
@@ -800,6 +820,8 @@ func TestApply_RefusesFieldsTheOpDoesNotUse(t *testing.T) {
 		{"ClaimWithPeer", Command{Op: OpClaimTokens, Member: "p", Peer: "a", Tokens: Tokens{1}}},
 		{"ClaimWithAddress", Command{Op: OpClaimTokens, Member: "p", RaftAddr: "h:1", Tokens: Tokens{1}}},
 		{"ClaimWithZone", Command{Op: OpClaimTokens, Member: "p", Zone: "z", Tokens: Tokens{1}}},
+		{"ReplaceOnActivate", Command{Op: OpActivate, Member: "a", Replace: true}},
+		{"ReplaceOnRegister", Command{Op: OpRegister, Member: "n", RaftAddr: "127.0.0.1:1", Replace: true}},
 		{"ActivateWithTokens", Command{Op: OpActivate, Member: "j", Tokens: Tokens{1}}},
 		{"HeartbeatWithPeer", Command{Op: OpHeartbeat, Member: "a", Peer: "a2"}},
 		{"HeartbeatWithAddress", Command{Op: OpHeartbeat, Member: "a", GRPCAddr: "h:1"}},

@@ -136,7 +136,7 @@ func BenchmarkApplyClaimTokens(b *testing.B) {
 	i := 0
 	for b.Loop() {
 		now++
-		next, _, err := r.Apply(Command{Op: OpClaimTokens, Member: id, Tokens: sets[i%2]}, now)
+		next, _, err := r.Apply(Command{Op: OpClaimTokens, Member: id, Tokens: sets[i%2], Replace: true}, now)
 		if err != nil {
 			b.Fatal(err)
 		}

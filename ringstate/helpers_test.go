@@ -19,6 +19,11 @@ func register(id MemberID) Command {
 func claim(id MemberID, ts ...Token) Command {
 	return Command{Op: OpClaimTokens, Member: id, Tokens: ts}
 }
+
+// resize is a claim that replaces the set of a JOINING or ACTIVE member.
+func resize(id MemberID, ts ...Token) Command {
+	return Command{Op: OpClaimTokens, Member: id, Tokens: ts, Replace: true}
+}
 func activate(id MemberID) Command      { return Command{Op: OpActivate, Member: id} }
 func heartbeat(id MemberID) Command     { return Command{Op: OpHeartbeat, Member: id} }
 func leave(id MemberID) Command         { return Command{Op: OpLeave, Member: id} }
@@ -301,6 +306,7 @@ func genCommand(s intSource) Command {
 		}
 		c.GRPCAddr, c.Zone = "10.0.0.1:9095", []string{"", "z1", "z2"}[s.IntN(3)]
 	case OpClaimTokens:
+		c.Replace = s.IntN(3) == 0
 		n := s.IntN(6)
 		for range n {
 			var tok Token

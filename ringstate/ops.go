@@ -52,6 +52,12 @@ type Command struct {
 	RaftAddr, GRPCAddr, HTTPAddr, Zone string
 	// For OpClaimTokens.
 	Tokens Tokens
+	// Replace, for OpClaimTokens, says which claim this is. False: a join — the member must be PENDING
+	// (it becomes JOINING). True: a resize of the set a JOINING or ACTIVE member already owns (a
+	// restart with another -ring.num-tokens). The distinction is a compare-and-set on the state: a
+	// join claim decided on a stale ring must not replace tokens the member received in a hand-over
+	// that committed in between.
+	Replace bool
 }
 
 // Applied is the remembered outcome of a command that carried a RequestID.
@@ -284,6 +290,9 @@ func checkFields(c *Command) error {
 	hasAddr := c.RaftAddr != "" || c.GRPCAddr != "" || c.HTTPAddr != "" || c.Zone != ""
 	switch c.Op {
 	case OpRegister:
+		if c.Replace {
+			return bad("register takes no replace flag")
+		}
 		if c.Peer != "" || len(c.Tokens) > 0 {
 			return bad("register takes no peer and no tokens")
 		}
@@ -304,6 +313,9 @@ func checkFields(c *Command) error {
 		if c.Peer != "" {
 			return bad("takes no peer")
 		}
+	}
+	if c.Replace {
+		return bad("only claim-tokens takes the replace flag")
 	}
 	if hasAddr || len(c.Tokens) > 0 {
 		return bad("takes no addresses and no tokens")
@@ -463,11 +475,15 @@ func (b *builder) claimTokens(c *Command, t int64) error {
 		return fmt.Errorf("%w: claim tokens for %s: it is handing over with %s", ErrHandoverInProgress, c.Member, m.HandoverPeer)
 	}
 	to := m.State
-	switch m.State {
-	case PENDING:
+	switch {
+	case !c.Replace && m.State == PENDING:
 		to = JOINING
-	case JOINING, ACTIVE:
+	case !c.Replace && m.State == JOINING && slices.Equal(m.Tokens, ts):
+		// The same join claim again (a retry without a request id): nothing changes.
+	case c.Replace && (m.State == JOINING || m.State == ACTIVE):
 		// Replacing the set: a restart with another -ring.num-tokens tops up or trims (mimir#3801).
+	case c.Replace:
+		return &TransitionError{Member: c.Member, From: m.State, To: m.State, Op: "claim-tokens (replace needs JOINING or ACTIVE)"}
 	default:
 		return &TransitionError{Member: c.Member, From: m.State, To: JOINING, Op: c.Op.String()}
 	}

@@ -134,7 +134,7 @@ func TestRing_FitMember_DropsTokensOwnedByOthers(t *testing.T) {
 	if slices.Contains(got, 300) || !slices.Contains(got, 100) || !slices.Contains(got, 200) || !slices.Contains(got, 12) || len(got) != 4 {
 		t.Fatalf("got %v", got)
 	}
-	mustApply(t, r, claim("a", got...))
+	mustApply(t, r, resize("a", got...))
 }
 
 func TestTokensFile_RoundTripAndRefusals(t *testing.T) {
