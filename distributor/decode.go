@@ -1,0 +1,556 @@
+package distributor
+
+import (
+	"encoding/binary"
+	"errors"
+	"fmt"
+	"math"
+	"unsafe"
+
+	"github.com/golang/snappy"
+
+	"github.com/raftingest/raftingest/ingesterpb"
+)
+
+// Errors of the decoder. Every decode failure wraps one of them; the handler answers 400 or 413.
+var (
+	// ErrMalformed is a body that is not a valid snappy block or not a valid WriteRequest.
+	ErrMalformed = errors.New("distributor: malformed remote-write body")
+	// ErrTooLarge is a body whose compressed or decompressed size exceeds -distributor.max-recv-msg-size.
+	ErrTooLarge = errors.New("distributor: remote-write body too large")
+)
+
+// Label is one label of a decoded series.
+//
+// LIFETIME: Name and Value are "yolo" strings — they alias the decompressed request body instead of
+// holding a copy (as Cortex's LabelAdapter does), which is what makes decoding allocation-free. They are
+// valid only until the request's buffers go back to the pool, which happens when the push that decoded
+// them returns. Anything that keeps a label beyond that point (a map key, a log line formatted later, a
+// metric label, an error kept past the request) MUST copy it first: strings.Clone(l.Value). Reading a
+// yolo string after its buffer was reused does not crash: it silently reads another request's bytes.
+type Label struct {
+	Name, Value string
+}
+
+// Sample is one float sample: a value at a Unix timestamp in milliseconds.
+type Sample struct {
+	Value       float64
+	TimestampMs int64
+}
+
+// Series is one decoded TimeSeries of a WriteRequest. Its slices point into the WriteRequest's arenas
+// and its strings into the body: see Label for the lifetime rule.
+type Series struct {
+	Labels  []Label
+	Samples []Sample
+	// Raw is the series' whole `timeseries` field in the body — tag, length and the encoded
+	// TimeSeries — which is also a valid `timeseries` field of an ingester PushRequest. When the
+	// distributor does not need to change the series, it forwards Raw as is.
+	Raw []byte
+	// Exemplars and Histograms count the exemplars and native-histogram samples of the series, which
+	// the decoder skips (they are neither decoded nor forwarded).
+	Exemplars, Histograms int
+	// canonical is true when Raw holds nothing but labels and samples, each label exactly one name
+	// and one value field and each sample at most one of each field: forwarding Raw then gives the
+	// ingester exactly the labels and samples the distributor validated.
+	canonical bool
+
+	labelStart, labelEnd, sampleStart, sampleEnd int32 // arena offsets while decoding
+
+	// Set by the distributor while it routes the series.
+	rewrite bool   // Labels or Samples changed (or Raw is not canonical): re-encode before sending
+	state   uint8  // seriesOK, seriesFailed4xx, ...
+	hash    uint32 // placement hash (tenant + labels)
+	acks    uint8  // replicas that stored it
+	fail4xx uint8  // replicas that refused it with a client error
+	fail5xx uint8  // replicas that failed (call errors, server errors)
+	nrep    uint8  // size of its replication set
+	repOff  int32  // offset of its replicas in the push's replica arena
+	why4xx  failure
+	why5xx  failure
+}
+
+// failure is one replica's failure to store a series: a per-series refusal or a failed call.
+type failure struct {
+	ierr    *ingesterpb.SeriesError
+	callErr error
+	addr    string
+}
+
+// WriteRequest is a decoded Prometheus remote-write request (prompb.WriteRequest), decoded without a
+// per-label allocation. A WriteRequest is reused from request to request: Unmarshal resets it, keeping
+// its arenas' capacity. It is not safe for concurrent use.
+type WriteRequest struct {
+	Series []Series
+	// Metadata counts the metric metadata entries, which are skipped.
+	Metadata int
+	// Exemplars and Histograms are the totals over all series.
+	Exemplars, Histograms int
+
+	labels  []Label  // arena of every series' labels
+	samples []Sample // arena of every series' samples
+}
+
+// Reset empties r, keeping its capacity. It also drops every reference into the last body, so a
+// pooled WriteRequest does not keep a body alive.
+func (r *WriteRequest) Reset() {
+	clear(r.Series) // drop references to the previous body and arenas
+	clear(r.labels)
+	r.Series, r.labels, r.samples = r.Series[:0], r.labels[:0], r.samples[:0]
+	r.Metadata, r.Exemplars, r.Histograms = 0, 0, 0
+}
+
+// DecompressSnappy decodes a snappy block-format body into a buffer from the pool. It refuses, before
+// allocating anything, a body whose declared decoded length exceeds maxSize. The caller must hand the
+// returned buffer back with bufPool.Put once nothing refers to it any more (see Label).
+func DecompressSnappy(body []byte, maxSize int) (*[]byte, error) {
+	n, err := snappy.DecodedLen(body)
+	if err != nil {
+		return nil, fmt.Errorf("%w: snappy: %v", ErrMalformed, err)
+	}
+	if n > maxSize {
+		return nil, fmt.Errorf("%w: decompressed size %d bytes exceeds the limit of %d bytes (-distributor.max-recv-msg-size)", ErrTooLarge, n, maxSize)
+	}
+	if n == 0 {
+		// The pool does not like zero-length requests; an empty WriteRequest decodes from no bytes.
+		b := []byte{}
+		return &b, nil
+	}
+	buf := bufPool.Get(n)
+	out, err := snappy.Decode(*buf, body)
+	if err != nil {
+		bufPool.Put(buf)
+		return nil, fmt.Errorf("%w: snappy: %v", ErrMalformed, err)
+	}
+	if len(out) != n || (n > 0 && &out[0] != &(*buf)[0]) {
+		// Cannot happen: Decode writes into dst when it is long enough.
+		bufPool.Put(buf)
+		return nil, fmt.Errorf("%w: snappy: decoded %d bytes, header said %d", ErrMalformed, len(out), n)
+	}
+	return buf, nil
+}
+
+// decodeError is a protobuf decoding error with the offset where it was found.
+func decodeError(off int, format string, args ...any) error {
+	return fmt.Errorf("%w: protobuf at byte %d: %s", ErrMalformed, off, fmt.Sprintf(format, args...))
+}
+
+// The decoder follows the generated gogo/protobuf code of prompb (the reference implementation
+// remote-write receivers are compared with) decision for decision, so that it accepts every body
+// prompb accepts and reads the same values from it (FuzzDecodeWriteRequest checks this):
+//   - varints of up to 10 bytes, excess high bits ignored; lengths must fit in what remains;
+//   - a known field with the wrong wire type is an error; field number 0 (or one that overflows
+//     int32) is an error; an end-group tag outside a group is an error;
+//   - unknown fields of wire types 0, 1, 2, 5 and whole groups (3 ... 4) are skipped;
+//   - for scalar fields, the last occurrence wins; repeated messages are appended in order.
+// Where prompb decodes more (exemplars, histograms, metadata), this decoder only skips, so it may
+// accept bodies prompb refuses for a malformed exemplar; it never refuses a body prompb accepts.
+
+// uvarint reads a varint at b[i:] the way gogo does.
+func uvarint(b []byte, i int) (uint64, int, error) {
+	var v uint64
+	for shift := uint(0); ; shift += 7 {
+		if shift >= 64 {
+			return 0, i, decodeError(i, "varint overflows 64 bits")
+		}
+		if i >= len(b) {
+			return 0, i, decodeError(i, "truncated varint")
+		}
+		c := b[i]
+		i++
+		v |= uint64(c&0x7F) << shift
+		if c < 0x80 {
+			return v, i, nil
+		}
+	}
+}
+
+// tag reads a field tag and applies gogo's checks for it.
+func tag(b []byte, i int, msg string) (field int32, wire int, next int, err error) {
+	start := i
+	t, i, err := uvarint(b, i)
+	if err != nil {
+		return 0, 0, i, err
+	}
+	field, wire = int32(t>>3), int(t&7)
+	if wire == 4 {
+		return 0, 0, i, decodeError(start, "%s: end-group tag outside a group", msg)
+	}
+	if field <= 0 {
+		return 0, 0, i, decodeError(start, "%s: illegal tag %d (wire type %d)", msg, field, wire)
+	}
+	return field, wire, i, nil
+}
+
+// length reads the length of a length-delimited field and checks that it fits in b.
+func length(b []byte, i int) (int, int, error) {
+	n, i, err := uvarint(b, i)
+	if err != nil {
+		return 0, i, err
+	}
+	if n > uint64(len(b)-i) {
+		return 0, i, decodeError(i, "length %d exceeds the %d bytes left", n, len(b)-i)
+	}
+	return int(n), i, nil
+}
+
+// want checks a known field's wire type.
+func want(wire, expected, off int, msg, field string) error {
+	if wire != expected {
+		return decodeError(off, "%s.%s: wrong wire type %d, want %d", msg, field, wire, expected)
+	}
+	return nil
+}
+
+// skip skips the value of an unknown field whose tag (with wire type wire) ended at b[i-1], including
+// whole groups, as gogo's skipTypes does.
+func skip(b []byte, i, wire int) (int, error) {
+	depth := 0
+	for {
+		switch wire {
+		case 0:
+			var err error
+			if _, i, err = uvarint(b, i); err != nil {
+				return i, err
+			}
+		case 1:
+			if len(b)-i < 8 {
+				return i, decodeError(i, "truncated fixed64")
+			}
+			i += 8
+		case 2:
+			n, j, err := length(b, i)
+			if err != nil {
+				return j, err
+			}
+			i = j + n
+		case 3:
+			depth++
+		case 4:
+			if depth == 0 {
+				return i, decodeError(i, "unexpected end of group")
+			}
+			depth--
+		case 5:
+			if len(b)-i < 4 {
+				return i, decodeError(i, "truncated fixed32")
+			}
+			i += 4
+		default:
+			return i, decodeError(i, "illegal wire type %d", wire)
+		}
+		if depth == 0 {
+			return i, nil
+		}
+		// Inside a group: read the next tag (any field number, as gogo does).
+		if i >= len(b) {
+			return i, decodeError(i, "truncated group")
+		}
+		t, j, err := uvarint(b, i)
+		if err != nil {
+			return j, err
+		}
+		i, wire = j, int(t&7)
+	}
+}
+
+// yolo returns a string aliasing b without copying (see Label for the lifetime rule).
+func yolo(b []byte) string {
+	if len(b) == 0 {
+		return ""
+	}
+	return unsafe.String(&b[0], len(b))
+}
+
+// Unmarshal decodes a WriteRequest from b (the decompressed body), resetting r first. Label strings
+// alias b: b must outlive every use of r's labels (see Label). On error r holds a partial decode that
+// must not be used.
+func (r *WriteRequest) Unmarshal(b []byte) error {
+	r.Reset()
+	for i := 0; i < len(b); {
+		start := i
+		field, wire, j, err := tag(b, i, "WriteRequest")
+		if err != nil {
+			return err
+		}
+		i = j
+		switch field {
+		case 1: // timeseries
+			if err := want(wire, 2, start, "WriteRequest", "timeseries"); err != nil {
+				return err
+			}
+			n, j, err := length(b, i)
+			if err != nil {
+				return err
+			}
+			if err := r.decodeSeries(b[j:j+n], j); err != nil {
+				return err
+			}
+			r.Series[len(r.Series)-1].Raw = b[start : j+n : j+n]
+			i = j + n
+		case 3: // metadata: counted, not decoded
+			if err := want(wire, 2, start, "WriteRequest", "metadata"); err != nil {
+				return err
+			}
+			n, j, err := length(b, i)
+			if err != nil {
+				return err
+			}
+			r.Metadata++
+			i = j + n
+		default:
+			if i, err = skip(b, i, wire); err != nil {
+				return err
+			}
+		}
+	}
+	// The arenas are complete: point every series into them.
+	for k := range r.Series {
+		s := &r.Series[k]
+		s.Labels = r.labels[s.labelStart:s.labelEnd:s.labelEnd]
+		s.Samples = r.samples[s.sampleStart:s.sampleEnd:s.sampleEnd]
+		r.Exemplars += s.Exemplars
+		r.Histograms += s.Histograms
+	}
+	return nil
+}
+
+// decodeSeries decodes one TimeSeries message b (found at offset base of the body) into a new series.
+func (r *WriteRequest) decodeSeries(b []byte, base int) error {
+	s := Series{labelStart: int32(len(r.labels)), sampleStart: int32(len(r.samples)), canonical: true}
+	for i := 0; i < len(b); {
+		start := i
+		field, wire, j, err := tag(b, i, "TimeSeries")
+		if err != nil {
+			return offset(err, base)
+		}
+		i = j
+		switch field {
+		case 1, 2, 3, 4:
+			name := [...]string{1: "labels", 2: "samples", 3: "exemplars", 4: "histograms"}[field]
+			if err := want(wire, 2, base+start, "TimeSeries", name); err != nil {
+				return err
+			}
+			n, j, err := length(b, i)
+			if err != nil {
+				return offset(err, base)
+			}
+			m := b[j : j+n]
+			switch field {
+			case 1:
+				l, canon, err := decodeLabel(m, base+j)
+				if err != nil {
+					return err
+				}
+				s.canonical = s.canonical && canon
+				r.labels = append(r.labels, l)
+			case 2:
+				smp, canon, err := decodeSample(m, base+j)
+				if err != nil {
+					return err
+				}
+				s.canonical = s.canonical && canon
+				r.samples = append(r.samples, smp)
+			case 3:
+				s.Exemplars++
+				s.canonical = false
+			case 4:
+				s.Histograms++
+				s.canonical = false
+			}
+			i = j + n
+		default:
+			s.canonical = false
+			if i, err = skip(b, i, wire); err != nil {
+				return offset(err, base)
+			}
+		}
+	}
+	if len(r.labels) > math.MaxInt32 || len(r.samples) > math.MaxInt32 {
+		return decodeError(base, "too many labels or samples")
+	}
+	s.labelEnd, s.sampleEnd = int32(len(r.labels)), int32(len(r.samples))
+	r.Series = append(r.Series, s)
+	return nil
+}
+
+// offset moves a decode error found in a sub-message by base bytes. Sub-message errors are rare, so
+// the rewrite only costs on the error path.
+func offset(err error, base int) error {
+	if base == 0 {
+		return err
+	}
+	return fmt.Errorf("%w (in the message at byte %d)", err, base)
+}
+
+// decodeLabel decodes a Label message. canonical is false when the message has anything but one name
+// and one value field.
+func decodeLabel(b []byte, base int) (Label, bool, error) {
+	var l Label
+	names, values, unknown := 0, 0, false
+	for i := 0; i < len(b); {
+		start := i
+		field, wire, j, err := tag(b, i, "Label")
+		if err != nil {
+			return l, false, offset(err, base)
+		}
+		i = j
+		switch field {
+		case 1, 2:
+			if err := want(wire, 2, base+start, "Label", [...]string{1: "name", 2: "value"}[field]); err != nil {
+				return l, false, err
+			}
+			n, j, err := length(b, i)
+			if err != nil {
+				return l, false, offset(err, base)
+			}
+			if field == 1 {
+				l.Name = yolo(b[j : j+n])
+				names++
+			} else {
+				l.Value = yolo(b[j : j+n])
+				values++
+			}
+			i = j + n
+		default:
+			unknown = true
+			if i, err = skip(b, i, wire); err != nil {
+				return l, false, offset(err, base)
+			}
+		}
+	}
+	return l, names == 1 && values == 1 && !unknown, nil
+}
+
+// decodeSample decodes a Sample message. canonical is false when a field repeats or is unknown.
+func decodeSample(b []byte, base int) (Sample, bool, error) {
+	var s Sample
+	values, stamps, unknown := 0, 0, false
+	for i := 0; i < len(b); {
+		start := i
+		field, wire, j, err := tag(b, i, "Sample")
+		if err != nil {
+			return s, false, offset(err, base)
+		}
+		i = j
+		switch field {
+		case 1:
+			if err := want(wire, 1, base+start, "Sample", "value"); err != nil {
+				return s, false, err
+			}
+			if len(b)-i < 8 {
+				return s, false, decodeError(base+i, "Sample.value: truncated double")
+			}
+			s.Value = math.Float64frombits(binary.LittleEndian.Uint64(b[i:]))
+			values++
+			i += 8
+		case 2:
+			if err := want(wire, 0, base+start, "Sample", "timestamp"); err != nil {
+				return s, false, err
+			}
+			v, j, err := uvarint(b, i)
+			if err != nil {
+				return s, false, offset(err, base)
+			}
+			s.TimestampMs = int64(v)
+			stamps++
+			i = j
+		default:
+			unknown = true
+			if i, err = skip(b, i, wire); err != nil {
+				return s, false, offset(err, base)
+			}
+		}
+	}
+	return s, values <= 1 && stamps <= 1 && !unknown, nil
+}
+
+// appendSeries appends s as a `timeseries` field (tag 1) of a PushRequest: the canonical encoding of
+// its labels and samples, which is also what prompb would write. The distributor uses it for series it
+// had to change (labels sorted or dropped, samples filtered) or whose Raw was not canonical.
+func appendSeries(dst []byte, s *Series) []byte {
+	size := 0
+	for _, l := range s.Labels {
+		m := labelSize(l)
+		size += 1 + uvarintLen(uint64(m)) + m
+	}
+	for _, smp := range s.Samples {
+		m := sampleSize(smp)
+		size += 1 + uvarintLen(uint64(m)) + m
+	}
+	dst = append(dst, 0x0a)
+	dst = binary.AppendUvarint(dst, uint64(size))
+	for _, l := range s.Labels {
+		dst = append(dst, 0x0a)
+		dst = binary.AppendUvarint(dst, uint64(labelSize(l)))
+		if l.Name != "" {
+			dst = append(dst, 0x0a)
+			dst = binary.AppendUvarint(dst, uint64(len(l.Name)))
+			dst = append(dst, l.Name...)
+		}
+		if l.Value != "" {
+			dst = append(dst, 0x12)
+			dst = binary.AppendUvarint(dst, uint64(len(l.Value)))
+			dst = append(dst, l.Value...)
+		}
+	}
+	for _, smp := range s.Samples {
+		dst = append(dst, 0x12)
+		dst = binary.AppendUvarint(dst, uint64(sampleSize(smp)))
+		if smp.Value != 0 || math.Signbit(smp.Value) {
+			dst = append(dst, 0x09)
+			dst = binary.LittleEndian.AppendUint64(dst, math.Float64bits(smp.Value))
+		}
+		if smp.TimestampMs != 0 {
+			dst = append(dst, 0x10)
+			dst = binary.AppendUvarint(dst, uint64(smp.TimestampMs))
+		}
+	}
+	return dst
+}
+
+// seriesSize is len(appendSeries(nil, s)).
+func seriesSize(s *Series) int {
+	size := 0
+	for _, l := range s.Labels {
+		m := labelSize(l)
+		size += 1 + uvarintLen(uint64(m)) + m
+	}
+	for _, smp := range s.Samples {
+		m := sampleSize(smp)
+		size += 1 + uvarintLen(uint64(m)) + m
+	}
+	return 1 + uvarintLen(uint64(size)) + size
+}
+
+func labelSize(l Label) int {
+	n := 0
+	if l.Name != "" {
+		n += 1 + uvarintLen(uint64(len(l.Name))) + len(l.Name)
+	}
+	if l.Value != "" {
+		n += 1 + uvarintLen(uint64(len(l.Value))) + len(l.Value)
+	}
+	return n
+}
+
+func sampleSize(s Sample) int {
+	n := 0
+	// proto3 omits a zero double, but -0 has its sign bit set and must be written to survive.
+	if s.Value != 0 || math.Signbit(s.Value) {
+		n += 9
+	}
+	if s.TimestampMs != 0 {
+		n += 1 + uvarintLen(uint64(s.TimestampMs))
+	}
+	return n
+}
+
+func uvarintLen(v uint64) int {
+	n := 1
+	for v >= 0x80 {
+		v >>= 7
+		n++
+	}
+	return n
+}

@@ -1,0 +1,155 @@
+package distributor
+
+import (
+	"errors"
+	"fmt"
+	"io"
+	"mime"
+	"net/http"
+	"strconv"
+	"strings"
+	"time"
+)
+
+// TenantHeader is the HTTP header carrying the tenant (Cortex's and Mimir's).
+const TenantHeader = "X-Scope-OrgID"
+
+// ServeHTTP handles POST /api/v1/push: a Prometheus remote-write 1.0 request (a snappy-compressed
+// prompb.WriteRequest). The status codes are what remote-write senders act on:
+//
+//	200  every series stored by a quorum of its replicas
+//	400  bad input: a refused series (the message names it and the reason), a malformed body;
+//	     Prometheus drops the batch and does not retry. The valid series of the request are stored.
+//	401  multi-tenancy is on and X-Scope-OrgID is missing
+//	405  not a POST
+//	413  body larger than -distributor.max-recv-msg-size (compressed or decompressed)
+//	415  a Content-Encoding other than snappy, or a Content-Type other than remote-write 1.0's
+//	429  the tenant's ingestion rate limit; nothing of the request was stored
+//	500  a series could not reach a quorum (ingesters down, too few healthy ingesters); retried
+//	503  the ring is not known yet or no member owns tokens; retried
+func (d *Distributor) ServeHTTP(w http.ResponseWriter, r *http.Request) {
+	start := time.Now()
+	code := d.serve(w, r)
+	d.m.pushDuration.WithLabelValues(strconv.Itoa(code)).Observe(time.Since(start).Seconds())
+}
+
+func (d *Distributor) serve(w http.ResponseWriter, r *http.Request) int {
+	fail := func(code int, msg string) int {
+		http.Error(w, msg, code)
+		return code
+	}
+	if r.Method != http.MethodPost {
+		w.Header().Set("Allow", http.MethodPost)
+		return fail(http.StatusMethodNotAllowed, "remote-write pushes must be POST requests")
+	}
+
+	tenant := DefaultTenant
+	if d.cfg.MultitenancyEnabled {
+		tenant = r.Header.Get(TenantHeader)
+		if tenant == "" {
+			return fail(http.StatusUnauthorized, "no org id: multi-tenancy is enabled and the request has no "+TenantHeader+" header")
+		}
+		if err := ValidateTenantID(tenant); err != nil {
+			return fail(http.StatusBadRequest, "invalid "+TenantHeader+" header: "+err.Error())
+		}
+	}
+
+	// Remote-write 1.0: Content-Encoding: snappy (block format) and Content-Type:
+	// application/x-protobuf. Every known sender sets both; a missing Content-Encoding is tolerated
+	// (the body must still be snappy), any other encoding is refused rather than misread.
+	if ce := r.Header.Get("Content-Encoding"); ce != "" && !strings.EqualFold(ce, "snappy") {
+		return fail(http.StatusUnsupportedMediaType, fmt.Sprintf("unsupported Content-Encoding %q: remote-write 1.0 bodies must be snappy-compressed (Content-Encoding: snappy)", ce))
+	}
+	if ct := r.Header.Get("Content-Type"); ct != "" {
+		mt, params, err := mime.ParseMediaType(ct)
+		if err != nil || mt != "application/x-protobuf" {
+			return fail(http.StatusUnsupportedMediaType, fmt.Sprintf("unsupported Content-Type %q: want application/x-protobuf (Prometheus remote-write 1.0)", ct))
+		}
+		if p, ok := params["proto"]; ok && p != "prometheus.WriteRequest" {
+			return fail(http.StatusUnsupportedMediaType, fmt.Sprintf("unsupported remote-write message %q: only remote-write 1.0 (prometheus.WriteRequest) is supported; configure the sender for protobuf_message: prometheus.WriteRequest", p))
+		}
+	}
+
+	max := d.cfg.MaxRecvMsgSize
+	if r.ContentLength > int64(max) {
+		return fail(http.StatusRequestEntityTooLarge, fmt.Sprintf("request body of %d bytes exceeds the limit of %d bytes (-distributor.max-recv-msg-size)", r.ContentLength, max))
+	}
+	compressed, err := readBody(http.MaxBytesReader(w, r.Body, int64(max)), r.ContentLength)
+	if err != nil {
+		var tooBig *http.MaxBytesError
+		if errors.As(err, &tooBig) {
+			return fail(http.StatusRequestEntityTooLarge, fmt.Sprintf("request body exceeds the limit of %d bytes (-distributor.max-recv-msg-size)", max))
+		}
+		return fail(http.StatusBadRequest, "reading the request body: "+err.Error())
+	}
+	if len(*compressed) == 0 {
+		bufPool.Put(compressed)
+		return fail(http.StatusBadRequest, "empty request body: want a snappy-compressed remote-write WriteRequest")
+	}
+	body, err := DecompressSnappy(*compressed, max)
+	bufPool.Put(compressed)
+	if err != nil {
+		if errors.Is(err, ErrTooLarge) {
+			return fail(http.StatusRequestEntityTooLarge, err.Error())
+		}
+		return fail(http.StatusBadRequest, err.Error())
+	}
+	// From here on the labels alias body: it goes back to the pool only after the push returned and
+	// st was reset (every message that names a series was rendered into a fresh string by then).
+	st := d.states.Get().(*pushState)
+	defer func() {
+		st.reset()
+		d.states.Put(st)
+		if cap(*body) > 0 {
+			bufPool.Put(body)
+		}
+	}()
+	if err := st.req.Unmarshal(*body); err != nil {
+		return fail(http.StatusBadRequest, err.Error())
+	}
+	if perr := d.push(r.Context(), tenant, &st.req, st); perr != nil {
+		if perr.Status >= 500 {
+			d.log.Warn("push failed", "tenant", tenant, "status", perr.Status, "err", perr.Msg)
+		}
+		return fail(perr.Status, perr.Msg)
+	}
+	w.WriteHeader(http.StatusOK)
+	return http.StatusOK
+}
+
+// readBody reads all of r into a buffer from the pool, sized by contentLength when the client sent
+// one. The caller puts the buffer back.
+func readBody(r io.Reader, contentLength int64) (*[]byte, error) {
+	if contentLength > 0 {
+		buf := bufPool.Get(int(contentLength))
+		if _, err := io.ReadFull(r, *buf); err != nil {
+			bufPool.Put(buf)
+			if errors.Is(err, io.ErrUnexpectedEOF) {
+				return nil, fmt.Errorf("body shorter than its Content-Length of %d bytes", contentLength)
+			}
+			return nil, err
+		}
+		return buf, nil
+	}
+	// Unknown length (chunked): grow by doubling, each buffer from the pool.
+	buf := bufPool.Get(32 << 10)
+	n := 0
+	for {
+		if n == len(*buf) {
+			bigger := bufPool.Get(2 * len(*buf))
+			copy(*bigger, (*buf)[:n])
+			bufPool.Put(buf)
+			buf = bigger
+		}
+		m, err := r.Read((*buf)[n:])
+		n += m
+		if err == io.EOF {
+			*buf = (*buf)[:n]
+			return buf, nil
+		}
+		if err != nil {
+			bufPool.Put(buf)
+			return nil, err
+		}
+	}
+}

@@ -1,0 +1,280 @@
+package distributor
+
+import (
+	"flag"
+	"fmt"
+	"slices"
+	"strconv"
+	"strings"
+	"time"
+	"unicode/utf8"
+)
+
+// Limits are the per-series validation limits, with Mimir's flag names and defaults. They apply to
+// every tenant alike (per-tenant overrides can come later without changing the flags).
+type Limits struct {
+	MaxLabelNamesPerSeries int           // -validation.max-label-names-per-series
+	MaxLabelNameLength     int           // -validation.max-length-label-name (bytes)
+	MaxLabelValueLength    int           // -validation.max-length-label-value (bytes)
+	CreationGracePeriod    time.Duration // -validation.create-grace-period
+}
+
+// RegisterFlags registers the limits' flags with Mimir's defaults.
+func (l *Limits) RegisterFlags(f *flag.FlagSet) {
+	f.IntVar(&l.MaxLabelNamesPerSeries, "validation.max-label-names-per-series", 30, "Maximum number of labels (metric name included) a series may have.")
+	f.IntVar(&l.MaxLabelNameLength, "validation.max-length-label-name", 1024, "Maximum length in bytes of a label name.")
+	f.IntVar(&l.MaxLabelValueLength, "validation.max-length-label-value", 2048, "Maximum length in bytes of a label value.")
+	f.DurationVar(&l.CreationGracePeriod, "validation.create-grace-period", 10*time.Minute, "How far in the future (against this node's clock) a sample's timestamp may be.")
+}
+
+// Validate checks the limits, naming the flags.
+func (l *Limits) Validate() error {
+	switch {
+	case l.MaxLabelNamesPerSeries < 1:
+		return fmt.Errorf("-validation.max-label-names-per-series=%d: want at least 1 (the metric name)", l.MaxLabelNamesPerSeries)
+	case l.MaxLabelNameLength < len("__name__"):
+		return fmt.Errorf("-validation.max-length-label-name=%d: want at least %d (the length of __name__)", l.MaxLabelNameLength, len("__name__"))
+	case l.MaxLabelValueLength < 1:
+		return fmt.Errorf("-validation.max-length-label-value=%d: want at least 1", l.MaxLabelValueLength)
+	case l.CreationGracePeriod < 0:
+		return fmt.Errorf("-validation.create-grace-period=%s: want zero or more", l.CreationGracePeriod)
+	}
+	return nil
+}
+
+// Discard reasons: the `reason` label of cortex_discarded_samples_total. They are Mimir's, so that
+// dashboards built for Mimir read ours.
+const (
+	reasonMissingMetricName    = "missing_metric_name"
+	reasonInvalidMetricName    = "metric_name_invalid"
+	reasonMaxLabelNames        = "max_label_names_per_series"
+	reasonInvalidLabel         = "label_invalid"
+	reasonLabelNameTooLong     = "label_name_too_long"
+	reasonInvalidLabelValue    = "label_value_invalid"
+	reasonLabelValueTooLong    = "label_value_too_long"
+	reasonDuplicateLabelNames  = "duplicate_label_names"
+	reasonTooFarInFuture       = "sample_too_far_in_future"
+	reasonNativeHistogram      = "native_histogram_unsupported"
+	reasonRateLimited          = "rate_limited"
+	reasonIngesterClientError  = "ingester_refused" // a quorum of replicas refused it (out of order, ...)
+	errIDPrefix                = " (err-raftingest-"
+	maxRenderedSeries          = 512 // bytes of a series' labels shown in a message before "…"
+	maxRenderedValue           = 200 // bytes of one label value shown in a message before "…"
+	validationMsgSeriesPreface = ", series: "
+)
+
+// refusal is why a series (or some of its samples) was refused by validation: the discard reason
+// (a metric label) and the message for the client.
+type refusal struct {
+	reason string
+	msg    string
+}
+
+// isLegacyMetricName reports whether s matches [a-zA-Z_:][a-zA-Z0-9_:]*, without a regexp.
+func isLegacyMetricName(s string) bool {
+	if s == "" {
+		return false
+	}
+	for i := 0; i < len(s); i++ {
+		c := s[i]
+		if c == '_' || c == ':' || (c|0x20 >= 'a' && c|0x20 <= 'z') || (i > 0 && c >= '0' && c <= '9') {
+			continue
+		}
+		return false
+	}
+	return true
+}
+
+// isLegacyLabelName reports whether s matches [a-zA-Z_][a-zA-Z0-9_]*. Prometheus 3 can be configured
+// for UTF-8 names; like Mimir's default we accept only the legacy scheme for now.
+func isLegacyLabelName(s string) bool {
+	if s == "" {
+		return false
+	}
+	for i := 0; i < len(s); i++ {
+		c := s[i]
+		if c == '_' || (c|0x20 >= 'a' && c|0x20 <= 'z') || (i > 0 && c >= '0' && c <= '9') {
+			continue
+		}
+		return false
+	}
+	return true
+}
+
+// normalize prepares a series' labels the way Mimir does before validating and sharding them:
+//
+//   - labels with an empty value are dropped: in Prometheus a label with an empty value does not
+//     exist (Prometheus' TSDB drops them too), so {a=""} and {} must be the same series, on the same
+//     ingesters, with the same hash;
+//   - labels are sorted by name if they are not already: the hash and the ingesters need one order,
+//     and the remote-write spec says senders sort them, so this costs only one pass for well-behaved
+//     clients. Duplicate names are not resolved here: validation refuses them.
+//
+// It reports whether it changed anything (the series must then be re-encoded, not forwarded raw).
+func normalize(s *Series) bool {
+	changed := false
+	ls := s.Labels
+	for i := 0; i < len(ls); i++ {
+		if ls[i].Value == "" {
+			ls = slices.DeleteFunc(ls, func(l Label) bool { return l.Value == "" })
+			changed = true
+			break
+		}
+	}
+	sorted := true
+	for i := 1; i < len(ls); i++ {
+		if ls[i-1].Name > ls[i].Name {
+			sorted = false
+			break
+		}
+	}
+	if !sorted {
+		slices.SortStableFunc(ls, func(a, b Label) int { return strings.Compare(a.Name, b.Name) })
+		changed = true
+	}
+	s.Labels = ls
+	return changed
+}
+
+// validateLabels checks a normalized series' labels against the limits, in Mimir's order, and
+// returns the first refusal, or nil. Its messages name the series and the reason, so that the line
+// Prometheus logs for a 400 is enough to find the offending target.
+func validateLabels(ls []Label, lim *Limits) *refusal {
+	name := ""
+	for _, l := range ls {
+		if l.Name == "__name__" {
+			name = l.Value
+			break
+		}
+	}
+	if name == "" {
+		return &refusal{reasonMissingMetricName,
+			"received a series without a metric name (no __name__ label)" + validationMsgSeriesPreface + renderSeries(ls) + errIDPrefix + "missing-metric-name)"}
+	}
+	if !isLegacyMetricName(name) {
+		return &refusal{reasonInvalidMetricName, fmt.Sprintf("received a series with an invalid metric name %s (want [a-zA-Z_:][a-zA-Z0-9_:]*)%s%s%smetric-name-invalid)",
+			quoteTrunc(name), validationMsgSeriesPreface, renderSeries(ls), errIDPrefix)}
+	}
+	if len(ls) > lim.MaxLabelNamesPerSeries {
+		return &refusal{reasonMaxLabelNames, fmt.Sprintf("received a series with %d labels, more than the limit of %d (-validation.max-label-names-per-series)%s%s%smax-label-names-per-series)",
+			len(ls), lim.MaxLabelNamesPerSeries, validationMsgSeriesPreface, renderSeries(ls), errIDPrefix)}
+	}
+	for i, l := range ls {
+		switch {
+		case !isLegacyLabelName(l.Name):
+			return &refusal{reasonInvalidLabel, fmt.Sprintf("received a series with an invalid label name %s (want [a-zA-Z_][a-zA-Z0-9_]*)%s%s%slabel-invalid)",
+				quoteTrunc(l.Name), validationMsgSeriesPreface, renderSeries(ls), errIDPrefix)}
+		case len(l.Name) > lim.MaxLabelNameLength:
+			return &refusal{reasonLabelNameTooLong, fmt.Sprintf("received a series with a label name of %d bytes, longer than the limit of %d (-validation.max-length-label-name), label: %s%s%s%slabel-name-too-long)",
+				len(l.Name), lim.MaxLabelNameLength, quoteTrunc(l.Name), validationMsgSeriesPreface, renderSeries(ls), errIDPrefix)}
+		case !utf8.ValidString(l.Value):
+			return &refusal{reasonInvalidLabelValue, fmt.Sprintf("received a series whose label %s has a value that is not valid UTF-8%s%s%slabel-value-invalid)",
+				quoteTrunc(l.Name), validationMsgSeriesPreface, renderSeries(ls), errIDPrefix)}
+		case len(l.Value) > lim.MaxLabelValueLength:
+			return &refusal{reasonLabelValueTooLong, fmt.Sprintf("received a series whose label %s has a value of %d bytes, longer than the limit of %d (-validation.max-length-label-value)%s%s%slabel-value-too-long)",
+				quoteTrunc(l.Name), len(l.Value), lim.MaxLabelValueLength, validationMsgSeriesPreface, renderSeries(ls), errIDPrefix)}
+		case i > 0 && ls[i-1].Name == l.Name:
+			return &refusal{reasonDuplicateLabelNames, fmt.Sprintf("received a series with the label name %s more than once%s%s%sduplicate-label-names)",
+				quoteTrunc(l.Name), validationMsgSeriesPreface, renderSeries(ls), errIDPrefix)}
+		}
+	}
+	return nil
+}
+
+// filterFutureSamples removes, in place, the samples whose timestamp is more than the grace period
+// ahead of nowMs, and returns the refusal for the first one (nil if none). The other samples of the
+// series are kept and stored, as Mimir does.
+func filterFutureSamples(s *Series, nowMs int64, lim *Limits) (*refusal, int) {
+	limit := nowMs + lim.CreationGracePeriod.Milliseconds()
+	first := -1
+	for i, smp := range s.Samples {
+		if smp.TimestampMs > limit {
+			first = i
+			break
+		}
+	}
+	if first < 0 {
+		return nil, 0
+	}
+	ts := s.Samples[first].TimestampMs
+	kept := s.Samples[:first]
+	for _, smp := range s.Samples[first:] {
+		if smp.TimestampMs <= limit {
+			kept = append(kept, smp)
+		}
+	}
+	dropped := len(s.Samples) - len(kept)
+	s.Samples = kept
+	return &refusal{reasonTooFarInFuture, fmt.Sprintf("received a sample whose timestamp %d is more than %s (-validation.create-grace-period) in the future%s%s%ssample-too-far-in-future)",
+		ts, lim.CreationGracePeriod, validationMsgSeriesPreface, renderSeries(s.Labels), errIDPrefix)}, dropped
+}
+
+// histogramRefusal is the refusal of a series carrying native histograms, which are not stored yet.
+func histogramRefusal(ls []Label) *refusal {
+	return &refusal{reasonNativeHistogram, "received a native histogram sample: native histograms are not supported yet" +
+		validationMsgSeriesPreface + renderSeries(ls) + errIDPrefix + "native-histogram-unsupported)"}
+}
+
+// renderSeries renders labels as Prometheus does, {__name__="x", a="b"}, bounded in size so that a
+// series with huge labels cannot make a huge error message. The result is a fresh string (it does not
+// alias the body) and is valid UTF-8 whatever the labels hold.
+func renderSeries(ls []Label) string {
+	var b strings.Builder
+	b.WriteByte('{')
+	for i, l := range ls {
+		if b.Len() > maxRenderedSeries {
+			b.WriteString(", …")
+			break
+		}
+		if i > 0 {
+			b.WriteString(", ")
+		}
+		b.WriteString(truncateValid(l.Name, maxRenderedValue))
+		b.WriteByte('=')
+		b.WriteString(quoteTrunc(l.Value))
+	}
+	b.WriteByte('}')
+	return b.String()
+}
+
+// quoteTrunc quotes s (escaping invalid UTF-8), cut to maxRenderedValue bytes with "…" when longer.
+func quoteTrunc(s string) string {
+	if len(s) > maxRenderedValue {
+		return strconv.Quote(s[:maxRenderedValue]) + "…"
+	}
+	return strconv.Quote(s)
+}
+
+func truncateValid(s string, n int) string {
+	if len(s) > n {
+		s = s[:n] + "…"
+	}
+	return strings.ToValidUTF8(s, "\uFFFD")
+}
+
+// Tenant ids: the rules of dskit's tenant.ValidTenantID, which Mimir applies to X-Scope-OrgID.
+const maxTenantIDLength = 150
+
+// ValidateTenantID checks a tenant id from X-Scope-OrgID: 1 to 150 characters from a-z A-Z 0-9 and
+// !-_.*'(), and neither "." nor "..". (The rules keep tenant ids usable as directory names.)
+func ValidateTenantID(s string) error {
+	if s == "" {
+		return fmt.Errorf("no org id")
+	}
+	if len(s) > maxTenantIDLength {
+		return fmt.Errorf("tenant id %s is too long: %d characters, at most %d", quoteTrunc(s), len(s), maxTenantIDLength)
+	}
+	if s == "." || s == ".." {
+		return fmt.Errorf("tenant id %q is not allowed", s)
+	}
+	for i := 0; i < len(s); i++ {
+		c := s[i]
+		switch {
+		case c >= 'a' && c <= 'z', c >= 'A' && c <= 'Z', c >= '0' && c <= '9':
+		case strings.IndexByte("!-_.*'()", c) >= 0:
+		default:
+			return fmt.Errorf("tenant id %s has an invalid character %q at byte %d: allowed are a-z, A-Z, 0-9 and !-_.*'()", quoteTrunc(s), rune(c), i)
+		}
+	}
+	return nil
+}
