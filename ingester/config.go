@@ -13,6 +13,7 @@ import (
 
 	"github.com/raftingest/raftingest/lifecycle"
 	"github.com/raftingest/raftingest/raftfsm"
+	"github.com/raftingest/raftingest/ringstate"
 )
 
 // Config is everything one ingester process is configured with.
@@ -106,7 +107,8 @@ func (c *Config) Validate() error {
 	}
 
 	c.Raft.ID, c.Raft.DataDir, c.Raft.RaftAddr, c.Raft.Bootstrap = c.NodeID, c.DataDir, c.RaftAddr, c.Bootstrap
-	c.Lifecycle.ID, c.Lifecycle.RaftAddr, c.Lifecycle.GRPCAddr, c.Lifecycle.HTTPAddr = c.NodeID, c.RaftAddr, c.GRPCAddr, c.HTTPAddr
+	c.Lifecycle.ID, c.Lifecycle.RaftAddr, c.Lifecycle.GRPCAddr, c.Lifecycle.HTTPAddr = ringstate.MemberID(c.NodeID), c.RaftAddr, c.GRPCAddr, c.HTTPAddr
+	c.Raft.RingHeartbeatTimeout = c.Lifecycle.HeartbeatTimeout
 	if err := c.Raft.Validate(); err != nil {
 		errs = append(errs, err)
 	}

@@ -9,6 +9,8 @@ import (
 	"net"
 	"net/http"
 	"net/http/pprof"
+	"os"
+	"path/filepath"
 	"sync"
 	"time"
 
@@ -72,7 +74,11 @@ func New(cfg Config, log *slog.Logger) (s *Server, err error) {
 	}
 
 	timeoutMs := cfg.Lifecycle.HeartbeatTimeout.Milliseconds()
-	s.reg.MustRegister(ringview.NewCollector(ringstate.MemberID(cfg.NodeID), s.node.Ring, timeoutMs, "ingester"))
+	s.reg.MustRegister(ringview.NewCollector(ringstate.MemberID(cfg.NodeID), s.node.Ring, timeoutMs, "ingester",
+		ringview.WithNumTokens(cfg.Lifecycle.NumTokens)))
+	if err := s.lc.RegisterMetrics(s.reg); err != nil {
+		return nil, fmt.Errorf("lifecycle metrics: %w", err)
+	}
 
 	s.grpc = grpc.NewServer()
 	ringpb.RegisterRingServer(s.grpc, raftfsm.NewService(s.node, func(context.Context) error { s.lc.Leave(); return nil }))
@@ -120,7 +126,18 @@ func (s *Server) Run(ctx context.Context) error {
 	go func() { lcDone <- s.lc.Run(ctx) }()
 	select {
 	case err := <-lcDone:
-		return err
+		if err != nil {
+			return err
+		}
+		// The member has left the ring and the Raft configuration. Its Raft state is now useless and
+		// harmful: a node must start from an empty Raft directory to join again, so wipe it.
+		s.close()
+		dir := filepath.Join(s.cfg.DataDir, "raft")
+		if err := os.RemoveAll(dir); err != nil {
+			return fmt.Errorf("left the ring, but could not wipe %s: %w", dir, err)
+		}
+		s.log.Info("left the ring and the raft cluster; raft state wiped", "dir", dir)
+		return nil
 	case err := <-errc:
 		return err
 	}

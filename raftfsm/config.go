@@ -1,0 +1,151 @@
+package raftfsm
+
+import (
+	"errors"
+	"flag"
+	"fmt"
+	"log/slog"
+	"net"
+	"strconv"
+	"time"
+	"unicode"
+
+	"github.com/prometheus/client_golang/prometheus"
+
+	"github.com/raftingest/raftingest/ringstate"
+)
+
+// Config configures a Node. Flags hold the tunables; the identity and the wiring are set by code
+// (the daemon's main) before NewNode. A Config is read once by NewNode and not retained by
+// reference.
+type Config struct {
+	// Set by code.
+
+	// ID is this node's Raft server ID, which is also its ring member ID.
+	ID string
+	// DataDir holds the Raft state under DataDir/raft: raft.db (log and stable store) and
+	// snapshots/.
+	DataDir string
+	// RaftAddr is the Raft transport's bind and advertise address, IP:port (the host must be an IP
+	// literal: it is advertised to peers and stored in the Raft configuration). Port 0 picks a free
+	// port (tests); Node.RaftAddr reports it.
+	RaftAddr string
+	// Bootstrap makes a node with no Raft state bootstrap a single-voter cluster of itself. It is
+	// ignored when the data dir already holds Raft state, so leaving it on across restarts is safe.
+	Bootstrap bool
+	// Logger receives the node's and Raft's logs; nil discards them.
+	Logger *slog.Logger
+	// Registerer receives the node's metrics; nil registers nothing.
+	Registerer prometheus.Registerer
+	// ResolveGRPC, when set, maps a Raft server ID to the gRPC address of its Ring service, for
+	// forwarding to the leader. When unset, or when it reports false, the address is the ring
+	// member's GRPCAddr.
+	ResolveGRPC func(id string) (string, bool)
+	// RingHeartbeatTimeout is -ring.heartbeat-timeout: voter promotion prefers members healthy by it,
+	// and GetRing reports it. Zero disables the health check.
+	RingHeartbeatTimeout time.Duration
+	// ReconcileInterval is how often the leader checks voter counts and every node checks whether it
+	// was removed; zero means 5s. Configuration changes also trigger a check at once.
+	ReconcileInterval time.Duration
+
+	// Flags.
+
+	MaxVoters         int           // -raft.max-voters
+	HeartbeatTimeout  time.Duration // -raft.heartbeat-timeout
+	ElectionTimeout   time.Duration // -raft.election-timeout
+	CommitTimeout     time.Duration // -raft.commit-timeout
+	SnapshotThreshold uint64        // -raft.snapshot-threshold
+	SnapshotInterval  time.Duration // -raft.snapshot-interval
+	TrailingLogs      uint64        // -raft.trailing-logs
+	ApplyTimeout      time.Duration // -raft.apply-timeout
+}
+
+// RegisterFlags registers the Raft tunables on f with their defaults. The defaults suit 2-core
+// machines on a LAN: 1s heartbeat and election timeouts tolerate GC and scheduling pauses without
+// spurious elections, and a ring changes rarely, so snapshots are cheap and infrequent.
+func (c *Config) RegisterFlags(f *flag.FlagSet) {
+	f.IntVar(&c.MaxVoters, "raft.max-voters", 5, "Most Raft voters; further peers join as non-voters and are promoted when a voter leaves. Odd numbers tolerate as many failures as the next even one.")
+	f.DurationVar(&c.HeartbeatTimeout, "raft.heartbeat-timeout", time.Second, "Time a follower waits without contact from the leader before it starts an election.")
+	f.DurationVar(&c.ElectionTimeout, "raft.election-timeout", time.Second, "Time a candidate waits for votes before it starts another election.")
+	f.DurationVar(&c.CommitTimeout, "raft.commit-timeout", 50*time.Millisecond, "Longest the leader waits before sending a heartbeat that carries the commit index.")
+	f.Uint64Var(&c.SnapshotThreshold, "raft.snapshot-threshold", 8192, "Log entries since the last snapshot that trigger a new one.")
+	f.DurationVar(&c.SnapshotInterval, "raft.snapshot-interval", 2*time.Minute, "How often Raft checks whether -raft.snapshot-threshold is reached.")
+	f.Uint64Var(&c.TrailingLogs, "raft.trailing-logs", 10240, "Log entries kept after a snapshot, so a briefly lagging follower catches up without a snapshot transfer.")
+	f.DurationVar(&c.ApplyTimeout, "raft.apply-timeout", 10*time.Second, "Longest a ring command waits to be committed before its outcome is reported unknown.")
+}
+
+// DefaultConfig returns the flag defaults, for code that does not parse flags (tests, tools).
+func DefaultConfig() Config {
+	var c Config
+	c.RegisterFlags(flag.NewFlagSet("", flag.ContinueOnError))
+	return c
+}
+
+// Validate checks every field and the relations between them, naming the flag at fault. It never
+// clamps a bad value.
+func (c *Config) Validate() error {
+	var errs []error
+	bad := func(format string, args ...any) { errs = append(errs, fmt.Errorf("raftfsm: "+format, args...)) }
+	if c.ID == "" {
+		bad("node id is empty")
+	} else if err := checkID(c.ID); err != nil {
+		bad("node id: %v", err)
+	}
+	if c.DataDir == "" {
+		bad("data dir is empty")
+	}
+	if host, port, err := net.SplitHostPort(c.RaftAddr); err != nil {
+		bad("raft address %q: %v", c.RaftAddr, err)
+	} else if ip := net.ParseIP(host); ip == nil || ip.IsUnspecified() {
+		bad("raft address %q: host must be an IP address peers can reach (not a name, not 0.0.0.0)", c.RaftAddr)
+	} else if _, err := strconv.ParseUint(port, 10, 16); err != nil {
+		bad("raft address %q: bad port: %v", c.RaftAddr, err)
+	}
+	if c.MaxVoters < 1 {
+		bad("-raft.max-voters=%d: want at least 1", c.MaxVoters)
+	}
+	if c.HeartbeatTimeout < 5*time.Millisecond {
+		bad("-raft.heartbeat-timeout=%s: want at least 5ms", c.HeartbeatTimeout)
+	}
+	if c.ElectionTimeout < 5*time.Millisecond {
+		bad("-raft.election-timeout=%s: want at least 5ms", c.ElectionTimeout)
+	}
+	if c.ElectionTimeout < c.HeartbeatTimeout {
+		bad("-raft.election-timeout=%s is shorter than -raft.heartbeat-timeout=%s", c.ElectionTimeout, c.HeartbeatTimeout)
+	}
+	if c.CommitTimeout < time.Millisecond {
+		bad("-raft.commit-timeout=%s: want at least 1ms", c.CommitTimeout)
+	}
+	if c.CommitTimeout >= c.HeartbeatTimeout {
+		bad("-raft.commit-timeout=%s must be shorter than -raft.heartbeat-timeout=%s", c.CommitTimeout, c.HeartbeatTimeout)
+	}
+	if c.SnapshotThreshold < 1 {
+		bad("-raft.snapshot-threshold=%d: want at least 1", c.SnapshotThreshold)
+	}
+	if c.SnapshotInterval < 5*time.Millisecond {
+		bad("-raft.snapshot-interval=%s: want at least 5ms", c.SnapshotInterval)
+	}
+	if c.ApplyTimeout <= 0 {
+		bad("-raft.apply-timeout=%s: want more than 0", c.ApplyTimeout)
+	}
+	if c.ReconcileInterval < 0 {
+		bad("reconcile interval %s is negative", c.ReconcileInterval)
+	}
+	if c.RingHeartbeatTimeout < 0 {
+		bad("ring heartbeat timeout %s is negative", c.RingHeartbeatTimeout)
+	}
+	return errors.Join(errs...)
+}
+
+// checkID applies ringstate's member id rules, since a Raft server ID is also a ring member ID.
+func checkID(id string) error {
+	if id == "" || len(id) > ringstate.MaxIDLen {
+		return fmt.Errorf("id %q must have 1 to %d characters", id, ringstate.MaxIDLen)
+	}
+	for _, c := range id {
+		if !(unicode.IsLetter(c) || unicode.IsDigit(c) || c == '-' || c == '_' || c == '.') {
+			return fmt.Errorf("id %q: only letters, digits, '-', '_' and '.' are allowed", id)
+		}
+	}
+	return nil
+}

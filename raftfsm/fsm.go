@@ -1,0 +1,199 @@
+package raftfsm
+
+import (
+	"bytes"
+	"fmt"
+	"io"
+	"log/slog"
+	"sync"
+	"sync/atomic"
+
+	"github.com/hashicorp/raft"
+
+	"github.com/raftingest/raftingest/ringstate"
+)
+
+// ApplyResult is what FSM.Apply returns for every log entry, and what raft.ApplyFuture.Response()
+// yields on the proposer. A refusal is a value, not a Go error, so that it is committed, remembered
+// by request id and identical on every replica.
+type ApplyResult struct {
+	Code    ringstate.Code    // ringstate.CodeOK when the command changed the ring
+	Message string            // the refusal's text; empty when Code is CodeOK
+	Events  []ringstate.Event // what changed, for logging and metrics; nil on refusal
+}
+
+// Err turns the result back into the error ringstate returned (nil for CodeOK); errors.Is matches
+// it against ringstate's sentinels.
+func (r *ApplyResult) Err() error { return ringstate.ErrorOf(r.Code, r.Message) }
+
+// FSM is the raft.FSM over ringstate. Raft calls Apply, Snapshot and Restore from one goroutine;
+// Ring, AppliedIndex and Changed may be called by any goroutine at any time.
+//
+// Apply is deterministic and total: it reads nothing but the entry and the current ring. Ring time
+// comes from the leader-stamped raft.Log.AppendedAt, so every replica computes the same heartbeat
+// ages whatever its own clock says, and a frozen log (no quorum) freezes health instead of decaying
+// it (cortex#157).
+type FSM struct {
+	// state is the published ring with the index of the entry that produced it. Immutable once
+	// stored; replaced wholesale.
+	state atomic.Pointer[fsmState]
+
+	mu      sync.Mutex
+	changed chan struct{} // closed and replaced on every publish; guarded by mu
+
+	logger *slog.Logger
+	// onApply, when set before the FSM is handed to Raft, is called after every command entry with
+	// its op and outcome (the node's metrics). It must not block.
+	onApply func(op ringstate.Op, code ringstate.Code)
+	// restoreIndex, when set, tells Restore the index of the snapshot being restored (see
+	// indexingSnapshotStore); 0 when unknown.
+	restoreIndex func() uint64
+}
+
+type fsmState struct {
+	ring  *ringstate.Ring
+	index uint64
+}
+
+var _ raft.FSM = (*FSM)(nil)
+
+// NewFSM returns an FSM holding an empty ring at applied index 0. logger may be nil.
+func NewFSM(logger *slog.Logger) *FSM {
+	if logger == nil {
+		logger = slog.New(slog.DiscardHandler)
+	}
+	f := &FSM{changed: make(chan struct{}), logger: logger}
+	f.state.Store(&fsmState{ring: ringstate.New()})
+	return f
+}
+
+// Ring returns the latest applied ring. Lock-free; the ring is immutable.
+func (f *FSM) Ring() *ringstate.Ring { return f.state.Load().ring }
+
+// AppliedIndex is the Raft index of the newest log entry reflected in Ring(). After a snapshot
+// restore it is the snapshot's index when known (always, inside a Node), else it stays as it was
+// until the next entry is applied.
+func (f *FSM) AppliedIndex() uint64 { return f.state.Load().index }
+
+// Changed returns a channel that is closed the next time Ring() or AppliedIndex() changes. Take the
+// channel, read the state, then wait: a change between the two is never missed.
+func (f *FSM) Changed() <-chan struct{} {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	return f.changed
+}
+
+func (f *FSM) publish(s *fsmState) {
+	f.state.Store(s)
+	f.mu.Lock()
+	close(f.changed)
+	f.changed = make(chan struct{})
+	f.mu.Unlock()
+}
+
+// Apply applies one committed log entry and returns an *ApplyResult. It never panics and never
+// returns a Go error as the response: an entry that does not decode is refused with
+// CodeInvalidCommand and leaves the ring unchanged, identically on every replica.
+func (f *FSM) Apply(l *raft.Log) interface{} {
+	cur := f.state.Load()
+	if l.Type != raft.LogCommand {
+		// Raft hands the FSM only command entries; be total anyway (configuration entries reach an
+		// FSM only if it implements raft.ConfigurationStore, which this one does not).
+		f.publish(&fsmState{ring: cur.ring, index: max(cur.index, l.Index)})
+		return &ApplyResult{}
+	}
+	cmd, err := DecodeCommand(l.Data)
+	if err != nil {
+		f.publish(&fsmState{ring: cur.ring, index: max(cur.index, l.Index)})
+		f.logger.Error("refusing undecodable raft log entry", "index", l.Index, "err", err)
+		if f.onApply != nil {
+			f.onApply(0, ringstate.CodeInvalidCommand)
+		}
+		return &ApplyResult{Code: ringstate.CodeInvalidCommand, Message: err.Error()}
+	}
+	// AppendedAt is stamped by the leader when it appended the entry and is replicated with it, so it
+	// is the same on every replica. Entries written before it existed carry the zero time: they
+	// keep the current ring time rather than moving it.
+	nowMs := cur.ring.TimeMs()
+	if !l.AppendedAt.IsZero() {
+		nowMs = l.AppendedAt.UnixMilli()
+	}
+	next, events, aerr := cur.ring.Apply(cmd, nowMs)
+	f.publish(&fsmState{ring: next, index: max(cur.index, l.Index)})
+	res := &ApplyResult{Code: ringstate.CodeOf(aerr), Events: events}
+	if aerr != nil {
+		res.Message = aerr.Error()
+	}
+	if f.onApply != nil {
+		f.onApply(cmd.Op, res.Code)
+	}
+	f.logEvents(l.Index, &cmd, events)
+	return res
+}
+
+// logEvents logs membership changes. Logging does not feed back into state, so it does not break
+// Apply's determinism.
+func (f *FSM) logEvents(index uint64, cmd *ringstate.Command, events []ringstate.Event) {
+	for _, e := range events {
+		switch e.Kind {
+		case ringstate.EventAdded:
+			f.logger.Info("ring member added", "member", e.Member, "index", index)
+		case ringstate.EventStateChanged:
+			f.logger.Info("ring member state changed", "member", e.Member, "from", e.From.String(),
+				"to", e.To.String(), "op", cmd.Op.String(), "index", index)
+		case ringstate.EventRemoved:
+			f.logger.Info("ring member removed", "member", e.Member, "state", e.From.String(),
+				"op", cmd.Op.String(), "index", index)
+		case ringstate.EventTokensChanged:
+			f.logger.Debug("ring member tokens changed", "member", e.Member, "index", index)
+		}
+	}
+}
+
+// Snapshot is O(1): it captures the immutable ring; Persist does the encoding off the FSM goroutine.
+func (f *FSM) Snapshot() (raft.FSMSnapshot, error) {
+	return &fsmSnapshot{ring: f.state.Load().ring}, nil
+}
+
+// Restore replaces the ring with the snapshot read from rc. A snapshot that does not decode, has an
+// unknown version or breaks a ring invariant is refused with an error naming the problem, and the
+// ring is left unchanged.
+func (f *FSM) Restore(rc io.ReadCloser) error {
+	defer rc.Close()
+	data, err := io.ReadAll(rc)
+	if err != nil {
+		return fmt.Errorf("raftfsm: read snapshot: %w", err)
+	}
+	r, err := DecodeSnapshot(data)
+	if err != nil {
+		return err
+	}
+	cur := f.state.Load()
+	index := cur.index
+	if f.restoreIndex != nil {
+		if i := f.restoreIndex(); i != 0 {
+			index = i
+		}
+	}
+	f.publish(&fsmState{ring: r, index: index})
+	f.logger.Info("restored ring from snapshot", "members", r.Len(), "ring_time_ms", r.TimeMs(), "index", index)
+	return nil
+}
+
+type fsmSnapshot struct{ ring *ringstate.Ring }
+
+// Persist encodes the captured ring into sink.
+func (s *fsmSnapshot) Persist(sink raft.SnapshotSink) error {
+	data, err := EncodeSnapshot(s.ring)
+	if err == nil {
+		_, err = io.Copy(sink, bytes.NewReader(data))
+	}
+	if err != nil {
+		_ = sink.Cancel()
+		return fmt.Errorf("raftfsm: persist snapshot: %w", err)
+	}
+	return sink.Close()
+}
+
+// Release does nothing: the captured ring is immutable and garbage collected.
+func (s *fsmSnapshot) Release() {}

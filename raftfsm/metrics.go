@@ -1,0 +1,127 @@
+package raftfsm
+
+import (
+	"strconv"
+
+	"github.com/hashicorp/raft"
+	"github.com/prometheus/client_golang/prometheus"
+
+	"github.com/raftingest/raftingest/ringstate"
+)
+
+// codeNames are the label values of the code label: stable, lowercase, one per ringstate.Code.
+// (ringstate.Code has no String method; if it gains one, use it.)
+var codeNames = [...]string{"ok", "unknown_member", "member_exists", "invalid_member", "illegal_transition",
+	"token_owned", "invalid_tokens", "joiner_not_pending", "handover_mismatch", "handover_in_progress",
+	"invalid_command"}
+
+func codeName(c ringstate.Code) string {
+	if int(c) < len(codeNames) {
+		return codeNames[c]
+	}
+	return "code_" + strconv.Itoa(int(c))
+}
+
+// nodeMetrics are the node's metrics, registered on the injected Registerer. The gauges are read
+// from Raft at scrape time by a custom collector, so they are never stale and cost nothing between
+// scrapes.
+type nodeMetrics struct {
+	reg           prometheus.Registerer
+	applyDuration prometheus.Histogram
+	fsmApply      *prometheus.CounterVec
+	collector     *raftCollector
+	registered    []prometheus.Collector
+}
+
+func newNodeMetrics(reg prometheus.Registerer, n *Node) *nodeMetrics {
+	return &nodeMetrics{
+		reg: reg,
+		applyDuration: prometheus.NewHistogram(prometheus.HistogramOpts{
+			Name: "raftingest_raft_apply_duration_seconds",
+			Help: "Time from proposing a ring command on this node (forwarded to the leader if needed) until its outcome is known: the commit latency the proposer sees.",
+			// 1ms .. ~16s: loopback commits take a millisecond, a WAN or an election seconds.
+			Buckets: prometheus.ExponentialBuckets(0.001, 2, 15),
+		}),
+		fsmApply: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "raftingest_raft_fsm_apply_total",
+			Help: "Ring commands applied by this node's FSM, by op and outcome code (refusals are committed too).",
+		}, []string{"op", "code"}),
+		collector: &raftCollector{n: n},
+	}
+}
+
+func (m *nodeMetrics) register() error {
+	if m.reg == nil {
+		return nil
+	}
+	for _, c := range []prometheus.Collector{m.applyDuration, m.fsmApply, m.collector} {
+		if err := m.reg.Register(c); err != nil {
+			m.unregister()
+			return err
+		}
+		m.registered = append(m.registered, c)
+	}
+	return nil
+}
+
+// unregister removes the node's collectors, so that a node restarted in the same process (tests, or
+// a daemon re-creating its node after a wipe) can register again.
+func (m *nodeMetrics) unregister() {
+	for _, c := range m.registered {
+		m.reg.Unregister(c)
+	}
+	m.registered = nil
+}
+
+func (m *nodeMetrics) countApply(op ringstate.Op, code ringstate.Code) {
+	name := "invalid"
+	if op != 0 {
+		name = op.String()
+	}
+	m.fsmApply.WithLabelValues(name, codeName(code)).Inc()
+}
+
+var (
+	descLeader    = prometheus.NewDesc("raftingest_raft_leader", "1 if this node is the Raft leader, else 0.", nil, nil)
+	descTerm      = prometheus.NewDesc("raftingest_raft_term", "Current Raft term.", nil, nil)
+	descApplied   = prometheus.NewDesc("raftingest_raft_applied_index", "Index of the newest Raft entry applied on this node.", nil, nil)
+	descCommit    = prometheus.NewDesc("raftingest_raft_commit_index", "Index of the newest Raft entry this node knows to be committed.", nil, nil)
+	descLastIndex = prometheus.NewDesc("raftingest_raft_last_log_index", "Index of the newest entry in this node's Raft log.", nil, nil)
+	descPeers     = prometheus.NewDesc("raftingest_raft_peers", "Servers in the latest Raft configuration, by suffrage (voter, nonvoter).", []string{"suffrage"}, nil)
+)
+
+type raftCollector struct{ n *Node }
+
+func (c *raftCollector) Describe(ch chan<- *prometheus.Desc) {
+	for _, d := range []*prometheus.Desc{descLeader, descTerm, descApplied, descCommit, descLastIndex, descPeers} {
+		ch <- d
+	}
+}
+
+func (c *raftCollector) Collect(ch chan<- prometheus.Metric) {
+	r := c.n.raft
+	if r == nil {
+		return
+	}
+	leader := 0.0
+	if r.State() == raft.Leader {
+		leader = 1
+	}
+	ch <- prometheus.MustNewConstMetric(descLeader, prometheus.GaugeValue, leader)
+	ch <- prometheus.MustNewConstMetric(descTerm, prometheus.GaugeValue, float64(r.CurrentTerm()))
+	ch <- prometheus.MustNewConstMetric(descApplied, prometheus.GaugeValue, float64(r.AppliedIndex()))
+	ch <- prometheus.MustNewConstMetric(descCommit, prometheus.GaugeValue, float64(r.CommitIndex()))
+	ch <- prometheus.MustNewConstMetric(descLastIndex, prometheus.GaugeValue, float64(r.LastIndex()))
+	voters, nonvoters := 0, 0
+	if f := r.GetConfiguration(); f.Error() == nil {
+		for _, s := range f.Configuration().Servers {
+			if s.Suffrage == raft.Voter {
+				voters++
+			} else {
+				nonvoters++
+			}
+		}
+	}
+	ch <- prometheus.MustNewConstMetric(descPeers, prometheus.GaugeValue, float64(voters), "voter")
+	ch <- prometheus.MustNewConstMetric(descPeers, prometheus.GaugeValue, float64(nonvoters), "nonvoter")
+}
