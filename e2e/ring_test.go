@@ -283,3 +283,51 @@ func TestProcess_BadInput(t *testing.T) {
 		t.Fatalf("ring changed: %+v %v", v, err)
 	}
 }
+
+// TestProcess_LeaveLeaderViaRingctl moves leadership with ringctl, then makes the leader leave with
+// `ringctl leave`: the CLI follows it until it is gone, the leader hands leadership over first, the
+// process exits 0, and the remaining cluster keeps committing ring changes.
+func TestProcess_LeaveLeaderViaRingctl(t *testing.T) {
+	skipShort(t)
+	c := pc.New(t, fastFlags...)
+	a := c.Start("a", "-bootstrap")
+	waitActive(t, c, a.GRPCAddr, "a")
+	b := c.Start("b", "-join", a.GRPCAddr)
+	cc := c.Start("c", "-join", a.GRPCAddr)
+	waitActive(t, c, a.GRPCAddr, "a", "b", "c")
+
+	if out, errOut, code := c.Ringctl("-addr", cc.GRPCAddr, "transfer-leadership", "b"); code != 0 {
+		t.Fatalf("transfer-leadership b: exit %d: %s%s", code, out, errOut)
+	}
+	pc.Eventually(t, 10*time.Second, "b leads", func() (bool, string) {
+		l := leaderOf(t, c, a.GRPCAddr)
+		return l == "b", "leader " + l
+	})
+
+	out, errOut, code := c.Ringctl("-addr", a.GRPCAddr, "-timeout", "60s", "leave", "b")
+	if code != 0 {
+		t.Fatalf("ringctl leave b: exit %d: %s%s", code, out, errOut)
+	}
+	if !strings.Contains(out, "left the ring") {
+		t.Errorf("ringctl leave did not report the end: %q", out)
+	}
+	if code, err := b.Wait(20 * time.Second); err != nil || code != 0 {
+		t.Fatalf("b after ringctl leave: exit %d, %v", code, err)
+	}
+	l := leaderOf(t, c, a.GRPCAddr)
+	if l == "b" || l == "" {
+		t.Fatalf("leader after b left: %q", l)
+	}
+	st, err := c.Status(a.GRPCAddr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(st.Servers) != 2 {
+		t.Fatalf("raft servers after b left: %+v", st.Servers)
+	}
+	d := c.Start("d", "-join", cc.GRPCAddr)
+	v := waitActive(t, c, d.GRPCAddr, "a", "c", "d")
+	if _, ok := v.Member("b"); ok {
+		t.Fatalf("b still in the ring: %+v", v)
+	}
+}
