@@ -23,10 +23,16 @@ func FromCommand(c *ringstate.Command) *Command {
 	}
 }
 
-// ToCommand converts a wire command to a ring command. It does not validate: Ring.Apply does.
+// ToCommand converts a wire command to a ring command. It does not validate: Ring.Apply does. A wire
+// op outside ringstate.Op's range becomes op 0, which Apply refuses as unknown, rather than being
+// truncated into a valid op.
 func ToCommand(p *Command) ringstate.Command {
+	op := ringstate.Op(0)
+	if v := p.GetOp(); v > 0 && v <= 255 {
+		op = ringstate.Op(v)
+	}
 	return ringstate.Command{
-		Op:        ringstate.Op(p.GetOp()),
+		Op:        op,
 		RequestID: p.GetRequestId(),
 		Member:    ringstate.MemberID(p.GetMember()),
 		Peer:      ringstate.MemberID(p.GetPeer()),
