@@ -493,8 +493,7 @@ func TestLifecycle_LeaveFromActive(t *testing.T) {
 	synctest.Test(t, func(t *testing.T) {
 		f := newFakeRing()
 		setupActive(t, f, "other", 16, 5)
-		var m *member
-		m = startMember(t, f, testConfig("a"), 1, func(l *Lifecycle) {
+		m := startMember(t, f, testConfig("a"), 1, func(l *Lifecycle) {
 			l.OnLeaving = func(ctx context.Context) error {
 				if s := l.State(); s != ringstate.LEAVING {
 					t.Errorf("OnLeaving called in %s, want LEAVING", s)

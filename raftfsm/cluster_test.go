@@ -106,17 +106,6 @@ func newCluster(tb testing.TB) *testCluster {
 	return c
 }
 
-func (c *testCluster) node(id string) *testNode {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	for _, n := range c.nodes {
-		if n.id == id {
-			return n
-		}
-	}
-	c.tb.Fatalf("no node %s", id)
-	return nil
-}
 
 // running returns the nodes that are started.
 func (c *testCluster) running() []*testNode {
