@@ -9,9 +9,12 @@ import (
 	"fmt"
 	"net"
 	"os"
+	"path/filepath"
 	"strings"
 
+	"github.com/raftingest/raftingest/distributor"
 	"github.com/raftingest/raftingest/lifecycle"
+	"github.com/raftingest/raftingest/memstore"
 	"github.com/raftingest/raftingest/raftfsm"
 	"github.com/raftingest/raftingest/ringstate"
 )
@@ -30,8 +33,10 @@ type Config struct {
 	LogLevel  string
 	LogFormat string
 
-	Raft      raftfsm.Config
-	Lifecycle lifecycle.Config
+	Raft        raftfsm.Config
+	Lifecycle   lifecycle.Config
+	Store       memstore.Config
+	Distributor distributor.Config
 }
 
 // RegisterFlags registers every flag with its default on f.
@@ -55,6 +60,8 @@ func (c *Config) RegisterFlags(f *flag.FlagSet) {
 	f.StringVar(&c.LogFormat, "log.format", "logfmt", "log format: logfmt or json")
 	c.Raft.RegisterFlags(f)
 	c.Lifecycle.RegisterFlags(f)
+	c.Store.RegisterFlags(f)
+	c.Distributor.RegisterFlags(f)
 }
 
 // Validate checks every flag and their relations, naming the flags in its messages. It also copies
@@ -109,11 +116,14 @@ func (c *Config) Validate() error {
 	c.Raft.ID, c.Raft.DataDir, c.Raft.RaftAddr, c.Raft.Bootstrap = c.NodeID, c.DataDir, c.RaftAddr, c.Bootstrap
 	c.Lifecycle.ID, c.Lifecycle.RaftAddr, c.Lifecycle.GRPCAddr, c.Lifecycle.HTTPAddr = ringstate.MemberID(c.NodeID), c.RaftAddr, c.GRPCAddr, c.HTTPAddr
 	c.Raft.RingHeartbeatTimeout = c.Lifecycle.HeartbeatTimeout
-	if err := c.Raft.Validate(); err != nil {
-		errs = append(errs, err)
+	c.Distributor.RingHeartbeatTimeout = c.Lifecycle.HeartbeatTimeout
+	if c.Store.WALDir == "" && c.DataDir != "" {
+		c.Store.WALDir = filepath.Join(c.DataDir, "wal")
 	}
-	if err := c.Lifecycle.Validate(); err != nil {
-		errs = append(errs, err)
+	for _, v := range []interface{ Validate() error }{&c.Raft, &c.Lifecycle, &c.Store, &c.Distributor} {
+		if err := v.Validate(); err != nil {
+			errs = append(errs, err)
+		}
 	}
 	return errors.Join(errs...)
 }

@@ -20,7 +20,10 @@ import (
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/credentials/insecure"
 
+	"github.com/raftingest/raftingest/distributor"
+	"github.com/raftingest/raftingest/ingesterpb"
 	"github.com/raftingest/raftingest/lifecycle"
+	"github.com/raftingest/raftingest/memstore"
 	"github.com/raftingest/raftingest/raftfsm"
 	"github.com/raftingest/raftingest/ringpb"
 	"github.com/raftingest/raftingest/ringstate"
@@ -32,8 +35,11 @@ type Server struct {
 	cfg    Config
 	log    *slog.Logger
 	reg    *prometheus.Registry
+	store  *memstore.Store
 	node   *raftfsm.Node
 	lc     *lifecycle.Lifecycle
+	dist   *distributor.Distributor
+	pool   *distributor.GRPCClientPool
 	grpc   *grpc.Server
 	http   *http.Server
 	grpcLn net.Listener
@@ -60,6 +66,12 @@ func New(cfg Config, log *slog.Logger) (s *Server, err error) {
 		return nil, fmt.Errorf("-http.addr %s: %w", cfg.HTTPAddr, err)
 	}
 
+	// The WAL is replayed before the member joins or resumes, so that it never takes writes or
+	// serves reads with part of its acknowledged data missing.
+	if s.store, err = memstore.Open(cfg.Store, s.reg, log.With("component", "memstore")); err != nil {
+		return nil, fmt.Errorf("open the series store in %s: %w", cfg.Store.WALDir, err)
+	}
+
 	rcfg := cfg.Raft
 	rcfg.Logger = log.With("component", "raft")
 	rcfg.Registerer = s.reg
@@ -80,11 +92,22 @@ func New(cfg Config, log *slog.Logger) (s *Server, err error) {
 		return nil, fmt.Errorf("lifecycle metrics: %w", err)
 	}
 
-	s.grpc = grpc.NewServer()
+	s.pool = distributor.NewGRPCClientPool(cfg.Distributor.ClientIdleTimeout, log.With("component", "distributor"),
+		grpc.WithDefaultCallOptions(grpc.MaxCallSendMsgSize(cfg.Distributor.MaxRecvMsgSize)))
+	if s.dist, err = distributor.New(cfg.Distributor, distributor.Deps{Ring: s.node, Clients: s.pool,
+		Registerer: s.reg, Logger: log.With("component", "distributor")}); err != nil {
+		return nil, fmt.Errorf("distributor: %w", err)
+	}
+
+	// An ingester's Push carries what a distributor got in one remote-write request, at most
+	// -distributor.max-recv-msg-size; gRPC's default limit (4 MiB) would refuse large ones.
+	s.grpc = grpc.NewServer(grpc.MaxRecvMsgSize(cfg.Distributor.MaxRecvMsgSize))
 	ringpb.RegisterRingServer(s.grpc, raftfsm.NewService(s.node, func(context.Context) error { s.lc.Leave(); return nil }))
+	ingesterpb.RegisterIngesterServer(s.grpc, &ingesterService{store: s.store, writable: s.writable})
 
 	mux := http.NewServeMux()
 	mux.Handle("/ring", ringview.Handler(s.node.Ring, timeoutMs))
+	mux.Handle("/api/v1/push", s.dist)
 	mux.Handle("/metrics", promhttp.HandlerFor(s.reg, promhttp.HandlerOpts{Registry: s.reg}))
 	mux.HandleFunc("/ready", s.ready)
 	mux.HandleFunc("/ingester/shutdown", s.shutdown)
@@ -181,6 +204,14 @@ func (s *Server) joinVia(ctx context.Context, addr string) error {
 	return nil
 }
 
+// writable reports whether this member takes writes: only when it is ACTIVE in the applied ring.
+func (s *Server) writable() (bool, string) {
+	if st := s.lc.State(); !s.lc.Ready() {
+		return false, fmt.Sprintf("ingester %s is %s, not ACTIVE: it takes no writes", s.cfg.NodeID, st)
+	}
+	return true, ""
+}
+
 func (s *Server) ready(w http.ResponseWriter, _ *http.Request) {
 	if s.lc.Ready() {
 		fmt.Fprintln(w, "ready")
@@ -221,9 +252,20 @@ func (s *Server) close() {
 		} else if s.grpcLn != nil {
 			s.grpcLn.Close()
 		}
+		if s.dist != nil {
+			s.dist.Wait()
+		}
+		if s.pool != nil {
+			s.pool.Close()
+		}
 		if s.node != nil {
 			if err := s.node.Shutdown(); err != nil {
 				s.log.Warn("raft shutdown", "err", err)
+			}
+		}
+		if s.store != nil {
+			if err := s.store.Close(); err != nil {
+				s.log.Warn("close the series store", "err", err)
 			}
 		}
 	})

@@ -32,6 +32,58 @@ const (
 	_ = protoimpl.EnforceVersion(protoimpl.MaxVersion - 20)
 )
 
+type MatchType int32
+
+const (
+	MatchType_EQUAL          MatchType = 0
+	MatchType_NOT_EQUAL      MatchType = 1
+	MatchType_REGEX_MATCH    MatchType = 2
+	MatchType_REGEX_NO_MATCH MatchType = 3
+)
+
+// Enum value maps for MatchType.
+var (
+	MatchType_name = map[int32]string{
+		0: "EQUAL",
+		1: "NOT_EQUAL",
+		2: "REGEX_MATCH",
+		3: "REGEX_NO_MATCH",
+	}
+	MatchType_value = map[string]int32{
+		"EQUAL":          0,
+		"NOT_EQUAL":      1,
+		"REGEX_MATCH":    2,
+		"REGEX_NO_MATCH": 3,
+	}
+)
+
+func (x MatchType) Enum() *MatchType {
+	p := new(MatchType)
+	*p = x
+	return p
+}
+
+func (x MatchType) String() string {
+	return protoimpl.X.EnumStringOf(x.Descriptor(), protoreflect.EnumNumber(x))
+}
+
+func (MatchType) Descriptor() protoreflect.EnumDescriptor {
+	return file_ingester_proto_enumTypes[0].Descriptor()
+}
+
+func (MatchType) Type() protoreflect.EnumType {
+	return &file_ingester_proto_enumTypes[0]
+}
+
+func (x MatchType) Number() protoreflect.EnumNumber {
+	return protoreflect.EnumNumber(x)
+}
+
+// Deprecated: Use MatchType.Descriptor instead.
+func (MatchType) EnumDescriptor() ([]byte, []int) {
+	return file_ingester_proto_rawDescGZIP(), []int{0}
+}
+
 // ErrorCode classifies a refusal. The distributor maps client errors (the request can never succeed
 // as sent: OUT_OF_ORDER, DUPLICATE_TIMESTAMP, TOO_MANY_SERIES, INVALID) to HTTP 4xx, and INTERNAL or
 // unknown codes to 5xx (worth retrying).
@@ -82,11 +134,11 @@ func (x ErrorCode) String() string {
 }
 
 func (ErrorCode) Descriptor() protoreflect.EnumDescriptor {
-	return file_ingester_proto_enumTypes[0].Descriptor()
+	return file_ingester_proto_enumTypes[1].Descriptor()
 }
 
 func (ErrorCode) Type() protoreflect.EnumType {
-	return &file_ingester_proto_enumTypes[0]
+	return &file_ingester_proto_enumTypes[1]
 }
 
 func (x ErrorCode) Number() protoreflect.EnumNumber {
@@ -95,7 +147,292 @@ func (x ErrorCode) Number() protoreflect.EnumNumber {
 
 // Deprecated: Use ErrorCode.Descriptor instead.
 func (ErrorCode) EnumDescriptor() ([]byte, []int) {
+	return file_ingester_proto_rawDescGZIP(), []int{1}
+}
+
+type QueryRequest struct {
+	state            protoimpl.MessageState `protogen:"open.v1"`
+	StartTimestampMs int64                  `protobuf:"varint,1,opt,name=start_timestamp_ms,json=startTimestampMs,proto3" json:"start_timestamp_ms,omitempty"`
+	EndTimestampMs   int64                  `protobuf:"varint,2,opt,name=end_timestamp_ms,json=endTimestampMs,proto3" json:"end_timestamp_ms,omitempty"`
+	Matchers         []*LabelMatcher        `protobuf:"bytes,3,rep,name=matchers,proto3" json:"matchers,omitempty"`
+	unknownFields    protoimpl.UnknownFields
+	sizeCache        protoimpl.SizeCache
+}
+
+func (x *QueryRequest) Reset() {
+	*x = QueryRequest{}
+	mi := &file_ingester_proto_msgTypes[0]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *QueryRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*QueryRequest) ProtoMessage() {}
+
+func (x *QueryRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_ingester_proto_msgTypes[0]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use QueryRequest.ProtoReflect.Descriptor instead.
+func (*QueryRequest) Descriptor() ([]byte, []int) {
 	return file_ingester_proto_rawDescGZIP(), []int{0}
+}
+
+func (x *QueryRequest) GetStartTimestampMs() int64 {
+	if x != nil {
+		return x.StartTimestampMs
+	}
+	return 0
+}
+
+func (x *QueryRequest) GetEndTimestampMs() int64 {
+	if x != nil {
+		return x.EndTimestampMs
+	}
+	return 0
+}
+
+func (x *QueryRequest) GetMatchers() []*LabelMatcher {
+	if x != nil {
+		return x.Matchers
+	}
+	return nil
+}
+
+type LabelMatcher struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Type          MatchType              `protobuf:"varint,1,opt,name=type,proto3,enum=raftingest.ingester.v1.MatchType" json:"type,omitempty"`
+	Name          string                 `protobuf:"bytes,2,opt,name=name,proto3" json:"name,omitempty"`
+	Value         string                 `protobuf:"bytes,3,opt,name=value,proto3" json:"value,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *LabelMatcher) Reset() {
+	*x = LabelMatcher{}
+	mi := &file_ingester_proto_msgTypes[1]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *LabelMatcher) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*LabelMatcher) ProtoMessage() {}
+
+func (x *LabelMatcher) ProtoReflect() protoreflect.Message {
+	mi := &file_ingester_proto_msgTypes[1]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use LabelMatcher.ProtoReflect.Descriptor instead.
+func (*LabelMatcher) Descriptor() ([]byte, []int) {
+	return file_ingester_proto_rawDescGZIP(), []int{1}
+}
+
+func (x *LabelMatcher) GetType() MatchType {
+	if x != nil {
+		return x.Type
+	}
+	return MatchType_EQUAL
+}
+
+func (x *LabelMatcher) GetName() string {
+	if x != nil {
+		return x.Name
+	}
+	return ""
+}
+
+func (x *LabelMatcher) GetValue() string {
+	if x != nil {
+		return x.Value
+	}
+	return ""
+}
+
+type QueryStreamResponse struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Series        []*StreamSeries        `protobuf:"bytes,1,rep,name=series,proto3" json:"series,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *QueryStreamResponse) Reset() {
+	*x = QueryStreamResponse{}
+	mi := &file_ingester_proto_msgTypes[2]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *QueryStreamResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*QueryStreamResponse) ProtoMessage() {}
+
+func (x *QueryStreamResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_ingester_proto_msgTypes[2]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use QueryStreamResponse.ProtoReflect.Descriptor instead.
+func (*QueryStreamResponse) Descriptor() ([]byte, []int) {
+	return file_ingester_proto_rawDescGZIP(), []int{2}
+}
+
+func (x *QueryStreamResponse) GetSeries() []*StreamSeries {
+	if x != nil {
+		return x.Series
+	}
+	return nil
+}
+
+type StreamSeries struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Labels        []*Label               `protobuf:"bytes,1,rep,name=labels,proto3" json:"labels,omitempty"`
+	Chunks        []*Chunk               `protobuf:"bytes,2,rep,name=chunks,proto3" json:"chunks,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *StreamSeries) Reset() {
+	*x = StreamSeries{}
+	mi := &file_ingester_proto_msgTypes[3]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *StreamSeries) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*StreamSeries) ProtoMessage() {}
+
+func (x *StreamSeries) ProtoReflect() protoreflect.Message {
+	mi := &file_ingester_proto_msgTypes[3]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use StreamSeries.ProtoReflect.Descriptor instead.
+func (*StreamSeries) Descriptor() ([]byte, []int) {
+	return file_ingester_proto_rawDescGZIP(), []int{3}
+}
+
+func (x *StreamSeries) GetLabels() []*Label {
+	if x != nil {
+		return x.Labels
+	}
+	return nil
+}
+
+func (x *StreamSeries) GetChunks() []*Chunk {
+	if x != nil {
+		return x.Chunks
+	}
+	return nil
+}
+
+// Chunk is one encoded Prometheus chunk (tsdb/chunkenc; encoding 1 is XOR).
+type Chunk struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	MinTimeMs     int64                  `protobuf:"varint,1,opt,name=min_time_ms,json=minTimeMs,proto3" json:"min_time_ms,omitempty"`
+	MaxTimeMs     int64                  `protobuf:"varint,2,opt,name=max_time_ms,json=maxTimeMs,proto3" json:"max_time_ms,omitempty"`
+	Encoding      uint32                 `protobuf:"varint,3,opt,name=encoding,proto3" json:"encoding,omitempty"`
+	Data          []byte                 `protobuf:"bytes,4,opt,name=data,proto3" json:"data,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *Chunk) Reset() {
+	*x = Chunk{}
+	mi := &file_ingester_proto_msgTypes[4]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *Chunk) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*Chunk) ProtoMessage() {}
+
+func (x *Chunk) ProtoReflect() protoreflect.Message {
+	mi := &file_ingester_proto_msgTypes[4]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use Chunk.ProtoReflect.Descriptor instead.
+func (*Chunk) Descriptor() ([]byte, []int) {
+	return file_ingester_proto_rawDescGZIP(), []int{4}
+}
+
+func (x *Chunk) GetMinTimeMs() int64 {
+	if x != nil {
+		return x.MinTimeMs
+	}
+	return 0
+}
+
+func (x *Chunk) GetMaxTimeMs() int64 {
+	if x != nil {
+		return x.MaxTimeMs
+	}
+	return 0
+}
+
+func (x *Chunk) GetEncoding() uint32 {
+	if x != nil {
+		return x.Encoding
+	}
+	return 0
+}
+
+func (x *Chunk) GetData() []byte {
+	if x != nil {
+		return x.Data
+	}
+	return nil
 }
 
 // PushRequest is prompb.WriteRequest restricted to what an ingester stores. Field 1 matches
@@ -110,7 +447,7 @@ type PushRequest struct {
 
 func (x *PushRequest) Reset() {
 	*x = PushRequest{}
-	mi := &file_ingester_proto_msgTypes[0]
+	mi := &file_ingester_proto_msgTypes[5]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -122,7 +459,7 @@ func (x *PushRequest) String() string {
 func (*PushRequest) ProtoMessage() {}
 
 func (x *PushRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_ingester_proto_msgTypes[0]
+	mi := &file_ingester_proto_msgTypes[5]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -135,7 +472,7 @@ func (x *PushRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use PushRequest.ProtoReflect.Descriptor instead.
 func (*PushRequest) Descriptor() ([]byte, []int) {
-	return file_ingester_proto_rawDescGZIP(), []int{0}
+	return file_ingester_proto_rawDescGZIP(), []int{5}
 }
 
 func (x *PushRequest) GetTimeseries() []*TimeSeries {
@@ -158,7 +495,7 @@ type TimeSeries struct {
 
 func (x *TimeSeries) Reset() {
 	*x = TimeSeries{}
-	mi := &file_ingester_proto_msgTypes[1]
+	mi := &file_ingester_proto_msgTypes[6]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -170,7 +507,7 @@ func (x *TimeSeries) String() string {
 func (*TimeSeries) ProtoMessage() {}
 
 func (x *TimeSeries) ProtoReflect() protoreflect.Message {
-	mi := &file_ingester_proto_msgTypes[1]
+	mi := &file_ingester_proto_msgTypes[6]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -183,7 +520,7 @@ func (x *TimeSeries) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use TimeSeries.ProtoReflect.Descriptor instead.
 func (*TimeSeries) Descriptor() ([]byte, []int) {
-	return file_ingester_proto_rawDescGZIP(), []int{1}
+	return file_ingester_proto_rawDescGZIP(), []int{6}
 }
 
 func (x *TimeSeries) GetLabels() []*Label {
@@ -211,7 +548,7 @@ type Label struct {
 
 func (x *Label) Reset() {
 	*x = Label{}
-	mi := &file_ingester_proto_msgTypes[2]
+	mi := &file_ingester_proto_msgTypes[7]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -223,7 +560,7 @@ func (x *Label) String() string {
 func (*Label) ProtoMessage() {}
 
 func (x *Label) ProtoReflect() protoreflect.Message {
-	mi := &file_ingester_proto_msgTypes[2]
+	mi := &file_ingester_proto_msgTypes[7]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -236,7 +573,7 @@ func (x *Label) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Label.ProtoReflect.Descriptor instead.
 func (*Label) Descriptor() ([]byte, []int) {
-	return file_ingester_proto_rawDescGZIP(), []int{2}
+	return file_ingester_proto_rawDescGZIP(), []int{7}
 }
 
 func (x *Label) GetName() string {
@@ -264,7 +601,7 @@ type Sample struct {
 
 func (x *Sample) Reset() {
 	*x = Sample{}
-	mi := &file_ingester_proto_msgTypes[3]
+	mi := &file_ingester_proto_msgTypes[8]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -276,7 +613,7 @@ func (x *Sample) String() string {
 func (*Sample) ProtoMessage() {}
 
 func (x *Sample) ProtoReflect() protoreflect.Message {
-	mi := &file_ingester_proto_msgTypes[3]
+	mi := &file_ingester_proto_msgTypes[8]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -289,7 +626,7 @@ func (x *Sample) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Sample.ProtoReflect.Descriptor instead.
 func (*Sample) Descriptor() ([]byte, []int) {
-	return file_ingester_proto_rawDescGZIP(), []int{3}
+	return file_ingester_proto_rawDescGZIP(), []int{8}
 }
 
 func (x *Sample) GetValue() float64 {
@@ -319,7 +656,7 @@ type PushResponse struct {
 
 func (x *PushResponse) Reset() {
 	*x = PushResponse{}
-	mi := &file_ingester_proto_msgTypes[4]
+	mi := &file_ingester_proto_msgTypes[9]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -331,7 +668,7 @@ func (x *PushResponse) String() string {
 func (*PushResponse) ProtoMessage() {}
 
 func (x *PushResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_ingester_proto_msgTypes[4]
+	mi := &file_ingester_proto_msgTypes[9]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -344,7 +681,7 @@ func (x *PushResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use PushResponse.ProtoReflect.Descriptor instead.
 func (*PushResponse) Descriptor() ([]byte, []int) {
-	return file_ingester_proto_rawDescGZIP(), []int{4}
+	return file_ingester_proto_rawDescGZIP(), []int{9}
 }
 
 func (x *PushResponse) GetErrors() []*SeriesError {
@@ -377,7 +714,7 @@ type SeriesError struct {
 
 func (x *SeriesError) Reset() {
 	*x = SeriesError{}
-	mi := &file_ingester_proto_msgTypes[5]
+	mi := &file_ingester_proto_msgTypes[10]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -389,7 +726,7 @@ func (x *SeriesError) String() string {
 func (*SeriesError) ProtoMessage() {}
 
 func (x *SeriesError) ProtoReflect() protoreflect.Message {
-	mi := &file_ingester_proto_msgTypes[5]
+	mi := &file_ingester_proto_msgTypes[10]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -402,7 +739,7 @@ func (x *SeriesError) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SeriesError.ProtoReflect.Descriptor instead.
 func (*SeriesError) Descriptor() ([]byte, []int) {
-	return file_ingester_proto_rawDescGZIP(), []int{5}
+	return file_ingester_proto_rawDescGZIP(), []int{10}
 }
 
 func (x *SeriesError) GetIndex() uint32 {
@@ -437,7 +774,25 @@ var File_ingester_proto protoreflect.FileDescriptor
 
 const file_ingester_proto_rawDesc = "" +
 	"\n" +
-	"\x0eingester.proto\x12\x16raftingest.ingester.v1\"]\n" +
+	"\x0eingester.proto\x12\x16raftingest.ingester.v1\"\xa8\x01\n" +
+	"\fQueryRequest\x12,\n" +
+	"\x12start_timestamp_ms\x18\x01 \x01(\x03R\x10startTimestampMs\x12(\n" +
+	"\x10end_timestamp_ms\x18\x02 \x01(\x03R\x0eendTimestampMs\x12@\n" +
+	"\bmatchers\x18\x03 \x03(\v2$.raftingest.ingester.v1.LabelMatcherR\bmatchers\"o\n" +
+	"\fLabelMatcher\x125\n" +
+	"\x04type\x18\x01 \x01(\x0e2!.raftingest.ingester.v1.MatchTypeR\x04type\x12\x12\n" +
+	"\x04name\x18\x02 \x01(\tR\x04name\x12\x14\n" +
+	"\x05value\x18\x03 \x01(\tR\x05value\"S\n" +
+	"\x13QueryStreamResponse\x12<\n" +
+	"\x06series\x18\x01 \x03(\v2$.raftingest.ingester.v1.StreamSeriesR\x06series\"|\n" +
+	"\fStreamSeries\x125\n" +
+	"\x06labels\x18\x01 \x03(\v2\x1d.raftingest.ingester.v1.LabelR\x06labels\x125\n" +
+	"\x06chunks\x18\x02 \x03(\v2\x1d.raftingest.ingester.v1.ChunkR\x06chunks\"w\n" +
+	"\x05Chunk\x12\x1e\n" +
+	"\vmin_time_ms\x18\x01 \x01(\x03R\tminTimeMs\x12\x1e\n" +
+	"\vmax_time_ms\x18\x02 \x01(\x03R\tmaxTimeMs\x12\x1a\n" +
+	"\bencoding\x18\x03 \x01(\rR\bencoding\x12\x12\n" +
+	"\x04data\x18\x04 \x01(\fR\x04data\"]\n" +
 	"\vPushRequest\x12B\n" +
 	"\n" +
 	"timeseries\x18\x01 \x03(\v2\".raftingest.ingester.v1.TimeSeriesR\n" +
@@ -459,16 +814,22 @@ const file_ingester_proto_rawDesc = "" +
 	"\x05index\x18\x01 \x01(\rR\x05index\x125\n" +
 	"\x04code\x18\x02 \x01(\x0e2!.raftingest.ingester.v1.ErrorCodeR\x04code\x12\x18\n" +
 	"\amessage\x18\x03 \x01(\tR\amessage\x12!\n" +
-	"\ftimestamp_ms\x18\x04 \x01(\x03R\vtimestampMs*\x82\x01\n" +
+	"\ftimestamp_ms\x18\x04 \x01(\x03R\vtimestampMs*J\n" +
+	"\tMatchType\x12\t\n" +
+	"\x05EQUAL\x10\x00\x12\r\n" +
+	"\tNOT_EQUAL\x10\x01\x12\x0f\n" +
+	"\vREGEX_MATCH\x10\x02\x12\x12\n" +
+	"\x0eREGEX_NO_MATCH\x10\x03*\x82\x01\n" +
 	"\tErrorCode\x12\x1a\n" +
 	"\x16ERROR_CODE_UNSPECIFIED\x10\x00\x12\x10\n" +
 	"\fOUT_OF_ORDER\x10\x01\x12\x17\n" +
 	"\x13DUPLICATE_TIMESTAMP\x10\x02\x12\x13\n" +
 	"\x0fTOO_MANY_SERIES\x10\x03\x12\v\n" +
 	"\aINVALID\x10\x04\x12\f\n" +
-	"\bINTERNAL\x10\x052]\n" +
+	"\bINTERNAL\x10\x052\xc1\x01\n" +
 	"\bIngester\x12Q\n" +
-	"\x04Push\x12#.raftingest.ingester.v1.PushRequest\x1a$.raftingest.ingester.v1.PushResponseB-Z+github.com/raftingest/raftingest/ingesterpbb\x06proto3"
+	"\x04Push\x12#.raftingest.ingester.v1.PushRequest\x1a$.raftingest.ingester.v1.PushResponse\x12b\n" +
+	"\vQueryStream\x12$.raftingest.ingester.v1.QueryRequest\x1a+.raftingest.ingester.v1.QueryStreamResponse0\x01B-Z+github.com/raftingest/raftingest/ingesterpbb\x06proto3"
 
 var (
 	file_ingester_proto_rawDescOnce sync.Once
@@ -482,30 +843,43 @@ func file_ingester_proto_rawDescGZIP() []byte {
 	return file_ingester_proto_rawDescData
 }
 
-var file_ingester_proto_enumTypes = make([]protoimpl.EnumInfo, 1)
-var file_ingester_proto_msgTypes = make([]protoimpl.MessageInfo, 6)
+var file_ingester_proto_enumTypes = make([]protoimpl.EnumInfo, 2)
+var file_ingester_proto_msgTypes = make([]protoimpl.MessageInfo, 11)
 var file_ingester_proto_goTypes = []any{
-	(ErrorCode)(0),       // 0: raftingest.ingester.v1.ErrorCode
-	(*PushRequest)(nil),  // 1: raftingest.ingester.v1.PushRequest
-	(*TimeSeries)(nil),   // 2: raftingest.ingester.v1.TimeSeries
-	(*Label)(nil),        // 3: raftingest.ingester.v1.Label
-	(*Sample)(nil),       // 4: raftingest.ingester.v1.Sample
-	(*PushResponse)(nil), // 5: raftingest.ingester.v1.PushResponse
-	(*SeriesError)(nil),  // 6: raftingest.ingester.v1.SeriesError
+	(MatchType)(0),              // 0: raftingest.ingester.v1.MatchType
+	(ErrorCode)(0),              // 1: raftingest.ingester.v1.ErrorCode
+	(*QueryRequest)(nil),        // 2: raftingest.ingester.v1.QueryRequest
+	(*LabelMatcher)(nil),        // 3: raftingest.ingester.v1.LabelMatcher
+	(*QueryStreamResponse)(nil), // 4: raftingest.ingester.v1.QueryStreamResponse
+	(*StreamSeries)(nil),        // 5: raftingest.ingester.v1.StreamSeries
+	(*Chunk)(nil),               // 6: raftingest.ingester.v1.Chunk
+	(*PushRequest)(nil),         // 7: raftingest.ingester.v1.PushRequest
+	(*TimeSeries)(nil),          // 8: raftingest.ingester.v1.TimeSeries
+	(*Label)(nil),               // 9: raftingest.ingester.v1.Label
+	(*Sample)(nil),              // 10: raftingest.ingester.v1.Sample
+	(*PushResponse)(nil),        // 11: raftingest.ingester.v1.PushResponse
+	(*SeriesError)(nil),         // 12: raftingest.ingester.v1.SeriesError
 }
 var file_ingester_proto_depIdxs = []int32{
-	2, // 0: raftingest.ingester.v1.PushRequest.timeseries:type_name -> raftingest.ingester.v1.TimeSeries
-	3, // 1: raftingest.ingester.v1.TimeSeries.labels:type_name -> raftingest.ingester.v1.Label
-	4, // 2: raftingest.ingester.v1.TimeSeries.samples:type_name -> raftingest.ingester.v1.Sample
-	6, // 3: raftingest.ingester.v1.PushResponse.errors:type_name -> raftingest.ingester.v1.SeriesError
-	0, // 4: raftingest.ingester.v1.SeriesError.code:type_name -> raftingest.ingester.v1.ErrorCode
-	1, // 5: raftingest.ingester.v1.Ingester.Push:input_type -> raftingest.ingester.v1.PushRequest
-	5, // 6: raftingest.ingester.v1.Ingester.Push:output_type -> raftingest.ingester.v1.PushResponse
-	6, // [6:7] is the sub-list for method output_type
-	5, // [5:6] is the sub-list for method input_type
-	5, // [5:5] is the sub-list for extension type_name
-	5, // [5:5] is the sub-list for extension extendee
-	0, // [0:5] is the sub-list for field type_name
+	3,  // 0: raftingest.ingester.v1.QueryRequest.matchers:type_name -> raftingest.ingester.v1.LabelMatcher
+	0,  // 1: raftingest.ingester.v1.LabelMatcher.type:type_name -> raftingest.ingester.v1.MatchType
+	5,  // 2: raftingest.ingester.v1.QueryStreamResponse.series:type_name -> raftingest.ingester.v1.StreamSeries
+	9,  // 3: raftingest.ingester.v1.StreamSeries.labels:type_name -> raftingest.ingester.v1.Label
+	6,  // 4: raftingest.ingester.v1.StreamSeries.chunks:type_name -> raftingest.ingester.v1.Chunk
+	8,  // 5: raftingest.ingester.v1.PushRequest.timeseries:type_name -> raftingest.ingester.v1.TimeSeries
+	9,  // 6: raftingest.ingester.v1.TimeSeries.labels:type_name -> raftingest.ingester.v1.Label
+	10, // 7: raftingest.ingester.v1.TimeSeries.samples:type_name -> raftingest.ingester.v1.Sample
+	12, // 8: raftingest.ingester.v1.PushResponse.errors:type_name -> raftingest.ingester.v1.SeriesError
+	1,  // 9: raftingest.ingester.v1.SeriesError.code:type_name -> raftingest.ingester.v1.ErrorCode
+	7,  // 10: raftingest.ingester.v1.Ingester.Push:input_type -> raftingest.ingester.v1.PushRequest
+	2,  // 11: raftingest.ingester.v1.Ingester.QueryStream:input_type -> raftingest.ingester.v1.QueryRequest
+	11, // 12: raftingest.ingester.v1.Ingester.Push:output_type -> raftingest.ingester.v1.PushResponse
+	4,  // 13: raftingest.ingester.v1.Ingester.QueryStream:output_type -> raftingest.ingester.v1.QueryStreamResponse
+	12, // [12:14] is the sub-list for method output_type
+	10, // [10:12] is the sub-list for method input_type
+	10, // [10:10] is the sub-list for extension type_name
+	10, // [10:10] is the sub-list for extension extendee
+	0,  // [0:10] is the sub-list for field type_name
 }
 
 func init() { file_ingester_proto_init() }
@@ -518,8 +892,8 @@ func file_ingester_proto_init() {
 		File: protoimpl.DescBuilder{
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_ingester_proto_rawDesc), len(file_ingester_proto_rawDesc)),
-			NumEnums:      1,
-			NumMessages:   6,
+			NumEnums:      2,
+			NumMessages:   11,
 			NumExtensions: 0,
 			NumServices:   1,
 		},

@@ -30,7 +30,8 @@ import (
 const _ = grpc.SupportPackageIsVersion9
 
 const (
-	Ingester_Push_FullMethodName = "/raftingest.ingester.v1.Ingester/Push"
+	Ingester_Push_FullMethodName        = "/raftingest.ingester.v1.Ingester/Push"
+	Ingester_QueryStream_FullMethodName = "/raftingest.ingester.v1.Ingester/QueryStream"
 )
 
 // IngesterClient is the client API for Ingester service.
@@ -42,6 +43,10 @@ type IngesterClient interface {
 	// itself succeeds. A call error means nothing can be said about any series (the distributor
 	// treats it as a failure of every series it carried).
 	Push(ctx context.Context, in *PushRequest, opts ...grpc.CallOption) (*PushResponse, error)
+	// QueryStream streams the tenant's series that match every matcher and have samples in
+	// [start_timestamp_ms, end_timestamp_ms], with their chunks (the open head chunk included), in
+	// batches. Chunks may hold samples outside the range: readers trim.
+	QueryStream(ctx context.Context, in *QueryRequest, opts ...grpc.CallOption) (grpc.ServerStreamingClient[QueryStreamResponse], error)
 }
 
 type ingesterClient struct {
@@ -62,6 +67,25 @@ func (c *ingesterClient) Push(ctx context.Context, in *PushRequest, opts ...grpc
 	return out, nil
 }
 
+func (c *ingesterClient) QueryStream(ctx context.Context, in *QueryRequest, opts ...grpc.CallOption) (grpc.ServerStreamingClient[QueryStreamResponse], error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	stream, err := c.cc.NewStream(ctx, &Ingester_ServiceDesc.Streams[0], Ingester_QueryStream_FullMethodName, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	x := &grpc.GenericClientStream[QueryRequest, QueryStreamResponse]{ClientStream: stream}
+	if err := x.ClientStream.SendMsg(in); err != nil {
+		return nil, err
+	}
+	if err := x.ClientStream.CloseSend(); err != nil {
+		return nil, err
+	}
+	return x, nil
+}
+
+// This type alias is provided for backwards compatibility with existing code that references the prior non-generic stream type by name.
+type Ingester_QueryStreamClient = grpc.ServerStreamingClient[QueryStreamResponse]
+
 // IngesterServer is the server API for Ingester service.
 // All implementations must embed UnimplementedIngesterServer
 // for forward compatibility.
@@ -71,6 +95,10 @@ type IngesterServer interface {
 	// itself succeeds. A call error means nothing can be said about any series (the distributor
 	// treats it as a failure of every series it carried).
 	Push(context.Context, *PushRequest) (*PushResponse, error)
+	// QueryStream streams the tenant's series that match every matcher and have samples in
+	// [start_timestamp_ms, end_timestamp_ms], with their chunks (the open head chunk included), in
+	// batches. Chunks may hold samples outside the range: readers trim.
+	QueryStream(*QueryRequest, grpc.ServerStreamingServer[QueryStreamResponse]) error
 	mustEmbedUnimplementedIngesterServer()
 }
 
@@ -83,6 +111,9 @@ type UnimplementedIngesterServer struct{}
 
 func (UnimplementedIngesterServer) Push(context.Context, *PushRequest) (*PushResponse, error) {
 	return nil, status.Errorf(codes.Unimplemented, "method Push not implemented")
+}
+func (UnimplementedIngesterServer) QueryStream(*QueryRequest, grpc.ServerStreamingServer[QueryStreamResponse]) error {
+	return status.Errorf(codes.Unimplemented, "method QueryStream not implemented")
 }
 func (UnimplementedIngesterServer) mustEmbedUnimplementedIngesterServer() {}
 func (UnimplementedIngesterServer) testEmbeddedByValue()                  {}
@@ -123,6 +154,17 @@ func _Ingester_Push_Handler(srv interface{}, ctx context.Context, dec func(inter
 	return interceptor(ctx, in, info, handler)
 }
 
+func _Ingester_QueryStream_Handler(srv interface{}, stream grpc.ServerStream) error {
+	m := new(QueryRequest)
+	if err := stream.RecvMsg(m); err != nil {
+		return err
+	}
+	return srv.(IngesterServer).QueryStream(m, &grpc.GenericServerStream[QueryRequest, QueryStreamResponse]{ServerStream: stream})
+}
+
+// This type alias is provided for backwards compatibility with existing code that references the prior non-generic stream type by name.
+type Ingester_QueryStreamServer = grpc.ServerStreamingServer[QueryStreamResponse]
+
 // Ingester_ServiceDesc is the grpc.ServiceDesc for Ingester service.
 // It's only intended for direct use with grpc.RegisterService,
 // and not to be introspected or modified (even as a copy)
@@ -135,6 +177,12 @@ var Ingester_ServiceDesc = grpc.ServiceDesc{
 			Handler:    _Ingester_Push_Handler,
 		},
 	},
-	Streams:  []grpc.StreamDesc{},
+	Streams: []grpc.StreamDesc{
+		{
+			StreamName:    "QueryStream",
+			Handler:       _Ingester_QueryStream_Handler,
+			ServerStreams: true,
+		},
+	},
 	Metadata: "ingester.proto",
 }

@@ -1,0 +1,146 @@
+package ingester
+
+import (
+	"context"
+	"errors"
+	"fmt"
+
+	"github.com/prometheus/prometheus/model/labels"
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/status"
+
+	"github.com/raftingest/raftingest/ingesterpb"
+	"github.com/raftingest/raftingest/memstore"
+)
+
+// ingesterService serves the Ingester gRPC API over the node's memstore.
+type ingesterService struct {
+	ingesterpb.UnimplementedIngesterServer
+	store *memstore.Store
+	// writable says whether this member may take writes now, and if not, why. Only an ACTIVE member
+	// does: a LEAVING one is handing its data over or flushing it, and a sample it accepted after
+	// that started could miss the hand-over while counting towards the distributor's quorum.
+	writable func() (bool, string)
+}
+
+// queryBatchSeries is how many series one QueryStream message carries: large enough to amortise
+// the per-message cost, small enough to stay far below gRPC's message size limit.
+const queryBatchSeries = 128
+
+// Push stores a request's samples. A refused sample never stops the rest of the request; the
+// refusals come back as per-series errors. A call error means the whole request failed.
+func (s *ingesterService) Push(ctx context.Context, req *ingesterpb.PushRequest) (*ingesterpb.PushResponse, error) {
+	tenant, err := ingesterpb.TenantFromIncomingContext(ctx)
+	if err != nil {
+		return nil, status.Error(codes.InvalidArgument, err.Error())
+	}
+	if ok, why := s.writable(); !ok {
+		return nil, status.Error(codes.Unavailable, why)
+	}
+	batch := make([]memstore.SeriesSamples, len(req.GetTimeseries()))
+	var b labels.ScratchBuilder
+	for i, ts := range req.GetTimeseries() {
+		b.Reset()
+		for _, l := range ts.GetLabels() {
+			b.Add(l.GetName(), l.GetValue())
+		}
+		b.Sort()
+		smps := make([]memstore.Sample, len(ts.GetSamples()))
+		for j, sm := range ts.GetSamples() {
+			smps[j] = memstore.Sample{T: sm.GetTimestamp(), V: sm.GetValue()}
+		}
+		batch[i] = memstore.SeriesSamples{Labels: b.Labels(), Samples: smps}
+	}
+	res, err := s.store.Push(tenant, batch)
+	if err != nil {
+		// The WAL failed: nothing of this request is acknowledged.
+		return nil, status.Errorf(codes.Internal, "push for tenant %q: %v", tenant, err)
+	}
+	resp := &ingesterpb.PushResponse{SamplesIngested: uint64(res.Accepted)}
+	for _, e := range res.Errors {
+		resp.Errors = append(resp.Errors, &ingesterpb.SeriesError{
+			Index:       uint32(e.SeriesIndex),
+			Code:        errorCode(e.Err),
+			Message:     e.Err.Error(),
+			TimestampMs: e.T,
+		})
+	}
+	return resp, nil
+}
+
+func errorCode(err error) ingesterpb.ErrorCode {
+	switch {
+	case errors.Is(err, memstore.ErrOutOfOrderSample):
+		return ingesterpb.ErrorCode_OUT_OF_ORDER
+	case errors.Is(err, memstore.ErrDuplicateSampleForTimestamp):
+		return ingesterpb.ErrorCode_DUPLICATE_TIMESTAMP
+	case errors.Is(err, memstore.ErrTooManySeries):
+		return ingesterpb.ErrorCode_TOO_MANY_SERIES
+	case errors.Is(err, memstore.ErrInvalidLabels):
+		return ingesterpb.ErrorCode_INVALID
+	}
+	return ingesterpb.ErrorCode_INTERNAL
+}
+
+// QueryStream streams the tenant's matching series with their chunks.
+func (s *ingesterService) QueryStream(req *ingesterpb.QueryRequest, stream ingesterpb.Ingester_QueryStreamServer) error {
+	tenant, err := ingesterpb.TenantFromIncomingContext(stream.Context())
+	if err != nil {
+		return status.Error(codes.InvalidArgument, err.Error())
+	}
+	ms, err := toMatchers(req.GetMatchers())
+	if err != nil {
+		return status.Error(codes.InvalidArgument, err.Error())
+	}
+	if req.GetStartTimestampMs() > req.GetEndTimestampMs() {
+		return status.Errorf(codes.InvalidArgument, "start %d is after end %d", req.GetStartTimestampMs(), req.GetEndTimestampMs())
+	}
+	series, err := s.store.Select(tenant, req.GetStartTimestampMs(), req.GetEndTimestampMs(), ms...)
+	if err != nil {
+		return status.Errorf(codes.InvalidArgument, "select for tenant %q: %v", tenant, err)
+	}
+	resp := &ingesterpb.QueryStreamResponse{}
+	for i, sc := range series {
+		ss := &ingesterpb.StreamSeries{}
+		sc.Labels.Range(func(l labels.Label) {
+			ss.Labels = append(ss.Labels, &ingesterpb.Label{Name: l.Name, Value: l.Value})
+		})
+		for _, c := range sc.Chunks {
+			ss.Chunks = append(ss.Chunks, &ingesterpb.Chunk{MinTimeMs: c.MinTime, MaxTimeMs: c.MaxTime,
+				Encoding: uint32(c.Encoding), Data: c.Data})
+		}
+		resp.Series = append(resp.Series, ss)
+		if len(resp.Series) == queryBatchSeries || i == len(series)-1 {
+			if err := stream.Send(resp); err != nil {
+				return err
+			}
+			resp = &ingesterpb.QueryStreamResponse{}
+		}
+	}
+	return nil
+}
+
+func toMatchers(pms []*ingesterpb.LabelMatcher) ([]*labels.Matcher, error) {
+	out := make([]*labels.Matcher, 0, len(pms))
+	for _, pm := range pms {
+		var t labels.MatchType
+		switch pm.GetType() {
+		case ingesterpb.MatchType_EQUAL:
+			t = labels.MatchEqual
+		case ingesterpb.MatchType_NOT_EQUAL:
+			t = labels.MatchNotEqual
+		case ingesterpb.MatchType_REGEX_MATCH:
+			t = labels.MatchRegexp
+		case ingesterpb.MatchType_REGEX_NO_MATCH:
+			t = labels.MatchNotRegexp
+		default:
+			return nil, fmt.Errorf("matcher on %q: unknown match type %d", pm.GetName(), pm.GetType())
+		}
+		m, err := labels.NewMatcher(t, pm.GetName(), pm.GetValue())
+		if err != nil {
+			return nil, fmt.Errorf("matcher %s%s%q: %w", pm.GetName(), t, pm.GetValue(), err)
+		}
+		out = append(out, m)
+	}
+	return out, nil
+}
