@@ -37,6 +37,9 @@ type Config struct {
 	Lifecycle   lifecycle.Config
 	Store       memstore.Config
 	Distributor distributor.Config
+	Storage     storageConfig
+	Querier     querierConfig
+	Transfer    transferConfig
 }
 
 // RegisterFlags registers every flag with its default on f.
@@ -62,6 +65,9 @@ func (c *Config) RegisterFlags(f *flag.FlagSet) {
 	c.Lifecycle.RegisterFlags(f)
 	c.Store.RegisterFlags(f)
 	c.Distributor.RegisterFlags(f)
+	c.Storage.RegisterFlags(f)
+	c.Querier.RegisterFlags(f)
+	c.Transfer.RegisterFlags(f)
 }
 
 // Validate checks every flag and their relations, naming the flags in its messages. It also copies
@@ -120,7 +126,7 @@ func (c *Config) Validate() error {
 	if c.Store.WALDir == "" && c.DataDir != "" {
 		c.Store.WALDir = filepath.Join(c.DataDir, "wal")
 	}
-	for _, v := range []interface{ Validate() error }{&c.Raft, &c.Lifecycle, &c.Store, &c.Distributor} {
+	for _, v := range []interface{ Validate() error }{&c.Raft, &c.Lifecycle, &c.Store, &c.Distributor, &c.Storage, &c.Querier, &c.Transfer} {
 		if err := v.Validate(); err != nil {
 			errs = append(errs, err)
 		}

@@ -45,6 +45,10 @@ type Server struct {
 	grpcLn net.Listener
 	httpLn net.Listener
 
+	storage  storageParts
+	querier  querierParts
+	transfer transferParts
+
 	closeOnce sync.Once
 }
 
@@ -106,6 +110,16 @@ func New(cfg Config, log *slog.Logger) (s *Server, err error) {
 	ingesterpb.RegisterIngesterServer(s.grpc, &ingesterService{store: s.store, writable: s.writable})
 
 	mux := http.NewServeMux()
+	// Storage first: the querier reads its bucket and the hand-over falls back on its flush.
+	if err := s.wireStorage(mux); err != nil {
+		return nil, fmt.Errorf("storage: %w", err)
+	}
+	if err := s.wireQuerier(mux); err != nil {
+		return nil, fmt.Errorf("querier: %w", err)
+	}
+	if err := s.wireTransfer(); err != nil {
+		return nil, fmt.Errorf("transfer: %w", err)
+	}
 	mux.Handle("/ring", ringview.Handler(s.node.Ring, timeoutMs))
 	mux.Handle("/api/v1/push", s.dist)
 	mux.Handle("/metrics", promhttp.HandlerFor(s.reg, promhttp.HandlerOpts{Registry: s.reg}))
@@ -143,6 +157,7 @@ func (s *Server) Run(ctx context.Context) error {
 	if len(s.cfg.Join) > 0 {
 		go s.join(ctx)
 	}
+	s.startStorage(ctx)
 	s.log.Info("ingester started", "member", s.cfg.NodeID, "raft", s.cfg.RaftAddr, "grpc", s.cfg.GRPCAddr,
 		"http", s.cfg.HTTPAddr, "data_dir", s.cfg.DataDir)
 	lcDone := make(chan error, 1)
@@ -252,6 +267,8 @@ func (s *Server) close() {
 		} else if s.grpcLn != nil {
 			s.grpcLn.Close()
 		}
+		s.closeQuerier()
+		s.closeTransfer()
 		if s.dist != nil {
 			s.dist.Wait()
 		}
@@ -263,6 +280,7 @@ func (s *Server) close() {
 				s.log.Warn("raft shutdown", "err", err)
 			}
 		}
+		s.closeStorage()
 		if s.store != nil {
 			if err := s.store.Close(); err != nil {
 				s.log.Warn("close the series store", "err", err)
