@@ -195,24 +195,26 @@ func (st *pushState) reset() {
 	st.offsets, st.order, st.next, st.ierrs = st.offsets[:0], st.order[:0], st.next[:0], st.ierrs[:0]
 }
 
-// outcome accumulates the per-series failures of a push into the answer: the first message of each
+// outcome accumulates the per-series failures of a push into the answer: the first messages of each
 // class and how many series failed in it.
 type outcome struct {
-	tenant             string
-	first4xx, first5xx string
-	n4xx, n5xx         int
+	tenant string
+	// msgs4xx and msgs5xx keep the first maxReportedSeries messages of each class: enough for an
+	// operator to see every series of a small bad batch, bounded for a large one.
+	msgs4xx, msgs5xx []string
+	n4xx, n5xx       int
 }
 
 func (o *outcome) fail4xx(msg string) {
-	if o.n4xx == 0 {
-		o.first4xx = msg
+	if len(o.msgs4xx) < maxReportedSeries {
+		o.msgs4xx = append(o.msgs4xx, msg)
 	}
 	o.n4xx++
 }
 
 func (o *outcome) fail5xx(msg string) {
-	if o.n5xx == 0 {
-		o.first5xx = msg
+	if len(o.msgs5xx) < maxReportedSeries {
+		o.msgs5xx = append(o.msgs5xx, msg)
 	}
 	o.n5xx++
 }
@@ -223,16 +225,21 @@ func (o *outcome) fail5xx(msg string) {
 func (o *outcome) err() *PushError {
 	switch {
 	case o.n5xx > 0:
-		return &PushError{Status: http.StatusInternalServerError, Msg: withMore(o.first5xx, o.n5xx+o.n4xx)}
+		return &PushError{Status: http.StatusInternalServerError, Msg: withMore(o.msgs5xx, o.n5xx+o.n4xx)}
 	case o.n4xx > 0:
-		return &PushError{Status: http.StatusBadRequest, Msg: withMore(o.first4xx, o.n4xx)}
+		return &PushError{Status: http.StatusBadRequest, Msg: withMore(o.msgs4xx, o.n4xx)}
 	}
 	return nil
 }
 
-func withMore(msg string, n int) string {
-	if n > 1 {
-		return msg + " (and " + strconv.Itoa(n-1) + " more failed series)"
+// maxReportedSeries bounds how many failed series one answer names.
+const maxReportedSeries = 10
+
+// withMore joins the kept messages, one per failed series, and says how many more failed.
+func withMore(msgs []string, n int) string {
+	msg := strings.Join(msgs, "; ")
+	if n > len(msgs) {
+		return msg + " (and " + strconv.Itoa(n-len(msgs)) + " more failed series)"
 	}
 	return msg
 }

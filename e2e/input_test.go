@@ -1,0 +1,120 @@
+package e2e
+
+import (
+	"context"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/prometheus/prometheus/prompb"
+)
+
+// TestProcess_TenantsAndBadInput runs against a real 3-node cluster with multi-tenancy on: tenants
+// are isolated, and each kind of bad input gets the status Prometheus expects with a message that
+// names the series and the reason, while the good series of the same request are stored.
+func TestProcess_TenantsAndBadInput(t *testing.T) {
+	skipShort(t)
+	_, a, b, cc := startCluster3(t, "-auth.multitenancy-enabled=true")
+	now := time.Now().UnixMilli()
+	good := func(name string, ts int64, v float64) prompb.TimeSeries {
+		return series([]string{"__name__", name, "job", "e2e"}, prompb.Sample{Timestamp: ts, Value: v})
+	}
+
+	// Tenants are isolated.
+	if code, body, err := push(a.HTTPAddr, "tenant-a", &prompb.WriteRequest{Timeseries: []prompb.TimeSeries{good("e2e_writes", now, 1)}}); err != nil || code/100 != 2 {
+		t.Fatalf("push as tenant-a: %d %q %v", code, body, err)
+	}
+	for _, n := range []string{b.GRPCAddr, cc.GRPCAddr} {
+		gotA, err := queryIngester(context.Background(), n, "tenant-a", "e2e_writes")
+		if err != nil || len(gotA) != 1 {
+			t.Fatalf("tenant-a reads its sample from %s: %v %v", n, gotA, err)
+		}
+		gotB, err := queryIngester(context.Background(), n, "tenant-b", "e2e_writes")
+		if err != nil || len(gotB) != 0 {
+			t.Fatalf("tenant-b sees tenant-a's data on %s: %v %v", n, gotB, err)
+		}
+	}
+
+	huge := strings.Repeat("x", 5000)
+	cases := []struct {
+		name       string
+		tenant     string
+		req        *prompb.WriteRequest
+		raw        []byte
+		encoding   string
+		wantCode   int
+		wantInBody []string
+		stored     string // a good series of the same request that must be stored
+	}{
+		{name: "no tenant header", tenant: "", req: &prompb.WriteRequest{Timeseries: []prompb.TimeSeries{good("e2e_x", now, 1)}},
+			wantCode: 401, wantInBody: []string{"org"}},
+		{name: "garbage body", tenant: "t", raw: []byte("this is not snappy"), encoding: "snappy", wantCode: 400},
+		{name: "wrong content encoding", tenant: "t", raw: []byte("x"), encoding: "gzip", wantCode: 415, wantInBody: []string{"gzip"}},
+		{name: "huge label value", tenant: "t", req: &prompb.WriteRequest{Timeseries: []prompb.TimeSeries{
+			series([]string{"__name__", "e2e_huge", "v", huge}, prompb.Sample{Timestamp: now, Value: 1}),
+			good("e2e_ok_huge", now, 1)}},
+			wantCode: 400, wantInBody: []string{"e2e_huge", "length"}, stored: "e2e_ok_huge"},
+		{name: "duplicate label name", tenant: "t", req: &prompb.WriteRequest{Timeseries: []prompb.TimeSeries{
+			series([]string{"__name__", "e2e_dup", "a", "1", "a", "2"}, prompb.Sample{Timestamp: now, Value: 1}),
+			good("e2e_ok_dup", now, 1)}},
+			wantCode: 400, wantInBody: []string{"e2e_dup", "duplicate"}, stored: "e2e_ok_dup"},
+		{name: "no metric name", tenant: "t", req: &prompb.WriteRequest{Timeseries: []prompb.TimeSeries{
+			series([]string{"job", "x"}, prompb.Sample{Timestamp: now, Value: 1}), good("e2e_ok_noname", now, 1)}},
+			wantCode: 400, wantInBody: []string{"metric name"}, stored: "e2e_ok_noname"},
+	}
+	for _, tc := range cases {
+		t.Run(tc.name, func(t *testing.T) {
+			var code int
+			var body string
+			var err error
+			if tc.raw != nil {
+				code, body, err = pushRaw(a.HTTPAddr, tc.tenant, tc.raw, tc.encoding)
+			} else {
+				code, body, err = push(a.HTTPAddr, tc.tenant, tc.req)
+			}
+			if err != nil {
+				t.Fatal(err)
+			}
+			if code != tc.wantCode {
+				t.Fatalf("status %d, want %d: %s", code, tc.wantCode, body)
+			}
+			for _, w := range tc.wantInBody {
+				if !strings.Contains(strings.ToLower(body), strings.ToLower(w)) {
+					t.Fatalf("message %q does not mention %q", body, w)
+				}
+			}
+			if tc.stored != "" {
+				got, err := queryIngester(context.Background(), b.GRPCAddr, tc.tenant, tc.stored)
+				if err != nil || len(got) != 1 {
+					t.Fatalf("the good series %s of the request was not stored: %v %v", tc.stored, got, err)
+				}
+			}
+		})
+	}
+
+	// Out of order and conflicting duplicates: refused per series with 400 naming the series; an
+	// identical duplicate (a retry) is accepted; the other series of the request are stored.
+	first := &prompb.WriteRequest{Timeseries: []prompb.TimeSeries{good("e2e_ooo", now, 1), good("e2e_dupts", now, 1)}}
+	if code, body, err := push(a.HTTPAddr, "t", first); err != nil || code/100 != 2 {
+		t.Fatalf("first push: %d %q %v", code, body, err)
+	}
+	if code, body, err := push(a.HTTPAddr, "t", first); err != nil || code/100 != 2 {
+		t.Fatalf("identical retry must be accepted: %d %q %v", code, body, err)
+	}
+	second := &prompb.WriteRequest{Timeseries: []prompb.TimeSeries{
+		good("e2e_ooo", now-1000, 2), good("e2e_dupts", now, 3), good("e2e_after", now, 4)}}
+	code, body, err := push(a.HTTPAddr, "t", second)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if code != 400 || !strings.Contains(body, "e2e_ooo") || !strings.Contains(body, "e2e_dupts") {
+		t.Fatalf("out-of-order and duplicate: status %d body %q; want 400 naming both series", code, body)
+	}
+	t.Logf("out-of-order/duplicate message: %s", strings.TrimSpace(body))
+	if got, err := queryIngester(context.Background(), cc.GRPCAddr, "t", "e2e_after"); err != nil || len(got) != 1 {
+		t.Fatalf("the good series of the refused request was lost: %v %v", got, err)
+	}
+	if got, _ := queryIngester(context.Background(), cc.GRPCAddr, "t", "e2e_dupts"); got[sampleKey{"__name__=e2e_dupts,job=e2e", now}] != 1 {
+		t.Fatalf("the conflicting duplicate replaced the stored value: %v", got)
+	}
+}
