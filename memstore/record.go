@@ -1,0 +1,325 @@
+package memstore
+
+import (
+	"encoding/binary"
+	"errors"
+	"fmt"
+	"hash/crc32"
+	"math"
+
+	"github.com/prometheus/prometheus/model/labels"
+	"github.com/prometheus/prometheus/tsdb/chunkenc"
+)
+
+// WAL record layout: see WAL-FORMAT.md. Every record is
+//
+//	version(1) type(1) payload(...) crc32c(4, big-endian)
+//
+// where the checksum covers the record's bbolt key (its 8-byte big-endian
+// sequence number) followed by version..payload: a record moved to another
+// key, or a damaged key, fails its checksum like a damaged value.
+const (
+	recordVersion1 byte = 1
+
+	recSeries  byte = 1
+	recSamples byte = 2
+	recChunk   byte = 3
+
+	recordHeaderSize  = 2
+	recordTrailerSize = 4
+)
+
+var castagnoli = crc32.MakeTable(crc32.Castagnoli)
+
+var (
+	// ErrCorruptRecord marks a WAL record that fails its checksum or cannot be decoded.
+	ErrCorruptRecord = errors.New("memstore: corrupt WAL record")
+	// ErrUnknownRecordVersion marks a WAL record with a format version this build does not know.
+	ErrUnknownRecordVersion = errors.New("memstore: unknown WAL record version")
+)
+
+func recordTypeName(t byte) string {
+	switch t {
+	case recSeries:
+		return "series"
+	case recSamples:
+		return "samples"
+	case recChunk:
+		return "chunk"
+	}
+	return fmt.Sprintf("unknown(%d)", t)
+}
+
+// walSeries is one new series: its Store-wide ref, tenant and labels.
+type walSeries struct {
+	Ref    uint64
+	Tenant string
+	Labels labels.Labels
+}
+
+// walSamples is a run of in-order samples of one series.
+type walSamples struct {
+	Ref     uint64
+	Samples []Sample
+}
+
+// walChunk is one whole chunk imported into a series.
+type walChunk struct {
+	Ref   uint64
+	Chunk Chunk
+}
+
+// record is a decoded WAL record; exactly one of the payload fields is set,
+// according to Type.
+type record struct {
+	Type    byte
+	Series  []walSeries
+	Samples []walSamples
+	Chunk   walChunk
+
+	// Decoder scratch, reused across decodes into the same record.
+	sampleBuf []Sample
+	offsets   []int
+}
+
+func appendUvarintString(b []byte, s string) []byte {
+	b = binary.AppendUvarint(b, uint64(len(s)))
+	return append(b, s...)
+}
+
+// recordCRC is the checksum of the record body b stored under key seq.
+func recordCRC(seq uint64, b []byte) uint32 {
+	var k [8]byte
+	binary.BigEndian.PutUint64(k[:], seq)
+	return crc32.Update(crc32.Checksum(k[:], castagnoli), castagnoli, b)
+}
+
+func finishRecord(b []byte, start int, seq uint64) []byte {
+	return binary.BigEndian.AppendUint32(b, recordCRC(seq, b[start:]))
+}
+
+// appendSeriesRecord appends one series record holding ss to b.
+func appendSeriesRecord(b []byte, seq uint64, ss []walSeries) []byte {
+	start := len(b)
+	b = append(b, recordVersion1, recSeries)
+	b = binary.AppendUvarint(b, uint64(len(ss)))
+	for _, s := range ss {
+		b = binary.BigEndian.AppendUint64(b, s.Ref)
+		b = appendUvarintString(b, s.Tenant)
+		b = binary.AppendUvarint(b, uint64(s.Labels.Len()))
+		s.Labels.Range(func(l labels.Label) {
+			b = appendUvarintString(b, l.Name)
+			b = appendUvarintString(b, l.Value)
+		})
+	}
+	return finishRecord(b, start, seq)
+}
+
+// appendSamplesRecord appends one samples record holding ss to b.
+func appendSamplesRecord(b []byte, seq uint64, ss []walSamples) []byte {
+	start := len(b)
+	b = append(b, recordVersion1, recSamples)
+	b = binary.AppendUvarint(b, uint64(len(ss)))
+	for _, s := range ss {
+		b = appendSamplesEntry(b, s.Ref, s.Samples)
+	}
+	return finishRecord(b, start, seq)
+}
+
+func appendSamplesEntry(b []byte, ref uint64, samples []Sample) []byte {
+	b = binary.BigEndian.AppendUint64(b, ref)
+	b = binary.AppendUvarint(b, uint64(len(samples)))
+	for _, smp := range samples {
+		b = binary.BigEndian.AppendUint64(b, uint64(smp.T))
+		b = binary.BigEndian.AppendUint64(b, math.Float64bits(smp.V))
+	}
+	return b
+}
+
+// appendChunkRecord appends one chunk record to b.
+func appendChunkRecord(b []byte, seq uint64, c walChunk) []byte {
+	start := len(b)
+	b = append(b, recordVersion1, recChunk)
+	b = binary.BigEndian.AppendUint64(b, c.Ref)
+	b = append(b, byte(c.Chunk.Encoding))
+	b = binary.BigEndian.AppendUint64(b, uint64(c.Chunk.MinTime))
+	b = binary.BigEndian.AppendUint64(b, uint64(c.Chunk.MaxTime))
+	b = binary.AppendUvarint(b, uint64(len(c.Chunk.Data)))
+	b = append(b, c.Chunk.Data...)
+	return finishRecord(b, start, seq)
+}
+
+// encodeRecord appends r, to be stored under key seq, to b.
+func encodeRecord(b []byte, seq uint64, r *record) []byte {
+	switch r.Type {
+	case recSeries:
+		return appendSeriesRecord(b, seq, r.Series)
+	case recSamples:
+		return appendSamplesRecord(b, seq, r.Samples)
+	default:
+		return appendChunkRecord(b, seq, r.Chunk)
+	}
+}
+
+// decbuf reads a record payload; the first failure sticks in err and makes
+// every later read return zero, so decoders check err once at the end of a
+// loop iteration.
+type decbuf struct {
+	b   []byte
+	err error
+}
+
+func (d *decbuf) fail(what string) {
+	if d.err == nil {
+		d.err = fmt.Errorf("%w: short or malformed %s", ErrCorruptRecord, what)
+	}
+}
+
+func (d *decbuf) u8(what string) byte {
+	if d.err != nil || len(d.b) < 1 {
+		d.fail(what)
+		return 0
+	}
+	v := d.b[0]
+	d.b = d.b[1:]
+	return v
+}
+
+func (d *decbuf) be64(what string) uint64 {
+	if d.err != nil || len(d.b) < 8 {
+		d.fail(what)
+		return 0
+	}
+	v := binary.BigEndian.Uint64(d.b)
+	d.b = d.b[8:]
+	return v
+}
+
+func (d *decbuf) uvarint(what string) uint64 {
+	if d.err != nil {
+		return 0
+	}
+	v, n := binary.Uvarint(d.b)
+	if n <= 0 {
+		d.fail(what)
+		return 0
+	}
+	d.b = d.b[n:]
+	return v
+}
+
+// count reads an element count and refuses counts that cannot fit in the
+// remaining bytes, so corrupt input never causes a huge allocation.
+func (d *decbuf) count(what string, minElemSize int) int {
+	n := d.uvarint(what)
+	if d.err == nil && n > uint64(len(d.b)/minElemSize) {
+		d.err = fmt.Errorf("%w: %s %d exceeds the %d bytes left", ErrCorruptRecord, what, n, len(d.b))
+		return 0
+	}
+	return int(n)
+}
+
+func (d *decbuf) bytes(what string) []byte {
+	n := d.uvarint(what)
+	if d.err != nil || n > uint64(len(d.b)) {
+		d.fail(what)
+		return nil
+	}
+	v := d.b[:n:n]
+	d.b = d.b[n:]
+	return v
+}
+
+// decodeRecord decodes the record b stored under key seq into r, reusing r's slices. It
+// never retains b: strings and chunk bytes are copied, because b may point
+// into bbolt's mmap, which is valid only during its transaction. Errors wrap
+// ErrCorruptRecord or ErrUnknownRecordVersion.
+func decodeRecord(seq uint64, b []byte, r *record) error {
+	if len(b) < recordHeaderSize+recordTrailerSize {
+		return fmt.Errorf("%w: %d bytes is shorter than the %d-byte header and checksum", ErrCorruptRecord, len(b), recordHeaderSize+recordTrailerSize)
+	}
+	body := b[:len(b)-recordTrailerSize]
+	want := binary.BigEndian.Uint32(b[len(b)-recordTrailerSize:])
+	if got := recordCRC(seq, body); got != want {
+		return fmt.Errorf("%w: checksum mismatch (stored %08x, computed %08x)", ErrCorruptRecord, want, got)
+	}
+	if body[0] != recordVersion1 {
+		return fmt.Errorf("%w: version %d (this build reads version %d)", ErrUnknownRecordVersion, body[0], recordVersion1)
+	}
+	r.Type = body[1]
+	d := decbuf{b: body[recordHeaderSize:]}
+	switch r.Type {
+	case recSeries:
+		n := d.count("series count", 10)
+		r.Series = r.Series[:0]
+		sb := labels.NewScratchBuilder(0)
+		for range n {
+			ref := d.be64("series ref")
+			tenant := string(d.bytes("tenant"))
+			nl := d.count("label count", 2)
+			sb.Reset()
+			for range nl {
+				name := d.bytes("label name")
+				value := d.bytes("label value")
+				if d.err != nil {
+					break
+				}
+				sb.Add(string(name), string(value))
+			}
+			if d.err != nil {
+				return d.err
+			}
+			sb.Sort()
+			r.Series = append(r.Series, walSeries{Ref: ref, Tenant: tenant, Labels: sb.Labels()})
+		}
+	case recSamples:
+		n := d.count("samples entry count", 9)
+		r.Samples = r.Samples[:0]
+		// All samples go to one flat buffer reused across decodes; entries are
+		// pointed into it only after the last append, so no entry aliases a
+		// buffer another entry still uses (callers may reslice and reorder
+		// r.Samples, e.g. Truncate's filter).
+		r.sampleBuf, r.offsets = r.sampleBuf[:0], r.offsets[:0]
+		for range n {
+			ref := d.be64("samples ref")
+			ns := d.count("sample count", 16)
+			if d.err != nil {
+				return d.err
+			}
+			for range ns {
+				t := int64(d.be64("sample timestamp"))
+				v := math.Float64frombits(d.be64("sample value"))
+				r.sampleBuf = append(r.sampleBuf, Sample{T: t, V: v})
+			}
+			if d.err != nil {
+				return d.err
+			}
+			r.Samples = append(r.Samples, walSamples{Ref: ref})
+			r.offsets = append(r.offsets, len(r.sampleBuf))
+		}
+		start := 0
+		for i, end := range r.offsets {
+			r.Samples[i].Samples = r.sampleBuf[start:end:end]
+			start = end
+		}
+	case recChunk:
+		r.Chunk.Ref = d.be64("chunk ref")
+		r.Chunk.Chunk.Encoding = chunkenc.Encoding(d.u8("chunk encoding"))
+		r.Chunk.Chunk.MinTime = int64(d.be64("chunk min time"))
+		r.Chunk.Chunk.MaxTime = int64(d.be64("chunk max time"))
+		data := d.bytes("chunk data")
+		if d.err != nil {
+			return d.err
+		}
+		r.Chunk.Chunk.Data = append([]byte(nil), data...)
+	default:
+		return fmt.Errorf("%w: unknown record type %d", ErrCorruptRecord, r.Type)
+	}
+	if d.err != nil {
+		return d.err
+	}
+	if len(d.b) != 0 {
+		return fmt.Errorf("%w: %d trailing bytes after the %s payload", ErrCorruptRecord, len(d.b), recordTypeName(r.Type))
+	}
+	return nil
+}

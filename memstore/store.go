@@ -1,0 +1,894 @@
+package memstore
+
+import (
+	"bytes"
+	"errors"
+	"fmt"
+	"log/slog"
+	"math"
+	"runtime"
+	"slices"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/prometheus/model/labels"
+	"github.com/prometheus/prometheus/tsdb/chunkenc"
+)
+
+var (
+	// ErrOutOfOrderSample refuses a sample older than the series' newest one.
+	ErrOutOfOrderSample = errors.New("memstore: out of order sample")
+	// ErrDuplicateSampleForTimestamp refuses a sample with the timestamp of the
+	// series' newest one but another value.
+	ErrDuplicateSampleForTimestamp = errors.New("memstore: duplicate sample for timestamp")
+	// ErrTooManySeries refuses a new series of a tenant at -ingester.max-series-per-tenant.
+	ErrTooManySeries = errors.New("memstore: too many series")
+	// ErrInvalidLabels refuses an empty label set or one with duplicate or empty names.
+	ErrInvalidLabels = errors.New("memstore: invalid labels")
+	// ErrInvalidChunk refuses an imported chunk that does not decode, is not
+	// XOR, or whose samples disagree with its MinTime/MaxTime.
+	ErrInvalidChunk = errors.New("memstore: invalid chunk")
+	// ErrInvalidMatcher refuses a nil matcher.
+	ErrInvalidMatcher = errors.New("memstore: invalid matcher")
+)
+
+// SeriesSamples is one series of a push: its labels and its samples in
+// increasing timestamp order (int64 ms).
+type SeriesSamples struct {
+	Labels  labels.Labels
+	Samples []Sample
+}
+
+// SampleError is one refusal in a push: which series (index into the batch
+// and labels), which sample timestamp (int64 ms; the first sample's for
+// series-level refusals) and why (Err wraps one of the package's sentinel
+// errors; errors.Is works on SampleError itself). Count is how many samples
+// the refusal covers: 1 for a sample, len(Samples) for a refused series.
+type SampleError struct {
+	SeriesIndex int
+	Labels      labels.Labels
+	T           int64
+	Count       int
+	Err         error
+}
+
+// Error formats the refusal as "series {labels}: sample at <t>: <reason>".
+func (e SampleError) Error() string {
+	return fmt.Sprintf("series %s: sample at %d: %v", e.Labels, e.T, e.Err)
+}
+
+// Unwrap returns Err, so errors.Is(e, ErrOutOfOrderSample) and friends work.
+func (e SampleError) Unwrap() error { return e.Err }
+
+// PushResult counts the outcome of a push. Accepted + Refused = samples in
+// the batch.
+type PushResult struct {
+	Accepted   int           // Samples now visible (idempotent duplicates included).
+	Duplicates int           // Of Accepted, idempotent duplicates: same timestamp and value bits as the newest sample.
+	Refused    int           // Samples refused; each refusal is in Errors.
+	NewSeries  int           // Series created by this push.
+	Errors     []SampleError // Per-series/per-sample refusals, in batch order.
+}
+
+// SeriesChunks is one series of a Select: labels and chunks in time order.
+type SeriesChunks struct {
+	Labels labels.Labels
+	Chunks []Chunk
+}
+
+// TenantStats counts a tenant's in-memory state.
+type TenantStats struct {
+	Series int64
+	Chunks int64 // Closed chunks plus head chunks.
+}
+
+// ReplayReport describes the WAL replay done by Open.
+type ReplayReport struct {
+	Records  int
+	Series   int
+	Samples  int
+	Chunks   int
+	Skipped  int // Samples or chunks refused on replay (unknown series, out of order); zero in a healthy WAL.
+	Duration time.Duration
+	// Corruption is set when a corrupt record was found; it and every later
+	// record were deleted, and the Store opened with the data before it.
+	Corruption *CorruptionError
+}
+
+// TruncateStats describes one Truncate: what left memory and what the WAL
+// rewrite deleted or rewrote.
+type TruncateStats struct {
+	ChunksRemoved       int
+	SeriesRemoved       int
+	WALRecordsDeleted   int
+	WALRecordsRewritten int
+}
+
+// Store is the per-node in-memory series store with its WAL.
+//
+// All methods are safe for concurrent use. Contract of the write path (Push,
+// ImportChunks): a call returns only after its records are committed to the
+// WAL (fsynced when Config.WALSync), and its samples become visible to readers
+// only after that commit; samples refused in memory are never logged.
+type Store struct {
+	cfg      Config
+	maxAgeMs int64
+	logger   *slog.Logger
+	metrics  *metrics
+	hashFn   func(labels.Labels) uint64 // Immutable; labels.Labels.Hash except in collision tests.
+
+	nextRef atomic.Uint64
+
+	tenantsMu sync.RWMutex
+	tenants   map[string]*tenantHead
+
+	wal *wal // nil when Config.WALDir is empty.
+
+	truncMu sync.Mutex // Serialises Truncate.
+	closeMu sync.Mutex
+	closed  atomic.Bool
+	replay  ReplayReport
+
+	applyPool sync.Pool // *[]applyRef
+}
+
+type applyRef struct {
+	s   *memSeries
+	end uint64
+}
+
+// Open validates cfg, opens (or creates) the WAL in cfg.WALDir, replays it and
+// starts the group committer. reg may be nil (metrics unregistered); logger
+// may be nil (slog.Default). A corrupt record in the WAL is reported in the
+// log and in ReplayReport and the tail from it is cut; a damaged bbolt file
+// is an error naming the file and is left untouched.
+func Open(cfg Config, reg prometheus.Registerer, logger *slog.Logger) (*Store, error) {
+	return open(cfg, reg, logger, openOptions{})
+}
+
+// openOptions are knobs for tests; the zero value is production behaviour.
+type openOptions struct {
+	hashFn          func(labels.Labels) uint64 // nil: labels.Labels.Hash
+	compactMinBytes int64                      // 0: DefaultCompactMinBytes; <0: never compact
+}
+
+func open(cfg Config, reg prometheus.Registerer, logger *slog.Logger, opts openOptions) (*Store, error) {
+	hashFn := opts.hashFn
+	if err := cfg.Validate(); err != nil {
+		return nil, err
+	}
+	if logger == nil {
+		logger = slog.Default()
+	}
+	if hashFn == nil {
+		hashFn = labels.Labels.Hash
+	}
+	m, err := newMetrics(reg)
+	if err != nil {
+		return nil, err
+	}
+	st := &Store{
+		cfg:      cfg,
+		maxAgeMs: cfg.MaxChunkAge.Milliseconds(),
+		logger:   logger,
+		metrics:  m,
+		hashFn:   hashFn,
+		tenants:  map[string]*tenantHead{},
+	}
+	st.nextRef.Store(1)
+	if cfg.WALDir == "" {
+		return st, nil
+	}
+	compactMin := opts.compactMinBytes
+	if compactMin == 0 {
+		compactMin = DefaultCompactMinBytes
+	}
+	w, err := openWAL(cfg.WALDir, cfg.WALSync, compactMin, logger, m)
+	if err != nil {
+		return nil, err
+	}
+	nextSeq, err := st.replayWAL(w)
+	if err != nil {
+		w.db.Close()
+		return nil, err
+	}
+	st.wal = w
+	w.start(nextSeq)
+	return st, nil
+}
+
+// Close commits what is queued, stops the committer and closes the WAL.
+// Calls after Close return ErrClosed. Safe to call more than once.
+func (st *Store) Close() error {
+	st.truncMu.Lock() // let a running Truncate finish its WAL rewrite
+	defer st.truncMu.Unlock()
+	st.closeMu.Lock()
+	defer st.closeMu.Unlock()
+	if st.closed.Swap(true) {
+		return nil
+	}
+	if st.wal != nil {
+		return st.wal.close()
+	}
+	return nil
+}
+
+// ReplayReport returns what Open's WAL replay found.
+func (st *Store) ReplayReport() ReplayReport { return st.replay }
+
+func (st *Store) tenant(name string) *tenantHead {
+	st.tenantsMu.RLock()
+	th := st.tenants[name]
+	st.tenantsMu.RUnlock()
+	return th
+}
+
+func (st *Store) getOrCreateTenant(name string) *tenantHead {
+	if th := st.tenant(name); th != nil {
+		return th
+	}
+	st.tenantsMu.Lock()
+	defer st.tenantsMu.Unlock()
+	if th := st.tenants[name]; th != nil {
+		return th
+	}
+	th := newTenantHead(name)
+	th.ingested = st.metrics.ingestedSamples.WithLabelValues(name)
+	th.failed = st.metrics.ingestedSamplesFail.WithLabelValues(name)
+	th.created = st.metrics.seriesCreated.WithLabelValues(name)
+	th.removed = st.metrics.seriesRemoved.WithLabelValues(name)
+	st.tenants[name] = th
+	return th
+}
+
+func validateLabels(lset labels.Labels) error {
+	if lset.IsEmpty() {
+		return fmt.Errorf("%w: empty label set", ErrInvalidLabels)
+	}
+	if name, dup := lset.HasDuplicateLabelNames(); dup {
+		return fmt.Errorf("%w: duplicate label name %q", ErrInvalidLabels, name)
+	}
+	if lset.Has("") {
+		return fmt.Errorf("%w: empty label name", ErrInvalidLabels)
+	}
+	return nil
+}
+
+// lockSeries returns the series of lset in th, locked, creating it (and
+// enqueueing its WAL series record) if needed. limit applies to creation;
+// replay passes ref != 0 to recreate a logged series under its own ref.
+func (st *Store) lockSeries(th *tenantHead, lset labels.Labels, hash uint64, ref uint64, limit int) (*memSeries, bool, error) {
+	for {
+		ms, created, err := th.series.getOrCreate(hash, lset,
+			func() (*memSeries, error) {
+				// Labels are validated once, when a series is created: an existing
+				// series' labels were valid, and this keeps the check off the hot path.
+				if err := validateLabels(lset); err != nil {
+					return nil, err
+				}
+				if limit > 0 {
+					for {
+						n := th.numSeries.Load()
+						if n >= int64(limit) {
+							return nil, fmt.Errorf("tenant %q has %d series, limit %d (-ingester.max-series-per-tenant): %w", th.name, n, limit, ErrTooManySeries)
+						}
+						if th.numSeries.CompareAndSwap(n, n+1) {
+							break
+						}
+					}
+				} else {
+					th.numSeries.Add(1)
+				}
+				r := ref
+				if r == 0 {
+					r = st.nextRef.Add(1) - 1
+				}
+				return &memSeries{ref: r, lset: lset.Copy(), hash: hash}, nil
+			},
+			func(ms *memSeries) {
+				th.postings.add(ms.ref, ms.lset)
+				if st.wal != nil && ref == 0 {
+					// Under ms.mu: no sample of the series can be enqueued before this.
+					// An enqueue error is sticky in the WAL and the caller's sync reports it.
+					_ = st.wal.enqueue(newSeriesEntry(ms.ref, th.name, ms.lset))
+				}
+			})
+		if err != nil {
+			return nil, false, err
+		}
+		if ms.deleted {
+			// Truncate removed it between lookup and lock; it is leaving the maps.
+			ms.mu.Unlock()
+			runtime.Gosched()
+			continue
+		}
+		if created {
+			st.metrics.memSeries.Inc()
+			th.created.Inc()
+		}
+		return ms, created, nil
+	}
+}
+
+// Push appends a batch of series to tenant. Every sample is judged on its own
+// (in order within its series): accepted, accepted as an idempotent duplicate
+// (same timestamp, same value bits as the newest sample; not logged again),
+// or refused with ErrDuplicateSampleForTimestamp or ErrOutOfOrderSample; a
+// series may be refused with ErrTooManySeries or ErrInvalidLabels. Refusals
+// never stop the rest of the batch and are reported in PushResult.
+//
+// Push returns after every accepted sample is committed to the WAL (and, for
+// idempotent duplicates, after the original sample is), and only then are the
+// samples visible. The error is non-nil only when nothing can be acknowledged
+// (ErrClosed, ErrWALFailed); the PushResult is then not meaningful.
+//
+// batch and its slices are read until Push returns and never retained; the
+// caller must not modify them meanwhile. Safe for concurrent use.
+func (st *Store) Push(tenant string, batch []SeriesSamples) (PushResult, error) {
+	var res PushResult
+	if st.closed.Load() {
+		return res, ErrClosed
+	}
+	th := st.getOrCreateTenant(tenant)
+	var appliesP *[]applyRef
+	if st.wal != nil {
+		if p, ok := st.applyPool.Get().(*[]applyRef); ok {
+			appliesP = p
+		} else {
+			appliesP = new([]applyRef)
+		}
+	}
+	needSync := false
+	newChunks := 0
+	for i := range batch {
+		ss := &batch[i]
+		if len(ss.Samples) == 0 {
+			continue
+		}
+		ms, created, err := st.lockSeries(th, ss.Labels, st.hashFn(ss.Labels), 0, st.cfg.MaxSeriesPerTenant)
+		if err != nil {
+			res.refuseSeries(i, ss, err)
+			continue
+		}
+		if created {
+			res.NewSeries++
+		}
+		reserved := 0
+		allAccepted := true
+		for _, smp := range ss.Samples {
+			switch ms.check(smp.T, smp.V) {
+			case appendOK:
+				if st.wal == nil {
+					ms.lastT, ms.lastV, ms.hasLast = smp.T, smp.V, true
+					if ms.appendVisible(smp.T, smp.V, st.maxAgeMs) {
+						newChunks++
+					}
+				} else {
+					ms.reserve(pendingOp{s: smp})
+					reserved++
+				}
+				res.Accepted++
+			case appendIdempotent:
+				// The original may still be on its way to the WAL: acknowledge
+				// only after it is committed.
+				if ms.hasPending() {
+					needSync = true
+				}
+				res.Accepted++
+				res.Duplicates++
+				allAccepted = false
+			case appendDuplicate:
+				res.refuseSample(i, ss, smp.T, ErrDuplicateSampleForTimestamp)
+				allAccepted = false
+			case appendOutOfOrder:
+				res.refuseSample(i, ss, smp.T, ErrOutOfOrderSample)
+				allAccepted = false
+			}
+		}
+		if reserved > 0 {
+			smps := ss.Samples
+			if !allAccepted {
+				// Log exactly what was reserved: the tail of the series' pending ops.
+				smps = make([]Sample, reserved)
+				for k, op := range ms.pending[len(ms.pending)-reserved:] {
+					smps[k] = op.s
+				}
+			}
+			if err := st.wal.enqueue(walEntry{typ: recSamples, samples: walSamples{Ref: ms.ref, Samples: smps}}); err != nil {
+				ms.mu.Unlock()
+				return res, err
+			}
+			*appliesP = append(*appliesP, applyRef{s: ms, end: ms.reservedEnd})
+			needSync = true
+		}
+		ms.mu.Unlock()
+	}
+	if st.wal != nil {
+		if needSync {
+			if err := st.wal.sync(); err != nil {
+				clear(*appliesP)
+				*appliesP = (*appliesP)[:0]
+				st.applyPool.Put(appliesP)
+				return res, err
+			}
+		}
+		for _, a := range *appliesP {
+			a.s.mu.Lock()
+			newChunks += a.s.applyUpTo(a.end, st.maxAgeMs)
+			a.s.mu.Unlock()
+		}
+		clear(*appliesP)
+		*appliesP = (*appliesP)[:0]
+		st.applyPool.Put(appliesP)
+	}
+	if newChunks > 0 {
+		th.numChunks.Add(int64(newChunks))
+		st.metrics.memChunks.Add(float64(newChunks))
+	}
+	th.ingested.Add(float64(res.Accepted))
+	if res.Refused > 0 {
+		th.failed.Add(float64(res.Refused))
+	}
+	return res, nil
+}
+
+func (r *PushResult) refuseSeries(i int, ss *SeriesSamples, err error) {
+	r.Refused += len(ss.Samples)
+	r.Errors = append(r.Errors, SampleError{SeriesIndex: i, Labels: ss.Labels, T: ss.Samples[0].T, Count: len(ss.Samples), Err: err})
+}
+
+func (r *PushResult) refuseSample(i int, ss *SeriesSamples, t int64, err error) {
+	r.Refused++
+	r.Errors = append(r.Errors, SampleError{SeriesIndex: i, Labels: ss.Labels, T: t, Count: 1, Err: err})
+}
+
+// validateChunk decodes c and checks it against its own MinTime/MaxTime,
+// returning the value of its last sample.
+func validateChunk(c Chunk) (lastV float64, err error) {
+	if c.Encoding != chunkenc.EncXOR {
+		return 0, fmt.Errorf("%w: encoding %s, only XOR is supported", ErrInvalidChunk, c.Encoding)
+	}
+	if len(c.Data) < 2 {
+		return 0, fmt.Errorf("%w: %d bytes, shorter than the 2-byte sample count", ErrInvalidChunk, len(c.Data))
+	}
+	ch, err := chunkenc.FromData(c.Encoding, c.Data)
+	if err != nil {
+		return 0, fmt.Errorf("%w: %w", ErrInvalidChunk, err)
+	}
+	var (
+		n       int
+		prevT   int64
+		firstT  int64
+		decoded = func() (err error) {
+			// chunkenc trusts its input; a malformed chunk must not take the process down.
+			defer func() {
+				if p := recover(); p != nil {
+					err = fmt.Errorf("%w: decoding panicked: %v", ErrInvalidChunk, p)
+				}
+			}()
+			it := ch.Iterator(nil)
+			for it.Next() == chunkenc.ValFloat {
+				t, v := it.At()
+				if n == 0 {
+					firstT = t
+				} else if t <= prevT {
+					return fmt.Errorf("%w: timestamps not increasing at sample %d (%d after %d)", ErrInvalidChunk, n, t, prevT)
+				}
+				prevT, lastV = t, v
+				n++
+			}
+			if err := it.Err(); err != nil {
+				return fmt.Errorf("%w: %w", ErrInvalidChunk, err)
+			}
+			return nil
+		}
+	)
+	if err := decoded(); err != nil {
+		return 0, err
+	}
+	if n == 0 || n != ch.NumSamples() {
+		return 0, fmt.Errorf("%w: %d samples decoded, header says %d", ErrInvalidChunk, n, ch.NumSamples())
+	}
+	if firstT != c.MinTime || prevT != c.MaxTime {
+		return 0, fmt.Errorf("%w: samples span [%d, %d] but the chunk says [%d, %d]", ErrInvalidChunk, firstT, prevT, c.MinTime, c.MaxTime)
+	}
+	return lastV, nil
+}
+
+// ImportChunks adds whole chunks to a series of tenant (hand-over), creating
+// the series if needed. chunks must be XOR, in time order, non-overlapping
+// and newer than the series' newest sample; a chunk identical to one the
+// series already has is skipped, so a retried import is idempotent. The
+// chunks are logged to the WAL as chunk records before they become visible.
+// Data is copied. Safe for concurrent use.
+func (st *Store) ImportChunks(tenant string, lset labels.Labels, chunks []Chunk) error {
+	if st.closed.Load() {
+		return ErrClosed
+	}
+	if err := validateLabels(lset); err != nil {
+		return fmt.Errorf("importing chunks of tenant %q series %s: %w", tenant, lset, err)
+	}
+	lastVs := make([]float64, len(chunks))
+	for i, c := range chunks {
+		v, err := validateChunk(c)
+		if err != nil {
+			return fmt.Errorf("importing chunks of tenant %q series %s: chunk %d [%d, %d]: %w", tenant, lset, i, c.MinTime, c.MaxTime, err)
+		}
+		if i > 0 && c.MinTime <= chunks[i-1].MaxTime {
+			return fmt.Errorf("importing chunks of tenant %q series %s: chunk %d [%d, %d] overlaps the previous one: %w", tenant, lset, i, c.MinTime, c.MaxTime, ErrOutOfOrderSample)
+		}
+		lastVs[i] = v
+	}
+	th := st.getOrCreateTenant(tenant)
+	ms, _, err := st.lockSeries(th, lset, st.hashFn(lset), 0, st.cfg.MaxSeriesPerTenant)
+	if err != nil {
+		return fmt.Errorf("importing chunks of tenant %q series %s: %w", tenant, lset, err)
+	}
+	newChunks := 0
+	reserved := 0
+	for i, c := range chunks {
+		if ms.hasLast && c.MinTime <= ms.lastT {
+			if ms.hasVisibleChunk(c) {
+				continue
+			}
+			ms.mu.Unlock()
+			return fmt.Errorf("importing chunks of tenant %q series %s: chunk %d [%d, %d] is not after the newest sample at %d: %w", tenant, lset, i, c.MinTime, c.MaxTime, ms.lastT, ErrOutOfOrderSample)
+		}
+		own := &Chunk{MinTime: c.MinTime, MaxTime: c.MaxTime, Encoding: c.Encoding, Data: bytes.Clone(c.Data)}
+		op := pendingOp{s: Sample{T: c.MaxTime, V: lastVs[i]}, chunk: own}
+		if st.wal == nil {
+			ms.reserve(op)
+			newChunks += ms.applyUpTo(ms.reservedEnd, st.maxAgeMs)
+			continue
+		}
+		ms.reserve(op)
+		if err := st.wal.enqueue(walEntry{typ: recChunk, chunk: walChunk{Ref: ms.ref, Chunk: *own}}); err != nil {
+			ms.mu.Unlock()
+			return err
+		}
+		reserved++
+	}
+	end := ms.reservedEnd
+	ms.mu.Unlock()
+	if st.wal != nil && reserved > 0 {
+		if err := st.wal.sync(); err != nil {
+			return err
+		}
+		ms.mu.Lock()
+		newChunks += ms.applyUpTo(end, st.maxAgeMs)
+		ms.mu.Unlock()
+	}
+	th.numChunks.Add(int64(newChunks))
+	st.metrics.memChunks.Add(float64(newChunks))
+	return nil
+}
+
+// hasVisibleChunk reports whether a closed chunk equal to c exists. Caller holds s.mu.
+func (s *memSeries) hasVisibleChunk(c Chunk) bool {
+	for _, have := range s.closed {
+		if have.MinTime == c.MinTime && have.MaxTime == c.MaxTime && bytes.Equal(have.Data, c.Data) {
+			return true
+		}
+	}
+	return false
+}
+
+// Select returns the series of tenant matching all matchers (Prometheus
+// semantics; no matchers selects all) that have chunks overlapping
+// [mint, maxt] (int64 ms, inclusive), sorted by labels, with those chunks in
+// time order. Closed chunks share their bytes with the Store (read-only);
+// the head chunk is copied. Only committed samples are visible.
+func (st *Store) Select(tenant string, mint, maxt int64, matchers ...*labels.Matcher) ([]SeriesChunks, error) {
+	for _, m := range matchers {
+		if m == nil {
+			return nil, fmt.Errorf("selecting tenant %q: %w: nil matcher", tenant, ErrInvalidMatcher)
+		}
+	}
+	th := st.tenant(tenant)
+	if th == nil {
+		return nil, nil
+	}
+	refs := th.postings.selectRefs(matchers)
+	out := make([]SeriesChunks, 0, len(refs))
+	for _, ref := range refs {
+		ms := th.series.getByRef(ref)
+		if ms == nil {
+			continue
+		}
+		ms.mu.Lock()
+		var chks []Chunk
+		if !ms.deleted {
+			chks = ms.chunksIn(nil, mint, maxt)
+		}
+		ms.mu.Unlock()
+		if len(chks) > 0 {
+			out = append(out, SeriesChunks{Labels: ms.lset, Chunks: chks})
+		}
+	}
+	slices.SortFunc(out, func(a, b SeriesChunks) int { return labels.Compare(a.Labels, b.Labels) })
+	return out, nil
+}
+
+// LabelNames returns the sorted label names of tenant's in-memory series.
+func (st *Store) LabelNames(tenant string) []string {
+	if th := st.tenant(tenant); th != nil {
+		return th.postings.labelNames()
+	}
+	return nil
+}
+
+// LabelValues returns the sorted values of label name in tenant's series.
+func (st *Store) LabelValues(tenant, name string) []string {
+	if th := st.tenant(tenant); th != nil {
+		return th.postings.labelValues(name)
+	}
+	return nil
+}
+
+// Tenants returns the tenants that have had series since Open, sorted.
+func (st *Store) Tenants() []string {
+	st.tenantsMu.RLock()
+	defer st.tenantsMu.RUnlock()
+	out := make([]string, 0, len(st.tenants))
+	for t := range st.tenants {
+		out = append(out, t)
+	}
+	slices.Sort(out)
+	return out
+}
+
+// Stats returns tenant's series and chunk counts.
+func (st *Store) Stats(tenant string) TenantStats {
+	th := st.tenant(tenant)
+	if th == nil {
+		return TenantStats{}
+	}
+	return TenantStats{Series: th.numSeries.Load(), Chunks: th.numChunks.Load()}
+}
+
+// ForEachSeries calls fn for every series of every tenant that has visible
+// chunks, with all its chunks in time order (closed chunks shared read-only,
+// the head chunk copied). fn runs without Store locks held, so it may take
+// its time (hand-over, flush) while writes go on; series created meanwhile
+// may or may not be visited. A non-nil error from fn stops the walk and is
+// returned. Safe for concurrent use.
+func (st *Store) ForEachSeries(fn func(tenant string, lset labels.Labels, chunks []Chunk) error) error {
+	var ferr error
+	for _, name := range st.Tenants() {
+		th := st.tenant(name)
+		th.series.forEach(func(ms *memSeries) bool {
+			ms.mu.Lock()
+			var chks []Chunk
+			if !ms.deleted {
+				chks = ms.chunksIn(nil, math.MinInt64, math.MaxInt64)
+			}
+			ms.mu.Unlock()
+			if len(chks) == 0 {
+				return true
+			}
+			ferr = fn(name, ms.lset, chks)
+			return ferr == nil
+		})
+		if ferr != nil {
+			return ferr
+		}
+	}
+	return nil
+}
+
+// Truncate forgets data older than before (int64 ms) after it was flushed:
+// it drops every chunk whose MaxTime < before, removes series left without
+// chunks (and without pending writes), and rewrites the WAL so that it keeps
+// only series records of remaining series, samples with T >= before and
+// chunk records with MaxTime >= before. The caller guarantees that every
+// sample older than before is durable elsewhere: after a restart, samples
+// older than before that shared a chunk with newer ones are not replayed.
+// bbolt reuses the freed pages but does not shrink the file. Calls are
+// serialised; pushes and reads go on concurrently.
+func (st *Store) Truncate(before int64) (TruncateStats, error) {
+	st.truncMu.Lock()
+	defer st.truncMu.Unlock()
+	var ts TruncateStats
+	if st.closed.Load() {
+		return ts, ErrClosed
+	}
+	// Capture the WAL position before deciding which series live: every series
+	// whose record is at or before it was created before this point, so it is
+	// in the live set below unless removed.
+	var upto uint64
+	if st.wal != nil {
+		upto = st.wal.lastSeq.Load()
+	}
+	live := map[uint64]struct{}{}
+	for _, name := range st.Tenants() {
+		th := st.tenant(name)
+		removed := map[uint64]labels.Labels{}
+		th.series.forEach(func(ms *memSeries) bool {
+			ms.mu.Lock()
+			n, empty := ms.dropBefore(before)
+			gone := empty && !ms.deleted
+			if gone {
+				ms.deleted = true
+			} else if !ms.deleted {
+				live[ms.ref] = struct{}{}
+			}
+			ms.mu.Unlock()
+			if gone {
+				// Out of the maps right away: an appender that finds the deleted
+				// series retries its lookup until this is done.
+				th.series.remove(ms)
+				removed[ms.ref] = ms.lset
+			}
+			ts.ChunksRemoved += n
+			th.numChunks.Add(-int64(n))
+			st.metrics.memChunks.Sub(float64(n))
+			return true
+		})
+		th.postings.delete(removed)
+		th.numSeries.Add(-int64(len(removed)))
+		th.removed.Add(float64(len(removed)))
+		st.metrics.memSeries.Sub(float64(len(removed)))
+		ts.SeriesRemoved += len(removed)
+	}
+	if st.wal != nil && upto > 0 {
+		del, rew, err := st.wal.rewrite(upto, func(r *record) (changed, drop bool) {
+			return filterRecord(r, live, before)
+		})
+		ts.WALRecordsDeleted, ts.WALRecordsRewritten = del, rew
+		if err != nil {
+			return ts, err
+		}
+	}
+	st.metrics.walTruncations.Inc()
+	st.logger.Info("truncated memstore", "before", before, "chunks_removed", ts.ChunksRemoved,
+		"series_removed", ts.SeriesRemoved, "wal_records_deleted", ts.WALRecordsDeleted, "wal_records_rewritten", ts.WALRecordsRewritten)
+	return ts, nil
+}
+
+// filterRecord keeps what Truncate must keep of r, in place.
+func filterRecord(r *record, live map[uint64]struct{}, before int64) (changed, drop bool) {
+	isLive := func(ref uint64) bool { _, ok := live[ref]; return ok }
+	switch r.Type {
+	case recSeries:
+		n := len(r.Series)
+		r.Series = slices.DeleteFunc(r.Series, func(s walSeries) bool { return !isLive(s.Ref) })
+		return len(r.Series) != n, len(r.Series) == 0
+	case recSamples:
+		changed := false
+		out := r.Samples[:0]
+		for _, e := range r.Samples {
+			if !isLive(e.Ref) {
+				changed = true
+				continue
+			}
+			i, _ := slices.BinarySearchFunc(e.Samples, before, func(s Sample, t int64) int {
+				switch {
+				case s.T < t:
+					return -1
+				case s.T > t:
+					return 1
+				}
+				return 0
+			})
+			if i > 0 {
+				changed = true
+				e.Samples = e.Samples[i:]
+			}
+			if len(e.Samples) > 0 {
+				out = append(out, e)
+			}
+		}
+		r.Samples = out
+		return changed, len(out) == 0
+	default:
+		return false, !isLive(r.Chunk.Ref) || r.Chunk.Chunk.MaxTime < before
+	}
+}
+
+// replayWAL rebuilds memory from w. Series are recreated under their logged
+// refs; the series limit is ignored so that a lowered limit never drops
+// acknowledged data.
+func (st *Store) replayWAL(w *wal) (uint64, error) {
+	begin := time.Now()
+	lastLog := begin
+	rep := &st.replay
+	byRef := map[uint64]*memSeries{}
+	tenantOf := map[uint64]*tenantHead{}
+	var maxRef uint64
+	nextSeq, corrupt, err := w.replay(func(seq uint64, r *record) error {
+		rep.Records++
+		switch r.Type {
+		case recSeries:
+			for _, s := range r.Series {
+				if _, dup := byRef[s.Ref]; dup || s.Ref == 0 {
+					rep.Skipped++
+					continue
+				}
+				th := st.getOrCreateTenant(s.Tenant)
+				ms, created, err := st.lockSeries(th, s.Labels, st.hashFn(s.Labels), s.Ref, 0)
+				if err != nil {
+					st.logger.Warn("wal replay skipped a series", "seq", seq, "ref", s.Ref, "labels", s.Labels.String(), "err", err)
+					rep.Skipped++
+					continue
+				}
+				ms.mu.Unlock()
+				if !created {
+					// Same labels logged twice under two refs (recreated after a
+					// truncation): later samples of either ref go to the one series.
+					rep.Skipped++
+				}
+				byRef[s.Ref] = ms
+				tenantOf[s.Ref] = th
+				maxRef = max(maxRef, s.Ref)
+				rep.Series++
+			}
+		case recSamples:
+			for _, e := range r.Samples {
+				ms := byRef[e.Ref]
+				if ms == nil {
+					rep.Skipped += len(e.Samples)
+					continue
+				}
+				nc := 0
+				for _, smp := range e.Samples {
+					switch ms.check(smp.T, smp.V) {
+					case appendOK:
+						ms.lastT, ms.lastV, ms.hasLast = smp.T, smp.V, true
+						if ms.appendVisible(smp.T, smp.V, st.maxAgeMs) {
+							nc++
+						}
+						rep.Samples++
+					case appendIdempotent:
+						rep.Samples++
+					default:
+						rep.Skipped++
+					}
+				}
+				tenantOf[e.Ref].numChunks.Add(int64(nc))
+				st.metrics.memChunks.Add(float64(nc))
+			}
+		case recChunk:
+			ms := byRef[r.Chunk.Ref]
+			c := r.Chunk.Chunk
+			lastV, err := validateChunk(c)
+			if ms == nil || err != nil || (ms.hasLast && c.MinTime <= ms.lastT) {
+				st.logger.Warn("wal replay skipped a chunk", "seq", seq, "ref", r.Chunk.Ref, "mint", c.MinTime, "maxt", c.MaxTime, "err", err)
+				rep.Skipped++
+				return nil
+			}
+			ms.reserve(pendingOp{s: Sample{T: c.MaxTime, V: lastV}, chunk: &c})
+			nc := ms.applyUpTo(ms.reservedEnd, st.maxAgeMs)
+			tenantOf[r.Chunk.Ref].numChunks.Add(int64(nc))
+			st.metrics.memChunks.Add(float64(nc))
+			rep.Chunks++
+		}
+		if rep.Records%4096 == 0 && time.Since(lastLog) > 5*time.Second {
+			lastLog = time.Now()
+			st.logger.Info("wal replay in progress", "file", w.path, "records", rep.Records, "samples", rep.Samples,
+				"seq", seq, "elapsed", time.Since(begin))
+		}
+		return nil
+	})
+	if err != nil {
+		return 0, fmt.Errorf("memstore: replaying WAL: %w", err)
+	}
+	if corrupt != nil {
+		rep.Corruption = corrupt
+		st.metrics.walCorruptions.Inc()
+	}
+	if maxRef >= st.nextRef.Load() {
+		st.nextRef.Store(maxRef + 1)
+	}
+	rep.Duration = time.Since(begin)
+	st.metrics.walReplayDuration.Set(rep.Duration.Seconds())
+	rate := 0.0
+	if s := rep.Duration.Seconds(); s > 0 {
+		rate = float64(rep.Samples) / s
+	}
+	st.logger.Info("wal replay done", "file", w.path, "records", rep.Records, "series", rep.Series, "samples", rep.Samples,
+		"chunks", rep.Chunks, "skipped", rep.Skipped, "samples_per_second", rate, "duration", rep.Duration,
+		"corrupt", corrupt != nil)
+	return nextSeq, nil
+}
