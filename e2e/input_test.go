@@ -7,6 +7,8 @@ import (
 	"time"
 
 	"github.com/prometheus/prometheus/prompb"
+
+	pc "github.com/raftingest/raftingest/internal/proccluster"
 )
 
 // TestProcess_TenantsAndBadInput runs against a real 3-node cluster with multi-tenancy on: tenants
@@ -116,5 +118,27 @@ func TestProcess_TenantsAndBadInput(t *testing.T) {
 	}
 	if got, _ := queryIngester(context.Background(), cc.GRPCAddr, "t", "e2e_dupts"); got[sampleKey{"__name__=e2e_dupts,job=e2e", now}] != 1 {
 		t.Fatalf("the conflicting duplicate replaced the stored value: %v", got)
+	}
+}
+
+// TestProcess_SingleNodeCluster writes to a cluster of one: the replication factor is capped at one
+// member, the cap is logged, and the samples are stored.
+func TestProcess_SingleNodeCluster(t *testing.T) {
+	skipShort(t)
+	c := pc.New(t, fastFlags...)
+	a := c.Start("a", "-bootstrap")
+	waitActive(t, c, a.GRPCAddr, "a")
+	now := time.Now().UnixMilli()
+	req := &prompb.WriteRequest{Timeseries: []prompb.TimeSeries{
+		series([]string{"__name__", "e2e_writes", "job", "single"}, prompb.Sample{Timestamp: now, Value: 42})}}
+	if code, body, err := push(a.HTTPAddr, "", req); err != nil || code/100 != 2 {
+		t.Fatalf("push to a single node: %d %q %v", code, body, err)
+	}
+	got, err := queryIngester(context.Background(), a.GRPCAddr, "anonymous", "e2e_writes")
+	if err != nil || got[sampleKey{"__name__=e2e_writes,job=single", now}] != 42 {
+		t.Fatalf("sample not stored: %v %v", got, err)
+	}
+	if !strings.Contains(a.Log(), "replication factor") {
+		t.Errorf("the capped replication factor is not logged:\n%s", a.Log())
 	}
 }
