@@ -1,0 +1,380 @@
+package flush
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"maps"
+	"math"
+	"net/http"
+	"os"
+	"path/filepath"
+	"slices"
+	"sync"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/prometheus/model/labels"
+	"github.com/prometheus/prometheus/tsdb/chunkenc"
+	"github.com/prometheus/prometheus/tsdb/chunks"
+	"github.com/thanos-io/objstore"
+
+	"github.com/raftingest/raftingest/memstore"
+	"github.com/raftingest/raftingest/storage"
+)
+
+// Store is what the Flusher needs of the series store (memstore.Store implements it).
+type Store interface {
+	SnapshotSeries(fn func(tenant string, ref uint64, lset labels.Labels, chunks []memstore.Chunk) error) error
+	DropFlushed(bounds map[uint64]int64) (memstore.TruncateStats, error)
+}
+
+// Deps are the Flusher's collaborators.
+type Deps struct {
+	Store  Store
+	Bucket objstore.Bucket
+	// WorkDir receives blocks while they are written and uploaded; it is wiped on New.
+	WorkDir string
+	// IngesterID is written into each block's Thanos labels (__ingester_id__).
+	IngesterID string
+	Registerer prometheus.Registerer // may be nil
+	Logger     *slog.Logger          // may be nil
+	// Now is the wall clock; nil means time.Now. Tests inject a fixed clock.
+	Now func() time.Time
+}
+
+// Reason says why a flush happened (label reason of cortex_ingester_flushing_enqueued_series_total).
+type Reason string
+
+// Reasons of a flush.
+const (
+	ReasonPeriodic Reason = "periodic"
+	ReasonIdle     Reason = "idle"
+	ReasonForced   Reason = "forced"
+)
+
+// Result describes one flush.
+type Result struct {
+	Series  int   // series with samples written
+	Chunks  int   // chunks written
+	Samples int   // samples written
+	Blocks  int   // blocks uploaded
+	Bytes   int64 // bytes uploaded
+	Dropped memstore.TruncateStats
+}
+
+// Flusher writes, uploads and drops. All methods are safe for concurrent use; flushes are
+// serialised.
+type Flusher struct {
+	cfg     Config
+	d       Deps
+	log     *slog.Logger
+	metrics *metrics
+	now     func() time.Time
+
+	mu sync.Mutex // serialises flushes; guards flushed
+	// flushed maps a series ref to the bound below which its samples are in the bucket. A chunk
+	// straddling a flush's bound stays whole in memory; this keeps the next flush from writing
+	// its older samples again. Pruned to the refs of each snapshot.
+	flushed map[uint64]int64
+}
+
+// New validates cfg and prepares the work directory.
+func New(cfg Config, d Deps) (*Flusher, error) {
+	if err := cfg.Validate(); err != nil {
+		return nil, err
+	}
+	if d.Store == nil || d.Bucket == nil || d.WorkDir == "" {
+		return nil, errors.New("flush: Store, Bucket and WorkDir are required")
+	}
+	if d.Logger == nil {
+		d.Logger = slog.Default()
+	}
+	now := d.Now
+	if now == nil {
+		now = time.Now
+	}
+	// Leftovers of a crash mid-flush: their data is still in the WAL and will be flushed again.
+	if err := os.RemoveAll(d.WorkDir); err != nil {
+		return nil, fmt.Errorf("flush: wiping work dir %s: %w", d.WorkDir, err)
+	}
+	if err := os.MkdirAll(d.WorkDir, 0o755); err != nil {
+		return nil, fmt.Errorf("flush: creating work dir %s: %w", d.WorkDir, err)
+	}
+	m, err := newMetrics(d.Registerer)
+	if err != nil {
+		return nil, err
+	}
+	return &Flusher{cfg: cfg, d: d, log: d.Logger, metrics: m, now: now, flushed: map[uint64]int64{}}, nil
+}
+
+// Run flushes closed ranges and idle series every CheckPeriod until ctx ends. A failed flush is
+// logged and counted; its data stays and the next check tries again.
+func (f *Flusher) Run(ctx context.Context) {
+	t := time.NewTicker(f.cfg.CheckPeriod)
+	defer t.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+		}
+		opCtx, cancel := context.WithTimeout(ctx, f.cfg.OpTimeout)
+		_, err := f.FlushDue(opCtx)
+		cancel()
+		if err != nil && ctx.Err() == nil {
+			f.log.Error("periodic flush failed; the data stays in memory and the WAL", "err", err)
+		}
+	}
+}
+
+// Cutoff returns the bound of the periodic flush at wall time now: the end of the newest block
+// range that closed at least half a period ago (int64 ms).
+func (f *Flusher) Cutoff(now time.Time) int64 {
+	p := f.cfg.FlushPeriod.Milliseconds()
+	return alignDown(now.UnixMilli()-p/2, p)
+}
+
+func alignDown(t, p int64) int64 {
+	r := t % p
+	if r < 0 {
+		r += p
+	}
+	return t - r
+}
+
+// FlushDue flushes what is due now: samples older than Cutoff(now), and every sample of idle
+// series. It returns once the blocks are uploaded and their data dropped, or with the error
+// that kept them (the data then stays).
+func (f *Flusher) FlushDue(ctx context.Context) (Result, error) {
+	now := f.now()
+	cutoff := f.Cutoff(now)
+	idleBefore := int64(math.MinInt64)
+	if f.cfg.IdleTimeout > 0 {
+		idleBefore = now.Add(-f.cfg.IdleTimeout).UnixMilli()
+	}
+	return f.flush(ctx, func(maxT int64) (int64, Reason) {
+		if maxT < idleBefore {
+			return maxT + 1, ReasonIdle
+		}
+		return min(cutoff, maxT+1), ReasonPeriodic
+	})
+}
+
+// FlushAll flushes every sample in memory, uploads the blocks and drops the data from memory
+// and the WAL; it returns when the blocks are in the bucket. Samples appended meanwhile stay in
+// memory. The hand-over's fallback and POST /ingester/flush call it.
+func (f *Flusher) FlushAll(ctx context.Context) (Result, error) {
+	return f.flush(ctx, func(maxT int64) (int64, Reason) { return maxT + 1, ReasonForced })
+}
+
+// seriesPlan is one series of a flush: what to write (chunks below bound, above what earlier
+// flushes wrote) and the bound to drop below once written.
+type seriesPlan struct {
+	ref    uint64
+	lset   labels.Labels
+	chunks []chunks.Meta
+	from   int64 // samples below are in the bucket already
+	bound  int64 // samples below are written by this flush
+}
+
+// flush is the one procedure: snapshot, plan bounds with boundOf(maxT) per series, write one
+// block per tenant and block range, upload each (retrying), drop per tenant what was uploaded.
+func (f *Flusher) flush(ctx context.Context, boundOf func(maxT int64) (int64, Reason)) (res Result, err error) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	begin := time.Now()
+	defer func() {
+		f.metrics.duration.Observe(time.Since(begin).Seconds())
+		f.metrics.queueLength.Set(0)
+		if err != nil {
+			f.metrics.failures.Inc()
+		}
+	}()
+
+	plans := map[string][]seriesPlan{}
+	seen := map[uint64]int64{}
+	p := f.cfg.FlushPeriod.Milliseconds()
+	reasons := map[Reason]int{}
+	queued := 0
+	err = f.d.Store.SnapshotSeries(func(tenant string, ref uint64, lset labels.Labels, mchks []memstore.Chunk) error {
+		from, ok := f.flushed[ref]
+		if !ok {
+			from = math.MinInt64
+		}
+		seen[ref] = from
+		maxT := mchks[len(mchks)-1].MaxTime
+		bound, reason := boundOf(maxT)
+		if mchks[0].MinTime >= bound || from >= bound {
+			return nil
+		}
+		cm := make([]chunks.Meta, 0, len(mchks))
+		for _, c := range mchks {
+			if c.MaxTime < from || c.MinTime >= bound {
+				continue
+			}
+			ch, err := chunkenc.FromData(c.Encoding, c.Data)
+			if err != nil {
+				return fmt.Errorf("flush: chunk [%d, %d] of tenant %q series %s: %w", c.MinTime, c.MaxTime, tenant, lset, err)
+			}
+			cm = append(cm, chunks.Meta{Chunk: ch, MinTime: c.MinTime, MaxTime: c.MaxTime})
+		}
+		if len(cm) == 0 {
+			return nil
+		}
+		plans[tenant] = append(plans[tenant], seriesPlan{ref: ref, lset: lset, chunks: cm, from: from, bound: bound})
+		reasons[reason]++
+		queued++
+		return nil
+	})
+	if err != nil {
+		return res, err
+	}
+	// Forget refs that left memory.
+	for ref := range f.flushed {
+		if _, ok := seen[ref]; !ok {
+			delete(f.flushed, ref)
+		}
+	}
+	for r, n := range reasons {
+		f.metrics.enqueued.WithLabelValues(string(r)).Add(float64(n))
+	}
+	f.metrics.queueLength.Set(float64(queued))
+	if queued == 0 {
+		return res, nil
+	}
+
+	var errs []error
+	bounds := map[uint64]int64{}
+	for _, tenant := range slices.Sorted(maps.Keys(plans)) {
+		tres, err := f.flushTenant(ctx, tenant, plans[tenant], p)
+		if err != nil {
+			errs = append(errs, err)
+			continue
+		}
+		res.Series += tres.Series
+		res.Chunks += tres.Chunks
+		res.Samples += tres.Samples
+		res.Blocks += tres.Blocks
+		res.Bytes += tres.Bytes
+		for _, sp := range plans[tenant] {
+			bounds[sp.ref] = sp.bound
+		}
+		f.metrics.queueLength.Sub(float64(len(plans[tenant])))
+	}
+	if len(bounds) > 0 {
+		ts, derr := f.d.Store.DropFlushed(bounds)
+		res.Dropped = ts
+		if derr != nil {
+			// The blocks are uploaded; what stays in memory will be written again by a later flush
+			// only above f.flushed, and the bucket reader deduplicates anyway.
+			errs = append(errs, fmt.Errorf("flush: dropping flushed data from memory and the WAL: %w", derr))
+		}
+		for ref, b := range bounds {
+			f.flushed[ref] = b
+		}
+	}
+	f.log.Info("flush done", "series", res.Series, "chunks", res.Chunks, "samples", res.Samples, "blocks", res.Blocks,
+		"bytes", res.Bytes, "series_removed", res.Dropped.SeriesRemoved, "duration", time.Since(begin), "failed_tenants", len(errs))
+	return res, errors.Join(errs...)
+}
+
+// flushTenant writes and uploads the blocks of one tenant. Either every block of the tenant is
+// uploaded (nil), or the error says why not and the tenant's data must stay.
+func (f *Flusher) flushTenant(ctx context.Context, tenant string, plans []seriesPlan, p int64) (res Result, err error) {
+	byRange := map[int64][]storage.Series{}
+	for _, sp := range plans {
+		lo := sp.chunks[0].MinTime
+		if sp.from > lo {
+			lo = sp.from
+		}
+		for start := alignDown(lo, p); start < sp.bound; start += p {
+			end := start + p
+			cl, err := storage.ClipChunks(sp.chunks, max(start, sp.from), min(end, sp.bound))
+			if err != nil {
+				return res, fmt.Errorf("flush: tenant %q series %s: %w", tenant, sp.lset, err)
+			}
+			if len(cl) > 0 {
+				byRange[start] = append(byRange[start], storage.Series{Labels: sp.lset, Chunks: cl})
+			}
+		}
+	}
+	// On error, blocks of this tenant already uploaded stay in the bucket: their data stays in
+	// memory too, a later flush uploads it again, and readers deduplicate.
+	series := map[string]struct{}{}
+	for _, start := range slices.Sorted(maps.Keys(byRange)) {
+		meta, err := storage.WriteBlock(ctx, f.d.WorkDir, byRange[start], storage.BlockOptions{
+			MinTime: start, MaxTime: start + p,
+			Labels: map[string]string{storage.TenantLabel: tenant, storage.IngesterLabel: f.d.IngesterID},
+		})
+		if errors.Is(err, storage.ErrEmptyBlock) {
+			continue
+		}
+		if err != nil {
+			return res, fmt.Errorf("flush: writing block [%d, %d) of tenant %q: %w", start, start+p, tenant, err)
+		}
+		dir := filepath.Join(f.d.WorkDir, meta.ULID.String())
+		err = f.upload(ctx, tenant, dir, meta)
+		os.RemoveAll(dir)
+		if err != nil {
+			return res, err
+		}
+		res.Blocks++
+		res.Bytes += meta.BlockSize()
+		res.Chunks += int(meta.Stats.NumChunks)
+		res.Samples += int(meta.Stats.NumSamples)
+		for _, s := range byRange[start] {
+			series[s.Labels.String()] = struct{}{}
+		}
+		f.metrics.chunksStored.WithLabelValues(tenant).Add(float64(meta.Stats.NumChunks))
+		f.metrics.bytesStored.WithLabelValues(tenant).Add(float64(meta.BlockSize()))
+		f.metrics.samplesStored.WithLabelValues(tenant).Add(float64(meta.Stats.NumSamples))
+	}
+	res.Series = len(series)
+	f.metrics.seriesFlushed.WithLabelValues(tenant).Add(float64(res.Series))
+	return res, nil
+}
+
+// upload uploads one block, retrying with doubling backoff until it succeeds or ctx ends. A
+// block that never made it is removed from the bucket, best effort, so no partial block stays.
+func (f *Flusher) upload(ctx context.Context, tenant, dir string, meta storage.Meta) error {
+	backoff := f.cfg.RetryMinBackoff
+	for attempt := 1; ; attempt++ {
+		err := storage.UploadBlock(ctx, f.d.Bucket, tenant, dir, meta)
+		if err == nil {
+			f.metrics.uploads.Inc()
+			return nil
+		}
+		f.metrics.uploadFailures.Inc()
+		f.log.Warn("block upload failed; retrying", "tenant", tenant, "block", meta.ULID.String(), "attempt", attempt,
+			"backoff", backoff, "err", err)
+		select {
+		case <-ctx.Done():
+			cctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+			_ = storage.DeletePartialBlock(cctx, f.d.Bucket, tenant, meta)
+			cancel()
+			return fmt.Errorf("flush: giving up on block %s of tenant %q after %d attempts (%w): %w", meta.ULID, tenant, attempt, ctx.Err(), err)
+		case <-time.After(backoff):
+		}
+		backoff = min(2*backoff, f.cfg.RetryMaxBackoff)
+	}
+}
+
+// ServeHTTP is POST /ingester/flush: flush everything in memory and answer once the blocks are
+// in the bucket (200, with what was flushed), or 500 with the reason (the data is kept).
+func (f *Flusher) ServeHTTP(w http.ResponseWriter, r *http.Request) {
+	if r.Method != http.MethodPost {
+		w.Header().Set("Allow", http.MethodPost)
+		http.Error(w, "use POST to flush this ingester's in-memory data to the bucket", http.StatusMethodNotAllowed)
+		return
+	}
+	ctx, cancel := context.WithTimeout(r.Context(), f.cfg.OpTimeout)
+	defer cancel()
+	res, err := f.FlushAll(ctx)
+	if err != nil {
+		http.Error(w, fmt.Sprintf("flush failed, the data stays in memory and the WAL: %v", err), http.StatusInternalServerError)
+		return
+	}
+	fmt.Fprintf(w, "flushed %d series, %d chunks, %d samples in %d blocks (%d bytes)\n", res.Series, res.Chunks, res.Samples, res.Blocks, res.Bytes)
+}

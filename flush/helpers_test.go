@@ -1,0 +1,5 @@
+package flush
+
+import "flag"
+
+func flagSet() *flag.FlagSet { return flag.NewFlagSet("test", flag.ContinueOnError) }

@@ -1,0 +1,139 @@
+// Package storage is raftingest's long-term storage: a bucket (thanos-io/objstore: a local
+// directory or S3) holding Prometheus TSDB blocks laid out as Thanos and Mimir lay them out,
+// the writer that turns in-memory chunks into such blocks, their upload, and a Prometheus
+// Queryable that reads a tenant's blocks back, deduplicating the replicas' copies.
+//
+// Layout: <tenant>/<block ULID>/{meta.json,index,chunks/000001,...}. meta.json is uploaded last,
+// so a block without it is partial (an upload in progress or one that failed) and is never read.
+package storage
+
+import (
+	"errors"
+	"flag"
+	"fmt"
+	"log/slog"
+	"path/filepath"
+
+	gokitlog "github.com/go-kit/log"
+	"github.com/thanos-io/objstore"
+	"github.com/thanos-io/objstore/providers/filesystem"
+	"github.com/thanos-io/objstore/providers/s3"
+)
+
+// Backends of -blocks-storage.backend.
+const (
+	BackendFilesystem = "filesystem"
+	BackendS3         = "s3"
+)
+
+// Config is the bucket's configuration, with Mimir's flag names.
+type Config struct {
+	// Backend is "filesystem" (default) or "s3". Flag: -blocks-storage.backend.
+	Backend string
+	// Filesystem is used when Backend is "filesystem".
+	Filesystem FilesystemConfig
+	// S3 is used when Backend is "s3".
+	S3 S3Config
+}
+
+// FilesystemConfig is a bucket in a local directory.
+type FilesystemConfig struct {
+	// Dir is the bucket's root directory. Flag: -blocks-storage.filesystem.dir; empty means
+	// <data.dir>/blocks, filled in by the ingester's Config.Validate.
+	Dir string
+}
+
+// S3Config is an S3 (or S3-compatible: MinIO, Ceph RGW) bucket.
+type S3Config struct {
+	Endpoint        string // -blocks-storage.s3.endpoint, host[:port] without scheme
+	BucketName      string // -blocks-storage.s3.bucket-name
+	AccessKeyID     string // -blocks-storage.s3.access-key-id
+	SecretAccessKey string // -blocks-storage.s3.secret-access-key
+	Region          string // -blocks-storage.s3.region
+	Insecure        bool   // -blocks-storage.s3.insecure: plain HTTP
+}
+
+// RegisterFlags registers the bucket flags with their defaults on f.
+func (c *Config) RegisterFlags(f *flag.FlagSet) {
+	f.StringVar(&c.Backend, "blocks-storage.backend", BackendFilesystem, "Backend for blocks storage: filesystem or s3.")
+	f.StringVar(&c.Filesystem.Dir, "blocks-storage.filesystem.dir", "", "Local directory of the filesystem bucket (default <data.dir>/blocks).")
+	f.StringVar(&c.S3.Endpoint, "blocks-storage.s3.endpoint", "", "S3 endpoint, host[:port] without a scheme (e.g. s3.eu-west-1.amazonaws.com or 127.0.0.1:9000).")
+	f.StringVar(&c.S3.BucketName, "blocks-storage.s3.bucket-name", "", "S3 bucket name.")
+	f.StringVar(&c.S3.AccessKeyID, "blocks-storage.s3.access-key-id", "", "S3 access key id; empty uses the AWS credential chain (environment, instance role).")
+	f.StringVar(&c.S3.SecretAccessKey, "blocks-storage.s3.secret-access-key", "", "S3 secret access key.")
+	f.StringVar(&c.S3.Region, "blocks-storage.s3.region", "", "S3 region; empty lets the client discover it.")
+	f.BoolVar(&c.S3.Insecure, "blocks-storage.s3.insecure", false, "Use plain HTTP instead of HTTPS to reach S3.")
+}
+
+// Validate reports every invalid setting, naming its flag. It never fills in defaults: the
+// filesystem directory's default depends on -data.dir and is set by the caller before NewBucket.
+func (c *Config) Validate() error {
+	var errs []error
+	switch c.Backend {
+	case BackendFilesystem:
+		// An empty directory is the caller's default (<data.dir>/blocks), filled in before NewBucket.
+	case BackendS3:
+		if c.S3.Endpoint == "" {
+			errs = append(errs, errors.New("storage: -blocks-storage.s3.endpoint must be set with -blocks-storage.backend=s3"))
+		}
+		if c.S3.BucketName == "" {
+			errs = append(errs, errors.New("storage: -blocks-storage.s3.bucket-name must be set with -blocks-storage.backend=s3"))
+		}
+		if (c.S3.AccessKeyID == "") != (c.S3.SecretAccessKey == "") {
+			errs = append(errs, errors.New("storage: -blocks-storage.s3.access-key-id and -blocks-storage.s3.secret-access-key must be set together"))
+		}
+	default:
+		errs = append(errs, fmt.Errorf("storage: -blocks-storage.backend %q: want filesystem or s3", c.Backend))
+	}
+	return errors.Join(errs...)
+}
+
+// LocalDir returns the bucket's root directory when the backend is the filesystem, else "".
+// Blocks there can be opened in place instead of being downloaded.
+func (c *Config) LocalDir() string {
+	if c.Backend == BackendFilesystem {
+		return c.Filesystem.Dir
+	}
+	return ""
+}
+
+// NewBucket opens the configured bucket. The filesystem bucket's directory is created if missing.
+func NewBucket(c Config, logger *slog.Logger) (objstore.Bucket, error) {
+	switch c.Backend {
+	case BackendFilesystem:
+		if c.Filesystem.Dir == "" {
+			return nil, errors.New("storage: -blocks-storage.filesystem.dir is empty")
+		}
+		dir, err := filepath.Abs(c.Filesystem.Dir)
+		if err != nil {
+			return nil, fmt.Errorf("storage: -blocks-storage.filesystem.dir %q: %w", c.Filesystem.Dir, err)
+		}
+		b, err := filesystem.NewBucket(dir)
+		if err != nil {
+			return nil, fmt.Errorf("storage: filesystem bucket %s: %w", dir, err)
+		}
+		return b, nil
+	case BackendS3:
+		sc := s3.DefaultConfig
+		sc.Endpoint, sc.Bucket, sc.Region, sc.Insecure = c.S3.Endpoint, c.S3.BucketName, c.S3.Region, c.S3.Insecure
+		sc.AccessKey, sc.SecretKey = c.S3.AccessKeyID, c.S3.SecretAccessKey
+		b, err := s3.NewBucketWithConfig(slogKit{logger}, sc, "raftingest-ingester", nil)
+		if err != nil {
+			return nil, fmt.Errorf("storage: s3 bucket %q at %s: %w", c.S3.BucketName, c.S3.Endpoint, err)
+		}
+		return b, nil
+	}
+	return nil, fmt.Errorf("storage: -blocks-storage.backend %q: want filesystem or s3", c.Backend)
+}
+
+// slogKit adapts slog to the go-kit logger objstore's providers take.
+type slogKit struct{ l *slog.Logger }
+
+var _ gokitlog.Logger = slogKit{}
+
+func (k slogKit) Log(kv ...any) error {
+	if k.l != nil {
+		k.l.Debug("objstore", kv...)
+	}
+	return nil
+}
