@@ -5,10 +5,5 @@ package lint
 import (
 	_ "github.com/Shopify/toxiproxy/v2"
 	_ "github.com/anishathalye/porcupine"
-	_ "github.com/oklog/ulid/v2"
 	_ "github.com/prometheus/prometheus/promql"
-	_ "github.com/prometheus/prometheus/tsdb"
-	_ "github.com/thanos-io/objstore"
-	_ "github.com/thanos-io/objstore/providers/filesystem"
-	_ "github.com/thanos-io/objstore/providers/s3"
 )
