@@ -34,14 +34,15 @@ type loop struct {
 	// still reads itself PENDING would claim again.
 	expect func(m *ringstate.Member, ok bool) bool
 
-	regDone   bool   // our register committed
-	leaving   bool   // Leave was called
-	removing  bool   // our Remove was started: "unknown member" is then our own doing
-	fitted    bool   // the token count was checked against -ring.num-tokens since register
-	joinDue   bool   // join-after elapsed while PENDING: claim tokens
-	receiving bool   // seen JOINING with a hand-over peer (a leaver claimed us)
-	seq       uint64 // request id counter
-	failures  int    // consecutive refusals of the current step, for backoff
+	regDone     bool   // our register committed
+	leaving     bool   // Leave was called
+	removing    bool   // our Remove was started: "unknown member" is then our own doing
+	leavingHook bool   // OnLeaving runs: a hand-over may remove us from the ring (CompleteHandover)
+	fitted      bool   // the token count was checked against -ring.num-tokens since register
+	joinDue     bool   // join-after elapsed while PENDING: claim tokens
+	receiving   bool   // seen JOINING with a hand-over peer (a leaver claimed us)
+	seq         uint64 // request id counter
+	failures    int    // consecutive refusals of the current step, for backoff
 
 	saved    ringstate.Tokens // tokens last written to (or read from) the tokens file
 	lastSeen string           // last state logged, to log changes once
@@ -185,8 +186,10 @@ func (lp *loop) onHeartbeat(err error) {
 		lp.metrics.heartbeats.WithLabelValues("ok").Inc()
 	case errors.Is(err, ringstate.ErrUnknownMember):
 		lp.metrics.heartbeats.WithLabelValues("refused").Inc()
-		if lp.removing {
-			return // our own Remove won the race
+		if lp.removing || lp.leavingHook {
+			// Our own Remove won the race, or OnLeaving's hand-over completed: CompleteHandover
+			// removes the leaver from the ring in the same commit that gives the joiner its tokens.
+			return
 		}
 		lp.log.Error("heartbeat refused: the ring no longer knows this member", "member", lp.cfg.ID, "op", "heartbeat", "err", err)
 		lp.finish(ErrRemoved)
@@ -495,7 +498,9 @@ func (lp *loop) afterLeaving() {
 		lp.remove()
 		return
 	}
+	lp.leavingHook = true
 	lp.start(func(ctx context.Context) error { return lp.OnLeaving(ctx) }, func(err error) {
+		lp.leavingHook = false
 		if lp.ctx.Err() != nil {
 			return
 		}

@@ -1,0 +1,274 @@
+package e2e
+
+import (
+	"fmt"
+	"regexp"
+	"slices"
+	"strconv"
+	"syscall"
+	"testing"
+	"time"
+
+	pc "github.com/raftingest/raftingest/internal/proccluster"
+)
+
+// handoverFlags make hand-overs span several frames and give the tests time to act between them.
+var handoverFlags = []string{"-ingester.transfer-frame-bytes", "4096", "-ingester.transfer-timeout", "10s"}
+
+// startHandoverCluster starts 3 ACTIVE ingesters with a writer running (nSeries series) and a 4th,
+// d, that stays PENDING (-ingester.join-after 1h). extra goes to every node.
+func startHandoverCluster(t *testing.T, nSeries int, extra ...string) (*pc.Cluster, []*pc.Node, *pc.Node, *writer) {
+	t.Helper()
+	c, a, b, cc := startCluster3(t, append(slicesClone(handoverFlags), extra...)...)
+	d := c.Start("d", "-join", a.GRPCAddr, "-ingester.join-after", "1h")
+	waitState(t, c, a.GRPCAddr, "d", "PENDING")
+	w := startWriter(a.HTTPAddr, "", nSeries)
+	t.Cleanup(w.Stop)
+	w.waitRounds(t, 30)
+	return c, []*pc.Node{a, b, cc}, d, w
+}
+
+func waitState(t *testing.T, c *pc.Cluster, addr, id, state string) pc.RingMember {
+	t.Helper()
+	var m pc.RingMember
+	pc.Eventually(t, 60*time.Second, id+" "+state, func() (bool, string) {
+		v, err := c.Ring(addr)
+		if err != nil {
+			return false, err.Error()
+		}
+		var ok bool
+		m, ok = v.Member(id)
+		return ok && m.State == state, fmt.Sprintf("%s: present %v, %+v", id, ok, m.State)
+	})
+	return m
+}
+
+// checkRing asserts the ring's invariants as a user sees them: every token owned by exactly one
+// member, hand-over peers symmetric, and only legal states.
+func checkRing(t *testing.T, c *pc.Cluster, addr string) pc.RingView {
+	t.Helper()
+	v, err := c.Ring(addr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	owner := map[uint32]string{}
+	for _, m := range v.Members {
+		switch m.State {
+		case "PENDING", "JOINING", "ACTIVE", "LEAVING":
+		default:
+			t.Fatalf("member %s in state %q", m.ID, m.State)
+		}
+		for _, tk := range m.Tokens {
+			if o, dup := owner[tk]; dup {
+				t.Fatalf("token %d owned by %s and %s", tk, o, m.ID)
+			}
+			owner[tk] = m.ID
+		}
+		if m.HandoverPeer != "" {
+			p, ok := v.Member(m.HandoverPeer)
+			if !ok || p.HandoverPeer != m.ID {
+				t.Fatalf("hand-over peer of %s is %s, whose peer is %q", m.ID, m.HandoverPeer, p.HandoverPeer)
+			}
+		}
+	}
+	return v
+}
+
+func metricOf(t *testing.T, n *pc.Node, name string) float64 {
+	t.Helper()
+	_, body, err := pc.HTTPGet(n.HTTPAddr, "/metrics", "")
+	if err != nil {
+		return -1
+	}
+	return metricValue(body, name)
+}
+
+var handedOverRE = regexp.MustCompile(`msg="handed over".* chunks=(\d+)`)
+
+// sentChunksInLog returns the chunks the leaver's "handed over" log line reports (its
+// cortex_ingester_sent_chunks of the successful attempt: the process is gone before a scrape).
+func sentChunksInLog(t *testing.T, n *pc.Node) float64 {
+	t.Helper()
+	m := handedOverRE.FindAllStringSubmatch(n.Log(), -1)
+	if len(m) == 0 {
+		t.Fatalf("%s logged no completed hand-over", n.ID)
+	}
+	v, _ := strconv.ParseFloat(m[len(m)-1][1], 64)
+	return v
+}
+
+// checkAcked asserts that every sample the writer had acknowledged is on at least min of nodes, and
+// every sample acked before `before` is on every node of all.
+func checkAcked(t *testing.T, w *writer, before time.Time, min int, allowFailures bool, all []*pc.Node, nodes ...*pc.Node) {
+	t.Helper()
+	acked, failures, rounds := w.snapshot()
+	if len(failures) > 0 && !allowFailures {
+		t.Errorf("failed pushes during the test (%d rounds): %v", rounds, failures)
+	}
+	counts := copies(t, acked, "anonymous", nodes...)
+	lost := 0
+	for k := range acked {
+		if counts[k] < min {
+			lost++
+			if lost < 4 {
+				t.Errorf("acked sample %v on %d of %d nodes, want at least %d", k, counts[k], len(nodes), min)
+			}
+		}
+	}
+	if lost > 0 {
+		t.Fatalf("%d of %d acked samples under-replicated", lost, len(acked))
+	}
+	for _, n := range all {
+		got := copies(t, acked, "anonymous", n)
+		missing := 0
+		w.mu.Lock()
+		for k := range acked {
+			if w.ackedAt[k].Before(before) && got[k] == 0 {
+				missing++
+			}
+		}
+		w.mu.Unlock()
+		if missing > 0 {
+			t.Fatalf("%s misses %d samples acked before the hand-over", n.ID, missing)
+		}
+	}
+	t.Logf("%d samples acked in %d rounds, all present", len(acked), rounds)
+}
+
+// TestProcess_HandoverOnSIGINT: SIGINT one of three ACTIVE ingesters while a PENDING one waits: the
+// PENDING one ends ACTIVE with exactly the leaver's tokens and all its samples, the leaver exits 0,
+// sent chunks equal received chunks, and writes never fail (spill).
+func TestProcess_HandoverOnSIGINT(t *testing.T) {
+	skipShort(t)
+	c, abc, d, w := startHandoverCluster(t, 50)
+	a, b, cc := abc[0], abc[1], abc[2]
+	v := checkRing(t, c, a.GRPCAddr)
+	leaverTokens := mustMember(t, v, "c").Tokens
+
+	sigAt := time.Now()
+	cc.Signal(syscall.SIGINT)
+	code, err := cc.Wait(60 * time.Second)
+	if err != nil || code != 0 {
+		t.Fatalf("leaver exit code %d, err %v; log:\n%s", code, err, cc.Log())
+	}
+	v = waitActive(t, c, a.GRPCAddr, "a", "b", "d")
+	if _, ok := v.Member("c"); ok {
+		t.Fatal("leaver still in the ring")
+	}
+	dm := mustMember(t, v, "d")
+	if !slices.Equal(dm.Tokens, leaverTokens) {
+		t.Fatalf("d owns %d tokens, want exactly the leaver's %d", len(dm.Tokens), len(leaverTokens))
+	}
+	checkRing(t, c, a.GRPCAddr)
+	w.waitRounds(t, len(w.acked)/50+20) // writes go on with d ACTIVE
+	w.Stop()
+	checkAcked(t, w, sigAt, 2, false, []*pc.Node{d}, a, b, d)
+	sent, recv := sentChunksInLog(t, cc), metricOf(t, d, "cortex_ingester_received_chunks")
+	if sent == 0 || sent != recv {
+		t.Fatalf("leaver sent %v chunks, joiner received %v", sent, recv)
+	}
+	t.Logf("hand-over moved %v chunks", sent)
+}
+
+// TestProcess_HandoverKill kills -9 the leaver or the joiner at several points of a slowed-down
+// hand-over (-ingester.transfer-test-delay): no acked sample is lost, every token keeps exactly one
+// owner, every member ends in a legal state, and after a restart a second SIGINT completes the
+// hand-over.
+func TestProcess_HandoverKill(t *testing.T) {
+	skipShort(t)
+	cases := []struct {
+		name   string
+		victim string  // "leaver" or "joiner"
+		frames float64 // kill once this many 4 KiB frames are sent; -1: after the joiner got the trailer
+	}{
+		{"leaver after the first frame", "leaver", 1},
+		{"leaver mid-stream", "leaver", 3},
+		{"joiner mid-stream", "joiner", 2},
+		{"joiner after the trailer, before CompleteHandover", "joiner", -1},
+	}
+	for _, tc := range cases {
+		t.Run(tc.name, func(t *testing.T) {
+			c, abc, d, w := startHandoverCluster(t, 120, "-ingester.transfer-test-delay", "400ms")
+			a, b, leaver := abc[0], abc[1], abc[2]
+			sigAt := time.Now()
+			leaver.Signal(syscall.SIGINT)
+			pc.Eventually(t, 60*time.Second, "the kill point", func() (bool, string) {
+				if tc.frames < 0 {
+					return regexp.MustCompile(`hand-over received and stored`).MatchString(d.Log()), "trailer not received yet"
+				}
+				got := metricOf(t, leaver, "raftingest_transfer_sent_bytes_total")
+				return got >= tc.frames*4096, fmt.Sprintf("%v bytes sent", got)
+			})
+			victim := leaver
+			if tc.victim == "joiner" {
+				victim = d
+			}
+			victim.Kill()
+			checkRing(t, c, a.GRPCAddr)
+			victim.Start()
+			switch tc.victim {
+			case "leaver":
+				// Restarted while LEAVING: ACTIVE again with its tokens and WAL; the joiner back to
+				// PENDING, its partial data discarded.
+				waitActive(t, c, a.GRPCAddr, "a", "b", "c")
+				waitState(t, c, a.GRPCAddr, "d", "PENDING")
+				pc.Eventually(t, 30*time.Second, "partial data discarded on d", func() (bool, string) {
+					return regexp.MustCompile(`discarded data of a hand-over`).MatchString(d.Log()), "not yet"
+				})
+				checkRing(t, c, a.GRPCAddr)
+				leaver.Signal(syscall.SIGINT) // leave again: this time it completes
+			case "joiner":
+				// The leaver retries (the restarted joiner is PENDING again) and completes.
+			}
+			if code, err := leaver.Wait(90 * time.Second); err != nil || code != 0 {
+				t.Fatalf("leaver exit %d, %v", code, err)
+			}
+			v := waitActive(t, c, a.GRPCAddr, "a", "b", "d")
+			if _, ok := v.Member("c"); ok {
+				t.Fatal("leaver still in the ring")
+			}
+			checkRing(t, c, a.GRPCAddr)
+			w.Stop()
+			checkAcked(t, w, sigAt, 2, false, []*pc.Node{d}, a, b, d)
+		})
+	}
+}
+
+// TestProcess_TwoLeaversOnePending: two ACTIVE ingesters leave at once with one PENDING member:
+// one hands over, the other, finding no PENDING member, flushes to storage and leaves. Writes go on
+// throughout and nothing acked is lost (the flushed copy is in the bucket; the other replicas hold
+// every sample in memory).
+func TestProcess_TwoLeaversOnePending(t *testing.T) {
+	skipShort(t)
+	// Fewer retries keep the loser's search short; the flush follows.
+	c, abc, d, w := startHandoverCluster(t, 40, "-ingester.max-transfer-retries", "3")
+	a, b, cc := abc[0], abc[1], abc[2]
+	sigAt := time.Now()
+	b.Signal(syscall.SIGINT)
+	cc.Signal(syscall.SIGINT)
+	for _, n := range []*pc.Node{b, cc} {
+		if code, err := n.Wait(90 * time.Second); err != nil || code != 0 {
+			t.Fatalf("%s exit %d, %v", n.ID, code, err)
+		}
+	}
+	handed, flushed := 0, 0
+	for _, n := range []*pc.Node{b, cc} {
+		if handedOverRE.MatchString(n.Log()) {
+			handed++
+		}
+		if regexp.MustCompile(`flushed everything to storage`).MatchString(n.Log()) {
+			flushed++
+		}
+	}
+	if handed != 1 || flushed != 1 {
+		t.Fatalf("%d handed over and %d flushed, want 1 and 1", handed, flushed)
+	}
+	waitActive(t, c, a.GRPCAddr, "a", "d")
+	checkRing(t, c, a.GRPCAddr)
+	w.Stop()
+	// While both leave, only a is ACTIVE and writable (d is JOINING): RF=3 writes cannot reach a
+	// quorum then, so failed pushes are expected; acked ones must survive.
+	// With two ACTIVE members left, RF is 2; every acked sample is on both... except those only the
+	// flushed leaver held in memory beside a: a still has them (RF=3 wrote to a, b and c).
+	checkAcked(t, w, sigAt, 1, true, []*pc.Node{a}, a, d)
+}

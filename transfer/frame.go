@@ -1,0 +1,254 @@
+package transfer
+
+import (
+	"encoding/binary"
+	"errors"
+	"fmt"
+	"hash/crc32"
+	"math"
+
+	"github.com/prometheus/prometheus/model/labels"
+	"github.com/prometheus/prometheus/tsdb/chunkenc"
+
+	"github.com/raftingest/raftingest/memstore"
+	"github.com/raftingest/raftingest/transferpb"
+)
+
+// FrameVersion is the version of the frame payload encoding this package writes and the only one
+// it reads. Layout (all integers varint/uvarint unless noted; "str" is uvarint length + bytes):
+//
+//	SERIES payload:  uvarint n, then n × series
+//	  series:        str tenant · uvarint nlabels · nlabels × (str name · str value)
+//	                 · uvarint nchunks · nchunks × chunk
+//	  chunk:         varint min_time_ms · varint max_time_ms · u8 encoding · str data
+//	TRAILER payload: uvarint series · uvarint chunks · uvarint bytes   (totals of the whole stream;
+//	                 bytes = sum of chunk data lengths)
+//
+// The frame checksum (Frame.crc32c, Castagnoli) covers: u32be version · str leaver · u64be epoch ·
+// u64be seq · u8 kind · payload. It is checked before anything in the payload is believed.
+const FrameVersion = 1
+
+var (
+	// ErrCorruptFrame refuses a frame whose checksum does not match or whose payload does not decode.
+	ErrCorruptFrame = errors.New("transfer: corrupt frame")
+	// ErrUnknownFrameVersion refuses a frame written by an encoding this build does not know.
+	ErrUnknownFrameVersion = errors.New("transfer: unknown frame version")
+)
+
+var castagnoli = crc32.MakeTable(crc32.Castagnoli)
+
+// Series is one series of a hand-over: its tenant, labels and every chunk in time order.
+type Series struct {
+	Tenant string
+	Labels labels.Labels
+	Chunks []memstore.Chunk
+}
+
+// Totals counts what a stream carried; the trailer frame sends the sender's, the receiver compares
+// them with what it received and stored.
+type Totals struct {
+	Series, Chunks, Bytes uint64
+}
+
+func (t *Totals) add(s *Series) {
+	t.Series++
+	t.Chunks += uint64(len(s.Chunks))
+	for _, c := range s.Chunks {
+		t.Bytes += uint64(len(c.Data))
+	}
+}
+
+// frameCRC computes the checksum of a frame's fields (see FrameVersion).
+func frameCRC(version uint32, leaver string, epoch, seq uint64, kind transferpb.FrameKind, payload []byte) uint32 {
+	var hdr [4 + binary.MaxVarintLen64 + 8 + 8 + 1]byte
+	b := binary.BigEndian.AppendUint32(hdr[:0], version)
+	b = binary.AppendUvarint(b, uint64(len(leaver)))
+	c := crc32.Update(0, castagnoli, b)
+	c = crc32.Update(c, castagnoli, []byte(leaver))
+	b = binary.BigEndian.AppendUint64(hdr[:0], epoch)
+	b = binary.BigEndian.AppendUint64(b, seq)
+	b = append(b, byte(kind))
+	c = crc32.Update(c, castagnoli, b)
+	return crc32.Update(c, castagnoli, payload)
+}
+
+// sealFrame fills in the version and checksum of f.
+func sealFrame(f *transferpb.Frame) *transferpb.Frame {
+	f.Version = FrameVersion
+	f.Crc32C = frameCRC(f.Version, f.Leaver, f.Epoch, f.Seq, f.Kind, f.Payload)
+	return f
+}
+
+// checkFrame verifies a frame's version and checksum.
+func checkFrame(f *transferpb.Frame) error {
+	if f.GetVersion() != FrameVersion {
+		return fmt.Errorf("%w: frame %d has version %d, this build reads %d", ErrUnknownFrameVersion, f.GetSeq(), f.GetVersion(), FrameVersion)
+	}
+	if got := frameCRC(f.GetVersion(), f.GetLeaver(), f.GetEpoch(), f.GetSeq(), f.GetKind(), f.GetPayload()); got != f.GetCrc32C() {
+		return fmt.Errorf("%w: frame %d: checksum %08x, frame says %08x", ErrCorruptFrame, f.GetSeq(), got, f.GetCrc32C())
+	}
+	return nil
+}
+
+func appendStr(b []byte, s string) []byte {
+	b = binary.AppendUvarint(b, uint64(len(s)))
+	return append(b, s...)
+}
+
+// appendSeries appends one series to a SERIES payload (without the leading count).
+func appendSeries(b []byte, s *Series) []byte {
+	b = appendStr(b, s.Tenant)
+	b = binary.AppendUvarint(b, uint64(s.Labels.Len()))
+	s.Labels.Range(func(l labels.Label) {
+		b = appendStr(b, l.Name)
+		b = appendStr(b, l.Value)
+	})
+	b = binary.AppendUvarint(b, uint64(len(s.Chunks)))
+	for _, c := range s.Chunks {
+		b = binary.AppendVarint(b, c.MinTime)
+		b = binary.AppendVarint(b, c.MaxTime)
+		b = append(b, byte(c.Encoding))
+		b = binary.AppendUvarint(b, uint64(len(c.Data)))
+		b = append(b, c.Data...)
+	}
+	return b
+}
+
+// encodeSeries returns a SERIES payload holding ss.
+func encodeSeries(ss []Series) []byte {
+	b := binary.AppendUvarint(nil, uint64(len(ss)))
+	for i := range ss {
+		b = appendSeries(b, &ss[i])
+	}
+	return b
+}
+
+func encodeTrailer(t Totals) []byte {
+	b := binary.AppendUvarint(nil, t.Series)
+	b = binary.AppendUvarint(b, t.Chunks)
+	return binary.AppendUvarint(b, t.Bytes)
+}
+
+// decoder reads a payload; the first error sticks and names what was being read and where.
+type decoder struct {
+	b   []byte
+	off int
+	err error
+}
+
+func (d *decoder) fail(what string) {
+	if d.err == nil {
+		d.err = fmt.Errorf("%w: %s at byte %d", ErrCorruptFrame, what, d.off)
+	}
+}
+
+func (d *decoder) uvarint(what string) uint64 {
+	if d.err != nil {
+		return 0
+	}
+	v, n := binary.Uvarint(d.b[d.off:])
+	if n <= 0 {
+		d.fail(what)
+		return 0
+	}
+	d.off += n
+	return v
+}
+
+func (d *decoder) varint(what string) int64 {
+	if d.err != nil {
+		return 0
+	}
+	v, n := binary.Varint(d.b[d.off:])
+	if n <= 0 {
+		d.fail(what)
+		return 0
+	}
+	d.off += n
+	return v
+}
+
+func (d *decoder) bytes(what string) []byte {
+	n := d.uvarint(what + " length")
+	if d.err != nil {
+		return nil
+	}
+	if n > uint64(len(d.b)-d.off) {
+		d.fail(what + " longer than the payload")
+		return nil
+	}
+	v := d.b[d.off : d.off+int(n)]
+	d.off += int(n)
+	return v
+}
+
+// count reads an element count and refuses one that cannot fit in the rest of the payload (each
+// element takes at least minSize bytes), so a corrupt count never makes a huge allocation.
+func (d *decoder) count(what string, minSize int) int {
+	n := d.uvarint(what)
+	if d.err == nil && n > uint64((len(d.b)-d.off)/minSize) {
+		d.fail(fmt.Sprintf("%s %d does not fit in the payload", what, n))
+		return 0
+	}
+	return int(n)
+}
+
+// decodeSeries decodes a SERIES payload. The returned chunks' Data alias payload.
+func decodeSeries(payload []byte) ([]Series, error) {
+	d := &decoder{b: payload}
+	n := d.count("series count", 3)
+	out := make([]Series, 0, n)
+	var lb labels.ScratchBuilder
+	for i := 0; i < n && d.err == nil; i++ {
+		var s Series
+		s.Tenant = string(d.bytes("tenant"))
+		nl := d.count("label count", 2)
+		lb.Reset()
+		for j := 0; j < nl && d.err == nil; j++ {
+			name := d.bytes("label name")
+			value := d.bytes("label value")
+			lb.Add(string(name), string(value))
+		}
+		lb.Sort()
+		s.Labels = lb.Labels()
+		nc := d.count("chunk count", 4)
+		if d.err == nil {
+			s.Chunks = make([]memstore.Chunk, 0, nc)
+		}
+		for j := 0; j < nc && d.err == nil; j++ {
+			var c memstore.Chunk
+			c.MinTime = d.varint("chunk min time")
+			c.MaxTime = d.varint("chunk max time")
+			if d.err == nil {
+				if d.off >= len(d.b) {
+					d.fail("chunk encoding")
+					break
+				}
+				c.Encoding = chunkenc.Encoding(d.b[d.off])
+				d.off++
+			}
+			c.Data = d.bytes("chunk data")
+			s.Chunks = append(s.Chunks, c)
+		}
+		out = append(out, s)
+	}
+	if d.err == nil && d.off != len(d.b) {
+		d.fail(fmt.Sprintf("%d trailing bytes", len(d.b)-d.off))
+	}
+	if d.err != nil {
+		return nil, d.err
+	}
+	return out, nil
+}
+
+func decodeTrailer(payload []byte) (Totals, error) {
+	d := &decoder{b: payload}
+	t := Totals{Series: d.uvarint("series total"), Chunks: d.uvarint("chunks total"), Bytes: d.uvarint("bytes total")}
+	if d.err == nil && d.off != len(d.b) {
+		d.fail(fmt.Sprintf("%d trailing bytes", len(d.b)-d.off))
+	}
+	if d.err == nil && (t.Chunks < t.Series || t.Bytes > math.MaxInt64) {
+		d.fail(fmt.Sprintf("impossible totals %+v", t))
+	}
+	return t, d.err
+}

@@ -1,0 +1,135 @@
+package transfer
+
+import (
+	"bytes"
+	"errors"
+	"math"
+	"testing"
+
+	"github.com/prometheus/prometheus/model/labels"
+	"github.com/prometheus/prometheus/tsdb/chunkenc"
+
+	"github.com/raftingest/raftingest/memstore"
+	"github.com/raftingest/raftingest/transferpb"
+)
+
+func xorChunk(t testing.TB, ts []int64, vs []float64) memstore.Chunk {
+	c := chunkenc.NewXORChunk()
+	app, err := c.Appender()
+	if err != nil {
+		t.Fatal(err)
+	}
+	for i := range ts {
+		app.Append(ts[i], vs[i])
+	}
+	return memstore.Chunk{MinTime: ts[0], MaxTime: ts[len(ts)-1], Encoding: chunkenc.EncXOR, Data: bytes.Clone(c.Bytes())}
+}
+
+func sameSeries(a, b []Series) bool {
+	if len(a) != len(b) {
+		return false
+	}
+	for i := range a {
+		if a[i].Tenant != b[i].Tenant || !labels.Equal(a[i].Labels, b[i].Labels) || len(a[i].Chunks) != len(b[i].Chunks) {
+			return false
+		}
+		for j, c := range a[i].Chunks {
+			d := b[i].Chunks[j]
+			if c.MinTime != d.MinTime || c.MaxTime != d.MaxTime || c.Encoding != d.Encoding || !bytes.Equal(c.Data, d.Data) {
+				return false
+			}
+		}
+	}
+	return true
+}
+
+func TestFrame_SeriesRoundTrip(t *testing.T) {
+	stale := math.Float64frombits(0x7ff0000000000002) // Prometheus stale marker: must survive bit-exact
+	in := []Series{
+		{Tenant: "t1", Labels: labels.FromStrings("__name__", "up", "job", "a"),
+			Chunks: []memstore.Chunk{xorChunk(t, []int64{1, 2, 3}, []float64{1, math.NaN(), stale}), xorChunk(t, []int64{10}, []float64{-1})}},
+		{Tenant: "", Labels: labels.FromStrings("a", "")},
+	}
+	out, err := decodeSeries(encodeSeries(in))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !sameSeries(in, out) {
+		t.Fatalf("round trip changed the series:\n%v\n%v", in, out)
+	}
+}
+
+func TestFrame_ChecksumCoversEveryField(t *testing.T) {
+	base := func() *transferpb.Frame {
+		return sealFrame(&transferpb.Frame{Leaver: "c", Epoch: 7, Seq: 3, Kind: transferpb.FrameKind_FRAME_KIND_SERIES, Payload: []byte{1, 2, 3}})
+	}
+	if err := checkFrame(base()); err != nil {
+		t.Fatal(err)
+	}
+	for name, mut := range map[string]func(f *transferpb.Frame){
+		"leaver":  func(f *transferpb.Frame) { f.Leaver = "d" },
+		"epoch":   func(f *transferpb.Frame) { f.Epoch++ },
+		"seq":     func(f *transferpb.Frame) { f.Seq++ },
+		"kind":    func(f *transferpb.Frame) { f.Kind = transferpb.FrameKind_FRAME_KIND_TRAILER },
+		"payload": func(f *transferpb.Frame) { f.Payload[1] ^= 1 },
+	} {
+		f := base()
+		mut(f)
+		if err := checkFrame(f); !errors.Is(err, ErrCorruptFrame) {
+			t.Errorf("%s changed: %v, want ErrCorruptFrame", name, err)
+		}
+	}
+	f := base()
+	f.Version = FrameVersion + 1
+	if err := checkFrame(f); !errors.Is(err, ErrUnknownFrameVersion) {
+		t.Errorf("future version: %v, want ErrUnknownFrameVersion", err)
+	}
+}
+
+func TestFrame_TruncatedPayloadIsRefused(t *testing.T) {
+	p := encodeSeries([]Series{{Tenant: "t", Labels: labels.FromStrings("a", "b"),
+		Chunks: []memstore.Chunk{xorChunk(t, []int64{1, 2}, []float64{1, 2})}}})
+	for n := range len(p) {
+		if _, err := decodeSeries(p[:n]); !errors.Is(err, ErrCorruptFrame) {
+			t.Fatalf("payload cut to %d of %d bytes: %v, want ErrCorruptFrame", n, len(p), err)
+		}
+	}
+	if _, err := decodeTrailer(encodeTrailer(Totals{Series: 2, Chunks: 1})); !errors.Is(err, ErrCorruptFrame) {
+		t.Fatalf("trailer with fewer chunks than series: %v, want ErrCorruptFrame", err)
+	}
+}
+
+// FuzzDecodeSeries: the decoder never panics or over-allocates on arbitrary input, and whatever it
+// accepts re-encodes to the same bytes.
+func FuzzDecodeSeries(f *testing.F) {
+	f.Add(encodeSeries([]Series{{Tenant: "t", Labels: labels.FromStrings("a", "b"),
+		Chunks: []memstore.Chunk{xorChunk(f, []int64{1, 5}, []float64{1, math.Inf(1)})}}}))
+	f.Add([]byte{0})
+	f.Add([]byte{0xff, 0xff, 0xff, 0xff, 0x0f})
+	f.Fuzz(func(t *testing.T, b []byte) {
+		ss, err := decodeSeries(b)
+		if err != nil {
+			if !errors.Is(err, ErrCorruptFrame) {
+				t.Fatalf("error %v does not wrap ErrCorruptFrame", err)
+			}
+			return
+		}
+		again, err := decodeSeries(encodeSeries(ss))
+		if err != nil || !sameSeries(ss, again) {
+			t.Fatalf("accepted payload does not round-trip: %v", err)
+		}
+	})
+}
+
+func FuzzDecodeTrailer(f *testing.F) {
+	f.Add(encodeTrailer(Totals{Series: 3, Chunks: 9, Bytes: 1000}))
+	f.Fuzz(func(t *testing.T, b []byte) {
+		tot, err := decodeTrailer(b)
+		if err != nil {
+			return
+		}
+		if got, err := decodeTrailer(encodeTrailer(tot)); err != nil || got != tot {
+			t.Fatalf("trailer %+v does not round-trip: %+v, %v", tot, got, err)
+		}
+	})
+}

@@ -1,0 +1,422 @@
+package transfer
+
+import (
+	"cmp"
+	"context"
+	crand "crypto/rand"
+	"encoding/binary"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"log/slog"
+	"math"
+	"slices"
+	"sync/atomic"
+	"time"
+
+	"github.com/prometheus/prometheus/model/labels"
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/credentials/insecure"
+
+	"github.com/raftingest/raftingest/memstore"
+	"github.com/raftingest/raftingest/ringstate"
+	"github.com/raftingest/raftingest/transferpb"
+)
+
+// ErrNoHandover is returned by Leave when no hand-over succeeded within -ingester.max-transfer-retries
+// attempts and there is no storage to flush to: the member must stay LEAVING with its tokens and WAL.
+var ErrNoHandover = errors.New("transfer: no hand-over succeeded and no storage is configured to flush to")
+
+// Dialer opens a Transfer client to a joiner's gRPC address; close releases it.
+type Dialer func(ctx context.Context, addr string) (client transferpb.TransferClient, close func() error, err error)
+
+// GRPCDialer dials addr with plaintext gRPC (the cluster's other gRPC clients do the same).
+func GRPCDialer(_ context.Context, addr string) (transferpb.TransferClient, func() error, error) {
+	conn, err := grpc.NewClient(addr, grpc.WithTransportCredentials(insecure.NewCredentials()))
+	if err != nil {
+		return nil, nil, fmt.Errorf("dial joiner %s: %w", addr, err)
+	}
+	return transferpb.NewTransferClient(conn), conn.Close, nil
+}
+
+// Leaver is the sending half of the hand-over: Leave is the lifecycle's OnLeaving hook. Safe for
+// sequential calls from one goroutine (the lifecycle calls OnLeaving on one worker at a time).
+type Leaver struct {
+	cfg   Config
+	id    ringstate.MemberID
+	ring  Ring
+	store Store
+	dial  Dialer
+	// flush writes everything in memory to storage and drops it from memory and the WAL; nil when
+	// no storage is configured.
+	flush func(ctx context.Context) error
+	m     *Metrics
+	log   *slog.Logger
+	nonce string
+	seq   atomic.Uint64
+}
+
+// LeaverDeps are the Leaver's collaborators. Flush may be nil (no storage configured).
+type LeaverDeps struct {
+	ID      ringstate.MemberID
+	Ring    Ring
+	Store   Store
+	Dial    Dialer // nil: GRPCDialer
+	Flush   func(ctx context.Context) error
+	Metrics *Metrics
+	Logger  *slog.Logger
+}
+
+// NewLeaver validates cfg and returns a Leaver.
+func NewLeaver(cfg Config, d LeaverDeps) (*Leaver, error) {
+	if err := cfg.Validate(); err != nil {
+		return nil, err
+	}
+	if d.ID == "" || d.Ring == nil || d.Store == nil || d.Metrics == nil {
+		return nil, errors.New("transfer: NewLeaver needs an id, a ring, a store and metrics")
+	}
+	if d.Dial == nil {
+		d.Dial = GRPCDialer
+	}
+	if d.Logger == nil {
+		d.Logger = slog.Default()
+	}
+	return &Leaver{cfg: cfg, id: d.ID, ring: d.Ring, store: d.Store, dial: d.Dial, flush: d.Flush, m: d.Metrics,
+		log: d.Logger, nonce: newNonce()}, nil
+}
+
+func newNonce() string {
+	var b [8]byte
+	if _, err := crand.Read(b[:]); err != nil {
+		binary.LittleEndian.PutUint64(b[:], uint64(time.Now().UnixNano()))
+	}
+	return hex.EncodeToString(b[:])
+}
+
+func (l *Leaver) requestID() string {
+	return fmt.Sprintf("%s/transfer/%s/%d", l.id, l.nonce, l.seq.Add(1))
+}
+
+// Leave makes this LEAVING member's data safe: it hands everything over to a PENDING member (then
+// the member is no longer in the ring: CompleteHandover removed it) or, after
+// -ingester.max-transfer-retries failed attempts, flushes it to storage. It returns nil only when
+// the data is safe; an error means the member must stay LEAVING with its tokens and WAL (the
+// lifecycle retries). It returns ctx's error when ctx ends.
+func (l *Leaver) Leave(ctx context.Context) error {
+	if l.cfg.MaxRetries > 0 {
+		start := time.Now()
+		err := l.handOver(ctx)
+		if err == nil {
+			l.m.shutdownDuration.WithLabelValues("transfer", "success").Observe(time.Since(start).Seconds())
+			l.dropLocal()
+			return nil
+		}
+		if ctx.Err() != nil {
+			return ctx.Err()
+		}
+		l.m.shutdownDuration.WithLabelValues("transfer", "fail").Observe(time.Since(start).Seconds())
+		l.log.Warn("hand-over failed, falling back on flushing to storage", "member", l.id,
+			"attempts", l.cfg.MaxRetries, "err", err)
+	}
+	if l.flush == nil {
+		return fmt.Errorf("%w (-ingester.max-transfer-retries=%d): staying LEAVING with tokens and WAL so that nothing is lost; "+
+			"start a PENDING ingester (-ingester.join-after > 0) to take the hand-over, or stop this one with a second signal and restart it (it resumes ACTIVE from its WAL)",
+			ErrNoHandover, l.cfg.MaxRetries)
+	}
+	start := time.Now()
+	if err := l.flush(ctx); err != nil {
+		l.m.shutdownDuration.WithLabelValues("flush", "fail").Observe(time.Since(start).Seconds())
+		return fmt.Errorf("transfer: flush to storage while leaving: %w", err)
+	}
+	l.m.shutdownDuration.WithLabelValues("flush", "success").Observe(time.Since(start).Seconds())
+	l.log.Info("flushed everything to storage", "member", l.id, "took", time.Since(start))
+	return nil
+}
+
+// dropLocal forgets the handed-over data (memory and WAL): the joiner owns it now, and a restart of
+// this process must not resurrect it as a stale copy. A failure only leaves a stale copy behind.
+func (l *Leaver) dropLocal() {
+	if _, err := l.store.Truncate(math.MaxInt64); err != nil {
+		l.log.Warn("hand-over done, but could not delete the local copy from the WAL", "member", l.id, "err", err)
+	}
+}
+
+// pickJoiner returns a PENDING, unpaired member other than self, the one with the newest heartbeat
+// first (a dead PENDING member's heartbeat ages; claiming it would only fail the attempt).
+func pickJoiner(r *ringstate.Ring, self ringstate.MemberID) (ringstate.Member, bool) {
+	var cands []ringstate.Member
+	for _, m := range r.Members() {
+		if m.ID != self && m.State == ringstate.PENDING && m.HandoverPeer == "" {
+			cands = append(cands, m)
+		}
+	}
+	if len(cands) == 0 {
+		return ringstate.Member{}, false
+	}
+	slices.SortFunc(cands, func(a, b ringstate.Member) int {
+		return cmp.Or(cmp.Compare(b.HeartbeatMs, a.HeartbeatMs), cmp.Compare(a.ID, b.ID))
+	})
+	return cands[0], true
+}
+
+// handOver runs up to MaxRetries attempts: find and claim a joiner, stream, and learn the outcome.
+func (l *Leaver) handOver(ctx context.Context) error {
+	// The lifecycle calls us once its LEAVING commit returned; our local ring may lag it by an apply.
+	if err := l.waitLeaving(ctx); err != nil {
+		return err
+	}
+	var last error
+	for attempt := range l.cfg.MaxRetries {
+		if attempt > 0 {
+			if err := sleep(ctx, backoff(attempt-1)); err != nil {
+				return err
+			}
+		}
+		r := l.ring.Ring()
+		me, ok := r.Member(l.id)
+		if !ok {
+			return fmt.Errorf("transfer: %s is not in the ring (removed by an operator?)", l.id)
+		}
+		if me.State != ringstate.LEAVING {
+			return fmt.Errorf("transfer: %s is %s, not LEAVING", l.id, me.State)
+		}
+		var joiner ringstate.Member
+		if me.HandoverPeer != "" {
+			// Paired by an earlier attempt whose abort did not commit: try that joiner again.
+			joiner, ok = r.Member(me.HandoverPeer)
+		} else {
+			joiner, ok = pickJoiner(r, l.id)
+		}
+		if !ok {
+			l.m.attempts.WithLabelValues("no_joiner").Inc()
+			last = errors.New("no PENDING member to hand over to")
+			l.log.Info("no PENDING member to hand over to yet", "member", l.id, "attempt", attempt+1,
+				"of", l.cfg.MaxRetries, "retry_in", backoff(attempt))
+			continue
+		}
+		epoch, err := applyRetry(ctx, l.ring, ringstate.Command{Op: ringstate.OpClaimJoiner, Member: l.id,
+			Peer: joiner.ID, RequestID: l.requestID()})
+		if err != nil {
+			if ctx.Err() != nil {
+				return ctx.Err()
+			}
+			l.m.attempts.WithLabelValues("claim_refused").Inc()
+			last = fmt.Errorf("claim %s: %w", joiner.ID, err)
+			l.log.Info("could not claim joiner", "member", l.id, "joiner", joiner.ID, "attempt", attempt+1, "err", err)
+			continue
+		}
+		l.log.Info("claimed joiner, handing over", "member", l.id, "joiner", joiner.ID, "epoch", epoch,
+			"attempt", attempt+1, "tokens", len(me.Tokens))
+		err = l.stream(ctx, joiner, epoch)
+		if err == nil {
+			l.m.attempts.WithLabelValues("ok").Inc()
+			return nil
+		}
+		if ctx.Err() != nil {
+			return ctx.Err()
+		}
+		// The stream failed, but the joiner may have committed CompleteHandover before its answer
+		// was lost. Abort (a no-op if it completed) and read the ring after the abort to know.
+		done, aerr := l.abort(ctx, joiner.ID, me.Tokens)
+		if done {
+			l.log.Info("hand-over completed although the stream reported an error", "member", l.id,
+				"joiner", joiner.ID, "stream_err", err)
+			l.m.attempts.WithLabelValues("ok").Inc()
+			return nil
+		}
+		l.m.attempts.WithLabelValues("failed").Inc()
+		last = fmt.Errorf("hand-over to %s (epoch %d): %w", joiner.ID, epoch, err)
+		l.log.Warn("hand-over attempt failed, aborted", "member", l.id, "joiner", joiner.ID, "epoch", epoch,
+			"attempt", attempt+1, "of", l.cfg.MaxRetries, "err", err, "abort_err", aerr)
+	}
+	if last == nil {
+		last = errors.New("no attempt made")
+	}
+	return last
+}
+
+// waitLeaving waits (up to -ingester.transfer-timeout) until the local ring shows this member
+// LEAVING or no longer holds it.
+func (l *Leaver) waitLeaving(ctx context.Context) error {
+	wctx, cancel := context.WithTimeout(ctx, l.cfg.Timeout)
+	defer cancel()
+	for {
+		ch := l.ring.Changed()
+		me, ok := l.ring.Ring().Member(l.id)
+		if !ok || me.State == ringstate.LEAVING {
+			return nil
+		}
+		select {
+		case <-ch:
+		case <-wctx.Done():
+			return fmt.Errorf("transfer: the local ring still shows %s %s, not LEAVING: %w", l.id, me.State, wctx.Err())
+		}
+	}
+}
+
+// abort commits AbortHandover(self, joiner) and reports whether the ring, read after that commit,
+// shows the hand-over completed instead: self gone and the joiner ACTIVE with all of tokens.
+func (l *Leaver) abort(ctx context.Context, joiner ringstate.MemberID, tokens ringstate.Tokens) (bool, error) {
+	actx, cancel := context.WithTimeout(ctx, l.cfg.Timeout)
+	defer cancel()
+	idx, err := applyRetry(actx, l.ring, ringstate.Command{Op: ringstate.OpAbortHandover, Member: l.id, Peer: joiner,
+		RequestID: l.requestID()})
+	if err != nil && !isRefusal(err) {
+		return false, err
+	}
+	if err := l.ring.WaitApplied(actx, idx); err != nil {
+		return false, err
+	}
+	r := l.ring.Ring()
+	if _, present := r.Member(l.id); present {
+		return false, err
+	}
+	j, ok := r.Member(joiner)
+	if !ok || j.State != ringstate.ACTIVE {
+		return false, err
+	}
+	for _, t := range tokens {
+		if _, found := slices.BinarySearch(j.Tokens, t); !found {
+			return false, err
+		}
+	}
+	return true, nil
+}
+
+// progress logs a hand-over's progress every progressEvery.
+type progress struct {
+	log                      *slog.Logger
+	start, last              time.Time
+	totalSeries, totalChunks int64
+	series, chunks, bytes    int64
+	member, joiner           ringstate.MemberID
+}
+
+const progressEvery = 5 * time.Second
+
+func (p *progress) report(final bool) {
+	now := time.Now()
+	if !final && now.Sub(p.last) < progressEvery {
+		return
+	}
+	p.last = now
+	el := now.Sub(p.start).Seconds()
+	rate := float64(p.series) / max(el, 1e-3)
+	var left time.Duration
+	if rate > 0 && p.totalSeries > p.series {
+		left = time.Duration(float64(p.totalSeries-p.series) / rate * float64(time.Second)).Round(time.Second)
+	}
+	bytesTotal := p.bytes
+	if p.chunks > 0 && p.totalChunks > p.chunks {
+		bytesTotal = p.bytes * p.totalChunks / p.chunks
+	}
+	msg := "hand-over progress"
+	if final {
+		msg = "hand-over stream sent"
+	}
+	p.log.Info(msg, "member", p.member, "joiner", p.joiner,
+		"series", p.series, "series_total", p.totalSeries, "chunks", p.chunks, "chunks_total", p.totalChunks,
+		"bytes", p.bytes, "bytes_total_est", bytesTotal,
+		"series_per_s", int64(rate), "mb_per_s", fmt.Sprintf("%.1f", float64(p.bytes)/1e6/max(el, 1e-3)),
+		"time_left", left, "elapsed", now.Sub(p.start).Round(time.Millisecond))
+}
+
+// stream sends every series to the joiner and waits for its answer, which comes only after the
+// joiner committed CompleteHandover.
+func (l *Leaver) stream(ctx context.Context, joiner ringstate.Member, epoch uint64) error {
+	if joiner.GRPCAddr == "" {
+		return fmt.Errorf("joiner %s has no gRPC address in the ring", joiner.ID)
+	}
+	sctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	client, closeConn, err := l.dial(sctx, joiner.GRPCAddr)
+	if err != nil {
+		return err
+	}
+	defer closeConn()
+	st, err := client.TransferChunks(sctx)
+	if err != nil {
+		return fmt.Errorf("open stream to %s at %s: %w", joiner.ID, joiner.GRPCAddr, err)
+	}
+	p := &progress{log: l.log, start: time.Now(), last: time.Now(), member: l.id, joiner: joiner.ID}
+	for _, t := range l.store.Tenants() {
+		s := l.store.Stats(t)
+		p.totalSeries += s.Series
+		p.totalChunks += s.Chunks
+	}
+	var (
+		tot     Totals
+		seq     uint64
+		body    []byte
+		n       int
+		nChunks int
+	)
+	send := func(kind transferpb.FrameKind, payload []byte) error {
+		if err := sleep(sctx, l.cfg.TestDelay); err != nil {
+			return err
+		}
+		f := sealFrame(&transferpb.Frame{Leaver: string(l.id), Epoch: epoch, Seq: seq, Kind: kind, Payload: payload})
+		if err := st.Send(f); err != nil {
+			return fmt.Errorf("send frame %d to %s: %w", seq, joiner.ID, err)
+		}
+		seq++
+		l.m.sentBytes.Add(float64(len(payload)))
+		return nil
+	}
+	flushBatch := func() error {
+		if n == 0 {
+			return nil
+		}
+		payload := binary.AppendUvarint(make([]byte, 0, len(body)+binary.MaxVarintLen64), uint64(n))
+		payload = append(payload, body...)
+		if err := send(transferpb.FrameKind_FRAME_KIND_SERIES, payload); err != nil {
+			return err
+		}
+		l.m.sentSeries.Add(float64(n))
+		l.m.sentChunks.Add(float64(nChunks))
+		p.bytes += int64(len(payload))
+		body, n, nChunks = body[:0], 0, 0
+		p.report(false)
+		return nil
+	}
+	err = l.store.ForEachSeries(func(tenant string, lset labels.Labels, chunks []memstore.Chunk) error {
+		s := Series{Tenant: tenant, Labels: lset, Chunks: chunks}
+		body = appendSeries(body, &s)
+		tot.add(&s)
+		n++
+		nChunks += len(chunks)
+		p.series++
+		p.chunks += int64(len(chunks))
+		if len(body) >= l.cfg.FrameBytes {
+			return flushBatch()
+		}
+		return nil
+	})
+	if err == nil {
+		err = flushBatch()
+	}
+	if err == nil {
+		err = send(transferpb.FrameKind_FRAME_KIND_TRAILER, encodeTrailer(tot))
+	}
+	if err != nil {
+		// The joiner's own error, if it stopped the stream, is more useful than EOF.
+		if _, rerr := st.CloseAndRecv(); rerr != nil {
+			return fmt.Errorf("%w (joiner said: %v)", err, rerr)
+		}
+		return err
+	}
+	p.report(true)
+	res, err := st.CloseAndRecv()
+	if err != nil {
+		return fmt.Errorf("hand-over to %s: %w", joiner.ID, err)
+	}
+	if got := (Totals{Series: res.GetSeries(), Chunks: res.GetChunks(), Bytes: res.GetBytes()}); got != tot {
+		// The joiner committed CompleteHandover, so it owns the tokens now; a mismatch here is a
+		// bug on one side, and nothing can be undone. Say so loudly.
+		l.log.Error("joiner acknowledged other totals than were sent", "member", l.id, "joiner", joiner.ID,
+			"sent", tot, "acknowledged", got)
+	}
+	l.log.Info("handed over", "member", l.id, "joiner", joiner.ID, "epoch", epoch, "series", tot.Series,
+		"chunks", tot.Chunks, "bytes", tot.Bytes, "complete_index", res.GetCompleteIndex(), "took", time.Since(p.start))
+	return nil
+}

@@ -1,0 +1,522 @@
+package transfer
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"io/fs"
+	"log/slog"
+	"math"
+	"os"
+	"path/filepath"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/status"
+
+	"github.com/raftingest/raftingest/ringstate"
+	"github.com/raftingest/raftingest/transferpb"
+)
+
+// MarkerFileName is the file, in the data directory, that marks the store as holding data received
+// in a hand-over that has not completed. See Receiver.
+const MarkerFileName = "handover-receiving.json"
+
+// Receiver is the joining half of the hand-over: the Transfer gRPC service, and (Run) a watcher
+// that aborts a hand-over whose leaver went silent and discards data of a hand-over that did not
+// complete.
+//
+// Why discarding is "truncate everything": only an ACTIVE member takes writes, so everything in the
+// store of a PENDING or receiving member was received in a hand-over. Before importing the first
+// chunk the Receiver writes (and fsyncs) a marker file; it removes the marker once the ring shows
+// the member ACTIVE (the hand-over completed: the data is its own). Whenever a marker exists and a
+// linearizable read of the ring shows the member PENDING (aborted, or restarted: the ring's
+// register fix-up turned JOINING into PENDING), the store is truncated entirely — memory and WAL —
+// and the marker removed. A store that holds data without a marker is never truncated: the
+// Receiver refuses hand-overs instead.
+type Receiver struct {
+	transferpb.UnimplementedTransferServer
+
+	cfg    Config
+	id     ringstate.MemberID
+	ring   Ring
+	store  Store
+	marker string
+	m      *Metrics
+	log    *slog.Logger
+	nonce  string
+	seq    atomic.Uint64
+
+	// sem admits one transfer or one settle at a time (buffered 1).
+	sem chan struct{}
+	// lastFrame is the wall-clock time (unix ns) of the last frame received or stream started.
+	lastFrame atomic.Int64
+
+	// pairedPeer and pairedSince are the watcher's view of the current claim (Run's goroutine only).
+	pairedPeer  ringstate.MemberID
+	pairedSince time.Time
+}
+
+// ReceiverDeps are the Receiver's collaborators.
+type ReceiverDeps struct {
+	ID    ringstate.MemberID
+	Ring  Ring
+	Store Store
+	// DataDir holds the marker file (MarkerFileName).
+	DataDir string
+	Metrics *Metrics
+	Logger  *slog.Logger
+}
+
+// NewReceiver validates cfg and returns a Receiver. Register it on a gRPC server and call Run.
+func NewReceiver(cfg Config, d ReceiverDeps) (*Receiver, error) {
+	if err := cfg.Validate(); err != nil {
+		return nil, err
+	}
+	if d.ID == "" || d.Ring == nil || d.Store == nil || d.Metrics == nil || d.DataDir == "" {
+		return nil, errors.New("transfer: NewReceiver needs an id, a ring, a store, metrics and a data directory")
+	}
+	if d.Logger == nil {
+		d.Logger = slog.Default()
+	}
+	return &Receiver{cfg: cfg, id: d.ID, ring: d.Ring, store: d.Store, marker: filepath.Join(d.DataDir, MarkerFileName),
+		m: d.Metrics, log: d.Logger, nonce: newNonce(), sem: make(chan struct{}, 1)}, nil
+}
+
+func (r *Receiver) requestID() string {
+	return fmt.Sprintf("%s/receive/%s/%d", r.id, r.nonce, r.seq.Add(1))
+}
+
+type markerContent struct {
+	Leaver string `json:"leaver"`
+	Epoch  uint64 `json:"epoch"`
+}
+
+func (r *Receiver) readMarker() (markerContent, bool, error) {
+	b, err := os.ReadFile(r.marker)
+	if errors.Is(err, fs.ErrNotExist) {
+		return markerContent{}, false, nil
+	}
+	if err != nil {
+		return markerContent{}, false, fmt.Errorf("read hand-over marker %s: %w", r.marker, err)
+	}
+	var mc markerContent
+	if err := json.Unmarshal(b, &mc); err != nil {
+		// A torn marker still marks received data: its presence is what counts.
+		return markerContent{}, true, nil
+	}
+	return mc, true, nil
+}
+
+// writeMarker writes the marker durably (temp file, fsync, rename, directory fsync) before any
+// chunk is imported: a crash after the first import must find it.
+func (r *Receiver) writeMarker(mc markerContent) error {
+	b, _ := json.Marshal(mc)
+	tmp := r.marker + ".tmp"
+	f, err := os.Create(tmp)
+	if err != nil {
+		return fmt.Errorf("write hand-over marker: %w", err)
+	}
+	if _, err := f.Write(b); err != nil {
+		f.Close()
+		return fmt.Errorf("write hand-over marker %s: %w", tmp, err)
+	}
+	if err := f.Sync(); err != nil {
+		f.Close()
+		return fmt.Errorf("fsync hand-over marker %s: %w", tmp, err)
+	}
+	if err := f.Close(); err != nil {
+		return fmt.Errorf("close hand-over marker %s: %w", tmp, err)
+	}
+	if err := os.Rename(tmp, r.marker); err != nil {
+		return fmt.Errorf("rename hand-over marker to %s: %w", r.marker, err)
+	}
+	return syncDir(filepath.Dir(r.marker))
+}
+
+func (r *Receiver) removeMarker() error {
+	if err := os.Remove(r.marker); err != nil && !errors.Is(err, fs.ErrNotExist) {
+		return fmt.Errorf("remove hand-over marker: %w", err)
+	}
+	return syncDir(filepath.Dir(r.marker))
+}
+
+func syncDir(dir string) error {
+	d, err := os.Open(dir)
+	if err != nil {
+		return fmt.Errorf("open %s to fsync it: %w", dir, err)
+	}
+	defer d.Close()
+	if err := d.Sync(); err != nil {
+		return fmt.Errorf("fsync %s: %w", dir, err)
+	}
+	return nil
+}
+
+// storeEmpty reports whether the store holds no series.
+func (r *Receiver) storeEmpty() bool {
+	for _, t := range r.store.Tenants() {
+		if r.store.Stats(t).Series > 0 {
+			return false
+		}
+	}
+	return true
+}
+
+// discard drops everything from the store (memory and WAL), then the marker. Caller holds sem.
+func (r *Receiver) discard(why string) error {
+	st, err := r.store.Truncate(math.MaxInt64)
+	if err != nil {
+		return fmt.Errorf("discard partial hand-over data: %w", err)
+	}
+	if err := r.removeMarker(); err != nil {
+		return err
+	}
+	r.log.Info("discarded data of a hand-over that did not complete", "member", r.id, "why", why,
+		"series", st.SeriesRemoved, "chunks", st.ChunksRemoved, "wal_records_deleted", st.WALRecordsDeleted)
+	return nil
+}
+
+// paired reports whether ring shows leaver handing over to this member.
+func (r *Receiver) paired(ring *ringstate.Ring, leaver ringstate.MemberID) error {
+	me, ok := ring.Member(r.id)
+	if !ok {
+		return fmt.Errorf("%s is not in the ring", r.id)
+	}
+	if me.State != ringstate.JOINING || me.HandoverPeer != leaver {
+		return fmt.Errorf("the ring shows %s %s with hand-over peer %q, not JOINING from %s", r.id, me.State, me.HandoverPeer, leaver)
+	}
+	l, ok := ring.Member(leaver)
+	if !ok || l.State != ringstate.LEAVING || l.HandoverPeer != r.id {
+		return fmt.Errorf("the ring shows leaver %s %s with peer %q", leaver, l.State, l.HandoverPeer)
+	}
+	return nil
+}
+
+// TransferChunks receives one hand-over attempt. See the Transfer service in proto/transfer.proto.
+func (r *Receiver) TransferChunks(st transferpb.Transfer_TransferChunksServer) error {
+	ctx, cancel := context.WithCancel(st.Context())
+	defer cancel()
+	frames := make(chan *transferpb.Frame)
+	recvErr := make(chan error, 1)
+	go func() {
+		for {
+			f, err := st.Recv()
+			if err != nil {
+				recvErr <- err
+				return
+			}
+			select {
+			case frames <- f:
+			case <-ctx.Done():
+				return
+			}
+		}
+	}()
+	// next returns the next frame, io.EOF at the end of the stream, or an error when the leaver is
+	// silent for -ingester.transfer-timeout.
+	next := func() (*transferpb.Frame, error) {
+		t := time.NewTimer(r.cfg.Timeout)
+		defer t.Stop()
+		select {
+		case f := <-frames:
+			r.lastFrame.Store(time.Now().UnixNano())
+			return f, nil
+		case err := <-recvErr:
+			return nil, err
+		case <-t.C:
+			return nil, fmt.Errorf("the leaver sent nothing for %s (-ingester.transfer-timeout)", r.cfg.Timeout)
+		case <-ctx.Done():
+			return nil, ctx.Err()
+		}
+	}
+	first, err := next()
+	if err != nil {
+		if errors.Is(err, io.EOF) {
+			return status.Error(codes.InvalidArgument, "transfer: empty stream: a hand-over is never empty (it ends with a trailer)")
+		}
+		return status.Errorf(codes.Aborted, "transfer: %v", err)
+	}
+	if err := checkFrame(first); err != nil {
+		return status.Error(codes.InvalidArgument, err.Error())
+	}
+	leaver, epoch := ringstate.MemberID(first.GetLeaver()), first.GetEpoch()
+	log := r.log.With("member", r.id, "leaver", leaver, "epoch", epoch)
+
+	// One transfer at a time; the watcher's settle takes the same slot.
+	select {
+	case r.sem <- struct{}{}:
+	case <-time.After(r.cfg.Timeout):
+		return status.Errorf(codes.Unavailable, "transfer: %s is busy with another hand-over", r.id)
+	case <-ctx.Done():
+		return status.FromContextError(ctx.Err()).Err()
+	}
+	defer func() { <-r.sem }()
+	r.lastFrame.Store(time.Now().UnixNano())
+
+	// The claim was committed at index epoch; our ring may lag it by an apply.
+	wctx, wcancel := context.WithTimeout(ctx, r.cfg.Timeout)
+	err = r.ring.WaitApplied(wctx, epoch)
+	wcancel()
+	if err != nil {
+		return status.Errorf(codes.Unavailable, "transfer: ring of %s did not reach the claim's index %d: %v", r.id, epoch, err)
+	}
+	if err := r.paired(r.ring.Ring(), leaver); err != nil {
+		return status.Errorf(codes.FailedPrecondition, "transfer: refusing hand-over from %s: %v", leaver, err)
+	}
+
+	res, err := r.receive(ctx, st, log, first, next, leaver, epoch)
+	if err == nil {
+		return st.SendAndClose(res)
+	}
+	log.Warn("hand-over not completed", "err", err)
+	r.afterFailure(leaver)
+	if _, ok := status.FromError(err); ok && status.Code(err) != codes.Unknown {
+		return err
+	}
+	return status.Errorf(codes.Aborted, "transfer to %s: %v", r.id, err)
+}
+
+// afterFailure releases the leaver (AbortHandover; a no-op if the pair is already gone or the
+// hand-over completed) and settles the store: discard if the ring now shows us PENDING. Caller
+// holds sem.
+func (r *Receiver) afterFailure(leaver ringstate.MemberID) {
+	ctx, cancel := context.WithTimeout(context.Background(), r.cfg.Timeout)
+	defer cancel()
+	if _, err := applyRetry(ctx, r.ring, ringstate.Command{Op: ringstate.OpAbortHandover, Member: leaver, Peer: r.id,
+		RequestID: r.requestID()}); err != nil && !isRefusal(err) {
+		r.log.Warn("could not abort the hand-over; the watcher will try again", "member", r.id, "leaver", leaver, "err", err)
+		return
+	}
+	r.settleLocked(ctx)
+}
+
+// receive imports every frame's series, checks the trailer, commits CompleteHandover and waits
+// until the local ring shows it.
+func (r *Receiver) receive(ctx context.Context, st transferpb.Transfer_TransferChunksServer, log *slog.Logger,
+	f *transferpb.Frame, next func() (*transferpb.Frame, error), leaver ringstate.MemberID, epoch uint64) (*transferpb.TransferResult, error) {
+	// Leftovers of an earlier attempt go first; data of unknown origin is never discarded.
+	_, hasMarker, err := r.readMarker()
+	if err != nil {
+		return nil, err
+	}
+	if hasMarker {
+		if err := r.discard("leftover of an earlier attempt, before a new hand-over"); err != nil {
+			return nil, err
+		}
+	} else if !r.storeEmpty() {
+		return nil, status.Errorf(codes.FailedPrecondition,
+			"transfer: %s holds series it did not receive in a hand-over (a WAL from an earlier life?); it will not mix a hand-over into them", r.id)
+	}
+	if err := r.writeMarker(markerContent{Leaver: string(leaver), Epoch: epoch}); err != nil {
+		return nil, err
+	}
+	start := time.Now()
+	log.Info("receiving hand-over")
+
+	ictx, icancel := context.WithCancel(ctx)
+	defer icancel()
+	var (
+		wg       sync.WaitGroup
+		errOnce  sync.Once
+		firstErr error
+		slots    = make(chan struct{}, r.cfg.ImportConcurrency)
+		got      Totals
+		gotMu    sync.Mutex
+	)
+	fail := func(err error) {
+		errOnce.Do(func() { firstErr = err; icancel() })
+	}
+	defer wg.Wait()
+	wantSeq := uint64(0)
+	for {
+		if err := checkFrame(f); err != nil {
+			return nil, status.Error(codes.InvalidArgument, err.Error())
+		}
+		if ringstate.MemberID(f.GetLeaver()) != leaver || f.GetEpoch() != epoch || f.GetSeq() != wantSeq {
+			return nil, status.Errorf(codes.InvalidArgument, "transfer: frame %d from %s epoch %d in a stream of %s epoch %d expecting frame %d",
+				f.GetSeq(), f.GetLeaver(), f.GetEpoch(), leaver, epoch, wantSeq)
+		}
+		wantSeq++
+		r.m.receivedBytes.Add(float64(len(f.GetPayload())))
+		if f.GetKind() == transferpb.FrameKind_FRAME_KIND_TRAILER {
+			break
+		}
+		if f.GetKind() != transferpb.FrameKind_FRAME_KIND_SERIES {
+			return nil, status.Errorf(codes.InvalidArgument, "transfer: frame %d has unknown kind %d", f.GetSeq(), f.GetKind())
+		}
+		// An abort (by the watcher of the leaver, or the leaver restarting) ends the attempt early.
+		if err := r.paired(r.ring.Ring(), leaver); err != nil {
+			return nil, fmt.Errorf("hand-over no longer in the ring: %w", err)
+		}
+		ss, err := decodeSeries(f.GetPayload())
+		if err != nil {
+			return nil, status.Errorf(codes.InvalidArgument, "transfer: frame %d: %v", f.GetSeq(), err)
+		}
+		for i := range ss {
+			select {
+			case slots <- struct{}{}:
+			case <-ictx.Done():
+				return nil, cmpErr(firstErr, ictx.Err())
+			}
+			wg.Add(1)
+			go func(s *Series) {
+				defer func() { <-slots; wg.Done() }()
+				if err := r.store.ImportChunks(s.Tenant, s.Labels, s.Chunks); err != nil {
+					fail(fmt.Errorf("import tenant %q series %s: %w", s.Tenant, s.Labels, err))
+					return
+				}
+				r.m.receivedChunks.Add(float64(len(s.Chunks)))
+				r.m.receivedSeries.Inc()
+				gotMu.Lock()
+				got.add(s)
+				gotMu.Unlock()
+			}(&ss[i])
+		}
+		if f, err = next(); err != nil {
+			if errors.Is(err, io.EOF) {
+				return nil, status.Errorf(codes.InvalidArgument, "transfer: stream ended after frame %d without a trailer (truncated)", wantSeq-1)
+			}
+			return nil, cmpErr(firstErr, err)
+		}
+	}
+	want, err := decodeTrailer(f.GetPayload())
+	if err != nil {
+		return nil, status.Errorf(codes.InvalidArgument, "transfer: trailer: %v", err)
+	}
+	wg.Wait()
+	if firstErr != nil {
+		return nil, firstErr
+	}
+	if got != want {
+		return nil, status.Errorf(codes.DataLoss, "transfer: received %+v, the leaver's trailer says %+v", got, want)
+	}
+	// The trailer is the last frame: the leaver closes its side next.
+	if f, err := next(); !errors.Is(err, io.EOF) {
+		if err == nil {
+			return nil, status.Errorf(codes.InvalidArgument, "transfer: frame %d after the trailer", f.GetSeq())
+		}
+		return nil, err
+	}
+	log.Info("hand-over received and stored; completing it in the ring", "series", got.Series, "chunks", got.Chunks,
+		"bytes", got.Bytes, "took", time.Since(start))
+	if err := sleep(ctx, r.cfg.TestDelay); err != nil {
+		return nil, err
+	}
+	cctx, ccancel := context.WithTimeout(ctx, r.cfg.Timeout)
+	defer ccancel()
+	idx, err := applyRetry(cctx, r.ring, ringstate.Command{Op: ringstate.OpCompleteHandover, Member: leaver, Peer: r.id,
+		RequestID: r.requestID()})
+	if err != nil {
+		return nil, fmt.Errorf("commit CompleteHandover(%s, %s): %w", leaver, r.id, err)
+	}
+	if err := r.ring.WaitApplied(cctx, idx); err != nil {
+		return nil, fmt.Errorf("wait for CompleteHandover at index %d: %w", idx, err)
+	}
+	if me, ok := r.ring.Ring().Member(r.id); !ok || me.State != ringstate.ACTIVE {
+		return nil, fmt.Errorf("after CompleteHandover at index %d the ring shows %s %s", idx, r.id, me.State)
+	}
+	if err := r.removeMarker(); err != nil {
+		log.Warn("hand-over complete, but the marker stays until the watcher removes it", "err", err)
+	}
+	log.Info("hand-over complete: ACTIVE with the leaver's tokens", "complete_index", idx, "series", got.Series,
+		"chunks", got.Chunks, "took", time.Since(start))
+	return &transferpb.TransferResult{Series: got.Series, Chunks: got.Chunks, Bytes: got.Bytes, CompleteIndex: idx}, nil
+}
+
+func cmpErr(first, other error) error {
+	if first != nil {
+		return first
+	}
+	return other
+}
+
+// Run watches the ring until ctx ends: it aborts a claim whose leaver stays silent for
+// -ingester.transfer-timeout and settles the store's hand-over data (see Receiver). Call once.
+func (r *Receiver) Run(ctx context.Context) {
+	tick := time.NewTicker(max(r.cfg.Timeout/10, 100*time.Millisecond))
+	defer tick.Stop()
+	for {
+		changed := r.ring.Changed()
+		r.watch(ctx)
+		select {
+		case <-ctx.Done():
+			return
+		case <-changed:
+		case <-tick.C:
+		}
+	}
+}
+
+// watch is one round of Run.
+func (r *Receiver) watch(ctx context.Context) {
+	select {
+	case r.sem <- struct{}{}:
+	default:
+		return // a transfer is running: it watches itself
+	}
+	defer func() { <-r.sem }()
+	me, ok := r.ring.Ring().Member(r.id)
+	if ok && me.State == ringstate.JOINING && me.HandoverPeer != "" {
+		now := time.Now()
+		if r.pairedPeer != me.HandoverPeer {
+			r.pairedPeer, r.pairedSince = me.HandoverPeer, now
+		}
+		since := max(r.pairedSince.UnixNano(), r.lastFrame.Load())
+		if now.Sub(time.Unix(0, since)) > r.cfg.Timeout {
+			r.log.Warn("claimed by a leaver that sends nothing; aborting the hand-over", "member", r.id,
+				"leaver", me.HandoverPeer, "timeout", r.cfg.Timeout)
+			actx, cancel := context.WithTimeout(ctx, attemptTimeout)
+			_, err := applyRetry(actx, r.ring, ringstate.Command{Op: ringstate.OpAbortHandover, Member: me.HandoverPeer,
+				Peer: r.id, RequestID: r.requestID()})
+			cancel()
+			if err != nil {
+				r.log.Warn("abort of a silent hand-over failed, retrying", "member", r.id, "leaver", me.HandoverPeer, "err", err)
+			}
+			r.pairedSince = now
+		}
+		return
+	}
+	r.pairedPeer = ""
+	r.settleLocked(ctx)
+}
+
+// settleLocked decides the fate of marked hand-over data from a linearizable read of the ring:
+// PENDING → discard; ACTIVE or JOINING with own tokens → keep (the data is the member's own);
+// otherwise (still receiving, not in the ring, no quorum) → decide later. A local read is not
+// enough: right after a restart the local ring replays old entries and may show PENDING from
+// before the claim although the hand-over completed. Caller holds sem.
+func (r *Receiver) settleLocked(ctx context.Context) {
+	_, hasMarker, err := r.readMarker()
+	if err != nil {
+		r.log.Warn("cannot read the hand-over marker", "member", r.id, "err", err)
+		return
+	}
+	if !hasMarker {
+		return
+	}
+	lctx, cancel := context.WithTimeout(ctx, attemptTimeout)
+	ring, _, err := r.ring.LinearizableRing(lctx)
+	cancel()
+	if err != nil {
+		return // no quorum yet: the next round tries again
+	}
+	me, ok := ring.Member(r.id)
+	switch {
+	case !ok:
+	case me.State == ringstate.PENDING:
+		if err := r.discard("the ring shows this member PENDING: the hand-over was aborted or this member restarted"); err != nil {
+			r.log.Error("cannot discard partial hand-over data", "member", r.id, "err", err)
+		}
+	case me.State == ringstate.ACTIVE || (me.State == ringstate.JOINING && me.HandoverPeer == ""):
+		if err := r.removeMarker(); err != nil {
+			r.log.Warn("cannot remove the hand-over marker", "member", r.id, "err", err)
+			return
+		}
+		r.log.Info("hand-over data kept: this member is ACTIVE with the leaver's tokens", "member", r.id)
+	}
+}
