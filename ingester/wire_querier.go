@@ -1,23 +1,63 @@
 package ingester
 
 // This file wires the querier (Prometheus HTTP API, remote read) into the Server. It is owned by the
-// read-path work; the Server calls wireQuerier in New with the HTTP mux.
+// read-path work; the Server calls wireQuerier in New with the HTTP mux, after wireStorage (the
+// querier reads the store's Queryable), and closeQuerier when it closes.
 
 import (
 	"flag"
 	"net/http"
+
+	"github.com/raftingest/raftingest/distributor"
+	"github.com/raftingest/raftingest/querier"
+	"github.com/raftingest/raftingest/storage"
 )
 
-// querierConfig holds the querier's flags.
-type querierConfig struct{}
+// querierConfig holds the querier's flags (-querier.*); see querier.Config.
+type querierConfig struct {
+	querier.Config
+}
 
-func (c *querierConfig) RegisterFlags(f *flag.FlagSet) {}
+// RegisterFlags registers the -querier.* flags with their defaults.
+func (c *querierConfig) RegisterFlags(f *flag.FlagSet) { c.Config.RegisterFlags(f) }
 
-func (c *querierConfig) Validate() error { return nil }
+// Validate checks the -querier.* flags, naming them.
+func (c *querierConfig) Validate() error { return c.Config.Validate() }
 
 // querierParts is what the querier wiring adds to the Server.
-type querierParts struct{}
+type querierParts struct {
+	q *querier.Querier
+}
 
-func (s *Server) wireQuerier(mux *http.ServeMux) error { return nil }
+// wireQuerier mounts the Prometheus HTTP API and remote read under /prometheus/ on mux. Reads ask
+// the ring's readable members (ACTIVE or LEAVING, healthy) and, when storage is configured, the
+// bucket's Queryable; the tenant comes from X-Scope-OrgID under -auth.multitenancy-enabled, the
+// distributor's default tenant otherwise, so reads see exactly what writes stored.
+func (s *Server) wireQuerier(mux *http.ServeMux) error {
+	q, err := querier.New(s.cfg.Querier.Config, querier.Deps{
+		Ring:                s.node,
+		ReplicationFactor:   s.cfg.Distributor.ReplicationFactor,
+		HeartbeatTimeout:    s.cfg.Lifecycle.HeartbeatTimeout,
+		Store:               s.storage.Queryable,
+		StoreContext:        storage.WithTenant,
+		MultitenancyEnabled: s.cfg.Distributor.MultitenancyEnabled,
+		DefaultTenant:       distributor.DefaultTenant,
+		ValidateTenant:      distributor.ValidateTenantID,
+		Registerer:          s.reg,
+		Logger:              s.log.With("component", "querier"),
+	})
+	if err != nil {
+		return err
+	}
+	s.querier.q = q
+	q.RegisterRoutes(mux, "/prometheus")
+	return nil
+}
 
-func (s *Server) closeQuerier() {}
+func (s *Server) closeQuerier() {
+	if s.querier.q != nil {
+		if err := s.querier.q.Close(); err != nil {
+			s.log.Warn("close the querier", "err", err)
+		}
+	}
+}

@@ -1,0 +1,94 @@
+package querier
+
+import (
+	"errors"
+	"flag"
+	"fmt"
+	"time"
+)
+
+// Config is the querier's configuration. Flag names and meanings are Mimir's, where Mimir has them.
+type Config struct {
+	// QueryStoreAfter is -querier.query-store-after: only the part of a query older than now minus
+	// this goes to the long-term store. 0 (our default) sends every query to the store; see
+	// RegisterFlags for why our default differs from Mimir's 12h.
+	QueryStoreAfter time.Duration
+	// QueryIngestersWithin is -querier.query-ingesters-within: only the part of a query newer than
+	// now minus this goes to the ingesters. 0 sends every query to the ingesters.
+	QueryIngestersWithin time.Duration
+	// MaxSamples is -querier.max-samples: the most samples one query may hold in memory at once.
+	MaxSamples int
+	// Timeout is -querier.timeout: the longest a query may run.
+	Timeout time.Duration
+	// MaxConcurrent is -querier.max-concurrent: queries (PromQL, series, labels, remote read)
+	// evaluated at once by this process; more wait for a slot until their timeout.
+	MaxConcurrent int
+	// LookbackDelta is -querier.lookback-delta: how far back PromQL looks for a sample of an instant
+	// vector selector.
+	LookbackDelta time.Duration
+	// DefaultEvaluationInterval is -querier.default-evaluation-interval: the step of a subquery
+	// written without one (Prometheus' global evaluation_interval).
+	DefaultEvaluationInterval time.Duration
+	// MaxRecvMsgSize is -querier.max-recv-msg-size: the largest QueryStream message accepted from an
+	// ingester.
+	MaxRecvMsgSize int
+}
+
+// RegisterFlags registers the querier's flags with their defaults on f.
+func (c *Config) RegisterFlags(f *flag.FlagSet) {
+	// Mimir defaults to 12h because its ingesters keep 13h of blocks on local disk after shipping
+	// them. Ours drop a range from memory as soon as it is in the bucket (every -ingester.flush-period,
+	// and earlier for idle series), so any value above zero would hide data flushed since then.
+	f.DurationVar(&c.QueryStoreAfter, "querier.query-store-after", 0,
+		"Only the part of a query older than now minus this is sent to the long-term store (blocks in the bucket). 0 sends every query to the store, which is needed while ingesters drop flushed data from memory: set it above 0 only if no data younger than this has ever been flushed.")
+	f.DurationVar(&c.QueryIngestersWithin, "querier.query-ingesters-within", 13*time.Hour,
+		"Only the part of a query newer than now minus this is sent to the ingesters. 0 sends every query to the ingesters. Must be longer than the time ingesters hold data before flushing it (-ingester.flush-period).")
+	f.IntVar(&c.MaxSamples, "querier.max-samples", 50_000_000,
+		"Maximum number of samples a single query may load into memory; a query over it fails with an execution error.")
+	f.DurationVar(&c.Timeout, "querier.timeout", 2*time.Minute,
+		"Maximum time a query may run; a query over it fails with a timeout error (HTTP 503).")
+	f.IntVar(&c.MaxConcurrent, "querier.max-concurrent", 20,
+		"Maximum number of queries evaluated at once by this process; others wait for a slot.")
+	f.DurationVar(&c.LookbackDelta, "querier.lookback-delta", 5*time.Minute,
+		"How far back PromQL looks for a sample of a series at each evaluation step (Prometheus' --query.lookback-delta).")
+	f.DurationVar(&c.DefaultEvaluationInterval, "querier.default-evaluation-interval", time.Minute,
+		"Step of a subquery written without one (Prometheus' global evaluation_interval).")
+	f.IntVar(&c.MaxRecvMsgSize, "querier.max-recv-msg-size", 100<<20,
+		"Maximum size in bytes of one streamed message from an ingester.")
+}
+
+// Validate checks the values and their relations, naming the flags.
+func (c *Config) Validate() error {
+	var errs []error
+	bad := func(format string, args ...any) { errs = append(errs, fmt.Errorf(format, args...)) }
+	if c.QueryStoreAfter < 0 {
+		bad("-querier.query-store-after=%s: must not be negative", c.QueryStoreAfter)
+	}
+	if c.QueryIngestersWithin < 0 {
+		bad("-querier.query-ingesters-within=%s: must not be negative", c.QueryIngestersWithin)
+	}
+	// Mimir's rule: a gap between the two would leave a range that neither source answers for.
+	if c.QueryIngestersWithin > 0 && c.QueryStoreAfter > 0 && c.QueryStoreAfter >= c.QueryIngestersWithin {
+		bad("-querier.query-store-after=%s must be less than -querier.query-ingesters-within=%s, or queries between the two would read neither the ingesters nor the store",
+			c.QueryStoreAfter, c.QueryIngestersWithin)
+	}
+	if c.MaxSamples <= 0 {
+		bad("-querier.max-samples=%d: must be positive", c.MaxSamples)
+	}
+	if c.Timeout <= 0 {
+		bad("-querier.timeout=%s: must be positive", c.Timeout)
+	}
+	if c.MaxConcurrent <= 0 {
+		bad("-querier.max-concurrent=%d: must be positive", c.MaxConcurrent)
+	}
+	if c.LookbackDelta <= 0 {
+		bad("-querier.lookback-delta=%s: must be positive", c.LookbackDelta)
+	}
+	if c.DefaultEvaluationInterval <= 0 {
+		bad("-querier.default-evaluation-interval=%s: must be positive", c.DefaultEvaluationInterval)
+	}
+	if c.MaxRecvMsgSize < 1<<20 {
+		bad("-querier.max-recv-msg-size=%d: must be at least 1 MiB", c.MaxRecvMsgSize)
+	}
+	return errors.Join(errs...)
+}

@@ -1,0 +1,41 @@
+package querier
+
+import (
+	"github.com/prometheus/client_golang/prometheus"
+)
+
+// metrics are the querier's own metrics; the PromQL engine and the remote-read handler register
+// Prometheus' usual prometheus_engine_* and prometheus_remote_read_handler_* next to them.
+type metrics struct {
+	requestDuration       *prometheus.HistogramVec
+	ingesterRequests      *prometheus.CounterVec
+	ingesterQueriesFailed prometheus.Counter
+	inflight              prometheus.Gauge
+}
+
+// newMetrics creates the metrics and registers them on reg when it is not nil.
+func newMetrics(reg prometheus.Registerer) *metrics {
+	m := &metrics{
+		requestDuration: prometheus.NewHistogramVec(prometheus.HistogramOpts{
+			Name:    "cortex_querier_request_duration_seconds",
+			Help:    "Time to answer a request of the Prometheus HTTP API or remote read, by route, method and HTTP status code.",
+			Buckets: []float64{.005, .01, .025, .05, .1, .25, .5, 1, 2.5, 5, 10, 30, 60, 120},
+		}, []string{"route", "method", "status_code"}),
+		ingesterRequests: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "cortex_querier_ingester_requests_total",
+			Help: "QueryStream calls to ingesters, by outcome (success or error). Errors within the tolerated floor(RF/2) do not fail the query.",
+		}, []string{"status"}),
+		ingesterQueriesFailed: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "cortex_querier_ingester_quorum_failures_total",
+			Help: "Reads refused because more ingesters were unhealthy or failed than the replication factor tolerates.",
+		}),
+		inflight: prometheus.NewGauge(prometheus.GaugeOpts{
+			Name: "cortex_querier_inflight_requests",
+			Help: "Requests being evaluated or waiting for one of the -querier.max-concurrent slots.",
+		}),
+	}
+	if reg != nil {
+		reg.MustRegister(m.requestDuration, m.ingesterRequests, m.ingesterQueriesFailed, m.inflight)
+	}
+	return m
+}
