@@ -21,6 +21,8 @@ import (
 
 	"github.com/raftingest/raftingest/memstore"
 	"github.com/raftingest/raftingest/storage"
+
+	tenantctx "github.com/raftingest/raftingest/tenant"
 )
 
 const hour = int64(3600_000)
@@ -106,7 +108,7 @@ func selectKeys(t *testing.T, q *storage.BucketQueryable, tenant string) map[str
 	}
 	defer qr.Close()
 	out := map[string]bool{}
-	ss := qr.Select(storage.WithTenant(context.Background(), tenant), false, nil, labels.MustNewMatcher(labels.MatchRegexp, "__name__", ".+"))
+	ss := qr.Select(tenantctx.With(context.Background(), tenant), false, nil, labels.MustNewMatcher(labels.MatchRegexp, "__name__", ".+"))
 	for ss.Next() {
 		it := ss.At().Iterator(nil)
 		for it.Next() == chunkenc.ValFloat {

@@ -10,7 +10,6 @@ import (
 
 	"github.com/raftingest/raftingest/distributor"
 	"github.com/raftingest/raftingest/querier"
-	"github.com/raftingest/raftingest/storage"
 )
 
 // querierConfig holds the querier's flags (-querier.*); see querier.Config.
@@ -39,7 +38,6 @@ func (s *Server) wireQuerier(mux *http.ServeMux) error {
 		ReplicationFactor:   s.cfg.Distributor.ReplicationFactor,
 		HeartbeatTimeout:    s.cfg.Lifecycle.HeartbeatTimeout,
 		Store:               s.storage.Queryable,
-		StoreContext:        storage.WithTenant,
 		MultitenancyEnabled: s.cfg.Distributor.MultitenancyEnabled,
 		DefaultTenant:       distributor.DefaultTenant,
 		ValidateTenant:      distributor.ValidateTenantID,

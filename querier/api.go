@@ -143,11 +143,7 @@ func (q *Querier) authenticate(w http.ResponseWriter, r *http.Request) (*http.Re
 			}
 		}
 	}
-	ctx := tenant.With(r.Context(), id)
-	if q.deps.StoreContext != nil {
-		ctx = q.deps.StoreContext(ctx, id)
-	}
-	return r.WithContext(ctx), true
+	return r.WithContext(tenant.With(r.Context(), id)), true
 }
 
 // errNoSlot is returned when a request waited -querier.timeout for a -querier.max-concurrent slot.

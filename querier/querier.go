@@ -8,7 +8,6 @@
 package querier
 
 import (
-	"context"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -40,11 +39,9 @@ type Deps struct {
 	ReplicationFactor int
 	// HeartbeatTimeout is -ring.heartbeat-timeout.
 	HeartbeatTimeout time.Duration
-	// Store reads the long-term store; nil when none is configured.
+	// Store reads the long-term store; nil when none is configured. It reads the request's tenant
+	// with tenant.FromContext, like the ingester fan-out.
 	Store storage.Queryable
-	// StoreContext, when set, also attaches the request's tenant to the context the way Store reads
-	// it (for a store that does not read tenant.FromContext, e.g. storage.WithTenant).
-	StoreContext func(ctx context.Context, tenantID string) context.Context
 	// MultitenancyEnabled is -auth.multitenancy-enabled: the tenant comes from X-Scope-OrgID, and a
 	// request without it gets 401. When false every request reads DefaultTenant.
 	MultitenancyEnabled bool

@@ -19,27 +19,15 @@ import (
 	"github.com/prometheus/prometheus/tsdb/chunkenc"
 	"github.com/prometheus/prometheus/util/annotations"
 	"github.com/thanos-io/objstore"
+
+	"github.com/raftingest/raftingest/tenant"
 )
 
-type tenantKey struct{}
-
-// WithTenant returns ctx carrying the tenant whose blocks a BucketQueryable reads. The querier
-// sets it on the context it passes to Select, LabelNames and LabelValues.
-func WithTenant(ctx context.Context, tenant string) context.Context {
-	return context.WithValue(ctx, tenantKey{}, tenant)
-}
-
-// TenantFromContext returns the tenant set by WithTenant.
-func TenantFromContext(ctx context.Context) (string, bool) {
-	t, ok := ctx.Value(tenantKey{}).(string)
-	return t, ok
-}
-
-// ErrNoTenant is returned by a bucket querier whose context carries no tenant (see WithTenant).
-var ErrNoTenant = errors.New("storage: no tenant in the query context (storage.WithTenant)")
+// ErrNoTenant is returned by a bucket querier whose context carries no tenant (see tenant.With).
+var ErrNoTenant = tenant.ErrNoTenant
 
 // BucketQueryable is a Prometheus Queryable over the blocks in a bucket. The tenant comes from
-// the context of each call (WithTenant). The same series may be in several blocks — each replica
+// the context of each call (tenant.With). The same series may be in several blocks — each replica
 // flushes its own copy, and a range may be flushed more than once — and the querier merges them
 // into one series per label set with each timestamp once (storage.ChainedSeriesMerge).
 //
@@ -264,11 +252,11 @@ type bucketQuerier struct {
 }
 
 func (bq *bucketQuerier) merged(ctx context.Context) (promstorage.Querier, error) {
-	tenant, ok := TenantFromContext(ctx)
-	if !ok {
-		return nil, ErrNoTenant
+	id, err := tenant.FromContext(ctx)
+	if err != nil {
+		return nil, err
 	}
-	bs, err := bq.q.sync(ctx, tenant)
+	bs, err := bq.q.sync(ctx, id)
 	if err != nil {
 		return nil, err
 	}
@@ -282,7 +270,7 @@ func (bq *bucketQuerier) merged(ctx context.Context) (promstorage.Querier, error
 			for _, q := range qs {
 				q.Close()
 			}
-			return nil, fmt.Errorf("storage: querier on block %s of tenant %q: %w", b.Meta().ULID, tenant, err)
+			return nil, fmt.Errorf("storage: querier on block %s of tenant %q: %w", b.Meta().ULID, id, err)
 		}
 		qs = append(qs, sq)
 	}

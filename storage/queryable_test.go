@@ -12,6 +12,8 @@ import (
 	"github.com/prometheus/prometheus/tsdb/chunkenc"
 	"github.com/thanos-io/objstore"
 	"github.com/thanos-io/objstore/providers/filesystem"
+
+	tenantctx "github.com/raftingest/raftingest/tenant"
 )
 
 // uploadSeries writes ss as one block of [mint, maxt) and uploads it for tenant.
@@ -39,7 +41,7 @@ func selectAll(t *testing.T, q promstorage.Queryable, tenant string, mint, maxt 
 	defer qr.Close()
 	got := map[string]bool{}
 	seen := map[string]bool{}
-	ss := qr.Select(WithTenant(context.Background(), tenant), true, nil, labels.MustNewMatcher(labels.MatchRegexp, "__name__", ".+"))
+	ss := qr.Select(tenantctx.With(context.Background(), tenant), true, nil, labels.MustNewMatcher(labels.MatchRegexp, "__name__", ".+"))
 	for ss.Next() {
 		s := ss.At()
 		if seen[s.Labels().String()] {
@@ -118,7 +120,7 @@ func TestBucketQueryable_DeduplicatesReplicas(t *testing.T) {
 			t.Fatalf("blocks of t1: %d (%v), want 4 complete ones", len(metas), err)
 		}
 		qr, _ := q.Querier(0, h)
-		names, _, err := qr.LabelNames(WithTenant(context.Background(), "t1"), nil)
+		names, _, err := qr.LabelNames(tenantctx.With(context.Background(), "t1"), nil)
 		if err != nil || !slices.Equal(names, []string{"__name__", "job", "series"}) {
 			t.Fatalf("label names %v %v", names, err)
 		}

@@ -19,6 +19,14 @@ var allowed = map[string][]string{
 	"lifecycle": {"ringstate"},
 	"ringview":  {"ringstate"},
 	"memstore":  {},
+	"tenant":    {},
+	// The read and write paths see the ring and the ingesters only through their own interfaces:
+	// never the Raft node or the store directly.
+	"distributor": {"ringstate", "ingesterpb"},
+	"querier":     {"ringstate", "ingesterpb", "tenant", "distributor"},
+	"storage":     {"tenant"},
+	"flush":       {"memstore", "storage"},
+	"transfer":    {"ringstate", "transferpb", "memstore"},
 }
 
 func TestDependencyDirection(t *testing.T) {
