@@ -76,7 +76,11 @@ fuzz: ## run each fuzz target for FUZZTIME (default 30s)
 	  $(GO) test -run '^$$' -fuzz "^$$fn$$" -fuzztime $${FUZZTIME:-30s} ./$$pkg/ || exit 1; done
 
 .PHONY: bench
-bench: ## Go micro-benchmarks of the ring (lookup, commit latency)
+bench: deps build ## whole-system benchmarks vs Prometheus on loopback (BENCH_SCALE=small: under 2 min); table in bench/results/
+	$(GO) run ./cmd/bench run -bin $(CURDIR)/bin -out $(CURDIR)/bench/results
+
+.PHONY: bench-go
+bench-go: ## Go micro-benchmarks of the ring (lookup, commit latency)
 	$(GO) test -run '^$$' -bench . -benchtime 2s ./ringstate/ ./raftfsm/
 
 .PHONY: clean
