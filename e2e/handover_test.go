@@ -2,14 +2,23 @@ package e2e
 
 import (
 	"fmt"
+	"math"
+	"path/filepath"
 	"regexp"
 	"slices"
+	"sort"
 	"strconv"
+	"strings"
 	"syscall"
 	"testing"
 	"time"
 
+	"github.com/prometheus/prometheus/model/labels"
+	"github.com/prometheus/prometheus/tsdb/chunkenc"
+
 	pc "github.com/raftingest/raftingest/internal/proccluster"
+	"github.com/raftingest/raftingest/storage"
+	"github.com/raftingest/raftingest/tenant"
 )
 
 // handoverFlags make hand-overs span several frames and give the tests time to act between them.
@@ -53,10 +62,10 @@ func checkRing(t *testing.T, c *pc.Cluster, addr string) pc.RingView {
 	}
 	owner := map[uint32]string{}
 	for _, m := range v.Members {
-		switch m.State {
+		switch m.RingState { // State may say UNHEALTHY (stale heartbeat): the ring state is under it
 		case "PENDING", "JOINING", "ACTIVE", "LEAVING":
 		default:
-			t.Fatalf("member %s in state %q", m.ID, m.State)
+			t.Fatalf("member %s in ring state %q (shown %q)", m.ID, m.RingState, m.State)
 		}
 		for _, tk := range m.Tokens {
 			if o, dup := owner[tk]; dup {
@@ -271,4 +280,111 @@ func TestProcess_TwoLeaversOnePending(t *testing.T) {
 	// With two ACTIVE members left, RF is 2; every acked sample is on both... except those only the
 	// flushed leaver held in memory beside a: a still has them (RF=3 wrote to a, b and c).
 	checkAcked(t, w, sigAt, 1, true, []*pc.Node{a}, a, d)
+}
+
+// TestProcess_HandoverLeaverPaused: the leaver is stopped with SIGSTOP in the middle of its stream
+// (it hangs without closing anything, as a stuck process or a VM pause would). The joiner aborts
+// on its own after -ingester.transfer-timeout (3s here) and is PENDING again with the partial data
+// discarded; after SIGCONT the leaver's stream fails, it aborts (a no-op now), retries and
+// completes the hand-over. No acked sample is lost and the ring's invariants hold throughout.
+func TestProcess_HandoverLeaverPaused(t *testing.T) {
+	skipShort(t)
+	c, abc, d, w := startHandoverCluster(t, 120, "-ingester.transfer-test-delay", "400ms",
+		"-ingester.transfer-timeout", "3s")
+	a, b, leaver := abc[0], abc[1], abc[2]
+	sigAt := time.Now()
+	leaver.Signal(syscall.SIGINT)
+	pc.Eventually(t, 60*time.Second, "the stream under way", func() (bool, string) {
+		got := metricOf(t, leaver, "raftingest_transfer_sent_bytes_total")
+		return got >= 2*4096, fmt.Sprintf("%v bytes sent", got)
+	})
+	leaver.Signal(syscall.SIGSTOP)
+	stopped := time.Now()
+	t.Cleanup(func() { leaver.Signal(syscall.SIGCONT) }) // never leave a stopped process behind
+	waitState(t, c, a.GRPCAddr, "d", "PENDING")
+	pc.Eventually(t, 30*time.Second, "partial data discarded on d", func() (bool, string) {
+		return regexp.MustCompile(`discarded data of a hand-over`).MatchString(d.Log()), "not yet"
+	})
+	t.Logf("joiner aborted and back to PENDING %s after the leaver stopped", time.Since(stopped).Round(100*time.Millisecond))
+	v := checkRing(t, c, a.GRPCAddr)
+	if m := mustMember(t, v, "c"); m.RingState != "LEAVING" || m.HandoverPeer != "" {
+		t.Fatalf("paused leaver is %s paired with %q, want LEAVING and unpaired", m.RingState, m.HandoverPeer)
+	}
+	leaver.Signal(syscall.SIGCONT)
+	if code, err := leaver.Wait(90 * time.Second); err != nil || code != 0 {
+		t.Fatalf("leaver exit %d, %v; log:\n%s", code, err, leaver.Log())
+	}
+	if !handedOverRE.MatchString(leaver.Log()) && !regexp.MustCompile(`flushed everything to storage`).MatchString(leaver.Log()) {
+		t.Fatalf("leaver exited 0 without handing over or flushing; log:\n%s", leaver.Log())
+	}
+	v = waitActive(t, c, a.GRPCAddr, "a", "b", "d")
+	if _, ok := v.Member("c"); ok {
+		t.Fatal("leaver still in the ring")
+	}
+	checkRing(t, c, a.GRPCAddr)
+	w.Stop()
+	checkAcked(t, w, sigAt, 2, true, []*pc.Node{d}, a, b, d)
+}
+
+// TestProcess_FlushedHandoverQueryable: with no PENDING member the leaver flushes instead of
+// handing over. The flushed blocks are in its bucket, and the bucket read through
+// storage.NewBucketQueryable (what the querier uses for long-term storage) returns every sample
+// the leaver held, with its value.
+func TestProcess_FlushedHandoverQueryable(t *testing.T) {
+	skipShort(t)
+	_, a, _, cc := startCluster3(t, append(slicesClone(handoverFlags), "-ingester.max-transfer-retries", "2")...)
+	const name = "e2e_leave_flush"
+	want := storageWriteSeries(t, a.HTTPAddr, "", name, 40, 60) // RF=3 on 3 nodes: c holds all
+	// The push returned after a quorum (2 of 3); c's copy may land a moment later.
+	pc.Eventually(t, 10*time.Second, "c holds every sample", func() (bool, string) {
+		held, err := queryIngester(t.Context(), cc.GRPCAddr, "anonymous", name)
+		return err == nil && len(held) == len(want), fmt.Sprintf("%d of %d samples, err %v", len(held), len(want), err)
+	})
+
+	cc.Signal(syscall.SIGINT)
+	if code, err := cc.Wait(60 * time.Second); err != nil || code != 0 {
+		t.Fatalf("leaver exit %d, %v; log:\n%s", code, err, cc.Log())
+	}
+	if !regexp.MustCompile(`flushed everything to storage`).MatchString(cc.Log()) {
+		t.Fatalf("leaver did not flush; log:\n%s", cc.Log())
+	}
+	bucket := filepath.Join(cc.DataDir, "blocks")
+	if len(storageBlockDirs(t, bucket, "anonymous")) == 0 {
+		t.Fatalf("no block in %s after the flush", bucket)
+	}
+	bkt, err := storage.NewBucket(storage.Config{Backend: "filesystem", Filesystem: storage.FilesystemConfig{Dir: bucket}}, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer bkt.Close()
+	bq := storage.NewBucketQueryable(bkt, bucket, t.TempDir(), nil)
+	defer bq.Close()
+	q, err := bq.Querier(math.MinInt64, math.MaxInt64)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer q.Close()
+	ctx := tenant.With(t.Context(), "anonymous")
+	ss := q.Select(ctx, true, nil, labels.MustNewMatcher(labels.MatchEqual, "__name__", name))
+	got := map[sampleKey]float64{}
+	var it chunkenc.Iterator
+	for ss.Next() {
+		s := ss.At()
+		var parts []string
+		s.Labels().Range(func(l labels.Label) { parts = append(parts, l.Name+"="+l.Value) })
+		sort.Strings(parts)
+		it = s.Iterator(it)
+		for it.Next() == chunkenc.ValFloat {
+			ts, v := it.At()
+			got[sampleKey{strings.Join(parts, ","), ts}] = v
+		}
+		if err := it.Err(); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if err := ss.Err(); err != nil {
+		t.Fatal(err)
+	}
+	storageRequireSamples(t, "the leaver's flushed blocks read through storage.NewBucketQueryable", want, got)
+	t.Logf("%d samples of %d series flushed by the leaver and read back from its bucket", len(got), 40)
 }

@@ -55,6 +55,11 @@ type Receiver struct {
 	sem chan struct{}
 	// lastFrame is the wall-clock time (unix ns) of the last frame received or stream started.
 	lastFrame atomic.Int64
+	// epochFloor is the highest epoch of a stream this process accepted (written under sem). A claim
+	// is used by one stream only: a stream whose epoch is not above it belongs to an earlier,
+	// aborted or completed claim (a stale attempt) and is refused. Raft indexes only grow, so a
+	// newer claim always has a higher epoch.
+	epochFloor atomic.Uint64
 
 	// pairedPeer and pairedSince are the watcher's view of the current claim (Run's goroutine only).
 	pairedPeer  ringstate.MemberID
@@ -257,6 +262,10 @@ func (r *Receiver) TransferChunks(st transferpb.Transfer_TransferChunksServer) e
 	}
 	defer func() { <-r.sem }()
 	r.lastFrame.Store(time.Now().UnixNano())
+	if floor := r.epochFloor.Load(); epoch <= floor {
+		return status.Errorf(codes.FailedPrecondition, "transfer: refusing hand-over from %s: epoch %d is stale (%s already accepted a stream of epoch %d)",
+			leaver, epoch, r.id, floor)
+	}
 
 	// The claim was committed at index epoch; our ring may lag it by an apply.
 	wctx, wcancel := context.WithTimeout(ctx, r.cfg.Timeout)
@@ -268,6 +277,7 @@ func (r *Receiver) TransferChunks(st transferpb.Transfer_TransferChunksServer) e
 	if err := r.paired(r.ring.Ring(), leaver); err != nil {
 		return status.Errorf(codes.FailedPrecondition, "transfer: refusing hand-over from %s: %v", leaver, err)
 	}
+	r.epochFloor.Store(epoch)
 
 	res, err := r.receive(ctx, st, log, first, next, leaver, epoch)
 	if err == nil {

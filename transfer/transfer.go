@@ -64,8 +64,9 @@ const (
 )
 
 // Backoff between attempts to find and claim a joiner: from minBackoff doubling to maxBackoff. With
-// the default 10 retries the leaver keeps looking for about 26s, long enough for a replacement that
-// a rolling update starts at the same moment to start, replay an empty WAL and register PENDING.
+// the default 10 retries the leaver keeps looking for 21.3s (totalBackoff(10): 0.1+0.2+...+3.2+3×5),
+// long enough for a replacement that a rolling update starts at the same moment to start, replay an
+// empty WAL and register PENDING (TestLeaver_ReplacementRegisteringLate_GetsTheHandover).
 const (
 	minBackoff     = 100 * time.Millisecond
 	maxBackoff     = 5 * time.Second
@@ -73,6 +74,16 @@ const (
 )
 
 func backoff(n int) time.Duration { return min(minBackoff<<min(n, 16), maxBackoff) }
+
+// totalBackoff is how long the leaver waits in all between retries attempts (not counting the
+// attempts themselves).
+func totalBackoff(retries int) time.Duration {
+	var d time.Duration
+	for i := range max(retries-1, 0) {
+		d += backoff(i)
+	}
+	return d
+}
 
 // Config holds the hand-over settings. It is read by NewLeaver/NewReceiver and never changed.
 type Config struct {
