@@ -77,6 +77,8 @@ func (c *Config) Validate() error {
 	bad := func(format string, args ...any) { errs = append(errs, fmt.Errorf(format, args...)) }
 	if c.NodeID == "" {
 		bad("-node.id must be set")
+	} else if err := ringstate.ValidateMemberID(ringstate.MemberID(c.NodeID)); err != nil {
+		bad("-node.id: %v", err)
 	}
 	if c.DataDir == "" {
 		bad("-data.dir must be set")
@@ -122,6 +124,7 @@ func (c *Config) Validate() error {
 	c.Raft.ID, c.Raft.DataDir, c.Raft.RaftAddr, c.Raft.Bootstrap = c.NodeID, c.DataDir, c.RaftAddr, c.Bootstrap
 	c.Lifecycle.ID, c.Lifecycle.RaftAddr, c.Lifecycle.GRPCAddr, c.Lifecycle.HTTPAddr = ringstate.MemberID(c.NodeID), c.RaftAddr, c.GRPCAddr, c.HTTPAddr
 	c.Raft.RingHeartbeatTimeout = c.Lifecycle.HeartbeatTimeout
+	c.Raft.RegisterRequiresPeer = true
 	c.Distributor.RingHeartbeatTimeout = c.Lifecycle.HeartbeatTimeout
 	if c.Store.WALDir == "" && c.DataDir != "" {
 		c.Store.WALDir = filepath.Join(c.DataDir, "wal")

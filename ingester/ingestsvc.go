@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"sync"
 
 	"github.com/prometheus/prometheus/model/labels"
 	"google.golang.org/grpc/codes"
@@ -21,6 +22,19 @@ type ingesterService struct {
 	// does: a LEAVING one is handing its data over or flushing it, and a sample it accepted after
 	// that started could miss the hand-over while counting towards the distributor's quorum.
 	writable func() (bool, string)
+	// gate is held for reading by every Push from its writable check until its samples are in the
+	// store, and for writing by drainWrites: once the member left ACTIVE, drainWrites returns only
+	// after every Push that passed the check has finished, so the hand-over streams them too.
+	gate sync.RWMutex
+}
+
+// drainWrites waits until every Push in flight has finished. Call it after the member's state left
+// ACTIVE in the applied ring (writable reports false): later Pushes are refused, so when it returns
+// the store holds every sample this member will ever acknowledge.
+func (s *ingesterService) drainWrites() {
+	s.gate.Lock()
+	s.gate.Unlock() //lint:ignore SA2001 an empty critical section is the point: it waits out the readers
+
 }
 
 // queryBatchSeries is how many series one QueryStream message carries: large enough to amortise
@@ -34,6 +48,8 @@ func (s *ingesterService) Push(ctx context.Context, req *ingesterpb.PushRequest)
 	if err != nil {
 		return nil, status.Error(codes.InvalidArgument, err.Error())
 	}
+	s.gate.RLock()
+	defer s.gate.RUnlock()
 	if ok, why := s.writable(); !ok {
 		return nil, status.Error(codes.Unavailable, why)
 	}

@@ -18,7 +18,9 @@ import (
 	"github.com/prometheus/client_golang/prometheus/collectors"
 	"github.com/prometheus/client_golang/prometheus/promhttp"
 	"google.golang.org/grpc"
+	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/credentials/insecure"
+	"google.golang.org/grpc/status"
 
 	"github.com/raftingest/raftingest/distributor"
 	"github.com/raftingest/raftingest/ingesterpb"
@@ -44,6 +46,7 @@ type Server struct {
 	http   *http.Server
 	grpcLn net.Listener
 	httpLn net.Listener
+	ingest *ingesterService
 
 	storage  storageParts
 	querier  querierParts
@@ -107,7 +110,8 @@ func New(cfg Config, log *slog.Logger) (s *Server, err error) {
 	// -distributor.max-recv-msg-size; gRPC's default limit (4 MiB) would refuse large ones.
 	s.grpc = grpc.NewServer(grpc.MaxRecvMsgSize(cfg.Distributor.MaxRecvMsgSize))
 	ringpb.RegisterRingServer(s.grpc, raftfsm.NewService(s.node, func(context.Context) error { s.lc.Leave(); return nil }))
-	ingesterpb.RegisterIngesterServer(s.grpc, &ingesterService{store: s.store, writable: s.writable})
+	s.ingest = &ingesterService{store: s.store, writable: s.writable}
+	ingesterpb.RegisterIngesterServer(s.grpc, s.ingest)
 
 	mux := http.NewServeMux()
 	// Storage first: the querier reads its bucket and the hand-over falls back on its flush.
@@ -143,60 +147,140 @@ func (s *Server) Node() *raftfsm.Node { return s.node }
 // Registry returns the server's metrics registry.
 func (s *Server) Registry() *prometheus.Registry { return s.reg }
 
-// Run serves until the member has left the ring (nil) or ctx is cancelled (ctx.Err(), without leaving:
-// an abrupt stop, as a crash would be). It closes everything before returning.
+// membershipCheckTimeout bounds the start-up check of a restarted node's membership: long enough
+// for a cluster restarting as a whole to elect a leader, short enough not to hold up a node whose
+// cluster has no quorum (the background check goes on, and the leader refuses a Register from a
+// node outside its configuration anyway).
+const membershipCheckTimeout = 15 * time.Second
+
+// Run serves until the member has left the ring (nil) or ctx is cancelled (ctx.Err(), without
+// leaving: an abrupt stop, as a crash would be). It also returns on a fatal condition: this node
+// was removed from the cluster (an error wrapping lifecycle.ErrRemoved that names the raft
+// directory to wipe), -join was refused (a duplicate or invalid id), or a server failed. It cancels
+// and waits for every goroutine it started, and closes everything before returning.
 func (s *Server) Run(ctx context.Context) error {
 	defer s.close()
-	errc := make(chan error, 3)
+	ctx, cancel := context.WithCancel(ctx)
+	var wg sync.WaitGroup
+	defer func() {
+		cancel()
+		wg.Wait()
+	}()
+	errc := make(chan error, 2)
 	go func() { errc <- fmt.Errorf("grpc server: %w", s.grpc.Serve(s.grpcLn)) }()
 	go func() {
 		if err := s.http.Serve(s.httpLn); !errors.Is(err, http.ErrServerClosed) {
 			errc <- fmt.Errorf("http server: %w", err)
 		}
 	}()
+	raftDir := filepath.Join(s.cfg.DataDir, "raft")
+	joinErr := make(chan error, 1)
 	if len(s.cfg.Join) > 0 {
-		go s.join(ctx)
+		if s.node.ExistingState() {
+			// A member already, or removed: a removed node must not be re-added over its stale log
+			// (the check below tells which).
+			s.log.Info("the data directory holds raft state: not asking to join again", "raft_dir", raftDir)
+		} else {
+			wg.Add(1)
+			go func() {
+				defer wg.Done()
+				if err := s.join(ctx); err != nil {
+					joinErr <- err
+				}
+			}()
+		}
 	}
 	s.startStorage(ctx)
 	s.log.Info("ingester started", "member", s.cfg.NodeID, "raft", s.cfg.RaftAddr, "grpc", s.cfg.GRPCAddr,
 		"http", s.cfg.HTTPAddr, "data_dir", s.cfg.DataDir)
+
+	if s.node.ExistingState() {
+		cctx, ccancel := context.WithTimeout(ctx, membershipCheckTimeout)
+		wg.Add(1)
+		go func() { // a leave request ends the check early
+			defer wg.Done()
+			select {
+			case <-s.lc.LeaveRequested():
+				ccancel()
+			case <-cctx.Done():
+			}
+		}()
+		err := s.node.CheckMembership(cctx, s.cfg.Join)
+		ccancel()
+		switch {
+		case errors.Is(err, raftfsm.ErrRemovedFromCluster):
+			return s.removedError(raftDir)
+		case err != nil && ctx.Err() == nil:
+			s.log.Warn("could not confirm this node's membership with a leader; going on", "err", err)
+		}
+	}
+
 	lcDone := make(chan error, 1)
-	go func() { lcDone <- s.lc.Run(ctx) }()
-	select {
-	case err := <-lcDone:
-		if err != nil {
+	wg.Add(1)
+	go func() {
+		defer wg.Done()
+		lcDone <- s.lc.Run(ctx)
+	}()
+	leaveCh := s.lc.LeaveRequested()
+	for {
+		select {
+		case err := <-lcDone:
+			if errors.Is(err, lifecycle.ErrRemoved) {
+				return s.removedError(raftDir)
+			}
+			if err != nil {
+				return err
+			}
+			// The member has left the ring and the Raft configuration. Its Raft state is now useless
+			// and harmful: a node must start from an empty Raft directory to join again, so wipe it.
+			s.close()
+			if err := os.RemoveAll(raftDir); err != nil {
+				return fmt.Errorf("left the ring, but could not wipe %s: %w", raftDir, err)
+			}
+			s.log.Info("left the ring and the raft cluster; raft state wiped", "dir", raftDir)
+			return nil
+		case <-s.node.Removed():
+			return s.removedError(raftDir)
+		case err := <-joinErr:
 			return err
+		case err := <-errc:
+			return err
+		case <-leaveCh:
+			leaveCh = nil
+			if !s.node.ExistingState() && !s.node.InConfiguration() {
+				// Never added to any cluster: nothing was committed, nothing to hand over or leave.
+				s.log.Info("leave requested before this node joined a cluster: nothing to leave", "member", s.cfg.NodeID)
+				return nil
+			}
 		}
-		// The member has left the ring and the Raft configuration. Its Raft state is now useless and
-		// harmful: a node must start from an empty Raft directory to join again, so wipe it.
-		s.close()
-		dir := filepath.Join(s.cfg.DataDir, "raft")
-		if err := os.RemoveAll(dir); err != nil {
-			return fmt.Errorf("left the ring, but could not wipe %s: %w", dir, err)
-		}
-		s.log.Info("left the ring and the raft cluster; raft state wiped", "dir", dir)
-		return nil
-	case err := <-errc:
-		return err
 	}
 }
 
+// removedError is Run's error for a node removed from the cluster by an operator.
+func (s *Server) removedError(raftDir string) error {
+	return fmt.Errorf("%w: wipe %s before this node rejoins, then start it with -join or add it with `ringctl join`",
+		lifecycle.ErrRemoved, raftDir)
+}
+
 // join asks the members named by -join, in turn, to add this node to the Raft configuration, until
-// one accepts or ctx ends. A node whose data directory already holds Raft state is a member already;
-// asking again is harmless (the leader treats a known id and address as done).
-func (s *Server) join(ctx context.Context) {
+// one accepts or ctx ends (nil). A refusal no retry can change — this id is taken by another node,
+// or the id or address is invalid — is returned: the process must exit and say so.
+func (s *Server) join(ctx context.Context) error {
 	backoff := 200 * time.Millisecond
 	for {
 		for _, addr := range s.cfg.Join {
 			err := s.joinVia(ctx, addr)
 			if err == nil {
-				return
+				return nil
+			}
+			if c := status.Code(err); c == codes.AlreadyExists || c == codes.InvalidArgument {
+				return fmt.Errorf("-join via %s refused: %s", addr, status.Convert(err).Message())
 			}
 			s.log.Warn("join failed", "via", addr, "err", err)
 		}
 		select {
 		case <-ctx.Done():
-			return
+			return nil
 		case <-time.After(backoff):
 		}
 		backoff = min(2*backoff, 5*time.Second)
@@ -216,6 +300,24 @@ func (s *Server) joinVia(ctx context.Context, addr string) error {
 		return err
 	}
 	s.log.Info("joined the cluster", "via", addr, "voter", resp.GetVoter(), "index", resp.GetIndex())
+	return nil
+}
+
+// drainWrites waits until the member's state has left ACTIVE in the applied ring (so that Push
+// refuses new writes), then until every Push in flight has finished.
+func (s *Server) drainWrites(ctx context.Context) error {
+	for {
+		ch := s.node.Changed()
+		if s.lc.State() != ringstate.ACTIVE {
+			break
+		}
+		select {
+		case <-ch:
+		case <-ctx.Done():
+			return ctx.Err()
+		}
+	}
+	s.ingest.drainWrites()
 	return nil
 }
 

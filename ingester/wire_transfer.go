@@ -61,7 +61,14 @@ func (s *Server) wireTransfer() error {
 		return err
 	}
 	transferpb.RegisterTransferServer(s.grpc, s.transfer.receiver)
-	s.lc.OnLeaving = s.transfer.leaver.Leave
+	s.lc.OnLeaving = func(ctx context.Context) error {
+		// A Push that passed the ACTIVE check just before LEAVING committed may still be writing:
+		// wait for it before streaming the store, or its samples would miss the hand-over.
+		if err := s.drainWrites(ctx); err != nil {
+			return err
+		}
+		return s.transfer.leaver.Leave(ctx)
+	}
 	ctx, cancel := context.WithCancel(context.Background())
 	s.transfer.cancel = cancel
 	s.transfer.wg.Add(1)

@@ -99,6 +99,12 @@ func (c *Config) Validate() error {
 	if c.HeartbeatPeriod <= 0 {
 		bad("-ring.heartbeat-period must be positive, got %s", c.HeartbeatPeriod)
 	}
+	// Ring time coasts across gaps longer than ringstate.MaxRingTimeGap (an outage); a member
+	// heartbeating less often than that would make normal gaps look like outages.
+	if maxP := time.Duration(ringstate.MaxRingTimeGap/2) * time.Millisecond; c.HeartbeatPeriod > maxP {
+		bad("-ring.heartbeat-period (%s) must be at most %s (half the ring's outage gap, %s)",
+			c.HeartbeatPeriod, maxP, time.Duration(ringstate.MaxRingTimeGap)*time.Millisecond)
+	}
 	// A member is judged by the age of its last heartbeat: with a timeout not above the period, a
 	// healthy member looks UNHEALTHY between two heartbeats and distributors spill away from it.
 	if c.HeartbeatTimeout <= c.HeartbeatPeriod {

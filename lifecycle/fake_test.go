@@ -35,6 +35,44 @@ type fakeRing struct {
 
 	// before, when set, runs (without the lock) before each Apply call reaches the ring.
 	before func(cmd ringstate.Command)
+
+	// removed holds, per member, a channel closed when its node's removal from the Raft cluster is
+	// confirmed (removeFromCluster); that node's Apply calls then fail without a leader, as a real
+	// removed node's do.
+	removed map[ringstate.MemberID]chan struct{}
+}
+
+var errRemovedFromCluster = errors.New("fake: removed from the raft cluster")
+
+// removedCh returns member id's removal channel. Call with f.mu held.
+func (f *fakeRing) removedCh(id ringstate.MemberID) chan struct{} {
+	if f.removed == nil {
+		f.removed = map[ringstate.MemberID]chan struct{}{}
+	}
+	ch, ok := f.removed[id]
+	if !ok {
+		ch = make(chan struct{})
+		f.removed[id] = ch
+	}
+	return ch
+}
+
+// removeFromCluster confirms that member id's node was removed from the Raft cluster.
+func (f *fakeRing) removeFromCluster(id ringstate.MemberID) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	close(f.removedCh(id))
+}
+
+func (f *fakeRing) isRemoved(id ringstate.MemberID) bool {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	select {
+	case <-f.removedCh(id):
+		return true
+	default:
+		return false
+	}
 }
 
 type commit struct {
@@ -234,7 +272,39 @@ type fakeNode struct {
 func (n *fakeNode) Ring() *ringstate.Ring    { return n.f.Ring() }
 func (n *fakeNode) Changed() <-chan struct{} { return n.f.Changed() }
 func (n *fakeNode) Apply(ctx context.Context, cmd ringstate.Command) (uint64, error) {
+	if n.f.isRemoved(n.id) {
+		return 0, errNoLeader
+	}
 	return n.f.Apply(ctx, cmd)
+}
+
+func (n *fakeNode) WaitApplied(ctx context.Context, index uint64) error {
+	for {
+		n.f.mu.Lock()
+		ch, idx := n.f.changed, n.f.index
+		n.f.mu.Unlock()
+		if idx >= index {
+			return nil
+		}
+		select {
+		case <-ch:
+		case <-ctx.Done():
+			return ctx.Err()
+		}
+	}
+}
+
+func (n *fakeNode) Err() error {
+	if n.f.isRemoved(n.id) {
+		return errRemovedFromCluster
+	}
+	return nil
+}
+
+func (n *fakeNode) Removed() <-chan struct{} {
+	n.f.mu.Lock()
+	defer n.f.mu.Unlock()
+	return n.f.removedCh(n.id)
 }
 
 func (n *fakeNode) LeaveCluster(ctx context.Context) error {

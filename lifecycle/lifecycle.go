@@ -38,6 +38,15 @@ type Ring interface {
 	// LeaveCluster removes this node from the Raft configuration (transferring leadership first when
 	// it leads). Called after the member is removed from the ring.
 	LeaveCluster(ctx context.Context) error
+	// WaitApplied blocks until the local ring reflects the entry at index (or ctx ends). The
+	// lifecycle judges a command's effect only then: the local ring may lag the leader's.
+	WaitApplied(ctx context.Context, index uint64) error
+	// Err is non-nil once the node can never commit again: its removal from the Raft cluster was
+	// confirmed, or it was shut down. Apply errors are transient only while Err is nil.
+	Err() error
+	// Removed is closed once a removal of this node that it did not ask for (an operator's
+	// ringctl remove) is confirmed; Run then returns ErrRemoved.
+	Removed() <-chan struct{}
 }
 
 // ErrRemoved is returned by Run when the ring no longer knows this member although it did not leave:
@@ -151,6 +160,9 @@ func (l *Lifecycle) Ready() bool {
 	return ok && s == ringstate.ACTIVE && l.registered.Load()
 }
 
+// LeaveRequested returns a channel closed once Leave was called.
+func (l *Lifecycle) LeaveRequested() <-chan struct{} { return l.leaveCh }
+
 // Run drives the member until it has left the ring (after Leave; returns nil) or ctx is cancelled
 // (returns ctx.Err() at once, without leaving: an abrupt stop, as after a crash, from which a restart
 // resumes). It also returns on a fatal condition: the register refused (ErrMemberExists: another node
@@ -203,31 +215,42 @@ func isRefusal(err error) bool {
 	return false
 }
 
+// fatalError marks a failure after which no retry can succeed: the node's removal from the Raft
+// cluster was confirmed, or the node was shut down (Ring.Err).
+type fatalError struct{ err error }
+
+func (e *fatalError) Error() string { return e.err.Error() }
+func (e *fatalError) Unwrap() error { return e.err }
+
 // applyRetry commits cmd, retrying with the same RequestID and capped exponential backoff while the
-// outcome is unknown or the failure transient. It returns nil, the ring's refusal, or ctx.Err(). It
-// runs on worker goroutines and touches no loop state.
-func (l *Lifecycle) applyRetry(ctx context.Context, cmd ringstate.Command) error {
+// outcome is unknown or the failure transient. It returns the entry's index with nil or the ring's
+// refusal, a *fatalError once the node can never commit again (Ring.Err), or ctx.Err(). It runs on
+// worker goroutines and touches no loop state.
+func (l *Lifecycle) applyRetry(ctx context.Context, cmd ringstate.Command) (uint64, error) {
 	op := cmd.Op.String()
 	for attempt := 0; ; attempt++ {
 		actx, cancel := context.WithTimeout(ctx, applyAttemptTimeout)
-		_, err := l.ring.Apply(actx, cmd)
+		idx, err := l.ring.Apply(actx, cmd)
 		cancel()
 		switch {
 		case err == nil:
 			l.metrics.commands.WithLabelValues(op, "ok").Inc()
-			return nil
+			return idx, nil
 		case isRefusal(err):
 			l.metrics.commands.WithLabelValues(op, "refused").Inc()
-			return err
+			return idx, err
 		case ctx.Err() != nil:
-			return ctx.Err()
+			return 0, ctx.Err()
+		}
+		if ferr := l.ring.Err(); ferr != nil {
+			return 0, &fatalError{err: ferr}
 		}
 		l.metrics.commands.WithLabelValues(op, "retried").Inc()
 		d := backoff(attempt)
 		l.log.Warn("ring command not committed (no leader or no quorum?), retrying with the same request id",
 			"member", l.cfg.ID, "op", op, "request_id", cmd.RequestID, "attempt", attempt+1, "retry_in", d, "err", err)
 		if err := sleep(ctx, d); err != nil {
-			return err
+			return 0, err
 		}
 	}
 }

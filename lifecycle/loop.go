@@ -34,15 +34,16 @@ type loop struct {
 	// still reads itself PENDING would claim again.
 	expect func(m *ringstate.Member, ok bool) bool
 
-	regDone     bool   // our register committed
-	leaving     bool   // Leave was called
-	removing    bool   // our Remove was started: "unknown member" is then our own doing
-	leavingHook bool   // OnLeaving runs: a hand-over may remove us from the ring (CompleteHandover)
-	fitted      bool   // the token count was checked against -ring.num-tokens since register
-	joinDue     bool   // join-after elapsed while PENDING: claim tokens
-	receiving   bool   // seen JOINING with a hand-over peer (a leaver claimed us)
-	seq         uint64 // request id counter
-	failures    int    // consecutive refusals of the current step, for backoff
+	stepCancel  context.CancelFunc // cancels the step in flight, if a leave may cancel it (register, claim)
+	regDone     bool               // our register committed
+	leaving     bool               // Leave was called
+	removing    bool               // our Remove was started: "unknown member" is then our own doing
+	leavingHook bool               // OnLeaving runs: a hand-over may remove us from the ring (CompleteHandover)
+	fitted      bool               // the token count was checked against -ring.num-tokens since register
+	joinDue     bool               // join-after elapsed while PENDING: claim tokens
+	receiving   bool               // seen JOINING with a hand-over peer (a leaver claimed us)
+	seq         uint64             // request id counter
+	failures    int                // consecutive refusals of the current step, for backoff
 
 	saved    ringstate.Tokens // tokens last written to (or read from) the tokens file
 	lastSeen string           // last state logged, to log changes once
@@ -54,12 +55,14 @@ type loop struct {
 type stepDone struct {
 	then func(error)
 	err  error
+	ctx  context.Context // the step's own context; cancelled by a leave request when cancelable
 }
 
 func (lp *loop) run(parent context.Context) error {
 	lp.log.Info("lifecycle starting", "member", lp.cfg.ID, "num_tokens", lp.cfg.NumTokens,
 		"join_after", lp.cfg.JoinAfter, "tokens_file", lp.cfg.TokensFilePath)
 	leaveCh := lp.leaveCh
+	removedCh := lp.ring.Removed()
 	for {
 		if err := parent.Err(); err != nil {
 			lp.log.Info("lifecycle stopped without leaving", "member", lp.cfg.ID, "err", err)
@@ -88,9 +91,25 @@ func (lp *loop) run(parent context.Context) error {
 			lp.failures = 0
 			lp.stopRetry() // do not sit out a join backoff before leaving
 			lp.log.Info("leave requested", "member", lp.cfg.ID, "state", lp.State())
+			if lp.busy && lp.stepCancel != nil {
+				// A register or token claim that cannot commit (no quorum, or not in a cluster yet)
+				// must not hold the leave back. Its outcome may be unknown; the leave path reads the
+				// ring and removes whatever it committed.
+				lp.stepCancel()
+			}
+		case <-removedCh:
+			removedCh = nil
+			if !lp.removing {
+				lp.log.Error("this node was removed from the raft cluster by an operator", "member", lp.cfg.ID)
+				lp.finish(ErrRemoved)
+			}
 		case <-changed:
 		case d := <-lp.steps:
 			lp.busy = false
+			lp.stepCancel = nil
+			if d.err != nil && d.ctx.Err() != nil && lp.ctx.Err() == nil {
+				break // cancelled by the leave request before it committed: decide again from the ring
+			}
 			d.then(d.err)
 		case err := <-lp.beats:
 			lp.beating = false
@@ -113,24 +132,72 @@ func (lp *loop) finish(err error) {
 
 // start runs fn on a worker goroutine; then runs on the loop goroutine with its result.
 func (lp *loop) start(fn func(ctx context.Context) error, then func(error)) {
+	lp.startStep(false, fn, then)
+}
+
+// startStep is start; a cancelable step is cancelled by a leave request, and then is not called.
+func (lp *loop) startStep(cancelable bool, fn func(ctx context.Context) error, then func(error)) {
 	lp.busy = true
+	ctx := lp.ctx
+	if cancelable && !lp.leaving {
+		var cancel context.CancelFunc
+		ctx, cancel = context.WithCancel(lp.ctx)
+		lp.stepCancel = cancel
+	}
 	lp.wg.Add(1)
 	go func() {
 		defer lp.wg.Done()
-		lp.steps <- stepDone{then: then, err: fn(lp.ctx)}
+		lp.steps <- stepDone{then: then, err: fn(ctx), ctx: ctx}
 	}()
 }
 
-// apply commits cmd with a fresh request id on a worker, retrying transient failures, and runs then
-// with nil or the ring's refusal. Cancellation ends Run before then would see it.
-func (lp *loop) apply(cmd ringstate.Command, then func(error)) {
+// apply commits cmd with a fresh request id on a worker, retrying transient failures, waits until
+// the local ring reflects the entry (so that then judges its effect on a ring that shows it), and
+// runs then with nil or the ring's refusal. Cancellation ends Run before then would see it; a fatal
+// failure (the node was removed or shut down) ends it too.
+func (lp *loop) apply(cmd ringstate.Command, then func(error)) { lp.applyStep(false, cmd, then) }
+
+// applyCancelable is apply for a step a leave request cancels (register, token claim).
+func (lp *loop) applyCancelable(cmd ringstate.Command, then func(error)) {
+	lp.applyStep(true, cmd, then)
+}
+
+func (lp *loop) applyStep(cancelable bool, cmd ringstate.Command, then func(error)) {
 	cmd.RequestID = lp.nextRequestID()
-	lp.start(func(ctx context.Context) error { return lp.applyRetry(ctx, cmd) }, func(err error) {
+	lp.startStep(cancelable, func(ctx context.Context) error {
+		idx, err := lp.applyRetry(ctx, cmd)
+		if (err == nil || isRefusal(err)) && idx > 0 {
+			if werr := lp.ring.WaitApplied(ctx, idx); werr != nil {
+				return werr
+			}
+		}
+		return err
+	}, func(err error) {
 		if lp.ctx.Err() != nil {
+			return
+		}
+		if lp.fatal(err) {
 			return
 		}
 		then(err)
 	})
+}
+
+// fatal ends Run if err means the node can never commit again, and reports whether it did.
+func (lp *loop) fatal(err error) bool {
+	var fe *fatalError
+	if !errors.As(err, &fe) {
+		return false
+	}
+	select {
+	case <-lp.ring.Removed():
+		lp.log.Error("this node was removed from the raft cluster by an operator", "member", lp.cfg.ID, "err", err)
+		lp.finish(ErrRemoved)
+	default:
+		lp.log.Error("the raft node can no longer commit", "member", lp.cfg.ID, "err", err)
+		lp.finish(fmt.Errorf("lifecycle: %s: %w", lp.cfg.ID, err))
+	}
+	return true
 }
 
 // retry holds back the next decision for d.
@@ -199,6 +266,10 @@ func (lp *loop) onHeartbeat(err error) {
 	case lp.ctx.Err() != nil:
 	default:
 		lp.metrics.heartbeats.WithLabelValues("error").Inc()
+		if ferr := lp.ring.Err(); ferr != nil && !lp.removing {
+			lp.fatal(&fatalError{err: ferr})
+			return
+		}
 		lp.log.Warn("heartbeat not committed (no leader or no quorum?)", "member", lp.cfg.ID, "op", "heartbeat", "err", err)
 	}
 }
@@ -206,11 +277,20 @@ func (lp *loop) onHeartbeat(err error) {
 // reconcile looks at the applied ring and starts the next step, if any. It runs only when no step is
 // in flight and no backoff is pending.
 func (lp *loop) reconcile() {
+	r := lp.ring.Ring()
 	if !lp.regDone {
+		if lp.leaving && !lp.removing {
+			if _, ok := r.Member(lp.cfg.ID); !ok {
+				// Leaving before our register committed (it was cancelled): there is nothing to hand
+				// over. Remove whatever the cancelled register may yet have committed, then leave
+				// the Raft cluster.
+				lp.remove()
+				return
+			}
+		}
 		lp.register()
 		return
 	}
-	r := lp.ring.Ring()
 	if r == nil {
 		return
 	}
@@ -222,7 +302,24 @@ func (lp *loop) reconcile() {
 		lp.expect = nil
 	}
 	if !ok {
-		// Removed by someone else: the next heartbeat is refused and Run returns ErrRemoved.
+		if lp.leaving && !lp.removing {
+			// Leaving while not in the ring (an operator removed the member, or a hand-over
+			// completed): nothing is left to hand over. Leave the Raft cluster and finish.
+			lp.log.Info("leaving while not in the ring: leaving the raft cluster", "member", lp.cfg.ID)
+			lp.removing = true
+			if lp.ticker != nil {
+				lp.ticker.Stop()
+				lp.ticker = nil
+			}
+			lp.start(lp.leaveClusterRetry, func(err error) {
+				if lp.ctx.Err() != nil {
+					return
+				}
+				lp.finish(err)
+			})
+		}
+		// Otherwise removed by someone else: Run returns ErrRemoved when the removal is confirmed
+		// (Ring.Removed) or the next heartbeat is refused.
 		return
 	}
 	lp.logState(&m)
@@ -273,7 +370,7 @@ func (lp *loop) logState(m *ringstate.Member) {
 func (lp *loop) register() {
 	cmd := ringstate.Command{Op: ringstate.OpRegister, Member: lp.cfg.ID, RaftAddr: lp.cfg.RaftAddr,
 		GRPCAddr: lp.cfg.GRPCAddr, HTTPAddr: lp.cfg.HTTPAddr, Zone: lp.cfg.Zone}
-	lp.apply(cmd, func(err error) {
+	lp.applyCancelable(cmd, func(err error) {
 		if errors.Is(err, ringstate.ErrMemberExists) {
 			lp.finish(fmt.Errorf("lifecycle: cannot register %s at raft address %s: another node uses this id; "+
 				"give this node another id, or `ringctl remove %s` if that node is gone for good: %w",
@@ -346,7 +443,7 @@ func (lp *loop) claim(r *ringstate.Ring) {
 		lp.retry(d)
 		return
 	}
-	lp.apply(ringstate.Command{Op: ringstate.OpClaimTokens, Member: lp.cfg.ID, Tokens: ts}, func(err error) {
+	lp.applyCancelable(ringstate.Command{Op: ringstate.OpClaimTokens, Member: lp.cfg.ID, Tokens: ts}, func(err error) {
 		var owned *ringstate.TokenOwnedError
 		switch {
 		case err == nil:

@@ -8,7 +8,6 @@ import (
 	"net"
 	"strconv"
 	"time"
-	"unicode"
 
 	"github.com/prometheus/client_golang/prometheus"
 
@@ -44,6 +43,11 @@ type Config struct {
 	// RingHeartbeatTimeout is -ring.heartbeat-timeout: voter promotion prefers members healthy by it,
 	// and GetRing reports it. Zero disables the health check.
 	RingHeartbeatTimeout time.Duration
+	// RegisterRequiresPeer makes the leader admit a ring Register only for a member id that is in
+	// the Raft configuration at the command's raft address. The daemon sets it: a node removed from
+	// Raft (ringctl remove) and restarted on its old data must not re-enter the ring as a ghost
+	// member that no Raft server backs. Checked before proposing, never inside FSM.Apply.
+	RegisterRequiresPeer bool
 	// ReconcileInterval is how often the leader checks voter counts and every node checks whether it
 	// was removed; zero means 5s. Configuration changes also trigger a check at once.
 	ReconcileInterval time.Duration
@@ -137,15 +141,8 @@ func (c *Config) Validate() error {
 	return errors.Join(errs...)
 }
 
-// checkID applies ringstate's member id rules, since a Raft server ID is also a ring member ID.
+// checkID applies ringstate's member id rules, since a Raft server ID is also a ring member ID: an
+// id the ring would refuse must never become a Raft server.
 func checkID(id string) error {
-	if id == "" || len(id) > ringstate.MaxIDLen {
-		return fmt.Errorf("id %q must have 1 to %d characters", id, ringstate.MaxIDLen)
-	}
-	for _, c := range id {
-		if !(unicode.IsLetter(c) || unicode.IsDigit(c) || c == '-' || c == '_' || c == '.') {
-			return fmt.Errorf("id %q: only letters, digits, '-', '_' and '.' are allowed", id)
-		}
-	}
-	return nil
+	return ringstate.ValidateMemberID(ringstate.MemberID(id))
 }

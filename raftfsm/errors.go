@@ -35,6 +35,10 @@ var (
 	// configuration no longer contains it. It can no longer take part; its Raft state must be wiped
 	// (DataDir/raft) before it rejoins with AddPeer, or its stale log would confuse the cluster.
 	ErrRemovedFromCluster = errors.New("raftfsm: this node was removed from the raft cluster; wipe its raft data before it rejoins")
+	// ErrNotPeer refuses, before anything is proposed, a ring Register for a member that is not
+	// in the Raft configuration at the command's raft address (Config.RegisterRequiresPeer): a
+	// node removed from the cluster must wipe its Raft state and be added again first.
+	ErrNotPeer = errors.New("raftfsm: not a raft peer")
 	// ErrShutdown is returned by every method after Shutdown.
 	ErrShutdown = errors.New("raftfsm: node is shut down")
 

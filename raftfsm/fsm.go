@@ -2,6 +2,7 @@ package raftfsm
 
 import (
 	"bytes"
+	"errors"
 	"fmt"
 	"io"
 	"log/slog"
@@ -45,6 +46,10 @@ type FSM struct {
 	// onApply, when set before the FSM is handed to Raft, is called after every command entry with
 	// its op and outcome (the node's metrics). It must not block.
 	onApply func(op ringstate.Op, code ringstate.Code)
+	// onPublish, when set before the FSM is handed to Raft, is called with every ring published
+	// (the node learns members' gRPC addresses from it). It must not block and must not feed back
+	// into the FSM's state.
+	onPublish func(*ringstate.Ring)
 	// restoreIndex, when set, tells Restore the index of the snapshot being restored (see
 	// indexingSnapshotStore); 0 when unknown.
 	restoreIndex func() uint64
@@ -89,11 +94,17 @@ func (f *FSM) publish(s *fsmState) {
 	close(f.changed)
 	f.changed = make(chan struct{})
 	f.mu.Unlock()
+	if f.onPublish != nil {
+		f.onPublish(s.ring)
+	}
 }
 
-// Apply applies one committed log entry and returns an *ApplyResult. It never panics and never
-// returns a Go error as the response: an entry that does not decode is refused with
-// CodeInvalidCommand and leaves the ring unchanged, identically on every replica.
+// Apply applies one committed log entry and returns an *ApplyResult. It never returns a Go error
+// as the response: an entry of a known command version that does not decode is refused with
+// CodeInvalidCommand and leaves the ring unchanged, identically on every replica of that version.
+//
+// An entry of an unknown command version halts the node: Apply panics with a message naming the
+// entry's index and version and telling the operator to upgrade this node. See UnknownVersionPanic.
 func (f *FSM) Apply(l *raft.Log) interface{} {
 	cur := f.state.Load()
 	if l.Type != raft.LogCommand {
@@ -103,6 +114,18 @@ func (f *FSM) Apply(l *raft.Log) interface{} {
 		return &ApplyResult{}
 	}
 	cmd, err := DecodeCommand(l.Data)
+	var verr *VersionError
+	if errors.As(err, &verr) {
+		// Committed by a newer release: a newer replica applies it, this one cannot know how.
+		// Turning it into a no-op here would make this replica's ring differ from the newer ones'
+		// from this index on, silently. hashicorp/raft gives Apply no way to refuse an entry, so
+		// stop before applying it (Consul panics on unknown message types for the same reason).
+		// This is not a panic on input: the entry is committed, so every replica of this version
+		// halts at the same index, and a node restarted with a newer build resumes from it.
+		msg := UnknownVersionPanic(l.Index, verr.Version)
+		f.logger.Error(msg, "index", l.Index, "version", verr.Version, "known", verr.Known)
+		panic(msg)
+	}
 	if err != nil {
 		f.publish(&fsmState{ring: cur.ring, index: max(cur.index, l.Index)})
 		f.logger.Error("refusing undecodable raft log entry", "index", l.Index, "err", err)
@@ -129,6 +152,15 @@ func (f *FSM) Apply(l *raft.Log) interface{} {
 	}
 	f.logEvents(l.Index, &cmd, events)
 	return res
+}
+
+// UnknownVersionPanic is the message FSM.Apply panics with on a committed entry of an unknown
+// command version.
+func UnknownVersionPanic(index uint64, version uint32) string {
+	return fmt.Sprintf("raftfsm: FATAL: committed raft log entry %d has command version %d, which this build "+
+		"does not know; it was written by a newer release. Upgrade this node to a release that reads command "+
+		"version %d and restart it: it resumes from this entry. Halting rather than let this replica's ring "+
+		"diverge from the others'", index, version, version)
 }
 
 // logEvents logs membership changes. Logging does not feed back into state, so it does not break

@@ -3,6 +3,7 @@ package raftfsm
 import (
 	"bytes"
 	"errors"
+	"fmt"
 	"io"
 	"math/rand/v2"
 	"strconv"
@@ -52,7 +53,9 @@ func randomEntry(rng *rand.Rand, index uint64, clock *int64) *raft.Log {
 	}
 	switch rng.IntN(20) {
 	case 0:
-		l.Data = []byte{byte(rng.IntN(4)), 1, 2, 3}
+		// Version 1 (known) but garbage: refused as a no-op. Unknown versions halt the FSM
+		// (TestFSM_UnknownVersion_HaltsInsteadOfDiverging), so they have no place in a log.
+		l.Data = []byte{1, byte(rng.IntN(256)), 0xff, 3}
 		return l
 	case 1:
 		l.Data = nil
@@ -139,9 +142,9 @@ func TestFSM_GarbageEntry_RefusedWithInvalidCommandAndStateUnchanged(t *testing.
 	f := NewFSM(nil)
 	register(t, f, 1, "a", 1000)
 	before := snapshotBytes(t, f)
-	v2, _ := EncodeCommand(ringstate.Command{Op: ringstate.OpHeartbeat, Member: "a"})
-	v2[0] = 2
-	for i, data := range [][]byte{nil, {}, {1, 0xff}, {0x42}, v2} {
+	// Entries of a known version (or none at all) that do not decode; unknown versions halt instead
+	// (TestFSM_UnknownVersion_HaltsInsteadOfDiverging).
+	for i, data := range [][]byte{nil, {}, {1, 0xff}, {1, 0x42, 0x42}, {1, 0xff, 0xff, 0xff}} {
 		res := f.Apply(&raft.Log{Index: uint64(2 + i), Type: raft.LogCommand, Data: data, AppendedAt: time.UnixMilli(5000)}).(*ApplyResult)
 		if res.Code != ringstate.CodeInvalidCommand || res.Message == "" {
 			t.Fatalf("entry %x: got %+v, want CodeInvalidCommand", data, res)
@@ -158,14 +161,37 @@ func TestFSM_GarbageEntry_RefusedWithInvalidCommandAndStateUnchanged(t *testing.
 	}
 }
 
-// TestFSM_UnknownVersion_RefusedLoudly: the refusal message names the version.
-func TestFSM_UnknownVersion_RefusedLoudly(t *testing.T) {
-	f := NewFSM(nil)
-	data, _ := EncodeCommand(ringstate.Command{Op: ringstate.OpHeartbeat, Member: "a"})
-	data[0] = 9
-	res := f.Apply(&raft.Log{Index: 1, Type: raft.LogCommand, Data: data}).(*ApplyResult)
-	if res.Code != ringstate.CodeInvalidCommand || !strings.Contains(res.Message, "version 9") {
-		t.Fatalf("got %+v", res)
+// Regression (unknown command versions made replicas diverge): an entry of an unknown command
+// version was turned into a committed no-op, so an older replica and a newer one held different
+// rings from that index on. The FSM now halts at that entry, loudly, naming its index and version
+// and telling the operator to upgrade, and does not advance.
+func TestFSM_UnknownVersion_HaltsInsteadOfDiverging(t *testing.T) {
+	for _, version := range []byte{0, 2, 9, 0x42, 0xff} {
+		t.Run(fmt.Sprint("version ", version), func(t *testing.T) {
+			f := NewFSM(nil)
+			register(t, f, 1, "a", 1000)
+			before := snapshotBytes(t, f)
+			data, _ := EncodeCommand(ringstate.Command{Op: ringstate.OpHeartbeat, Member: "a"})
+			data[0] = version
+			var got any
+			func() {
+				defer func() { got = recover() }()
+				res := f.Apply(&raft.Log{Index: 7, Type: raft.LogCommand, Data: data, AppendedAt: time.UnixMilli(5000)})
+				t.Errorf("Apply returned %+v instead of halting", res)
+			}()
+			msg, _ := got.(string)
+			for _, want := range []string{"entry 7", fmt.Sprintf("version %d", version), "Upgrade this node"} {
+				if !strings.Contains(msg, want) {
+					t.Errorf("panic %q does not say %q", got, want)
+				}
+			}
+			if f.AppliedIndex() != 1 {
+				t.Errorf("applied index %d after the unknown entry, want 1 (not advanced)", f.AppliedIndex())
+			}
+			if !bytes.Equal(before, snapshotBytes(t, f)) {
+				t.Error("the unknown entry changed the ring")
+			}
+		})
 	}
 }
 

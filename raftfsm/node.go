@@ -52,6 +52,20 @@ type Node struct {
 	kick       chan struct{} // wakes the background loop; buffered 1
 	stop       chan struct{} // closed by Shutdown
 	wg         sync.WaitGroup
+	// runCtx bounds the background loop's calls (status requests to peers, configuration changes);
+	// Shutdown cancels it, so a stop never waits out -raft.apply-timeout.
+	runCtx    context.Context
+	runCancel context.CancelFunc
+
+	// existing: the data dir held Raft state when the node started. Immutable after NewNode.
+	existing bool
+
+	// addrMu guards lastGRPC: the last gRPC address seen for each Raft server id, from the ring as
+	// it changes and, at start, from the snapshot and the stored log. Forwarding and the membership
+	// checks use it when the ring no longer (or not yet) lists a server: a leaving leader between
+	// its ring Remove and the leadership transfer, or a restarted node whose log is not replayed yet.
+	addrMu   sync.Mutex
+	lastGRPC map[string]string
 
 	// confMu serialises this leader's configuration changes (AddPeer, RemovePeer, promotions), so
 	// that the voter count each one reads stays true until its change commits. (GetConfiguration
@@ -72,6 +86,9 @@ type Node struct {
 	// in our own, possibly lagging, log) clears if the configuration lists us again.
 	confirmed atomic.Bool
 	leaving   atomic.Bool // LeaveCluster in progress: the removal is expected
+	// removedCh is closed when a removal this node did not ask for is confirmed (see Removed).
+	removedCh   chan struct{}
+	removedOnce sync.Once
 }
 
 // NewNode opens (or creates) the Raft state under cfg.DataDir/raft, starts Raft on cfg.RaftAddr and
@@ -104,7 +121,10 @@ func NewNode(cfg Config) (*Node, error) {
 		observerCh: make(chan raft.Observation, 16),
 		kick:       make(chan struct{}, 1),
 		stop:       make(chan struct{}),
+		lastGRPC:   map[string]string{},
+		removedCh:  make(chan struct{}),
 	}
+	n.runCtx, n.runCancel = context.WithCancel(context.Background())
 	var err error
 	// A bolt file is locked by its user; time out instead of hanging when another process (or a
 	// forgotten node in this one) holds it.
@@ -136,6 +156,7 @@ func NewNode(cfg Config) (*Node, error) {
 	n.fsm.restoreIndex = n.snaps.lastOpened.Load
 	n.metrics = newNodeMetrics(cfg.Registerer, n)
 	n.fsm.onApply = n.metrics.countApply
+	n.fsm.onPublish = n.learnAddrs
 
 	rc := raft.DefaultConfig()
 	rc.LocalID = n.id
@@ -158,6 +179,10 @@ func NewNode(cfg Config) (*Node, error) {
 		return nil, fmt.Errorf("raftfsm: read raft state in %s: %w", dir, err)
 	}
 	n.hadState.Store(has)
+	n.existing = has
+	if has {
+		n.learnAddrsFromLog()
+	}
 
 	n.raft, err = raft.NewRaft(rc, n.fsm, n.store, n.store, n.snaps, n.trans)
 	if err != nil {
@@ -204,6 +229,7 @@ func (n *Node) Shutdown() error {
 	n.shutdownOnce.Do(func() {
 		n.closed.Store(true)
 		close(n.stop)
+		n.runCancel()
 		n.wg.Wait()
 		n.metrics.unregister()
 		var errs []error
@@ -272,16 +298,38 @@ func (n *Node) Leader() (id, raftAddr string) {
 	return string(lid), string(addr)
 }
 
-// Err returns ErrRemovedFromCluster when the Raft configuration no longer contains this node (see
-// ErrRemovedFromCluster), ErrShutdown after Shutdown, else nil.
+// Err returns ErrShutdown after Shutdown and ErrRemovedFromCluster once this node's removal from
+// the Raft configuration is confirmed (by a leader, or by its own LeaveCluster), else nil. Either
+// is final: the node can never commit again. A removal seen only in this node's own log (which may
+// lag: a node restarted mid catch-up whose log ends before its own AddVoter) is not confirmed and
+// does not count here; Status().Removed reports it.
 func (n *Node) Err() error {
 	switch {
 	case n.closed.Load():
 		return ErrShutdown
-	case n.removed.Load():
+	case n.confirmed.Load():
 		return ErrRemovedFromCluster
 	}
 	return nil
+}
+
+// Removed returns a channel closed once a removal of this node that it did not ask for (ringctl
+// remove, not LeaveCluster) is confirmed. The daemon exits then: its Raft state must be wiped
+// before it rejoins.
+func (n *Node) Removed() <-chan struct{} { return n.removedCh }
+
+// ExistingState reports whether the data dir held Raft state when the node started: the node was
+// a member of a cluster before, and must not ask to join again (a removed node must be wiped).
+func (n *Node) ExistingState() bool { return n.existing }
+
+// InConfiguration reports whether the latest Raft configuration this node knows lists it. A new
+// node waiting to be added has an empty configuration.
+func (n *Node) InConfiguration() bool {
+	f := n.raft.GetConfiguration()
+	if f.Error() != nil {
+		return false
+	}
+	return slices.ContainsFunc(f.Configuration().Servers, func(s raft.Server) bool { return s.ID == n.id })
 }
 
 // ---- commands ----
@@ -312,7 +360,14 @@ func (n *Node) apply(ctx context.Context, cmd ringstate.Command, hops uint32) (u
 		return 0, err
 	}
 	return route(ctx, n, hops, "apply",
-		func() (uint64, error) { return n.leaderApply(ctx, data) },
+		func() (uint64, error) {
+			if cmd.Op == ringstate.OpRegister && n.cfg.RegisterRequiresPeer {
+				if err := n.admitRegister(ctx, &cmd); err != nil {
+					return 0, err
+				}
+			}
+			return n.leaderApply(ctx, data)
+		},
 		func(ctx context.Context, c ringpb.RingClient, h uint32) (uint64, error) {
 			resp, err := c.Apply(ctx, &ringpb.ApplyRequest{Command: ringpb.FromCommand(&cmd), Hops: h})
 			if err != nil {
@@ -320,6 +375,28 @@ func (n *Node) apply(ctx context.Context, cmd ringstate.Command, hops uint32) (u
 			}
 			return resp.GetIndex(), wireResult(resp.GetCode(), resp.GetMessage())
 		})
+}
+
+// admitRegister refuses, on the leader and before anything is proposed, a Register for a member
+// that no Raft server backs: its id must be in the latest configuration at the command's raft
+// address. A node removed from Raft and restarted on its old data could otherwise re-enter the ring
+// as a PENDING member outside the Raft configuration — one a leaver could pick as its joiner. The
+// check reads the configuration, so it stays out of FSM.Apply, which must be configuration-free.
+func (n *Node) admitRegister(ctx context.Context, cmd *ringstate.Command) error {
+	conf, _, err := n.configuration(ctx)
+	if err != nil {
+		return err
+	}
+	i := slices.IndexFunc(conf.Servers, func(s raft.Server) bool { return string(s.ID) == string(cmd.Member) })
+	if i < 0 {
+		return fmt.Errorf("%w: cannot register %s: it is not in the raft configuration (removed? wipe its raft data, "+
+			"<data.dir>/raft, and join it again)", ErrNotPeer, cmd.Member)
+	}
+	if a := string(conf.Servers[i].Address); a != cmd.RaftAddr {
+		return fmt.Errorf("%w: cannot register %s at raft address %s: the raft configuration has it at %s",
+			ErrNotPeer, cmd.Member, cmd.RaftAddr, a)
+	}
+	return nil
 }
 
 // wireResult rebuilds a ringstate outcome from an ApplyResponse's code and message.
@@ -443,6 +520,10 @@ func (n *Node) leaderClient(ctx context.Context) (ringpb.RingClient, string, err
 			return c, id, nil
 		}
 		if time.Now().After(deadline) {
+			if f := n.raft.GetConfiguration(); f.Error() == nil && len(f.Configuration().Servers) == 0 {
+				return nil, "", fmt.Errorf("%w: %s is not in a cluster yet: start it with -join ADDR or run "+
+					"`ringctl -addr MEMBER join %s %s`", ErrNoLeader, n.cfg.ID, n.cfg.ID, n.RaftAddr())
+			}
 			return nil, "", fmt.Errorf("%w (asked %s)", ErrNoLeader, n.cfg.ID)
 		}
 		select {
@@ -463,7 +544,52 @@ func (n *Node) grpcAddr(id string) (string, error) {
 	if m, ok := n.fsm.Ring().Member(ringstate.MemberID(id)); ok && m.GRPCAddr != "" {
 		return m.GRPCAddr, nil
 	}
-	return "", fmt.Errorf("%w: leader %s has no gRPC address in the ring (not registered yet?)", ErrNoLeader, id)
+	if a := n.knownGRPC(id); a != "" {
+		return a, nil
+	}
+	return "", fmt.Errorf("%w: leader %s has no known gRPC address (not registered yet?)", ErrNoLeader, id)
+}
+
+// knownGRPC returns the last gRPC address seen for server id, or "".
+func (n *Node) knownGRPC(id string) string {
+	n.addrMu.Lock()
+	defer n.addrMu.Unlock()
+	return n.lastGRPC[id]
+}
+
+// learnAddrs records the gRPC addresses of r's members. The FSM calls it after every publish; it
+// only reads r.
+func (n *Node) learnAddrs(r *ringstate.Ring) {
+	n.addrMu.Lock()
+	defer n.addrMu.Unlock()
+	for i := range r.Len() {
+		if m := r.MemberAt(i); m.GRPCAddr != "" {
+			n.lastGRPC[string(m.ID)] = m.GRPCAddr
+		}
+	}
+}
+
+// learnAddrsFromLog reads the gRPC addresses that Register commands in the stored log carry. A
+// restarted node applies its log only once a leader tells it the commit index; a removed node never
+// hears from one, and needs the addresses to ask the others whether it is still a member. Errors
+// only mean fewer addresses.
+func (n *Node) learnAddrsFromLog() {
+	first, err1 := n.store.FirstIndex()
+	last, err2 := n.store.LastIndex()
+	if err1 != nil || err2 != nil || first == 0 {
+		return
+	}
+	n.addrMu.Lock()
+	defer n.addrMu.Unlock()
+	for i := first; i <= last; i++ {
+		var l raft.Log
+		if n.store.GetLog(i, &l) != nil || l.Type != raft.LogCommand || len(l.Data) == 0 || l.Data[0] != CommandVersion {
+			continue
+		}
+		if cmd, err := DecodeCommand(l.Data); err == nil && cmd.Op == ringstate.OpRegister && cmd.GRPCAddr != "" {
+			n.lastGRPC[string(cmd.Member)] = cmd.GRPCAddr
+		}
+	}
 }
 
 // ---- membership ----
@@ -533,6 +659,11 @@ func (n *Node) addPeerLocal(ctx context.Context, id, raftAddr string, forceVoter
 					ErrPeerExists, id, s.Address, raftAddr)
 			case string(s.ID) == id:
 				if s.Suffrage == raft.Voter || !forceVoter {
+					// The latest configuration may not be committed yet (an AddVoter whose outcome
+					// was unknown): confirm it before reporting success.
+					if err := n.barrier(ctx); err != nil {
+						return joinResult{}, err
+					}
 					return joinResult{index: prev, voter: s.Suffrage == raft.Voter}, nil
 				}
 				promote = true
@@ -563,6 +694,18 @@ func (n *Node) addPeerLocal(ctx context.Context, id, raftAddr string, forceVoter
 		}
 		return joinResult{}, fmt.Errorf("%w: add peer %s: %w", ErrUnknownOutcome, id, err)
 	}
+}
+
+// barrier waits, on the leader, until every entry before it is committed and applied.
+func (n *Node) barrier(ctx context.Context) error {
+	timeout := n.timeout(ctx)
+	if err := wait(ctx, n.raft.Barrier(timeout), timeout); err != nil {
+		if errors.Is(err, raft.ErrNotLeader) {
+			return errNotLeader
+		}
+		return fmt.Errorf("%w: barrier: %w", ErrUnknownOutcome, err)
+	}
+	return nil
 }
 
 func btoi(b bool) int {
@@ -604,6 +747,11 @@ func (n *Node) removePeerLocal(ctx context.Context, id string, hops uint32) (uin
 			n.confMu.Unlock()
 		}
 	}()
+	// Read the ring and the configuration only once every committed entry is applied here: a new
+	// leader may not have applied the latest ring yet.
+	if err := n.barrier(ctx); err != nil {
+		return 0, err
+	}
 	conf, _, err := n.configuration(ctx)
 	if err != nil {
 		return 0, err
@@ -798,6 +946,9 @@ func (n *Node) linearizableRing(ctx context.Context, hops uint32) (*ringstate.Ri
 // in the configuration, has nothing to do. Afterwards Err() reports ErrRemovedFromCluster, as
 // expected.
 func (n *Node) LeaveCluster(ctx context.Context) error {
+	if n.confirmed.Load() {
+		return nil // a retry after an unknown outcome that did commit, or removed by an operator
+	}
 	conf, _, err := n.configuration(ctx)
 	if err != nil {
 		return err
@@ -814,6 +965,15 @@ func (n *Node) LeaveCluster(ctx context.Context) error {
 		}
 	}
 	if _, err := n.removePeer(ctx, n.cfg.ID, 0); err != nil {
+		switch {
+		case n.confirmed.Load():
+			return nil
+		case errors.Is(err, ErrUnknownPeer):
+			// Neither in the leader's configuration nor in its ring: an earlier attempt whose
+			// outcome we did not learn removed us.
+			n.markRemoved(true)
+			return nil
+		}
 		n.leaving.Store(false)
 		return fmt.Errorf("raftfsm: leave: %w", err)
 	}
@@ -910,7 +1070,7 @@ func (n *Node) run() {
 		case <-n.kick:
 		case <-n.observerCh:
 		}
-		ctx, cancel := context.WithTimeout(context.Background(), n.cfg.ApplyTimeout)
+		ctx, cancel := context.WithTimeout(n.runCtx, n.cfg.ApplyTimeout)
 		n.checkMembership(ctx)
 		if n.raft.State() == raft.Leader {
 			n.reconcileVoters(ctx)
@@ -936,7 +1096,12 @@ func (n *Node) checkMembership(ctx context.Context) {
 	case len(conf.Servers) == 0:
 		// A new node waiting to be added.
 	case !inLocal && n.hadState.Load():
+		// Our own log says we were removed; it may lag (a node restarted mid catch-up whose log
+		// ends before its own AddVoter). Only a leader confirms it.
 		n.markRemoved(false)
+		if n.leaderSaysRemoved(ctx, conf) {
+			n.markRemoved(true)
+		}
 	default:
 		// Either no word from a leader, or a configuration without us that we never saw ourselves
 		// in (we may be catching up from an old entry, or have been added and removed between two
@@ -952,53 +1117,154 @@ func (n *Node) checkMembership(ctx context.Context) {
 	}
 }
 
-// leaderSaysRemoved asks the other servers of conf for their status and reports whether one that
-// leads has a configuration without this node.
+// leaderSaysRemoved asks the other servers of conf (and every other node this one knows a gRPC
+// address for) for their status and reports whether one that leads has a configuration without
+// this node.
 func (n *Node) leaderSaysRemoved(ctx context.Context, conf raft.Configuration) bool {
-	for _, s := range conf.Servers {
-		if s.ID == n.id {
-			continue
+	return n.askLeader(ctx, conf, nil) == verdictRemoved
+}
+
+type verdict int
+
+const (
+	verdictUnknown verdict = iota // no leader answered
+	verdictMember                 // a leader lists this node
+	verdictRemoved                // a leader does not list this node
+)
+
+// askLeader asks the servers of conf, the seeds (gRPC addresses) and every other node whose gRPC
+// address this node knows, in turn, for their status, until one that leads answers; it reports
+// whether that leader's configuration lists this node.
+func (n *Node) askLeader(ctx context.Context, conf raft.Configuration, seeds []string) verdict {
+	seen := map[string]bool{}
+	var addrs []string
+	add := func(a string) {
+		if a != "" && !seen[a] {
+			seen[a] = true
+			addrs = append(addrs, a)
 		}
-		addr, err := n.grpcAddr(string(s.ID))
-		if err != nil {
+	}
+	for _, s := range conf.Servers {
+		if s.ID != n.id {
+			if a, err := n.grpcAddr(string(s.ID)); err == nil {
+				add(a)
+			}
+		}
+	}
+	for _, a := range seeds {
+		add(a)
+	}
+	n.addrMu.Lock()
+	ids := make([]string, 0, len(n.lastGRPC))
+	for id := range n.lastGRPC {
+		ids = append(ids, id)
+	}
+	slices.Sort(ids)
+	for _, id := range ids {
+		if id != n.cfg.ID {
+			add(n.lastGRPC[id])
+		}
+	}
+	self := n.lastGRPC[n.cfg.ID]
+	n.addrMu.Unlock()
+	for _, addr := range addrs {
+		if addr == self || ctx.Err() != nil {
 			continue
 		}
 		c, err := n.conns.get(addr)
 		if err != nil {
 			continue
 		}
-		pctx, cancel := context.WithTimeout(ctx, n.cfg.HeartbeatTimeout)
+		pctx, cancel := context.WithTimeout(ctx, min(time.Second, n.cfg.HeartbeatTimeout))
 		st, err := c.Status(pctx, &ringpb.StatusRequest{})
 		cancel()
-		if err != nil || st.GetState() != raft.Leader.String() {
+		if err != nil || st.GetState() != raft.Leader.String() || st.GetId() == n.cfg.ID {
 			continue
 		}
-		return !slices.ContainsFunc(st.GetServers(), func(sv *ringpb.Server) bool { return sv.GetId() == n.cfg.ID })
+		if slices.ContainsFunc(st.GetServers(), func(sv *ringpb.Server) bool { return sv.GetId() == n.cfg.ID }) {
+			return verdictMember
+		}
+		return verdictRemoved
 	}
-	return false
+	return verdictUnknown
 }
 
-func (n *Node) markRemoved(confirmed bool) {
-	if confirmed {
-		n.confirmed.Store(true)
+// CheckMembership asks the cluster whether this node — restarted on existing Raft state — is
+// still a member, so that a node removed by an operator (ringctl remove) exits at start instead of
+// taking part with a stale log. It asks the seeds (gRPC addresses, e.g. -join) and every node it
+// knows from its configuration, snapshot and stored log, every 200ms until a leader answers.
+//
+// It returns nil when a leader lists this node, when this node leads, or when it started without
+// Raft state (a new node); ErrRemovedFromCluster, confirmed, when a leader's configuration lacks
+// it; and ctx's error when no leader answered before ctx ended (undecided: the background check
+// keeps asking, and the leader refuses a Register from a node outside its configuration anyway).
+func (n *Node) CheckMembership(ctx context.Context, seeds []string) error {
+	if !n.existing {
+		return nil
 	}
-	if n.removed.Swap(true) {
+	t := time.NewTicker(200 * time.Millisecond)
+	defer t.Stop()
+	for {
+		if err := n.Err(); err != nil {
+			return err
+		}
+		if n.IsLeader() {
+			return nil
+		}
+		conf, _, err := n.configuration(ctx)
+		if err == nil {
+			switch n.askLeader(ctx, conf, seeds) {
+			case verdictMember:
+				return nil
+			case verdictRemoved:
+				n.markRemoved(true)
+				return ErrRemovedFromCluster
+			}
+		}
+		select {
+		case <-ctx.Done():
+			return ctx.Err()
+		case <-n.stop:
+			return ErrShutdown
+		case <-t.C:
+		}
+	}
+}
+
+// markRemoved records that this node is not in the Raft configuration. Only a confirmed removal
+// (a leader said so, or our own LeaveCluster committed) is final; one seen only in our own log is a
+// warning, since that log may lag.
+func (n *Node) markRemoved(confirmed bool) {
+	dir := filepath.Join(n.cfg.DataDir, "raft")
+	if !confirmed {
+		if !n.removed.Swap(true) && !n.leaving.Load() {
+			n.logger.Warn("this node's raft configuration does not list it (removed, or still catching up?); "+
+				"asking the leader", "raft_dir", dir)
+		}
+		return
+	}
+	n.removed.Store(true)
+	if n.confirmed.Swap(true) {
 		return
 	}
 	if n.leaving.Load() {
 		n.logger.Info("this node left the raft cluster")
 		return
 	}
-	n.logger.Error("this node is no longer in the raft configuration: it was removed; wipe its raft data before it rejoins",
-		"raft_dir", filepath.Join(n.cfg.DataDir, "raft"))
+	n.logger.Error("this node was removed from the raft cluster; wipe its raft data before it rejoins",
+		"raft_dir", dir)
+	n.removedOnce.Do(func() { close(n.removedCh) })
 }
 
 // reconcileVoters promotes one non-voter when there are fewer than -raft.max-voters voters. It
 // never demotes: voters above the limit were asked for (JoinRequest.voter) and stay.
 //
-// Pick: the lowest id among non-voters whose ring member is ACTIVE and healthy; when no non-voter is
-// in the ring at all (a cluster not using the ring lifecycle), the lowest id. A non-voter that is in
-// the ring but not ACTIVE and healthy is not promoted: it may be about to leave or be dead.
+// Pick: the lowest id among non-voters this leader heard from recently (a successful AppendEntries
+// within three Raft heartbeat timeouts) whose ring member is ACTIVE and healthy; when no non-voter
+// is in the ring at all (a cluster not using the ring lifecycle), the lowest id among those heard
+// from recently. Ring health alone lags by -ring.heartbeat-timeout: a non-voter that died seconds
+// ago still looks healthy there, and promoting it would add a dead voter. A non-voter in the ring
+// but not ACTIVE and healthy is not promoted either: it may be about to leave.
 func (n *Node) reconcileVoters(ctx context.Context) {
 	n.confMu.Lock()
 	defer n.confMu.Unlock()
@@ -1018,7 +1284,10 @@ func (n *Node) reconcileVoters(ctx context.Context) {
 	if voters >= n.cfg.MaxVoters || len(nonvoters) == 0 {
 		return
 	}
-	pick := pickPromotion(nonvoters, n.fsm.Ring(), n.cfg.RingHeartbeatTimeout.Milliseconds())
+	pick := pickPromotion(nonvoters, n.fsm.Ring(), n.cfg.RingHeartbeatTimeout.Milliseconds(), func(id raft.ServerID) bool {
+		t, ok := n.trans.lastContact(id)
+		return ok && time.Since(t) < 3*n.cfg.HeartbeatTimeout
+	})
 	if pick == nil {
 		n.logger.Debug("no non-voter fit for promotion", "voters", voters, "max_voters", n.cfg.MaxVoters)
 		return
@@ -1034,7 +1303,9 @@ func (n *Node) reconcileVoters(ctx context.Context) {
 	n.poke() // another may be due
 }
 
-func pickPromotion(nonvoters []raft.Server, r *ringstate.Ring, timeoutMs int64) *raft.Server {
+// pickPromotion picks the non-voter to promote (see reconcileVoters); recent reports whether the
+// leader heard from a server recently.
+func pickPromotion(nonvoters []raft.Server, r *ringstate.Ring, timeoutMs int64, recent func(raft.ServerID) bool) *raft.Server {
 	slices.SortFunc(nonvoters, func(a, b raft.Server) int { return strings.Compare(string(a.ID), string(b.ID)) })
 	anyInRing := false
 	for i, s := range nonvoters {
@@ -1043,12 +1314,16 @@ func pickPromotion(nonvoters []raft.Server, r *ringstate.Ring, timeoutMs int64) 
 			continue
 		}
 		anyInRing = true
-		if m.Writable(r.TimeMs(), timeoutMs) {
+		if m.Writable(r.TimeMs(), timeoutMs) && recent(s.ID) {
 			return &nonvoters[i]
 		}
 	}
 	if !anyInRing {
-		return &nonvoters[0]
+		for i, s := range nonvoters {
+			if recent(s.ID) {
+				return &nonvoters[i]
+			}
+		}
 	}
 	return nil
 }

@@ -41,6 +41,7 @@ var sentinels = []struct {
 	{"PEER_EXISTS", ErrPeerExists, codes.AlreadyExists},
 	{"INVALID_PEER", ErrInvalidPeer, codes.InvalidArgument},
 	{"LAST_VOTER", ErrLastVoter, codes.FailedPrecondition},
+	{"NOT_PEER", ErrNotPeer, codes.FailedPrecondition},
 	{"UNKNOWN_MEMBER", ringstate.ErrUnknownMember, codes.NotFound},
 	{"MEMBER_EXISTS", ringstate.ErrMemberExists, codes.AlreadyExists},
 	{"INVALID_MEMBER", ringstate.ErrInvalidMember, codes.InvalidArgument},

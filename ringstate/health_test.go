@@ -133,3 +133,87 @@ func ids(ms []*Member) []MemberID {
 	}
 	return out
 }
+
+// Regression (health did not coast on recovery): after a quorum outage longer than the heartbeat
+// timeout, ring time jumped by the whole outage at the first new entry, and every member whose own
+// heartbeat had not committed yet turned UNHEALTHY at once — cortex#157 at recovery. A jump of more
+// than MaxRingTimeGap now advances heartbeat ages by at most MaxRingTimeGap.
+func TestRing_Apply_OutageGap_HealthCoasts(t *testing.T) {
+	const timeout = 60_000 // the default -ring.heartbeat-timeout
+	const t0 = 1_000_000
+	cases := []struct {
+		rule string
+		gap  int64 // from the last entry before the outage to the first after it
+		// ages (ms) of a fresh member and of one already stale before the gap, after it
+		wantFresh, wantStale int64
+	}{
+		{"normal gap between entries: ages advance by the gap", 5_000, 5_000, timeout + 1_000 + 5_000},
+		{"gap exactly at the cap is not an outage", MaxRingTimeGap, MaxRingTimeGap, timeout + 1_000 + MaxRingTimeGap},
+		{"2-minute outage: ages advance by the cap only", 120_000, MaxRingTimeGap, timeout + 1_000 + MaxRingTimeGap},
+		{"1-hour outage: ages advance by the cap only", 3_600_000, MaxRingTimeGap, timeout + 1_000 + MaxRingTimeGap},
+	}
+	for _, tc := range cases {
+		t.Run(tc.rule, func(t *testing.T) {
+			// stale last heartbeated timeout+1s before t0, and other kept the cluster committing
+			// with heartbeats every 20s since (no gap above the cap); fresh registered at t0.
+			r := mustApplyAt(t, New(), t0-timeout-1_000, register("stale"), register("other"))
+			for at := int64(t0 - timeout - 1_000 + 20_000); at < t0; at += 20_000 {
+				r = mustApplyAt(t, r, at, heartbeat("other"))
+			}
+			r = mustApplyAt(t, r, t0, register("fresh"), heartbeat("other"))
+			if m, _ := r.Member("stale"); m.Healthy(r.TimeMs(), timeout) {
+				t.Fatal("setup: stale member is healthy")
+			}
+			before := deepCopy(r)
+			// The first entry after the gap is "other"'s heartbeat.
+			next := mustApplyAt(t, r, t0+tc.gap, heartbeat("other"))
+			if err := ringsEqual(r, before); err != nil {
+				t.Fatalf("Apply wrote into its receiver: %v", err)
+			}
+			if err := checkInvariants(next); err != nil {
+				t.Fatal(err)
+			}
+			if next.TimeMs() != t0+tc.gap {
+				t.Fatalf("ring time %d, want %d", next.TimeMs(), t0+tc.gap)
+			}
+			fresh, _ := next.Member("fresh")
+			stale, _ := next.Member("stale")
+			other, _ := next.Member("other")
+			if age := next.TimeMs() - fresh.HeartbeatMs; age != tc.wantFresh {
+				t.Errorf("fresh member's age %dms, want %dms", age, tc.wantFresh)
+			}
+			if age := next.TimeMs() - stale.HeartbeatMs; age != tc.wantStale {
+				t.Errorf("stale member's age %dms, want %dms", age, tc.wantStale)
+			}
+			if other.HeartbeatMs != next.TimeMs() {
+				t.Errorf("the heartbeating member's heartbeat %d, want ring time %d", other.HeartbeatMs, next.TimeMs())
+			}
+			if tc.gap > timeout && !fresh.Healthy(next.TimeMs(), timeout) {
+				t.Errorf("a member healthy before the outage is UNHEALTHY at the first entry after it")
+			}
+			if stale.Healthy(next.TimeMs(), timeout) {
+				t.Errorf("a member stale before the outage turned healthy")
+			}
+			// A refused command credits the same way: every replica applies the gap identically.
+			refused, _, err := r.Apply(activate("nobody"), t0+tc.gap)
+			if err == nil {
+				t.Fatal("activate of an unknown member accepted")
+			}
+			if f, _ := refused.Member("fresh"); f.HeartbeatMs != fresh.HeartbeatMs {
+				t.Errorf("refused command credited %d, accepted one %d", f.HeartbeatMs, fresh.HeartbeatMs)
+			}
+		})
+	}
+}
+
+func mustApplyAt(t *testing.T, r *Ring, now int64, cmds ...Command) *Ring {
+	t.Helper()
+	for _, c := range cmds {
+		next, _, err := r.Apply(c, now)
+		if err != nil {
+			t.Fatalf("%s %s: %v", c.Op, c.Member, err)
+		}
+		r = next
+	}
+	return r
+}

@@ -151,7 +151,12 @@ type Event struct {
 // ring, what changed, and the command's outcome. It is deterministic and total: the same ring and
 // command always give the same result, and a refused command returns a ring that differs from the
 // receiver only in ring time and, when the command has a RequestID, in the remembered outcomes.
+//
+// A jump of ring time by more than MaxRingTimeGap (the cluster committed nothing for that long: no
+// quorum) credits every member's heartbeat with the excess, so heartbeat ages advance by at most
+// MaxRingTimeGap across the outage (see advance).
 func (r *Ring) Apply(cmd Command, nowMs int64) (*Ring, []Event, error) {
+	r = r.advance(nowMs)
 	next := *r
 	next.timeMs = max(r.timeMs, nowMs)
 	if len(cmd.RequestID) > MaxRequestIDLen {
@@ -196,6 +201,44 @@ func (r *Ring) Apply(cmd Command, nowMs int64) (*Ring, []Event, error) {
 		next.recent = append(slices.Clip(keep), rec) // clip: never write into a parent's array
 	}
 	return &next, events, err
+}
+
+// MaxRingTimeGap is the longest step ring time may take between two consecutive entries without
+// the step counting as an outage. A live cluster commits at least one heartbeat per
+// -ring.heartbeat-period (5s by default) from every member, so consecutive entries are seconds
+// apart; a gap longer than 30s means nothing could commit (no quorum, or every node down). Then the
+// first entry after recovery would age every heartbeat by the whole outage at once and turn every
+// member whose own heartbeat has not committed yet UNHEALTHY — the cortex#157 failure, at recovery
+// instead of during the outage. Counting at most MaxRingTimeGap of such a gap keeps health coasting
+// across it; a member that was already stale stays stale, since every member is credited alike.
+//
+// It is a constant, not a flag: Apply must be deterministic and configuration-free, and every
+// replica must credit the same amount. It must stay well above any -ring.heartbeat-period (the
+// lifecycle's config refuses periods longer than half of it), else a dead member's age would grow
+// too slowly between the live members' heartbeats; and -ring.heartbeat-timeout should exceed it for
+// an outage to leave members healthy (the default, 1m, does).
+const MaxRingTimeGap int64 = 30_000
+
+// advance returns r with ring time moved to nowMs when nowMs is more than MaxRingTimeGap past it,
+// with every member's heartbeat credited with the excess (gap - MaxRingTimeGap); else r itself.
+// Heartbeats stay at or before ring time. An empty ring (ring time 0) has nothing to credit.
+func (r *Ring) advance(nowMs int64) *Ring {
+	if r.timeMs <= 0 || nowMs <= r.timeMs || uint64(nowMs)-uint64(r.timeMs) <= uint64(MaxRingTimeGap) {
+		return r
+	}
+	credit := nowMs - r.timeMs - MaxRingTimeGap
+	next := *r
+	next.timeMs = nowMs
+	if len(r.members) > 0 {
+		next.members = slices.Clone(r.members)
+		for i := range next.members {
+			// A restored ring may hold a heartbeat after ring time; crediting it could overflow.
+			if m := &next.members[i]; m.HeartbeatMs <= r.timeMs {
+				m.HeartbeatMs += credit
+			}
+		}
+	}
+	return &next
 }
 
 // builder applies one command to a shallow copy of a ring. It copies the members slice before its
@@ -338,9 +381,11 @@ const (
 	MaxTokensPerMember = 1 << 16
 )
 
-// validateMember checks what a member says about itself: id, addresses and zone. Register and
-// Restore apply the same rules, so a ring that Apply built always restores.
-func validateMember(id MemberID, raftAddr, grpcAddr, httpAddr, zone string) error {
+// ValidateMemberID checks a member id against the rules every member id obeys: 1 to MaxIDLen
+// letters, digits, '-', '_' and '.', starting with a letter or digit. A Raft server id is also a
+// member id, so raftfsm and the daemon's flag validation use this too: an id the ring would refuse
+// must never become a Raft voter. The error wraps ErrInvalidMember.
+func ValidateMemberID(id MemberID) error {
 	if id == "" || len(id) > MaxIDLen {
 		return fmt.Errorf("%w: id %q must have 1 to %d characters", ErrInvalidMember, id, MaxIDLen)
 	}
@@ -350,6 +395,15 @@ func validateMember(id MemberID, raftAddr, grpcAddr, httpAddr, zone string) erro
 			return fmt.Errorf("%w: id %q: only letters, digits, '-', '_' and '.' are allowed, starting with a letter or digit",
 				ErrInvalidMember, id)
 		}
+	}
+	return nil
+}
+
+// validateMember checks what a member says about itself: id, addresses and zone. Register and
+// Restore apply the same rules, so a ring that Apply built always restores.
+func validateMember(id MemberID, raftAddr, grpcAddr, httpAddr, zone string) error {
+	if err := ValidateMemberID(id); err != nil {
+		return err
 	}
 	if err := checkAddr(raftAddr); err != nil {
 		return fmt.Errorf("%w: %s: raft address: %v", ErrInvalidMember, id, err)

@@ -36,25 +36,37 @@ func run(args []string) int {
 	}
 	log := newLogger(cfg.LogLevel, cfg.LogFormat)
 
+	// Signals are caught before anything is opened: the WAL replay, the bolt files and the snapshot
+	// restore in ingester.New can take a while, and a SIGTERM then must not kill the process
+	// abruptly. The first SIGINT or SIGTERM leaves the ring gracefully (once the server exists:
+	// New is not interruptible, so a leave asked for during it is passed on when it returns); a
+	// second one stops at once, as a crash would (the WAL and the ring's restart fix-ups make that
+	// safe).
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	sigs := make(chan os.Signal, 2)
+	signal.Notify(sigs, syscall.SIGINT, syscall.SIGTERM)
+	leave := make(chan struct{})
+	go func() {
+		sig := <-sigs
+		log.Info("leaving the ring", "signal", sig.String())
+		close(leave)
+		sig = <-sigs
+		log.Warn("stopping without leaving", "signal", sig.String())
+		cancel()
+	}()
+
 	srv, err := ingester.New(cfg, log)
 	if err != nil {
 		log.Error("cannot start", "err", err)
 		return 1
 	}
-
-	// The first SIGINT or SIGTERM leaves the ring gracefully; a second one stops at once, as a crash
-	// would (the WAL and the ring's restart fix-ups make that safe).
-	ctx, cancel := context.WithCancel(context.Background())
-	defer cancel()
-	sigs := make(chan os.Signal, 2)
-	signal.Notify(sigs, syscall.SIGINT, syscall.SIGTERM)
 	go func() {
-		sig := <-sigs
-		log.Info("leaving the ring", "signal", sig.String())
-		srv.Leave()
-		sig = <-sigs
-		log.Warn("stopping without leaving", "signal", sig.String())
-		cancel()
+		select {
+		case <-leave:
+			srv.Leave()
+		case <-ctx.Done():
+		}
 	}()
 
 	if err := srv.Run(ctx); err != nil {
