@@ -169,7 +169,7 @@ func TestProcess_HandoverOnSIGINT(t *testing.T) {
 		t.Fatalf("d owns %d tokens, want exactly the leaver's %d", len(dm.Tokens), len(leaverTokens))
 	}
 	checkRing(t, c, a.GRPCAddr)
-	w.waitRounds(t, len(w.acked)/50+20) // writes go on with d ACTIVE
+	w.waitRounds(t, w.ackedCount()/50+20) // writes go on with d ACTIVE
 	w.Stop()
 	checkAcked(t, w, sigAt, 2, false, []*pc.Node{d}, a, b, d)
 	sent, recv := sentChunksInLog(t, cc), metricOf(t, d, "cortex_ingester_received_chunks")

@@ -86,9 +86,10 @@ func TestProcess_TenantsAndBadInput(t *testing.T) {
 				}
 			}
 			if tc.stored != "" {
-				got, err := queryIngester(context.Background(), b.GRPCAddr, tc.tenant, tc.stored)
-				if err != nil || len(got) != 1 {
-					t.Fatalf("the good series %s of the request was not stored: %v %v", tc.stored, got, err)
+				// A 2xx or 400 answer means each accepted series is on a quorum of its replicas;
+				// the third copy may still be on its way.
+				if n := storedOn(t, tc.tenant, tc.stored, a, b, cc); n < 2 {
+					t.Fatalf("the good series %s of the request is on %d replicas, want a quorum of 2", tc.stored, n)
 				}
 			}
 		})
@@ -113,11 +114,17 @@ func TestProcess_TenantsAndBadInput(t *testing.T) {
 		t.Fatalf("out-of-order and duplicate: status %d body %q; want 400 naming both series", code, body)
 	}
 	t.Logf("out-of-order/duplicate message: %s", strings.TrimSpace(body))
-	if got, err := queryIngester(context.Background(), cc.GRPCAddr, "t", "e2e_after"); err != nil || len(got) != 1 {
-		t.Fatalf("the good series of the refused request was lost: %v %v", got, err)
+	if n := storedOn(t, "t", "e2e_after", a, b, cc); n < 2 {
+		t.Fatalf("the good series of the refused request is on %d replicas, want a quorum of 2", n)
 	}
-	if got, _ := queryIngester(context.Background(), cc.GRPCAddr, "t", "e2e_dupts"); got[sampleKey{"__name__=e2e_dupts,job=e2e", now}] != 1 {
-		t.Fatalf("the conflicting duplicate replaced the stored value: %v", got)
+	for _, n := range []*pc.Node{a, b, cc} {
+		got, _ := queryIngester(context.Background(), n.GRPCAddr, "t", "e2e_dupts")
+		if v, ok := got[sampleKey{"__name__=e2e_dupts,job=e2e", now}]; ok && v != 1 {
+			t.Fatalf("the conflicting duplicate replaced the stored value on %s: %v", n.ID, got)
+		}
+	}
+	if n := storedOn(t, "t", "e2e_dupts", a, b, cc); n < 2 {
+		t.Fatalf("the first e2e_dupts sample is on %d replicas, want a quorum of 2", n)
 	}
 }
 
@@ -141,4 +148,20 @@ func TestProcess_SingleNodeCluster(t *testing.T) {
 	if !strings.Contains(a.Log(), "replication factor") {
 		t.Errorf("the capped replication factor is not logged:\n%s", a.Log())
 	}
+}
+
+// storedOn counts the nodes holding exactly one sample of the tenant's metric name.
+func storedOn(t *testing.T, tenant, name string, nodes ...*pc.Node) int {
+	t.Helper()
+	n := 0
+	for _, node := range nodes {
+		got, err := queryIngester(context.Background(), node.GRPCAddr, tenant, name)
+		if err != nil {
+			t.Fatalf("query %s: %v", node.ID, err)
+		}
+		if len(got) == 1 {
+			n++
+		}
+	}
+	return n
 }

@@ -98,6 +98,13 @@ func (w *writer) snapshot() (acked map[sampleKey]float64, failures map[string]in
 	return acked, failures, w.rounds
 }
 
+// ackedCount is how many samples have been acknowledged so far.
+func (w *writer) ackedCount() int {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	return len(w.acked)
+}
+
 func (w *writer) waitRounds(t *testing.T, n int) {
 	t.Helper()
 	pc.Eventually(t, 30*time.Second, fmt.Sprintf("%d write rounds", n), func() (bool, string) {

@@ -55,11 +55,20 @@ type RawPushRequest struct {
 	Pool mem.BufferPool
 }
 
-// RawCodec is the client-side gRPC codec for pushing pre-encoded requests: *RawPushRequest is passed
-// through unchanged; every other message (the responses) goes through the standard proto codec. Its
-// Name is "proto", so the content-subtype on the wire is the standard one and servers need nothing
-// special. Use it per call with grpc.ForceCodecV2(RawCodec{}); PushRaw does.
-type RawCodec struct{}
+// RawCodec is the gRPC codec for pre-encoded Push requests, on both sides; every other message goes
+// through the standard proto codec. Its Name is "proto", so the content-subtype on the wire is the
+// standard one and either side may use the standard codec instead.
+//
+// Client side: Marshal passes *RawPushRequest through unchanged. Use it per call with
+// grpc.ForceCodecV2(RawCodec{}); PushRaw does.
+//
+// Server side: Unmarshal into *RawPushRequest copies the message's bytes into a buffer from Pool (nil:
+// gRPC's default pool) instead of decoding them, so that the handler registered by
+// RegisterIngesterServerRaw can decode them with PushRequestView. Install it on the server with
+// grpc.ForceServerCodecV2(RawCodec{Pool: ...}); the server's other services are unaffected.
+type RawCodec struct {
+	Pool mem.BufferPool
+}
 
 var _ encoding.CodecV2 = RawCodec{}
 
@@ -77,7 +86,26 @@ func (RawCodec) Marshal(v any) (mem.BufferSlice, error) {
 }
 
 // Unmarshal implements encoding.CodecV2.
-func (RawCodec) Unmarshal(data mem.BufferSlice, v any) error { return protoCodec().Unmarshal(data, v) }
+func (c RawCodec) Unmarshal(data mem.BufferSlice, v any) error {
+	r, ok := v.(*RawPushRequest)
+	if !ok {
+		return protoCodec().Unmarshal(data, v)
+	}
+	n := data.Len()
+	if n == 0 {
+		b := []byte{}
+		r.Data, r.Pool = &b, nil
+		return nil
+	}
+	pool := c.Pool
+	if pool == nil {
+		pool = mem.DefaultBufferPool()
+	}
+	buf := pool.Get(n)
+	data.CopyTo(*buf)
+	r.Data, r.Pool = buf, pool
+	return nil
+}
 
 // Name implements encoding.CodecV2. It must be "proto": it becomes the content-subtype.
 func (RawCodec) Name() string { return proto.Name }

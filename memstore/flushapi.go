@@ -169,6 +169,6 @@ func filterFlushed(r *record, live map[uint64]struct{}, bounds map[uint64]int64)
 		r.Samples = out
 		return changed, len(out) == 0
 	default:
-		return false, !isLive(r.Chunk.Ref) || r.Chunk.Chunk.MaxTime < boundOf(r.Chunk.Ref)
+		return filterChunks(r, func(c *walChunk) bool { return isLive(c.Ref) && c.Chunk.MaxTime >= boundOf(c.Ref) })
 	}
 }

@@ -20,10 +20,14 @@ import (
 // key, or a damaged key, fails its checksum like a damaged value.
 const (
 	recordVersion1 byte = 1
+	recordVersion2 byte = 2
+	// recordVersion is the version this build writes; it reads 1 and 2.
+	recordVersion = recordVersion2
 
 	recSeries  byte = 1
 	recSamples byte = 2
-	recChunk   byte = 3
+	recChunk   byte = 3 // one chunk; written by version 1 only
+	recChunks  byte = 4 // many chunks of many series; version 2
 
 	recordHeaderSize  = 2
 	recordTrailerSize = 4
@@ -46,6 +50,8 @@ func recordTypeName(t byte) string {
 		return "samples"
 	case recChunk:
 		return "chunk"
+	case recChunks:
+		return "chunks"
 	}
 	return fmt.Sprintf("unknown(%d)", t)
 }
@@ -69,13 +75,21 @@ type walChunk struct {
 	Chunk Chunk
 }
 
+// walSeriesChunks is the queue entry of the chunks one import adds to a series.
+type walSeriesChunks struct {
+	Ref    uint64
+	Chunks []Chunk
+}
+
 // record is a decoded WAL record; exactly one of the payload fields is set,
-// according to Type.
+// according to Type. A chunk record (type 3) decodes into Chunks with one
+// element.
 type record struct {
 	Type    byte
+	Version byte
 	Series  []walSeries
 	Samples []walSamples
-	Chunk   walChunk
+	Chunks  []walChunk
 
 	// Decoder scratch, reused across decodes into the same record.
 	sampleBuf []Sample
@@ -101,7 +115,7 @@ func finishRecord(b []byte, start int, seq uint64) []byte {
 // appendSeriesRecord appends one series record holding ss to b.
 func appendSeriesRecord(b []byte, seq uint64, ss []walSeries) []byte {
 	start := len(b)
-	b = append(b, recordVersion1, recSeries)
+	b = append(b, recordVersion, recSeries)
 	b = binary.AppendUvarint(b, uint64(len(ss)))
 	for _, s := range ss {
 		b = binary.BigEndian.AppendUint64(b, s.Ref)
@@ -118,7 +132,7 @@ func appendSeriesRecord(b []byte, seq uint64, ss []walSeries) []byte {
 // appendSamplesRecord appends one samples record holding ss to b.
 func appendSamplesRecord(b []byte, seq uint64, ss []walSamples) []byte {
 	start := len(b)
-	b = append(b, recordVersion1, recSamples)
+	b = append(b, recordVersion, recSamples)
 	b = binary.AppendUvarint(b, uint64(len(ss)))
 	for _, s := range ss {
 		b = appendSamplesEntry(b, s.Ref, s.Samples)
@@ -136,28 +150,48 @@ func appendSamplesEntry(b []byte, ref uint64, samples []Sample) []byte {
 	return b
 }
 
-// appendChunkRecord appends one chunk record to b.
+// appendChunkEntry appends one chunk of series ref, laid out as in chunk
+// (type 3) and chunks (type 4) records.
+func appendChunkEntry(b []byte, ref uint64, c *Chunk) []byte {
+	b = binary.BigEndian.AppendUint64(b, ref)
+	b = append(b, byte(c.Encoding))
+	b = binary.BigEndian.AppendUint64(b, uint64(c.MinTime))
+	b = binary.BigEndian.AppendUint64(b, uint64(c.MaxTime))
+	b = binary.AppendUvarint(b, uint64(len(c.Data)))
+	return append(b, c.Data...)
+}
+
+// appendChunkRecord appends one chunk record (type 3) to b.
 func appendChunkRecord(b []byte, seq uint64, c walChunk) []byte {
 	start := len(b)
-	b = append(b, recordVersion1, recChunk)
-	b = binary.BigEndian.AppendUint64(b, c.Ref)
-	b = append(b, byte(c.Chunk.Encoding))
-	b = binary.BigEndian.AppendUint64(b, uint64(c.Chunk.MinTime))
-	b = binary.BigEndian.AppendUint64(b, uint64(c.Chunk.MaxTime))
-	b = binary.AppendUvarint(b, uint64(len(c.Chunk.Data)))
-	b = append(b, c.Chunk.Data...)
+	b = append(b, recordVersion, recChunk)
+	b = appendChunkEntry(b, c.Ref, &c.Chunk)
 	return finishRecord(b, start, seq)
 }
 
-// encodeRecord appends r, to be stored under key seq, to b.
+// appendChunksRecord appends one chunks record (type 4) holding cs to b.
+func appendChunksRecord(b []byte, seq uint64, cs []walChunk) []byte {
+	start := len(b)
+	b = append(b, recordVersion, recChunks)
+	b = binary.AppendUvarint(b, uint64(len(cs)))
+	for i := range cs {
+		b = appendChunkEntry(b, cs[i].Ref, &cs[i].Chunk)
+	}
+	return finishRecord(b, start, seq)
+}
+
+// encodeRecord appends r, to be stored under key seq, to b, in the version
+// this build writes.
 func encodeRecord(b []byte, seq uint64, r *record) []byte {
 	switch r.Type {
 	case recSeries:
 		return appendSeriesRecord(b, seq, r.Series)
 	case recSamples:
 		return appendSamplesRecord(b, seq, r.Samples)
+	case recChunk:
+		return appendChunkRecord(b, seq, r.Chunks[0])
 	default:
-		return appendChunkRecord(b, seq, r.Chunk)
+		return appendChunksRecord(b, seq, r.Chunks)
 	}
 }
 
@@ -243,10 +277,13 @@ func decodeRecord(seq uint64, b []byte, r *record) error {
 	if got := recordCRC(seq, body); got != want {
 		return fmt.Errorf("%w: checksum mismatch (stored %08x, computed %08x)", ErrCorruptRecord, want, got)
 	}
-	if body[0] != recordVersion1 {
-		return fmt.Errorf("%w: version %d (this build reads version %d)", ErrUnknownRecordVersion, body[0], recordVersion1)
+	if body[0] != recordVersion1 && body[0] != recordVersion2 {
+		return fmt.Errorf("%w: version %d (this build reads versions %d and %d)", ErrUnknownRecordVersion, body[0], recordVersion1, recordVersion2)
 	}
-	r.Type = body[1]
+	r.Version, r.Type = body[0], body[1]
+	if r.Type == recChunks && r.Version == recordVersion1 {
+		return fmt.Errorf("%w: record type %d does not exist in version %d", ErrCorruptRecord, r.Type, r.Version)
+	}
 	d := decbuf{b: body[recordHeaderSize:]}
 	switch r.Type {
 	case recSeries:
@@ -302,16 +339,25 @@ func decodeRecord(seq uint64, b []byte, r *record) error {
 			r.Samples[i].Samples = r.sampleBuf[start:end:end]
 			start = end
 		}
-	case recChunk:
-		r.Chunk.Ref = d.be64("chunk ref")
-		r.Chunk.Chunk.Encoding = chunkenc.Encoding(d.u8("chunk encoding"))
-		r.Chunk.Chunk.MinTime = int64(d.be64("chunk min time"))
-		r.Chunk.Chunk.MaxTime = int64(d.be64("chunk max time"))
-		data := d.bytes("chunk data")
-		if d.err != nil {
-			return d.err
+	case recChunk, recChunks:
+		n := 1
+		if r.Type == recChunks {
+			n = d.count("chunk count", 26)
 		}
-		r.Chunk.Chunk.Data = append([]byte(nil), data...)
+		r.Chunks = r.Chunks[:0]
+		for range n {
+			var c walChunk
+			c.Ref = d.be64("chunk ref")
+			c.Chunk.Encoding = chunkenc.Encoding(d.u8("chunk encoding"))
+			c.Chunk.MinTime = int64(d.be64("chunk min time"))
+			c.Chunk.MaxTime = int64(d.be64("chunk max time"))
+			data := d.bytes("chunk data")
+			if d.err != nil {
+				return d.err
+			}
+			c.Chunk.Data = append([]byte(nil), data...)
+			r.Chunks = append(r.Chunks, c)
+		}
 	default:
 		return fmt.Errorf("%w: unknown record type %d", ErrCorruptRecord, r.Type)
 	}

@@ -176,15 +176,6 @@ func (s *memSeries) closeHead() {
 	s.head, s.headApp = nil, nil
 }
 
-// numChunks counts closed chunks and the head. Caller holds s.mu.
-func (s *memSeries) numChunks() int {
-	n := len(s.closed)
-	if s.head != nil {
-		n++
-	}
-	return n
-}
-
 // chunksIn appends to dst the visible chunks overlapping [mint, maxt], the
 // head chunk as a private copy. Caller holds s.mu.
 func (s *memSeries) chunksIn(dst []Chunk, mint, maxt int64) []Chunk {

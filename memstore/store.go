@@ -14,7 +14,6 @@ import (
 
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/prometheus/model/labels"
-	"github.com/prometheus/prometheus/tsdb/chunkenc"
 )
 
 var (
@@ -131,12 +130,13 @@ type Store struct {
 	closed  atomic.Bool
 	replay  ReplayReport
 
-	applyPool sync.Pool // *[]applyRef
+	appenders sync.Pool // *Appender
 }
 
 type applyRef struct {
 	s   *memSeries
 	end uint64
+	th  *tenantHead // set by ImportBatch only
 }
 
 // Open validates cfg, opens (or creates) the WAL in cfg.WALDir, replays it and
@@ -325,244 +325,21 @@ func (st *Store) lockSeries(th *tenantHead, lset labels.Labels, hash uint64, ref
 // (ErrClosed, ErrWALFailed); the PushResult is then not meaningful.
 //
 // batch and its slices are read until Push returns and never retained; the
-// caller must not modify them meanwhile. Safe for concurrent use.
+// caller must not modify them meanwhile. Safe for concurrent use. Push is
+// Appender + Append for each series + Commit.
 func (st *Store) Push(tenant string, batch []SeriesSamples) (PushResult, error) {
-	var res PushResult
-	if st.closed.Load() {
-		return res, ErrClosed
-	}
-	th := st.getOrCreateTenant(tenant)
-	var appliesP *[]applyRef
-	if st.wal != nil {
-		if p, ok := st.applyPool.Get().(*[]applyRef); ok {
-			appliesP = p
-		} else {
-			appliesP = new([]applyRef)
-		}
-	}
-	needSync := false
-	newChunks := 0
+	app := st.Appender(tenant)
 	for i := range batch {
-		ss := &batch[i]
-		if len(ss.Samples) == 0 {
-			continue
-		}
-		ms, created, err := st.lockSeries(th, ss.Labels, st.hashFn(ss.Labels), 0, st.cfg.MaxSeriesPerTenant)
-		if err != nil {
-			res.refuseSeries(i, ss, err)
-			continue
-		}
-		if created {
-			res.NewSeries++
-		}
-		reserved := 0
-		allAccepted := true
-		for _, smp := range ss.Samples {
-			switch ms.check(smp.T, smp.V) {
-			case appendOK:
-				if st.wal == nil {
-					ms.lastT, ms.lastV, ms.hasLast = smp.T, smp.V, true
-					if ms.appendVisible(smp.T, smp.V, st.maxAgeMs) {
-						newChunks++
-					}
-				} else {
-					ms.reserve(pendingOp{s: smp})
-					reserved++
-				}
-				res.Accepted++
-			case appendIdempotent:
-				// The original may still be on its way to the WAL: acknowledge
-				// only after it is committed.
-				if ms.hasPending() {
-					needSync = true
-				}
-				res.Accepted++
-				res.Duplicates++
-				allAccepted = false
-			case appendDuplicate:
-				res.refuseSample(i, ss, smp.T, ErrDuplicateSampleForTimestamp)
-				allAccepted = false
-			case appendOutOfOrder:
-				res.refuseSample(i, ss, smp.T, ErrOutOfOrderSample)
-				allAccepted = false
-			}
-		}
-		if reserved > 0 {
-			smps := ss.Samples
-			if !allAccepted {
-				// Log exactly what was reserved: the tail of the series' pending ops.
-				smps = make([]Sample, reserved)
-				for k, op := range ms.pending[len(ms.pending)-reserved:] {
-					smps[k] = op.s
-				}
-			}
-			if err := st.wal.enqueue(walEntry{typ: recSamples, samples: walSamples{Ref: ms.ref, Samples: smps}}); err != nil {
-				ms.mu.Unlock()
-				return res, err
-			}
-			*appliesP = append(*appliesP, applyRef{s: ms, end: ms.reservedEnd})
-			needSync = true
-		}
-		ms.mu.Unlock()
+		app.Append(batch[i].Labels, batch[i].Samples)
 	}
-	if st.wal != nil {
-		if needSync {
-			if err := st.wal.sync(); err != nil {
-				clear(*appliesP)
-				*appliesP = (*appliesP)[:0]
-				st.applyPool.Put(appliesP)
-				return res, err
-			}
-		}
-		for _, a := range *appliesP {
-			a.s.mu.Lock()
-			newChunks += a.s.applyUpTo(a.end, st.maxAgeMs)
-			a.s.mu.Unlock()
-		}
-		clear(*appliesP)
-		*appliesP = (*appliesP)[:0]
-		st.applyPool.Put(appliesP)
-	}
-	if newChunks > 0 {
-		th.numChunks.Add(int64(newChunks))
-		st.metrics.memChunks.Add(float64(newChunks))
-	}
-	th.ingested.Add(float64(res.Accepted))
-	if res.Refused > 0 {
-		th.failed.Add(float64(res.Refused))
-	}
-	return res, nil
+	return app.Commit()
 }
 
-func (r *PushResult) refuseSeries(i int, ss *SeriesSamples, err error) {
-	r.Refused += len(ss.Samples)
-	r.Errors = append(r.Errors, SampleError{SeriesIndex: i, Labels: ss.Labels, T: ss.Samples[0].T, Count: len(ss.Samples), Err: err})
-}
-
-func (r *PushResult) refuseSample(i int, ss *SeriesSamples, t int64, err error) {
-	r.Refused++
-	r.Errors = append(r.Errors, SampleError{SeriesIndex: i, Labels: ss.Labels, T: t, Count: 1, Err: err})
-}
-
-// validateChunk decodes c and checks it against its own MinTime/MaxTime,
-// returning the value of its last sample.
-func validateChunk(c Chunk) (lastV float64, err error) {
-	if c.Encoding != chunkenc.EncXOR {
-		return 0, fmt.Errorf("%w: encoding %s, only XOR is supported", ErrInvalidChunk, c.Encoding)
-	}
-	if len(c.Data) < 2 {
-		return 0, fmt.Errorf("%w: %d bytes, shorter than the 2-byte sample count", ErrInvalidChunk, len(c.Data))
-	}
-	ch, err := chunkenc.FromData(c.Encoding, c.Data)
-	if err != nil {
-		return 0, fmt.Errorf("%w: %w", ErrInvalidChunk, err)
-	}
-	var (
-		n       int
-		prevT   int64
-		firstT  int64
-		decoded = func() (err error) {
-			// chunkenc trusts its input; a malformed chunk must not take the process down.
-			defer func() {
-				if p := recover(); p != nil {
-					err = fmt.Errorf("%w: decoding panicked: %v", ErrInvalidChunk, p)
-				}
-			}()
-			it := ch.Iterator(nil)
-			for it.Next() == chunkenc.ValFloat {
-				t, v := it.At()
-				if n == 0 {
-					firstT = t
-				} else if t <= prevT {
-					return fmt.Errorf("%w: timestamps not increasing at sample %d (%d after %d)", ErrInvalidChunk, n, t, prevT)
-				}
-				prevT, lastV = t, v
-				n++
-			}
-			if err := it.Err(); err != nil {
-				return fmt.Errorf("%w: %w", ErrInvalidChunk, err)
-			}
-			return nil
-		}
-	)
-	if err := decoded(); err != nil {
-		return 0, err
-	}
-	if n == 0 || n != ch.NumSamples() {
-		return 0, fmt.Errorf("%w: %d samples decoded, header says %d", ErrInvalidChunk, n, ch.NumSamples())
-	}
-	if firstT != c.MinTime || prevT != c.MaxTime {
-		return 0, fmt.Errorf("%w: samples span [%d, %d] but the chunk says [%d, %d]", ErrInvalidChunk, firstT, prevT, c.MinTime, c.MaxTime)
-	}
-	return lastV, nil
-}
-
-// ImportChunks adds whole chunks to a series of tenant (hand-over), creating
-// the series if needed. chunks must be XOR, in time order, non-overlapping
-// and newer than the series' newest sample; a chunk identical to one the
-// series already has is skipped, so a retried import is idempotent. The
-// chunks are logged to the WAL as chunk records before they become visible.
-// Data is copied. Safe for concurrent use.
-func (st *Store) ImportChunks(tenant string, lset labels.Labels, chunks []Chunk) error {
-	if st.closed.Load() {
-		return ErrClosed
-	}
-	if err := validateLabels(lset); err != nil {
-		return fmt.Errorf("importing chunks of tenant %q series %s: %w", tenant, lset, err)
-	}
-	lastVs := make([]float64, len(chunks))
-	for i, c := range chunks {
-		v, err := validateChunk(c)
-		if err != nil {
-			return fmt.Errorf("importing chunks of tenant %q series %s: chunk %d [%d, %d]: %w", tenant, lset, i, c.MinTime, c.MaxTime, err)
-		}
-		if i > 0 && c.MinTime <= chunks[i-1].MaxTime {
-			return fmt.Errorf("importing chunks of tenant %q series %s: chunk %d [%d, %d] overlaps the previous one: %w", tenant, lset, i, c.MinTime, c.MaxTime, ErrOutOfOrderSample)
-		}
-		lastVs[i] = v
-	}
-	th := st.getOrCreateTenant(tenant)
-	ms, _, err := st.lockSeries(th, lset, st.hashFn(lset), 0, st.cfg.MaxSeriesPerTenant)
-	if err != nil {
-		return fmt.Errorf("importing chunks of tenant %q series %s: %w", tenant, lset, err)
-	}
-	newChunks := 0
-	reserved := 0
-	for i, c := range chunks {
-		if ms.hasLast && c.MinTime <= ms.lastT {
-			if ms.hasVisibleChunk(c) {
-				continue
-			}
-			ms.mu.Unlock()
-			return fmt.Errorf("importing chunks of tenant %q series %s: chunk %d [%d, %d] is not after the newest sample at %d: %w", tenant, lset, i, c.MinTime, c.MaxTime, ms.lastT, ErrOutOfOrderSample)
-		}
-		own := &Chunk{MinTime: c.MinTime, MaxTime: c.MaxTime, Encoding: c.Encoding, Data: bytes.Clone(c.Data)}
-		op := pendingOp{s: Sample{T: c.MaxTime, V: lastVs[i]}, chunk: own}
-		if st.wal == nil {
-			ms.reserve(op)
-			newChunks += ms.applyUpTo(ms.reservedEnd, st.maxAgeMs)
-			continue
-		}
-		ms.reserve(op)
-		if err := st.wal.enqueue(walEntry{typ: recChunk, chunk: walChunk{Ref: ms.ref, Chunk: *own}}); err != nil {
-			ms.mu.Unlock()
-			return err
-		}
-		reserved++
-	}
-	end := ms.reservedEnd
-	ms.mu.Unlock()
-	if st.wal != nil && reserved > 0 {
-		if err := st.wal.sync(); err != nil {
-			return err
-		}
-		ms.mu.Lock()
-		newChunks += ms.applyUpTo(end, st.maxAgeMs)
-		ms.mu.Unlock()
-	}
-	th.numChunks.Add(int64(newChunks))
-	st.metrics.memChunks.Add(float64(newChunks))
-	return nil
+// refuseSeries copies lset: it may alias the caller's buffers (see
+// Appender.Append), and the result outlives them.
+func (r *PushResult) refuseSeries(i int, lset labels.Labels, smps []Sample, err error) {
+	r.Refused += len(smps)
+	r.Errors = append(r.Errors, SampleError{SeriesIndex: i, Labels: lset.Copy(), T: smps[0].T, Count: len(smps), Err: err})
 }
 
 // hasVisibleChunk reports whether a closed chunk equal to c exists. Caller holds s.mu.
@@ -701,6 +478,26 @@ func (st *Store) Truncate(before int64) (TruncateStats, error) {
 	if st.wal != nil {
 		upto = st.wal.lastSeq.Load()
 	}
+	live := st.dropBefore(before, &ts)
+	if st.wal != nil && upto > 0 {
+		del, rew, err := st.wal.rewrite(upto, func(r *record) (changed, drop bool) {
+			return filterRecord(r, live, before)
+		})
+		ts.WALRecordsDeleted, ts.WALRecordsRewritten = del, rew
+		if err != nil {
+			return ts, err
+		}
+	}
+	st.metrics.walTruncations.Inc()
+	st.logger.Info("truncated memstore", "before", before, "chunks_removed", ts.ChunksRemoved,
+		"series_removed", ts.SeriesRemoved, "wal_records_deleted", ts.WALRecordsDeleted, "wal_records_rewritten", ts.WALRecordsRewritten)
+	return ts, nil
+}
+
+// dropBefore is Truncate's work in memory: it drops every chunk with
+// MaxTime < before and removes the series left without chunks and without
+// pending writes. It returns the refs of the series that remain.
+func (st *Store) dropBefore(before int64, ts *TruncateStats) map[uint64]struct{} {
 	live := map[uint64]struct{}{}
 	for _, name := range st.Tenants() {
 		th := st.tenant(name)
@@ -732,17 +529,43 @@ func (st *Store) Truncate(before int64) (TruncateStats, error) {
 		st.metrics.memSeries.Sub(float64(len(removed)))
 		ts.SeriesRemoved += len(removed)
 	}
+	return live
+}
+
+// DropAll forgets everything: Truncate(math.MaxInt64), with the WAL emptied in
+// one transaction that replaces its bucket instead of rewriting it record by
+// record (a leaver after a completed hand-over; a joiner discarding a partial
+// one). As with Truncate, the caller guarantees the data is safe elsewhere,
+// and a series with writes in flight stays (then the WAL is rewritten as
+// Truncate does, keeping its series record). Records committed after DropAll
+// began are kept. Calls are serialised with Truncate and DropFlushed.
+func (st *Store) DropAll() (TruncateStats, error) {
+	st.truncMu.Lock()
+	defer st.truncMu.Unlock()
+	var ts TruncateStats
+	if st.closed.Load() {
+		return ts, ErrClosed
+	}
+	var upto uint64
+	if st.wal != nil {
+		upto = st.wal.lastSeq.Load()
+	}
+	live := st.dropBefore(math.MaxInt64, &ts)
 	if st.wal != nil && upto > 0 {
-		del, rew, err := st.wal.rewrite(upto, func(r *record) (changed, drop bool) {
-			return filterRecord(r, live, before)
-		})
-		ts.WALRecordsDeleted, ts.WALRecordsRewritten = del, rew
+		var err error
+		if len(live) == 0 {
+			ts.WALRecordsDeleted, err = st.wal.dropAll(upto)
+		} else {
+			ts.WALRecordsDeleted, ts.WALRecordsRewritten, err = st.wal.rewrite(upto, func(r *record) (changed, drop bool) {
+				return filterRecord(r, live, math.MaxInt64)
+			})
+		}
 		if err != nil {
 			return ts, err
 		}
 	}
 	st.metrics.walTruncations.Inc()
-	st.logger.Info("truncated memstore", "before", before, "chunks_removed", ts.ChunksRemoved,
+	st.logger.Info("dropped everything from memstore", "chunks_removed", ts.ChunksRemoved,
 		"series_removed", ts.SeriesRemoved, "wal_records_deleted", ts.WALRecordsDeleted, "wal_records_rewritten", ts.WALRecordsRewritten)
 	return ts, nil
 }
@@ -783,8 +606,16 @@ func filterRecord(r *record, live map[uint64]struct{}, before int64) (changed, d
 		r.Samples = out
 		return changed, len(out) == 0
 	default:
-		return false, !isLive(r.Chunk.Ref) || r.Chunk.Chunk.MaxTime < before
+		return filterChunks(r, func(c *walChunk) bool { return isLive(c.Ref) && c.Chunk.MaxTime >= before })
 	}
+}
+
+// filterChunks keeps the chunks of a chunk or chunks record for which keep
+// is true, in place.
+func filterChunks(r *record, keep func(c *walChunk) bool) (changed, drop bool) {
+	n := len(r.Chunks)
+	r.Chunks = slices.DeleteFunc(r.Chunks, func(c walChunk) bool { return !keep(&c) })
+	return len(r.Chunks) != n, len(r.Chunks) == 0
 }
 
 // replayWAL rebuilds memory from w. Series are recreated under their logged
@@ -797,6 +628,7 @@ func (st *Store) replayWAL(w *wal) (uint64, error) {
 	byRef := map[uint64]*memSeries{}
 	tenantOf := map[uint64]*tenantHead{}
 	var maxRef uint64
+	var cc chunkChecker
 	nextSeq, corrupt, err := w.replay(func(seq uint64, r *record) error {
 		rep.Records++
 		switch r.Type {
@@ -849,20 +681,31 @@ func (st *Store) replayWAL(w *wal) (uint64, error) {
 				tenantOf[e.Ref].numChunks.Add(int64(nc))
 				st.metrics.memChunks.Add(float64(nc))
 			}
-		case recChunk:
-			ms := byRef[r.Chunk.Ref]
-			c := r.Chunk.Chunk
-			lastV, err := validateChunk(c)
-			if ms == nil || err != nil || (ms.hasLast && c.MinTime <= ms.lastT) {
-				st.logger.Warn("wal replay skipped a chunk", "seq", seq, "ref", r.Chunk.Ref, "mint", c.MinTime, "maxt", c.MaxTime, "err", err)
-				rep.Skipped++
-				return nil
+		case recChunk, recChunks:
+			for k := range r.Chunks {
+				wc := &r.Chunks[k]
+				ms, c := byRef[wc.Ref], wc.Chunk
+				// Only the last chunk of a series in the record sets its frontier
+				// and is decoded whole; the ones before it are checked like
+				// ImportBatch checks them (chunkChecker.check).
+				var lastV float64
+				var err error
+				if k == len(r.Chunks)-1 || r.Chunks[k+1].Ref != wc.Ref {
+					lastV, err = cc.full(c)
+				} else {
+					err = cc.header(c)
+				}
+				if ms == nil || err != nil || (ms.hasLast && c.MinTime <= ms.lastT) {
+					st.logger.Warn("wal replay skipped a chunk", "seq", seq, "ref", wc.Ref, "mint", c.MinTime, "maxt", c.MaxTime, "err", err)
+					rep.Skipped++
+					continue
+				}
+				ms.reserve(pendingOp{s: Sample{T: c.MaxTime, V: lastV}, chunk: &wc.Chunk})
+				nc := ms.applyUpTo(ms.reservedEnd, st.maxAgeMs)
+				tenantOf[wc.Ref].numChunks.Add(int64(nc))
+				st.metrics.memChunks.Add(float64(nc))
+				rep.Chunks++
 			}
-			ms.reserve(pendingOp{s: Sample{T: c.MaxTime, V: lastV}, chunk: &c})
-			nc := ms.applyUpTo(ms.reservedEnd, st.maxAgeMs)
-			tenantOf[r.Chunk.Ref].numChunks.Add(int64(nc))
-			st.metrics.memChunks.Add(float64(nc))
-			rep.Chunks++
 		}
 		if rep.Records%4096 == 0 && time.Since(lastLog) > 5*time.Second {
 			lastLog = time.Now()

@@ -21,9 +21,13 @@ import (
 // WALFileName is the bbolt file of the WAL inside Config.WALDir.
 const WALFileName = "wal.bolt"
 
-// walFormatVersion is the layout of the bbolt file itself (buckets and keys),
-// stored under meta/format. Records carry their own version byte.
-const walFormatVersion = 1
+// walFormatVersion is the layout of the bbolt file itself (buckets and keys)
+// and the newest record version in it, stored under meta/format. Records
+// carry their own version byte. Format 1 files (records of version 1 only)
+// are upgraded to format 2 when opened: their records stay readable, and an
+// older build then refuses the file instead of cutting version 2 records as
+// a corrupt tail.
+const walFormatVersion = 2
 
 var (
 	bucketWAL  = []byte("wal")
@@ -73,7 +77,7 @@ type walEntry struct {
 	typ     byte
 	series  walSeries
 	samples walSamples
-	chunk   walChunk
+	chunks  walSeriesChunks
 	done    chan error
 }
 
@@ -154,12 +158,15 @@ func openWAL(dir string, sync bool, compactMinBytes int64, logger *slog.Logger, 
 			if err != nil {
 				return err
 			}
-			if v := meta.Get(keyFormat); v == nil {
+			v := meta.Get(keyFormat)
+			switch {
+			case v == nil || (len(v) == 1 && v[0] == 1):
+				// New file, or format 1: upgrade (see walFormatVersion).
 				if err := meta.Put(keyFormat, []byte{walFormatVersion}); err != nil {
 					return err
 				}
-			} else if len(v) != 1 || v[0] != walFormatVersion {
-				return fmt.Errorf("%w: file format %v, this build reads format %d", ErrUnknownRecordVersion, v, walFormatVersion)
+			case len(v) != 1 || v[0] != walFormatVersion:
+				return fmt.Errorf("%w: file format %v, this build reads formats 1 and %d", ErrUnknownRecordVersion, v, walFormatVersion)
 			}
 			_, err = tx.CreateBucketIfNotExists(bucketWAL)
 			return err
@@ -503,7 +510,7 @@ func (w *wal) commit(batch []walEntry) error {
 		case recSamples:
 			// Consecutive samples entries share one record up to maxRecordBytes;
 			// encoded in place to avoid building a []walSamples.
-			w.arena = append(w.arena, recordVersion1, recSamples)
+			w.arena = append(w.arena, recordVersion, recSamples)
 			countAt := len(w.arena)
 			w.arena = append(w.arena, 0, 0, 0, 0, 0) // room for a uvarint count < 2^35
 			n := 0
@@ -517,9 +524,26 @@ func (w *wal) commit(batch []walEntry) error {
 			// still a valid uvarint, so the decoder needs no special case.
 			putUvarint5(w.arena[countAt:countAt+5], uint64(n))
 			w.arena = finishRecord(w.arena, start, seq)
-		case recChunk:
-			w.arena = appendChunkRecord(w.arena, seq, e.chunk)
-			i++
+		case recChunks:
+			// Consecutive chunks entries (one per imported series) share one
+			// record up to maxRecordBytes, encoded in place like samples.
+			w.arena = append(w.arena, recordVersion, recChunks)
+			countAt := len(w.arena)
+			w.arena = append(w.arena, 0, 0, 0, 0, 0)
+			n := 0
+			for ; i < len(batch) && (batch[i].typ == recChunks || batch[i].typ == 0) && len(w.arena)-start < maxRecordBytes; i++ {
+				if batch[i].typ == recChunks {
+					sc := &batch[i].chunks
+					for k := range sc.Chunks {
+						w.arena = appendChunkEntry(w.arena, sc.Ref, &sc.Chunks[k])
+					}
+					n += len(sc.Chunks)
+				}
+			}
+			putUvarint5(w.arena[countAt:countAt+5], uint64(n))
+			w.arena = finishRecord(w.arena, start, seq)
+		default:
+			panic(fmt.Sprintf("memstore: WAL entry of type %d", e.typ)) // broken internal invariant
 		}
 		w.spans = append(w.spans, recSpan{start: start, end: len(w.arena), typ: e.typ})
 	}
@@ -707,6 +731,46 @@ func (w *wal) rewrite(upto uint64, keep func(r *record) (changed, drop bool)) (d
 		}
 	}
 	return deleted, rewritten, nil
+}
+
+// dropAll deletes every record with seq <= upto in one transaction: the
+// bucket is deleted and created again, and the records after upto (committed
+// since the caller read it) are copied into the new one. bbolt frees the old
+// bucket's pages without the records being read or decoded.
+func (w *wal) dropAll(upto uint64) (deleted int, err error) {
+	err = catchBoltPanic(w.path, func() error {
+		return w.db.Update(func(tx *bolt.Tx) error {
+			type kv struct{ k, v []byte }
+			var keep []kv
+			c := tx.Bucket(bucketWAL).Cursor()
+			from := binary.BigEndian.AppendUint64(nil, upto+1)
+			for k, v := c.First(); k != nil; k, v = c.Next() {
+				if bytes.Compare(k, from) >= 0 {
+					keep = append(keep, kv{bytes.Clone(k), bytes.Clone(v)})
+				} else {
+					deleted++
+				}
+			}
+			if err := tx.DeleteBucket(bucketWAL); err != nil {
+				return err
+			}
+			b, err := tx.CreateBucket(bucketWAL)
+			if err != nil {
+				return err
+			}
+			b.FillPercent = 1.0
+			for _, e := range keep {
+				if err := b.Put(e.k, e.v); err != nil {
+					return err
+				}
+			}
+			return nil
+		})
+	})
+	if err != nil {
+		return 0, fmt.Errorf("memstore: emptying WAL %s: %w", w.path, err)
+	}
+	return deleted, nil
 }
 
 // newSeriesEntry is the queue entry of a new series' record.

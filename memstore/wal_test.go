@@ -253,6 +253,11 @@ func FuzzDecodeRecord(f *testing.F) {
 	f.Add(uint64(1), appendSeriesRecord(nil, 1, []walSeries{{Ref: 1, Tenant: "t", Labels: labels.FromStrings("a", "b", "c", "")}}))
 	f.Add(uint64(2), appendSamplesRecord(nil, 2, []walSamples{{Ref: 7, Samples: []Sample{{1, math.NaN()}, {2, math.Float64frombits(value.StaleNaN)}}}, {Ref: 8}}))
 	f.Add(uint64(1<<40), appendChunkRecord(nil, 1<<40, walChunk{Ref: 3, Chunk: Chunk{MinTime: 1, MaxTime: 2, Encoding: 1, Data: xorChunk(Sample{1, 1}, Sample{2, 2})}}))
+	f.Add(uint64(9), appendChunksRecord(nil, 9, []walChunk{
+		{Ref: 3, Chunk: Chunk{MinTime: 1, MaxTime: 2, Encoding: 1, Data: xorChunk(Sample{1, 1}, Sample{2, 2})}},
+		{Ref: 3, Chunk: Chunk{MinTime: 5, MaxTime: 5, Encoding: 1, Data: xorChunk(Sample{5, math.NaN()})}},
+		{Ref: 4, Chunk: Chunk{MinTime: -1, MaxTime: 1 << 50, Encoding: 1}},
+	}))
 	f.Add(uint64(0), []byte{1, 2, 0, 0, 0, 0})
 	f.Fuzz(func(t *testing.T, seq uint64, b []byte) {
 		var r record
@@ -293,9 +298,17 @@ func recordsEqual(a, b *record) bool {
 			return false
 		}
 	}
-	ca, cb := a.Chunk, b.Chunk
-	return ca.Ref == cb.Ref && ca.Chunk.MinTime == cb.Chunk.MinTime && ca.Chunk.MaxTime == cb.Chunk.MaxTime &&
-		ca.Chunk.Encoding == cb.Chunk.Encoding && string(ca.Chunk.Data) == string(cb.Chunk.Data)
+	if len(a.Chunks) != len(b.Chunks) {
+		return false
+	}
+	for i := range a.Chunks {
+		ca, cb := a.Chunks[i], b.Chunks[i]
+		if ca.Ref != cb.Ref || ca.Chunk.MinTime != cb.Chunk.MinTime || ca.Chunk.MaxTime != cb.Chunk.MaxTime ||
+			ca.Chunk.Encoding != cb.Chunk.Encoding || string(ca.Chunk.Data) != string(cb.Chunk.Data) {
+			return false
+		}
+	}
+	return true
 }
 
 const (

@@ -10,8 +10,8 @@ import (
 	"errors"
 	"fmt"
 	"io"
-	"math"
 	"slices"
+	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -191,28 +191,29 @@ func (s *fakeStore) ForEachSeries(fn func(tenant string, lset labels.Labels, chu
 	return nil
 }
 
-func (s *fakeStore) ImportChunks(tenant string, lset labels.Labels, chunks []memstore.Chunk) error {
+func (s *fakeStore) ImportBatch(batch []memstore.ImportSeries) error {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	s.imports++
 	if s.importErr != nil {
 		return s.importErr
 	}
-	k := seriesKey(tenant, lset)
-	cur := s.series[k]
-	cur.Tenant, cur.Labels = tenant, lset
-	for _, c := range chunks {
-		c.Data = slices.Clone(c.Data)
-		cur.Chunks = append(cur.Chunks, c)
+	for _, in := range batch {
+		// Like memstore: labels and chunk data are read only during the call, so copy them.
+		lset := in.Labels.Copy()
+		k := seriesKey(in.Tenant, lset)
+		cur := s.series[k]
+		cur.Tenant, cur.Labels = strings.Clone(in.Tenant), lset
+		for _, c := range in.Chunks {
+			c.Data = slices.Clone(c.Data)
+			cur.Chunks = append(cur.Chunks, c)
+		}
+		s.series[k] = cur
 	}
-	s.series[k] = cur
 	return nil
 }
 
-func (s *fakeStore) Truncate(before int64) (memstore.TruncateStats, error) {
-	if before != math.MaxInt64 {
-		panic("fakeStore: only Truncate(math.MaxInt64) is supported")
-	}
+func (s *fakeStore) DropAll() (memstore.TruncateStats, error) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	st := memstore.TruncateStats{SeriesRemoved: len(s.series)}

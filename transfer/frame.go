@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"hash/crc32"
 	"math"
+	"unsafe"
 
 	"github.com/prometheus/prometheus/model/labels"
 	"github.com/prometheus/prometheus/tsdb/chunkenc"
@@ -37,12 +38,9 @@ var (
 
 var castagnoli = crc32.MakeTable(crc32.Castagnoli)
 
-// Series is one series of a hand-over: its tenant, labels and every chunk in time order.
-type Series struct {
-	Tenant string
-	Labels labels.Labels
-	Chunks []memstore.Chunk
-}
+// Series is one series of a hand-over: its tenant, labels and every chunk in time order. It is
+// what memstore.Store.ImportBatch takes, so a decoded frame is imported without a copy.
+type Series = memstore.ImportSeries
 
 // Totals counts what a stream carried; the trailer frame sends the sender's, the receiver compares
 // them with what it received and stored.
@@ -193,28 +191,38 @@ func (d *decoder) count(what string, minSize int) int {
 	return int(n)
 }
 
-// decodeSeries decodes a SERIES payload. The returned chunks' Data alias payload.
+// decodeSeries decodes a SERIES payload. The returned chunks' Data, and the label names and values
+// inside the returned Labels' builder, alias payload: keep payload unchanged while the result is
+// used. Labels are built once per series (one allocation); repeated tenants share one string.
 func decodeSeries(payload []byte) ([]Series, error) {
 	d := &decoder{b: payload}
 	n := d.count("series count", 3)
 	out := make([]Series, 0, n)
+	// All chunks of the frame in one slab; each series takes a slice of it.
+	var slab []memstore.Chunk
 	var lb labels.ScratchBuilder
+	var tenant string
 	for i := 0; i < n && d.err == nil; i++ {
 		var s Series
-		s.Tenant = string(d.bytes("tenant"))
+		if t := d.bytes("tenant"); string(t) != tenant || i == 0 {
+			tenant = string(t)
+		}
+		s.Tenant = tenant
 		nl := d.count("label count", 2)
 		lb.Reset()
 		for j := 0; j < nl && d.err == nil; j++ {
 			name := d.bytes("label name")
 			value := d.bytes("label value")
-			lb.Add(string(name), string(value))
+			// Aliasing is safe: Labels() copies the names and values into the series' own string.
+			lb.Add(yoloString(name), yoloString(value))
 		}
 		lb.Sort()
 		s.Labels = lb.Labels()
 		nc := d.count("chunk count", 4)
-		if d.err == nil {
-			s.Chunks = make([]memstore.Chunk, 0, nc)
+		if d.err == nil && len(slab)+nc > cap(slab) {
+			slab = make([]memstore.Chunk, 0, max(nc, 2*(n-i)))
 		}
+		start := len(slab)
 		for j := 0; j < nc && d.err == nil; j++ {
 			var c memstore.Chunk
 			c.MinTime = d.varint("chunk min time")
@@ -228,8 +236,9 @@ func decodeSeries(payload []byte) ([]Series, error) {
 				d.off++
 			}
 			c.Data = d.bytes("chunk data")
-			s.Chunks = append(s.Chunks, c)
+			slab = append(slab, c)
 		}
+		s.Chunks = slab[start:len(slab):len(slab)]
 		out = append(out, s)
 	}
 	if d.err == nil && d.off != len(d.b) {
@@ -240,6 +249,10 @@ func decodeSeries(payload []byte) ([]Series, error) {
 	}
 	return out, nil
 }
+
+// yoloString returns b as a string without copying. Only for strings that are copied before b
+// changes or is freed.
+func yoloString(b []byte) string { return unsafe.String(unsafe.SliceData(b), len(b)) }
 
 func decodeTrailer(payload []byte) (Totals, error) {
 	d := &decoder{b: payload}

@@ -9,7 +9,6 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
-	"math"
 	"slices"
 	"sync/atomic"
 	"time"
@@ -136,7 +135,7 @@ func (l *Leaver) Leave(ctx context.Context) error {
 // dropLocal forgets the handed-over data (memory and WAL): the joiner owns it now, and a restart of
 // this process must not resurrect it as a stale copy. A failure only leaves a stale copy behind.
 func (l *Leaver) dropLocal() {
-	if _, err := l.store.Truncate(math.MaxInt64); err != nil {
+	if _, err := l.store.DropAll(); err != nil {
 		l.log.Warn("hand-over done, but could not delete the local copy from the WAL", "member", l.id, "err", err)
 	}
 }

@@ -378,7 +378,7 @@ func TestReceiver_GoodStream_CompletesAndRefusesAStaleEpochAfterwards(t *testing
 			ringstate.Command{Op: ringstate.OpActivate, Member: leaverID},
 			ringstate.Command{Op: ringstate.OpLeave, Member: leaverID},
 			ringstate.Command{Op: ringstate.OpClaimJoiner, Member: leaverID, Peer: joinerID})
-		js.store.Truncate(1<<63 - 1)
+		js.store.DropAll()
 		_, err = send(t.Context(), rcv, false, f, trailerFrame(leaverID, epoch, 1, tot))
 		if status.Code(err) != codes.FailedPrecondition || !strings.Contains(err.Error(), "stale") {
 			t.Fatalf("stale epoch: %v, want FailedPrecondition naming it stale", err)

@@ -8,7 +8,6 @@ import (
 	"io"
 	"io/fs"
 	"log/slog"
-	"math"
 	"os"
 	"path/filepath"
 	"sync"
@@ -174,7 +173,7 @@ func (r *Receiver) storeEmpty() bool {
 
 // discard drops everything from the store (memory and WAL), then the marker. Caller holds sem.
 func (r *Receiver) discard(why string) error {
-	st, err := r.store.Truncate(math.MaxInt64)
+	st, err := r.store.DropAll()
 	if err != nil {
 		return fmt.Errorf("discard partial hand-over data: %w", err)
 	}
@@ -367,26 +366,32 @@ func (r *Receiver) receive(ctx context.Context, st transferpb.Transfer_TransferC
 		if err != nil {
 			return nil, status.Errorf(codes.InvalidArgument, "transfer: frame %d: %v", f.GetSeq(), err)
 		}
-		for i := range ss {
-			select {
-			case slots <- struct{}{}:
-			case <-ictx.Done():
-				return nil, cmpErr(firstErr, ictx.Err())
-			}
-			wg.Add(1)
-			go func(s *Series) {
-				defer func() { <-slots; wg.Done() }()
-				if err := r.store.ImportChunks(s.Tenant, s.Labels, s.Chunks); err != nil {
-					fail(fmt.Errorf("import tenant %q series %s: %w", s.Tenant, s.Labels, err))
-					return
-				}
-				r.m.receivedChunks.Add(float64(len(s.Chunks)))
-				r.m.receivedSeries.Inc()
-				gotMu.Lock()
-				got.add(s)
-				gotMu.Unlock()
-			}(&ss[i])
+		// One ImportBatch (one WAL commit) per frame; up to ImportConcurrency frames at once, so
+		// that decoding the next frame overlaps the fsync of this one.
+		select {
+		case slots <- struct{}{}:
+		case <-ictx.Done():
+			return nil, cmpErr(firstErr, ictx.Err())
 		}
+		wg.Add(1)
+		go func(ss []Series) {
+			defer func() { <-slots; wg.Done() }()
+			if err := r.store.ImportBatch(ss); err != nil {
+				fail(fmt.Errorf("import frame of %d series: %w", len(ss), err))
+				return
+			}
+			var t Totals
+			for i := range ss {
+				t.add(&ss[i])
+			}
+			r.m.receivedChunks.Add(float64(t.Chunks))
+			r.m.receivedSeries.Add(float64(t.Series))
+			gotMu.Lock()
+			got.Series += t.Series
+			got.Chunks += t.Chunks
+			got.Bytes += t.Bytes
+			gotMu.Unlock()
+		}(ss)
 		if f, err = next(); err != nil {
 			if errors.Is(err, io.EOF) {
 				return nil, status.Errorf(codes.InvalidArgument, "transfer: stream ended after frame %d without a trailer (truncated)", wantSeq-1)

@@ -41,11 +41,12 @@ type Ring interface {
 type Store interface {
 	// ForEachSeries visits every series with all its chunks (leaver).
 	ForEachSeries(fn func(tenant string, lset labels.Labels, chunks []memstore.Chunk) error) error
-	// ImportChunks stores whole chunks durably (WAL, fsynced) before it returns (joiner).
-	ImportChunks(tenant string, lset labels.Labels, chunks []memstore.Chunk) error
-	// Truncate drops data older than before from memory and the WAL; Truncate(math.MaxInt64)
-	// drops everything (the joiner discarding a partial hand-over; the leaver after a completed one).
-	Truncate(before int64) (memstore.TruncateStats, error)
+	// ImportBatch stores the whole chunks of many series durably (WAL, fsynced) before it returns
+	// (joiner, once per frame). Labels and chunk data are read only during the call.
+	ImportBatch(batch []memstore.ImportSeries) error
+	// DropAll drops everything from memory and the WAL (the joiner discarding a partial
+	// hand-over; the leaver after a completed one).
+	DropAll() (memstore.TruncateStats, error)
 	Tenants() []string
 	Stats(tenant string) memstore.TenantStats
 }
@@ -57,10 +58,10 @@ const (
 	// DefaultFrameBytes bounds a SERIES frame's payload (a single larger series is sent alone):
 	// large enough to amortise per-message costs, far below gRPC's receive limit.
 	DefaultFrameBytes = 1 << 20
-	// DefaultImportConcurrency is how many series the joiner imports at once. Every ImportChunks
-	// waits for a WAL group commit (an fsync); concurrent imports share commits, so hand-over speed
-	// does not stop at one fsync per series.
-	DefaultImportConcurrency = 64
+	// DefaultImportConcurrency is how many frames the joiner imports at once. Each frame is one
+	// ImportBatch, which waits for one WAL group commit (an fsync); a few frames in flight let
+	// decoding and importing the next frame overlap that wait, and concurrent ones share commits.
+	DefaultImportConcurrency = 4
 )
 
 // Backoff between attempts to find and claim a joiner: from minBackoff doubling to maxBackoff. With
@@ -96,7 +97,7 @@ type Config struct {
 	Timeout time.Duration
 	// FrameBytes bounds a frame's payload. Flag: -ingester.transfer-frame-bytes.
 	FrameBytes int
-	// ImportConcurrency is how many series the joiner imports concurrently. Not a flag.
+	// ImportConcurrency is how many frames the joiner imports concurrently. Not a flag.
 	ImportConcurrency int
 	// TestDelay is for tests only: the leaver sleeps this long before sending each frame and the
 	// joiner sleeps this long before committing CompleteHandover, so that a test can kill either
