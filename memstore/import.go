@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"encoding/binary"
 	"fmt"
+	"math"
 
 	"github.com/prometheus/prometheus/model/labels"
 	"github.com/prometheus/prometheus/tsdb/chunkenc"
@@ -15,6 +16,10 @@ type ImportSeries struct {
 	Tenant string
 	Labels labels.Labels
 	Chunks []Chunk
+	// LastV, when HasLastV, is the value of the last sample of the last chunk (as ExportSeries
+	// gives it): the import then decodes no chunk. Without it the last chunk is decoded whole.
+	LastV    float64
+	HasLastV bool
 }
 
 // chunkChecker validates imported chunks, reusing one chunk and one iterator across calls. Not
@@ -95,23 +100,18 @@ func (cc *chunkChecker) full(c Chunk) (lastV float64, err error) {
 	return lastV, nil
 }
 
-// validateChunk decodes c whole (see chunkChecker.full).
-func validateChunk(c Chunk) (lastV float64, err error) {
-	var cc chunkChecker
-	return cc.full(c)
-}
-
-// check validates the chunks of one imported series and returns the value of its last sample:
-// every chunk's header (chunkChecker.header), time order without overlap, and a full decode of
+// check validates the chunks of one imported series: every chunk's header
+// (chunkChecker.header) and time order without overlap; with decodeLast, also a full decode of
 // the last chunk — the one that sets the series' frontier, whose last value must be known for
-// the idempotent-duplicate rule. Closed chunks before it are not decoded: hand-over frames and
-// WAL records are checksummed, so what reaches here is what the sender's store held.
-func (cc *chunkChecker) check(chunks []Chunk) (lastV float64, err error) {
+// the idempotent-duplicate rule — returning that value. Other chunks are not decoded: hand-over
+// frames and WAL records are checksummed, so what reaches here is what the sender's store held,
+// and the sender gives the last value with the chunks (ImportSeries.LastV).
+func (cc *chunkChecker) check(chunks []Chunk, decodeLast bool) (lastV float64, err error) {
 	for i, c := range chunks {
 		if i > 0 && c.MinTime <= chunks[i-1].MaxTime {
 			return 0, fmt.Errorf("chunk %d [%d, %d] overlaps the previous one: %w", i, c.MinTime, c.MaxTime, ErrOutOfOrderSample)
 		}
-		if i == len(chunks)-1 {
+		if decodeLast && i == len(chunks)-1 {
 			lastV, err = cc.full(c)
 		} else {
 			err = cc.header(c)
@@ -153,7 +153,10 @@ func (st *Store) ImportBatch(batch []ImportSeries) error {
 		if len(s.Chunks) == 0 {
 			continue
 		}
-		v, err := cc.check(s.Chunks)
+		v, err := cc.check(s.Chunks, !s.HasLastV)
+		if s.HasLastV {
+			v = s.LastV
+		}
 		if err != nil {
 			return fmt.Errorf("importing chunks of tenant %q series %s: %w", s.Tenant, s.Labels, err)
 		}
@@ -235,8 +238,41 @@ func (st *Store) importSeries(th *tenantHead, s *ImportSeries, lastV float64) (a
 	if st.wal == nil {
 		return ap, ms.applyUpTo(ms.reservedEnd, st.maxAgeMs), nil
 	}
-	if err := st.wal.enqueue(walEntry{typ: recChunks, chunks: walSeriesChunks{Ref: ms.ref, Chunks: own}}); err != nil {
+	if err := st.wal.enqueue(walEntry{typ: recChunks, chunks: walSeriesChunks{Ref: ms.ref, Chunks: own, LastV: lastV}}); err != nil {
 		return ap, 0, err
 	}
 	return applyRef{s: ms, end: ms.reservedEnd, th: th}, 0, nil
+}
+
+// ExportSeries calls fn for every series of every tenant that has visible chunks, with all its
+// chunks in time order (closed chunks shared read-only, the head chunk copied) and the value of
+// its newest visible sample (HasLastV set), ready for ImportBatch on another Store (hand-over).
+// As with ForEachSeries, fn runs without Store locks held and series created meanwhile may or may
+// not be visited; s is reused across calls (copy what must outlive the call, except the shared
+// chunk data). A non-nil error from fn stops the walk and is returned.
+func (st *Store) ExportSeries(fn func(s *ImportSeries) error) error {
+	var ferr error
+	var s ImportSeries
+	for _, name := range st.Tenants() {
+		th := st.tenant(name)
+		th.series.forEach(func(ms *memSeries) bool {
+			ms.mu.Lock()
+			var chks []Chunk
+			if !ms.deleted {
+				chks = ms.chunksIn(nil, math.MinInt64, math.MaxInt64)
+			}
+			lastV := ms.visLastV
+			ms.mu.Unlock()
+			if len(chks) == 0 {
+				return true
+			}
+			s = ImportSeries{Tenant: name, Labels: ms.lset, Chunks: chks, LastV: lastV, HasLastV: true}
+			ferr = fn(&s)
+			return ferr == nil
+		})
+		if ferr != nil {
+			return ferr
+		}
+	}
+	return nil
 }

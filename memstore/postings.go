@@ -59,6 +59,11 @@ func (p *postingsIndex) delete(removed map[uint64]labels.Labels) {
 	drop := func(ref uint64) bool { _, ok := removed[ref]; return ok }
 	p.mu.Lock()
 	defer p.mu.Unlock()
+	if len(removed) == len(p.all) && !slices.ContainsFunc(p.all, func(ref uint64) bool { return !drop(ref) }) {
+		// Everything goes (DropAll): start afresh instead of filtering every list.
+		p.m, p.all = map[string]map[string][]uint64{}, nil
+		return
+	}
 	type nv struct{ n, v string }
 	affected := map[nv]struct{}{}
 	for _, lset := range removed {

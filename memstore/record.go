@@ -69,16 +69,22 @@ type walSamples struct {
 	Samples []Sample
 }
 
-// walChunk is one whole chunk imported into a series.
+// walChunk is one whole chunk imported into a series. In a chunks record
+// (type 4) the last chunk of each series group has Last set and carries
+// LastV, the value of its last sample.
 type walChunk struct {
 	Ref   uint64
 	Chunk Chunk
+	Last  bool
+	LastV float64
 }
 
-// walSeriesChunks is the queue entry of the chunks one import adds to a series.
+// walSeriesChunks is the queue entry of the chunks one import adds to a
+// series, with the value of the last chunk's last sample.
 type walSeriesChunks struct {
 	Ref    uint64
 	Chunks []Chunk
+	LastV  float64
 }
 
 // record is a decoded WAL record; exactly one of the payload fields is set,
@@ -150,15 +156,31 @@ func appendSamplesEntry(b []byte, ref uint64, samples []Sample) []byte {
 	return b
 }
 
-// appendChunkEntry appends one chunk of series ref, laid out as in chunk
-// (type 3) and chunks (type 4) records.
+// appendChunkEntry appends one chunk of series ref, laid out as in a chunk
+// record (type 3).
 func appendChunkEntry(b []byte, ref uint64, c *Chunk) []byte {
 	b = binary.BigEndian.AppendUint64(b, ref)
+	return appendChunkBody(b, c)
+}
+
+// appendChunkBody appends encoding, mint, maxt and the length-prefixed data.
+func appendChunkBody(b []byte, c *Chunk) []byte {
 	b = append(b, byte(c.Encoding))
 	b = binary.BigEndian.AppendUint64(b, uint64(c.MinTime))
 	b = binary.BigEndian.AppendUint64(b, uint64(c.MaxTime))
 	b = binary.AppendUvarint(b, uint64(len(c.Data)))
 	return append(b, c.Data...)
+}
+
+// appendChunksGroup appends one series group of a chunks record (type 4).
+func appendChunksGroup(b []byte, ref uint64, lastV float64, cs []Chunk) []byte {
+	b = binary.BigEndian.AppendUint64(b, ref)
+	b = binary.BigEndian.AppendUint64(b, math.Float64bits(lastV))
+	b = binary.AppendUvarint(b, uint64(len(cs)))
+	for i := range cs {
+		b = appendChunkBody(b, &cs[i])
+	}
+	return b
 }
 
 // appendChunkRecord appends one chunk record (type 3) to b.
@@ -169,14 +191,29 @@ func appendChunkRecord(b []byte, seq uint64, c walChunk) []byte {
 	return finishRecord(b, start, seq)
 }
 
-// appendChunksRecord appends one chunks record (type 4) holding cs to b.
+// appendChunksRecord appends one chunks record (type 4) holding cs to b. A
+// group ends at an entry with Last set or where the ref changes.
 func appendChunksRecord(b []byte, seq uint64, cs []walChunk) []byte {
 	start := len(b)
 	b = append(b, recordVersion, recChunks)
-	b = binary.AppendUvarint(b, uint64(len(cs)))
-	for i := range cs {
-		b = appendChunkEntry(b, cs[i].Ref, &cs[i].Chunk)
+	countAt := len(b)
+	b = append(b, 0, 0, 0, 0, 0)
+	groups := 0
+	var chunks []Chunk
+	for i := 0; i < len(cs); {
+		j := i
+		for j < len(cs)-1 && !cs[j].Last && cs[j+1].Ref == cs[i].Ref {
+			j++
+		}
+		chunks = chunks[:0]
+		for k := i; k <= j; k++ {
+			chunks = append(chunks, cs[k].Chunk)
+		}
+		b = appendChunksGroup(b, cs[i].Ref, cs[j].LastV, chunks)
+		groups++
+		i = j + 1
 	}
+	putUvarint5(b[countAt:countAt+5], uint64(groups))
 	return finishRecord(b, start, seq)
 }
 
@@ -264,6 +301,18 @@ func (d *decbuf) bytes(what string) []byte {
 	return v
 }
 
+// chunkBody reads what appendChunkBody wrote; the data is copied (b may be
+// bbolt's mmap).
+func (d *decbuf) chunkBody(c *Chunk) {
+	c.Encoding = chunkenc.Encoding(d.u8("chunk encoding"))
+	c.MinTime = int64(d.be64("chunk min time"))
+	c.MaxTime = int64(d.be64("chunk max time"))
+	data := d.bytes("chunk data")
+	if d.err == nil {
+		c.Data = append([]byte(nil), data...)
+	}
+}
+
 // decodeRecord decodes the record b stored under key seq into r, reusing r's slices. It
 // never retains b: strings and chunk bytes are copied, because b may point
 // into bbolt's mmap, which is valid only during its transaction. Errors wrap
@@ -339,24 +388,39 @@ func decodeRecord(seq uint64, b []byte, r *record) error {
 			r.Samples[i].Samples = r.sampleBuf[start:end:end]
 			start = end
 		}
-	case recChunk, recChunks:
-		n := 1
-		if r.Type == recChunks {
-			n = d.count("chunk count", 26)
-		}
+	case recChunk:
 		r.Chunks = r.Chunks[:0]
-		for range n {
-			var c walChunk
-			c.Ref = d.be64("chunk ref")
-			c.Chunk.Encoding = chunkenc.Encoding(d.u8("chunk encoding"))
-			c.Chunk.MinTime = int64(d.be64("chunk min time"))
-			c.Chunk.MaxTime = int64(d.be64("chunk max time"))
-			data := d.bytes("chunk data")
+		var c walChunk
+		c.Ref = d.be64("chunk ref")
+		d.chunkBody(&c.Chunk)
+		if d.err != nil {
+			return d.err
+		}
+		r.Chunks = append(r.Chunks, c)
+	case recChunks:
+		groups := d.count("chunks group count", 17)
+		r.Chunks = r.Chunks[:0]
+		for range groups {
+			ref := d.be64("chunks ref")
+			lastV := math.Float64frombits(d.be64("chunks last value"))
+			nc := d.count("chunk count", 18)
+			if d.err == nil && nc == 0 {
+				return fmt.Errorf("%w: chunks group of ref %d without chunks", ErrCorruptRecord, ref)
+			}
+			for k := range nc {
+				c := walChunk{Ref: ref}
+				d.chunkBody(&c.Chunk)
+				if d.err != nil {
+					return d.err
+				}
+				if k == nc-1 {
+					c.Last, c.LastV = true, lastV
+				}
+				r.Chunks = append(r.Chunks, c)
+			}
 			if d.err != nil {
 				return d.err
 			}
-			c.Chunk.Data = append([]byte(nil), data...)
-			r.Chunks = append(r.Chunks, c)
 		}
 	default:
 		return fmt.Errorf("%w: unknown record type %d", ErrCorruptRecord, r.Type)

@@ -67,6 +67,7 @@ type memSeries struct {
 	hasLast     bool
 	lastT       int64
 	lastV       float64
+	visLastV    float64     // Value of the newest visible sample (sent in hand-over frames).
 	pending     []pendingOp // Ops pending[pendStart:] are reserved but not visible.
 	pendStart   int
 	reservedEnd uint64 // Absolute count of ops ever reserved.
@@ -123,6 +124,7 @@ func (s *memSeries) applyUpTo(end uint64, maxAgeMs int64) (newChunks int) {
 		if op.chunk != nil {
 			s.closeHead()
 			s.closed = append(s.closed, *op.chunk)
+			s.visLastV = op.s.V
 			newChunks++
 			continue
 		}
@@ -163,6 +165,7 @@ func (s *memSeries) appendVisible(t int64, v float64, maxAgeMs int64) (cut bool)
 	}
 	s.headApp.Append(t, v)
 	s.headMax = t
+	s.visLastV = v
 	return cut
 }
 

@@ -685,15 +685,13 @@ func (st *Store) replayWAL(w *wal) (uint64, error) {
 			for k := range r.Chunks {
 				wc := &r.Chunks[k]
 				ms, c := byRef[wc.Ref], wc.Chunk
-				// Only the last chunk of a series in the record sets its frontier
-				// and is decoded whole; the ones before it are checked like
-				// ImportBatch checks them (chunkChecker.check).
-				var lastV float64
-				var err error
-				if k == len(r.Chunks)-1 || r.Chunks[k+1].Ref != wc.Ref {
+				// Checked like ImportBatch checks them (chunkChecker.check): the
+				// header of each; a chunks record (type 4) carries the last value of
+				// each series group, a chunk record (type 3) does not, so its chunk
+				// is decoded whole for it.
+				lastV, err := wc.LastV, cc.header(c)
+				if r.Type == recChunk {
 					lastV, err = cc.full(c)
-				} else {
-					err = cc.header(c)
 				}
 				if ms == nil || err != nil || (ms.hasLast && c.MinTime <= ms.lastT) {
 					st.logger.Warn("wal replay skipped a chunk", "seq", seq, "ref", wc.Ref, "mint", c.MinTime, "maxt", c.MaxTime, "err", err)

@@ -103,6 +103,7 @@ type wal struct {
 
 	// Owned by the committer goroutine.
 	spare   []walEntry
+	series  []walSeries
 	arena   []byte
 	keys    []byte
 	spans   []recSpan
@@ -489,24 +490,31 @@ func (w *wal) run() {
 // commit encodes batch into records and writes them in one transaction.
 func (w *wal) commit(batch []walEntry) error {
 	w.arena, w.spans = w.arena[:0], w.spans[:0]
-	var ss []walSeries
+	// Every series entry of the batch goes into one series record, first: a
+	// series record may move ahead of other records (invariant 1 only needs it
+	// before its own series' samples and chunks), and without it a batch of new
+	// series would alternate series and samples/chunks entries, one record each.
+	w.series = w.series[:0]
+	for i := range batch {
+		if batch[i].typ == recSeries {
+			w.series = append(w.series, batch[i].series)
+		}
+	}
+	if len(w.series) > 0 {
+		w.arena = appendSeriesRecord(w.arena, w.nextSeq, w.series)
+		w.spans = append(w.spans, recSpan{start: 0, end: len(w.arena), typ: recSeries})
+		clear(w.series) // do not pin labels
+	}
+	// skip reports entries a samples or chunks record packs across.
+	skip := func(typ byte) bool { return typ == 0 || typ == recSeries }
 	for i := 0; i < len(batch); {
 		e := &batch[i]
 		start := len(w.arena)
 		seq := w.nextSeq + uint64(len(w.spans)) // the key this record will get
 		switch e.typ {
-		case 0:
+		case 0, recSeries:
 			i++
 			continue
-		case recSeries:
-			// Consecutive series entries share one record.
-			ss = ss[:0]
-			for ; i < len(batch) && (batch[i].typ == recSeries || batch[i].typ == 0); i++ {
-				if batch[i].typ == recSeries {
-					ss = append(ss, batch[i].series)
-				}
-			}
-			w.arena = appendSeriesRecord(w.arena, seq, ss)
 		case recSamples:
 			// Consecutive samples entries share one record up to maxRecordBytes;
 			// encoded in place to avoid building a []walSamples.
@@ -514,7 +522,7 @@ func (w *wal) commit(batch []walEntry) error {
 			countAt := len(w.arena)
 			w.arena = append(w.arena, 0, 0, 0, 0, 0) // room for a uvarint count < 2^35
 			n := 0
-			for ; i < len(batch) && (batch[i].typ == recSamples || batch[i].typ == 0) && len(w.arena)-start < maxRecordBytes; i++ {
+			for ; i < len(batch) && (batch[i].typ == recSamples || skip(batch[i].typ)) && len(w.arena)-start < maxRecordBytes; i++ {
 				if batch[i].typ == recSamples {
 					w.arena = appendSamplesEntry(w.arena, batch[i].samples.Ref, batch[i].samples.Samples)
 					n++
@@ -525,19 +533,17 @@ func (w *wal) commit(batch []walEntry) error {
 			putUvarint5(w.arena[countAt:countAt+5], uint64(n))
 			w.arena = finishRecord(w.arena, start, seq)
 		case recChunks:
-			// Consecutive chunks entries (one per imported series) share one
-			// record up to maxRecordBytes, encoded in place like samples.
+			// Consecutive chunks entries (one group per imported series) share
+			// one record up to maxRecordBytes, encoded in place like samples.
 			w.arena = append(w.arena, recordVersion, recChunks)
 			countAt := len(w.arena)
 			w.arena = append(w.arena, 0, 0, 0, 0, 0)
 			n := 0
-			for ; i < len(batch) && (batch[i].typ == recChunks || batch[i].typ == 0) && len(w.arena)-start < maxRecordBytes; i++ {
+			for ; i < len(batch) && (batch[i].typ == recChunks || skip(batch[i].typ)) && len(w.arena)-start < maxRecordBytes; i++ {
 				if batch[i].typ == recChunks {
 					sc := &batch[i].chunks
-					for k := range sc.Chunks {
-						w.arena = appendChunkEntry(w.arena, sc.Ref, &sc.Chunks[k])
-					}
-					n += len(sc.Chunks)
+					w.arena = appendChunksGroup(w.arena, sc.Ref, sc.LastV, sc.Chunks)
+					n++
 				}
 			}
 			putUvarint5(w.arena[countAt:countAt+5], uint64(n))

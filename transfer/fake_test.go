@@ -17,6 +17,7 @@ import (
 	"time"
 
 	"github.com/prometheus/prometheus/model/labels"
+	"github.com/prometheus/prometheus/tsdb/chunkenc"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/metadata"
@@ -175,7 +176,7 @@ func (s *fakeStore) len() int {
 	return len(s.series)
 }
 
-func (s *fakeStore) ForEachSeries(fn func(tenant string, lset labels.Labels, chunks []memstore.Chunk) error) error {
+func (s *fakeStore) ExportSeries(fn func(s *memstore.ImportSeries) error) error {
 	s.mu.Lock()
 	ss := make([]Series, 0, len(s.series))
 	for _, v := range s.series {
@@ -184,11 +185,29 @@ func (s *fakeStore) ForEachSeries(fn func(tenant string, lset labels.Labels, chu
 	s.mu.Unlock()
 	slices.SortFunc(ss, func(a, b Series) int { return labels.Compare(a.Labels, b.Labels) })
 	for _, v := range ss {
-		if err := fn(v.Tenant, v.Labels, v.Chunks); err != nil {
+		v.LastV, v.HasLastV = lastValue(v.Chunks), true
+		if err := fn(&v); err != nil {
 			return err
 		}
 	}
 	return nil
+}
+
+// lastValue decodes the last sample's value of the last chunk (0 without chunks).
+func lastValue(chunks []memstore.Chunk) float64 {
+	if len(chunks) == 0 {
+		return 0
+	}
+	c, err := chunkenc.FromData(chunks[len(chunks)-1].Encoding, chunks[len(chunks)-1].Data)
+	if err != nil {
+		panic(err)
+	}
+	var v float64
+	it := c.Iterator(nil)
+	for it.Next() == chunkenc.ValFloat {
+		_, v = it.At()
+	}
+	return v
 }
 
 func (s *fakeStore) ImportBatch(batch []memstore.ImportSeries) error {

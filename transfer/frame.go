@@ -15,19 +15,28 @@ import (
 	"github.com/raftingest/raftingest/transferpb"
 )
 
-// FrameVersion is the version of the frame payload encoding this package writes and the only one
-// it reads. Layout (all integers varint/uvarint unless noted; "str" is uvarint length + bytes):
+// FrameVersion is the version of the frame payload encoding this package writes. It reads it and
+// FrameVersion1; any other version is refused with ErrUnknownFrameVersion. Layout (all integers
+// varint/uvarint unless noted; "str" is uvarint length + bytes):
 //
 //	SERIES payload:  uvarint n, then n × series
 //	  series:        str tenant · uvarint nlabels · nlabels × (str name · str value)
 //	                 · uvarint nchunks · nchunks × chunk
+//	                 · u64le last_value   (version 2 only: float64 bits of the last chunk's last
+//	                                       sample, so the joiner need not decode the chunk for it)
 //	  chunk:         varint min_time_ms · varint max_time_ms · u8 encoding · str data
 //	TRAILER payload: uvarint series · uvarint chunks · uvarint bytes   (totals of the whole stream;
 //	                 bytes = sum of chunk data lengths)
 //
 // The frame checksum (Frame.crc32c, Castagnoli) covers: u32be version · str leaver · u64be epoch ·
 // u64be seq · u8 kind · payload. It is checked before anything in the payload is believed.
-const FrameVersion = 1
+//
+// Version 1 is version 2 without last_value; a joiner given version 1 frames decodes each series'
+// last chunk to find it.
+const (
+	FrameVersion  = 2
+	FrameVersion1 = 1
+)
 
 var (
 	// ErrCorruptFrame refuses a frame whose checksum does not match or whose payload does not decode.
@@ -70,17 +79,22 @@ func frameCRC(version uint32, leaver string, epoch, seq uint64, kind transferpb.
 	return crc32.Update(c, castagnoli, payload)
 }
 
-// sealFrame fills in the version and checksum of f.
+// sealFrame fills in the version (FrameVersion) and checksum of f.
 func sealFrame(f *transferpb.Frame) *transferpb.Frame {
-	f.Version = FrameVersion
+	return sealFrameVersion(f, FrameVersion)
+}
+
+// sealFrameVersion is sealFrame for a given version (tests write version 1 frames with it).
+func sealFrameVersion(f *transferpb.Frame, version uint32) *transferpb.Frame {
+	f.Version = version
 	f.Crc32C = frameCRC(f.Version, f.Leaver, f.Epoch, f.Seq, f.Kind, f.Payload)
 	return f
 }
 
 // checkFrame verifies a frame's version and checksum.
 func checkFrame(f *transferpb.Frame) error {
-	if f.GetVersion() != FrameVersion {
-		return fmt.Errorf("%w: frame %d has version %d, this build reads %d", ErrUnknownFrameVersion, f.GetSeq(), f.GetVersion(), FrameVersion)
+	if v := f.GetVersion(); v != FrameVersion && v != FrameVersion1 {
+		return fmt.Errorf("%w: frame %d has version %d, this build reads %d and %d", ErrUnknownFrameVersion, f.GetSeq(), v, FrameVersion1, FrameVersion)
 	}
 	if got := frameCRC(f.GetVersion(), f.GetLeaver(), f.GetEpoch(), f.GetSeq(), f.GetKind(), f.GetPayload()); got != f.GetCrc32C() {
 		return fmt.Errorf("%w: frame %d: checksum %08x, frame says %08x", ErrCorruptFrame, f.GetSeq(), got, f.GetCrc32C())
@@ -93,8 +107,14 @@ func appendStr(b []byte, s string) []byte {
 	return append(b, s...)
 }
 
-// appendSeries appends one series to a SERIES payload (without the leading count).
+// appendSeries appends one series to a SERIES payload of FrameVersion (without the leading count).
+// s.LastV must be set (s.HasLastV).
 func appendSeries(b []byte, s *Series) []byte {
+	return appendSeriesVersion(b, s, FrameVersion)
+}
+
+// appendSeriesVersion appends one series in the layout of version.
+func appendSeriesVersion(b []byte, s *Series, version uint32) []byte {
 	b = appendStr(b, s.Tenant)
 	b = binary.AppendUvarint(b, uint64(s.Labels.Len()))
 	s.Labels.Range(func(l labels.Label) {
@@ -109,14 +129,17 @@ func appendSeries(b []byte, s *Series) []byte {
 		b = binary.AppendUvarint(b, uint64(len(c.Data)))
 		b = append(b, c.Data...)
 	}
+	if version >= 2 {
+		b = binary.LittleEndian.AppendUint64(b, math.Float64bits(s.LastV))
+	}
 	return b
 }
 
-// encodeSeries returns a SERIES payload holding ss.
-func encodeSeries(ss []Series) []byte {
+// encodeSeries returns a SERIES payload of version holding ss.
+func encodeSeries(ss []Series, version uint32) []byte {
 	b := binary.AppendUvarint(nil, uint64(len(ss)))
 	for i := range ss {
-		b = appendSeries(b, &ss[i])
+		b = appendSeriesVersion(b, &ss[i], version)
 	}
 	return b
 }
@@ -194,9 +217,13 @@ func (d *decoder) count(what string, minSize int) int {
 // decodeSeries decodes a SERIES payload. The returned chunks' Data, and the label names and values
 // inside the returned Labels' builder, alias payload: keep payload unchanged while the result is
 // used. Labels are built once per series (one allocation); repeated tenants share one string.
-func decodeSeries(payload []byte) ([]Series, error) {
+func decodeSeries(payload []byte, version uint32) ([]Series, error) {
 	d := &decoder{b: payload}
-	n := d.count("series count", 3)
+	minSeries := 3
+	if version >= 2 {
+		minSeries += 8
+	}
+	n := d.count("series count", minSeries)
 	out := make([]Series, 0, n)
 	// All chunks of the frame in one slab; each series takes a slice of it.
 	var slab []memstore.Chunk
@@ -239,6 +266,14 @@ func decodeSeries(payload []byte) ([]Series, error) {
 			slab = append(slab, c)
 		}
 		s.Chunks = slab[start:len(slab):len(slab)]
+		if version >= 2 && d.err == nil {
+			if len(d.b)-d.off < 8 {
+				d.fail("last value")
+				break
+			}
+			s.LastV, s.HasLastV = math.Float64frombits(binary.LittleEndian.Uint64(d.b[d.off:])), true
+			d.off += 8
+		}
 		out = append(out, s)
 	}
 	if d.err == nil && d.off != len(d.b) {

@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"errors"
 	"math"
+	"slices"
 	"testing"
 
 	"github.com/prometheus/prometheus/model/labels"
@@ -39,6 +40,9 @@ func sameSeries(a, b []Series) bool {
 				return false
 			}
 		}
+		if a[i].HasLastV != b[i].HasLastV || math.Float64bits(a[i].LastV) != math.Float64bits(b[i].LastV) {
+			return false
+		}
 	}
 	return true
 }
@@ -50,12 +54,19 @@ func TestFrame_SeriesRoundTrip(t *testing.T) {
 			Chunks: []memstore.Chunk{xorChunk(t, []int64{1, 2, 3}, []float64{1, math.NaN(), stale}), xorChunk(t, []int64{10}, []float64{-1})}},
 		{Tenant: "", Labels: labels.FromStrings("a", "")},
 	}
-	out, err := decodeSeries(encodeSeries(in))
-	if err != nil {
-		t.Fatal(err)
-	}
-	if !sameSeries(in, out) {
-		t.Fatalf("round trip changed the series:\n%v\n%v", in, out)
+	for _, v := range []uint32{FrameVersion1, FrameVersion} {
+		want := slices.Clone(in)
+		if v >= 2 {
+			want[0].LastV, want[0].HasLastV = -1, true
+			want[1].LastV, want[1].HasLastV = stale, true
+		}
+		out, err := decodeSeries(encodeSeries(want, v), v)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if !sameSeries(want, out) {
+			t.Fatalf("version %d: round trip changed the series:\n%v\n%v", v, want, out)
+		}
 	}
 }
 
@@ -87,11 +98,13 @@ func TestFrame_ChecksumCoversEveryField(t *testing.T) {
 }
 
 func TestFrame_TruncatedPayloadIsRefused(t *testing.T) {
-	p := encodeSeries([]Series{{Tenant: "t", Labels: labels.FromStrings("a", "b"),
-		Chunks: []memstore.Chunk{xorChunk(t, []int64{1, 2}, []float64{1, 2})}}})
-	for n := range len(p) {
-		if _, err := decodeSeries(p[:n]); !errors.Is(err, ErrCorruptFrame) {
-			t.Fatalf("payload cut to %d of %d bytes: %v, want ErrCorruptFrame", n, len(p), err)
+	for _, v := range []uint32{FrameVersion1, FrameVersion} {
+		p := encodeSeries([]Series{{Tenant: "t", Labels: labels.FromStrings("a", "b"),
+			Chunks: []memstore.Chunk{xorChunk(t, []int64{1, 2}, []float64{1, 2})}, LastV: 2, HasLastV: v >= 2}}, v)
+		for n := range len(p) {
+			if _, err := decodeSeries(p[:n], v); !errors.Is(err, ErrCorruptFrame) {
+				t.Fatalf("version %d: payload cut to %d of %d bytes: %v, want ErrCorruptFrame", v, n, len(p), err)
+			}
 		}
 	}
 	if _, err := decodeTrailer(encodeTrailer(Totals{Series: 2, Chunks: 1})); !errors.Is(err, ErrCorruptFrame) {
@@ -102,19 +115,25 @@ func TestFrame_TruncatedPayloadIsRefused(t *testing.T) {
 // FuzzDecodeSeries: the decoder never panics or over-allocates on arbitrary input, and whatever it
 // accepts re-encodes to the same bytes.
 func FuzzDecodeSeries(f *testing.F) {
-	f.Add(encodeSeries([]Series{{Tenant: "t", Labels: labels.FromStrings("a", "b"),
-		Chunks: []memstore.Chunk{xorChunk(f, []int64{1, 5}, []float64{1, math.Inf(1)})}}}))
-	f.Add([]byte{0})
-	f.Add([]byte{0xff, 0xff, 0xff, 0xff, 0x0f})
-	f.Fuzz(func(t *testing.T, b []byte) {
-		ss, err := decodeSeries(b)
+	for _, v := range []uint32{FrameVersion1, FrameVersion} {
+		f.Add(encodeSeries([]Series{{Tenant: "t", Labels: labels.FromStrings("a", "b"),
+			Chunks: []memstore.Chunk{xorChunk(f, []int64{1, 5}, []float64{1, math.Inf(1)})}, LastV: math.Inf(1), HasLastV: v >= 2}}, v), v >= 2)
+		f.Add([]byte{0}, v >= 2)
+		f.Add([]byte{0xff, 0xff, 0xff, 0xff, 0x0f}, v >= 2)
+	}
+	f.Fuzz(func(t *testing.T, b []byte, v2 bool) {
+		v := uint32(FrameVersion1)
+		if v2 {
+			v = FrameVersion
+		}
+		ss, err := decodeSeries(b, v)
 		if err != nil {
 			if !errors.Is(err, ErrCorruptFrame) {
 				t.Fatalf("error %v does not wrap ErrCorruptFrame", err)
 			}
 			return
 		}
-		again, err := decodeSeries(encodeSeries(ss))
+		again, err := decodeSeries(encodeSeries(ss, v), v)
 		if err != nil || !sameSeries(ss, again) {
 			t.Fatalf("accepted payload does not round-trip: %v", err)
 		}

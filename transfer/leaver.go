@@ -13,7 +13,6 @@ import (
 	"sync/atomic"
 	"time"
 
-	"github.com/prometheus/prometheus/model/labels"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/credentials/insecure"
 
@@ -378,14 +377,13 @@ func (l *Leaver) stream(ctx context.Context, joiner ringstate.Member, epoch uint
 		p.report(false)
 		return nil
 	}
-	err = l.store.ForEachSeries(func(tenant string, lset labels.Labels, chunks []memstore.Chunk) error {
-		s := Series{Tenant: tenant, Labels: lset, Chunks: chunks}
-		body = appendSeries(body, &s)
-		tot.add(&s)
+	err = l.store.ExportSeries(func(s *memstore.ImportSeries) error {
+		body = appendSeries(body, s)
+		tot.add(s)
 		n++
-		nChunks += len(chunks)
+		nChunks += len(s.Chunks)
 		p.series++
-		p.chunks += int64(len(chunks))
+		p.chunks += int64(len(s.Chunks))
 		if len(body) >= l.cfg.FrameBytes {
 			return flushBatch()
 		}

@@ -16,7 +16,6 @@ import (
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus/testutil"
-	"github.com/prometheus/prometheus/model/labels"
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
 
@@ -222,17 +221,21 @@ func claimed(t *testing.T, cfg Config) (*memRing, *Receiver, *side, uint64) {
 }
 
 func seriesFrame(t *testing.T, leaver ringstate.MemberID, epoch, seq uint64, n int) (*transferpb.Frame, Totals) {
+	return seriesFrameVersion(t, leaver, epoch, seq, n, FrameVersion)
+}
+
+func seriesFrameVersion(t *testing.T, leaver ringstate.MemberID, epoch, seq uint64, n int, version uint32) (*transferpb.Frame, Totals) {
 	s := newFakeStore()
 	s.add(t, n)
 	var ss []Series
 	var tot Totals
-	_ = s.ForEachSeries(func(tenant string, lset labels.Labels, chunks []memstore.Chunk) error {
-		ss = append(ss, Series{Tenant: tenant, Labels: lset, Chunks: chunks})
+	_ = s.ExportSeries(func(s *memstore.ImportSeries) error {
+		ss = append(ss, *s)
 		tot.add(&ss[len(ss)-1])
 		return nil
 	})
-	return sealFrame(&transferpb.Frame{Leaver: string(leaver), Epoch: epoch, Seq: seq,
-		Kind: transferpb.FrameKind_FRAME_KIND_SERIES, Payload: encodeSeries(ss)}), tot
+	return sealFrameVersion(&transferpb.Frame{Leaver: string(leaver), Epoch: epoch, Seq: seq,
+		Kind: transferpb.FrameKind_FRAME_KIND_SERIES, Payload: encodeSeries(ss, version)}, version), tot
 }
 
 func trailerFrame(leaver ringstate.MemberID, epoch, seq uint64, tot Totals) *transferpb.Frame {
@@ -440,4 +443,22 @@ func TestReceiver_SilentLeaver_JoinerAbortsAfterTimeout(t *testing.T) {
 			})
 		})
 	}
+}
+
+// A leaver of an older build sends version 1 frames (no last values): the joiner still accepts
+// them, and its store decodes the last chunks itself (memstore.ImportSeries.HasLastV false).
+func TestReceiver_AcceptsVersion1Frames(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		r, rcv, js, epoch := claimed(t, testConfig())
+		f, tot := seriesFrameVersion(t, leaverID, epoch, 0, 5, FrameVersion1)
+		if _, err := send(t.Context(), rcv, false, f, trailerFrame(leaverID, epoch, 1, tot)); err != nil {
+			t.Fatal(err)
+		}
+		if js.store.len() != 5 {
+			t.Fatalf("store holds %d series, want 5", js.store.len())
+		}
+		if j := r.member(t, joinerID); j.State != ringstate.ACTIVE {
+			t.Fatalf("joiner %s", j.State)
+		}
+	})
 }

@@ -362,7 +362,7 @@ func (r *Receiver) receive(ctx context.Context, st transferpb.Transfer_TransferC
 		if err := r.paired(r.ring.Ring(), leaver); err != nil {
 			return nil, fmt.Errorf("hand-over no longer in the ring: %w", err)
 		}
-		ss, err := decodeSeries(f.GetPayload())
+		ss, err := decodeSeries(f.GetPayload(), f.GetVersion())
 		if err != nil {
 			return nil, status.Errorf(codes.InvalidArgument, "transfer: frame %d: %v", f.GetSeq(), err)
 		}

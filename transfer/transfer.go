@@ -16,8 +16,6 @@ import (
 	"fmt"
 	"time"
 
-	"github.com/prometheus/prometheus/model/labels"
-
 	"github.com/raftingest/raftingest/memstore"
 	"github.com/raftingest/raftingest/ringstate"
 )
@@ -39,8 +37,9 @@ type Ring interface {
 
 // Store is what the protocol needs of the series store; *memstore.Store implements it.
 type Store interface {
-	// ForEachSeries visits every series with all its chunks (leaver).
-	ForEachSeries(fn func(tenant string, lset labels.Labels, chunks []memstore.Chunk) error) error
+	// ExportSeries visits every series with all its chunks and its last value (leaver); s is
+	// reused across calls.
+	ExportSeries(fn func(s *memstore.ImportSeries) error) error
 	// ImportBatch stores the whole chunks of many series durably (WAL, fsynced) before it returns
 	// (joiner, once per frame). Labels and chunk data are read only during the call.
 	ImportBatch(batch []memstore.ImportSeries) error
