@@ -69,6 +69,16 @@ proto: ## regenerate ringpb (and other *pb) from proto/*.proto; installs protoc 
 	protoc -I proto --go_out=. --go_opt=module=github.com/raftingest/raftingest \
 	  --go-grpc_out=. --go-grpc_opt=module=github.com/raftingest/raftingest proto/*.proto
 
+FAULTTEST_DURATION ?= 10m
+FAULTTEST_SEED ?=
+FAULTTEST_REPORT_DIR ?= $(CURDIR)/bin/faulttest-reports
+
+.PHONY: faulttest
+faulttest: deps build ## Jepsen-style fault matrix for FAULTTEST_DURATION (default 10m), new seeds each round; FAULTTEST_SEED=N replays
+	RAFTINGEST_BIN=$(CURDIR)/bin FAULTTEST_MATRIX=1 FAULTTEST_DURATION=$(FAULTTEST_DURATION) FAULTTEST_SEED=$(FAULTTEST_SEED) \
+	  FAULTTEST_REPORT_DIR=$(FAULTTEST_REPORT_DIR) $(GO) test -p 1 -count=1 -timeout 0 -v -run '^TestMatrix$$' ./faulttest/sim/ ./faulttest/proc/ \
+	  | grep -v -e '^=== ' -e '^        === '; status=$${PIPESTATUS[0]}; echo "reports: $(FAULTTEST_REPORT_DIR)"; exit $$status
+
 .PHONY: fuzz
 fuzz: ## run each fuzz target for FUZZTIME (default 30s)
 	@for spec in ringstate:FuzzApply ringstate:FuzzParseTokensFile raftfsm:FuzzDecodeCommand; do \

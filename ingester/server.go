@@ -57,8 +57,11 @@ type Server struct {
 
 // New opens the data directory, starts the Raft node and binds the gRPC and HTTP listeners. It does
 // not register the member in the ring: Run does. On error everything opened so far is closed.
-func New(cfg Config, log *slog.Logger) (s *Server, err error) {
-	s = &Server{cfg: cfg, log: log, reg: prometheus.NewRegistry()}
+func New(cfg Config, log *slog.Logger) (_ *Server, err error) {
+	// The cleanup closes this local, not the named result: every error return sets the result to
+	// nil, and closing that would turn a clear start-up error into a nil-pointer panic (found by the
+	// fault tests' WAL-truncation nemesis: TestRegression_IngesterNewNilServerPanic).
+	s := &Server{cfg: cfg, log: log, reg: prometheus.NewRegistry()}
 	defer func() {
 		if err != nil {
 			s.close()

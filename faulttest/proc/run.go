@@ -1,0 +1,550 @@
+package proc
+
+import (
+	"context"
+	"fmt"
+	"math/rand/v2"
+	"os"
+	"path/filepath"
+	"sort"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/raftingest/raftingest/faulttest"
+	"github.com/raftingest/raftingest/faulttest/check"
+	"github.com/raftingest/raftingest/ringstate"
+)
+
+// Scenario is one process-tier run.
+type Scenario struct {
+	Name     string
+	Seed     int64
+	Nodes    int           // default 3
+	Writers  int           // default 3
+	Workload time.Duration // default 30s
+	Recovery time.Duration // liveness bound after the final heal; default 60s
+	Faults   []string      // kinds drawn by the schedule; nil: AllFaults
+	// Fixed, when set, replaces the drawn schedule (regression scenarios).
+	Fixed []Step
+	// ExtraFlags are added to every node's command line (for example small snapshot thresholds).
+	ExtraFlags []string
+	// KnownBug, when set, names the product bug this scenario finds; the test skips it with this
+	// message until the bug is fixed.
+	KnownBug string
+}
+
+// Step is a fault at a fixed time, for scenarios that need one exact schedule.
+type Step struct {
+	Kind string
+	At   time.Duration
+	Dur  time.Duration
+}
+
+// Env is where a scenario runs: the binaries and a base directory for its data.
+type Env struct {
+	Bin  string
+	Base string // parent of the run's directory; kept on failure
+	Logf func(format string, args ...any)
+}
+
+// Run runs one scenario and returns its report. The caller must be inside the driver namespace
+// (netns.Reexec).
+func Run(ctx context.Context, env Env, sc Scenario) (*faulttest.Report, error) {
+	if sc.Nodes == 0 {
+		sc.Nodes = 3
+	}
+	if sc.Writers == 0 {
+		sc.Writers = 3
+	}
+	if sc.Workload == 0 {
+		sc.Workload = 30 * time.Second
+	}
+	if sc.Recovery == 0 {
+		sc.Recovery = 60 * time.Second
+	}
+	if sc.Faults == nil {
+		sc.Faults = AllFaults
+	}
+	if env.Logf == nil {
+		env.Logf = func(string, ...any) {}
+	}
+	wall := time.Now()
+	dir, err := os.MkdirTemp(env.Base, "faulttest-"+sc.Name+"-")
+	if err != nil {
+		return nil, err
+	}
+	c, err := NewCluster(env.Bin, dir, sc.Nodes)
+	if err != nil {
+		os.RemoveAll(dir)
+		return nil, err
+	}
+	for _, n := range c.Nodes {
+		n.args = append(n.args, sc.ExtraFlags...)
+	}
+	defer c.Close()
+	rep := &faulttest.Report{Scenario: sc.Name, Tier: "process", Seed: sc.Seed}
+	keep := func(why string) (*faulttest.Report, error) {
+		rep.Kept = dir
+		rep.Wall = time.Since(wall)
+		_ = rep.WriteFiles(dir)
+		return rep, fmt.Errorf("%s (evidence in %s)", why, dir)
+	}
+
+	// Bring the cluster up: the bootstrap node first, then the others join it.
+	if err := c.Start(0); err != nil {
+		return keep(err.Error())
+	}
+	if err := waitFor(ctx, 30*time.Second, func() bool { return c.Leader(ctx) == 0 }); err != nil {
+		return keep("bootstrap node never led: " + err.Error())
+	}
+	for i := 1; i < sc.Nodes; i++ {
+		if err := c.Start(i); err != nil {
+			return keep(err.Error())
+		}
+	}
+	if err := c.WaitHealthy(ctx, 60*time.Second); err != nil {
+		return keep(err.Error())
+	}
+
+	start := time.Now()
+	w := newWriter(c)
+	steps := schedule(sc.Seed, sc.Faults, sc.Workload)
+	if sc.Fixed != nil {
+		steps = nil
+		for _, s := range sc.Fixed {
+			steps = append(steps, step{kind: s.Kind, at: s.At, dur: s.Dur})
+		}
+	}
+	nem := &nemesis{c: c, start: start, rng: rand.New(rand.NewPCG(uint64(sc.Seed), 2)), logf: env.Logf}
+
+	watchCtx, stopWatch := context.WithCancel(ctx)
+	lw := &leaderWatch{c: c, start: start}
+	var watchWG sync.WaitGroup
+	watchWG.Add(2)
+	go func() { defer watchWG.Done(); lw.run(watchCtx) }()
+	var periodic []check.Read
+	var perMu sync.Mutex
+	go func() {
+		defer watchWG.Done()
+		for watchCtx.Err() == nil {
+			select {
+			case <-watchCtx.Done():
+				return
+			case <-time.After(3 * time.Second):
+			}
+			inv := time.Now()
+			per, complete, _ := w.readAll(watchCtx)
+			if !complete || watchCtx.Err() != nil {
+				continue
+			}
+			ids, _ := union(per)
+			perMu.Lock()
+			periodic = append(periodic, check.Read{Invoke: inv, Return: time.Now(), Samples: ids})
+			perMu.Unlock()
+		}
+	}()
+
+	wctx, stopWork := context.WithTimeout(ctx, sc.Workload)
+	var wg sync.WaitGroup
+	for i := range sc.Writers {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			w.run(wctx, i, rand.New(rand.NewPCG(uint64(sc.Seed), uint64(10+i))))
+		}()
+	}
+	wg.Add(1)
+	go func() { defer wg.Done(); nem.run(wctx, steps) }()
+	wg.Wait()
+	stopWork()
+
+	// The final heal: network back, every process resumed and started.
+	_ = c.Net.HealAll()
+	for i, n := range c.Nodes {
+		n.Resume()
+		if !n.Running() {
+			if err := c.Start(i); err != nil {
+				env.Logf("final restart of %s: %v", n.ID, err)
+			}
+		}
+	}
+	healAt := time.Now()
+	var leaderAt, writeAt, convergedAt time.Time
+	deadline := healAt.Add(sc.Recovery)
+	probe := uint64(0)
+	var why string
+	for time.Now().Before(deadline) && convergedAt.IsZero() {
+		if leaderAt.IsZero() && c.Leader(ctx) >= 0 {
+			leaderAt = time.Now()
+		}
+		if !leaderAt.IsZero() && writeAt.IsZero() {
+			// One acknowledged write after the heal, recorded in the history like any other.
+			if w.probe(ctx, sc.Writers, probe) {
+				writeAt = time.Now()
+			}
+			probe++
+		}
+		if !writeAt.IsZero() {
+			var ok bool
+			if ok, why = c.Converged(ctx); ok {
+				convergedAt = time.Now()
+			}
+		}
+		time.Sleep(200 * time.Millisecond)
+	}
+	stopWatch()
+	watchWG.Wait()
+
+	// The final read: every node must answer.
+	var final check.Read
+	var per map[string]IngesterRead
+	for try := 0; ; try++ {
+		final.Invoke = time.Now()
+		var complete bool
+		var errs []string
+		per, complete, errs = w.readAll(ctx)
+		final.Return = time.Now()
+		if complete {
+			break
+		}
+		if try == 20 {
+			rep.Add("final-read", false, "FAIL not every node answered the final read: "+strings.Join(errs, "; "), nil)
+			break
+		}
+		time.Sleep(time.Second)
+	}
+	ids, dup := union(per)
+	final.Samples = append(ids, dup...)
+	var corrupt []string
+	for node, r := range per {
+		for _, id := range r.Corrupt {
+			corrupt = append(corrupt, fmt.Sprintf("%s:%s", node, id))
+		}
+	}
+
+	hist := w.History()
+	perMu.Lock()
+	set := check.CheckSet(hist, periodic, final)
+	perMu.Unlock()
+	rep.Add("set", set.Valid(), set.String(), set)
+	rep.Add("values", len(corrupt) == 0, fmt.Sprintf("%s samples-with-wrong-value=%d %v", passFail(len(corrupt) == 0), len(corrupt), firstN(corrupt, 5)), nil)
+
+	// Replication against the recovered ring.
+	if l := c.Leader(ctx); l >= 0 {
+		if r, hbTimeout, err := c.Ring(ctx, l); err == nil {
+			var acked []check.SampleID
+			for _, wr := range hist {
+				if wr.Outcome == check.OutcomeOK {
+					acked = append(acked, wr.ID)
+				}
+			}
+			holds := map[string]map[check.SampleID]bool{}
+			for node, rd := range per {
+				holds[node] = map[check.SampleID]bool{}
+				for _, id := range rd.Samples {
+					holds[node][id] = true
+				}
+			}
+			rf := r.EffectiveRF(3)
+			var buf []*ringstate.Member
+			repl := check.CheckReplication(acked, func(id check.SampleID) []string {
+				buf = r.ReplicationSet(SeriesHash(id), rf, hbTimeout, buf)
+				out := make([]string, len(buf))
+				for i, m := range buf {
+					out[i] = string(m.ID)
+				}
+				return out
+			}, func(node string, id check.SampleID) bool { return holds[node][id] }, ringstate.Quorum(rf))
+			rep.Add("replication", repl.Valid(), repl.String(), repl)
+		} else {
+			rep.Add("replication", false, "FAIL cannot read the ring: "+err.Error(), nil)
+		}
+	} else {
+		rep.Add("replication", false, "FAIL no leader to read the ring from", nil)
+	}
+
+	live := check.CheckLiveness(healAt, leaderAt, writeAt, convergedAt, true, sc.Recovery)
+	live.Why = why
+	rep.Add("liveness", live.Valid(), live.String(), live)
+
+	// Stop everything, then look for crashes and read every member's Raft log from disk.
+	for _, n := range c.Nodes {
+		n.Kill()
+	}
+	var crashes []string
+	for _, n := range c.Nodes {
+		b, _ := os.ReadFile(n.LogPath)
+		for _, l := range strings.Split(string(b), "\n") {
+			if strings.HasPrefix(l, "panic:") || strings.HasPrefix(l, "fatal error:") {
+				crashes = append(crashes, n.ID+": "+l)
+			}
+		}
+	}
+	rep.Add("crashes", len(crashes) == 0, fmt.Sprintf("%s processes-that-panicked=%d %v", passFail(len(crashes) == 0), len(crashes), firstN(crashes, 3)), nil)
+	var logs []*check.MemberLog
+	scratch := filepath.Join(dir, "scratch")
+	_ = os.MkdirAll(scratch, 0o755)
+	for _, n := range c.Nodes {
+		ml, err := check.ReadBoltLog(n.ID, n.DataDir, scratch)
+		if err != nil {
+			rep.Add("raft-log", false, fmt.Sprintf("FAIL %s: %v", n.ID, err), nil)
+			continue
+		}
+		logs = append(logs, ml)
+	}
+	tok, replays := check.CheckTokens(logs)
+	rep.Add("tokens", tok.Valid(), tok.String(), tok)
+	conv := check.CheckConvergence(logs, replays, nil, lw.observations(), !convergedAt.IsZero())
+	rep.Add("convergence", conv.Valid(), conv.String(), conv)
+	rep.Skip("linearizable", "ring commands here come from the nodes' lifecycles, not from a recorded client; checked in the sim tier (ringctl churn with request ids: not yet)")
+
+	// Figures.
+	rep.Faults = nem.faults
+	rep.Duration = time.Since(start)
+	for _, wr := range hist {
+		rep.Ops.Attempted++
+		switch wr.Outcome {
+		case check.OutcomeOK:
+			rep.Ops.Acked++
+		case check.OutcomeFail:
+			rep.Ops.Failed++
+		default:
+			rep.Ops.Unknown++
+		}
+	}
+	rep.Throughput = throughput(hist, start, rep.Faults, healAt)
+	rep.Elections, rep.Unprovoked = lw.elections(rep.Faults)
+	rep.Wall = time.Since(wall)
+	if !rep.Valid() {
+		w.mu.Lock()
+		env.Logf("push failures: %v", w.fails)
+		w.mu.Unlock()
+		writeHistory(filepath.Join(dir, "history.txt"), hist, start)
+		return keep("scenario " + sc.Name + " failed")
+	}
+	os.RemoveAll(dir)
+	return rep, nil
+}
+
+func passFail(ok bool) string {
+	if ok {
+		return "PASS"
+	}
+	return "FAIL"
+}
+
+func firstN(s []string, n int) []string {
+	if len(s) > n {
+		return s[:n]
+	}
+	return s
+}
+
+func waitFor(ctx context.Context, d time.Duration, cond func() bool) error {
+	deadline := time.Now().Add(d)
+	for !cond() {
+		if time.Now().After(deadline) {
+			return fmt.Errorf("not within %v", d)
+		}
+		select {
+		case <-ctx.Done():
+			return ctx.Err()
+		case <-time.After(200 * time.Millisecond):
+		}
+	}
+	return nil
+}
+
+// probe pushes one sample of writer id (the liveness probe) and reports whether it was acked.
+func (w *Writer) probe(ctx context.Context, id int, seq uint64) bool {
+	for _, n := range w.c.Nodes {
+		if !n.Running() {
+			continue
+		}
+		wr := check.Write{ID: check.SampleID{Writer: id, Seq: seq}, Invoke: time.Now()}
+		req := writeRequest(id, seq, w.t0)
+		code, _, err := w.push(ctx, n.HTTPAddr, req)
+		wr.Return = time.Now()
+		switch {
+		case err == nil && code/100 == 2:
+			wr.Outcome = check.OutcomeOK
+		case err == nil && code/100 == 4:
+			wr.Outcome = check.OutcomeFail
+		}
+		w.mu.Lock()
+		w.hist = append(w.hist, wr)
+		w.mu.Unlock()
+		return wr.Outcome == check.OutcomeOK
+	}
+	return false
+}
+
+// Converged reports whether every node is up, the ring is healthy and every node has applied at
+// least the leader's commit index as it was when the check began (the nodes' own heartbeats keep
+// the log moving, so "equal indexes" would be a race).
+func (c *Cluster) Converged(ctx context.Context) (bool, string) {
+	if ok, why := c.Healthy(ctx); !ok {
+		return false, why
+	}
+	l := c.Leader(ctx)
+	if l < 0 {
+		return false, "no leader"
+	}
+	lst, err := c.Status(ctx, l)
+	if err != nil {
+		return false, err.Error()
+	}
+	want := lst.GetCommitIndex()
+	// A follower learns a commit index with the next append: give them a few heartbeats.
+	var why string
+	err = waitFor(ctx, 5*time.Second, func() bool {
+		for i := range c.Nodes {
+			st, err := c.Status(ctx, i)
+			if err != nil {
+				why = err.Error()
+				return false
+			}
+			if st.GetAppliedIndex() < want {
+				why = fmt.Sprintf("%s applied %d, leader committed %d", c.Nodes[i].ID, st.GetAppliedIndex(), want)
+				return false
+			}
+		}
+		return true
+	})
+	return err == nil, why
+}
+
+// leaderWatch polls every node's Raft status and records who claimed leadership in which term.
+type leaderWatch struct {
+	c     *Cluster
+	start time.Time
+	mu    sync.Mutex
+	seen  map[uint64]map[string]time.Duration // term -> leader -> first sighting
+}
+
+func (lw *leaderWatch) run(ctx context.Context) {
+	lw.seen = map[uint64]map[string]time.Duration{}
+	for ctx.Err() == nil {
+		for i, n := range lw.c.Nodes {
+			if !n.Running() || n.Paused() {
+				continue
+			}
+			st, err := lw.c.Status(ctx, i)
+			if err != nil || st.GetState() != "Leader" {
+				continue
+			}
+			lw.mu.Lock()
+			if lw.seen[st.GetTerm()] == nil {
+				lw.seen[st.GetTerm()] = map[string]time.Duration{}
+			}
+			if _, ok := lw.seen[st.GetTerm()][n.ID]; !ok {
+				lw.seen[st.GetTerm()][n.ID] = time.Since(lw.start)
+			}
+			lw.mu.Unlock()
+		}
+		select {
+		case <-ctx.Done():
+		case <-time.After(250 * time.Millisecond):
+		}
+	}
+}
+
+func (lw *leaderWatch) observations() []check.LeaderObservation {
+	lw.mu.Lock()
+	defer lw.mu.Unlock()
+	var out []check.LeaderObservation
+	for term, ls := range lw.seen {
+		for id := range ls {
+			out = append(out, check.LeaderObservation{Term: term, Member: id})
+		}
+	}
+	return out
+}
+
+// elections counts the terms with a leader after the start of the workload, and those whose leader
+// appeared while no fault was active or healed within the last 5s.
+func (lw *leaderWatch) elections(faults []faulttest.FaultWindow) (total, unprovoked int) {
+	lw.mu.Lock()
+	defer lw.mu.Unlock()
+	var terms []uint64
+	for t := range lw.seen {
+		terms = append(terms, t)
+	}
+	sort.Slice(terms, func(i, j int) bool { return terms[i] < terms[j] })
+	for k, t := range terms {
+		if k == 0 {
+			continue // the leader from before the workload
+		}
+		total++
+		var first time.Duration = -1
+		for _, at := range lw.seen[t] {
+			if first < 0 || at < first {
+				first = at
+			}
+		}
+		provoked := false
+		for _, f := range faults {
+			end := f.End
+			if end == 0 {
+				end = 1 << 62
+			}
+			if first >= f.Start && first <= end+5*time.Second {
+				provoked = true
+			}
+		}
+		if !provoked {
+			unprovoked++
+		}
+	}
+	return total, unprovoked
+}
+
+func throughput(hist []check.Write, start time.Time, faults []faulttest.FaultWindow, healAt time.Time) faulttest.Throughput {
+	var tp faulttest.Throughput
+	if len(faults) == 0 {
+		n := 0
+		for _, w := range hist {
+			if w.Outcome == check.OutcomeOK {
+				n++
+			}
+		}
+		if d := healAt.Sub(start); d > 0 {
+			tp.Before = float64(n) / d.Seconds()
+		}
+		return tp
+	}
+	first, last := faults[0].Start, faults[len(faults)-1].End
+	var b, d, a int
+	for _, w := range hist {
+		if w.Outcome != check.OutcomeOK {
+			continue
+		}
+		switch at := w.Return.Sub(start); {
+		case at < first:
+			b++
+		case at <= last:
+			d++
+		default:
+			a++
+		}
+	}
+	rate := func(n int, dur time.Duration) float64 {
+		if dur <= 0 {
+			return 0
+		}
+		return float64(n) / dur.Seconds()
+	}
+	tp.Before = rate(b, first)
+	tp.During = rate(d, last-first)
+	tp.After = rate(a, healAt.Sub(start)-last)
+	return tp
+}
+
+func writeHistory(path string, hist []check.Write, start time.Time) {
+	var b strings.Builder
+	for _, w := range hist {
+		fmt.Fprintf(&b, "%s %s invoke=%s return=%s\n", w.ID, w.Outcome, w.Invoke.Sub(start), w.Return.Sub(start))
+	}
+	_ = os.WriteFile(path, []byte(b.String()), 0o644)
+}
