@@ -72,43 +72,10 @@ func (st *Store) DropFlushed(bounds map[uint64]int64) (TruncateStats, error) {
 	if st.wal != nil {
 		upto = st.wal.lastSeq.Load()
 	}
-	live := map[uint64]struct{}{}
-	for _, name := range st.Tenants() {
-		th := st.tenant(name)
-		removed := map[uint64]labels.Labels{}
-		th.series.forEach(func(ms *memSeries) bool {
-			bound, flushed := bounds[ms.ref]
-			ms.mu.Lock()
-			if !flushed {
-				if !ms.deleted {
-					live[ms.ref] = struct{}{}
-				}
-				ms.mu.Unlock()
-				return true
-			}
-			n, empty := ms.dropBefore(bound)
-			gone := empty && !ms.deleted
-			if gone {
-				ms.deleted = true
-			} else if !ms.deleted {
-				live[ms.ref] = struct{}{}
-			}
-			ms.mu.Unlock()
-			if gone {
-				th.series.remove(ms)
-				removed[ms.ref] = ms.lset
-			}
-			ts.ChunksRemoved += n
-			th.numChunks.Add(-int64(n))
-			st.metrics.memChunks.Sub(float64(n))
-			return true
-		})
-		th.postings.delete(removed)
-		th.numSeries.Add(-int64(len(removed)))
-		th.removed.Add(float64(len(removed)))
-		st.metrics.memSeries.Sub(float64(len(removed)))
-		ts.SeriesRemoved += len(removed)
-	}
+	live := st.dropChunks(&ts, func(ms *memSeries) (int64, bool) {
+		bound, flushed := bounds[ms.ref]
+		return bound, flushed
+	})
 	if st.wal != nil && upto > 0 {
 		del, rew, err := st.wal.rewrite(upto, func(r *record) (changed, drop bool) {
 			return filterFlushed(r, live, bounds)

@@ -498,12 +498,28 @@ func (st *Store) Truncate(before int64) (TruncateStats, error) {
 // MaxTime < before and removes the series left without chunks and without
 // pending writes. It returns the refs of the series that remain.
 func (st *Store) dropBefore(before int64, ts *TruncateStats) map[uint64]struct{} {
+	return st.dropChunks(ts, func(*memSeries) (int64, bool) { return before, true })
+}
+
+// dropChunks is dropBefore with a bound per series (DropFlushed's): for each series bound answers
+// true for, it drops every chunk with MaxTime < the bound (int64 ms) and removes the series left
+// without chunks and without pending writes; series it answers false for are kept whole. It
+// returns the refs of the series that remain, which the WAL rewrite keeps.
+func (st *Store) dropChunks(ts *TruncateStats, bound func(*memSeries) (int64, bool)) map[uint64]struct{} {
 	live := map[uint64]struct{}{}
 	for _, name := range st.Tenants() {
 		th := st.tenant(name)
 		removed := map[uint64]labels.Labels{}
 		th.series.forEach(func(ms *memSeries) bool {
+			before, drop := bound(ms)
 			ms.mu.Lock()
+			if !drop {
+				if !ms.deleted {
+					live[ms.ref] = struct{}{}
+				}
+				ms.mu.Unlock()
+				return true
+			}
 			n, empty := ms.dropBefore(before)
 			gone := empty && !ms.deleted
 			if gone {
