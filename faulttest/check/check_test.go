@@ -269,3 +269,42 @@ func TestReplayLog_ResolvesRequestsCompactedIntoTheBase(t *testing.T) {
 		t.Fatalf("outcome of reg-n1: %+v %v", c, ok)
 	}
 }
+
+// The wal-corruption scenario requires one copy of each acked sample (a replica's WAL data is
+// destroyed by design): a sample on no owner still fails, one on a single owner is counted as
+// information.
+func TestCheckReplicationRelaxed_CatchesSampleOnNoOwner(t *testing.T) {
+	held := map[string]map[SampleID]bool{"a": {sid(0, 1): true, sid(0, 2): true}, "b": {sid(0, 1): true}, "c": {}}
+	owners := func(SampleID) []string { return []string{"a", "b", "c"} }
+	holds := func(i string, id SampleID) bool { return held[i][id] }
+	r := CheckReplicationRelaxed([]SampleID{sid(0, 1), sid(0, 2)}, owners, holds, 2, 1, "a replica's WAL was moved aside")
+	if !r.Valid() || r.BelowQuorum != 1 || !strings.Contains(r.String(), "information") {
+		t.Fatal(r.String())
+	}
+	r = CheckReplicationRelaxed([]SampleID{sid(0, 1), sid(0, 3)}, owners, holds, 2, 1, "a replica's WAL was moved aside")
+	if r.Valid() || r.UnderReplicated != 1 || r.Missing[0] != sid(0, 3) {
+		t.Fatal("a sample on no owner passed: " + r.String())
+	}
+}
+
+func TestCheckWALRestarts(t *testing.T) {
+	const file = "/d/n1/wal/wal.bolt"
+	truncated := "cannot start err=\"memstore: WAL file " + file + " is truncated: 10 bytes, but ...; the file was left untouched (restore it, or move it away to start with an empty WAL)\""
+	good := []WALRestart{
+		{Member: "n1", File: file, Damage: "flip", Started: true, TailCut: true},
+		{Member: "n1", File: file, Damage: "truncate", Refused: true, Message: truncated, MovedTo: file + ".corrupt-1", UpAfterMove: true},
+	}
+	if r := CheckWALRestarts(good); !r.Valid() || r.OperatorSteps != 1 || r.TailCuts != 1 || r.Advising != 1 {
+		t.Fatal(r.String())
+	}
+	for name, bad := range map[string]WALRestart{
+		"error names no file":    {Member: "n1", File: file, Refused: true, Message: "cannot start: bad file", MovedTo: file + ".corrupt-1", UpAfterMove: true},
+		"error says no reason":   {Member: "n1", File: file, Refused: true, Message: "cannot start: " + file, MovedTo: file + ".corrupt-1", UpAfterMove: true},
+		"not up after the step":  {Member: "n1", File: file, Refused: true, Message: truncated, MovedTo: file + ".corrupt-1"},
+		"neither up nor refused": {Member: "n1", File: file, Err: "neither served nor exited within 45s"},
+	} {
+		if r := CheckWALRestarts([]WALRestart{bad}); r.Valid() {
+			t.Errorf("%s passed: %s", name, r.String())
+		}
+	}
+}

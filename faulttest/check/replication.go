@@ -7,11 +7,18 @@ import (
 
 // ReplicationResult is checker 2's figures.
 type ReplicationResult struct {
-	Checked         int        `json:"checked"`
-	UnderReplicated int        `json:"under_replicated"` // on fewer than quorum of its owners (fail)
+	Checked int `json:"checked"`
+	// UnderReplicated counts samples on fewer than Required of their owners (fail).
+	UnderReplicated int        `json:"under_replicated"`
 	FullyReplicated int        `json:"fully_replicated"` // on every owner
+	Quorum          int        `json:"quorum"`
+	Required        int        `json:"required"` // Quorum, unless Relaxed says why not
 	Examples        []string   `json:"examples,omitempty"`
 	Missing         []SampleID `json:"-"`
+	// Relaxed, when set, says why Required is below Quorum; BelowQuorum then counts the samples on
+	// at least Required but fewer than Quorum of their owners, as information, not a failure.
+	Relaxed     string `json:"relaxed,omitempty"`
+	BelowQuorum int    `json:"below_quorum,omitempty"`
 }
 
 // Valid is the verdict.
@@ -22,7 +29,17 @@ func (r *ReplicationResult) String() string {
 	if !r.Valid() {
 		v = "FAIL"
 	}
-	s := fmt.Sprintf("%s checked=%d on-all-owners=%d under-quorum=%d", v, r.Checked, r.FullyReplicated, r.UnderReplicated)
+	var s string
+	if r.Relaxed == "" {
+		s = fmt.Sprintf("%s checked=%d on-all-owners=%d under-quorum=%d", v, r.Checked, r.FullyReplicated, r.UnderReplicated)
+	} else {
+		missing := fmt.Sprintf("on-fewer-than-%d-owners", r.Required)
+		if r.Required == 1 {
+			missing = "on-no-owner"
+		}
+		s = fmt.Sprintf("%s checked=%d on-all-owners=%d %s=%d under-quorum=%d (information, not a failure: %s)",
+			v, r.Checked, r.FullyReplicated, missing, r.UnderReplicated, r.BelowQuorum, r.Relaxed)
+	}
 	for _, e := range r.Examples {
 		s += "\n    " + e
 	}
@@ -33,7 +50,17 @@ func (r *ReplicationResult) String() string {
 // owners (the replication set of its series on the recovered ring). owners returns that set for a
 // sample; holds reports whether an ingester returned the sample when read directly.
 func CheckReplication(acked []SampleID, owners func(SampleID) []string, holds func(ingester string, id SampleID) bool, quorum int) ReplicationResult {
-	var res ReplicationResult
+	return CheckReplicationRelaxed(acked, owners, holds, quorum, quorum, "")
+}
+
+// CheckReplicationRelaxed is CheckReplication requiring only required (< quorum) copies, for runs
+// whose faults destroy one replica's data by design; why says so in the report, and the samples
+// below quorum are counted as information.
+func CheckReplicationRelaxed(acked []SampleID, owners func(SampleID) []string, holds func(ingester string, id SampleID) bool, quorum, required int, why string) ReplicationResult {
+	res := ReplicationResult{Quorum: quorum, Required: required}
+	if required < quorum {
+		res.Relaxed = why
+	}
 	for _, id := range acked {
 		res.Checked++
 		os := owners(id)
@@ -46,11 +73,18 @@ func CheckReplication(acked []SampleID, owners func(SampleID) []string, holds fu
 		if n == len(os) {
 			res.FullyReplicated++
 		}
-		if n < quorum {
+		if n < quorum && n >= required {
+			res.BelowQuorum++
+		}
+		if n < required {
 			res.UnderReplicated++
 			res.Missing = append(res.Missing, id)
 			if len(res.Examples) < 5 {
-				res.Examples = append(res.Examples, fmt.Sprintf("%s on %d of owners %v, quorum %d", id, n, os, quorum))
+				need := fmt.Sprintf("quorum %d", quorum)
+				if res.Relaxed != "" {
+					need = fmt.Sprintf("required %d", required)
+				}
+				res.Examples = append(res.Examples, fmt.Sprintf("%s on %d of owners %v, %s", id, n, os, need))
 			}
 		}
 	}

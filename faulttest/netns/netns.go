@@ -228,9 +228,13 @@ func sweepStale() {
 	}
 }
 
-// Close deletes the node namespaces (which removes their veths and nftables tables) and the bridge.
+// Close deletes the node namespaces (which removes their nftables tables) and the bridge. Each
+// veth is deleted first, explicitly: the kernel tears a deleted namespace down asynchronously (and
+// not at all while a process still holds it), so its veth could otherwise outlive Close and make
+// the next New fail with "File exists".
 func (nt *Net) Close() {
 	for _, nd := range nt.Nodes {
+		_ = run("ip", "link", "del", nd.veth)
 		_ = run("ip", "netns", "del", nd.Name)
 	}
 	_ = run("ip", "link", "del", nt.bridge)

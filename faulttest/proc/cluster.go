@@ -325,6 +325,22 @@ func (c *Cluster) Healthy(ctx context.Context) (bool, string) {
 	return true, ""
 }
 
+// waitServing polls node i until it answers Status — it has opened its stores and serves — or its
+// process exits, for at most d.
+func (c *Cluster) waitServing(i int, d time.Duration) (up, exited bool) {
+	deadline := time.Now().Add(d)
+	for time.Now().Before(deadline) {
+		if !c.Nodes[i].Running() {
+			return false, true
+		}
+		if _, err := c.Status(context.Background(), i); err == nil {
+			return true, false
+		}
+		time.Sleep(200 * time.Millisecond)
+	}
+	return false, !c.Nodes[i].Running()
+}
+
 // WaitHealthy polls Healthy until it holds or timeout passes.
 func (c *Cluster) WaitHealthy(ctx context.Context, timeout time.Duration) error {
 	deadline := time.Now().Add(timeout)

@@ -2,6 +2,7 @@ package proc
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"math/rand/v2"
 	"os"
@@ -11,6 +12,7 @@ import (
 	"time"
 
 	"github.com/raftingest/raftingest/faulttest"
+	"github.com/raftingest/raftingest/faulttest/check"
 	"github.com/raftingest/raftingest/faulttest/netns"
 )
 
@@ -72,6 +74,14 @@ type nemesis struct {
 	rng    *rand.Rand
 	faults []faulttest.FaultWindow
 	logf   func(string, ...any)
+
+	// walVictim is the one member the WAL faults of a run damage, drawn at the first (walDrawn).
+	// Destroying WAL data of two members could remove both copies of a sample written while the
+	// third was down — beyond what replication factor 3 promises with no re-replication (repair) in
+	// the product; one member losing its data, any number of times, must lose nothing acknowledged.
+	walVictim   int
+	walDrawn    bool
+	walRestarts []check.WALRestart
 }
 
 func (n *nemesis) others(x int) []int {
@@ -179,10 +189,18 @@ func (n *nemesis) inject(ctx context.Context, s step) {
 		}
 		heal = func() { err = c.Rejoin(ctx, x) }
 	case WALTruncate, WALBitFlip:
-		x = n.pick(ctx, false)
+		if !n.walDrawn {
+			n.walVictim, n.walDrawn = n.pick(ctx, false), true
+		}
+		x = n.walVictim
 		c.Nodes[x].Kill()
 		fw.Note, err = corruptWAL(c.Nodes[x].DataDir, s.kind == WALBitFlip, n.rng)
-		heal = func() { err = c.Start(x) }
+		damage := s.kind + ": " + fw.Note
+		heal = func() {
+			r := n.restartDamaged(x, damage)
+			n.walRestarts = append(n.walRestarts, r)
+			fw.Note += "; " + r.Summary()
+		}
 	default:
 		err = fmt.Errorf("unknown fault %q", s.kind)
 	}
@@ -211,10 +229,100 @@ func (n *nemesis) inject(ctx context.Context, s step) {
 	n.faults = append(n.faults, fw)
 }
 
+// walStartBound is how long a restarted member has to serve or exit.
+const walStartBound = 45 * time.Second
+
+// restartDamaged starts member x after its WAL file was damaged and plays the operator as
+// docs/faulttest.md and the README tell them: when the member refuses to start with an error naming
+// its WAL file, move the file aside to wal.bolt.corrupt-<n> (never delete it: it is the user's data,
+// and may be restored) and start the member again, with an empty WAL; its replicas elsewhere still
+// hold what it had.
+func (n *nemesis) restartDamaged(x int, damage string) check.WALRestart {
+	c, nd := n.c, n.c.Nodes[x]
+	r := check.WALRestart{Member: nd.ID, File: walFile(nd.DataDir), Damage: damage}
+	if err := c.Start(x); err != nil {
+		r.Err = err.Error()
+		return r
+	}
+	up, exited := c.waitServing(x, walStartBound)
+	log := lastStartLog(nd.LogPath)
+	switch {
+	case up:
+		r.Started = true
+		r.TailCut = strings.Contains(log, "wal corruption: deleted the corrupt record")
+		return r
+	case !exited:
+		r.Err = fmt.Sprintf("neither served nor exited within %v", walStartBound)
+		return r
+	}
+	r.Refused, r.Message = true, startError(log)
+	if !strings.Contains(r.Message, r.File) {
+		// Not a WAL refusal as far as an operator can tell: they would not touch the file.
+		r.Err = "exited at start without naming its WAL file"
+		return r
+	}
+	moved, err := moveAside(r.File)
+	if err != nil {
+		r.Err = err.Error()
+		return r
+	}
+	r.MovedTo = moved
+	if err := c.Start(x); err != nil {
+		r.Err = err.Error()
+		return r
+	}
+	if up, _ := c.waitServing(x, walStartBound); up {
+		r.UpAfterMove = true
+	} else {
+		r.Err = "did not serve after the operator step: " + startError(lastStartLog(nd.LogPath))
+	}
+	return r
+}
+
+func walFile(dataDir string) string { return filepath.Join(dataDir, "wal", "wal.bolt") }
+
+// moveAside renames p to the first free p.corrupt-<n>, n from 1.
+func moveAside(p string) (string, error) {
+	for k := 1; ; k++ {
+		dst := fmt.Sprintf("%s.corrupt-%d", p, k)
+		if _, err := os.Lstat(dst); errors.Is(err, os.ErrNotExist) {
+			return dst, os.Rename(p, dst)
+		} else if err != nil {
+			return "", err
+		}
+	}
+}
+
+// lastStartLog is what the node's log holds since its last start.
+func lastStartLog(path string) string {
+	b, _ := os.ReadFile(path)
+	s := string(b)
+	if i := strings.LastIndex(s, "=== start "); i >= 0 {
+		s = s[i:]
+	}
+	return s
+}
+
+// startError is the error a node that exited at start logged: its "cannot start" line, else its
+// last line before the exit marker.
+func startError(log string) string {
+	var last string
+	for _, l := range strings.Split(log, "\n") {
+		switch {
+		case strings.Contains(l, `msg="cannot start"`):
+			return l
+		case l == "", strings.HasPrefix(l, "=== "):
+		default:
+			last = l
+		}
+	}
+	return last
+}
+
 // corruptWAL truncates the WAL file of a stopped member at a random point of its second half, or
 // flips 8 random bytes of it, and says what it did.
 func corruptWAL(dataDir string, flip bool, rng *rand.Rand) (string, error) {
-	p := filepath.Join(dataDir, "wal", "wal.bolt")
+	p := walFile(dataDir)
 	st, err := os.Stat(p)
 	if err != nil {
 		return "", err
