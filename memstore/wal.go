@@ -174,7 +174,7 @@ func openWAL(dir string, sync bool, compactMinBytes int64, logger *slog.Logger, 
 		})
 	})
 	if err != nil {
-		return nil, fmt.Errorf("memstore: initialising WAL file %s: %w", path, err)
+		return nil, fmt.Errorf("memstore: initialising WAL file %s: %w (if the file is damaged, move it away to start with an empty WAL)", path, err)
 	}
 	if compactMinBytes > 0 {
 		ndb, cerr := maybeCompact(db, path, sync, compactMinBytes, logger)
@@ -384,7 +384,7 @@ func catchBoltPanic(path string, fn func() error) (err error) {
 	defer debug.SetPanicOnFault(old)
 	defer func() {
 		if p := recover(); p != nil {
-			err = fmt.Errorf("memstore: WAL file %s is damaged: bbolt failed reading it: %v", path, p)
+			err = fmt.Errorf("memstore: WAL file %s is damaged: bbolt failed reading it: %v (the file was left untouched; move it away to start with an empty WAL: the replicas on other members hold its acknowledged samples)", path, p)
 		}
 	}()
 	return fn()
