@@ -106,7 +106,6 @@ func newCluster(tb testing.TB) *testCluster {
 	return c
 }
 
-
 // running returns the nodes that are started.
 func (c *testCluster) running() []*testNode {
 	c.mu.Lock()
