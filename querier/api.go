@@ -371,23 +371,42 @@ func (q *Querier) exec(ctx context.Context, r *http.Request, qry promql.Query, l
 	return apiResult{data: &queryData{res.Value}, warnings: warnings, finalizer: qry.Close}
 }
 
+// labelsParams are the parameters the labels and label-values endpoints share.
+type labelsParams struct {
+	limit       int
+	start, end  time.Time
+	matcherSets [][]*labels.Matcher
+}
+
+// parseLabelsParams parses limit, start, end and match[] as Prometheus's labels endpoints do; a
+// non-nil result is the error answer.
+func parseLabelsParams(r *http.Request) (labelsParams, *apiResult) {
+	var p labelsParams
+	var err error
+	if p.limit, err = parseLimitParam(r.FormValue("limit")); err != nil {
+		res := invalidParamError(err, "limit")
+		return p, &res
+	}
+	if p.start, err = parseTimeParam(r, "start", MinTime); err != nil {
+		res := invalidParamError(err, "start")
+		return p, &res
+	}
+	if p.end, err = parseTimeParam(r, "end", MaxTime); err != nil {
+		res := invalidParamError(err, "end")
+		return p, &res
+	}
+	if p.matcherSets, err = parseMatchersParam(r.Form["match[]"]); err != nil {
+		return p, &apiResult{err: &apiError{errorBadData, err}}
+	}
+	return p, nil
+}
+
 func (q *Querier) labelNames(r *http.Request) apiResult {
-	limit, err := parseLimitParam(r.FormValue("limit"))
-	if err != nil {
-		return invalidParamError(err, "limit")
+	p, bad := parseLabelsParams(r)
+	if bad != nil {
+		return *bad
 	}
-	start, err := parseTimeParam(r, "start", MinTime)
-	if err != nil {
-		return invalidParamError(err, "start")
-	}
-	end, err := parseTimeParam(r, "end", MaxTime)
-	if err != nil {
-		return invalidParamError(err, "end")
-	}
-	matcherSets, err := parseMatchersParam(r.Form["match[]"])
-	if err != nil {
-		return apiResult{err: &apiError{errorBadData, err}}
-	}
+	limit, start, end, matcherSets := p.limit, p.start, p.end, p.matcherSets
 	hints := &storage.LabelHints{Limit: toHintLimit(limit)}
 	ctx, cancel := context.WithTimeout(r.Context(), q.cfg.Timeout)
 	defer cancel()
@@ -445,22 +464,11 @@ func (q *Querier) labelValues(r *http.Request) apiResult {
 	if !model.UTF8Validation.IsValidLabelName(name) {
 		return apiResult{err: &apiError{errorBadData, fmt.Errorf("invalid label name: %q", name)}}
 	}
-	limit, err := parseLimitParam(r.FormValue("limit"))
-	if err != nil {
-		return invalidParamError(err, "limit")
+	p, bad := parseLabelsParams(r)
+	if bad != nil {
+		return *bad
 	}
-	start, err := parseTimeParam(r, "start", MinTime)
-	if err != nil {
-		return invalidParamError(err, "start")
-	}
-	end, err := parseTimeParam(r, "end", MaxTime)
-	if err != nil {
-		return invalidParamError(err, "end")
-	}
-	matcherSets, err := parseMatchersParam(r.Form["match[]"])
-	if err != nil {
-		return apiResult{err: &apiError{errorBadData, err}}
-	}
+	limit, start, end, matcherSets := p.limit, p.start, p.end, p.matcherSets
 	hints := &storage.LabelHints{Limit: toHintLimit(limit)}
 	ctx, cancel := context.WithTimeout(r.Context(), q.cfg.Timeout)
 	defer cancel()
