@@ -35,7 +35,23 @@ const (
 	// data; at heal, a node the cluster does not list has its Raft state wiped (as the product asks)
 	// and rejoins with -join, keeping its WAL.
 	RemoveRestart = "remove-restart-old-data"
+	// LeaderTransferLoop asks a live member (`ringctl transfer-leadership`) to hand leadership away
+	// every ~1.5s for the fault window; every call's outcome goes into the fault note.
+	LeaderTransferLoop = "leader-transfer-loop"
+	// Bridge splits the members into two halves that cannot reach each other; one bridge member
+	// talks to both (Jepsen's bridge). Needs 3 members or more.
+	Bridge = "bridge"
+	// MajoritiesRing puts the members on a ring where each sees only its nearest neighbours, a
+	// majority with itself, and a different majority from every other member (Jepsen's
+	// majorities-ring). Needs 5 members or more: with 3 every member sees everyone.
+	MajoritiesRing = "majorities-ring"
 )
+
+// TopologyFaults are the faults of the transfer-bridge-ring scenario (5 members).
+var TopologyFaults = []string{LeaderTransferLoop, Bridge, MajoritiesRing}
+
+// transferEvery is the period of LeaderTransferLoop's calls.
+const transferEvery = 1500 * time.Millisecond
 
 // AllFaults is the default mix.
 var AllFaults = []string{KillOne, KillLeader, KillAll, PauseShort, PauseLong, IsolateOne, IsolateLeader,
@@ -166,6 +182,30 @@ func (n *nemesis) inject(ctx context.Context, s step) {
 		x = n.pick(ctx, false)
 		err = c.Net.Apply(x, netns.Rule{Peers: n.others(x), In: true, Out: true, Ports: []int{grpcPort}})
 		heal = func() { err = c.Net.Apply(x) }
+	case LeaderTransferLoop:
+		x = -1
+		loopCtx, stop := context.WithCancel(ctx)
+		done := make(chan []string)
+		go func() { done <- n.transferLoop(loopCtx) }()
+		heal = func() {
+			stop()
+			calls := <-done
+			fw.Note = fmt.Sprintf("%d calls: %s", len(calls), strings.Join(calls, "; "))
+		}
+	case Bridge, MajoritiesRing:
+		x = -1
+		var cut [][]int
+		if s.kind == Bridge {
+			cut, fw.Note, err = bridgeCuts(n.rng.Perm(len(c.Nodes)))
+		} else {
+			cut, fw.Note, err = majoritiesRingCuts(n.rng.Perm(len(c.Nodes)))
+		}
+		for i, peers := range cut {
+			if len(peers) > 0 {
+				err = errors.Join(err, c.Net.Apply(i, netns.Rule{Peers: peers, In: true, Out: true}))
+			}
+		}
+		heal = func() { err = c.Net.HealAll() }
 	case RemoveRestart:
 		x = n.pick(ctx, false)
 		if l := c.Leader(ctx); l == x {
@@ -227,6 +267,95 @@ func (n *nemesis) inject(ctx context.Context, s step) {
 	}
 	fw.End = time.Since(n.start)
 	n.faults = append(n.faults, fw)
+}
+
+// transferLoop calls `ringctl -addr <member> transfer-leadership` through a live member (running,
+// not paused; the leader when one is known, since a follower forwards the call anyway) every
+// transferEvery until ctx ends, and returns one outcome per call.
+func (n *nemesis) transferLoop(ctx context.Context) []string {
+	c := n.c
+	var calls []string
+	for {
+		at := time.Since(n.start)
+		var live []int
+		for i, nd := range c.Nodes {
+			if nd.Running() && !nd.Paused() {
+				live = append(live, i)
+			}
+		}
+		if len(live) == 0 {
+			calls = append(calls, fmt.Sprintf("@%v no live member", at.Round(time.Millisecond)))
+		} else {
+			via := live[n.rng.IntN(len(live))]
+			cctx, cancel := context.WithTimeout(ctx, 5*time.Second)
+			out, err := exec.CommandContext(cctx, filepath.Join(c.Bin, "ringctl"), "-addr", c.Nodes[via].GRPCAddr,
+				"transfer-leadership").CombinedOutput()
+			cancel()
+			res := strings.TrimSpace(string(out))
+			if err != nil {
+				res = fmt.Sprintf("error (%v) %s", err, res)
+			}
+			calls = append(calls, fmt.Sprintf("@%v via %s: %s", at.Round(time.Millisecond), c.Nodes[via].ID, res))
+		}
+		select {
+		case <-ctx.Done():
+			return calls
+		case <-time.After(transferEvery):
+		}
+	}
+}
+
+// bridgeCuts returns, for every member, the members it is cut from under Jepsen's bridge over
+// the member order perm: the first half and the second half cannot reach each other, the member
+// between them (perm[len/2]) reaches both.
+func bridgeCuts(perm []int) ([][]int, string, error) {
+	if len(perm) < 3 {
+		return nil, "", fmt.Errorf("bridge needs 3 members or more, have %d", len(perm))
+	}
+	cut := make([][]int, len(perm))
+	h := len(perm) / 2
+	left, b, right := perm[:h], perm[h], perm[h+1:]
+	for _, l := range left {
+		cut[l] = append(cut[l], right...)
+	}
+	for _, r := range right {
+		cut[r] = append(cut[r], left...)
+	}
+	return cut, fmt.Sprintf("halves %s | %s, bridge n%d", ids(left), ids(right), b), nil
+}
+
+// majoritiesRingCuts returns, for every member, the members it is cut from under Jepsen's
+// majorities-ring over the ring order perm: each member sees its nearest neighbours on the ring,
+// enough to make a majority with itself, and nobody else; no two members see the same majority.
+func majoritiesRingCuts(perm []int) ([][]int, string, error) {
+	n := len(perm)
+	if n < 5 {
+		return nil, "", fmt.Errorf("majorities-ring needs 5 members or more, have %d", n)
+	}
+	reach := (n/2 + 1) / 2 // neighbours each side: 1 + 2*reach members is a majority
+	cut := make([][]int, n)
+	var views []string
+	for k, m := range perm {
+		sees := []int{m}
+		for d := 1; d < n; d++ {
+			o := perm[(k+d)%n]
+			if d <= reach || n-d <= reach {
+				sees = append(sees, o)
+			} else {
+				cut[m] = append(cut[m], o)
+			}
+		}
+		views = append(views, fmt.Sprintf("n%d sees %s", m, ids(sees)))
+	}
+	return cut, "ring " + ids(perm) + ": " + strings.Join(views, ", "), nil
+}
+
+func ids(xs []int) string {
+	var s []string
+	for _, x := range xs {
+		s = append(s, fmt.Sprintf("n%d", x))
+	}
+	return "{" + strings.Join(s, ",") + "}"
 }
 
 // walStartBound is how long a restarted member has to serve or exit.
