@@ -68,8 +68,13 @@ func (s *ingesterService) Push(ctx context.Context, req *ingesterpb.PushRequest)
 		batch[i] = memstore.SeriesSamples{Labels: b.Labels(), Samples: smps}
 	}
 	res, err := s.store.Push(tenant, batch)
+	return pushResponse(tenant, res, err)
+}
+
+// pushResponse turns a store push's outcome into the Push answer: a WAL failure fails the call
+// (nothing of the request is acknowledged); refused samples become per-series errors.
+func pushResponse(tenant string, res memstore.PushResult, err error) (*ingesterpb.PushResponse, error) {
 	if err != nil {
-		// The WAL failed: nothing of this request is acknowledged.
 		return nil, status.Errorf(codes.Internal, "push for tenant %q: %v", tenant, err)
 	}
 	resp := &ingesterpb.PushResponse{SamplesIngested: uint64(res.Accepted)}

@@ -90,20 +90,7 @@ func (s *ingesterService) pushView(tenant string, sc *pushScratch) (*ingesterpb.
 		app.Append(sc.lset, smps)
 	}
 	res, err := app.Commit()
-	if err != nil {
-		// The WAL failed: nothing of this request is acknowledged.
-		return nil, status.Errorf(codes.Internal, "push for tenant %q: %v", tenant, err)
-	}
-	resp := &ingesterpb.PushResponse{SamplesIngested: uint64(res.Accepted)}
-	for _, e := range res.Errors {
-		resp.Errors = append(resp.Errors, &ingesterpb.SeriesError{
-			Index:       uint32(e.SeriesIndex),
-			Code:        errorCode(e.Err),
-			Message:     e.Err.Error(),
-			TimestampMs: e.T,
-		})
-	}
-	return resp, nil
+	return pushResponse(tenant, res, err)
 }
 
 // release drops every reference into the request and returns sc to its pool.

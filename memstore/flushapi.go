@@ -22,27 +22,9 @@ import (
 // without Store locks, writes go on meanwhile, and series created during the walk may or may not
 // be visited. A non-nil error from fn stops the walk and is returned.
 func (st *Store) SnapshotSeries(fn func(tenant string, ref uint64, lset labels.Labels, chunks []Chunk) error) error {
-	var ferr error
-	for _, name := range st.Tenants() {
-		th := st.tenant(name)
-		th.series.forEach(func(ms *memSeries) bool {
-			ms.mu.Lock()
-			var chks []Chunk
-			if !ms.deleted {
-				chks = ms.chunksIn(nil, math.MinInt64, math.MaxInt64)
-			}
-			ms.mu.Unlock()
-			if len(chks) == 0 {
-				return true
-			}
-			ferr = fn(name, ms.ref, ms.lset, chks)
-			return ferr == nil
-		})
-		if ferr != nil {
-			return ferr
-		}
-	}
-	return nil
+	return st.walkSeries(func(tenant string, ms *memSeries, chks []Chunk, _ float64) error {
+		return fn(tenant, ms.ref, ms.lset, chks)
+	})
 }
 
 // DropFlushed forgets what a flush made durable elsewhere. bounds maps a series ref (from

@@ -4,7 +4,6 @@ import (
 	"bytes"
 	"encoding/binary"
 	"fmt"
-	"math"
 
 	"github.com/prometheus/prometheus/model/labels"
 	"github.com/prometheus/prometheus/tsdb/chunkenc"
@@ -251,28 +250,9 @@ func (st *Store) importSeries(th *tenantHead, s *ImportSeries, lastV float64) (a
 // not be visited; s is reused across calls (copy what must outlive the call, except the shared
 // chunk data). A non-nil error from fn stops the walk and is returned.
 func (st *Store) ExportSeries(fn func(s *ImportSeries) error) error {
-	var ferr error
 	var s ImportSeries
-	for _, name := range st.Tenants() {
-		th := st.tenant(name)
-		th.series.forEach(func(ms *memSeries) bool {
-			ms.mu.Lock()
-			var chks []Chunk
-			if !ms.deleted {
-				chks = ms.chunksIn(nil, math.MinInt64, math.MaxInt64)
-			}
-			lastV := ms.visLastV
-			ms.mu.Unlock()
-			if len(chks) == 0 {
-				return true
-			}
-			s = ImportSeries{Tenant: name, Labels: ms.lset, Chunks: chks, LastV: lastV, HasLastV: true}
-			ferr = fn(&s)
-			return ferr == nil
-		})
-		if ferr != nil {
-			return ferr
-		}
-	}
-	return nil
+	return st.walkSeries(func(tenant string, ms *memSeries, chks []Chunk, lastV float64) error {
+		s = ImportSeries{Tenant: tenant, Labels: ms.lset, Chunks: chks, LastV: lastV, HasLastV: true}
+		return fn(&s)
+	})
 }

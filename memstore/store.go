@@ -432,6 +432,16 @@ func (st *Store) Stats(tenant string) TenantStats {
 // may or may not be visited. A non-nil error from fn stops the walk and is
 // returned. Safe for concurrent use.
 func (st *Store) ForEachSeries(fn func(tenant string, lset labels.Labels, chunks []Chunk) error) error {
+	return st.walkSeries(func(tenant string, ms *memSeries, chks []Chunk, _ float64) error {
+		return fn(tenant, ms.lset, chks)
+	})
+}
+
+// walkSeries is the one walk behind ForEachSeries, SnapshotSeries and ExportSeries: for every
+// series with visible chunks it copies, under the series lock, its chunks (closed ones shared
+// read-only, the head copied) and its newest visible value, then calls fn without any Store lock.
+// ms.ref and ms.lset are immutable, so fn may read them. A non-nil error from fn stops the walk.
+func (st *Store) walkSeries(fn func(tenant string, ms *memSeries, chks []Chunk, lastV float64) error) error {
 	var ferr error
 	for _, name := range st.Tenants() {
 		th := st.tenant(name)
@@ -441,11 +451,12 @@ func (st *Store) ForEachSeries(fn func(tenant string, lset labels.Labels, chunks
 			if !ms.deleted {
 				chks = ms.chunksIn(nil, math.MinInt64, math.MaxInt64)
 			}
+			lastV := ms.visLastV
 			ms.mu.Unlock()
 			if len(chks) == 0 {
 				return true
 			}
-			ferr = fn(name, ms.lset, chks)
+			ferr = fn(name, ms, chks, lastV)
 			return ferr == nil
 		})
 		if ferr != nil {
