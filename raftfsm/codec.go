@@ -1,21 +1,36 @@
 package raftfsm
 
 import (
+	"encoding/binary"
 	"errors"
 	"fmt"
 	"math"
 	"unicode/utf8"
 
+	"github.com/hashicorp/raft"
 	"google.golang.org/protobuf/proto"
 
 	"github.com/raftingest/raftingest/ringpb"
 	"github.com/raftingest/raftingest/ringstate"
 )
 
-// CommandVersion is the format-version byte that starts the Data of every Raft log entry this package
-// writes. It is bumped only when the framing itself changes; new Command fields are added to the
-// protobuf message compatibly without a bump.
+// CommandVersion is the format-version byte of an unstamped command, as EncodeCommand returns it:
+// the form a command has before a leader proposes it, and the form of every entry written before
+// ring-time stamps existed. Such an entry is applied at the entry's raft.Log.AppendedAt. New Command
+// fields that do not change what Apply does are added to the protobuf message without a bump; a
+// field that does needs a new version (see DESIGN.md).
 const CommandVersion byte = 1
+
+// StampedCommandVersion is the format-version byte of a stamped command: the version byte, the ring
+// time the proposing leader stamped (int64 Unix milliseconds, big-endian, 8 bytes), then the same
+// protobuf Command as version 1. Every entry a Node proposes has this form (see StampCommand). It is a
+// version of its own, not a new protobuf field, because the stamp changes what Apply does: a replica
+// that ignored it would apply the entry at AppendedAt and its ring would silently differ from the
+// others'; a replica that does not know version 2 halts instead (see FSM.Apply).
+const StampedCommandVersion byte = 2
+
+// stampLen is the length of the ring-time stamp that follows the version byte of a stamped command.
+const stampLen = 8
 
 // SnapshotVersion is the version field of every snapshot this package writes.
 const SnapshotVersion uint32 = 1
@@ -24,7 +39,7 @@ const SnapshotVersion uint32 = 1
 // anything else: an old binary must never guess at a newer format and apply it differently from the
 // replicas that understand it.
 var (
-	knownCommandVersions  = []uint32{uint32(CommandVersion)}
+	knownCommandVersions  = []uint32{uint32(CommandVersion), uint32(StampedCommandVersion)}
 	knownSnapshotVersions = []uint32{SnapshotVersion}
 )
 
@@ -57,9 +72,11 @@ func (e *VersionError) Error() string {
 // Unwrap makes errors.Is(err, ErrUnknownVersion) true.
 func (e *VersionError) Unwrap() error { return ErrUnknownVersion }
 
-// EncodeCommand returns the Data of a Raft log entry carrying cmd: the byte CommandVersion followed
-// by the protobuf ringpb.Command. It fails only for a command holding a string that is not valid
-// UTF-8 (protobuf strings must be); the error wraps ErrUnencodable and ringstate.ErrInvalidCommand.
+// EncodeCommand returns cmd unstamped: the byte CommandVersion followed by the protobuf
+// ringpb.Command. This is the form a command has until the leader that proposes it stamps it with
+// ring time (StampCommand); an unstamped entry in the log is applied at its AppendedAt. It fails only
+// for a command holding a string that is not valid UTF-8 (protobuf strings must be); the error wraps
+// ErrUnencodable and ringstate.ErrInvalidCommand.
 //
 // An encoder that could not fail would have to panic or silently alter such a command.
 func EncodeCommand(cmd ringstate.Command) ([]byte, error) {
@@ -80,25 +97,79 @@ func EncodeCommand(cmd ringstate.Command) ([]byte, error) {
 	return out, nil
 }
 
-// DecodeCommand is the inverse of EncodeCommand. It never panics: empty input, an unknown version
-// byte (*VersionError) and undecodable protobuf are errors. It does not check that the command makes
-// sense — ringstate's Apply refuses bad commands deterministically — but it refuses op values that
-// do not fit ringstate.Op, which would otherwise alias a valid op after truncation.
-func DecodeCommand(data []byte) (ringstate.Command, error) {
-	if len(data) == 0 {
-		return ringstate.Command{}, fmt.Errorf("%w: empty entry", ErrCorruptCommand)
+// StampCommand returns the stamped form (StampedCommandVersion) of data, an unstamped command as
+// EncodeCommand returns it, carrying ring time timeMs (Unix milliseconds). Only the leader that
+// proposes a command stamps it (Node's leaderApply), so every replica applies the entry at the same
+// time whatever its own clock says. data is not modified. An input that is not an unstamped command
+// is refused with ErrCorruptCommand (a stamped one too: a stamp is never replaced).
+func StampCommand(data []byte, timeMs int64) ([]byte, error) {
+	if len(data) == 0 || data[0] != CommandVersion {
+		return nil, fmt.Errorf("%w: only an unstamped (version %d) command can be stamped", ErrCorruptCommand, CommandVersion)
 	}
-	if data[0] != CommandVersion {
-		return ringstate.Command{}, &VersionError{What: "command", Version: uint32(data[0]), Known: knownCommandVersions}
+	out := make([]byte, 0, 1+stampLen+len(data)-1)
+	out = append(out, StampedCommandVersion)
+	out = binary.BigEndian.AppendUint64(out, uint64(timeMs))
+	return append(out, data[1:]...), nil
+}
+
+// DecodeCommand decodes the command of an entry of either version, dropping a stamp; it is
+// DecodeStamped without the time. It never panics.
+func DecodeCommand(data []byte) (ringstate.Command, error) {
+	cmd, _, _, err := DecodeStamped(data)
+	return cmd, err
+}
+
+// DecodeStamped decodes an entry written by EncodeCommand (version 1: stamped is false, timeMs 0) or
+// StampCommand (version 2: stamped is true, timeMs is the leader's stamp). It never panics: empty
+// input, an unknown version byte (*VersionError), a truncated stamp and undecodable protobuf are
+// errors. It does not check that the command makes sense — ringstate's Apply refuses bad commands
+// deterministically — but it refuses op values that do not fit ringstate.Op, which would otherwise
+// alias a valid op after truncation. Any stamp value is accepted: Apply never moves ring time
+// backwards, so even a nonsensical stamp cannot make heartbeats lie in the future.
+func DecodeStamped(data []byte) (cmd ringstate.Command, timeMs int64, stamped bool, err error) {
+	if len(data) == 0 {
+		return ringstate.Command{}, 0, false, fmt.Errorf("%w: empty entry", ErrCorruptCommand)
+	}
+	body := data[1:]
+	switch data[0] {
+	case CommandVersion:
+	case StampedCommandVersion:
+		if len(body) < stampLen {
+			return ringstate.Command{}, 0, false, fmt.Errorf("%w: %d bytes: stamped command shorter than its %d-byte stamp",
+				ErrCorruptCommand, len(data), stampLen)
+		}
+		timeMs, stamped = int64(binary.BigEndian.Uint64(body)), true
+		body = body[stampLen:]
+	default:
+		return ringstate.Command{}, 0, false, &VersionError{What: "command", Version: uint32(data[0]), Known: knownCommandVersions}
 	}
 	var pb ringpb.Command
-	if err := proto.Unmarshal(data[1:], &pb); err != nil {
-		return ringstate.Command{}, fmt.Errorf("%w: %d bytes: %v", ErrCorruptCommand, len(data), err)
+	if err := proto.Unmarshal(body, &pb); err != nil {
+		return ringstate.Command{}, 0, false, fmt.Errorf("%w: %d bytes: %v", ErrCorruptCommand, len(data), err)
 	}
 	if op := int32(pb.GetOp()); op < 0 || op > math.MaxUint8 {
-		return ringstate.Command{}, fmt.Errorf("%w: op %d out of range", ErrCorruptCommand, op)
+		return ringstate.Command{}, 0, false, fmt.Errorf("%w: op %d out of range", ErrCorruptCommand, op)
 	}
-	return ringpb.ToCommand(&pb), nil
+	return ringpb.ToCommand(&pb), timeMs, stamped, nil
+}
+
+// DecodeLog decodes a command entry of the Raft log and returns its command and the ring time at
+// which FSM.Apply applies it, given the ring time before the entry (curMs): the leader's stamp for a
+// stamped entry; else the entry's AppendedAt, which hashicorp/raft's leader stamped when it appended
+// it (entries written before stamps existed); else, for an entry with neither, curMs. FSM.Apply uses
+// exactly this, so a tool that replays a log with it (the fault tests' checkers) computes the same
+// ring at every index. Errors are DecodeStamped's.
+func DecodeLog(l *raft.Log, curMs int64) (ringstate.Command, int64, error) {
+	cmd, stampMs, stamped, err := DecodeStamped(l.Data)
+	switch {
+	case err != nil:
+		return ringstate.Command{}, curMs, err
+	case stamped:
+		return cmd, stampMs, nil
+	case !l.AppendedAt.IsZero():
+		return cmd, l.AppendedAt.UnixMilli(), nil
+	}
+	return cmd, curMs, nil
 }
 
 // EncodeSnapshot encodes the whole ring (members, ring time, remembered request outcomes) as a

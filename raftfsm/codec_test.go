@@ -5,12 +5,16 @@ import (
 	"encoding/binary"
 	"errors"
 	"flag"
+	"math"
 	"os"
 	"path/filepath"
 	"reflect"
 	"strconv"
 	"strings"
 	"testing"
+	"time"
+
+	"github.com/hashicorp/raft"
 
 	"github.com/raftingest/raftingest/ringstate"
 )
@@ -65,14 +69,14 @@ func TestCodec_EncodeCommand_RefusesInvalidUTF8(t *testing.T) {
 // at; the error names the version found and the versions known.
 func TestCodec_DecodeCommand_RefusesUnknownVersionLoudly(t *testing.T) {
 	data, _ := EncodeCommand(ringstate.Command{Op: ringstate.OpHeartbeat, Member: "a"})
-	for _, v := range []byte{0, 2, 255} {
+	for _, v := range []byte{0, 3, 255} {
 		data[0] = v
 		_, err := DecodeCommand(data)
 		var ve *VersionError
 		if !errors.As(err, &ve) || !errors.Is(err, ErrUnknownVersion) || ve.Version != uint32(v) {
 			t.Fatalf("version %d: got %v, want *VersionError", v, err)
 		}
-		if msg := err.Error(); !strings.Contains(msg, "version "+strconv.Itoa(int(v))) || !strings.Contains(msg, "[1]") {
+		if msg := err.Error(); !strings.Contains(msg, "version "+strconv.Itoa(int(v))) || !strings.Contains(msg, "[1 2]") {
 			t.Fatalf("message %q does not name version %d and the known versions", msg, v)
 		}
 	}
@@ -108,12 +112,35 @@ func FuzzDecodeCommand(f *testing.F) {
 		data, _ := EncodeCommand(c)
 		f.Add(data)
 	}
+	stamped, _ := StampCommand(must(EncodeCommand(ringstate.Command{Op: ringstate.OpHeartbeat, Member: "m"})), 1700000000000)
+	f.Add(stamped)
 	f.Add([]byte{})
 	f.Add([]byte{2, 0})
+	f.Add([]byte{3, 0})
 	f.Fuzz(func(t *testing.T, data []byte) {
-		c, err := DecodeCommand(data)
+		c, ts, isStamped, err := DecodeStamped(data)
 		if err != nil {
 			return
+		}
+		if c2, err := DecodeCommand(data); err != nil || !reflect.DeepEqual(c, c2) {
+			t.Fatalf("DecodeCommand disagrees with DecodeStamped: %+v, %v vs %+v", c2, err, c)
+		}
+		if isStamped {
+			// A stamped entry re-stamps to the same command and time.
+			enc, err := EncodeCommand(c)
+			if err != nil {
+				t.Fatalf("decoded command does not re-encode: %+v: %v", c, err)
+			}
+			st, err := StampCommand(enc, ts)
+			if err != nil {
+				t.Fatal(err)
+			}
+			c3, ts3, ok3, err := DecodeStamped(st)
+			if err != nil || !ok3 || ts3 != ts || !reflect.DeepEqual(c3, c) {
+				t.Fatalf("re-stamped entry decodes to %+v at %d (stamped %v, %v), want %+v at %d", c3, ts3, ok3, err, c, ts)
+			}
+		} else if ts != 0 {
+			t.Fatalf("unstamped entry reports time %d", ts)
 		}
 		// encode(decode(x)) is stable: a decoded command re-encodes, and that encoding is a fixed point.
 		enc, err := EncodeCommand(c)
@@ -270,4 +297,133 @@ func mustDecodeSnapshot(t *testing.T, data []byte) *ringstate.Ring {
 		t.Fatal(err)
 	}
 	return r
+}
+
+func must[T any](v T, err error) T {
+	if err != nil {
+		panic(err)
+	}
+	return v
+}
+
+// TestCodec_StampCommand_RoundTrip: a stamped entry carries the command and the stamp exactly,
+// including extreme and negative stamps (a leader's clock may be anywhere; Apply copes).
+func TestCodec_StampCommand_RoundTrip(t *testing.T) {
+	c := ringstate.Command{Op: ringstate.OpRegister, RequestID: "r1", Member: "ing-1", RaftAddr: "127.0.0.1:1", Zone: "z"}
+	plain, err := EncodeCommand(c)
+	if err != nil {
+		t.Fatal(err)
+	}
+	keep := bytes.Clone(plain)
+	for _, ts := range []int64{1700000000123, 0, -1, math.MaxInt64, math.MinInt64} {
+		data, err := StampCommand(plain, ts)
+		if err != nil {
+			t.Fatalf("stamp %d: %v", ts, err)
+		}
+		if data[0] != StampedCommandVersion || len(data) != len(plain)+stampLen {
+			t.Fatalf("stamp %d: version %d, %d bytes; want version %d, %d bytes", ts, data[0], len(data),
+				StampedCommandVersion, len(plain)+stampLen)
+		}
+		got, gotTs, stamped, err := DecodeStamped(data)
+		if err != nil || !stamped || gotTs != ts || !reflect.DeepEqual(got, c) {
+			t.Fatalf("stamp %d: decoded %+v at %d (stamped %v, err %v)", ts, got, gotTs, stamped, err)
+		}
+		if got, err := DecodeCommand(data); err != nil || !reflect.DeepEqual(got, c) {
+			t.Fatalf("stamp %d: DecodeCommand gave %+v, %v", ts, got, err)
+		}
+	}
+	if !bytes.Equal(plain, keep) {
+		t.Fatal("StampCommand modified its input")
+	}
+	// An unstamped entry decodes as such.
+	if _, ts, stamped, err := DecodeStamped(plain); err != nil || stamped || ts != 0 {
+		t.Fatalf("unstamped: time %d, stamped %v, err %v", ts, stamped, err)
+	}
+}
+
+// TestCodec_StampCommand_RefusesWhatIsNotUnstamped: a stamp is never replaced, and garbage is not
+// turned into a valid-looking entry.
+func TestCodec_StampCommand_RefusesWhatIsNotUnstamped(t *testing.T) {
+	plain := must(EncodeCommand(ringstate.Command{Op: ringstate.OpHeartbeat, Member: "a"}))
+	stamped := must(StampCommand(plain, 5))
+	for name, data := range map[string][]byte{"nil": nil, "stamped": stamped, "version 3": {3, 0}} {
+		if _, err := StampCommand(data, 7); !errors.Is(err, ErrCorruptCommand) {
+			t.Errorf("%s: got %v, want ErrCorruptCommand", name, err)
+		}
+	}
+}
+
+// TestCodec_DecodeStamped_RefusesTruncatedStamp: a version-2 entry shorter than its stamp is corrupt,
+// not a command at some arbitrary time.
+func TestCodec_DecodeStamped_RefusesTruncatedStamp(t *testing.T) {
+	stamped := must(StampCommand(must(EncodeCommand(ringstate.Command{Op: ringstate.OpHeartbeat, Member: "a"})), 1234))
+	for n := 1; n < 1+stampLen; n++ {
+		if _, _, _, err := DecodeStamped(stamped[:n]); !errors.Is(err, ErrCorruptCommand) {
+			t.Fatalf("%d bytes: got %v, want ErrCorruptCommand", n, err)
+		}
+	}
+	// A stamp followed by an empty protobuf is the zero command, as for version 1.
+	if c, ts, ok, err := DecodeStamped(stamped[:1+stampLen]); err != nil || !ok || ts != 1234 || !reflect.DeepEqual(c, ringstate.Command{}) {
+		t.Fatalf("stamp only: %+v at %d (%v, %v)", c, ts, ok, err)
+	}
+}
+
+// TestCodec_DecodeLog_TimeOfEachEntryKind: the ring time FSM.Apply uses for each kind of entry — the
+// stamp wins over AppendedAt; an old (unstamped) entry uses AppendedAt; one with neither keeps the
+// current ring time.
+func TestCodec_DecodeLog_TimeOfEachEntryKind(t *testing.T) {
+	plain := must(EncodeCommand(ringstate.Command{Op: ringstate.OpHeartbeat, Member: "a"}))
+	stamped := must(StampCommand(plain, 5000))
+	at := time.UnixMilli(9000)
+	for _, tc := range []struct {
+		name string
+		l    raft.Log
+		want int64
+	}{
+		{"stamped, with AppendedAt", raft.Log{Data: stamped, AppendedAt: at}, 5000},
+		{"stamped, no AppendedAt", raft.Log{Data: stamped}, 5000},
+		{"unstamped, with AppendedAt", raft.Log{Data: plain, AppendedAt: at}, 9000},
+		{"unstamped, no AppendedAt", raft.Log{Data: plain}, 42},
+	} {
+		c, got, err := DecodeLog(&tc.l, 42)
+		if err != nil || got != tc.want || c.Member != "a" {
+			t.Errorf("%s: time %d (member %q, err %v), want %d", tc.name, got, c.Member, err, tc.want)
+		}
+	}
+	var ve *VersionError
+	if _, got, err := DecodeLog(&raft.Log{Data: []byte{9}, AppendedAt: at}, 42); !errors.As(err, &ve) || got != 42 {
+		t.Fatalf("unknown version: time %d, err %v", got, err)
+	}
+}
+
+// TestCodec_Fixtures_StampedVersion2StillDecode keeps the version-2 layout readable: byte 2, the
+// big-endian stamp, the version-1 protobuf.
+func TestCodec_Fixtures_StampedVersion2StillDecode(t *testing.T) {
+	path := filepath.Join("testdata", "command_v2.bin")
+	const stamp = 1700000001234
+	if *update {
+		data, err := StampCommand(must(EncodeCommand(fixtureCommand())), stamp)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if err := os.WriteFile(path, data, 0o644); err != nil {
+			t.Fatal(err)
+		}
+	}
+	data, err := os.ReadFile(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	c, ts, stamped, err := DecodeStamped(data)
+	if err != nil || !stamped || ts != stamp || !reflect.DeepEqual(c, fixtureCommand()) {
+		t.Fatalf("v2 fixture decodes to %+v at %d (stamped %v, err %v), want %+v at %d", c, ts, stamped, err,
+			fixtureCommand(), int64(stamp))
+	}
+	v1, err := os.ReadFile(filepath.Join("testdata", "command_v1.bin"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !bytes.Equal(data[1+stampLen:], v1[1:]) {
+		t.Fatal("the v2 fixture's protobuf differs from the v1 fixture's: the command encoding changed")
+	}
 }

@@ -51,6 +51,24 @@ type Config struct {
 	// ReconcileInterval is how often the leader checks voter counts and every node checks whether it
 	// was removed; zero means 5s. Configuration changes also trigger a check at once.
 	ReconcileInterval time.Duration
+	// History, when set, records this node's ring-operation history (a fault-test aid; see
+	// history.go): it is called synchronously with an invoke event before Node.Apply proposes or
+	// forwards a command, and with its return event once the call returns — and likewise around the
+	// Remove the leader proposes for a removed peer. It runs on the caller's goroutine, inside
+	// Node.Apply, and concurrently with other calls: it may read Ring but must not call Node methods
+	// that wait for Raft. HistoryFile.Record is one. nil records nothing.
+	History func(HistoryEvent)
+	// Dial, when set, opens every outgoing TCP connection of the node: the Raft transport's
+	// connections to peers and the gRPC connections that forward commands to the leader. Fault
+	// tests set it to cut, delay or proxy links per peer. nil keeps the plain dialers (hashicorp/raft's
+	// TCP stream layer and grpc's own), exactly as without the hook.
+	Dial DialFunc
+	// Clock, when set, is this node's wall clock for the ring time it stamps on every command it
+	// proposes as leader (nil: time.Now). Only the proposing leader's clock counts: a follower that
+	// forwards a command never stamps it, and replicas apply the stamp from the entry. The stamps
+	// follow the clock forward but never backward, and never fall below the ring time already
+	// applied (see ringClock and DESIGN.md, "Ring time and clocks"). The fault tests skew and jump it.
+	Clock func() time.Time
 
 	// Flags.
 

@@ -31,9 +31,10 @@ func (r *ApplyResult) Err() error { return ringstate.ErrorOf(r.Code, r.Message) 
 // Ring, AppliedIndex and Changed may be called by any goroutine at any time.
 //
 // Apply is deterministic and total: it reads nothing but the entry and the current ring. Ring time
-// comes from the leader-stamped raft.Log.AppendedAt, so every replica computes the same heartbeat
-// ages whatever its own clock says, and a frozen log (no quorum) freezes health instead of decaying
-// it (cortex#157).
+// comes from the stamp the proposing leader put in the entry (StampCommand; entries written before
+// stamps existed fall back on raft.Log.AppendedAt, see DecodeLog), so every replica computes the
+// same heartbeat ages whatever its own clock says, and a frozen log (no quorum) freezes health
+// instead of decaying it (cortex#157).
 type FSM struct {
 	// state is the published ring with the index of the entry that produced it. Immutable once
 	// stored; replaced wholesale.
@@ -113,7 +114,10 @@ func (f *FSM) Apply(l *raft.Log) interface{} {
 		f.publish(&fsmState{ring: cur.ring, index: max(cur.index, l.Index)})
 		return &ApplyResult{}
 	}
-	cmd, err := DecodeCommand(l.Data)
+	// The ring time of the entry: the proposing leader's stamp (stamped entries), else AppendedAt
+	// (entries written before stamps existed: a log stays readable and replays identically), else
+	// the current ring time. Read from the entry only, so it is the same on every replica.
+	cmd, nowMs, err := DecodeLog(l, cur.ring.TimeMs())
 	var verr *VersionError
 	if errors.As(err, &verr) {
 		// Committed by a newer release: a newer replica applies it, this one cannot know how.
@@ -133,13 +137,6 @@ func (f *FSM) Apply(l *raft.Log) interface{} {
 			f.onApply(0, ringstate.CodeInvalidCommand)
 		}
 		return &ApplyResult{Code: ringstate.CodeInvalidCommand, Message: err.Error()}
-	}
-	// AppendedAt is stamped by the leader when it appended the entry and is replicated with it, so it
-	// is the same on every replica. Entries written before it existed carry the zero time: they
-	// keep the current ring time rather than moving it.
-	nowMs := cur.ring.TimeMs()
-	if !l.AppendedAt.IsZero() {
-		nowMs = l.AppendedAt.UnixMilli()
 	}
 	next, events, aerr := cur.ring.Apply(cmd, nowMs)
 	f.publish(&fsmState{ring: next, index: max(cur.index, l.Index)})

@@ -44,6 +44,9 @@ type Node struct {
 	store *raftboltdb.BoltStore
 	snaps *indexingSnapshotStore
 
+	// stamps makes the ring time of every command this node proposes as leader (leaderApply).
+	stamps ringClock
+
 	metrics *nodeMetrics
 	conns   *connCache
 
@@ -59,6 +62,11 @@ type Node struct {
 
 	// existing: the data dir held Raft state when the node started. Immutable after NewNode.
 	existing bool
+	// startIndex is the last index of the log (or snapshot) found on disk at start; 0 for a new
+	// node. Immutable after NewNode. A restarted node's FSM holds only its snapshot until a leader
+	// tells it the commit index, and then applies the rest of its log in a burst: until the applied
+	// index reaches startIndex its ring may be arbitrarily old (see CaughtUp).
+	startIndex uint64
 
 	// addrMu guards lastGRPC: the last gRPC address seen for each Raft server id, from the ring as
 	// it changes and, at start, from the snapshot and the stored log. Forwarding and the membership
@@ -117,7 +125,7 @@ func NewNode(cfg Config) (*Node, error) {
 		cfg:        cfg,
 		id:         raft.ServerID(cfg.ID),
 		logger:     logger,
-		conns:      newConnCache(),
+		conns:      newConnCache(grpcDialOptions(cfg.Dial)...),
 		observerCh: make(chan raft.Observation, 16),
 		kick:       make(chan struct{}, 1),
 		stop:       make(chan struct{}),
@@ -141,11 +149,7 @@ func NewNode(cfg Config) (*Node, error) {
 		return nil, fmt.Errorf("raftfsm: open snapshot store in %s: %w", dir, err)
 	}
 	n.snaps = &indexingSnapshotStore{SnapshotStore: fss}
-	nt, err := raft.NewTCPTransportWithConfig(cfg.RaftAddr, nil, &raft.NetworkTransportConfig{
-		MaxPool: 3,
-		Timeout: 10 * time.Second,
-		Logger:  hl.Named("transport"),
-	})
+	nt, err := newTransport(cfg, hl.Named("transport"))
 	if err != nil {
 		n.store.Close()
 		return nil, fmt.Errorf("raftfsm: listen for raft on %s: %w", cfg.RaftAddr, err)
@@ -188,6 +192,9 @@ func NewNode(cfg Config) (*Node, error) {
 	if err != nil {
 		n.closeTransportAndStores()
 		return nil, fmt.Errorf("raftfsm: start raft: %w", err)
+	}
+	if has {
+		n.startIndex = n.raft.LastIndex()
 	}
 	if cfg.Bootstrap && !has {
 		f := n.raft.BootstrapCluster(raft.Configuration{Servers: []raft.Server{{
@@ -273,6 +280,21 @@ func (n *Node) AppliedIndex() uint64 { return n.fsm.AppliedIndex() }
 // FSM.Changed).
 func (n *Node) Changed() <-chan struct{} { return n.fsm.Changed() }
 
+// CaughtUp reports whether the local ring is at least as new as the Raft state this node found on
+// disk at start: whether its FSM has applied up to the last index of that log (target). A
+// restarted node restores its snapshot at once but applies its logged entries only once a leader
+// has told it the commit index; until then its ring can be from long ago — members since joined or
+// left, tokens since handed over. Anything that places or finds data by the ring (the distributor,
+// the querier's fan-out) must wait for it: a push placed on that ring goes to the wrong owners and
+// can be acked with fewer copies than the replication factor (found by the fault tests:
+// stale-ring-push-during-replay). A new node (no state on disk) is caught up from the start.
+// Entries of the old tail that a new leader overwrites are replaced at the same indexes, and a live
+// cluster keeps committing (heartbeats), so applied reaches target once the node has a leader.
+func (n *Node) CaughtUp() (ok bool, applied, target uint64) {
+	applied = n.fsm.AppliedIndex()
+	return applied >= n.startIndex, applied, n.startIndex
+}
+
 // WaitApplied blocks until AppliedIndex() >= index or ctx is done.
 func (n *Node) WaitApplied(ctx context.Context, index uint64) error {
 	for {
@@ -342,7 +364,9 @@ func (n *Node) InConfiguration() bool {
 // retry with the same cmd.RequestID, which ringstate deduplicates, so a retry never applies twice.
 func (n *Node) Apply(ctx context.Context, cmd ringstate.Command) (uint64, error) {
 	start := time.Now()
+	call := n.historyInvoke(HistoryClientApply, cmd) // recorded before anything is proposed or forwarded
 	idx, err := n.apply(ctx, cmd, 0)
+	n.historyReturn(call, idx, err)
 	if err == nil || isRefusal(err) {
 		n.metrics.applyDuration.Observe(time.Since(start).Seconds())
 	}
@@ -407,12 +431,25 @@ func wireResult(code uint32, msg string) error {
 	return ringstate.ErrorOf(ringstate.Code(code), msg)
 }
 
-// leaderApply proposes data on this node, which believes it is the leader, and waits for the entry
-// to be applied locally. errNotLeader means nothing was proposed.
+// leaderApply proposes data, an unstamped command (EncodeCommand), on this node, which believes it
+// is the leader, and waits for the entry to be applied locally. errNotLeader means nothing was
+// proposed.
+//
+// It stamps the entry with ring time from this node's clock (Config.Clock, through n.stamps): the
+// proposer of an entry is always the leader, so a forwarded command is stamped here, by the leader,
+// never by the follower that forwarded it.
 func (n *Node) leaderApply(ctx context.Context, data []byte) (uint64, error) {
 	timeout := n.timeout(ctx)
 	if timeout <= 0 {
 		return 0, ctx.Err()
+	}
+	now := time.Now
+	if n.cfg.Clock != nil {
+		now = n.cfg.Clock
+	}
+	data, err := StampCommand(data, n.stamps.stamp(now(), n.fsm.Ring().TimeMs()))
+	if err != nil {
+		return 0, err
 	}
 	f := n.raft.Apply(data, timeout)
 	if err := wait(ctx, f, timeout); err != nil {
@@ -583,7 +620,7 @@ func (n *Node) learnAddrsFromLog() {
 	defer n.addrMu.Unlock()
 	for i := first; i <= last; i++ {
 		var l raft.Log
-		if n.store.GetLog(i, &l) != nil || l.Type != raft.LogCommand || len(l.Data) == 0 || l.Data[0] != CommandVersion {
+		if n.store.GetLog(i, &l) != nil || l.Type != raft.LogCommand {
 			continue
 		}
 		if cmd, err := DecodeCommand(l.Data); err == nil && cmd.Op == ringstate.OpRegister && cmd.GRPCAddr != "" {
@@ -785,12 +822,16 @@ func (n *Node) removePeerLocal(ctx context.Context, id string, hops uint32) (uin
 	}
 	var index uint64
 	if inRing {
-		data, err := EncodeCommand(ringstate.Command{Op: ringstate.OpRemove, Member: ringstate.MemberID(id),
-			RequestID: "raftfsm-remove-" + id + "-" + randomID()})
+		cmd := ringstate.Command{Op: ringstate.OpRemove, Member: ringstate.MemberID(id),
+			RequestID: "raftfsm-remove-" + id + "-" + randomID()}
+		data, err := EncodeCommand(cmd)
 		if err != nil {
 			return 0, err
 		}
+		// The request id is made here, so only this leader can record the command in its history.
+		call := n.historyInvoke(HistoryClientRemovePeer, cmd)
 		index, err = n.leaderApply(ctx, data)
+		n.historyReturn(call, index, err)
 		if err != nil && !errors.Is(err, ringstate.ErrUnknownMember) {
 			return 0, fmt.Errorf("raftfsm: remove ring member %s: %w", id, err)
 		}

@@ -276,9 +276,13 @@ type connCache struct {
 	mu     sync.Mutex
 	conns  map[string]*grpc.ClientConn
 	closed bool
+	// opts are added to every connection (Config.Dial's context dialer); immutable.
+	opts []grpc.DialOption
 }
 
-func newConnCache() *connCache { return &connCache{conns: map[string]*grpc.ClientConn{}} }
+func newConnCache(opts ...grpc.DialOption) *connCache {
+	return &connCache{conns: map[string]*grpc.ClientConn{}, opts: opts}
+}
 
 func (c *connCache) get(addr string) (ringpb.RingClient, error) {
 	c.mu.Lock()
@@ -289,7 +293,7 @@ func (c *connCache) get(addr string) (ringpb.RingClient, error) {
 	if cc, ok := c.conns[addr]; ok {
 		return ringpb.NewRingClient(cc), nil
 	}
-	cc, err := grpc.NewClient(addr, grpc.WithTransportCredentials(insecure.NewCredentials()))
+	cc, err := grpc.NewClient(addr, append([]grpc.DialOption{grpc.WithTransportCredentials(insecure.NewCredentials())}, c.opts...)...)
 	if err != nil {
 		return nil, err
 	}

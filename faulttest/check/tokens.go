@@ -294,8 +294,9 @@ type Committed struct {
 	At time.Time
 }
 
-// ReplayLog replays ml through raftfsm.DecodeCommand and ringstate's Apply with each entry's
-// AppendedAt, exactly as the FSM does, calling obs (may be nil) after every command entry.
+// ReplayLog replays ml through raftfsm.DecodeLog and ringstate's Apply at the ring time DecodeLog
+// gives (the leader's stamp, else AppendedAt), exactly as the FSM does, calling obs (may be nil)
+// after every command entry.
 func ReplayLog(ml *MemberLog, obs func(RingStep)) *Replay {
 	rp := &Replay{Member: ml.Member, Hash: map[uint64]string{}, Outcomes: map[string]Committed{}}
 	r := ml.Base
@@ -323,15 +324,11 @@ func ReplayLog(ml *MemberLog, obs func(RingStep)) *Replay {
 			rp.Hash[l.Index] = StateHash(r)
 			continue
 		}
-		cmd, err := raftfsm.DecodeCommand(l.Data)
+		cmd, nowMs, err := raftfsm.DecodeLog(l, r.TimeMs())
 		if err != nil {
 			rp.Undecodable++
 			rp.Hash[l.Index] = StateHash(r)
 			continue
-		}
-		nowMs := r.TimeMs()
-		if !l.AppendedAt.IsZero() {
-			nowMs = l.AppendedAt.UnixMilli()
 		}
 		next, _, aerr := r.Apply(cmd, nowMs)
 		code := ringstate.CodeOf(aerr)

@@ -1,0 +1,58 @@
+package raftfsm
+
+import (
+	"fmt"
+	"testing"
+	"time"
+
+	"github.com/raftingest/raftingest/ringstate"
+)
+
+// TestCluster_CaughtUp_RestartedNodeWaitsForItsLog: a node restarted on its data holds only its
+// snapshot (none here) until a leader tells it the commit index. Without a quorum it can never learn
+// it, so its ring is the empty ring of index 0 while its disk holds every member: CaughtUp must say
+// no, with the indexes, until the others are back and it has applied its log. (Regression for
+// stale-ring-push-during-replay: a distributor placed pushes on such a ring.)
+func TestCluster_CaughtUp_RestartedNodeWaitsForItsLog(t *testing.T) {
+	c := newCluster(t)
+	nodes := c.cluster(3)
+	for _, n := range nodes {
+		if ok, applied, target := n.node.CaughtUp(); !ok || target != 0 {
+			t.Fatalf("%s, a new node, is not caught up: applied %d, target %d", n.id, applied, target)
+		}
+	}
+	var last uint64
+	for i := range 5 {
+		last = c.mustApply(c.leader(), ringstate.Command{Op: ringstate.OpRegister,
+			Member: ringstate.MemberID(fmt.Sprint("m", i)), RaftAddr: "127.0.0.1:5"})
+	}
+	poll(t, 5*time.Second, func() bool {
+		for _, n := range nodes {
+			if n.node.AppliedIndex() < last {
+				return false
+			}
+		}
+		return true
+	})
+	for _, n := range nodes {
+		c.stop(n)
+	}
+
+	lone := c.start(nodes[1].id, false)
+	ok, applied, target := lone.node.CaughtUp()
+	if ok || target < last || applied >= target {
+		t.Fatalf("restarted alone (no quorum): caught-up=%v applied=%d target=%d, want not caught up with target >= %d", ok, applied, target, last)
+	}
+	if _, has := lone.node.Ring().Member("m4"); has {
+		t.Fatal("the restarted node's ring already holds m4 although it cannot have learned the commit index")
+	}
+
+	c.start(nodes[2].id, false) // a quorum again: a leader, a commit index, the log applied
+	if !poll(t, 10*time.Second, func() bool { ok, _, _ := lone.node.CaughtUp(); return ok }) {
+		_, applied, target = lone.node.CaughtUp()
+		t.Fatalf("with a quorum back the node never caught up: applied %d of %d", applied, target)
+	}
+	if _, has := lone.node.Ring().Member("m4"); !has {
+		t.Fatal("caught up, yet the ring lacks m4")
+	}
+}
