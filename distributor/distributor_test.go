@@ -535,3 +535,22 @@ func TestPush_API(t *testing.T) {
 		t.Fatalf("invalid series: %v", err)
 	}
 }
+
+// TestRegression_RateLimiterFrozenByBackwardClockJump: a clock stepped back by J must not stop a
+// tenant's bucket from refilling for J (found by the fault tests' clock nemesis: with an injected
+// clock, which has no monotonic reading, a tenant past its burst got 429s for the whole jump).
+func TestRegression_RateLimiterFrozenByBackwardClockJump(t *testing.T) {
+	now := time.Date(2026, 1, 1, 12, 0, 0, 0, time.UTC)
+	l := newRateLimiter(100, 100, func() time.Time { return now })
+	if !l.allow("t", 100) {
+		t.Fatal("a full bucket refused its burst")
+	}
+	now = now.Add(-time.Hour) // the clock steps back an hour
+	if l.allow("t", 1) {
+		t.Fatal("an empty bucket took a sample with no time passed")
+	}
+	now = now.Add(time.Second) // one second later by the stepped clock
+	if !l.allow("t", 100) {
+		t.Fatal("one second after a backward clock jump the bucket has not refilled: it waits for the clock to come back")
+	}
+}

@@ -45,6 +45,10 @@ func (l *rateLimiter) allow(tenant string, n int) bool {
 	if elapsed := now.Sub(b.last); elapsed > 0 {
 		b.tokens = min(l.burst, b.tokens+elapsed.Seconds()*l.rate)
 		b.last = now
+	} else if elapsed < 0 {
+		// The clock jumped back: refill nothing for the jump, but count from now on, rather than
+		// refilling nothing until the clock is back where it was.
+		b.last = now
 	}
 	if float64(n) > b.tokens {
 		return false

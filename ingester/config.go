@@ -4,6 +4,7 @@
 package ingester
 
 import (
+	"context"
 	"errors"
 	"flag"
 	"fmt"
@@ -11,6 +12,7 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
+	"time"
 
 	"github.com/raftingest/raftingest/distributor"
 	"github.com/raftingest/raftingest/lifecycle"
@@ -32,6 +34,21 @@ type Config struct {
 
 	LogLevel  string
 	LogFormat string
+	// RingHistoryFile is -debug.ring-history-file: when set, every ring command this node submits
+	// is appended there as JSON lines (raftfsm.HistoryFile), for the fault tests' linearizability
+	// check. Empty: off.
+	RingHistoryFile string
+
+	// Set by code, not flags (tests and the fault harness).
+
+	// Clock, when set, replaces time.Now as the node's wall clock: the ring time this node stamps on
+	// the commands it commits as leader, the distributor's grace-period and rate-limit checks, and
+	// the flusher's ages. The fault tests skew and jump it. nil means time.Now.
+	Clock func() time.Time
+	// Dial, when set, opens every outgoing TCP connection of the node — Raft, ring forwarding,
+	// distributor pushes, hand-over streams, joins — so that tests can cut, delay or proxy links
+	// per peer. nil means a plain net.Dialer.
+	Dial func(ctx context.Context, network, addr string) (net.Conn, error)
 
 	Raft        raftfsm.Config
 	Lifecycle   lifecycle.Config
@@ -61,6 +78,7 @@ func (c *Config) RegisterFlags(f *flag.FlagSet) {
 	})
 	f.StringVar(&c.LogLevel, "log.level", "info", "log level: debug, info, warn, error")
 	f.StringVar(&c.LogFormat, "log.format", "logfmt", "log format: logfmt or json")
+	f.StringVar(&c.RingHistoryFile, "debug.ring-history-file", "", "fault-test aid: append every ring command this node submits (invoke before it is proposed, return with its outcome) to this file as JSON lines, for the linearizability checker; the file is never rotated (empty: off)")
 	c.Raft.RegisterFlags(f)
 	c.Lifecycle.RegisterFlags(f)
 	c.Store.RegisterFlags(f)

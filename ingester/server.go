@@ -30,6 +30,8 @@ import (
 	"github.com/raftingest/raftingest/ringpb"
 	"github.com/raftingest/raftingest/ringstate"
 	"github.com/raftingest/raftingest/ringview"
+	"github.com/raftingest/raftingest/transfer"
+	"github.com/raftingest/raftingest/transferpb"
 )
 
 // Server is one running ingester process. Create it with New, run it with Run.
@@ -47,6 +49,8 @@ type Server struct {
 	grpcLn net.Listener
 	httpLn net.Listener
 	ingest *ingesterService
+	// history is -debug.ring-history-file, or nil. Closed after the node's shutdown.
+	history *raftfsm.HistoryFile
 
 	storage  storageParts
 	querier  querierParts
@@ -85,10 +89,26 @@ func New(cfg Config, log *slog.Logger) (_ *Server, err error) {
 	rcfg := cfg.Raft
 	rcfg.Logger = log.With("component", "raft")
 	rcfg.Registerer = s.reg
+	rcfg.Dial = cfg.Dial
+	rcfg.Clock = cfg.Clock // nil: time.Now
+	if cfg.RingHistoryFile != "" {
+		if s.history, err = raftfsm.OpenHistoryFile(cfg.RingHistoryFile); err != nil {
+			return nil, fmt.Errorf("-debug.ring-history-file: %w", err)
+		}
+		rcfg.History = s.history.Record
+	}
 	if s.node, err = raftfsm.NewNode(rcfg); err != nil {
 		return nil, fmt.Errorf("start raft node %s: %w", cfg.NodeID, err)
 	}
 
+	if hb, lc := cfg.Lifecycle.HeartbeatTimeout, cfg.Lifecycle; hb > 0 && hb <= time.Duration(ringstate.MaxRingTimeGap)*time.Millisecond+lc.HeartbeatPeriod {
+		// Not refused: short timeouts are how tests and small labs see failures quickly. But a forward
+		// step of the leader's clock, or the end of a Raft outage, ages every heartbeat by up to
+		// MaxRingTimeGap at once, and with a timeout this short every member then reads UNHEALTHY until
+		// it heartbeats again: writes fail or spill to non-owners for that moment.
+		log.Warn("-ring.heartbeat-timeout is not above 30s plus -ring.heartbeat-period: a clock step on the leader or the end of a raft outage can make every member UNHEALTHY until its next heartbeat",
+			"ring_heartbeat_timeout", hb, "ring_heartbeat_period", lc.HeartbeatPeriod)
+	}
 	seed := uint64(time.Now().UnixNano())
 	if s.lc, err = lifecycle.New(cfg.Lifecycle, s.node, log.With("component", "lifecycle"),
 		rand.New(rand.NewPCG(seed, seed^0x9e3779b97f4a7c15))); err != nil {
@@ -104,12 +124,13 @@ func New(cfg Config, log *slog.Logger) (_ *Server, err error) {
 
 	s.ingest = &ingesterService{store: s.store, writable: s.writable}
 	s.pool = distributor.NewGRPCClientPool(cfg.Distributor.ClientIdleTimeout, log.With("component", "distributor"),
-		grpc.WithDefaultCallOptions(grpc.MaxCallSendMsgSize(cfg.Distributor.MaxRecvMsgSize)))
+		append([]grpc.DialOption{grpc.WithDefaultCallOptions(grpc.MaxCallSendMsgSize(cfg.Distributor.MaxRecvMsgSize))},
+			s.dialOptions()...)...)
 	// This node's own replica is stored by a direct call, not a gRPC round trip to itself: the
 	// profile of a single node under load spent 37% of its CPU re-decoding its own pushes.
 	clients := distributor.WithLocalClient(s.pool, cfg.GRPCAddr, newLocalClient(s.ingest))
 	if s.dist, err = distributor.New(cfg.Distributor, distributor.Deps{Ring: s.node, Clients: clients,
-		Registerer: s.reg, Logger: log.With("component", "distributor")}); err != nil {
+		Registerer: s.reg, Logger: log.With("component", "distributor"), Now: cfg.Clock}); err != nil {
 		return nil, fmt.Errorf("distributor: %w", err)
 	}
 
@@ -134,7 +155,7 @@ func New(cfg Config, log *slog.Logger) (_ *Server, err error) {
 		return nil, fmt.Errorf("transfer: %w", err)
 	}
 	mux.Handle("/ring", ringview.Handler(s.node.Ring, timeoutMs))
-	mux.Handle("/api/v1/push", s.dist)
+	mux.Handle("/api/v1/push", ringGate(s.node.CaughtUp, s.dist))
 	mux.Handle("/metrics", promhttp.HandlerFor(s.reg, promhttp.HandlerOpts{Registry: s.reg}))
 	mux.HandleFunc("/ready", s.ready)
 	mux.HandleFunc("/ingester/shutdown", s.shutdown)
@@ -297,7 +318,8 @@ func (s *Server) join(ctx context.Context) error {
 }
 
 func (s *Server) joinVia(ctx context.Context, addr string) error {
-	conn, err := grpc.NewClient(addr, grpc.WithTransportCredentials(insecure.NewCredentials()))
+	conn, err := grpc.NewClient(addr, append([]grpc.DialOption{grpc.WithTransportCredentials(insecure.NewCredentials())},
+		s.dialOptions()...)...)
 	if err != nil {
 		return err
 	}
@@ -310,6 +332,35 @@ func (s *Server) joinVia(ctx context.Context, addr string) error {
 	}
 	s.log.Info("joined the cluster", "via", addr, "voter", resp.GetVoter(), "index", resp.GetIndex())
 	return nil
+}
+
+// dialOptions are the extra options of every gRPC client this node opens to another member
+// (distributor pushes, -join, hand-over streams): a context dialer through Config.Dial when it is
+// set, none otherwise, so that without the hook the clients are exactly grpc's defaults.
+func (s *Server) dialOptions() []grpc.DialOption {
+	dial := s.cfg.Dial
+	if dial == nil {
+		return nil
+	}
+	return []grpc.DialOption{grpc.WithContextDialer(func(ctx context.Context, addr string) (net.Conn, error) {
+		return dial(ctx, "tcp", addr)
+	})}
+}
+
+// transferDialer is the hand-over's dialer: nil (transfer.GRPCDialer) without Config.Dial, else
+// the same plaintext client through the hook.
+func (s *Server) transferDialer() transfer.Dialer {
+	if s.cfg.Dial == nil {
+		return nil
+	}
+	return func(_ context.Context, addr string) (transferpb.TransferClient, func() error, error) {
+		conn, err := grpc.NewClient(addr, append([]grpc.DialOption{grpc.WithTransportCredentials(insecure.NewCredentials())},
+			s.dialOptions()...)...)
+		if err != nil {
+			return nil, nil, fmt.Errorf("dial joiner %s: %w", addr, err)
+		}
+		return transferpb.NewTransferClient(conn), conn.Close, nil
+	}
 }
 
 // drainWrites waits until the member's state has left ACTIVE in the applied ring (so that Push
@@ -339,6 +390,10 @@ func (s *Server) writable() (bool, string) {
 }
 
 func (s *Server) ready(w http.ResponseWriter, _ *http.Request) {
+	if ok, applied, target := s.node.CaughtUp(); !ok {
+		http.Error(w, fmt.Sprintf("not ready: replaying the raft log (applied %d of %d)", applied, target), http.StatusServiceUnavailable)
+		return
+	}
 	if s.lc.Ready() {
 		fmt.Fprintln(w, "ready")
 		return
@@ -389,6 +444,11 @@ func (s *Server) close() {
 		if s.node != nil {
 			if err := s.node.Shutdown(); err != nil {
 				s.log.Warn("raft shutdown", "err", err)
+			}
+		}
+		if s.history != nil {
+			if err := s.history.Close(); err != nil {
+				s.log.Warn("ring history incomplete", "file", s.cfg.RingHistoryFile, "err", err)
 			}
 		}
 		s.closeStorage()

@@ -43,12 +43,16 @@ func (s *Server) wireQuerier(mux *http.ServeMux) error {
 		ValidateTenant:      distributor.ValidateTenantID,
 		Registerer:          s.reg,
 		Logger:              s.log.With("component", "querier"),
+		Now:                 s.cfg.Clock,
+		DialOptions:         s.dialOptions(),
 	})
 	if err != nil {
 		return err
 	}
 	s.querier.q = q
-	q.RegisterRoutes(mux, "/prometheus")
+	qmux := http.NewServeMux()
+	q.RegisterRoutes(qmux, "/prometheus")
+	mux.Handle("/prometheus/", ringGate(s.node.CaughtUp, qmux))
 	return nil
 }
 

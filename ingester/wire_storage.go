@@ -77,6 +77,7 @@ func (s *Server) wireStorage(mux *http.ServeMux) error {
 	f, err := flush.New(s.cfg.Storage.Flush, flush.Deps{
 		Store: s.store, Bucket: bkt, WorkDir: filepath.Join(s.cfg.DataDir, "flush"),
 		IngesterID: s.cfg.NodeID, Registerer: s.reg, Logger: s.log.With("component", "flush"),
+		Now: s.cfg.Clock, // nil: time.Now
 	})
 	if err != nil {
 		return err

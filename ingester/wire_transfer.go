@@ -51,7 +51,7 @@ func (s *Server) wireTransfer() error {
 		flush = s.storage.FlushAll
 	}
 	if s.transfer.leaver, err = transfer.NewLeaver(s.cfg.Transfer.Config, transfer.LeaverDeps{
-		ID: id, Ring: s.node, Store: s.store, Flush: flush, Metrics: m, Logger: log,
+		ID: id, Ring: s.node, Store: s.store, Flush: flush, Metrics: m, Logger: log, Dial: s.transferDialer(),
 	}); err != nil {
 		return err
 	}

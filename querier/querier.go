@@ -17,6 +17,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/prometheus/promql"
 	"github.com/prometheus/prometheus/storage"
+	"google.golang.org/grpc"
 )
 
 // TenantHeader is the HTTP header carrying the tenant (Cortex's and Mimir's).
@@ -35,6 +36,9 @@ type Deps struct {
 	Ring RingSource
 	// Clients reaches ingesters; nil makes New create a GRPCPool, which Close closes.
 	Clients ClientPool
+	// DialOptions are added to the connections of the GRPCPool New creates (the node's dial hook,
+	// which the fault tests use to cut and delay links); ignored when Clients is set.
+	DialOptions []grpc.DialOption
 	// ReplicationFactor is -distributor.replication-factor.
 	ReplicationFactor int
 	// HeartbeatTimeout is -ring.heartbeat-timeout.
@@ -88,7 +92,7 @@ func New(cfg Config, deps Deps) (*Querier, error) {
 	q := &Querier{cfg: cfg, deps: deps, log: deps.Logger, metrics: newMetrics(deps.Registerer),
 		gate: make(chan struct{}, cfg.MaxConcurrent), now: deps.Now}
 	if deps.Clients == nil {
-		q.ownPool = NewGRPCPool(cfg.MaxRecvMsgSize)
+		q.ownPool = NewGRPCPool(cfg.MaxRecvMsgSize, deps.DialOptions...)
 		deps.Clients = q.ownPool
 	}
 	ing, err := NewIngesterQueryable(IngestersConfig{Ring: deps.Ring, Clients: deps.Clients,

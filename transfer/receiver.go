@@ -52,8 +52,11 @@ type Receiver struct {
 
 	// sem admits one transfer or one settle at a time (buffered 1).
 	sem chan struct{}
-	// lastFrame is the wall-clock time (unix ns) of the last frame received or stream started.
+	// lastFrame is when the last frame arrived or stream started, as nanoseconds since base. The
+	// timeout that aborts a silent hand-over is measured on base's monotonic reading, so a step of
+	// the host's wall clock neither aborts a live hand-over nor delays the abort of a dead one.
 	lastFrame atomic.Int64
+	base      time.Time
 	// epochFloor is the highest epoch of a stream this process accepted (written under sem). A claim
 	// is used by one stream only: a stream whose epoch is not above it belongs to an earlier,
 	// aborted or completed claim (a stale attempt) and is refused. Raft indexes only grow, so a
@@ -87,7 +90,7 @@ func NewReceiver(cfg Config, d ReceiverDeps) (*Receiver, error) {
 	if d.Logger == nil {
 		d.Logger = slog.Default()
 	}
-	return &Receiver{cfg: cfg, id: d.ID, ring: d.Ring, store: d.Store, marker: filepath.Join(d.DataDir, MarkerFileName),
+	return &Receiver{base: time.Now(), cfg: cfg, id: d.ID, ring: d.Ring, store: d.Store, marker: filepath.Join(d.DataDir, MarkerFileName),
 		m: d.Metrics, log: d.Logger, nonce: newNonce(), sem: make(chan struct{}, 1)}, nil
 }
 
@@ -228,7 +231,7 @@ func (r *Receiver) TransferChunks(st transferpb.Transfer_TransferChunksServer) e
 		defer t.Stop()
 		select {
 		case f := <-frames:
-			r.lastFrame.Store(time.Now().UnixNano())
+			r.lastFrame.Store(int64(time.Since(r.base)))
 			return f, nil
 		case err := <-recvErr:
 			return nil, err
@@ -260,7 +263,7 @@ func (r *Receiver) TransferChunks(st transferpb.Transfer_TransferChunksServer) e
 		return status.FromContextError(ctx.Err()).Err()
 	}
 	defer func() { <-r.sem }()
-	r.lastFrame.Store(time.Now().UnixNano())
+	r.lastFrame.Store(int64(time.Since(r.base)))
 	if floor := r.epochFloor.Load(); epoch <= floor {
 		return status.Errorf(codes.FailedPrecondition, "transfer: refusing hand-over from %s: epoch %d is stale (%s already accepted a stream of epoch %d)",
 			leaver, epoch, r.id, floor)
@@ -481,8 +484,11 @@ func (r *Receiver) watch(ctx context.Context) {
 		if r.pairedPeer != me.HandoverPeer {
 			r.pairedPeer, r.pairedSince = me.HandoverPeer, now
 		}
-		since := max(r.pairedSince.UnixNano(), r.lastFrame.Load())
-		if now.Sub(time.Unix(0, since)) > r.cfg.Timeout {
+		since := r.pairedSince
+		if last := r.base.Add(time.Duration(r.lastFrame.Load())); last.After(since) {
+			since = last
+		}
+		if now.Sub(since) > r.cfg.Timeout {
 			r.log.Warn("claimed by a leaver that sends nothing; aborting the hand-over", "member", r.id,
 				"leaver", me.HandoverPeer, "timeout", r.cfg.Timeout)
 			actx, cancel := context.WithTimeout(ctx, attemptTimeout)
