@@ -76,7 +76,7 @@ FAULTTEST_REPORT_DIR ?= $(CURDIR)/bin/faulttest-reports
 .PHONY: faulttest
 faulttest: deps build ## Jepsen-style fault matrix for FAULTTEST_DURATION (default 10m), new seeds each round; FAULTTEST_SEED=N replays
 	RAFTINGEST_BIN=$(CURDIR)/bin FAULTTEST_MATRIX=1 FAULTTEST_DURATION=$(FAULTTEST_DURATION) FAULTTEST_SEED=$(FAULTTEST_SEED) \
-	  FAULTTEST_REPORT_DIR=$(FAULTTEST_REPORT_DIR) $(GO) test -p 1 -count=1 -timeout 0 -v -run '^TestMatrix$$' ./faulttest/sim/ ./faulttest/proc/ \
+	  FAULTTEST_REPORT_DIR=$(FAULTTEST_REPORT_DIR) $(GO) test -p 1 -count=1 -timeout 0 -v -run '^TestMatrix$$' ./faulttest/sim/ ./faulttest/inproc/ ./faulttest/proc/ \
 	  | grep -v -e '^=== ' -e '^        === '; status=$${PIPESTATUS[0]}; echo "reports: $(FAULTTEST_REPORT_DIR)"; exit $$status
 
 .PHONY: fuzz

@@ -53,7 +53,7 @@ type Verdict struct {
 // Report is the outcome of one scenario run.
 type Report struct {
 	Scenario string        `json:"scenario"`
-	Tier     string        `json:"tier"` // sim, process
+	Tier     string        `json:"tier"` // sim, in-process, process
 	Seed     int64         `json:"seed"`
 	Duration time.Duration `json:"duration"` // cluster time (virtual in the simulated tier)
 	Wall     time.Duration `json:"wall"`

@@ -40,9 +40,17 @@ func RingDigest(r *ringstate.Ring) string {
 	return b.String()
 }
 
+// modelDigest is the model state's identity for porcupine's cache (Equal, Hash): everything of a
+// ring that a later command's outcome or a later read can depend on. That is RingDigest plus each
+// member's raft address, which decides whether a Register is refused as ErrMemberExists; without
+// it two states that answer a Register differently would share a cache entry. Nothing else of a
+// member is read by any precondition in ringstate's Apply (see RingModel).
 func modelDigest(r *ringstate.Ring) string {
 	var b strings.Builder
 	b.WriteString(RingDigest(r))
+	for _, m := range r.Members() {
+		fmt.Fprintf(&b, "addr %s %s\n", m.ID, m.RaftAddr)
+	}
 	for _, a := range r.Recent() {
 		fmt.Fprintf(&b, "req %s=%d\n", a.RequestID, a.Code)
 	}
@@ -61,6 +69,28 @@ type linOutput struct {
 
 // RingModel is the porcupine model of the ring: its state is a *ringstate.Ring (immutable, so Step is
 // pure) and a command's step is ringstate's Apply, whose outcome code must equal the one observed.
+//
+// The model applies every command at ring time 0, while the real FSM applies it at its entry's
+// leader-stamped time (and credits heartbeats across a gap longer than ringstate.MaxRingTimeGap).
+// That is faithful because nothing the model compares depends on time, by inspection of ringstate's
+// Apply (ops.go) and checked by TestRingModel_OutcomesDoNotDependOnTimeOrHeartbeats:
+//   - ring time and health are read by no precondition: the refusals test membership, states,
+//     hand-over peers, tokens and the raft address, never HeartbeatMs, RegisteredMs or the time;
+//     health (Member.Healthy) is only read by lookups (ReplicationSet, CountByState), never by
+//     Apply. Time is only written: HeartbeatMs, RegisteredMs, the ring time, and the heartbeat
+//     credit of advance.
+//   - so a heartbeat changes nothing but HeartbeatMs and ring time: its only observable is its own
+//     code (OK, or UnknownMember once the member is gone). A heartbeat whose outcome nobody learned
+//     and that has no request id (the lifecycle sends them without: a lost one is replaced by the
+//     next, and ids would crowd the ring's request memory) cannot be resolved from the log — and
+//     need not be: applied or not, it leaves the model's state equal (modelDigest), so dropping it
+//     hides nothing (CheckRingLinearizable counts them).
+//   - the digests a read is compared with (RingDigest) and the state identity (modelDigest) leave
+//     time and heartbeats out.
+//
+// Should a ringstate change ever make an outcome depend on health (say, a claim-joiner that refuses
+// an unhealthy joiner), that test fails, and the model must then apply each command at its entry's
+// time (the log replay knows every entry's AppendedAt) and keep every heartbeat.
 var RingModel = porcupine.Model{
 	Init: func() interface{} { return ringstate.New() },
 	Step: func(state, input, output interface{}) (bool, interface{}) {
@@ -108,14 +138,22 @@ var RingModel = porcupine.Model{
 
 // LinResult is checker 5's figures.
 type LinResult struct {
-	Ops        int    `json:"ops"`
-	Reads      int    `json:"reads"`
-	Unknown    int    `json:"unknown"`
-	Resolved   int    `json:"unknown_resolved_from_log"`
-	NotApplied int    `json:"unknown_never_committed"`
-	Result     string `json:"result"` // porcupine: Ok, Illegal or Unknown (timed out)
-	Page       string `json:"visualization,omitempty"`
-	Err        string `json:"error,omitempty"`
+	Ops        int `json:"ops"`
+	Reads      int `json:"reads"`
+	Unknown    int `json:"unknown"`
+	Resolved   int `json:"unknown_resolved_from_log"`
+	NotApplied int `json:"unknown_never_committed"`
+	// UnknownHeartbeats are heartbeats without a request id whose outcome nobody learned: dropped,
+	// since applied or not they leave the model's state unchanged (see RingModel).
+	UnknownHeartbeats int `json:"unknown_heartbeats_dropped,omitempty"`
+	// TrimmedHeartbeats are heartbeats with a known outcome left out because the history was
+	// longer than MaxLinearizableOps: they change nothing the model compares, so leaving them out
+	// only loses the check of their own codes.
+	TrimmedHeartbeats int    `json:"heartbeats_trimmed,omitempty"`
+	Checked           int    `json:"checked"` // operations given to porcupine
+	Result            string `json:"result"`  // porcupine: Ok, Illegal or Unknown (timed out)
+	Page              string `json:"visualization,omitempty"`
+	Err               string `json:"error,omitempty"`
 }
 
 // Valid is the verdict: porcupine found a linearization. A check that timed out is not a pass.
@@ -126,8 +164,11 @@ func (r *LinResult) String() string {
 	if !r.Valid() {
 		v = "FAIL"
 	}
-	s := fmt.Sprintf("%s porcupine=%s ops=%d reads=%d unknown=%d (resolved-from-log=%d never-committed=%d)",
-		v, r.Result, r.Ops, r.Reads, r.Unknown, r.Resolved, r.NotApplied)
+	s := fmt.Sprintf("%s porcupine=%s ops=%d reads=%d checked=%d unknown=%d (resolved-from-log=%d never-committed=%d heartbeats-dropped=%d)",
+		v, r.Result, r.Ops, r.Reads, r.Checked, r.Unknown, r.Resolved, r.NotApplied, r.UnknownHeartbeats)
+	if r.TrimmedHeartbeats > 0 {
+		s += fmt.Sprintf(" heartbeats-trimmed-for-length=%d", r.TrimmedHeartbeats)
+	}
 	if r.Page != "" {
 		s += " page=" + r.Page
 	}
@@ -145,8 +186,12 @@ const MaxLinearizableOps = 8000
 // whose outcome the client did not learn is resolved from the committed log by its request id
 // (committed maps request id to its first application, from ReplayLog): committed, it takes the
 // logged outcome and an open-ended return; never committed, it is dropped (it had no effect, as the
-// request id guarantees). When the history is not linearizable and dir is not empty, porcupine's
-// HTML page is written to dir/linearizability.html.
+// request id guarantees). A heartbeat without a request id whose outcome is unknown is dropped (see
+// RingModel); any other unknown command without a request id is an error. Every request id must
+// occur in at most one operation (merge a client's retries first). A history longer than
+// MaxLinearizableOps loses its heartbeats first (counted), and fails if still too long: it is never
+// skipped silently. When the history is not linearizable and dir is not empty, porcupine's HTML
+// page is written to dir/linearizability.html.
 func CheckRingLinearizable(ops []RingOp, committed map[string]Committed, dir string, timeout time.Duration) LinResult {
 	var res LinResult
 	var hist []porcupine.Operation
@@ -154,8 +199,17 @@ func CheckRingLinearizable(ops []RingOp, committed map[string]Committed, dir str
 	for _, op := range ops {
 		end = max(end, op.Return.UnixNano(), op.Call.UnixNano())
 	}
+	seen := map[string]bool{}
 	for _, op := range ops {
 		res.Ops++
+		if id := op.Cmd.RequestID; !op.Read && id != "" {
+			// The model applies commands without their ids (see RingModel), so one id in two
+			// operations would apply a command twice that the ring applied once.
+			if seen[id] && res.Err == "" {
+				res.Err = fmt.Sprintf("request id %s in more than one operation (merge retries first)", id)
+			}
+			seen[id] = true
+		}
 		if op.Read {
 			res.Reads++
 			if op.Unknown {
@@ -168,6 +222,10 @@ func CheckRingLinearizable(ops []RingOp, committed map[string]Committed, dir str
 		ret, code := op.Return.UnixNano(), op.Code
 		if op.Unknown {
 			res.Unknown++
+			if op.Cmd.RequestID == "" && op.Cmd.Op == ringstate.OpHeartbeat {
+				res.UnknownHeartbeats++
+				continue
+			}
 			if op.Cmd.RequestID == "" {
 				res.Err = fmt.Sprintf("unknown outcome of %s %s without a request id", op.Cmd.Op, op.Cmd.Member)
 				continue
@@ -186,6 +244,18 @@ func CheckRingLinearizable(ops []RingOp, committed map[string]Committed, dir str
 		hist = append(hist, porcupine.Operation{ClientId: op.Client, Input: linInput{cmd: op.Cmd},
 			Output: linOutput{code: code}, Call: op.Call.UnixNano(), Return: ret})
 	}
+	if len(hist) > MaxLinearizableOps {
+		kept := hist[:0:0]
+		for _, o := range hist {
+			if in := o.Input.(linInput); !in.read && in.cmd.Op == ringstate.OpHeartbeat {
+				res.TrimmedHeartbeats++
+				continue
+			}
+			kept = append(kept, o)
+		}
+		hist = kept
+	}
+	res.Checked = len(hist)
 	if len(hist) > MaxLinearizableOps {
 		res.Result = string(porcupine.Unknown)
 		res.Err = fmt.Sprintf("history of %d operations is longer than the %d this checker takes", len(hist), MaxLinearizableOps)

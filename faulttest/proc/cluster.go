@@ -59,6 +59,9 @@ type Node struct {
 	done   chan struct{}
 	paused bool
 	conn   *grpc.ClientConn
+	// spare marks a member meant to be PENDING (a hand-over target in the rolling-restart workload),
+	// not ACTIVE, when the cluster is healthy.
+	spare bool
 }
 
 // Cluster is the nodes, their network and the binaries.
@@ -67,6 +70,9 @@ type Cluster struct {
 	Bin   string
 	Dir   string
 	Nodes []*Node
+	// Bucket is the filesystem bucket every node flushes to and its querier reads
+	// (-blocks-storage.filesystem.dir): one directory shared by all, as one object store would be.
+	Bucket string
 }
 
 // NewCluster creates n namespaces and defines (does not start) n nodes with data under dir.
@@ -75,7 +81,7 @@ func NewCluster(bin, dir string, n int) (*Cluster, error) {
 	if err != nil {
 		return nil, err
 	}
-	c := &Cluster{Net: nt, Bin: bin, Dir: dir}
+	c := &Cluster{Net: nt, Bin: bin, Dir: dir, Bucket: filepath.Join(dir, "bucket")}
 	for i := range n {
 		ip := nt.Nodes[i].IP
 		nd := &Node{Idx: i, ID: fmt.Sprintf("n%d", i), IP: ip,
@@ -84,7 +90,9 @@ func NewCluster(bin, dir string, n int) (*Cluster, error) {
 			RaftAddr: fmt.Sprintf("%s:%d", ip, raftPort), GRPCAddr: fmt.Sprintf("%s:%d", ip, grpcPort),
 			HTTPAddr: fmt.Sprintf("%s:%d", ip, httpPort)}
 		nd.args = append([]string{"-node.id", nd.ID, "-data.dir", nd.DataDir, "-raft.addr", nd.RaftAddr,
-			"-grpc.addr", nd.GRPCAddr, "-http.addr", nd.HTTPAddr}, nodeFlags...)
+			"-grpc.addr", nd.GRPCAddr, "-http.addr", nd.HTTPAddr,
+			"-blocks-storage.backend", "filesystem", "-blocks-storage.filesystem.dir", c.Bucket,
+			"-debug.ring-history-file", ringHistoryPath(dir, nd.ID)}, nodeFlags...)
 		if i == 0 {
 			nd.args = append(nd.args, "-bootstrap")
 		} else {
@@ -317,12 +325,33 @@ func (c *Cluster) Healthy(ctx context.Context) (bool, string) {
 		return false, "ring: " + err.Error()
 	}
 	for _, n := range c.Nodes {
+		want := ringstate.ACTIVE
+		if n.Spare() {
+			want = ringstate.PENDING
+		}
 		m, ok := r.Member(ringstate.MemberID(n.ID))
-		if !ok || m.State != ringstate.ACTIVE {
-			return false, fmt.Sprintf("%s is %v in the ring (present %v)", n.ID, m.State, ok)
+		if !ok {
+			return false, fmt.Sprintf("%s is not in the ring, want %v", n.ID, want)
+		}
+		if m.State != want || m.HandoverPeer != "" {
+			return false, fmt.Sprintf("%s is %v in the ring (peer %q), want %v", n.ID, m.State, m.HandoverPeer, want)
 		}
 	}
 	return true, ""
+}
+
+// Spare reports whether the node is meant to be PENDING (see SetSpare).
+func (n *Node) Spare() bool {
+	n.mu.Lock()
+	defer n.mu.Unlock()
+	return n.spare
+}
+
+// SetSpare marks the node as meant to be PENDING (a hand-over target) or ACTIVE in a healthy cluster.
+func (n *Node) SetSpare(spare bool) {
+	n.mu.Lock()
+	n.spare = spare
+	n.mu.Unlock()
 }
 
 // waitServing polls node i until it answers Status — it has opened its stores and serves — or its

@@ -18,9 +18,12 @@ import (
 
 // Fault kinds of the process tier.
 const (
-	KillOne         = "kill-one"          // kill -9 one node, restart it later
-	KillLeader      = "kill-leader"       // kill -9 the Raft leader
-	KillAll         = "kill-all"          // kill -9 every node at once, restart all
+	KillOne    = "kill-one"    // kill -9 one node, restart it later
+	KillLeader = "kill-leader" // kill -9 the Raft leader
+	KillAll    = "kill-all"    // kill -9 every node at once, restart all
+	// CrashBurst kills every node, restarts them all, and kills them all again 1–2s later (during
+	// their WAL replay or election), three times over the window; the last restart is at the heal.
+	CrashBurst      = "crash-burst"
 	PauseShort      = "pause-short"       // SIGSTOP one node for half the election timeout
 	PauseLong       = "pause-leader-long" // SIGSTOP the leader for several election timeouts
 	IsolateOne      = "isolate-one"       // one node cut from the others, silent drop
@@ -54,7 +57,7 @@ var TopologyFaults = []string{LeaderTransferLoop, Bridge, MajoritiesRing}
 const transferEvery = 1500 * time.Millisecond
 
 // AllFaults is the default mix.
-var AllFaults = []string{KillOne, KillLeader, KillAll, PauseShort, PauseLong, IsolateOne, IsolateLeader,
+var AllFaults = []string{KillOne, KillLeader, KillAll, CrashBurst, PauseShort, PauseLong, IsolateOne, IsolateLeader,
 	IsolateReject, OneWayLeader, Loss, DistributorOnly}
 
 // WALFaults corrupt the data of a stopped member.
@@ -98,6 +101,56 @@ type nemesis struct {
 	walVictim   int
 	walDrawn    bool
 	walRestarts []check.WALRestart
+
+	// readBack, when set, reads every sample back from every member and the bucket; complete is
+	// false when some member did not answer. After each kill of every member the nemesis takes
+	// one complete read for checker 7 (crashes).
+	readBack func(ctx context.Context) (ids []check.SampleID, complete bool)
+	crashes  []check.CrashAll
+}
+
+// crashReadBound is how long the nemesis waits, after restarting every member, for a complete read.
+const crashReadBound = 20 * time.Second
+
+// crashRead records one kill of every member for checker 7: the first complete read after all
+// were restarted at restarted, or why there was none.
+func (n *nemesis) crashRead(ctx context.Context, kill, restarted time.Time) {
+	ca := check.CrashAll{Kill: kill, Restarted: restarted}
+	if n.readBack == nil {
+		return
+	}
+	deadline := time.Now().Add(crashReadBound)
+	for {
+		inv := time.Now()
+		ids, complete := n.readBack(ctx)
+		if complete {
+			ca.Read = check.Read{Invoke: inv, Return: time.Now(), Samples: ids}
+			break
+		}
+		if ctx.Err() != nil || time.Now().After(deadline) {
+			ca.NoRead = fmt.Sprintf("no complete read within %v of the restart", crashReadBound)
+			break
+		}
+		select {
+		case <-ctx.Done():
+		case <-time.After(300 * time.Millisecond):
+		}
+	}
+	n.crashes = append(n.crashes, ca)
+}
+
+func (n *nemesis) killAll() {
+	for _, nd := range n.c.Nodes {
+		nd.Kill()
+	}
+}
+
+func (n *nemesis) startAll() error {
+	var err error
+	for i := range n.c.Nodes {
+		err = errors.Join(err, n.c.Start(i))
+	}
+	return err
 }
 
 func (n *nemesis) others(x int) []int {
@@ -144,15 +197,37 @@ func (n *nemesis) inject(ctx context.Context, s step) {
 		heal = func() { err = c.Start(x) }
 	case KillAll:
 		x = -1
-		for _, nd := range c.Nodes {
-			nd.Kill()
-		}
+		killAt := time.Now()
+		n.killAll()
 		heal = func() {
-			for i := range c.Nodes {
-				if e := c.Start(i); e != nil {
-					err = e
-				}
+			err = n.startAll()
+			n.crashRead(ctx, killAt, time.Now())
+		}
+	case CrashBurst:
+		x = -1
+		killAt := time.Now()
+		n.killAll()
+		var kills []string
+		for k := 0; k < 2 && ctx.Err() == nil; k++ {
+			select {
+			case <-ctx.Done():
+			case <-time.After(s.dur / 3):
 			}
+			err = errors.Join(err, n.startAll())
+			wait := time.Duration(1000+n.rng.IntN(1000)) * time.Millisecond
+			select {
+			case <-ctx.Done():
+			case <-time.After(wait):
+			}
+			killAt = time.Now()
+			n.killAll()
+			kills = append(kills, fmt.Sprintf("killed again %v after the restart", wait))
+		}
+		fw.Note = strings.Join(kills, "; ")
+		s.dur /= 3
+		heal = func() {
+			err = n.startAll()
+			n.crashRead(ctx, killAt, time.Now())
 		}
 	case PauseShort, PauseLong:
 		x = n.pick(ctx, s.kind == PauseLong)

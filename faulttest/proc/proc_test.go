@@ -17,7 +17,10 @@ import (
 var shortSet = []Scenario{
 	{Name: "kill-pause", Faults: []string{KillOne, KillLeader, PauseShort, PauseLong}},
 	{Name: "partitions", Faults: []string{IsolateOne, IsolateLeader, IsolateReject, OneWayLeader, DistributorOnly}},
-	{Name: "crash-all", Faults: []string{KillAll}},
+	// kill -9 of every member, then a crash burst (all killed again 1–2s after each restart, during
+	// WAL replay and election): checker 7 reads everything back after each.
+	{Name: "crash-all", Fixed: []Step{{Kind: KillAll, At: 4 * time.Second, Dur: 3 * time.Second},
+		{Kind: CrashBurst, At: 9 * time.Second, Dur: 6 * time.Second}}},
 	{Name: "packet-loss", Faults: []string{Loss}},
 	// A stopped member's WAL truncated or bit-flipped: it starts by itself (memstore cuts a corrupt
 	// tail) or refuses with an error naming the file, and the harness plays the operator step (move
@@ -30,7 +33,23 @@ var shortSet = []Scenario{
 		ExtraFlags: []string{"-raft.snapshot-threshold", "8", "-raft.trailing-logs", "4", "-raft.snapshot-interval", "500ms"}},
 	{Name: "churn", Fixed: []Step{{Kind: RemoveRestart, At: 4 * time.Second, Dur: 8 * time.Second}}},
 	{Name: "calm", Faults: []string{}}, // the baseline: no faults, same checks
+	// Rolling restarts with hand-overs (3 ACTIVE + 1 spare PENDING), each hand-over hit in its middle
+	// by one fault: the leaver or the joiner killed (the joiner kept down until the leaver flushes),
+	// the pair partitioned, the leaver paused, leadership moved. Checker 6 judges every hand-over.
+	// The writers push to restarted nodes during their log replay too (PushDuringReplay): the
+	// product must refuse those pushes until its ring is current (stale-ring-push-during-replay).
+	{Name: "handover", Handover: true, PushDuringReplay: true, Faults: []string{HandoverKillLeaver, HandoverKillJoinerLong,
+		HandoverPartition, HandoverPauseLeaver, HandoverLeaderChange}},
 }
+
+// staleRingRegression is the regression scenario of the bug the hand-over family found (a
+// restarted node placed pushes on the ring of its unfinished log replay; see staleRingPushes): the rolling restarts whose kills, flush-and-rejoins and promotions make nodes
+// replay their logs, with the writers free to push to a node during its replay; stale-ring and
+// replication judge it. The window is short (it hit about one run in ten before the fix), so it
+// runs in the matrix; the deterministic regressions are raftfsm's
+// TestCluster_CaughtUp_RestartedNodeWaitsForItsLog and ingester's TestRingGate_RefusesUntilCaughtUp.
+var staleRingRegression = Scenario{Name: "stale-ring-push-during-replay", Handover: true, PushDuringReplay: true,
+	Faults: []string{HandoverKillJoinerLong, HandoverKillLeaver, HandoverKillJoiner}}
 
 func workload(t *testing.T, def time.Duration) time.Duration {
 	if s := os.Getenv("FAULTTEST_PROC_WORKLOAD"); s != "" {
@@ -105,13 +124,17 @@ var fullSet = append([]Scenario{
 	// Leadership handed away every 1.5s, a bridge, and a ring of overlapping majorities: 5 members.
 	// Only here, not in shortSet (whose time is budgeted in make test).
 	{Name: "transfer-bridge-ring", Nodes: 5, Faults: TopologyFaults},
+	// Every hand-over fault (both joiner kills: restarted at once, and kept down until the leaver
+	// flushes) and a clean rolling restart, each once, then more rounds while the workload lasts.
+	{Name: "handover-all", Handover: true, PushDuringReplay: true, Faults: append([]string{HandoverClean}, HandoverFaults...)},
+	staleRingRegression,
 }, shortSet...)
 
-// TestMatrix runs the process matrix with new seeds until its share (three quarters) of
+// TestMatrix runs the process matrix with new seeds until its share (65%) of
 // FAULTTEST_DURATION is spent, or once with FAULTTEST_SEED; FAULTTEST_SCENARIO restricts it to
 // one scenario. Only under make faulttest.
 func TestMatrix(t *testing.T) {
-	budget, on, err := faulttest.MatrixBudget(0.75)
+	budget, on, err := faulttest.MatrixBudget(0.65)
 	if err != nil {
 		t.Fatal(err)
 	}

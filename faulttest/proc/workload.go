@@ -3,23 +3,30 @@ package proc
 import (
 	"bytes"
 	"context"
+	"encoding/json"
+	"errors"
 	"fmt"
 	"io"
 	"math"
 	"math/rand/v2"
 	"net/http"
+	"net/url"
+	"os"
 	"strconv"
 	"strings"
 	"sync"
 	"time"
 
 	"github.com/golang/snappy"
+	"github.com/prometheus/prometheus/model/labels"
 	"github.com/prometheus/prometheus/prompb"
 	"github.com/prometheus/prometheus/tsdb/chunkenc"
 
 	"github.com/raftingest/raftingest/distributor"
 	"github.com/raftingest/raftingest/faulttest/check"
 	"github.com/raftingest/raftingest/ingesterpb"
+	"github.com/raftingest/raftingest/storage"
+	tenantctx "github.com/raftingest/raftingest/tenant"
 )
 
 // The unique-samples workload: writer w pushes, one sample per request, sample seq of series
@@ -40,6 +47,9 @@ type Writer struct {
 	// fails counts failed pushes by status or error, for the report.
 	fails map[string]int
 	http  *http.Client
+	// skip, when set, names running nodes the writers leave alone for now (the hand-over family:
+	// a restarted node until it has caught up with the leader, see roller.catchUp).
+	skip func(*Node) bool
 }
 
 func newWriter(c *Cluster) *Writer {
@@ -71,7 +81,7 @@ func (w *Writer) run(ctx context.Context, id int, rng *rand.Rand) {
 	for seq := uint64(0); ctx.Err() == nil; seq++ {
 		var targets []*Node
 		for _, n := range w.c.Nodes {
-			if n.Running() {
+			if n.Running() && (w.skip == nil || !w.skip(n)) {
 				targets = append(targets, n)
 			}
 		}
@@ -266,4 +276,300 @@ func union(per map[string]IngesterRead) (ids []check.SampleID, dupWithin []check
 		}
 	}
 	return ids, dupWithin
+}
+
+// The final read goes through the product's read path, as a user's would: a node's querier merges
+// every readable ingester's replicas with the blocks in the bucket. A sample is identified by its
+// writer label and timestamp, its value double-checks it (as in readIngester).
+
+// sampleOf turns one returned sample into its id, or reports it corrupt.
+func (w *Writer) sampleOf(out *IngesterRead, writerLabel string, ts int64, v float64) {
+	writer, err := strconv.Atoi(strings.TrimPrefix(writerLabel, "w"))
+	if err != nil {
+		writer = -1
+	}
+	id := check.SampleID{Writer: writer, Seq: uint64(ts - w.t0)}
+	if writer < 0 || ts < w.t0 || v != float64(id.Seq) {
+		out.Corrupt = append(out.Corrupt, id)
+		return
+	}
+	out.Samples = append(out.Samples, id)
+}
+
+// readPromQL reads every sample of the workload through node n's Prometheus API: the instant query
+// faulttest_samples[<range>] at endMs, with a range reaching back before t0 (a range selector is
+// left-open: (endMs-range, endMs]). Every sample the writers can have written has a timestamp in
+// [t0, endMs]. A repeated timestamp within one series is returned as two samples (a duplicate).
+func (w *Writer) readPromQL(ctx context.Context, n *Node, endMs int64) (IngesterRead, error) {
+	var out IngesterRead
+	rangeMs := endMs - w.t0 + 1000
+	q := url.Values{}
+	q.Set("query", fmt.Sprintf("%s[%dms]", metricName, rangeMs))
+	q.Set("time", fmt.Sprintf("%d.%03d", endMs/1000, endMs%1000))
+	ctx, cancel := context.WithTimeout(ctx, 20*time.Second)
+	defer cancel()
+	req, err := http.NewRequestWithContext(ctx, http.MethodGet, "http://"+n.HTTPAddr+"/prometheus/api/v1/query?"+q.Encode(), nil)
+	if err != nil {
+		return out, err
+	}
+	resp, err := w.http.Do(req)
+	if err != nil {
+		return out, fmt.Errorf("promql via %s: %w", n.ID, err)
+	}
+	defer resp.Body.Close()
+	body, err := io.ReadAll(resp.Body)
+	if err != nil {
+		return out, fmt.Errorf("promql via %s: %w", n.ID, err)
+	}
+	if resp.StatusCode != http.StatusOK {
+		return out, fmt.Errorf("promql via %s: %d %s", n.ID, resp.StatusCode, firstLine(string(body)))
+	}
+	var r struct {
+		Status string `json:"status"`
+		Data   struct {
+			ResultType string `json:"resultType"`
+			Result     []struct {
+				Metric map[string]string    `json:"metric"`
+				Values [][2]json.RawMessage `json:"values"`
+			} `json:"result"`
+		} `json:"data"`
+	}
+	if err := json.Unmarshal(body, &r); err != nil {
+		return out, fmt.Errorf("promql via %s: %w", n.ID, err)
+	}
+	if r.Status != "success" || r.Data.ResultType != "matrix" {
+		return out, fmt.Errorf("promql via %s: status %q, result type %q", n.ID, r.Status, r.Data.ResultType)
+	}
+	for _, s := range r.Data.Result {
+		for _, p := range s.Values {
+			ts, err := parseAPITime(string(p[0]))
+			if err != nil {
+				return out, fmt.Errorf("promql via %s: %w", n.ID, err)
+			}
+			var vs string
+			if err := json.Unmarshal(p[1], &vs); err != nil {
+				return out, fmt.Errorf("promql via %s: value %s: %w", n.ID, p[1], err)
+			}
+			v, err := strconv.ParseFloat(vs, 64)
+			if err != nil {
+				return out, fmt.Errorf("promql via %s: value %q: %w", n.ID, vs, err)
+			}
+			w.sampleOf(&out, s.Metric["writer"], ts, v)
+		}
+	}
+	return out, nil
+}
+
+// parseAPITime parses the Prometheus API's timestamp (seconds with up to three decimals) to exact
+// milliseconds, without going through a float.
+func parseAPITime(s string) (int64, error) {
+	sec, frac, _ := strings.Cut(s, ".")
+	if len(frac) > 3 {
+		return 0, fmt.Errorf("timestamp %q: more than millisecond precision", s)
+	}
+	frac += strings.Repeat("0", 3-len(frac))
+	a, err1 := strconv.ParseInt(sec, 10, 64)
+	b, err2 := strconv.ParseInt(frac, 10, 64)
+	if err := errors.Join(err1, err2); err != nil {
+		return 0, fmt.Errorf("timestamp %q: %w", s, err)
+	}
+	return a*1000 + b, nil
+}
+
+// readRemote reads every sample of the workload through node n's remote-read endpoint (SAMPLES
+// responses), over [t0, endMs].
+func (w *Writer) readRemote(ctx context.Context, n *Node, endMs int64) (IngesterRead, error) {
+	var out IngesterRead
+	rr := &prompb.ReadRequest{Queries: []*prompb.Query{{StartTimestampMs: w.t0, EndTimestampMs: endMs,
+		Matchers: []*prompb.LabelMatcher{{Type: prompb.LabelMatcher_EQ, Name: "__name__", Value: metricName}}}},
+		AcceptedResponseTypes: []prompb.ReadRequest_ResponseType{prompb.ReadRequest_SAMPLES}}
+	raw, err := rr.Marshal()
+	if err != nil {
+		return out, err
+	}
+	ctx, cancel := context.WithTimeout(ctx, 20*time.Second)
+	defer cancel()
+	req, err := http.NewRequestWithContext(ctx, http.MethodPost, "http://"+n.HTTPAddr+"/prometheus/api/v1/read", bytes.NewReader(snappy.Encode(nil, raw)))
+	if err != nil {
+		return out, err
+	}
+	req.Header.Set("Content-Encoding", "snappy")
+	req.Header.Set("Content-Type", "application/x-protobuf")
+	req.Header.Set("X-Prometheus-Remote-Read-Version", "0.1.0")
+	resp, err := w.http.Do(req)
+	if err != nil {
+		return out, fmt.Errorf("remote read via %s: %w", n.ID, err)
+	}
+	defer resp.Body.Close()
+	body, err := io.ReadAll(resp.Body)
+	if err != nil {
+		return out, fmt.Errorf("remote read via %s: %w", n.ID, err)
+	}
+	if resp.StatusCode != http.StatusOK {
+		return out, fmt.Errorf("remote read via %s: %d %s", n.ID, resp.StatusCode, firstLine(string(body)))
+	}
+	dec, err := snappy.Decode(nil, body)
+	if err != nil {
+		return out, fmt.Errorf("remote read via %s: %w", n.ID, err)
+	}
+	var res prompb.ReadResponse
+	if err := res.Unmarshal(dec); err != nil {
+		return out, fmt.Errorf("remote read via %s: %w", n.ID, err)
+	}
+	if len(res.Results) != 1 {
+		return out, fmt.Errorf("remote read via %s: %d results for 1 query", n.ID, len(res.Results))
+	}
+	for _, ts := range res.Results[0].Timeseries {
+		var writer string
+		for _, l := range ts.Labels {
+			if l.Name == "writer" {
+				writer = l.Value
+			}
+		}
+		for _, s := range ts.Samples {
+			w.sampleOf(&out, writer, s.Timestamp, s.Value)
+		}
+	}
+	return out, nil
+}
+
+// readBucket reads every sample of the workload from the blocks in the filesystem bucket dir (what
+// the nodes flushed), the way the querier's store half does. A missing directory is an empty bucket.
+func (w *Writer) readBucket(ctx context.Context, dir, scratch string) (IngesterRead, error) {
+	var out IngesterRead
+	if _, err := os.Stat(dir); errors.Is(err, os.ErrNotExist) {
+		return out, nil
+	}
+	bkt, err := storage.NewBucket(storage.Config{Backend: storage.BackendFilesystem, Filesystem: storage.FilesystemConfig{Dir: dir}}, nil)
+	if err != nil {
+		return out, err
+	}
+	defer bkt.Close()
+	bq := storage.NewBucketQueryable(bkt, dir, scratch, nil)
+	defer bq.Close()
+	q, err := bq.Querier(math.MinInt64, math.MaxInt64)
+	if err != nil {
+		return out, err
+	}
+	defer q.Close()
+	ss := q.Select(tenantctx.With(ctx, tenant), true, nil, labels.MustNewMatcher(labels.MatchEqual, "__name__", metricName))
+	var it chunkenc.Iterator
+	for ss.Next() {
+		s := ss.At()
+		it = s.Iterator(it)
+		for it.Next() == chunkenc.ValFloat {
+			ts, v := it.At()
+			w.sampleOf(&out, s.Labels().Get("writer"), ts, v)
+		}
+		if err := it.Err(); err != nil {
+			return out, fmt.Errorf("bucket %s: %w", dir, err)
+		}
+	}
+	if err := ss.Err(); err != nil {
+		return out, fmt.Errorf("bucket %s: %w", dir, err)
+	}
+	return out, nil
+}
+
+// APIRead is the final read through the query API (see queryReadAll).
+type APIRead struct {
+	Samples []check.SampleID // what the PromQL read returned, repeats included
+	Corrupt []string
+	Summary string
+	OK      bool // both reads answered, agree with each other and with the direct reads
+}
+
+// queryReadAll is the final read through the product's read path: a PromQL read (readPromQL)
+// through one node and a remote read (readRemote) through another, chosen by seed; each is retried
+// until it answers (20 tries, 1s apart). Both must return the same samples, and the same samples as
+// the direct reads (direct: every ACTIVE member's QueryStream and the bucket, merged): a querier
+// that dropped a replica's or the bucket's samples, or invented some, fails here.
+func (w *Writer) queryReadAll(ctx context.Context, seed int64, direct map[check.SampleID]bool, inBucket int) APIRead {
+	var res APIRead
+	var running []*Node
+	for _, n := range w.c.Nodes {
+		if n.Running() && !n.Paused() {
+			running = append(running, n)
+		}
+	}
+	if len(running) == 0 {
+		res.Summary = "FAIL no node to query"
+		return res
+	}
+	k := int(uint64(seed) % uint64(len(running)))
+	a, b := running[k], running[(k+1)%len(running)]
+	endMs := time.Now().UnixMilli()
+	for _, wr := range w.History() {
+		endMs = max(endMs, w.t0+int64(wr.ID.Seq)+1)
+	}
+	try := func(read func(context.Context, *Node, int64) (IngesterRead, error), n *Node) (IngesterRead, error) {
+		var err error
+		for range 20 {
+			var r IngesterRead
+			if r, err = read(ctx, n, endMs); err == nil {
+				return r, nil
+			}
+			if ctx.Err() != nil {
+				break
+			}
+			time.Sleep(time.Second)
+		}
+		return IngesterRead{}, err
+	}
+	pq, err := try(w.readPromQL, a)
+	if err != nil {
+		res.Summary = "FAIL " + err.Error()
+		return res
+	}
+	rr, err := try(w.readRemote, b)
+	if err != nil {
+		res.Summary = "FAIL " + err.Error()
+		return res
+	}
+	res.Samples = pq.Samples
+	for _, id := range pq.Corrupt {
+		res.Corrupt = append(res.Corrupt, "promql@"+a.ID+":"+id.String())
+	}
+	for _, id := range rr.Corrupt {
+		res.Corrupt = append(res.Corrupt, "remote-read@"+b.ID+":"+id.String())
+	}
+	count := func(ids []check.SampleID) map[check.SampleID]int {
+		m := make(map[check.SampleID]int, len(ids))
+		for _, id := range ids {
+			m[id]++
+		}
+		return m
+	}
+	pc, rc := count(pq.Samples), count(rr.Samples)
+	var differ, missing, extra []check.SampleID
+	for id, n := range pc {
+		if rc[id] != n {
+			differ = append(differ, id)
+		}
+		if !direct[id] {
+			extra = append(extra, id)
+		}
+	}
+	for id, n := range rc {
+		if _, ok := pc[id]; !ok && n > 0 {
+			differ = append(differ, id)
+		}
+	}
+	for id := range direct {
+		if pc[id] == 0 {
+			missing = append(missing, id)
+		}
+	}
+	res.OK = len(differ) == 0 && len(missing) == 0 && len(extra) == 0
+	res.Summary = fmt.Sprintf("%s promql@%s=%d remote-read@%s=%d direct(ingesters+bucket)=%d in-bucket=%d promql-vs-remote-differ=%d missing-via-api=%d only-via-api=%d",
+		passFail(res.OK), a.ID, len(pq.Samples), b.ID, len(rr.Samples), len(direct), inBucket, len(differ), len(missing), len(extra))
+	for _, l := range []struct {
+		what string
+		ids  []check.SampleID
+	}{{"differ", differ}, {"missing-via-api", missing}, {"only-via-api", extra}} {
+		if len(l.ids) > 0 {
+			res.Summary += fmt.Sprintf("\n    %s: %v", l.what, l.ids[:min(5, len(l.ids))])
+		}
+	}
+	return res
 }
