@@ -67,6 +67,11 @@ type Node struct {
 	// tells it the commit index, and then applies the rest of its log in a burst: until the applied
 	// index reaches startIndex its ring may be arbitrarily old (see CaughtUp).
 	startIndex uint64
+	// catchTarget is the index this node must apply before its ring counts as current: the larger
+	// of startIndex and a leader's commit index learned after start (0 until learned); caughtUp
+	// latches once it is applied. Written by watchCatchUp only.
+	catchTarget atomic.Uint64
+	caughtUp    atomic.Bool
 
 	// addrMu guards lastGRPC: the last gRPC address seen for each Raft server id, from the ring as
 	// it changes and, at start, from the snapshot and the stored log. Forwarding and the membership
@@ -218,8 +223,9 @@ func NewNode(cfg Config) (*Node, error) {
 		_ = n.Shutdown()
 		return nil, err
 	}
-	n.wg.Add(1)
+	n.wg.Add(2)
 	go n.run()
+	go n.watchCatchUp()
 	logger.Info("raft started", "id", cfg.ID, "raft_addr", string(n.trans.LocalAddr()), "existing_state", has,
 		"applied_index", n.fsm.AppliedIndex())
 	return n, nil
@@ -280,19 +286,111 @@ func (n *Node) AppliedIndex() uint64 { return n.fsm.AppliedIndex() }
 // FSM.Changed).
 func (n *Node) Changed() <-chan struct{} { return n.fsm.Changed() }
 
-// CaughtUp reports whether the local ring is at least as new as the Raft state this node found on
-// disk at start: whether its FSM has applied up to the last index of that log (target). A
-// restarted node restores its snapshot at once but applies its logged entries only once a leader
-// has told it the commit index; until then its ring can be from long ago — members since joined or
-// left, tokens since handed over. Anything that places or finds data by the ring (the distributor,
-// the querier's fan-out) must wait for it: a push placed on that ring goes to the wrong owners and
-// can be acked with fewer copies than the replication factor (found by the fault tests:
-// stale-ring-push-during-replay). A new node (no state on disk) is caught up from the start.
-// Entries of the old tail that a new leader overwrites are replaced at the same indexes, and a live
-// cluster keeps committing (heartbeats), so applied reaches target once the node has a leader.
+// CaughtUp reports whether the local ring is current: whether, since this node started, it has
+// applied everything a leader had committed when the node first asked it (and at least the log it
+// found on disk). It latches: once true it stays true (a later loss of quorum freezes the ring, as
+// designed, but does not make it old).
+//
+// Until then the ring can be from long ago. A restarted node restores its snapshot at once but
+// applies its logged entries only when a leader has told it the commit index; a new node joining
+// a cluster replays the whole history through every intermediate ring, including the early ones
+// where one member owned every token. Anything that places or finds data by the ring — the
+// distributor, the querier's fan-out — must wait: a push placed on such a ring goes to the wrong
+// owners and can be acked with fewer copies than the replication factor (found by the fault
+// tests: stale-ring-push-during-replay). target is the index to reach (startIndex until a leader's
+// commit index is known); applied is the FSM's.
 func (n *Node) CaughtUp() (ok bool, applied, target uint64) {
 	applied = n.fsm.AppliedIndex()
-	return applied >= n.startIndex, applied, n.startIndex
+	target = max(n.catchTarget.Load(), n.startIndex)
+	return n.caughtUp.Load(), applied, target
+}
+
+// catchUpPoll is how often watchCatchUp looks; a catch-up costs its caller (503s) at most this
+// much beyond the replay itself.
+const catchUpPoll = 50 * time.Millisecond
+
+// watchCatchUp learns a leader's commit index once, then latches caughtUp when this node has
+// applied it. It ends when caughtUp latches or the node stops.
+func (n *Node) watchCatchUp() {
+	defer n.wg.Done()
+	t := time.NewTicker(catchUpPoll)
+	defer t.Stop()
+	for {
+		if n.checkCaughtUp() {
+			n.logger.Info("ring caught up: serving pushes and queries", "applied_index", n.fsm.AppliedIndex(),
+				"target_index", n.catchTarget.Load())
+			return
+		}
+		select {
+		case <-n.stop:
+			return
+		case <-t.C:
+		}
+	}
+}
+
+// checkCaughtUp is one step of watchCatchUp.
+func (n *Node) checkCaughtUp() bool {
+	target := n.catchTarget.Load()
+	if target == 0 {
+		ci, err := n.leaderCommitIndex()
+		if err != nil || ci == 0 {
+			return false
+		}
+		target = max(ci, n.startIndex)
+		n.catchTarget.Store(target)
+	}
+	// Raft has handed every entry up to target to the FSM; the FSM's own index moves on command
+	// entries only, so it must reach the last command at or below target (a no-op or configuration
+	// entry at target never shows there).
+	if n.raft.AppliedIndex() < target {
+		return false
+	}
+	cmd, ok := n.lastCommandAtOrBelow(target)
+	if !ok || n.fsm.AppliedIndex() < cmd {
+		return false
+	}
+	n.caughtUp.Store(true)
+	return true
+}
+
+// leaderCommitIndex is the commit index of the leader: this node's own when it leads, else asked
+// of the leader over gRPC (bounded; an error while no leader is known or reachable).
+func (n *Node) leaderCommitIndex() (uint64, error) {
+	if n.raft.State() == raft.Leader {
+		return n.raft.CommitIndex(), nil
+	}
+	ctx, cancel := context.WithTimeout(n.runCtx, 2*time.Second)
+	defer cancel()
+	c, _, err := n.leaderClient(ctx)
+	if err != nil {
+		return 0, err
+	}
+	st, err := c.Status(ctx, &ringpb.StatusRequest{})
+	if err != nil {
+		return 0, err
+	}
+	return st.GetCommitIndex(), nil
+}
+
+// lastCommandAtOrBelow returns the index of the newest command entry at or below index in the local
+// log, 0 when every entry at or below it is compacted into the snapshot (the FSM's index covers
+// those), and false when an entry in between is not in the local log (not received yet).
+func (n *Node) lastCommandAtOrBelow(index uint64) (uint64, bool) {
+	first, err := n.store.FirstIndex()
+	if err != nil {
+		return 0, false
+	}
+	for i := index; i >= first && i > 0; i-- {
+		var l raft.Log
+		if err := n.store.GetLog(i, &l); err != nil {
+			return 0, false
+		}
+		if l.Type == raft.LogCommand {
+			return i, true
+		}
+	}
+	return 0, true
 }
 
 // WaitApplied blocks until AppliedIndex() >= index or ctx is done.
@@ -447,7 +545,7 @@ func (n *Node) leaderApply(ctx context.Context, data []byte) (uint64, error) {
 	if n.cfg.Clock != nil {
 		now = n.cfg.Clock
 	}
-	data, err := StampCommand(data, n.stamps.stamp(now(), n.fsm.Ring().TimeMs()))
+	data, err := StampCommand(data, n.stamps.stampClock(now, n.fsm.Ring().TimeMs()))
 	if err != nil {
 		return 0, err
 	}
