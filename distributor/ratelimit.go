@@ -34,9 +34,12 @@ func (l *rateLimiter) allow(tenant string, n int) bool {
 	if l.rate <= 0 || n <= 0 {
 		return true
 	}
-	now := l.now()
+	// The clock is read under the lock: readings taken before it could arrive out of order, and an
+	// earlier reading processed after a later one would look like a backward step and be credited
+	// again by the next call.
 	l.mu.Lock()
 	defer l.mu.Unlock()
+	now := l.now()
 	b, ok := l.buckets[tenant]
 	if !ok {
 		b = &bucket{tokens: l.burst, last: now}

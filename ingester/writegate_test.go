@@ -65,6 +65,10 @@ func TestIngesterService_DrainWrites_WaitsForPushInFlight(t *testing.T) {
 	case <-drained:
 	case <-time.After(200 * time.Millisecond): // give a drain that does not wait the chance to return
 	}
+	// The push cannot finish before proceed is closed, so a drain that waits for it is noted after
+	// "released". (Comparing with "push done", noted by the pushing goroutine after Push returned,
+	// raced with the drain's own note: found failing once in CI.)
+	note("released")
 	close(proceed)
 	if err := <-pushDone; err != nil {
 		t.Fatalf("in-flight push: %v", err)
@@ -72,7 +76,7 @@ func TestIngesterService_DrainWrites_WaitsForPushInFlight(t *testing.T) {
 	<-drained
 	mu.Lock()
 	defer mu.Unlock()
-	if len(order) != 2 || order[0] != "push done" {
+	if len(order) != 3 || order[0] != "released" {
 		t.Fatalf("order %v: drainWrites returned while a push was in flight", order)
 	}
 	series, err := store.Select("t", 0, 2000, labels.MustNewMatcher(labels.MatchEqual, "__name__", "m"))

@@ -40,6 +40,20 @@ type ringClock struct {
 func (c *ringClock) stamp(now time.Time, floorMs int64) int64 {
 	c.mu.Lock()
 	defer c.mu.Unlock()
+	return c.stampLocked(now, floorMs)
+}
+
+// stampClock is stamp with the clock read under the lock: readings taken before it could reach the
+// lock in another order than they were taken, and a later reading processed first would make the
+// earlier one look like a backward jump and re-anchor, moving every later stamp ahead by the
+// difference (found in review: concurrent proposals would slowly run ring time fast).
+func (c *ringClock) stampClock(clock func() time.Time, floorMs int64) int64 {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.stampLocked(clock(), floorMs)
+}
+
+func (c *ringClock) stampLocked(now time.Time, floorMs int64) int64 {
 	switch {
 	case c.anchor.IsZero():
 		c.anchor, c.base = now, now.UnixMilli()

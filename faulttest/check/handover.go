@@ -507,8 +507,17 @@ func (c *HandoverChecker) judgeData(res *HandoverResult, records []LeaveRecord, 
 	}
 	for _, is := range byMember {
 		for _, i := range is {
-			if !used[i] {
-				res.SignalsWithoutLeave++
+			if used[i] {
+				continue
+			}
+			res.SignalsWithoutLeave++
+			// A process that exited 0 by itself after SIGINT claims to have left gracefully; with no
+			// LEAVING commit for it, it left nothing: a graceful shutdown that skipped the ring (its
+			// tokens orphaned, its data neither handed over nor flushed). The harness kills a leaver
+			// only after it saw it LEAVING, so a kill cannot explain the missing commit either.
+			if rec := records[i]; rec.Exited && rec.ExitCode == 0 {
+				res.Problems = append(res.Problems, fmt.Sprintf("%s: exited 0 after SIGINT at %s but the log has no LEAVING commit for it",
+					rec.Member, rec.SignalAt.Format(time.RFC3339Nano)))
 			}
 		}
 	}

@@ -119,6 +119,10 @@ func TestCheckHandovers_CatchesBrokenHistories(t *testing.T) {
 				return r
 			}()}, bucketOf(), "its process exited with code 1, not 0"},
 		{"a member left with no signal", append(handoverCmds(), claimAC, completeAC), nil, bucketOf(), "with no signal before it"},
+		{"a SIGINTed member exited 0 without ever leaving the ring", append(handoverCmds(), claimAC, completeAC),
+			[]LeaveRecord{signalA(MemberRead{Member: "c", At: at(10), Samples: []SampleID{sid(0, 1), sid(0, 2)}}),
+				{Member: "b", SignalAt: at(11), HeldRead: true, Exited: true, ExitCode: 0}}, bucketOf(),
+			"b: exited 0 after SIGINT"},
 		{"the leaver was not read before the signal", append(handoverCmds(), claimAC, completeAC),
 			[]LeaveRecord{{Member: "a", SignalAt: at(6).Add(time.Second / 2)}}, bucketOf(), "did not read the leaver before the signal"},
 	}

@@ -98,6 +98,9 @@ type roller struct {
 	// Written by run's goroutine only; read after run returned.
 	records []check.LeaveRecord
 	faults  []faulttest.FaultWindow
+	// fired counts, per fault kind, the rounds in which it hit a hand-over in progress; a kind that
+	// never did leaves the scenario untested for it (handoverFaultsFired).
+	fired map[string]int
 	// promoted is the member that last claimed tokens of its own (it holds only what was written
 	// since): the next leaver is drawn among the others, whose hand-overs carry data.
 	promoted int
@@ -365,6 +368,10 @@ func (r *roller) round(ctx context.Context, kind string) bool {
 		// Into the stream: the claim is committed, a frame or two is on its way.
 		time.Sleep(time.Duration(100+r.rng.IntN(300)) * time.Millisecond)
 		r.fire(ctx, kind, li, ji, exited, say)
+		if r.fired == nil {
+			r.fired = map[string]int{}
+		}
+		r.fired[kind]++
 		if kind == HandoverKillLeaver {
 			// The signalled process is gone; what follows is about its restart, which resumes ACTIVE
 			// (or, if the hand-over completed just before the kill, registers anew or exits).
@@ -625,4 +632,26 @@ func staleRingPushes(c *Cluster, since time.Time) []string {
 		}
 	}
 	return out
+}
+
+// handoverFaultsFired is the verdict that every fault kind of a hand-over scenario hit at least one
+// hand-over in progress: a round whose leaver flushed at once, or whose pairing the harness never
+// saw, fires nothing, and a scenario whose rounds all did so would pass every checker while
+// testing none of its faults.
+func handoverFaultsFired(kinds []string, fired map[string]int) (bool, string) {
+	var missing []string
+	var got []string
+	for _, k := range kinds {
+		if k == HandoverClean {
+			continue
+		}
+		if fired[k] == 0 {
+			missing = append(missing, k)
+		}
+		got = append(got, fmt.Sprintf("%s=%d", k, fired[k]))
+	}
+	if len(missing) > 0 {
+		return false, fmt.Sprintf("FAIL never hit a hand-over in progress: %v; fired %s", missing, strings.Join(got, " "))
+	}
+	return true, "PASS fired " + strings.Join(got, " ")
 }

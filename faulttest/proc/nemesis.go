@@ -119,6 +119,10 @@ func (n *nemesis) crashRead(ctx context.Context, kill, restarted time.Time) {
 	if n.readBack == nil {
 		return
 	}
+	// The workload's context may be over already (a crash healed at its end): the read must happen
+	// anyway, bounded by crashReadBound, or the checker would have nothing to check.
+	ctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), crashReadBound)
+	defer cancel()
 	deadline := time.Now().Add(crashReadBound)
 	for {
 		inv := time.Now()

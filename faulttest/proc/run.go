@@ -451,6 +451,10 @@ func Run(ctx context.Context, env Env, sc Scenario) (*faulttest.Report, error) {
 	ho := check.CheckHandovers(logs, roll.records, func(id check.SampleID) bool { return ackedSet[id] },
 		func(id check.SampleID) bool { return inBucket[id] })
 	rep.Add("handover", ho.Valid(), ho.String(), ho)
+	if sc.Handover {
+		ok, summary := handoverFaultsFired(sc.Faults, roll.fired)
+		rep.Add("handover-faults", ok, summary, roll.fired)
+	}
 	// Checker 5: every node's recorded ring commands and the harness's reads, after every process
 	// is gone (no history line is still being written).
 	var histories []string
