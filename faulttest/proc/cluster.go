@@ -153,10 +153,12 @@ func (c *Cluster) Start(i int) error {
 	return nil
 }
 
-// Rejoin brings node i back when the cluster no longer lists it: kill it, wipe its Raft state
-// (raftfsm refuses to rejoin with it), and start it with -join through another member. Its WAL and
-// tokens file stay. A node still in the Raft configuration is only (re)started.
-func (c *Cluster) Rejoin(ctx context.Context, i int) error {
+// Rejoin brings node i back when the cluster no longer lists it, as docs tell an operator: kill
+// it, wipe its Raft state (raftfsm refuses to rejoin with it), start it without -join (it waits to
+// be added) and add it with `ringctl -addr <member> join <id> <raft addr>` through another member,
+// retried until it is accepted. Its WAL and tokens file stay. A node still in the Raft
+// configuration is only (re)started. It returns what it did, for the fault note.
+func (c *Cluster) Rejoin(ctx context.Context, i int) (string, error) {
 	n := c.Nodes[i]
 	listed := false
 	for j := range c.Nodes {
@@ -171,11 +173,11 @@ func (c *Cluster) Rejoin(ctx context.Context, i int) error {
 		}
 	}
 	if listed {
-		return c.Start(i)
+		return "still in the raft configuration: restarted", c.Start(i)
 	}
 	n.Kill()
 	if err := os.RemoveAll(filepath.Join(n.DataDir, "raft")); err != nil {
-		return err
+		return "", err
 	}
 	var args []string
 	for k := 0; k < len(n.args); k++ {
@@ -188,11 +190,28 @@ func (c *Cluster) Rejoin(ctx context.Context, i int) error {
 		}
 		args = append(args, n.args[k])
 	}
-	via := (i + 1) % len(c.Nodes)
 	n.mu.Lock()
-	n.args = append(args, "-join", c.Nodes[via].GRPCAddr)
+	n.args = args
 	n.mu.Unlock()
-	return c.Start(i)
+	if err := c.Start(i); err != nil {
+		return "", err
+	}
+	via := (i + 1) % len(c.Nodes)
+	var out []byte
+	err := waitFor(ctx, 20*time.Second, func() bool {
+		var e error
+		cctx, cancel := context.WithTimeout(ctx, 5*time.Second)
+		out, e = exec.CommandContext(cctx, filepath.Join(c.Bin, "ringctl"), "-addr", c.Nodes[via].GRPCAddr,
+			"join", n.ID, n.RaftAddr).CombinedOutput()
+		cancel()
+		return e == nil
+	})
+	note := fmt.Sprintf("raft state wiped; ringctl -addr %s join %s %s: %s", c.Nodes[via].ID, n.ID, n.RaftAddr,
+		strings.TrimSpace(string(out)))
+	if err != nil {
+		return note, fmt.Errorf("ringctl join %s: %w", n.ID, err)
+	}
+	return note, nil
 }
 
 // Running reports whether node i's process is alive.

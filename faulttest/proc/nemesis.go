@@ -306,7 +306,11 @@ func (n *nemesis) inject(ctx context.Context, s step) {
 		if e := c.Start(x); e != nil { // with its old data: it must find out it was removed
 			err = e
 		}
-		heal = func() { err = c.Rejoin(ctx, x) }
+		heal = func() {
+			var note string
+			note, err = c.Rejoin(ctx, x)
+			fw.Note += "; at the heal: " + note
+		}
 	case WALTruncate, WALBitFlip:
 		if !n.walDrawn {
 			n.walVictim, n.walDrawn = n.pick(ctx, false), true
