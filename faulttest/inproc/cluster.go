@@ -26,6 +26,7 @@ import (
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/credentials/insecure"
 
+	"github.com/raftingest/raftingest/faulttest/ringhist"
 	"github.com/raftingest/raftingest/ingester"
 	"github.com/raftingest/raftingest/raftfsm"
 	"github.com/raftingest/raftingest/ringstate"
@@ -135,8 +136,11 @@ func (c *Cluster) config(i int) (ingester.Config, error) {
 	var cfg ingester.Config
 	fs := flag.NewFlagSet(n.ID, flag.ContinueOnError)
 	cfg.RegisterFlags(fs)
+	// The ring history (checker 5) lives in the run directory, outside the data directory, and is
+	// appended to by every restart of the node.
 	args := append([]string{"-node.id", n.ID, "-data.dir", n.DataDir, "-raft.addr", n.RaftAddr,
-		"-grpc.addr", n.GRPCAddr, "-http.addr", n.HTTPAddr}, nodeFlags...)
+		"-grpc.addr", n.GRPCAddr, "-http.addr", n.HTTPAddr, "-debug.ring-history-file", ringhist.Path(c.Dir, n.ID)},
+		nodeFlags...)
 	if i == 0 {
 		args = append(args, "-bootstrap")
 	} else {

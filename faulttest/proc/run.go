@@ -13,6 +13,7 @@ import (
 
 	"github.com/raftingest/raftingest/faulttest"
 	"github.com/raftingest/raftingest/faulttest/check"
+	"github.com/raftingest/raftingest/faulttest/ringhist"
 	"github.com/raftingest/raftingest/ringstate"
 )
 
@@ -461,7 +462,7 @@ func Run(ctx context.Context, env Env, sc Scenario) (*faulttest.Report, error) {
 	for _, n := range c.Nodes {
 		histories = append(histories, ringHistoryPath(dir, n.ID))
 	}
-	lin := checkRingHistory(histories, reads, replays, dir)
+	lin := ringhist.Check(histories, reads, replays, dir)
 	rep.Add("linearizable", lin.Valid(), lin.String(), lin)
 
 	// Figures.

@@ -1,4 +1,4 @@
-package proc
+package ringhist
 
 import (
 	"fmt"
@@ -15,9 +15,9 @@ import (
 	"github.com/raftingest/raftingest/ringstate"
 )
 
-// The process tier's wiring of checker 5, fed with histories written by raftfsm.HistoryFile exactly
-// as a node writes them, logs replayed by check.ReplayLog, and reads as the harness records them.
-// Each broken history must fail; the sound one must pass.
+// Check, fed with histories written by raftfsm.HistoryFile exactly as a node writes them, logs
+// replayed by check.CheckTokens, and reads as the harness records them. Each broken history must
+// fail; the sound one must pass.
 
 var hist0 = time.Date(2026, 1, 1, 0, 0, 0, 0, time.UTC)
 
@@ -35,7 +35,7 @@ type histWriter struct {
 var histRuns int
 
 func newHistWriter(t *testing.T, dir, node string) *histWriter {
-	h, err := raftfsm.OpenHistoryFile(ringHistoryPath(dir, node))
+	h, err := raftfsm.OpenHistoryFile(Path(dir, node))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -81,13 +81,13 @@ func logOf(t *testing.T, cmds ...ringstate.Command) []*check.Replay {
 
 // read is a harness read invoked at inv, returning at ret the ring built by applying cmds (the
 // ring a node served), at log index.
-func read(t *testing.T, inv, ret int, index uint64, cmds ...ringstate.Command) ringRead {
+func read(t *testing.T, inv, ret int, index uint64, cmds ...ringstate.Command) Read {
 	t.Helper()
 	r := ringstate.New()
 	for _, c := range cmds {
 		r, _, _ = r.Apply(c, 0)
 	}
-	return ringRead{op: check.RingOp{Read: true, Call: ms(inv), Return: ms(ret), Digest: check.RingDigest(r)}, index: index}
+	return Read{Op: check.RingOp{Read: true, Call: ms(inv), Return: ms(ret), Digest: check.RingDigest(r)}, Index: index}
 }
 
 var (
@@ -105,7 +105,7 @@ var (
 // before it returns (resolved from the log); n1's leave is retried after an unknown outcome; an
 // unknown heartbeat; n1 claims n2 as its joiner and aborts. It returns the paths, the log's replay
 // and the reads that a correct ring would serve.
-func soundHistory(t *testing.T, dir string) ([]string, []*check.Replay, []ringRead) {
+func soundHistory(t *testing.T, dir string) ([]string, []*check.Replay, []Read) {
 	n1, n2 := newHistWriter(t, dir, "n1"), newHistWriter(t, dir, "n2")
 	n1.call(regN1, 0, 10, ringstate.CodeOK, 1)
 	n1.call(claimN1, 20, 30, ringstate.CodeOK, 2)
@@ -118,19 +118,19 @@ func soundHistory(t *testing.T, dir string) ([]string, []*check.Replay, []ringRe
 	n1.call(claimJ, 130, 140, ringstate.CodeOK, 8)
 	n1.call(abortJ, 150, 160, ringstate.CodeOK, 9)
 	replays := logOf(t, regN1, claimN1, actN1, regN2, beatN1, leaveN1, leaveN1, claimJ, abortJ)
-	reads := []ringRead{
+	reads := []Read{
 		read(t, 52, 54, 3, regN1, claimN1, actN1),                   // n2's register may not be in yet
 		read(t, 102, 104, 7, regN1, claimN1, actN1, regN2, leaveN1), // n2 is in by now
 		read(t, 142, 144, 8, regN1, claimN1, actN1, regN2, leaveN1, claimJ),
 		read(t, 170, 172, 9, regN1, claimN1, actN1, regN2, leaveN1, claimJ, abortJ),
 	}
-	return []string{ringHistoryPath(dir, "n1"), ringHistoryPath(dir, "n2"), ringHistoryPath(dir, "n3")}, replays, reads
+	return []string{Path(dir, "n1"), Path(dir, "n2"), Path(dir, "n3")}, replays, reads
 }
 
 func TestRingHistory_SoundRunPasses(t *testing.T) {
 	dir := t.TempDir()
 	paths, replays, reads := soundHistory(t, dir)
-	r := checkRingHistory(paths, reads, replays, dir)
+	r := Check(paths, reads, replays, dir)
 	if !r.Valid() {
 		t.Fatal(r.String())
 	}
@@ -147,20 +147,20 @@ func TestRingHistory_BrokenHistoriesFail(t *testing.T) {
 	cases := []struct {
 		name string
 		// breakIt changes the sound run; it returns the reads and replays to check.
-		breakIt    func(t *testing.T, dir string, reads []ringRead, replays []*check.Replay) ([]ringRead, []*check.Replay)
+		breakIt    func(t *testing.T, dir string, reads []Read, replays []*check.Replay) ([]Read, []*check.Replay)
 		porcupine  bool   // porcupine must say Illegal (else: a problem of the history)
 		wantInText string // in the verdict's text
 	}{
 		{
 			name: "stale read: a read invoked after the leave returned still sees n1 ACTIVE",
-			breakIt: func(t *testing.T, dir string, reads []ringRead, replays []*check.Replay) ([]ringRead, []*check.Replay) {
+			breakIt: func(t *testing.T, dir string, reads []Read, replays []*check.Replay) ([]Read, []*check.Replay) {
 				return append(reads, read(t, 180, 182, 9, regN1, claimN1, actN1, regN2)), replays
 			},
 			porcupine: true,
 		},
 		{
 			name: "double-applied retry: the claim-joiner retried after the abort is applied again",
-			breakIt: func(t *testing.T, dir string, reads []ringRead, replays []*check.Replay) ([]ringRead, []*check.Replay) {
+			breakIt: func(t *testing.T, dir string, reads []Read, replays []*check.Replay) ([]Read, []*check.Replay) {
 				n1 := newHistWriter(t, dir, "n1")
 				n1.call(claimJ, 161, 165, ringstate.CodeOK, 10) // the retry: same request id, deduplicated by a sound ring
 				return append(reads, read(t, 180, 182, 10, regN1, claimN1, actN1, regN2, leaveN1, claimJ, abortJ,
@@ -170,7 +170,7 @@ func TestRingHistory_BrokenHistoriesFail(t *testing.T) {
 		},
 		{
 			name: "a command never committed is seen by a read",
-			breakIt: func(t *testing.T, dir string, reads []ringRead, replays []*check.Replay) ([]ringRead, []*check.Replay) {
+			breakIt: func(t *testing.T, dir string, reads []Read, replays []*check.Replay) ([]Read, []*check.Replay) {
 				// The same run with a log that lacks n2's register: the unknown invoke resolves to
 				// "never committed", so the reads that show n2 are not linearizable.
 				return reads, logOf(t, regN1, claimN1, actN1, beatN1, leaveN1, leaveN1, claimJ, abortJ)
@@ -179,7 +179,7 @@ func TestRingHistory_BrokenHistoriesFail(t *testing.T) {
 		},
 		{
 			name: "a retry returned another outcome than the first call",
-			breakIt: func(t *testing.T, dir string, reads []ringRead, replays []*check.Replay) ([]ringRead, []*check.Replay) {
+			breakIt: func(t *testing.T, dir string, reads []Read, replays []*check.Replay) ([]Read, []*check.Replay) {
 				n1 := newHistWriter(t, dir, "n1")
 				n1.call(abortJ, 161, 165, ringstate.CodeHandoverMismatch, 10)
 				return reads, replays
@@ -188,8 +188,8 @@ func TestRingHistory_BrokenHistoriesFail(t *testing.T) {
 		},
 		{
 			name: "a corrupt history line",
-			breakIt: func(t *testing.T, dir string, reads []ringRead, replays []*check.Replay) ([]ringRead, []*check.Replay) {
-				f, err := os.OpenFile(ringHistoryPath(dir, "n2"), os.O_APPEND|os.O_WRONLY, 0)
+			breakIt: func(t *testing.T, dir string, reads []Read, replays []*check.Replay) ([]Read, []*check.Replay) {
+				f, err := os.OpenFile(Path(dir, "n2"), os.O_APPEND|os.O_WRONLY, 0)
 				if err != nil {
 					t.Fatal(err)
 				}
@@ -207,7 +207,7 @@ func TestRingHistory_BrokenHistoriesFail(t *testing.T) {
 			dir := t.TempDir()
 			paths, replays, reads := soundHistory(t, dir)
 			reads, replays = tc.breakIt(t, dir, reads, replays)
-			r := checkRingHistory(paths, reads, replays, dir)
+			r := Check(paths, reads, replays, dir)
 			if r.Valid() {
 				t.Fatalf("passed: %s", r.String())
 			}
