@@ -2,7 +2,6 @@ package inproc
 
 import (
 	"context"
-	"errors"
 	"fmt"
 	"math/rand/v2"
 	"net/http"
@@ -10,7 +9,6 @@ import (
 	"path/filepath"
 	"slices"
 	"sort"
-	"strconv"
 	"strings"
 	"sync"
 	"time"
@@ -144,7 +142,7 @@ func Run(ctx context.Context, env Env, sc Scenario) (*faulttest.Report, error) {
 	nem := &nemesis{c: c, start: start, rng: rand.New(rand.NewPCG(uint64(sc.Seed), 2)), logf: env.Logf}
 
 	watchCtx, stopWatch := context.WithCancel(ctx)
-	lw := &leaderWatch{c: c, start: start, seen: map[uint64]map[string]time.Duration{}}
+	lw := &leaderWatch{c: c, start: start}
 	hw := &healthWatch{c: c, start: start}
 	var watchWG sync.WaitGroup
 	var periodic []check.Read
@@ -330,21 +328,11 @@ func Run(ctx context.Context, env Env, sc Scenario) (*faulttest.Report, error) {
 		}
 	}
 	rep.Add("run-errors", len(runErrs) == 0, fmt.Sprintf("%s servers-whose-run-failed=%d %v", passFail(len(runErrs) == 0), len(runErrs), firstN(runErrs, 3)), nil)
-	var logs []*check.MemberLog
-	scratch := filepath.Join(dir, "scratch")
-	_ = os.MkdirAll(scratch, 0o755)
+	var members []faulttest.LogMember
 	for _, n := range c.Nodes {
-		ml, err := check.ReadBoltLog(n.ID, n.DataDir, scratch)
-		if err != nil {
-			rep.Add("raft-log", false, fmt.Sprintf("FAIL %s: %v", n.ID, err), nil)
-			continue
-		}
-		logs = append(logs, ml)
+		members = append(members, faulttest.LogMember{ID: n.ID, DataDir: n.DataDir})
 	}
-	tok, replays := check.CheckTokens(logs)
-	rep.Add("tokens", tok.Valid(), tok.String(), tok)
-	conv := check.CheckConvergence(logs, replays, nil, lw.observations(), !convergedAt.IsZero())
-	rep.Add("convergence", conv.Valid(), conv.String(), conv)
+	_, replays := rep.CheckLogs(members, filepath.Join(dir, "scratch"), lw.Observations(), !convergedAt.IsZero())
 	// Checker 5: every node's recorded ring commands and the harness's reads, after every Server is
 	// stopped (their history files are closed).
 	var histories []string
@@ -368,15 +356,15 @@ func Run(ctx context.Context, env Env, sc Scenario) (*faulttest.Report, error) {
 			rep.Ops.Unknown++
 		}
 	}
-	rep.Throughput = throughput(hist, start, faults, healAt)
-	rep.Elections, rep.Unprovoked = lw.elections(faults)
+	rep.Throughput = faulttest.ThroughputOf(hist, start, faults, healAt)
+	rep.Elections, rep.Unprovoked = lw.Elections(faults)
 	rep.Wall = time.Since(wall)
 	w.mu.Lock()
 	env.Logf("%s seed=%d: push failures by cause: %v; longest stretch without an acked push: %s",
 		sc.Name, sc.Seed, w.fails, longestAckGap(hist, start, healAt))
 	w.mu.Unlock()
 	if !rep.Valid() {
-		writeHistory(filepath.Join(dir, "history.txt"), hist, start)
+		_ = faulttest.WriteHistory(filepath.Join(dir, "history.txt"), hist, start)
 		return keep("scenario " + sc.Name + " failed")
 	}
 	if err := os.RemoveAll(dir); err != nil {
@@ -433,11 +421,9 @@ func (w *writer) run(ctx context.Context, id int, rng *rand.Rand) {
 		w.mu.Lock()
 		w.hist = append(w.hist, wr)
 		if wr.Outcome != check.OutcomeOK {
-			key := "error"
-			if err == nil {
-				key = strconv.Itoa(code) + " " + firstLine(body)
-			} else if ctx.Err() == nil {
-				key = "error " + shortErr(err)
+			key := "error" // the run's own end cancelled it
+			if err == nil || ctx.Err() == nil {
+				key = samples.FailureKey(code, body, err)
 			}
 			w.fails[key]++
 		}
@@ -515,35 +501,11 @@ func (w *writer) read(ctx context.Context, n *Node) (samples.IngesterRead, error
 	return samples.Query(ctx, cc, w.t0)
 }
 
-func firstLine(s string) string {
-	s = strings.TrimSpace(s)
-	if i := strings.IndexByte(s, '\n'); i >= 0 {
-		s = s[:i]
-	}
-	if len(s) > 80 {
-		s = s[:80]
-	}
-	return s
-}
-
-func shortErr(err error) string {
-	var ne interface{ Timeout() bool }
-	if errors.As(err, &ne) && ne.Timeout() {
-		return "timeout"
-	}
-	s := err.Error()
-	if i := strings.LastIndex(s, ": "); i >= 0 {
-		s = s[i+2:]
-	}
-	return s
-}
-
 // leaderWatch polls every running node's Raft status and records who led in which term.
 type leaderWatch struct {
 	c     *Cluster
 	start time.Time
-	mu    sync.Mutex
-	seen  map[uint64]map[string]time.Duration // term -> leader -> first sighting
+	faulttest.Leaders
 }
 
 func (lw *leaderWatch) run(ctx context.Context) {
@@ -553,117 +515,13 @@ func (lw *leaderWatch) run(ctx context.Context) {
 			if !ok || st.State != "Leader" {
 				continue
 			}
-			lw.mu.Lock()
-			if lw.seen[st.Term] == nil {
-				lw.seen[st.Term] = map[string]time.Duration{}
-			}
-			if _, ok := lw.seen[st.Term][n.ID]; !ok {
-				lw.seen[st.Term][n.ID] = time.Since(lw.start)
-			}
-			lw.mu.Unlock()
+			lw.Saw(st.Term, n.ID, time.Since(lw.start))
 		}
 		select {
 		case <-ctx.Done():
 		case <-time.After(100 * time.Millisecond):
 		}
 	}
-}
-
-func (lw *leaderWatch) observations() []check.LeaderObservation {
-	lw.mu.Lock()
-	defer lw.mu.Unlock()
-	var out []check.LeaderObservation
-	for term, ls := range lw.seen {
-		for id := range ls {
-			out = append(out, check.LeaderObservation{Term: term, Member: id})
-		}
-	}
-	return out
-}
-
-// elections counts the terms with a leader after the start of the workload, and those whose leader
-// appeared while no fault was active or healed within the last 5s.
-func (lw *leaderWatch) elections(faults []faulttest.FaultWindow) (total, unprovoked int) {
-	lw.mu.Lock()
-	defer lw.mu.Unlock()
-	var terms []uint64
-	for t := range lw.seen {
-		terms = append(terms, t)
-	}
-	slices.Sort(terms)
-	for k, t := range terms {
-		if k == 0 {
-			continue // the leader from before the workload
-		}
-		total++
-		var first time.Duration = -1
-		for _, at := range lw.seen[t] {
-			if first < 0 || at < first {
-				first = at
-			}
-		}
-		provoked := false
-		for _, f := range faults {
-			end := f.End
-			if end == 0 {
-				end = 1 << 62
-			}
-			if first >= f.Start && first <= end+5*time.Second {
-				provoked = true
-			}
-		}
-		if !provoked {
-			unprovoked++
-		}
-	}
-	return total, unprovoked
-}
-
-func throughput(hist []check.Write, start time.Time, faults []faulttest.FaultWindow, healAt time.Time) faulttest.Throughput {
-	var tp faulttest.Throughput
-	rate := func(n int, dur time.Duration) float64 {
-		if dur <= 0 {
-			return 0
-		}
-		return float64(n) / dur.Seconds()
-	}
-	if len(faults) == 0 {
-		n := 0
-		for _, w := range hist {
-			if w.Outcome == check.OutcomeOK {
-				n++
-			}
-		}
-		tp.Before = rate(n, healAt.Sub(start))
-		return tp
-	}
-	first, last := faults[0].Start, faults[len(faults)-1].End
-	var b, d, a int
-	for _, w := range hist {
-		if w.Outcome != check.OutcomeOK {
-			continue
-		}
-		switch at := w.Return.Sub(start); {
-		case at < first:
-			b++
-		case at <= last:
-			d++
-		default:
-			a++
-		}
-	}
-	tp.Before = rate(b, first)
-	tp.During = rate(d, last-first)
-	tp.After = rate(a, healAt.Sub(start)-last)
-	return tp
-}
-
-func writeHistory(path string, hist []check.Write, start time.Time) {
-	var b strings.Builder
-	for _, w := range hist {
-		fmt.Fprintf(&b, "%s %s invoke=%s return=%s\n", w.ID, w.Outcome, w.Invoke.Sub(start), w.Return.Sub(start))
-	}
-	_ = os.WriteFile(path, []byte(b.String()), 0o644)
 }
 
 // healthWatch samples, every 200ms, each running node's applied ring and records which members

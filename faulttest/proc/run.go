@@ -6,7 +6,6 @@ import (
 	"math/rand/v2"
 	"os"
 	"path/filepath"
-	"sort"
 	"strings"
 	"sync"
 	"time"
@@ -426,21 +425,11 @@ func Run(ctx context.Context, env Env, sc Scenario) (*faulttest.Report, error) {
 		stale := staleRingPushes(c, start)
 		rep.Add("stale-ring", len(stale) == 0, fmt.Sprintf("%s pushes-placed-with-replication-factor-1=%d %v", passFail(len(stale) == 0), len(stale), firstN(stale, 3)), nil)
 	}
-	var logs []*check.MemberLog
-	scratch := filepath.Join(dir, "scratch")
-	_ = os.MkdirAll(scratch, 0o755)
+	var members []faulttest.LogMember
 	for _, n := range c.Nodes {
-		ml, err := check.ReadBoltLog(n.ID, n.DataDir, scratch)
-		if err != nil {
-			rep.Add("raft-log", false, fmt.Sprintf("FAIL %s: %v", n.ID, err), nil)
-			continue
-		}
-		logs = append(logs, ml)
+		members = append(members, faulttest.LogMember{ID: n.ID, DataDir: n.DataDir})
 	}
-	tok, replays := check.CheckTokens(logs)
-	rep.Add("tokens", tok.Valid(), tok.String(), tok)
-	conv := check.CheckConvergence(logs, replays, nil, lw.observations(), !convergedAt.IsZero())
-	rep.Add("convergence", conv.Valid(), conv.String(), conv)
+	logs, replays := rep.CheckLogs(members, filepath.Join(dir, "scratch"), lw.Observations(), !convergedAt.IsZero())
 	// Checker 6 in every scenario: outside the hand-over family there is no signal, so any leave
 	// found in the log fails it.
 	ackedSet := map[check.SampleID]bool{}
@@ -479,14 +468,14 @@ func Run(ctx context.Context, env Env, sc Scenario) (*faulttest.Report, error) {
 			rep.Ops.Unknown++
 		}
 	}
-	rep.Throughput = throughput(hist, start, rep.Faults, healAt)
-	rep.Elections, rep.Unprovoked = lw.elections(rep.Faults)
+	rep.Throughput = faulttest.ThroughputOf(hist, start, rep.Faults, healAt)
+	rep.Elections, rep.Unprovoked = lw.Elections(rep.Faults)
 	rep.Wall = time.Since(wall)
 	if !rep.Valid() {
 		w.mu.Lock()
 		env.Logf("push failures: %v", w.fails)
 		w.mu.Unlock()
-		writeHistory(filepath.Join(dir, "history.txt"), hist, start)
+		_ = faulttest.WriteHistory(filepath.Join(dir, "history.txt"), hist, start)
 		return keep("scenario " + sc.Name + " failed")
 	}
 	os.RemoveAll(dir)
@@ -585,12 +574,10 @@ func (c *Cluster) Converged(ctx context.Context) (bool, string) {
 type leaderWatch struct {
 	c     *Cluster
 	start time.Time
-	mu    sync.Mutex
-	seen  map[uint64]map[string]time.Duration // term -> leader -> first sighting
+	faulttest.Leaders
 }
 
 func (lw *leaderWatch) run(ctx context.Context) {
-	lw.seen = map[uint64]map[string]time.Duration{}
 	for ctx.Err() == nil {
 		for i, n := range lw.c.Nodes {
 			if !n.Running() || n.Paused() {
@@ -600,117 +587,11 @@ func (lw *leaderWatch) run(ctx context.Context) {
 			if err != nil || st.GetState() != "Leader" {
 				continue
 			}
-			lw.mu.Lock()
-			if lw.seen[st.GetTerm()] == nil {
-				lw.seen[st.GetTerm()] = map[string]time.Duration{}
-			}
-			if _, ok := lw.seen[st.GetTerm()][n.ID]; !ok {
-				lw.seen[st.GetTerm()][n.ID] = time.Since(lw.start)
-			}
-			lw.mu.Unlock()
+			lw.Saw(st.GetTerm(), n.ID, time.Since(lw.start))
 		}
 		select {
 		case <-ctx.Done():
 		case <-time.After(250 * time.Millisecond):
 		}
 	}
-}
-
-func (lw *leaderWatch) observations() []check.LeaderObservation {
-	lw.mu.Lock()
-	defer lw.mu.Unlock()
-	var out []check.LeaderObservation
-	for term, ls := range lw.seen {
-		for id := range ls {
-			out = append(out, check.LeaderObservation{Term: term, Member: id})
-		}
-	}
-	return out
-}
-
-// elections counts the terms with a leader after the start of the workload, and those whose leader
-// appeared while no fault was active or healed within the last 5s.
-func (lw *leaderWatch) elections(faults []faulttest.FaultWindow) (total, unprovoked int) {
-	lw.mu.Lock()
-	defer lw.mu.Unlock()
-	var terms []uint64
-	for t := range lw.seen {
-		terms = append(terms, t)
-	}
-	sort.Slice(terms, func(i, j int) bool { return terms[i] < terms[j] })
-	for k, t := range terms {
-		if k == 0 {
-			continue // the leader from before the workload
-		}
-		total++
-		var first time.Duration = -1
-		for _, at := range lw.seen[t] {
-			if first < 0 || at < first {
-				first = at
-			}
-		}
-		provoked := false
-		for _, f := range faults {
-			end := f.End
-			if end == 0 {
-				end = 1 << 62
-			}
-			if first >= f.Start && first <= end+5*time.Second {
-				provoked = true
-			}
-		}
-		if !provoked {
-			unprovoked++
-		}
-	}
-	return total, unprovoked
-}
-
-func throughput(hist []check.Write, start time.Time, faults []faulttest.FaultWindow, healAt time.Time) faulttest.Throughput {
-	var tp faulttest.Throughput
-	if len(faults) == 0 {
-		n := 0
-		for _, w := range hist {
-			if w.Outcome == check.OutcomeOK {
-				n++
-			}
-		}
-		if d := healAt.Sub(start); d > 0 {
-			tp.Before = float64(n) / d.Seconds()
-		}
-		return tp
-	}
-	first, last := faults[0].Start, faults[len(faults)-1].End
-	var b, d, a int
-	for _, w := range hist {
-		if w.Outcome != check.OutcomeOK {
-			continue
-		}
-		switch at := w.Return.Sub(start); {
-		case at < first:
-			b++
-		case at <= last:
-			d++
-		default:
-			a++
-		}
-	}
-	rate := func(n int, dur time.Duration) float64 {
-		if dur <= 0 {
-			return 0
-		}
-		return float64(n) / dur.Seconds()
-	}
-	tp.Before = rate(b, first)
-	tp.During = rate(d, last-first)
-	tp.After = rate(a, healAt.Sub(start)-last)
-	return tp
-}
-
-func writeHistory(path string, hist []check.Write, start time.Time) {
-	var b strings.Builder
-	for _, w := range hist {
-		fmt.Fprintf(&b, "%s %s invoke=%s return=%s\n", w.ID, w.Outcome, w.Invoke.Sub(start), w.Return.Sub(start))
-	}
-	_ = os.WriteFile(path, []byte(b.String()), 0o644)
 }

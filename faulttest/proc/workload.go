@@ -22,9 +22,8 @@ import (
 	"github.com/prometheus/prometheus/prompb"
 	"github.com/prometheus/prometheus/tsdb/chunkenc"
 
-	"github.com/raftingest/raftingest/distributor"
 	"github.com/raftingest/raftingest/faulttest/check"
-	"github.com/raftingest/raftingest/ingesterpb"
+	"github.com/raftingest/raftingest/faulttest/samples"
 	"github.com/raftingest/raftingest/storage"
 	tenantctx "github.com/raftingest/raftingest/tenant"
 )
@@ -32,10 +31,11 @@ import (
 // The unique-samples workload: writer w pushes, one sample per request, sample seq of series
 // faulttest_samples{series="s<seq mod seriesPerWriter>", writer="w<w>"} at timestamp t0+seq with
 // value seq. The timestamp and the writer label identify the sample; the value double-checks it.
+// (faulttest/samples holds the names, the encoding, the placement hash and the QueryStream decoding,
+// shared with the in-process tier.)
 const (
-	metricName      = "faulttest_samples"
-	seriesPerWriter = 4
-	tenant          = distributor.DefaultTenant
+	metricName = samples.MetricName
+	tenant     = samples.Tenant
 )
 
 // Writer is the history of the unique-samples workload.
@@ -57,24 +57,12 @@ func newWriter(c *Cluster) *Writer {
 		http: &http.Client{Timeout: 5 * time.Second}}
 }
 
-func seriesLabels(w int, seq uint64) []prompb.Label {
-	return []prompb.Label{{Name: "__name__", Value: metricName},
-		{Name: "series", Value: fmt.Sprintf("s%d", seq%seriesPerWriter)}, {Name: "writer", Value: fmt.Sprintf("w%d", w)}}
-}
-
 func writeRequest(w int, seq uint64, t0 int64) *prompb.WriteRequest {
-	return &prompb.WriteRequest{Timeseries: []prompb.TimeSeries{{Labels: seriesLabels(w, seq),
-		Samples: []prompb.Sample{{Timestamp: t0 + int64(seq), Value: float64(seq)}}}}}
+	return samples.WriteRequest(w, seq, t0)
 }
 
 // SeriesHash is the distributor's placement hash of the sample's series.
-func SeriesHash(id check.SampleID) uint32 {
-	var ls []distributor.Label
-	for _, l := range seriesLabels(id.Writer, id.Seq) {
-		ls = append(ls, distributor.Label{Name: l.Name, Value: l.Value})
-	}
-	return distributor.SeriesHash(tenant, ls)
-}
+func SeriesHash(id check.SampleID) uint32 { return samples.SeriesHash(id) }
 
 // run pushes until ctx is done, through a random running node each time.
 func (w *Writer) run(ctx context.Context, id int, rng *rand.Rand) {
@@ -108,11 +96,9 @@ func (w *Writer) run(ctx context.Context, id int, rng *rand.Rand) {
 		w.mu.Lock()
 		w.hist = append(w.hist, wr)
 		if wr.Outcome != check.OutcomeOK {
-			key := "error"
-			if err == nil {
-				key = strconv.Itoa(code) + " " + firstLine(body)
-			} else if ctx.Err() == nil {
-				key = "error " + shortErr(err)
+			key := "error" // the run's own end cancelled it
+			if err == nil || ctx.Err() == nil {
+				key = samples.FailureKey(code, body, err)
 			}
 			w.fails[key]++
 		}
@@ -128,14 +114,6 @@ func firstLine(s string) string {
 	}
 	if len(s) > 80 {
 		s = s[:80]
-	}
-	return s
-}
-
-func shortErr(err error) string {
-	s := err.Error()
-	if i := strings.LastIndex(s, ": "); i >= 0 {
-		s = s[i+2:]
 	}
 	return s
 }
@@ -168,65 +146,23 @@ func (w *Writer) History() []check.Write {
 	return append([]check.Write(nil), w.hist...)
 }
 
-// IngesterRead is what one ingester returned: its samples (with repeats, if it returned any) and
-// the samples whose value did not match their sequence number.
-type IngesterRead struct {
-	Samples []check.SampleID
-	Corrupt []check.SampleID
-}
+// IngesterRead is what one ingester (or the bucket, or a query API) returned: its samples, with
+// repeats if it returned any, and the samples whose value did not match their sequence number.
+type IngesterRead = samples.IngesterRead
 
-// readIngester asks node i directly (gRPC QueryStream) for every sample of the workload.
+// readIngester asks node n directly (gRPC QueryStream) for every sample of the workload.
 func (w *Writer) readIngester(ctx context.Context, n *Node) (IngesterRead, error) {
-	var out IngesterRead
 	cc, err := n.Conn()
 	if err != nil {
-		return out, err
+		return IngesterRead{}, err
 	}
 	ctx, cancel := context.WithTimeout(ctx, 10*time.Second)
 	defer cancel()
-	stream, err := ingesterpb.NewIngesterClient(cc).QueryStream(ingesterpb.WithTenant(ctx, tenant), &ingesterpb.QueryRequest{
-		StartTimestampMs: math.MinInt64, EndTimestampMs: math.MaxInt64,
-		Matchers: []*ingesterpb.LabelMatcher{{Type: ingesterpb.MatchType_EQUAL, Name: "__name__", Value: metricName}},
-	})
+	r, err := samples.Query(ctx, cc, w.t0)
 	if err != nil {
-		return out, err
+		return r, fmt.Errorf("query %s: %w", n.ID, err)
 	}
-	for {
-		resp, err := stream.Recv()
-		if err == io.EOF {
-			return out, nil
-		}
-		if err != nil {
-			return out, fmt.Errorf("query %s: %w", n.ID, err)
-		}
-		for _, s := range resp.GetSeries() {
-			writer := -1
-			for _, l := range s.GetLabels() {
-				if l.GetName() == "writer" {
-					writer, _ = strconv.Atoi(strings.TrimPrefix(l.GetValue(), "w"))
-				}
-			}
-			for _, c := range s.GetChunks() {
-				chk, err := chunkenc.FromData(chunkenc.Encoding(c.GetEncoding()), c.GetData())
-				if err != nil {
-					return out, fmt.Errorf("chunk from %s: %w", n.ID, err)
-				}
-				it := chk.Iterator(nil)
-				for it.Next() == chunkenc.ValFloat {
-					ts, v := it.At()
-					id := check.SampleID{Writer: writer, Seq: uint64(ts - w.t0)}
-					if ts < w.t0 || v != float64(id.Seq) {
-						out.Corrupt = append(out.Corrupt, id)
-						continue
-					}
-					out.Samples = append(out.Samples, id)
-				}
-				if it.Err() != nil {
-					return out, it.Err()
-				}
-			}
-		}
-	}
+	return r, nil
 }
 
 // readAll reads every node. complete is false when a node did not answer (down, paused, cut off).
@@ -258,25 +194,9 @@ func (w *Writer) readAll(ctx context.Context) (per map[string]IngesterRead, comp
 	return per, complete, errs
 }
 
-// union is the set of samples any ingester returned, each once, and the number of samples some
-// ingester returned more than once (a duplicate within one replica).
-func union(per map[string]IngesterRead) (ids []check.SampleID, dupWithin []check.SampleID) {
-	seen := map[check.SampleID]bool{}
-	for _, r := range per {
-		local := map[check.SampleID]bool{}
-		for _, id := range r.Samples {
-			if local[id] {
-				dupWithin = append(dupWithin, id)
-			}
-			local[id] = true
-			if !seen[id] {
-				seen[id] = true
-				ids = append(ids, id)
-			}
-		}
-	}
-	return ids, dupWithin
-}
+// union is the set of samples any ingester returned, each once, and the samples some ingester
+// returned more than once (a duplicate within one replica).
+func union(per map[string]IngesterRead) (ids, dupWithin []check.SampleID) { return samples.Union(per) }
 
 // The final read goes through the product's read path, as a user's would: a node's querier merges
 // every readable ingester's replicas with the blocks in the bucket. A sample is identified by its

@@ -11,6 +11,7 @@ package samples
 import (
 	"bytes"
 	"context"
+	"errors"
 	"fmt"
 	"io"
 	"math"
@@ -205,4 +206,29 @@ func Union(per map[string]IngesterRead) (ids, dupWithin []check.SampleID) {
 		}
 	}
 	return ids, dupWithin
+}
+
+// FailureKey is how a failed push is counted in a run's report: "<status> <first line of the
+// body>" (80 characters at most) for an answer, "error <last part of the error>" ("timeout" for a
+// timeout) for a transport error.
+func FailureKey(code int, body string, err error) string {
+	if err == nil {
+		body = strings.TrimSpace(body)
+		if i := strings.IndexByte(body, '\n'); i >= 0 {
+			body = body[:i]
+		}
+		if len(body) > 80 {
+			body = body[:80]
+		}
+		return strconv.Itoa(code) + " " + body
+	}
+	var ne interface{ Timeout() bool }
+	if errors.As(err, &ne) && ne.Timeout() {
+		return "error timeout"
+	}
+	s := err.Error()
+	if i := strings.LastIndex(s, ": "); i >= 0 {
+		s = s[i+2:]
+	}
+	return "error " + s
 }

@@ -1,8 +1,10 @@
 package samples
 
 import (
+	"context"
 	"errors"
 	"slices"
+	"strings"
 	"testing"
 
 	"github.com/golang/snappy"
@@ -120,5 +122,24 @@ func TestSeriesHash_PerSeries(t *testing.T) {
 	}
 	if a == SeriesHash(check.SampleID{Writer: 1, Seq: 1}) {
 		t.Errorf("two writers' series hash alike")
+	}
+}
+
+func TestFailureKey(t *testing.T) {
+	long := strings.Repeat("x", 100)
+	for _, c := range []struct {
+		code int
+		body string
+		err  error
+		want string
+	}{
+		{503, "too few healthy ingesters\nmore detail", nil, "503 too few healthy ingesters"},
+		{400, long, nil, "400 " + long[:80]},
+		{0, "", errors.New(`Post "http://x/api/v1/push": dial tcp: connection refused`), "error connection refused"},
+		{0, "", context.DeadlineExceeded, "error timeout"},
+	} {
+		if got := FailureKey(c.code, c.body, c.err); got != c.want {
+			t.Errorf("FailureKey(%d, %q, %v) = %q, want %q", c.code, c.body, c.err, got, c.want)
+		}
 	}
 }
