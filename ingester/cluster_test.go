@@ -7,10 +7,11 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
-	"net"
 	"path/filepath"
 	"testing"
 	"time"
+
+	pc "github.com/raftingest/raftingest/internal/proccluster"
 )
 
 // inProcessCluster runs n whole ingester Servers in this process, on loopback ports, with real
@@ -22,13 +23,10 @@ type inProcessCluster struct {
 	done    []chan error
 }
 
+// freeAddr is a loopback address on a port no other freeAddr or proccluster.FreePorts call of this
+// test process returned (a port released by one pick can come back from the next).
 func freeAddr(tb testing.TB) string {
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		tb.Fatal(err)
-	}
-	defer ln.Close()
-	return ln.Addr().String()
+	return fmt.Sprintf("127.0.0.1:%d", pc.FreePorts(tb, 1)[0])
 }
 
 func startInProcess(tb testing.TB, n int, extra ...string) *inProcessCluster {

@@ -58,22 +58,38 @@ var (
 	buildErr  error
 )
 
-// FreePorts returns n distinct free TCP ports on 127.0.0.1. The ports are released before they are
-// returned, so another process could take one in between; on loopback in a test run that is rare
-// enough that a failed bind is reported rather than retried.
+// handedOut is every port FreePorts has returned in this process. The kernel may hand a port that
+// was just released to the next listen, so two nodes defined one after the other (Add b, Add c,
+// then start both) could get the same port: c's raft port was b's gRPC port in a CI run
+// (TestQuery_OracleAgainstPrometheus, "bind: address already in use"). No port is handed out twice.
+var (
+	portsMu   sync.Mutex
+	handedOut = map[int]bool{}
+)
+
+// FreePorts returns n distinct free TCP ports on 127.0.0.1, none returned before by this process.
+// The ports are released before they are returned, so another process could take one in between;
+// on loopback in a test run that is rare enough that a failed bind is reported rather than retried.
 func FreePorts(t testing.TB, n int) []int {
+	portsMu.Lock()
+	defer portsMu.Unlock()
 	ports := make([]int, 0, n)
 	var lns []net.Listener
-	for range n {
+	defer func() {
+		for _, ln := range lns {
+			ln.Close()
+		}
+	}()
+	for len(ports) < n {
 		ln, err := net.Listen("tcp", "127.0.0.1:0")
 		if err != nil {
 			t.Fatal(err)
 		}
-		lns = append(lns, ln)
-		ports = append(ports, ln.Addr().(*net.TCPAddr).Port)
-	}
-	for _, ln := range lns {
-		ln.Close()
+		lns = append(lns, ln) // held until all n are picked, so the kernel cannot repeat one
+		if p := ln.Addr().(*net.TCPAddr).Port; !handedOut[p] {
+			handedOut[p] = true
+			ports = append(ports, p)
+		}
 	}
 	return ports
 }
