@@ -308,3 +308,21 @@ func TestCheckWALRestarts(t *testing.T) {
 		}
 	}
 }
+
+// TestCheckConvergence_MemberBehindByAnEntry: members stopped one after another end at different
+// indexes; a member whose log is a prefix of another's has converged, one whose state at its last
+// index differs from the other's at that index has not.
+func TestCheckConvergence_MemberBehindByAnEntry(t *testing.T) {
+	full := cmdLog(t, append(joinCmds("n1", 1), joinCmds("n2", 2)...)...)
+	long := &MemberLog{Member: "long", Entries: full}
+	short := &MemberLog{Member: "short", Entries: full[:len(full)-1]}
+	_, reps := CheckTokens([]*MemberLog{long, short})
+	if r := CheckConvergence([]*MemberLog{long, short}, reps, nil, nil, true); !r.Valid() {
+		t.Fatalf("a member one entry behind is not divergence: %s", r.String())
+	}
+	other := &MemberLog{Member: "other", Entries: cmdLog(t, append(joinCmds("n1", 1), joinCmds("n9", 9)...)...)[:len(full)-1]}
+	_, reps = CheckTokens([]*MemberLog{long, other})
+	if r := CheckConvergence([]*MemberLog{long, other}, reps, nil, nil, true); len(r.Diverged) != 1 {
+		t.Fatalf("a shorter member in another state was not reported diverged: %s", r.String())
+	}
+}
