@@ -15,7 +15,9 @@ const module = "github.com/raftingest/raftingest"
 var allowed = map[string][]string{
 	"ringstate": {},
 	"ringpb":    {"ringstate"},
-	"raftfsm":   {"ringstate", "ringpb"},
+	"raftfsm":   {"ringstate", "ringpb", "auth"},
+	// Who is on the other end of a connection: a leaf, imported by whatever checks identities.
+	"auth":      {},
 	"lifecycle": {"ringstate"},
 	"ringview":  {"ringstate"},
 	"memstore":  {},
