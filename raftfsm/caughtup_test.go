@@ -80,7 +80,9 @@ func TestCluster_CaughtUp_NewNodeWaitsForTheHistory(t *testing.T) {
 	}
 	stop := make(chan struct{})
 	bad := make(chan string, 1)
+	watcherDone := make(chan struct{})
 	go func() {
+		defer close(watcherDone)
 		for {
 			select {
 			case <-stop:
@@ -104,6 +106,7 @@ func TestCluster_CaughtUp_NewNodeWaitsForTheHistory(t *testing.T) {
 	})
 	caught := poll(t, 15*time.Second, func() bool { ok, _, _ := fresh.node.CaughtUp(); return ok })
 	close(stop)
+	<-watcherDone // before the cleanup shuts the nodes down under it
 	select {
 	case msg := <-bad:
 		t.Fatal(msg)

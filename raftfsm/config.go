@@ -11,6 +11,7 @@ import (
 
 	"github.com/prometheus/client_golang/prometheus"
 
+	"github.com/raftingest/raftingest/auth"
 	"github.com/raftingest/raftingest/ringstate"
 )
 
@@ -63,6 +64,13 @@ type Config struct {
 	// tests set it to cut, delay or proxy links per peer. nil keeps the plain dialers (hashicorp/raft's
 	// TCP stream layer and grpc's own), exactly as without the hook.
 	Dial DialFunc
+	// TLS, when set, is the cluster plane's mutual TLS: the Raft transport speaks TLS 1.3 with it
+	// (a peer is accepted only with a certificate the CA verifies whose member id is in this node's
+	// Raft configuration, or any member's while the configuration is empty; a dialed peer must
+	// present the certificate of the server id the configuration has at that address), the
+	// forwarding clients present this node's certificate, and the Ring service checks every
+	// caller's rights. nil: plain TCP and gRPC, everyone allowed.
+	TLS *auth.Authority
 	// Clock, when set, is this node's wall clock for the ring time it stamps on every command it
 	// proposes as leader (nil: time.Now). Only the proposing leader's clock counts: a follower that
 	// forwards a command never stamps it, and replicas apply the stamp from the entry. The stamps

@@ -2,6 +2,10 @@ package raftfsm
 
 import (
 	"errors"
+	"fmt"
+
+	"google.golang.org/genproto/googleapis/rpc/errdetails"
+	"google.golang.org/grpc/status"
 )
 
 // MaxForwardHops bounds how many times a request may be forwarded between nodes looking for the
@@ -39,6 +43,9 @@ var (
 	// in the Raft configuration at the command's raft address (Config.RegisterRequiresPeer): a
 	// node removed from the cluster must wipe its Raft state and be added again first.
 	ErrNotPeer = errors.New("raftfsm: not a raft peer")
+	// ErrAddressChange refuses, before anything is proposed, a Register that would change a live
+	// member's gRPC or HTTP address, from a caller that cannot prove it is that member.
+	ErrAddressChange = errors.New("raftfsm: refused to change a live member's addresses")
 	// ErrShutdown is returned by every method after Shutdown.
 	ErrShutdown = errors.New("raftfsm: node is shut down")
 
@@ -62,3 +69,48 @@ type wireError struct {
 
 func (e *wireError) Error() string { return e.msg }
 func (e *wireError) Unwrap() error { return e.sentinel }
+
+// ErrRedirect is the answer of a node that will not forward a request under mutual TLS: a
+// forwarded request would carry the forwarding node's identity, not the caller's, so the caller
+// must ask the node named in the error itself (see RedirectOf). Nothing was applied.
+var ErrRedirect = errors.New("raftfsm: ask another node")
+
+// Redirect metadata keys of the ErrorInfo that carries ErrRedirect.
+const (
+	redirectIDKey   = "id"
+	redirectAddrKey = "grpc_addr"
+)
+
+// redirectError is ErrRedirect with the node to ask.
+type redirectError struct {
+	id, addr, why string
+}
+
+func (e *redirectError) Error() string {
+	if e.addr == "" {
+		return fmt.Sprintf("%s: %s, and its address is not known yet; retry", ErrRedirect, e.why)
+	}
+	return fmt.Sprintf("%s: %s: ask %s at %s", ErrRedirect, e.why, e.id, e.addr)
+}
+
+func (e *redirectError) Unwrap() error { return ErrRedirect }
+
+// RedirectOf reports whether err (a gRPC error from the Ring service, or a Node error) is a
+// redirect, and to which node: its member id and gRPC address (empty when the answering node did
+// not know it; retry later). ringctl and joining nodes follow it.
+func RedirectOf(err error) (id, grpcAddr string, ok bool) {
+	var re *redirectError
+	if errors.As(err, &re) {
+		return re.id, re.addr, true
+	}
+	st, isStatus := status.FromError(err)
+	if !isStatus {
+		return "", "", false
+	}
+	for _, d := range st.Details() {
+		if info, isInfo := d.(*errdetails.ErrorInfo); isInfo && info.GetDomain() == errorDomain && info.GetReason() == "REDIRECT" {
+			return info.GetMetadata()[redirectIDKey], info.GetMetadata()[redirectAddrKey], true
+		}
+	}
+	return "", "", false
+}

@@ -22,6 +22,7 @@ import (
 	raftboltdb "github.com/hashicorp/raft-boltdb/v2"
 	"go.etcd.io/bbolt"
 
+	"github.com/raftingest/raftingest/auth"
 	"github.com/raftingest/raftingest/ringpb"
 	"github.com/raftingest/raftingest/ringstate"
 )
@@ -130,13 +131,13 @@ func NewNode(cfg Config) (*Node, error) {
 		cfg:        cfg,
 		id:         raft.ServerID(cfg.ID),
 		logger:     logger,
-		conns:      newConnCache(grpcDialOptions(cfg.Dial)...),
 		observerCh: make(chan raft.Observation, 16),
 		kick:       make(chan struct{}, 1),
 		stop:       make(chan struct{}),
 		lastGRPC:   map[string]string{},
 		removedCh:  make(chan struct{}),
 	}
+	n.conns = newConnCache(grpcDialOptions(cfg.Dial, cfg.TLS, n.memberAt)...)
 	n.runCtx, n.runCancel = context.WithCancel(context.Background())
 	var err error
 	// A bolt file is locked by its user; time out instead of hanging when another process (or a
@@ -154,7 +155,8 @@ func NewNode(cfg Config) (*Node, error) {
 		return nil, fmt.Errorf("raftfsm: open snapshot store in %s: %w", dir, err)
 	}
 	n.snaps = &indexingSnapshotStore{SnapshotStore: fss}
-	nt, err := newTransport(cfg, hl.Named("transport"))
+	conf := &raftConf{}
+	nt, err := newTransport(cfg, hl.Named("transport"), conf)
 	if err != nil {
 		n.store.Close()
 		return nil, fmt.Errorf("raftfsm: listen for raft on %s: %w", cfg.RaftAddr, err)
@@ -198,6 +200,7 @@ func NewNode(cfg Config) (*Node, error) {
 		n.closeTransportAndStores()
 		return nil, fmt.Errorf("raftfsm: start raft: %w", err)
 	}
+	conf.r.Store(n.raft)
 	if has {
 		n.startIndex = n.raft.LastIndex()
 	}
@@ -483,6 +486,11 @@ func (n *Node) apply(ctx context.Context, cmd ringstate.Command, hops uint32) (u
 	}
 	return route(ctx, n, hops, "apply",
 		func() (uint64, error) {
+			if cmd.Op == ringstate.OpRegister {
+				if err := n.admitAddresses(ctx, &cmd); err != nil {
+					return 0, err
+				}
+			}
 			if cmd.Op == ringstate.OpRegister && n.cfg.RegisterRequiresPeer {
 				if err := n.admitRegister(ctx, &cmd); err != nil {
 					return 0, err
@@ -519,6 +527,31 @@ func (n *Node) admitRegister(ctx context.Context, cmd *ringstate.Command) error 
 			ErrNotPeer, cmd.Member, cmd.RaftAddr, a)
 	}
 	return nil
+}
+
+// admitAddresses refuses, on the leader and before anything is proposed, a Register that would
+// change the gRPC or HTTP address of a live (healthy) member unless its sender is proven to be
+// that member: the node's own call, or a caller whose certificate names the member. Otherwise
+// anyone who can reach the Ring service could point a member's replicas' writes and reads at
+// itself. Without TLS nobody is proven, so a member restarted on other addresses is admitted once
+// its previous heartbeat is older than the ring's heartbeat timeout (its lifecycle retries).
+func (n *Node) admitAddresses(ctx context.Context, cmd *ringstate.Command) error {
+	p, external := callerOf(ctx)
+	if !external || (n.cfg.TLS != nil && p.Kind == auth.Node && p.Name == string(cmd.Member)) {
+		return nil
+	}
+	r := n.fsm.Ring()
+	m, ok := r.Member(cmd.Member)
+	if !ok || (m.GRPCAddr == cmd.GRPCAddr && m.HTTPAddr == cmd.HTTPAddr) {
+		return nil
+	}
+	if t := n.cfg.RingHeartbeatTimeout; t > 0 && !m.Healthy(r.TimeMs(), t.Milliseconds()) {
+		return nil
+	}
+	return fmt.Errorf("%w: cannot register %s at grpc %q, http %q: it is live at grpc %q, http %q, and %s cannot prove "+
+		"it is that member (restart it on the same addresses, wait until its heartbeat is older than "+
+		"-ring.heartbeat-timeout, or run the cluster with -tls.* so that its certificate proves it)",
+		ErrAddressChange, cmd.Member, cmd.GRPCAddr, cmd.HTTPAddr, m.GRPCAddr, m.HTTPAddr, p)
 }
 
 // wireResult rebuilds a ringstate outcome from an ApplyResponse's code and message.
@@ -607,6 +640,9 @@ func route[T any](ctx context.Context, n *Node, hops uint32, what string, local 
 			}
 			return v, err
 		}
+		if n.mustRedirect(ctx) {
+			return zero, n.redirect(what)
+		}
 		if hops+1 > MaxForwardHops {
 			return zero, fmt.Errorf("%w: %s reached %s after %d hops", ErrTooManyHops, what, n.cfg.ID, hops)
 		}
@@ -623,6 +659,12 @@ func route[T any](ctx context.Context, n *Node, hops uint32, what string, local 
 		}
 		v, err := remote(fctx, c, hops+1)
 		cancel()
+		if errors.Is(err, ErrRedirect) {
+			// Under TLS the node we took for the leader no longer leads and does not forward:
+			// look for the leader again.
+			n.logger.Debug("forwarded request redirected", "op", what, "to", leader, "err", err)
+			continue
+		}
 		if err != nil {
 			n.logger.Debug("forwarded request failed", "op", what, "leader", leader, "err", err)
 		}
@@ -683,6 +725,26 @@ func (n *Node) grpcAddr(id string) (string, error) {
 		return a, nil
 	}
 	return "", fmt.Errorf("%w: leader %s has no known gRPC address (not registered yet?)", ErrNoLeader, id)
+}
+
+// memberAt is the member id whose gRPC address is addr, from the ring or the addresses seen
+// before; "" when none is known. Under TLS a forwarding client requires that member's certificate
+// at addr.
+func (n *Node) memberAt(addr string) string {
+	r := n.fsm.Ring()
+	for i := range r.Len() {
+		if m := r.MemberAt(i); m.GRPCAddr == addr {
+			return string(m.ID)
+		}
+	}
+	n.addrMu.Lock()
+	defer n.addrMu.Unlock()
+	for id, a := range n.lastGRPC {
+		if a == addr {
+			return id
+		}
+	}
+	return ""
 }
 
 // knownGRPC returns the last gRPC address seen for server id, or "".

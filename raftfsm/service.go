@@ -14,6 +14,7 @@ import (
 	"google.golang.org/grpc/metadata"
 	"google.golang.org/grpc/status"
 
+	"github.com/raftingest/raftingest/auth"
 	"github.com/raftingest/raftingest/ringpb"
 	"github.com/raftingest/raftingest/ringstate"
 )
@@ -42,6 +43,7 @@ var sentinels = []struct {
 	{"INVALID_PEER", ErrInvalidPeer, codes.InvalidArgument},
 	{"LAST_VOTER", ErrLastVoter, codes.FailedPrecondition},
 	{"NOT_PEER", ErrNotPeer, codes.FailedPrecondition},
+	{"ADDRESS_CHANGE", ErrAddressChange, codes.PermissionDenied},
 	{"UNKNOWN_MEMBER", ringstate.ErrUnknownMember, codes.NotFound},
 	{"MEMBER_EXISTS", ringstate.ErrMemberExists, codes.AlreadyExists},
 	{"INVALID_MEMBER", ringstate.ErrInvalidMember, codes.InvalidArgument},
@@ -59,6 +61,15 @@ var sentinels = []struct {
 func toStatus(err error) error {
 	if err == nil {
 		return nil
+	}
+	var re *redirectError
+	if errors.As(err, &re) {
+		st := status.New(codes.FailedPrecondition, err.Error())
+		if d, derr := st.WithDetails(&errdetails.ErrorInfo{Reason: "REDIRECT", Domain: errorDomain,
+			Metadata: map[string]string{redirectIDKey: re.id, redirectAddrKey: re.addr}}); derr == nil {
+			st = d
+		}
+		return st.Err()
 	}
 	for _, s := range sentinels {
 		if errors.Is(err, s.err) {
@@ -95,6 +106,9 @@ func fromStatus(err error, write bool) error {
 		info, ok := d.(*errdetails.ErrorInfo)
 		if !ok || info.GetDomain() != errorDomain {
 			continue
+		}
+		if info.GetReason() == "REDIRECT" {
+			return &redirectError{id: info.GetMetadata()[redirectIDKey], addr: info.GetMetadata()[redirectAddrKey], why: st.Message()}
 		}
 		for _, s := range sentinels {
 			if s.reason == info.GetReason() {
@@ -149,6 +163,11 @@ func (s *service) Apply(ctx context.Context, req *ringpb.ApplyRequest) (*ringpb.
 		return &ringpb.ApplyResponse{Code: uint32(ringstate.CodeInvalidCommand),
 			Message: fmt.Sprintf("raftfsm: op %d out of range", op)}, nil
 	}
+	p := s.n.cfg.TLS.Caller(ctx)
+	if err := s.n.authorizeCommand(p, &cmd); err != nil {
+		return nil, err
+	}
+	ctx = withCaller(ctx, p)
 	idx, err := s.n.apply(ctx, cmd, req.GetHops())
 	if err != nil && !isRefusal(err) {
 		return nil, toStatus(err)
@@ -164,6 +183,11 @@ func (s *service) Join(ctx context.Context, req *ringpb.JoinRequest) (*ringpb.Jo
 	if req.GetHops() > MaxForwardHops {
 		return nil, toStatus(fmt.Errorf("%w: join arrived after %d hops", ErrTooManyHops, req.GetHops()))
 	}
+	p := s.n.cfg.TLS.Caller(ctx)
+	if err := s.n.authorizeJoin(p, req.GetId(), req.GetRaftAddr(), req.GetVoter()); err != nil {
+		return nil, err
+	}
+	ctx = withCaller(ctx, p)
 	idx, voter, err := s.n.addPeer(ctx, req.GetId(), req.GetRaftAddr(), req.GetVoter(), req.GetHops())
 	if err != nil {
 		return nil, toStatus(err)
@@ -175,6 +199,11 @@ func (s *service) RemovePeer(ctx context.Context, req *ringpb.RemovePeerRequest)
 	if req.GetHops() > MaxForwardHops {
 		return nil, toStatus(fmt.Errorf("%w: remove peer arrived after %d hops", ErrTooManyHops, req.GetHops()))
 	}
+	p := s.n.cfg.TLS.Caller(ctx)
+	if err := s.n.authorizeRemove(p, req.GetId()); err != nil {
+		return nil, err
+	}
+	ctx = withCaller(ctx, p)
 	idx, err := s.n.removePeer(ctx, req.GetId(), req.GetHops())
 	if err != nil {
 		return nil, toStatus(err)
@@ -229,6 +258,11 @@ func (s *service) TransferLeadership(ctx context.Context, req *ringpb.TransferLe
 	if req.GetHops() > MaxForwardHops {
 		return nil, toStatus(fmt.Errorf("%w: transfer arrived after %d hops", ErrTooManyHops, req.GetHops()))
 	}
+	p := s.n.cfg.TLS.Caller(ctx)
+	if err := s.n.authorizeOperator(p, "transfer raft leadership"); err != nil {
+		return nil, err
+	}
+	ctx = withCaller(ctx, p)
 	id, err := s.n.transfer(ctx, req.GetId(), req.GetHops())
 	if err != nil {
 		return nil, toStatus(err)
@@ -237,6 +271,12 @@ func (s *service) TransferLeadership(ctx context.Context, req *ringpb.TransferLe
 }
 
 func (s *service) Leave(ctx context.Context, req *ringpb.LeaveRequest) (*ringpb.LeaveResponse, error) {
+	p := s.n.cfg.TLS.Caller(ctx)
+	if !(p.Kind == auth.Node && p.Name == req.GetId()) {
+		if err := s.n.authorizeOperator(p, fmt.Sprintf("make member %q leave the ring", req.GetId())); err != nil {
+			return nil, err
+		}
+	}
 	if req.GetId() == s.n.cfg.ID {
 		if s.leave == nil {
 			return nil, status.Error(codes.Unimplemented, "raftfsm: this node has no leave hook")
@@ -261,6 +301,12 @@ func (s *service) Leave(ctx context.Context, req *ringpb.LeaveRequest) (*ringpb.
 	}
 	if m.GRPCAddr == "" {
 		return nil, status.Errorf(codes.FailedPrecondition, "raftfsm: leave: member %s has no gRPC address", req.GetId())
+	}
+	if s.n.cfg.TLS != nil {
+		// A forward would reach the member with this node's identity, which has no right to make
+		// another member leave: the operator asks the member itself.
+		return nil, toStatus(&redirectError{id: req.GetId(), addr: m.GRPCAddr,
+			why: fmt.Sprintf("%s does not forward leave requests under mutual TLS", s.n.cfg.ID)})
 	}
 	c, err := s.n.conns.get(m.GRPCAddr)
 	if err != nil {
