@@ -33,6 +33,7 @@ type proc struct {
 	cmd     *exec.Cmd
 	log     string
 	http    string // host:port of its HTTP server
+	admin   string // host:port of an ingester's admin HTTP server (shutdown, flush, pprof); "" otherwise
 	dataDir string
 	args    []string
 	bin     string
@@ -70,7 +71,12 @@ func (p *procs) start(name, bin string, args []string, httpAddr, dataDir string)
 
 // restart starts p's command line again (same data directory) and returns the new proc.
 func (p *procs) restart(pr *proc) (*proc, error) {
-	return p.start(pr.name+"-restart", pr.bin, pr.args, pr.http, pr.dataDir)
+	np, err := p.start(pr.name+"-restart", pr.bin, pr.args, pr.http, pr.dataDir)
+	if err != nil {
+		return nil, err
+	}
+	np.admin = pr.admin
+	return np, nil
 }
 
 // kill sends SIGKILL to the process group and waits for the process to exit.

@@ -210,15 +210,21 @@ func (r *runner) sortKeys() {
 
 // node starts one bin/ingester on fresh loopback ports.
 func (r *runner) node(name string, extra ...string) (*proc, error) {
-	a, err := freeAddrs(3)
+	a, err := freeAddrs(4)
 	if err != nil {
 		return nil, err
 	}
 	dataDir := filepath.Join(r.p.dir, name)
 	args := []string{"-node.id", name, "-data.dir", dataDir, "-raft.addr", a[0], "-grpc.addr", a[1], "-http.addr", a[2],
+		"-admin.http-addr", a[3],
 		"-ingester.join-after", "0s", "-distributor.ingestion-rate-limit", "0", "-log.level", "warn"}
 	args = append(args, extra...)
-	return r.p.start(name, filepath.Join(r.cfg.BinDir, "ingester"), args, a[2], dataDir)
+	p, err := r.p.start(name, filepath.Join(r.cfg.BinDir, "ingester"), args, a[2], dataDir)
+	if err != nil {
+		return nil, err
+	}
+	p.admin = a[3]
+	return p, nil
 }
 
 func grpcAddrOf(p *proc) string {
@@ -411,7 +417,7 @@ func (r *runner) ingestSingle(ctx context.Context) error {
 	onStart := func() { profDone <- nil }
 	if r.sc.ProfileSeconds > 0 {
 		onStart = func() {
-			go func() { profDone <- fetchProfile(n.http, r.sc.ProfileSeconds, profPath) }()
+			go func() { profDone <- fetchProfile(n.admin, r.sc.ProfileSeconds, profPath) }()
 		}
 	}
 	cfg := r.loadConfig("http://" + n.http + "/api/v1/push")
@@ -495,7 +501,7 @@ func fileSize(path string) int64 {
 	return fi.Size()
 }
 
-// fetchProfile saves a CPU profile of the ingester at addr.
+// fetchProfile saves a CPU profile of the ingester whose admin server is at addr.
 func fetchProfile(addr string, seconds int, path string) error {
 	code, body, err := httpStatus("GET", fmt.Sprintf("http://%s/debug/pprof/profile?seconds=%d", addr, seconds), "", nil)
 	if err != nil {
@@ -743,7 +749,7 @@ func (r *runner) handover(ctx context.Context) error {
 			return err
 		}
 		t0 := time.Now()
-		if code, body, err := httpStatus("POST", "http://"+leaver.http+"/ingester/shutdown", "", nil); err != nil || code/100 != 2 {
+		if code, body, err := httpStatus("POST", "http://"+leaver.admin+"/ingester/shutdown", "", nil); err != nil || code/100 != 2 {
 			return fmt.Errorf("POST /ingester/shutdown: %d %s %v", code, body, err)
 		}
 		if err := waitHTTP(ctx, joiner, "/ready", 10*time.Minute); err != nil {
@@ -859,7 +865,7 @@ func (r *runner) query(ctx context.Context) error {
 	metric := fmt.Sprintf("median of %d: sum(rate(...[5m])) over %s series, 1h, step 15s", r.sc.QueryRepeats, human(float64(r.sc.QuerySeries)))
 	r.rep.row(s, metric+", from memory", fmt.Sprintf("%s (%d B)", ms(om), osz), fmt.Sprintf("%s (%d B, head)", ms(pm), psz), fmtRatio(ratio(float64(om), float64(pm))), "")
 	r.rep.key("query_vs_prometheus", ratio(float64(om), float64(pm)))
-	code, body, err := httpStatus("POST", "http://"+n.http+"/ingester/flush", "", nil)
+	code, body, err := httpStatus("POST", "http://"+n.admin+"/ingester/flush", "", nil)
 	switch {
 	case err != nil:
 		return err

@@ -33,7 +33,7 @@ func TestServer_ClockReachesRingDistributorAndFlusher(t *testing.T) {
 	fs := flag.NewFlagSet("ingester", flag.ContinueOnError)
 	cfg.RegisterFlags(fs)
 	if err := fs.Parse([]string{"-node.id", "n0", "-data.dir", filepath.Join(t.TempDir(), "n0"), "-bootstrap",
-		"-raft.addr", freeAddr(t), "-grpc.addr", freeAddr(t), "-http.addr", freeAddr(t),
+		"-raft.addr", freeAddr(t), "-grpc.addr", freeAddr(t), "-http.addr", freeAddr(t), "-admin.http-addr", "",
 		"-ring.heartbeat-period", "200ms", "-ingester.join-after", "0s", "-ingester.flush-idle-timeout", "30m",
 		"-ingester.flush-check-period", "1h"}); err != nil {
 		t.Fatal(err)

@@ -40,7 +40,7 @@ func startInProcess(tb testing.TB, n int, extra ...string) *inProcessCluster {
 		fs := flag.NewFlagSet("ingester", flag.ContinueOnError)
 		cfg.RegisterFlags(fs)
 		args := []string{"-node.id", fmt.Sprintf("n%d", i), "-data.dir", filepath.Join(dir, fmt.Sprint(i)),
-			"-raft.addr", freeAddr(tb), "-grpc.addr", freeAddr(tb), "-http.addr", freeAddr(tb),
+			"-raft.addr", freeAddr(tb), "-grpc.addr", freeAddr(tb), "-http.addr", freeAddr(tb), "-admin.http-addr", "",
 			"-ring.heartbeat-period", "200ms", "-ring.heartbeat-timeout", "5s", "-ingester.join-after", "0s"}
 		if i == 0 {
 			args = append(args, "-bootstrap")

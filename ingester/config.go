@@ -14,6 +14,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/raftingest/raftingest/auth"
 	"github.com/raftingest/raftingest/distributor"
 	"github.com/raftingest/raftingest/lifecycle"
 	"github.com/raftingest/raftingest/memstore"
@@ -50,6 +51,11 @@ type Config struct {
 	// per peer. nil means a plain net.Dialer.
 	Dial func(ctx context.Context, network, addr string) (net.Conn, error)
 
+	// TLS is the cluster plane's mutual TLS (-tls.*): Raft, gRPC, ringctl. Off when no path is set.
+	TLS auth.Config
+	// HTTPServer is the admin listener (-admin.http-addr) and HTTPS (-server.http-tls-*); see http.go.
+	HTTPServer httpServerConfig
+
 	Raft        raftfsm.Config
 	Lifecycle   lifecycle.Config
 	Store       memstore.Config
@@ -79,6 +85,8 @@ func (c *Config) RegisterFlags(f *flag.FlagSet) {
 	f.StringVar(&c.LogLevel, "log.level", "info", "log level: debug, info, warn, error")
 	f.StringVar(&c.LogFormat, "log.format", "logfmt", "log format: logfmt or json")
 	f.StringVar(&c.RingHistoryFile, "debug.ring-history-file", "", "fault-test aid: append every ring command this node submits (invoke before it is proposed, return with its outcome) to this file as JSON lines, for the linearizability checker; the file is never rotated (empty: off)")
+	c.TLS.RegisterFlags(f)
+	c.HTTPServer.RegisterFlags(f)
 	c.Raft.RegisterFlags(f)
 	c.Lifecycle.RegisterFlags(f)
 	c.Store.RegisterFlags(f)
@@ -119,6 +127,9 @@ func (c *Config) Validate() error {
 		}
 		addrs[a.v] = a.flag
 	}
+	if err := c.validateHTTPServer(); err != nil {
+		errs = append(errs, err)
+	}
 	if c.Bootstrap && len(c.Join) > 0 {
 		bad("-bootstrap and -join conflict: the first node bootstraps, the others join it")
 	}
@@ -147,7 +158,7 @@ func (c *Config) Validate() error {
 	if c.Store.WALDir == "" && c.DataDir != "" {
 		c.Store.WALDir = filepath.Join(c.DataDir, "wal")
 	}
-	for _, v := range []interface{ Validate() error }{&c.Raft, &c.Lifecycle, &c.Store, &c.Distributor, &c.Storage, &c.Querier, &c.Transfer} {
+	for _, v := range []interface{ Validate() error }{&c.TLS, &c.Raft, &c.Lifecycle, &c.Store, &c.Distributor, &c.Storage, &c.Querier, &c.Transfer} {
 		if err := v.Validate(); err != nil {
 			errs = append(errs, err)
 		}

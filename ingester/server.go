@@ -8,7 +8,6 @@ import (
 	"math/rand/v2"
 	"net"
 	"net/http"
-	"net/http/pprof"
 	"os"
 	"path/filepath"
 	"sync"
@@ -19,9 +18,9 @@ import (
 	"github.com/prometheus/client_golang/prometheus/promhttp"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
-	"google.golang.org/grpc/credentials/insecure"
 	"google.golang.org/grpc/status"
 
+	"github.com/raftingest/raftingest/auth"
 	"github.com/raftingest/raftingest/distributor"
 	"github.com/raftingest/raftingest/ingesterpb"
 	"github.com/raftingest/raftingest/lifecycle"
@@ -48,7 +47,14 @@ type Server struct {
 	http   *http.Server
 	grpcLn net.Listener
 	httpLn net.Listener
+
+	// admin serves -admin.http-addr on adminLn (shutdown, flush, pprof); both nil when it is off.
+	admin   *http.Server
+	adminLn net.Listener
+
 	ingest *ingesterService
+	// auth is the cluster plane's mutual TLS and identities (-tls.*); nil without TLS.
+	auth *auth.Authority
 	// history is -debug.ring-history-file, or nil. Closed after the node's shutdown.
 	history *raftfsm.HistoryFile
 
@@ -79,6 +85,16 @@ func New(cfg Config, log *slog.Logger) (_ *Server, err error) {
 	if s.httpLn, err = net.Listen("tcp", cfg.HTTPAddr); err != nil {
 		return nil, fmt.Errorf("-http.addr %s: %w", cfg.HTTPAddr, err)
 	}
+	if a := cfg.HTTPServer.AdminAddr; a != "" {
+		if s.adminLn, err = net.Listen("tcp", a); err != nil {
+			return nil, fmt.Errorf("-admin.http-addr %s: %w", a, err)
+		}
+	}
+	httpTLS, err := httpTLSConfig(cfg.HTTPServer)
+	if err != nil {
+		return nil, err
+	}
+	s.warnPlainHTTP()
 
 	// The WAL is replayed before the member joins or resumes, so that it never takes writes or
 	// serves reads with part of its acknowledged data missing.
@@ -86,7 +102,13 @@ func New(cfg Config, log *slog.Logger) (_ *Server, err error) {
 		return nil, fmt.Errorf("open the series store in %s: %w", cfg.Store.WALDir, err)
 	}
 
+	if s.auth, err = auth.New(cfg.TLS, cfg.NodeID, s.reg, log.With("component", "auth")); err != nil {
+		return nil, err
+	}
+	warnPlainClusterPlane(cfg, log)
+
 	rcfg := cfg.Raft
+	rcfg.TLS = s.auth
 	rcfg.Logger = log.With("component", "raft")
 	rcfg.Registerer = s.reg
 	rcfg.Dial = cfg.Dial
@@ -138,8 +160,8 @@ func New(cfg Config, log *slog.Logger) (_ *Server, err error) {
 	// -distributor.max-recv-msg-size; gRPC's default limit (4 MiB) would refuse large ones. Push
 	// requests arrive as raw bytes (RawCodec) and are decoded without a copy per label; the other
 	// services keep the standard codec.
-	s.grpc = grpc.NewServer(grpc.MaxRecvMsgSize(cfg.Distributor.MaxRecvMsgSize),
-		grpc.ForceServerCodecV2(ingesterpb.RawCodec{Pool: distributor.BufferPool()}))
+	s.grpc = grpc.NewServer(append([]grpc.ServerOption{grpc.MaxRecvMsgSize(cfg.Distributor.MaxRecvMsgSize),
+		grpc.ForceServerCodecV2(ingesterpb.RawCodec{Pool: distributor.BufferPool()})}, s.grpcAuthOptions()...)...)
 	ringpb.RegisterRingServer(s.grpc, raftfsm.NewService(s.node, func(context.Context) error { s.lc.Leave(); return nil }))
 	ingesterpb.RegisterIngesterServerRaw(s.grpc, rawIngesterService{s.ingest})
 
@@ -158,13 +180,12 @@ func New(cfg Config, log *slog.Logger) (_ *Server, err error) {
 	mux.Handle("/api/v1/push", ringGate(s.node.CaughtUp, s.dist))
 	mux.Handle("/metrics", promhttp.HandlerFor(s.reg, promhttp.HandlerOpts{Registry: s.reg}))
 	mux.HandleFunc("/ready", s.ready)
-	mux.HandleFunc("/ingester/shutdown", s.shutdown)
-	mux.HandleFunc("/debug/pprof/", pprof.Index)
-	mux.HandleFunc("/debug/pprof/cmdline", pprof.Cmdline)
-	mux.HandleFunc("/debug/pprof/profile", pprof.Profile)
-	mux.HandleFunc("/debug/pprof/symbol", pprof.Symbol)
-	mux.HandleFunc("/debug/pprof/trace", pprof.Trace)
-	s.http = &http.Server{Handler: mux, ReadHeaderTimeout: 10 * time.Second}
+	// Shutdown, flush and pprof are on the admin listener only (admin.go).
+	httpLog := log.With("component", "http")
+	s.http = newHTTPServer(mux, httpTLS, httpLog)
+	if s.adminLn != nil {
+		s.admin = newHTTPServer(s.adminHandler(), httpTLS, httpLog.With("listener", "admin"))
+	}
 	return s, nil
 }
 
@@ -196,13 +217,20 @@ func (s *Server) Run(ctx context.Context) error {
 		cancel()
 		wg.Wait()
 	}()
-	errc := make(chan error, 2)
+	errc := make(chan error, 3)
 	go func() { errc <- fmt.Errorf("grpc server: %w", s.grpc.Serve(s.grpcLn)) }()
 	go func() {
-		if err := s.http.Serve(s.httpLn); !errors.Is(err, http.ErrServerClosed) {
+		if err := serveHTTP(s.http, s.httpLn); !errors.Is(err, http.ErrServerClosed) {
 			errc <- fmt.Errorf("http server: %w", err)
 		}
 	}()
+	if s.admin != nil {
+		go func() {
+			if err := serveHTTP(s.admin, s.adminLn); !errors.Is(err, http.ErrServerClosed) {
+				errc <- fmt.Errorf("admin http server: %w", err)
+			}
+		}()
+	}
 	raftDir := filepath.Join(s.cfg.DataDir, "raft")
 	joinErr := make(chan error, 1)
 	if len(s.cfg.Join) > 0 {
@@ -221,8 +249,12 @@ func (s *Server) Run(ctx context.Context) error {
 		}
 	}
 	s.startStorage(ctx)
+	adminAddr := s.cfg.HTTPServer.AdminAddr
+	if adminAddr == "" {
+		adminAddr = "off"
+	}
 	s.log.Info("ingester started", "member", s.cfg.NodeID, "raft", s.cfg.RaftAddr, "grpc", s.cfg.GRPCAddr,
-		"http", s.cfg.HTTPAddr, "data_dir", s.cfg.DataDir)
+		"http", s.cfg.HTTPAddr, "admin", adminAddr, "https", s.cfg.HTTPServer.TLSEnabled(), "data_dir", s.cfg.DataDir)
 
 	if s.node.ExistingState() {
 		cctx, ccancel := context.WithTimeout(ctx, membershipCheckTimeout)
@@ -294,7 +326,7 @@ func (s *Server) removedError(raftDir string) error {
 
 // join asks the members named by -join, in turn, to add this node to the Raft configuration, until
 // one accepts or ctx ends (nil). A refusal no retry can change — this id is taken by another node,
-// or the id or address is invalid — is returned: the process must exit and say so.
+// the id or address is invalid, or this node's certificate lacks the right — is returned: the process must exit and say so.
 func (s *Server) join(ctx context.Context) error {
 	backoff := 200 * time.Millisecond
 	for {
@@ -303,7 +335,7 @@ func (s *Server) join(ctx context.Context) error {
 			if err == nil {
 				return nil
 			}
-			if c := status.Code(err); c == codes.AlreadyExists || c == codes.InvalidArgument {
+			if c := status.Code(err); c == codes.AlreadyExists || c == codes.InvalidArgument || c == codes.PermissionDenied {
 				return fmt.Errorf("-join via %s refused: %s", addr, status.Convert(err).Message())
 			}
 			s.log.Warn("join failed", "via", addr, "err", err)
@@ -317,9 +349,22 @@ func (s *Server) join(ctx context.Context) error {
 	}
 }
 
+// joinVia asks the member at addr to add this node. Under TLS a follower does not forward the
+// request but names the leader (raftfsm.RedirectOf): the request follows, a few times at most.
 func (s *Server) joinVia(ctx context.Context, addr string) error {
-	conn, err := grpc.NewClient(addr, append([]grpc.DialOption{grpc.WithTransportCredentials(insecure.NewCredentials())},
-		s.dialOptions()...)...)
+	for redirects := 0; ; redirects++ {
+		err := s.joinOnce(ctx, addr)
+		_, next, ok := raftfsm.RedirectOf(err)
+		if !ok || next == "" || redirects == 3 {
+			return err
+		}
+		s.log.Debug("join redirected to the leader", "via", addr, "leader", next)
+		addr = next
+	}
+}
+
+func (s *Server) joinOnce(ctx context.Context, addr string) error {
+	conn, err := grpc.NewClient(addr, s.dialOptions()...)
 	if err != nil {
 		return err
 	}
@@ -334,28 +379,28 @@ func (s *Server) joinVia(ctx context.Context, addr string) error {
 	return nil
 }
 
-// dialOptions are the extra options of every gRPC client this node opens to another member
-// (distributor pushes, -join, hand-over streams): a context dialer through Config.Dial when it is
-// set, none otherwise, so that without the hook the clients are exactly grpc's defaults.
+// dialOptions are the options of every gRPC client this node opens to another member
+// (distributor pushes, queries, -join, hand-over streams): the transport credentials — mutual TLS
+// expecting at each address the member the ring has there, or plain without -tls.* — and a context
+// dialer through Config.Dial when it is set.
 func (s *Server) dialOptions() []grpc.DialOption {
-	dial := s.cfg.Dial
-	if dial == nil {
-		return nil
+	opts := []grpc.DialOption{s.auth.DialOption(s.memberAt)}
+	if dial := s.cfg.Dial; dial != nil {
+		opts = append(opts, grpc.WithContextDialer(func(ctx context.Context, addr string) (net.Conn, error) {
+			return dial(ctx, "tcp", addr)
+		}))
 	}
-	return []grpc.DialOption{grpc.WithContextDialer(func(ctx context.Context, addr string) (net.Conn, error) {
-		return dial(ctx, "tcp", addr)
-	})}
+	return opts
 }
 
-// transferDialer is the hand-over's dialer: nil (transfer.GRPCDialer) without Config.Dial, else
-// the same plaintext client through the hook.
+// transferDialer is the hand-over's dialer: nil (transfer.GRPCDialer, plain) without Config.Dial
+// and TLS, else a client with dialOptions.
 func (s *Server) transferDialer() transfer.Dialer {
-	if s.cfg.Dial == nil {
+	if s.cfg.Dial == nil && s.auth == nil {
 		return nil
 	}
 	return func(_ context.Context, addr string) (transferpb.TransferClient, func() error, error) {
-		conn, err := grpc.NewClient(addr, append([]grpc.DialOption{grpc.WithTransportCredentials(insecure.NewCredentials())},
-			s.dialOptions()...)...)
+		conn, err := grpc.NewClient(addr, s.dialOptions()...)
 		if err != nil {
 			return nil, nil, fmt.Errorf("dial joiner %s: %w", addr, err)
 		}
@@ -421,6 +466,15 @@ func (s *Server) close() {
 			cancel()
 		} else if s.httpLn != nil {
 			s.httpLn.Close()
+		}
+		if s.admin != nil {
+			// A profile in progress (/debug/pprof/profile?seconds=N) gets 2s to finish, then is cut.
+			ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
+			_ = s.admin.Shutdown(ctx)
+			cancel()
+			_ = s.admin.Close()
+		} else if s.adminLn != nil {
+			s.adminLn.Close()
 		}
 		if s.grpc != nil {
 			stopped := make(chan struct{})

@@ -10,6 +10,7 @@ import (
 	"flag"
 	"fmt"
 	"net/http"
+	"os"
 	"path/filepath"
 	"sync"
 
@@ -31,10 +32,14 @@ func (c *storageConfig) RegisterFlags(f *flag.FlagSet) {
 	c.Flush.RegisterFlags(f)
 }
 
-// Validate checks the bucket and flush flags. The filesystem bucket's default directory,
-// <data.dir>/blocks, is filled in by setStorageDefaults (Config.Validate should call it; wireStorage
-// does in any case).
+// Validate reads the S3 secret access key from its file or the environment when it comes from
+// there (storage.Config.ResolveCredentials), then checks the bucket and flush flags. The filesystem
+// bucket's default directory, <data.dir>/blocks, is filled in by setStorageDefaults (Config.Validate
+// should call it; wireStorage does in any case).
 func (c *storageConfig) Validate() error {
+	if err := c.Bucket.ResolveCredentials(os.Getenv); err != nil {
+		return errors.Join(err, c.Flush.Validate())
+	}
 	return errors.Join(c.Bucket.Validate(), c.Flush.Validate())
 }
 
@@ -90,7 +95,7 @@ func (s *Server) wireStorage(mux *http.ServeMux) error {
 	s.storage.queryable = storage.NewBucketQueryable(bkt, s.cfg.Storage.Bucket.LocalDir(),
 		filepath.Join(s.cfg.DataDir, "bucket-cache"), log)
 	s.storage.Queryable = s.storage.queryable
-	mux.Handle("/ingester/flush", f)
+	// POST /ingester/flush (the flusher's ServeHTTP) is served by the admin listener: adminHandler.
 	return nil
 }
 

@@ -13,6 +13,22 @@ cd "$(dirname "$0")/.."
 DATA=${DATA:-./data}
 mkdir -p "$DATA"
 
+# TLS=1: mutual TLS on the cluster plane (Raft, gRPC, ringctl) with certificates made by
+# `ringctl tls` under $DATA/certs (kept across runs; delete the directory for new ones).
+TLS=${TLS:-0}
+CERTS="$DATA/certs"
+tls_flags() { :; }
+RINGCTL="bin/ringctl"
+if [ "$TLS" = 1 ]; then
+  [ -f "$CERTS/ca.crt" ] || bin/ringctl tls ca -dir "$CERTS" >/dev/null || exit 1
+  for n in 1 2 3; do
+    [ -f "$CERTS/ingester-$n.crt" ] || bin/ringctl tls node "ingester-$n" -dir "$CERTS" >/dev/null || exit 1
+  done
+  [ -f "$CERTS/operator.crt" ] || bin/ringctl tls operator -dir "$CERTS" >/dev/null || exit 1
+  tls_flags() { echo -tls.cert-path "$CERTS/ingester-$1.crt" -tls.key-path "$CERTS/ingester-$1.key" -tls.ca-path "$CERTS/ca.crt"; }
+  RINGCTL="RINGCTL_TLS_CERT_PATH=$CERTS/operator.crt RINGCTL_TLS_KEY_PATH=$CERTS/operator.key RINGCTL_TLS_CA_PATH=$CERTS/ca.crt bin/ringctl"
+fi
+
 pids=()
 tails=()
 start() { # start N EXTRA_FLAGS...
@@ -21,7 +37,8 @@ start() { # start N EXTRA_FLAGS...
   : >"$log"
   setsid bin/ingester -node.id "ingester-$n" -data.dir "$DATA/ingester-$n" \
     -raft.addr "127.0.0.1:919$n" -grpc.addr "127.0.0.1:909$n" -http.addr "127.0.0.1:808$n" \
-    -ingester.join-after 2s -ingester.max-transfer-retries 3 "$@" >>"$log" 2>&1 </dev/null &
+    -admin.http-addr "127.0.0.1:907$n" \
+    -ingester.join-after 2s -ingester.max-transfer-retries 3 $(tls_flags "$n") "$@" >>"$log" 2>&1 </dev/null &
   pids[$n]=$!
   tail -n +1 -F "$log" 2>/dev/null | sed -u "s/^/[ingester-$n] /" &
   tails+=($!)
@@ -55,13 +72,16 @@ start 3 -join 127.0.0.1:9091
 
 cat <<MSG
 
-raftingest: 3 ingesters on 127.0.0.1 (logs in $DATA/ingester-N.log)
+raftingest: 3 ingesters on 127.0.0.1 (logs in $DATA/ingester-N.log)$([ "$TLS" = 1 ] && printf '\n  mutual TLS on Raft and gRPC: certificates in %s (HTTP stays plain)' "$CERTS")
   ring page:   http://127.0.0.1:8081/ring   (also :8082, :8083)
   metrics:     http://127.0.0.1:8081/metrics
   remote-write http://127.0.0.1:8081/api/v1/push
   PromQL       http://127.0.0.1:8081/prometheus   (Grafana data source URL)
-  look at it:  bin/ringctl -addr 127.0.0.1:9091 ring
-               bin/ringctl -addr 127.0.0.1:9091 status
+  look at it:  $RINGCTL -addr 127.0.0.1:9091 ring
+               $RINGCTL -addr 127.0.0.1:9091 status
+  admin:       http://127.0.0.1:9071/debug/pprof/   (also :9072, :9073; ingester-N on :907N)
+               curl -X POST http://127.0.0.1:9071/ingester/flush      flush to $DATA/ingester-1/blocks
+               curl -X POST http://127.0.0.1:9073/ingester/shutdown   ingester-3 leaves the ring
 Ctrl-C stops every node gracefully (a second Ctrl-C stops them at once).
 
 MSG

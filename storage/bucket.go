@@ -12,6 +12,7 @@ import (
 	"flag"
 	"fmt"
 	"log/slog"
+	"os"
 	"path/filepath"
 
 	gokitlog "github.com/go-kit/log"
@@ -48,9 +49,17 @@ type S3Config struct {
 	Endpoint        string // -blocks-storage.s3.endpoint, host[:port] without scheme
 	BucketName      string // -blocks-storage.s3.bucket-name
 	AccessKeyID     string // -blocks-storage.s3.access-key-id
-	SecretAccessKey string // -blocks-storage.s3.secret-access-key
-	Region          string // -blocks-storage.s3.region
-	Insecure        bool   // -blocks-storage.s3.insecure: plain HTTP
+	SecretAccessKey string // -blocks-storage.s3.secret-access-key (a secret: masked wherever flags are printed)
+	// SecretAccessKeyFile is -blocks-storage.s3.secret-access-key-file: a file holding the secret
+	// access key, read by ResolveCredentials into SecretAccessKey.
+	SecretAccessKeyFile string
+	Region              string // -blocks-storage.s3.region
+	Insecure            bool   // -blocks-storage.s3.insecure: plain HTTP
+
+	// Set by ResolveCredentials: where SecretAccessKey came from ("flag", "file", "env", "none"; ""
+	// before it ran), and AWS_SESSION_TOKEN when both keys came from the environment.
+	secretSource string
+	sessionToken string
 }
 
 // RegisterFlags registers the bucket flags with their defaults on f.
@@ -59,14 +68,16 @@ func (c *Config) RegisterFlags(f *flag.FlagSet) {
 	f.StringVar(&c.Filesystem.Dir, "blocks-storage.filesystem.dir", "", "Local directory of the filesystem bucket (default <data.dir>/blocks).")
 	f.StringVar(&c.S3.Endpoint, "blocks-storage.s3.endpoint", "", "S3 endpoint, host[:port] without a scheme (e.g. s3.eu-west-1.amazonaws.com or 127.0.0.1:9000).")
 	f.StringVar(&c.S3.BucketName, "blocks-storage.s3.bucket-name", "", "S3 bucket name.")
-	f.StringVar(&c.S3.AccessKeyID, "blocks-storage.s3.access-key-id", "", "S3 access key id; empty uses the AWS credential chain (environment, instance role).")
-	f.StringVar(&c.S3.SecretAccessKey, "blocks-storage.s3.secret-access-key", "", "S3 secret access key.")
+	f.StringVar(&c.S3.AccessKeyID, "blocks-storage.s3.access-key-id", "", "S3 access key id; empty takes $"+EnvAccessKeyID+" when the secret comes from $"+EnvSecretAccessKey+", else the AWS credential chain (environment, instance role).")
+	f.Var(secretString{&c.S3.SecretAccessKey}, "blocks-storage.s3.secret-access-key", "S3 `secret` access key. Without it or -blocks-storage.s3.secret-access-key-file it is read from $"+EnvSecretAccessKey+" (with $"+EnvAccessKeyID+" when -blocks-storage.s3.access-key-id is empty). Masked in -help and /debug/pprof/cmdline; a file or the environment also keeps it out of process listings.")
+	f.StringVar(&c.S3.SecretAccessKeyFile, "blocks-storage.s3.secret-access-key-file", "", "File holding the S3 secret access key (white space around it is trimmed); conflicts with -blocks-storage.s3.secret-access-key.")
 	f.StringVar(&c.S3.Region, "blocks-storage.s3.region", "", "S3 region; empty lets the client discover it.")
 	f.BoolVar(&c.S3.Insecure, "blocks-storage.s3.insecure", false, "Use plain HTTP instead of HTTPS to reach S3.")
 }
 
 // Validate reports every invalid setting, naming its flag. It never fills in defaults: the
 // filesystem directory's default depends on -data.dir and is set by the caller before NewBucket.
+// Call ResolveCredentials first: a secret access key may come from a file or the environment.
 func (c *Config) Validate() error {
 	var errs []error
 	switch c.Backend {
@@ -79,8 +90,11 @@ func (c *Config) Validate() error {
 		if c.S3.BucketName == "" {
 			errs = append(errs, errors.New("storage: -blocks-storage.s3.bucket-name must be set with -blocks-storage.backend=s3"))
 		}
-		if (c.S3.AccessKeyID == "") != (c.S3.SecretAccessKey == "") {
-			errs = append(errs, errors.New("storage: -blocks-storage.s3.access-key-id and -blocks-storage.s3.secret-access-key must be set together"))
+		if (c.S3.AccessKeyID == "") != (c.S3.SecretAccessKey == "" && c.S3.SecretAccessKeyFile == "") {
+			errs = append(errs, errors.New("storage: -blocks-storage.s3.access-key-id and -blocks-storage.s3.secret-access-key (or -blocks-storage.s3.secret-access-key-file, or $"+EnvSecretAccessKey+") must be set together"))
+		}
+		if c.S3.SecretAccessKey != "" && c.S3.SecretAccessKeyFile != "" && c.S3.secretSource == "" {
+			errs = append(errs, errors.New("storage: -blocks-storage.s3.secret-access-key and -blocks-storage.s3.secret-access-key-file conflict: set one"))
 		}
 	default:
 		errs = append(errs, fmt.Errorf("storage: -blocks-storage.backend %q: want filesystem or s3", c.Backend))
@@ -114,9 +128,12 @@ func NewBucket(c Config, logger *slog.Logger) (objstore.Bucket, error) {
 		}
 		return b, nil
 	case BackendS3:
+		if err := c.ResolveCredentials(os.Getenv); err != nil { // a no-op when the caller already did
+			return nil, err
+		}
 		sc := s3.DefaultConfig
 		sc.Endpoint, sc.Bucket, sc.Region, sc.Insecure = c.S3.Endpoint, c.S3.BucketName, c.S3.Region, c.S3.Insecure
-		sc.AccessKey, sc.SecretKey = c.S3.AccessKeyID, c.S3.SecretAccessKey
+		sc.AccessKey, sc.SecretKey, sc.SessionToken = c.S3.AccessKeyID, c.S3.SecretAccessKey, c.S3.sessionToken
 		b, err := s3.NewBucketWithConfig(slogKit{logger}, sc, "raftingest-ingester", nil)
 		if err != nil {
 			return nil, fmt.Errorf("storage: s3 bucket %q at %s: %w", c.S3.BucketName, c.S3.Endpoint, err)

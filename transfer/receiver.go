@@ -52,6 +52,8 @@ type Receiver struct {
 
 	// sem admits one transfer or one settle at a time (buffered 1).
 	sem chan struct{}
+	// authorize is ReceiverDeps.Authorize; immutable.
+	authorize func(ctx context.Context, leaver ringstate.MemberID) error
 	// lastFrame is when the last frame arrived or stream started, as nanoseconds since base. The
 	// timeout that aborts a silent hand-over is measured on base's monotonic reading, so a step of
 	// the host's wall clock neither aborts a live hand-over nor delays the abort of a dead one.
@@ -77,6 +79,11 @@ type ReceiverDeps struct {
 	DataDir string
 	Metrics *Metrics
 	Logger  *slog.Logger
+	// Authorize, when set, is asked after a stream's first frame whether the stream's caller may
+	// hand over as that frame's leaver (under mutual TLS: the caller's certificate names the
+	// leaver); its error, a gRPC status, ends the stream before anything is imported. nil allows
+	// every caller. Whether the ring pairs the leaver with this node is checked afterwards anyway.
+	Authorize func(ctx context.Context, leaver ringstate.MemberID) error
 }
 
 // NewReceiver validates cfg and returns a Receiver. Register it on a gRPC server and call Run.
@@ -91,7 +98,7 @@ func NewReceiver(cfg Config, d ReceiverDeps) (*Receiver, error) {
 		d.Logger = slog.Default()
 	}
 	return &Receiver{base: time.Now(), cfg: cfg, id: d.ID, ring: d.Ring, store: d.Store, marker: filepath.Join(d.DataDir, MarkerFileName),
-		m: d.Metrics, log: d.Logger, nonce: newNonce(), sem: make(chan struct{}, 1)}, nil
+		m: d.Metrics, log: d.Logger, nonce: newNonce(), sem: make(chan struct{}, 1), authorize: d.Authorize}, nil
 }
 
 func (r *Receiver) requestID() string {
@@ -247,6 +254,11 @@ func (r *Receiver) TransferChunks(st transferpb.Transfer_TransferChunksServer) e
 			return status.Error(codes.InvalidArgument, "transfer: empty stream: a hand-over is never empty (it ends with a trailer)")
 		}
 		return status.Errorf(codes.Aborted, "transfer: %v", err)
+	}
+	if r.authorize != nil {
+		if err := r.authorize(ctx, ringstate.MemberID(first.GetLeaver())); err != nil {
+			return err
+		}
 	}
 	if err := checkFrame(first); err != nil {
 		return status.Error(codes.InvalidArgument, err.Error())

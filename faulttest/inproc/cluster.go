@@ -137,9 +137,11 @@ func (c *Cluster) config(i int) (ingester.Config, error) {
 	fs := flag.NewFlagSet(n.ID, flag.ContinueOnError)
 	cfg.RegisterFlags(fs)
 	// The ring history (checker 5) lives in the run directory, outside the data directory, and is
-	// appended to by every restart of the node.
+	// appended to by every restart of the node. No admin listener: the nodes share this process's
+	// loopback, where the default -admin.http-addr would collide, and no scenario uses it.
 	args := append([]string{"-node.id", n.ID, "-data.dir", n.DataDir, "-raft.addr", n.RaftAddr,
-		"-grpc.addr", n.GRPCAddr, "-http.addr", n.HTTPAddr, "-debug.ring-history-file", ringhist.Path(c.Dir, n.ID)},
+		"-grpc.addr", n.GRPCAddr, "-http.addr", n.HTTPAddr, "-admin.http-addr", "",
+		"-debug.ring-history-file", ringhist.Path(c.Dir, n.ID)},
 		nodeFlags...)
 	if i == 0 {
 		args = append(args, "-bootstrap")

@@ -120,9 +120,11 @@ type Node struct {
 	RaftAddr string
 	GRPCAddr string
 	HTTPAddr string
-	DataDir  string
-	LogPath  string
-	args     []string
+	// AdminAddr is -admin.http-addr: POST /ingester/shutdown, POST /ingester/flush, /debug/pprof/.
+	AdminAddr string
+	DataDir   string
+	LogPath   string
+	args      []string
 
 	mu       sync.Mutex
 	cmd      *exec.Cmd
@@ -132,16 +134,17 @@ type Node struct {
 
 // Add defines a node with fresh loopback ports without starting it.
 func (c *Cluster) Add(id string, extra ...string) *Node {
-	p := FreePorts(c.t, 3)
+	p := FreePorts(c.t, 4)
 	n := &Node{c: c, ID: id,
-		RaftAddr: fmt.Sprintf("127.0.0.1:%d", p[0]),
-		GRPCAddr: fmt.Sprintf("127.0.0.1:%d", p[1]),
-		HTTPAddr: fmt.Sprintf("127.0.0.1:%d", p[2]),
-		DataDir:  filepath.Join(c.Dir, id),
-		LogPath:  filepath.Join(c.Dir, id+".log"),
+		RaftAddr:  fmt.Sprintf("127.0.0.1:%d", p[0]),
+		GRPCAddr:  fmt.Sprintf("127.0.0.1:%d", p[1]),
+		HTTPAddr:  fmt.Sprintf("127.0.0.1:%d", p[2]),
+		AdminAddr: fmt.Sprintf("127.0.0.1:%d", p[3]),
+		DataDir:   filepath.Join(c.Dir, id),
+		LogPath:   filepath.Join(c.Dir, id+".log"),
 	}
 	n.args = append([]string{"-node.id", id, "-data.dir", n.DataDir, "-raft.addr", n.RaftAddr,
-		"-grpc.addr", n.GRPCAddr, "-http.addr", n.HTTPAddr}, c.Flags...)
+		"-grpc.addr", n.GRPCAddr, "-http.addr", n.HTTPAddr, "-admin.http-addr", n.AdminAddr}, c.Flags...)
 	n.args = append(n.args, extra...)
 	c.mu.Lock()
 	c.nodes[id] = n
