@@ -12,14 +12,10 @@ import (
 	"os"
 	"strings"
 	"time"
-	"unicode"
 
-	"google.golang.org/grpc"
-	"google.golang.org/grpc/codes"
-	"google.golang.org/grpc/credentials/insecure"
-	"google.golang.org/grpc/status"
-
-	"github.com/raftingest/raftingest/ringpb"
+	"github.com/raftingest/raftingest/auth"
+	"github.com/raftingest/raftingest/raftfsm"
+	"github.com/raftingest/raftingest/ringstate"
 )
 
 // Exit codes. Scripts rely on them: 1 means the cluster said no (or could not be reached), 2 means
@@ -36,6 +32,22 @@ const (
 	defaultTimeout      = 10 * time.Second
 	defaultLeaveTimeout = 10 * time.Minute
 	defaultPoll         = 500 * time.Millisecond
+
+	// The -tls.* flags fall back to these, as -addr does to $RINGCTL_ADDR, so that an operator
+	// exports their certificate once per shell.
+	tlsCertEnv = "RINGCTL_TLS_CERT_PATH"
+	tlsKeyEnv  = "RINGCTL_TLS_KEY_PATH"
+	tlsCAEnv   = "RINGCTL_TLS_CA_PATH"
+
+	// maxRedirects bounds how many times one request follows a redirect to another node. Nodes
+	// that briefly disagree on who leads could otherwise pass it around forever; it is the bound
+	// the nodes themselves use when they forward (raftfsm.MaxForwardHops).
+	maxRedirects = raftfsm.MaxForwardHops
+	// A redirect without an address (the node knows the leader's id, not yet its gRPC address,
+	// as right after an election) is retried on the same node redirectWait apart, at most
+	// maxRedirectWaits times (and never past -timeout).
+	redirectWait     = 300 * time.Millisecond
+	maxRedirectWaits = 10
 )
 
 // usageError is a command-line mistake: exit 2, nothing was sent to the cluster.
@@ -71,11 +83,24 @@ type options struct {
 	addr    string
 	output  string
 	timeout durationFlag
+	tls     auth.Config // -tls.*: the client's certificate, key and CA
+
+	// authority is the client side of mutual TLS, made from tls once the flags are checked; nil
+	// when TLS is off (then every connection is plain). Immutable once set.
+	authority *auth.Authority
 
 	linearizable bool // ring
 	tokens       bool // ring
 	voter        bool // join
 	wait         bool // leave
+
+	certDir  string       // tls *: -dir
+	caCert   string       // tls node|operator: -ca-cert (default DIR/ca.crt)
+	caKey    string       // tls node|operator: -ca-key (default DIR/ca.key)
+	caCN     string       // tls ca: -cn
+	lifetime lifetimeFlag // tls *
+	hosts    []string     // tls node: -host
+	force    bool         // tls *
 }
 
 // cli runs one invocation. Its fields are what tests substitute.
@@ -93,15 +118,21 @@ func run(args []string, stdout, stderr io.Writer) int {
 
 // command is one subcommand.
 type command struct {
-	name    string
+	name    string // "tls node" for a command of the tls group
 	args    string // positional arguments, for usage
 	summary string
 	example string
 	minArgs int
 	maxArgs int
+	// offline commands make no network call: of the global flags they take only -o, and
+	// neither -addr nor -tls.* is checked.
+	offline bool
 	flags   func(fs *flag.FlagSet, o *options)
 	run     func(c *cli, o *options, args []string) error
 }
+
+// tlsGroup is the prefix of the commands that make certificates: `ringctl tls ca|node|operator`.
+const tlsGroup = "tls"
 
 var commands []*command
 
@@ -118,7 +149,7 @@ func init() {
 			},
 			run: (*cli).ring},
 		{name: "join", args: "ID RAFT_ADDR", minArgs: 2, maxArgs: 2,
-			summary: "add server ID at RAFT_ADDR to the Raft configuration (forwarded to the leader)",
+			summary: "add server ID at RAFT_ADDR to the Raft configuration (through the leader)",
 			example: "ringctl join ingester-4 127.0.0.1:7004 -voter",
 			flags: func(fs *flag.FlagSet, o *options) {
 				fs.BoolVar(&o.voter, "voter", false, "ask for a voter even when the leader would add a non-voter")
@@ -137,6 +168,18 @@ func init() {
 		{name: "transfer-leadership", args: "[ID]", maxArgs: 1,
 			summary: "hand Raft leadership to ID, or to the most up-to-date follower",
 			example: "ringctl transfer-leadership ingester-2", run: (*cli).transferLeadership},
+		{name: "tls ca", offline: true,
+			summary: "make the cluster's CA for mutual TLS: DIR/ca.crt, DIR/ca.key (offline)",
+			example: "ringctl tls ca -dir certs",
+			flags:   tlsFlags(kindCA), run: (*cli).tlsCA},
+		{name: "tls node", args: "ID", minArgs: 1, maxArgs: 1, offline: true,
+			summary: "make member ID's certificate, signed by the CA: DIR/ID.crt, DIR/ID.key (offline)",
+			example: "ringctl tls node ingester-1 -host ingester-1.example.com,10.0.0.1 -dir certs",
+			flags:   tlsFlags(kindNode), run: (*cli).tlsNode},
+		{name: "tls operator", args: "[NAME]", maxArgs: 1, offline: true,
+			summary: "make an operator's certificate: DIR/NAME.crt, DIR/NAME.key; NAME defaults to \"" + auth.DefaultOperatorName + "\" (offline)",
+			example: "ringctl tls operator -dir certs",
+			flags:   tlsFlags(kindOperator), run: (*cli).tlsOperator},
 	}
 }
 
@@ -150,21 +193,33 @@ func lookup(name string) *command {
 }
 
 // registerGlobal adds the global flags to fs. Every command's FlagSet has them too, so that
-// `ringctl ring -o json` works as well as `ringctl -o json ring`.
-func registerGlobal(fs *flag.FlagSet, o *options) {
-	fs.StringVar(&o.addr, "addr", o.addr, "gRPC `HOST:PORT` of any node; $"+addrEnv+" overrides the default")
+// `ringctl ring -o json` works as well as `ringctl -o json ring`; an offline command's has -o only.
+func registerGlobal(fs *flag.FlagSet, o *options, offline bool) {
 	fs.StringVar(&o.output, "o", o.output, "output `format`: text or json")
+	if offline {
+		return
+	}
+	fs.StringVar(&o.addr, "addr", o.addr, "gRPC `HOST:PORT` of any node; $"+addrEnv+" overrides the default")
 	fs.Var(&o.timeout, "timeout", "`duration` to wait for the node; for leave, for the whole leave (default 10m there)")
+	fs.StringVar(&o.tls.CertPath, "tls.cert-path", o.tls.CertPath, "PEM client certificate `file` for mutual TLS ('ringctl tls operator' makes one); $"+tlsCertEnv+" overrides the default")
+	fs.StringVar(&o.tls.KeyPath, "tls.key-path", o.tls.KeyPath, "PEM private key `file` of -tls.cert-path; $"+tlsKeyEnv+" overrides the default")
+	fs.StringVar(&o.tls.CAPath, "tls.ca-path", o.tls.CAPath, "PEM CA bundle `file` that verifies the nodes' certificates; $"+tlsCAEnv+" overrides the default")
+}
+
+// defaultOptions are the flags' defaults, before the environment.
+func defaultOptions() *options {
+	return &options{addr: defaultAddr, output: "text", timeout: durationFlag{d: defaultTimeout}}
 }
 
 func (c *cli) run(args []string) int {
-	o := &options{addr: defaultAddr, output: "text", timeout: durationFlag{d: defaultTimeout}}
+	o := defaultOptions()
 	if env := c.getenv(addrEnv); env != "" {
 		o.addr = env
 	}
+	o.tls.CertPath, o.tls.KeyPath, o.tls.CAPath = c.getenv(tlsCertEnv), c.getenv(tlsKeyEnv), c.getenv(tlsCAEnv)
 	global := flag.NewFlagSet("ringctl", flag.ContinueOnError)
 	global.SetOutput(io.Discard) // we print our own messages, once
-	registerGlobal(global, o)
+	registerGlobal(global, o, false)
 	if err := global.Parse(args); err != nil {
 		if errors.Is(err, flag.ErrHelp) {
 			c.usage(c.stdout)
@@ -183,12 +238,32 @@ func (c *cli) run(args []string) int {
 			c.usage(c.stdout)
 			return exitOK
 		}
-		cmd := lookup(rest[0])
+		if rest[0] == tlsGroup && len(rest) == 1 {
+			c.groupUsage(c.stdout)
+			return exitOK
+		}
+		asked := strings.Join(rest[:min(len(rest), 2)], " ")
+		if rest[0] != tlsGroup {
+			asked = rest[0]
+		}
+		cmd := lookup(asked)
 		if cmd == nil {
-			return c.usageFail("help", fmt.Sprintf("unknown command %q", rest[0]))
+			return c.usageFail("help", fmt.Sprintf("unknown command %q", asked))
 		}
 		c.commandUsage(c.stdout, cmd)
 		return exitOK
+	}
+	if name == tlsGroup {
+		switch {
+		case len(rest) == 0:
+			return c.usageFail(tlsGroup, "missing subcommand: ca, node or operator")
+		case rest[0] == "-h" || rest[0] == "-help" || rest[0] == "--help" || rest[0] == "help":
+			c.groupUsage(c.stdout)
+			return exitOK
+		case lookup(tlsGroup+" "+rest[0]) == nil:
+			return c.usageFail(tlsGroup, fmt.Sprintf("unknown command %q: want ca, node or operator", rest[0]))
+		}
+		name, rest = tlsGroup+" "+rest[0], rest[1:]
 	}
 	cmd := lookup(name)
 	if cmd == nil {
@@ -196,7 +271,7 @@ func (c *cli) run(args []string) int {
 	}
 	fs := flag.NewFlagSet("ringctl "+name, flag.ContinueOnError)
 	fs.SetOutput(io.Discard)
-	registerGlobal(fs, o)
+	registerGlobal(fs, o, cmd.offline)
 	if cmd.name == "leave" {
 		o.wait = true
 	}
@@ -211,7 +286,7 @@ func (c *cli) run(args []string) int {
 		}
 		return c.usageFail(name, err.Error())
 	}
-	if err := checkGlobal(o); err != nil {
+	if err := checkGlobal(o, cmd.offline); err != nil {
 		return c.usageFail(name, err.Error())
 	}
 	switch {
@@ -219,7 +294,12 @@ func (c *cli) run(args []string) int {
 		missing := strings.Fields(cmd.args)[len(pos)]
 		return c.usageFail(name, fmt.Sprintf("missing %s (usage: ringctl %s %s)", missing, name, cmd.args))
 	case len(pos) > cmd.maxArgs:
-		return c.usageFail(name, fmt.Sprintf("unexpected argument %q (usage: ringctl %s %s)", pos[cmd.maxArgs], name, cmd.args))
+		return c.usageFail(name, fmt.Sprintf("unexpected argument %q (usage: ringctl %s)", pos[cmd.maxArgs], strings.TrimSpace(name+" "+cmd.args)))
+	}
+	if !cmd.offline {
+		if err := c.setupTLS(o); err != nil {
+			return c.usageFail(name, err.Error())
+		}
 	}
 	err = cmd.run(c, o, pos)
 	var ue *usageError
@@ -264,9 +344,12 @@ func parseInterspersed(fs *flag.FlagSet, args []string) ([]string, error) {
 	}
 }
 
-func checkGlobal(o *options) error {
+func checkGlobal(o *options, offline bool) error {
 	if o.output != "text" && o.output != "json" {
 		return fmt.Errorf("-o %q: want text or json", o.output)
+	}
+	if offline {
+		return nil
 	}
 	if err := checkHostPort(o.addr); err != nil {
 		return fmt.Errorf("-addr %q is not host:port", o.addr)
@@ -285,16 +368,11 @@ func checkHostPort(a string) error {
 	return nil
 }
 
-// checkID mirrors ringstate's rule for member ids, so that a typo is refused here with a usage
+// checkID applies ringstate's rule for member ids, so that a typo is refused here with a usage
 // error instead of travelling to the leader and back.
 func checkID(arg, id string) error {
-	if id == "" || len(id) > 128 {
-		return usagef("%s %q must have 1 to 128 characters", arg, id)
-	}
-	for _, r := range id {
-		if !(unicode.IsLetter(r) || unicode.IsDigit(r) || r == '-' || r == '_' || r == '.') {
-			return usagef("%s %q is not a member id: only letters, digits, '-', '_' and '.' are allowed", arg, id)
-		}
+	if err := ringstate.ValidateMemberID(ringstate.MemberID(id)); err != nil {
+		return usagef("%s %q is not a member id (%v)", arg, id, err)
 	}
 	return nil
 }
@@ -302,22 +380,29 @@ func checkID(arg, id string) error {
 func (c *cli) usage(w io.Writer) {
 	var b bytes.Buffer
 	b.WriteString(`ringctl is the operator CLI of a raftingest cluster. It talks to any node's gRPC address;
-the node forwards changes to the Raft leader.
+the node forwards changes to the Raft leader, or, under mutual TLS, names the leader and ringctl
+asks it directly. The tls commands make the cluster's certificates and need no node.
 
 Usage:
-  ringctl [-addr HOST:PORT] [-o text|json] [-timeout D] COMMAND [ARGS] [FLAGS]
+  ringctl [-addr HOST:PORT] [-o text|json] [-timeout D] [-tls.cert-path F -tls.key-path F -tls.ca-path F]
+          COMMAND [ARGS] [FLAGS]
 
 Commands:
 `)
 	for _, cmd := range commands {
 		fmt.Fprintf(&b, "  %-28s %s\n", strings.TrimSpace(cmd.name+" "+cmd.args), cmd.summary)
 	}
-	fmt.Fprintf(&b, "  %-28s %s\n", "help [COMMAND]", "show this help, or a command's flags")
+	fmt.Fprintf(&b, "  %-28s %s\n", "help [COMMAND]", "show this help, or a command's flags (e.g. help tls node)")
 	b.WriteString(`
 Global flags (before or after the command):
   -addr HOST:PORT   gRPC address of any node (default ` + defaultAddr + `; $` + addrEnv + ` overrides the default)
   -o text|json      output format (default text)
   -timeout D        how long to wait for the node (default 10s); for leave, for the whole leave (default 10m)
+  -tls.cert-path F  PEM client certificate, for a cluster run with mutual TLS ($` + tlsCertEnv + `)
+  -tls.key-path F   its PEM private key ($` + tlsKeyEnv + `)
+  -tls.ca-path F    PEM CA that verifies the nodes' certificates ($` + tlsCAEnv + `)
+                    Give all three or none; an operator certificate holds the operator rights
+                    (join, remove, leave, transfer-leadership).
 
 Examples:
 `)
@@ -330,75 +415,42 @@ Exit status: 0 success, 1 the operation failed, 2 usage error.
 	_, _ = w.Write(b.Bytes())
 }
 
+// groupUsage is `ringctl help tls`.
+func (c *cli) groupUsage(w io.Writer) {
+	var b bytes.Buffer
+	b.WriteString(`Usage: ringctl tls ca|node|operator [ARGS] [FLAGS]
+
+Make the PEM files of a cluster run with mutual TLS (ECDSA P-256 keys, mode 0600). Nothing is sent
+to a node. Existing files are never replaced without -force.
+
+Commands:
+`)
+	for _, cmd := range commands {
+		if strings.HasPrefix(cmd.name, tlsGroup+" ") {
+			fmt.Fprintf(&b, "  %-28s %s\n", strings.TrimSpace(cmd.name+" "+cmd.args), cmd.summary)
+		}
+	}
+	b.WriteString("\nExamples:\n")
+	for _, cmd := range commands {
+		if strings.HasPrefix(cmd.name, tlsGroup+" ") {
+			fmt.Fprintf(&b, "  %s\n", cmd.example)
+		}
+	}
+	b.WriteString("\nRun 'ringctl help tls COMMAND' for a command's flags.\n")
+	_, _ = w.Write(b.Bytes())
+}
+
 func (c *cli) commandUsage(w io.Writer, cmd *command) {
-	fmt.Fprintf(w, "Usage: ringctl %s\n\n%s.\n\nFlags:\n", strings.TrimSpace(cmd.name+" "+cmd.args+" [FLAGS]"), cmd.summary)
+	fmt.Fprintf(w, "Usage: ringctl %s\n\n%s.\n\nFlags:\n", strings.Join(strings.Fields(cmd.name+" "+cmd.args+" [FLAGS]"), " "), cmd.summary)
 	fs := flag.NewFlagSet(cmd.name, flag.ContinueOnError)
-	o := &options{addr: defaultAddr, output: "text", timeout: durationFlag{d: defaultTimeout}}
-	registerGlobal(fs, o)
+	o := defaultOptions()
+	registerGlobal(fs, o, cmd.offline)
 	if cmd.flags != nil {
 		cmd.flags(fs, o)
 	}
 	fs.SetOutput(w)
 	fs.PrintDefaults()
 	fmt.Fprintf(w, "\nExample:\n  %s\n", cmd.example)
-}
-
-// dial returns a client for addr. grpc.NewClient does not connect: the first RPC does, once, and
-// fails fast when nobody listens. Retries are disabled: an admin command is one RPC, and a change
-// whose answer was lost must be looked at by the operator, not sent again behind their back.
-func dial(addr string) (ringpb.RingClient, func(), error) {
-	conn, err := grpc.NewClient(addr,
-		grpc.WithTransportCredentials(insecure.NewCredentials()),
-		grpc.WithDisableRetry())
-	if err != nil {
-		return nil, nil, fmt.Errorf("cannot reach %s: %v (check -addr)", addr, err)
-	}
-	return ringpb.NewRingClient(conn), func() { _ = conn.Close() }, nil
-}
-
-// rpcError turns a gRPC error into the one line an operator needs: which node, what happened, and,
-// for errors the server sent, its message.
-func rpcError(addr string, timeout time.Duration, err error) error {
-	st, ok := status.FromError(err)
-	if !ok {
-		return fmt.Errorf("%s: %v", addr, err)
-	}
-	msg := st.Message()
-	switch st.Code() {
-	case codes.Unavailable:
-		if isConnError(msg) {
-			return fmt.Errorf("cannot reach %s: %s (is the node running? -addr)", addr, dialReason(msg))
-		}
-	case codes.DeadlineExceeded:
-		return fmt.Errorf("no answer from %s within %s (%s); the operation may still complete — check with 'ringctl status' and 'ringctl ring', or raise -timeout",
-			addr, timeout, msg)
-	case codes.Canceled:
-		return fmt.Errorf("canceled while waiting for %s", addr)
-	}
-	return fmt.Errorf("%s (%s from %s)", msg, st.Code(), addr)
-}
-
-// isConnError tells a connection failure (produced by the client) from an Unavailable the server
-// chose to send, such as "no leader".
-func isConnError(msg string) bool {
-	for _, s := range []string{"connection error", "transport:", "error reading from server", "connection closed",
-		"name resolver", "produced zero addresses", "connection refused"} {
-		if strings.Contains(msg, s) {
-			return true
-		}
-	}
-	return false
-}
-
-// dialReason extracts the operating system's reason from a gRPC connection error, e.g.
-// `connection error: desc = "transport: Error while dialing: dial tcp 127.0.0.1:9095: connect:
-// connection refused"` becomes "connection refused".
-func dialReason(msg string) string {
-	m := strings.TrimRight(msg, `"`)
-	if i := strings.LastIndex(m, ": "); i >= 0 && i+2 < len(m) {
-		return m[i+2:]
-	}
-	return msg
 }
 
 func (c *cli) printJSON(v any) error {

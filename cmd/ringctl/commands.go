@@ -3,6 +3,7 @@ package main
 import (
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"strings"
 	"text/tabwriter"
@@ -34,16 +35,13 @@ type serverJSON struct {
 }
 
 func (c *cli) status(o *options, _ []string) error {
-	cl, closeConn, err := dial(o.addr)
-	if err != nil {
-		return err
-	}
-	defer closeConn()
 	ctx, cancel := rpcContext(o)
 	defer cancel()
-	resp, err := cl.Status(ctx, &ringpb.StatusRequest{})
+	resp, _, err := call(ctx, o, o.addr, "", o.timeout.d, func(ctx context.Context, cl ringpb.RingClient) (*ringpb.StatusResponse, error) {
+		return cl.Status(ctx, &ringpb.StatusRequest{})
+	})
 	if err != nil {
-		return rpcError(o.addr, o.timeout.d, err)
+		return err
 	}
 	out := statusJSON{
 		ID: resp.GetId(), State: resp.GetState(), Leader: resp.GetLeaderId(), LeaderAddress: resp.GetLeaderAddress(),
@@ -93,16 +91,14 @@ func (c *cli) status(o *options, _ []string) error {
 	return tw.Flush()
 }
 
-// getView fetches the ring from addr and judges it with the node's own heartbeat timeout.
-func getView(ctx context.Context, addr string, linearizable bool, timeout time.Duration) (ringview.View, error) {
-	cl, closeConn, err := dial(addr)
+// getView fetches the ring from addr (or from the node it redirects to) and judges it with the
+// node's own heartbeat timeout.
+func getView(ctx context.Context, o *options, addr string, linearizable bool, timeout time.Duration) (ringview.View, error) {
+	resp, addr, err := call(ctx, o, addr, "", timeout, func(ctx context.Context, cl ringpb.RingClient) (*ringpb.GetRingResponse, error) {
+		return cl.GetRing(ctx, &ringpb.GetRingRequest{Linearizable: linearizable})
+	})
 	if err != nil {
 		return ringview.View{}, err
-	}
-	defer closeConn()
-	resp, err := cl.GetRing(ctx, &ringpb.GetRingRequest{Linearizable: linearizable})
-	if err != nil {
-		return ringview.View{}, rpcError(addr, timeout, err)
 	}
 	r, err := ringpb.ToRing(resp.GetMembers(), resp.GetTimeMs())
 	if err != nil {
@@ -114,7 +110,7 @@ func getView(ctx context.Context, addr string, linearizable bool, timeout time.D
 func (c *cli) ring(o *options, _ []string) error {
 	ctx, cancel := rpcContext(o)
 	defer cancel()
-	v, err := getView(ctx, o.addr, o.linearizable, o.timeout.d)
+	v, err := getView(ctx, o, o.addr, o.linearizable, o.timeout.d)
 	if err != nil {
 		return err
 	}
@@ -157,16 +153,13 @@ func (c *cli) join(o *options, args []string) error {
 	if err := checkHostPort(raftAddr); err != nil {
 		return usagef("RAFT_ADDR %q is not host:port", raftAddr)
 	}
-	cl, closeConn, err := dial(o.addr)
-	if err != nil {
-		return err
-	}
-	defer closeConn()
 	ctx, cancel := rpcContext(o)
 	defer cancel()
-	resp, err := cl.Join(ctx, &ringpb.JoinRequest{Id: id, RaftAddr: raftAddr, Voter: o.voter})
+	resp, _, err := call(ctx, o, o.addr, "", o.timeout.d, func(ctx context.Context, cl ringpb.RingClient) (*ringpb.JoinResponse, error) {
+		return cl.Join(ctx, &ringpb.JoinRequest{Id: id, RaftAddr: raftAddr, Voter: o.voter})
+	})
 	if err != nil {
-		return rpcError(o.addr, o.timeout.d, err)
+		return err
 	}
 	if o.output == "json" {
 		return c.printJSON(struct {
@@ -189,16 +182,13 @@ func (c *cli) remove(o *options, args []string) error {
 	if err := checkID("ID", id); err != nil {
 		return err
 	}
-	cl, closeConn, err := dial(o.addr)
-	if err != nil {
-		return err
-	}
-	defer closeConn()
 	ctx, cancel := rpcContext(o)
 	defer cancel()
-	resp, err := cl.RemovePeer(ctx, &ringpb.RemovePeerRequest{Id: id})
+	resp, _, err := call(ctx, o, o.addr, "", o.timeout.d, func(ctx context.Context, cl ringpb.RingClient) (*ringpb.RemovePeerResponse, error) {
+		return cl.RemovePeer(ctx, &ringpb.RemovePeerRequest{Id: id})
+	})
 	if err != nil {
-		return rpcError(o.addr, o.timeout.d, err)
+		return err
 	}
 	if o.output == "json" {
 		return c.printJSON(struct {
@@ -218,16 +208,13 @@ func (c *cli) transferLeadership(o *options, args []string) error {
 			return err
 		}
 	}
-	cl, closeConn, err := dial(o.addr)
-	if err != nil {
-		return err
-	}
-	defer closeConn()
 	ctx, cancel := rpcContext(o)
 	defer cancel()
-	resp, err := cl.TransferLeadership(ctx, &ringpb.TransferLeadershipRequest{Id: id})
+	resp, _, err := call(ctx, o, o.addr, "", o.timeout.d, func(ctx context.Context, cl ringpb.RingClient) (*ringpb.TransferLeadershipResponse, error) {
+		return cl.TransferLeadership(ctx, &ringpb.TransferLeadershipRequest{Id: id})
+	})
 	if err != nil {
-		return rpcError(o.addr, o.timeout.d, err)
+		return err
 	}
 	if o.output == "json" {
 		return c.printJSON(struct {
@@ -249,10 +236,15 @@ type leaveEvent struct {
 	Via            string  `json:"via,omitempty"`
 }
 
-// leave sends one Leave request, then follows the member in the ring until it is gone. The request
-// itself is never repeated. Following reads the ring from -addr first and, when that node stops
-// answering (it may be the very node that is leaving, and it exits at the end), from the other
-// members' gRPC addresses, saying so on stderr.
+// leave sends one Leave request to the member itself, then follows the member in the ring until it
+// is gone. The request itself is never repeated. Following reads the ring from -addr first and,
+// when that node stops answering (it may be the very node that is leaving, and it exits at the
+// end), from the other members' gRPC addresses, saying so on stderr.
+//
+// The member is asked directly, at the gRPC address the ring shows for it, TLS or not: under
+// mutual TLS a node does not forward a leave to another member (the member would see the node's
+// identity instead of the operator's). A member the ring does not know is asked of -addr, which
+// answers NotFound.
 func (c *cli) leave(o *options, args []string) error {
 	id := args[0]
 	if err := checkID("ID", id); err != nil {
@@ -276,18 +268,30 @@ func (c *cli) leave(o *options, args []string) error {
 		fmt.Fprintln(c.stdout, text)
 	}
 
-	cl, closeConn, err := dial(o.addr)
+	target, member := o.addr, ""
+	ctx, cancel := context.WithTimeout(context.Background(), rpcTimeout)
+	v, err := getView(ctx, o, o.addr, false, rpcTimeout)
+	cancel()
 	if err != nil {
 		return err
 	}
-	ctx, cancel := context.WithTimeout(context.Background(), rpcTimeout)
-	_, err = cl.Leave(ctx, &ringpb.LeaveRequest{Id: id})
-	cancel()
-	closeConn()
-	if err != nil {
-		return rpcError(o.addr, rpcTimeout, err)
+	if m, ok := v.Member(id); ok && m.GRPCAddr != "" {
+		target, member = m.GRPCAddr, id
 	}
-	emit(leaveEvent{Event: "requested", Via: o.addr}, fmt.Sprintf("%s: leave requested (via %s)", id, o.addr))
+	ctx, cancel = context.WithTimeout(context.Background(), rpcTimeout)
+	_, via, err := call(ctx, o, target, member, rpcTimeout, func(ctx context.Context, cl ringpb.RingClient) (*ringpb.LeaveResponse, error) {
+		return cl.Leave(ctx, &ringpb.LeaveRequest{Id: id})
+	})
+	cancel()
+	var unreachable *unreachableError
+	if member != "" && errors.As(err, &unreachable) {
+		return fmt.Errorf("cannot reach member %s at %s, its gRPC address in the ring: %s; a member leaves by handing over its own data, so it must be running (to forget a dead member: ringctl remove %s)",
+			id, target, unreachable.reason, id)
+	}
+	if err != nil {
+		return err
+	}
+	emit(leaveEvent{Event: "requested", Via: via}, fmt.Sprintf("%s: leave requested (via %s)", id, via))
 	if !o.wait {
 		return nil
 	}
@@ -314,7 +318,7 @@ func (c *cli) leave(o *options, args []string) error {
 		}
 		ctx, cancel := context.WithTimeout(context.Background(), min(remaining, rpcTimeout))
 		addr := candidates[current]
-		v, err := getView(ctx, addr, false, min(remaining, rpcTimeout))
+		v, err := getView(ctx, o, addr, false, min(remaining, rpcTimeout))
 		cancel()
 		if err != nil {
 			next := (current + 1) % len(candidates)

@@ -16,6 +16,7 @@ import (
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
 
+	"github.com/raftingest/raftingest/auth"
 	"github.com/raftingest/raftingest/ringpb"
 )
 
@@ -37,7 +38,14 @@ type fakeRing struct {
 	remove   *ringpb.RemovePeerResponse
 	transfer *ringpb.TransferLeadershipResponse
 	errs     map[string]error // method -> error to return
-	block    chan struct{}    // when set, every call waits for it (or for the caller to give up)
+	queued   map[string][]error
+	block    chan struct{} // when set, every call waits for it (or for the caller to give up)
+
+	// auth, when set, is the server's Authority: callers records each call's principal, and with
+	// operatorOnly every call but a ring or status read needs an operator's certificate.
+	auth         *auth.Authority
+	operatorOnly bool
+	callers      []string
 
 	// failGetRingAfter > 0 makes GetRing return failGetRing once it has answered that many times.
 	failGetRingAfter int
@@ -48,9 +56,17 @@ func (f *fakeRing) record(ctx context.Context, method string, req any) error {
 	f.mu.Lock()
 	f.calls = append(f.calls, method)
 	f.reqs = append(f.reqs, req)
+	caller := f.auth.Caller(ctx)
+	f.callers = append(f.callers, caller.String())
 	err := f.errs[method]
+	if q := f.queued[method]; len(q) > 0 {
+		err, f.queued[method] = q[0], q[1:]
+	}
 	block := f.block
 	f.mu.Unlock()
+	if err == nil && f.operatorOnly && method != "GetRing" && method != "Status" && caller.Kind != auth.Operator {
+		return f.auth.Deny(caller, auth.RightOperator, strings.ToLower(method))
+	}
 	if block != nil {
 		select {
 		case <-block:
@@ -117,6 +133,30 @@ func (f *fakeRing) setErr(method string, err error) {
 		f.errs = map[string]error{}
 	}
 	f.errs[method] = err
+}
+
+// queue makes the next calls of method fail with errs, in order, before errs[method] applies.
+func (f *fakeRing) queue(method string, errs ...error) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	if f.queued == nil {
+		f.queued = map[string][]error{}
+	}
+	f.queued[method] = append(f.queued[method], errs...)
+}
+
+// setGRPCAddr points member id, in every ring the fake answers, at addr: a leave asks the
+// member itself, at its address in the ring.
+func (f *fakeRing) setGRPCAddr(id, addr string) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	for _, r := range f.rings {
+		for _, m := range r.GetMembers() {
+			if m.GetId() == id {
+				m.GrpcAddr = addr
+			}
+		}
+	}
 }
 
 func (f *fakeRing) callsOf(method string) []any {
@@ -444,14 +484,15 @@ func TestRemoveAndTransferLeadership(t *testing.T) {
 	}
 }
 
-// leaveScript is the ring as a leave proceeds: ACTIVE, LEAVING, handing over, still handing over
-// (no new line expected), gone.
+// leaveScript is the ring as a leave proceeds: ACTIVE (the read that finds the leaver's address),
+// ACTIVE, LEAVING, handing over, still handing over (no new line expected), gone.
 func leaveScript() []*ringpb.GetRingResponse {
 	step := func(ms ...*ringpb.Member) *ringpb.GetRingResponse {
 		return &ringpb.GetRingResponse{TimeMs: ringTime, HeartbeatTimeoutMs: 30_000, Members: ms}
 	}
 	one := member("ingester-1", ringpb.State_ACTIVE, 0, "", q)
 	return []*ringpb.GetRingResponse{
+		step(one, member("ingester-3", ringpb.State_ACTIVE, 0, "", 3*q), member("ingester-4", ringpb.State_PENDING, 0, "")),
 		step(one, member("ingester-3", ringpb.State_ACTIVE, 0, "", 3*q), member("ingester-4", ringpb.State_PENDING, 0, "")),
 		step(one, member("ingester-3", ringpb.State_LEAVING, 0, "", 3*q), member("ingester-4", ringpb.State_PENDING, 0, "")),
 		step(one, member("ingester-3", ringpb.State_LEAVING, 0, "ingester-4", 3*q), member("ingester-4", ringpb.State_JOINING, 0, "ingester-3")),
@@ -464,6 +505,7 @@ func TestLeave_FollowsProgressUntilGone(t *testing.T) {
 	f := newFake()
 	f.rings = leaveScript()
 	addr := serve(t, f)
+	f.setGRPCAddr("ingester-3", addr)
 	code, out, errOut := runCLI(t, nil, "-addr", addr, "leave", "ingester-3")
 	mustCode(t, 0, code, out, errOut)
 	lines := strings.Split(strings.TrimSpace(out), "\n")
@@ -485,8 +527,8 @@ func TestLeave_FollowsProgressUntilGone(t *testing.T) {
 	if reqs := f.callsOf("Leave"); len(reqs) != 1 || reqs[0].(*ringpb.LeaveRequest).GetId() != "ingester-3" {
 		t.Errorf("Leave requests %v (sent exactly once)", reqs)
 	}
-	if n := len(f.callsOf("GetRing")); n != 5 {
-		t.Errorf("%d GetRing calls, want 5 (one per scripted step)", n)
+	if n := len(f.callsOf("GetRing")); n != 6 {
+		t.Errorf("%d GetRing calls, want 6 (one per scripted step)", n)
 	}
 }
 
@@ -494,6 +536,7 @@ func TestLeave_JSONEvents(t *testing.T) {
 	f := newFake()
 	f.rings = leaveScript()
 	addr := serve(t, f)
+	f.setGRPCAddr("ingester-3", addr)
 	code, out, errOut := runCLI(t, nil, "-addr", addr, "-o", "json", "leave", "ingester-3")
 	mustCode(t, 0, code, out, errOut)
 	var events []string
@@ -523,19 +566,21 @@ func TestLeave_JSONEvents(t *testing.T) {
 func TestLeave_NoWaitReturnsAfterRequest(t *testing.T) {
 	f := newFake()
 	addr := serve(t, f)
+	f.setGRPCAddr("ingester-3", addr)
 	code, out, errOut := runCLI(t, nil, "-addr", addr, "leave", "ingester-3", "-wait=false")
 	mustCode(t, 0, code, out, errOut)
 	if out != "ingester-3: leave requested (via "+addr+")\n" {
 		t.Errorf("output %q", out)
 	}
-	if n := len(f.callsOf("GetRing")); n != 0 {
-		t.Errorf("-wait=false polled the ring %d times", n)
+	if n := len(f.callsOf("GetRing")); n != 1 {
+		t.Errorf("-wait=false read the ring %d times, want once (to find the member's address)", n)
 	}
 }
 
 func TestLeave_TimeoutWhileStillInRing(t *testing.T) {
 	f := newFake() // ingester-3 stays LEAVING forever
 	addr := serve(t, f)
+	f.setGRPCAddr("ingester-3", addr)
 	start := time.Now()
 	code, out, errOut := runCLI(t, nil, "-addr", addr, "leave", "ingester-3", "-timeout", "200ms")
 	mustCode(t, 1, code, out, errOut)
@@ -558,8 +603,10 @@ func TestLeave_FollowsFromAnotherNodeWhenTheFirstStops(t *testing.T) {
 	m1.GrpcAddr = otherAddr
 	leaving.rings = []*ringpb.GetRingResponse{{TimeMs: ringTime, Members: []*ringpb.Member{m1, member("ingester-3", ringpb.State_LEAVING, 0, "", 3*q)}}}
 	addr := serve(t, leaving)
-	// After the first GetRing the leaving node refuses, as a node does while it shuts down.
-	leaving.failGetRingAfter = 1
+	leaving.setGRPCAddr("ingester-3", addr)
+	// After the read that finds it and the first poll, the leaving node refuses, as a node does
+	// while it shuts down.
+	leaving.failGetRingAfter = 2
 	leaving.failGetRing = status.Error(codes.Unavailable, "transport: the node is shutting down")
 
 	code, out, errOut := runCLI(t, nil, "-addr", addr, "leave", "ingester-3", "-timeout", "10s")
