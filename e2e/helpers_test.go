@@ -71,7 +71,15 @@ type sampleKey struct {
 // queryIngester asks one ingester directly (gRPC QueryStream) for the tenant's series matching
 // name, and returns every sample it holds, keyed by series and timestamp, with its value.
 func queryIngester(ctx context.Context, grpcAddr, tenant, name string) (map[sampleKey]float64, error) {
-	conn, err := grpc.NewClient(grpcAddr, grpc.WithTransportCredentials(insecure.NewCredentials()))
+	return queryIngesterWith(ctx, grpcAddr, tenant, name, insecureCreds)
+}
+
+// insecureCreds are a plain gRPC client's credentials.
+var insecureCreds = grpc.WithTransportCredentials(insecure.NewCredentials())
+
+// queryIngesterWith is queryIngester over a client with creds.
+func queryIngesterWith(ctx context.Context, grpcAddr, tenant, name string, creds grpc.DialOption) (map[sampleKey]float64, error) {
+	conn, err := grpc.NewClient(grpcAddr, creds)
 	if err != nil {
 		return nil, err
 	}

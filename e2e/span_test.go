@@ -41,7 +41,7 @@ func TestQuery_SpansMemoryAndBucket(t *testing.T) {
 		return allHold(t, nSeries*half, a, b, cc), "not yet"
 	})
 	for _, n := range []*pc.Node{a, b, cc} {
-		if code, body := storagePostFlush(t, n.HTTPAddr); code != 200 {
+		if code, body := storagePostFlush(t, n.AdminAddr); code != 200 {
 			t.Fatalf("%s: POST /ingester/flush: %d %s", n.ID, code, body)
 		}
 		if _, body, _ := pc.HTTPGet(n.HTTPAddr, "/metrics", ""); metricValue(body, "cortex_ingester_memory_series") != 0 {

@@ -21,7 +21,7 @@ import (
 	pc "github.com/raftingest/raftingest/internal/proccluster"
 )
 
-// storagePostFlush calls POST /ingester/flush on addr and returns the status and body.
+// storagePostFlush calls POST /ingester/flush on addr (a node's AdminAddr) and returns the status and body.
 func storagePostFlush(t *testing.T, addr string) (int, string) {
 	t.Helper()
 	cl := &http.Client{Timeout: 60 * time.Second}
@@ -173,7 +173,7 @@ func TestProcess_FlushToBucket(t *testing.T) {
 		if got := storageMetric(t, n.HTTPAddr, "cortex_ingester_memory_series"); got != 50 {
 			t.Fatalf("%s: %v series in memory before the flush, want 50 (RF=3 on 3 nodes)", n.ID, got)
 		}
-		code, body := storagePostFlush(t, n.HTTPAddr)
+		code, body := storagePostFlush(t, n.AdminAddr)
 		if code != http.StatusOK {
 			t.Fatalf("%s: POST /ingester/flush: %d %s", n.ID, code, body)
 		}
@@ -203,7 +203,7 @@ func TestProcess_FlushToBucket(t *testing.T) {
 		t.Fatal(err)
 	}
 	want2 := storageWriteSeries(t, a.HTTPAddr, "tenant2", "e2e_flush_retry", 10, 100)
-	code, body := storagePostFlush(t, a.HTTPAddr)
+	code, body := storagePostFlush(t, a.AdminAddr)
 	if code != http.StatusInternalServerError || !strings.Contains(body, "tenant2") || !strings.Contains(body, "not a directory") {
 		t.Fatalf("flush into a failing bucket: %d %q, want 500 naming the tenant and the cause", code, body)
 	}
@@ -222,7 +222,7 @@ func TestProcess_FlushToBucket(t *testing.T) {
 	if err := os.Remove(bad); err != nil {
 		t.Fatal(err)
 	}
-	if code, body := storagePostFlush(t, a.HTTPAddr); code != http.StatusOK {
+	if code, body := storagePostFlush(t, a.AdminAddr); code != http.StatusOK {
 		t.Fatalf("flush after the bucket was repaired: %d %s", code, body)
 	}
 	storageRequireSamples(t, "a's tenant2 blocks dumped by promtool", want2,

@@ -13,6 +13,7 @@ import (
 	"time"
 
 	"github.com/prometheus/prometheus/prompb"
+	"google.golang.org/grpc"
 
 	pc "github.com/raftingest/raftingest/internal/proccluster"
 )
@@ -117,9 +118,15 @@ func (w *writer) waitRounds(t *testing.T, n int) {
 // copies counts, for every acked sample, on how many of the nodes it is present with its value.
 func copies(t *testing.T, acked map[sampleKey]float64, tenant string, nodes ...*pc.Node) map[sampleKey]int {
 	t.Helper()
+	return copiesWith(t, acked, tenant, insecureCreds, nodes...)
+}
+
+// copiesWith is copies over a gRPC client with creds (a member's certificate under mutual TLS).
+func copiesWith(t *testing.T, acked map[sampleKey]float64, tenant string, creds grpc.DialOption, nodes ...*pc.Node) map[sampleKey]int {
+	t.Helper()
 	n := map[sampleKey]int{}
 	for _, node := range nodes {
-		got, err := queryIngester(context.Background(), node.GRPCAddr, tenant, "e2e_writes")
+		got, err := queryIngesterWith(context.Background(), node.GRPCAddr, tenant, "e2e_writes", creds)
 		if err != nil {
 			t.Fatalf("query %s: %v", node.ID, err)
 		}

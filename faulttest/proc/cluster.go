@@ -59,6 +59,8 @@ type Node struct {
 	done   chan struct{}
 	paused bool
 	conn   *grpc.ClientConn
+	// creds are the driver's credentials for this node (EnableTLS); nil: plain.
+	creds grpc.DialOption
 	// spare marks a member meant to be PENDING (a hand-over target in the rolling-restart workload),
 	// not ACTIVE, when the cluster is healthy.
 	spare bool
@@ -70,6 +72,8 @@ type Cluster struct {
 	Bin   string
 	Dir   string
 	Nodes []*Node
+	// ringctlTLS are the TLS flags of the driver's ringctl runs (EnableTLS); nil: plain.
+	ringctlTLS []string
 	// Bucket is the filesystem bucket every node flushes to and its querier reads
 	// (-blocks-storage.filesystem.dir): one directory shared by all, as one object store would be.
 	Bucket string
@@ -89,8 +93,10 @@ func NewCluster(bin, dir string, n int) (*Cluster, error) {
 			LogPath:  filepath.Join(dir, fmt.Sprintf("n%d.log", i)),
 			RaftAddr: fmt.Sprintf("%s:%d", ip, raftPort), GRPCAddr: fmt.Sprintf("%s:%d", ip, grpcPort),
 			HTTPAddr: fmt.Sprintf("%s:%d", ip, httpPort)}
+		// The admin listener stays on the loopback of the node's own namespace (the product's
+		// default, spelled out): no scenario uses it, and the driver cannot reach it there.
 		nd.args = append([]string{"-node.id", nd.ID, "-data.dir", nd.DataDir, "-raft.addr", nd.RaftAddr,
-			"-grpc.addr", nd.GRPCAddr, "-http.addr", nd.HTTPAddr,
+			"-grpc.addr", nd.GRPCAddr, "-http.addr", nd.HTTPAddr, "-admin.http-addr", "127.0.0.1:9094",
 			"-blocks-storage.backend", "filesystem", "-blocks-storage.filesystem.dir", c.Bucket,
 			"-debug.ring-history-file", ringHistoryPath(dir, nd.ID)}, nodeFlags...)
 		if i == 0 {
@@ -102,6 +108,9 @@ func NewCluster(bin, dir string, n int) (*Cluster, error) {
 	}
 	return c, nil
 }
+
+// insecureCreds are the driver's credentials without TLS.
+var insecureCreds = grpc.WithTransportCredentials(insecure.NewCredentials())
 
 // Close kills every process and removes the network.
 func (c *Cluster) Close() {
@@ -201,8 +210,7 @@ func (c *Cluster) Rejoin(ctx context.Context, i int) (string, error) {
 	err := waitFor(ctx, 20*time.Second, func() bool {
 		var e error
 		cctx, cancel := context.WithTimeout(ctx, 5*time.Second)
-		out, e = exec.CommandContext(cctx, filepath.Join(c.Bin, "ringctl"), "-addr", c.Nodes[via].GRPCAddr,
-			"join", n.ID, n.RaftAddr).CombinedOutput()
+		out, e = c.Ringctl(cctx, "-addr", c.Nodes[via].GRPCAddr, "join", n.ID, n.RaftAddr).CombinedOutput()
 		cancel()
 		return e == nil
 	})
@@ -277,7 +285,7 @@ func (n *Node) Conn() (*grpc.ClientConn, error) {
 	n.mu.Lock()
 	defer n.mu.Unlock()
 	if n.conn == nil {
-		cc, err := grpc.NewClient(n.GRPCAddr, grpc.WithTransportCredentials(insecure.NewCredentials()))
+		cc, err := grpc.NewClient(n.GRPCAddr, n.dialCreds())
 		if err != nil {
 			return nil, err
 		}

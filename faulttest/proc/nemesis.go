@@ -6,7 +6,6 @@ import (
 	"fmt"
 	"math/rand/v2"
 	"os"
-	"os/exec"
 	"path/filepath"
 	"strings"
 	"time"
@@ -292,8 +291,7 @@ func (n *nemesis) inject(ctx context.Context, s step) {
 		}
 		c.Nodes[x].Kill()
 		via := (x + 1) % len(c.Nodes)
-		out, rerr := exec.CommandContext(ctx, filepath.Join(c.Bin, "ringctl"), "-addr", c.Nodes[via].GRPCAddr,
-			"remove", c.Nodes[x].ID).CombinedOutput()
+		out, rerr := c.Ringctl(ctx, "-addr", c.Nodes[via].GRPCAddr, "remove", c.Nodes[x].ID).CombinedOutput()
 		fw.Note = "ringctl remove: " + strings.TrimSpace(string(out))
 		if rerr != nil {
 			err = fmt.Errorf("ringctl remove %s: %v", c.Nodes[x].ID, rerr)
@@ -371,8 +369,7 @@ func (n *nemesis) transferLoop(ctx context.Context) []string {
 		} else {
 			via := live[n.rng.IntN(len(live))]
 			cctx, cancel := context.WithTimeout(ctx, 5*time.Second)
-			out, err := exec.CommandContext(cctx, filepath.Join(c.Bin, "ringctl"), "-addr", c.Nodes[via].GRPCAddr,
-				"transfer-leadership").CombinedOutput()
+			out, err := c.Ringctl(cctx, "-addr", c.Nodes[via].GRPCAddr, "transfer-leadership").CombinedOutput()
 			cancel()
 			res := strings.TrimSpace(string(out))
 			if err != nil {

@@ -32,6 +32,9 @@ var shortSet = []Scenario{
 	{Name: "snapshot-install", Faults: []string{IsolateOne, IsolateLeader},
 		ExtraFlags: []string{"-raft.snapshot-threshold", "8", "-raft.trailing-logs", "4", "-raft.snapshot-interval", "500ms"}},
 	{Name: "churn", Fixed: []Step{{Kind: RemoveRestart, At: 4 * time.Second, Dur: 8 * time.Second}}},
+	// churn with mutual TLS on the cluster plane: the removal, the wiped member's rejoin and every
+	// Raft, gRPC and ringctl link go through certificates and operator rights.
+	{Name: "churn-tls", TLS: true, Fixed: []Step{{Kind: RemoveRestart, At: 4 * time.Second, Dur: 8 * time.Second}}},
 	{Name: "calm", Faults: []string{}}, // the baseline: no faults, same checks
 	// Rolling restarts with hand-overs (3 ACTIVE + 1 spare PENDING), each hand-over hit in its middle
 	// by one fault: the leaver or the joiner killed (the joiner kept down until the leaver flushes),
@@ -121,6 +124,7 @@ func runScenario(t *testing.T, sc Scenario) *faulttest.Report {
 var fullSet = append([]Scenario{
 	{Name: "mixed", Faults: AllFaults},
 	{Name: "mixed-5", Nodes: 5, Faults: AllFaults},
+	{Name: "mixed-tls", TLS: true, Faults: AllFaults},
 	// Leadership handed away every 1.5s, a bridge, and a ring of overlapping majorities: 5 members.
 	// Only here, not in shortSet (whose time is budgeted in make test).
 	{Name: "transfer-bridge-ring", Nodes: 5, Faults: TopologyFaults},

@@ -29,7 +29,7 @@ func TestRegression_IngesterNewNilServerPanic(t *testing.T) {
 	ports := pc.FreePorts(t, 2)
 	cmd := exec.Command(filepath.Join(bin, "ingester"), "-node.id", "a", "-data.dir", t.TempDir(),
 		"-grpc.addr", ln.Addr().String(), "-raft.addr", "127.0.0.1:"+itoa(ports[0]),
-		"-http.addr", "127.0.0.1:"+itoa(ports[1]), "-bootstrap")
+		"-http.addr", "127.0.0.1:"+itoa(ports[1]), "-admin.http-addr", "", "-bootstrap")
 	done := make(chan struct{})
 	var out []byte
 	go func() { out, _ = cmd.CombinedOutput(); close(done) }()

@@ -41,6 +41,9 @@ type Scenario struct {
 	// Nodes ACTIVE members plus one spare PENDING member, round after round an ACTIVE member
 	// SIGINTed into a hand-over to the spare, with one of Faults (HandoverFaults) fired in its middle.
 	Handover bool
+	// TLS runs the cluster plane with mutual TLS (EnableTLS): Raft, gRPC and ringctl, with every
+	// node's identity and the operator's rights checked.
+	TLS bool
 	// PushDuringReplay (hand-over family) lets the writers push to a node the roller just restarted
 	// before it has caught up with the leader (the product answers 503 until then); by default they wait.
 	PushDuringReplay bool
@@ -97,6 +100,13 @@ func Run(ctx context.Context, env Env, sc Scenario) (*faulttest.Report, error) {
 	if err != nil {
 		os.RemoveAll(dir)
 		return nil, err
+	}
+	if sc.TLS {
+		if err := c.EnableTLS(); err != nil {
+			c.Close()
+			os.RemoveAll(dir)
+			return nil, fmt.Errorf("enable tls: %w", err)
+		}
 	}
 	for _, n := range c.Nodes {
 		n.args = append(n.args, sc.ExtraFlags...)
