@@ -11,7 +11,7 @@ export PATH := $(TOOLS):$(PATH)
 # Pinned tool versions.
 PROTOC_GEN_GO_VERSION := v1.36.12
 PROTOC_GEN_GO_GRPC_VERSION := v1.5.1
-STATICCHECK_VERSION := 2026.2.2
+STATICCHECK_VERSION := v0.8.2 # staticcheck 2026.2.2; the module proxy knows it by its semver tag
 
 # Debian packages the tests and the local cluster use: Prometheus (remote-write client and oracle,
 # promtool), Chromium (the /ring page in a real browser), nftables and iproute2 (fault tests),
@@ -41,8 +41,10 @@ build: ## build bin/ingester and bin/ringctl
 	$(GO) build -o bin/ringctl ./cmd/ringctl
 
 .PHONY: run
-run: build ## run a local 3-node cluster on 127.0.0.1 (data in ./data; Ctrl-C stops it gracefully)
-	@scripts/run-local.sh
+TLS ?= 0
+
+run: build ## run a local 3-node cluster on 127.0.0.1 (data in ./data; Ctrl-C stops it gracefully); TLS=1: mutual TLS with generated certificates
+	@TLS=$(TLS) scripts/run-local.sh
 
 .PHONY: test
 test: deps build ## run every test with the race detector (needs root or sudo for apt-get)
