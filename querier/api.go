@@ -75,6 +75,10 @@ func returnAPIError(err error) *apiError {
 	var eqt promql.ErrQueryTimeout
 	var es promql.ErrStorage
 	switch {
+	case IsLimitError(err):
+		// A per-query fetch limit: 422, as Mimir answers it (checked first: the limit cancels
+		// the ingesters' streams, and the cancellation must not turn it into a 499).
+		return &apiError{errorExec, err}
 	case errors.As(err, &eqc):
 		return &apiError{errorCanceled, err}
 	case errors.As(err, &eqt):
@@ -104,6 +108,8 @@ func (q *Querier) route(mux *http.ServeMux, pattern, name string, f apiFunc) {
 		if !ok {
 			return
 		}
+		// One limiter per request: every Select of the query counts against it.
+		r = r.WithContext(withLimiter(r.Context(), q.newLimiter()))
 		release, err := q.acquire(r.Context())
 		if err != nil {
 			q.respondError(w, returnAPIError(err))
@@ -401,12 +407,45 @@ func parseLabelsParams(r *http.Request) (labelsParams, *apiResult) {
 	return p, nil
 }
 
+// clampLabelsRange applies -store.max-labels-query-length to the range of a series, label names or
+// label values request, with Mimir's rule (clampToMaxLabelQueryLength): only the start moves,
+//
+//   - neither start nor end given: start = now - limit (end stays open: samples stamped in the
+//     future are rare and cheap);
+//   - only end given: start = end - limit;
+//   - only start given: start = max(start, now - limit);
+//   - both given: start = max(start, end - limit).
+//
+// A limit of 0 leaves the range alone (Prometheus' all time when unset).
+func (q *Querier) clampLabelsRange(start, end time.Time) time.Time {
+	limit := q.cfg.MaxLabelsQueryLength
+	if limit <= 0 {
+		return start
+	}
+	unsetStart, unsetEnd := start.Equal(MinTime), end.Equal(MaxTime)
+	switch {
+	case unsetStart && unsetEnd:
+		return q.now().Add(-limit)
+	case unsetStart:
+		return end.Add(-limit)
+	case unsetEnd:
+		if earliest := q.now().Add(-limit); earliest.After(start) {
+			return earliest
+		}
+	default:
+		if earliest := end.Add(-limit); earliest.After(start) {
+			return earliest
+		}
+	}
+	return start
+}
+
 func (q *Querier) labelNames(r *http.Request) apiResult {
 	p, bad := parseLabelsParams(r)
 	if bad != nil {
 		return *bad
 	}
-	limit, start, end, matcherSets := p.limit, p.start, p.end, p.matcherSets
+	limit, start, end, matcherSets := p.limit, q.clampLabelsRange(p.start, p.end), p.end, p.matcherSets
 	hints := &storage.LabelHints{Limit: toHintLimit(limit)}
 	ctx, cancel := context.WithTimeout(r.Context(), q.cfg.Timeout)
 	defer cancel()
@@ -468,7 +507,7 @@ func (q *Querier) labelValues(r *http.Request) apiResult {
 	if bad != nil {
 		return *bad
 	}
-	limit, start, end, matcherSets := p.limit, p.start, p.end, p.matcherSets
+	limit, start, end, matcherSets := p.limit, q.clampLabelsRange(p.start, p.end), p.end, p.matcherSets
 	hints := &storage.LabelHints{Limit: toHintLimit(limit)}
 	ctx, cancel := context.WithTimeout(r.Context(), q.cfg.Timeout)
 	defer cancel()
@@ -538,6 +577,7 @@ func (q *Querier) series(r *http.Request) apiResult {
 	if err != nil {
 		return invalidParamError(err, "match[]")
 	}
+	start = q.clampLabelsRange(start, end)
 	ctx, cancel := context.WithTimeout(r.Context(), q.cfg.Timeout)
 	defer cancel()
 	qr, err := q.queryable.Querier(timestamp.FromTime(start), timestamp.FromTime(end))

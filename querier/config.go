@@ -32,7 +32,26 @@ type Config struct {
 	// MaxRecvMsgSize is -querier.max-recv-msg-size: the largest QueryStream message accepted from an
 	// ingester.
 	MaxRecvMsgSize int
+
+	// MaxFetchedSeriesPerQuery is -querier.max-fetched-series-per-query: the most unique series one
+	// query may fetch from the ingesters and the store together (0: no limit, Mimir's default).
+	MaxFetchedSeriesPerQuery int
+	// MaxFetchedChunksPerQuery is -querier.max-fetched-chunks-per-query: the most chunks one query
+	// may fetch, every replica's copy counted (0: no limit; Mimir's default 2,000,000).
+	MaxFetchedChunksPerQuery int
+	// MaxFetchedChunkBytesPerQuery is -querier.max-fetched-chunk-bytes-per-query: the most chunk
+	// bytes one query may fetch, every replica's copy counted (0: no limit, Mimir's default).
+	MaxFetchedChunkBytesPerQuery int
+	// MaxLabelsQueryLength is -store.max-labels-query-length: the longest time range the series,
+	// label names and label values endpoints read; a longer or missing range is shortened by moving
+	// its start (Mimir's rule, see clampLabelsRange). 0: no limit.
+	MaxLabelsQueryLength time.Duration
 }
+
+// DefaultMaxLabelsQueryLength is the default of -store.max-labels-query-length. Mimir's default is
+// 0 (no limit), under which a label query without start and end reads every block ever written;
+// ours is finite so that such a query is bounded out of the box.
+const DefaultMaxLabelsQueryLength = 24 * time.Hour
 
 // RegisterFlags registers the querier's flags with their defaults on f.
 func (c *Config) RegisterFlags(f *flag.FlagSet) {
@@ -55,6 +74,14 @@ func (c *Config) RegisterFlags(f *flag.FlagSet) {
 		"Step of a subquery written without one (Prometheus' global evaluation_interval).")
 	f.IntVar(&c.MaxRecvMsgSize, "querier.max-recv-msg-size", 100<<20,
 		"Maximum size in bytes of one streamed message from an ingester.")
+	f.IntVar(&c.MaxFetchedSeriesPerQuery, maxSeriesPerQueryFlag, 150_000,
+		"The maximum number of unique series for which a query can fetch samples from ingesters and the long-term store. A series returned by several replicas (or blocks) counts once, as in Mimir. Counted as the ingesters' streams arrive, and from the blocks' index before they are read; the query stops fetching and fails with HTTP 422 (err-mimir-max-series-per-query) as soon as it is crossed. Applies to PromQL queries (query, query_range), /series and remote read; not to /labels and /label/<name>/values (as in Mimir). 0 to disable (Mimir's default; ours is finite so that one query is bounded out of the box: -ingester.max-global-series-per-user's default).")
+	f.IntVar(&c.MaxFetchedChunksPerQuery, maxChunksPerQueryFlag, 2_000_000,
+		"Maximum number of chunks that can be fetched in a single query from ingesters and the long-term store. Chunks are counted as fetched, as in Mimir: each replica's copy counts (and each block's copy in the bucket), so a series held by 3 replicas costs 3 times its chunks. Counted as the ingesters' streams arrive, and from the blocks' index before they are read; the query stops fetching and fails with HTTP 422 (err-mimir-max-chunks-per-query) as soon as it is crossed. Applies to PromQL queries and remote read (the series and label endpoints read no chunks). 0 to disable. The default is Mimir's.")
+	f.IntVar(&c.MaxFetchedChunkBytesPerQuery, maxChunkBytesPerQueryFlag, 1<<30,
+		"The maximum size of all chunks in bytes that a query can fetch from ingesters and the long-term store, counted as fetched like -querier.max-fetched-chunks-per-query (each replica's and each block's copy counts): as the ingesters' streams arrive, and from the blocks before their samples are read; the query stops fetching and fails with HTTP 422 (err-mimir-max-chunks-bytes-per-query) as soon as it is crossed. Applies to PromQL queries and remote read. 0 to disable (Mimir's default; ours is 1 GiB so that one query's memory is bounded out of the box).")
+	f.DurationVar(&c.MaxLabelsQueryLength, "store.max-labels-query-length", DefaultMaxLabelsQueryLength,
+		"Limit the time range (end - start time) of series, label names and values queries. A request without start and end reads the last this-long before now (Prometheus would read all time); a longer range is shortened by moving its start (Mimir's rule); the request does not fail. 0 to disable (Mimir's default; ours is 24h so that a request without a range is bounded).")
 }
 
 // Validate checks the values and their relations, naming the flags.
@@ -86,6 +113,17 @@ func (c *Config) Validate() error {
 	}
 	if c.DefaultEvaluationInterval <= 0 {
 		bad("-querier.default-evaluation-interval=%s: must be positive", c.DefaultEvaluationInterval)
+	}
+	for _, l := range []struct {
+		flag string
+		v    int
+	}{{maxSeriesPerQueryFlag, c.MaxFetchedSeriesPerQuery}, {maxChunksPerQueryFlag, c.MaxFetchedChunksPerQuery}, {maxChunkBytesPerQueryFlag, c.MaxFetchedChunkBytesPerQuery}} {
+		if l.v < 0 {
+			bad("-%s=%d: must not be negative (0 disables the limit)", l.flag, l.v)
+		}
+	}
+	if c.MaxLabelsQueryLength < 0 {
+		bad("-store.max-labels-query-length=%s: must not be negative (0 disables the limit)", c.MaxLabelsQueryLength)
 	}
 	if c.MaxRecvMsgSize < 1<<20 {
 		bad("-querier.max-recv-msg-size=%d: must be at least 1 MiB", c.MaxRecvMsgSize)

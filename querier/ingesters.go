@@ -115,10 +115,12 @@ func (q *ingesterQuerier) Select(ctx context.Context, _ bool, hints *storage.Sel
 }
 
 // LabelValues implements storage.Querier through a series selection (the ingester API has no label
-// RPC); values come back sorted and unique.
+// RPC); values come back sorted and unique. The per-query fetch limits do not apply: Mimir's
+// ingesters answer label queries from their index, and Grafana's label browser asks for every
+// label of a tenant, which a series limit would refuse.
 func (q *ingesterQuerier) LabelValues(ctx context.Context, name string, hints *storage.LabelHints, ms ...*labels.Matcher) ([]string, annotations.Annotations, error) {
 	ms = append(slices.Clone(ms), labels.MustNewMatcher(labels.MatchNotEqual, name, ""))
-	set, err := q.q.fetch(ctx, q.mint, q.maxt, true, ms)
+	set, err := q.q.fetch(withLimiter(ctx, nil), q.mint, q.maxt, true, ms)
 	if err != nil {
 		return nil, nil, err
 	}
@@ -132,12 +134,12 @@ func (q *ingesterQuerier) LabelValues(ctx context.Context, name string, hints *s
 }
 
 // LabelNames implements storage.Querier through a series selection; names come back sorted and
-// unique.
+// unique. The per-query fetch limits do not apply (see LabelValues).
 func (q *ingesterQuerier) LabelNames(ctx context.Context, hints *storage.LabelHints, ms ...*labels.Matcher) ([]string, annotations.Annotations, error) {
 	if len(ms) == 0 {
 		ms = []*labels.Matcher{anyName}
 	}
-	set, err := q.q.fetch(ctx, q.mint, q.maxt, true, ms)
+	set, err := q.q.fetch(withLimiter(ctx, nil), q.mint, q.maxt, true, ms)
 	if err != nil {
 		return nil, nil, err
 	}
@@ -167,13 +169,19 @@ func (q *ingesterQuerier) Close() error { return nil }
 type replicaResult struct {
 	member ringstate.MemberID
 	addr   string
-	series []*ingesterpb.StreamSeries
+	series []*ingesterpb.StreamSeries // without their chunks for a labels-only fetch
 	err    error
 }
 
 // fetch asks every readable member for the tenant's series matching ms in [mint, maxt] and merges
 // the replicas' answers into series sorted by labels.
+//
+// The query's limiter (limiterFrom(ctx)) counts every series and chunk as each stream's messages
+// arrive; the first limit crossed cancels every stream and fails the fetch with its *LimitError,
+// so no more than about one message per ingester is held beyond the limit. A labels-only fetch
+// counts series only and drops the chunks the ingesters send with them as they arrive.
 func (q *IngesterQueryable) fetch(ctx context.Context, mint, maxt int64, labelsOnly bool, ms []*labels.Matcher) ([]*mergedSeries, error) {
+	lim := limiterFrom(ctx)
 	tenantID, err := tenant.FromContext(ctx)
 	if err != nil {
 		return nil, err
@@ -213,8 +221,8 @@ func (q *IngesterQueryable) fetch(ctx context.Context, mint, maxt int64, labelsO
 	}
 	budget := maxErrors - len(unhealthy)
 
-	ctx, cancel := context.WithCancel(ctx)
-	defer cancel()
+	ctx, cancel := context.WithCancelCause(ctx)
+	defer cancel(nil)
 	results := make([]replicaResult, len(targets))
 	var (
 		wg       sync.WaitGroup
@@ -225,14 +233,19 @@ func (q *IngesterQueryable) fetch(ctx context.Context, mint, maxt int64, labelsO
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
-			series, err := q.queryOne(ctx, tenantID, m.GRPCAddr, req)
+			series, err := q.queryOne(ctx, lim, tenantID, m.GRPCAddr, req, labelsOnly)
 			results[i] = replicaResult{member: m.ID, addr: m.GRPCAddr, series: series, err: err}
 			if err != nil {
+				if lim.Err() != nil {
+					// The query crossed a limit (here or in another stream): not the ingester's fault.
+					cancel(lim.Err())
+					return
+				}
 				q.cfg.metrics.ingesterRequests.WithLabelValues("error").Inc()
 				mu.Lock()
 				failures++
 				if failures > budget {
-					cancel() // the read has failed: stop the others early
+					cancel(nil) // the read has failed: stop the others early
 				}
 				mu.Unlock()
 				return
@@ -241,6 +254,9 @@ func (q *IngesterQueryable) fetch(ctx context.Context, mint, maxt int64, labelsO
 		}()
 	}
 	wg.Wait()
+	if err := lim.Err(); err != nil {
+		return nil, err
+	}
 	if err := context.Cause(ctx); err != nil && failures <= budget {
 		// The caller's context ended (timeout, cancellation); not an ingester failure.
 		return nil, err
@@ -265,16 +281,26 @@ func (q *IngesterQueryable) fetch(ctx context.Context, mint, maxt int64, labelsO
 	return mergeReplicas(results, mint, maxt, labelsOnly)
 }
 
-func (q *IngesterQueryable) queryOne(ctx context.Context, tenantID, addr string, req *ingesterpb.QueryRequest) ([]*ingesterpb.StreamSeries, error) {
+// queryOne reads one ingester's stream, counting each message's series and chunks against lim
+// before asking for the next; a limit crossed ends the call (its deferred cancel stops the stream).
+// A labels-only fetch drops the chunks as they arrive.
+func (q *IngesterQueryable) queryOne(ctx context.Context, lim *queryLimiter, tenantID, addr string, req *ingesterpb.QueryRequest, labelsOnly bool) ([]*ingesterpb.StreamSeries, error) {
 	c, err := q.cfg.Clients.IngesterClient(addr)
 	if err != nil {
 		return nil, err
 	}
+	ctx, cancel := context.WithCancel(ctx)
+	defer cancel()
 	stream, err := c.QueryStream(ingesterpb.WithTenant(ctx, tenantID), req)
 	if err != nil {
 		return nil, err
 	}
-	var out []*ingesterpb.StreamSeries
+	var (
+		out     []*ingesterpb.StreamSeries
+		b       labels.ScratchBuilder
+		scratch labels.Labels // the series being counted, rebuilt in place (mergeReplicas builds the kept copy)
+	)
+	countSeries := lim.countsSeries()
 	for {
 		resp, err := stream.Recv()
 		if err == io.EOF {
@@ -282,6 +308,30 @@ func (q *IngesterQueryable) queryOne(ctx context.Context, tenantID, addr string,
 		}
 		if err != nil {
 			return nil, err
+		}
+		for _, ss := range resp.GetSeries() {
+			if countSeries {
+				b.Reset()
+				for _, l := range ss.GetLabels() {
+					b.Add(l.GetName(), l.GetValue())
+				}
+				b.Sort()
+				b.Overwrite(&scratch)
+				if err := lim.AddSeries(scratch); err != nil {
+					return nil, err
+				}
+			}
+			if labelsOnly {
+				ss.Chunks = nil
+			} else if lim != nil {
+				size := 0
+				for _, c := range ss.GetChunks() {
+					size += len(c.GetData())
+				}
+				if err := lim.AddChunks(len(ss.GetChunks()), size); err != nil {
+					return nil, err
+				}
+			}
 		}
 		out = append(out, resp.GetSeries()...)
 	}

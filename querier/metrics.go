@@ -11,6 +11,7 @@ type metrics struct {
 	ingesterRequests      *prometheus.CounterVec
 	ingesterQueriesFailed prometheus.Counter
 	inflight              prometheus.Gauge
+	queriesRejected       *prometheus.CounterVec
 }
 
 // newMetrics creates the metrics and registers them on reg when it is not nil.
@@ -33,9 +34,17 @@ func newMetrics(reg prometheus.Registerer) *metrics {
 			Name: "cortex_querier_inflight_requests",
 			Help: "Requests being evaluated or waiting for one of the -querier.max-concurrent slots.",
 		}),
+		queriesRejected: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "cortex_querier_queries_rejected_total",
+			Help: "Queries refused because they crossed a per-query fetch limit, by reason: max-fetched-series-per-query, max-fetched-chunks-per-query or max-fetched-chunk-bytes-per-query (Mimir's metric and reasons).",
+		}, []string{"reason"}),
+	}
+	// Exported at 0 before the first refusal, as Mimir does.
+	for _, r := range []string{rejectReasonMaxSeries, rejectReasonMaxChunks, rejectReasonMaxChunkBytes} {
+		m.queriesRejected.WithLabelValues(r)
 	}
 	if reg != nil {
-		reg.MustRegister(m.requestDuration, m.ingesterRequests, m.ingesterQueriesFailed, m.inflight)
+		reg.MustRegister(m.requestDuration, m.ingesterRequests, m.ingesterQueriesFailed, m.inflight, m.queriesRejected)
 	}
 	return m
 }

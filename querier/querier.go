@@ -167,7 +167,8 @@ func (q *Querier) remoteReadHandler() http.Handler {
 		if !ok {
 			return
 		}
-		q.remoteRead(w, r)
+		// One limiter per request, shared by its queries.
+		q.remoteRead(w, r.WithContext(withLimiter(r.Context(), q.newLimiter())))
 	})
 }
 

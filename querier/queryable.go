@@ -18,9 +18,15 @@ import (
 //
 // store may be nil (no long-term storage configured). Either source's error fails the query. The
 // store must read the tenant with tenant.FromContext in Select, LabelNames and LabelValues.
+//
+// The query's fetch limits (limiterFrom(ctx)) count what both sources return: the ingesters as
+// their streams arrive, the store before it reads (see limitedStore).
 func NewQueryable(ingesters, store storage.Queryable, queryStoreAfter, queryIngestersWithin time.Duration, now func() time.Time) storage.SampleAndChunkQueryable {
 	if now == nil {
 		now = time.Now
+	}
+	if store != nil {
+		store = limitedStore{store}
 	}
 	return &splitQueryable{ingesters: ingesters, store: store, storeAfter: queryStoreAfter,
 		ingestersWithin: queryIngestersWithin, now: now}
@@ -110,4 +116,94 @@ func (c clampQuerier) Select(ctx context.Context, sortSeries bool, hints *storag
 
 func (c clampQuerier) LabelValues(ctx context.Context, name string, hints *storage.LabelHints, ms ...*labels.Matcher) ([]string, annotations.Annotations, error) {
 	return c.Querier.LabelValues(ctx, name, hints, ms...)
+}
+
+// fetchCounter is what a store offers to have a selection counted before it is read;
+// storage.BucketQueryable has it (CountSelect): count is called for each series of each block
+// matching ms with chunks in [mint, maxt], with their number and (withBytes) size, and its first
+// error ends the walk.
+type fetchCounter interface {
+	CountSelect(ctx context.Context, mint, maxt int64, withBytes bool, ms []*labels.Matcher,
+		count func(lset labels.Labels, chunks, bytes int) error) error
+}
+
+// limitedStore counts what the long-term store returns against the query's limiter. A store that
+// is a fetchCounter is counted before it is read — every series (unique across the store and the
+// ingesters: the limiter dedups) and every block's chunks (a block per replica flush, so copies
+// count as they do for replicas) — so a query over a limit fails without loading a sample. Another
+// store has its series counted as they are read. Without a limiter in the context, or with every
+// limit off, it is the store itself.
+type limitedStore struct{ storage.Queryable }
+
+func (s limitedStore) Querier(mint, maxt int64) (storage.Querier, error) {
+	sq, err := s.Queryable.Querier(mint, maxt)
+	if err != nil {
+		return nil, err
+	}
+	counter, _ := s.Queryable.(fetchCounter)
+	return &limitedStoreQuerier{Querier: sq, counter: counter, mint: mint, maxt: maxt}, nil
+}
+
+type limitedStoreQuerier struct {
+	storage.Querier
+	counter    fetchCounter // nil when the store cannot count before reading
+	mint, maxt int64
+}
+
+func (q *limitedStoreQuerier) Select(ctx context.Context, sortSeries bool, hints *storage.SelectHints, ms ...*labels.Matcher) storage.SeriesSet {
+	lim := limiterFrom(ctx)
+	if !lim.enabled() {
+		return q.Querier.Select(ctx, sortSeries, hints, ms...)
+	}
+	if q.counter == nil {
+		return &countingSeriesSet{SeriesSet: q.Querier.Select(ctx, sortSeries, hints, ms...), lim: lim}
+	}
+	mint, maxt := q.mint, q.maxt
+	labelsOnly := false
+	if hints != nil {
+		// The store reads what the hints say (clampQuerier has narrowed them to its share).
+		mint, maxt = hints.Start, hints.End
+		labelsOnly = hints.Func == "series"
+	}
+	countChunks := !labelsOnly && (lim.maxChunks > 0 || lim.maxChunkBytes > 0)
+	if !lim.countsSeries() && !countChunks {
+		return q.Querier.Select(ctx, sortSeries, hints, ms...)
+	}
+	err := q.counter.CountSelect(ctx, mint, maxt, countChunks && lim.maxChunkBytes > 0, ms, func(lset labels.Labels, chunks, bytes int) error {
+		if err := lim.AddSeries(lset); err != nil {
+			return err
+		}
+		if countChunks {
+			return lim.AddChunks(chunks, bytes)
+		}
+		return nil
+	})
+	if err != nil {
+		return storage.ErrSeriesSet(err)
+	}
+	return q.Querier.Select(ctx, sortSeries, hints, ms...)
+}
+
+// countingSeriesSet counts each series against lim as it is reached.
+type countingSeriesSet struct {
+	storage.SeriesSet
+	lim *queryLimiter
+	err error
+}
+
+func (s *countingSeriesSet) Next() bool {
+	if s.err != nil || !s.SeriesSet.Next() {
+		return false
+	}
+	if s.err = s.lim.AddSeries(s.At().Labels()); s.err != nil {
+		return false
+	}
+	return true
+}
+
+func (s *countingSeriesSet) Err() error {
+	if s.err != nil {
+		return s.err
+	}
+	return s.SeriesSet.Err()
 }

@@ -12,6 +12,7 @@ import (
 	"hash/crc32"
 	"io"
 	"net/http"
+	"strconv"
 
 	"github.com/golang/snappy"
 	"github.com/prometheus/prometheus/model/labels"
@@ -21,8 +22,14 @@ import (
 	"github.com/prometheus/prometheus/tsdb/chunks"
 )
 
-// decodeReadLimit bounds a read request body, as Prometheus does (32 MiB).
-const decodeReadLimit = 32 << 20
+// MaxRemoteReadQuerySize bounds the decoded (uncompressed) size of a remote-read request, as
+// Mimir's constant of the same name does: a request is a few matchers and time ranges, and should
+// never approach a megabyte. The compressed body may be at most snappy.MaxEncodedLen of it.
+const MaxRemoteReadQuerySize = 1 << 20
+
+// maxRemoteReadBodySize bounds the compressed body: the largest snappy encoding of a request of
+// MaxRemoteReadQuerySize bytes.
+var maxRemoteReadBodySize = snappy.MaxEncodedLen(MaxRemoteReadQuerySize)
 
 var castagnoli = crc32.MakeTable(crc32.Castagnoli)
 
@@ -42,9 +49,9 @@ func (q *Querier) remoteRead(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	defer release()
-	req, err := decodeReadRequest(r)
+	req, err := decodeReadRequest(w, r)
 	if err != nil {
-		http.Error(w, err.Error(), http.StatusBadRequest)
+		remoteReadStatus(w, err)
 		return
 	}
 	ctx, cancel := context.WithTimeout(r.Context(), q.cfg.Timeout)
@@ -61,18 +68,52 @@ func (q *Querier) remoteRead(w http.ResponseWriter, r *http.Request) {
 	q.remoteReadSamples(ctx, w, req)
 }
 
-func decodeReadRequest(r *http.Request) (*prompb.ReadRequest, error) {
-	compressed, err := io.ReadAll(io.LimitReader(r.Body, decodeReadLimit))
+// decodeReadRequest reads and decodes the body of a remote-read request without ever allocating
+// more than MaxRemoteReadQuerySize for it: the compressed body is read through http.MaxBytesReader
+// (413 beyond maxRemoteReadBodySize), and the decoded length that snappy's header claims is
+// checked before the buffer for it is allocated (413 beyond the limit, 400 when unreadable).
+func decodeReadRequest(w http.ResponseWriter, r *http.Request) (*prompb.ReadRequest, error) {
+	if r.ContentLength > int64(maxRemoteReadBodySize) {
+		return nil, bodyTooLarge(r.ContentLength)
+	}
+	compressed, err := io.ReadAll(http.MaxBytesReader(w, r.Body, int64(maxRemoteReadBodySize)))
 	if err != nil {
-		return nil, fmt.Errorf("read remote-read request body: %w", err)
+		var mbe *http.MaxBytesError
+		if errors.As(err, &mbe) {
+			return nil, bodyTooLarge(-1)
+		}
+		return nil, httpError{fmt.Sprintf("read remote-read request body: %v", err), http.StatusBadRequest}
+	}
+	return decodeReadRequestBody(compressed)
+}
+
+func bodyTooLarge(n int64) error {
+	size := "more than " + strconv.Itoa(maxRemoteReadBodySize)
+	if n >= 0 {
+		size = strconv.FormatInt(n, 10)
+	}
+	return httpError{fmt.Sprintf("remote-read request body of %s bytes is larger than the limit of %d bytes (snappy-compressed; %d bytes decoded)",
+		size, maxRemoteReadBodySize, MaxRemoteReadQuerySize), http.StatusRequestEntityTooLarge}
+}
+
+// decodeReadRequestBody decodes a snappy-compressed (block format) ReadRequest, checking the
+// decoded length snappy's header announces against MaxRemoteReadQuerySize before allocating.
+func decodeReadRequestBody(compressed []byte) (*prompb.ReadRequest, error) {
+	n, err := snappy.DecodedLen(compressed)
+	if err != nil {
+		return nil, httpError{fmt.Sprintf("snappy-decode remote-read request: %v", err), http.StatusBadRequest}
+	}
+	if n > MaxRemoteReadQuerySize {
+		return nil, httpError{fmt.Sprintf("remote-read request decodes to %d bytes, more than the limit of %d bytes", n, MaxRemoteReadQuerySize),
+			http.StatusRequestEntityTooLarge}
 	}
 	raw, err := snappy.Decode(nil, compressed)
 	if err != nil {
-		return nil, fmt.Errorf("snappy-decode remote-read request: %w", err)
+		return nil, httpError{fmt.Sprintf("snappy-decode remote-read request: %v", err), http.StatusBadRequest}
 	}
 	var req prompb.ReadRequest
 	if err := req.Unmarshal(raw); err != nil {
-		return nil, fmt.Errorf("unmarshal remote-read request: %w", err)
+		return nil, httpError{fmt.Sprintf("unmarshal remote-read request: %v", err), http.StatusBadRequest}
 	}
 	return &req, nil
 }
@@ -122,10 +163,16 @@ func selectHints(q *prompb.Query) *storage.SelectHints {
 		Func: q.Hints.Func, Grouping: q.Hints.Grouping, Range: q.Hints.RangeMs, By: q.Hints.By}
 }
 
+// remoteReadStatus answers err: its own status for an httpError, 422 for a per-query fetch limit
+// (as the query API does; Mimir answers remote read's with 400), 500 otherwise.
 func remoteReadStatus(w http.ResponseWriter, err error) {
 	var he httpError
 	if errors.As(err, &he) {
 		http.Error(w, he.msg, he.status)
+		return
+	}
+	if IsLimitError(err) {
+		http.Error(w, err.Error(), http.StatusUnprocessableEntity)
 		return
 	}
 	http.Error(w, err.Error(), http.StatusInternalServerError)

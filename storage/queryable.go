@@ -17,6 +17,7 @@ import (
 	promstorage "github.com/prometheus/prometheus/storage"
 	"github.com/prometheus/prometheus/tsdb"
 	"github.com/prometheus/prometheus/tsdb/chunkenc"
+	"github.com/prometheus/prometheus/tsdb/chunks"
 	"github.com/prometheus/prometheus/util/annotations"
 	"github.com/thanos-io/objstore"
 
@@ -61,6 +62,96 @@ func NewBucketQueryable(bkt objstore.BucketReader, localDir, cacheDir string, lo
 // call's context.
 func (q *BucketQueryable) Querier(mint, maxt int64) (promstorage.Querier, error) {
 	return &bucketQuerier{q: q, mint: mint, maxt: maxt}, nil
+}
+
+// CountSelect tells what a Select of ms over [mint, maxt] (int64 ms, inclusive) of the tenant named
+// by ctx would read from the bucket, without reading it: for every block overlapping the range, for
+// every series of it matching ms with chunks in the range, it calls count with the series' labels,
+// the number of those chunks, and — when withBytes — their size in bytes. A series in several
+// blocks (each replica flushes its own copy) is reported once per block, as each is read. It stops
+// at count's first error and returns it.
+//
+// It reads the blocks' indexes (and the chunks' headers when withBytes, in place for a local
+// bucket) and retains nothing, so a caller can enforce fetch limits before any sample is loaded
+// (the querier's -querier.max-fetched-* limits). lset is valid only during the call to count.
+func (q *BucketQueryable) CountSelect(ctx context.Context, mint, maxt int64, withBytes bool, ms []*labels.Matcher,
+	count func(lset labels.Labels, chunks, bytes int) error) error {
+	id, err := tenant.FromContext(ctx)
+	if err != nil {
+		return err
+	}
+	bs, err := q.sync(ctx, id)
+	if err != nil {
+		return err
+	}
+	for _, b := range bs {
+		if !b.OverlapsClosedInterval(mint, maxt) {
+			continue
+		}
+		if err := countBlock(ctx, b, mint, maxt, withBytes, ms, count); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+func countBlock(ctx context.Context, b *tsdb.Block, mint, maxt int64, withBytes bool, ms []*labels.Matcher,
+	count func(labels.Labels, int, int) error) error {
+	ir, err := b.Index()
+	if err != nil {
+		return fmt.Errorf("storage: index of block %s: %w", b.Meta().ULID, err)
+	}
+	defer ir.Close()
+	var cr tsdb.ChunkReader
+	if withBytes {
+		if cr, err = b.Chunks(); err != nil {
+			return fmt.Errorf("storage: chunks of block %s: %w", b.Meta().ULID, err)
+		}
+		defer cr.Close()
+	}
+	p, err := tsdb.PostingsForMatchers(ctx, ir, ms...)
+	if err != nil {
+		return fmt.Errorf("storage: postings of block %s: %w", b.Meta().ULID, err)
+	}
+	var (
+		sb   labels.ScratchBuilder
+		lset labels.Labels
+		chks []chunks.Meta
+	)
+	for i := 0; p.Next(); i++ {
+		if i%1024 == 0 {
+			if err := ctx.Err(); err != nil {
+				return err
+			}
+		}
+		if err := ir.Series(p.At(), &sb, &chks); err != nil {
+			return fmt.Errorf("storage: series of block %s: %w", b.Meta().ULID, err)
+		}
+		n, size := 0, 0
+		for _, c := range chks {
+			if c.MaxTime < mint || c.MinTime > maxt {
+				continue
+			}
+			n++
+			if withBytes {
+				chk, _, err := cr.ChunkOrIterable(c)
+				if err != nil {
+					return fmt.Errorf("storage: chunk of block %s: %w", b.Meta().ULID, err)
+				}
+				if chk != nil {
+					size += len(chk.Bytes())
+				}
+			}
+		}
+		if n == 0 {
+			continue
+		}
+		sb.Overwrite(&lset)
+		if err := count(lset, n, size); err != nil {
+			return err
+		}
+	}
+	return p.Err()
 }
 
 // Close closes every open block. Queriers must be closed first.
