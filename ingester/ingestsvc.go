@@ -42,7 +42,10 @@ func (s *ingesterService) drainWrites() {
 const queryBatchSeries = 128
 
 // Push stores a request's samples. A refused sample never stops the rest of the request; the
-// refusals come back as per-series errors. A call error means the whole request failed.
+// refusals come back as per-series errors. A call error means the whole request failed. A series
+// whose labels break the TimeSeries contract (ingesterpb.ValidateLabelViews: invalid names, values
+// that are not UTF-8, unsorted or repeated names) is refused with ErrorCode_INVALID before the store
+// sees it: the distributor never sends one, so it comes from another client or a bug.
 func (s *ingesterService) Push(ctx context.Context, req *ingesterpb.PushRequest) (*ingesterpb.PushResponse, error) {
 	tenant, err := ingesterpb.TenantFromIncomingContext(ctx)
 	if err != nil {
@@ -54,13 +57,26 @@ func (s *ingesterService) Push(ctx context.Context, req *ingesterpb.PushRequest)
 		return nil, status.Error(codes.Unavailable, why)
 	}
 	batch := make([]memstore.SeriesSamples, len(req.GetTimeseries()))
-	var b labels.ScratchBuilder
+	var (
+		b       labels.ScratchBuilder
+		lc      ingesterpb.LabelChecker
+		invalid []*ingesterpb.SeriesError
+	)
 	for i, ts := range req.GetTimeseries() {
+		// An invalid series keeps its place in the batch with no samples, so that the store's
+		// refusals keep the request's indexes.
+		lc.Reset()
+		for _, l := range ts.GetLabels() {
+			lc.Add(l.GetName(), l.GetValue())
+		}
+		if err := lc.Done(); err != nil {
+			invalid = append(invalid, invalidSeries(i, err))
+			continue
+		}
 		b.Reset()
 		for _, l := range ts.GetLabels() {
 			b.Add(l.GetName(), l.GetValue())
 		}
-		b.Sort()
 		smps := make([]memstore.Sample, len(ts.GetSamples()))
 		for j, sm := range ts.GetSamples() {
 			smps[j] = memstore.Sample{T: sm.GetTimestamp(), V: sm.GetValue()}
@@ -68,17 +84,30 @@ func (s *ingesterService) Push(ctx context.Context, req *ingesterpb.PushRequest)
 		batch[i] = memstore.SeriesSamples{Labels: b.Labels(), Samples: smps}
 	}
 	res, err := s.store.Push(tenant, batch)
-	return pushResponse(tenant, res, err)
+	return pushResponse(tenant, res, err, invalid)
+}
+
+// invalidSeries is the per-series error of series i, refused by label validation before the store
+// saw it.
+func invalidSeries(i int, err error) *ingesterpb.SeriesError {
+	return &ingesterpb.SeriesError{Index: uint32(i), Code: ingesterpb.ErrorCode_INVALID, Message: err.Error()}
 }
 
 // pushResponse turns a store push's outcome into the Push answer: a WAL failure fails the call
-// (nothing of the request is acknowledged); refused samples become per-series errors.
-func pushResponse(tenant string, res memstore.PushResult, err error) (*ingesterpb.PushResponse, error) {
+// (nothing of the request is acknowledged); refused samples become per-series errors, merged in
+// index order with invalid, the series refused before the store (in index order).
+func pushResponse(tenant string, res memstore.PushResult, err error, invalid []*ingesterpb.SeriesError) (*ingesterpb.PushResponse, error) {
 	if err != nil {
 		return nil, status.Errorf(codes.Internal, "push for tenant %q: %v", tenant, err)
 	}
 	resp := &ingesterpb.PushResponse{SamplesIngested: uint64(res.Accepted)}
+	if n := len(res.Errors) + len(invalid); n > 0 {
+		resp.Errors = make([]*ingesterpb.SeriesError, 0, n)
+	}
 	for _, e := range res.Errors {
+		for len(invalid) > 0 && int(invalid[0].Index) < e.SeriesIndex {
+			resp.Errors, invalid = append(resp.Errors, invalid[0]), invalid[1:]
+		}
 		resp.Errors = append(resp.Errors, &ingesterpb.SeriesError{
 			Index:       uint32(e.SeriesIndex),
 			Code:        errorCode(e.Err),
@@ -86,6 +115,7 @@ func pushResponse(tenant string, res memstore.PushResult, err error) (*ingesterp
 			TimestampMs: e.T,
 		})
 	}
+	resp.Errors = append(resp.Errors, invalid...)
 	return resp, nil
 }
 

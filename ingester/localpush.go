@@ -3,6 +3,7 @@ package ingester
 import (
 	"context"
 	"sync"
+	"unsafe"
 
 	"github.com/prometheus/prometheus/model/labels"
 	"google.golang.org/grpc/codes"
@@ -11,6 +12,7 @@ import (
 	"github.com/raftingest/raftingest/distributor"
 	"github.com/raftingest/raftingest/ingesterpb"
 	"github.com/raftingest/raftingest/memstore"
+	tenantpkg "github.com/raftingest/raftingest/tenant"
 )
 
 // The allocation-free push path. ingesterService.Push decodes with the generated code (a Go object
@@ -57,13 +59,16 @@ func (s rawIngesterService) PushRaw(ctx context.Context, req []byte) (*ingesterp
 	if err != nil {
 		return nil, status.Error(codes.InvalidArgument, err.Error())
 	}
-	return s.pushView(tenant, sc)
+	return s.pushView(tenant, sc, true)
 }
 
 // pushView is the body of Push after decoding and the tenant: the write check, then the store, under
 // the same write gate as Push (drainWrites must wait for this path too, or a hand-over could miss
-// samples acknowledged through it).
-func (s *ingesterService) pushView(tenant string, sc *pushScratch) (*ingesterpb.PushResponse, error) {
+// samples acknowledged through it). With validate, each series' labels are checked as Push checks
+// them (ingesterpb.ValidateLabelViews), and a refused one is skipped with ErrorCode_INVALID; without
+// it they are trusted to hold the TimeSeries contract (this node's own distributor validated them)
+// and only sorted.
+func (s *ingesterService) pushView(tenant string, sc *pushScratch, validate bool) (*ingesterpb.PushResponse, error) {
 	s.gate.RLock()
 	defer s.gate.RUnlock()
 	if ok, why := s.writable(); !ok {
@@ -74,31 +79,48 @@ func (s *ingesterService) pushView(tenant string, sc *pushScratch) (*ingesterpb.
 	sc.samples = append(sc.samples, make([]memstore.Sample, sc.view.Samples())...)
 	app := s.store.Appender(tenant)
 	off := 0
+	var invalid []*ingesterpb.SeriesError
 	for i := range sc.view.Series {
 		ts := &sc.view.Series[i]
+		smps := sc.samples[off : off+len(ts.Samples) : off+len(ts.Samples)]
+		off += len(ts.Samples)
+		if validate {
+			if err := ingesterpb.ValidateLabelViews(ts.Labels); err != nil {
+				invalid = append(invalid, invalidSeries(i, err))
+				app.Append(labels.EmptyLabels(), nil) // keeps the indexes of the store's refusals
+				continue
+			}
+		}
 		sc.sb.Reset()
 		for _, l := range ts.Labels {
 			sc.sb.Add(l.Name, l.Value)
 		}
-		sc.sb.Sort()
+		if !validate {
+			sc.sb.Sort() // validated labels are sorted already
+		}
 		sc.sb.Overwrite(&sc.lset) // aliases sc.sb's buffer until the next series: Append copies if it keeps it
-		smps := sc.samples[off : off+len(ts.Samples) : off+len(ts.Samples)]
 		for j, sm := range ts.Samples {
 			smps[j] = memstore.Sample{T: sm.TimestampMs, V: sm.Value}
 		}
-		off += len(ts.Samples)
 		app.Append(sc.lset, smps)
 	}
 	res, err := app.Commit()
-	return pushResponse(tenant, res, err)
+	return pushResponse(tenant, res, err, invalid)
 }
+
+// maxPooledScratchBytes bounds what a pooled pushScratch keeps of its arenas between requests:
+// one exceptionally large (or hostile) request must not pin its decode arenas for every later one.
+const maxPooledScratchBytes = 16 << 20
 
 // release drops every reference into the request and returns sc to its pool.
 func (sc *pushScratch) release() {
 	sc.view.Reset()
 	sc.lset = labels.EmptyLabels()
-	if cap(sc.samples) > 1<<20 { // do not pin the arena of an exceptionally large request
+	if cap(sc.samples)*int(unsafe.Sizeof(memstore.Sample{})) > maxPooledScratchBytes {
 		sc.samples = nil
+	}
+	if sc.view.ArenaBytes() > maxPooledScratchBytes {
+		sc.view = ingesterpb.PushRequestView{}
 	}
 	pushScratchPool.Put(sc)
 }
@@ -127,6 +149,9 @@ func (c localClient) Push(ctx context.Context, tenant string, req *ingesterpb.Ra
 	if tenant == "" {
 		return nil, status.Error(codes.InvalidArgument, ingesterpb.ErrNoTenant.Error())
 	}
+	if err := tenantpkg.Validate(tenant); err != nil {
+		return nil, status.Errorf(codes.InvalidArgument, "ingester: tenant: %v", err)
+	}
 	sc := pushScratchPool.Get().(*pushScratch)
 	defer sc.release()
 	var data []byte
@@ -136,5 +161,5 @@ func (c localClient) Push(ctx context.Context, tenant string, req *ingesterpb.Ra
 	if err := sc.view.Unmarshal(data); err != nil {
 		return nil, status.Errorf(codes.Internal, "grpc: error unmarshalling request: %v", err)
 	}
-	return c.svc.pushView(tenant, sc)
+	return c.svc.pushView(tenant, sc, false)
 }

@@ -65,51 +65,90 @@ func pushCases() []*ingesterpb.PushRequest {
 }
 
 // TestPushRaw_SameAsPush: the generated Push and both raw paths (PushRaw, the local client) give the
-// same answers and leave the same data, request after request.
+// same answers and leave the same data, request after request. The gRPC paths validate labels
+// (invalid series come back INVALID); the local client trusts its own distributor, so it is
+// compared on requests that keep the TimeSeries contract, as every request a distributor sends.
 func TestPushRaw_SameAsPush(t *testing.T) {
 	writable := func() (bool, string) { return true, "" }
-	ref := &ingesterService{store: openTestStore(t, memstore.DefaultConfig()), writable: writable}
-	viaRaw := &ingesterService{store: openTestStore(t, memstore.DefaultConfig()), writable: writable}
-	viaLocal := &ingesterService{store: openTestStore(t, memstore.DefaultConfig()), writable: writable}
 	ctx := ingesterTenantCtx("t")
-	for i, req := range pushCases() {
-		raw, err := proto.Marshal(req)
-		if err != nil {
-			t.Fatal(err)
-		}
-		want, err := ref.Push(ctx, req)
-		if err != nil {
-			t.Fatal(err)
-		}
-		got, err := rawIngesterService{viaRaw}.PushRaw(ctx, raw)
-		if err != nil {
-			t.Fatal(err)
-		}
-		if !proto.Equal(want, got) {
-			t.Fatalf("request %d: PushRaw answered %v, Push %v", i, got, want)
-		}
-		data := append([]byte(nil), raw...)
-		got, err = newLocalClient(viaLocal).Push(context.Background(), "t", &ingesterpb.RawPushRequest{Data: &data})
-		if err != nil {
-			t.Fatal(err)
-		}
-		if !proto.Equal(want, got) {
-			t.Fatalf("request %d: local client answered %v, Push %v", i, got, want)
-		}
-		clear(data) // the caller's bytes are gone: nothing may alias them
+	for _, tc := range []struct {
+		name  string
+		local bool
+		reqs  []*ingesterpb.PushRequest
+	}{
+		{"every outcome, gRPC paths", false, pushCases()},
+		{"valid requests, every path", true, validPushCases()},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			ref := &ingesterService{store: openTestStore(t, memstore.DefaultConfig()), writable: writable}
+			viaRaw := &ingesterService{store: openTestStore(t, memstore.DefaultConfig()), writable: writable}
+			viaLocal := &ingesterService{store: openTestStore(t, memstore.DefaultConfig()), writable: writable}
+			stores := []*memstore.Store{viaRaw.store}
+			if tc.local {
+				stores = append(stores, viaLocal.store)
+			}
+			for i, req := range tc.reqs {
+				raw, err := proto.Marshal(req)
+				if err != nil {
+					t.Fatal(err)
+				}
+				want, err := ref.Push(ctx, req)
+				if err != nil {
+					t.Fatal(err)
+				}
+				got, err := rawIngesterService{viaRaw}.PushRaw(ctx, raw)
+				if err != nil {
+					t.Fatal(err)
+				}
+				if !proto.Equal(want, got) {
+					t.Fatalf("request %d: PushRaw answered %v, Push %v", i, got, want)
+				}
+				if !tc.local {
+					continue
+				}
+				data := append([]byte(nil), raw...)
+				got, err = newLocalClient(viaLocal).Push(context.Background(), "t", &ingesterpb.RawPushRequest{Data: &data})
+				if err != nil {
+					t.Fatal(err)
+				}
+				if !proto.Equal(want, got) {
+					t.Fatalf("request %d: local client answered %v, Push %v", i, got, want)
+				}
+				clear(data) // the caller's bytes are gone: nothing may alias them
+			}
+			wantData := selectAll(t, ref.store)
+			for _, st := range stores {
+				got := selectAll(t, st)
+				if len(got) != len(wantData) {
+					t.Fatalf("%d series, want %d", len(got), len(wantData))
+				}
+				for k, v := range wantData {
+					if got[k] != v {
+						t.Fatalf("series %s: %d chunk bytes, want %d", k, got[k], v)
+					}
+				}
+			}
+		})
 	}
-	wantData := selectAll(t, ref.store)
-	for _, st := range []*memstore.Store{viaRaw.store, viaLocal.store} {
-		got := selectAll(t, st)
-		if len(got) != len(wantData) {
-			t.Fatalf("%d series, want %d", len(got), len(wantData))
-		}
-		for k, v := range wantData {
-			if got[k] != v {
-				t.Fatalf("series %s: %d chunk bytes, want %d", k, got[k], v)
+}
+
+// validPushCases are pushCases without the series that break the TimeSeries contract.
+func validPushCases() []*ingesterpb.PushRequest {
+	var out []*ingesterpb.PushRequest
+	for _, req := range pushCases() {
+		keep := &ingesterpb.PushRequest{}
+		for _, ts := range req.GetTimeseries() {
+			var lc ingesterpb.LabelChecker
+			for _, l := range ts.GetLabels() {
+				lc.Add(l.GetName(), l.GetValue())
+			}
+			if lc.Done() == nil {
+				keep.Timeseries = append(keep.Timeseries, ts)
 			}
 		}
+		out = append(out, keep)
 	}
+	return out
 }
 
 func selectAll(t *testing.T, st *memstore.Store) map[string]int {
@@ -158,4 +197,8 @@ func TestPushRaw_Errors(t *testing.T) {
 	bad := []byte{0x0a, 0x7f}
 	_, err = lc.Push(context.Background(), "t", &ingesterpb.RawPushRequest{Data: &bad})
 	check("local, malformed", err, codes.Internal)
+	_, err = lc.Push(context.Background(), "../../outside", &ingesterpb.RawPushRequest{Data: &data})
+	check("local, tenant out of the bucket", err, codes.InvalidArgument)
+	_, err = rawIngesterService{svc}.PushRaw(ingesterTenantCtx(".."), raw)
+	check("tenant ..", err, codes.InvalidArgument)
 }

@@ -20,26 +20,25 @@ import (
 )
 
 // grpcAuthOptions are the gRPC server's credentials and the interceptors that enforce the rights
-// of the ingester and transfer services. Without TLS: plain credentials and no interceptor.
-func (s *Server) grpcAuthOptions() []grpc.ServerOption {
+// of the ingester and transfer services (grpcServerOptions chains them after panic recovery and
+// before the receive limits). Without TLS: plain credentials and no interceptor.
+func (s *Server) grpcAuthOptions() (creds grpc.ServerOption, unary grpc.UnaryServerInterceptor, stream grpc.StreamServerInterceptor) {
 	if s.auth == nil {
-		return nil
+		return nil, nil, nil
 	}
-	return []grpc.ServerOption{
-		s.auth.ServerOption(),
-		grpc.ChainUnaryInterceptor(func(ctx context.Context, req any, info *grpc.UnaryServerInfo, h grpc.UnaryHandler) (any, error) {
-			if err := s.authorizeMethod(ctx, info.FullMethod); err != nil {
-				return nil, err
-			}
-			return h(ctx, req)
-		}),
-		grpc.ChainStreamInterceptor(func(srv any, ss grpc.ServerStream, info *grpc.StreamServerInfo, h grpc.StreamHandler) error {
-			if err := s.authorizeMethod(ss.Context(), info.FullMethod); err != nil {
-				return err
-			}
-			return h(srv, ss)
-		}),
+	unary = func(ctx context.Context, req any, info *grpc.UnaryServerInfo, h grpc.UnaryHandler) (any, error) {
+		if err := s.authorizeMethod(ctx, info.FullMethod); err != nil {
+			return nil, err
+		}
+		return h(ctx, req)
 	}
+	stream = func(srv any, ss grpc.ServerStream, info *grpc.StreamServerInfo, h grpc.StreamHandler) error {
+		if err := s.authorizeMethod(ss.Context(), info.FullMethod); err != nil {
+			return err
+		}
+		return h(srv, ss)
+	}
+	return s.auth.ServerOption(), unary, stream
 }
 
 // authorizeMethod is the right every call of an ingester or transfer method needs before its

@@ -16,7 +16,8 @@ import (
 )
 
 // transferConfig holds the hand-over's flags (-ingester.max-transfer-retries,
-// -ingester.transfer-timeout, -ingester.transfer-test-delay).
+// -ingester.transfer-timeout, -ingester.transfer-frame-bytes, -ingester.transfer-max-recv-msg-size
+// (the gRPC receive limit of TransferChunks, see grpcserver.go), -ingester.transfer-test-delay).
 type transferConfig struct {
 	transfer.Config
 }

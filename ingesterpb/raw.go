@@ -3,6 +3,8 @@ package ingesterpb
 import (
 	"context"
 	"errors"
+	"fmt"
+	"strconv"
 	"strings"
 
 	"google.golang.org/grpc"
@@ -10,6 +12,8 @@ import (
 	"google.golang.org/grpc/encoding/proto"
 	"google.golang.org/grpc/mem"
 	"google.golang.org/grpc/metadata"
+
+	"github.com/raftingest/raftingest/tenant"
 )
 
 // TenantMetadataKey is the gRPC metadata key that carries the tenant of a Push, the same key (and
@@ -25,7 +29,10 @@ func WithTenant(ctx context.Context, tenant string) context.Context {
 }
 
 // TenantFromIncomingContext returns the tenant of an incoming call (server side). Exactly one
-// non-empty value is accepted: two values would make the owner of the data ambiguous.
+// non-empty value is accepted: two values would make the owner of the data ambiguous. The tenant
+// must pass tenant.Validate, the rules of X-Scope-OrgID: the store, the WAL and the flush to the
+// bucket (where it names a directory) never see one that does not; the error then wraps
+// tenant.ErrInvalid.
 func TenantFromIncomingContext(ctx context.Context) (string, error) {
 	md, ok := metadata.FromIncomingContext(ctx)
 	if !ok {
@@ -36,7 +43,13 @@ func TenantFromIncomingContext(ctx context.Context) (string, error) {
 	case len(vs) == 0 || vs[0] == "":
 		return "", ErrNoTenant
 	case len(vs) > 1:
+		for i, v := range vs {
+			vs[i] = strconv.Quote(v)
+		}
 		return "", errors.New("ingesterpb: several tenants in gRPC metadata key " + TenantMetadataKey + ": " + strings.Join(vs, ", "))
+	}
+	if err := tenant.Validate(vs[0]); err != nil {
+		return "", fmt.Errorf("ingesterpb: gRPC metadata key %s: %w", TenantMetadataKey, err)
 	}
 	return vs[0], nil
 }

@@ -58,12 +58,20 @@ func (r *PushRequestView) Reset() {
 // Samples returns how many samples r holds in all.
 func (r *PushRequestView) Samples() int { return len(r.samples) }
 
+// ArenaBytes is the memory r's arenas hold (their capacity), kept across Reset: a pool of views
+// drops one that grew too large rather than pin it.
+func (r *PushRequestView) ArenaBytes() int {
+	return cap(r.Series)*int(unsafe.Sizeof(SeriesView{})) + cap(r.labels)*int(unsafe.Sizeof(LabelView{})) +
+		cap(r.samples)*int(unsafe.Sizeof(SampleView{})) + cap(r.ends)*4
+}
+
 // Unmarshal decodes a PushRequest from b, resetting r first. It accepts exactly what the generated
 // code (google.golang.org/protobuf) accepts and reads the same values, with one deliberate exception:
-// label names and values are NOT checked to be valid UTF-8 (proto3 `string` fields are, by the
-// generated code). Only a distributor sends this request, and it refuses series whose labels are not
-// valid UTF-8 before forwarding them (distributor DESIGN.md, "Validation"); checking again cost about
-// a tenth of the ingester's CPU. Unknown fields (including a known field number with another wire
+// label names and values are NOT checked to be valid UTF-8 here (proto3 `string` fields are, by the
+// generated code). A request from this node's own distributor is trusted as it is (it refuses such
+// series before forwarding them: distributor DESIGN.md, "Validation"); one that arrives over gRPC is
+// checked series by series with ValidateLabelViews, which refuses only the offending series and
+// costs a single pass over the label bytes. Unknown fields (including a known field number with another wire
 // type, which the generated code also keeps as unknown) are skipped.
 //
 // Label strings alias b (see LabelView). On error r holds a partial decode that must not be used.

@@ -4,6 +4,9 @@
 // argument, and Querier(mint, maxt) has no context, so a storage implementation must read the tenant
 // in Select, LabelNames and LabelValues, from the context those receive, with FromContext.
 //
+// Validate holds the rules a tenant id must follow (those of X-Scope-OrgID), for every boundary
+// where one enters a node: the HTTP header, ingester RPCs, hand-over frames.
+//
 // The package imports nothing of ours, so that every storage package can use it without cycles.
 package tenant
 

@@ -212,3 +212,26 @@ func walCommitStats(b *testing.B, nodes ...*benchNode) (secs, commits float64) {
 	}
 	return secs, commits
 }
+
+// BenchmarkCheckChunks is what the joiner's full decode of every received chunk (checkChunks, issue
+// 12) costs per sample, on the shape of BenchmarkHandover's series (120 samples, one chunk).
+//
+//	go test -run x -bench CheckChunks -count 6 ./transfer/ | tee new.txt; benchstat new.txt
+func BenchmarkCheckChunks(b *testing.B) {
+	ss := make([]Series, 1000)
+	for i := range ss {
+		ts, vs := make([]int64, benchSamplesPerSeries), make([]float64, benchSamplesPerSeries)
+		for j := range ts {
+			ts[j], vs[j] = int64(j)*15_000, float64(i*j%977)
+		}
+		ss[i] = Series{Tenant: "bench", Labels: labels.FromStrings("__name__", "m", "i", strconv.Itoa(i)),
+			Chunks: []memstore.Chunk{xorChunk(b, ts, vs)}, LastV: vs[len(vs)-1], HasLastV: true}
+	}
+	b.ReportAllocs()
+	for b.Loop() {
+		if err := checkChunks(ss); err != nil {
+			b.Fatal(err)
+		}
+	}
+	b.ReportMetric(float64(b.Elapsed().Nanoseconds())/float64(b.N*len(ss)*benchSamplesPerSeries), "ns/sample")
+}

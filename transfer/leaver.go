@@ -21,6 +21,10 @@ import (
 	"github.com/raftingest/raftingest/transferpb"
 )
 
+// errCannotHandOver marks a failure of the leaver's own store that no retry can change: a series a
+// joiner would refuse (see validate.go: tenant or labels invalid, or larger than a frame).
+var errCannotHandOver = errors.New("transfer: this member's data cannot be handed over")
+
 // ErrNoHandover is returned by Leave when no hand-over succeeded within -ingester.max-transfer-retries
 // attempts and there is no storage to flush to: the member must stay LEAVING with its tokens and WAL.
 var ErrNoHandover = errors.New("transfer: no hand-over succeeded and no storage is configured to flush to")
@@ -213,6 +217,16 @@ func (l *Leaver) handOver(ctx context.Context) error {
 		if ctx.Err() != nil {
 			return ctx.Err()
 		}
+		if errors.Is(err, errCannotHandOver) {
+			// No attempt can succeed: release the joiner and fall back on flushing at once.
+			if done, _ := l.abort(ctx, joiner.ID, me.Tokens); done {
+				return nil // the joiner got no trailer and cannot have completed; but the ring is the truth
+			}
+			l.m.attempts.WithLabelValues("failed").Inc()
+			l.log.Warn("this member holds data no joiner would accept; not retrying the hand-over", "member", l.id,
+				"joiner", joiner.ID, "err", err)
+			return err
+		}
 		// The stream failed, but the joiner may have committed CompleteHandover before its answer
 		// was lost. Abort (a no-op if it completed) and read the ring after the abort to know.
 		done, aerr := l.abort(ctx, joiner.ID, me.Tokens)
@@ -348,7 +362,12 @@ func (l *Leaver) stream(ctx context.Context, joiner ringstate.Member, epoch uint
 		body    []byte
 		n       int
 		nChunks int
+		sc      seriesChecker
+		one     [1]Series
 	)
+	// The joiner refuses a frame above its receive limit (the same flag here): a frame carries at
+	// most this much payload.
+	maxPayload := l.cfg.MaxRecvMsgSize - frameOverhead - len(l.id)
 	send := func(kind transferpb.FrameKind, payload []byte) error {
 		if err := sleep(sctx, l.cfg.TestDelay); err != nil {
 			return err
@@ -361,24 +380,47 @@ func (l *Leaver) stream(ctx context.Context, joiner ringstate.Member, epoch uint
 		l.m.sentBytes.Add(float64(len(payload)))
 		return nil
 	}
-	flushBatch := func() error {
-		if n == 0 {
-			return nil
-		}
-		payload := binary.AppendUvarint(make([]byte, 0, len(body)+binary.MaxVarintLen64), uint64(n))
-		payload = append(payload, body...)
+	// sendBody sends the first n series of body (body[:size]) as one frame, and keeps the rest.
+	sendBody := func(size, n, nChunks int) error {
+		payload := binary.AppendUvarint(make([]byte, 0, size+binary.MaxVarintLen64), uint64(n))
+		payload = append(payload, body[:size]...)
 		if err := send(transferpb.FrameKind_FRAME_KIND_SERIES, payload); err != nil {
 			return err
 		}
 		l.m.sentSeries.Add(float64(n))
 		l.m.sentChunks.Add(float64(nChunks))
 		p.bytes += int64(len(payload))
-		body, n, nChunks = body[:0], 0, 0
+		body = body[:copy(body, body[size:])]
 		p.report(false)
 		return nil
 	}
+	flushBatch := func() error {
+		if n == 0 {
+			return nil
+		}
+		err := sendBody(len(body), n, nChunks)
+		n, nChunks = 0, 0
+		return err
+	}
 	err = l.store.ExportSeries(func(s *memstore.ImportSeries) error {
+		// What the joiner would refuse is not sent: the whole hand-over could never complete.
+		one[0] = *s
+		if err := sc.check(one[:]); err != nil {
+			return fmt.Errorf("%w: %v", errCannotHandOver, err)
+		}
+		start := len(body)
 		body = appendSeries(body, s)
+		if size := len(body) - start; size+binary.MaxVarintLen64 > maxPayload {
+			return fmt.Errorf("%w: series %s of tenant %q takes %d bytes, more than a frame may hold (-ingester.transfer-max-recv-msg-size=%d)",
+				errCannotHandOver, safeLabels(s.Labels), s.Tenant, size, l.cfg.MaxRecvMsgSize)
+		}
+		if len(body)+binary.MaxVarintLen64 > maxPayload {
+			// This series does not fit beside the ones before it: they go first, alone.
+			if err := sendBody(start, n, nChunks); err != nil {
+				return err
+			}
+			n, nChunks = 0, 0
+		}
 		tot.add(s)
 		n++
 		nChunks += len(s.Chunks)

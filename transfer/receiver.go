@@ -8,6 +8,7 @@ import (
 	"io"
 	"io/fs"
 	"log/slog"
+	"math"
 	"os"
 	"path/filepath"
 	"sync"
@@ -212,6 +213,13 @@ func (r *Receiver) paired(ring *ringstate.Ring, leaver ringstate.MemberID) error
 }
 
 // TransferChunks receives one hand-over attempt. See the Transfer service in proto/transfer.proto.
+//
+// Nothing a stream does before the ring shows its leaver paired with this member holds the
+// hand-over slot (sem): the first frame's checks, the wait for the claim's index and the pairing
+// check come first, so that a stream nobody claimed — garbage, a stale attempt, an epoch the ring
+// never reaches — cannot keep a real hand-over (or the watcher) waiting. Once it holds the slot, a
+// stream is bounded by frameSource: -ingester.transfer-timeout per frame, and a budget for the
+// whole stream that grows only with the bytes received.
 func (r *Receiver) TransferChunks(st transferpb.Transfer_TransferChunksServer) error {
 	ctx, cancel := context.WithCancel(st.Context())
 	defer cancel()
@@ -231,27 +239,14 @@ func (r *Receiver) TransferChunks(st transferpb.Transfer_TransferChunksServer) e
 			}
 		}
 	}()
-	// next returns the next frame, io.EOF at the end of the stream, or an error when the leaver is
-	// silent for -ingester.transfer-timeout.
-	next := func() (*transferpb.Frame, error) {
-		t := time.NewTimer(r.cfg.Timeout)
-		defer t.Stop()
-		select {
-		case f := <-frames:
-			r.lastFrame.Store(int64(time.Since(r.base)))
-			return f, nil
-		case err := <-recvErr:
-			return nil, err
-		case <-t.C:
-			return nil, fmt.Errorf("the leaver sent nothing for %s (-ingester.transfer-timeout)", r.cfg.Timeout)
-		case <-ctx.Done():
-			return nil, ctx.Err()
-		}
-	}
-	first, err := next()
+	src := &frameSource{r: r, ctx: ctx, frames: frames, recvErr: recvErr}
+	first, err := src.next()
 	if err != nil {
 		if errors.Is(err, io.EOF) {
 			return status.Error(codes.InvalidArgument, "transfer: empty stream: a hand-over is never empty (it ends with a trailer)")
+		}
+		if s, ok := status.FromError(err); ok && s.Code() != codes.Unknown {
+			return err // from gRPC itself or its interceptors (a frame above the receive limit)
 		}
 		return status.Errorf(codes.Aborted, "transfer: %v", err)
 	}
@@ -265,6 +260,26 @@ func (r *Receiver) TransferChunks(st transferpb.Transfer_TransferChunksServer) e
 	}
 	leaver, epoch := ringstate.MemberID(first.GetLeaver()), first.GetEpoch()
 	log := r.log.With("member", r.id, "leaver", leaver, "epoch", epoch)
+	stale := func() error {
+		if floor := r.epochFloor.Load(); epoch <= floor {
+			return status.Errorf(codes.FailedPrecondition, "transfer: refusing hand-over from %s: epoch %d is stale (%s already accepted a stream of epoch %d)",
+				leaver, epoch, r.id, floor)
+		}
+		return nil
+	}
+	if err := stale(); err != nil {
+		return err
+	}
+	// The claim was committed at index epoch; our ring may lag it by an apply.
+	wctx, wcancel := context.WithTimeout(ctx, r.cfg.Timeout)
+	err = r.ring.WaitApplied(wctx, epoch)
+	wcancel()
+	if err != nil {
+		return status.Errorf(codes.Unavailable, "transfer: ring of %s did not reach the claim's index %d: %v", r.id, epoch, err)
+	}
+	if err := r.paired(r.ring.Ring(), leaver); err != nil {
+		return status.Errorf(codes.FailedPrecondition, "transfer: refusing hand-over from %s: %v", leaver, err)
+	}
 
 	// One transfer at a time; the watcher's settle takes the same slot.
 	select {
@@ -276,24 +291,17 @@ func (r *Receiver) TransferChunks(st transferpb.Transfer_TransferChunksServer) e
 	}
 	defer func() { <-r.sem }()
 	r.lastFrame.Store(int64(time.Since(r.base)))
-	if floor := r.epochFloor.Load(); epoch <= floor {
-		return status.Errorf(codes.FailedPrecondition, "transfer: refusing hand-over from %s: epoch %d is stale (%s already accepted a stream of epoch %d)",
-			leaver, epoch, r.id, floor)
-	}
-
-	// The claim was committed at index epoch; our ring may lag it by an apply.
-	wctx, wcancel := context.WithTimeout(ctx, r.cfg.Timeout)
-	err = r.ring.WaitApplied(wctx, epoch)
-	wcancel()
-	if err != nil {
-		return status.Errorf(codes.Unavailable, "transfer: ring of %s did not reach the claim's index %d: %v", r.id, epoch, err)
+	// Checked again under the slot: another stream of this claim may have taken it meanwhile, or the
+	// claim ended while we waited for it.
+	if err := stale(); err != nil {
+		return err
 	}
 	if err := r.paired(r.ring.Ring(), leaver); err != nil {
 		return status.Errorf(codes.FailedPrecondition, "transfer: refusing hand-over from %s: %v", leaver, err)
 	}
 	r.epochFloor.Store(epoch)
 
-	res, err := r.receive(ctx, st, log, first, next, leaver, epoch)
+	res, err := r.receive(ctx, st, log, first, src, leaver, epoch)
 	if err == nil {
 		return st.SendAndClose(res)
 	}
@@ -303,6 +311,89 @@ func (r *Receiver) TransferChunks(st transferpb.Transfer_TransferChunksServer) e
 		return err
 	}
 	return status.Errorf(codes.Aborted, "transfer to %s: %v", r.id, err)
+}
+
+// frameSource hands the receiving loop the stream's frames, in order, and bounds how long the
+// leaver may make it wait (every wait after the first frame counts, time spent importing does not):
+//
+//   - for each frame: -ingester.transfer-timeout, as before (a leaver that went silent);
+//   - for the whole stream: -ingester.transfer-timeout, plus as much again for every
+//     -ingester.transfer-frame-bytes of payload received. A leaver streams its store as fast as
+//     the network allows, each full frame earning the time the per-frame timer gives it; one that
+//     dribbles (a tiny or empty frame every timeout−ε, or one byte at a time) exhausts the budget
+//     after about one timeout and cannot hold the hand-over slot any longer.
+//
+// Used by one goroutine.
+type frameSource struct {
+	r       *Receiver
+	ctx     context.Context
+	frames  <-chan *transferpb.Frame
+	recvErr <-chan error
+
+	started  bool          // the first frame arrived
+	waited   time.Duration // waiting for frames since the first one
+	received int64         // payload bytes received, the first frame's included
+}
+
+// budget is the total wait the stream has earned so far.
+func (fs *frameSource) budget() time.Duration {
+	cfg := fs.r.cfg
+	earned := float64(cfg.Timeout) * (1 + float64(fs.received)/float64(cfg.FrameBytes))
+	return time.Duration(min(earned, float64(math.MaxInt64/2)))
+}
+
+// next returns the next frame, io.EOF at the end of the stream, or an error when the leaver is
+// silent for -ingester.transfer-timeout or has used up the stream's budget.
+func (fs *frameSource) next() (*transferpb.Frame, error) {
+	got := func(f *transferpb.Frame) (*transferpb.Frame, error) {
+		fs.r.lastFrame.Store(int64(time.Since(fs.r.base)))
+		fs.received += int64(len(f.GetPayload()))
+		fs.started = true
+		return f, nil
+	}
+	select { // a frame already waiting is taken whatever the budget says
+	case f := <-fs.frames:
+		return got(f)
+	default:
+	}
+	timeout, byBudget := fs.r.cfg.Timeout, false
+	if fs.started {
+		if left := fs.budget() - fs.waited; left < timeout {
+			timeout, byBudget = left, true
+		}
+	}
+	if timeout <= 0 {
+		return nil, fs.slow()
+	}
+	start := time.Now()
+	t := time.NewTimer(timeout)
+	defer t.Stop()
+	wasStarted := fs.started
+	waited := func() {
+		if wasStarted {
+			fs.waited += time.Since(start)
+		}
+	}
+	select {
+	case f := <-fs.frames:
+		waited()
+		return got(f)
+	case err := <-fs.recvErr:
+		return nil, err
+	case <-t.C:
+		waited()
+		if byBudget {
+			return nil, fs.slow()
+		}
+		return nil, fmt.Errorf("the leaver sent nothing for %s (-ingester.transfer-timeout)", fs.r.cfg.Timeout)
+	case <-fs.ctx.Done():
+		return nil, fs.ctx.Err()
+	}
+}
+
+func (fs *frameSource) slow() error {
+	return status.Errorf(codes.DeadlineExceeded, "transfer: the leaver sent %d payload bytes while %s waited %s for them: slower than -ingester.transfer-frame-bytes (%d) per -ingester.transfer-timeout (%s)",
+		fs.received, fs.r.id, fs.waited.Round(time.Millisecond), fs.r.cfg.FrameBytes, fs.r.cfg.Timeout)
 }
 
 // afterFailure releases the leaver (AbortHandover; a no-op if the pair is already gone or the
@@ -322,7 +413,8 @@ func (r *Receiver) afterFailure(leaver ringstate.MemberID) {
 // receive imports every frame's series, checks the trailer, commits CompleteHandover and waits
 // until the local ring shows it.
 func (r *Receiver) receive(ctx context.Context, st transferpb.Transfer_TransferChunksServer, log *slog.Logger,
-	f *transferpb.Frame, next func() (*transferpb.Frame, error), leaver ringstate.MemberID, epoch uint64) (*transferpb.TransferResult, error) {
+	f *transferpb.Frame, src *frameSource, leaver ringstate.MemberID, epoch uint64) (*transferpb.TransferResult, error) {
+	next := src.next
 	// Leftovers of an earlier attempt go first; data of unknown origin is never discarded.
 	_, hasMarker, err := r.readMarker()
 	if err != nil {
@@ -357,6 +449,7 @@ func (r *Receiver) receive(ctx context.Context, st transferpb.Transfer_TransferC
 	}
 	defer wg.Wait()
 	wantSeq := uint64(0)
+	var sc seriesChecker
 	for {
 		if err := checkFrame(f); err != nil {
 			return nil, status.Error(codes.InvalidArgument, err.Error())
@@ -377,20 +470,28 @@ func (r *Receiver) receive(ctx context.Context, st transferpb.Transfer_TransferC
 		if err := r.paired(r.ring.Ring(), leaver); err != nil {
 			return nil, fmt.Errorf("hand-over no longer in the ring: %w", err)
 		}
-		ss, err := decodeSeries(f.GetPayload(), f.GetVersion())
+		ss, err := checkSeriesFrame(f, r.cfg.MaxRecvMsgSize, &sc)
 		if err != nil {
-			return nil, status.Errorf(codes.InvalidArgument, "transfer: frame %d: %v", f.GetSeq(), err)
+			return nil, status.Errorf(codes.InvalidArgument, "transfer: %v", err)
 		}
-		// One ImportBatch (one WAL commit) per frame; up to ImportConcurrency frames at once, so
-		// that decoding the next frame overlaps the fsync of this one.
+		if ictx.Err() != nil { // an import failed: nothing more is imported
+			return nil, cmpErr(firstErr, ictx.Err())
+		}
+		// One ImportBatch (one WAL commit) per frame, after its chunks are checked (checkChunks);
+		// up to ImportConcurrency frames at once, so that decoding and checking the next frame
+		// overlaps the fsync of this one.
 		select {
 		case slots <- struct{}{}:
 		case <-ictx.Done():
 			return nil, cmpErr(firstErr, ictx.Err())
 		}
 		wg.Add(1)
-		go func(ss []Series) {
+		go func(ss []Series, seq uint64) {
 			defer func() { <-slots; wg.Done() }()
+			if err := checkChunks(ss); err != nil {
+				fail(status.Errorf(codes.InvalidArgument, "transfer: frame %d: %v", seq, err))
+				return
+			}
 			if err := r.store.ImportBatch(ss); err != nil {
 				fail(fmt.Errorf("import frame of %d series: %w", len(ss), err))
 				return
@@ -406,7 +507,7 @@ func (r *Receiver) receive(ctx context.Context, st transferpb.Transfer_TransferC
 			got.Chunks += t.Chunks
 			got.Bytes += t.Bytes
 			gotMu.Unlock()
-		}(ss)
+		}(ss, f.GetSeq())
 		if f, err = next(); err != nil {
 			if errors.Is(err, io.EOF) {
 				return nil, status.Errorf(codes.InvalidArgument, "transfer: stream ended after frame %d without a trailer (truncated)", wantSeq-1)

@@ -57,6 +57,11 @@ const (
 	// DefaultFrameBytes bounds a SERIES frame's payload (a single larger series is sent alone):
 	// large enough to amortise per-message costs, far below gRPC's receive limit.
 	DefaultFrameBytes = 1 << 20
+	// DefaultMaxRecvMsgSize bounds one received frame (the gRPC message, payload and header) on the
+	// joiner, and what the leaver puts in one: FrameBytes plus the one series that crossed it, so a
+	// single series larger than this cannot be handed over (the leaver flushes instead). 64 MiB is
+	// hundreds of thousands of chunks: no series holds that much in memory.
+	DefaultMaxRecvMsgSize = 64 << 20
 	// DefaultImportConcurrency is how many frames the joiner imports at once. Each frame is one
 	// ImportBatch, which waits for one WAL group commit (an fsync); a few frames in flight let
 	// decoding and importing the next frame overlap that wait, and concurrent ones share commits.
@@ -92,10 +97,15 @@ type Config struct {
 	MaxRetries int
 	// Timeout is how long the joiner waits for the next frame (or, claimed but without a stream,
 	// for the stream to start) before it aborts the hand-over on its own; also bounds the
-	// joiner's CompleteHandover commit. Flag: -ingester.transfer-timeout.
+	// joiner's CompleteHandover commit. A stream as a whole may make the joiner wait Timeout plus
+	// Timeout per FrameBytes of payload received (see frameSource). Flag: -ingester.transfer-timeout.
 	Timeout time.Duration
 	// FrameBytes bounds a frame's payload. Flag: -ingester.transfer-frame-bytes.
 	FrameBytes int
+	// MaxRecvMsgSize is the largest frame (gRPC message) the joiner accepts and the leaver sends;
+	// the gRPC server enforces it on TransferChunks only (the other methods have their own limits).
+	// Flag: -ingester.transfer-max-recv-msg-size.
+	MaxRecvMsgSize int
 	// ImportConcurrency is how many frames the joiner imports concurrently. Not a flag.
 	ImportConcurrency int
 	// TestDelay is for tests only: the leaver sleeps this long before sending each frame and the
@@ -109,11 +119,13 @@ func (c *Config) RegisterFlags(f *flag.FlagSet) {
 	f.IntVar(&c.MaxRetries, "ingester.max-transfer-retries", DefaultMaxRetries,
 		"How many times a leaving ingester tries to find a PENDING ingester and hand its data over (backoff 100ms to 5s between tries) before it flushes its data to storage instead. 0 never hands over.")
 	f.DurationVar(&c.Timeout, "ingester.transfer-timeout", DefaultTimeout,
-		"A joining ingester aborts a hand-over on its own when the leaver sends nothing for this long (the leaver vanished or hangs).")
+		"A joining ingester aborts a hand-over on its own when the leaver sends nothing for this long (the leaver vanished or hangs), or when the whole stream made it wait longer than this plus this much again per -ingester.transfer-frame-bytes received (a leaver that dribbles).")
 	f.DurationVar(&c.TestDelay, "ingester.transfer-test-delay", 0,
 		"TEST ONLY: the leaver waits this long before each hand-over frame and the joiner before committing the hand-over, so tests can kill either at a chosen point. Never set it in production.")
 	f.IntVar(&c.FrameBytes, "ingester.transfer-frame-bytes", DefaultFrameBytes,
-		"Target size in bytes of one hand-over frame's payload (a larger single series is sent alone). Must stay well below the joiner's gRPC receive limit (-distributor.max-recv-msg-size).")
+		"Target size in bytes of one hand-over frame's payload (a larger single series is sent alone). At most half of -ingester.transfer-max-recv-msg-size.")
+	f.IntVar(&c.MaxRecvMsgSize, "ingester.transfer-max-recv-msg-size", DefaultMaxRecvMsgSize,
+		"Largest hand-over frame in bytes a joining ingester accepts (gRPC TransferChunks only) and a leaving one sends: a series larger than this cannot be handed over, and its ingester flushes instead.")
 	c.ImportConcurrency = DefaultImportConcurrency
 }
 
@@ -142,6 +154,10 @@ func (c *Config) Validate() error {
 	}
 	if c.FrameBytes < 1024 {
 		errs = append(errs, fmt.Errorf("transfer: -ingester.transfer-frame-bytes must be at least 1024, got %d", c.FrameBytes))
+	}
+	if c.MaxRecvMsgSize < 2*c.FrameBytes {
+		errs = append(errs, fmt.Errorf("transfer: -ingester.transfer-max-recv-msg-size (%d) must be at least twice -ingester.transfer-frame-bytes (%d): a frame holds up to -ingester.transfer-frame-bytes plus one series",
+			c.MaxRecvMsgSize, c.FrameBytes))
 	}
 	if c.ImportConcurrency < 1 {
 		errs = append(errs, fmt.Errorf("transfer: Config.ImportConcurrency must be at least 1, got %d", c.ImportConcurrency))
