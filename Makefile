@@ -82,10 +82,14 @@ faulttest: deps build ## Jepsen-style fault matrix for FAULTTEST_DURATION (defau
 	  | grep -v -e '^=== ' -e '^        === '; status=$${PIPESTATUS[0]}; echo "reports: $(FAULTTEST_REPORT_DIR)"; exit $$status
 
 .PHONY: fuzz
-fuzz: ## run each fuzz target for FUZZTIME (default 30s)
-	@for spec in ringstate:FuzzApply ringstate:FuzzParseTokensFile raftfsm:FuzzDecodeCommand; do \
+fuzz: ## run every fuzz target of the repo (found with go test -list '^Fuzz'), each for FUZZTIME (default 30s)
+	@list=$$($(GO) test -list '^Fuzz' ./...) || { echo "$$list"; exit 1; }; \
+	targets=$$(echo "$$list" | awk '/^Fuzz/ { names = names " " $$1; next } /^ok / { n = split(names, a, " "); for (i = 1; i <= n; i++) print $$2 ":" a[i]; names = "" }'); \
+	if [ -z "$$targets" ]; then echo "no fuzz targets found"; exit 1; fi; \
+	echo "fuzz targets: $$(echo $$targets | wc -w)"; \
+	for spec in $$targets; do \
 	  pkg=$${spec%%:*}; fn=$${spec##*:}; echo "== $$pkg $$fn"; \
-	  $(GO) test -run '^$$' -fuzz "^$$fn$$" -fuzztime $${FUZZTIME:-30s} ./$$pkg/ || exit 1; done
+	  $(GO) test -run '^$$' -fuzz "^$$fn$$" -fuzztime $${FUZZTIME:-30s} $$pkg || exit 1; done
 
 .PHONY: bench
 bench: deps build ## whole-system benchmarks vs Prometheus on loopback (BENCH_SCALE=small: under 2 min); table in bench/results/

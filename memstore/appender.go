@@ -16,8 +16,10 @@ import (
 //   - The samples given to Append are read until Commit returns (the WAL encodes them at commit
 //     time) and never retained after; the caller must not modify them meanwhile.
 //
-// Samples become visible only after Commit's WAL commit, as with Push. An Appender is not safe for
-// concurrent use, and must not be used after Commit (it goes back to a pool).
+// Samples become visible only after Commit's WAL commit, as with Push. While the WAL is failing
+// (Store.WALError), Appender refuses at once: Append does nothing and Commit returns the error.
+// An Appender is not safe for concurrent use, and must not be used after Commit (it goes back to
+// a pool).
 type Appender struct {
 	st        *Store
 	th        *tenantHead
@@ -40,6 +42,11 @@ func (st *Store) Appender(tenant string) *Appender {
 		a.err = ErrClosed
 		return a
 	}
+	if err := st.WALError(); err != nil {
+		// Refused before anything is reserved: nothing of this push is acknowledged.
+		a.err = err
+		return a
+	}
 	a.th = st.getOrCreateTenant(tenant)
 	return a
 }
@@ -54,7 +61,7 @@ func (a *Appender) Append(lset labels.Labels, samples []Sample) {
 		return
 	}
 	st, res := a.st, &a.res
-	ms, created, err := st.lockSeries(a.th, lset, st.hashFn(lset), 0, st.cfg.MaxSeriesPerTenant)
+	ms, created, err := st.lockSeries(a.th, lset, st.hashFn(lset), 0, st.seriesLimit.Load().Max)
 	if err != nil {
 		res.refuseSeries(i, lset, samples, err)
 		return
@@ -110,7 +117,7 @@ func (a *Appender) Append(lset labels.Labels, samples []Sample) {
 			a.err = err
 			return
 		}
-		a.applies = append(a.applies, applyRef{s: ms, end: ms.reservedEnd})
+		a.applies = append(a.applies, applyRef{s: ms, end: ms.reservedEnd, th: a.th})
 		a.needSync = true
 	}
 	ms.mu.Unlock()
@@ -130,6 +137,8 @@ func (a *Appender) Commit() (PushResult, error) {
 	if st.wal != nil {
 		if a.needSync {
 			if err := st.wal.sync(); err != nil {
+				// Not acknowledged; what is or will be committed of it becomes visible then.
+				st.wal.applyLater(a.applies)
 				return res, err
 			}
 		}

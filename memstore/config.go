@@ -16,9 +16,12 @@ type Config struct {
 	// Flag: -ingester.max-chunk-age (default 2h).
 	MaxChunkAge time.Duration
 
-	// MaxSeriesPerTenant caps the number of in-memory series of one tenant;
-	// 0 means unlimited. Replay ignores the limit so that a lowered limit
-	// never drops acknowledged data. Flag: -ingester.max-series-per-tenant.
+	// MaxSeriesPerTenant caps the number of in-memory series of one tenant
+	// on this ingester; 0 means unlimited. Replay and hand-over imports
+	// ignore the limit so that a lowered limit never drops acknowledged data.
+	// The ingester replaces it at run time (Store.SetSeriesLimit) by the
+	// smaller of it and -ingester.max-global-series-per-user converted to a
+	// local limit. Flag: -ingester.max-series-per-tenant.
 	MaxSeriesPerTenant int
 
 	// WALDir is the directory holding the bbolt write-ahead log
@@ -36,6 +39,12 @@ type Config struct {
 	WALSync bool
 }
 
+// DefaultMaxSeriesPerTenant is the default of -ingester.max-series-per-tenant: Cortex's default
+// for its local -ingester.max-series-per-user. It is a per-node backstop, high enough not to get in
+// the way of -ingester.max-global-series-per-user (Mimir's 150000 by default), which is what
+// normally bounds a tenant.
+const DefaultMaxSeriesPerTenant = 5_000_000
+
 // DefaultMaxChunkAge is the default of -ingester.max-chunk-age.
 const DefaultMaxChunkAge = 2 * time.Hour
 
@@ -43,8 +52,8 @@ const DefaultMaxChunkAge = 2 * time.Hour
 func (c *Config) RegisterFlags(f *flag.FlagSet) {
 	f.DurationVar(&c.MaxChunkAge, "ingester.max-chunk-age", DefaultMaxChunkAge,
 		"Cut the head chunk of a series when a sample is this much newer (in sample time) than the chunk's first sample.")
-	f.IntVar(&c.MaxSeriesPerTenant, "ingester.max-series-per-tenant", 0,
-		"Maximum number of in-memory series per tenant on this ingester; 0 means unlimited.")
+	f.IntVar(&c.MaxSeriesPerTenant, "ingester.max-series-per-tenant", DefaultMaxSeriesPerTenant,
+		"Maximum number of in-memory series per tenant on this ingester, whatever the cluster's size (a memory backstop; Cortex's -ingester.max-series-per-user default). A push creating a series over it is refused with 400 for that series. The limit in force is the smaller of this and -ingester.max-global-series-per-user converted to a local limit. 0 means unlimited.")
 	f.StringVar(&c.WALDir, "wal.dir", "",
 		"Directory of the write-ahead log (wal.bolt); empty disables the WAL and nothing survives a restart.")
 	f.BoolVar(&c.WALSync, "wal.sync", true,

@@ -133,14 +133,19 @@ func (st *Store) ImportChunks(tenant string, lset labels.Labels, chunks []Chunk)
 // the series' newest sample; a chunk identical to one the series already has is skipped, so a
 // retried import is idempotent. Every series is validated before anything is logged: an invalid
 // label set or chunk fails the whole batch with nothing imported. The chunks are logged to the WAL
-// (one chunks record per 64 KiB) and the call waits for one group commit for the whole batch;
-// they become visible only after it. A series refused after validation (ErrTooManySeries, chunks
-// not newer than the series' data) stops the batch with an error: the series before it are
+// (one chunks record per 64 KiB) and the call waits for the group commit that holds the batch's
+// last record — usually one commit for the whole batch, two when the committer started while the
+// batch was still being queued; the chunks become visible only after it. The per-tenant series limit does not apply (acknowledged
+// data). A series refused after validation (chunks not newer than the series' data) stops the
+// batch with an error: the series before it are
 // imported, none after it. Labels and chunk data are copied; batch is not retained. Safe for
 // concurrent use.
 func (st *Store) ImportBatch(batch []ImportSeries) error {
 	if st.closed.Load() {
 		return ErrClosed
+	}
+	if err := st.WALError(); err != nil {
+		return err
 	}
 	var cc chunkChecker
 	lastVs := make([]float64, len(batch))
@@ -190,6 +195,8 @@ func (st *Store) ImportBatch(batch []ImportSeries) error {
 		// The series reserved before a failure are logged and applied too: a reserved op
 		// must never stay pending.
 		if err := st.wal.sync(); err != nil {
+			// Not acknowledged; what is or will be committed of it becomes visible then.
+			st.wal.applyLater(applies)
 			return err
 		}
 		for _, ap := range applies {
@@ -209,7 +216,9 @@ func (st *Store) ImportBatch(batch []ImportSeries) error {
 // chunks are visible at once and nc counts the chunks made; with a WAL, ap says what to apply
 // after the commit (ap.s nil when nothing was reserved).
 func (st *Store) importSeries(th *tenantHead, s *ImportSeries, lastV float64) (ap applyRef, nc int, err error) {
-	ms, _, err := st.lockSeries(th, s.Labels, st.hashFn(s.Labels), 0, st.cfg.MaxSeriesPerTenant)
+	// No series limit: the chunks were acknowledged by the leaver, and like a replay an import
+	// never drops acknowledged data for a limit (it may be lower here, or the ring smaller).
+	ms, _, err := st.lockSeries(th, s.Labels, st.hashFn(s.Labels), 0, 0)
 	if err != nil {
 		return ap, 0, fmt.Errorf("importing chunks of tenant %q series %s: %w", s.Tenant, s.Labels, err)
 	}

@@ -27,8 +27,10 @@ type metrics struct {
 	walBytes prometheus.Counter
 	// cortex_ingester_wal_commit_duration_seconds: one group commit (bbolt tx + fsync when -wal.sync).
 	walCommitDuration prometheus.Histogram
-	// cortex_ingester_wal_commit_failures_total: failed group commits (each one fails the WAL for good).
+	// cortex_ingester_wal_commit_failures_total: failed WAL commit attempts, retries included.
 	walCommitFailures prometheus.Counter
+	// raftingest_wal_failing: 1 while WAL commits fail and writes are refused, else 0.
+	walFailing prometheus.Gauge
 	// cortex_ingester_wal_replay_duration_seconds: how long the last replay on open took.
 	walReplayDuration prometheus.Gauge
 	// cortex_ingester_wal_corruptions_total: corrupt records found on replay (the tail from there is cut).
@@ -78,7 +80,11 @@ func newMetrics(reg prometheus.Registerer) (*metrics, error) {
 		}),
 		walCommitFailures: prometheus.NewCounter(prometheus.CounterOpts{
 			Name: "cortex_ingester_wal_commit_failures_total",
-			Help: "Total number of failed WAL group commits; the first one stops the WAL.",
+			Help: "Total number of failed WAL commit attempts (ENOSPC, EIO), retries included.",
+		}),
+		walFailing: prometheus.NewGauge(prometheus.GaugeOpts{
+			Name: "raftingest_wal_failing",
+			Help: "1 while WAL commits fail (the cause is logged and shown by /ready): pushes are answered 5xx until a retry commits; 0 otherwise.",
 		}),
 		walReplayDuration: prometheus.NewGauge(prometheus.GaugeOpts{
 			Name: "cortex_ingester_wal_replay_duration_seconds",
@@ -96,7 +102,7 @@ func newMetrics(reg prometheus.Registerer) (*metrics, error) {
 	if reg != nil {
 		for _, c := range []prometheus.Collector{m.ingestedSamples, m.ingestedSamplesFail, m.memSeries,
 			m.seriesCreated, m.seriesRemoved, m.memChunks, m.walRecords, m.walBytes, m.walCommitDuration,
-			m.walCommitFailures, m.walReplayDuration, m.walCorruptions, m.walTruncations} {
+			m.walCommitFailures, m.walFailing, m.walReplayDuration, m.walCorruptions, m.walTruncations} {
 			if err := reg.Register(c); err != nil {
 				return nil, fmt.Errorf("memstore: registering metrics: %w", err)
 			}

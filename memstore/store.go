@@ -8,6 +8,7 @@ import (
 	"math"
 	"runtime"
 	"slices"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -131,12 +132,16 @@ type Store struct {
 	replay  ReplayReport
 
 	appenders sync.Pool // *Appender
+
+	// seriesLimit is the per-tenant series limit in force (limits.go): Config.MaxSeriesPerTenant
+	// until SetSeriesLimit replaces it. Never nil after open.
+	seriesLimit atomic.Pointer[SeriesLimit]
 }
 
 type applyRef struct {
 	s   *memSeries
 	end uint64
-	th  *tenantHead // set by ImportBatch only
+	th  *tenantHead // the series' tenant (chunk counts of orphans, ImportBatch)
 }
 
 // Open validates cfg, opens (or creates) the WAL in cfg.WALDir, replays it and
@@ -178,6 +183,7 @@ func open(cfg Config, reg prometheus.Registerer, logger *slog.Logger, opts openO
 		tenants:  map[string]*tenantHead{},
 	}
 	st.nextRef.Store(1)
+	st.seriesLimit.Store(&SeriesLimit{Max: cfg.MaxSeriesPerTenant, Source: "-ingester.max-series-per-tenant"})
 	if cfg.WALDir == "" {
 		return st, nil
 	}
@@ -195,8 +201,35 @@ func open(cfg Config, reg prometheus.Registerer, logger *slog.Logger, opts openO
 		return nil, err
 	}
 	st.wal = w
+	w.applyDeferred = st.applyDeferred
 	w.start(nextSeq)
 	return st, nil
+}
+
+// WALError is nil while the WAL commits, and ErrWALFailed wrapping the cause
+// (ENOSPC, EIO, ...) while it is failing: writes are then refused with it
+// and the WAL retries by itself; reads go on. For readiness checks.
+func (st *Store) WALError() error {
+	if st.wal == nil {
+		return nil
+	}
+	return st.wal.failed()
+}
+
+// applyDeferred runs the deferred applies among es (wal.applyLater), whose
+// entries are all committed now. Called by the committer, with no lock held.
+func (st *Store) applyDeferred(es []walEntry) {
+	for i := range es {
+		for _, ap := range es[i].applies {
+			ap.s.mu.Lock()
+			nc := ap.s.applyUpTo(ap.end, st.maxAgeMs)
+			ap.s.mu.Unlock()
+			if nc > 0 {
+				ap.th.numChunks.Add(int64(nc))
+				st.metrics.memChunks.Add(float64(nc))
+			}
+		}
+	}
 }
 
 // Close commits what is queued, stops the committer and closes the WAL.
@@ -235,10 +268,13 @@ func (st *Store) getOrCreateTenant(name string) *tenantHead {
 		return th
 	}
 	th := newTenantHead(name)
-	th.ingested = st.metrics.ingestedSamples.WithLabelValues(name)
-	th.failed = st.metrics.ingestedSamplesFail.WithLabelValues(name)
-	th.created = st.metrics.seriesCreated.WithLabelValues(name)
-	th.removed = st.metrics.seriesRemoved.WithLabelValues(name)
+	// A metric label value must be UTF-8 (WithLabelValues panics otherwise): a WAL written before
+	// tenants were validated at every boundary may hold one that is not (found by FuzzWALReplay).
+	user := strings.ToValidUTF8(name, "\uFFFD")
+	th.ingested = st.metrics.ingestedSamples.WithLabelValues(user)
+	th.failed = st.metrics.ingestedSamplesFail.WithLabelValues(user)
+	th.created = st.metrics.seriesCreated.WithLabelValues(user)
+	th.removed = st.metrics.seriesRemoved.WithLabelValues(user)
 	st.tenants[name] = th
 	return th
 }
@@ -272,7 +308,7 @@ func (st *Store) lockSeries(th *tenantHead, lset labels.Labels, hash uint64, ref
 					for {
 						n := th.numSeries.Load()
 						if n >= int64(limit) {
-							return nil, fmt.Errorf("tenant %q has %d series, limit %d (-ingester.max-series-per-tenant): %w", th.name, n, limit, ErrTooManySeries)
+							return nil, fmt.Errorf("tenant %q has %d series, limit %d (%s): %w", th.name, n, limit, st.seriesLimit.Load().Source, ErrTooManySeries)
 						}
 						if th.numSeries.CompareAndSwap(n, n+1) {
 							break
@@ -322,7 +358,8 @@ func (st *Store) lockSeries(th *tenantHead, lset labels.Labels, hash uint64, ref
 // Push returns after every accepted sample is committed to the WAL (and, for
 // idempotent duplicates, after the original sample is), and only then are the
 // samples visible. The error is non-nil only when nothing can be acknowledged
-// (ErrClosed, ErrWALFailed); the PushResult is then not meaningful.
+// (ErrClosed, ErrWALFailed); the PushResult is then not meaningful. While the
+// WAL is failing Push refuses at once with ErrWALFailed, touching nothing.
 //
 // batch and its slices are read until Push returns and never retained; the
 // caller must not modify them meanwhile. Safe for concurrent use. Push is

@@ -23,7 +23,7 @@ func TestConfig_FlagsAndValidate(t *testing.T) {
 	var c Config
 	fs := flag.NewFlagSet("x", flag.ContinueOnError)
 	c.RegisterFlags(fs)
-	if c.MaxChunkAge != 2*time.Hour || c.MaxSeriesPerTenant != 0 || !c.WALSync || c.WALDir != "" {
+	if c.MaxChunkAge != 2*time.Hour || c.MaxSeriesPerTenant != DefaultMaxSeriesPerTenant || !c.WALSync || c.WALDir != "" {
 		t.Fatalf("defaults: %+v", c)
 	}
 	if err := c.Validate(); err != nil {

@@ -10,6 +10,7 @@ import (
 	"os"
 	"path/filepath"
 	"runtime/debug"
+	"slices"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -45,9 +46,11 @@ const (
 )
 
 var (
-	// ErrWALFailed is returned by every write after a WAL commit failed: the
-	// WAL may then miss records that later ones depend on, so the Store stops
-	// acknowledging writes until it is reopened.
+	// ErrWALFailed is returned by the writes of a failed WAL commit (ENOSPC,
+	// EIO) and by every write while the WAL is failing: nothing of them is
+	// acknowledged. It wraps the cause. The failure is not permanent: the
+	// committer retries the failed transaction with backoff, and writes are
+	// accepted again as soon as a retry commits (Store.WALError is nil again).
 	ErrWALFailed = errors.New("memstore: WAL failed")
 	// ErrClosed is returned by calls on a closed Store.
 	ErrClosed = errors.New("memstore: store closed")
@@ -72,14 +75,47 @@ func (e *CorruptionError) Error() string {
 func (e *CorruptionError) Unwrap() error { return e.Err }
 
 // walEntry is one queued WAL write. typ 0 is a waiter: done receives the
-// outcome of the commit that covers every entry queued before it.
+// outcome of the commit that covers every entry queued before it; or, with
+// applies set and no done, a deferred apply (wal.applyLater).
 type walEntry struct {
 	typ     byte
 	series  walSeries
 	samples walSamples
 	chunks  walSeriesChunks
 	done    chan error
+
+	// applies are the reservations of a push whose wait failed: the committer
+	// makes them visible once every entry queued before this one is committed.
+	applies []applyRef
+	// orphan marks an entry kept for a retry after its pusher was answered
+	// with an error (its commit failed, or it was queued while the WAL was
+	// failing): its samples are then a private copy.
+	orphan bool
 }
+
+// orphaned returns e as an orphan: samples copied, since the pusher's buffer
+// is reused as soon as its push returns. Chunks, labels and applies are
+// already the Store's own.
+func (e walEntry) orphaned() walEntry {
+	if !e.orphan && e.typ == recSamples {
+		e.samples.Samples = slices.Clone(e.samples.Samples)
+	}
+	e.orphan = true
+	return e
+}
+
+// walFailure is the state of a failing WAL: err is ErrWALFailed wrapping the
+// cause of the first failed commit; since is when it failed.
+type walFailure struct {
+	err   error
+	since time.Time
+}
+
+// Retry backoff of a failed commit: doubling from walRetryMin up to walRetryMax.
+const (
+	walRetryMin = 50 * time.Millisecond
+	walRetryMax = 2 * time.Second
+)
 
 // wal is the bbolt write-ahead log with a group-committing goroutine.
 //
@@ -88,26 +124,58 @@ type walEntry struct {
 // whole queue, writes it as one bbolt transaction (one fsync), then signals
 // the waiters in that batch. Entries are committed in queue order, and a
 // waiter is signalled only after every entry queued before it is committed.
+//
+// A failed commit (ENOSPC, EIO) answers its waiters with ErrWALFailed and
+// puts the WAL in the failing state (failure set): the batch's entries are
+// kept (retained) and retried with backoff as the very same transaction —
+// same keys, same bytes, so a retry is idempotent even if bbolt's failed
+// commit reached the file after all — each retry on a freshly reopened bbolt
+// file. Entries queued while failing are answered with the failure at once
+// and kept too (held), to be committed after retained. Their reservations
+// stay pending in memory, invisible, and keep their place in each series'
+// order; a pusher answered with an error hands them to applyLater, and the
+// committer makes them visible once committed. Nothing is ever acknowledged
+// before its commit, and memory never shows a sample the WAL does not hold.
+// See DESIGN.md, "Failure and recovery".
 type wal struct {
+	// dbMu guards the db field: the committer replaces it (reopen) holding
+	// the write lock, and every transaction run outside the committer
+	// goroutine (Truncate's rewrite, DropAll) holds the read lock. The
+	// committer itself reads db without the lock: only it writes the field.
+	dbMu    sync.RWMutex
 	db      *bolt.DB
 	path    string
+	fsync   bool // Config.WALSync, to reopen the file alike.
 	logger  *slog.Logger
 	metrics *metrics
 
 	mu      sync.Mutex
 	queue   []walEntry
-	err     error // Sticky: first commit failure, or ErrClosed after close.
+	err     error // Sticky: ErrClosed after close.
 	closing bool
 	wake    chan struct{}
 	stopped chan struct{}
 
+	// failure is non-nil while commits fail; read lock-free by the Store to
+	// refuse writes early and by /ready.
+	failure atomic.Pointer[walFailure]
+
 	// Owned by the committer goroutine.
-	spare   []walEntry
-	series  []walSeries
-	arena   []byte
-	keys    []byte
-	spans   []recSpan
-	nextSeq uint64
+	spare    []walEntry
+	series   []walSeries
+	arena    []byte
+	keys     []byte
+	spans    []recSpan
+	nextSeq  uint64
+	retained []walEntry // Entries of the failed transaction, all orphans, in queue order.
+	held     []walEntry // Orphans queued while failing, in queue order; committed after retained.
+
+	// applyDeferred makes the deferred applies among committed entries
+	// visible (the Store's applyDeferred). Set before start; called by the
+	// committer with no lock held.
+	applyDeferred func([]walEntry)
+	// retryMin and retryMax bound the retry backoff (walRetryMin/Max; tests shorten them).
+	retryMin, retryMax time.Duration
 
 	// lastSeq is the newest committed sequence number.
 	lastSeq atomic.Uint64
@@ -117,6 +185,10 @@ type wal struct {
 	// beforeCommit, when set (tests only, before the first write), runs in the
 	// committer before each write transaction.
 	beforeCommit func()
+	// injectFault, when set (tests only, before the first write), runs in the
+	// committer before each write transaction; an error fails that commit as
+	// if bbolt had returned it.
+	injectFault func() error
 }
 
 type recSpan struct {
@@ -185,8 +257,9 @@ func openWAL(dir string, sync bool, compactMinBytes int64, logger *slog.Logger, 
 		db = ndb
 	}
 	return &wal{
-		db: db, path: path, logger: logger, metrics: m,
+		db: db, path: path, fsync: sync, logger: logger, metrics: m,
 		wake: make(chan struct{}, 1), stopped: make(chan struct{}),
+		retryMin: walRetryMin, retryMax: walRetryMax,
 	}, nil
 }
 
@@ -397,8 +470,19 @@ func (w *wal) start(nextSeq uint64) {
 	go w.run()
 }
 
+// failed returns ErrWALFailed wrapping the cause while the WAL is failing, else nil.
+func (w *wal) failed() error {
+	if f := w.failure.Load(); f != nil {
+		return f.err
+	}
+	return nil
+}
+
 // enqueue appends e to the commit queue. Callers that need a per-series
 // order must call enqueue in that order (they do so under the series lock).
+// It fails only after close; while the WAL is failing it still queues (the
+// entry becomes an orphan, committed after the failed transaction), so that
+// a reservation made just before a failure keeps its place in its series.
 func (w *wal) enqueue(e walEntry) error {
 	w.mu.Lock()
 	if w.err != nil {
@@ -411,7 +495,28 @@ func (w *wal) enqueue(e walEntry) error {
 	return nil
 }
 
-// sync waits until every entry enqueued before the call is committed.
+// applyLater hands the reservations of a push whose sync failed to the
+// committer, which applies them once everything queued before is committed.
+// A failed sync says only that not all of the push's entries are committed
+// yet: some may have been committed in an earlier transaction, the others
+// are kept for a retry, and either way they must become visible once
+// committed, as replay would make them. After close it does nothing (the
+// Store is closed: nothing will read them).
+func (w *wal) applyLater(aps []applyRef) {
+	if len(aps) == 0 {
+		return
+	}
+	if w.enqueue(walEntry{applies: slices.Clone(aps)}) == nil {
+		select {
+		case w.wake <- struct{}{}:
+		default:
+		}
+	}
+}
+
+// sync waits until every entry enqueued before the call is committed, or
+// returns the failure that stops them from being committed now; then the
+// caller must hand its reservations to applyLater.
 func (w *wal) sync() error {
 	ch := doneChanPool.Get().(chan error)
 	w.mu.Lock()
@@ -433,7 +538,8 @@ func (w *wal) sync() error {
 }
 
 // close stops accepting entries, commits what is queued, stops the committer
-// and closes the bbolt file.
+// and closes the bbolt file. A WAL that is failing makes one last attempt;
+// what it cannot commit was never acknowledged and is dropped with a warning.
 func (w *wal) close() error {
 	w.mu.Lock()
 	w.closing = true
@@ -443,12 +549,20 @@ func (w *wal) close() error {
 	default:
 	}
 	<-w.stopped
+	w.dbMu.Lock()
+	defer w.dbMu.Unlock()
 	return w.db.Close()
 }
 
 func (w *wal) run() {
 	defer close(w.stopped)
 	for {
+		if len(w.retained) > 0 {
+			if stop := w.retryFailed(); stop {
+				return
+			}
+			continue
+		}
 		w.mu.Lock()
 		for len(w.queue) == 0 && !w.closing {
 			w.mu.Unlock()
@@ -456,35 +570,192 @@ func (w *wal) run() {
 			w.mu.Lock()
 		}
 		if len(w.queue) == 0 {
-			if w.err == nil {
-				w.err = ErrClosed
-			}
+			w.err = ErrClosed
 			w.mu.Unlock()
 			return
 		}
 		batch := w.queue
 		w.queue = w.spare[:0]
-		err := w.err
 		w.mu.Unlock()
 
-		if err == nil {
-			if err = w.commit(batch); err != nil {
-				w.metrics.walCommitFailures.Inc()
-				w.logger.Error("wal commit failed; refusing writes until reopened", "file", w.path, "err", err)
-				err = fmt.Errorf("%w: %w", ErrWALFailed, err)
-				w.mu.Lock()
-				w.err = err
-				w.mu.Unlock()
-			}
-		}
-		for i := range batch {
-			if batch[i].done != nil {
-				batch[i].done <- err
+		if err := w.commit(batch); err != nil {
+			w.fail(batch, err)
+		} else {
+			w.applyDeferred(batch)
+			for i := range batch {
+				if batch[i].done != nil {
+					batch[i].done <- nil
+				}
 			}
 		}
 		clear(batch)
 		w.spare = batch[:0]
 	}
+}
+
+// fail handles a failed commit of batch: the WAL enters the failing state,
+// the batch's entries are kept as orphans for the retry, and its waiters are
+// answered with the failure.
+func (w *wal) fail(batch []walEntry, cause error) {
+	w.metrics.walCommitFailures.Inc()
+	f := w.failure.Load()
+	if f == nil {
+		f = &walFailure{err: fmt.Errorf("%w: %w", ErrWALFailed, cause), since: time.Now()}
+		w.failure.Store(f)
+		w.metrics.walFailing.Set(1)
+	}
+	for i := range batch {
+		if batch[i].done == nil {
+			// Copied before any waiter is answered: a pusher's samples are its own
+			// until its push returns.
+			w.retained = append(w.retained, batch[i].orphaned())
+		}
+	}
+	w.logger.Error("wal commit failed: refusing writes until a retry commits", "file", w.path, "err", cause,
+		"entries_retained", len(w.retained))
+	for i := range batch {
+		if batch[i].done != nil {
+			batch[i].done <- f.err
+		}
+	}
+}
+
+// absorb takes the queue while the WAL is failing: its data entries join
+// held as orphans and its waiters are answered with the failure at once. It
+// reports whether close was called.
+func (w *wal) absorb() (closing bool) {
+	w.mu.Lock()
+	q := w.queue
+	w.queue = w.spare[:0]
+	closing = w.closing
+	w.mu.Unlock()
+	ferr := w.failed()
+	for i := range q {
+		if q[i].done != nil {
+			q[i].done <- ferr
+		} else {
+			w.held = append(w.held, q[i].orphaned())
+		}
+	}
+	clear(q)
+	w.spare = q[:0]
+	return closing
+}
+
+// retryFailed retries the retained transaction with doubling backoff until it
+// commits, then commits held likewise, then leaves the failing state (false).
+// Writes arriving meanwhile are answered with the failure (absorb). Once
+// close is called it makes one last attempt and, if that fails too, drops
+// the orphans (never acknowledged), answers every waiter with ErrClosed and
+// returns true.
+func (w *wal) retryFailed() (stop bool) {
+	backoff := w.retryMin
+	timer := time.NewTimer(backoff)
+	defer timer.Stop()
+	attempts := 1 // the commit that failed
+	lastLog := time.Now()
+	for {
+		fired := false
+		select {
+		case <-w.wake:
+		case <-timer.C:
+			fired = true
+		}
+		closing := w.absorb()
+		if !fired && !closing {
+			continue
+		}
+		var err error
+		for {
+			attempts++
+			if err = w.retry(); err != nil || len(w.held) == 0 {
+				break
+			}
+			// retained is committed; held goes next, as its own transaction.
+			w.retained, w.held = w.held, w.retained[:0]
+		}
+		if err == nil {
+			f := w.failure.Swap(nil)
+			w.metrics.walFailing.Set(0)
+			w.logger.Warn("wal recovered: a retried commit succeeded; accepting writes again", "file", w.path,
+				"attempts", attempts, "failing_for", time.Since(f.since).Round(time.Millisecond), "first_err", f.err)
+			return false
+		}
+		w.metrics.walCommitFailures.Inc()
+		if closing {
+			n := len(w.retained) + len(w.held)
+			clear(w.retained)
+			clear(w.held)
+			w.retained, w.held = w.retained[:0], w.held[:0]
+			w.mu.Lock()
+			w.err = ErrClosed
+			q := w.queue
+			w.queue = nil
+			w.mu.Unlock()
+			for i := range q {
+				if q[i].done != nil {
+					q[i].done <- ErrClosed
+				}
+			}
+			w.logger.Warn("wal closed while failing: dropping entries that were never committed nor acknowledged",
+				"file", w.path, "entries", n, "err", err)
+			return true
+		}
+		if time.Since(lastLog) >= 10*time.Second {
+			lastLog = time.Now()
+			w.logger.Warn("wal commit retry failed; still refusing writes", "file", w.path, "attempts", attempts,
+				"failing_for", time.Since(w.failure.Load().since).Round(time.Second), "err", err)
+		}
+		backoff = min(2*backoff, w.retryMax)
+		timer.Reset(backoff)
+	}
+}
+
+// retry reopens the bbolt file and commits retained as one transaction: the
+// same entries as the failed commit, encoded from the same sequence number,
+// so the retry writes the same keys with the same bytes whatever the failed
+// commit left behind. On success the deferred applies among them run and
+// retained is emptied.
+func (w *wal) retry() error {
+	if err := w.reopen(); err != nil {
+		return err
+	}
+	if err := w.commit(w.retained); err != nil {
+		return err
+	}
+	w.applyDeferred(w.retained)
+	clear(w.retained)
+	w.retained = w.retained[:0]
+	return nil
+}
+
+// reopen closes the bbolt file and opens it again, so that a retry starts
+// from what the file holds, as a restart would, whatever state the failed
+// commit left bbolt in (bbolt rolls a failed commit back, but a failed mmap
+// resize leaves its handle unusable). Nothing is replayed: memory already
+// holds exactly the committed records' data plus the retained entries'
+// pending, invisible reservations. On an error the handle stays closed
+// (bbolt then refuses every transaction with ErrDatabaseNotOpen) until a
+// later reopen succeeds.
+func (w *wal) reopen() error {
+	w.dbMu.Lock()
+	defer w.dbMu.Unlock()
+	if err := w.db.Close(); err != nil {
+		w.logger.Warn("wal: closing the bbolt file before a retry", "file", w.path, "err", err)
+	}
+	if err := checkBoltFileSize(w.path); err != nil {
+		return err
+	}
+	db, err := openBolt(w.path, w.fsync)
+	if err != nil {
+		return err
+	}
+	if err := checkBoltSize(db, w.path); err != nil {
+		db.Close()
+		return err
+	}
+	w.db = db
+	return nil
 }
 
 // commit encodes batch into records and writes them in one transaction.
@@ -566,18 +837,27 @@ func (w *wal) commit(batch []walEntry) error {
 		w.beforeCommit()
 	}
 	begin := time.Now()
-	err := w.db.Update(func(tx *bolt.Tx) error {
-		b := tx.Bucket(bucketWAL)
-		b.FillPercent = 1.0 // keys only ever grow: pack leaves full
-		for i, sp := range w.spans {
-			if err := b.Put(w.keys[i*8:i*8+8], w.arena[sp.start:sp.end]); err != nil {
-				return err
+	var err error
+	if w.injectFault != nil {
+		err = w.injectFault()
+	}
+	if err == nil {
+		err = w.db.Update(func(tx *bolt.Tx) error {
+			b := tx.Bucket(bucketWAL)
+			if b == nil {
+				return fmt.Errorf("bucket %q missing", bucketWAL)
 			}
-		}
-		return nil
-	})
+			b.FillPercent = 1.0 // keys only ever grow: pack leaves full
+			for i, sp := range w.spans {
+				if err := b.Put(w.keys[i*8:i*8+8], w.arena[sp.start:sp.end]); err != nil {
+					return err
+				}
+			}
+			return nil
+		})
+	}
 	if err != nil {
-		return err
+		return fmt.Errorf("committing %d records from seq %d to %s: %w", len(w.spans), w.nextSeq, w.path, err)
 	}
 	w.metrics.walCommitDuration.Observe(time.Since(begin).Seconds())
 	w.commits.Add(1)
@@ -591,6 +871,22 @@ func (w *wal) commit(batch []walEntry) error {
 		w.arena = nil // do not pin a huge buffer after a burst
 	}
 	return nil
+}
+
+// update runs fn in a write transaction for a caller other than the
+// committer (replay's cut, Truncate, DropAll), holding dbMu for reading so
+// that the committer cannot reopen the file underneath it.
+func (w *wal) update(fn func(*bolt.Tx) error) error {
+	w.dbMu.RLock()
+	defer w.dbMu.RUnlock()
+	return w.db.Update(fn)
+}
+
+// view is update's read-only twin.
+func (w *wal) view(fn func(*bolt.Tx) error) error {
+	w.dbMu.RLock()
+	defer w.dbMu.RUnlock()
+	return w.db.View(fn)
 }
 
 // putUvarint5 writes v < 2^35 as exactly 5 uvarint bytes.
@@ -613,7 +909,7 @@ type replayVisitor func(seq uint64, r *record) error
 func (w *wal) replay(fn replayVisitor) (nextSeq uint64, corrupt *CorruptionError, err error) {
 	var r record
 	err = catchBoltPanic(w.path, func() error {
-		return w.db.View(func(tx *bolt.Tx) error {
+		return w.view(func(tx *bolt.Tx) error {
 			c := tx.Bucket(bucketWAL).Cursor()
 			for k, v := c.First(); k != nil; k, v = c.Next() {
 				if len(k) != 8 {
@@ -644,7 +940,7 @@ func (w *wal) replay(fn replayVisitor) (nextSeq uint64, corrupt *CorruptionError
 	// record), and Prometheus' WAL repair does the same.
 	var cut int
 	err = catchBoltPanic(w.path, func() error {
-		return w.db.Update(func(tx *bolt.Tx) error {
+		return w.update(func(tx *bolt.Tx) error {
 			b := tx.Bucket(bucketWAL)
 			var dels [][]byte
 			c := b.Cursor()
@@ -682,7 +978,7 @@ func (w *wal) rewrite(upto uint64, keep func(r *record) (changed, drop bool)) (d
 	from := binary.BigEndian.AppendUint64(nil, 1)
 	for done := false; !done; {
 		err = catchBoltPanic(w.path, func() error {
-			return w.db.Update(func(tx *bolt.Tx) error {
+			return w.update(func(tx *bolt.Tx) error {
 				b := tx.Bucket(bucketWAL)
 				type put struct{ k, v []byte }
 				var dels [][]byte
@@ -745,7 +1041,7 @@ func (w *wal) rewrite(upto uint64, keep func(r *record) (changed, drop bool)) (d
 // bucket's pages without the records being read or decoded.
 func (w *wal) dropAll(upto uint64) (deleted int, err error) {
 	err = catchBoltPanic(w.path, func() error {
-		return w.db.Update(func(tx *bolt.Tx) error {
+		return w.update(func(tx *bolt.Tx) error {
 			type kv struct{ k, v []byte }
 			var keep []kv
 			c := tx.Bucket(bucketWAL).Cursor()

@@ -5,6 +5,9 @@
 //
 // Layout: <tenant>/<block ULID>/{meta.json,index,chunks/000001,...}. meta.json is uploaded last,
 // so a block without it is partial (an upload in progress or one that failed) and is never read.
+// Keys are built only from validated parts (BlockKey: a tenant that passes tenant.Validate, a
+// ULID, a clean relative file path) and checked again by the filesystem bucket before any path
+// is made from them.
 package storage
 
 import (
@@ -13,11 +16,9 @@ import (
 	"fmt"
 	"log/slog"
 	"os"
-	"path/filepath"
 
 	gokitlog "github.com/go-kit/log"
 	"github.com/thanos-io/objstore"
-	"github.com/thanos-io/objstore/providers/filesystem"
 	"github.com/thanos-io/objstore/providers/s3"
 )
 
@@ -111,20 +112,18 @@ func (c *Config) LocalDir() string {
 	return ""
 }
 
-// NewBucket opens the configured bucket. The filesystem bucket's directory is created if missing.
+// NewBucket opens the configured bucket. The filesystem bucket (FilesystemBucket) creates its
+// directory if missing, makes every upload durable before it returns, and refuses object keys
+// that could name a file outside its directory.
 func NewBucket(c Config, logger *slog.Logger) (objstore.Bucket, error) {
 	switch c.Backend {
 	case BackendFilesystem:
 		if c.Filesystem.Dir == "" {
 			return nil, errors.New("storage: -blocks-storage.filesystem.dir is empty")
 		}
-		dir, err := filepath.Abs(c.Filesystem.Dir)
+		b, err := NewFilesystemBucket(c.Filesystem.Dir)
 		if err != nil {
-			return nil, fmt.Errorf("storage: -blocks-storage.filesystem.dir %q: %w", c.Filesystem.Dir, err)
-		}
-		b, err := filesystem.NewBucket(dir)
-		if err != nil {
-			return nil, fmt.Errorf("storage: filesystem bucket %s: %w", dir, err)
+			return nil, fmt.Errorf("-blocks-storage.filesystem.dir: %w", err)
 		}
 		return b, nil
 	case BackendS3:
