@@ -217,7 +217,10 @@ func (r *runner) node(name string, extra ...string) (*proc, error) {
 	dataDir := filepath.Join(r.p.dir, name)
 	args := []string{"-node.id", name, "-data.dir", dataDir, "-raft.addr", a[0], "-grpc.addr", a[1], "-http.addr", a[2],
 		"-admin.http-addr", a[3],
-		"-ingester.join-after", "0s", "-distributor.ingestion-rate-limit", "0", "-log.level", "warn"}
+		"-ingester.join-after", "0s", "-log.level", "warn",
+		// The workloads are the benchmark's to size: no per-tenant rate or series limit (the
+		// hand-over scenario loads 1M series into one node, past -ingester.max-global-series-per-user).
+		"-distributor.ingestion-rate-limit", "0", "-ingester.max-global-series-per-user", "0"}
 	args = append(args, extra...)
 	p, err := r.p.start(name, filepath.Join(r.cfg.BinDir, "ingester"), args, a[2], dataDir)
 	if err != nil {

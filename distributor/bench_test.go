@@ -36,7 +36,8 @@ func (sinkClient) Push(_ context.Context, _ string, req *ingesterpb.RawPushReque
 func BenchmarkPush(b *testing.B) {
 	cfg := defaultConfig()
 	d, err := New(cfg, Deps{Ring: ringOf(buildRing(b, active("a", "b", "c")...)), Clients: sinkPool{},
-		Registerer: prometheus.NewRegistry(), Logger: testLogger(), Now: testNow})
+		Registerer: prometheus.NewRegistry(), Logger: testLogger(), Now: testNow,
+		OldestInMemory: func(at int64) int64 { return at - 3_600_000 }}) // as wired: every bound checked
 	if err != nil {
 		b.Fatal(err)
 	}

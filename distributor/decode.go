@@ -16,8 +16,40 @@ import (
 var (
 	// ErrMalformed is a body that is not a valid snappy block or not a valid WriteRequest.
 	ErrMalformed = errors.New("distributor: malformed remote-write body")
-	// ErrTooLarge is a body whose compressed or decompressed size exceeds -distributor.max-recv-msg-size.
+	// ErrTooLarge is a body whose compressed or decompressed size exceeds -distributor.max-recv-msg-size,
+	// or whose decoding would pass a DecodeLimits bound (too many series, or series, labels and
+	// samples so small and many that decoding them would take more than MaxExpansion times the body).
 	ErrTooLarge = errors.New("distributor: remote-write body too large")
+)
+
+// DecodeLimits bound what decoding one request may allocate. The zero value bounds nothing.
+type DecodeLimits struct {
+	// MaxSeries is the most series a request may hold (-distributor.max-series-per-request); 0: no
+	// limit. The decoder stops at the first series over it, before allocating for that series.
+	MaxSeries int
+	// MaxExpansion bounds the memory of the decoded series, labels and samples (their structures,
+	// not the strings, which alias the body) to MaxExpansion times the decompressed body plus
+	// decodeSlackBytes; 0: no bound. An empty TimeSeries is 2 bytes of body but a Series of about
+	// 136 bytes, an empty label 2 bytes but a 32-byte Label: without this bound a body of such
+	// near-empty messages costs up to 68 times its size. Arenas grow only up to what the bound
+	// still allows, so a request that fits is never refused for the arenas' growth policy.
+	MaxExpansion int
+}
+
+// DefaultMaxExpansion is the expansion bound the push handler decodes with. Real requests stay far
+// below it: Prometheus-like series of 10 labels cost about 1.5 times their encoded size, the
+// smallest plausible series ({__name__="a"}, one sample of value 0) about 7 times.
+const DefaultMaxExpansion = 10
+
+// decodeSlackBytes is the memory any request may use whatever its size, so that tiny requests are
+// never refused by the expansion bound.
+const decodeSlackBytes = 64 << 10
+
+// Sizes of the decoded structures, for the expansion bound.
+const (
+	seriesBytes = int(unsafe.Sizeof(Series{}))
+	labelBytes  = int(unsafe.Sizeof(Label{}))
+	sampleBytes = int(unsafe.Sizeof(Sample{}))
 )
 
 // Label is one label of a decoded series.
@@ -66,8 +98,10 @@ type Series struct {
 	fail5xx uint8  // replicas that failed (call errors, server errors)
 	nrep    uint8  // size of its replication set
 	repOff  int32  // offset of its replicas in the push's replica arena
-	why4xx  failure
-	why5xx  failure
+	// why4xx and why5xx are the last failure of each class, as 1 + an index into the push's
+	// failures (pushState.fails); 0 is none. Failures are rare: keeping them out of line keeps
+	// Series small (136 bytes instead of 208), which the expansion bound (DecodeLimits) counts.
+	why4xx, why5xx int32
 }
 
 // failure is one replica's failure to store a series: a per-series refusal or a failed call.
@@ -89,6 +123,102 @@ type WriteRequest struct {
 
 	labels  []Label  // arena of every series' labels
 	samples []Sample // arena of every series' samples
+
+	// Bounds of the decode in progress (UnmarshalLimited): maxSeries (0: none); budget, the most
+	// bytes the arenas may use (0: none), computed as expansion times bodyLen plus decodeSlackBytes.
+	maxSeries, budget, expansion, bodyLen int
+	grown                                 uint8 // grew* bits
+}
+
+// DecodedBytes is the memory the request's decoded series, labels and samples use (their lengths,
+// not the arenas' capacity): what DecodeLimits.MaxExpansion bounds.
+func (r *WriteRequest) DecodedBytes() int {
+	return len(r.Series)*seriesBytes + len(r.labels)*labelBytes + len(r.samples)*sampleBytes
+}
+
+// arenaCost is what the expansion bound counts of the arenas: each by its capacity when this
+// decode grew it, else by its length. Its own arena's capacity is subtracted by grow.
+func (r *WriteRequest) arenaCost() int {
+	cost := func(grown bool, n, c, size int) int {
+		if grown {
+			return c * size
+		}
+		return n * size
+	}
+	return cost(r.grown&grewSeries != 0, len(r.Series), cap(r.Series), seriesBytes) +
+		cost(r.grown&grewLabels != 0, len(r.labels), cap(r.labels), labelBytes) +
+		cost(r.grown&grewSamples != 0, len(r.samples), cap(r.samples), sampleBytes)
+}
+
+// Bits of WriteRequest.grown: the arenas this decode reallocated.
+const (
+	grewSeries = 1 << iota
+	grewLabels
+	grewSamples
+)
+
+// ArenaBytes is the capacity of r's arenas in bytes: what r keeps allocated when it is reused.
+func (r *WriteRequest) ArenaBytes() int {
+	return cap(r.Series)*seriesBytes + cap(r.labels)*labelBytes + cap(r.samples)*sampleBytes
+}
+
+// grow makes room for one more element in an arena of len n and capacity c whose elements take
+// size bytes, within the budget: it returns the new capacity (doubling, at least 64, but no more
+// than the budget allows) or an error when not even one more element fits. Callers allocate exactly
+// that capacity with make (append's growth could round a capped capacity up to double).
+func (r *WriteRequest) grow(what string, bit uint8, n, c, size int) (int, error) {
+	if r.grown&bit == 0 {
+		c = n // an arena not grown yet counts by its length (see arenaCost)
+	}
+	want := max(2*c, 64)
+	if r.budget > 0 {
+		// The other arenas count by capacity if this decode grew them, else by length: capacity
+		// left over from an earlier, larger request of a pooled WriteRequest costs nothing new.
+		used := r.arenaCost() - c*size
+		afford := (r.budget - used) / size
+		if afford <= n {
+			return 0, fmt.Errorf("%w: decoding it would take more than %d bytes, %d times its decompressed size of %d bytes plus %d (over the bound at %s %d, after %d series, %d labels and %d samples): the request is made of empty or near-empty series, labels or samples",
+				ErrTooLarge, r.budget, r.expansion, r.bodyLen, decodeSlackBytes, what, n+1, len(r.Series), len(r.labels), len(r.samples))
+		}
+		want = min(want, afford)
+	}
+	return want, nil
+}
+
+// growLabels makes room for one more label within the bounds (the decoder calls it only when
+// the arena is full, so that the hot path stays an inlined append).
+func (r *WriteRequest) growLabels() error {
+	c, err := r.grow("label", grewLabels, len(r.labels), cap(r.labels), labelBytes)
+	if err != nil {
+		return err
+	}
+	r.labels = append(make([]Label, 0, c), r.labels...)
+	r.grown |= grewLabels
+	return nil
+}
+
+// growSamples makes room for one more sample within the bounds (the decoder calls it only when
+// the arena is full, so that the hot path stays an inlined append).
+func (r *WriteRequest) growSamples() error {
+	c, err := r.grow("sample", grewSamples, len(r.samples), cap(r.samples), sampleBytes)
+	if err != nil {
+		return err
+	}
+	r.samples = append(make([]Sample, 0, c), r.samples...)
+	r.grown |= grewSamples
+	return nil
+}
+
+// growSeries makes room for one more series within the bounds (the decoder calls it only when
+// the arena is full, so that the hot path stays an inlined append).
+func (r *WriteRequest) growSeries() error {
+	c, err := r.grow("series", grewSeries, len(r.Series), cap(r.Series), seriesBytes)
+	if err != nil {
+		return err
+	}
+	r.Series = append(make([]Series, 0, c), r.Series...)
+	r.grown |= grewSeries
+	return nil
 }
 
 // Reset empties r, keeping its capacity. It also drops every reference into the last body, so a
@@ -100,16 +230,18 @@ func (r *WriteRequest) Reset() {
 	r.Metadata, r.Exemplars, r.Histograms = 0, 0, 0
 }
 
+// maxSnappyExpansion bounds how much a snappy block can expand: its most compact element is a copy
+// with a 2-byte offset, 3 bytes for up to 64 bytes of output (21.3 times).
+const maxSnappyExpansion = 22
+
 // DecompressSnappy decodes a snappy block-format body into a buffer from the pool. It refuses, before
-// allocating anything, a body whose declared decoded length exceeds maxSize. The caller must hand the
+// allocating anything, a body whose declared decoded length exceeds maxSize (ErrTooLarge) or more
+// than such a body could decode to (ErrMalformed). The caller must hand the
 // returned buffer back with bufPool.Put once nothing refers to it any more (see Label).
 func DecompressSnappy(body []byte, maxSize int) (*[]byte, error) {
-	n, err := snappy.DecodedLen(body)
+	n, err := SnappyDecodedLen(body, maxSize)
 	if err != nil {
-		return nil, fmt.Errorf("%w: snappy: %v", ErrMalformed, err)
-	}
-	if n > maxSize {
-		return nil, fmt.Errorf("%w: decompressed size %d bytes exceeds the limit of %d bytes (-distributor.max-recv-msg-size)", ErrTooLarge, n, maxSize)
+		return nil, err
 	}
 	if n == 0 {
 		// The pool does not like zero-length requests; an empty WriteRequest decodes from no bytes.
@@ -128,6 +260,24 @@ func DecompressSnappy(body []byte, maxSize int) (*[]byte, error) {
 		return nil, fmt.Errorf("%w: snappy: decoded %d bytes, header said %d", ErrMalformed, len(out), n)
 	}
 	return buf, nil
+}
+
+// SnappyDecodedLen returns the decompressed size a snappy block-format body declares, after
+// checking it against maxSize (ErrTooLarge) and against what the body can hold (ErrMalformed: a
+// header claiming more than maxSnappyExpansion times the body is a lie). It allocates nothing.
+func SnappyDecodedLen(body []byte, maxSize int) (int, error) {
+	n, err := snappy.DecodedLen(body)
+	if err != nil {
+		return 0, fmt.Errorf("%w: snappy: %v", ErrMalformed, err)
+	}
+	if n > maxSize {
+		return 0, fmt.Errorf("%w: decompressed size %d bytes exceeds the limit of %d bytes (-distributor.max-recv-msg-size)", ErrTooLarge, n, maxSize)
+	}
+	if n/maxSnappyExpansion > len(body) {
+		return 0, fmt.Errorf("%w: snappy: the header claims a decompressed size of %d bytes, more than a body of %d bytes can hold (snappy expands at most %d times)",
+			ErrMalformed, n, len(body), maxSnappyExpansion)
+	}
+	return n, nil
 }
 
 // decodeError is a protobuf decoding error with the offset where it was found.
@@ -266,7 +416,18 @@ func yolo(b []byte) string {
 // alias b: b must outlive every use of r's labels (see Label). On error r holds a partial decode that
 // must not be used.
 func (r *WriteRequest) Unmarshal(b []byte) error {
+	return r.UnmarshalLimited(b, DecodeLimits{})
+}
+
+// UnmarshalLimited is Unmarshal within lim: a request over a bound fails with an error wrapping
+// ErrTooLarge, found before the decoder allocates for what is over it. Within the bounds it decodes
+// exactly what Unmarshal decodes.
+func (r *WriteRequest) UnmarshalLimited(b []byte, lim DecodeLimits) error {
 	r.Reset()
+	r.maxSeries, r.budget, r.expansion, r.bodyLen, r.grown = lim.MaxSeries, 0, lim.MaxExpansion, len(b), 0
+	if lim.MaxExpansion > 0 {
+		r.budget = lim.MaxExpansion*len(b) + decodeSlackBytes
+	}
 	for i := 0; i < len(b); {
 		start := i
 		field, wire, j, err := tag(b, i, "WriteRequest")
@@ -317,6 +478,11 @@ func (r *WriteRequest) Unmarshal(b []byte) error {
 
 // decodeSeries decodes one TimeSeries message b (found at offset base of the body) into a new series.
 func (r *WriteRequest) decodeSeries(b []byte, base int) error {
+	// Checked before anything of the series is decoded: nothing is allocated for the one too many.
+	if r.maxSeries > 0 && len(r.Series) >= r.maxSeries {
+		return fmt.Errorf("%w: the request has more than %d series (-distributor.max-series-per-request): send smaller requests (Prometheus: queue_config.max_samples_per_send)",
+			ErrTooLarge, r.maxSeries)
+	}
 	s := Series{labelStart: int32(len(r.labels)), sampleStart: int32(len(r.samples)), canonical: true}
 	for i := 0; i < len(b); {
 		start := i
@@ -343,6 +509,11 @@ func (r *WriteRequest) decodeSeries(b []byte, base int) error {
 					return err
 				}
 				s.canonical = s.canonical && canon
+				if len(r.labels) == cap(r.labels) {
+					if err := r.growLabels(); err != nil {
+						return err
+					}
+				}
 				r.labels = append(r.labels, l)
 			case 2:
 				smp, canon, err := decodeSample(m, base+j)
@@ -350,6 +521,11 @@ func (r *WriteRequest) decodeSeries(b []byte, base int) error {
 					return err
 				}
 				s.canonical = s.canonical && canon
+				if len(r.samples) == cap(r.samples) {
+					if err := r.growSamples(); err != nil {
+						return err
+					}
+				}
 				r.samples = append(r.samples, smp)
 			case 3:
 				s.Exemplars++
@@ -370,6 +546,11 @@ func (r *WriteRequest) decodeSeries(b []byte, base int) error {
 		return decodeError(base, "too many labels or samples")
 	}
 	s.labelEnd, s.sampleEnd = int32(len(r.labels)), int32(len(r.samples))
+	if len(r.Series) == cap(r.Series) {
+		if err := r.growSeries(); err != nil {
+			return err
+		}
+	}
 	r.Series = append(r.Series, s)
 	return nil
 }

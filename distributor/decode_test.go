@@ -250,6 +250,16 @@ func FuzzDecodeWriteRequest(f *testing.F) {
 			t.Fatalf("prompb accepts %x, we refuse: %v", b, err)
 		}
 		checkSameAsPrompb(t, b, &got, &want)
+		// Within tight bounds the limited decode reads the same, or refuses with ErrTooLarge only,
+		// its arenas within the bound (the slack makes small inputs fit: use a tiny expansion).
+		var lim WriteRequest
+		if err := lim.UnmarshalLimited(b, DecodeLimits{MaxSeries: 3, MaxExpansion: 1}); err != nil {
+			if !errors.Is(err, ErrTooLarge) {
+				t.Fatalf("limited decode of %x: %v, want nil or ErrTooLarge", b, err)
+			}
+		} else {
+			checkSameAsPrompb(t, b, &lim, &want)
+		}
 	})
 }
 

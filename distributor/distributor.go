@@ -35,12 +35,17 @@ type Config struct {
 	ReplicationFactor   int           // -distributor.replication-factor
 	RemoteTimeout       time.Duration // -distributor.remote-timeout: deadline of the pushes to ingesters
 	MaxRecvMsgSize      int           // -distributor.max-recv-msg-size: bytes, compressed and decompressed
+	MaxSeriesPerRequest int           // -distributor.max-series-per-request: 0 = unlimited
 	IngestionRateLimit  float64       // -distributor.ingestion-rate-limit: samples/s per tenant, 0 = unlimited
 	IngestionBurstSize  int           // -distributor.ingestion-burst-size: samples
-	MultitenancyEnabled bool          // -auth.multitenancy-enabled
-	ClientIdleTimeout   time.Duration // -distributor.client-idle-timeout: close ingester connections unused this long
+	// IngestionRateStrategy is -distributor.ingestion-rate-limit-strategy: RateStrategyGlobal (the
+	// rate limit is the cluster's, shared by the healthy distributors) or RateStrategyLocal.
+	IngestionRateStrategy string
+	MultitenancyEnabled   bool          // -auth.multitenancy-enabled
+	ClientIdleTimeout     time.Duration // -distributor.client-idle-timeout: close ingester connections unused this long
 
-	Limits Limits
+	Limits         Limits
+	InstanceLimits InstanceLimits
 
 	// RingHeartbeatTimeout is -ring.heartbeat-timeout, which the lifecycle package registers: ring
 	// members whose last heartbeat is older (at ring time) are unhealthy and take no writes. The
@@ -52,13 +57,26 @@ type Config struct {
 func (c *Config) RegisterFlags(f *flag.FlagSet) {
 	f.IntVar(&c.ReplicationFactor, "distributor.replication-factor", 3, "Number of ingesters each series is written to; a write succeeds when a quorum (RF/2+1) stored it. Capped by the number of ring members owning tokens.")
 	f.DurationVar(&c.RemoteTimeout, "distributor.remote-timeout", 2*time.Second, "Deadline of a push to the ingesters.")
-	f.IntVar(&c.MaxRecvMsgSize, "distributor.max-recv-msg-size", 100<<20, "Maximum size in bytes of a remote-write request, compressed and decompressed.")
-	f.Float64Var(&c.IngestionRateLimit, "distributor.ingestion-rate-limit", 10000, "Per-tenant ingestion rate limit in samples per second, enforced by each distributor on its own; 0 disables it.")
-	f.IntVar(&c.IngestionBurstSize, "distributor.ingestion-burst-size", 200000, "Per-tenant burst size in samples: the most a tenant can send at once after being idle.")
+	f.IntVar(&c.MaxRecvMsgSize, "distributor.max-recv-msg-size", 100<<20, "Maximum size in bytes of a remote-write request, compressed and decompressed. A larger one is refused with 413 as soon as that is known: from its Content-Length or snappy header before anything is allocated for it, else once that many bytes have arrived.")
+	f.IntVar(&c.MaxSeriesPerRequest, "distributor.max-series-per-request", DefaultMaxSeriesPerRequest, "Maximum number of series in one remote-write request; a request with more is refused with 413 while it is decoded, before anything is allocated for the series over the limit (Prometheus sends at most queue_config.max_samples_per_send, 2000 by default). 0 disables the limit.")
+	f.Float64Var(&c.IngestionRateLimit, "distributor.ingestion-rate-limit", 10000, "Per-tenant ingestion rate limit in samples per second (429 above it); with -distributor.ingestion-rate-limit-strategy=global it is the cluster's limit, each distributor enforcing its share. 0 disables it.")
+	f.IntVar(&c.IngestionBurstSize, "distributor.ingestion-burst-size", 200000, "Per-tenant burst size in samples, per distributor: the most a tenant can send at once after being idle; a request with more valid samples is always refused.")
+	f.StringVar(&c.IngestionRateStrategy, "distributor.ingestion-rate-limit-strategy", RateStrategyGlobal, "How -distributor.ingestion-rate-limit applies: global (Mimir's only strategy) divides it by the number of healthy distributors, which are the ACTIVE and healthy ring members, so a tenant gets the limit across the cluster; local enforces it on each distributor on its own (N distributors admit N times the limit).")
 	f.BoolVar(&c.MultitenancyEnabled, "auth.multitenancy-enabled", false, "Require the X-Scope-OrgID header on pushes and use it as the tenant. When false, every write belongs to the tenant \""+DefaultTenant+"\".")
 	f.DurationVar(&c.ClientIdleTimeout, "distributor.client-idle-timeout", 5*time.Minute, "Close a gRPC connection to an ingester after this long without use.")
 	c.Limits.RegisterFlags(f)
+	c.InstanceLimits.RegisterFlags(f)
 }
+
+// DefaultMaxSeriesPerRequest is the default of -distributor.max-series-per-request: 50 times what
+// Prometheus sends by default (max_samples_per_send: 2000), and about 14 MB of decoded series.
+const DefaultMaxSeriesPerRequest = 100_000
+
+// Values of -distributor.ingestion-rate-limit-strategy (Cortex's names; Mimir kept only global).
+const (
+	RateStrategyGlobal = "global"
+	RateStrategyLocal  = "local"
+)
 
 // Validate checks the values and their relations, naming the flags.
 func (c *Config) Validate() error {
@@ -72,6 +90,12 @@ func (c *Config) Validate() error {
 	}
 	if c.MaxRecvMsgSize < 1024 {
 		bad("-distributor.max-recv-msg-size=%d: want at least 1024 bytes", c.MaxRecvMsgSize)
+	}
+	if c.MaxSeriesPerRequest < 0 {
+		bad("-distributor.max-series-per-request=%d: want zero (unlimited) or more", c.MaxSeriesPerRequest)
+	}
+	if c.IngestionRateStrategy != RateStrategyGlobal && c.IngestionRateStrategy != RateStrategyLocal {
+		bad("-distributor.ingestion-rate-limit-strategy=%q: want %s or %s", c.IngestionRateStrategy, RateStrategyGlobal, RateStrategyLocal)
 	}
 	if c.IngestionRateLimit < 0 {
 		bad("-distributor.ingestion-rate-limit=%v: want zero (unlimited) or more", c.IngestionRateLimit)
@@ -89,6 +113,9 @@ func (c *Config) Validate() error {
 	if err := c.Limits.Validate(); err != nil {
 		errs = append(errs, err)
 	}
+	if err := c.InstanceLimits.Validate(); err != nil {
+		errs = append(errs, err)
+	}
 	return errors.Join(errs...)
 }
 
@@ -104,7 +131,16 @@ type Deps struct {
 	Clients    ClientPool
 	Registerer prometheus.Registerer // nil: metrics are not registered
 	Logger     *slog.Logger          // nil: discard
-	Now        func() time.Time      // nil: time.Now; the grace period and the rate limiter read it
+	Now        func() time.Time      // nil: time.Now; the grace periods and the rate limiter read it
+	// OldestInMemory returns, for a time in Unix ms, the start (Unix ms) of the oldest block range
+	// the ingesters hold in memory at that time: older ranges are flushed to storage, and a sample
+	// older than this is refused (sample_out_of_bounds) rather than written into a range that was
+	// flushed already. It is asked for the tenant's data's time — its newest sample, not after
+	// now — as Prometheus' head reckons its bounds from its newest sample, so a tenant writing
+	// live data gets the ranges the flusher keeps, and one replaying history in order (a
+	// benchmark, a backfill) is not refused for being behind the clock. nil: no such bound (the
+	// wiring passes the flusher's flush.CutoffAt).
+	OldestInMemory func(atMs int64) int64
 }
 
 // Distributor validates remote-write requests and replicates their series to the ingesters. It is
@@ -115,12 +151,22 @@ type Distributor struct {
 	clients ClientPool
 	log     *slog.Logger
 	now     func() time.Time
-	limiter *rateLimiter
-	m       *metrics
+	// oldestInMemory is Deps.OldestInMemory (nil: no bound).
+	oldestInMemory func(nowMs int64) int64
+	// tenants holds the per-tenant state — rate-limiter buckets and whether the tenant's metric
+	// series exist — and releases it once the tenant is idle (tenantIdleTimeout).
+	tenants *tenantTracker
+	// inflight* are the instance limits' counts: push requests being handled, and the bytes they
+	// hold (see reservation).
+	inflightRequests atomic.Int64
+	inflightBytes    atomic.Int64
+	// distributors caches the number of healthy distributors per ring snapshot (global strategy).
+	distributors atomic.Pointer[distributorCount]
+	m            *metrics
 
-	// inflight counts the pushes to ingesters still running, including those that outlive the
+	// sends counts the pushes to ingesters still running, including those that outlive the
 	// request that started them (see Wait).
-	inflight sync.WaitGroup
+	sends sync.WaitGroup
 
 	// cappedRF is the effective replication factor last logged as capped (0: not capped), so that
 	// the capping is logged once per change, not once per request.
@@ -140,15 +186,22 @@ func New(cfg Config, deps Deps) (*Distributor, error) {
 	if deps.Now == nil {
 		deps.Now = time.Now
 	}
-	m, err := newMetrics(deps.Registerer)
+	d := &Distributor{
+		cfg: cfg, ring: deps.Ring, clients: deps.Clients, log: deps.Logger, now: deps.Now,
+		oldestInMemory: deps.OldestInMemory,
+		tenants:        newTenantTracker(cfg.IngestionBurstSize, tenantIdleTimeout),
+	}
+	m, err := newMetrics(deps.Registerer, d)
 	if err != nil {
 		return nil, fmt.Errorf("distributor: registering metrics: %w", err)
 	}
+	d.m = m
 	m.replicationFactor.Set(float64(cfg.ReplicationFactor))
-	d := &Distributor{
-		cfg: cfg, ring: deps.Ring, clients: deps.Clients, log: deps.Logger, now: deps.Now, m: m,
-		limiter: newRateLimiter(cfg.IngestionRateLimit, cfg.IngestionBurstSize, deps.Now),
-	}
+	m.instanceLimits.WithLabelValues("max_inflight_push_requests").Set(float64(cfg.InstanceLimits.MaxInflightPushRequests))
+	m.instanceLimits.WithLabelValues("max_inflight_push_requests_bytes").Set(float64(cfg.InstanceLimits.MaxInflightPushRequestsBytes))
+	m.rateLimit.Set(cfg.IngestionRateLimit)
+	m.healthyDistributors.Set(1)
+	d.rateLimit() // sets both from the ring, when it is known
 	d.states.New = func() any { return new(pushState) }
 	return d, nil
 }
@@ -184,15 +237,46 @@ type pushState struct {
 	next     []int32             // per target, the next free slot in order while filling it
 	marks    []bool              // per series of one target: refused in that target's answer
 	ierrs    []*ingesterpb.SeriesError
+	fails    []failure // the failures Series.why4xx and why5xx point to
 }
+
+// fail keeps f and returns its reference for Series.why4xx or why5xx.
+func (st *pushState) fail(f failure) int32 {
+	st.fails = append(st.fails, f)
+	return int32(len(st.fails))
+}
+
+// why returns the failure a Series.why4xx or why5xx reference points to (the zero failure for 0).
+func (st *pushState) why(ref int32) failure {
+	if ref == 0 {
+		return failure{}
+	}
+	return st.fails[ref-1]
+}
+
+// maxPooledArenaBytes bounds the arenas a pooled pushState keeps: a state that decoded a larger
+// request is left to the GC, so that one large request does not pin its arenas in every pooled
+// state for good. Prometheus-like requests of 2000 series use about 1 MB.
+const maxPooledArenaBytes = 16 << 20
 
 func (st *pushState) reset() {
 	st.req.Reset()
 	clear(st.repSet)
 	clear(st.targets)
 	clear(st.ierrs)
+	clear(st.fails)
 	st.repSet, st.targets, st.replicas = st.repSet[:0], st.targets[:0], st.replicas[:0]
 	st.offsets, st.order, st.next, st.ierrs = st.offsets[:0], st.order[:0], st.next[:0], st.ierrs[:0]
+	st.fails = st.fails[:0]
+}
+
+// release resets st and puts it back in the pool, unless its arenas grew past maxPooledArenaBytes.
+func (d *Distributor) release(st *pushState) {
+	st.reset()
+	if st.req.ArenaBytes() > maxPooledArenaBytes {
+		return
+	}
+	d.states.Put(st)
 }
 
 // outcome accumulates the per-series failures of a push into the answer: the first messages of each
@@ -252,7 +336,7 @@ func withMore(msgs []string, n int) string {
 // carry their own copies). Push reorders and filters req's series in place.
 func (d *Distributor) Push(ctx context.Context, tenant string, req *WriteRequest) error {
 	st := d.states.Get().(*pushState)
-	defer func() { st.reset(); d.states.Put(st) }()
+	defer d.release(st)
 	if err := d.push(ctx, tenant, req, st); err != nil {
 		return err
 	}
@@ -261,9 +345,12 @@ func (d *Distributor) Push(ctx context.Context, tenant string, req *WriteRequest
 
 // push is Push with the scratch space given (the HTTP handler decodes straight into st.req).
 func (d *Distributor) push(ctx context.Context, tenant string, req *WriteRequest, st *pushState) *PushError {
-	nowMs := d.now().UnixMilli()
+	now := d.now()
+	nowMs := now.UnixMilli()
 	lim := &d.cfg.Limits
 	out := outcome{tenant: tenant}
+	ts := d.noteTenant(tenant, now)
+	bounds := d.timeBounds(nowMs, ts, req)
 
 	// 1. Normalize and validate every series. A refused series never stops the others.
 	samplesIn, valid := 0, 0
@@ -271,7 +358,7 @@ func (d *Distributor) push(ctx context.Context, tenant string, req *WriteRequest
 		s := &req.Series[i]
 		samplesIn += len(s.Samples) + s.Histograms
 		s.state, s.acks, s.fail4xx, s.fail5xx, s.nrep = seriesDone, 0, 0, 0, 0
-		s.why4xx, s.why5xx = failure{}, failure{}
+		s.why4xx, s.why5xx = 0, 0
 		changed := normalize(s) // always: it must run even when the series is re-encoded anyway
 		s.rewrite = changed || !s.canonical
 		var r *refusal
@@ -286,11 +373,13 @@ func (d *Distributor) push(ctx context.Context, tenant string, req *WriteRequest
 			out.fail4xx(r.msg)
 			continue
 		}
-		if r, dropped := filterFutureSamples(s, nowMs, lim); r != nil {
+		if !bounds.all(s.Samples) {
 			// The series keeps its other samples; the request still answers 400 for the dropped ones.
-			d.m.discardedSamples.WithLabelValues(tenant, r.reason).Add(float64(dropped))
+			for _, tr := range filterSamples(s, &bounds, lim) {
+				d.m.discardedSamples.WithLabelValues(tenant, tr.reason).Add(float64(tr.dropped))
+				out.fail4xx(tr.msg)
+			}
 			s.rewrite = true
-			out.fail4xx(r.msg)
 		}
 		if len(s.Samples) > 0 {
 			s.state = seriesPending
@@ -301,13 +390,18 @@ func (d *Distributor) push(ctx context.Context, tenant string, req *WriteRequest
 	if valid == 0 {
 		return out.err()
 	}
+	ts.observe(bounds.newest)
 
 	// 2. The tenant's ingestion rate limit: all of the request's valid samples, or none.
-	if !d.limiter.allow(tenant, valid) {
+	if rate, n := d.rateLimit(); rate > 0 && !d.tenants.allow(tenant, valid, rate, now) {
 		d.m.discardedSamples.WithLabelValues(tenant, reasonRateLimited).Add(float64(valid))
+		share := ""
+		if d.cfg.IngestionRateStrategy == RateStrategyGlobal {
+			share = fmt.Sprintf(" across the cluster, shared by %d healthy distributors: %.4g samples/s here", n, rate)
+		}
 		return &PushError{Status: http.StatusTooManyRequests, Msg: fmt.Sprintf(
-			"the request of %d samples exceeds the ingestion rate limit of tenant %q: %v samples/s with bursts of %d (-distributor.ingestion-rate-limit, -distributor.ingestion-burst-size) (err-raftingest-tenant-max-ingestion-rate)",
-			valid, tenant, d.cfg.IngestionRateLimit, d.cfg.IngestionBurstSize)}
+			"the request of %d samples exceeds the ingestion rate limit of tenant %q: %v samples/s%s, with bursts of %d (-distributor.ingestion-rate-limit, -distributor.ingestion-burst-size) (err-raftingest-tenant-max-ingestion-rate)",
+			valid, tenant, d.cfg.IngestionRateLimit, share, d.cfg.IngestionBurstSize)}
 	}
 	d.m.receivedSamples.WithLabelValues(tenant).Add(float64(valid))
 
@@ -384,9 +478,9 @@ func (d *Distributor) push(ctx context.Context, tenant string, req *WriteRequest
 		if running.Add(-1) == 0 {
 			cancel()
 		}
-		d.inflight.Done()
+		d.sends.Done()
 	}
-	d.inflight.Add(nt)
+	d.sends.Add(nt)
 	for t := 0; t < nt; t++ {
 		idx := st.order[st.offsets[t]:st.offsets[t+1]]
 		buf := buildRequest(req, idx)
@@ -423,7 +517,7 @@ func (d *Distributor) push(ctx context.Context, tenant string, req *WriteRequest
 // ingesters that were still running when their request was answered (a quorum had already stored
 // every series). Call it on shutdown, after the HTTP server stopped taking requests and before the
 // client pool is closed, so that no replica write is cut short.
-func (d *Distributor) Wait() { d.inflight.Wait() }
+func (d *Distributor) Wait() { d.sends.Wait() }
 
 // targetResult is one ingester's answer.
 type targetResult struct {
@@ -492,12 +586,12 @@ func (d *Distributor) apply(r targetResult, req *WriteRequest, st *pushState, qu
 			s := &req.Series[i]
 			if class4xx {
 				s.fail4xx++
-				s.why4xx = failure{callErr: r.err, addr: addr}
+				s.why4xx = st.fail(failure{callErr: r.err, addr: addr})
 			} else {
 				s.fail5xx++
-				s.why5xx = failure{callErr: r.err, addr: addr}
+				s.why5xx = st.fail(failure{callErr: r.err, addr: addr})
 			}
-			decided += d.decide(s, quorum, out)
+			decided += d.decide(s, st, quorum, out)
 		}
 		return decided
 	}
@@ -522,14 +616,14 @@ func (d *Distributor) apply(r targetResult, req *WriteRequest, st *pushState, qu
 			s.acks++
 		case e.GetCode().IsClientError():
 			s.fail4xx++
-			s.why4xx = failure{ierr: e, addr: addr}
+			s.why4xx = st.fail(failure{ierr: e, addr: addr})
 			d.m.appendFailures.WithLabelValues(addr, "4xx").Inc()
 		default:
 			s.fail5xx++
-			s.why5xx = failure{ierr: e, addr: addr}
+			s.why5xx = st.fail(failure{ierr: e, addr: addr})
 			d.m.appendFailures.WithLabelValues(addr, "5xx").Inc()
 		}
-		decided += d.decide(s, quorum, out)
+		decided += d.decide(s, st, quorum, out)
 	}
 	return decided
 }
@@ -542,7 +636,7 @@ func (d *Distributor) apply(r targetResult, req *WriteRequest, st *pushState, qu
 // failed with a server error (5xx: Prometheus retries) when the quorum is out of reach otherwise; that
 // is decided only once the answers still missing could no longer make it a client error, so the
 // outcome does not depend on which replica answered first.
-func (d *Distributor) decide(s *Series, quorum int, out *outcome) int {
+func (d *Distributor) decide(s *Series, st *pushState, quorum int, out *outcome) int {
 	if s.state != seriesPending {
 		return 0
 	}
@@ -553,17 +647,18 @@ func (d *Distributor) decide(s *Series, quorum int, out *outcome) int {
 		s.state = seriesDone
 	case int(s.fail4xx) > maxFailures:
 		s.state = seriesFailed4xx
+		why := st.why(s.why4xx)
 		reason := reasonIngesterClientError
-		if s.why4xx.ierr != nil {
-			reason = strings.ToLower(s.why4xx.ierr.GetCode().String())
+		if why.ierr != nil {
+			reason = strings.ToLower(why.ierr.GetCode().String())
 		}
 		d.m.discardedSamples.WithLabelValues(out.tenant, reason).Add(float64(len(s.Samples)))
-		out.fail4xx(ingesterMessage(s.why4xx, s))
+		out.fail4xx(ingesterMessage(why, s))
 	case int(s.acks)+missing < quorum && int(s.fail4xx)+missing <= maxFailures:
 		s.state = seriesFailed5xx
-		why := s.why5xx
+		why := st.why(s.why5xx)
 		if why.addr == "" { // quorum lost to a mix in which the client errors alone did not decide
-			why = s.why4xx
+			why = st.why(s.why4xx)
 		}
 		out.fail5xx(ingesterMessage(why, s))
 	default:

@@ -479,6 +479,7 @@ func TestSeriesHash_Frozen(t *testing.T) {
 func TestRateLimit(t *testing.T) {
 	cfg := defaultConfig()
 	cfg.IngestionRateLimit, cfg.IngestionBurstSize = 10, 20
+	cfg.IngestionRateStrategy = RateStrategyLocal
 	e := newEnv(t, cfg, active("a", "b", "c")...)
 	push := func() (int, string) { return e.post(t, encode(t, manySeries(15)...)) }
 	if code, msg := push(); code != http.StatusOK {
@@ -500,7 +501,8 @@ func TestRateLimit(t *testing.T) {
 		t.Fatalf("discarded rate_limited %v", got)
 	}
 	// Another tenant has its own bucket (multi-tenancy off: only one tenant; check the limiter).
-	if !e.d.limiter.allow("other", 20) || e.d.limiter.allow("other", 1) {
+	now := e.clock.Now()
+	if !e.d.tenants.allow("other", 20, 10, now) || e.d.tenants.allow("other", 1, 10, now) {
 		t.Fatal("per-tenant buckets")
 	}
 }
@@ -541,16 +543,16 @@ func TestPush_API(t *testing.T) {
 // clock, which has no monotonic reading, a tenant past its burst got 429s for the whole jump).
 func TestRegression_RateLimiterFrozenByBackwardClockJump(t *testing.T) {
 	now := time.Date(2026, 1, 1, 12, 0, 0, 0, time.UTC)
-	l := newRateLimiter(100, 100, func() time.Time { return now })
-	if !l.allow("t", 100) {
+	l := newTenantTracker(100, tenantIdleTimeout)
+	if !l.allow("t", 100, 100, now) {
 		t.Fatal("a full bucket refused its burst")
 	}
 	now = now.Add(-time.Hour) // the clock steps back an hour
-	if l.allow("t", 1) {
+	if l.allow("t", 1, 100, now) {
 		t.Fatal("an empty bucket took a sample with no time passed")
 	}
 	now = now.Add(time.Second) // one second later by the stepped clock
-	if !l.allow("t", 100) {
+	if !l.allow("t", 100, 100, now) {
 		t.Fatal("one second after a backward clock jump the bucket has not refilled: it waits for the clock to come back")
 	}
 }

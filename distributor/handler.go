@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"io"
 	"mime"
+	"net"
 	"net/http"
 	"strconv"
 	"strings"
@@ -22,11 +23,15 @@ const TenantHeader = "X-Scope-OrgID"
 //	     Prometheus drops the batch and does not retry. The valid series of the request are stored.
 //	401  multi-tenancy is on and X-Scope-OrgID is missing
 //	405  not a POST
-//	413  body larger than -distributor.max-recv-msg-size (compressed or decompressed)
+//	408  the body did not arrive within -server.http-read-timeout
+//	413  body larger than -distributor.max-recv-msg-size (compressed or decompressed), more series
+//	     than -distributor.max-series-per-request, or series, labels and samples so near-empty that
+//	     decoding them would take more than DefaultMaxExpansion times the decompressed body
 //	415  a Content-Encoding other than snappy, or a Content-Type other than remote-write 1.0's
 //	429  the tenant's ingestion rate limit; nothing of the request was stored
 //	500  a series could not reach a quorum (ingesters down, too few healthy ingesters); retried
-//	503  the ring is not known yet or no member owns tokens; retried
+//	503  the ring is not known yet or no member owns tokens, or an instance limit
+//	     (-distributor.instance-limits.*) was reached; retried
 func (d *Distributor) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	start := time.Now()
 	code := d.serve(w, r)
@@ -74,11 +79,27 @@ func (d *Distributor) serve(w http.ResponseWriter, r *http.Request) int {
 	if r.ContentLength > int64(max) {
 		return fail(http.StatusRequestEntityTooLarge, fmt.Sprintf("request body of %d bytes exceeds the limit of %d bytes (-distributor.max-recv-msg-size)", r.ContentLength, max))
 	}
-	compressed, err := readBody(http.MaxBytesReader(w, r.Body, int64(max)), r.ContentLength)
+
+	// The instance limits: from here the request counts as in flight, and every buffer it holds is
+	// reserved before it is allocated.
+	if err := d.startRequest(); err != nil {
+		return fail(http.StatusServiceUnavailable, err.Error())
+	}
+	defer d.finishRequest()
+	res := &reservation{d: d}
+	defer res.release()
+
+	compressed, err := readBody(http.MaxBytesReader(w, r.Body, int64(max)), r.ContentLength, res)
 	if err != nil {
 		var tooBig *http.MaxBytesError
-		if errors.As(err, &tooBig) {
+		var netErr net.Error
+		switch {
+		case errors.As(err, &tooBig):
 			return fail(http.StatusRequestEntityTooLarge, fmt.Sprintf("request body exceeds the limit of %d bytes (-distributor.max-recv-msg-size)", max))
+		case errors.Is(err, errMaxInflightBytes):
+			return fail(http.StatusServiceUnavailable, err.Error())
+		case errors.As(err, &netErr) && netErr.Timeout():
+			return fail(http.StatusRequestTimeout, "reading the request body timed out (-server.http-read-timeout): "+err.Error())
 		}
 		return fail(http.StatusBadRequest, "reading the request body: "+err.Error())
 	}
@@ -86,11 +107,21 @@ func (d *Distributor) serve(w http.ResponseWriter, r *http.Request) int {
 		bufPool.Put(compressed)
 		return fail(http.StatusBadRequest, "empty request body: want a snappy-compressed remote-write WriteRequest")
 	}
-	body, err := DecompressSnappy(*compressed, max)
+	n, err := SnappyDecodedLen(*compressed, max)
+	if err == nil {
+		err = res.add(n)
+	}
+	var body *[]byte
+	if err == nil {
+		body, err = DecompressSnappy(*compressed, max)
+	}
 	bufPool.Put(compressed)
 	if err != nil {
-		if errors.Is(err, ErrTooLarge) {
+		switch {
+		case errors.Is(err, ErrTooLarge):
 			return fail(http.StatusRequestEntityTooLarge, err.Error())
+		case errors.Is(err, errMaxInflightBytes):
+			return fail(http.StatusServiceUnavailable, err.Error())
 		}
 		return fail(http.StatusBadRequest, err.Error())
 	}
@@ -98,14 +129,21 @@ func (d *Distributor) serve(w http.ResponseWriter, r *http.Request) int {
 	// st was reset (every message that names a series was rendered into a fresh string by then).
 	st := d.states.Get().(*pushState)
 	defer func() {
-		st.reset()
-		d.states.Put(st)
+		d.release(st)
 		if cap(*body) > 0 {
 			bufPool.Put(body)
 		}
 	}()
-	if err := st.req.Unmarshal(*body); err != nil {
+	if err := st.req.UnmarshalLimited(*body, DecodeLimits{MaxSeries: d.cfg.MaxSeriesPerRequest, MaxExpansion: DefaultMaxExpansion}); err != nil {
+		if errors.Is(err, ErrTooLarge) {
+			return fail(http.StatusRequestEntityTooLarge, err.Error())
+		}
 		return fail(http.StatusBadRequest, err.Error())
+	}
+	// The decoded series and the copies of the body forwarded to the replicas (at most one per
+	// replica: each series goes to RF ingesters).
+	if err := res.add(st.req.DecodedBytes() + d.cfg.ReplicationFactor*len(*body)); err != nil {
+		return fail(http.StatusServiceUnavailable, err.Error())
 	}
 	if perr := d.push(r.Context(), tenant, &st.req, st); perr != nil {
 		if perr.Status >= 500 {
@@ -117,38 +155,64 @@ func (d *Distributor) serve(w http.ResponseWriter, r *http.Request) int {
 	return http.StatusOK
 }
 
-// readBody reads all of r into a buffer from the pool, sized by contentLength when the client sent
-// one. The caller puts the buffer back.
-func readBody(r io.Reader, contentLength int64) (*[]byte, error) {
-	if contentLength > 0 {
-		buf := bufPool.Get(int(contentLength))
-		if _, err := io.ReadFull(r, *buf); err != nil {
-			bufPool.Put(buf)
-			if errors.Is(err, io.ErrUnexpectedEOF) {
-				return nil, fmt.Errorf("body shorter than its Content-Length of %d bytes", contentLength)
-			}
-			return nil, err
-		}
-		return buf, nil
+// firstBodyBuffer is the size of the first buffer a body is read into when the client announced a
+// larger Content-Length: an ordinary push (tens of KB compressed) fits, and a client announcing 100
+// MiB then sending nothing costs this much, not what it announced.
+const firstBodyBuffer = 256 << 10
+
+// readBody reads all of r into a buffer from the pool, allocated as bytes arrive: it starts at
+// firstBodyBuffer (or the Content-Length when smaller) and doubles when full, never past the
+// Content-Length, each buffer reserved in res before it is taken. The caller puts the buffer back.
+func readBody(r io.Reader, contentLength int64, res *reservation) (*[]byte, error) {
+	size := firstBodyBuffer
+	switch {
+	case contentLength == 0: // no body announced: read just enough to find out
+		size = 1 << minPoolExp
+	case contentLength > 0 && contentLength < int64(size):
+		size = int(contentLength)
 	}
-	// Unknown length (chunked): grow by doubling, each buffer from the pool.
-	buf := bufPool.Get(32 << 10)
+	if err := res.add(size); err != nil {
+		return nil, err
+	}
+	buf := bufPool.Get(size)
 	n := 0
 	for {
 		if n == len(*buf) {
-			bigger := bufPool.Get(2 * len(*buf))
+			if contentLength >= 0 && int64(n) >= contentLength {
+				// Everything announced has arrived; the server's body reader ends there.
+				*buf = (*buf)[:n]
+				return buf, nil
+			}
+			next := 2 * len(*buf)
+			if contentLength > 0 && int64(next) > contentLength {
+				next = int(contentLength)
+			}
+			if err := res.add(next); err != nil {
+				bufPool.Put(buf)
+				return nil, err
+			}
+			bigger := bufPool.Get(next)
 			copy(*bigger, (*buf)[:n])
+			old := len(*buf)
 			bufPool.Put(buf)
+			_ = res.add(-old)
 			buf = bigger
 		}
 		m, err := r.Read((*buf)[n:])
 		n += m
 		if err == io.EOF {
+			if contentLength > 0 && int64(n) < contentLength {
+				bufPool.Put(buf)
+				return nil, fmt.Errorf("body shorter than its Content-Length of %d bytes", contentLength)
+			}
 			*buf = (*buf)[:n]
 			return buf, nil
 		}
 		if err != nil {
 			bufPool.Put(buf)
+			if errors.Is(err, io.ErrUnexpectedEOF) && contentLength > 0 {
+				return nil, fmt.Errorf("body shorter than its Content-Length of %d bytes", contentLength)
+			}
 			return nil, err
 		}
 	}

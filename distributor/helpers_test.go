@@ -294,11 +294,21 @@ type testEnv struct {
 
 func newEnv(t testing.TB, cfg Config, specs ...memberSpec) *testEnv {
 	t.Helper()
+	return newEnvDeps(t, cfg, nil, specs...)
+}
+
+// newEnvDeps is newEnv with the Deps changed by tweak (when not nil) before New.
+func newEnvDeps(t testing.TB, cfg Config, tweak func(*Deps), specs ...memberSpec) *testEnv {
+	t.Helper()
 	if err := cfg.Validate(); err != nil {
 		t.Fatal(err)
 	}
 	e := &testEnv{pool: newFakePool(), ring: ringOf(buildRing(t, specs...)), clock: newClock(testNow()), reg: prometheus.NewRegistry()}
-	d, err := New(cfg, Deps{Ring: e.ring, Clients: e.pool, Registerer: e.reg, Logger: testLogger(), Now: e.clock.Now})
+	deps := Deps{Ring: e.ring, Clients: e.pool, Registerer: e.reg, Logger: testLogger(), Now: e.clock.Now}
+	if tweak != nil {
+		tweak(&deps)
+	}
+	d, err := New(cfg, deps)
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -1,61 +1,206 @@
 package distributor
 
 import (
+	"math"
 	"sync"
+	"sync/atomic"
 	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+
+	"github.com/raftingest/raftingest/ringstate"
 )
 
-// rateLimiter is a token bucket per tenant, counted in samples: each tenant's bucket holds at most
-// burst tokens and refills at rate tokens per second. The limit is local to this distributor (Mimir's
-// "local" strategy): with N distributors a tenant may ingest up to N times the rate.
+// tenantIdleTimeout is how long after its last push a tenant's state is released: its metric
+// series (cortex_distributor_received_samples_total{user}, ..._samples_in_total{user},
+// cortex_discarded_samples_total{user,...}) are deleted, and its rate-limiter bucket is forgotten
+// once it would be full again anyway. Mimir's distributor drops an inactive tenant's series after a
+// comparable time (its active-users cleanup); without it, rotating tenant ids grow memory forever.
+const tenantIdleTimeout = 15 * time.Minute
+
+// tenantSweepPeriod is how often, at most, a push looks for idle tenants. The sweep runs in the
+// push that finds it due: no goroutine, and no work at all while nobody pushes (then nothing grows).
+const tenantSweepPeriod = time.Minute
+
+// tenantTracker holds the per-tenant state of a distributor: when the tenant last pushed, whether
+// its metric series may exist, and its token bucket (counted in samples: at most burst tokens,
+// refilled at the rate the caller passes, which the global strategy derives from the ring).
 //
-// Safe for concurrent use. Time comes from now, so tests drive it with a fake clock.
-type rateLimiter struct {
-	rate  float64 // tokens per second; 0 means unlimited
+// Safe for concurrent use. Time is an argument (the distributor's clock), so tests drive it.
+type tenantTracker struct {
 	burst float64
-	now   func() time.Time
+	idle  time.Duration
 
-	mu      sync.Mutex
-	buckets map[string]*bucket // keyed by tenant (a copied string: tenants outlive requests)
+	mu        sync.Mutex
+	tenants   map[string]*tenantState // keyed by tenant (a header string: it does not alias a body)
+	nextSweep time.Time
 }
 
-type bucket struct {
-	tokens float64
-	last   time.Time
+type tenantState struct {
+	seen    time.Time // last push
+	metrics bool      // the tenant's metric series may exist (set on push, cleared by the sweep)
+	// newest is the newest sample timestamp (Unix ms) accepted for the tenant, math.MinInt64 for
+	// none: the clock of the tenant's data, from which the oldest block range in memory is
+	// reckoned (see Distributor.timeBounds). Updated without the lock.
+	newest atomic.Int64
+
+	hasBucket bool
+	tokens    float64
+	last      time.Time // of the last refill
 }
 
-func newRateLimiter(rate float64, burst int, now func() time.Time) *rateLimiter {
-	return &rateLimiter{rate: rate, burst: float64(burst), now: now, buckets: map[string]*bucket{}}
+func newTenantTracker(burst int, idle time.Duration) *tenantTracker {
+	return &tenantTracker{burst: float64(burst), idle: idle, tenants: map[string]*tenantState{}}
 }
 
-// allow takes n tokens from tenant's bucket if it holds that many, and reports whether it did. A
-// request for more than the burst is never allowed: the client must send smaller batches.
-func (l *rateLimiter) allow(tenant string, n int) bool {
-	if l.rate <= 0 || n <= 0 {
-		return true
-	}
-	// The clock is read under the lock: readings taken before it could arrive out of order, and an
-	// earlier reading processed after a later one would look like a backward step and be credited
-	// again by the next call.
+// note records a push of tenant at now and returns the tenant's state. When a sweep is due it
+// also returns the tenants idle for the idle timeout whose metric series must now be deleted, and
+// forgets every tenant whose state is no longer needed: idle, metrics deleted, and no bucket or one
+// that would be full by now at rate (so forgetting it grants nothing a kept bucket would not).
+func (l *tenantTracker) note(tenant string, now time.Time, rate float64) (ts *tenantState, idle []string) {
 	l.mu.Lock()
 	defer l.mu.Unlock()
-	now := l.now()
-	b, ok := l.buckets[tenant]
+	t, ok := l.tenants[tenant]
 	if !ok {
-		b = &bucket{tokens: l.burst, last: now}
-		l.buckets[tenant] = b
+		t = newTenantState()
+		l.tenants[tenant] = t
 	}
-	if elapsed := now.Sub(b.last); elapsed > 0 {
-		b.tokens = min(l.burst, b.tokens+elapsed.Seconds()*l.rate)
-		b.last = now
+	t.seen, t.metrics = now, true
+	ts = t
+	if now.Before(l.nextSweep) {
+		return ts, nil
+	}
+	l.nextSweep = now.Add(tenantSweepPeriod)
+	for name, t := range l.tenants {
+		if now.Sub(t.seen) < l.idle {
+			continue
+		}
+		if t.metrics {
+			t.metrics = false
+			idle = append(idle, name)
+		}
+		if !t.hasBucket || rate <= 0 || t.tokens+now.Sub(t.last).Seconds()*rate >= l.burst {
+			delete(l.tenants, name)
+		}
+	}
+	return ts, idle
+}
+
+func newTenantState() *tenantState {
+	t := &tenantState{}
+	t.newest.Store(math.MinInt64)
+	return t
+}
+
+// observe raises the tenant's newest sample timestamp to t.
+func (t *tenantState) observe(ms int64) {
+	for {
+		cur := t.newest.Load()
+		if ms <= cur || t.newest.CompareAndSwap(cur, ms) {
+			return
+		}
+	}
+}
+
+// len is the number of tenants with state.
+func (l *tenantTracker) len() int {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return len(l.tenants)
+}
+
+// allow takes n tokens from tenant's bucket, refilled at rate tokens per second, if it holds that
+// many, and reports whether it did. A request for more than the burst is never allowed: the client
+// must send smaller batches. rate must be above zero.
+func (l *tenantTracker) allow(tenant string, n int, rate float64, now time.Time) bool {
+	if n <= 0 {
+		return true
+	}
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	t, ok := l.tenants[tenant]
+	if !ok {
+		t = newTenantState()
+		t.seen, t.metrics = now, true
+		l.tenants[tenant] = t
+	}
+	if !t.hasBucket {
+		t.hasBucket, t.tokens, t.last = true, l.burst, now
+	}
+	if elapsed := now.Sub(t.last); elapsed > 0 {
+		t.tokens = min(l.burst, t.tokens+elapsed.Seconds()*rate)
+		t.last = now
 	} else if elapsed < 0 {
 		// The clock jumped back: refill nothing for the jump, but count from now on, rather than
 		// refilling nothing until the clock is back where it was.
-		b.last = now
+		t.last = now
 	}
-	if float64(n) > b.tokens {
+	if float64(n) > t.tokens {
 		return false
 	}
-	b.tokens -= float64(n)
+	t.tokens -= float64(n)
 	return true
+}
+
+// noteTenant records a push of tenant, returns its state and, when the sweep finds tenants idle,
+// deletes their metric series. The clock is read by the caller once per push.
+func (d *Distributor) noteTenant(tenant string, now time.Time) *tenantState {
+	rate, _ := d.rateLimit()
+	ts, idle := d.tenants.note(tenant, now, rate)
+	for _, t := range idle {
+		d.m.receivedSamples.DeleteLabelValues(t)
+		d.m.samplesIn.DeleteLabelValues(t)
+		d.m.discardedSamples.DeletePartialMatch(prometheus.Labels{"user": t})
+	}
+	if idle != nil {
+		d.log.Debug("released the state of idle tenants", "tenants", len(idle), "idle_timeout", d.tenants.idle)
+	}
+	return ts
+}
+
+// distributorCount is the number of healthy distributors in one ring snapshot.
+type distributorCount struct {
+	ring *ringstate.Ring
+	n    int
+}
+
+// rateLimit returns the per-tenant rate this distributor enforces now, in samples per second (0:
+// unlimited), and the number of distributors sharing -distributor.ingestion-rate-limit. With the
+// global strategy that is every ACTIVE and healthy ring member (every member runs a distributor;
+// Mimir counts its distributors' own ring the same way), at least one: this node counts even while
+// it is not ACTIVE itself, and a ring not known yet is a cluster of one.
+func (d *Distributor) rateLimit() (float64, int) {
+	limit := d.cfg.IngestionRateLimit
+	if limit <= 0 {
+		return 0, 0
+	}
+	if d.cfg.IngestionRateStrategy != RateStrategyGlobal {
+		return limit, 1
+	}
+	n := d.healthyDistributors()
+	return limit / float64(n), n
+}
+
+// healthyDistributors counts the writable members of the current ring (cached per snapshot: rings
+// are immutable), at least 1.
+func (d *Distributor) healthyDistributors() int {
+	r := d.ring.Ring()
+	if c := d.distributors.Load(); c != nil && c.ring == r {
+		return c.n
+	}
+	n := 0
+	if r != nil {
+		timeoutMs := d.cfg.RingHeartbeatTimeout.Milliseconds()
+		for i := 0; i < r.Len(); i++ {
+			if r.MemberAt(i).Writable(r.TimeMs(), timeoutMs) {
+				n++
+			}
+		}
+	}
+	n = max(n, 1)
+	if prev := d.distributors.Swap(&distributorCount{ring: r, n: n}); prev == nil || prev.n != n {
+		d.m.rateLimit.Set(d.cfg.IngestionRateLimit / float64(n))
+		d.m.healthyDistributors.Set(float64(n))
+	}
+	return n
 }

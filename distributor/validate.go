@@ -3,6 +3,7 @@ package distributor
 import (
 	"flag"
 	"fmt"
+	"math"
 	"slices"
 	"strconv"
 	"strings"
@@ -17,7 +18,16 @@ type Limits struct {
 	MaxLabelNameLength     int           // -validation.max-length-label-name (bytes)
 	MaxLabelValueLength    int           // -validation.max-length-label-value (bytes)
 	CreationGracePeriod    time.Duration // -validation.create-grace-period
+	PastGracePeriod        time.Duration // -validation.past-grace-period: 0 = no bound
 }
+
+// DefaultPastGracePeriod is the default of -validation.past-grace-period. Mimir's default is 0 (no
+// bound). Ours is finite so that the past is bounded out of the box, also for a tenant whose data
+// is all old (the in-memory bound follows the tenant's newest sample, see Deps.OldestInMemory).
+// 12h is an hour inside -querier.query-ingesters-within (13h): a sample accepted into memory is
+// where queries look for it. It leaves room for senders catching up after hours of outage and for
+// replays of recent history (the benchmark writes from 6h back).
+const DefaultPastGracePeriod = 12 * time.Hour
 
 // RegisterFlags registers the limits' flags with Mimir's defaults.
 func (l *Limits) RegisterFlags(f *flag.FlagSet) {
@@ -25,6 +35,7 @@ func (l *Limits) RegisterFlags(f *flag.FlagSet) {
 	f.IntVar(&l.MaxLabelNameLength, "validation.max-length-label-name", 1024, "Maximum length in bytes of a label name.")
 	f.IntVar(&l.MaxLabelValueLength, "validation.max-length-label-value", 2048, "Maximum length in bytes of a label value.")
 	f.DurationVar(&l.CreationGracePeriod, "validation.create-grace-period", 10*time.Minute, "How far in the future (against this node's clock) a sample's timestamp may be.")
+	f.DurationVar(&l.PastGracePeriod, "validation.past-grace-period", DefaultPastGracePeriod, "How far in the past (against this node's clock) a sample's timestamp may be; older samples are refused with 400 (sample_too_far_in_past), the series' other samples kept. 0 disables this bound (Mimir's default). Independently, a sample older than the oldest block range still in memory is refused (sample_out_of_bounds): ranges of -ingester.flush-period are flushed once they closed half a period ago, reckoned from the tenant's newest sample (not after now), as Prometheus' head does.")
 }
 
 // Validate checks the limits, naming the flags.
@@ -38,6 +49,8 @@ func (l *Limits) Validate() error {
 		return fmt.Errorf("-validation.max-length-label-value=%d: want at least 1", l.MaxLabelValueLength)
 	case l.CreationGracePeriod < 0:
 		return fmt.Errorf("-validation.create-grace-period=%s: want zero or more", l.CreationGracePeriod)
+	case l.PastGracePeriod < 0:
+		return fmt.Errorf("-validation.past-grace-period=%s: want zero (no bound) or more", l.PastGracePeriod)
 	}
 	return nil
 }
@@ -54,6 +67,8 @@ const (
 	reasonLabelValueTooLong    = "label_value_too_long"
 	reasonDuplicateLabelNames  = "duplicate_label_names"
 	reasonTooFarInFuture       = "sample_too_far_in_future"
+	reasonTooFarInPast         = "sample_too_far_in_past"
+	reasonOutOfBounds          = "sample_out_of_bounds"
 	reasonNativeHistogram      = "native_histogram_unsupported"
 	reasonRateLimited          = "rate_limited"
 	reasonIngesterClientError  = "ingester_refused" // a quorum of replicas refused it (out of order, ...)
@@ -181,32 +196,101 @@ func validateLabels(ls []Label, lim *Limits) *refusal {
 	return nil
 }
 
-// filterFutureSamples removes, in place, the samples whose timestamp is more than the grace period
-// ahead of nowMs, and returns the refusal for the first one (nil if none). The other samples of the
-// series are kept and stored, as Mimir does.
-func filterFutureSamples(s *Series, nowMs int64, lim *Limits) (*refusal, int) {
-	limit := nowMs + lim.CreationGracePeriod.Milliseconds()
-	first := -1
-	for i, smp := range s.Samples {
-		if smp.TimestampMs > limit {
-			first = i
-			break
+// timeBounds are the timestamps a push accepts, in Unix ms: from lo to maxT, both included.
+type timeBounds struct {
+	maxT     int64 // now plus -validation.create-grace-period
+	pastMinT int64 // now minus -validation.past-grace-period (math.MinInt64: no bound)
+	memMinT  int64 // start of the oldest block range in memory (math.MinInt64: no bound)
+	lo       int64 // max(pastMinT, memMinT)
+	newest   int64 // the newest timestamp within them: the tenant's data's clock after this push
+}
+
+// timeBounds returns the bounds of a push of req at nowMs by the tenant of ts. The oldest block
+// range in memory is reckoned at the time of the tenant's data — its newest sample so far or in
+// req, within the other bounds and not after now (Deps.OldestInMemory says why).
+func (d *Distributor) timeBounds(nowMs int64, ts *tenantState, req *WriteRequest) timeBounds {
+	lim := &d.cfg.Limits
+	b := timeBounds{maxT: nowMs + lim.CreationGracePeriod.Milliseconds(), pastMinT: math.MinInt64, memMinT: math.MinInt64}
+	if lim.PastGracePeriod > 0 {
+		b.pastMinT = nowMs - lim.PastGracePeriod.Milliseconds()
+	}
+	b.newest = ts.newest.Load()
+	if d.oldestInMemory != nil {
+		for i := range req.Series {
+			for _, smp := range req.Series[i].Samples {
+				if t := smp.TimestampMs; t > b.newest && t <= b.maxT && t >= b.pastMinT {
+					b.newest = t
+				}
+			}
+		}
+		if b.newest != math.MinInt64 {
+			b.memMinT = d.oldestInMemory(min(b.newest, nowMs))
 		}
 	}
-	if first < 0 {
-		return nil, 0
+	b.lo = max(b.pastMinT, b.memMinT)
+	return b
+}
+
+// all reports whether every sample is within the bounds (the common case: one pass, no change).
+func (b *timeBounds) all(smps []Sample) bool {
+	for _, smp := range smps {
+		if smp.TimestampMs > b.maxT || smp.TimestampMs < b.lo {
+			return false
+		}
 	}
-	ts := s.Samples[first].TimestampMs
-	kept := s.Samples[:first]
-	for _, smp := range s.Samples[first:] {
-		if smp.TimestampMs <= limit {
+	return true
+}
+
+// timeRefusal is the refusal of the samples of one series dropped for one reason.
+type timeRefusal struct {
+	refusal
+	dropped int
+}
+
+// filterSamples removes, in place, the samples outside b, and returns one refusal per reason that
+// dropped some, naming the first sample dropped for it. The other samples of the series are kept
+// and stored, as Mimir does. Reasons, checked in Mimir's order: too far in the future, too far in
+// the past (-validation.past-grace-period), older than the oldest range in memory.
+func filterSamples(s *Series, b *timeBounds, lim *Limits) []timeRefusal {
+	const future, past, bounds = 0, 1, 2
+	var first [3]int64
+	var n [3]int
+	kept := s.Samples[:0]
+	for _, smp := range s.Samples {
+		why := -1
+		switch t := smp.TimestampMs; {
+		case t > b.maxT:
+			why = future
+		case t < b.pastMinT:
+			why = past
+		case t < b.memMinT:
+			why = bounds
+		}
+		if why < 0 {
 			kept = append(kept, smp)
+			continue
 		}
+		if n[why] == 0 {
+			first[why] = smp.TimestampMs
+		}
+		n[why]++
 	}
-	dropped := len(s.Samples) - len(kept)
 	s.Samples = kept
-	return &refusal{reasonTooFarInFuture, fmt.Sprintf("received a sample whose timestamp %d is more than %s (-validation.create-grace-period) in the future%s%s%ssample-too-far-in-future)",
-		ts, lim.CreationGracePeriod, validationMsgSeriesPreface, renderSeries(s.Labels), errIDPrefix)}, dropped
+	var out []timeRefusal
+	series := validationMsgSeriesPreface + renderSeries(s.Labels)
+	if n[future] > 0 {
+		out = append(out, timeRefusal{refusal{reasonTooFarInFuture, fmt.Sprintf("received a sample whose timestamp %d is more than %s (-validation.create-grace-period) in the future%s%ssample-too-far-in-future)",
+			first[future], lim.CreationGracePeriod, series, errIDPrefix)}, n[future]})
+	}
+	if n[past] > 0 {
+		out = append(out, timeRefusal{refusal{reasonTooFarInPast, fmt.Sprintf("received a sample whose timestamp %d is more than %s (-validation.past-grace-period) in the past%s%ssample-too-far-in-past)",
+			first[past], lim.PastGracePeriod, series, errIDPrefix)}, n[past]})
+	}
+	if n[bounds] > 0 {
+		out = append(out, timeRefusal{refusal{reasonOutOfBounds, fmt.Sprintf("received a sample whose timestamp %d is older than %d, the start of the oldest block range still in memory (ranges of -ingester.flush-period are flushed to storage once they closed half a period ago)%s%ssample-out-of-bounds)",
+			first[bounds], b.memMinT, series, errIDPrefix)}, n[bounds]})
+	}
+	return out
 }
 
 // histogramRefusal is the refusal of a series carrying native histograms, which are not stored yet.

@@ -11,6 +11,11 @@
 //     time) is flushed whole and removed from memory, so series that stopped — or were written
 //     here only while writes spilled during a hand-over — do not linger;
 //   - forced: FlushAll (POST /ingester/flush, shutdown without hand-over) flushes everything.
+//
+// A flush writes one block per tenant and block range holding data: the ranges come from the
+// chunks (and, for a chunk spanning many ranges, its samples), never from the time between a
+// series' oldest and newest samples, so extreme timestamps cost what their samples cost. CutoffAt
+// is also the distributor's bound on old samples (the oldest range still in memory).
 package flush
 
 import (

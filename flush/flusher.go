@@ -132,16 +132,87 @@ func (f *Flusher) Run(ctx context.Context) {
 // Cutoff returns the bound of the periodic flush at wall time now: the end of the newest block
 // range that closed at least half a period ago (int64 ms).
 func (f *Flusher) Cutoff(now time.Time) int64 {
-	p := f.cfg.FlushPeriod.Milliseconds()
-	return alignDown(now.UnixMilli()-p/2, p)
+	return CutoffAt(f.cfg.FlushPeriod, now.UnixMilli())
 }
 
+// CutoffAt is the bound of the periodic flush with block ranges of period at nowMs (Unix ms): the
+// end of the newest range that closed at least half a period ago. It is also the start of the
+// oldest range still in memory: what is older is flushed by the next check, so the distributor
+// refuses samples older than it (sample_out_of_bounds) instead of writing them into a range that
+// was flushed already (the wiring passes it as distributor.Deps.OldestInMemory).
+func CutoffAt(period time.Duration, nowMs int64) int64 {
+	p := period.Milliseconds()
+	if nowMs < math.MinInt64+p/2 {
+		return math.MinInt64
+	}
+	return alignDown(nowMs-p/2, p)
+}
+
+// alignDown returns the start of the range of length p holding t: the largest multiple of p not
+// above t, or math.MinInt64 when that multiple is below it (t in the partial range at the bottom
+// of int64).
 func alignDown(t, p int64) int64 {
 	r := t % p
 	if r < 0 {
 		r += p
 	}
+	if t < math.MinInt64+r {
+		return math.MinInt64
+	}
 	return t - r
+}
+
+// rangeEnd returns start+p, or math.MaxInt64 when that overflows.
+func rangeEnd(start, p int64) int64 {
+	if start > math.MaxInt64-p {
+		return math.MaxInt64
+	}
+	return start + p
+}
+
+// maxRangesPerChunk bounds the block ranges of a chunk enumerated from its MinTime and MaxTime
+// alone; a chunk spanning more (its samples far apart) is read to find the ranges that hold data.
+const maxRangesPerChunk = 4
+
+// rangesWithData returns, sorted and distinct, the starts of the block ranges of length p that hold
+// samples of chks in [from, bound). Its cost follows the chunks and their samples, never the time
+// they span: a series with one sample at -9e18 and one now has two ranges, not 1e12 (the loop over
+// every range between the oldest and the newest sample ran under the flush lock for hours).
+func rangesWithData(chks []chunks.Meta, from, bound, p int64) ([]int64, error) {
+	var starts []int64
+	add := func(start int64) {
+		if n := len(starts); n == 0 || starts[n-1] != start {
+			starts = append(starts, start)
+		}
+	}
+	for _, c := range chks {
+		lo, hi := max(c.MinTime, from), min(c.MaxTime, bound-1)
+		if lo > hi {
+			continue
+		}
+		first, last := alignDown(lo, p), alignDown(hi, p)
+		// (last-first)/p in uint64: the span may not fit in int64.
+		if uint64(last-first)/uint64(p) < maxRangesPerChunk {
+			for s := first; ; s += p {
+				add(s)
+				if s == last {
+					break
+				}
+			}
+			continue
+		}
+		it := c.Chunk.Iterator(nil)
+		for vt := it.Next(); vt != chunkenc.ValNone; vt = it.Next() {
+			if t := it.AtT(); t >= from && t < bound {
+				add(alignDown(t, p))
+			}
+		}
+		if err := it.Err(); err != nil {
+			return nil, fmt.Errorf("decoding chunk [%d, %d]: %w", c.MinTime, c.MaxTime, err)
+		}
+	}
+	slices.Sort(starts)
+	return slices.Compact(starts), nil
 }
 
 // FlushDue flushes what is due now: samples older than Cutoff(now), and every sample of idle
@@ -156,9 +227,9 @@ func (f *Flusher) FlushDue(ctx context.Context) (Result, error) {
 	}
 	return f.flush(ctx, func(maxT int64) (int64, Reason) {
 		if maxT < idleBefore {
-			return maxT + 1, ReasonIdle
+			return after(maxT), ReasonIdle
 		}
-		return min(cutoff, maxT+1), ReasonPeriodic
+		return min(cutoff, after(maxT)), ReasonPeriodic
 	})
 }
 
@@ -166,7 +237,16 @@ func (f *Flusher) FlushDue(ctx context.Context) (Result, error) {
 // and the WAL; it returns when the blocks are in the bucket. Samples appended meanwhile stay in
 // memory. The hand-over's fallback and POST /ingester/flush call it.
 func (f *Flusher) FlushAll(ctx context.Context) (Result, error) {
-	return f.flush(ctx, func(maxT int64) (int64, Reason) { return maxT + 1, ReasonForced })
+	return f.flush(ctx, func(maxT int64) (int64, Reason) { return after(maxT), ReasonForced })
+}
+
+// after is the bound that includes a sample at t: t+1, or math.MaxInt64 at the very top (a sample
+// at math.MaxInt64 then stays in memory; the distributor refuses such timestamps anyway).
+func after(t int64) int64 {
+	if t == math.MaxInt64 {
+		return t
+	}
+	return t + 1
 }
 
 // seriesPlan is one series of a flush: what to write (chunks below bound, above what earlier
@@ -285,12 +365,12 @@ func (f *Flusher) flush(ctx context.Context, boundOf func(maxT int64) (int64, Re
 func (f *Flusher) flushTenant(ctx context.Context, tenant string, plans []seriesPlan, p int64) (res Result, err error) {
 	byRange := map[int64][]storage.Series{}
 	for _, sp := range plans {
-		lo := sp.chunks[0].MinTime
-		if sp.from > lo {
-			lo = sp.from
+		starts, err := rangesWithData(sp.chunks, sp.from, sp.bound, p)
+		if err != nil {
+			return res, fmt.Errorf("flush: tenant %q series %s: %w", tenant, sp.lset, err)
 		}
-		for start := alignDown(lo, p); start < sp.bound; start += p {
-			end := start + p
+		for _, start := range starts {
+			end := rangeEnd(start, p)
 			cl, err := storage.ClipChunks(sp.chunks, max(start, sp.from), min(end, sp.bound))
 			if err != nil {
 				return res, fmt.Errorf("flush: tenant %q series %s: %w", tenant, sp.lset, err)
@@ -305,14 +385,14 @@ func (f *Flusher) flushTenant(ctx context.Context, tenant string, plans []series
 	series := map[string]struct{}{}
 	for _, start := range slices.Sorted(maps.Keys(byRange)) {
 		meta, err := storage.WriteBlock(ctx, f.d.WorkDir, byRange[start], storage.BlockOptions{
-			MinTime: start, MaxTime: start + p,
+			MinTime: start, MaxTime: rangeEnd(start, p),
 			Labels: map[string]string{storage.TenantLabel: tenant, storage.IngesterLabel: f.d.IngesterID},
 		})
 		if errors.Is(err, storage.ErrEmptyBlock) {
 			continue
 		}
 		if err != nil {
-			return res, fmt.Errorf("flush: writing block [%d, %d) of tenant %q: %w", start, start+p, tenant, err)
+			return res, fmt.Errorf("flush: writing block [%d, %d) of tenant %q: %w", start, rangeEnd(start, p), tenant, err)
 		}
 		dir := filepath.Join(f.d.WorkDir, meta.ULID.String())
 		err = f.upload(ctx, tenant, dir, meta)

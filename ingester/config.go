@@ -55,6 +55,8 @@ type Config struct {
 	TLS auth.Config
 	// HTTPServer is the admin listener (-admin.http-addr) and HTTPS (-server.http-tls-*); see http.go.
 	HTTPServer httpServerConfig
+	// GRPCServer is the gRPC server's stream cap and keepalive (-server.grpc*); see grpcserver.go.
+	GRPCServer grpcServerConfig
 
 	Raft        raftfsm.Config
 	Lifecycle   lifecycle.Config
@@ -63,6 +65,9 @@ type Config struct {
 	Storage     storageConfig
 	Querier     querierConfig
 	Transfer    transferConfig
+
+	// SeriesLimits is -ingester.max-global-series-per-user; see limits.go.
+	SeriesLimits seriesLimitsConfig
 }
 
 // RegisterFlags registers every flag with its default on f.
@@ -87,9 +92,11 @@ func (c *Config) RegisterFlags(f *flag.FlagSet) {
 	f.StringVar(&c.RingHistoryFile, "debug.ring-history-file", "", "fault-test aid: append every ring command this node submits (invoke before it is proposed, return with its outcome) to this file as JSON lines, for the linearizability checker; the file is never rotated (empty: off)")
 	c.TLS.RegisterFlags(f)
 	c.HTTPServer.RegisterFlags(f)
+	c.GRPCServer.RegisterFlags(f)
 	c.Raft.RegisterFlags(f)
 	c.Lifecycle.RegisterFlags(f)
 	c.Store.RegisterFlags(f)
+	c.SeriesLimits.RegisterFlags(f)
 	c.Distributor.RegisterFlags(f)
 	c.Storage.RegisterFlags(f)
 	c.Querier.RegisterFlags(f)
@@ -158,7 +165,7 @@ func (c *Config) Validate() error {
 	if c.Store.WALDir == "" && c.DataDir != "" {
 		c.Store.WALDir = filepath.Join(c.DataDir, "wal")
 	}
-	for _, v := range []interface{ Validate() error }{&c.TLS, &c.Raft, &c.Lifecycle, &c.Store, &c.Distributor, &c.Storage, &c.Querier, &c.Transfer} {
+	for _, v := range []interface{ Validate() error }{&c.TLS, &c.GRPCServer, &c.Raft, &c.Lifecycle, &c.Store, &c.SeriesLimits, &c.Distributor, &c.Storage, &c.Querier, &c.Transfer} {
 		if err := v.Validate(); err != nil {
 			errs = append(errs, err)
 		}

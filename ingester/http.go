@@ -31,7 +31,26 @@ type httpServerConfig struct {
 	TLSKeyPath    string
 	TLSCAPath     string
 	TLSClientAuth string
+
+	// Timeouts of both listeners (Mimir's -server.http-* flags; 0: none). The admin listener has
+	// no WriteTimeout: POST /ingester/flush runs up to -ingester.flush-op-timeout and
+	// /debug/pprof/profile?seconds=N for N seconds.
+	ReadTimeout       time.Duration // -server.http-read-timeout: the whole request, headers and body
+	ReadHeaderTimeout time.Duration // -server.http-read-header-timeout: the request headers
+	WriteTimeout      time.Duration // -server.http-write-timeout: from the end of the headers to the end of the answer
+	IdleTimeout       time.Duration // -server.http-idle-timeout: a keep-alive connection between requests
 }
+
+// Defaults of the HTTP timeouts. Read and idle are Mimir's (dskit's). The header timeout is ours:
+// dskit's 0 means "the read timeout", 30s in which a slow sender holds a connection without having
+// sent a request yet. The write timeout is above Mimir's 2m, which equals its -querier.timeout: a
+// query that runs into that deadline then has no time left to write its 503; 30s more gives it some.
+const (
+	DefaultHTTPReadTimeout       = 30 * time.Second
+	DefaultHTTPReadHeaderTimeout = 10 * time.Second
+	DefaultHTTPWriteTimeout      = 2*time.Minute + 30*time.Second
+	DefaultHTTPIdleTimeout       = 2 * time.Minute
+)
 
 // DefaultAdminHTTPAddr is -admin.http-addr's default: loopback only, one port below -grpc.addr's
 // default, so an operator on the host can reach it and nobody else.
@@ -56,6 +75,19 @@ func (c *httpServerConfig) RegisterFlags(f *flag.FlagSet) {
 	f.StringVar(&c.TLSKeyPath, "server.http-tls-key-path", "", "PEM private key of -server.http-tls-cert-path. Re-read when the file changes.")
 	f.StringVar(&c.TLSCAPath, "server.http-tls-ca-path", "", "PEM bundle of the CA(s) that verify HTTP clients' certificates (needed by -server.http-tls-client-auth=VerifyClientCertIfGiven or RequireAndVerifyClientCert). Re-read when the file changes.")
 	f.StringVar(&c.TLSClientAuth, "server.http-tls-client-auth", "", "HTTPS client certificate policy, as in Mimir: "+clientAuthNames+" (empty: NoClientCert)")
+	f.DurationVar(&c.ReadTimeout, "server.http-read-timeout", DefaultHTTPReadTimeout, "Read timeout for entire HTTP request, including headers and body, on -http.addr and -admin.http-addr; a push whose body is not in by then is answered 408. 0: none.")
+	f.DurationVar(&c.ReadHeaderTimeout, "server.http-read-header-timeout", DefaultHTTPReadHeaderTimeout, "Read timeout for HTTP request headers; the connection is closed when they are not in by then. 0: -server.http-read-timeout applies.")
+	f.DurationVar(&c.WriteTimeout, "server.http-write-timeout", DefaultHTTPWriteTimeout, "Write timeout for HTTP server: the longest a request on -http.addr may take from the end of its headers to the end of its answer. Must not be below -querier.timeout. Not applied to -admin.http-addr (flushes and profiles run longer). 0: none.")
+	f.DurationVar(&c.IdleTimeout, "server.http-idle-timeout", DefaultHTTPIdleTimeout, "Idle timeout for HTTP server: how long a keep-alive connection may wait for its next request. 0: -server.http-read-timeout applies.")
+}
+
+// setTimeouts applies the -server.http-*-timeout flags to srv; admin servers get no write timeout.
+func (c *httpServerConfig) setTimeouts(srv *http.Server, admin bool) {
+	srv.ReadTimeout, srv.ReadHeaderTimeout, srv.IdleTimeout = c.ReadTimeout, c.ReadHeaderTimeout, c.IdleTimeout
+	srv.WriteTimeout = c.WriteTimeout
+	if admin {
+		srv.WriteTimeout = 0
+	}
 }
 
 // TLSEnabled reports whether the HTTP servers serve HTTPS.
@@ -67,6 +99,19 @@ func (c *Config) validateHTTPServer() error {
 	var errs []error
 	bad := func(format string, args ...any) { errs = append(errs, fmt.Errorf(format, args...)) }
 	h := &c.HTTPServer
+	for _, d := range []struct {
+		flag string
+		v    time.Duration
+	}{{"-server.http-read-timeout", h.ReadTimeout}, {"-server.http-read-header-timeout", h.ReadHeaderTimeout},
+		{"-server.http-write-timeout", h.WriteTimeout}, {"-server.http-idle-timeout", h.IdleTimeout}} {
+		if d.v < 0 {
+			bad("%s=%s: want zero (none) or more", d.flag, d.v)
+		}
+	}
+	if h.WriteTimeout > 0 && c.Querier.Timeout > h.WriteTimeout {
+		// Mimir's rule: a query allowed to run longer than the server may write is cut mid-answer.
+		bad("-querier.timeout=%s must not be above -server.http-write-timeout=%s", c.Querier.Timeout, h.WriteTimeout)
+	}
 	if h.AdminAddr != "" {
 		if _, port, err := net.SplitHostPort(h.AdminAddr); err != nil || port == "" {
 			bad("-admin.http-addr %q: want host:port (or empty for no admin server)", h.AdminAddr)

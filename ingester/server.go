@@ -152,16 +152,17 @@ func New(cfg Config, log *slog.Logger) (_ *Server, err error) {
 	// profile of a single node under load spent 37% of its CPU re-decoding its own pushes.
 	clients := distributor.WithLocalClient(s.pool, cfg.GRPCAddr, newLocalClient(s.ingest))
 	if s.dist, err = distributor.New(cfg.Distributor, distributor.Deps{Ring: s.node, Clients: clients,
-		Registerer: s.reg, Logger: log.With("component", "distributor"), Now: cfg.Clock}); err != nil {
+		Registerer: s.reg, Logger: log.With("component", "distributor"), Now: cfg.Clock,
+		OldestInMemory: s.oldestInMemory}); err != nil {
 		return nil, fmt.Errorf("distributor: %w", err)
 	}
 
-	// An ingester's Push carries what a distributor got in one remote-write request, at most
-	// -distributor.max-recv-msg-size; gRPC's default limit (4 MiB) would refuse large ones. Push
-	// requests arrive as raw bytes (RawCodec) and are decoded without a copy per label; the other
-	// services keep the standard codec.
-	s.grpc = grpc.NewServer(append([]grpc.ServerOption{grpc.MaxRecvMsgSize(cfg.Distributor.MaxRecvMsgSize),
-		grpc.ForceServerCodecV2(ingesterpb.RawCodec{Pool: distributor.BufferPool()})}, s.grpcAuthOptions()...)...)
+	// Receive limits per method, keepalive, stream cap, panic recovery, rights: grpcserver.go.
+	grpcOpts, err := s.grpcServerOptions()
+	if err != nil {
+		return nil, err
+	}
+	s.grpc = grpc.NewServer(grpcOpts...)
 	ringpb.RegisterRingServer(s.grpc, raftfsm.NewService(s.node, func(context.Context) error { s.lc.Leave(); return nil }))
 	ingesterpb.RegisterIngesterServerRaw(s.grpc, rawIngesterService{s.ingest})
 
@@ -183,8 +184,15 @@ func New(cfg Config, log *slog.Logger) (_ *Server, err error) {
 	// Shutdown, flush and pprof are on the admin listener only (admin.go).
 	httpLog := log.With("component", "http")
 	s.http = newHTTPServer(mux, httpTLS, httpLog)
+	s.cfg.HTTPServer.setTimeouts(s.http, false)
 	if s.adminLn != nil {
 		s.admin = newHTTPServer(s.adminHandler(), httpTLS, httpLog.With("listener", "admin"))
+		s.cfg.HTTPServer.setTimeouts(s.admin, true)
+	}
+	// -ingester.max-global-series-per-user as a local limit, kept up to date by Run (limits.go).
+	s.applySeriesLimit()
+	if err := s.registerSeriesLimitMetric(); err != nil {
+		return nil, fmt.Errorf("series limit metric: %w", err)
 	}
 	return s, nil
 }
@@ -249,6 +257,8 @@ func (s *Server) Run(ctx context.Context) error {
 		}
 	}
 	s.startStorage(ctx)
+	wg.Add(1)
+	go func() { defer wg.Done(); s.watchSeriesLimit(ctx) }()
 	adminAddr := s.cfg.HTTPServer.AdminAddr
 	if adminAddr == "" {
 		adminAddr = "off"
@@ -437,6 +447,11 @@ func (s *Server) writable() (bool, string) {
 func (s *Server) ready(w http.ResponseWriter, _ *http.Request) {
 	if ok, applied, target := s.node.CaughtUp(); !ok {
 		http.Error(w, fmt.Sprintf("not ready: replaying the raft log (applied %d of %d)", applied, target), http.StatusServiceUnavailable)
+		return
+	}
+	if err := s.store.WALError(); err != nil {
+		// Pushes are answered 5xx until the WAL's own retry commits; reads go on.
+		http.Error(w, fmt.Sprintf("not ready: the WAL cannot commit, writes are refused until a retry succeeds: %v", err), http.StatusServiceUnavailable)
 		return
 	}
 	if s.lc.Ready() {

@@ -1,0 +1,117 @@
+package ingester
+
+// This file converts -ingester.max-global-series-per-user into the per-tenant series limit each
+// ingester enforces (memstore.Store.SetSeriesLimit), from the ring, as Mimir does, and keeps it up
+// to date as members come and go.
+
+import (
+	"context"
+	"errors"
+	"flag"
+	"fmt"
+
+	"github.com/prometheus/client_golang/prometheus"
+
+	"github.com/raftingest/raftingest/flush"
+	"github.com/raftingest/raftingest/memstore"
+	"github.com/raftingest/raftingest/ringstate"
+)
+
+// seriesLimitsConfig holds the global form of the per-tenant series limit.
+type seriesLimitsConfig struct {
+	// MaxGlobalSeriesPerUser is -ingester.max-global-series-per-user: a tenant's in-memory series
+	// across the cluster (every replica counted once), 0: no global limit.
+	MaxGlobalSeriesPerUser int
+}
+
+// DefaultMaxGlobalSeriesPerUser is Mimir's default of -ingester.max-global-series-per-user.
+const DefaultMaxGlobalSeriesPerUser = 150_000
+
+func (c *seriesLimitsConfig) RegisterFlags(f *flag.FlagSet) {
+	f.IntVar(&c.MaxGlobalSeriesPerUser, "ingester.max-global-series-per-user", DefaultMaxGlobalSeriesPerUser,
+		"Maximum number of in-memory series per tenant across the cluster. Each ingester enforces it as a local limit, global / N * RF, with N the ACTIVE and healthy ring members and RF the effective replication factor (Mimir's conversion: series spread evenly over the ingesters, each stored RF times), recomputed when the ring changes and ignored while no member is ACTIVE; the smaller of it and -ingester.max-series-per-tenant applies. A push creating a series over it is refused with 400 for that series. 0 to disable.")
+}
+
+func (c *seriesLimitsConfig) Validate() error {
+	if c.MaxGlobalSeriesPerUser < 0 {
+		return fmt.Errorf("-ingester.max-global-series-per-user=%d: want zero (no global limit) or more", c.MaxGlobalSeriesPerUser)
+	}
+	return nil
+}
+
+// localSeriesLimit is the per-tenant series limit one ingester enforces: the smaller non-zero of
+// local (-ingester.max-series-per-tenant) and global converted to a local limit,
+//
+//	global / N * RF
+//
+// where N is the number of ACTIVE and healthy members of r (at ring time, against timeoutMs) and
+// RF the effective replication factor (rf capped by the members owning tokens): a tenant's series
+// spread evenly over the N ingesters, each stored RF times. Like Mimir, the global limit is ignored
+// while N is 0 (the ring not known yet, or nobody ACTIVE: then no ingester takes writes anyway).
+func localSeriesLimit(global, local, rf int, r *ringstate.Ring, timeoutMs int64) memstore.SeriesLimit {
+	lim := memstore.SeriesLimit{Max: local, Source: "-ingester.max-series-per-tenant"}
+	if global <= 0 || r == nil {
+		return lim
+	}
+	n := 0
+	for i := 0; i < r.Len(); i++ {
+		if r.MemberAt(i).Writable(r.TimeMs(), timeoutMs) {
+			n++
+		}
+	}
+	erf := r.EffectiveRF(rf)
+	if n == 0 || erf == 0 {
+		return lim
+	}
+	conv := int(float64(global) / float64(n) * float64(erf))
+	if local > 0 && local <= conv {
+		return lim
+	}
+	return memstore.SeriesLimit{Max: conv, Source: fmt.Sprintf(
+		"-ingester.max-global-series-per-user=%d across %d ACTIVE ingesters at replication factor %d: %d / %d * %d", global, n, erf, global, n, erf)}
+}
+
+// applySeriesLimit sets the store's series limit from the current ring and returns it.
+func (s *Server) applySeriesLimit() memstore.SeriesLimit {
+	lim := localSeriesLimit(s.cfg.SeriesLimits.MaxGlobalSeriesPerUser, s.cfg.Store.MaxSeriesPerTenant,
+		s.cfg.Distributor.ReplicationFactor, s.node.Ring(), s.cfg.Lifecycle.HeartbeatTimeout.Milliseconds())
+	if prev := s.store.SeriesLimit(); prev != lim {
+		s.store.SetSeriesLimit(lim)
+		s.log.Info("per-tenant series limit", "limit", lim.Max, "from", lim.Source)
+	}
+	return lim
+}
+
+// registerSeriesLimitMetric exposes the limit in force.
+func (s *Server) registerSeriesLimitMetric() error {
+	g := prometheus.NewGaugeFunc(prometheus.GaugeOpts{
+		Name: "raftingest_ingester_max_series_per_tenant",
+		Help: "The per-tenant series limit this ingester enforces now: the smaller of -ingester.max-series-per-tenant and -ingester.max-global-series-per-user / ACTIVE ingesters * replication factor (0: unlimited).",
+	}, func() float64 { return float64(s.store.SeriesLimit().Max) })
+	if err := s.reg.Register(g); err != nil {
+		var are prometheus.AlreadyRegisteredError
+		if !errors.As(err, &are) {
+			return err
+		}
+	}
+	return nil
+}
+
+// watchSeriesLimit recomputes the series limit each time the ring changes, until ctx ends.
+func (s *Server) watchSeriesLimit(ctx context.Context) {
+	for {
+		ch := s.node.Changed()
+		s.applySeriesLimit()
+		select {
+		case <-ctx.Done():
+			return
+		case <-ch:
+		}
+	}
+}
+
+// oldestInMemory is the distributor's Deps.OldestInMemory: the start of the oldest block range the
+// flusher keeps in memory at atMs (its cutoff), so that pushes older than that are refused.
+func (s *Server) oldestInMemory(atMs int64) int64 {
+	return flush.CutoffAt(s.cfg.Storage.Flush.FlushPeriod, atMs)
+}
