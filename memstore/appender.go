@@ -47,7 +47,7 @@ func (st *Store) Appender(tenant string) *Appender {
 		a.err = err
 		return a
 	}
-	a.th = st.getOrCreateTenant(tenant)
+	a.th = st.acquireTenant(tenant)
 	return a
 }
 
@@ -162,6 +162,9 @@ func (a *Appender) Commit() (PushResult, error) {
 // release resets a and puts it back into its Store's pool.
 func (a *Appender) release() {
 	st := a.st
+	if a.th != nil {
+		st.releaseTenant(a.th)
+	}
 	clear(a.applies)
 	*a = Appender{applies: a.applies[:0]}
 	st.appenders.Put(a)

@@ -172,14 +172,22 @@ func (st *Store) ImportBatch(batch []ImportSeries) error {
 		firstErr error
 		// Per tenant: new chunks to count once the batch is visible.
 		counts = map[*tenantHead]int{}
+		// The heads acquired, given back once the batch is committed and applied.
+		held []*tenantHead
 	)
+	defer func() {
+		for _, h := range held {
+			st.releaseTenant(h)
+		}
+	}()
 	for i := range batch {
 		s := &batch[i]
 		if len(s.Chunks) == 0 {
 			continue
 		}
 		if th == nil || th.name != s.Tenant {
-			th = st.getOrCreateTenant(s.Tenant)
+			th = st.acquireTenant(s.Tenant)
+			held = append(held, th)
 		}
 		ap, nc, err := st.importSeries(th, s, lastVs[i])
 		if err != nil {

@@ -392,6 +392,11 @@ type tenantHead struct {
 
 	numSeries atomic.Int64
 	numChunks atomic.Int64
+	// users counts the holders that may create series in this head (Appenders, imports): taken
+	// under Store.tenantsMu by acquireTenant, given back by releaseTenant. A head leaves the
+	// Store's map only while it has no series and no users, under tenantsMu's write lock, so a
+	// series is never created in a head that is no longer in the map.
+	users atomic.Int64
 
 	// Per-tenant children of the Store's metric vectors, resolved once.
 	ingested, failed, created, removed prometheus.Counter

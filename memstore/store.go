@@ -258,25 +258,79 @@ func (st *Store) tenant(name string) *tenantHead {
 	return th
 }
 
+// getOrCreateTenant returns tenant name's head, creating it if needed, without taking a use of it:
+// only for WAL replay, which runs before anything can retire a head.
 func (st *Store) getOrCreateTenant(name string) *tenantHead {
 	if th := st.tenant(name); th != nil {
 		return th
 	}
 	st.tenantsMu.Lock()
 	defer st.tenantsMu.Unlock()
+	return st.tenantLocked(name)
+}
+
+// acquireTenant returns tenant name's head, creating it if needed, with one use taken: the head
+// stays in the map (and keeps every series created in it) until releaseTenant.
+func (st *Store) acquireTenant(name string) *tenantHead {
+	st.tenantsMu.RLock()
+	th := st.tenants[name]
+	if th != nil {
+		th.users.Add(1)
+	}
+	st.tenantsMu.RUnlock()
+	if th != nil {
+		return th
+	}
+	st.tenantsMu.Lock()
+	defer st.tenantsMu.Unlock()
+	th = st.tenantLocked(name)
+	th.users.Add(1)
+	return th
+}
+
+// releaseTenant gives back a use taken by acquireTenant.
+func (st *Store) releaseTenant(th *tenantHead) { th.users.Add(-1) }
+
+// tenantLocked is getOrCreateTenant with tenantsMu held for writing.
+func (st *Store) tenantLocked(name string) *tenantHead {
 	if th := st.tenants[name]; th != nil {
 		return th
 	}
 	th := newTenantHead(name)
 	// A metric label value must be UTF-8 (WithLabelValues panics otherwise): a WAL written before
 	// tenants were validated at every boundary may hold one that is not (found by FuzzWALReplay).
-	user := strings.ToValidUTF8(name, "\uFFFD")
+	user := metricUser(name)
 	th.ingested = st.metrics.ingestedSamples.WithLabelValues(user)
 	th.failed = st.metrics.ingestedSamplesFail.WithLabelValues(user)
 	th.created = st.metrics.seriesCreated.WithLabelValues(user)
 	th.removed = st.metrics.seriesRemoved.WithLabelValues(user)
 	st.tenants[name] = th
 	return th
+}
+
+func metricUser(name string) string { return strings.ToValidUTF8(name, "\uFFFD") }
+
+// retireIfEmpty forgets th when it has no series and nobody may create one: its map entry and its
+// per-tenant metric series go, so that tenants that come and go (rotating ids) cannot grow
+// memory without bound. A push for the tenant afterwards starts a new head. Called after a drop
+// removed series; reports whether th was retired.
+func (st *Store) retireIfEmpty(th *tenantHead) bool {
+	if th.numSeries.Load() != 0 || th.users.Load() != 0 {
+		return false
+	}
+	st.tenantsMu.Lock()
+	defer st.tenantsMu.Unlock()
+	// Under the write lock no acquireTenant is between its map read and its use count.
+	if st.tenants[th.name] != th || th.users.Load() != 0 || th.numSeries.Load() != 0 {
+		return false
+	}
+	delete(st.tenants, th.name)
+	user := metricUser(th.name)
+	st.metrics.ingestedSamples.DeleteLabelValues(user)
+	st.metrics.ingestedSamplesFail.DeleteLabelValues(user)
+	st.metrics.seriesCreated.DeleteLabelValues(user)
+	st.metrics.seriesRemoved.DeleteLabelValues(user)
+	return true
 }
 
 func validateLabels(lset labels.Labels) error {
@@ -441,7 +495,8 @@ func (st *Store) LabelValues(tenant, name string) []string {
 	return nil
 }
 
-// Tenants returns the tenants that have had series since Open, sorted.
+// Tenants returns the tenants with a head, sorted: those that hold series or were pushed to since
+// the last drop that left them without series (such a drop forgets them: retireIfEmpty).
 func (st *Store) Tenants() []string {
 	st.tenantsMu.RLock()
 	defer st.tenantsMu.RUnlock()
@@ -482,6 +537,9 @@ func (st *Store) walkSeries(fn func(tenant string, ms *memSeries, chks []Chunk, 
 	var ferr error
 	for _, name := range st.Tenants() {
 		th := st.tenant(name)
+		if th == nil {
+			continue // retired since Tenants: it had no series
+		}
 		th.series.forEach(func(ms *memSeries) bool {
 			ms.mu.Lock()
 			var chks []Chunk
@@ -557,6 +615,9 @@ func (st *Store) dropChunks(ts *TruncateStats, bound func(*memSeries) (int64, bo
 	live := map[uint64]struct{}{}
 	for _, name := range st.Tenants() {
 		th := st.tenant(name)
+		if th == nil {
+			continue // retired since Tenants: it had no series
+		}
 		removed := map[uint64]labels.Labels{}
 		th.series.forEach(func(ms *memSeries) bool {
 			before, drop := bound(ms)
@@ -592,6 +653,9 @@ func (st *Store) dropChunks(ts *TruncateStats, bound func(*memSeries) (int64, bo
 		th.removed.Add(float64(len(removed)))
 		st.metrics.memSeries.Sub(float64(len(removed)))
 		ts.SeriesRemoved += len(removed)
+		if len(removed) > 0 {
+			st.retireIfEmpty(th)
+		}
 	}
 	return live
 }
