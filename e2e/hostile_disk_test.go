@@ -2,65 +2,20 @@ package e2e
 
 import (
 	"context"
-	"errors"
 	"fmt"
 	"net/url"
 	"os"
 	"path/filepath"
 	"strings"
-	"syscall"
 	"testing"
 	"time"
 
 	"github.com/prometheus/prometheus/prompb"
 
 	pc "github.com/raftingest/raftingest/internal/proccluster"
+
+	"github.com/raftingest/raftingest/internal/tmpfs"
 )
-
-// hdMountTmpfs mounts a tmpfs of size bytes in a directory of the test's own and unmounts it when
-// the test ends (after the nodes are killed: cleanups run last-in first-out, and the cluster is
-// created after the mount). It skips the test when not root.
-func hdMountTmpfs(t *testing.T, size int) string {
-	t.Helper()
-	if os.Geteuid() != 0 {
-		t.Skip("needs root to mount a tmpfs for the WAL (make test runs as root)")
-	}
-	mnt := filepath.Join(t.TempDir(), "walfs")
-	if err := os.Mkdir(mnt, 0o755); err != nil {
-		t.Fatal(err)
-	}
-	if err := syscall.Mount("tmpfs", mnt, "tmpfs", syscall.MS_NOSUID|syscall.MS_NODEV, fmt.Sprintf("size=%d", size)); err != nil {
-		t.Fatalf("mount tmpfs on %s: %v", mnt, err)
-	}
-	t.Cleanup(func() {
-		if err := syscall.Unmount(mnt, 0); err != nil {
-			t.Errorf("unmount %s: %v; detaching it", mnt, err)
-			_ = syscall.Unmount(mnt, syscall.MNT_DETACH)
-		}
-	})
-	return mnt
-}
-
-// hdFill writes a file into dir until its filesystem is full, to the last byte, and returns it.
-func hdFill(t *testing.T, dir string) string {
-	t.Helper()
-	path := filepath.Join(dir, "filler")
-	f, err := os.Create(path)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer f.Close()
-	buf := make([]byte, 64<<10)
-	for size := len(buf); size > 0; {
-		if _, err := f.Write(buf[:size]); err != nil {
-			if !errors.Is(err, syscall.ENOSPC) {
-				t.Fatal(err)
-			}
-			size /= 2
-		}
-	}
-	return path
-}
 
 // hdWrite builds a request of n series named name, one sample each at ts, with labels padded to
 // pad bytes, and records the samples in want.
@@ -110,7 +65,7 @@ func hdRequireAcked(t *testing.T, what string, n *pc.Node, name string, acked ma
 // WAL fails.
 func TestProcess_WALDiskFull(t *testing.T) {
 	skipShort(t)
-	mnt := hdMountTmpfs(t, 8<<20)
+	mnt := tmpfs.Mount(t, 8<<20)
 	walDir := filepath.Join(mnt, "wal")
 	c := pc.New(t, fastFlags...)
 	a := c.Start("a", "-bootstrap", "-wal.dir", walDir, "-distributor.replication-factor", "1")
@@ -127,7 +82,7 @@ func TestProcess_WALDiskFull(t *testing.T) {
 		}
 	}
 
-	filler := hdFill(t, mnt)
+	filler := tmpfs.Fill(t, mnt)
 	// Label values of ~300 bytes on 1500 new series: the WAL needs pages the file does not have.
 	big := hdWrite("hd_big", 1500, 300, now, nil)
 	code, body, err := push(a.HTTPAddr, "", big)

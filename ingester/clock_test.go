@@ -57,7 +57,9 @@ func TestServer_ClockReachesRingDistributorAndFlusher(t *testing.T) {
 	})
 	tick := time.NewTicker(20 * time.Millisecond)
 	defer tick.Stop()
-	for deadline := time.Now().Add(20 * time.Second); !s.lc.Ready(); <-tick.C {
+	// Ready as /ready means it: ACTIVE, and the ring caught up (the push gate answers 503 until then).
+	caughtUp := func() bool { ok, _, _ := s.node.CaughtUp(); return ok }
+	for deadline := time.Now().Add(20 * time.Second); !s.lc.Ready() || !caughtUp(); <-tick.C {
 		if time.Now().After(deadline) {
 			t.Fatal("the node did not become ready within 20s")
 		}

@@ -17,6 +17,8 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/prometheus/model/labels"
 	bolt "go.etcd.io/bbolt"
+
+	"github.com/raftingest/raftingest/internal/tmpfs"
 )
 
 // Tests of the WAL's failing state: a commit that fails (ENOSPC, EIO) is never acknowledged,
@@ -350,7 +352,7 @@ func TestWALFailure_CloseWhileFailing(t *testing.T) {
 // on; once space is freed the WAL recovers by itself, and the file replays exactly what memory
 // holds. Needs root (mount); skipped otherwise.
 func TestWALFailure_FullTmpfs(t *testing.T) {
-	mnt := mountTmpfs(t, 8<<20)
+	mnt := tmpfs.Mount(t, 8<<20)
 	walDir := filepath.Join(mnt, "wal")
 	st, err := Open(testConfig(walDir), nil, testLogger())
 	if err != nil {
@@ -360,7 +362,7 @@ func TestWALFailure_FullTmpfs(t *testing.T) {
 	st.wal.retryMin, st.wal.retryMax = time.Millisecond, 20*time.Millisecond
 	before := writeSomeData(t, st, 20)
 
-	filler := fillFilesystem(t, mnt)
+	filler := tmpfs.Fill(t, mnt)
 	// A push that needs pages the file does not have yet: long label values.
 	big := make([]SeriesSamples, 2000)
 	for i := range big {
@@ -413,57 +415,13 @@ func filterTenant(m map[string][]Sample, tenant string, keep bool) map[string][]
 	return out
 }
 
-// mountTmpfs mounts a tmpfs of size bytes in a temporary directory and unmounts it when the test
-// ends. It skips the test when not root.
-func mountTmpfs(t *testing.T, size int) string {
-	t.Helper()
-	if os.Geteuid() != 0 {
-		t.Skip("needs root to mount a tmpfs (make test runs as root)")
-	}
-	mnt := filepath.Join(t.TempDir(), "tmpfs")
-	if err := os.Mkdir(mnt, 0o755); err != nil {
-		t.Fatal(err)
-	}
-	if err := syscall.Mount("tmpfs", mnt, "tmpfs", syscall.MS_NOSUID|syscall.MS_NODEV, fmt.Sprintf("size=%d", size)); err != nil {
-		t.Fatalf("mount tmpfs on %s: %v", mnt, err)
-	}
-	t.Cleanup(func() {
-		if err := syscall.Unmount(mnt, 0); err != nil {
-			t.Errorf("unmount %s: %v; detaching it", mnt, err)
-			_ = syscall.Unmount(mnt, syscall.MNT_DETACH)
-		}
-	})
-	return mnt
-}
-
-// fillFilesystem writes a file in dir until the filesystem is full and returns its path.
-func fillFilesystem(t *testing.T, dir string) string {
-	t.Helper()
-	path := filepath.Join(dir, "filler")
-	f, err := os.Create(path)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer f.Close()
-	buf := make([]byte, 64<<10)
-	for size := len(buf); size > 0; {
-		if _, err := f.Write(buf[:size]); err != nil {
-			if !errors.Is(err, syscall.ENOSPC) {
-				t.Fatal(err)
-			}
-			size /= 2 // fill the last pages too
-		}
-	}
-	return path
-}
-
 // TestBbolt_ENOSPCRollsBackInProcess documents what the recovery design relies on in bbolt
 // v1.5.0: a commit that fails with ENOSPC is rolled back (bbolt's Commit calls rollback: the
 // freelist is reloaded from the last valid meta page), the same handle commits again once space is
 // back, and the file holds every committed transaction and nothing of the failed one. (The WAL
 // reopens the file before each retry anyway: a failed mmap resize would leave the handle unusable.)
 func TestBbolt_ENOSPCRollsBackInProcess(t *testing.T) {
-	mnt := mountTmpfs(t, 4<<20)
+	mnt := tmpfs.Mount(t, 4<<20)
 	path := filepath.Join(mnt, "b.bolt")
 	db, err := bolt.Open(path, 0o600, nil)
 	if err != nil {
@@ -482,7 +440,7 @@ func TestBbolt_ENOSPCRollsBackInProcess(t *testing.T) {
 	if err := put("small", 100); err != nil {
 		t.Fatal(err)
 	}
-	filler := fillFilesystem(t, mnt)
+	filler := tmpfs.Fill(t, mnt)
 	if err := put("big", 2<<20); !errors.Is(err, syscall.ENOSPC) && !strings.Contains(fmt.Sprint(err), "no space left") {
 		t.Fatalf("commit on a full filesystem: %v, want ENOSPC", err)
 	}
