@@ -28,6 +28,9 @@ import (
 type Store interface {
 	SnapshotSeries(fn func(tenant string, ref uint64, lset labels.Labels, chunks []memstore.Chunk) error) error
 	DropFlushed(bounds map[uint64]int64) (memstore.TruncateStats, error)
+	// Tenants are the tenants the store still holds: a tenant a drop left without series is gone
+	// from it, and the Flusher then forgets the tenant's metric series too.
+	Tenants() []string
 }
 
 // Deps are the Flusher's collaborators.
@@ -354,10 +357,27 @@ func (f *Flusher) flush(ctx context.Context, boundOf func(maxT int64) (int64, Re
 		for ref, b := range bounds {
 			f.flushed[ref] = b
 		}
+		f.forgetGoneTenants(plans)
 	}
 	f.log.Info("flush done", "series", res.Series, "chunks", res.Chunks, "samples", res.Samples, "blocks", res.Blocks,
 		"bytes", res.Bytes, "series_removed", res.Dropped.SeriesRemoved, "duration", time.Since(begin), "failed_tenants", len(errs))
 	return res, errors.Join(errs...)
+}
+
+// forgetGoneTenants deletes the per-user metric series of the flushed tenants the store no longer
+// holds (the drop left them without series), so that tenants that come and go do not grow the
+// metrics without bound. A tenant that pushes again starts its counters afresh, which rate()
+// reads as a counter reset.
+func (f *Flusher) forgetGoneTenants(plans map[string][]seriesPlan) {
+	held := f.d.Store.Tenants()
+	for tenant := range plans {
+		if _, ok := slices.BinarySearch(held, tenant); ok {
+			continue
+		}
+		for _, v := range []*prometheus.CounterVec{f.metrics.seriesFlushed, f.metrics.chunksStored, f.metrics.bytesStored, f.metrics.samplesStored} {
+			v.DeleteLabelValues(tenant)
+		}
+	}
 }
 
 // flushTenant writes and uploads the blocks of one tenant. Either every block of the tenant is
