@@ -88,9 +88,19 @@ func NewCluster(dir string, n int) (*Cluster, error) {
 	b := 1 + int(runCounter.Add(1)%250)
 	c := &Cluster{Dir: dir}
 	var eps []Endpoint
+	// The nodes' ports stay held until the proxies listen: a proxy listens on its node's address
+	// with port 0, and the kernel hands out a port released a moment before (a CI run's proxy took
+	// n0's gRPC port: "bind: address already in use").
+	var held []net.Listener
+	defer func() {
+		for _, l := range held {
+			l.Close()
+		}
+	}()
 	for i := range n {
 		ip := fmt.Sprintf("127.%d.%d.%d", a, b, i+1)
-		ports, err := freePorts(ip, 3)
+		ports, lns, err := freePorts(ip, 3)
+		held = append(held, lns...)
 		if err != nil {
 			return nil, err
 		}
@@ -109,26 +119,21 @@ func NewCluster(dir string, n int) (*Cluster, error) {
 	return c, nil
 }
 
-// freePorts finds k ports free on ip. They are released before use, so another process may take
-// one in between; on this address nobody else should.
-func freePorts(ip string, k int) ([]string, error) {
+// freePorts finds k ports free on ip and returns them with the listeners that hold them; the caller
+// closes the listeners just before the ports are used. On this address nobody else listens.
+func freePorts(ip string, k int) ([]string, []net.Listener, error) {
 	var out []string
 	var lns []net.Listener
-	defer func() {
-		for _, l := range lns {
-			l.Close()
-		}
-	}()
 	for range k {
 		ln, err := net.Listen("tcp", net.JoinHostPort(ip, "0"))
 		if err != nil {
-			return nil, fmt.Errorf("inproc: no free port on %s: %w", ip, err)
+			return nil, lns, fmt.Errorf("inproc: no free port on %s: %w", ip, err)
 		}
 		lns = append(lns, ln)
 		_, p, _ := net.SplitHostPort(ln.Addr().String())
 		out = append(out, p)
 	}
-	return out, nil
+	return out, lns, nil
 }
 
 func (c *Cluster) config(i int) (ingester.Config, error) {
