@@ -134,12 +134,11 @@ func (st *Store) ImportChunks(tenant string, lset labels.Labels, chunks []Chunk)
 // retried import is idempotent. Every series is validated before anything is logged: an invalid
 // label set or chunk fails the whole batch with nothing imported. The chunks are logged to the WAL
 // (one chunks record per 64 KiB) and the call waits for the group commit that holds the batch's
-// last record — usually one commit for the whole batch, two when the committer started while the
-// batch was still being queued; the chunks become visible only after it. The per-tenant series limit does not apply (acknowledged
-// data). A series refused after validation (chunks not newer than the series' data) stops the
-// batch with an error: the series before it are
-// imported, none after it. Labels and chunk data are copied; batch is not retained. Safe for
-// concurrent use.
+// last record — usually one commit for the whole batch, more when the committer started while the
+// batch was still being queued; the chunks become visible only after it. The per-tenant series
+// limit does not apply (acknowledged data). A series refused after validation (chunks not newer
+// than the series' data) stops the batch with an error: the series before it are imported, none
+// after it. Labels and chunk data are copied; batch is not retained. Safe for concurrent use.
 func (st *Store) ImportBatch(batch []ImportSeries) error {
 	if st.closed.Load() {
 		return ErrClosed
