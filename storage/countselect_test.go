@@ -5,7 +5,6 @@ import (
 	"errors"
 	"fmt"
 	"math"
-	"path/filepath"
 	"testing"
 	"time"
 
@@ -14,7 +13,6 @@ import (
 	promstorage "github.com/prometheus/prometheus/storage"
 	"github.com/prometheus/prometheus/tsdb"
 	"github.com/thanos-io/objstore"
-	"github.com/thanos-io/objstore/providers/filesystem"
 
 	tenantctx "github.com/raftingest/raftingest/tenant"
 )
@@ -152,37 +150,7 @@ func (c countingQuerier) Select(ctx context.Context, sortSeries bool, h *promsto
 //
 //	go test -run '^$' -bench RangeQueryFromBlocksCounted -benchtime 5x -count 6 ./storage/ | tee new.txt; benchstat new.txt
 func BenchmarkRangeQueryFromBlocksCounted(b *testing.B) {
-	const (
-		nSeries = 10_000
-		step    = int64(15_000)
-		h       = int64(3600_000)
-	)
-	root := b.TempDir()
-	bkt, err := filesystem.NewBucket(root)
-	if err != nil {
-		b.Fatal(err)
-	}
-	var ss []Series
-	for i := range nSeries {
-		lset := labels.FromStrings("__name__", "bench_requests_total", "instance", fmt.Sprintf("host-%05d", i), "group", fmt.Sprintf("g%d", i%20))
-		var smps []sample
-		for ts := int64(0); ts < h; ts += step {
-			smps = append(smps, sample{ts, float64(ts/1000 + int64(i))})
-		}
-		ss = append(ss, Series{Labels: lset, Chunks: xorChunks(b, smps, 120)})
-	}
-	for r := range 3 {
-		dir := b.TempDir()
-		meta, err := WriteBlock(context.Background(), dir, ss, BlockOptions{MinTime: 0, MaxTime: h,
-			Labels: map[string]string{"__ingester_id__": fmt.Sprint("r", r)}})
-		if err != nil {
-			b.Fatal(err)
-		}
-		if err := UploadBlock(context.Background(), bkt, "bench", filepath.Join(dir, meta.ULID.String()), meta); err != nil {
-			b.Fatal(err)
-		}
-	}
-	q := NewBucketQueryable(bkt, root, b.TempDir(), nil)
+	q := benchBlocksQueryable(b)
 	defer q.Close()
 	engine := promql.NewEngine(promql.EngineOpts{MaxSamples: 100_000_000, Timeout: time.Minute, LookbackDelta: 5 * time.Minute})
 	ctx := tenantctx.With(context.Background(), "bench")
@@ -194,7 +162,7 @@ func BenchmarkRangeQueryFromBlocksCounted(b *testing.B) {
 		b.Run(path.name, func(b *testing.B) {
 			b.ReportAllocs()
 			for b.Loop() {
-				rq, err := engine.NewRangeQuery(ctx, path.q, nil, expr, time.UnixMilli(5*60_000), time.UnixMilli(h-step), 15*time.Second)
+				rq, err := engine.NewRangeQuery(ctx, path.q, nil, expr, time.UnixMilli(5*60_000), time.UnixMilli(benchBlocksRange-benchBlocksStep), 15*time.Second)
 				if err != nil {
 					b.Fatal(err)
 				}

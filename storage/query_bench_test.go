@@ -20,11 +20,54 @@ import (
 //
 //	go test -run '^$' -bench RangeQueryFromBlocks -benchtime 5x ./storage/ | tee new.txt; benchstat old.txt new.txt
 func BenchmarkRangeQueryFromBlocks(b *testing.B) {
-	const (
-		nSeries = 10_000
-		step    = int64(15_000)
-		h       = int64(3600_000)
-	)
+	q := benchBlocksQueryable(b)
+	defer q.Close()
+	engine := promql.NewEngine(promql.EngineOpts{MaxSamples: 100_000_000, Timeout: time.Minute, LookbackDelta: 5 * time.Minute})
+	ctx := tenantctx.With(context.Background(), "bench")
+	for _, expr := range []string{`sum by (group) (rate(bench_requests_total[5m]))`, `bench_requests_total`} {
+		b.Run(expr, func(b *testing.B) {
+			b.ReportAllocs()
+			points := 0
+			for b.Loop() {
+				rq, err := engine.NewRangeQuery(ctx, q, nil, expr, time.UnixMilli(5*60_000), time.UnixMilli(benchBlocksRange-benchBlocksStep), 15*time.Second)
+				if err != nil {
+					b.Fatal(err)
+				}
+				res := rq.Exec(ctx)
+				if res.Err != nil {
+					b.Fatal(res.Err)
+				}
+				m, err := res.Matrix()
+				if err != nil {
+					b.Fatal(err)
+				}
+				points = 0
+				for _, s := range m {
+					points += len(s.Floats)
+				}
+				rq.Close()
+			}
+			if points == 0 {
+				b.Fatal("the query returned no points")
+			}
+			b.ReportMetric(float64(b.Elapsed().Milliseconds())/float64(b.N), "ms/query")
+			b.ReportMetric(float64(points), "points")
+		})
+	}
+}
+
+// The span and step of benchBlocksQueryable's series (ms).
+const (
+	benchBlocksStep  = int64(15_000)
+	benchBlocksRange = int64(3600_000)
+)
+
+// benchBlocksQueryable writes 10k series (1h of 15 s samples, tenant "bench") into three replicas'
+// blocks in a filesystem bucket and returns a BucketQueryable over it; the caller closes it.
+func benchBlocksQueryable(b *testing.B) *BucketQueryable {
+	b.Helper()
+	const nSeries = 10_000
+	step, h := benchBlocksStep, benchBlocksRange
 	root := b.TempDir()
 	bkt, err := filesystem.NewBucket(root)
 	if err != nil {
@@ -50,38 +93,5 @@ func BenchmarkRangeQueryFromBlocks(b *testing.B) {
 			b.Fatal(err)
 		}
 	}
-	q := NewBucketQueryable(bkt, root, b.TempDir(), nil)
-	defer q.Close()
-	engine := promql.NewEngine(promql.EngineOpts{MaxSamples: 100_000_000, Timeout: time.Minute, LookbackDelta: 5 * time.Minute})
-	ctx := tenantctx.With(context.Background(), "bench")
-	for _, expr := range []string{`sum by (group) (rate(bench_requests_total[5m]))`, `bench_requests_total`} {
-		b.Run(expr, func(b *testing.B) {
-			b.ReportAllocs()
-			points := 0
-			for b.Loop() {
-				rq, err := engine.NewRangeQuery(ctx, q, nil, expr, time.UnixMilli(5*60_000), time.UnixMilli(h-step), 15*time.Second)
-				if err != nil {
-					b.Fatal(err)
-				}
-				res := rq.Exec(ctx)
-				if res.Err != nil {
-					b.Fatal(res.Err)
-				}
-				m, err := res.Matrix()
-				if err != nil {
-					b.Fatal(err)
-				}
-				points = 0
-				for _, s := range m {
-					points += len(s.Floats)
-				}
-				rq.Close()
-			}
-			if points == 0 {
-				b.Fatal("the query returned no points")
-			}
-			b.ReportMetric(float64(b.Elapsed().Milliseconds())/float64(b.N), "ms/query")
-			b.ReportMetric(float64(points), "points")
-		})
-	}
+	return NewBucketQueryable(bkt, root, b.TempDir(), nil)
 }
