@@ -108,10 +108,13 @@ func TestProcess_RingLifecycle(t *testing.T) {
 		}
 	}
 
-	// /ready is 200 on an ACTIVE member; /ring answers JSON and HTML.
-	if code, body, err := pc.HTTPGet(b.HTTPAddr, "/ready", ""); err != nil || code != 200 {
-		t.Errorf("/ready on ACTIVE b: %d %q %v", code, body, err)
-	}
+	// /ready is 200 on an ACTIVE member once its ring has caught up with the leader's commit index
+	// (learned by polling; a node that joined moments ago may still be learning it); /ring answers
+	// JSON and HTML.
+	pc.Eventually(t, 10*time.Second, "/ready 200 on ACTIVE b", func() (bool, string) {
+		code, body, err := pc.HTTPGet(b.HTTPAddr, "/ready", "")
+		return err == nil && code == 200, fmt.Sprintf("%d %q %v", code, body, err)
+	})
 	if code, body, err := pc.HTTPGet(b.HTTPAddr, "/ring", "application/json"); err != nil || code != 200 || !json.Valid([]byte(body)) {
 		t.Errorf("/ring JSON: %d %v %.200q", code, err, body)
 	}
