@@ -394,7 +394,7 @@ func (s *Server) joinOnce(ctx context.Context, addr string) error {
 // expecting at each address the member the ring has there, or plain without -tls.* — and a context
 // dialer through Config.Dial when it is set.
 func (s *Server) dialOptions() []grpc.DialOption {
-	opts := []grpc.DialOption{s.auth.DialOption(s.memberAt)}
+	opts := []grpc.DialOption{s.auth.DialOption(s.node.MemberAt)}
 	if dial := s.cfg.Dial; dial != nil {
 		opts = append(opts, grpc.WithContextDialer(func(ctx context.Context, addr string) (net.Conn, error) {
 			return dial(ctx, "tcp", addr)

@@ -78,18 +78,6 @@ func (s *Server) authorizeHandover() func(ctx context.Context, leaver ringstate.
 	}
 }
 
-// memberAt is the member whose gRPC address is addr in the applied ring, "" when none is: under
-// TLS a client to addr requires that member's certificate (any member's for "").
-func (s *Server) memberAt(addr string) string {
-	r := s.node.Ring()
-	for i := range r.Len() {
-		if m := r.MemberAt(i); m.GRPCAddr == addr {
-			return string(m.ID)
-		}
-	}
-	return ""
-}
-
 // warnPlainClusterPlane logs a warning for each cluster-plane listener on a non-loopback address
 // while mutual TLS is off: anyone who reaches it can change the ring and read every tenant.
 func warnPlainClusterPlane(cfg Config, log *slog.Logger) {

@@ -137,7 +137,7 @@ func NewNode(cfg Config) (*Node, error) {
 		lastGRPC:   map[string]string{},
 		removedCh:  make(chan struct{}),
 	}
-	n.conns = newConnCache(grpcDialOptions(cfg.Dial, cfg.TLS, n.memberAt)...)
+	n.conns = newConnCache(grpcDialOptions(cfg.Dial, cfg.TLS, n.MemberAt)...)
 	n.runCtx, n.runCancel = context.WithCancel(context.Background())
 	var err error
 	// A bolt file is locked by its user; time out instead of hanging when another process (or a
@@ -727,10 +727,10 @@ func (n *Node) grpcAddr(id string) (string, error) {
 	return "", fmt.Errorf("%w: leader %s has no known gRPC address (not registered yet?)", ErrNoLeader, id)
 }
 
-// memberAt is the member id whose gRPC address is addr, from the ring or the addresses seen
-// before; "" when none is known. Under TLS a forwarding client requires that member's certificate
-// at addr.
-func (n *Node) memberAt(addr string) string {
+// MemberAt is the member id whose gRPC address is addr, from the ring or the addresses seen
+// before; "" when none is known. Under TLS a client of addr (forwarding, and the ingester's
+// member clients) requires that member's certificate there.
+func (n *Node) MemberAt(addr string) string {
 	r := n.fsm.Ring()
 	for i := range r.Len() {
 		if m := r.MemberAt(i); m.GRPCAddr == addr {
