@@ -1,19 +1,10 @@
 package ingester
 
 import (
-	"bytes"
 	"context"
-	"errors"
-	"flag"
-	"io"
-	"log/slog"
 	"net/http"
-	"path/filepath"
 	"testing"
 	"time"
-
-	"github.com/golang/snappy"
-	"github.com/prometheus/prometheus/prompb"
 )
 
 // TestServer_ClockReachesRingDistributorAndFlusher: Config.Clock is the node's wall clock for the
@@ -29,41 +20,8 @@ import (
 // Each of the three outcomes is the opposite with the host's clock.
 func TestServer_ClockReachesRingDistributorAndFlusher(t *testing.T) {
 	const skew = time.Hour
-	var cfg Config
-	fs := flag.NewFlagSet("ingester", flag.ContinueOnError)
-	cfg.RegisterFlags(fs)
-	if err := fs.Parse([]string{"-node.id", "n0", "-data.dir", filepath.Join(t.TempDir(), "n0"), "-bootstrap",
-		"-raft.addr", freeAddr(t), "-grpc.addr", freeAddr(t), "-http.addr", freeAddr(t), "-admin.http-addr", "",
-		"-ring.heartbeat-period", "200ms", "-ingester.join-after", "0s", "-ingester.flush-idle-timeout", "30m",
-		"-ingester.flush-check-period", "1h"}); err != nil {
-		t.Fatal(err)
-	}
-	if err := cfg.Validate(); err != nil {
-		t.Fatal(err)
-	}
-	cfg.Clock = func() time.Time { return time.Now().Add(skew) }
-	s, err := New(cfg, slog.New(slog.NewTextHandler(io.Discard, nil)))
-	if err != nil {
-		t.Fatal(err)
-	}
-	ctx, cancel := context.WithCancel(context.Background())
-	done := make(chan error, 1)
-	go func() { done <- s.Run(ctx) }()
-	t.Cleanup(func() {
-		cancel()
-		if err := <-done; err != nil && !errors.Is(err, context.Canceled) {
-			t.Errorf("run: %v", err)
-		}
-	})
-	tick := time.NewTicker(20 * time.Millisecond)
-	defer tick.Stop()
-	// Ready as /ready means it: ACTIVE, and the ring caught up (the push gate answers 503 until then).
-	caughtUp := func() bool { ok, _, _ := s.node.CaughtUp(); return ok }
-	for deadline := time.Now().Add(20 * time.Second); !s.lc.Ready() || !caughtUp(); <-tick.C {
-		if time.Now().After(deadline) {
-			t.Fatal("the node did not become ready within 20s")
-		}
-	}
+	s, cfg := startSingleNode(t, func() time.Time { return time.Now().Add(skew) },
+		"-ingester.flush-idle-timeout", "30m", "-ingester.flush-check-period", "1h")
 
 	// Raft: ring time is the node's clock.
 	if ahead := time.Duration(s.node.Ring().TimeMs()-time.Now().UnixMilli()) * time.Millisecond; ahead < skew-10*time.Second || ahead > skew+10*time.Second {
@@ -74,24 +32,9 @@ func TestServer_ClockReachesRingDistributorAndFlusher(t *testing.T) {
 	now := time.Now()
 	push := func(name string, ts time.Time) int {
 		t.Helper()
-		raw, err := (&prompb.WriteRequest{Timeseries: []prompb.TimeSeries{{
-			Labels:  []prompb.Label{{Name: "__name__", Value: name}},
-			Samples: []prompb.Sample{{Timestamp: ts.UnixMilli(), Value: 1}},
-		}}}).Marshal()
-		if err != nil {
-			t.Fatal(err)
-		}
-		req, _ := http.NewRequest(http.MethodPost, "http://"+cfg.HTTPAddr+"/api/v1/push", bytes.NewReader(snappy.Encode(nil, raw)))
-		req.Header.Set("Content-Encoding", "snappy")
-		req.Header.Set("Content-Type", "application/x-protobuf")
-		resp, err := http.DefaultClient.Do(req)
-		if err != nil {
-			t.Fatal(err)
-		}
-		body, _ := io.ReadAll(resp.Body)
-		resp.Body.Close()
-		t.Logf("push %s at host time %s: %d %s", name, ts.Sub(now).Round(time.Minute), resp.StatusCode, bytes.TrimSpace(body))
-		return resp.StatusCode
+		code, body := pushSample(t, cfg.HTTPAddr, "", name, ts)
+		t.Logf("push %s at host time %s: %d %s", name, ts.Sub(now).Round(time.Minute), code, body)
+		return code
 	}
 	if code := push("ahead_30m", now.Add(30*time.Minute)); code/100 != 2 {
 		t.Fatalf("a sample 30m ahead of the host (30m behind the node's clock) was refused with %d", code)

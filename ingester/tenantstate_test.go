@@ -1,22 +1,12 @@
 package ingester
 
 import (
-	"bytes"
 	"context"
-	"errors"
-	"flag"
 	"fmt"
-	"io"
-	"log/slog"
-	"net/http"
-	"path/filepath"
 	"strings"
 	"sync/atomic"
 	"testing"
 	"time"
-
-	"github.com/golang/snappy"
-	"github.com/prometheus/prometheus/prompb"
 )
 
 // TestServer_IdleTenantsLeaveNoState runs one whole node (real HTTP, gRPC, Raft, WAL and bucket)
@@ -25,59 +15,13 @@ import (
 // leaves it without series, and the distributor forgets its rate limiter and metric series once it
 // has been idle for 15 minutes. Rotating tenant ids must not grow a node's memory without bound.
 func TestServer_IdleTenantsLeaveNoState(t *testing.T) {
-	var cfg Config
-	fs := flag.NewFlagSet("ingester", flag.ContinueOnError)
-	cfg.RegisterFlags(fs)
-	if err := fs.Parse([]string{"-node.id", "n0", "-data.dir", filepath.Join(t.TempDir(), "n0"), "-bootstrap",
-		"-raft.addr", freeAddr(t), "-grpc.addr", freeAddr(t), "-http.addr", freeAddr(t), "-admin.http-addr", "",
-		"-ring.heartbeat-period", "200ms", "-ingester.join-after", "0s", "-auth.multitenancy-enabled",
-		"-ingester.flush-check-period", "1h"}); err != nil {
-		t.Fatal(err)
-	}
-	if err := cfg.Validate(); err != nil {
-		t.Fatal(err)
-	}
 	var skew atomic.Int64
-	cfg.Clock = func() time.Time { return time.Now().Add(time.Duration(skew.Load())) }
-	s, err := New(cfg, slog.New(slog.NewTextHandler(io.Discard, nil)))
-	if err != nil {
-		t.Fatal(err)
-	}
-	ctx, cancel := context.WithCancel(context.Background())
-	done := make(chan error, 1)
-	go func() { done <- s.Run(ctx) }()
-	t.Cleanup(func() {
-		cancel()
-		if err := <-done; err != nil && !errors.Is(err, context.Canceled) {
-			t.Errorf("run: %v", err)
-		}
-	})
-	caughtUp := func() bool { ok, _, _ := s.node.CaughtUp(); return ok }
-	for deadline := time.Now().Add(20 * time.Second); !s.lc.Ready() || !caughtUp(); time.Sleep(20 * time.Millisecond) {
-		if time.Now().After(deadline) {
-			t.Fatal("the node did not become ready within 20s")
-		}
-	}
+	s, cfg := startSingleNode(t, func() time.Time { return time.Now().Add(time.Duration(skew.Load())) },
+		"-auth.multitenancy-enabled", "-ingester.flush-check-period", "1h")
 	push := func(tenant string) {
 		t.Helper()
-		raw, err := (&prompb.WriteRequest{Timeseries: []prompb.TimeSeries{{
-			Labels:  []prompb.Label{{Name: "__name__", Value: "m"}},
-			Samples: []prompb.Sample{{Timestamp: cfg.Clock().UnixMilli(), Value: 1}},
-		}}}).Marshal()
-		if err != nil {
-			t.Fatal(err)
-		}
-		req, _ := http.NewRequest(http.MethodPost, "http://"+cfg.HTTPAddr+"/api/v1/push", bytes.NewReader(snappy.Encode(nil, raw)))
-		req.Header.Set("Content-Encoding", "snappy")
-		req.Header.Set("X-Scope-OrgID", tenant)
-		resp, err := http.DefaultClient.Do(req)
-		if err != nil {
-			t.Fatal(err)
-		}
-		body, _ := io.ReadAll(resp.Body)
-		resp.Body.Close()
-		if resp.StatusCode/100 != 2 {
-			t.Fatalf("push for %s: %d %s", tenant, resp.StatusCode, body)
+		if code, body := pushSample(t, cfg.HTTPAddr, tenant, "m", cfg.Clock()); code/100 != 2 {
+			t.Fatalf("push for %s: %d %s", tenant, code, body)
 		}
 	}
 	// seriesOf counts the metric series (of every family) labelled with a rotating tenant.
