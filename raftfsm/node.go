@@ -302,7 +302,15 @@ func (n *Node) Changed() <-chan struct{} { return n.fsm.Changed() }
 // owners and can be acked with fewer copies than the replication factor (found by the fault
 // tests: stale-ring-push-during-replay). target is the index to reach (startIndex until a leader's
 // commit index is known); applied is the FSM's.
+//
+// The latch is set by a background poll (watchCatchUp) and, on the leader, by CaughtUp itself: the
+// leader's commit index needs no network round trip, so a leader whose applied ring has reached it
+// answers true at once instead of one poll later (a bootstrapped node used to refuse pushes for up
+// to a poll after it showed ACTIVE).
 func (n *Node) CaughtUp() (ok bool, applied, target uint64) {
+	if !n.caughtUp.Load() && n.raft.State() == raft.Leader {
+		n.checkCaughtUp()
+	}
 	applied = n.fsm.AppliedIndex()
 	target = max(n.catchTarget.Load(), n.startIndex)
 	return n.caughtUp.Load(), applied, target
@@ -332,7 +340,9 @@ func (n *Node) watchCatchUp() {
 	}
 }
 
-// checkCaughtUp is one step of watchCatchUp.
+// checkCaughtUp is one step of watchCatchUp; CaughtUp also calls it on the leader, where it does
+// not touch the network. Concurrent calls are harmless: each stores a leader's commit index as the
+// target (any one is a valid bound) and only ever latches caughtUp to true.
 func (n *Node) checkCaughtUp() bool {
 	target := n.catchTarget.Load()
 	if target == 0 {
