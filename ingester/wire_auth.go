@@ -14,6 +14,7 @@ import (
 	"google.golang.org/grpc"
 
 	"github.com/raftingest/raftingest/auth"
+	"github.com/raftingest/raftingest/blockspb"
 	"github.com/raftingest/raftingest/ingesterpb"
 	"github.com/raftingest/raftingest/ringstate"
 	"github.com/raftingest/raftingest/transferpb"
@@ -41,16 +42,20 @@ func (s *Server) grpcAuthOptions() (creds grpc.ServerOption, unary grpc.UnarySer
 	return s.auth.ServerOption(), unary, stream
 }
 
-// authorizeMethod is the right every call of an ingester or transfer method needs before its
-// handler runs: the caller is a member of the ring (Push, QueryStream), or a member at all
+// authorizeMethod is the right every call of an ingester, blocks or transfer method needs before
+// its handler runs: the caller is a member of the ring (Push, QueryStream, QueryBlocks, every
+// Blocks method; DeleteBlocks also checks the compactor lease in its handler), or a member at all
 // (TransferChunks, whose leaver is checked against the caller on the first frame:
 // authorizeHandover). The Ring service's methods check their own rights.
 func (s *Server) authorizeMethod(ctx context.Context, method string) error {
 	switch method {
-	case ingesterpb.Ingester_Push_FullMethodName, ingesterpb.Ingester_QueryStream_FullMethodName:
+	case ingesterpb.Ingester_Push_FullMethodName, ingesterpb.Ingester_QueryStream_FullMethodName,
+		ingesterpb.Ingester_QueryBlocks_FullMethodName,
+		blockspb.Blocks_ListBlocks_FullMethodName, blockspb.Blocks_FetchBlock_FullMethodName,
+		blockspb.Blocks_StoreBlock_FullMethodName, blockspb.Blocks_DeleteBlocks_FullMethodName:
 		p := s.auth.Caller(ctx)
 		if p.Kind != auth.Node {
-			return s.auth.Deny(p, auth.RightMember, "call "+method+" (only members write to and read from ingesters)")
+			return s.auth.Deny(p, auth.RightMember, "call "+method+" (only members write to, read from and move blocks between ingesters)")
 		}
 		if _, ok := s.node.Ring().Member(ringstate.MemberID(p.Name)); !ok {
 			return s.auth.Deny(p, auth.RightMember, fmt.Sprintf("call %s: %q is not a ring member", method, p.Name))

@@ -155,8 +155,10 @@ type QueryRequest struct {
 	StartTimestampMs int64                  `protobuf:"varint,1,opt,name=start_timestamp_ms,json=startTimestampMs,proto3" json:"start_timestamp_ms,omitempty"`
 	EndTimestampMs   int64                  `protobuf:"varint,2,opt,name=end_timestamp_ms,json=endTimestampMs,proto3" json:"end_timestamp_ms,omitempty"`
 	Matchers         []*LabelMatcher        `protobuf:"bytes,3,rep,name=matchers,proto3" json:"matchers,omitempty"`
-	unknownFields    protoimpl.UnknownFields
-	sizeCache        protoimpl.SizeCache
+	// labels_only asks for the series' labels without their chunks (the series and label APIs).
+	LabelsOnly    bool `protobuf:"varint,4,opt,name=labels_only,json=labelsOnly,proto3" json:"labels_only,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
 }
 
 func (x *QueryRequest) Reset() {
@@ -208,6 +210,13 @@ func (x *QueryRequest) GetMatchers() []*LabelMatcher {
 		return x.Matchers
 	}
 	return nil
+}
+
+func (x *QueryRequest) GetLabelsOnly() bool {
+	if x != nil {
+		return x.LabelsOnly
+	}
+	return false
 }
 
 type LabelMatcher struct {
@@ -774,11 +783,13 @@ var File_ingester_proto protoreflect.FileDescriptor
 
 const file_ingester_proto_rawDesc = "" +
 	"\n" +
-	"\x0eingester.proto\x12\x16raftingest.ingester.v1\"\xa8\x01\n" +
+	"\x0eingester.proto\x12\x16raftingest.ingester.v1\"\xc9\x01\n" +
 	"\fQueryRequest\x12,\n" +
 	"\x12start_timestamp_ms\x18\x01 \x01(\x03R\x10startTimestampMs\x12(\n" +
 	"\x10end_timestamp_ms\x18\x02 \x01(\x03R\x0eendTimestampMs\x12@\n" +
-	"\bmatchers\x18\x03 \x03(\v2$.raftingest.ingester.v1.LabelMatcherR\bmatchers\"o\n" +
+	"\bmatchers\x18\x03 \x03(\v2$.raftingest.ingester.v1.LabelMatcherR\bmatchers\x12\x1f\n" +
+	"\vlabels_only\x18\x04 \x01(\bR\n" +
+	"labelsOnly\"o\n" +
 	"\fLabelMatcher\x125\n" +
 	"\x04type\x18\x01 \x01(\x0e2!.raftingest.ingester.v1.MatchTypeR\x04type\x12\x12\n" +
 	"\x04name\x18\x02 \x01(\tR\x04name\x12\x14\n" +
@@ -826,10 +837,11 @@ const file_ingester_proto_rawDesc = "" +
 	"\x13DUPLICATE_TIMESTAMP\x10\x02\x12\x13\n" +
 	"\x0fTOO_MANY_SERIES\x10\x03\x12\v\n" +
 	"\aINVALID\x10\x04\x12\f\n" +
-	"\bINTERNAL\x10\x052\xc1\x01\n" +
+	"\bINTERNAL\x10\x052\xa5\x02\n" +
 	"\bIngester\x12Q\n" +
 	"\x04Push\x12#.raftingest.ingester.v1.PushRequest\x1a$.raftingest.ingester.v1.PushResponse\x12b\n" +
-	"\vQueryStream\x12$.raftingest.ingester.v1.QueryRequest\x1a+.raftingest.ingester.v1.QueryStreamResponse0\x01B-Z+github.com/raftingest/raftingest/ingesterpbb\x06proto3"
+	"\vQueryStream\x12$.raftingest.ingester.v1.QueryRequest\x1a+.raftingest.ingester.v1.QueryStreamResponse0\x01\x12b\n" +
+	"\vQueryBlocks\x12$.raftingest.ingester.v1.QueryRequest\x1a+.raftingest.ingester.v1.QueryStreamResponse0\x01B-Z+github.com/raftingest/raftingest/ingesterpbb\x06proto3"
 
 var (
 	file_ingester_proto_rawDescOnce sync.Once
@@ -873,10 +885,12 @@ var file_ingester_proto_depIdxs = []int32{
 	1,  // 9: raftingest.ingester.v1.SeriesError.code:type_name -> raftingest.ingester.v1.ErrorCode
 	7,  // 10: raftingest.ingester.v1.Ingester.Push:input_type -> raftingest.ingester.v1.PushRequest
 	2,  // 11: raftingest.ingester.v1.Ingester.QueryStream:input_type -> raftingest.ingester.v1.QueryRequest
-	11, // 12: raftingest.ingester.v1.Ingester.Push:output_type -> raftingest.ingester.v1.PushResponse
-	4,  // 13: raftingest.ingester.v1.Ingester.QueryStream:output_type -> raftingest.ingester.v1.QueryStreamResponse
-	12, // [12:14] is the sub-list for method output_type
-	10, // [10:12] is the sub-list for method input_type
+	2,  // 12: raftingest.ingester.v1.Ingester.QueryBlocks:input_type -> raftingest.ingester.v1.QueryRequest
+	11, // 13: raftingest.ingester.v1.Ingester.Push:output_type -> raftingest.ingester.v1.PushResponse
+	4,  // 14: raftingest.ingester.v1.Ingester.QueryStream:output_type -> raftingest.ingester.v1.QueryStreamResponse
+	4,  // 15: raftingest.ingester.v1.Ingester.QueryBlocks:output_type -> raftingest.ingester.v1.QueryStreamResponse
+	13, // [13:16] is the sub-list for method output_type
+	10, // [10:13] is the sub-list for method input_type
 	10, // [10:10] is the sub-list for extension type_name
 	10, // [10:10] is the sub-list for extension extendee
 	0,  // [0:10] is the sub-list for field type_name

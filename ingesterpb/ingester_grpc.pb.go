@@ -32,6 +32,7 @@ const _ = grpc.SupportPackageIsVersion9
 const (
 	Ingester_Push_FullMethodName        = "/raftingest.ingester.v1.Ingester/Push"
 	Ingester_QueryStream_FullMethodName = "/raftingest.ingester.v1.Ingester/QueryStream"
+	Ingester_QueryBlocks_FullMethodName = "/raftingest.ingester.v1.Ingester/QueryBlocks"
 )
 
 // IngesterClient is the client API for Ingester service.
@@ -47,6 +48,12 @@ type IngesterClient interface {
 	// [start_timestamp_ms, end_timestamp_ms], with their chunks (the open head chunk included), in
 	// batches. Chunks may hold samples outside the range: readers trim.
 	QueryStream(ctx context.Context, in *QueryRequest, opts ...grpc.CallOption) (grpc.ServerStreamingClient[QueryStreamResponse], error)
+	// QueryBlocks is QueryStream over the blocks in this member's own (node-local) bucket instead of
+	// its memory: the series of every block overlapping the range, with their chunks as the blocks
+	// hold them, each label set once (chunks of the same series in several blocks are merged). A
+	// querier asks every member for blocks when the bucket is node-local; with a shared bucket it
+	// reads the bucket itself and never calls this.
+	QueryBlocks(ctx context.Context, in *QueryRequest, opts ...grpc.CallOption) (grpc.ServerStreamingClient[QueryStreamResponse], error)
 }
 
 type ingesterClient struct {
@@ -86,6 +93,25 @@ func (c *ingesterClient) QueryStream(ctx context.Context, in *QueryRequest, opts
 // This type alias is provided for backwards compatibility with existing code that references the prior non-generic stream type by name.
 type Ingester_QueryStreamClient = grpc.ServerStreamingClient[QueryStreamResponse]
 
+func (c *ingesterClient) QueryBlocks(ctx context.Context, in *QueryRequest, opts ...grpc.CallOption) (grpc.ServerStreamingClient[QueryStreamResponse], error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	stream, err := c.cc.NewStream(ctx, &Ingester_ServiceDesc.Streams[1], Ingester_QueryBlocks_FullMethodName, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	x := &grpc.GenericClientStream[QueryRequest, QueryStreamResponse]{ClientStream: stream}
+	if err := x.ClientStream.SendMsg(in); err != nil {
+		return nil, err
+	}
+	if err := x.ClientStream.CloseSend(); err != nil {
+		return nil, err
+	}
+	return x, nil
+}
+
+// This type alias is provided for backwards compatibility with existing code that references the prior non-generic stream type by name.
+type Ingester_QueryBlocksClient = grpc.ServerStreamingClient[QueryStreamResponse]
+
 // IngesterServer is the server API for Ingester service.
 // All implementations must embed UnimplementedIngesterServer
 // for forward compatibility.
@@ -99,6 +125,12 @@ type IngesterServer interface {
 	// [start_timestamp_ms, end_timestamp_ms], with their chunks (the open head chunk included), in
 	// batches. Chunks may hold samples outside the range: readers trim.
 	QueryStream(*QueryRequest, grpc.ServerStreamingServer[QueryStreamResponse]) error
+	// QueryBlocks is QueryStream over the blocks in this member's own (node-local) bucket instead of
+	// its memory: the series of every block overlapping the range, with their chunks as the blocks
+	// hold them, each label set once (chunks of the same series in several blocks are merged). A
+	// querier asks every member for blocks when the bucket is node-local; with a shared bucket it
+	// reads the bucket itself and never calls this.
+	QueryBlocks(*QueryRequest, grpc.ServerStreamingServer[QueryStreamResponse]) error
 	mustEmbedUnimplementedIngesterServer()
 }
 
@@ -114,6 +146,9 @@ func (UnimplementedIngesterServer) Push(context.Context, *PushRequest) (*PushRes
 }
 func (UnimplementedIngesterServer) QueryStream(*QueryRequest, grpc.ServerStreamingServer[QueryStreamResponse]) error {
 	return status.Errorf(codes.Unimplemented, "method QueryStream not implemented")
+}
+func (UnimplementedIngesterServer) QueryBlocks(*QueryRequest, grpc.ServerStreamingServer[QueryStreamResponse]) error {
+	return status.Errorf(codes.Unimplemented, "method QueryBlocks not implemented")
 }
 func (UnimplementedIngesterServer) mustEmbedUnimplementedIngesterServer() {}
 func (UnimplementedIngesterServer) testEmbeddedByValue()                  {}
@@ -165,6 +200,17 @@ func _Ingester_QueryStream_Handler(srv interface{}, stream grpc.ServerStream) er
 // This type alias is provided for backwards compatibility with existing code that references the prior non-generic stream type by name.
 type Ingester_QueryStreamServer = grpc.ServerStreamingServer[QueryStreamResponse]
 
+func _Ingester_QueryBlocks_Handler(srv interface{}, stream grpc.ServerStream) error {
+	m := new(QueryRequest)
+	if err := stream.RecvMsg(m); err != nil {
+		return err
+	}
+	return srv.(IngesterServer).QueryBlocks(m, &grpc.GenericServerStream[QueryRequest, QueryStreamResponse]{ServerStream: stream})
+}
+
+// This type alias is provided for backwards compatibility with existing code that references the prior non-generic stream type by name.
+type Ingester_QueryBlocksServer = grpc.ServerStreamingServer[QueryStreamResponse]
+
 // Ingester_ServiceDesc is the grpc.ServiceDesc for Ingester service.
 // It's only intended for direct use with grpc.RegisterService,
 // and not to be introspected or modified (even as a copy)
@@ -181,6 +227,11 @@ var Ingester_ServiceDesc = grpc.ServiceDesc{
 		{
 			StreamName:    "QueryStream",
 			Handler:       _Ingester_QueryStream_Handler,
+			ServerStreams: true,
+		},
+		{
+			StreamName:    "QueryBlocks",
+			Handler:       _Ingester_QueryBlocks_Handler,
 			ServerStreams: true,
 		},
 	},

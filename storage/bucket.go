@@ -43,6 +43,11 @@ type FilesystemConfig struct {
 	// Dir is the bucket's root directory. Flag: -blocks-storage.filesystem.dir; empty means
 	// <data.dir>/blocks, filled in by the ingester's Config.Validate.
 	Dir string
+	// Shared declares that every member's Dir is the same directory (a network filesystem, or one
+	// directory on one machine): a querier then reads it directly, as it reads S3, and asks no
+	// member for blocks. Flag: -blocks-storage.filesystem.shared. False (the default): the
+	// directory is node-local; each member serves its own blocks to the others.
+	Shared bool
 }
 
 // S3Config is an S3 (or S3-compatible: MinIO, Ceph RGW) bucket.
@@ -67,6 +72,7 @@ type S3Config struct {
 func (c *Config) RegisterFlags(f *flag.FlagSet) {
 	f.StringVar(&c.Backend, "blocks-storage.backend", BackendFilesystem, "Backend for blocks storage: filesystem or s3.")
 	f.StringVar(&c.Filesystem.Dir, "blocks-storage.filesystem.dir", "", "Local directory of the filesystem bucket (default <data.dir>/blocks).")
+	f.BoolVar(&c.Filesystem.Shared, "blocks-storage.filesystem.shared", false, "The filesystem bucket's directory is the same for every member (a network filesystem, or one directory for a cluster on one machine): queriers read it directly and ask no member for blocks. Off (the default): each member's directory is its own; members serve their blocks to each other's queriers, hand them over when they leave, and the compactor keeps replication-factor copies.")
 	f.StringVar(&c.S3.Endpoint, "blocks-storage.s3.endpoint", "", "S3 endpoint, host[:port] without a scheme (e.g. s3.eu-west-1.amazonaws.com or 127.0.0.1:9000).")
 	f.StringVar(&c.S3.BucketName, "blocks-storage.s3.bucket-name", "", "S3 bucket name.")
 	f.StringVar(&c.S3.AccessKeyID, "blocks-storage.s3.access-key-id", "", "S3 access key id; empty takes $"+EnvAccessKeyID+" when the secret comes from $"+EnvSecretAccessKey+", else the AWS credential chain (environment, instance role).")
@@ -110,6 +116,13 @@ func (c *Config) LocalDir() string {
 		return c.Filesystem.Dir
 	}
 	return ""
+}
+
+// Shared reports whether every member reads and writes one bucket (S3, or a filesystem directory
+// declared shared): blocks are then read from the bucket directly and never moved between members.
+// Otherwise the bucket is node-local: members serve, hand over and place their blocks themselves.
+func (c *Config) Shared() bool {
+	return c.Backend == BackendS3 || c.Filesystem.Shared
 }
 
 // NewBucket opens the configured bucket. The filesystem bucket (FilesystemBucket) creates its

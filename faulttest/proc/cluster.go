@@ -75,8 +75,37 @@ type Cluster struct {
 	// ringctlTLS are the TLS flags of the driver's ringctl runs (EnableTLS); nil: plain.
 	ringctlTLS []string
 	// Bucket is the filesystem bucket every node flushes to and its querier reads
-	// (-blocks-storage.filesystem.dir): one directory shared by all, as one object store would be.
+	// (-blocks-storage.filesystem.dir, -blocks-storage.filesystem.shared): one directory shared by
+	// all, as one object store would be. Empty after LocalBuckets.
 	Bucket string
+}
+
+// LocalBuckets gives every node its own node-local filesystem bucket, the product's default
+// (<data.dir>/blocks), instead of the shared Bucket. Call it before the first Start.
+func (c *Cluster) LocalBuckets() {
+	for _, n := range c.Nodes {
+		n.mu.Lock()
+		for i := 0; i < len(n.args); i++ {
+			switch n.args[i] {
+			case "-blocks-storage.filesystem.dir":
+				n.args = append(n.args[:i], n.args[i+2:]...)
+				i--
+			case "-blocks-storage.filesystem.shared=true":
+				n.args = append(n.args[:i], n.args[i+1:]...)
+				i--
+			}
+		}
+		n.mu.Unlock()
+	}
+	c.Bucket = ""
+}
+
+// BucketDir is node i's bucket directory: its own under LocalBuckets, else the shared Bucket.
+func (c *Cluster) BucketDir(i int) string {
+	if c.Bucket == "" {
+		return filepath.Join(c.Nodes[i].DataDir, "blocks")
+	}
+	return c.Bucket
 }
 
 // NewCluster creates n namespaces and defines (does not start) n nodes with data under dir.
@@ -98,6 +127,7 @@ func NewCluster(bin, dir string, n int) (*Cluster, error) {
 		nd.args = append([]string{"-node.id", nd.ID, "-data.dir", nd.DataDir, "-raft.addr", nd.RaftAddr,
 			"-grpc.addr", nd.GRPCAddr, "-http.addr", nd.HTTPAddr, "-admin.http-addr", "127.0.0.1:9094",
 			"-blocks-storage.backend", "filesystem", "-blocks-storage.filesystem.dir", c.Bucket,
+			"-blocks-storage.filesystem.shared=true",
 			"-debug.ring-history-file", ringHistoryPath(dir, nd.ID)}, nodeFlags...)
 		if i == 0 {
 			nd.args = append(nd.args, "-bootstrap")
