@@ -8,6 +8,8 @@ package proc
 import (
 	"context"
 	"fmt"
+	"io"
+	"net/http"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -27,6 +29,8 @@ import (
 // Ports every node uses on its own address.
 const (
 	raftPort = 9096
+	// adminPort is the admin listener's port on the node's address when ExposeAdmin is called.
+	adminPort = 9094
 	grpcPort = 9095
 	httpPort = 8080
 )
@@ -52,7 +56,10 @@ type Node struct {
 	RaftAddr string
 	GRPCAddr string
 	HTTPAddr string
-	args     []string
+	// AdminAddr is the admin listener (/ingester/flush) on the node's address after ExposeAdmin;
+	// "" while it stays on the loopback of the node's namespace, out of the driver's reach.
+	AdminAddr string
+	args      []string
 
 	mu     sync.Mutex
 	cmd    *exec.Cmd
@@ -98,6 +105,55 @@ func (c *Cluster) LocalBuckets() {
 		n.mu.Unlock()
 	}
 	c.Bucket = ""
+}
+
+// ExposeAdmin moves every node's admin listener (flush, shutdown, pprof) from the loopback of its
+// namespace to its address, so the driver can flush nodes (Flush). Call it before the first Start.
+func (c *Cluster) ExposeAdmin() {
+	for _, n := range c.Nodes {
+		n.mu.Lock()
+		n.AdminAddr = fmt.Sprintf("%s:%d", n.IP, adminPort)
+		n.args = append(n.args, "-admin.http-addr", n.AdminAddr) // the last value of a flag wins
+		n.mu.Unlock()
+	}
+}
+
+// Flush asks node i to flush everything in memory to its bucket (POST /ingester/flush on its admin
+// listener, ExposeAdmin) and returns the node's answer.
+func (c *Cluster) Flush(ctx context.Context, i int) (string, error) {
+	n := c.Nodes[i]
+	if n.AdminAddr == "" {
+		return "", fmt.Errorf("flush %s: its admin listener is not exposed (Cluster.ExposeAdmin)", n.ID)
+	}
+	ctx, cancel := context.WithTimeout(ctx, 30*time.Second)
+	defer cancel()
+	req, err := http.NewRequestWithContext(ctx, http.MethodPost, "http://"+n.AdminAddr+"/ingester/flush", nil)
+	if err != nil {
+		return "", err
+	}
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		return "", fmt.Errorf("flush %s: %w", n.ID, err)
+	}
+	defer resp.Body.Close()
+	body, _ := io.ReadAll(io.LimitReader(resp.Body, 4<<10))
+	if resp.StatusCode != http.StatusOK {
+		return "", fmt.Errorf("flush %s: %s: %s", n.ID, resp.Status, strings.TrimSpace(string(body)))
+	}
+	return strings.TrimSpace(string(body)), nil
+}
+
+// BucketDirs are the bucket directories of every node: one per node under LocalBuckets, else the
+// shared Bucket once.
+func (c *Cluster) BucketDirs() []string {
+	if c.Bucket != "" {
+		return []string{c.Bucket}
+	}
+	out := make([]string, len(c.Nodes))
+	for i := range c.Nodes {
+		out[i] = c.BucketDir(i)
+	}
+	return out
 }
 
 // BucketDir is node i's bucket directory: its own under LocalBuckets, else the shared Bucket.

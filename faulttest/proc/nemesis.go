@@ -49,6 +49,19 @@ const (
 	MajoritiesRing = "majorities-ring"
 )
 
+// FlushOne asks one running member to flush everything in its memory to its bucket (POST
+// /ingester/flush on its admin listener; the scenario exposes it). Not a fault but a step that
+// moves acknowledged samples from memory into blocks while faults go on: with node-local buckets
+// every member's querier must then find them in that member's bucket.
+const FlushOne = "flush-one"
+
+// FlushAll flushes every running member at once (as FlushOne does one): afterwards every sample
+// acknowledged so far is only in blocks, each series in the buckets of the members that held it.
+const FlushAll = "flush-all"
+
+// StorageFaults are the storage-local scenario's mix: flushes among kills, pauses and partitions.
+var StorageFaults = []string{FlushAll, FlushOne, KillOne, FlushAll, PauseShort, IsolateOne}
+
 // TopologyFaults are the faults of the transfer-bridge-ring scenario (5 members).
 var TopologyFaults = []string{LeaderTransferLoop, Bridge, MajoritiesRing}
 
@@ -198,6 +211,27 @@ func (n *nemesis) inject(ctx context.Context, s step) {
 		x = n.pick(ctx, s.kind == KillLeader)
 		c.Nodes[x].Kill()
 		heal = func() { err = c.Start(x) }
+	case FlushOne:
+		x = n.pick(ctx, false)
+		fw.Note, err = c.Flush(ctx, x)
+	case FlushAll:
+		x = -1
+		var notes, errs []string
+		for i, nd := range c.Nodes {
+			if !nd.Running() || nd.Paused() {
+				continue
+			}
+			note, e := c.Flush(ctx, i)
+			if e != nil {
+				errs = append(errs, e.Error())
+				continue
+			}
+			notes = append(notes, nd.ID+": "+note)
+		}
+		fw.Note = strings.Join(notes, "; ")
+		if len(errs) > 0 {
+			err = errors.New(strings.Join(errs, "; "))
+		}
 	case KillAll:
 		x = -1
 		killAt := time.Now()

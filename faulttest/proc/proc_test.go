@@ -36,6 +36,14 @@ var shortSet = []Scenario{
 	// Raft, gRPC and ringctl link go through certificates and operator rights.
 	{Name: "churn-tls", TLS: true, Fixed: []Step{{Kind: RemoveRestart, At: 4 * time.Second, Dur: 8 * time.Second}}},
 	{Name: "calm", Faults: []string{}}, // the baseline: no faults, same checks
+	// Node-local buckets (the product's default), 5 members for RF 3 so that no member holds every
+	// series: members flush to their own buckets while others are killed, paused and cut off, and
+	// the same-answer checker asks every member the same query at the end.
+	// Every member flushes at 3s and 15s, so most acknowledged samples end in blocks only.
+	{Name: "storage-local", Nodes: 5, LocalBuckets: true, Fixed: []Step{{Kind: FlushAll, At: 3 * time.Second},
+		{Kind: KillOne, At: 5 * time.Second, Dur: 3 * time.Second}, {Kind: FlushOne, At: 9 * time.Second},
+		{Kind: IsolateOne, At: 10 * time.Second, Dur: 3 * time.Second}, {Kind: FlushAll, At: 15 * time.Second},
+		{Kind: PauseShort, At: 16 * time.Second, Dur: time.Second}}},
 	// Rolling restarts with hand-overs (3 ACTIVE + 1 spare PENDING), each hand-over hit in its middle
 	// by one fault: the leaver or the joiner killed (the joiner kept down until the leaver flushes),
 	// the pair partitioned, the leaver paused, leadership moved. Checker 6 judges every hand-over.
@@ -125,6 +133,9 @@ var fullSet = append([]Scenario{
 	{Name: "mixed", Faults: AllFaults},
 	{Name: "mixed-5", Nodes: 5, Faults: AllFaults},
 	{Name: "mixed-tls", TLS: true, Faults: AllFaults},
+	// Node-local buckets under drawn faults with flushes among them (the short set's storage-local
+	// has a fixed schedule).
+	{Name: "storage-local-mixed", Nodes: 5, LocalBuckets: true, Faults: StorageFaults},
 	// Leadership handed away every 1.5s, a bridge, and a ring of overlapping majorities: 5 members.
 	// Only here, not in shortSet (whose time is budgeted in make test).
 	{Name: "transfer-bridge-ring", Nodes: 5, Faults: TopologyFaults},

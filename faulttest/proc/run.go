@@ -6,6 +6,7 @@ import (
 	"math/rand/v2"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 	"sync"
 	"time"
@@ -44,6 +45,9 @@ type Scenario struct {
 	// TLS runs the cluster plane with mutual TLS (EnableTLS): Raft, gRPC and ringctl, with every
 	// node's identity and the operator's rights checked.
 	TLS bool
+	// LocalBuckets gives every member its own node-local bucket (the product's default) instead of
+	// one shared directory: each querier must then read every member's blocks.
+	LocalBuckets bool
 	// PushDuringReplay (hand-over family) lets the writers push to a node the roller just restarted
 	// before it has caught up with the leader (the product answers 503 until then); by default they wait.
 	PushDuringReplay bool
@@ -108,6 +112,13 @@ func Run(ctx context.Context, env Env, sc Scenario) (*faulttest.Report, error) {
 			return nil, fmt.Errorf("enable tls: %w", err)
 		}
 	}
+	if sc.LocalBuckets {
+		c.LocalBuckets()
+	}
+	flushes := func(k string) bool { return k == FlushOne || k == FlushAll }
+	if slices.ContainsFunc(sc.Faults, flushes) || slices.ContainsFunc(sc.Fixed, func(s Step) bool { return flushes(s.Kind) }) {
+		c.ExposeAdmin()
+	}
 	for _, n := range c.Nodes {
 		n.args = append(n.args, sc.ExtraFlags...)
 		if sc.Handover {
@@ -162,7 +173,7 @@ func Run(ctx context.Context, env Env, sc Scenario) (*faulttest.Report, error) {
 		}
 		ids, _ := union(per)
 		// The bucket too: a sample flushed between its ack and the crash is durable there.
-		br, err := w.readBucket(ctx, c.Bucket, filepath.Join(dir, "bucket-cache-crash"))
+		br, err := w.readBuckets(ctx, filepath.Join(dir, "bucket-cache-crash"))
 		if err != nil {
 			return nil, false
 		}
@@ -193,7 +204,7 @@ func Run(ctx context.Context, env Env, sc Scenario) (*faulttest.Report, error) {
 			// And the bucket, after the ingesters: a sample a flush moves out of memory between the
 			// two reads was uploaded before it was dropped, so one of them sees it. Without it, a
 			// sample whose only copy a leaver flushed would look vanished.
-			br, err := w.readBucket(watchCtx, c.Bucket, filepath.Join(dir, "bucket-cache-periodic"))
+			br, err := w.readBuckets(watchCtx, filepath.Join(dir, "bucket-cache-periodic"))
 			if err != nil || watchCtx.Err() != nil {
 				continue
 			}
@@ -301,7 +312,7 @@ func Run(ctx context.Context, env Env, sc Scenario) (*faulttest.Report, error) {
 	// The bucket, read directly: flushed samples are durable there (hand-overs that fell back on a
 	// flush, and any periodic flush).
 	inBucket := map[check.SampleID]bool{}
-	if br, err := w.readBucket(ctx, c.Bucket, filepath.Join(dir, "bucket-cache")); err != nil {
+	if br, err := w.readBuckets(ctx, filepath.Join(dir, "bucket-cache")); err != nil {
 		rep.Add("bucket-read", false, "FAIL "+err.Error(), nil)
 	} else {
 		for _, id := range br.Samples {
@@ -336,6 +347,8 @@ func Run(ctx context.Context, env Env, sc Scenario) (*faulttest.Report, error) {
 		summary += fmt.Sprintf(" (information: PENDING members hold %d samples, a partial hand-over not yet discarded or a stale copy)", pendingHeld)
 	}
 	rep.Add("query-api", api.OK, summary, nil)
+	same := check.CheckSameAnswer(api.Answers)
+	rep.Add("same-answer", same.Valid(), same.String(), same)
 	if api.OK || len(api.Samples) > 0 {
 		final.Samples = append(api.Samples, dup...)
 	} else {

@@ -12,6 +12,7 @@ import (
 	"net/http"
 	"net/url"
 	"os"
+	"path/filepath"
 	"strconv"
 	"strings"
 	"sync"
@@ -353,6 +354,24 @@ func (w *Writer) readRemote(ctx context.Context, n *Node, endMs int64) (Ingester
 	return out, nil
 }
 
+// readBuckets reads every sample of the workload from every bucket directory of the cluster
+// (Cluster.BucketDirs: the shared one, or every node's own, whether the node still runs, left or
+// was removed), as readBucket does, and returns their union with the repeats of each copy. A block
+// left behind in a departed member's directory is therefore in this direct read: a read through
+// the query API that misses it is judged missing.
+func (w *Writer) readBuckets(ctx context.Context, scratch string) (IngesterRead, error) {
+	var out IngesterRead
+	for i, dir := range w.c.BucketDirs() {
+		r, err := w.readBucket(ctx, dir, filepath.Join(scratch, strconv.Itoa(i)))
+		if err != nil {
+			return out, err
+		}
+		out.Samples = append(out.Samples, r.Samples...)
+		out.Corrupt = append(out.Corrupt, r.Corrupt...)
+	}
+	return out, nil
+}
+
 // readBucket reads every sample of the workload from the blocks in the filesystem bucket dir (what
 // the nodes flushed), the way the querier's store half does. A missing directory is an empty bucket.
 func (w *Writer) readBucket(ctx context.Context, dir, scratch string) (IngesterRead, error) {
@@ -397,13 +416,24 @@ type APIRead struct {
 	Corrupt []string
 	Summary string
 	OK      bool // both reads answered, agree with each other and with the direct reads
+	// Answers is the same PromQL read through every running member (the same-answer checker).
+	Answers []check.Answer
+}
+
+// answerOf is node n's PromQL read for the same-answer checker.
+func answerOf(n *Node, r IngesterRead, err error) check.Answer {
+	if err != nil {
+		return check.Answer{Member: n.ID, Err: err.Error()}
+	}
+	return check.Answer{Member: n.ID, Samples: r.Samples}
 }
 
 // queryReadAll is the final read through the product's read path: a PromQL read (readPromQL)
 // through one node and a remote read (readRemote) through another, chosen by seed; each is retried
 // until it answers (20 tries, 1s apart). Both must return the same samples, and the same samples as
 // the direct reads (direct: every ACTIVE member's QueryStream and the bucket, merged): a querier
-// that dropped a replica's or the bucket's samples, or invented some, fails here.
+// that dropped a replica's or the bucket's samples, or invented some, fails here. The PromQL read is
+// also sent through every other running member (Answers, for check.CheckSameAnswer).
 func (w *Writer) queryReadAll(ctx context.Context, seed int64, direct map[check.SampleID]bool, inBucket int) APIRead {
 	var res APIRead
 	var running []*Node
@@ -437,6 +467,14 @@ func (w *Writer) queryReadAll(ctx context.Context, seed int64, direct map[check.
 		return IngesterRead{}, err
 	}
 	pq, err := try(w.readPromQL, a)
+	// The same query through every other running member: each must answer exactly what a did.
+	res.Answers = append(res.Answers, answerOf(a, pq, err))
+	for _, n := range running {
+		if n != a {
+			r, nerr := try(w.readPromQL, n)
+			res.Answers = append(res.Answers, answerOf(n, r, nerr))
+		}
+	}
 	if err != nil {
 		res.Summary = "FAIL " + err.Error()
 		return res
