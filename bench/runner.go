@@ -1,6 +1,7 @@
 package bench
 
 import (
+	"bytes"
 	"context"
 	"errors"
 	"fmt"
@@ -874,6 +875,7 @@ func (r *runner) query(ctx context.Context) error {
 		return err
 	case code == 404 || code == 405 || code == 501:
 		r.rep.na(s, metric+", from blocks", fmt.Sprintf("POST /ingester/flush answers %d in this build", code))
+		r.rep.keyNA("query_blocks_remote_vs_prometheus")
 	case code/100 != 2:
 		return fmt.Errorf("POST /ingester/flush: %d %s", code, body)
 	default:
@@ -882,9 +884,50 @@ func (r *runner) query(ctx context.Context) error {
 			return err
 		}
 		r.rep.row(s, metric+", after POST /ingester/flush", fmt.Sprintf("%s (%d B)", ms(bm), bsz), "n/a (Prometheus cannot compact its head on demand)", "", "")
+		if err := r.queryThroughNonOwner(ctx, s, metric, n, oursURL, q, timeQ, pm); err != nil {
+			return err
+		}
 	}
 	n.kill()
 	pr.kill()
+	return nil
+}
+
+// queryThroughNonOwner is scenario 7's last row: a second member joins the query node after its
+// flush, so it holds none of the data, neither in memory nor in its own (node-local) bucket; the same
+// query through it reads the first member's blocks over gRPC (Ingester.QueryBlocks). Its answer must
+// be the first member's, byte for byte, or the figure would time a partial answer.
+func (r *runner) queryThroughNonOwner(ctx context.Context, s, metric string, owner *proc, ownerURL string, q url.Values,
+	timeQ func(string) (time.Duration, int, error), promMedian time.Duration) error {
+	b, err := r.node("query-b", "-join", grpcAddrOf(owner), "-distributor.replication-factor", "1", "-wal.sync=false")
+	if err != nil {
+		return err
+	}
+	defer b.kill()
+	if err := waitHTTP(ctx, b, "/ready", 60*time.Second); err != nil {
+		return err
+	}
+	_, want, err := httpStatus("POST", ownerURL, "application/x-www-form-urlencoded", strings.NewReader(q.Encode()))
+	if err != nil {
+		return err
+	}
+	bURL := "http://" + b.http + "/prometheus/api/v1/query_range"
+	code, got, err := httpStatus("POST", bURL, "application/x-www-form-urlencoded", strings.NewReader(q.Encode()))
+	if err != nil {
+		return err
+	}
+	row := metric + ", from blocks, through a member that holds none of them"
+	if code != 200 || !bytes.Equal(got, want) {
+		r.rep.keyNA("query_blocks_remote_vs_prometheus")
+		r.rep.na(s, row, fmt.Sprintf("the member that holds none of the data answers %d with %d bytes, not the owner's %d-byte answer: this build does not read other members' node-local blocks", code, len(got), len(want)))
+		return nil
+	}
+	nm, nsz, err := timeQ(bURL)
+	if err != nil {
+		return err
+	}
+	r.rep.row(s, row, fmt.Sprintf("%s (%d B)", ms(nm), nsz), fmt.Sprintf("%s (head)", ms(promMedian)), fmtRatio(ratio(float64(nm), float64(promMedian))), "")
+	r.rep.key("query_blocks_remote_vs_prometheus", ratio(float64(nm), float64(promMedian)))
 	return nil
 }
 
