@@ -31,8 +31,8 @@ const (
 	raftPort = 9096
 	// adminPort is the admin listener's port on the node's address when ExposeAdmin is called.
 	adminPort = 9094
-	grpcPort = 9095
-	httpPort = 8080
+	grpcPort  = 9095
+	httpPort  = 8080
 )
 
 // Timing of the nodes: the product's defaults for Raft (1s heartbeat and election timeouts, which
