@@ -328,6 +328,20 @@ func (r *roller) round(ctx context.Context, kind string) bool {
 	}
 	me, _ := rg.Member(ringstate.MemberID(leaver.ID))
 	tokens := me.Tokens
+	if c.Bucket == "" && leaver.AdminAddr != "" && r.rng.IntN(2) == 0 {
+		// Node-local buckets: every other round starts with every member's memory flushed, so the
+		// leaver has blocks of its own to hand over (to the joiner, or in the flush fallback to the
+		// members that take its data).
+		for i, n := range c.Nodes {
+			if n.Running() && !n.Paused() {
+				if note, err := c.Flush(ctx, i); err != nil {
+					say("flush %s: %v", n.ID, err)
+				} else {
+					say("flush %s: %s", n.ID, note)
+				}
+			}
+		}
+	}
 	held, err := r.readMember(ctx, li)
 	if err != nil {
 		say("round skipped: %v", err)
@@ -592,6 +606,13 @@ func (r *roller) restartAsSpare(ctx context.Context, i int) error {
 	}
 	if !listed {
 		if err := os.RemoveAll(filepath.Join(n.DataDir, "raft")); err != nil {
+			return err
+		}
+	}
+	if c.Bucket == "" {
+		// A node-local bucket goes with the machine that left: the member comes back as a new
+		// machine would, so its old blocks must be on the members that remain, not found here.
+		if err := os.RemoveAll(c.BucketDir(i)); err != nil {
 			return err
 		}
 	}

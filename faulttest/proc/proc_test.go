@@ -143,6 +143,10 @@ var fullSet = append([]Scenario{
 	// flushes) and a clean rolling restart, each once, then more rounds while the workload lasts.
 	{Name: "handover-all", Handover: true, PushDuringReplay: true, Faults: append([]string{HandoverClean}, HandoverFaults...)},
 	staleRingRegression,
+	// Rolling restarts with hand-overs on 5 ACTIVE members with node-local buckets: each leaver
+	// hands its blocks to the spare with its chunks, or (the joiner kept down) flushes and hands its
+	// blocks to the members that take its data; the same-answer checker reads through every member.
+	{Name: "handover-local", Nodes: 5, LocalBuckets: true, Handover: true, Faults: append([]string{HandoverClean}, HandoverFaults...)},
 }, shortSet...)
 
 // TestMatrix runs the process matrix with new seeds until its share (65%) of

@@ -116,7 +116,8 @@ func Run(ctx context.Context, env Env, sc Scenario) (*faulttest.Report, error) {
 		c.LocalBuckets()
 	}
 	flushes := func(k string) bool { return k == FlushOne || k == FlushAll }
-	if slices.ContainsFunc(sc.Faults, flushes) || slices.ContainsFunc(sc.Fixed, func(s Step) bool { return flushes(s.Kind) }) {
+	if slices.ContainsFunc(sc.Faults, flushes) || slices.ContainsFunc(sc.Fixed, func(s Step) bool { return flushes(s.Kind) }) ||
+		(sc.Handover && sc.LocalBuckets) { // the roller flushes members (roller.round)
 		c.ExposeAdmin()
 	}
 	for _, n := range c.Nodes {
