@@ -1,23 +1,29 @@
 package ingester
 
 import (
+	"bytes"
 	"context"
 	"errors"
 	"fmt"
 	"sync"
 
 	"github.com/prometheus/prometheus/model/labels"
+	"github.com/prometheus/prometheus/tsdb/chunks"
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
 
 	"github.com/raftingest/raftingest/ingesterpb"
 	"github.com/raftingest/raftingest/memstore"
+	"github.com/raftingest/raftingest/tenant"
 )
 
 // ingesterService serves the Ingester gRPC API over the node's memstore.
 type ingesterService struct {
 	ingesterpb.UnimplementedIngesterServer
 	store *memstore.Store
+	// blocks reads the blocks of this node's own bucket for QueryBlocks; nil while storage is not
+	// configured (set by wireStorage before the gRPC server starts, never changed after).
+	blocks blockReader
 	// writable says whether this member may take writes now, and if not, why. Only an ACTIVE member
 	// does: a LEAVING one is handing its data over or flushing it, and a sample it accepted after
 	// that started could miss the hand-over while counting towards the distributor's quorum.
@@ -133,32 +139,25 @@ func errorCode(err error) ingesterpb.ErrorCode {
 	return ingesterpb.ErrorCode_INTERNAL
 }
 
-// QueryStream streams the tenant's matching series with their chunks.
+// QueryStream streams the tenant's matching series with their chunks (without them when the
+// request is labels_only: the series and label APIs need only the label sets).
 func (s *ingesterService) QueryStream(req *ingesterpb.QueryRequest, stream ingesterpb.Ingester_QueryStreamServer) error {
-	tenant, err := ingesterpb.TenantFromIncomingContext(stream.Context())
+	tenantID, ms, err := queryArgs(stream.Context(), req)
 	if err != nil {
-		return status.Error(codes.InvalidArgument, err.Error())
+		return err
 	}
-	ms, err := toMatchers(req.GetMatchers())
+	series, err := s.store.Select(tenantID, req.GetStartTimestampMs(), req.GetEndTimestampMs(), ms...)
 	if err != nil {
-		return status.Error(codes.InvalidArgument, err.Error())
-	}
-	if req.GetStartTimestampMs() > req.GetEndTimestampMs() {
-		return status.Errorf(codes.InvalidArgument, "start %d is after end %d", req.GetStartTimestampMs(), req.GetEndTimestampMs())
-	}
-	series, err := s.store.Select(tenant, req.GetStartTimestampMs(), req.GetEndTimestampMs(), ms...)
-	if err != nil {
-		return status.Errorf(codes.InvalidArgument, "select for tenant %q: %v", tenant, err)
+		return status.Errorf(codes.InvalidArgument, "select for tenant %q: %v", tenantID, err)
 	}
 	resp := &ingesterpb.QueryStreamResponse{}
 	for i, sc := range series {
-		ss := &ingesterpb.StreamSeries{}
-		sc.Labels.Range(func(l labels.Label) {
-			ss.Labels = append(ss.Labels, &ingesterpb.Label{Name: l.Name, Value: l.Value})
-		})
-		for _, c := range sc.Chunks {
-			ss.Chunks = append(ss.Chunks, &ingesterpb.Chunk{MinTimeMs: c.MinTime, MaxTimeMs: c.MaxTime,
-				Encoding: uint32(c.Encoding), Data: c.Data})
+		ss := &ingesterpb.StreamSeries{Labels: toProtoLabels(sc.Labels)}
+		if !req.GetLabelsOnly() {
+			for _, c := range sc.Chunks {
+				ss.Chunks = append(ss.Chunks, &ingesterpb.Chunk{MinTimeMs: c.MinTime, MaxTimeMs: c.MaxTime,
+					Encoding: uint32(c.Encoding), Data: c.Data})
+			}
 		}
 		resp.Series = append(resp.Series, ss)
 		if len(resp.Series) == queryBatchSeries || i == len(series)-1 {
@@ -169,6 +168,98 @@ func (s *ingesterService) QueryStream(req *ingesterpb.QueryRequest, stream inges
 		}
 	}
 	return nil
+}
+
+// queryBlocksBatchBytes bounds the chunk bytes of one QueryBlocks message (besides
+// queryBatchSeries): block chunks are copied out of the block files into the batch, so the batch
+// is what a stream holds in memory. A series is never split, so one series with more bytes than
+// this goes alone in its message.
+const queryBlocksBatchBytes = 1 << 20
+
+// blockReader reads the series of the blocks in this node's own bucket; storage.BucketQueryable
+// is one (see its SelectChunks for the contract).
+type blockReader interface {
+	SelectChunks(ctx context.Context, mint, maxt int64, labelsOnly bool, ms []*labels.Matcher,
+		fn func(lset labels.Labels, chks []chunks.Meta) error) error
+}
+
+// QueryBlocks is QueryStream over the blocks of this node's own bucket: each label set once, in
+// label order, its chunks from every block merged (never overlapping), passed as the blocks store
+// them where no other block overlaps them. A node without storage (blocks nil) answers an empty
+// stream. Batches are sent as they fill, so the stream holds at most one batch; a context that
+// ends (the querier gave up or crossed a limit) stops the walk of the blocks.
+func (s *ingesterService) QueryBlocks(req *ingesterpb.QueryRequest, stream ingesterpb.Ingester_QueryBlocksServer) error {
+	tenantID, ms, err := queryArgs(stream.Context(), req)
+	if err != nil {
+		return err
+	}
+	if s.blocks == nil {
+		return nil
+	}
+	resp := &ingesterpb.QueryStreamResponse{}
+	size := 0
+	err = s.blocks.SelectChunks(tenant.With(stream.Context(), tenantID), req.GetStartTimestampMs(), req.GetEndTimestampMs(),
+		req.GetLabelsOnly(), ms, func(lset labels.Labels, chks []chunks.Meta) error {
+			ss := &ingesterpb.StreamSeries{Labels: toProtoLabels(lset)}
+			if len(chks) > 0 {
+				ss.Chunks = make([]*ingesterpb.Chunk, len(chks))
+			}
+			for i, c := range chks {
+				// Copied: a block's bytes are valid only during this call (the block may be closed
+				// once the walk is over, before the last batch is sent).
+				data := bytes.Clone(c.Chunk.Bytes())
+				size += len(data)
+				ss.Chunks[i] = &ingesterpb.Chunk{MinTimeMs: c.MinTime, MaxTimeMs: c.MaxTime,
+					Encoding: uint32(c.Chunk.Encoding()), Data: data}
+			}
+			resp.Series = append(resp.Series, ss)
+			if len(resp.Series) < queryBatchSeries && size < queryBlocksBatchBytes {
+				return nil
+			}
+			if err := stream.Send(resp); err != nil {
+				return err
+			}
+			resp, size = &ingesterpb.QueryStreamResponse{}, 0
+			return nil
+		})
+	if err != nil {
+		if st, ok := status.FromError(err); ok && st.Code() != codes.Unknown {
+			return err // the stream's own error (Send on a cancelled stream)
+		}
+		if ctxErr := stream.Context().Err(); ctxErr != nil {
+			return status.FromContextError(ctxErr).Err()
+		}
+		return status.Errorf(codes.Internal, "blocks of tenant %q: %v", tenantID, err)
+	}
+	if len(resp.Series) > 0 {
+		return stream.Send(resp)
+	}
+	return nil
+}
+
+// queryArgs checks a query where it enters: the tenant from the gRPC metadata, the matchers, the
+// range. Its errors are gRPC statuses.
+func queryArgs(ctx context.Context, req *ingesterpb.QueryRequest) (string, []*labels.Matcher, error) {
+	tenantID, err := ingesterpb.TenantFromIncomingContext(ctx)
+	if err != nil {
+		return "", nil, status.Error(codes.InvalidArgument, err.Error())
+	}
+	ms, err := toMatchers(req.GetMatchers())
+	if err != nil {
+		return "", nil, status.Error(codes.InvalidArgument, err.Error())
+	}
+	if req.GetStartTimestampMs() > req.GetEndTimestampMs() {
+		return "", nil, status.Errorf(codes.InvalidArgument, "start %d is after end %d", req.GetStartTimestampMs(), req.GetEndTimestampMs())
+	}
+	return tenantID, ms, nil
+}
+
+func toProtoLabels(lset labels.Labels) []*ingesterpb.Label {
+	out := make([]*ingesterpb.Label, 0, lset.Len())
+	lset.Range(func(l labels.Label) {
+		out = append(out, &ingesterpb.Label{Name: l.Name, Value: l.Value})
+	})
+	return out
 }
 
 func toMatchers(pms []*ingesterpb.LabelMatcher) ([]*labels.Matcher, error) {

@@ -29,8 +29,10 @@ type querierParts struct {
 }
 
 // wireQuerier mounts the Prometheus HTTP API and remote read under /prometheus/ on mux. Reads ask
-// the ring's readable members (ACTIVE or LEAVING, healthy) and, when storage is configured, the
-// bucket's Queryable; the tenant comes from X-Scope-OrgID under -auth.multitenancy-enabled, the
+// the ring's readable members (ACTIVE or LEAVING, healthy) for their memory, and read the blocks:
+// from the bucket directly when it is shared (S3, -blocks-storage.filesystem.shared), else by asking
+// every healthy member for the blocks of its own bucket (QueryBlocks), since each holds only its
+// share; the tenant comes from X-Scope-OrgID under -auth.multitenancy-enabled, the
 // distributor's default tenant otherwise, so reads see exactly what writes stored.
 func (s *Server) wireQuerier(mux *http.ServeMux) error {
 	q, err := querier.New(s.cfg.Querier.Config, querier.Deps{
@@ -38,6 +40,7 @@ func (s *Server) wireQuerier(mux *http.ServeMux) error {
 		ReplicationFactor:   s.cfg.Distributor.ReplicationFactor,
 		HeartbeatTimeout:    s.cfg.Lifecycle.HeartbeatTimeout,
 		Store:               s.storage.Queryable,
+		NodeLocalStore:      !s.cfg.Storage.Bucket.Shared(),
 		MultitenancyEnabled: s.cfg.Distributor.MultitenancyEnabled,
 		DefaultTenant:       distributor.DefaultTenant,
 		ValidateTenant:      distributor.ValidateTenantID,

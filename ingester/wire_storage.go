@@ -95,6 +95,11 @@ func (s *Server) wireStorage(mux *http.ServeMux) error {
 	s.storage.queryable = storage.NewBucketQueryable(bkt, s.cfg.Storage.Bucket.LocalDir(),
 		filepath.Join(s.cfg.DataDir, "bucket-cache"), log)
 	s.storage.Queryable = s.storage.queryable
+	// Ingester.QueryBlocks serves this node's own bucket to the other members' queriers (they ask
+	// when the bucket is node-local; with a shared one they read it themselves).
+	if s.ingest != nil {
+		s.ingest.blocks = s.storage.queryable
+	}
 	// POST /ingester/flush (the flusher's ServeHTTP) is served by the admin listener: adminHandler.
 	return nil
 }

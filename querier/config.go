@@ -59,7 +59,7 @@ func (c *Config) RegisterFlags(f *flag.FlagSet) {
 	// them. Ours drop a range from memory as soon as it is in the bucket (every -ingester.flush-period,
 	// and earlier for idle series), so any value above zero would hide data flushed since then.
 	f.DurationVar(&c.QueryStoreAfter, "querier.query-store-after", 0,
-		"Only the part of a query older than now minus this is sent to the long-term store (blocks in the bucket). 0 sends every query to the store, which is needed while ingesters drop flushed data from memory: set it above 0 only if no data younger than this has ever been flushed.")
+		"Only the part of a query older than now minus this is sent to the long-term store (the flushed blocks: read from a shared bucket directly, from every member's node-local bucket over gRPC otherwise). 0 sends every query to the store, which is needed while ingesters drop flushed data from memory: set it above 0 only if no data younger than this has ever been flushed.")
 	f.DurationVar(&c.QueryIngestersWithin, "querier.query-ingesters-within", 13*time.Hour,
 		"Only the part of a query newer than now minus this is sent to the ingesters. 0 sends every query to the ingesters. Must be longer than the time ingesters hold data before flushing it (-ingester.flush-period).")
 	f.IntVar(&c.MaxSamples, "querier.max-samples", 50_000_000,

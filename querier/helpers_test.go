@@ -20,16 +20,20 @@ import (
 )
 
 // fakeIngester is a real gRPC Ingester server on 127.0.0.1 serving canned series per tenant. It
-// answers QueryStream with every canned series matching the request's matchers (chunks untouched:
-// trimming is the querier's job), or fails with Unavailable when fail is set.
+// answers QueryStream (its memory: data) and QueryBlocks (its blocks: blocks) with every canned
+// series matching the request's matchers (chunks untouched, even for a labels-only request:
+// trimming and dropping are the querier's job), or fails with Unavailable when fail is set.
 type fakeIngester struct {
 	ingesterpb.UnimplementedIngesterServer
 	addr string
 	fail bool
 
-	mu      sync.Mutex
-	data    map[string][]*ingesterpb.StreamSeries // by tenant
-	tenants []string                              // tenant of every call, in order
+	mu         sync.Mutex
+	data       map[string][]*ingesterpb.StreamSeries // memory, by tenant
+	blocks     map[string][]*ingesterpb.StreamSeries // blocks, by tenant
+	tenants    []string                              // tenant of every QueryStream call, in order
+	blockCalls []*ingesterpb.QueryRequest            // every QueryBlocks request, in order
+	streamReqs []*ingesterpb.QueryRequest            // every QueryStream request, in order
 }
 
 func startFakeIngester(t testing.TB) *fakeIngester {
@@ -38,7 +42,8 @@ func startFakeIngester(t testing.TB) *fakeIngester {
 	if err != nil {
 		t.Fatal(err)
 	}
-	f := &fakeIngester{addr: ln.Addr().String(), data: map[string][]*ingesterpb.StreamSeries{}}
+	f := &fakeIngester{addr: ln.Addr().String(), data: map[string][]*ingesterpb.StreamSeries{},
+		blocks: map[string][]*ingesterpb.StreamSeries{}}
 	srv := grpc.NewServer()
 	ingesterpb.RegisterIngesterServer(srv, f)
 	go func() { _ = srv.Serve(ln) }()
@@ -61,19 +66,45 @@ func deadAddr(t testing.TB) string {
 func (f *fakeIngester) add(tenantID string, ls labels.Labels, chunks ...*ingesterpb.Chunk) {
 	f.mu.Lock()
 	defer f.mu.Unlock()
+	f.data[tenantID] = append(f.data[tenantID], streamSeries(ls, chunks))
+}
+
+// addBlocks adds a series to the fake's blocks (what QueryBlocks answers).
+func (f *fakeIngester) addBlocks(tenantID string, ls labels.Labels, chunks ...*ingesterpb.Chunk) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	f.blocks[tenantID] = append(f.blocks[tenantID], streamSeries(ls, chunks))
+}
+
+func streamSeries(ls labels.Labels, chunks []*ingesterpb.Chunk) *ingesterpb.StreamSeries {
 	ss := &ingesterpb.StreamSeries{Chunks: chunks}
 	ls.Range(func(l labels.Label) { ss.Labels = append(ss.Labels, &ingesterpb.Label{Name: l.Name, Value: l.Value}) })
-	f.data[tenantID] = append(f.data[tenantID], ss)
+	return ss
 }
 
 func (f *fakeIngester) QueryStream(req *ingesterpb.QueryRequest, stream ingesterpb.Ingester_QueryStreamServer) error {
+	return f.serve(req, stream, false)
+}
+
+func (f *fakeIngester) QueryBlocks(req *ingesterpb.QueryRequest, stream ingesterpb.Ingester_QueryBlocksServer) error {
+	return f.serve(req, stream, true)
+}
+
+func (f *fakeIngester) serve(req *ingesterpb.QueryRequest, stream ingesterpb.Ingester_QueryStreamServer, blocks bool) error {
 	tenantID, err := ingesterpb.TenantFromIncomingContext(stream.Context())
 	if err != nil {
 		return status.Error(codes.InvalidArgument, err.Error())
 	}
 	f.mu.Lock()
-	f.tenants = append(f.tenants, tenantID)
-	data := slices.Clone(f.data[tenantID])
+	var data []*ingesterpb.StreamSeries
+	if blocks {
+		f.blockCalls = append(f.blockCalls, req)
+		data = slices.Clone(f.blocks[tenantID])
+	} else {
+		f.tenants = append(f.tenants, tenantID)
+		f.streamReqs = append(f.streamReqs, req)
+		data = slices.Clone(f.data[tenantID])
+	}
 	fail := f.fail
 	f.mu.Unlock()
 	if fail {

@@ -17,6 +17,7 @@ import (
 	"github.com/prometheus/prometheus/storage"
 	"github.com/prometheus/prometheus/tsdb/chunkenc"
 	"github.com/prometheus/prometheus/util/annotations"
+	"google.golang.org/grpc"
 
 	"github.com/raftingest/raftingest/ingesterpb"
 	"github.com/raftingest/raftingest/ringstate"
@@ -33,7 +34,7 @@ type RingSource interface {
 // replication factor tolerates: some series could be missing samples, so no answer is given.
 var ErrTooManyIngesterFailures = errors.New("querier: too many ingesters failed")
 
-// IngestersConfig is what NewIngesterQueryable needs.
+// IngestersConfig is what NewIngesterQueryable and NewBlocksQueryable need.
 type IngestersConfig struct {
 	Ring    RingSource
 	Clients ClientPool
@@ -46,20 +47,77 @@ type IngestersConfig struct {
 	metrics          *metrics
 }
 
-// IngesterQueryable is a storage.Queryable over the ingesters of the ring: every Select asks every
-// readable member (ACTIVE or LEAVING, and healthy in ring time) over QueryStream, in parallel, and
-// merges the replicas' copies of each series into one without duplicate samples.
-//
-// Failures: floor(RF/2) members may be unhealthy or fail (RF capped by the ring's EffectiveRF); a
-// write reached a quorum of RF/2+1 of its RF replicas, so for RF=3 any one missing member still
-// leaves a copy of every acknowledged sample. More failures fail the read with
-// ErrTooManyIngesterFailures. Safe for concurrent use.
-type IngesterQueryable struct {
-	cfg IngestersConfig
+// source is what a member fan-out reads from each member: which RPC answers (both stream
+// QueryStreamResponse with QueryStream's contract), which members are asked, and which members
+// that are not asked use up the failure budget because they may hold data nobody else has.
+type source struct {
+	// name is the metrics' source label ("ingesters" or "blocks") and the errors' wording.
+	name string
+	// call opens the member's stream.
+	call func(c ingesterpb.IngesterClient, ctx context.Context, req *ingesterpb.QueryRequest) (grpc.ServerStreamingClient[ingesterpb.QueryStreamResponse], error)
+	// ask reports whether m is asked at ring time nowMs; missing whether an m not asked counts
+	// against the failure budget.
+	ask, missing func(m *ringstate.Member, nowMs, timeoutMs int64) bool
 }
 
-// NewIngesterQueryable returns the Queryable. cfg.Ring and cfg.Clients are required.
-func NewIngesterQueryable(cfg IngestersConfig) (*IngesterQueryable, error) {
+// ingestersSource reads the members' memory (QueryStream): the readable members (ACTIVE or LEAVING,
+// healthy) are asked; an unhealthy ACTIVE or LEAVING member holds samples nobody reads.
+var ingestersSource = source{
+	name: "ingesters",
+	call: func(c ingesterpb.IngesterClient, ctx context.Context, req *ingesterpb.QueryRequest) (grpc.ServerStreamingClient[ingesterpb.QueryStreamResponse], error) {
+		return c.QueryStream(ctx, req)
+	},
+	ask: func(m *ringstate.Member, now, timeout int64) bool { return m.Readable(now, timeout) },
+	missing: func(m *ringstate.Member, _, _ int64) bool {
+		return m.State == ringstate.ACTIVE || m.State == ringstate.LEAVING
+	},
+}
+
+// blocksSource reads the blocks of the members' node-local buckets (QueryBlocks): every healthy
+// member is asked whatever its state, since blocks outlive the state that flushed them (a PENDING
+// or JOINING member may hold blocks handed over to it, a LEAVING one still holds its own). An
+// unhealthy ACTIVE, LEAVING or JOINING member may hold blocks nobody else has (a PENDING one has
+// never flushed nor taken a hand-over).
+var blocksSource = source{
+	name: "blocks",
+	call: func(c ingesterpb.IngesterClient, ctx context.Context, req *ingesterpb.QueryRequest) (grpc.ServerStreamingClient[ingesterpb.QueryStreamResponse], error) {
+		return c.QueryBlocks(ctx, req)
+	},
+	ask: func(m *ringstate.Member, now, timeout int64) bool { return m.Healthy(now, timeout) },
+	missing: func(m *ringstate.Member, _, _ int64) bool {
+		return m.State == ringstate.ACTIVE || m.State == ringstate.LEAVING || m.State == ringstate.JOINING
+	},
+}
+
+// MemberQueryable is a storage.Queryable over the members of the ring: every Select asks every
+// member its source targets, in parallel, and merges the copies of each series into one without
+// duplicate samples. NewIngesterQueryable reads the members' memory (QueryStream), NewBlocksQueryable
+// the blocks of their node-local buckets (QueryBlocks); both share the streaming, the fetch limits
+// and the replica merge below.
+//
+// Failures: floor(RF/2) members may be unhealthy or fail (RF capped by the ring's EffectiveRF); a
+// write reached a quorum of RF/2+1 of its RF replicas, and each replica flushes its own copy of
+// what it holds, so for RF=3 any one missing member still leaves a copy of every acknowledged
+// sample, in memory or in blocks. More failures fail the read with ErrTooManyIngesterFailures.
+// Safe for concurrent use.
+type MemberQueryable struct {
+	cfg IngestersConfig
+	src source
+}
+
+// NewIngesterQueryable returns the fan-out over the members' memory. cfg.Ring and cfg.Clients are
+// required.
+func NewIngesterQueryable(cfg IngestersConfig) (*MemberQueryable, error) {
+	return newMemberQueryable(cfg, ingestersSource)
+}
+
+// NewBlocksQueryable returns the fan-out over the blocks in the members' node-local buckets: the
+// querier's long-term store when the bucket is not shared. cfg.Ring and cfg.Clients are required.
+func NewBlocksQueryable(cfg IngestersConfig) (*MemberQueryable, error) {
+	return newMemberQueryable(cfg, blocksSource)
+}
+
+func newMemberQueryable(cfg IngestersConfig, src source) (*MemberQueryable, error) {
 	if cfg.Ring == nil || cfg.Clients == nil {
 		return nil, errors.New("querier: IngestersConfig needs Ring and Clients")
 	}
@@ -72,17 +130,17 @@ func NewIngesterQueryable(cfg IngestersConfig) (*IngesterQueryable, error) {
 	if cfg.metrics == nil {
 		cfg.metrics = newMetrics(nil)
 	}
-	return &IngesterQueryable{cfg: cfg}, nil
+	return &MemberQueryable{cfg: cfg, src: src}, nil
 }
 
 // Querier implements storage.Queryable. The querier answers for [mint, maxt] only: samples outside
-// are trimmed even when an ingester's chunk holds them.
-func (q *IngesterQueryable) Querier(mint, maxt int64) (storage.Querier, error) {
+// are trimmed even when a member's chunk holds them.
+func (q *MemberQueryable) Querier(mint, maxt int64) (storage.Querier, error) {
 	return &ingesterQuerier{q: q, mint: mint, maxt: maxt}, nil
 }
 
 type ingesterQuerier struct {
-	q          *IngesterQueryable
+	q          *MemberQueryable
 	mint, maxt int64
 }
 
@@ -173,14 +231,14 @@ type replicaResult struct {
 	err    error
 }
 
-// fetch asks every readable member for the tenant's series matching ms in [mint, maxt] and merges
-// the replicas' answers into series sorted by labels.
+// fetch asks every member the source targets for the tenant's series matching ms in [mint, maxt]
+// and merges the copies into series sorted by labels.
 //
 // The query's limiter (limiterFrom(ctx)) counts every series and chunk as each stream's messages
 // arrive; the first limit crossed cancels every stream and fails the fetch with its *LimitError,
-// so no more than about one message per ingester is held beyond the limit. A labels-only fetch
-// counts series only and drops the chunks the ingesters send with them as they arrive.
-func (q *IngesterQueryable) fetch(ctx context.Context, mint, maxt int64, labelsOnly bool, ms []*labels.Matcher) ([]*mergedSeries, error) {
+// so no more than about one message per member is held beyond the limit. A labels-only fetch asks
+// the members for no chunks (QueryRequest.labels_only) and counts series only.
+func (q *MemberQueryable) fetch(ctx context.Context, mint, maxt int64, labelsOnly bool, ms []*labels.Matcher) ([]*mergedSeries, error) {
 	lim := limiterFrom(ctx)
 	tenantID, err := tenant.FromContext(ctx)
 	if err != nil {
@@ -189,12 +247,14 @@ func (q *IngesterQueryable) fetch(ctx context.Context, mint, maxt int64, labelsO
 	if len(ms) == 0 {
 		ms = []*labels.Matcher{anyName}
 	}
-	req := &ingesterpb.QueryRequest{StartTimestampMs: mint, EndTimestampMs: maxt, Matchers: toProtoMatchers(ms)}
+	req := &ingesterpb.QueryRequest{StartTimestampMs: mint, EndTimestampMs: maxt, Matchers: toProtoMatchers(ms),
+		LabelsOnly: labelsOnly}
 
 	r := q.cfg.Ring.Ring()
 	if r == nil {
 		return nil, errors.New("querier: this node has no ring yet")
 	}
+	src := q.src
 	rf := r.EffectiveRF(q.cfg.ReplicationFactor)
 	maxErrors := rf / 2
 	now, timeout := r.TimeMs(), q.cfg.HeartbeatTimeout.Milliseconds()
@@ -204,9 +264,9 @@ func (q *IngesterQueryable) fetch(ctx context.Context, mint, maxt int64, labelsO
 	for _, m := range r.Members() {
 		addrs[m.GRPCAddr] = true
 		switch {
-		case m.Readable(now, timeout):
+		case src.ask(&m, now, timeout):
 			targets = append(targets, m)
-		case m.State == ringstate.ACTIVE || m.State == ringstate.LEAVING:
+		case src.missing(&m, now, timeout):
 			// It holds data we cannot read: it uses up the failure budget like a failed call.
 			unhealthy = append(unhealthy, string(m.ID))
 		}
@@ -215,9 +275,9 @@ func (q *IngesterQueryable) fetch(ctx context.Context, mint, maxt int64, labelsO
 		p.Retain(addrs)
 	}
 	if len(unhealthy) > maxErrors {
-		q.cfg.metrics.ingesterQueriesFailed.Inc()
-		return nil, fmt.Errorf("%w: %d unhealthy (%s), at most %d tolerated with replication factor %d",
-			ErrTooManyIngesterFailures, len(unhealthy), strings.Join(unhealthy, ", "), maxErrors, rf)
+		q.cfg.metrics.quorumFailed(src.name)
+		return nil, fmt.Errorf("%w: reading %s, %d unhealthy (%s), at most %d tolerated with replication factor %d",
+			ErrTooManyIngesterFailures, src.name, len(unhealthy), strings.Join(unhealthy, ", "), maxErrors, rf)
 	}
 	budget := maxErrors - len(unhealthy)
 
@@ -237,11 +297,11 @@ func (q *IngesterQueryable) fetch(ctx context.Context, mint, maxt int64, labelsO
 			results[i] = replicaResult{member: m.ID, addr: m.GRPCAddr, series: series, err: err}
 			if err != nil {
 				if lim.Err() != nil {
-					// The query crossed a limit (here or in another stream): not the ingester's fault.
+					// The query crossed a limit (here or in another stream): not the member's fault.
 					cancel(lim.Err())
 					return
 				}
-				q.cfg.metrics.ingesterRequests.WithLabelValues("error").Inc()
+				q.cfg.metrics.request(src.name, "error")
 				mu.Lock()
 				failures++
 				if failures > budget {
@@ -250,7 +310,7 @@ func (q *IngesterQueryable) fetch(ctx context.Context, mint, maxt int64, labelsO
 				mu.Unlock()
 				return
 			}
-			q.cfg.metrics.ingesterRequests.WithLabelValues("success").Inc()
+			q.cfg.metrics.request(src.name, "success")
 		}()
 	}
 	wg.Wait()
@@ -258,7 +318,7 @@ func (q *IngesterQueryable) fetch(ctx context.Context, mint, maxt int64, labelsO
 		return nil, err
 	}
 	if err := context.Cause(ctx); err != nil && failures <= budget {
-		// The caller's context ended (timeout, cancellation); not an ingester failure.
+		// The caller's context ended (timeout, cancellation); not a member failure.
 		return nil, err
 	}
 	if failures > budget {
@@ -268,30 +328,30 @@ func (q *IngesterQueryable) fetch(ctx context.Context, mint, maxt int64, labelsO
 				msgs = append(msgs, fmt.Sprintf("%s (%s): %v", res.member, res.addr, res.err))
 			}
 		}
-		q.cfg.metrics.ingesterQueriesFailed.Inc()
-		return nil, fmt.Errorf("%w: %d of %d readable ingesters failed and %d are unhealthy, at most %d tolerated with replication factor %d: %s",
-			ErrTooManyIngesterFailures, failures, len(targets), len(unhealthy), maxErrors, rf, strings.Join(msgs, "; "))
+		q.cfg.metrics.quorumFailed(src.name)
+		return nil, fmt.Errorf("%w: reading %s, %d of %d members asked failed and %d are unhealthy, at most %d tolerated with replication factor %d: %s",
+			ErrTooManyIngesterFailures, src.name, failures, len(targets), len(unhealthy), maxErrors, rf, strings.Join(msgs, "; "))
 	}
 	for _, res := range results {
 		if res.err != nil {
-			q.cfg.Logger.Warn("ingester query failed; answering from the other replicas",
+			q.cfg.Logger.Warn("member query failed; answering from the other replicas", "source", src.name,
 				"member", res.member, "addr", res.addr, "tenant", tenantID, "err", res.err)
 		}
 	}
 	return mergeReplicas(results, mint, maxt, labelsOnly)
 }
 
-// queryOne reads one ingester's stream, counting each message's series and chunks against lim
+// queryOne reads one member's stream, counting each message's series and chunks against lim
 // before asking for the next; a limit crossed ends the call (its deferred cancel stops the stream).
-// A labels-only fetch drops the chunks as they arrive.
-func (q *IngesterQueryable) queryOne(ctx context.Context, lim *queryLimiter, tenantID, addr string, req *ingesterpb.QueryRequest, labelsOnly bool) ([]*ingesterpb.StreamSeries, error) {
+// A labels-only fetch drops any chunks as they arrive (a member that predates labels_only sends them).
+func (q *MemberQueryable) queryOne(ctx context.Context, lim *queryLimiter, tenantID, addr string, req *ingesterpb.QueryRequest, labelsOnly bool) ([]*ingesterpb.StreamSeries, error) {
 	c, err := q.cfg.Clients.IngesterClient(addr)
 	if err != nil {
 		return nil, err
 	}
 	ctx, cancel := context.WithCancel(ctx)
 	defer cancel()
-	stream, err := c.QueryStream(ingesterpb.WithTenant(ctx, tenantID), req)
+	stream, err := q.src.call(c, ingesterpb.WithTenant(ctx, tenantID), req)
 	if err != nil {
 		return nil, err
 	}

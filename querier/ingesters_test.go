@@ -18,7 +18,7 @@ import (
 
 func TestMain(m *testing.M) { goleak.VerifyTestMain(m) }
 
-func newIngesterQueryable(t *testing.T, rf int, ring RingSource) *IngesterQueryable {
+func newIngesterQueryable(t *testing.T, rf int, ring RingSource) *MemberQueryable {
 	t.Helper()
 	pool := NewGRPCPool(16 << 20)
 	t.Cleanup(func() { pool.Close() })

@@ -1,8 +1,10 @@
 // Package querier answers reads: the Prometheus HTTP API (PromQL, series, labels) and Prometheus
 // remote read, over the ingesters of the ring (every readable member, asked in parallel over gRPC
-// QueryStream, replicas merged) and, when configured, the long-term store (blocks in a bucket).
+// QueryStream, replicas merged) and the long-term store (blocks in a bucket): read directly when the
+// bucket is shared, through every member (QueryBlocks, the same fan-out) when it is node-local.
 //
-// Layers, bottom up: IngesterQueryable (the fan-out and replica merge), NewQueryable (the time split
+// Layers, bottom up: MemberQueryable (the fan-out and replica merge, over the members' memory or
+// their blocks), NewQueryable (the time split
 // between ingesters and store, and their merge), and Querier (the PromQL engine and the HTTP
 // handlers). See docs/querying.md for the user's view and DESIGN.md for the reasons.
 package querier
@@ -44,8 +46,13 @@ type Deps struct {
 	// HeartbeatTimeout is -ring.heartbeat-timeout.
 	HeartbeatTimeout time.Duration
 	// Store reads the long-term store; nil when none is configured. It reads the request's tenant
-	// with tenant.FromContext, like the ingester fan-out.
+	// with tenant.FromContext, like the ingester fan-out. Ignored when NodeLocalStore is set.
 	Store storage.Queryable
+	// NodeLocalStore says that the long-term store is node-local (a filesystem bucket not declared
+	// shared): each member holds only the blocks it flushed or was handed, so no member's bucket
+	// is the whole store. The querier then reads the store by asking every member for its blocks
+	// (Ingester.QueryBlocks, NewBlocksQueryable) instead of reading Store itself.
+	NodeLocalStore bool
 	// MultitenancyEnabled is -auth.multitenancy-enabled: the tenant comes from X-Scope-OrgID, and a
 	// request without it gets 401. When false every request reads DefaultTenant.
 	MultitenancyEnabled bool
@@ -103,7 +110,17 @@ func New(cfg Config, deps Deps) (*Querier, error) {
 		return nil, err
 	}
 	var store storage.Queryable
-	if deps.Store != nil {
+	switch {
+	case deps.NodeLocalStore:
+		blocks, err := NewBlocksQueryable(IngestersConfig{Ring: deps.Ring, Clients: deps.Clients,
+			ReplicationFactor: deps.ReplicationFactor, HeartbeatTimeout: deps.HeartbeatTimeout,
+			Logger: deps.Logger, metrics: q.metrics})
+		if err != nil {
+			q.Close()
+			return nil, err
+		}
+		store = blocks
+	case deps.Store != nil:
 		store = deps.Store
 	}
 	q.queryable = NewQueryable(ing, store, cfg.QueryStoreAfter, cfg.QueryIngestersWithin, deps.Now)

@@ -20,12 +20,14 @@ import (
 // store must read the tenant with tenant.FromContext in Select, LabelNames and LabelValues.
 //
 // The query's fetch limits (limiterFrom(ctx)) count what both sources return: the ingesters as
-// their streams arrive, the store before it reads (see limitedStore).
+// their streams arrive, a store read directly before it reads (see limitedStore), a store read
+// through the members (NewBlocksQueryable) as their streams arrive.
 func NewQueryable(ingesters, store storage.Queryable, queryStoreAfter, queryIngestersWithin time.Duration, now func() time.Time) storage.SampleAndChunkQueryable {
 	if now == nil {
 		now = time.Now
 	}
-	if store != nil {
+	if _, countsItself := store.(*MemberQueryable); store != nil && !countsItself {
+		// A member fan-out counts its streams as they arrive, like the ingesters'.
 		store = limitedStore{store}
 	}
 	return &splitQueryable{ingesters: ingesters, store: store, storeAfter: queryStoreAfter,

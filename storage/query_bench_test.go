@@ -66,6 +66,12 @@ const (
 // blocks in a filesystem bucket and returns a BucketQueryable over it; the caller closes it.
 func benchBlocksQueryable(b *testing.B) *BucketQueryable {
 	b.Helper()
+	return benchBlocksQueryableCopies(b, 3)
+}
+
+// benchBlocksQueryableCopies is benchBlocksQueryable with copies replicas' blocks.
+func benchBlocksQueryableCopies(b *testing.B, copies int) *BucketQueryable {
+	b.Helper()
 	const nSeries = 10_000
 	step, h := benchBlocksStep, benchBlocksRange
 	root := b.TempDir()
@@ -82,7 +88,7 @@ func benchBlocksQueryable(b *testing.B) *BucketQueryable {
 		}
 		ss = append(ss, Series{Labels: lset, Chunks: xorChunks(b, smps, 120)})
 	}
-	for r := range 3 {
+	for r := range copies {
 		dir := b.TempDir()
 		meta, err := WriteBlock(context.Background(), dir, ss, BlockOptions{MinTime: 0, MaxTime: h,
 			Labels: map[string]string{"__ingester_id__": fmt.Sprint("r", r)}})
