@@ -61,6 +61,7 @@ type Server struct {
 	storage  storageParts
 	querier  querierParts
 	transfer transferParts
+	blocks   blocksParts // wire_blocks.go
 
 	closeOnce sync.Once
 }

@@ -1,15 +1,18 @@
 package ingester
 
 // This file wires the hand-over protocol (transfer) into the Server. It is owned by the hand-over
-// work; the Server calls wireTransfer in New (after the gRPC server exists) and closeTransfer when it
-// closes.
+// work; the Server calls wireTransfer in New (after the gRPC server exists and wireStorage) and
+// closeTransfer when it closes. wireTransfer also wires block movement (wire_blocks.go), which the
+// hand-over and its flush fallback use.
 
 import (
 	"context"
+	"errors"
 	"flag"
 	"fmt"
 	"sync"
 
+	"github.com/raftingest/raftingest/blocksvc"
 	"github.com/raftingest/raftingest/ringstate"
 	"github.com/raftingest/raftingest/transfer"
 	"github.com/raftingest/raftingest/transferpb"
@@ -17,16 +20,23 @@ import (
 
 // transferConfig holds the hand-over's flags (-ingester.max-transfer-retries,
 // -ingester.transfer-timeout, -ingester.transfer-frame-bytes, -ingester.transfer-max-recv-msg-size
-// (the gRPC receive limit of TransferChunks, see grpcserver.go), -ingester.transfer-test-delay).
+// (the gRPC receive limit of TransferChunks, see grpcserver.go), -ingester.transfer-test-delay), and
+// those of moving blocks between members (-blocks-storage.max-block-upload-bytes).
 type transferConfig struct {
 	transfer.Config
+	Blocks blocksvc.Config
 }
 
-// RegisterFlags registers the hand-over flags on f.
-func (c *transferConfig) RegisterFlags(f *flag.FlagSet) { c.Config.RegisterFlags(f) }
+// RegisterFlags registers the hand-over and block movement flags on f.
+func (c *transferConfig) RegisterFlags(f *flag.FlagSet) {
+	c.Config.RegisterFlags(f)
+	c.Blocks.RegisterFlags(f)
+}
 
-// Validate checks the hand-over flags.
-func (c *transferConfig) Validate() error { return c.Config.Validate() }
+// Validate checks the hand-over and block movement flags.
+func (c *transferConfig) Validate() error {
+	return errors.Join(c.Config.Validate(), c.Blocks.Validate())
+}
 
 // transferParts is what the transfer wiring adds to the Server.
 type transferParts struct {
@@ -36,23 +46,39 @@ type transferParts struct {
 	wg       sync.WaitGroup
 }
 
-// wireTransfer registers the Transfer service, makes the lifecycle hand over (or flush) when the
-// member leaves, and starts the receiver's watcher (aborts silent hand-overs, discards partial ones).
+// wireTransfer registers the Transfer and Blocks services, makes the lifecycle hand over (or flush)
+// when the member leaves, and starts the receiver's watcher (aborts silent hand-overs, discards
+// partial ones).
+//
+// With a node-local bucket a leaver's blocks leave with it: to the joiner before the chunk stream
+// (transfer's HandOverBlocks), or, when it flushes instead, to the members that take over its data
+// once the flush is done and before it removes itself (evacuateBlocks). With a shared bucket
+// neither is needed.
 func (s *Server) wireTransfer() error {
+	if err := s.wireBlocks(); err != nil {
+		return err
+	}
 	m, err := transfer.NewMetrics(s.reg)
 	if err != nil {
 		return fmt.Errorf("transfer metrics: %w", err)
 	}
 	id := ringstate.MemberID(s.cfg.NodeID)
 	log := s.log.With("component", "transfer")
-	// storage.FlushAll is read when the member leaves, not now: nil means no storage is configured,
-	// and the leaver then stays LEAVING rather than drop data.
+	// nil means no storage is configured, and the leaver then stays LEAVING rather than drop data.
+	// The fallback is the flush, then, with a node-local bucket, its blocks to the members that take
+	// over this member's data: it returns nil only once they hold every block.
 	var flush func(context.Context) error
-	if s.storage.FlushAll != nil {
-		flush = s.storage.FlushAll
+	if flushAll := s.storage.FlushAll; flushAll != nil {
+		flush = func(ctx context.Context) error {
+			if err := flushAll(ctx); err != nil {
+				return err
+			}
+			return s.evacuateBlocks(ctx)
+		}
 	}
 	if s.transfer.leaver, err = transfer.NewLeaver(s.cfg.Transfer.Config, transfer.LeaverDeps{
-		ID: id, Ring: s.node, Store: s.store, Flush: flush, Metrics: m, Logger: log, Dial: s.transferDialer(),
+		ID: id, Ring: s.node, Store: s.store, Flush: flush, HandOverBlocks: s.blocksHandOver(),
+		Metrics: m, Logger: log, Dial: s.transferDialer(),
 	}); err != nil {
 		return err
 	}
@@ -68,6 +94,11 @@ func (s *Server) wireTransfer() error {
 		// wait for it before streaming the store, or its samples would miss the hand-over.
 		if err := s.drainWrites(ctx); err != nil {
 			return err
+		}
+		if s.blocksMove() {
+			// The blocks are listed before the memory is streamed: no flush may move data from one
+			// to the other in between.
+			s.stopPeriodicFlush()
 		}
 		return s.transfer.leaver.Leave(ctx)
 	}
@@ -86,4 +117,5 @@ func (s *Server) closeTransfer() {
 		s.transfer.cancel()
 		s.transfer.wg.Wait()
 	}
+	s.closeBlocks()
 }

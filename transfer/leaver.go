@@ -52,21 +52,31 @@ type Leaver struct {
 	// flush writes everything in memory to storage and drops it from memory and the WAL; nil when
 	// no storage is configured.
 	flush func(ctx context.Context) error
-	m     *Metrics
-	log   *slog.Logger
-	nonce string
-	seq   atomic.Uint64
+	// handOverBlocks sends the member's blocks to a claimed joiner; nil: none to send.
+	handOverBlocks func(ctx context.Context, joiner ringstate.Member) error
+	m              *Metrics
+	log            *slog.Logger
+	nonce          string
+	seq            atomic.Uint64
 }
 
 // LeaverDeps are the Leaver's collaborators. Flush may be nil (no storage configured).
 type LeaverDeps struct {
-	ID      ringstate.MemberID
-	Ring    Ring
-	Store   Store
-	Dial    Dialer // nil: GRPCDialer
-	Flush   func(ctx context.Context) error
-	Metrics *Metrics
-	Logger  *slog.Logger
+	ID    ringstate.MemberID
+	Ring  Ring
+	Store Store
+	Dial  Dialer // nil: GRPCDialer
+	Flush func(ctx context.Context) error
+	// HandOverBlocks, when set, makes every block of this member's node-local bucket durable on the
+	// joiner, and returns only then (nil) or with why not. Each attempt calls it once the joiner is
+	// claimed and before the chunk stream, so that the joiner holds the blocks when it commits
+	// CompleteHandover at the stream's end; an error fails the attempt (aborted, retried like a
+	// failed stream). Blocks are immutable and the joiner answers blocks it has as already
+	// present, so a retried attempt sends only what is missing. nil: no blocks to move (no storage,
+	// or a shared bucket).
+	HandOverBlocks func(ctx context.Context, joiner ringstate.Member) error
+	Metrics        *Metrics
+	Logger         *slog.Logger
 }
 
 // NewLeaver validates cfg and returns a Leaver.
@@ -83,8 +93,8 @@ func NewLeaver(cfg Config, d LeaverDeps) (*Leaver, error) {
 	if d.Logger == nil {
 		d.Logger = slog.Default()
 	}
-	return &Leaver{cfg: cfg, id: d.ID, ring: d.Ring, store: d.Store, dial: d.Dial, flush: d.Flush, m: d.Metrics,
-		log: d.Logger, nonce: newNonce()}, nil
+	return &Leaver{cfg: cfg, id: d.ID, ring: d.Ring, store: d.Store, dial: d.Dial, flush: d.Flush,
+		handOverBlocks: d.HandOverBlocks, m: d.Metrics, log: d.Logger, nonce: newNonce()}, nil
 }
 
 func newNonce() string {
@@ -209,7 +219,14 @@ func (l *Leaver) handOver(ctx context.Context) error {
 		}
 		l.log.Info("claimed joiner, handing over", "member", l.id, "joiner", joiner.ID, "epoch", epoch,
 			"attempt", attempt+1, "tokens", len(me.Tokens))
-		err = l.stream(ctx, joiner, epoch)
+		if l.handOverBlocks != nil {
+			if err = l.handOverBlocks(ctx, joiner); err != nil {
+				err = fmt.Errorf("blocks: %w", err)
+			}
+		}
+		if err == nil {
+			err = l.stream(ctx, joiner, epoch)
+		}
 		if err == nil {
 			l.m.attempts.WithLabelValues("ok").Inc()
 			return nil

@@ -1,0 +1,446 @@
+package blocksvc
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"os"
+	"slices"
+	"strings"
+	"time"
+
+	"github.com/oklog/ulid/v2"
+	"github.com/thanos-io/objstore"
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/status"
+
+	"github.com/raftingest/raftingest/blockspb"
+	"github.com/raftingest/raftingest/storage"
+	"github.com/raftingest/raftingest/tenant"
+)
+
+// Deps are the server's collaborators.
+type Deps struct {
+	// Bucket is this member's bucket, where received blocks go and whose blocks are served.
+	Bucket objstore.Bucket
+	// BucketDir is the bucket's directory when it is a filesystem bucket ("" otherwise): its free
+	// space is checked before a block is received.
+	BucketDir string
+	// StagingDir is where StoreBlock writes a block while it receives and verifies it, one
+	// subdirectory per call. It is created, and emptied of a crashed process's leftovers, by
+	// NewServer: nothing else may live there.
+	StagingDir string
+	// AuthorizeDelete decides whether a DeleteBlocks call of tenant, fenced by the compactor lease's
+	// epoch, may delete: nil or a gRPC status error (any other error is answered
+	// FailedPrecondition). It is called for every DeleteBlocks, after the request checked. nil
+	// refuses every delete with FailedPrecondition.
+	AuthorizeDelete func(ctx context.Context, tenant string, epoch uint64) error
+	Metrics         *Metrics
+	Logger          *slog.Logger
+}
+
+// Server is the Blocks service over one member's bucket. Safe for concurrent use.
+type Server struct {
+	blockspb.UnimplementedBlocksServer
+	cfg Config
+	d   Deps
+	sem chan struct{} // store slots
+	log *slog.Logger
+}
+
+var _ blockspb.BlocksServer = (*Server)(nil)
+
+// NewServer validates cfg and d and prepares the staging directory.
+func NewServer(cfg Config, d Deps) (*Server, error) {
+	if err := cfg.Validate(); err != nil {
+		return nil, err
+	}
+	if d.Bucket == nil || d.StagingDir == "" || d.Metrics == nil {
+		return nil, errors.New("blocksvc: NewServer needs a bucket, a staging directory and metrics")
+	}
+	if d.Logger == nil {
+		d.Logger = slog.Default()
+	}
+	if err := os.RemoveAll(d.StagingDir); err != nil {
+		return nil, fmt.Errorf("blocksvc: wiping the staging directory: %w", err)
+	}
+	if err := os.MkdirAll(d.StagingDir, 0o755); err != nil {
+		return nil, fmt.Errorf("blocksvc: staging directory: %w", err)
+	}
+	return &Server{cfg: cfg, d: d, sem: make(chan struct{}, cfg.MaxConcurrentStores), log: d.Logger}, nil
+}
+
+// blockPrefix is the bucket directory of a block: "<tenant>/<ULID>/". tenantID must be valid.
+func blockPrefix(tenantID string, id ulid.ULID) string { return tenantID + "/" + id.String() + "/" }
+
+// StoreBlock receives one block, verifies it and puts it into the bucket, meta.json last; it
+// answers once the block is durable there. A block the bucket has (meta.json present) is answered
+// already_present at once, without reading the rest of the stream (the sender's next Send ends with
+// io.EOF and its CloseAndRecv returns the answer). Nothing of a refused or failed block stays in
+// the bucket or the staging directory.
+func (s *Server) StoreBlock(stream blockspb.Blocks_StoreBlockServer) (err error) {
+	ctx := stream.Context()
+	reason := ""
+	defer func() {
+		if reason != "" {
+			s.d.Metrics.refused.WithLabelValues(reason).Inc()
+		}
+	}()
+	// A slot first: a stalled or slow store holds one, so a bounded number can hold any at all.
+	t := time.NewTimer(s.cfg.IdleTimeout)
+	select {
+	case s.sem <- struct{}{}:
+		t.Stop()
+	case <-t.C:
+		reason = "limit"
+		return status.Errorf(codes.ResourceExhausted, "blocksvc: %d blocks are being stored already; none finished within %s",
+			s.cfg.MaxConcurrentStores, s.cfg.IdleTimeout)
+	case <-ctx.Done():
+		t.Stop()
+		reason = "cancelled"
+		return status.FromContextError(ctx.Err()).Err()
+	}
+	defer func() { <-s.sem }()
+
+	src := startRecv(stream.Recv, s.cfg.IdleTimeout)
+	defer src.stop() // then returning ends the call, which ends a Recv in progress
+	first, err := src.next(ctx)
+	if err != nil {
+		reason = "invalid"
+		if ctx.Err() != nil {
+			reason = "cancelled"
+			return status.FromContextError(ctx.Err()).Err()
+		}
+		if errors.Is(err, ErrStalled) {
+			reason = "timeout"
+			return status.Errorf(codes.DeadlineExceeded, "%v (waiting for the header)", err)
+		}
+		if err == io.EOF {
+			return status.Error(codes.InvalidArgument, "blocksvc: empty stream: a block starts with its header")
+		}
+		return err
+	}
+	h, err := checkHeader(first.GetHeader(), s.cfg.MaxBlockUploadBytes)
+	if err != nil {
+		if errors.Is(err, ErrTooLarge) {
+			reason = "limit"
+			return status.Error(codes.ResourceExhausted, err.Error())
+		}
+		reason = "invalid"
+		return status.Error(codes.InvalidArgument, err.Error())
+	}
+	log := s.log.With("tenant", h.tenant, "block", h.id)
+	metaKey, err := storage.BlockKey(h.tenant, h.id, storage.MetaFilename)
+	if err != nil {
+		reason = "invalid"
+		return status.Error(codes.InvalidArgument, err.Error())
+	}
+	switch ok, err := s.d.Bucket.Exists(ctx, metaKey); {
+	case err != nil:
+		reason = "error"
+		return status.Errorf(codes.Unavailable, "blocksvc: block %s of tenant %q: bucket: %v", h.id, h.tenant, err)
+	case ok:
+		log.Debug("block already in the bucket")
+		return stream.SendAndClose(&blockspb.StoreBlockResponse{AlreadyPresent: true})
+	}
+	if err := checkFreeSpace(s.d.StagingDir, s.d.BucketDir, h.total); err != nil {
+		reason = "limit"
+		return status.Errorf(codes.ResourceExhausted, "block %s of tenant %q: %v", h.id, h.tenant, err)
+	}
+	dir, err := os.MkdirTemp(s.d.StagingDir, h.id.String()+"-")
+	if err != nil {
+		reason = "error"
+		return status.Errorf(codes.Internal, "blocksvc: staging directory: %v", err)
+	}
+	defer os.RemoveAll(dir)
+	start := time.Now()
+	n, err := receiveBlock(ctx, src, dir, h)
+	s.d.Metrics.receivedBytes.Add(float64(n))
+	switch {
+	case err == nil:
+	case errors.Is(err, ErrInvalidBlock):
+		reason = "invalid"
+		return status.Error(codes.InvalidArgument, err.Error())
+	case errors.Is(err, ErrStalled):
+		reason = "timeout"
+		return status.Errorf(codes.DeadlineExceeded, "block %s of tenant %q after %d of %d bytes: %v", h.id, h.tenant, n, h.total, err)
+	case ctx.Err() != nil:
+		reason = "cancelled"
+		return status.FromContextError(ctx.Err()).Err()
+	default:
+		if st, ok := status.FromError(err); ok && st.Code() != codes.Unknown {
+			reason = "invalid" // the sender's stream ended with an error
+			return err
+		}
+		reason = "error"
+		return status.Errorf(codes.Internal, "blocksvc: block %s of tenant %q: %v", h.id, h.tenant, err)
+	}
+	if err := storage.UploadBlock(ctx, s.d.Bucket, h.tenant, dir, h.uploadMeta()); err != nil {
+		reason = "error"
+		// Without meta.json the rest reads as partial; remove it anyway (best effort).
+		dctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 30*time.Second)
+		if derr := storage.DeletePartialBlock(dctx, s.d.Bucket, h.tenant, h.uploadMeta()); derr != nil {
+			log.Warn("could not remove a partly stored block", "err", derr)
+		}
+		cancel()
+		return status.Errorf(codes.Unavailable, "blocksvc: %v", err)
+	}
+	s.d.Metrics.receivedBlocks.Inc()
+	log.Info("stored a block from another member", "bytes", n, "took", time.Since(start).Round(time.Millisecond))
+	return stream.SendAndClose(&blockspb.StoreBlockResponse{Bytes: n})
+}
+
+// readMeta reads and decodes a meta.json of at most maxMetaBytes; found is false when the object
+// does not exist.
+func readMeta(ctx context.Context, bkt objstore.BucketReader, key string) (raw []byte, m storage.Meta, found bool, err error) {
+	rc, err := bkt.Get(ctx, key)
+	if err != nil {
+		if bkt.IsObjNotFoundErr(err) {
+			return nil, m, false, nil
+		}
+		return nil, m, false, err
+	}
+	defer rc.Close()
+	raw, err = io.ReadAll(io.LimitReader(rc, maxMetaBytes+1))
+	if err != nil {
+		return nil, m, true, err
+	}
+	if len(raw) > maxMetaBytes {
+		return nil, m, true, fmt.Errorf("%s is larger than %d bytes", key, maxMetaBytes)
+	}
+	m, err = storage.ReadMeta(raw)
+	return raw, m, true, err
+}
+
+// checkTenantAndID validates a request's tenant and ULID.
+func checkTenantAndID(tenantID, id string) (ulid.ULID, error) {
+	if err := tenant.Validate(tenantID); err != nil {
+		return ulid.ULID{}, status.Errorf(codes.InvalidArgument, "blocksvc: tenant: %v", err)
+	}
+	u, err := ulid.ParseStrict(id)
+	if err != nil {
+		return ulid.ULID{}, status.Errorf(codes.InvalidArgument, "blocksvc: ULID %q: %v", trim(id), err)
+	}
+	return u, nil
+}
+
+// FetchBlock streams one complete block: its header (meta.json as stored, the other files with
+// their sizes), then the files' bytes in pieces of PieceSize. A block without meta.json is
+// NotFound.
+func (s *Server) FetchBlock(req *blockspb.FetchBlockRequest, stream blockspb.Blocks_FetchBlockServer) error {
+	ctx := stream.Context()
+	id, err := checkTenantAndID(req.GetTenant(), req.GetUlid())
+	if err != nil {
+		return err
+	}
+	prefix := blockPrefix(req.GetTenant(), id)
+	raw, meta, found, err := readMeta(ctx, s.d.Bucket, prefix+storage.MetaFilename)
+	switch {
+	case err != nil:
+		return status.Errorf(codes.Internal, "blocksvc: block %s of tenant %q: %v", id, req.GetTenant(), err)
+	case !found:
+		return status.Errorf(codes.NotFound, "blocksvc: no block %s of tenant %q", id, req.GetTenant())
+	case meta.ULID != id:
+		return status.Errorf(codes.Internal, "blocksvc: the meta.json of block %s of tenant %q names %s", id, req.GetTenant(), meta.ULID)
+	}
+	var files []*blockspb.BlockFile
+	err = s.d.Bucket.Iter(ctx, prefix, func(name string) error {
+		rel := strings.TrimPrefix(name, prefix)
+		if rel == storage.MetaFilename || strings.HasSuffix(name, "/") {
+			return nil
+		}
+		if len(files) == maxFilesInBlock {
+			return fmt.Errorf("more than %d files", maxFilesInBlock)
+		}
+		a, err := s.d.Bucket.Attributes(ctx, name)
+		if err != nil {
+			return err
+		}
+		files = append(files, &blockspb.BlockFile{RelPath: rel, SizeBytes: a.Size})
+		return nil
+	}, objstore.WithRecursiveIter())
+	if err != nil {
+		return status.Errorf(codes.Internal, "blocksvc: listing block %s of tenant %q: %v", id, req.GetTenant(), err)
+	}
+	slices.SortFunc(files, func(a, b *blockspb.BlockFile) int { return strings.Compare(a.RelPath, b.RelPath) })
+	if err := stream.Send(&blockspb.BlockPart{Part: &blockspb.BlockPart_Header{Header: &blockspb.BlockHeader{
+		Tenant: req.GetTenant(), Ulid: id.String(), MetaJson: raw, Files: files}}}); err != nil {
+		return err
+	}
+	buf := make([]byte, PieceSize)
+	for _, f := range files {
+		if err := s.sendFile(ctx, stream, prefix+f.RelPath, f, buf); err != nil {
+			return err
+		}
+	}
+	s.d.Metrics.sentBlocks.Inc()
+	return nil
+}
+
+// sendFile streams one file of exactly f.SizeBytes bytes.
+func (s *Server) sendFile(ctx context.Context, stream blockspb.Blocks_FetchBlockServer, key string, f *blockspb.BlockFile, buf []byte) error {
+	rc, err := s.d.Bucket.Get(ctx, key)
+	if err != nil {
+		return status.Errorf(codes.Internal, "blocksvc: %s: %v", key, err)
+	}
+	defer rc.Close()
+	var off int64
+	for off < f.SizeBytes {
+		n, err := io.ReadFull(rc, buf[:min(int64(len(buf)), f.SizeBytes-off)])
+		if err != nil {
+			return status.Errorf(codes.Internal, "blocksvc: %s at %d of %d bytes: %v", key, off, f.SizeBytes, err)
+		}
+		if err := stream.Send(&blockspb.BlockPart{Part: &blockspb.BlockPart_Piece{Piece: &blockspb.FilePiece{
+			RelPath: f.RelPath, Offset: off, Data: buf[:n]}}}); err != nil {
+			return err
+		}
+		off += int64(n)
+		s.d.Metrics.sentBytes.Add(float64(n))
+	}
+	return nil
+}
+
+// ListBlocks streams the complete blocks of one tenant, or of every tenant, in batches of about
+// listBatchBytes of meta.json. Directories that are not a valid tenant or ULID, and blocks without
+// meta.json (partial), are left out; so is a block whose meta.json does not decode or names
+// another block (logged).
+func (s *Server) ListBlocks(req *blockspb.ListBlocksRequest, stream blockspb.Blocks_ListBlocksServer) error {
+	ctx := stream.Context()
+	var tenants []string
+	if t := req.GetTenant(); t != "" {
+		if err := tenant.Validate(t); err != nil {
+			return status.Errorf(codes.InvalidArgument, "blocksvc: tenant: %v", err)
+		}
+		tenants = []string{t}
+	} else {
+		err := s.d.Bucket.Iter(ctx, "", func(name string) error {
+			if t, ok := strings.CutSuffix(name, "/"); ok && tenant.Validate(t) == nil {
+				tenants = append(tenants, t)
+			}
+			return nil
+		})
+		if err != nil {
+			return status.Errorf(codes.Internal, "blocksvc: listing tenants: %v", err)
+		}
+	}
+	var (
+		batch []*blockspb.BlockInfo
+		size  int
+	)
+	flush := func() error {
+		if len(batch) == 0 {
+			return nil
+		}
+		err := stream.Send(&blockspb.ListBlocksResponse{Blocks: batch})
+		batch, size = nil, 0
+		return err
+	}
+	for _, t := range tenants {
+		var ids []ulid.ULID
+		err := s.d.Bucket.Iter(ctx, t+"/", func(name string) error {
+			d, isDir := strings.CutSuffix(strings.TrimPrefix(name, t+"/"), "/")
+			if id, err := ulid.ParseStrict(d); err == nil && isDir {
+				ids = append(ids, id)
+			}
+			return nil
+		})
+		if err != nil {
+			return status.Errorf(codes.Internal, "blocksvc: listing blocks of tenant %q: %v", t, err)
+		}
+		slices.SortFunc(ids, func(a, b ulid.ULID) int { return a.Compare(b) })
+		for _, id := range ids {
+			raw, meta, found, err := readMeta(ctx, s.d.Bucket, blockPrefix(t, id)+storage.MetaFilename)
+			switch {
+			case err != nil && ctx.Err() != nil:
+				return status.FromContextError(ctx.Err()).Err()
+			case err != nil || (found && meta.ULID != id):
+				s.log.Warn("block with an unreadable meta.json left out of a listing", "tenant", t, "block", id, "err", err)
+				continue
+			case !found:
+				continue // partial
+			}
+			batch = append(batch, &blockspb.BlockInfo{Tenant: t, Ulid: id.String(), MetaJson: raw})
+			if size += len(raw); size >= listBatchBytes {
+				if err := flush(); err != nil {
+					return err
+				}
+			}
+		}
+	}
+	return flush()
+}
+
+// DeleteBlocks deletes blocks of one tenant from the bucket, each meta.json first (so a block half
+// deleted reads as partial), then every other object under the block's directory. Absent blocks
+// are not an error; deleted counts the blocks that had a meta.json. The caller must be allowed by
+// Deps.AuthorizeDelete with the request's lease epoch.
+func (s *Server) DeleteBlocks(ctx context.Context, req *blockspb.DeleteBlocksRequest) (*blockspb.DeleteBlocksResponse, error) {
+	if err := tenant.Validate(req.GetTenant()); err != nil {
+		return nil, status.Errorf(codes.InvalidArgument, "blocksvc: tenant: %v", err)
+	}
+	if n := len(req.GetUlids()); n > maxDeleteIDs {
+		return nil, status.Errorf(codes.InvalidArgument, "blocksvc: %d blocks in one delete, at most %d", n, maxDeleteIDs)
+	}
+	ids := make([]ulid.ULID, len(req.GetUlids()))
+	for i, u := range req.GetUlids() {
+		id, err := ulid.ParseStrict(u)
+		if err != nil {
+			return nil, status.Errorf(codes.InvalidArgument, "blocksvc: ULID %q: %v", trim(u), err)
+		}
+		ids[i] = id
+	}
+	if s.d.AuthorizeDelete == nil {
+		return nil, status.Error(codes.FailedPrecondition, "blocksvc: this member accepts no DeleteBlocks: no compactor lease check is configured")
+	}
+	if err := s.d.AuthorizeDelete(ctx, req.GetTenant(), req.GetLeaseEpoch()); err != nil {
+		if _, ok := status.FromError(err); ok {
+			return nil, err
+		}
+		return nil, status.Errorf(codes.FailedPrecondition, "blocksvc: delete refused: %v", err)
+	}
+	var deleted uint32
+	for _, id := range ids {
+		had, err := s.deleteBlock(ctx, req.GetTenant(), id)
+		if had {
+			deleted++
+			s.d.Metrics.deletedBlocks.Inc()
+		}
+		if err != nil {
+			return nil, status.Errorf(codes.Internal, "blocksvc: deleting block %s of tenant %q (%d deleted before it): %v", id, req.GetTenant(), deleted, err)
+		}
+		s.log.Info("deleted a block", "tenant", req.GetTenant(), "block", id, "had_meta", had, "lease_epoch", req.GetLeaseEpoch())
+	}
+	return &blockspb.DeleteBlocksResponse{Deleted: deleted}, nil
+}
+
+// deleteBlock deletes meta.json, then every other object of the block. had reports whether
+// meta.json was there.
+func (s *Server) deleteBlock(ctx context.Context, tenantID string, id ulid.ULID) (had bool, err error) {
+	prefix := blockPrefix(tenantID, id)
+	// Some buckets (objstore's filesystem one) delete an absent object without an error: ask first.
+	if had, err = s.d.Bucket.Exists(ctx, prefix+storage.MetaFilename); err != nil {
+		return false, err
+	}
+	if had {
+		if err := s.d.Bucket.Delete(ctx, prefix+storage.MetaFilename); err != nil && !s.d.Bucket.IsObjNotFoundErr(err) {
+			return false, err
+		}
+	}
+	var rest []string
+	if err := s.d.Bucket.Iter(ctx, prefix, func(name string) error {
+		if !strings.HasSuffix(name, "/") {
+			rest = append(rest, name)
+		}
+		return nil
+	}, objstore.WithRecursiveIter()); err != nil {
+		return had, err
+	}
+	for _, name := range rest {
+		if err := s.d.Bucket.Delete(ctx, name); err != nil && !s.d.Bucket.IsObjNotFoundErr(err) {
+			return had, err
+		}
+	}
+	return had, nil
+}

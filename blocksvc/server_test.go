@@ -1,0 +1,351 @@
+package blocksvc
+
+import (
+	"context"
+	"encoding/binary"
+	"encoding/json"
+	"hash/crc32"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/oklog/ulid/v2"
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/status"
+
+	"github.com/raftingest/raftingest/blockspb"
+	"github.com/raftingest/raftingest/storage"
+)
+
+// TestBlocks_StoreListFetchDelete: a real block of several pieces (its chunk segment is larger than
+// PieceSize) goes to a member with Store, comes back byte for byte with Fetch, is listed with its
+// meta, is answered already present when stored again, and is deleted only with the lease the
+// AuthorizeDelete dependency accepts — meta.json first, nothing left.
+func TestBlocks_StoreListFetchDelete(t *testing.T) {
+	const leaseEpoch = 7
+	var authCalls int
+	n := startNode(t, Config{}, func(d *Deps) {
+		d.AuthorizeDelete = func(_ context.Context, tenantID string, epoch uint64) error {
+			authCalls++
+			if tenantID != "team-a" {
+				t.Errorf("AuthorizeDelete got tenant %q", tenantID)
+			}
+			if epoch != leaseEpoch {
+				return status.Errorf(codes.FailedPrecondition, "stale lease epoch %d, the lease is at %d", epoch, leaseEpoch)
+			}
+			return nil
+		}
+	})
+	ctx := t.Context()
+	src := t.TempDir()
+	dir, meta := testBlock(t, src, "team-a", 600, 240, 1)
+	if fi, err := os.Stat(filepath.Join(dir, "chunks", "000001")); err != nil || fi.Size() <= PieceSize {
+		t.Fatalf("the test block's chunk segment should span several pieces: %v, %v", fi, err)
+	}
+
+	present, err := Store(ctx, n.client, "team-a", dir)
+	if err != nil || present {
+		t.Fatalf("Store: present %v, err %v", present, err)
+	}
+	sameFiles(t, dir, filepath.Join(n.bucketDir, "team-a", meta.ULID.String()))
+	requireEmpty(t, "staging", n.staging)
+	if got := metric(t, n.reg, "raftingest_blocks_received_total"); got != 1 {
+		t.Fatalf("raftingest_blocks_received_total %v, want 1", got)
+	}
+
+	start := time.Now()
+	present, err = Store(ctx, n.client, "team-a", dir)
+	if err != nil || !present {
+		t.Fatalf("second Store: present %v, err %v; want already present", present, err)
+	}
+	t.Logf("second Store of a %d-byte block answered already present in %s", meta.BlockSize(), time.Since(start))
+
+	list, err := List(ctx, n.client, "")
+	if err != nil || len(list) != 1 || list[0].Tenant != "team-a" || list[0].Meta.ULID != meta.ULID || list[0].Meta.Stats != meta.Stats {
+		t.Fatalf("List: %+v, %v", list, err)
+	}
+	if list, err := List(ctx, n.client, "team-b"); err != nil || len(list) != 0 {
+		t.Fatalf("List(team-b): %+v, %v", list, err)
+	}
+
+	fetchDir := t.TempDir()
+	got, err := Fetch(ctx, n.client, "team-a", meta.ULID, fetchDir)
+	if err != nil || got != filepath.Join(fetchDir, meta.ULID.String()) {
+		t.Fatalf("Fetch: %q, %v", got, err)
+	}
+	sameFiles(t, dir, got)
+	if ents, _ := os.ReadDir(fetchDir); len(ents) != 1 {
+		t.Fatalf("Fetch left %d entries in its parent directory, want the block alone", len(ents))
+	}
+	if _, err := Fetch(ctx, n.client, "team-a", ulid.Make(), fetchDir); status.Code(err) != codes.NotFound {
+		t.Fatalf("Fetch of an unknown block: %v, want NotFound", err)
+	}
+
+	if _, err := Delete(ctx, n.client, "team-a", []ulid.ULID{meta.ULID}, leaseEpoch-1); status.Code(err) != codes.FailedPrecondition {
+		t.Fatalf("Delete with a stale epoch: %v, want FailedPrecondition", err)
+	}
+	if len(files(t, n.bucketDir)) == 0 {
+		t.Fatal("a refused delete deleted")
+	}
+	deleted, err := Delete(ctx, n.client, "team-a", []ulid.ULID{meta.ULID, ulid.Make()}, leaseEpoch)
+	if err != nil || deleted != 1 {
+		t.Fatalf("Delete: %d, %v; want 1 (the absent one is not an error)", deleted, err)
+	}
+	requireEmpty(t, "bucket", n.bucketDir)
+	if authCalls != 2 {
+		t.Fatalf("AuthorizeDelete called %d times, want 2", authCalls)
+	}
+	if list, err := List(ctx, n.client, ""); err != nil || len(list) != 0 {
+		t.Fatalf("List after Delete: %+v, %v", list, err)
+	}
+}
+
+// TestBlocks_DeleteWithoutLeaseCheckRefused: a member without an AuthorizeDelete refuses every
+// delete with FailedPrecondition and deletes nothing.
+func TestBlocks_DeleteWithoutLeaseCheckRefused(t *testing.T) {
+	n := startNode(t, Config{}, nil)
+	dir, meta := testBlock(t, t.TempDir(), "t1", 3, 10, 2)
+	if _, err := Store(t.Context(), n.client, "t1", dir); err != nil {
+		t.Fatal(err)
+	}
+	_, err := Delete(t.Context(), n.client, "t1", []ulid.ULID{meta.ULID}, 1)
+	if status.Code(err) != codes.FailedPrecondition {
+		t.Fatalf("Delete: %v, want FailedPrecondition", err)
+	}
+	sameFiles(t, dir, filepath.Join(n.bucketDir, "t1", meta.ULID.String()))
+}
+
+// TestBlocks_PartialBlockNeverListedOrServed: a block without meta.json (an upload that never
+// finished) is not listed, not fetched, and a Store of the whole block completes it.
+func TestBlocks_PartialBlockNeverListedOrServed(t *testing.T) {
+	n := startNode(t, Config{}, nil)
+	dir, meta := testBlock(t, t.TempDir(), "t1", 5, 20, 3)
+	partial := filepath.Join(n.bucketDir, "t1", meta.ULID.String())
+	if err := os.CopyFS(partial, os.DirFS(dir)); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Remove(filepath.Join(partial, storage.MetaFilename)); err != nil {
+		t.Fatal(err)
+	}
+	if list, err := List(t.Context(), n.client, ""); err != nil || len(list) != 0 {
+		t.Fatalf("List: %+v, %v; want the partial block left out", list, err)
+	}
+	if _, err := Fetch(t.Context(), n.client, "t1", meta.ULID, t.TempDir()); status.Code(err) != codes.NotFound {
+		t.Fatalf("Fetch of a partial block: %v, want NotFound", err)
+	}
+	if present, err := Store(t.Context(), n.client, "t1", dir); err != nil || present {
+		t.Fatalf("Store over a partial block: present %v, %v", present, err)
+	}
+	sameFiles(t, dir, partial)
+}
+
+// rawStore sends parts on a StoreBlock stream as they are, then closes it (unless keepOpen waits
+// first), and returns the answer's error.
+func rawStore(ctx context.Context, c blockspb.BlocksClient, parts []*blockspb.BlockPart, wait time.Duration) error {
+	ctx, cancel := context.WithTimeout(ctx, 30*time.Second)
+	defer cancel()
+	st, err := c.StoreBlock(ctx)
+	if err != nil {
+		return err
+	}
+	for _, p := range parts {
+		if err := st.Send(p); err != nil {
+			break // the server ended the call; its status comes with CloseAndRecv
+		}
+	}
+	if wait > 0 {
+		time.Sleep(wait)
+	}
+	_, err = st.CloseAndRecv()
+	return err
+}
+
+// blockParts cuts the block in dir into the messages Store would send, for tampering.
+func blockParts(t *testing.T, tenantID, dir string) (*blockspb.BlockHeader, []*blockspb.FilePiece) {
+	t.Helper()
+	raw, err := os.ReadFile(filepath.Join(dir, storage.MetaFilename))
+	if err != nil {
+		t.Fatal(err)
+	}
+	fs, err := LocalFiles(dir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	h := &blockspb.BlockHeader{Tenant: tenantID, Ulid: filepath.Base(dir), MetaJson: raw}
+	var pieces []*blockspb.FilePiece
+	for _, f := range fs {
+		h.Files = append(h.Files, &blockspb.BlockFile{RelPath: f.RelPath, SizeBytes: f.SizeBytes})
+		b, err := os.ReadFile(filepath.Join(dir, filepath.FromSlash(f.RelPath)))
+		if err != nil {
+			t.Fatal(err)
+		}
+		for off := 0; off < len(b); off += PieceSize {
+			pieces = append(pieces, &blockspb.FilePiece{RelPath: f.RelPath, Offset: int64(off), Data: b[off:min(off+PieceSize, len(b))]})
+		}
+	}
+	return h, pieces
+}
+
+func hdr(h *blockspb.BlockHeader) *blockspb.BlockPart {
+	return &blockspb.BlockPart{Part: &blockspb.BlockPart_Header{Header: h}}
+}
+
+func pc(p *blockspb.FilePiece) *blockspb.BlockPart {
+	return &blockspb.BlockPart{Part: &blockspb.BlockPart_Piece{Piece: p}}
+}
+
+// cloneHeader deep-copies h so a case can tamper with it.
+func cloneHeader(h *blockspb.BlockHeader) *blockspb.BlockHeader {
+	c := &blockspb.BlockHeader{Tenant: h.Tenant, Ulid: h.Ulid, MetaJson: append([]byte(nil), h.MetaJson...)}
+	for _, f := range h.Files {
+		c.Files = append(c.Files, &blockspb.BlockFile{RelPath: f.RelPath, SizeBytes: f.SizeBytes})
+	}
+	return c
+}
+
+// TestStoreBlock_HostileInput: each hostile or broken stream is refused with a clear status whose
+// message names the problem, and leaves nothing in the bucket or the staging directory. A good
+// stream afterwards is stored (the refusals held no slot or file).
+func TestStoreBlock_HostileInput(t *testing.T) {
+	n := startNode(t, Config{IdleTimeout: 500 * time.Millisecond, MaxConcurrentStores: 2}, nil)
+	dir, meta := testBlock(t, t.TempDir(), "t1", 600, 240, 4)
+	h, pieces := blockParts(t, "t1", dir)
+	if len(pieces) < 3 {
+		t.Fatalf("want a block of at least 3 pieces, got %d", len(pieces))
+	}
+	all := func(hh *blockspb.BlockHeader, ps []*blockspb.FilePiece) []*blockspb.BlockPart {
+		out := []*blockspb.BlockPart{hdr(hh)}
+		for _, p := range ps {
+			out = append(out, pc(p))
+		}
+		return out
+	}
+	withHeader := func(mod func(*blockspb.BlockHeader)) []*blockspb.BlockPart {
+		c := cloneHeader(h)
+		mod(c)
+		return all(c, pieces)
+	}
+	withPieces := func(mod func([]*blockspb.FilePiece) []*blockspb.FilePiece) []*blockspb.BlockPart {
+		ps := make([]*blockspb.FilePiece, len(pieces))
+		for i, p := range pieces {
+			ps[i] = &blockspb.FilePiece{RelPath: p.RelPath, Offset: p.Offset, Data: p.Data}
+		}
+		return all(h, mod(ps))
+	}
+	otherMeta, _ := testBlock(t, t.TempDir(), "t1", 1, 2, 5)
+	otherRaw, err := os.ReadFile(filepath.Join(otherMeta, storage.MetaFilename))
+	if err != nil {
+		t.Fatal(err)
+	}
+
+	for _, tc := range []struct {
+		name  string
+		parts []*blockspb.BlockPart
+		wait  time.Duration
+		code  codes.Code
+		msg   string
+	}{
+		{"empty stream", nil, 0, codes.InvalidArgument, "empty stream"},
+		{"piece before the header", []*blockspb.BlockPart{pc(pieces[0])}, 0, codes.InvalidArgument, "does not start with a header"},
+		{"header claiming 1 TiB", withHeader(func(c *blockspb.BlockHeader) { c.Files[0].SizeBytes = 1 << 40 }), 0, codes.ResourceExhausted, "max-block-upload-bytes"},
+		{"sizes overflowing int64", withHeader(func(c *blockspb.BlockHeader) {
+			c.Files[0].SizeBytes = 1<<63 - 1
+			c.Files[1].SizeBytes = 1<<63 - 1
+		}), 0, codes.ResourceExhausted, "max-block-upload-bytes"},
+		{"negative size", withHeader(func(c *blockspb.BlockHeader) { c.Files[0].SizeBytes = -1 }), 0, codes.InvalidArgument, "-1 bytes"},
+		{"tenant ../x", withHeader(func(c *blockspb.BlockHeader) { c.Tenant = "../x" }), 0, codes.InvalidArgument, "tenant"},
+		{"tenant empty", withHeader(func(c *blockspb.BlockHeader) { c.Tenant = "" }), 0, codes.InvalidArgument, "tenant"},
+		{"meta.json of another tenant", withHeader(func(c *blockspb.BlockHeader) { c.Tenant = "t2" }), 0, codes.InvalidArgument, `labels it tenant "t1"`},
+		{"rel_path with ..", withHeader(func(c *blockspb.BlockHeader) { c.Files[0].RelPath = "chunks/../../../x" }), 0, codes.InvalidArgument, "invalid object key"},
+		{"absolute rel_path", withHeader(func(c *blockspb.BlockHeader) { c.Files[0].RelPath = "/etc/passwd" }), 0, codes.InvalidArgument, "absolute"},
+		{"hidden directory", withHeader(func(c *blockspb.BlockHeader) { c.Files[0].RelPath = ".tmp/000001" }), 0, codes.InvalidArgument, "hidden"},
+		{"hidden file", withHeader(func(c *blockspb.BlockHeader) { c.Files[0].RelPath = "chunks/.000001.tmp-1-1" }), 0, codes.InvalidArgument, "hidden"},
+		{"meta.json as a file", withHeader(func(c *blockspb.BlockHeader) {
+			c.Files = append(c.Files, &blockspb.BlockFile{RelPath: "meta.json", SizeBytes: 2})
+		}), 0, codes.InvalidArgument, "meta.json is in the header"},
+		{"file listed twice", withHeader(func(c *blockspb.BlockHeader) { c.Files = append(c.Files, c.Files[0]) }), 0, codes.InvalidArgument, "listed twice"},
+		{"file and directory", withHeader(func(c *blockspb.BlockHeader) {
+			c.Files = append(c.Files, &blockspb.BlockFile{RelPath: "chunks", SizeBytes: 1})
+		}), 0, codes.InvalidArgument, "a file and a directory"},
+		{"no index", withHeader(func(c *blockspb.BlockHeader) { c.Files = c.Files[:1] }), 0, codes.InvalidArgument, "no index"},
+		{"bad ULID", withHeader(func(c *blockspb.BlockHeader) { c.Ulid = "not-a-ulid" }), 0, codes.InvalidArgument, "ULID"},
+		{"meta.json naming another block", withHeader(func(c *blockspb.BlockHeader) { c.MetaJson = otherRaw }), 0, codes.InvalidArgument, "meta.json names block"},
+		{"meta.json not JSON", withHeader(func(c *blockspb.BlockHeader) { c.MetaJson = []byte("{") }), 0, codes.InvalidArgument, "meta.json"},
+		{"size other than meta.json lists", withHeader(func(c *blockspb.BlockHeader) { c.Files[1].SizeBytes-- }), 0, codes.InvalidArgument, "meta.json lists file"},
+		{"piece past its size", withPieces(func(ps []*blockspb.FilePiece) []*blockspb.FilePiece {
+			last := len(ps) - 1
+			ps[last].Data = append(append([]byte(nil), ps[last].Data...), 0)
+			return ps
+		}), 0, codes.InvalidArgument, "past its size"},
+		{"gap", withPieces(func(ps []*blockspb.FilePiece) []*blockspb.FilePiece {
+			ps[1].Offset++
+			return ps
+		}), 0, codes.InvalidArgument, "without gaps"},
+		{"pieces out of file order", withPieces(func(ps []*blockspb.FilePiece) []*blockspb.FilePiece {
+			return append([]*blockspb.FilePiece{ps[len(ps)-1]}, ps[:len(ps)-1]...)
+		}), 0, codes.InvalidArgument, "header's order"},
+		{"piece larger than PieceSize", withPieces(func(ps []*blockspb.FilePiece) []*blockspb.FilePiece {
+			ps[0].Data = append(append([]byte(nil), ps[0].Data...), ps[1].Data[:1]...)
+			return ps
+		}), 0, codes.InvalidArgument, "want 1 to"},
+		{"empty piece", withPieces(func(ps []*blockspb.FilePiece) []*blockspb.FilePiece {
+			return append([]*blockspb.FilePiece{{RelPath: ps[0].RelPath}}, ps...)
+		}), 0, codes.InvalidArgument, "want 1 to"},
+		{"second header", append(all(h, pieces[:1]), hdr(h)), 0, codes.InvalidArgument, "second header"},
+		{"truncated stream", all(h, pieces[:len(pieces)-1]), 0, codes.InvalidArgument, "stream ended with"},
+		{"corrupt chunk", withPieces(func(ps []*blockspb.FilePiece) []*blockspb.FilePiece {
+			// The first chunk's bytes after the segment header, its length and encoding: its sample
+			// count and first samples.
+			d := append([]byte(nil), ps[0].Data...)
+			for i := 10; i < 40; i++ {
+				d[i] ^= 0xff
+			}
+			ps[0].Data = d
+			return ps
+		}), 0, codes.InvalidArgument, "chunk"},
+		{"chunk claiming a sample more, checksum right", withPieces(func(ps []*blockspb.FilePiece) []*blockspb.FilePiece {
+			// The first chunk: <uvarint length><encoding><data><crc32c of encoding and data>, after the
+			// 8-byte segment header; its data starts with the sample count (big-endian uint16).
+			d := append([]byte(nil), ps[0].Data...)
+			l, n := binary.Uvarint(d[8:])
+			start := 8 + n // the encoding byte
+			end := start + 1 + int(l)
+			d[start+2]++ // the count's low byte
+			binary.BigEndian.PutUint32(d[end:], crc32.Checksum(d[start:end], crc32.MakeTable(crc32.Castagnoli)))
+			ps[0].Data = d
+			return ps
+		}), 0, codes.InvalidArgument, "chunk 0"},
+		{"meta.json counting other samples", withHeader(func(c *blockspb.BlockHeader) {
+			var m map[string]any
+			if err := json.Unmarshal(c.MetaJson, &m); err != nil {
+				t.Fatal(err)
+			}
+			st := m["stats"].(map[string]any)
+			st["numSamples"] = st["numSamples"].(float64) + 1
+			c.MetaJson, _ = json.Marshal(m)
+		}), 0, codes.InvalidArgument, "meta.json counts"},
+		{"stalled stream", all(h, pieces[:1]), 2 * time.Second, codes.DeadlineExceeded, "stalled"},
+		{"stalled before the header", nil, 2 * time.Second, codes.DeadlineExceeded, "stalled"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			start := time.Now()
+			err := rawStore(t.Context(), n.client, tc.parts, tc.wait)
+			st, _ := status.FromError(err)
+			if st.Code() != tc.code || !strings.Contains(st.Message(), tc.msg) {
+				t.Fatalf("got %v (%s), want %s containing %q", st.Code(), st.Message(), tc.code, tc.msg)
+			}
+			t.Logf("refused in %s: %s", time.Since(start).Round(time.Millisecond), st.Message())
+			requireEmpty(t, "bucket", n.bucketDir)
+			requireEmpty(t, "staging", n.staging)
+		})
+	}
+	if present, err := Store(t.Context(), n.client, "t1", dir); err != nil || present {
+		t.Fatalf("a good Store after the refusals: present %v, %v", present, err)
+	}
+	sameFiles(t, dir, filepath.Join(n.bucketDir, "t1", meta.ULID.String()))
+	if got := metric(t, n.reg, "raftingest_blocks_store_refused_total"); got < 20 {
+		t.Fatalf("raftingest_blocks_store_refused_total %v, want one per refused case", got)
+	}
+}
