@@ -14,6 +14,7 @@ import (
 	"strings"
 	"sync"
 
+	"github.com/raftingest/raftingest/ringstate"
 	"github.com/raftingest/raftingest/storage"
 )
 
@@ -23,7 +24,7 @@ func (s *Server) adminHandler() http.Handler {
 	mux := http.NewServeMux()
 	mux.HandleFunc("/ingester/shutdown", s.shutdown)
 	if s.storage.flusher != nil {
-		mux.Handle("/ingester/flush", s.storage.flusher) // POST-only itself
+		mux.Handle("/ingester/flush", refuseFlushWhileLeaving(s.cfg.Storage.Bucket.Shared(), s.lc.State, s.storage.flusher)) // POST-only itself
 	}
 	mux.HandleFunc("/debug/pprof/", pprof.Index)
 	mux.HandleFunc("/debug/pprof/cmdline", cmdline)
@@ -31,6 +32,21 @@ func (s *Server) adminHandler() http.Handler {
 	mux.HandleFunc("/debug/pprof/symbol", pprof.Symbol)
 	mux.HandleFunc("/debug/pprof/trace", pprof.Trace)
 	return mux
+}
+
+// refuseFlushWhileLeaving answers POST /ingester/flush with 409 while this member is LEAVING with a
+// node-local bucket: its blocks are being handed to the members that remain, listed once at the
+// start, so a block an operator's flush wrote after that listing would stay on this member's disk
+// only, and leave with it. The leave flushes what it must by itself. With a shared bucket a flush
+// at any time is safe.
+func refuseFlushWhileLeaving(sharedBucket bool, state func() ringstate.State, next http.Handler) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if r.Method == http.MethodPost && !sharedBucket && state() == ringstate.LEAVING {
+			http.Error(w, "this member is LEAVING: its data and blocks are being handed to the members that remain, and a flush now could strand a block on its node-local disk; the leave flushes what it must by itself", http.StatusConflict)
+			return
+		}
+		next.ServeHTTP(w, r)
+	})
 }
 
 // cmdline is /debug/pprof/cmdline as net/http/pprof serves it (the arguments, NUL-separated),

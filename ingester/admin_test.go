@@ -1,8 +1,13 @@
 package ingester
 
 import (
+	"net/http"
+	"net/http/httptest"
 	"slices"
+	"strings"
 	"testing"
+
+	"github.com/raftingest/raftingest/ringstate"
 )
 
 // TestMaskArgs_HidesSecretFlagValues: /debug/pprof/cmdline served the S3 secret access key as it
@@ -47,6 +52,42 @@ func TestSecretFlags_Registry(t *testing.T) {
 	for _, name := range []string{"blocks-storage.s3.access-key-id", "blocks-storage.s3.secret-access-key-file", "node.id", "server.http-tls-key-path"} {
 		if IsSecretFlag(name) {
 			t.Errorf("%s is registered as secret", name)
+		}
+	}
+}
+
+// A flush while LEAVING with a node-local bucket could write a block after the leave listed the
+// blocks it hands over: refused with 409; in every other state, or with a shared bucket, the
+// flusher answers.
+func TestRefuseFlushWhileLeaving(t *testing.T) {
+	for _, tc := range []struct {
+		shared bool
+		state  ringstate.State
+		method string
+		want   int
+	}{
+		{false, ringstate.LEAVING, http.MethodPost, http.StatusConflict},
+		{false, ringstate.ACTIVE, http.MethodPost, http.StatusOK},
+		{false, ringstate.JOINING, http.MethodPost, http.StatusOK},
+		{false, ringstate.PENDING, http.MethodPost, http.StatusOK},
+		{true, ringstate.LEAVING, http.MethodPost, http.StatusOK},
+		{false, ringstate.LEAVING, http.MethodGet, http.StatusMethodNotAllowed}, // the flusher's own answer
+	} {
+		flusher := http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+			if r.Method != http.MethodPost {
+				http.Error(w, "POST", http.StatusMethodNotAllowed)
+				return
+			}
+			w.WriteHeader(http.StatusOK)
+		})
+		h := refuseFlushWhileLeaving(tc.shared, func() ringstate.State { return tc.state }, flusher)
+		rec := httptest.NewRecorder()
+		h.ServeHTTP(rec, httptest.NewRequest(tc.method, "/ingester/flush", nil))
+		if rec.Code != tc.want {
+			t.Errorf("shared=%v state=%s %s: %d %q, want %d", tc.shared, tc.state, tc.method, rec.Code, rec.Body.String(), tc.want)
+		}
+		if tc.want == http.StatusConflict && !strings.Contains(rec.Body.String(), "LEAVING") {
+			t.Errorf("the refusal does not say why: %q", rec.Body.String())
 		}
 	}
 }
