@@ -65,6 +65,7 @@ type Config struct {
 	Storage     storageConfig
 	Querier     querierConfig
 	Transfer    transferConfig
+	Compactor   compactConfig // wire_compact.go
 
 	// SeriesLimits is -ingester.max-global-series-per-user; see limits.go.
 	SeriesLimits seriesLimitsConfig
@@ -101,6 +102,7 @@ func (c *Config) RegisterFlags(f *flag.FlagSet) {
 	c.Storage.RegisterFlags(f)
 	c.Querier.RegisterFlags(f)
 	c.Transfer.RegisterFlags(f)
+	c.Compactor.RegisterFlags(f)
 }
 
 // Validate checks every flag and their relations, naming the flags in its messages. It also copies
@@ -165,7 +167,7 @@ func (c *Config) Validate() error {
 	if c.Store.WALDir == "" && c.DataDir != "" {
 		c.Store.WALDir = filepath.Join(c.DataDir, "wal")
 	}
-	for _, v := range []interface{ Validate() error }{&c.TLS, &c.GRPCServer, &c.Raft, &c.Lifecycle, &c.Store, &c.SeriesLimits, &c.Distributor, &c.Storage, &c.Querier, &c.Transfer} {
+	for _, v := range []interface{ Validate() error }{&c.TLS, &c.GRPCServer, &c.Raft, &c.Lifecycle, &c.Store, &c.SeriesLimits, &c.Distributor, &c.Storage, &c.Querier, &c.Transfer, &c.Compactor} {
 		if err := v.Validate(); err != nil {
 			errs = append(errs, err)
 		}

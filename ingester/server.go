@@ -178,6 +178,7 @@ func New(cfg Config, log *slog.Logger) (_ *Server, err error) {
 	if err := s.wireTransfer(); err != nil {
 		return nil, fmt.Errorf("transfer: %w", err)
 	}
+	s.blocks.AuthorizeDelete = s.authorizeDelete // wire_compact.go: DeleteBlocks' compactor lease check
 	mux.Handle("/ring", ringview.Handler(s.node.Ring, timeoutMs))
 	mux.Handle("/api/v1/push", ringGate(s.node.CaughtUp, s.dist))
 	mux.Handle("/metrics", promhttp.HandlerFor(s.reg, promhttp.HandlerOpts{Registry: s.reg}))
@@ -258,6 +259,7 @@ func (s *Server) Run(ctx context.Context) error {
 		}
 	}
 	s.startStorage(ctx)
+	defer s.runCompactor(ctx)() // wire_compact.go: stopped before Run's other goroutines
 	wg.Add(1)
 	go func() { defer wg.Done(); s.watchSeriesLimit(ctx) }()
 	adminAddr := s.cfg.HTTPServer.AdminAddr

@@ -29,18 +29,33 @@ const CommandVersion byte = 1
 // others'; a replica that does not know version 2 halts instead (see FSM.Apply).
 const StampedCommandVersion byte = 2
 
+// LeaseCommandVersion is the format-version byte of a stamped command that claims the compactor
+// lease (ringstate.OpClaimCompactor): the same layout as StampedCommandVersion. It is a version of
+// its own because a build that predates the lease would refuse the op as unknown and keep no lease,
+// so its ring would silently differ from the others' from that entry on; a version byte it does not
+// know halts it instead, with the upgrade message. Every other command keeps version 2, so a
+// cluster that never compacts stays readable by the builds before the lease.
+const LeaseCommandVersion byte = 3
+
 // stampLen is the length of the ring-time stamp that follows the version byte of a stamped command.
 const stampLen = 8
 
-// SnapshotVersion is the version field of every snapshot this package writes.
+// SnapshotVersion is the version field of a snapshot of a ring without a compactor lease (and
+// without an outcome code newer than the lease): what every build reads.
 const SnapshotVersion uint32 = 1
+
+// LeaseSnapshotVersion is the version field of a snapshot that carries the compactor lease (field
+// compactor_lease) or remembers an outcome code added with it. A build before the lease would drop
+// the field silently and serve a ring without the lease; an unknown version makes it refuse the
+// snapshot instead.
+const LeaseSnapshotVersion uint32 = 2
 
 // knownCommandVersions and knownSnapshotVersions are what this build can read. A reader refuses
 // anything else: an old binary must never guess at a newer format and apply it differently from the
 // replicas that understand it.
 var (
-	knownCommandVersions  = []uint32{uint32(CommandVersion), uint32(StampedCommandVersion)}
-	knownSnapshotVersions = []uint32{SnapshotVersion}
+	knownCommandVersions  = []uint32{uint32(CommandVersion), uint32(StampedCommandVersion), uint32(LeaseCommandVersion)}
+	knownSnapshotVersions = []uint32{SnapshotVersion, LeaseSnapshotVersion}
 )
 
 // Errors returned by the codec. Every decode failure wraps exactly one of these.
@@ -97,8 +112,9 @@ func EncodeCommand(cmd ringstate.Command) ([]byte, error) {
 	return out, nil
 }
 
-// StampCommand returns the stamped form (StampedCommandVersion) of data, an unstamped command as
-// EncodeCommand returns it, carrying ring time timeMs (Unix milliseconds). Only the leader that
+// StampCommand returns the stamped form of data, an unstamped command as EncodeCommand returns it,
+// carrying ring time timeMs (Unix milliseconds): version LeaseCommandVersion for a claim of the
+// compactor lease, StampedCommandVersion for every other command. Only the leader that
 // proposes a command stamps it (Node's leaderApply), so every replica applies the entry at the same
 // time whatever its own clock says. data is not modified. An input that is not an unstamped command
 // is refused with ErrCorruptCommand (a stamped one too: a stamp is never replaced).
@@ -106,8 +122,16 @@ func StampCommand(data []byte, timeMs int64) ([]byte, error) {
 	if len(data) == 0 || data[0] != CommandVersion {
 		return nil, fmt.Errorf("%w: only an unstamped (version %d) command can be stamped", ErrCorruptCommand, CommandVersion)
 	}
+	version := StampedCommandVersion
+	var pb ringpb.Command
+	if err := proto.Unmarshal(data[1:], &pb); err != nil {
+		return nil, fmt.Errorf("%w: %d bytes: %v", ErrCorruptCommand, len(data), err)
+	}
+	if pb.GetOp() == ringpb.Op_OP_CLAIM_COMPACTOR {
+		version = LeaseCommandVersion
+	}
 	out := make([]byte, 0, 1+stampLen+len(data)-1)
-	out = append(out, StampedCommandVersion)
+	out = append(out, version)
 	out = binary.BigEndian.AppendUint64(out, uint64(timeMs))
 	return append(out, data[1:]...), nil
 }
@@ -120,7 +144,7 @@ func DecodeCommand(data []byte) (ringstate.Command, error) {
 }
 
 // DecodeStamped decodes an entry written by EncodeCommand (version 1: stamped is false, timeMs 0) or
-// StampCommand (version 2: stamped is true, timeMs is the leader's stamp). It never panics: empty
+// StampCommand (versions 2 and 3: stamped is true, timeMs is the leader's stamp). It never panics: empty
 // input, an unknown version byte (*VersionError), a truncated stamp and undecodable protobuf are
 // errors. It does not check that the command makes sense — ringstate's Apply refuses bad commands
 // deterministically — but it refuses op values that do not fit ringstate.Op, which would otherwise
@@ -133,7 +157,7 @@ func DecodeStamped(data []byte) (cmd ringstate.Command, timeMs int64, stamped bo
 	body := data[1:]
 	switch data[0] {
 	case CommandVersion:
-	case StampedCommandVersion:
+	case StampedCommandVersion, LeaseCommandVersion:
 		if len(body) < stampLen {
 			return ringstate.Command{}, 0, false, fmt.Errorf("%w: %d bytes: stamped command shorter than its %d-byte stamp",
 				ErrCorruptCommand, len(data), stampLen)
@@ -172,19 +196,29 @@ func DecodeLog(l *raft.Log, curMs int64) (ringstate.Command, int64, error) {
 	return cmd, curMs, nil
 }
 
-// EncodeSnapshot encodes the whole ring (members, ring time, remembered request outcomes) as a
-// ringpb.Snapshot of version SnapshotVersion. Two equal rings encode to the same bytes: members are
-// kept sorted by ID, the request memory in apply order, and marshalling is deterministic.
+// EncodeSnapshot encodes the whole ring (members, ring time, remembered request outcomes, compactor
+// lease) as a ringpb.Snapshot: of version SnapshotVersion when the ring has no compactor lease and
+// remembers no outcome code newer than CodeInvalidCommand, so a cluster that never compacted stays
+// readable by builds before the lease; else of version LeaseSnapshotVersion. Two equal rings encode
+// to the same bytes: members are kept sorted by ID, the request memory in apply order, and
+// marshalling is deterministic.
 func EncodeSnapshot(r *ringstate.Ring) ([]byte, error) {
 	recent := r.Recent()
 	pb := &ringpb.Snapshot{
-		Version: SnapshotVersion,
-		TimeMs:  r.TimeMs(),
-		Members: ringpb.FromRing(r),
-		Recent:  make([]*ringpb.AppliedRequest, len(recent)),
+		Version:        SnapshotVersion,
+		TimeMs:         r.TimeMs(),
+		Members:        ringpb.FromRing(r),
+		Recent:         make([]*ringpb.AppliedRequest, len(recent)),
+		CompactorLease: ringpb.FromLease(r.CompactorLease()),
+	}
+	if pb.CompactorLease != nil {
+		pb.Version = LeaseSnapshotVersion
 	}
 	for i, a := range recent {
 		pb.Recent[i] = &ringpb.AppliedRequest{RequestId: a.RequestID, Code: uint32(a.Code), Message: a.Message}
+		if a.Code > ringstate.CodeInvalidCommand {
+			pb.Version = LeaseSnapshotVersion
+		}
 	}
 	out, err := proto.MarshalOptions{Deterministic: true}.Marshal(pb)
 	if err != nil {
@@ -201,7 +235,16 @@ func DecodeSnapshot(data []byte) (*ringstate.Ring, error) {
 	if err := proto.Unmarshal(data, &pb); err != nil {
 		return nil, fmt.Errorf("%w: %d bytes: %v", ErrCorruptSnapshot, len(data), err)
 	}
-	if pb.GetVersion() != SnapshotVersion {
+	maxCode := ringstate.MaxCode
+	switch pb.GetVersion() {
+	case SnapshotVersion:
+		// Written without the lease: one that carries it (or a newer code) is not what version 1 is.
+		if pb.GetCompactorLease() != nil {
+			return nil, fmt.Errorf("%w: version %d snapshot carries a compactor lease", ErrCorruptSnapshot, SnapshotVersion)
+		}
+		maxCode = ringstate.CodeInvalidCommand
+	case LeaseSnapshotVersion:
+	default:
 		return nil, &VersionError{What: "snapshot", Version: pb.GetVersion(), Known: knownSnapshotVersions}
 	}
 	members := make([]ringstate.Member, len(pb.GetMembers()))
@@ -210,7 +253,7 @@ func DecodeSnapshot(data []byte) (*ringstate.Ring, error) {
 	}
 	recent := make([]ringstate.Applied, len(pb.GetRecent()))
 	for i, a := range pb.GetRecent() {
-		if a.GetCode() > uint32(ringstate.CodeInvalidCommand) {
+		if a.GetCode() > uint32(maxCode) {
 			return nil, fmt.Errorf("%w: remembered request %d (%q) has unknown outcome code %d",
 				ErrCorruptSnapshot, i, a.GetRequestId(), a.GetCode())
 		}
@@ -220,6 +263,9 @@ func DecodeSnapshot(data []byte) (*ringstate.Ring, error) {
 		recent[i] = ringstate.Applied{RequestID: a.GetRequestId(), Code: ringstate.Code(a.GetCode()), Message: a.GetMessage()}
 	}
 	r, err := ringstate.Restore(members, pb.GetTimeMs(), recent)
+	if err == nil {
+		r, err = r.WithCompactorLease(ringpb.ToLease(pb.GetCompactorLease()))
+	}
 	if err != nil {
 		return nil, fmt.Errorf("%w: %w", ErrCorruptSnapshot, err)
 	}

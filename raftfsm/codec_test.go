@@ -15,7 +15,9 @@ import (
 	"time"
 
 	"github.com/hashicorp/raft"
+	"google.golang.org/protobuf/proto"
 
+	"github.com/raftingest/raftingest/ringpb"
 	"github.com/raftingest/raftingest/ringstate"
 )
 
@@ -69,14 +71,14 @@ func TestCodec_EncodeCommand_RefusesInvalidUTF8(t *testing.T) {
 // at; the error names the version found and the versions known.
 func TestCodec_DecodeCommand_RefusesUnknownVersionLoudly(t *testing.T) {
 	data, _ := EncodeCommand(ringstate.Command{Op: ringstate.OpHeartbeat, Member: "a"})
-	for _, v := range []byte{0, 3, 255} {
+	for _, v := range []byte{0, 4, 255} {
 		data[0] = v
 		_, err := DecodeCommand(data)
 		var ve *VersionError
 		if !errors.As(err, &ve) || !errors.Is(err, ErrUnknownVersion) || ve.Version != uint32(v) {
 			t.Fatalf("version %d: got %v, want *VersionError", v, err)
 		}
-		if msg := err.Error(); !strings.Contains(msg, "version "+strconv.Itoa(int(v))) || !strings.Contains(msg, "[1 2]") {
+		if msg := err.Error(); !strings.Contains(msg, "version "+strconv.Itoa(int(v))) || !strings.Contains(msg, "[1 2 3]") {
 			t.Fatalf("message %q does not name version %d and the known versions", msg, v)
 		}
 	}
@@ -276,10 +278,10 @@ func TestCodec_Snapshot_RoundTripAndRefusals(t *testing.T) {
 	if err != nil || !bytes.Equal(data, again) {
 		t.Fatalf("snapshot re-encoding differs (err %v)", err)
 	}
-	// Version 2 is refused loudly.
-	bad := append(append([]byte(nil), data...), protoVarintField(1, 2)...) // the last field 1 wins
-	if _, err := DecodeSnapshot(bad); !errors.Is(err, ErrUnknownVersion) || !strings.Contains(err.Error(), "version 2") {
-		t.Fatalf("version 2: got %v", err)
+	// Version 3 is refused loudly.
+	bad := append(append([]byte(nil), data...), protoVarintField(1, 3)...) // the last field 1 wins
+	if _, err := DecodeSnapshot(bad); !errors.Is(err, ErrUnknownVersion) || !strings.Contains(err.Error(), "version 3") {
+		t.Fatalf("version 3: got %v", err)
 	}
 	// No version at all (an empty file) is version 0: refused.
 	if _, err := DecodeSnapshot(nil); !errors.Is(err, ErrUnknownVersion) {
@@ -425,5 +427,127 @@ func TestCodec_Fixtures_StampedVersion2StillDecode(t *testing.T) {
 	}
 	if !bytes.Equal(data[1+stampLen:], v1[1:]) {
 		t.Fatal("the v2 fixture's protobuf differs from the v1 fixture's: the command encoding changed")
+	}
+}
+
+func fixtureLeaseCommand() ringstate.Command {
+	return ringstate.Command{Op: ringstate.OpClaimCompactor, RequestID: "fixture-lease-1", Member: "ingester-1",
+		LeaseMs: 60_000}
+}
+
+func fixtureLeaseRing(t *testing.T) *ringstate.Ring {
+	t.Helper()
+	r, _, err := fixtureRing(t).Apply(fixtureLeaseCommand(), 1700000005000)
+	if err != nil {
+		t.Fatal(err)
+	}
+	// A refused claim (ingester-2 is PENDING) is remembered with its code too.
+	r, _, err = r.Apply(ringstate.Command{Op: ringstate.OpClaimCompactor, RequestID: "fixture-lease-2",
+		Member: "ingester-2", LeaseMs: 1}, 1700000006000)
+	if err == nil {
+		t.Fatal("a PENDING member got the lease")
+	}
+	return r
+}
+
+// TestCodec_Fixtures_LeaseVersions keeps the formats the compactor lease added readable: command
+// version 3 (a stamped claim-compactor) and snapshot version 2 (with the lease), and checks that
+// everything else is still written in the versions older builds read.
+func TestCodec_Fixtures_LeaseVersions(t *testing.T) {
+	cmdPath := filepath.Join("testdata", "command_v3.bin")
+	snapPath := filepath.Join("testdata", "snapshot_v2.bin")
+	const stamp = 1700000005000
+	if *update {
+		data, err := StampCommand(must(EncodeCommand(fixtureLeaseCommand())), stamp)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if err := os.WriteFile(cmdPath, data, 0o644); err != nil {
+			t.Fatal(err)
+		}
+		if err := os.WriteFile(snapPath, must(EncodeSnapshot(fixtureLeaseRing(t))), 0o644); err != nil {
+			t.Fatal(err)
+		}
+	}
+	data, err := os.ReadFile(cmdPath)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if data[0] != LeaseCommandVersion {
+		t.Fatalf("claim-compactor fixture has version %d, want %d", data[0], LeaseCommandVersion)
+	}
+	c, ts, stamped, err := DecodeStamped(data)
+	if err != nil || !stamped || ts != stamp || !reflect.DeepEqual(c, fixtureLeaseCommand()) {
+		t.Fatalf("v3 fixture decodes to %+v at %d (stamped %v, err %v)", c, ts, stamped, err)
+	}
+	// Only a lease claim takes version 3: any other command is stamped as version 2, which builds
+	// before the lease read.
+	if v := must(StampCommand(must(EncodeCommand(fixtureCommand())), stamp))[0]; v != StampedCommandVersion {
+		t.Fatalf("claim-tokens stamped as version %d, want %d", v, StampedCommandVersion)
+	}
+
+	snap, err := os.ReadFile(snapPath)
+	if err != nil {
+		t.Fatal(err)
+	}
+	r, err := DecodeSnapshot(snap)
+	if err != nil {
+		t.Fatalf("snapshot v2 fixture: %v", err)
+	}
+	want := fixtureLeaseRing(t)
+	if r.CompactorLease() != want.CompactorLease() || r.CompactorLease().Epoch != 1 ||
+		!reflect.DeepEqual(r.Members(), want.Members()) || !reflect.DeepEqual(r.Recent(), want.Recent()) {
+		t.Fatalf("snapshot v2 fixture decodes to lease %+v recent %+v, want %+v %+v", r.CompactorLease(), r.Recent(),
+			want.CompactorLease(), want.Recent())
+	}
+	if !bytes.Equal(must(EncodeSnapshot(want)), snap) {
+		t.Fatal("the lease snapshot encoding changed")
+	}
+
+	// The version-1 snapshot fixture (no lease) restores with no lease, and a ring without one is
+	// still written as version 1.
+	v1, err := os.ReadFile(filepath.Join("testdata", "snapshot_v1.bin"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	old, err := DecodeSnapshot(v1)
+	if err != nil || old.CompactorLease() != (ringstate.CompactorLease{}) {
+		t.Fatalf("v1 snapshot: lease %+v, err %v", old.CompactorLease(), err)
+	}
+	if !bytes.Equal(must(EncodeSnapshot(old)), v1) {
+		t.Fatal("a ring without a lease no longer encodes as the version-1 snapshot")
+	}
+}
+
+// TestCodec_Snapshot_VersionsAndLease: a version-1 snapshot carrying a lease, or remembering an
+// outcome code newer than version 1 knows, is corrupt; a lease that breaks an invariant is refused.
+func TestCodec_Snapshot_VersionsAndLease(t *testing.T) {
+	r := fixtureLeaseRing(t)
+	var pb ringpb.Snapshot
+	if err := proto.Unmarshal(must(EncodeSnapshot(r)), &pb); err != nil {
+		t.Fatal(err)
+	}
+	if pb.GetVersion() != LeaseSnapshotVersion {
+		t.Fatalf("snapshot with a lease has version %d", pb.GetVersion())
+	}
+	for name, mutate := range map[string]func(p *ringpb.Snapshot){
+		"v1 with a lease": func(p *ringpb.Snapshot) { p.Version = SnapshotVersion; p.Recent = p.Recent[:3] },
+		"v1 with lease code": func(p *ringpb.Snapshot) {
+			p.Version, p.CompactorLease = SnapshotVersion, nil
+			p.Recent[len(p.Recent)-1].Code = uint32(ringstate.CodeLeaseHeld)
+		},
+		"holder, no epoch": func(p *ringpb.Snapshot) { p.CompactorLease.Epoch = 0 },
+		"epoch, no holder": func(p *ringpb.Snapshot) { p.CompactorLease.Holder = "" },
+		"unknown code":     func(p *ringpb.Snapshot) { p.Recent[0].Code = uint32(ringstate.MaxCode) + 1 },
+	} {
+		c := proto.Clone(&pb).(*ringpb.Snapshot)
+		mutate(c)
+		data, err := proto.Marshal(c)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if _, err := DecodeSnapshot(data); !errors.Is(err, ErrCorruptSnapshot) {
+			t.Errorf("%s: err %v, want ErrCorruptSnapshot", name, err)
+		}
 	}
 }

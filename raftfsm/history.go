@@ -97,13 +97,14 @@ type HistoryCommand struct {
 	Zone     string   `json:"zone,omitempty"`
 	Tokens   []uint32 `json:"tokens,omitempty"`
 	Replace  bool     `json:"replace,omitempty"`
+	LeaseMs  int64    `json:"lease_ms,omitempty"`
 }
 
 // NewHistoryCommand converts cmd for a history line.
 func NewHistoryCommand(cmd ringstate.Command) *HistoryCommand {
 	hc := &HistoryCommand{Op: cmd.Op.String(), Member: string(cmd.Member), Peer: string(cmd.Peer),
 		RaftAddr: cmd.RaftAddr, GRPCAddr: cmd.GRPCAddr, HTTPAddr: cmd.HTTPAddr, Zone: cmd.Zone,
-		Replace: cmd.Replace}
+		Replace: cmd.Replace, LeaseMs: cmd.LeaseMs}
 	for _, t := range cmd.Tokens {
 		hc.Tokens = append(hc.Tokens, uint32(t))
 	}
@@ -119,8 +120,8 @@ func (ev *HistoryEvent) Command() (ringstate.Command, error) {
 	}
 	cmd := ringstate.Command{Member: ringstate.MemberID(hc.Member), Peer: ringstate.MemberID(hc.Peer),
 		RaftAddr: hc.RaftAddr, GRPCAddr: hc.GRPCAddr, HTTPAddr: hc.HTTPAddr, Zone: hc.Zone,
-		Replace: hc.Replace, RequestID: ev.RequestID}
-	for op := ringstate.OpRegister; op <= ringstate.OpRemove; op++ {
+		Replace: hc.Replace, LeaseMs: hc.LeaseMs, RequestID: ev.RequestID}
+	for op := ringstate.OpRegister; op <= ringstate.OpClaimCompactor; op++ {
 		if op.String() == hc.Op {
 			cmd.Op = op
 		}

@@ -13,7 +13,7 @@ import (
 // (ringstate.Code has no String method; if it gains one, use it.)
 var codeNames = [...]string{"ok", "unknown_member", "member_exists", "invalid_member", "illegal_transition",
 	"token_owned", "invalid_tokens", "joiner_not_pending", "handover_mismatch", "handover_in_progress",
-	"invalid_command"}
+	"invalid_command", "lease_held"}
 
 func codeName(c ringstate.Code) string {
 	if int(c) < len(codeNames) {

@@ -566,7 +566,7 @@ func (n *Node) admitAddresses(ctx context.Context, cmd *ringstate.Command) error
 
 // wireResult rebuilds a ringstate outcome from an ApplyResponse's code and message.
 func wireResult(code uint32, msg string) error {
-	if code > uint32(ringstate.CodeInvalidCommand) {
+	if code > uint32(ringstate.MaxCode) {
 		return ringstate.ErrorOf(ringstate.CodeInvalidCommand, fmt.Sprintf("unknown result code %d: %s", code, msg))
 	}
 	return ringstate.ErrorOf(ringstate.Code(code), msg)
@@ -1142,7 +1142,7 @@ func (n *Node) linearizableRing(ctx context.Context, hops uint32) (*ringstate.Ri
 			if err != nil {
 				return ringAt{}, fromStatus(err, false)
 			}
-			r, err := ringpb.ToRing(resp.GetMembers(), resp.GetTimeMs())
+			r, err := ringpb.RingFromResponse(resp)
 			if err != nil {
 				return ringAt{}, fmt.Errorf("raftfsm: ring from leader: %w", err)
 			}

@@ -13,7 +13,8 @@ import (
 //
 //	Apply                a member, for itself only: the command's subject (Member) is the caller,
 //	                     but for complete-handover, whose caller is the joiner (Peer), and
-//	                     abort-handover, which either side may send
+//	                     abort-handover, which either side may send; claim-compactor only for
+//	                     itself (the compactor lease names its holder, which must be the caller)
 //	Join                 an operator; or a member adding itself (-join), not as a forced voter
 //	RemovePeer           an operator; or a member removing itself (its own leave)
 //	TransferLeadership   an operator

@@ -59,6 +59,8 @@ func TestRights_ApplyOnlyAsItself(t *testing.T) {
 		{"a leaver claims its joiner", b, ringstate.Command{Op: ringstate.OpClaimJoiner, Member: "b", Peer: "d"}, true},
 		{"claiming a joiner for another leaver", b, ringstate.Command{Op: ringstate.OpClaimJoiner, Member: "c", Peer: "d"}, false},
 		{"the joiner completes the hand-over", b, ringstate.Command{Op: ringstate.OpCompleteHandover, Member: "c", Peer: "b"}, true},
+		{"a member claims the compactor lease for itself", b, ringstate.Command{Op: ringstate.OpClaimCompactor, Member: "b", LeaseMs: 1000}, true},
+		{"claiming the compactor lease for another member", b, ringstate.Command{Op: ringstate.OpClaimCompactor, Member: "c", LeaseMs: 1000}, false},
 		{"the leaver cannot complete it: the joiner says it has the data", b, ringstate.Command{Op: ringstate.OpCompleteHandover, Member: "b", Peer: "d"}, false},
 		{"a third member cannot complete it", b, ringstate.Command{Op: ringstate.OpCompleteHandover, Member: "c", Peer: "d"}, false},
 		{"the leaver aborts", b, ringstate.Command{Op: ringstate.OpAbortHandover, Member: "b", Peer: "d"}, true},

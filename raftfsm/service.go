@@ -251,6 +251,7 @@ func (s *service) GetRing(ctx context.Context, req *ringpb.GetRingRequest) (*rin
 	return &ringpb.GetRingResponse{
 		TimeMs: r.TimeMs(), Members: ringpb.FromRing(r), AppliedIndex: idx,
 		HeartbeatTimeoutMs: s.n.cfg.RingHeartbeatTimeout.Milliseconds(),
+		CompactorLease:     ringpb.FromLease(r.CompactorLease()),
 	}, nil
 }
 

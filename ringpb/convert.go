@@ -20,6 +20,7 @@ func FromCommand(c *ringstate.Command) *Command {
 		Zone:      c.Zone,
 		Tokens:    fromTokens(c.Tokens),
 		Replace:   c.Replace,
+		LeaseMs:   c.LeaseMs,
 	}
 }
 
@@ -42,6 +43,7 @@ func ToCommand(p *Command) ringstate.Command {
 		Zone:      p.GetZone(),
 		Tokens:    toTokens(p.GetTokens()),
 		Replace:   p.GetReplace(),
+		LeaseMs:   p.GetLeaseMs(),
 	}
 }
 
@@ -94,6 +96,31 @@ func ToRing(members []*Member, timeMs int64) (*ringstate.Ring, error) {
 		ms[i] = ToMember(m)
 	}
 	return ringstate.Restore(ms, timeMs, nil)
+}
+
+// FromLease converts a compactor lease to its wire form; nil for a lease never granted.
+func FromLease(l ringstate.CompactorLease) *CompactorLease {
+	if l == (ringstate.CompactorLease{}) {
+		return nil
+	}
+	return &CompactorLease{Holder: string(l.Holder), Epoch: l.Epoch, ExpiresMs: l.ExpiresMs}
+}
+
+// ToLease converts a wire compactor lease (nil: none) to ringstate's.
+func ToLease(p *CompactorLease) ringstate.CompactorLease {
+	return ringstate.CompactorLease{Holder: ringstate.MemberID(p.GetHolder()), Epoch: p.GetEpoch(),
+		ExpiresMs: p.GetExpiresMs()}
+}
+
+// RingFromResponse rebuilds the ring a GetRing answer describes, compactor lease included,
+// checking every invariant (see ringstate.Restore and Ring.WithCompactorLease). The request memory
+// is not part of the wire form and comes back empty.
+func RingFromResponse(resp *GetRingResponse) (*ringstate.Ring, error) {
+	r, err := ToRing(resp.GetMembers(), resp.GetTimeMs())
+	if err != nil {
+		return nil, err
+	}
+	return r.WithCompactorLease(ToLease(resp.GetCompactorLease()))
 }
 
 func fromTokens(ts ringstate.Tokens) []uint32 {

@@ -94,21 +94,25 @@ const (
 	Op_OP_COMPLETE_HANDOVER Op = 7
 	Op_OP_ABORT_HANDOVER    Op = 8
 	Op_OP_REMOVE            Op = 9
+	// OP_CLAIM_COMPACTOR claims or renews the compactor lease for member, for lease_ms of ring time.
+	// Entries carrying it are written with command version 3 (see raftfsm/DESIGN.md).
+	Op_OP_CLAIM_COMPACTOR Op = 10
 )
 
 // Enum value maps for Op.
 var (
 	Op_name = map[int32]string{
-		0: "OP_UNSPECIFIED",
-		1: "OP_REGISTER",
-		2: "OP_CLAIM_TOKENS",
-		3: "OP_ACTIVATE",
-		4: "OP_HEARTBEAT",
-		5: "OP_LEAVE",
-		6: "OP_CLAIM_JOINER",
-		7: "OP_COMPLETE_HANDOVER",
-		8: "OP_ABORT_HANDOVER",
-		9: "OP_REMOVE",
+		0:  "OP_UNSPECIFIED",
+		1:  "OP_REGISTER",
+		2:  "OP_CLAIM_TOKENS",
+		3:  "OP_ACTIVATE",
+		4:  "OP_HEARTBEAT",
+		5:  "OP_LEAVE",
+		6:  "OP_CLAIM_JOINER",
+		7:  "OP_COMPLETE_HANDOVER",
+		8:  "OP_ABORT_HANDOVER",
+		9:  "OP_REMOVE",
+		10: "OP_CLAIM_COMPACTOR",
 	}
 	Op_value = map[string]int32{
 		"OP_UNSPECIFIED":       0,
@@ -121,6 +125,7 @@ var (
 		"OP_COMPLETE_HANDOVER": 7,
 		"OP_ABORT_HANDOVER":    8,
 		"OP_REMOVE":            9,
+		"OP_CLAIM_COMPACTOR":   10,
 	}
 )
 
@@ -165,7 +170,9 @@ type Command struct {
 	Tokens    []uint32               `protobuf:"varint,9,rep,packed,name=tokens,proto3" json:"tokens,omitempty"`
 	// replace, for claim-tokens: false is a join (member must be PENDING), true resizes the set of a
 	// JOINING or ACTIVE member.
-	Replace       bool `protobuf:"varint,10,opt,name=replace,proto3" json:"replace,omitempty"`
+	Replace bool `protobuf:"varint,10,opt,name=replace,proto3" json:"replace,omitempty"`
+	// lease_ms, for claim-compactor: how long the lease is granted for, in ring-time milliseconds.
+	LeaseMs       int64 `protobuf:"varint,11,opt,name=lease_ms,json=leaseMs,proto3" json:"lease_ms,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -270,6 +277,75 @@ func (x *Command) GetReplace() bool {
 	return false
 }
 
+func (x *Command) GetLeaseMs() int64 {
+	if x != nil {
+		return x.LeaseMs
+	}
+	return 0
+}
+
+// CompactorLease mirrors ringstate.CompactorLease: who may compact the cluster's blocks, the
+// lease's epoch (which fences block deletes) and its expiry in ring time.
+type CompactorLease struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Holder        string                 `protobuf:"bytes,1,opt,name=holder,proto3" json:"holder,omitempty"`
+	Epoch         uint64                 `protobuf:"varint,2,opt,name=epoch,proto3" json:"epoch,omitempty"`
+	ExpiresMs     int64                  `protobuf:"varint,3,opt,name=expires_ms,json=expiresMs,proto3" json:"expires_ms,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *CompactorLease) Reset() {
+	*x = CompactorLease{}
+	mi := &file_ring_proto_msgTypes[1]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *CompactorLease) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*CompactorLease) ProtoMessage() {}
+
+func (x *CompactorLease) ProtoReflect() protoreflect.Message {
+	mi := &file_ring_proto_msgTypes[1]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use CompactorLease.ProtoReflect.Descriptor instead.
+func (*CompactorLease) Descriptor() ([]byte, []int) {
+	return file_ring_proto_rawDescGZIP(), []int{1}
+}
+
+func (x *CompactorLease) GetHolder() string {
+	if x != nil {
+		return x.Holder
+	}
+	return ""
+}
+
+func (x *CompactorLease) GetEpoch() uint64 {
+	if x != nil {
+		return x.Epoch
+	}
+	return 0
+}
+
+func (x *CompactorLease) GetExpiresMs() int64 {
+	if x != nil {
+		return x.ExpiresMs
+	}
+	return 0
+}
+
 type Member struct {
 	state         protoimpl.MessageState `protogen:"open.v1"`
 	Id            string                 `protobuf:"bytes,1,opt,name=id,proto3" json:"id,omitempty"`
@@ -288,7 +364,7 @@ type Member struct {
 
 func (x *Member) Reset() {
 	*x = Member{}
-	mi := &file_ring_proto_msgTypes[1]
+	mi := &file_ring_proto_msgTypes[2]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -300,7 +376,7 @@ func (x *Member) String() string {
 func (*Member) ProtoMessage() {}
 
 func (x *Member) ProtoReflect() protoreflect.Message {
-	mi := &file_ring_proto_msgTypes[1]
+	mi := &file_ring_proto_msgTypes[2]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -313,7 +389,7 @@ func (x *Member) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Member.ProtoReflect.Descriptor instead.
 func (*Member) Descriptor() ([]byte, []int) {
-	return file_ring_proto_rawDescGZIP(), []int{1}
+	return file_ring_proto_rawDescGZIP(), []int{2}
 }
 
 func (x *Member) GetId() string {
@@ -397,7 +473,7 @@ type AppliedRequest struct {
 
 func (x *AppliedRequest) Reset() {
 	*x = AppliedRequest{}
-	mi := &file_ring_proto_msgTypes[2]
+	mi := &file_ring_proto_msgTypes[3]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -409,7 +485,7 @@ func (x *AppliedRequest) String() string {
 func (*AppliedRequest) ProtoMessage() {}
 
 func (x *AppliedRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_ring_proto_msgTypes[2]
+	mi := &file_ring_proto_msgTypes[3]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -422,7 +498,7 @@ func (x *AppliedRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use AppliedRequest.ProtoReflect.Descriptor instead.
 func (*AppliedRequest) Descriptor() ([]byte, []int) {
-	return file_ring_proto_rawDescGZIP(), []int{2}
+	return file_ring_proto_rawDescGZIP(), []int{3}
 }
 
 func (x *AppliedRequest) GetRequestId() string {
@@ -448,18 +524,20 @@ func (x *AppliedRequest) GetMessage() string {
 
 // Snapshot is the FSM's whole state.
 type Snapshot struct {
-	state         protoimpl.MessageState `protogen:"open.v1"`
-	Version       uint32                 `protobuf:"varint,1,opt,name=version,proto3" json:"version,omitempty"`
-	TimeMs        int64                  `protobuf:"varint,2,opt,name=time_ms,json=timeMs,proto3" json:"time_ms,omitempty"`
-	Members       []*Member              `protobuf:"bytes,3,rep,name=members,proto3" json:"members,omitempty"`
-	Recent        []*AppliedRequest      `protobuf:"bytes,4,rep,name=recent,proto3" json:"recent,omitempty"`
-	unknownFields protoimpl.UnknownFields
-	sizeCache     protoimpl.SizeCache
+	state   protoimpl.MessageState `protogen:"open.v1"`
+	Version uint32                 `protobuf:"varint,1,opt,name=version,proto3" json:"version,omitempty"`
+	TimeMs  int64                  `protobuf:"varint,2,opt,name=time_ms,json=timeMs,proto3" json:"time_ms,omitempty"`
+	Members []*Member              `protobuf:"bytes,3,rep,name=members,proto3" json:"members,omitempty"`
+	Recent  []*AppliedRequest      `protobuf:"bytes,4,rep,name=recent,proto3" json:"recent,omitempty"`
+	// compactor_lease is present from snapshot version 2 on; version 1 snapshots have none.
+	CompactorLease *CompactorLease `protobuf:"bytes,5,opt,name=compactor_lease,json=compactorLease,proto3" json:"compactor_lease,omitempty"`
+	unknownFields  protoimpl.UnknownFields
+	sizeCache      protoimpl.SizeCache
 }
 
 func (x *Snapshot) Reset() {
 	*x = Snapshot{}
-	mi := &file_ring_proto_msgTypes[3]
+	mi := &file_ring_proto_msgTypes[4]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -471,7 +549,7 @@ func (x *Snapshot) String() string {
 func (*Snapshot) ProtoMessage() {}
 
 func (x *Snapshot) ProtoReflect() protoreflect.Message {
-	mi := &file_ring_proto_msgTypes[3]
+	mi := &file_ring_proto_msgTypes[4]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -484,7 +562,7 @@ func (x *Snapshot) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Snapshot.ProtoReflect.Descriptor instead.
 func (*Snapshot) Descriptor() ([]byte, []int) {
-	return file_ring_proto_rawDescGZIP(), []int{3}
+	return file_ring_proto_rawDescGZIP(), []int{4}
 }
 
 func (x *Snapshot) GetVersion() uint32 {
@@ -515,6 +593,13 @@ func (x *Snapshot) GetRecent() []*AppliedRequest {
 	return nil
 }
 
+func (x *Snapshot) GetCompactorLease() *CompactorLease {
+	if x != nil {
+		return x.CompactorLease
+	}
+	return nil
+}
+
 type ApplyRequest struct {
 	state   protoimpl.MessageState `protogen:"open.v1"`
 	Command *Command               `protobuf:"bytes,1,opt,name=command,proto3" json:"command,omitempty"`
@@ -526,7 +611,7 @@ type ApplyRequest struct {
 
 func (x *ApplyRequest) Reset() {
 	*x = ApplyRequest{}
-	mi := &file_ring_proto_msgTypes[4]
+	mi := &file_ring_proto_msgTypes[5]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -538,7 +623,7 @@ func (x *ApplyRequest) String() string {
 func (*ApplyRequest) ProtoMessage() {}
 
 func (x *ApplyRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_ring_proto_msgTypes[4]
+	mi := &file_ring_proto_msgTypes[5]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -551,7 +636,7 @@ func (x *ApplyRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ApplyRequest.ProtoReflect.Descriptor instead.
 func (*ApplyRequest) Descriptor() ([]byte, []int) {
-	return file_ring_proto_rawDescGZIP(), []int{4}
+	return file_ring_proto_rawDescGZIP(), []int{5}
 }
 
 func (x *ApplyRequest) GetCommand() *Command {
@@ -580,7 +665,7 @@ type ApplyResponse struct {
 
 func (x *ApplyResponse) Reset() {
 	*x = ApplyResponse{}
-	mi := &file_ring_proto_msgTypes[5]
+	mi := &file_ring_proto_msgTypes[6]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -592,7 +677,7 @@ func (x *ApplyResponse) String() string {
 func (*ApplyResponse) ProtoMessage() {}
 
 func (x *ApplyResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_ring_proto_msgTypes[5]
+	mi := &file_ring_proto_msgTypes[6]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -605,7 +690,7 @@ func (x *ApplyResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ApplyResponse.ProtoReflect.Descriptor instead.
 func (*ApplyResponse) Descriptor() ([]byte, []int) {
-	return file_ring_proto_rawDescGZIP(), []int{5}
+	return file_ring_proto_rawDescGZIP(), []int{6}
 }
 
 func (x *ApplyResponse) GetCode() uint32 {
@@ -642,7 +727,7 @@ type JoinRequest struct {
 
 func (x *JoinRequest) Reset() {
 	*x = JoinRequest{}
-	mi := &file_ring_proto_msgTypes[6]
+	mi := &file_ring_proto_msgTypes[7]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -654,7 +739,7 @@ func (x *JoinRequest) String() string {
 func (*JoinRequest) ProtoMessage() {}
 
 func (x *JoinRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_ring_proto_msgTypes[6]
+	mi := &file_ring_proto_msgTypes[7]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -667,7 +752,7 @@ func (x *JoinRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use JoinRequest.ProtoReflect.Descriptor instead.
 func (*JoinRequest) Descriptor() ([]byte, []int) {
-	return file_ring_proto_rawDescGZIP(), []int{6}
+	return file_ring_proto_rawDescGZIP(), []int{7}
 }
 
 func (x *JoinRequest) GetId() string {
@@ -708,7 +793,7 @@ type JoinResponse struct {
 
 func (x *JoinResponse) Reset() {
 	*x = JoinResponse{}
-	mi := &file_ring_proto_msgTypes[7]
+	mi := &file_ring_proto_msgTypes[8]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -720,7 +805,7 @@ func (x *JoinResponse) String() string {
 func (*JoinResponse) ProtoMessage() {}
 
 func (x *JoinResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_ring_proto_msgTypes[7]
+	mi := &file_ring_proto_msgTypes[8]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -733,7 +818,7 @@ func (x *JoinResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use JoinResponse.ProtoReflect.Descriptor instead.
 func (*JoinResponse) Descriptor() ([]byte, []int) {
-	return file_ring_proto_rawDescGZIP(), []int{7}
+	return file_ring_proto_rawDescGZIP(), []int{8}
 }
 
 func (x *JoinResponse) GetIndex() uint64 {
@@ -760,7 +845,7 @@ type RemovePeerRequest struct {
 
 func (x *RemovePeerRequest) Reset() {
 	*x = RemovePeerRequest{}
-	mi := &file_ring_proto_msgTypes[8]
+	mi := &file_ring_proto_msgTypes[9]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -772,7 +857,7 @@ func (x *RemovePeerRequest) String() string {
 func (*RemovePeerRequest) ProtoMessage() {}
 
 func (x *RemovePeerRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_ring_proto_msgTypes[8]
+	mi := &file_ring_proto_msgTypes[9]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -785,7 +870,7 @@ func (x *RemovePeerRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RemovePeerRequest.ProtoReflect.Descriptor instead.
 func (*RemovePeerRequest) Descriptor() ([]byte, []int) {
-	return file_ring_proto_rawDescGZIP(), []int{8}
+	return file_ring_proto_rawDescGZIP(), []int{9}
 }
 
 func (x *RemovePeerRequest) GetId() string {
@@ -811,7 +896,7 @@ type RemovePeerResponse struct {
 
 func (x *RemovePeerResponse) Reset() {
 	*x = RemovePeerResponse{}
-	mi := &file_ring_proto_msgTypes[9]
+	mi := &file_ring_proto_msgTypes[10]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -823,7 +908,7 @@ func (x *RemovePeerResponse) String() string {
 func (*RemovePeerResponse) ProtoMessage() {}
 
 func (x *RemovePeerResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_ring_proto_msgTypes[9]
+	mi := &file_ring_proto_msgTypes[10]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -836,7 +921,7 @@ func (x *RemovePeerResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RemovePeerResponse.ProtoReflect.Descriptor instead.
 func (*RemovePeerResponse) Descriptor() ([]byte, []int) {
-	return file_ring_proto_rawDescGZIP(), []int{9}
+	return file_ring_proto_rawDescGZIP(), []int{10}
 }
 
 func (x *RemovePeerResponse) GetIndex() uint64 {
@@ -854,7 +939,7 @@ type StatusRequest struct {
 
 func (x *StatusRequest) Reset() {
 	*x = StatusRequest{}
-	mi := &file_ring_proto_msgTypes[10]
+	mi := &file_ring_proto_msgTypes[11]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -866,7 +951,7 @@ func (x *StatusRequest) String() string {
 func (*StatusRequest) ProtoMessage() {}
 
 func (x *StatusRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_ring_proto_msgTypes[10]
+	mi := &file_ring_proto_msgTypes[11]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -879,7 +964,7 @@ func (x *StatusRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use StatusRequest.ProtoReflect.Descriptor instead.
 func (*StatusRequest) Descriptor() ([]byte, []int) {
-	return file_ring_proto_rawDescGZIP(), []int{10}
+	return file_ring_proto_rawDescGZIP(), []int{11}
 }
 
 type Server struct {
@@ -896,7 +981,7 @@ type Server struct {
 
 func (x *Server) Reset() {
 	*x = Server{}
-	mi := &file_ring_proto_msgTypes[11]
+	mi := &file_ring_proto_msgTypes[12]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -908,7 +993,7 @@ func (x *Server) String() string {
 func (*Server) ProtoMessage() {}
 
 func (x *Server) ProtoReflect() protoreflect.Message {
-	mi := &file_ring_proto_msgTypes[11]
+	mi := &file_ring_proto_msgTypes[12]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -921,7 +1006,7 @@ func (x *Server) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Server.ProtoReflect.Descriptor instead.
 func (*Server) Descriptor() ([]byte, []int) {
-	return file_ring_proto_rawDescGZIP(), []int{11}
+	return file_ring_proto_rawDescGZIP(), []int{12}
 }
 
 func (x *Server) GetId() string {
@@ -970,7 +1055,7 @@ type StatusResponse struct {
 
 func (x *StatusResponse) Reset() {
 	*x = StatusResponse{}
-	mi := &file_ring_proto_msgTypes[12]
+	mi := &file_ring_proto_msgTypes[13]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -982,7 +1067,7 @@ func (x *StatusResponse) String() string {
 func (*StatusResponse) ProtoMessage() {}
 
 func (x *StatusResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_ring_proto_msgTypes[12]
+	mi := &file_ring_proto_msgTypes[13]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -995,7 +1080,7 @@ func (x *StatusResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use StatusResponse.ProtoReflect.Descriptor instead.
 func (*StatusResponse) Descriptor() ([]byte, []int) {
-	return file_ring_proto_rawDescGZIP(), []int{12}
+	return file_ring_proto_rawDescGZIP(), []int{13}
 }
 
 func (x *StatusResponse) GetId() string {
@@ -1080,7 +1165,7 @@ type GetRingRequest struct {
 
 func (x *GetRingRequest) Reset() {
 	*x = GetRingRequest{}
-	mi := &file_ring_proto_msgTypes[13]
+	mi := &file_ring_proto_msgTypes[14]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1092,7 +1177,7 @@ func (x *GetRingRequest) String() string {
 func (*GetRingRequest) ProtoMessage() {}
 
 func (x *GetRingRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_ring_proto_msgTypes[13]
+	mi := &file_ring_proto_msgTypes[14]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1105,7 +1190,7 @@ func (x *GetRingRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GetRingRequest.ProtoReflect.Descriptor instead.
 func (*GetRingRequest) Descriptor() ([]byte, []int) {
-	return file_ring_proto_rawDescGZIP(), []int{13}
+	return file_ring_proto_rawDescGZIP(), []int{14}
 }
 
 func (x *GetRingRequest) GetLinearizable() bool {
@@ -1130,13 +1215,16 @@ type GetRingResponse struct {
 	// heartbeat_timeout_ms is the answering node's -ring.heartbeat-timeout, so clients judge health
 	// the way the node does.
 	HeartbeatTimeoutMs int64 `protobuf:"varint,4,opt,name=heartbeat_timeout_ms,json=heartbeatTimeoutMs,proto3" json:"heartbeat_timeout_ms,omitempty"`
-	unknownFields      protoimpl.UnknownFields
-	sizeCache          protoimpl.SizeCache
+	// compactor_lease is the ring's compactor lease; absent when none was ever granted (or from an
+	// older node).
+	CompactorLease *CompactorLease `protobuf:"bytes,5,opt,name=compactor_lease,json=compactorLease,proto3" json:"compactor_lease,omitempty"`
+	unknownFields  protoimpl.UnknownFields
+	sizeCache      protoimpl.SizeCache
 }
 
 func (x *GetRingResponse) Reset() {
 	*x = GetRingResponse{}
-	mi := &file_ring_proto_msgTypes[14]
+	mi := &file_ring_proto_msgTypes[15]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1148,7 +1236,7 @@ func (x *GetRingResponse) String() string {
 func (*GetRingResponse) ProtoMessage() {}
 
 func (x *GetRingResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_ring_proto_msgTypes[14]
+	mi := &file_ring_proto_msgTypes[15]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1161,7 +1249,7 @@ func (x *GetRingResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GetRingResponse.ProtoReflect.Descriptor instead.
 func (*GetRingResponse) Descriptor() ([]byte, []int) {
-	return file_ring_proto_rawDescGZIP(), []int{14}
+	return file_ring_proto_rawDescGZIP(), []int{15}
 }
 
 func (x *GetRingResponse) GetTimeMs() int64 {
@@ -1192,6 +1280,13 @@ func (x *GetRingResponse) GetHeartbeatTimeoutMs() int64 {
 	return 0
 }
 
+func (x *GetRingResponse) GetCompactorLease() *CompactorLease {
+	if x != nil {
+		return x.CompactorLease
+	}
+	return nil
+}
+
 type TransferLeadershipRequest struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
 	// id is the server to hand leadership to; empty lets Raft pick the most up-to-date follower.
@@ -1203,7 +1298,7 @@ type TransferLeadershipRequest struct {
 
 func (x *TransferLeadershipRequest) Reset() {
 	*x = TransferLeadershipRequest{}
-	mi := &file_ring_proto_msgTypes[15]
+	mi := &file_ring_proto_msgTypes[16]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1215,7 +1310,7 @@ func (x *TransferLeadershipRequest) String() string {
 func (*TransferLeadershipRequest) ProtoMessage() {}
 
 func (x *TransferLeadershipRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_ring_proto_msgTypes[15]
+	mi := &file_ring_proto_msgTypes[16]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1228,7 +1323,7 @@ func (x *TransferLeadershipRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use TransferLeadershipRequest.ProtoReflect.Descriptor instead.
 func (*TransferLeadershipRequest) Descriptor() ([]byte, []int) {
-	return file_ring_proto_rawDescGZIP(), []int{15}
+	return file_ring_proto_rawDescGZIP(), []int{16}
 }
 
 func (x *TransferLeadershipRequest) GetId() string {
@@ -1254,7 +1349,7 @@ type TransferLeadershipResponse struct {
 
 func (x *TransferLeadershipResponse) Reset() {
 	*x = TransferLeadershipResponse{}
-	mi := &file_ring_proto_msgTypes[16]
+	mi := &file_ring_proto_msgTypes[17]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1266,7 +1361,7 @@ func (x *TransferLeadershipResponse) String() string {
 func (*TransferLeadershipResponse) ProtoMessage() {}
 
 func (x *TransferLeadershipResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_ring_proto_msgTypes[16]
+	mi := &file_ring_proto_msgTypes[17]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1279,7 +1374,7 @@ func (x *TransferLeadershipResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use TransferLeadershipResponse.ProtoReflect.Descriptor instead.
 func (*TransferLeadershipResponse) Descriptor() ([]byte, []int) {
-	return file_ring_proto_rawDescGZIP(), []int{16}
+	return file_ring_proto_rawDescGZIP(), []int{17}
 }
 
 func (x *TransferLeadershipResponse) GetNewLeaderId() string {
@@ -1298,7 +1393,7 @@ type LeaveRequest struct {
 
 func (x *LeaveRequest) Reset() {
 	*x = LeaveRequest{}
-	mi := &file_ring_proto_msgTypes[17]
+	mi := &file_ring_proto_msgTypes[18]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1310,7 +1405,7 @@ func (x *LeaveRequest) String() string {
 func (*LeaveRequest) ProtoMessage() {}
 
 func (x *LeaveRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_ring_proto_msgTypes[17]
+	mi := &file_ring_proto_msgTypes[18]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1323,7 +1418,7 @@ func (x *LeaveRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use LeaveRequest.ProtoReflect.Descriptor instead.
 func (*LeaveRequest) Descriptor() ([]byte, []int) {
-	return file_ring_proto_rawDescGZIP(), []int{17}
+	return file_ring_proto_rawDescGZIP(), []int{18}
 }
 
 func (x *LeaveRequest) GetId() string {
@@ -1341,7 +1436,7 @@ type LeaveResponse struct {
 
 func (x *LeaveResponse) Reset() {
 	*x = LeaveResponse{}
-	mi := &file_ring_proto_msgTypes[18]
+	mi := &file_ring_proto_msgTypes[19]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1353,7 +1448,7 @@ func (x *LeaveResponse) String() string {
 func (*LeaveResponse) ProtoMessage() {}
 
 func (x *LeaveResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_ring_proto_msgTypes[18]
+	mi := &file_ring_proto_msgTypes[19]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1366,7 +1461,7 @@ func (x *LeaveResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use LeaveResponse.ProtoReflect.Descriptor instead.
 func (*LeaveResponse) Descriptor() ([]byte, []int) {
-	return file_ring_proto_rawDescGZIP(), []int{18}
+	return file_ring_proto_rawDescGZIP(), []int{19}
 }
 
 var File_ring_proto protoreflect.FileDescriptor
@@ -1374,7 +1469,7 @@ var File_ring_proto protoreflect.FileDescriptor
 const file_ring_proto_rawDesc = "" +
 	"\n" +
 	"\n" +
-	"ring.proto\x12\x12raftingest.ring.v1\"\x99\x02\n" +
+	"ring.proto\x12\x12raftingest.ring.v1\"\xb4\x02\n" +
 	"\aCommand\x12&\n" +
 	"\x02op\x18\x01 \x01(\x0e2\x16.raftingest.ring.v1.OpR\x02op\x12\x1d\n" +
 	"\n" +
@@ -1387,7 +1482,13 @@ const file_ring_proto_rawDesc = "" +
 	"\x04zone\x18\b \x01(\tR\x04zone\x12\x16\n" +
 	"\x06tokens\x18\t \x03(\rR\x06tokens\x12\x18\n" +
 	"\areplace\x18\n" +
-	" \x01(\bR\areplace\"\xb9\x02\n" +
+	" \x01(\bR\areplace\x12\x19\n" +
+	"\blease_ms\x18\v \x01(\x03R\aleaseMs\"]\n" +
+	"\x0eCompactorLease\x12\x16\n" +
+	"\x06holder\x18\x01 \x01(\tR\x06holder\x12\x14\n" +
+	"\x05epoch\x18\x02 \x01(\x04R\x05epoch\x12\x1d\n" +
+	"\n" +
+	"expires_ms\x18\x03 \x01(\x03R\texpiresMs\"\xb9\x02\n" +
 	"\x06Member\x12\x0e\n" +
 	"\x02id\x18\x01 \x01(\tR\x02id\x12\x1b\n" +
 	"\traft_addr\x18\x02 \x01(\tR\braftAddr\x12\x1b\n" +
@@ -1404,12 +1505,13 @@ const file_ring_proto_rawDesc = "" +
 	"\n" +
 	"request_id\x18\x01 \x01(\tR\trequestId\x12\x12\n" +
 	"\x04code\x18\x02 \x01(\rR\x04code\x12\x18\n" +
-	"\amessage\x18\x03 \x01(\tR\amessage\"\xaf\x01\n" +
+	"\amessage\x18\x03 \x01(\tR\amessage\"\xfc\x01\n" +
 	"\bSnapshot\x12\x18\n" +
 	"\aversion\x18\x01 \x01(\rR\aversion\x12\x17\n" +
 	"\atime_ms\x18\x02 \x01(\x03R\x06timeMs\x124\n" +
 	"\amembers\x18\x03 \x03(\v2\x1a.raftingest.ring.v1.MemberR\amembers\x12:\n" +
-	"\x06recent\x18\x04 \x03(\v2\".raftingest.ring.v1.AppliedRequestR\x06recent\"Y\n" +
+	"\x06recent\x18\x04 \x03(\v2\".raftingest.ring.v1.AppliedRequestR\x06recent\x12K\n" +
+	"\x0fcompactor_lease\x18\x05 \x01(\v2\".raftingest.ring.v1.CompactorLeaseR\x0ecompactorLease\"Y\n" +
 	"\fApplyRequest\x125\n" +
 	"\acommand\x18\x01 \x01(\v2\x1b.raftingest.ring.v1.CommandR\acommand\x12\x12\n" +
 	"\x04hops\x18\x02 \x01(\rR\x04hops\"S\n" +
@@ -1450,12 +1552,13 @@ const file_ring_proto_rawDesc = "" +
 	" \x01(\x04R\x11lastSnapshotIndex\"H\n" +
 	"\x0eGetRingRequest\x12\"\n" +
 	"\flinearizable\x18\x01 \x01(\bR\flinearizable\x12\x12\n" +
-	"\x04hops\x18\x02 \x01(\rR\x04hops\"\xb7\x01\n" +
+	"\x04hops\x18\x02 \x01(\rR\x04hops\"\x84\x02\n" +
 	"\x0fGetRingResponse\x12\x17\n" +
 	"\atime_ms\x18\x01 \x01(\x03R\x06timeMs\x124\n" +
 	"\amembers\x18\x02 \x03(\v2\x1a.raftingest.ring.v1.MemberR\amembers\x12#\n" +
 	"\rapplied_index\x18\x03 \x01(\x04R\fappliedIndex\x120\n" +
-	"\x14heartbeat_timeout_ms\x18\x04 \x01(\x03R\x12heartbeatTimeoutMs\"?\n" +
+	"\x14heartbeat_timeout_ms\x18\x04 \x01(\x03R\x12heartbeatTimeoutMs\x12K\n" +
+	"\x0fcompactor_lease\x18\x05 \x01(\v2\".raftingest.ring.v1.CompactorLeaseR\x0ecompactorLease\"?\n" +
 	"\x19TransferLeadershipRequest\x12\x0e\n" +
 	"\x02id\x18\x01 \x01(\tR\x02id\x12\x12\n" +
 	"\x04hops\x18\x02 \x01(\rR\x04hops\"@\n" +
@@ -1469,7 +1572,7 @@ const file_ring_proto_rawDesc = "" +
 	"\x06ACTIVE\x10\x00\x12\v\n" +
 	"\aLEAVING\x10\x01\x12\v\n" +
 	"\aPENDING\x10\x02\x12\v\n" +
-	"\aJOINING\x10\x03*\xc4\x01\n" +
+	"\aJOINING\x10\x03*\xdc\x01\n" +
 	"\x02Op\x12\x12\n" +
 	"\x0eOP_UNSPECIFIED\x10\x00\x12\x0f\n" +
 	"\vOP_REGISTER\x10\x01\x12\x13\n" +
@@ -1480,7 +1583,9 @@ const file_ring_proto_rawDesc = "" +
 	"\x0fOP_CLAIM_JOINER\x10\x06\x12\x18\n" +
 	"\x14OP_COMPLETE_HANDOVER\x10\a\x12\x15\n" +
 	"\x11OP_ABORT_HANDOVER\x10\b\x12\r\n" +
-	"\tOP_REMOVE\x10\t2\xe4\x04\n" +
+	"\tOP_REMOVE\x10\t\x12\x16\n" +
+	"\x12OP_CLAIM_COMPACTOR\x10\n" +
+	"2\xe4\x04\n" +
 	"\x04Ring\x12L\n" +
 	"\x05Apply\x12 .raftingest.ring.v1.ApplyRequest\x1a!.raftingest.ring.v1.ApplyResponse\x12I\n" +
 	"\x04Join\x12\x1f.raftingest.ring.v1.JoinRequest\x1a .raftingest.ring.v1.JoinResponse\x12[\n" +
@@ -1504,57 +1609,60 @@ func file_ring_proto_rawDescGZIP() []byte {
 }
 
 var file_ring_proto_enumTypes = make([]protoimpl.EnumInfo, 2)
-var file_ring_proto_msgTypes = make([]protoimpl.MessageInfo, 19)
+var file_ring_proto_msgTypes = make([]protoimpl.MessageInfo, 20)
 var file_ring_proto_goTypes = []any{
 	(State)(0),                         // 0: raftingest.ring.v1.State
 	(Op)(0),                            // 1: raftingest.ring.v1.Op
 	(*Command)(nil),                    // 2: raftingest.ring.v1.Command
-	(*Member)(nil),                     // 3: raftingest.ring.v1.Member
-	(*AppliedRequest)(nil),             // 4: raftingest.ring.v1.AppliedRequest
-	(*Snapshot)(nil),                   // 5: raftingest.ring.v1.Snapshot
-	(*ApplyRequest)(nil),               // 6: raftingest.ring.v1.ApplyRequest
-	(*ApplyResponse)(nil),              // 7: raftingest.ring.v1.ApplyResponse
-	(*JoinRequest)(nil),                // 8: raftingest.ring.v1.JoinRequest
-	(*JoinResponse)(nil),               // 9: raftingest.ring.v1.JoinResponse
-	(*RemovePeerRequest)(nil),          // 10: raftingest.ring.v1.RemovePeerRequest
-	(*RemovePeerResponse)(nil),         // 11: raftingest.ring.v1.RemovePeerResponse
-	(*StatusRequest)(nil),              // 12: raftingest.ring.v1.StatusRequest
-	(*Server)(nil),                     // 13: raftingest.ring.v1.Server
-	(*StatusResponse)(nil),             // 14: raftingest.ring.v1.StatusResponse
-	(*GetRingRequest)(nil),             // 15: raftingest.ring.v1.GetRingRequest
-	(*GetRingResponse)(nil),            // 16: raftingest.ring.v1.GetRingResponse
-	(*TransferLeadershipRequest)(nil),  // 17: raftingest.ring.v1.TransferLeadershipRequest
-	(*TransferLeadershipResponse)(nil), // 18: raftingest.ring.v1.TransferLeadershipResponse
-	(*LeaveRequest)(nil),               // 19: raftingest.ring.v1.LeaveRequest
-	(*LeaveResponse)(nil),              // 20: raftingest.ring.v1.LeaveResponse
+	(*CompactorLease)(nil),             // 3: raftingest.ring.v1.CompactorLease
+	(*Member)(nil),                     // 4: raftingest.ring.v1.Member
+	(*AppliedRequest)(nil),             // 5: raftingest.ring.v1.AppliedRequest
+	(*Snapshot)(nil),                   // 6: raftingest.ring.v1.Snapshot
+	(*ApplyRequest)(nil),               // 7: raftingest.ring.v1.ApplyRequest
+	(*ApplyResponse)(nil),              // 8: raftingest.ring.v1.ApplyResponse
+	(*JoinRequest)(nil),                // 9: raftingest.ring.v1.JoinRequest
+	(*JoinResponse)(nil),               // 10: raftingest.ring.v1.JoinResponse
+	(*RemovePeerRequest)(nil),          // 11: raftingest.ring.v1.RemovePeerRequest
+	(*RemovePeerResponse)(nil),         // 12: raftingest.ring.v1.RemovePeerResponse
+	(*StatusRequest)(nil),              // 13: raftingest.ring.v1.StatusRequest
+	(*Server)(nil),                     // 14: raftingest.ring.v1.Server
+	(*StatusResponse)(nil),             // 15: raftingest.ring.v1.StatusResponse
+	(*GetRingRequest)(nil),             // 16: raftingest.ring.v1.GetRingRequest
+	(*GetRingResponse)(nil),            // 17: raftingest.ring.v1.GetRingResponse
+	(*TransferLeadershipRequest)(nil),  // 18: raftingest.ring.v1.TransferLeadershipRequest
+	(*TransferLeadershipResponse)(nil), // 19: raftingest.ring.v1.TransferLeadershipResponse
+	(*LeaveRequest)(nil),               // 20: raftingest.ring.v1.LeaveRequest
+	(*LeaveResponse)(nil),              // 21: raftingest.ring.v1.LeaveResponse
 }
 var file_ring_proto_depIdxs = []int32{
 	1,  // 0: raftingest.ring.v1.Command.op:type_name -> raftingest.ring.v1.Op
 	0,  // 1: raftingest.ring.v1.Member.state:type_name -> raftingest.ring.v1.State
-	3,  // 2: raftingest.ring.v1.Snapshot.members:type_name -> raftingest.ring.v1.Member
-	4,  // 3: raftingest.ring.v1.Snapshot.recent:type_name -> raftingest.ring.v1.AppliedRequest
-	2,  // 4: raftingest.ring.v1.ApplyRequest.command:type_name -> raftingest.ring.v1.Command
-	13, // 5: raftingest.ring.v1.StatusResponse.servers:type_name -> raftingest.ring.v1.Server
-	3,  // 6: raftingest.ring.v1.GetRingResponse.members:type_name -> raftingest.ring.v1.Member
-	6,  // 7: raftingest.ring.v1.Ring.Apply:input_type -> raftingest.ring.v1.ApplyRequest
-	8,  // 8: raftingest.ring.v1.Ring.Join:input_type -> raftingest.ring.v1.JoinRequest
-	10, // 9: raftingest.ring.v1.Ring.RemovePeer:input_type -> raftingest.ring.v1.RemovePeerRequest
-	12, // 10: raftingest.ring.v1.Ring.Status:input_type -> raftingest.ring.v1.StatusRequest
-	15, // 11: raftingest.ring.v1.Ring.GetRing:input_type -> raftingest.ring.v1.GetRingRequest
-	17, // 12: raftingest.ring.v1.Ring.TransferLeadership:input_type -> raftingest.ring.v1.TransferLeadershipRequest
-	19, // 13: raftingest.ring.v1.Ring.Leave:input_type -> raftingest.ring.v1.LeaveRequest
-	7,  // 14: raftingest.ring.v1.Ring.Apply:output_type -> raftingest.ring.v1.ApplyResponse
-	9,  // 15: raftingest.ring.v1.Ring.Join:output_type -> raftingest.ring.v1.JoinResponse
-	11, // 16: raftingest.ring.v1.Ring.RemovePeer:output_type -> raftingest.ring.v1.RemovePeerResponse
-	14, // 17: raftingest.ring.v1.Ring.Status:output_type -> raftingest.ring.v1.StatusResponse
-	16, // 18: raftingest.ring.v1.Ring.GetRing:output_type -> raftingest.ring.v1.GetRingResponse
-	18, // 19: raftingest.ring.v1.Ring.TransferLeadership:output_type -> raftingest.ring.v1.TransferLeadershipResponse
-	20, // 20: raftingest.ring.v1.Ring.Leave:output_type -> raftingest.ring.v1.LeaveResponse
-	14, // [14:21] is the sub-list for method output_type
-	7,  // [7:14] is the sub-list for method input_type
-	7,  // [7:7] is the sub-list for extension type_name
-	7,  // [7:7] is the sub-list for extension extendee
-	0,  // [0:7] is the sub-list for field type_name
+	4,  // 2: raftingest.ring.v1.Snapshot.members:type_name -> raftingest.ring.v1.Member
+	5,  // 3: raftingest.ring.v1.Snapshot.recent:type_name -> raftingest.ring.v1.AppliedRequest
+	3,  // 4: raftingest.ring.v1.Snapshot.compactor_lease:type_name -> raftingest.ring.v1.CompactorLease
+	2,  // 5: raftingest.ring.v1.ApplyRequest.command:type_name -> raftingest.ring.v1.Command
+	14, // 6: raftingest.ring.v1.StatusResponse.servers:type_name -> raftingest.ring.v1.Server
+	4,  // 7: raftingest.ring.v1.GetRingResponse.members:type_name -> raftingest.ring.v1.Member
+	3,  // 8: raftingest.ring.v1.GetRingResponse.compactor_lease:type_name -> raftingest.ring.v1.CompactorLease
+	7,  // 9: raftingest.ring.v1.Ring.Apply:input_type -> raftingest.ring.v1.ApplyRequest
+	9,  // 10: raftingest.ring.v1.Ring.Join:input_type -> raftingest.ring.v1.JoinRequest
+	11, // 11: raftingest.ring.v1.Ring.RemovePeer:input_type -> raftingest.ring.v1.RemovePeerRequest
+	13, // 12: raftingest.ring.v1.Ring.Status:input_type -> raftingest.ring.v1.StatusRequest
+	16, // 13: raftingest.ring.v1.Ring.GetRing:input_type -> raftingest.ring.v1.GetRingRequest
+	18, // 14: raftingest.ring.v1.Ring.TransferLeadership:input_type -> raftingest.ring.v1.TransferLeadershipRequest
+	20, // 15: raftingest.ring.v1.Ring.Leave:input_type -> raftingest.ring.v1.LeaveRequest
+	8,  // 16: raftingest.ring.v1.Ring.Apply:output_type -> raftingest.ring.v1.ApplyResponse
+	10, // 17: raftingest.ring.v1.Ring.Join:output_type -> raftingest.ring.v1.JoinResponse
+	12, // 18: raftingest.ring.v1.Ring.RemovePeer:output_type -> raftingest.ring.v1.RemovePeerResponse
+	15, // 19: raftingest.ring.v1.Ring.Status:output_type -> raftingest.ring.v1.StatusResponse
+	17, // 20: raftingest.ring.v1.Ring.GetRing:output_type -> raftingest.ring.v1.GetRingResponse
+	19, // 21: raftingest.ring.v1.Ring.TransferLeadership:output_type -> raftingest.ring.v1.TransferLeadershipResponse
+	21, // 22: raftingest.ring.v1.Ring.Leave:output_type -> raftingest.ring.v1.LeaveResponse
+	16, // [16:23] is the sub-list for method output_type
+	9,  // [9:16] is the sub-list for method input_type
+	9,  // [9:9] is the sub-list for extension type_name
+	9,  // [9:9] is the sub-list for extension extendee
+	0,  // [0:9] is the sub-list for field type_name
 }
 
 func init() { file_ring_proto_init() }
@@ -1568,7 +1676,7 @@ func file_ring_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_ring_proto_rawDesc), len(file_ring_proto_rawDesc)),
 			NumEnums:      2,
-			NumMessages:   19,
+			NumMessages:   20,
 			NumExtensions: 0,
 			NumServices:   1,
 		},

@@ -92,6 +92,7 @@ type ringDump struct {
 	NumOwners int
 	TimeMs    int64
 	Recent    []Applied
+	Lease     CompactorLease
 }
 
 func nilIfEmpty[S ~[]E, E any](s S) S {
@@ -103,7 +104,8 @@ func nilIfEmpty[S ~[]E, E any](s S) S {
 
 func dump(r *Ring) ringDump {
 	d := ringDump{Tokens: nilIfEmpty(r.tokens), Owners: nilIfEmpty(r.owners),
-		Ownership: nilIfEmpty(r.ownership), NumOwners: r.numOwners, TimeMs: r.timeMs, Recent: nilIfEmpty(r.recent)}
+		Ownership: nilIfEmpty(r.ownership), NumOwners: r.numOwners, TimeMs: r.timeMs, Recent: nilIfEmpty(r.recent),
+		Lease: r.lease}
 	for _, m := range r.members {
 		m.Tokens = nilIfEmpty(m.Tokens)
 		d.Members = append(d.Members, m)
@@ -222,9 +224,15 @@ func checkInvariants(r *Ring) error {
 	if len(r.recent) > maxRecent {
 		return fmt.Errorf("%d remembered requests", len(r.recent))
 	}
+	if err := checkLease(r.lease); err != nil {
+		return err
+	}
 	back, err := Restore(r.Members(), r.TimeMs(), r.Recent())
 	if err != nil {
 		return fmt.Errorf("restore of a committed ring refused: %v", err)
+	}
+	if back, err = back.WithCompactorLease(r.CompactorLease()); err != nil {
+		return fmt.Errorf("restore of a committed ring's lease refused: %v", err)
 	}
 	if err := ringsEqual(r, back); err != nil {
 		return fmt.Errorf("restore does not reproduce the ring: %v", err)
@@ -297,7 +305,7 @@ func genCommand(s intSource) Command {
 		}
 		return genIDs[s.IntN(len(genIDs))]
 	}
-	c := Command{Op: Op(1 + s.IntN(10)), Member: id()} // 10 is an unknown op
+	c := Command{Op: Op(1 + s.IntN(11)), Member: id()} // 11 is an unknown op
 	switch c.Op {
 	case OpRegister:
 		c.RaftAddr = addr(c.Member)
@@ -322,9 +330,13 @@ func genCommand(s intSource) Command {
 		}
 	case OpClaimJoiner, OpCompleteHandover, OpAbortHandover:
 		c.Peer = id()
+	case OpClaimCompactor:
+		c.LeaseMs = []int64{0, 1, 5, 20, 60, MaxLeaseMs + 1}[s.IntN(6)]
 	}
 	if s.IntN(8) == 0 { // a field the op does not use, or a missing one
-		switch s.IntN(4) {
+		switch s.IntN(5) {
+		case 4:
+			c.LeaseMs = 10
 		case 0:
 			c.Peer = id()
 		case 1:

@@ -24,10 +24,13 @@ const (
 	OpCompleteHandover Op = 7 // the joiner takes every token of the leaver and is ACTIVE; the leaver is removed
 	OpAbortHandover    Op = 8 // the joiner returns to PENDING; the leaver stays LEAVING, unpaired
 	OpRemove           Op = 9 // forget a member and free its tokens
+	// OpClaimCompactor claims or renews the compactor lease for Member, for LeaseMs of ring time
+	// (see CompactorLease). It changes nothing but the lease: no member's state or heartbeat.
+	OpClaimCompactor Op = 10
 )
 
 var opNames = [...]string{"", "register", "claim-tokens", "activate", "heartbeat", "leave",
-	"claim-joiner", "complete-handover", "abort-handover", "remove"}
+	"claim-joiner", "complete-handover", "abort-handover", "remove", "claim-compactor"}
 
 // String returns the command's name as logs and the CLI show it.
 func (o Op) String() string {
@@ -58,6 +61,9 @@ type Command struct {
 	// join claim decided on a stale ring must not replace tokens the member received in a hand-over
 	// that committed in between.
 	Replace bool
+	// LeaseMs, for OpClaimCompactor, is how long the lease is granted for, in ring-time
+	// milliseconds from the command's time: 1 to MaxLeaseMs.
+	LeaseMs int64
 }
 
 // Applied is the remembered outcome of a command that carried a RequestID.
@@ -84,12 +90,16 @@ const (
 	CodeHandoverMismatch
 	CodeHandoverInProgress
 	CodeInvalidCommand
+	CodeLeaseHeld
 	codeEnd
 )
 
+// MaxCode is the largest outcome code this build knows; decoders refuse larger ones.
+const MaxCode = codeEnd - 1
+
 var codeErrs = [...]error{nil, ErrUnknownMember, ErrMemberExists, ErrInvalidMember, ErrIllegalTransition,
 	ErrTokenOwned, ErrInvalidTokens, ErrJoinerNotPending, ErrHandoverMismatch, ErrHandoverInProgress,
-	ErrInvalidCommand}
+	ErrInvalidCommand, ErrLeaseHeld}
 
 // CodeOf returns the code of an error returned by Apply (CodeInvalidCommand for errors not from here).
 func CodeOf(err error) Code {
@@ -319,6 +329,8 @@ func (b *builder) apply(c *Command) error {
 		return b.abortHandover(c, t)
 	case OpRemove:
 		return b.removeMember(c)
+	case OpClaimCompactor:
+		return b.claimCompactor(c, t)
 	}
 	return fmt.Errorf("%w: unknown op %d", ErrInvalidCommand, uint8(c.Op))
 }
@@ -331,6 +343,9 @@ func checkFields(c *Command) error {
 		return bad("no member id")
 	}
 	hasAddr := c.RaftAddr != "" || c.GRPCAddr != "" || c.HTTPAddr != "" || c.Zone != ""
+	if c.LeaseMs != 0 && c.Op != OpClaimCompactor {
+		return bad("only claim-compactor takes a lease duration")
+	}
 	switch c.Op {
 	case OpRegister:
 		if c.Replace {

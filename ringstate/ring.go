@@ -32,6 +32,9 @@ type Ring struct {
 	// recent remembers the outcome of the last requests applied, for idempotent retries. Oldest first,
 	// at most maxRecent entries.
 	recent []Applied
+
+	// lease is the compactor lease (see CompactorLease); the zero value when never granted.
+	lease CompactorLease
 }
 
 // maxRecent bounds the request-id memory. A client retries within seconds; thousands of commands

@@ -144,6 +144,8 @@ var (
 	ErrHandoverInProgress = errors.New("ringstate: hand-over in progress")
 	ErrInvalidCommand     = errors.New("ringstate: invalid command")
 	ErrCorruptState       = errors.New("ringstate: corrupt state")
+	// ErrLeaseHeld is a claim of the compactor lease refused because another member holds it.
+	ErrLeaseHeld = errors.New("ringstate: compactor lease held by another member")
 )
 
 // TransitionError is an illegal state transition. It wraps ErrIllegalTransition.

@@ -114,6 +114,7 @@ td.token-list { font-family: monospace; font-size: 0.85em; max-width: 40em; }
 <span id="member-count">{{len .Members}}</span> member(s),
 heartbeat timeout <span id="heartbeat-timeout">{{duration .HeartbeatTimeoutSeconds}}</span>.
 Health is judged at ring time, not by this page's clock.</p>
+<p id="compactor" data-holder="{{.Compactor.Holder}}" data-epoch="{{.Compactor.Epoch}}" data-held="{{.Compactor.Held}}">Compactor: {{.Compactor.Describe}}</p>
 <table id="members">
 <thead>
 <tr><th>ID</th><th>State</th><th>Ring state</th><th>gRPC address</th><th>Raft address</th><th>HTTP address</th><th>Zone</th><th>Tokens</th><th>Ownership</th><th>Heartbeat age</th><th>Registered</th><th>Hand-over</th>{{if .ShowTokens}}<th>Token list</th>{{end}}</tr>

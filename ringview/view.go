@@ -7,6 +7,7 @@
 package ringview
 
 import (
+	"fmt"
 	"time"
 
 	"github.com/raftingest/raftingest/ringstate"
@@ -25,6 +26,51 @@ type View struct {
 	HeartbeatTimeoutSeconds float64 `json:"heartbeat_timeout_seconds"`
 	// Members sorted by id. Never nil, so the JSON always has an array.
 	Members []MemberView `json:"members"`
+	// Compactor is who compacts the cluster's blocks: the ring's compactor lease.
+	Compactor CompactorView `json:"compactor"`
+}
+
+// CompactorView is the ring's compactor lease as people see it.
+type CompactorView struct {
+	// Holder is the member the lease was last granted to; empty when it never was.
+	Holder string `json:"holder"`
+	// Epoch fences block deletes: it grows by one with each new holder.
+	Epoch uint64 `json:"epoch"`
+	// Held is true while the lease is valid at ring time and its holder is still a member.
+	Held bool `json:"held"`
+	// ExpiresAt is the ring time the lease expires at, RFC 3339 in UTC; empty without a holder.
+	ExpiresAt string `json:"expires_at"`
+	// ExpiresInSeconds is ExpiresAt minus ring time: negative once expired.
+	ExpiresInSeconds float64 `json:"expires_in_seconds"`
+}
+
+// BuildCompactor returns the view of the compactor lease of r at ring time.
+func BuildCompactor(r *ringstate.Ring) CompactorView {
+	l := r.CompactorLease()
+	if l.Holder == "" {
+		return CompactorView{}
+	}
+	_, member := r.Member(l.Holder)
+	return CompactorView{
+		Holder:           string(l.Holder),
+		Epoch:            l.Epoch,
+		Held:             member && l.HeldBy(l.Holder, r.TimeMs()),
+		ExpiresAt:        time.UnixMilli(l.ExpiresMs).UTC().Format(time.RFC3339Nano),
+		ExpiresInSeconds: float64(l.ExpiresMs-r.TimeMs()) / 1000,
+	}
+}
+
+// Describe says who compacts, in one line for people ("none" when nobody does).
+func (c CompactorView) Describe() string {
+	switch {
+	case c.Holder == "":
+		return "none (no member has claimed the compactor lease)"
+	case c.Held:
+		return fmt.Sprintf("%s (epoch %d, lease expires in %s)", c.Holder, c.Epoch,
+			time.Duration(c.ExpiresInSeconds*float64(time.Second)).Round(time.Millisecond))
+	}
+	return fmt.Sprintf("none: the lease of %s (epoch %d) expired %s ago", c.Holder, c.Epoch,
+		time.Duration(-c.ExpiresInSeconds*float64(time.Second)).Round(time.Millisecond))
 }
 
 // MemberView is one member as people see it.
@@ -67,6 +113,7 @@ func Build(r *ringstate.Ring, heartbeatTimeoutMs int64) View {
 	}
 	now := r.TimeMs()
 	v.TimeMs = now
+	v.Compactor = BuildCompactor(r)
 	v.Members = make([]MemberView, r.Len())
 	for i := range v.Members {
 		m := r.MemberAt(i) // members are sorted by id by ringstate

@@ -170,7 +170,7 @@ func TestBuild_EmptyAndNilRings(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		if want := `{"time_ms":0,"heartbeat_timeout_seconds":10,"members":[]}`; string(b) != want {
+		if want := `{"time_ms":0,"heartbeat_timeout_seconds":10,"members":[],"compactor":{"holder":"","epoch":0,"held":false,"expires_at":"","expires_in_seconds":0}}`; string(b) != want {
 			t.Errorf("%s ring: %s, want %s", name, b, want)
 		}
 	}
@@ -185,7 +185,7 @@ func TestView_JSONFieldNames(t *testing.T) {
 	if err := json.Unmarshal(b, &top); err != nil {
 		t.Fatal(err)
 	}
-	if got := sortedKeys(top); !slices.Equal(got, []string{"heartbeat_timeout_seconds", "members", "time_ms"}) {
+	if got := sortedKeys(top); !slices.Equal(got, []string{"compactor", "heartbeat_timeout_seconds", "members", "time_ms"}) {
 		t.Errorf("top-level keys %v", got)
 	}
 	var members []map[string]json.RawMessage

@@ -212,6 +212,13 @@ func (q *BucketQueryable) sync(ctx context.Context, tenant string) ([]*tsdb.Bloc
 	var missing []ulid.ULID
 	listed := map[ulid.ULID]bool{}
 	for _, id := range ids {
+		// A compactor deletes meta.json first: in a local bucket, a block without it is being (or was
+		// half) deleted and is forgotten like an unlisted one, not kept open for ever.
+		if q.localDir != "" {
+			if _, err := os.Stat(filepath.Join(q.localDir, tenant, id.String(), MetaFilename)); err != nil {
+				continue
+			}
+		}
 		listed[id] = true
 		if have[id] == nil {
 			missing = append(missing, id)

@@ -190,6 +190,7 @@ func member(id string, st ringpb.State, hbAgeMs int64, peer string, tokens ...ui
 func cannedRing() *ringpb.GetRingResponse {
 	return &ringpb.GetRingResponse{
 		TimeMs: ringTime, AppliedIndex: 42, HeartbeatTimeoutMs: 30_000,
+		CompactorLease: &ringpb.CompactorLease{Holder: "ingester-1", Epoch: 2, ExpiresMs: ringTime + 45_000},
 		Members: []*ringpb.Member{
 			member("ingester-1", ringpb.State_ACTIVE, 1_500, "", q, 3*q),
 			member("ingester-2", ringpb.State_ACTIVE, 60_000, "", 2*q),
@@ -298,6 +299,7 @@ func TestStatus_Text(t *testing.T) {
 	for key, want := range map[string]string{
 		"id": "ingester-1", "raft state": "Leader", "leader": "ingester-1 (127.0.0.1:7001)", "term": "7",
 		"commit index": "42", "applied index": "41", "last log index": "43", "last snapshot index": "30",
+		"compactor": "ingester-1 (epoch 2, lease expires in 45s)",
 	} {
 		if got := field(t, out, key); got != want {
 			t.Errorf("%s: %q, want %q", key, got, want)
@@ -324,10 +326,13 @@ func TestStatus_JSON(t *testing.T) {
 		t.Fatal(err)
 	}
 	m := decodeObject(t, out)
-	wantKeys := []string{"applied_index", "commit_index", "id", "last_log_index", "last_snapshot_index",
+	wantKeys := []string{"applied_index", "commit_index", "compactor", "id", "last_log_index", "last_snapshot_index",
 		"leader", "leader_address", "servers", "state", "term"}
 	if !slices.Equal(keys(m), wantKeys) {
 		t.Errorf("keys %v, want %v", keys(m), wantKeys)
+	}
+	if c := got.Compactor; c == nil || c.Holder != "ingester-1" || c.Epoch != 2 || !c.Held || c.ExpiresInSeconds != 45 {
+		t.Errorf("compactor %+v, want ingester-1 at epoch 2 for 45s more", c)
 	}
 	if m["leader"] != "ingester-1" || m["leader_address"] != "127.0.0.1:7001" || m["term"] != 7.0 ||
 		m["commit_index"] != 42.0 || m["applied_index"] != 41.0 || m["last_log_index"] != 43.0 {
@@ -368,6 +373,9 @@ func TestRing_Text(t *testing.T) {
 	if strings.Contains(out, "tokens of") {
 		t.Errorf("tokens listed without -tokens")
 	}
+	if !strings.Contains(out, "\ncompactor: ingester-1 (epoch 2, lease expires in 45s)\n") {
+		t.Errorf("ring does not say who compacts:\n%s", out)
+	}
 	if reqs := f.callsOf("GetRing"); len(reqs) != 1 || reqs[0].(*ringpb.GetRingRequest).GetLinearizable() {
 		t.Errorf("want one local (non-linearizable) read, got %v", reqs)
 	}
@@ -389,8 +397,11 @@ func TestRing_JSON(t *testing.T) {
 	code, out, errOut := runCLI(t, nil, "ring", "-o", "json", "-addr", addr)
 	mustCode(t, 0, code, out, errOut)
 	m := decodeObject(t, out)
-	if !slices.Equal(keys(m), []string{"heartbeat_timeout_seconds", "members", "time_ms"}) {
+	if !slices.Equal(keys(m), []string{"compactor", "heartbeat_timeout_seconds", "members", "time_ms"}) {
 		t.Errorf("top-level keys %v", keys(m))
+	}
+	if c, _ := m["compactor"].(map[string]any); c["holder"] != "ingester-1" || c["epoch"] != 2.0 || c["held"] != true {
+		t.Errorf("compactor %v", m["compactor"])
 	}
 	if m["time_ms"] != float64(ringTime) || m["heartbeat_timeout_seconds"] != 30.0 {
 		t.Errorf("time/timeout: %v %v", m["time_ms"], m["heartbeat_timeout_seconds"])

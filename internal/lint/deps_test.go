@@ -33,6 +33,10 @@ var allowed = map[string][]string{
 	// Moving blocks between members' buckets sees blocks only (storage, its wire format, tenant
 	// ids): who moves what where (the ring) is decided by its callers.
 	"blocksvc": {"blockspb", "storage", "tenant"},
+	// The compactor reaches buckets and the lease through its own interfaces (the ingester adapts
+	// blocksvc and raftfsm); it reads the ring and the series hash only to place merged blocks as
+	// the distributor places writes.
+	"compact": {"storage", "ringstate", "distributor"},
 }
 
 func TestDependencyDirection(t *testing.T) {

@@ -1,0 +1,455 @@
+package compact
+
+import (
+	"cmp"
+	"context"
+	"crypto/rand"
+	"errors"
+	"fmt"
+	"log/slog"
+	"os"
+	"path/filepath"
+	"slices"
+	"sync"
+	"time"
+
+	"github.com/oklog/ulid/v2"
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/prometheus/model/labels"
+	"github.com/prometheus/prometheus/tsdb"
+	"github.com/prometheus/prometheus/tsdb/chunkenc"
+
+	"github.com/raftingest/raftingest/storage"
+)
+
+// Listed is one complete block in a bucket.
+type Listed struct {
+	Tenant string
+	Meta   storage.Meta
+}
+
+// Bucket is the blocks of one member's node-local bucket (reached through the Blocks service), or
+// of the shared bucket. The wiring adapts blocksvc's client to it; tests use real directories.
+type Bucket interface {
+	// List returns the complete blocks (those with meta.json) of every tenant.
+	List(ctx context.Context) ([]Listed, error)
+	// Fetch copies block id of tenant into parentDir/<ULID>, verified, and returns that path.
+	Fetch(ctx context.Context, tenant string, id ulid.ULID, parentDir string) (string, error)
+	// Store puts the complete block in dir (named by its ULID) into the bucket and returns once it
+	// is durable there. Storing a block the bucket has is a success.
+	Store(ctx context.Context, tenant, dir string) error
+	// Delete deletes blocks ids of tenant (absent ones are not an error), fenced by the compactor
+	// lease's epoch: a bucket refuses an epoch that is not the ring's current one.
+	Delete(ctx context.Context, tenant string, ids []ulid.ULID, epoch uint64) error
+}
+
+// Cluster is where blocks live, as the compactor sees it at the start of a run.
+type Cluster struct {
+	// Shared is the shared bucket (S3, or a directory declared shared); nil with node-local
+	// buckets.
+	Shared Bucket
+	// Members are the ring members' node-local buckets by member id; unused with a shared bucket.
+	Members map[string]Bucket
+	// Place returns the members a series of tenant belongs on: its replication set in the current
+	// ring, as the distributor computes it. Unused with a shared bucket.
+	Place func(tenant string, lset labels.Labels) []string
+}
+
+// Lease is the compactor lease as the compactor needs it (raftfsm.Node in the daemon).
+type Lease interface {
+	// IsLeader reports whether this member is the Raft leader: only the leader claims the lease,
+	// so members do not contend for it.
+	IsLeader() bool
+	// Claim claims or renews the lease for d of ring time and returns its epoch; an error when
+	// another member holds it or the claim could not be committed.
+	Claim(ctx context.Context, d time.Duration) (epoch uint64, err error)
+}
+
+// Deps are the compactor's collaborators.
+type Deps struct {
+	Lease Lease
+	// Cluster returns where blocks live, once per run.
+	Cluster func(ctx context.Context) (Cluster, error)
+	// WorkDir is where blocks are fetched, merged and split; it is emptied at start (leftovers of a
+	// crash) and after every job. Nothing else may live there.
+	WorkDir string
+	// FlushPeriod is -ingester.flush-period: a range above the first is complete once its end is
+	// older than FlushPeriod + Config.CompletionDelay.
+	FlushPeriod time.Duration
+	Registerer  prometheus.Registerer
+	Logger      *slog.Logger
+	// Now is the clock (nil: time.Now).
+	Now func() time.Time
+}
+
+// callTimeout bounds a listing and a delete on one bucket, so that a member that stopped answering
+// (paused, partitioned) delays a run by at most this instead of holding it for ever. Fetches and
+// stores move whole blocks and are bounded by the Blocks service's idle timeout instead.
+const callTimeout = time.Minute
+
+// Compactor runs compactions while its member holds the compactor lease. Create it with New.
+type Compactor struct {
+	cfg Config
+	d   Deps
+	log *slog.Logger
+	m   metrics
+}
+
+type metrics struct {
+	started, completed, failed prometheus.Counter
+	cleaned, compactions       prometheus.Counter
+	lastSuccess, leaseHeld     prometheus.Gauge
+}
+
+// New checks cfg and d and registers the compactor's metrics.
+func New(cfg Config, d Deps) (*Compactor, error) {
+	if err := cfg.Validate(0); err != nil {
+		return nil, err
+	}
+	if d.Lease == nil || d.Cluster == nil || d.WorkDir == "" {
+		return nil, errors.New("compact: Lease, Cluster and WorkDir are required")
+	}
+	if d.Logger == nil {
+		d.Logger = slog.New(slog.DiscardHandler)
+	}
+	if d.Now == nil {
+		d.Now = time.Now
+	}
+	if d.Registerer == nil {
+		d.Registerer = prometheus.NewRegistry()
+	}
+	c := &Compactor{cfg: cfg, d: d, log: d.Logger}
+	c.m = metrics{
+		started: prometheus.NewCounter(prometheus.CounterOpts{Name: "cortex_compactor_runs_started_total",
+			Help: "Compaction runs started (by the compactor lease holder)."}),
+		completed: prometheus.NewCounter(prometheus.CounterOpts{Name: "cortex_compactor_runs_completed_total",
+			Help: "Compaction runs that completed every job."}),
+		failed: prometheus.NewCounter(prometheus.CounterOpts{Name: "cortex_compactor_runs_failed_total",
+			Help: "Compaction runs that failed or left a job undone (it is retried at the next run)."}),
+		cleaned: prometheus.NewCounter(prometheus.CounterOpts{Name: "cortex_compactor_blocks_cleaned_total",
+			Help: "Blocks deleted from members' buckets: replaced by a compaction, or expired by retention (one per bucket a block was deleted from)."}),
+		compactions: prometheus.NewCounter(prometheus.CounterOpts{Name: "cortex_compactor_group_compactions_total",
+			Help: "Merges completed: sources merged, the result placed durably, the sources deleted."}),
+		lastSuccess: prometheus.NewGauge(prometheus.GaugeOpts{Name: "cortex_compactor_last_successful_run_timestamp_seconds",
+			Help: "Unix time of the last compaction run that completed every job."}),
+		leaseHeld: prometheus.NewGauge(prometheus.GaugeOpts{Name: "cortex_compactor_lease_held",
+			Help: "1 while this member holds the ring's compactor lease and compacts, else 0."}),
+	}
+	for _, col := range []prometheus.Collector{c.m.started, c.m.completed, c.m.failed, c.m.cleaned, c.m.compactions,
+		c.m.lastSuccess, c.m.leaseHeld} {
+		if err := d.Registerer.Register(col); err != nil {
+			return nil, fmt.Errorf("compact: metrics: %w", err)
+		}
+	}
+	return c, nil
+}
+
+// Run claims the lease and compacts every -compactor.interval while this member is the Raft leader,
+// until ctx is done. A run stops (its context is cancelled) as soon as the lease cannot be renewed.
+func (c *Compactor) Run(ctx context.Context) {
+	if err := os.RemoveAll(c.d.WorkDir); err != nil {
+		c.log.Warn("compactor: emptying the work directory", "dir", c.d.WorkDir, "err", err)
+	}
+	t := time.NewTicker(c.cfg.Interval)
+	defer t.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			c.m.leaseHeld.Set(0)
+			return
+		case <-t.C:
+		}
+		if !c.d.Lease.IsLeader() {
+			continue
+		}
+		c.runLeased(ctx)
+	}
+}
+
+// runLeased claims the lease and, while it keeps it, runs once.
+func (c *Compactor) runLeased(ctx context.Context) {
+	d := c.cfg.LeaseDuration
+	start := time.Now()
+	claimCtx, cancelClaim := context.WithTimeout(ctx, d/3)
+	epoch, err := c.d.Lease.Claim(claimCtx, d)
+	cancelClaim()
+	if err != nil {
+		c.log.Debug("compactor: lease not claimed", "err", err)
+		return
+	}
+	c.m.leaseHeld.Set(1)
+	defer c.m.leaseHeld.Set(0)
+	runCtx, cancel := context.WithCancelCause(ctx)
+	var wg sync.WaitGroup
+	wg.Add(1)
+	go func() {
+		defer wg.Done()
+		c.keepLease(runCtx, cancel, epoch, start)
+	}()
+	if err := c.RunOnce(runCtx, epoch); err != nil {
+		c.log.Warn("compactor: run failed; it is retried at the next interval", "epoch", epoch, "err", err)
+	}
+	cancel(nil)
+	wg.Wait()
+}
+
+// keepLease renews the lease every third of its duration and cancels the run when it cannot: when
+// a renewal fails, returns another epoch, or does not succeed before the lease's end by this
+// member's clock, measured from before the last successful claim (ring time at commit is later,
+// so the local deadline is never after the ring's).
+func (c *Compactor) keepLease(ctx context.Context, cancel context.CancelCauseFunc, epoch uint64, claimed time.Time) {
+	d := c.cfg.LeaseDuration
+	margin := d / 6
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-time.After(d / 3):
+		}
+		attempt := time.Now()
+		deadline := claimed.Add(d - margin)
+		rctx, rcancel := context.WithDeadline(ctx, deadline)
+		got, err := c.d.Lease.Claim(rctx, d)
+		rcancel()
+		switch {
+		case ctx.Err() != nil:
+			return
+		case err != nil:
+			cancel(fmt.Errorf("compact: renewing the compactor lease (epoch %d): %w", epoch, err))
+			return
+		case got != epoch:
+			cancel(fmt.Errorf("compact: the compactor lease moved to epoch %d from %d", got, epoch))
+			return
+		}
+		claimed = attempt
+	}
+}
+
+// RunOnce runs one compaction with the lease at epoch: it lists every bucket, plans every tenant
+// (MakePlan), deletes what retention expired, and runs every merge. A job that fails is logged and
+// skipped (its sources stay; the next run retries); the error joins every failure.
+func (c *Compactor) RunOnce(ctx context.Context, epoch uint64) error {
+	c.m.started.Inc()
+	err := c.runOnce(ctx, epoch)
+	if err != nil {
+		c.m.failed.Inc()
+		return err
+	}
+	c.m.completed.Inc()
+	c.m.lastSuccess.Set(float64(c.d.Now().UnixMilli()) / 1000)
+	return nil
+}
+
+func (c *Compactor) runOnce(ctx context.Context, epoch uint64) error {
+	cl, err := c.d.Cluster(ctx)
+	if err != nil {
+		return fmt.Errorf("compact: the cluster's buckets: %w", err)
+	}
+	buckets := cl.Members
+	if cl.Shared != nil {
+		buckets = map[string]Bucket{"": cl.Shared}
+	}
+	var errs []error
+	// tenant -> ULID -> block, with every member that holds it.
+	byTenant := map[string]map[ulid.ULID]*Block{}
+	for _, member := range sortedKeys(buckets) {
+		lctx, cancel := context.WithTimeout(ctx, callTimeout)
+		listed, err := buckets[member].List(lctx)
+		cancel()
+		if err != nil {
+			// Compaction goes on without that member: its blocks stay, and the next run merges them
+			// into what this one writes (a window with more than one group is merged again).
+			errs = append(errs, fmt.Errorf("compact: listing the blocks of %q: %w", member, err))
+			continue
+		}
+		for _, l := range listed {
+			bs := byTenant[l.Tenant]
+			if bs == nil {
+				bs = map[ulid.ULID]*Block{}
+				byTenant[l.Tenant] = bs
+			}
+			b := bs[l.Meta.ULID]
+			if b == nil {
+				b = &Block{Meta: l.Meta}
+				bs[l.Meta.ULID] = b
+			}
+			b.Holders = append(b.Holders, member)
+		}
+	}
+	now := c.d.Now().UnixMilli()
+	for _, tenant := range sortedKeys(byTenant) {
+		if ctx.Err() != nil {
+			break
+		}
+		var blocks []Block
+		for _, b := range byTenant[tenant] {
+			blocks = append(blocks, *b)
+		}
+		plan := MakePlan(PlanInput{Tenant: tenant, Blocks: blocks, Ranges: c.cfg.BlockRanges.millis(), NowMs: now,
+			CompleteAfterMs: (c.d.FlushPeriod + c.cfg.CompletionDelay).Milliseconds(),
+			RetentionMs:     c.cfg.Retention.Milliseconds()})
+		for _, g := range plan.Expired {
+			n, err := c.deleteBlocks(ctx, buckets, tenant, g.Blocks, epoch)
+			if err != nil {
+				errs = append(errs, fmt.Errorf("compact: retention of tenant %q: %w", tenant, err))
+			}
+			if n > 0 {
+				c.log.Info("compactor: retention deleted blocks", "tenant", tenant, "group", g.Key, "blocks", n,
+					"max_time", time.UnixMilli(g.MaxTime).UTC(), "retention", c.cfg.Retention)
+			}
+		}
+		for i := range plan.Jobs {
+			if ctx.Err() != nil {
+				break
+			}
+			if err := c.runJob(ctx, cl, buckets, &plan.Jobs[i], epoch); err != nil {
+				errs = append(errs, err)
+			}
+		}
+	}
+	if err := context.Cause(ctx); err != nil {
+		errs = append(errs, err)
+	}
+	return errors.Join(errs...)
+}
+
+func sortedKeys[V any](m map[string]V) []string {
+	out := make([]string, 0, len(m))
+	for k := range m {
+		out = append(out, k)
+	}
+	slices.Sort(out)
+	return out
+}
+
+// runJob merges one job's blocks, places the result and only then deletes the sources.
+//
+// Crash safety (kill -9 at any step): the sources are deleted only after every part of the result
+// is durable on its member, so there is never a moment without every series' RF copies. A crash
+// after some parts were stored leaves those parts beside the sources: the window then holds more
+// than one group, and the next run merges them all again (vertical merge deduplicates), writing a
+// new complete result and deleting every one of them. A crash during deletion leaves some sources
+// beside the complete result: the same.
+func (c *Compactor) runJob(ctx context.Context, cl Cluster, buckets map[string]Bucket, j *Job, epoch uint64) (err error) {
+	group := ulid.MustNew(ulid.Timestamp(c.d.Now()), rand.Reader).String()
+	dir := filepath.Join(c.d.WorkDir, group)
+	defer os.RemoveAll(dir)
+	log := c.log.With("tenant", j.Tenant, "window_start", time.UnixMilli(j.WindowStart).UTC(),
+		"range", time.Duration(j.Range)*time.Millisecond, "group", group)
+	defer func() {
+		if err != nil {
+			err = fmt.Errorf("compact: tenant %q, window %s of %s: %w", j.Tenant, time.UnixMilli(j.WindowStart).UTC(),
+				time.Duration(j.Range)*time.Millisecond, err)
+		}
+	}()
+	sources := j.Blocks()
+	var dirs []string
+	var srcIDs []string
+	for _, b := range sources {
+		p, err := c.fetch(ctx, buckets, j.Tenant, b, filepath.Join(dir, "src"))
+		if err != nil {
+			return err
+		}
+		dirs = append(dirs, p)
+		srcIDs = append(srcIDs, b.Meta.ULID.String())
+	}
+	comp, err := tsdb.NewLeveledCompactorWithOptions(ctx, nil, c.log, c.cfg.BlockRanges.millis(), chunkenc.NewPool(),
+		tsdb.LeveledCompactorOptions{EnableOverlappingCompaction: true})
+	if err != nil {
+		return fmt.Errorf("tsdb compactor: %w", err)
+	}
+	ids, err := comp.Compact(filepath.Join(dir, "out"), dirs, nil)
+	if err != nil {
+		return fmt.Errorf("merging %d blocks: %w", len(dirs), err)
+	}
+	placed := 0
+	if len(ids) > 0 {
+		// Place: with a shared bucket the merged block goes there once; with node-local buckets
+		// every member gets the part holding exactly the series it replicates.
+		place := func(labels.Labels) []string { return []string{""} }
+		if cl.Shared == nil {
+			place = func(lset labels.Labels) []string { return cl.Place(j.Tenant, lset) }
+		}
+		parts, err := storage.SplitBlock(ctx, filepath.Join(dir, "out", ids[0].String()), filepath.Join(dir, "parts"),
+			storage.SplitOptions{Tenant: j.Tenant, Place: place, Group: group, Logger: c.log})
+		if err != nil {
+			return err
+		}
+		for _, member := range sortedKeys(parts) {
+			b := buckets[member]
+			if b == nil {
+				return fmt.Errorf("the placement names %q, whose bucket is unknown (not a member at the start of the run)", member)
+			}
+			m := parts[member]
+			if err := b.Store(ctx, j.Tenant, filepath.Join(dir, "parts", member, m.ULID.String())); err != nil {
+				return fmt.Errorf("storing part %s on %q: %w", m.ULID, member, err)
+			}
+			placed++
+			log.Info("compactor: placed a merged block", "member", member, "block", m.ULID, "series", m.Stats.NumSeries,
+				"samples", m.Stats.NumSamples, "level", m.Compaction.Level)
+		}
+	}
+	// Every part is durable on its member: now, and only now, the sources may go.
+	n, err := c.deleteBlocks(ctx, buckets, j.Tenant, sources, epoch)
+	if err != nil {
+		return fmt.Errorf("deleting the %d merged sources (the next run merges what is left): %w", len(sources), err)
+	}
+	c.m.compactions.Inc()
+	log.Info("compactor: merged blocks", "sources", srcIDs, "groups", len(j.Groups), "parts", placed, "deleted", n)
+	return nil
+}
+
+// fetch copies block b from the first holder that has it.
+func (c *Compactor) fetch(ctx context.Context, buckets map[string]Bucket, tenant string, b Block, parent string) (string, error) {
+	if err := os.MkdirAll(parent, 0o755); err != nil {
+		return "", err
+	}
+	var errs []error
+	for _, h := range b.Holders {
+		bk := buckets[h]
+		if bk == nil {
+			continue
+		}
+		p, err := bk.Fetch(ctx, tenant, b.Meta.ULID, parent)
+		if err == nil {
+			return p, nil
+		}
+		errs = append(errs, fmt.Errorf("from %q: %w", h, err))
+		if ctx.Err() != nil {
+			break
+		}
+	}
+	return "", fmt.Errorf("fetching block %s: %w", b.Meta.ULID, errors.Join(errs...))
+}
+
+// deleteBlocks deletes blocks from every bucket that holds them and returns how many (block,
+// holder) pairs it deleted.
+func (c *Compactor) deleteBlocks(ctx context.Context, buckets map[string]Bucket, tenant string, blocks []Block, epoch uint64) (int, error) {
+	byHolder := map[string][]ulid.ULID{}
+	for _, b := range blocks {
+		for _, h := range b.Holders {
+			byHolder[h] = append(byHolder[h], b.Meta.ULID)
+		}
+	}
+	n := 0
+	var errs []error
+	for _, h := range sortedKeys(byHolder) {
+		ids := byHolder[h]
+		slices.SortFunc(ids, func(a, b ulid.ULID) int { return cmp.Compare(a.String(), b.String()) })
+		bk := buckets[h]
+		if bk == nil {
+			continue
+		}
+		dctx, cancel := context.WithTimeout(ctx, callTimeout)
+		err := bk.Delete(dctx, tenant, ids, epoch)
+		cancel()
+		if err != nil {
+			errs = append(errs, fmt.Errorf("on %q: %w", h, err))
+			continue
+		}
+		n += len(ids)
+		c.m.cleaned.Add(float64(len(ids)))
+		c.log.Info("compactor: deleted blocks", "tenant", tenant, "member", h, "blocks", ids, "epoch", epoch)
+	}
+	return n, errors.Join(errs...)
+}

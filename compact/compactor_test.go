@@ -1,0 +1,637 @@
+package compact_test
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"math/rand/v2"
+	"os"
+	"path/filepath"
+	"slices"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/oklog/ulid/v2"
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/testutil"
+	"github.com/prometheus/prometheus/model/labels"
+	promstorage "github.com/prometheus/prometheus/storage"
+	"github.com/prometheus/prometheus/tsdb/chunkenc"
+	"github.com/prometheus/prometheus/tsdb/chunks"
+
+	"github.com/raftingest/raftingest/compact"
+	"github.com/raftingest/raftingest/ringstate"
+	"github.com/raftingest/raftingest/storage"
+	"github.com/raftingest/raftingest/tenant"
+)
+
+const (
+	hour   = int64(3_600_000)
+	t0     = int64(1_700_006_400_000) // a multiple of 24h: windows of every range start here
+	rf     = 3
+	scrape = int64(15_000)
+)
+
+var memberIDs = []string{"m0", "m1", "m2", "m3", "m4"}
+
+// fiveMemberRing is a ring of 5 ACTIVE members with 64 random tokens each, built through Apply.
+func fiveMemberRing(t *testing.T) *ringstate.Ring {
+	t.Helper()
+	rng := rand.New(rand.NewPCG(7, 7))
+	r := ringstate.New()
+	now := t0
+	apply := func(c ringstate.Command) {
+		t.Helper()
+		now++
+		var err error
+		if r, _, err = r.Apply(c, now); err != nil {
+			t.Fatal(err)
+		}
+	}
+	for i, id := range memberIDs {
+		mid := ringstate.MemberID(id)
+		apply(ringstate.Command{Op: ringstate.OpRegister, Member: mid, RaftAddr: fmt.Sprintf("127.0.0.1:%d", 7000+i)})
+		ts, err := r.FreeTokens(64, rng)
+		if err != nil {
+			t.Fatal(err)
+		}
+		apply(ringstate.Command{Op: ringstate.OpClaimTokens, Member: mid, Tokens: ts})
+		apply(ringstate.Command{Op: ringstate.OpActivate, Member: mid})
+	}
+	return r
+}
+
+// dirBucket is a Bucket over a real directory laid out as the filesystem bucket is
+// (<tenant>/<ULID>/...), with the Blocks server's fence on deletes and injectable failures.
+type dirBucket struct {
+	dir   string
+	fence *atomic.Uint64 // the ring's current lease epoch
+	mu    sync.Mutex
+	// failStore and failDelete, when set, fail the call that makes them return true (a crash at
+	// that step: nothing after it happens).
+	failStore, failDelete func() bool
+}
+
+func (b *dirBucket) List(ctx context.Context) ([]compact.Listed, error) {
+	var out []compact.Listed
+	tenants, err := os.ReadDir(b.dir)
+	if err != nil {
+		return nil, err
+	}
+	for _, te := range tenants {
+		blocks, err := os.ReadDir(filepath.Join(b.dir, te.Name()))
+		if err != nil {
+			return nil, err
+		}
+		for _, be := range blocks {
+			data, err := os.ReadFile(filepath.Join(b.dir, te.Name(), be.Name(), storage.MetaFilename))
+			if errors.Is(err, os.ErrNotExist) {
+				continue // partial
+			}
+			if err != nil {
+				return nil, err
+			}
+			m, err := storage.ReadMeta(data)
+			if err != nil {
+				return nil, err
+			}
+			out = append(out, compact.Listed{Tenant: te.Name(), Meta: m})
+		}
+	}
+	return out, nil
+}
+
+func copyDir(src, dst string) error {
+	return filepath.WalkDir(src, func(p string, d os.DirEntry, err error) error {
+		if err != nil {
+			return err
+		}
+		rel, _ := filepath.Rel(src, p)
+		if d.IsDir() {
+			return os.MkdirAll(filepath.Join(dst, rel), 0o755)
+		}
+		in, err := os.Open(p)
+		if err != nil {
+			return err
+		}
+		defer in.Close()
+		out, err := os.Create(filepath.Join(dst, rel))
+		if err != nil {
+			return err
+		}
+		if _, err := io.Copy(out, in); err != nil {
+			out.Close()
+			return err
+		}
+		return out.Close()
+	})
+}
+
+func (b *dirBucket) Fetch(ctx context.Context, tenantID string, id ulid.ULID, parent string) (string, error) {
+	dst := filepath.Join(parent, id.String())
+	if err := copyDir(filepath.Join(b.dir, tenantID, id.String()), dst); err != nil {
+		return "", err
+	}
+	return dst, nil
+}
+
+func (b *dirBucket) Store(ctx context.Context, tenantID, dir string) error {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	if b.failStore != nil && b.failStore() {
+		return errors.New("injected crash before store")
+	}
+	final := filepath.Join(b.dir, tenantID, filepath.Base(dir))
+	if _, err := os.Stat(final); err == nil {
+		return nil
+	}
+	tmp := final + ".tmp"
+	if err := copyDir(dir, tmp); err != nil {
+		return err
+	}
+	return os.Rename(tmp, final)
+}
+
+func (b *dirBucket) Delete(ctx context.Context, tenantID string, ids []ulid.ULID, epoch uint64) error {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	if epoch != b.fence.Load() {
+		return fmt.Errorf("epoch %d is not the lease's current epoch %d", epoch, b.fence.Load())
+	}
+	for _, id := range ids {
+		if b.failDelete != nil && b.failDelete() {
+			return errors.New("injected crash during delete")
+		}
+		dir := filepath.Join(b.dir, tenantID, id.String())
+		// meta.json first, as the Blocks server does: a half-deleted block reads as partial.
+		if err := os.Remove(filepath.Join(dir, storage.MetaFilename)); err != nil && !errors.Is(err, os.ErrNotExist) {
+			return err
+		}
+		if err := os.RemoveAll(dir); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// series is one test series: its labels and its samples (one per scrape interval).
+type series struct {
+	lset labels.Labels
+}
+
+func testSeries(n int) []series {
+	out := make([]series, n)
+	for i := range out {
+		out[i] = series{labels.FromStrings("__name__", "http_requests_total", "instance", fmt.Sprintf("host-%03d", i%40),
+			"job", fmt.Sprintf("job-%d", i/40), "path", fmt.Sprintf("/p%d", i%7))}
+	}
+	return out
+}
+
+// chunksOf encodes the samples of series i in [mint, maxt) as XOR chunks of 120 samples: a counter
+// growing by an irregular step, the same value at a timestamp whichever flush writes it.
+func chunksOf(t *testing.T, i int, mint, maxt int64) []chunks.Meta {
+	t.Helper()
+	var out []chunks.Meta
+	var c *chunkenc.XORChunk
+	var app chunkenc.Appender
+	for ts := mint; ts < maxt; ts += scrape {
+		if c == nil || c.NumSamples() == 120 {
+			c = chunkenc.NewXORChunk()
+			var err error
+			if app, err = c.Appender(); err != nil {
+				t.Fatal(err)
+			}
+			out = append(out, chunks.Meta{Chunk: c, MinTime: ts})
+		}
+		k := uint64((ts - t0) / scrape)
+		v := float64(i*1000) + float64(k*4) + float64((k*2654435761+uint64(i)*40503)>>7%4)
+		app.Append(ts, v)
+		out[len(out)-1].MaxTime = ts
+	}
+	return out
+}
+
+type cluster struct {
+	t       *testing.T
+	root    string
+	ring    *ringstate.Ring
+	place   func(string, labels.Labels) []string
+	buckets map[string]*dirBucket
+	fence   atomic.Uint64
+	queries map[string]*storage.BucketQueryable
+	series  []series
+}
+
+func newCluster(t *testing.T, nSeries int) *cluster {
+	c := &cluster{t: t, root: t.TempDir(), ring: fiveMemberRing(t), buckets: map[string]*dirBucket{},
+		queries: map[string]*storage.BucketQueryable{}, series: testSeries(nSeries)}
+	c.place = compact.RingPlacement(c.ring, rf, time.Minute.Milliseconds())
+	c.fence.Store(1)
+	for _, id := range memberIDs {
+		dir := filepath.Join(c.root, id, "blocks")
+		if err := os.MkdirAll(dir, 0o755); err != nil {
+			t.Fatal(err)
+		}
+		c.buckets[id] = &dirBucket{dir: dir, fence: &c.fence}
+		fsb, err := storage.NewFilesystemBucket(dir)
+		if err != nil {
+			t.Fatal(err)
+		}
+		q := storage.NewBucketQueryable(fsb, dir, filepath.Join(c.root, id, "cache"), slog.New(slog.DiscardHandler))
+		c.queries[id] = q
+		t.Cleanup(func() { q.Close() })
+	}
+	return c
+}
+
+// flush writes, on every member, the block a flush of [mint, maxt) writes: the series whose
+// replication set includes it. parts > 1 cuts a member's flush of the range into that many blocks
+// over consecutive time slices (repeated flushes of one range).
+func (c *cluster) flush(tenantID string, mint, maxt int64, parts map[string]int) {
+	c.t.Helper()
+	for _, id := range memberIDs {
+		n := max(parts[id], 1)
+		step := (maxt - mint) / int64(n)
+		for p := range n {
+			lo, hi := mint+int64(p)*step, mint+int64(p+1)*step
+			var ss []storage.Series
+			for i, s := range c.series {
+				if slices.Contains(c.place(tenantID, s.lset), id) {
+					ss = append(ss, storage.Series{Labels: s.lset, Chunks: chunksOf(c.t, i, lo, hi)})
+				}
+			}
+			dir := filepath.Join(c.buckets[id].dir, tenantID)
+			if err := os.MkdirAll(dir, 0o755); err != nil {
+				c.t.Fatal(err)
+			}
+			if _, err := storage.WriteBlock(context.Background(), dir, ss, storage.BlockOptions{MinTime: lo, MaxTime: hi,
+				Labels: map[string]string{storage.TenantLabel: tenantID, storage.IngesterLabel: id}}); err != nil {
+				c.t.Fatal(err)
+			}
+		}
+	}
+}
+
+// oneCopyBytes writes every series of [mint, maxt) once, as one block, and returns its size: what
+// one copy of the data costs.
+func (c *cluster) oneCopyBytes(mint, maxt int64) (int64, uint64) {
+	c.t.Helper()
+	var ss []storage.Series
+	for i, s := range c.series {
+		ss = append(ss, storage.Series{Labels: s.lset, Chunks: chunksOf(c.t, i, mint, maxt)})
+	}
+	m, err := storage.WriteBlock(context.Background(), c.t.TempDir(), ss, storage.BlockOptions{MinTime: mint, MaxTime: maxt})
+	if err != nil {
+		c.t.Fatal(err)
+	}
+	return m.BlockSize(), m.Stats.NumSamples
+}
+
+type sample struct {
+	t int64
+	v float64
+}
+
+// answer reads every series of tenantID through all members' buckets, merged as the querier
+// merges replicas (each timestamp once).
+func (c *cluster) answer(tenantID string) map[string][]sample {
+	c.t.Helper()
+	ctx := tenant.With(context.Background(), tenantID)
+	var qs []promstorage.Querier
+	for _, id := range memberIDs {
+		q, err := c.queries[id].Querier(t0-hour, t0+100*hour)
+		if err != nil {
+			c.t.Fatal(err)
+		}
+		qs = append(qs, q)
+	}
+	m := promstorage.NewMergeQuerier(nil, qs, promstorage.ChainedSeriesMerge)
+	defer m.Close()
+	set := m.Select(ctx, true, nil, labels.MustNewMatcher(labels.MatchRegexp, "__name__", ".+"))
+	out := map[string][]sample{}
+	for set.Next() {
+		s := set.At()
+		it := s.Iterator(nil)
+		var got []sample
+		for it.Next() == chunkenc.ValFloat {
+			ts, v := it.At()
+			got = append(got, sample{ts, v})
+		}
+		if err := it.Err(); err != nil {
+			c.t.Fatal(err)
+		}
+		out[s.Labels().String()] = got
+	}
+	if err := set.Err(); err != nil {
+		c.t.Fatal(err)
+	}
+	return out
+}
+
+func sameAnswer(t *testing.T, what string, want, got map[string][]sample) {
+	t.Helper()
+	if len(want) != len(got) {
+		t.Fatalf("%s: %d series, want %d", what, len(got), len(want))
+	}
+	for k, w := range want {
+		if !slices.Equal(w, got[k]) {
+			t.Fatalf("%s: series %s has %d samples, want %d (or they differ)", what, k, len(got[k]), len(w))
+		}
+	}
+}
+
+// blocksOf lists member id's complete blocks of tenantID.
+func (c *cluster) blocksOf(id, tenantID string) []storage.Meta {
+	c.t.Helper()
+	ls, err := c.buckets[id].List(context.Background())
+	if err != nil {
+		c.t.Fatal(err)
+	}
+	var out []storage.Meta
+	for _, l := range ls {
+		if l.Tenant == tenantID {
+			out = append(out, l.Meta)
+		}
+	}
+	return out
+}
+
+// seriesIn returns the label sets in the block dir.
+func seriesIn(t *testing.T, dir string) []string {
+	t.Helper()
+	fsb, err := storage.NewFilesystemBucket(filepath.Dir(filepath.Dir(dir)))
+	if err != nil {
+		t.Fatal(err)
+	}
+	q := storage.NewBucketQueryable(fsb, filepath.Dir(filepath.Dir(dir)), t.TempDir(), slog.New(slog.DiscardHandler))
+	defer q.Close()
+	qr, _ := q.Querier(0, 1<<62)
+	defer qr.Close()
+	set := qr.Select(tenant.With(context.Background(), filepath.Base(filepath.Dir(dir))), true, nil,
+		labels.MustNewMatcher(labels.MatchRegexp, "__name__", ".+"))
+	var out []string
+	for set.Next() {
+		out = append(out, set.At().Labels().String())
+	}
+	if err := set.Err(); err != nil {
+		t.Fatal(err)
+	}
+	return out
+}
+
+// checkPlaced checks the final state of tenantID: every member holds exactly one block per wanted
+// window, holding exactly the series whose replication set includes it.
+func (c *cluster) checkPlaced(tenantID string, windows [][2]int64) {
+	c.t.Helper()
+	for _, id := range memberIDs {
+		bs := c.blocksOf(id, tenantID)
+		if len(bs) != len(windows) {
+			c.t.Fatalf("%s holds %d blocks of %s, want %d (one per window)", id, len(bs), tenantID, len(windows))
+		}
+		slices.SortFunc(bs, func(a, b storage.Meta) int { return int(a.MinTime - b.MinTime) })
+		var want []string
+		for _, s := range c.series {
+			if slices.Contains(c.place(tenantID, s.lset), id) {
+				want = append(want, s.lset.String())
+			}
+		}
+		slices.Sort(want)
+		for k, b := range bs {
+			if b.MinTime < windows[k][0] || b.MaxTime > windows[k][1] {
+				c.t.Fatalf("%s: block [%d, %d) outside window %v", id, b.MinTime, b.MaxTime, windows[k])
+			}
+			if b.Compaction.Level < 2 || storage.CompactionGroup(&b.BlockMeta) == "" || b.Thanos.Source != storage.SourceCompactor ||
+				b.Thanos.Labels[storage.TenantLabel] != tenantID {
+				c.t.Fatalf("%s: block %s is not recognisable as compacted: %+v", id, b.ULID, b)
+			}
+			got := seriesIn(c.t, filepath.Join(c.buckets[id].dir, tenantID, b.ULID.String()))
+			slices.Sort(got)
+			if !slices.Equal(got, want) {
+				c.t.Fatalf("%s: block %s holds %d series, want exactly the %d it replicates", id, b.ULID, len(got), len(want))
+			}
+		}
+	}
+}
+
+func (c *cluster) bucketBytes(tenantID string) int64 {
+	var n int64
+	for _, id := range memberIDs {
+		for _, b := range c.blocksOf(id, tenantID) {
+			n += b.BlockSize()
+		}
+	}
+	return n
+}
+
+type fakeLease struct{}
+
+func (fakeLease) IsLeader() bool { return true }
+func (fakeLease) Claim(context.Context, time.Duration) (uint64, error) {
+	return 0, errors.New("not used by RunOnce")
+}
+
+func (c *cluster) compactor(now int64, retention time.Duration, reg prometheus.Registerer) *compact.Compactor {
+	c.t.Helper()
+	cfg := compact.Config{Enabled: true, Interval: time.Hour, BlockRanges: compact.DefaultBlockRanges(),
+		Retention: retention, LeaseDuration: time.Minute, CompletionDelay: 30 * time.Minute}
+	comp, err := compact.New(cfg, compact.Deps{
+		Lease: fakeLease{},
+		Cluster: func(context.Context) (compact.Cluster, error) {
+			m := map[string]compact.Bucket{}
+			for id, b := range c.buckets {
+				m[id] = b
+			}
+			return compact.Cluster{Members: m, Place: c.place}, nil
+		},
+		WorkDir: filepath.Join(c.root, "work"), FlushPeriod: 2 * time.Hour, Registerer: reg,
+		Now: func() time.Time { return time.UnixMilli(now) },
+	})
+	if err != nil {
+		c.t.Fatal(err)
+	}
+	return comp
+}
+
+// TestCompactor_FiveMembersRF3_MergesPlacesAndKeepsAnswers: 5 members, RF 3, node-local buckets.
+// Every member flushed its replicas of two 2h ranges (one member flushed the first range twice).
+// The first run deduplicates each 2h range into one block per member holding exactly the series
+// it replicates; once the day is complete a second run merges the day into one block per member.
+// The answer through all members is identical before, between and after, and the buckets hold,
+// divided by RF, within 10% of one copy's bytes.
+func TestCompactor_FiveMembersRF3_MergesPlacesAndKeepsAnswers(t *testing.T) {
+	c := newCluster(t, 400)
+	c.flush("t1", t0, t0+2*hour, map[string]int{"m0": 2})
+	c.flush("t1", t0+2*hour, t0+4*hour, nil)
+	before := c.answer("t1")
+	if len(before) != 400 {
+		t.Fatalf("%d series before compaction", len(before))
+	}
+	copyBytes, copySamples := c.oneCopyBytes(t0, t0+2*hour)
+	copyBytes2, copySamples2 := c.oneCopyBytes(t0+2*hour, t0+4*hour)
+	rawBytes := c.bucketBytes("t1")
+
+	reg := prometheus.NewRegistry()
+	start := time.Now()
+	if err := c.compactor(t0+5*hour, 0, reg).RunOnce(context.Background(), 1); err != nil {
+		t.Fatal(err)
+	}
+	t.Logf("dedup run: %s", time.Since(start))
+	sameAnswer(t, "after deduplication", before, c.answer("t1"))
+	c.checkPlaced("t1", [][2]int64{{t0, t0 + 2*hour}, {t0 + 2*hour, t0 + 4*hour}})
+	after := c.bucketBytes("t1")
+	ratio := float64(after) / rf / float64(copyBytes+copyBytes2)
+	t.Logf("bytes: raw replicas %d, after %d; per copy %.3f of one copy's (%.2f bytes/sample vs %.2f)", rawBytes, after, ratio,
+		float64(after)/rf/float64(copySamples+copySamples2), float64(copyBytes+copyBytes2)/float64(copySamples+copySamples2))
+	if ratio < 0.9 || ratio > 1.1 {
+		t.Fatalf("after compaction the buckets hold %.3f copies' bytes per RF, want within 10%% of one", ratio)
+	}
+	if got := testutil.ToFloat64(counter(t, reg, "cortex_compactor_runs_completed_total")); got != 1 {
+		t.Fatalf("runs completed %v", got)
+	}
+	// 5 members' replicas of 2 windows, plus m0's second flush.
+	if got := testutil.ToFloat64(counter(t, reg, "cortex_compactor_blocks_cleaned_total")); got != 11 {
+		t.Fatalf("blocks cleaned %v, want 11", got)
+	}
+
+	// Nothing more to do at the same time: a finished compaction is not redone.
+	ids := c.allIDs("t1")
+	if err := c.compactor(t0+5*hour, 0, prometheus.NewRegistry()).RunOnce(context.Background(), 1); err != nil {
+		t.Fatal(err)
+	}
+	if !slices.Equal(ids, c.allIDs("t1")) {
+		t.Fatal("a second run at the same time rewrote blocks")
+	}
+
+	// The day is complete: one 24h merge, one block per member.
+	if err := c.compactor(t0+27*hour, 0, prometheus.NewRegistry()).RunOnce(context.Background(), 1); err != nil {
+		t.Fatal(err)
+	}
+	sameAnswer(t, "after the day's merge", before, c.answer("t1"))
+	c.checkPlaced("t1", [][2]int64{{t0, t0 + 4*hour}})
+	for _, id := range memberIDs {
+		if l := c.blocksOf(id, "t1")[0].Compaction.Level; l != 3 {
+			t.Fatalf("%s: the day's block has level %d, want 3", id, l)
+		}
+	}
+}
+
+func (c *cluster) allIDs(tenantID string) []string {
+	var out []string
+	for _, id := range memberIDs {
+		for _, b := range c.blocksOf(id, tenantID) {
+			out = append(out, id+"/"+b.ULID.String())
+		}
+	}
+	slices.Sort(out)
+	return out
+}
+
+func counter(t *testing.T, reg *prometheus.Registry, name string) prometheus.Collector {
+	t.Helper()
+	mfs, err := reg.Gather()
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, mf := range mfs {
+		if mf.GetName() == name {
+			v := mf.GetMetric()[0]
+			g := prometheus.NewGauge(prometheus.GaugeOpts{Name: "x"})
+			if v.GetCounter() != nil {
+				g.Set(v.GetCounter().GetValue())
+			} else {
+				g.Set(v.GetGauge().GetValue())
+			}
+			return g
+		}
+	}
+	t.Fatalf("metric %s not found", name)
+	return nil
+}
+
+// TestCompactor_CrashAtEveryStep_NoGapNoLastingDuplicate: a run that stops at any step — after
+// some parts are stored, or after some sources are deleted — leaves every answer whole (the
+// sources go only after every part is durable), and the next run leaves exactly one block per
+// member with exactly its series (leftovers merged again).
+func TestCompactor_CrashAtEveryStep_NoGapNoLastingDuplicate(t *testing.T) {
+	for _, tc := range []struct {
+		name  string
+		crash func(c *cluster)
+	}{
+		{"stop after the second part is stored", func(c *cluster) {
+			var n atomic.Int32
+			for _, b := range c.buckets {
+				b.failStore = func() bool { return n.Add(1) > 2 }
+			}
+		}},
+		{"stop before any part is stored", func(c *cluster) {
+			for _, b := range c.buckets {
+				b.failStore = func() bool { return true }
+			}
+		}},
+		{"stop after some sources are deleted", func(c *cluster) {
+			var n atomic.Int32
+			for _, b := range c.buckets {
+				b.failDelete = func() bool { return n.Add(1) > 3 }
+			}
+		}},
+		{"a stale epoch: every delete refused", func(c *cluster) { c.fence.Store(2) }},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			c := newCluster(t, 120)
+			c.flush("t1", t0, t0+2*hour, nil)
+			before := c.answer("t1")
+			tc.crash(c)
+			if err := c.compactor(t0+3*hour, 0, prometheus.NewRegistry()).RunOnce(context.Background(), 1); err == nil {
+				t.Fatal("the crashed run reported success")
+			}
+			sameAnswer(t, "after the crash", before, c.answer("t1"))
+			for _, b := range c.buckets {
+				b.failStore, b.failDelete = nil, nil
+			}
+			epoch := c.fence.Load()
+			if err := c.compactor(t0+3*hour, 0, prometheus.NewRegistry()).RunOnce(context.Background(), epoch); err != nil {
+				t.Fatal(err)
+			}
+			sameAnswer(t, "after the next run", before, c.answer("t1"))
+			c.checkPlaced("t1", [][2]int64{{t0, t0 + 2*hour}})
+			if d, err := os.ReadDir(filepath.Join(c.root, "work")); err == nil && len(d) > 0 {
+				t.Fatalf("work dir left %d entries", len(d))
+			}
+		})
+	}
+}
+
+// TestCompactor_Retention: blocks whose newest sample is older than now - retention are deleted
+// from every member (replicas and compacted parts alike); newer ones stay and are compacted.
+func TestCompactor_Retention(t *testing.T) {
+	c := newCluster(t, 60)
+	c.flush("old", t0, t0+2*hour, nil)
+	c.flush("t1", t0, t0+2*hour, nil)
+	c.flush("t1", t0+48*hour, t0+50*hour, nil)
+	reg := prometheus.NewRegistry()
+	if err := c.compactor(t0+51*hour, 30*time.Hour, reg).RunOnce(context.Background(), 1); err != nil {
+		t.Fatal(err)
+	}
+	for _, id := range memberIDs {
+		if bs := c.blocksOf(id, "old"); len(bs) != 0 {
+			t.Fatalf("%s still holds %d expired blocks of tenant old", id, len(bs))
+		}
+	}
+	c.checkPlaced("t1", [][2]int64{{t0 + 48*hour, t0 + 50*hour}})
+	if got := testutil.ToFloat64(counter(t, reg, "cortex_compactor_blocks_cleaned_total")); got != 15 {
+		t.Fatalf("blocks cleaned %v, want 15 (5 + 5 expired, 5 merged)", got)
+	}
+	if a := c.answer("t1"); len(a) != 60 {
+		t.Fatalf("%d series left", len(a))
+	}
+	for k, s := range c.answer("t1") {
+		if s[0].t < t0+48*hour {
+			t.Fatalf("%s: expired sample at %d still answered", k, s[0].t)
+		}
+	}
+}

@@ -1,0 +1,345 @@
+package ingester
+
+// This file wires the in-cluster compactor (package compact) into the Server: its flags, the loop
+// that compacts while this member holds the ring's compactor lease, the adapters from compact's
+// interfaces to the Blocks service (node-local buckets) or to the shared bucket, and the lease
+// check of DeleteBlocks. It is owned by the compactor work; the Server starts it in Run
+// (runCompactor) and stops it when Run returns. See docs/storage.md, "Compaction and retention".
+
+import (
+	"context"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"os"
+	"path"
+	"path/filepath"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/oklog/ulid/v2"
+	"github.com/thanos-io/objstore"
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/status"
+
+	"github.com/raftingest/raftingest/auth"
+	"github.com/raftingest/raftingest/blockspb"
+	"github.com/raftingest/raftingest/blocksvc"
+	"github.com/raftingest/raftingest/compact"
+	"github.com/raftingest/raftingest/ringstate"
+	"github.com/raftingest/raftingest/storage"
+	"github.com/raftingest/raftingest/tenant"
+)
+
+// compactConfig holds the compactor's flags (-compactor.*, -blocks-storage.retention-period).
+type compactConfig struct {
+	compact.Config
+}
+
+// RegisterFlags registers the compactor's flags on f.
+func (c *compactConfig) RegisterFlags(f *flag.FlagSet) { c.Config.RegisterFlags(f) }
+
+// Validate checks the compactor's flags on their own; their relation to -ingester.flush-period is
+// checked when the compactor starts (runCompactor), where both are known.
+func (c *compactConfig) Validate() error { return c.Config.Validate(0) }
+
+// runCompactor starts the compactor loop when -compactor.enabled and storage is configured, and
+// returns the function that stops the loop and waits for it. Run calls it once and defers the stop.
+// (New sets DeleteBlocks' lease check, authorizeDelete, before the gRPC server serves.)
+func (s *Server) runCompactor(ctx context.Context) (stop func()) {
+	cfg := s.cfg.Compactor.Config
+	log := s.log.With("component", "compactor")
+	if !cfg.Enabled || s.storage.bucket == nil {
+		return func() {}
+	}
+	if err := cfg.Validate(s.cfg.Storage.Flush.FlushPeriod); err != nil {
+		log.Error("the compactor does not run: its flags are invalid", "err", err)
+		return func() {}
+	}
+	c, err := compact.New(cfg, compact.Deps{
+		Lease:       compactLease{s},
+		Cluster:     s.compactCluster,
+		WorkDir:     filepath.Join(s.cfg.DataDir, "compactor"),
+		FlushPeriod: s.cfg.Storage.Flush.FlushPeriod,
+		Registerer:  s.reg,
+		Logger:      log,
+		Now:         s.cfg.Clock,
+	})
+	if err != nil {
+		log.Error("the compactor does not run", "err", err)
+		return func() {}
+	}
+	ctx, cancel := context.WithCancel(ctx)
+	var wg sync.WaitGroup
+	wg.Add(1)
+	go func() {
+		defer wg.Done()
+		c.Run(ctx)
+	}()
+	return func() {
+		cancel()
+		wg.Wait()
+	}
+}
+
+// compactLease is the compactor lease through this member's Raft node.
+type compactLease struct{ s *Server }
+
+func (l compactLease) IsLeader() bool { return l.s.node.IsLeader() }
+
+func (l compactLease) Claim(ctx context.Context, d time.Duration) (uint64, error) {
+	lease, err := l.s.node.ClaimCompactorLease(ctx, d)
+	return lease.Epoch, err
+}
+
+// compactCluster is where blocks live, read once per compaction run: the shared bucket, or every
+// ring member's node-local bucket through the Blocks service (this member's own too, over
+// loopback: one path for all) with the placement the distributor uses.
+func (s *Server) compactCluster(ctx context.Context) (compact.Cluster, error) {
+	if !s.blocksMove() {
+		return compact.Cluster{Shared: &sharedBucket{bkt: s.storage.bucket, authorize: func(ctx context.Context, epoch uint64) error {
+			return s.checkLease(ctx, ringstate.MemberID(s.cfg.NodeID), epoch)
+		}}}, nil
+	}
+	r := s.node.Ring()
+	timeoutMs := s.cfg.Lifecycle.HeartbeatTimeout.Milliseconds()
+	cl := compact.Cluster{Members: map[string]compact.Bucket{},
+		Place: compact.RingPlacement(r, s.cfg.Distributor.ReplicationFactor, timeoutMs)}
+	for _, m := range r.Members() {
+		// A PENDING member holds no blocks (a receiving joiner is JOINING). An unhealthy one is left
+		// out of this run rather than waited for: its blocks stay, and a later run merges them.
+		if m.GRPCAddr == "" || m.State == ringstate.PENDING || !m.Healthy(r.TimeMs(), timeoutMs) {
+			continue
+		}
+		c, err := s.BlocksClient(m.GRPCAddr)
+		if err != nil {
+			return compact.Cluster{}, err
+		}
+		cl.Members[string(m.ID)] = memberBucket{c: c}
+	}
+	return cl, nil
+}
+
+// memberBucket is one member's node-local bucket through its Blocks service.
+type memberBucket struct{ c blockspb.BlocksClient }
+
+func (b memberBucket) List(ctx context.Context) ([]compact.Listed, error) {
+	infos, err := blocksvc.List(ctx, b.c, "")
+	if err != nil {
+		return nil, err
+	}
+	out := make([]compact.Listed, len(infos))
+	for i, in := range infos {
+		out[i] = compact.Listed{Tenant: in.Tenant, Meta: in.Meta}
+	}
+	return out, nil
+}
+
+func (b memberBucket) Fetch(ctx context.Context, tenantID string, id ulid.ULID, parentDir string) (string, error) {
+	return blocksvc.Fetch(ctx, b.c, tenantID, id, parentDir)
+}
+
+func (b memberBucket) Store(ctx context.Context, tenantID, dir string) error {
+	_, err := blocksvc.Store(ctx, b.c, tenantID, dir)
+	return err
+}
+
+func (b memberBucket) Delete(ctx context.Context, tenantID string, ids []ulid.ULID, epoch uint64) error {
+	_, err := blocksvc.Delete(ctx, b.c, tenantID, ids, epoch)
+	return err
+}
+
+// authorizeDelete is DeleteBlocks' lease check (blocksvc's Deps.AuthorizeDelete): the caller must
+// be the ring's compactor lease holder, and epoch the lease's current epoch. The epoch is the
+// fence: a holder that lost the lease (paused, partitioned) carries an older epoch and is refused,
+// whatever its certificate says. Without TLS callers have no identity and the epoch alone is
+// checked.
+func (s *Server) authorizeDelete(ctx context.Context, tenantID string, epoch uint64) error {
+	holder := ringstate.MemberID("")
+	if s.auth != nil {
+		p := s.auth.Caller(ctx)
+		if p.Kind != auth.Node {
+			return s.auth.Deny(p, auth.RightMember, fmt.Sprintf("delete blocks of tenant %q (only the compactor lease holder deletes)", tenantID))
+		}
+		holder = ringstate.MemberID(p.Name)
+	}
+	if err := s.checkLease(ctx, holder, epoch); err != nil {
+		return status.Error(codes.FailedPrecondition, err.Error())
+	}
+	return nil
+}
+
+// checkLease checks that epoch is the ring's current compactor lease epoch and, when holder is not
+// empty, that holder holds it. This member's ring may lag the leader's by the entries not yet
+// applied here (the lease was just claimed): on a mismatch it asks for a linearizable ring once.
+func (s *Server) checkLease(ctx context.Context, holder ringstate.MemberID, epoch uint64) error {
+	ok := func(l ringstate.CompactorLease) bool {
+		return l.Holder != "" && l.Epoch == epoch && (holder == "" || l.Holder == holder)
+	}
+	l := s.node.CompactorLease()
+	if ok(l) {
+		return nil
+	}
+	if r, _, err := s.node.LinearizableRing(ctx); err == nil {
+		l = r.CompactorLease()
+		if ok(l) {
+			return nil
+		}
+	}
+	who := "the caller"
+	if holder != "" {
+		who = string(holder)
+	}
+	return fmt.Errorf("compactor lease: %s asked to delete with epoch %d, but the ring's lease is held by %q at epoch %d",
+		who, epoch, l.Holder, l.Epoch)
+}
+
+// sharedBucket is the shared bucket (S3, or a directory declared shared) as compact's Bucket: the
+// compactor reads and writes it directly, and uploads a merged block once.
+type sharedBucket struct {
+	bkt objstore.Bucket
+	// authorize checks, before a delete, that this member still holds the lease at epoch.
+	authorize func(ctx context.Context, epoch uint64) error
+}
+
+// maxSharedMetaBytes bounds a meta.json read from the shared bucket.
+const maxSharedMetaBytes = 1 << 20
+
+func (b *sharedBucket) readMeta(ctx context.Context, tenantID string, id ulid.ULID) (storage.Meta, bool, error) {
+	key, err := storage.BlockKey(tenantID, id, storage.MetaFilename)
+	if err != nil {
+		return storage.Meta{}, false, err
+	}
+	rc, err := b.bkt.Get(ctx, key)
+	if b.bkt.IsObjNotFoundErr(err) {
+		return storage.Meta{}, false, nil
+	}
+	if err != nil {
+		return storage.Meta{}, false, err
+	}
+	defer rc.Close()
+	data, err := io.ReadAll(io.LimitReader(rc, maxSharedMetaBytes+1))
+	if err != nil {
+		return storage.Meta{}, false, err
+	}
+	if len(data) > maxSharedMetaBytes {
+		return storage.Meta{}, false, fmt.Errorf("%s: meta.json over %d bytes", key, maxSharedMetaBytes)
+	}
+	m, err := storage.ReadMeta(data)
+	return m, err == nil, err
+}
+
+func (b *sharedBucket) List(ctx context.Context) ([]compact.Listed, error) {
+	var tenants []string
+	if err := b.bkt.Iter(ctx, "", func(name string) error {
+		if t := strings.TrimSuffix(name, "/"); t != name && tenant.Validate(t) == nil {
+			tenants = append(tenants, t)
+		}
+		return nil
+	}); err != nil {
+		return nil, fmt.Errorf("listing tenants of bucket %s: %w", b.bkt.Name(), err)
+	}
+	var out []compact.Listed
+	for _, t := range tenants {
+		var ids []ulid.ULID
+		if err := b.bkt.Iter(ctx, t+"/", func(name string) error {
+			if id, err := ulid.ParseStrict(strings.TrimSuffix(strings.TrimPrefix(name, t+"/"), "/")); err == nil {
+				ids = append(ids, id)
+			}
+			return nil
+		}); err != nil {
+			return nil, fmt.Errorf("listing blocks of tenant %q: %w", t, err)
+		}
+		for _, id := range ids {
+			m, ok, err := b.readMeta(ctx, t, id)
+			if err != nil {
+				return nil, fmt.Errorf("block %s of tenant %q: %w", id, t, err)
+			}
+			if ok {
+				out = append(out, compact.Listed{Tenant: t, Meta: m})
+			}
+		}
+	}
+	return out, nil
+}
+
+func (b *sharedBucket) Fetch(ctx context.Context, tenantID string, id ulid.ULID, parentDir string) (string, error) {
+	prefix, err := storage.BlockKey(tenantID, id, storage.MetaFilename)
+	if err != nil {
+		return "", err
+	}
+	prefix = path.Dir(prefix) + "/"
+	dst := filepath.Join(parentDir, id.String())
+	tmp := dst + ".tmp"
+	if err := os.RemoveAll(tmp); err != nil {
+		return "", err
+	}
+	defer os.RemoveAll(tmp)
+	err = b.bkt.Iter(ctx, prefix, func(name string) error {
+		rel := strings.TrimPrefix(name, prefix)
+		if _, err := storage.BlockKey(tenantID, id, rel); err != nil {
+			return err // a key that would leave the block directory
+		}
+		rc, err := b.bkt.Get(ctx, name)
+		if err != nil {
+			return err
+		}
+		defer rc.Close()
+		p := filepath.Join(tmp, filepath.FromSlash(rel))
+		if err := os.MkdirAll(filepath.Dir(p), 0o755); err != nil {
+			return err
+		}
+		f, err := os.Create(p)
+		if err != nil {
+			return err
+		}
+		if _, err := io.Copy(f, rc); err != nil {
+			f.Close()
+			return err
+		}
+		return f.Close()
+	}, objstore.WithRecursiveIter())
+	if err != nil {
+		return "", fmt.Errorf("downloading block %s of tenant %q: %w", id, tenantID, err)
+	}
+	if _, err := os.Stat(filepath.Join(tmp, storage.MetaFilename)); err != nil {
+		return "", fmt.Errorf("downloading block %s of tenant %q: %w", id, tenantID, err)
+	}
+	if err := os.RemoveAll(dst); err != nil {
+		return "", err
+	}
+	return dst, os.Rename(tmp, dst)
+}
+
+func (b *sharedBucket) Store(ctx context.Context, tenantID, dir string) error {
+	data, err := os.ReadFile(filepath.Join(dir, storage.MetaFilename))
+	if err != nil {
+		return err
+	}
+	m, err := storage.ReadMeta(data)
+	if err != nil {
+		return err
+	}
+	return storage.UploadBlock(ctx, b.bkt, tenantID, dir, m)
+}
+
+func (b *sharedBucket) Delete(ctx context.Context, tenantID string, ids []ulid.ULID, epoch uint64) error {
+	if err := b.authorize(ctx, epoch); err != nil {
+		return err
+	}
+	var errs []error
+	for _, id := range ids {
+		m, ok, err := b.readMeta(ctx, tenantID, id)
+		if err != nil {
+			errs = append(errs, err)
+			continue
+		}
+		if !ok {
+			continue
+		}
+		errs = append(errs, storage.DeletePartialBlock(ctx, b.bkt, tenantID, m))
+	}
+	return errors.Join(errs...)
+}
