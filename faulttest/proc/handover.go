@@ -328,10 +328,11 @@ func (r *roller) round(ctx context.Context, kind string) bool {
 	}
 	me, _ := rg.Member(ringstate.MemberID(leaver.ID))
 	tokens := me.Tokens
-	if c.Bucket == "" && leaver.AdminAddr != "" && r.rng.IntN(2) == 0 {
-		// Node-local buckets: every other round starts with every member's memory flushed, so the
-		// leaver has blocks of its own to hand over (to the joiner, or in the flush fallback to the
-		// members that take its data).
+	if c.Bucket == "" && leaver.AdminAddr != "" {
+		// Node-local buckets: every round starts with every member's memory flushed, so the leaver
+		// has blocks of its own to hand over (to the joiner, or in the flush fallback to the members
+		// that take its data) besides what it receives until the signal, and the compactor has the
+		// replicas' blocks to merge.
 		for i, n := range c.Nodes {
 			if n.Running() && !n.Paused() {
 				if note, err := c.Flush(ctx, i); err != nil {

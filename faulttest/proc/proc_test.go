@@ -38,12 +38,13 @@ var shortSet = []Scenario{
 	{Name: "calm", Faults: []string{}}, // the baseline: no faults, same checks
 	// Node-local buckets (the product's default), 5 members for RF 3 so that no member holds every
 	// series: members flush to their own buckets while others are killed, paused and cut off, and
-	// the same-answer checker asks every member the same query at the end.
-	// Every member flushes at 3s and 15s, so most acknowledged samples end in blocks only.
+	// the same-answer checker asks every member the same query at the end. Every member flushes at
+	// 3s and 15s, so most acknowledged samples end in blocks only, and the compactor (every 2s)
+	// merges and re-places the replicas' blocks and deletes the sources among the faults.
 	{Name: "storage-local", Nodes: 5, LocalBuckets: true, Fixed: []Step{{Kind: FlushAll, At: 3 * time.Second},
 		{Kind: KillOne, At: 5 * time.Second, Dur: 3 * time.Second}, {Kind: FlushOne, At: 9 * time.Second},
 		{Kind: IsolateOne, At: 10 * time.Second, Dur: 3 * time.Second}, {Kind: FlushAll, At: 15 * time.Second},
-		{Kind: PauseShort, At: 16 * time.Second, Dur: time.Second}}},
+		{Kind: PauseShort, At: 16 * time.Second, Dur: time.Second}}, ExtraFlags: compactorFlags},
 	// Rolling restarts with hand-overs (3 ACTIVE + 1 spare PENDING), each hand-over hit in its middle
 	// by one fault: the leaver or the joiner killed (the joiner kept down until the leaver flushes),
 	// the pair partitioned, the leaver paused, leadership moved. Checker 6 judges every hand-over.
@@ -52,6 +53,10 @@ var shortSet = []Scenario{
 	{Name: "handover", Handover: true, PushDuringReplay: true, Faults: []string{HandoverKillLeaver, HandoverKillJoinerLong,
 		HandoverPartition, HandoverPauseLeaver, HandoverLeaderChange}},
 }
+
+// compactorFlags make the compactor (the lease holder: the Raft leader) plan every 2s, so that
+// the storage scenarios' flushes are merged, placed and their sources deleted while faults go on.
+var compactorFlags = []string{"-compactor.interval", "2s"}
 
 // staleRingRegression is the regression scenario of the bug the hand-over family found (a
 // restarted node placed pushes on the ring of its unfinished log replay; see staleRingPushes): the rolling restarts whose kills, flush-and-rejoins and promotions make nodes
@@ -135,7 +140,7 @@ var fullSet = append([]Scenario{
 	{Name: "mixed-tls", TLS: true, Faults: AllFaults},
 	// Node-local buckets under drawn faults with flushes among them (the short set's storage-local
 	// has a fixed schedule).
-	{Name: "storage-local-mixed", Nodes: 5, LocalBuckets: true, Faults: StorageFaults},
+	{Name: "storage-local-mixed", Nodes: 5, LocalBuckets: true, Faults: StorageFaults, ExtraFlags: compactorFlags},
 	// Leadership handed away every 1.5s, a bridge, and a ring of overlapping majorities: 5 members.
 	// Only here, not in shortSet (whose time is budgeted in make test).
 	{Name: "transfer-bridge-ring", Nodes: 5, Faults: TopologyFaults},
@@ -146,7 +151,8 @@ var fullSet = append([]Scenario{
 	// Rolling restarts with hand-overs on 5 ACTIVE members with node-local buckets: each leaver
 	// hands its blocks to the spare with its chunks, or (the joiner kept down) flushes and hands its
 	// blocks to the members that take its data; the same-answer checker reads through every member.
-	{Name: "handover-local", Nodes: 5, LocalBuckets: true, Handover: true, Faults: append([]string{HandoverClean}, HandoverFaults...)},
+	{Name: "handover-local", Nodes: 5, LocalBuckets: true, Handover: true, Faults: append([]string{HandoverClean}, HandoverFaults...),
+		ExtraFlags: compactorFlags},
 }, shortSet...)
 
 // TestMatrix runs the process matrix with new seeds until its share (65%) of

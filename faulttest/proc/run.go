@@ -350,6 +350,17 @@ func Run(ctx context.Context, env Env, sc Scenario) (*faulttest.Report, error) {
 	rep.Add("query-api", api.OK, summary, nil)
 	same := check.CheckSameAnswer(api.Answers)
 	rep.Add("same-answer", same.Valid(), same.String(), same)
+	if slices.Contains(sc.ExtraFlags, "-compactor.interval") {
+		// The scenario runs the compactor often and flushes every member at least twice: blocks a
+		// compaction wrote must be in the buckets, or the checks above judged no compaction at all.
+		blocks, merged, err := bucketBlocks(c.BucketDirs())
+		switch {
+		case err != nil:
+			rep.Add("compaction", false, "FAIL reading the buckets: "+err.Error(), nil)
+		default:
+			rep.Add("compaction", merged > 0, fmt.Sprintf("%s blocks=%d written-by-the-compactor=%d", passFail(merged > 0), blocks, merged), nil)
+		}
+	}
 	if api.OK || len(api.Samples) > 0 {
 		final.Samples = append(api.Samples, dup...)
 	} else {
