@@ -611,7 +611,7 @@ func (x *DeleteBlocksRequest) GetLeaseEpoch() uint64 {
 
 type DeleteBlocksResponse struct {
 	state         protoimpl.MessageState `protogen:"open.v1"`
-	Deleted       uint32                 `protobuf:"varint,1,opt,name=deleted,proto3" json:"deleted,omitempty"` // blocks that were present and are gone (absent ones are not an error)
+	Deleted       uint32                 `protobuf:"varint,1,opt,name=deleted,proto3" json:"deleted,omitempty"` // blocks that were present and are now marked (absent ones are not an error)
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }

@@ -49,9 +49,13 @@ type BlocksClient interface {
 	FetchBlock(ctx context.Context, in *FetchBlockRequest, opts ...grpc.CallOption) (grpc.ServerStreamingClient[BlockPart], error)
 	// StoreBlock receives one block and answers once it is durable in this member's bucket.
 	StoreBlock(ctx context.Context, opts ...grpc.CallOption) (grpc.ClientStreamingClient[BlockPart, StoreBlockResponse], error)
-	// DeleteBlocks deletes blocks that a compaction replaced (or that retention expired): meta.json
-	// first, so a block half deleted reads as partial and is never served. Only the holder of the
-	// compactor lease may call it, with the lease's epoch; a stale epoch is refused.
+	// DeleteBlocks marks for deletion blocks that a compaction replaced (or that retention expired):
+	// a deletion-mark.json (Thanos's format) written durably before it answers. A marked block is
+	// still served to queriers (a query that read the sources' holders before the merged copies
+	// arrived stays complete) but no longer listed by ListBlocks, and the member deletes it for good
+	// -compactor.deletion-delay later, meta.json first, so a block half deleted reads as partial and
+	// is never served. Only the holder of the compactor lease may call it, with the lease's epoch; a
+	// stale epoch is refused.
 	DeleteBlocks(ctx context.Context, in *DeleteBlocksRequest, opts ...grpc.CallOption) (*DeleteBlocksResponse, error)
 }
 
@@ -135,9 +139,13 @@ type BlocksServer interface {
 	FetchBlock(*FetchBlockRequest, grpc.ServerStreamingServer[BlockPart]) error
 	// StoreBlock receives one block and answers once it is durable in this member's bucket.
 	StoreBlock(grpc.ClientStreamingServer[BlockPart, StoreBlockResponse]) error
-	// DeleteBlocks deletes blocks that a compaction replaced (or that retention expired): meta.json
-	// first, so a block half deleted reads as partial and is never served. Only the holder of the
-	// compactor lease may call it, with the lease's epoch; a stale epoch is refused.
+	// DeleteBlocks marks for deletion blocks that a compaction replaced (or that retention expired):
+	// a deletion-mark.json (Thanos's format) written durably before it answers. A marked block is
+	// still served to queriers (a query that read the sources' holders before the merged copies
+	// arrived stays complete) but no longer listed by ListBlocks, and the member deletes it for good
+	// -compactor.deletion-delay later, meta.json first, so a block half deleted reads as partial and
+	// is never served. Only the holder of the compactor lease may call it, with the lease's epoch; a
+	// stale epoch is refused.
 	DeleteBlocks(context.Context, *DeleteBlocksRequest) (*DeleteBlocksResponse, error)
 	mustEmbedUnimplementedBlocksServer()
 }

@@ -13,6 +13,13 @@
 // uploads it into its bucket with meta.json last: a block without meta.json is partial, and
 // nothing here lists, serves or counts it.
 //
+// Deletion is delayed, as Mimir's compactor delays it (-compactor.deletion-delay): DeleteBlocks
+// only marks blocks (storage.MarkForDeletion), which stay listed nowhere for the compactor or a
+// leaver but keep being served to queries, and the member's sweeper (Server.RunSweeper) deletes
+// them once their mark is older than the delay. A query's fan-out reads members at slightly
+// different instants; the delay makes sure none of them has lost a source before every query that
+// may have missed its replacement has ended.
+//
 // Identity: every method is for ring members only (ingester/wire_auth.go checks the caller before
 // a handler runs); DeleteBlocks is also fenced by the compactor lease (Deps.AuthorizeDelete).
 package blocksvc
@@ -99,10 +106,11 @@ func (c *Config) Validate() error {
 // Metrics count what the block service and the Mover moved. One set per process, shared by the
 // server and the mover.
 type Metrics struct {
-	sentBlocks, receivedBlocks, deletedBlocks prometheus.Counter
-	sentBytes, receivedBytes                  prometheus.Counter
-	refused                                   *prometheus.CounterVec // reason
-	moved                                     *prometheus.CounterVec // why: handover, leave
+	sentBlocks, receivedBlocks, markedBlocks prometheus.Counter
+	cleanedBlocks                            prometheus.Counter
+	sentBytes, receivedBytes                 prometheus.Counter
+	refused                                  *prometheus.CounterVec // reason
+	moved                                    *prometheus.CounterVec // why: handover, leave
 }
 
 // NewMetrics creates the metrics and registers them on reg (nil: unregistered).
@@ -116,9 +124,13 @@ func NewMetrics(reg prometheus.Registerer) (*Metrics, error) {
 			Name: "raftingest_blocks_received_total",
 			Help: "Blocks this member received, verified and stored in its bucket through StoreBlock (blocks it already had not included).",
 		}),
-		deletedBlocks: prometheus.NewCounter(prometheus.CounterOpts{
-			Name: "raftingest_blocks_deleted_total",
-			Help: "Blocks deleted from this member's bucket through DeleteBlocks (compaction or retention).",
+		markedBlocks: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "raftingest_blocks_marked_for_deletion_total",
+			Help: "Blocks of this member's bucket marked for deletion through DeleteBlocks (replaced by a compaction, or expired by retention); they are deleted -compactor.deletion-delay later.",
+		}),
+		cleanedBlocks: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "cortex_compactor_blocks_cleaned_total",
+			Help: "Blocks deleted for good by the sweeper once marked for deletion longer than -compactor.deletion-delay: by every member from its node-local bucket, by the compactor lease holder from a shared bucket.",
 		}),
 		sentBytes: prometheus.NewCounter(prometheus.CounterOpts{
 			Name: "raftingest_blocks_sent_bytes_total",
@@ -138,7 +150,7 @@ func NewMetrics(reg prometheus.Registerer) (*Metrics, error) {
 		}, []string{"why"}),
 	}
 	if reg != nil {
-		for _, c := range []prometheus.Collector{m.sentBlocks, m.receivedBlocks, m.deletedBlocks, m.sentBytes,
+		for _, c := range []prometheus.Collector{m.sentBlocks, m.receivedBlocks, m.markedBlocks, m.cleanedBlocks, m.sentBytes,
 			m.receivedBytes, m.refused, m.moved} {
 			if err := reg.Register(c); err != nil {
 				return nil, err
@@ -147,3 +159,7 @@ func NewMetrics(reg prometheus.Registerer) (*Metrics, error) {
 	}
 	return m, nil
 }
+
+// AddCleaned counts n blocks a sweeper deleted for good outside a Server (the compactor lease
+// holder's sweep of a shared bucket), in cortex_compactor_blocks_cleaned_total.
+func (m *Metrics) AddCleaned(n int) { m.cleanedBlocks.Add(float64(n)) }

@@ -112,8 +112,8 @@ func Fetch(ctx context.Context, c blockspb.BlocksClient, tenantID string, id uli
 }
 
 // LocalFiles returns the files of the block in dir that a Store sends: every regular file but
-// meta.json and hidden ones (a crashed upload's temporary files), as "/"-separated paths with
-// their sizes, sorted.
+// meta.json, its deletion mark (the bucket's state, not the block's content) and hidden ones (a
+// crashed upload's temporary files), as "/"-separated paths with their sizes, sorted.
 func LocalFiles(dir string) ([]storage.File, error) {
 	var files []storage.File
 	err := filepath.WalkDir(dir, func(p string, d fs.DirEntry, err error) error {
@@ -137,7 +137,7 @@ func LocalFiles(dir string) ([]storage.File, error) {
 			return err
 		}
 		rel = filepath.ToSlash(rel)
-		if rel == storage.MetaFilename {
+		if rel == storage.MetaFilename || rel == storage.DeletionMarkFilename {
 			return nil
 		}
 		if !d.Type().IsRegular() {
@@ -232,10 +232,13 @@ func sendLocalFile(st blockspb.Blocks_StoreBlockClient, dir string, f storage.Fi
 	return nil
 }
 
-// Delete deletes blocks ids of tenantID from c's bucket, fenced by the compactor lease epoch.
-func Delete(ctx context.Context, c blockspb.BlocksClient, tenantID string, ids []ulid.ULID, leaseEpoch uint64) (deleted int, err error) {
+// MarkForDeletion asks c (DeleteBlocks, fenced by the compactor lease epoch) to delete blocks ids
+// of tenantID: c marks each durably before it answers (storage.MarkForDeletion), keeps serving
+// them, and deletes them for real -compactor.deletion-delay later (Server.Sweep). marked counts the
+// blocks c holds complete and now has marked (a block marked before included).
+func MarkForDeletion(ctx context.Context, c blockspb.BlocksClient, tenantID string, ids []ulid.ULID, leaseEpoch uint64) (marked int, err error) {
 	if len(ids) > maxDeleteIDs {
-		return 0, fmt.Errorf("blocksvc: delete %d blocks in one call: at most %d", len(ids), maxDeleteIDs)
+		return 0, fmt.Errorf("blocksvc: mark %d blocks for deletion in one call: at most %d", len(ids), maxDeleteIDs)
 	}
 	req := &blockspb.DeleteBlocksRequest{Tenant: tenantID, LeaseEpoch: leaseEpoch}
 	for _, id := range ids {
@@ -243,7 +246,7 @@ func Delete(ctx context.Context, c blockspb.BlocksClient, tenantID string, ids [
 	}
 	resp, err := c.DeleteBlocks(ctx, req)
 	if err != nil {
-		return 0, fmt.Errorf("blocksvc: delete %d blocks of tenant %q (lease epoch %d): %w", len(ids), tenantID, leaseEpoch, err)
+		return 0, fmt.Errorf("blocksvc: mark %d blocks of tenant %q for deletion (lease epoch %d): %w", len(ids), tenantID, leaseEpoch, err)
 	}
 	return int(resp.GetDeleted()), nil
 }

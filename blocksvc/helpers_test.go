@@ -9,6 +9,7 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -61,9 +62,26 @@ func itoa(i int) string {
 	return itoa(i/10) + digits[i%10:i%10+1]
 }
 
+// testClock is an injectable clock: marks and sweeps read it, tests move it.
+type testClock struct{ ns atomic.Int64 }
+
+func newTestClock(t time.Time) *testClock {
+	c := &testClock{}
+	c.ns.Store(t.UnixNano())
+	return c
+}
+
+func (c *testClock) Now() time.Time          { return time.Unix(0, c.ns.Load()) }
+func (c *testClock) Advance(d time.Duration) { c.ns.Add(int64(d)) }
+func (c *testClock) Set(t time.Time)         { c.ns.Store(t.UnixNano()) }
+
+// testDeletionDelay is the nodes' deletion delay (the clock moves past it; nothing sleeps).
+const testDeletionDelay = time.Hour
+
 // node is one Blocks server over a real filesystem bucket, served over real gRPC on loopback.
 type node struct {
 	srv       *Server
+	clock     *testClock
 	bucketDir string
 	staging   string
 	addr      string
@@ -86,7 +104,8 @@ func startNode(t testing.TB, cfg Config, mod func(*Deps)) *node {
 		cfg.MaxConcurrentStores = def.MaxConcurrentStores
 	}
 	dir := t.TempDir()
-	n := &node{bucketDir: filepath.Join(dir, "blocks"), staging: filepath.Join(dir, "staging"), reg: prometheus.NewRegistry()}
+	n := &node{bucketDir: filepath.Join(dir, "blocks"), staging: filepath.Join(dir, "staging"), reg: prometheus.NewRegistry(),
+		clock: newTestClock(time.Date(2026, 12, 7, 12, 0, 0, 0, time.UTC))}
 	bkt, err := storage.NewFilesystemBucket(n.bucketDir)
 	if err != nil {
 		t.Fatal(err)
@@ -95,7 +114,8 @@ func startNode(t testing.TB, cfg Config, mod func(*Deps)) *node {
 	if err != nil {
 		t.Fatal(err)
 	}
-	d := Deps{Bucket: bkt, BucketDir: n.bucketDir, StagingDir: n.staging, Metrics: m, Logger: slog.New(slog.DiscardHandler)}
+	d := Deps{Bucket: bkt, BucketDir: n.bucketDir, StagingDir: n.staging, Metrics: m, Logger: slog.New(slog.DiscardHandler),
+		DeletionDelay: testDeletionDelay, Now: n.clock.Now}
 	if mod != nil {
 		mod(&d)
 	}

@@ -26,9 +26,15 @@ type LocalBlock struct {
 	Bytes  int64  // its files' bytes, meta.json included
 }
 
-// LocalBlocks returns the complete blocks in the filesystem bucket rooted at bucketDir, by tenant
-// then ULID: directories <tenant>/<ULID>/ with a meta.json, whose tenant passes tenant.Validate.
-// A bucket directory that does not exist holds none.
+// LocalBlocks returns the complete blocks in the filesystem bucket rooted at bucketDir that are not
+// marked for deletion, by tenant then ULID: directories <tenant>/<ULID>/ with a meta.json and
+// without a deletion-mark.json, whose tenant passes tenant.Validate. A bucket directory that does
+// not exist holds none.
+//
+// A marked block is left out, so a leaver does not move it: the compactor marked it only after its
+// replacement was durable on the members of each series' replication set (or it expired), so its
+// samples are all elsewhere — in this member's replacement parts too, which are moved. Moving it
+// would copy it, unmarked, to a member that then serves and re-merges it for nothing.
 func LocalBlocks(bucketDir string) ([]LocalBlock, error) {
 	tenants, err := os.ReadDir(bucketDir)
 	if errors.Is(err, fs.ErrNotExist) {
@@ -57,6 +63,11 @@ func LocalBlocks(bucketDir string) ([]LocalBlock, error) {
 				continue // partial: an upload that never finished
 			}
 			if err != nil {
+				return nil, fmt.Errorf("blocksvc: bucket %s: %w", bucketDir, err)
+			}
+			if _, err := os.Stat(filepath.Join(dir, storage.DeletionMarkFilename)); err == nil {
+				continue // marked for deletion: its data is in its replacement
+			} else if !errors.Is(err, fs.ErrNotExist) {
 				return nil, fmt.Errorf("blocksvc: bucket %s: %w", bucketDir, err)
 			}
 			files, err := LocalFiles(dir)
@@ -121,12 +132,16 @@ func (m *Mover) log() *slog.Logger {
 // about 120 MB/s (BenchmarkStoreBlock).
 func storeTimeout(n int64) time.Duration { return 30*time.Second + time.Duration(n>>20)*time.Second }
 
-// errGone: a local block was deleted (its meta.json first) while it was being moved — the
-// compactor replaced it, and the merged block is elsewhere already. It is skipped, not retried.
-var errGone = errors.New("blocksvc: the block was deleted from the local bucket while it was being moved")
+// errGone: a local block was marked for deletion, or deleted (its meta.json first), while it was
+// being moved — the compactor replaced it, and the merged block is elsewhere already. It is
+// skipped, not retried.
+var errGone = errors.New("blocksvc: the block was marked for deletion or deleted in the local bucket while it was being moved")
 
-// gone reports whether b's meta.json is no longer in the local bucket.
+// gone reports whether b is marked for deletion or its meta.json is no longer in the local bucket.
 func (b LocalBlock) gone() bool {
+	if _, err := os.Stat(filepath.Join(b.Dir, storage.DeletionMarkFilename)); err == nil {
+		return true
+	}
 	_, err := os.Stat(filepath.Join(b.Dir, storage.MetaFilename))
 	return errors.Is(err, fs.ErrNotExist)
 }

@@ -9,6 +9,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/oklog/ulid/v2"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/credentials/insecure"
@@ -179,4 +180,47 @@ func TestMover_BlockCompactedAwayMeanwhile(t *testing.T) {
 		t.Fatalf("Evacuate: %+v, %v; want the 2 remaining blocks moved", got, err)
 	}
 	holds(t, target, src, blocks[1:])
+}
+
+// TestMover_MarkedBlockNotMoved: a block marked for deletion (its replacement is durable on the
+// members of its series' replication sets) is not moved by a hand-over or a leave, and a block
+// marked after the leave listed the bucket is skipped like one deleted meanwhile; the others move.
+func TestMover_MarkedBlockNotMoved(t *testing.T) {
+	src, blocks := leaverBucket(t)
+	bkt, err := storage.NewFilesystemBucket(src)
+	if err != nil {
+		t.Fatal(err)
+	}
+	mark := func(b string) {
+		t.Helper()
+		tn, id, _ := strings.Cut(b, "/")
+		if ok, err := storage.MarkForDeletion(t.Context(), bkt, tn, ulid.MustParse(id), time.Now(), "test"); err != nil || !ok {
+			t.Fatalf("marking %s: %v, %v", b, ok, err)
+		}
+	}
+	mark(blocks[0])
+	joiner := startNode(t, Config{}, nil)
+	mv := testMover(t, src)
+	got, err := mv.HandOver(t.Context(), Target{ID: "j", Addr: joiner.addr})
+	if err != nil || got.Blocks != 2 || got.Copies != 2 {
+		t.Fatalf("HandOver: %+v, %v; want the 2 unmarked blocks moved", got, err)
+	}
+	holds(t, joiner, src, blocks[1:])
+
+	// blocks[2] is marked after the leave listed the bucket, while blocks[1] is being stored.
+	target := startNode(t, Config{}, nil)
+	client := mv.Client
+	first := true
+	mv.Client = func(addr string) (blockspb.BlocksClient, error) {
+		if first {
+			first = false
+			mark(blocks[2])
+		}
+		return client(addr)
+	}
+	got, err = mv.Evacuate(t.Context(), []Target{{"t", target.addr}}, nil)
+	if err != nil || got.Blocks != 2 || got.Copies != 1 {
+		t.Fatalf("Evacuate: %+v, %v; want 2 listed, only the one still unmarked moved", got, err)
+	}
+	holds(t, target, src, blocks[1:2])
 }

@@ -86,6 +86,10 @@ func checkHeader(h *blockspb.BlockHeader, maxBytes int64) (*header, error) {
 		switch {
 		case rel == storage.MetaFilename:
 			return nil, fmt.Errorf("%w: block %s: meta.json is in the header, not in the files", ErrInvalidBlock, id)
+		case rel == storage.DeletionMarkFilename:
+			// A mark is the bucket's own state, never a block's content: a block received with one
+			// would arrive marked and be swept from the receiver.
+			return nil, fmt.Errorf("%w: block %s: %s is not a block file", ErrInvalidBlock, id, storage.DeletionMarkFilename)
 		case strings.HasPrefix(rel, ".") || strings.Contains(rel, "/."):
 			return nil, fmt.Errorf("%w: block %s: hidden file or directory in %q", ErrInvalidBlock, id, trim(rel))
 		case seen[rel]:

@@ -37,8 +37,13 @@ type Deps struct {
 	// FailedPrecondition). It is called for every DeleteBlocks, after the request checked. nil
 	// refuses every delete with FailedPrecondition.
 	AuthorizeDelete func(ctx context.Context, tenant string, epoch uint64) error
-	Metrics         *Metrics
-	Logger          *slog.Logger
+	// DeletionDelay is -compactor.deletion-delay: how long a block marked by DeleteBlocks stays
+	// (served, listed nowhere else) before Sweep deletes it. Must be positive.
+	DeletionDelay time.Duration
+	// Now is the clock of marks and sweeps (nil: time.Now).
+	Now     func() time.Time
+	Metrics *Metrics
+	Logger  *slog.Logger
 }
 
 // Server is the Blocks service over one member's bucket. Safe for concurrent use.
@@ -60,8 +65,14 @@ func NewServer(cfg Config, d Deps) (*Server, error) {
 	if d.Bucket == nil || d.StagingDir == "" || d.Metrics == nil {
 		return nil, errors.New("blocksvc: NewServer needs a bucket, a staging directory and metrics")
 	}
+	if d.DeletionDelay <= 0 {
+		return nil, fmt.Errorf("blocksvc: the deletion delay (-compactor.deletion-delay) must be positive, got %s", d.DeletionDelay)
+	}
 	if d.Logger == nil {
 		d.Logger = slog.Default()
+	}
+	if d.Now == nil {
+		d.Now = time.Now
 	}
 	if err := os.RemoveAll(d.StagingDir); err != nil {
 		return nil, fmt.Errorf("blocksvc: wiping the staging directory: %w", err)
@@ -248,8 +259,8 @@ func (s *Server) FetchBlock(req *blockspb.FetchBlockRequest, stream blockspb.Blo
 	var files []*blockspb.BlockFile
 	err = s.d.Bucket.Iter(ctx, prefix, func(name string) error {
 		rel := strings.TrimPrefix(name, prefix)
-		if rel == storage.MetaFilename || strings.HasSuffix(name, "/") {
-			return nil
+		if rel == storage.MetaFilename || rel == storage.DeletionMarkFilename || strings.HasSuffix(name, "/") {
+			return nil // the deletion mark is this bucket's state, not the block's content
 		}
 		if len(files) == maxFilesInBlock {
 			return fmt.Errorf("more than %d files", maxFilesInBlock)
@@ -305,7 +316,8 @@ func (s *Server) sendFile(ctx context.Context, stream blockspb.Blocks_FetchBlock
 // ListBlocks streams the complete blocks of one tenant, or of every tenant, in batches of about
 // listBatchBytes of meta.json. Directories that are not a valid tenant or ULID, and blocks without
 // meta.json (partial), are left out; so is a block whose meta.json does not decode or names
-// another block (logged).
+// another block (logged), and a block marked for deletion: the compactor, its only caller, must
+// not merge or fetch again what it has replaced (the block is still served to queries until swept).
 func (s *Server) ListBlocks(req *blockspb.ListBlocksRequest, stream blockspb.Blocks_ListBlocksServer) error {
 	ctx := stream.Context()
 	var tenants []string
@@ -361,6 +373,14 @@ func (s *Server) ListBlocks(req *blockspb.ListBlocksRequest, stream blockspb.Blo
 			case !found:
 				continue // partial
 			}
+			switch marked, err := storage.IsMarkedForDeletion(ctx, s.d.Bucket, t, id); {
+			case err != nil && ctx.Err() != nil:
+				return status.FromContextError(ctx.Err()).Err()
+			case err != nil:
+				return status.Errorf(codes.Internal, "blocksvc: block %s of tenant %q: %v", id, t, err)
+			case marked:
+				continue // replaced or expired: swept after the deletion delay
+			}
 			batch = append(batch, &blockspb.BlockInfo{Tenant: t, Ulid: id.String(), MetaJson: raw})
 			if size += len(raw); size >= listBatchBytes {
 				if err := flush(); err != nil {
@@ -372,10 +392,13 @@ func (s *Server) ListBlocks(req *blockspb.ListBlocksRequest, stream blockspb.Blo
 	return flush()
 }
 
-// DeleteBlocks deletes blocks of one tenant from the bucket, each meta.json first (so a block half
-// deleted reads as partial), then every other object under the block's directory. Absent blocks
-// are not an error; deleted counts the blocks that had a meta.json. The caller must be allowed by
-// Deps.AuthorizeDelete with the request's lease epoch.
+// DeleteBlocks deletes blocks of one tenant, the way Mimir's compactor does: it marks each for
+// deletion (storage.MarkForDeletion: deletion-mark.json, durable before this answers) and deletes
+// it for real Deps.DeletionDelay later (Sweep). Until then the block is served to queries as
+// before, but ListBlocks and a leaver's move no longer offer it. Absent blocks, and blocks without
+// meta.json, are not an error; the answer's deleted counts the blocks now marked (those marked
+// before included). The caller must be allowed by Deps.AuthorizeDelete with the request's lease
+// epoch.
 func (s *Server) DeleteBlocks(ctx context.Context, req *blockspb.DeleteBlocksRequest) (*blockspb.DeleteBlocksResponse, error) {
 	if err := tenant.Validate(req.GetTenant()); err != nil {
 		return nil, status.Errorf(codes.InvalidArgument, "blocksvc: tenant: %v", err)
@@ -400,47 +423,67 @@ func (s *Server) DeleteBlocks(ctx context.Context, req *blockspb.DeleteBlocksReq
 		}
 		return nil, status.Errorf(codes.FailedPrecondition, "blocksvc: delete refused: %v", err)
 	}
-	var deleted uint32
+	var marked uint32
+	now := s.d.Now()
 	for _, id := range ids {
-		had, err := s.deleteBlock(ctx, req.GetTenant(), id)
-		if had {
-			deleted++
-			s.d.Metrics.deletedBlocks.Inc()
-		}
+		wrote, err := storage.MarkForDeletion(ctx, s.d.Bucket, req.GetTenant(), id, now,
+			fmt.Sprintf("DeleteBlocks with compactor lease epoch %d", req.GetLeaseEpoch()))
 		if err != nil {
-			return nil, status.Errorf(codes.Internal, "blocksvc: deleting block %s of tenant %q (%d deleted before it): %v", id, req.GetTenant(), deleted, err)
+			return nil, status.Errorf(codes.Internal, "blocksvc: marking block %s of tenant %q for deletion (%d marked before it): %v",
+				id, req.GetTenant(), marked, err)
 		}
-		s.log.Info("deleted a block", "tenant", req.GetTenant(), "block", id, "had_meta", had, "lease_epoch", req.GetLeaseEpoch())
+		if wrote {
+			s.d.Metrics.markedBlocks.Inc()
+		}
+		switch has, err := storage.IsMarkedForDeletion(ctx, s.d.Bucket, req.GetTenant(), id); {
+		case err != nil:
+			return nil, status.Errorf(codes.Internal, "blocksvc: block %s of tenant %q: %v", id, req.GetTenant(), err)
+		case has:
+			marked++
+		}
+		s.log.Info("marked a block for deletion", "tenant", req.GetTenant(), "block", id, "new_mark", wrote,
+			"lease_epoch", req.GetLeaseEpoch(), "deletable_at", now.Add(s.d.DeletionDelay).UTC())
 	}
-	return &blockspb.DeleteBlocksResponse{Deleted: deleted}, nil
+	return &blockspb.DeleteBlocksResponse{Deleted: marked}, nil
 }
 
-// deleteBlock deletes meta.json, then every other object of the block. had reports whether
-// meta.json was there.
-func (s *Server) deleteBlock(ctx context.Context, tenantID string, id ulid.ULID) (had bool, err error) {
-	prefix := blockPrefix(tenantID, id)
-	// Some buckets (objstore's filesystem one) delete an absent object without an error: ask first.
-	if had, err = s.d.Bucket.Exists(ctx, prefix+storage.MetaFilename); err != nil {
-		return false, err
+// Sweep deletes for good (storage.DeleteBlock: meta.json first, the mark last) every block of the
+// bucket whose deletion mark is at least Deps.DeletionDelay old, and returns how many. A block it
+// could not delete is found again by the next sweep; the error joins every failure.
+func (s *Server) Sweep(ctx context.Context) (int, error) {
+	swept, err := storage.SweepDeletionMarked(ctx, s.d.Bucket, s.d.DeletionDelay, s.d.Now(), s.log)
+	for _, b := range swept {
+		s.log.Info("deleted a block marked for deletion", "tenant", b.Tenant, "block", b.ID,
+			"marked_at", b.MarkedAt.UTC(), "deletion_delay", s.d.DeletionDelay)
 	}
-	if had {
-		if err := s.d.Bucket.Delete(ctx, prefix+storage.MetaFilename); err != nil && !s.d.Bucket.IsObjNotFoundErr(err) {
-			return false, err
+	s.d.Metrics.cleanedBlocks.Add(float64(len(swept)))
+	if err != nil {
+		return len(swept), fmt.Errorf("blocksvc: sweeping blocks marked for deletion: %w", err)
+	}
+	return len(swept), nil
+}
+
+// SweepPeriod is how often RunSweeper sweeps for a deletion delay: a tenth of it, from 1s to 1m,
+// so a block outlives its delay by at most a tenth more (a sweep of a filesystem bucket reads one
+// directory per tenant and looks for one file per block).
+func SweepPeriod(delay time.Duration) time.Duration {
+	return min(max(delay/10, time.Second), time.Minute)
+}
+
+// RunSweeper sweeps (Sweep) at once and then every SweepPeriod of the deletion delay, until ctx is
+// done. The first sweep at start finishes what a process killed before or during a sweep left.
+// Failures are logged; the next sweep retries.
+func (s *Server) RunSweeper(ctx context.Context) {
+	t := time.NewTicker(SweepPeriod(s.d.DeletionDelay))
+	defer t.Stop()
+	for {
+		if _, err := s.Sweep(ctx); err != nil && ctx.Err() == nil {
+			s.log.Warn("sweeping blocks marked for deletion failed; retried at the next sweep", "err", err)
+		}
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
 		}
 	}
-	var rest []string
-	if err := s.d.Bucket.Iter(ctx, prefix, func(name string) error {
-		if !strings.HasSuffix(name, "/") {
-			rest = append(rest, name)
-		}
-		return nil
-	}, objstore.WithRecursiveIter()); err != nil {
-		return had, err
-	}
-	for _, name := range rest {
-		if err := s.d.Bucket.Delete(ctx, name); err != nil && !s.d.Bucket.IsObjNotFoundErr(err) {
-			return had, err
-		}
-	}
-	return had, nil
 }

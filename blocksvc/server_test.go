@@ -22,7 +22,9 @@ import (
 // TestBlocks_StoreListFetchDelete: a real block of several pieces (its chunk segment is larger than
 // PieceSize) goes to a member with Store, comes back byte for byte with Fetch, is listed with its
 // meta, is answered already present when stored again, and is deleted only with the lease the
-// AuthorizeDelete dependency accepts — meta.json first, nothing left.
+// AuthorizeDelete dependency accepts: DeleteBlocks marks it (deletion-mark.json, Thanos's format),
+// after which it is no longer listed but still fetched; the sweeper leaves it until the deletion
+// delay has passed on the injected clock and then removes everything of it.
 func TestBlocks_StoreListFetchDelete(t *testing.T) {
 	const leaseEpoch = 7
 	var authCalls int
@@ -49,7 +51,8 @@ func TestBlocks_StoreListFetchDelete(t *testing.T) {
 	if err != nil || present {
 		t.Fatalf("Store: present %v, err %v", present, err)
 	}
-	sameFiles(t, dir, filepath.Join(n.bucketDir, "team-a", meta.ULID.String()))
+	stored := filepath.Join(n.bucketDir, "team-a", meta.ULID.String())
+	sameFiles(t, dir, stored)
 	requireEmpty(t, "staging", n.staging)
 	if got := metric(t, n.reg, "raftingest_blocks_received_total"); got != 1 {
 		t.Fatalf("raftingest_blocks_received_total %v, want 1", got)
@@ -83,23 +86,129 @@ func TestBlocks_StoreListFetchDelete(t *testing.T) {
 		t.Fatalf("Fetch of an unknown block: %v, want NotFound", err)
 	}
 
-	if _, err := Delete(ctx, n.client, "team-a", []ulid.ULID{meta.ULID}, leaseEpoch-1); status.Code(err) != codes.FailedPrecondition {
-		t.Fatalf("Delete with a stale epoch: %v, want FailedPrecondition", err)
+	if _, err := MarkForDeletion(ctx, n.client, "team-a", []ulid.ULID{meta.ULID}, leaseEpoch-1); status.Code(err) != codes.FailedPrecondition {
+		t.Fatalf("DeleteBlocks with a stale epoch: %v, want FailedPrecondition", err)
 	}
-	if len(files(t, n.bucketDir)) == 0 {
-		t.Fatal("a refused delete deleted")
+	if _, err := os.Stat(filepath.Join(stored, storage.DeletionMarkFilename)); !os.IsNotExist(err) {
+		t.Fatalf("a refused delete marked the block: %v", err)
 	}
-	deleted, err := Delete(ctx, n.client, "team-a", []ulid.ULID{meta.ULID, ulid.Make()}, leaseEpoch)
-	if err != nil || deleted != 1 {
-		t.Fatalf("Delete: %d, %v; want 1 (the absent one is not an error)", deleted, err)
+	sameFiles(t, dir, stored)
+	markedAt := n.clock.Now()
+	marked, err := MarkForDeletion(ctx, n.client, "team-a", []ulid.ULID{meta.ULID, ulid.Make()}, leaseEpoch)
+	if err != nil || marked != 1 {
+		t.Fatalf("DeleteBlocks: %d, %v; want 1 marked (the absent one is not an error)", marked, err)
 	}
-	requireEmpty(t, "bucket", n.bucketDir)
 	if authCalls != 2 {
 		t.Fatalf("AuthorizeDelete called %d times, want 2", authCalls)
 	}
-	if list, err := List(ctx, n.client, ""); err != nil || len(list) != 0 {
-		t.Fatalf("List after Delete: %+v, %v", list, err)
+	// The mark, in Thanos's format; the block itself untouched.
+	raw, err := os.ReadFile(filepath.Join(stored, storage.DeletionMarkFilename))
+	if err != nil {
+		t.Fatalf("no deletion mark after DeleteBlocks: %v", err)
 	}
+	var mark map[string]any
+	if err := json.Unmarshal(raw, &mark); err != nil || mark["id"] != meta.ULID.String() ||
+		mark["deletion_time"] != float64(markedAt.Unix()) || mark["version"] != float64(1) {
+		t.Fatalf("deletion-mark.json %s (%v): want id %s, deletion_time %d, version 1", raw, err, meta.ULID, markedAt.Unix())
+	}
+	for name, b := range files(t, dir) {
+		if got, err := os.ReadFile(filepath.Join(stored, filepath.FromSlash(name))); err != nil || string(got) != string(b) {
+			t.Fatalf("%s of the marked block changed or went: %v", name, err)
+		}
+	}
+	if got := metric(t, n.reg, "raftingest_blocks_marked_for_deletion_total"); got != 1 {
+		t.Fatalf("raftingest_blocks_marked_for_deletion_total %v, want 1", got)
+	}
+	// Marked again (a retried run): counted as marked, the first mark's time stands.
+	n.clock.Advance(10 * time.Minute)
+	if marked, err := MarkForDeletion(ctx, n.client, "team-a", []ulid.ULID{meta.ULID}, leaseEpoch); err != nil || marked != 1 {
+		t.Fatalf("DeleteBlocks again: %d, %v; want 1", marked, err)
+	}
+	if again, _ := os.ReadFile(filepath.Join(stored, storage.DeletionMarkFilename)); string(again) != string(raw) {
+		t.Fatalf("a second DeleteBlocks rewrote the mark: %s, was %s", again, raw)
+	}
+	// No longer offered to the compactor, still served (its files only, not the mark).
+	if list, err := List(ctx, n.client, ""); err != nil || len(list) != 0 {
+		t.Fatalf("List after DeleteBlocks: %+v, %v; want the marked block left out", list, err)
+	}
+	if got, err := Fetch(ctx, n.client, "team-a", meta.ULID, t.TempDir()); err != nil {
+		t.Fatalf("Fetch of a marked block: %v", err)
+	} else {
+		sameFiles(t, dir, got)
+	}
+	// A Store of the block it has marked: already present (its data is in the replacement).
+	if present, err := Store(ctx, n.client, "team-a", dir); err != nil || !present {
+		t.Fatalf("Store of a marked block: present %v, err %v; want already present", present, err)
+	}
+
+	// The sweeper: nothing before the delay has passed since the first mark, everything after.
+	n.clock.Set(markedAt.Add(testDeletionDelay - time.Second))
+	if swept, err := n.srv.Sweep(ctx); err != nil || swept != 0 {
+		t.Fatalf("Sweep before the delay: %d, %v; want nothing deleted", swept, err)
+	}
+	for name := range files(t, dir) {
+		if _, err := os.Stat(filepath.Join(stored, filepath.FromSlash(name))); err != nil {
+			t.Fatalf("%s of the marked block went before the delay: %v", name, err)
+		}
+	}
+	n.clock.Set(markedAt.Add(testDeletionDelay))
+	if swept, err := n.srv.Sweep(ctx); err != nil || swept != 1 {
+		t.Fatalf("Sweep after the delay: %d, %v; want the block deleted", swept, err)
+	}
+	requireEmpty(t, "bucket", n.bucketDir)
+	if got := metric(t, n.reg, "cortex_compactor_blocks_cleaned_total"); got != 1 {
+		t.Fatalf("cortex_compactor_blocks_cleaned_total %v, want 1", got)
+	}
+	if _, err := Fetch(ctx, n.client, "team-a", meta.ULID, t.TempDir()); status.Code(err) != codes.NotFound {
+		t.Fatalf("Fetch of a swept block: %v, want NotFound", err)
+	}
+	if swept, err := n.srv.Sweep(ctx); err != nil || swept != 0 {
+		t.Fatalf("Sweep of an empty bucket: %d, %v", swept, err)
+	}
+}
+
+// TestBlocks_SweepFinishesAHalfSweptBlock: a sweep killed after meta.json went (the first thing
+// it deletes) leaves the rest of the block and its mark; such a block is listed by nobody, and the
+// next sweep deletes what is left. A block marked later than the delay allows stays.
+func TestBlocks_SweepFinishesAHalfSweptBlock(t *testing.T) {
+	n := startNode(t, Config{}, func(d *Deps) { d.AuthorizeDelete = func(context.Context, string, uint64) error { return nil } })
+	ctx := t.Context()
+	dirA, a := testBlock(t, t.TempDir(), "t1", 5, 20, 11)
+	dirB, b := testBlock(t, t.TempDir(), "t1", 5, 20, 12)
+	for _, d := range []string{dirA, dirB} {
+		if _, err := Store(ctx, n.client, "t1", d); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if _, err := MarkForDeletion(ctx, n.client, "t1", []ulid.ULID{a.ULID}, 1); err != nil {
+		t.Fatal(err)
+	}
+	n.clock.Advance(testDeletionDelay / 2)
+	if _, err := MarkForDeletion(ctx, n.client, "t1", []ulid.ULID{b.ULID}, 1); err != nil {
+		t.Fatal(err)
+	}
+	// The crash: meta.json of a gone, nothing else.
+	if err := os.Remove(filepath.Join(n.bucketDir, "t1", a.ULID.String(), storage.MetaFilename)); err != nil {
+		t.Fatal(err)
+	}
+	if list, err := List(ctx, n.client, ""); err != nil || len(list) != 0 {
+		t.Fatalf("List: %+v, %v; want nothing (one half-swept, one marked)", list, err)
+	}
+	n.clock.Advance(testDeletionDelay / 2)
+	if swept, err := n.srv.Sweep(ctx); err != nil || swept != 1 {
+		t.Fatalf("Sweep: %d, %v; want the half-swept block finished", swept, err)
+	}
+	if _, err := os.Stat(filepath.Join(n.bucketDir, "t1", a.ULID.String())); !os.IsNotExist(err) {
+		t.Fatalf("the half-swept block is still there: %v", err)
+	}
+	if _, err := os.Stat(filepath.Join(n.bucketDir, "t1", b.ULID.String(), storage.MetaFilename)); err != nil {
+		t.Fatalf("the block marked half a delay ago was swept: %v", err)
+	}
+	n.clock.Advance(testDeletionDelay / 2)
+	if swept, err := n.srv.Sweep(ctx); err != nil || swept != 1 {
+		t.Fatalf("Sweep: %d, %v; want the second block deleted once its delay passed", swept, err)
+	}
+	requireEmpty(t, "bucket", n.bucketDir)
 }
 
 // TestBlocks_DeleteWithoutLeaseCheckRefused: a member without an AuthorizeDelete refuses every
@@ -110,9 +219,9 @@ func TestBlocks_DeleteWithoutLeaseCheckRefused(t *testing.T) {
 	if _, err := Store(t.Context(), n.client, "t1", dir); err != nil {
 		t.Fatal(err)
 	}
-	_, err := Delete(t.Context(), n.client, "t1", []ulid.ULID{meta.ULID}, 1)
+	_, err := MarkForDeletion(t.Context(), n.client, "t1", []ulid.ULID{meta.ULID}, 1)
 	if status.Code(err) != codes.FailedPrecondition {
-		t.Fatalf("Delete: %v, want FailedPrecondition", err)
+		t.Fatalf("DeleteBlocks: %v, want FailedPrecondition", err)
 	}
 	sameFiles(t, dir, filepath.Join(n.bucketDir, "t1", meta.ULID.String()))
 }
@@ -265,6 +374,9 @@ func TestStoreBlock_HostileInput(t *testing.T) {
 		{"meta.json as a file", withHeader(func(c *blockspb.BlockHeader) {
 			c.Files = append(c.Files, &blockspb.BlockFile{RelPath: "meta.json", SizeBytes: 2})
 		}), 0, codes.InvalidArgument, "meta.json is in the header"},
+		{"deletion mark as a file", withHeader(func(c *blockspb.BlockHeader) {
+			c.Files = append(c.Files, &blockspb.BlockFile{RelPath: storage.DeletionMarkFilename, SizeBytes: 1})
+		}), 0, codes.InvalidArgument, "deletion-mark.json is not a block file"},
 		{"file listed twice", withHeader(func(c *blockspb.BlockHeader) { c.Files = append(c.Files, c.Files[0]) }), 0, codes.InvalidArgument, "listed twice"},
 		{"file and directory", withHeader(func(c *blockspb.BlockHeader) {
 			c.Files = append(c.Files, &blockspb.BlockFile{RelPath: "chunks", SizeBytes: 1})

@@ -31,23 +31,36 @@ type Listed struct {
 // Bucket is the blocks of one member's node-local bucket (reached through the Blocks service), or
 // of the shared bucket. The wiring adapts blocksvc's client to it; tests use real directories.
 type Bucket interface {
-	// List returns the complete blocks (those with meta.json) of every tenant.
+	// List returns the complete blocks (those with meta.json) of every tenant, but not those marked
+	// for deletion: they were replaced (or expired) and must not be merged again.
 	List(ctx context.Context) ([]Listed, error)
 	// Fetch copies block id of tenant into parentDir/<ULID>, verified, and returns that path.
 	Fetch(ctx context.Context, tenant string, id ulid.ULID, parentDir string) (string, error)
 	// Store puts the complete block in dir (named by its ULID) into the bucket and returns once it
 	// is durable there. Storing a block the bucket has is a success.
 	Store(ctx context.Context, tenant, dir string) error
-	// Delete deletes blocks ids of tenant (absent ones are not an error), fenced by the compactor
-	// lease's epoch: a bucket refuses an epoch that is not the ring's current one.
-	Delete(ctx context.Context, tenant string, ids []ulid.ULID, epoch uint64) error
+	// MarkForDeletion marks blocks ids of tenant for deletion (storage.MarkForDeletion; absent
+	// ones are not an error) and returns once every mark is durable, fenced by the compactor
+	// lease's epoch: a bucket refuses an epoch that is not the ring's current one. A marked block is
+	// still served to queries, no longer listed, and deleted by a sweep once the mark is older than
+	// -compactor.deletion-delay.
+	MarkForDeletion(ctx context.Context, tenant string, ids []ulid.ULID, epoch uint64) error
+}
+
+// SharedBucket is the shared bucket: a Bucket the lease holder also sweeps, since no member owns
+// it.
+type SharedBucket interface {
+	Bucket
+	// Sweep deletes for good every block whose deletion mark is at least delay old at now, and
+	// returns how many.
+	Sweep(ctx context.Context, delay time.Duration, now time.Time) (int, error)
 }
 
 // Cluster is where blocks live, as the compactor sees it at the start of a run.
 type Cluster struct {
 	// Shared is the shared bucket (S3, or a directory declared shared); nil with node-local
-	// buckets.
-	Shared Bucket
+	// buckets, which their members sweep themselves (blocksvc.Server.RunSweeper).
+	Shared SharedBucket
 	// Members are the ring members' node-local buckets by member id; unused with a shared bucket.
 	Members map[string]Bucket
 	// Place returns the members a series of tenant belongs on: its replication set in the current
@@ -82,7 +95,7 @@ type Deps struct {
 	Now func() time.Time
 }
 
-// callTimeout bounds a listing and a delete on one bucket, so that a member that stopped answering
+// callTimeout bounds a listing and a marking on one bucket, so that a member that stopped answering
 // (paused, partitioned) delays a run by at most this instead of holding it for ever. Fetches and
 // stores move whole blocks and are bounded by the Blocks service's idle timeout instead.
 const callTimeout = time.Minute
@@ -97,9 +110,16 @@ type Compactor struct {
 
 type metrics struct {
 	started, completed, failed prometheus.Counter
-	cleaned, compactions       prometheus.Counter
+	compactions                prometheus.Counter
+	marked                     *prometheus.CounterVec // reason: compaction, retention
 	lastSuccess, leaseHeld     prometheus.Gauge
 }
+
+// Reasons of cortex_compactor_blocks_marked_for_deletion_total (Mimir's).
+const (
+	reasonCompaction = "compaction"
+	reasonRetention  = "retention"
+)
 
 // New checks cfg and d and registers the compactor's metrics.
 func New(cfg Config, d Deps) (*Compactor, error) {
@@ -126,16 +146,20 @@ func New(cfg Config, d Deps) (*Compactor, error) {
 			Help: "Compaction runs that completed every job."}),
 		failed: prometheus.NewCounter(prometheus.CounterOpts{Name: "cortex_compactor_runs_failed_total",
 			Help: "Compaction runs that failed or left a job undone (it is retried at the next run)."}),
-		cleaned: prometheus.NewCounter(prometheus.CounterOpts{Name: "cortex_compactor_blocks_cleaned_total",
-			Help: "Blocks deleted from members' buckets: replaced by a compaction, or expired by retention (one per bucket a block was deleted from)."}),
+		marked: prometheus.NewCounterVec(prometheus.CounterOpts{Name: "cortex_compactor_blocks_marked_for_deletion_total",
+			Help: "Blocks marked for deletion in members' buckets (one per bucket a block was marked in), by reason: compaction (replaced by a merged block) or retention (expired). They are deleted -compactor.deletion-delay later (cortex_compactor_blocks_cleaned_total)."},
+			[]string{"reason"}),
 		compactions: prometheus.NewCounter(prometheus.CounterOpts{Name: "cortex_compactor_group_compactions_total",
-			Help: "Merges completed: sources merged, the result placed durably, the sources deleted."}),
+			Help: "Merges completed: sources merged, the result placed durably, the sources marked for deletion."}),
 		lastSuccess: prometheus.NewGauge(prometheus.GaugeOpts{Name: "cortex_compactor_last_successful_run_timestamp_seconds",
 			Help: "Unix time of the last compaction run that completed every job."}),
 		leaseHeld: prometheus.NewGauge(prometheus.GaugeOpts{Name: "cortex_compactor_lease_held",
 			Help: "1 while this member holds the ring's compactor lease and compacts, else 0."}),
 	}
-	for _, col := range []prometheus.Collector{c.m.started, c.m.completed, c.m.failed, c.m.cleaned, c.m.compactions,
+	for _, reason := range []string{reasonCompaction, reasonRetention} {
+		c.m.marked.WithLabelValues(reason) // exported at 0 from the start
+	}
+	for _, col := range []prometheus.Collector{c.m.started, c.m.completed, c.m.failed, c.m.marked, c.m.compactions,
 		c.m.lastSuccess, c.m.leaseHeld} {
 		if err := d.Registerer.Register(col); err != nil {
 			return nil, fmt.Errorf("compact: metrics: %w", err)
@@ -225,9 +249,10 @@ func (c *Compactor) keepLease(ctx context.Context, cancel context.CancelCauseFun
 	}
 }
 
-// RunOnce runs one compaction with the lease at epoch: it lists every bucket, plans every tenant
-// (MakePlan), deletes what retention expired, and runs every merge. A job that fails is logged and
-// skipped (its sources stay; the next run retries); the error joins every failure.
+// RunOnce runs one compaction with the lease at epoch: it sweeps a shared bucket (the blocks marked
+// for deletion longer than -compactor.deletion-delay ago), lists every bucket, plans every tenant
+// (MakePlan), marks for deletion what retention expired, and runs every merge. A job that fails is
+// logged and skipped (its sources stay; the next run retries); the error joins every failure.
 func (c *Compactor) RunOnce(ctx context.Context, epoch uint64) error {
 	c.m.started.Inc()
 	err := c.runOnce(ctx, epoch)
@@ -245,11 +270,21 @@ func (c *Compactor) runOnce(ctx context.Context, epoch uint64) error {
 	if err != nil {
 		return fmt.Errorf("compact: the cluster's buckets: %w", err)
 	}
+	var errs []error
 	buckets := cl.Members
 	if cl.Shared != nil {
 		buckets = map[string]Bucket{"": cl.Shared}
+		// No member owns a shared bucket: the lease holder sweeps it, once per run. (Sweeping needs
+		// no fence: a mark is written only once the block's replacement is durable, so deleting a
+		// block whose mark is older than the delay is safe whoever does it.)
+		n, err := cl.Shared.Sweep(ctx, c.cfg.DeletionDelay, c.d.Now())
+		if err != nil {
+			errs = append(errs, fmt.Errorf("compact: sweeping the shared bucket: %w", err))
+		}
+		if n > 0 {
+			c.log.Info("compactor: deleted blocks marked for deletion from the shared bucket", "blocks", n, "deletion_delay", c.cfg.DeletionDelay)
+		}
 	}
-	var errs []error
 	// tenant -> ULID -> block, with every member that holds it.
 	byTenant := map[string]map[ulid.ULID]*Block{}
 	for _, member := range sortedKeys(buckets) {
@@ -289,12 +324,12 @@ func (c *Compactor) runOnce(ctx context.Context, epoch uint64) error {
 			CompleteAfterMs: (c.d.FlushPeriod + c.cfg.CompletionDelay).Milliseconds(),
 			RetentionMs:     c.cfg.Retention.Milliseconds()})
 		for _, g := range plan.Expired {
-			n, err := c.deleteBlocks(ctx, buckets, tenant, g.Blocks, epoch)
+			n, err := c.markBlocks(ctx, buckets, tenant, g.Blocks, epoch, reasonRetention)
 			if err != nil {
 				errs = append(errs, fmt.Errorf("compact: retention of tenant %q: %w", tenant, err))
 			}
 			if n > 0 {
-				c.log.Info("compactor: retention deleted blocks", "tenant", tenant, "group", g.Key, "blocks", n,
+				c.log.Info("compactor: retention marked blocks for deletion", "tenant", tenant, "group", g.Key, "blocks", n,
 					"max_time", time.UnixMilli(g.MaxTime).UTC(), "retention", c.cfg.Retention)
 			}
 		}
@@ -322,14 +357,17 @@ func sortedKeys[V any](m map[string]V) []string {
 	return out
 }
 
-// runJob merges one job's blocks, places the result and only then deletes the sources.
+// runJob merges one job's blocks, places the result and only then marks the sources for deletion.
 //
-// Crash safety (kill -9 at any step): the sources are deleted only after every part of the result
-// is durable on its member, so there is never a moment without every series' RF copies. A crash
-// after some parts were stored leaves those parts beside the sources: the window then holds more
-// than one group, and the next run merges them all again (vertical merge deduplicates), writing a
-// new complete result and deleting every one of them. A crash during deletion leaves some sources
-// beside the complete result: the same.
+// Crash safety (kill -9 at any step): the sources are marked only after every part of the result
+// is durable on its member, so there is never a moment without every series' RF copies; and a
+// marked source is still served until -compactor.deletion-delay has passed, so a query that read
+// some member before a part reached it still finds the source on the others. A crash after some
+// parts were stored leaves those parts beside the sources: the window then holds more than one
+// group, and the next run merges them all again (vertical merge deduplicates), writing a new
+// complete result and marking every one of them. A crash while marking leaves some sources
+// unmarked beside the complete result: the same. A crash after marking changes nothing: the marks
+// are durable, marked blocks are listed to no run, and the sweeper deletes them on time.
 func (c *Compactor) runJob(ctx context.Context, cl Cluster, buckets map[string]Bucket, j *Job, epoch uint64) (err error) {
 	group := ulid.MustNew(ulid.Timestamp(c.d.Now()), rand.Reader).String()
 	dir := filepath.Join(c.d.WorkDir, group)
@@ -389,13 +427,14 @@ func (c *Compactor) runJob(ctx context.Context, cl Cluster, buckets map[string]B
 				"samples", m.Stats.NumSamples, "level", m.Compaction.Level)
 		}
 	}
-	// Every part is durable on its member: now, and only now, the sources may go.
-	n, err := c.deleteBlocks(ctx, buckets, j.Tenant, sources, epoch)
+	// Every part is durable on its member: now, and only now, the sources may be marked.
+	n, err := c.markBlocks(ctx, buckets, j.Tenant, sources, epoch, reasonCompaction)
 	if err != nil {
-		return fmt.Errorf("deleting the %d merged sources (the next run merges what is left): %w", len(sources), err)
+		return fmt.Errorf("marking the %d merged sources for deletion (the next run merges what is left): %w", len(sources), err)
 	}
 	c.m.compactions.Inc()
-	log.Info("compactor: merged blocks", "sources", srcIDs, "groups", len(j.Groups), "parts", placed, "deleted", n)
+	log.Info("compactor: merged blocks", "sources", srcIDs, "groups", len(j.Groups), "parts", placed, "marked", n,
+		"deletion_delay", c.cfg.DeletionDelay)
 	return nil
 }
 
@@ -422,9 +461,9 @@ func (c *Compactor) fetch(ctx context.Context, buckets map[string]Bucket, tenant
 	return "", fmt.Errorf("fetching block %s: %w", b.Meta.ULID, errors.Join(errs...))
 }
 
-// deleteBlocks deletes blocks from every bucket that holds them and returns how many (block,
-// holder) pairs it deleted.
-func (c *Compactor) deleteBlocks(ctx context.Context, buckets map[string]Bucket, tenant string, blocks []Block, epoch uint64) (int, error) {
+// markBlocks marks blocks for deletion in every bucket that holds them and returns how many
+// (block, holder) pairs it marked.
+func (c *Compactor) markBlocks(ctx context.Context, buckets map[string]Bucket, tenant string, blocks []Block, epoch uint64, reason string) (int, error) {
 	byHolder := map[string][]ulid.ULID{}
 	for _, b := range blocks {
 		for _, h := range b.Holders {
@@ -441,15 +480,16 @@ func (c *Compactor) deleteBlocks(ctx context.Context, buckets map[string]Bucket,
 			continue
 		}
 		dctx, cancel := context.WithTimeout(ctx, callTimeout)
-		err := bk.Delete(dctx, tenant, ids, epoch)
+		err := bk.MarkForDeletion(dctx, tenant, ids, epoch)
 		cancel()
 		if err != nil {
 			errs = append(errs, fmt.Errorf("on %q: %w", h, err))
 			continue
 		}
 		n += len(ids)
-		c.m.cleaned.Add(float64(len(ids)))
-		c.log.Info("compactor: deleted blocks", "tenant", tenant, "member", h, "blocks", ids, "epoch", epoch)
+		c.m.marked.WithLabelValues(reason).Add(float64(len(ids)))
+		c.log.Info("compactor: marked blocks for deletion", "tenant", tenant, "member", h, "blocks", ids, "epoch", epoch,
+			"reason", reason, "deletable_after", c.cfg.DeletionDelay)
 	}
 	return n, errors.Join(errs...)
 }

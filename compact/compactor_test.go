@@ -10,6 +10,7 @@ import (
 	"os"
 	"path/filepath"
 	"slices"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"testing"
@@ -65,11 +66,14 @@ func fiveMemberRing(t *testing.T) *ringstate.Ring {
 	return r
 }
 
-// dirBucket is a Bucket over a real directory laid out as the filesystem bucket is
-// (<tenant>/<ULID>/...), with the Blocks server's fence on deletes and injectable failures.
+// dirBucket is a Bucket over a real filesystem bucket (<tenant>/<ULID>/...), as a member's Blocks
+// server serves it: marked blocks are not listed, marks are written with storage.MarkForDeletion
+// at the cluster's clock behind the lease's fence, and there are injectable failures.
 type dirBucket struct {
 	dir   string
+	bkt   *storage.FilesystemBucket
 	fence *atomic.Uint64 // the ring's current lease epoch
+	now   func() time.Time
 	mu    sync.Mutex
 	// failStore and failDelete, when set, fail the call that makes them return true (a crash at
 	// that step: nothing after it happens).
@@ -94,6 +98,9 @@ func (b *dirBucket) List(ctx context.Context) ([]compact.Listed, error) {
 			}
 			if err != nil {
 				return nil, err
+			}
+			if _, err := os.Stat(filepath.Join(b.dir, te.Name(), be.Name(), storage.DeletionMarkFilename)); err == nil {
+				continue // marked for deletion, as the Blocks server's ListBlocks leaves it out
 			}
 			m, err := storage.ReadMeta(data)
 			if err != nil {
@@ -156,7 +163,7 @@ func (b *dirBucket) Store(ctx context.Context, tenantID, dir string) error {
 	return os.Rename(tmp, final)
 }
 
-func (b *dirBucket) Delete(ctx context.Context, tenantID string, ids []ulid.ULID, epoch uint64) error {
+func (b *dirBucket) MarkForDeletion(ctx context.Context, tenantID string, ids []ulid.ULID, epoch uint64) error {
 	b.mu.Lock()
 	defer b.mu.Unlock()
 	if epoch != b.fence.Load() {
@@ -164,18 +171,32 @@ func (b *dirBucket) Delete(ctx context.Context, tenantID string, ids []ulid.ULID
 	}
 	for _, id := range ids {
 		if b.failDelete != nil && b.failDelete() {
-			return errors.New("injected crash during delete")
+			return errors.New("injected crash while marking")
 		}
-		dir := filepath.Join(b.dir, tenantID, id.String())
-		// meta.json first, as the Blocks server does: a half-deleted block reads as partial.
-		if err := os.Remove(filepath.Join(dir, storage.MetaFilename)); err != nil && !errors.Is(err, os.ErrNotExist) {
-			return err
-		}
-		if err := os.RemoveAll(dir); err != nil {
+		if _, err := storage.MarkForDeletion(ctx, b.bkt, tenantID, id, b.now(), "test"); err != nil {
 			return err
 		}
 	}
 	return nil
+}
+
+// marked returns the member's blocks of tenantID that carry a deletion mark, by ULID.
+func (b *dirBucket) marked(t *testing.T, tenantID string) []string {
+	t.Helper()
+	ents, err := os.ReadDir(filepath.Join(b.dir, tenantID))
+	if errors.Is(err, os.ErrNotExist) {
+		return nil
+	}
+	if err != nil {
+		t.Fatal(err)
+	}
+	var out []string
+	for _, e := range ents {
+		if _, err := os.Stat(filepath.Join(b.dir, tenantID, e.Name(), storage.DeletionMarkFilename)); err == nil {
+			out = append(out, e.Name())
+		}
+	}
+	return out
 }
 
 // series is one test series: its labels and its samples (one per scrape interval).
@@ -218,6 +239,7 @@ func chunksOf(t *testing.T, i int, mint, maxt int64) []chunks.Meta {
 
 type cluster struct {
 	t       *testing.T
+	clock   atomic.Int64 // Unix ms: the last compactor's time, which marks carry
 	root    string
 	ring    *ringstate.Ring
 	place   func(string, labels.Labels) []string
@@ -237,11 +259,11 @@ func newCluster(t *testing.T, nSeries int) *cluster {
 		if err := os.MkdirAll(dir, 0o755); err != nil {
 			t.Fatal(err)
 		}
-		c.buckets[id] = &dirBucket{dir: dir, fence: &c.fence}
 		fsb, err := storage.NewFilesystemBucket(dir)
 		if err != nil {
 			t.Fatal(err)
 		}
+		c.buckets[id] = &dirBucket{dir: dir, bkt: fsb, fence: &c.fence, now: func() time.Time { return time.UnixMilli(c.clock.Load()) }}
 		q := storage.NewBucketQueryable(fsb, dir, filepath.Join(c.root, id, "cache"), slog.New(slog.DiscardHandler))
 		c.queries[id] = q
 		t.Cleanup(func() { q.Close() })
@@ -435,10 +457,42 @@ func (fakeLease) Claim(context.Context, time.Duration) (uint64, error) {
 	return 0, errors.New("not used by RunOnce")
 }
 
+// deletionDelay is the compactors' -compactor.deletion-delay (the clock moves past it; nothing
+// sleeps).
+const deletionDelay = compact.DefaultDeletionDelay
+
+// sweep runs every member's sweeper at now (Unix ms), as blocksvc's does, and returns how many
+// blocks it deleted.
+func (c *cluster) sweep(now int64) int {
+	c.t.Helper()
+	n := 0
+	for _, id := range memberIDs {
+		swept, err := storage.SweepDeletionMarked(context.Background(), c.buckets[id].bkt, deletionDelay, time.UnixMilli(now), nil)
+		if err != nil {
+			c.t.Fatal(err)
+		}
+		n += len(swept)
+	}
+	return n
+}
+
+// markedBlocks returns every member's marked blocks of tenantID ("member/ULID"), sorted.
+func (c *cluster) markedBlocks(tenantID string) []string {
+	var out []string
+	for _, id := range memberIDs {
+		for _, u := range c.buckets[id].marked(c.t, tenantID) {
+			out = append(out, id+"/"+u)
+		}
+	}
+	slices.Sort(out)
+	return out
+}
+
 func (c *cluster) compactor(now int64, retention time.Duration, reg prometheus.Registerer) *compact.Compactor {
 	c.t.Helper()
+	c.clock.Store(now)
 	cfg := compact.Config{Enabled: true, Interval: time.Hour, BlockRanges: compact.DefaultBlockRanges(),
-		Retention: retention, LeaseDuration: time.Minute, CompletionDelay: 30 * time.Minute}
+		Retention: retention, LeaseDuration: time.Minute, CompletionDelay: 30 * time.Minute, DeletionDelay: deletionDelay}
 	comp, err := compact.New(cfg, compact.Deps{
 		Lease: fakeLease{},
 		Cluster: func(context.Context) (compact.Cluster, error) {
@@ -493,12 +547,17 @@ func TestCompactor_FiveMembersRF3_MergesPlacesAndKeepsAnswers(t *testing.T) {
 	if got := testutil.ToFloat64(counter(t, reg, "cortex_compactor_runs_completed_total")); got != 1 {
 		t.Fatalf("runs completed %v", got)
 	}
-	// 5 members' replicas of 2 windows, plus m0's second flush.
-	if got := testutil.ToFloat64(counter(t, reg, "cortex_compactor_blocks_cleaned_total")); got != 11 {
-		t.Fatalf("blocks cleaned %v, want 11", got)
+	// 5 members' replicas of 2 windows, plus m0's second flush: marked, still on disk and read.
+	if got := counterSum(t, reg, "cortex_compactor_blocks_marked_for_deletion_total"); got != 11 {
+		t.Fatalf("blocks marked for deletion %v, want 11", got)
+	}
+	marked := c.markedBlocks("t1")
+	if len(marked) != 11 {
+		t.Fatalf("%d blocks carry a deletion mark, want the 11 sources: %v", len(marked), marked)
 	}
 
-	// Nothing more to do at the same time: a finished compaction is not redone.
+	// Nothing more to do at the same time: a finished compaction is not redone, and the marked
+	// sources beside the parts — which would make every window hold two groups — are ignored.
 	ids := c.allIDs("t1")
 	if err := c.compactor(t0+5*hour, 0, prometheus.NewRegistry()).RunOnce(context.Background(), 1); err != nil {
 		t.Fatal(err)
@@ -506,6 +565,22 @@ func TestCompactor_FiveMembersRF3_MergesPlacesAndKeepsAnswers(t *testing.T) {
 	if !slices.Equal(ids, c.allIDs("t1")) {
 		t.Fatal("a second run at the same time rewrote blocks")
 	}
+	if got := c.markedBlocks("t1"); !slices.Equal(got, marked) {
+		t.Fatalf("a second run marked %v, want only the first run's %v", got, marked)
+	}
+
+	// The sweepers: nothing before the delay has passed, every source after it, the answer whole.
+	if n := c.sweep(t0 + 5*hour + deletionDelay.Milliseconds() - 1000); n != 0 {
+		t.Fatalf("swept %d blocks before the deletion delay passed", n)
+	}
+	if n := c.sweep(t0 + 5*hour + deletionDelay.Milliseconds()); n != 11 {
+		t.Fatalf("swept %d blocks once the deletion delay passed, want the 11 sources", n)
+	}
+	if got := c.markedBlocks("t1"); len(got) != 0 {
+		t.Fatalf("marked blocks left after the sweep: %v", got)
+	}
+	sameAnswer(t, "after the sweep", before, c.answer("t1"))
+	c.checkPlaced("t1", [][2]int64{{t0, t0 + 2*hour}, {t0 + 2*hour, t0 + 4*hour}})
 
 	// The day is complete: one 24h merge, one block per member.
 	if err := c.compactor(t0+27*hour, 0, prometheus.NewRegistry()).RunOnce(context.Background(), 1); err != nil {
@@ -529,6 +604,26 @@ func (c *cluster) allIDs(tenantID string) []string {
 	}
 	slices.Sort(out)
 	return out
+}
+
+// counterSum sums a counter's series over every label value.
+func counterSum(t *testing.T, reg *prometheus.Registry, name string) float64 {
+	t.Helper()
+	mfs, err := reg.Gather()
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, mf := range mfs {
+		if mf.GetName() == name {
+			var sum float64
+			for _, m := range mf.GetMetric() {
+				sum += m.GetCounter().GetValue()
+			}
+			return sum
+		}
+	}
+	t.Fatalf("metric %s not found", name)
+	return 0
 }
 
 func counter(t *testing.T, reg *prometheus.Registry, name string) prometheus.Collector {
@@ -623,8 +718,40 @@ func TestCompactor_Retention(t *testing.T) {
 		}
 	}
 	c.checkPlaced("t1", [][2]int64{{t0 + 48*hour, t0 + 50*hour}})
-	if got := testutil.ToFloat64(counter(t, reg, "cortex_compactor_blocks_cleaned_total")); got != 15 {
-		t.Fatalf("blocks cleaned %v, want 15 (5 + 5 expired, 5 merged)", got)
+	for reason, want := range map[string]float64{"retention": 10, "compaction": 5} {
+		m, err := reg.Gather()
+		if err != nil {
+			t.Fatal(err)
+		}
+		var got float64
+		for _, mf := range m {
+			for _, s := range mf.GetMetric() {
+				if mf.GetName() == "cortex_compactor_blocks_marked_for_deletion_total" && s.GetLabel()[0].GetValue() == reason {
+					got = s.GetCounter().GetValue()
+				}
+			}
+		}
+		if got != want {
+			t.Fatalf("blocks marked for deletion for %s: %v, want %v", reason, got, want)
+		}
+	}
+	if n := c.sweep(t0 + 51*hour + deletionDelay.Milliseconds()); n != 15 {
+		t.Fatalf("swept %d blocks after the delay, want the 10 expired and the 5 merged", n)
+	}
+	for _, id := range memberIDs {
+		var left []string
+		err := filepath.WalkDir(filepath.Join(c.buckets[id].dir, "old"), func(p string, d os.DirEntry, err error) error {
+			if err == nil && !d.IsDir() {
+				left = append(left, p)
+			}
+			if errors.Is(err, os.ErrNotExist) {
+				return nil
+			}
+			return err
+		})
+		if err != nil || len(left) > 0 {
+			t.Fatalf("%s still holds files of the expired tenant after the sweep: %v (%v)", id, left, err)
+		}
 	}
 	if a := c.answer("t1"); len(a) != 60 {
 		t.Fatalf("%d series left", len(a))
@@ -634,4 +761,67 @@ func TestCompactor_Retention(t *testing.T) {
 			t.Fatalf("%s: expired sample at %d still answered", k, s[0].t)
 		}
 	}
+}
+
+// TestCompactor_CrashBetweenMarkAndSweep: a run that marked its sources and then died (kill -9:
+// nothing after the marks happens, the marks are durable) leaves every answer whole; the next
+// runs, by a new compactor before the deletion delay has passed, neither merge the marked sources
+// again nor touch the result; a sweep killed after it deleted some sources' meta.json is finished
+// by the next one; once the delay has passed the sweepers leave exactly the placed result.
+func TestCompactor_CrashBetweenMarkAndSweep(t *testing.T) {
+	c := newCluster(t, 120)
+	c.flush("t1", t0, t0+2*hour, map[string]int{"m1": 2})
+	before := c.answer("t1")
+	markedAt := t0 + 3*hour
+	if err := c.compactor(markedAt, 0, prometheus.NewRegistry()).RunOnce(context.Background(), 1); err != nil {
+		t.Fatal(err)
+	}
+	marked := c.markedBlocks("t1")
+	if len(marked) != 6 {
+		t.Fatalf("marked %v, want the 6 flushed blocks", marked)
+	}
+	sameAnswer(t, "right after the marks", before, c.answer("t1"))
+	ids := c.allIDs("t1")
+
+	// The process is gone; a new compactor (a restart, or another lease holder) runs twice before
+	// the delay is over.
+	for _, at := range []int64{markedAt + 1000, markedAt + deletionDelay.Milliseconds() - 1000} {
+		reg := prometheus.NewRegistry()
+		if err := c.compactor(at, 0, reg).RunOnce(context.Background(), 1); err != nil {
+			t.Fatal(err)
+		}
+		if !slices.Equal(ids, c.allIDs("t1")) || !slices.Equal(marked, c.markedBlocks("t1")) {
+			t.Fatalf("a run at %d after the crash changed the blocks", at-markedAt)
+		}
+		if got := counterSum(t, reg, "cortex_compactor_blocks_marked_for_deletion_total"); got != 0 {
+			t.Fatalf("a run after the crash marked %v blocks", got)
+		}
+		if n := c.sweep(at); n != 0 {
+			t.Fatalf("swept %d blocks %dms after they were marked", n, at-markedAt)
+		}
+		sameAnswer(t, "before the delay", before, c.answer("t1"))
+	}
+
+	// A sweep killed half-way: two marked sources lost their meta.json (the first thing deleted).
+	for _, mb := range marked[:2] {
+		member, id, _ := strings.Cut(mb, "/")
+		if err := os.Remove(filepath.Join(c.buckets[member].dir, "t1", id, storage.MetaFilename)); err != nil {
+			t.Fatal(err)
+		}
+	}
+	sameAnswer(t, "after a half sweep", before, c.answer("t1"))
+	if n := c.sweep(markedAt + deletionDelay.Milliseconds()); n != 6 {
+		t.Fatalf("swept %d blocks once the delay passed, want the 6 sources (2 of them half swept)", n)
+	}
+	if got := c.markedBlocks("t1"); len(got) != 0 {
+		t.Fatalf("marked blocks left: %v", got)
+	}
+	for _, mb := range marked {
+		member, id, _ := strings.Cut(mb, "/")
+		if _, err := os.Stat(filepath.Join(c.buckets[member].dir, "t1", id)); !os.IsNotExist(err) {
+			t.Fatalf("source %s is still on disk after the sweep: %v", mb, err)
+		}
+	}
+	sameAnswer(t, "after the sweep", before, c.answer("t1"))
+	c.checkPlaced("t1", [][2]int64{{t0, t0 + 2*hour}})
 }

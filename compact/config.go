@@ -7,6 +7,12 @@
 // once — and only then deletes what it replaced, fenced by the lease's epoch. It also deletes blocks
 // older than -blocks-storage.retention-period.
 //
+// Deleting is marking, as in Mimir: a replaced or expired block gets a deletion mark
+// (deletion-mark.json, Thanos's format) and keeps being served to queries; it is deleted for real
+// once the mark is older than -compactor.deletion-delay — by every member from its own node-local
+// bucket (blocksvc's sweeper), or by the lease holder from a shared bucket (at the start of each
+// run). Marked blocks are no longer listed to the compactor, so no run merges them again.
+//
 // The planner (Plan) is pure; the executor (Compactor.RunOnce) talks to the members' buckets
 // through the Bucket interface, so it is tested with real filesystem buckets and adapted to the
 // Blocks gRPC service by the ingester's wiring. See docs/storage.md, "Compaction and retention".
@@ -42,6 +48,10 @@ type Config struct {
 	// wiring adds) a range above the first is considered complete: every member has flushed it.
 	// Flag: -compactor.completion-delay.
 	CompletionDelay time.Duration
+	// DeletionDelay is how long a block replaced by a compaction (or expired by retention) stays
+	// marked for deletion, and served, before it is deleted for real. Flag:
+	// -compactor.deletion-delay (Mimir's name).
+	DeletionDelay time.Duration
 }
 
 // Defaults.
@@ -49,6 +59,11 @@ const (
 	DefaultInterval        = time.Hour
 	DefaultLeaseDuration   = time.Minute
 	DefaultCompletionDelay = 30 * time.Minute
+	// DefaultDeletionDelay is -compactor.deletion-delay's default. Mimir's is 12h because its
+	// store-gateways and queriers discover blocks by a periodic bucket scan; ours list blocks live
+	// at every query, so the delay only has to outlast the longest query (-querier.timeout, 2m by
+	// default) plus a margin for clock skew between members and a query's retries.
+	DefaultDeletionDelay = 15 * time.Minute
 )
 
 // DefaultBlockRanges are Mimir's: 2h, 12h, 24h.
@@ -66,6 +81,7 @@ func (c *Config) RegisterFlags(f *flag.FlagSet) {
 	f.DurationVar(&c.Retention, "blocks-storage.retention-period", 0, "Delete blocks whose newest sample is older than this (Mimir's -compactor.blocks-retention-period). 0 keeps every block.")
 	f.DurationVar(&c.LeaseDuration, "compactor.lease-duration", DefaultLeaseDuration, "How long one claim of the compactor lease lasts; the holder renews it every third of it and stops compacting when it cannot.")
 	f.DurationVar(&c.CompletionDelay, "compactor.completion-delay", DefaultCompletionDelay, "A range above the first is compacted only once its end is older than -ingester.flush-period plus this delay, so that every member has flushed it.")
+	f.DurationVar(&c.DeletionDelay, "compactor.deletion-delay", DefaultDeletionDelay, "How long a block replaced by a compaction, or expired by retention, stays marked for deletion (deletion-mark.json) and still served before it is deleted for real: by every member from its node-local bucket, by the compactor lease holder from a shared bucket. A query's fan-out reads members at slightly different instants, so a source deleted at once could be missed by a query that read its replacement's member before the replacement arrived; queriers list blocks at every query, so the delay must only outlast the longest query (-querier.timeout) with a margin, hence 15m rather than Mimir's 12h. Must be positive; a value below -querier.timeout is logged as a warning at start.")
 }
 
 // Validate reports every invalid setting, naming its flag. flushPeriod is -ingester.flush-period:
@@ -80,6 +96,11 @@ func (c *Config) Validate(flushPeriod time.Duration) error {
 	}
 	if c.LeaseDuration < 3*time.Second || c.LeaseDuration > time.Hour {
 		errs = append(errs, fmt.Errorf("-compactor.lease-duration must be from 3s to 1h, got %s", c.LeaseDuration))
+	}
+	if c.DeletionDelay <= 0 {
+		// Checked whatever -compactor.enabled says: every member sweeps its own node-local bucket
+		// with it, since the lease holder marks blocks in every member's bucket.
+		errs = append(errs, fmt.Errorf("-compactor.deletion-delay must be positive (a replaced block must stay readable while queries that missed its replacement run), got %s", c.DeletionDelay))
 	}
 	if c.CompletionDelay < 0 {
 		errs = append(errs, fmt.Errorf("-compactor.completion-delay must not be negative, got %s", c.CompletionDelay))

@@ -43,7 +43,7 @@ func TestRun_WorksOnlyWhileTheLeaseIsRenewed(t *testing.T) {
 	stopped := make(chan error, 1)
 	reg := prometheus.NewRegistry()
 	cfg := compact.Config{Enabled: true, Interval: 200 * time.Millisecond, BlockRanges: compact.DefaultBlockRanges(),
-		LeaseDuration: 3 * time.Second}
+		LeaseDuration: 3 * time.Second, DeletionDelay: compact.DefaultDeletionDelay}
 	comp, err := compact.New(cfg, compact.Deps{
 		Lease: lease,
 		Cluster: func(ctx context.Context) (compact.Cluster, error) {

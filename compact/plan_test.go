@@ -5,6 +5,7 @@ import (
 	"slices"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/oklog/ulid/v2"
 	"github.com/prometheus/prometheus/tsdb"
@@ -151,10 +152,18 @@ func TestDurationList_FlagAndValidate(t *testing.T) {
 	if err := d.Set("12h,2h"); err == nil {
 		t.Fatal("descending ranges accepted")
 	}
-	c := Config{Interval: 1, LeaseDuration: DefaultLeaseDuration, BlockRanges: DurationList{2 * 3600e9, 5 * 3600e9}}
+	c := Config{Interval: 1, LeaseDuration: DefaultLeaseDuration, BlockRanges: DurationList{2 * 3600e9, 5 * 3600e9},
+		DeletionDelay: DefaultDeletionDelay}
 	if err := c.Validate(0); err == nil || !strings.Contains(err.Error(), "not a multiple") {
 		t.Fatalf("ranges that do not nest: %v", err)
 	}
+	for _, d := range []time.Duration{0, -time.Second} {
+		c.DeletionDelay = d
+		if err := c.Validate(0); err == nil || !strings.Contains(err.Error(), "-compactor.deletion-delay must be positive") {
+			t.Fatalf("-compactor.deletion-delay=%s: %v, want refused naming the flag", d, err)
+		}
+	}
+	c.DeletionDelay = DefaultDeletionDelay
 	c.BlockRanges = DefaultBlockRanges()
 	if err := c.Validate(3600e9); err == nil || !strings.Contains(err.Error(), "-ingester.flush-period") {
 		t.Fatalf("first range other than the flush period: %v", err)

@@ -2,7 +2,9 @@ package e2e
 
 import (
 	"encoding/json"
+	"errors"
 	"fmt"
+	"io/fs"
 	"net/http"
 	"net/url"
 	"os"
@@ -22,9 +24,15 @@ import (
 	"github.com/raftingest/raftingest/storage"
 )
 
+// compactDeletionDelay is the test's -compactor.deletion-delay: long enough for many query rounds
+// through every member while the replaced blocks are marked, short enough to see them swept.
+const compactDeletionDelay = 5 * time.Second
+
 // compactFlags make the compactor run every second with a short lease, so a test sees it work and
-// sees the lease pass on within seconds.
-var compactFlags = []string{"-ingester.flush-check-period=1h", "-compactor.interval=1s", "-compactor.lease-duration=4s"}
+// sees the lease pass on within seconds, and sweep what it replaced after compactDeletionDelay
+// (the sweepers then look every second).
+var compactFlags = []string{"-ingester.flush-check-period=1h", "-compactor.interval=1s", "-compactor.lease-duration=4s",
+	"-compactor.deletion-delay=" + compactDeletionDelay.String()}
 
 // compactRing rebuilds the ring read through addr as ringstate's, for the placement the
 // distributor (and so the compactor) uses.
@@ -65,13 +73,24 @@ func labelsOfKey(k string) labels.Labels {
 
 // compactState is what one poll of the members' buckets found.
 type compactState struct {
-	blocks map[string][]storage.Meta // by member
+	blocks map[string][]storage.Meta // by member: complete blocks not marked for deletion
 	dirs   map[string][]string
+	// marked are the directories of blocks marked for deletion (replaced, still served), by member.
+	marked map[string][]string
+}
+
+// markedCount is how many blocks carry a deletion mark.
+func (s compactState) markedCount() int {
+	n := 0
+	for _, d := range s.marked {
+		n += len(d)
+	}
+	return n
 }
 
 func readCompactState(t *testing.T, nodes []*pc.Node, tenant string) compactState {
 	t.Helper()
-	s := compactState{blocks: map[string][]storage.Meta{}, dirs: map[string][]string{}}
+	s := compactState{blocks: map[string][]storage.Meta{}, dirs: map[string][]string{}, marked: map[string][]string{}}
 	for _, n := range nodes {
 		if _, err := os.Stat(filepath.Join(n.DataDir, "blocks", tenant)); err != nil {
 			continue // no block yet (or every one deleted: the bucket removes empty directories)
@@ -84,6 +103,10 @@ func readCompactState(t *testing.T, nodes []*pc.Node, tenant string) compactStat
 			m, err := storage.ReadMeta(data)
 			if err != nil {
 				t.Fatal(err)
+			}
+			if _, err := os.Stat(filepath.Join(d, storage.DeletionMarkFilename)); err == nil {
+				s.marked[n.ID] = append(s.marked[n.ID], d)
+				continue
 			}
 			s.blocks[n.ID] = append(s.blocks[n.ID], m)
 			s.dirs[n.ID] = append(s.dirs[n.ID], d)
@@ -266,10 +289,13 @@ func (l *loadWriter) stop() int {
 // leader) merges the replicas' blocks: every member ends with one block per range holding exactly
 // the series it replicates, all members' blocks together hold exactly the samples written, every
 // query answers as before (and during: queries through every member at every poll), writes going
-// on meanwhile all succeed and read back, and ringctl and /ring say who compacts. Then more data is written and
-// flushed, and the compacting member is killed with SIGKILL as soon as it has placed a merged part:
-// once it is back, the cluster converges again to one block per member and range, with no sample
-// lost and none duplicated.
+// on meanwhile all succeed and read back, and ringctl and /ring say who compacts. The replaced
+// blocks are marked for deletion, not deleted: while they are (for -compactor.deletion-delay)
+// queries through every member keep answering completely, and after it every one of them is gone
+// from disk. Then more data is written and flushed, and the compacting member is killed with
+// SIGKILL as soon as it has placed a merged part: once it is back, the cluster converges again to
+// one block per member and range, with no sample lost and none duplicated, and what that merge
+// replaced is swept after the delay.
 func TestProcess_CompactorNodeLocalRF3(t *testing.T) {
 	skipShort(t)
 	promtool, err := exec.LookPath("promtool")
@@ -295,19 +321,64 @@ func TestProcess_CompactorNodeLocalRF3(t *testing.T) {
 	// is the answer from before the flush.
 	var s compactState
 	polls := 0
+	replaced := map[string]bool{} // every marked block directory seen
 	pc.Eventually(t, 60*time.Second, "one compacted block per member and range", func() (bool, string) {
 		if during := compactAnswers(t, nodes, at); fmt.Sprint(during) != fmt.Sprint(before) {
 			t.Fatalf("answers changed during compaction (poll %d):\nbefore %v\nduring %v", polls, before, during)
 		}
 		polls++
 		s = readCompactState(t, nodes, tenant)
+		for _, ds := range s.marked {
+			for _, d := range ds {
+				replaced[d] = true
+			}
+		}
 		return s.compacted(nodes)
 	})
 	t.Logf("compacted in %v (%d query rounds through every member meanwhile)", time.Since(started).Round(time.Millisecond), polls)
-	checkCompactedPlacement(t, c, promtool, nodes, s, tenant, want)
-	if after := compactAnswers(t, nodes, at); fmt.Sprint(after) != fmt.Sprint(before) {
-		t.Fatalf("answers changed by compaction:\nbefore %v\nafter  %v", before, after)
+	// The deletion delay: the replaced blocks are marked and still on disk (served), every query
+	// through every member still answers completely; after the delay the sweepers delete them.
+	if s.markedCount() == 0 {
+		t.Fatalf("no replaced block is marked for deletion right after the compaction (delay %v): they were deleted at once", compactDeletionDelay)
 	}
+	delayPolls := 0
+	pc.Eventually(t, 3*compactDeletionDelay+10*time.Second, "the replaced blocks swept after the deletion delay", func() (bool, string) {
+		st := readCompactState(t, nodes, tenant)
+		for _, ds := range st.marked {
+			for _, d := range ds {
+				replaced[d] = true
+			}
+		}
+		if st.markedCount() == 0 {
+			return true, ""
+		}
+		if during := compactAnswers(t, nodes, at); fmt.Sprint(during) != fmt.Sprint(before) {
+			t.Fatalf("answers changed during the deletion delay (%d blocks marked):\nbefore %v\nduring %v", st.markedCount(), before, during)
+		}
+		delayPolls++
+		return false, fmt.Sprintf("%d blocks still marked", st.markedCount())
+	})
+	if delayPolls == 0 {
+		t.Fatal("no query round ran while the replaced blocks were marked")
+	}
+	for d := range replaced {
+		if _, err := os.Stat(d); !errors.Is(err, fs.ErrNotExist) {
+			t.Fatalf("replaced block %s is still on disk after the deletion delay: %v", d, err)
+		}
+	}
+	if after := compactAnswers(t, nodes, at); fmt.Sprint(after) != fmt.Sprint(before) {
+		t.Fatalf("answers changed once the replaced blocks were swept:\nbefore %v\nafter  %v", before, after)
+	}
+	cleaned := 0.0
+	for _, n := range nodes {
+		cleaned += storageMetric(t, n.HTTPAddr, "cortex_compactor_blocks_cleaned_total")
+	}
+	if cleaned < float64(len(replaced)) {
+		t.Fatalf("the members' sweepers counted %v blocks cleaned, want at least the %d replaced blocks seen", cleaned, len(replaced))
+	}
+	t.Logf("%d replaced blocks marked, answered through every member in %d query rounds during the %v delay, then swept",
+		len(replaced), delayPolls, compactDeletionDelay)
+	checkCompactedPlacement(t, c, promtool, nodes, s, tenant, want)
 	acked := load.stop()
 	for _, n := range nodes {
 		p := url.Values{"query": {`sum(count_over_time(load[10m]))`}, "time": {fmt.Sprintf("%.3f", float64(time.Now().UnixMilli())/1000)}}
@@ -345,8 +416,8 @@ func TestProcess_CompactorNodeLocalRF3(t *testing.T) {
 			leader = n
 		}
 	}
-	if v := storageMetric(t, leader.HTTPAddr, "cortex_compactor_blocks_cleaned_total"); v < 5 {
-		t.Fatalf("leader cleaned %v blocks, want at least the 5 replicas' flushes", v)
+	if v := storageMetric(t, leader.HTTPAddr, "cortex_compactor_blocks_marked_for_deletion_total"); v < 5 {
+		t.Fatalf("leader marked %v blocks for deletion, want at least the 5 replicas' flushes", v)
 	}
 
 	// More data in the same range, flushed by every member: the range now holds the compacted
@@ -392,4 +463,14 @@ func TestProcess_CompactorNodeLocalRF3(t *testing.T) {
 	})
 	checkCompactedPlacement(t, c, promtool, nodes, s, tenant, want)
 	t.Logf("converged after the kill in %v", time.Since(started).Round(time.Millisecond))
+	// What the merges after the kill replaced is marked, then swept; the answer keeps every sample.
+	pc.Eventually(t, 3*compactDeletionDelay+10*time.Second, "the blocks replaced after the kill swept", func() (bool, string) {
+		st := readCompactState(t, nodes, tenant)
+		return st.markedCount() == 0, fmt.Sprintf("%d blocks still marked", st.markedCount())
+	})
+	s = readCompactState(t, nodes, tenant)
+	if ok, why := s.compacted(nodes); !ok {
+		t.Fatalf("after the sweep: %s", why)
+	}
+	checkCompactedPlacement(t, c, promtool, nodes, s, tenant, want)
 }

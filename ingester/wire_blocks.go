@@ -63,8 +63,13 @@ func (s *Server) wireBlocks() error {
 			}
 			return status.Error(codes.FailedPrecondition, "this member has no compactor lease check: it deletes no blocks")
 		},
-		Metrics: m,
-		Logger:  s.log.With("component", "blocks"),
+		// Marked blocks are swept by this member (runCompactor starts the sweeper) after
+		// -compactor.deletion-delay, a compactor flag that matters whether or not this member
+		// compacts: the lease holder marks blocks in every member's bucket.
+		DeletionDelay: s.cfg.Compactor.DeletionDelay,
+		Now:           s.cfg.Clock,
+		Metrics:       m,
+		Logger:        s.log.With("component", "blocks"),
 	})
 	if err != nil {
 		return err

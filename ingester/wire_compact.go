@@ -1,10 +1,12 @@
 package ingester
 
 // This file wires the in-cluster compactor (package compact) into the Server: its flags, the loop
-// that compacts while this member holds the ring's compactor lease, the adapters from compact's
-// interfaces to the Blocks service (node-local buckets) or to the shared bucket, and the lease
-// check of DeleteBlocks. It is owned by the compactor work; the Server starts it in Run
-// (runCompactor) and stops it when Run returns. See docs/storage.md, "Compaction and retention".
+// that compacts while this member holds the ring's compactor lease, the sweeper that deletes the
+// blocks marked for deletion in this member's node-local bucket once -compactor.deletion-delay has
+// passed, the adapters from compact's interfaces to the Blocks service (node-local buckets) or to
+// the shared bucket, and the lease check of DeleteBlocks. It is owned by the compactor work; the
+// Server starts it in Run (runCompactor) and stops it when Run returns. See docs/storage.md,
+// "Compaction and retention".
 
 import (
 	"context"
@@ -12,6 +14,7 @@ import (
 	"flag"
 	"fmt"
 	"io"
+	"log/slog"
 	"os"
 	"path"
 	"path/filepath"
@@ -45,18 +48,42 @@ func (c *compactConfig) RegisterFlags(f *flag.FlagSet) { c.Config.RegisterFlags(
 // checked when the compactor starts (runCompactor), where both are known.
 func (c *compactConfig) Validate() error { return c.Config.Validate(0) }
 
-// runCompactor starts the compactor loop when -compactor.enabled and storage is configured, and
-// returns the function that stops the loop and waits for it. Run calls it once and defers the stop.
-// (New sets DeleteBlocks' lease check, authorizeDelete, before the gRPC server serves.)
+// runCompactor starts, when storage is configured, the sweeper of a node-local bucket (whatever
+// -compactor.enabled says: the lease holder marks blocks in every member's bucket, and each member
+// deletes its own) and, when -compactor.enabled, the compactor loop. It returns the function that
+// stops both and waits for them. Run calls it once and defers the stop. (New sets DeleteBlocks'
+// lease check, authorizeDelete, before the gRPC server serves.)
 func (s *Server) runCompactor(ctx context.Context) (stop func()) {
 	cfg := s.cfg.Compactor.Config
 	log := s.log.With("component", "compactor")
-	if !cfg.Enabled || s.storage.bucket == nil {
+	if s.storage.bucket == nil {
 		return func() {}
+	}
+	ctx, cancel := context.WithCancel(ctx)
+	var wg sync.WaitGroup
+	stop = func() {
+		cancel()
+		wg.Wait()
+	}
+	if cfg.DeletionDelay < s.cfg.Querier.Timeout {
+		// Not refused: a short delay is what tests and experiments want, and only queries running
+		// longer than it can miss samples. But say what it risks.
+		log.Warn("-compactor.deletion-delay is below -querier.timeout: a query running longer than the delay may miss the samples of a block compacted meanwhile",
+			"compactor.deletion-delay", cfg.DeletionDelay, "querier.timeout", s.cfg.Querier.Timeout)
+	}
+	if s.blocksMove() && s.blocks.server != nil {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			s.blocks.server.RunSweeper(ctx)
+		}()
+	}
+	if !cfg.Enabled {
+		return stop
 	}
 	if err := cfg.Validate(s.cfg.Storage.Flush.FlushPeriod); err != nil {
 		log.Error("the compactor does not run: its flags are invalid", "err", err)
-		return func() {}
+		return stop
 	}
 	c, err := compact.New(cfg, compact.Deps{
 		Lease:       compactLease{s},
@@ -69,19 +96,14 @@ func (s *Server) runCompactor(ctx context.Context) (stop func()) {
 	})
 	if err != nil {
 		log.Error("the compactor does not run", "err", err)
-		return func() {}
+		return stop
 	}
-	ctx, cancel := context.WithCancel(ctx)
-	var wg sync.WaitGroup
 	wg.Add(1)
 	go func() {
 		defer wg.Done()
 		c.Run(ctx)
 	}()
-	return func() {
-		cancel()
-		wg.Wait()
-	}
+	return stop
 }
 
 // compactLease is the compactor lease through this member's Raft node.
@@ -101,7 +123,7 @@ func (s *Server) compactCluster(ctx context.Context) (compact.Cluster, error) {
 	if !s.blocksMove() {
 		return compact.Cluster{Shared: &sharedBucket{bkt: s.storage.bucket, authorize: func(ctx context.Context, epoch uint64) error {
 			return s.checkLease(ctx, ringstate.MemberID(s.cfg.NodeID), epoch)
-		}}}, nil
+		}, now: s.cfg.Clock, metrics: s.blocks.metrics, log: s.log.With("component", "compactor")}}, nil
 	}
 	r := s.node.Ring()
 	timeoutMs := s.cfg.Lifecycle.HeartbeatTimeout.Milliseconds()
@@ -146,8 +168,10 @@ func (b memberBucket) Store(ctx context.Context, tenantID, dir string) error {
 	return err
 }
 
-func (b memberBucket) Delete(ctx context.Context, tenantID string, ids []ulid.ULID, epoch uint64) error {
-	_, err := blocksvc.Delete(ctx, b.c, tenantID, ids, epoch)
+// MarkForDeletion is DeleteBlocks: the member marks the blocks durably before it answers and
+// sweeps them after the deletion delay.
+func (b memberBucket) MarkForDeletion(ctx context.Context, tenantID string, ids []ulid.ULID, epoch uint64) error {
+	_, err := blocksvc.MarkForDeletion(ctx, b.c, tenantID, ids, epoch)
 	return err
 }
 
@@ -196,12 +220,16 @@ func (s *Server) checkLease(ctx context.Context, holder ringstate.MemberID, epoc
 		who, epoch, l.Holder, l.Epoch)
 }
 
-// sharedBucket is the shared bucket (S3, or a directory declared shared) as compact's Bucket: the
-// compactor reads and writes it directly, and uploads a merged block once.
+// sharedBucket is the shared bucket (S3, or a directory declared shared) as compact's
+// SharedBucket: the compactor reads and writes it directly, uploads a merged block once, marks
+// what it replaced, and sweeps the marked blocks once their delay has passed.
 type sharedBucket struct {
 	bkt objstore.Bucket
-	// authorize checks, before a delete, that this member still holds the lease at epoch.
+	// authorize checks, before marking, that this member still holds the lease at epoch.
 	authorize func(ctx context.Context, epoch uint64) error
+	now       func() time.Time  // nil: time.Now
+	metrics   *blocksvc.Metrics // counts the sweep's deletions (nil: uncounted)
+	log       *slog.Logger      // nil: discarded
 }
 
 // maxSharedMetaBytes bounds a meta.json read from the shared bucket.
@@ -257,7 +285,15 @@ func (b *sharedBucket) List(ctx context.Context) ([]compact.Listed, error) {
 			if err != nil {
 				return nil, fmt.Errorf("block %s of tenant %q: %w", id, t, err)
 			}
-			if ok {
+			if !ok {
+				continue // partial
+			}
+			// A marked block was replaced (or expired): it is served until swept, never merged again.
+			marked, err := storage.IsMarkedForDeletion(ctx, b.bkt, t, id)
+			if err != nil {
+				return nil, fmt.Errorf("block %s of tenant %q: %w", id, t, err)
+			}
+			if !marked {
 				out = append(out, compact.Listed{Tenant: t, Meta: m})
 			}
 		}
@@ -281,6 +317,9 @@ func (b *sharedBucket) Fetch(ctx context.Context, tenantID string, id ulid.ULID,
 		rel := strings.TrimPrefix(name, prefix)
 		if _, err := storage.BlockKey(tenantID, id, rel); err != nil {
 			return err // a key that would leave the block directory
+		}
+		if rel == storage.DeletionMarkFilename {
+			return nil // the bucket's state, not the block's content
 		}
 		rc, err := b.bkt.Get(ctx, name)
 		if err != nil {
@@ -325,21 +364,43 @@ func (b *sharedBucket) Store(ctx context.Context, tenantID, dir string) error {
 	return storage.UploadBlock(ctx, b.bkt, tenantID, dir, m)
 }
 
-func (b *sharedBucket) Delete(ctx context.Context, tenantID string, ids []ulid.ULID, epoch uint64) error {
+func (b *sharedBucket) clock() time.Time {
+	if b.now != nil {
+		return b.now()
+	}
+	return time.Now()
+}
+
+// MarkForDeletion marks blocks ids of tenantID in the shared bucket (each mark durable when it
+// returns), after checking that this member still holds the lease at epoch.
+func (b *sharedBucket) MarkForDeletion(ctx context.Context, tenantID string, ids []ulid.ULID, epoch uint64) error {
 	if err := b.authorize(ctx, epoch); err != nil {
 		return err
 	}
 	var errs []error
+	now := b.clock()
 	for _, id := range ids {
-		m, ok, err := b.readMeta(ctx, tenantID, id)
-		if err != nil {
+		if _, err := storage.MarkForDeletion(ctx, b.bkt, tenantID, id, now, fmt.Sprintf("compactor lease epoch %d", epoch)); err != nil {
 			errs = append(errs, err)
-			continue
 		}
-		if !ok {
-			continue
-		}
-		errs = append(errs, storage.DeletePartialBlock(ctx, b.bkt, tenantID, m))
 	}
 	return errors.Join(errs...)
+}
+
+// Sweep deletes the blocks of the shared bucket marked at least delay before now; the lease holder
+// calls it at the start of each run.
+func (b *sharedBucket) Sweep(ctx context.Context, delay time.Duration, now time.Time) (int, error) {
+	log := b.log
+	if log == nil {
+		log = slog.New(slog.DiscardHandler)
+	}
+	swept, err := storage.SweepDeletionMarked(ctx, b.bkt, delay, now, log)
+	for _, sb := range swept {
+		log.Info("compactor: deleted a block marked for deletion from the shared bucket", "tenant", sb.Tenant, "block", sb.ID,
+			"marked_at", sb.MarkedAt.UTC(), "deletion_delay", delay)
+	}
+	if b.metrics != nil {
+		b.metrics.AddCleaned(len(swept))
+	}
+	return len(swept), err
 }
