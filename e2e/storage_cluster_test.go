@@ -243,6 +243,15 @@ func TestProcess_StorageNodeLocalEveryMemberSameAnswer(t *testing.T) {
 	}
 	// The oracle data (40 minutes old) is now only in blocks: memory holds at most the scraper's
 	// newest samples. Every answer about it must come from the members' buckets.
+	for _, n := range nodes {
+		got, err := queryIngester(context.Background(), n.GRPCAddr, "anonymous", "temperature")
+		if err != nil {
+			t.Fatal(err)
+		}
+		if len(got) != 0 {
+			t.Fatalf("%s: %d temperature samples still in memory after the flush: the answers below would not come from blocks", n.ID, len(got))
+		}
+	}
 	t.Logf("flushed in %v", time.Since(started).Round(time.Millisecond))
 
 	sec := func(t time.Time) string { return strconv.FormatInt(t.Unix(), 10) }
@@ -357,8 +366,16 @@ func TestProcess_StorageNodeLocalEveryMemberSameAnswer(t *testing.T) {
 	}
 
 	// Two killed: more than floor(RF/2) members are missing; they may have held two of the three
-	// copies of a series, so every read fails rather than answering partially.
+	// copies of a series, so every read fails rather than answering partially. Memory is read first
+	// and fails first, so the error is memory's: the blocks' refusal shows in
+	// cortex_querier_fanout_quorum_failures_total{source="blocks"}, which must rise for every
+	// query, remote read and series call (an unlimited blocks budget would leave it unchanged).
 	nodes[3].Kill()
+	const blocksRefused = `cortex_querier_fanout_quorum_failures_total{source="blocks"}`
+	refusedBefore := map[string]float64{}
+	for _, n := range nodes[:3] {
+		refusedBefore[n.ID] = storageMetric(t, n.HTTPAddr, blocksRefused)
+	}
 	for _, n := range nodes[:3] {
 		for _, q := range some {
 			p := url.Values{"query": {q}, "time": {sec(instants[0])}}
@@ -373,6 +390,9 @@ func TestProcess_StorageNodeLocalEveryMemberSameAnswer(t *testing.T) {
 		code, body, err := pc.HTTPGet(n.HTTPAddr, "/prometheus/api/v1/series?"+sp.Encode(), "")
 		if err != nil || code/100 == 2 || !strings.Contains(body, "too many ingesters failed") {
 			t.Fatalf("series via %s with two members down: %d %s %v, want an error", n.ID, code, body, err)
+		}
+		if got, want := storageMetric(t, n.HTTPAddr, blocksRefused)-refusedBefore[n.ID], float64(len(some)+2); got < want {
+			t.Fatalf("%s: %s rose by %v over %d reads, want at least %v: the blocks were not refused", n.ID, blocksRefused, got, len(some)+2, want)
 		}
 	}
 	t.Logf("done in %v", time.Since(started).Round(time.Millisecond))

@@ -43,8 +43,8 @@ func (s *ingesterService) drainWrites() {
 
 }
 
-// queryBatchSeries is how many series one QueryStream message carries: large enough to amortise
-// the per-message cost, small enough to stay far below gRPC's message size limit.
+// queryBatchSeries is how many series one QueryStream or QueryBlocks message carries at most:
+// large enough to amortise the per-message cost; queryBatchBytes bounds the message's size.
 const queryBatchSeries = 128
 
 // Push stores a request's samples. A refused sample never stops the rest of the request; the
@@ -140,7 +140,8 @@ func errorCode(err error) ingesterpb.ErrorCode {
 }
 
 // QueryStream streams the tenant's matching series with their chunks (without them when the
-// request is labels_only: the series and label APIs need only the label sets).
+// request is labels_only: the series and label APIs need only the label sets), in messages bounded
+// as streamBatcher says.
 func (s *ingesterService) QueryStream(req *ingesterpb.QueryRequest, stream ingesterpb.Ingester_QueryStreamServer) error {
 	tenantID, ms, err := queryArgs(stream.Context(), req)
 	if err != nil {
@@ -150,31 +151,90 @@ func (s *ingesterService) QueryStream(req *ingesterpb.QueryRequest, stream inges
 	if err != nil {
 		return status.Errorf(codes.InvalidArgument, "select for tenant %q: %v", tenantID, err)
 	}
-	resp := &ingesterpb.QueryStreamResponse{}
-	for i, sc := range series {
-		ss := &ingesterpb.StreamSeries{Labels: toProtoLabels(sc.Labels)}
-		if !req.GetLabelsOnly() {
-			for _, c := range sc.Chunks {
-				ss.Chunks = append(ss.Chunks, &ingesterpb.Chunk{MinTimeMs: c.MinTime, MaxTimeMs: c.MaxTime,
-					Encoding: uint32(c.Encoding), Data: c.Data})
-			}
+	b := streamBatcher{send: stream.Send}
+	for _, sc := range series {
+		n := len(sc.Chunks)
+		if req.GetLabelsOnly() {
+			n = 0
 		}
-		resp.Series = append(resp.Series, ss)
-		if len(resp.Series) == queryBatchSeries || i == len(series)-1 {
-			if err := stream.Send(resp); err != nil {
+		if err := b.add(toProtoLabels(sc.Labels), n, func(i int) *ingesterpb.Chunk {
+			c := sc.Chunks[i]
+			return &ingesterpb.Chunk{MinTimeMs: c.MinTime, MaxTimeMs: c.MaxTime, Encoding: uint32(c.Encoding), Data: c.Data}
+		}); err != nil {
+			return err
+		}
+	}
+	return b.flush()
+}
+
+// queryBatchBytes bounds the bytes of one QueryStream or QueryBlocks message (label names and
+// values, chunk data, and chunkOverheadBytes per chunk), besides queryBatchSeries: far below gRPC's
+// message size limit (the querier's -querier.max-recv-msg-size), and what a QueryBlocks stream
+// holds in memory (block chunks are copied out of the block files into the batch).
+const queryBatchBytes = 1 << 20
+
+// chunkOverheadBytes is what a chunk costs in a message besides its data: its times, its encoding
+// and the protobuf framing, rounded up.
+const chunkOverheadBytes = 32
+
+// streamBatcher fills QueryStreamResponse messages and sends each when it holds queryBatchSeries
+// series or queryBatchBytes bytes. A series whose chunks alone cross the byte bound is split: once
+// the message is full it is sent and the series continues in the next one, its labels repeated
+// with the following chunks. So a message holds at most queryBatchBytes plus one chunk plus one
+// label set, whatever the series; the querier joins the parts by label set (and counts the series
+// once: its limiter dedups label sets).
+type streamBatcher struct {
+	send func(*ingesterpb.QueryStreamResponse) error
+	resp *ingesterpb.QueryStreamResponse // nil when empty
+	size int                             // resp's bytes, as queryBatchBytes counts them
+}
+
+// add adds a series with labels lbls and n chunks, chunk(i) making the i-th: called in order, once
+// each, only when the chunk goes into the batch (so a chunk is built, and copied, only when it is
+// about to be held).
+func (b *streamBatcher) add(lbls []*ingesterpb.Label, n int, chunk func(i int) *ingesterpb.Chunk) error {
+	lsize := 0
+	for _, l := range lbls {
+		lsize += len(l.GetName()) + len(l.GetValue())
+	}
+	ss := b.start(lbls, lsize)
+	for i := range n {
+		if len(ss.Chunks) > 0 && b.size >= queryBatchBytes {
+			// Full: send what the series has so far and continue it in the next message.
+			if err := b.flush(); err != nil {
 				return err
 			}
-			resp = &ingesterpb.QueryStreamResponse{}
+			ss = b.start(lbls, lsize)
 		}
+		c := chunk(i)
+		ss.Chunks = append(ss.Chunks, c)
+		b.size += len(c.GetData()) + chunkOverheadBytes
+	}
+	if len(b.resp.Series) >= queryBatchSeries || b.size >= queryBatchBytes {
+		return b.flush()
 	}
 	return nil
 }
 
-// queryBlocksBatchBytes bounds the chunk bytes of one QueryBlocks message (besides
-// queryBatchSeries): block chunks are copied out of the block files into the batch, so the batch
-// is what a stream holds in memory. A series is never split, so one series with more bytes than
-// this goes alone in its message.
-const queryBlocksBatchBytes = 1 << 20
+func (b *streamBatcher) start(lbls []*ingesterpb.Label, lsize int) *ingesterpb.StreamSeries {
+	if b.resp == nil {
+		b.resp = &ingesterpb.QueryStreamResponse{}
+	}
+	ss := &ingesterpb.StreamSeries{Labels: lbls}
+	b.resp.Series = append(b.resp.Series, ss)
+	b.size += lsize
+	return ss
+}
+
+// flush sends the batch, if any.
+func (b *streamBatcher) flush() error {
+	if b.resp == nil {
+		return nil
+	}
+	resp := b.resp
+	b.resp, b.size = nil, 0
+	return b.send(resp)
+}
 
 // blockReader reads the series of the blocks in this node's own bucket; storage.BucketQueryable
 // is one (see its SelectChunks for the contract).
@@ -183,44 +243,34 @@ type blockReader interface {
 		fn func(lset labels.Labels, chks []chunks.Meta) error) error
 }
 
-// QueryBlocks is QueryStream over the blocks of this node's own bucket: each label set once, in
-// label order, its chunks from every block merged (never overlapping), passed as the blocks store
-// them where no other block overlaps them. A node without storage (blocks nil) answers an empty
-// stream. Batches are sent as they fill, so the stream holds at most one batch; a context that
-// ends (the querier gave up or crossed a limit) stops the walk of the blocks.
+// QueryBlocks is QueryStream over the blocks of this node's own bucket: series in label order, each
+// label set in one message or, when its chunks alone cross the message byte bound, in consecutive
+// messages (streamBatcher); its chunks from every block merged (never overlapping), passed as the
+// blocks store them where no other block overlaps them. Batches are sent as they fill, so the
+// stream holds at most one batch; a context that ends (the querier gave up or crossed a limit)
+// stops the walk of the blocks.
+//
+// Every node has a bucket (node-local by default, wireStorage), and its blocks hold copies the
+// querier counts on: a node whose bucket is not wired (blocks nil) answers Unavailable, so that
+// the querier counts it as a failed member, never as one that holds nothing.
 func (s *ingesterService) QueryBlocks(req *ingesterpb.QueryRequest, stream ingesterpb.Ingester_QueryBlocksServer) error {
 	tenantID, ms, err := queryArgs(stream.Context(), req)
 	if err != nil {
 		return err
 	}
 	if s.blocks == nil {
-		return nil
+		return status.Error(codes.Unavailable, "this member serves no blocks: its bucket is not configured")
 	}
-	resp := &ingesterpb.QueryStreamResponse{}
-	size := 0
+	b := streamBatcher{send: stream.Send}
 	err = s.blocks.SelectChunks(tenant.With(stream.Context(), tenantID), req.GetStartTimestampMs(), req.GetEndTimestampMs(),
 		req.GetLabelsOnly(), ms, func(lset labels.Labels, chks []chunks.Meta) error {
-			ss := &ingesterpb.StreamSeries{Labels: toProtoLabels(lset)}
-			if len(chks) > 0 {
-				ss.Chunks = make([]*ingesterpb.Chunk, len(chks))
-			}
-			for i, c := range chks {
+			return b.add(toProtoLabels(lset), len(chks), func(i int) *ingesterpb.Chunk {
+				c := chks[i]
 				// Copied: a block's bytes are valid only during this call (the block may be closed
 				// once the walk is over, before the last batch is sent).
-				data := bytes.Clone(c.Chunk.Bytes())
-				size += len(data)
-				ss.Chunks[i] = &ingesterpb.Chunk{MinTimeMs: c.MinTime, MaxTimeMs: c.MaxTime,
-					Encoding: uint32(c.Chunk.Encoding()), Data: data}
-			}
-			resp.Series = append(resp.Series, ss)
-			if len(resp.Series) < queryBatchSeries && size < queryBlocksBatchBytes {
-				return nil
-			}
-			if err := stream.Send(resp); err != nil {
-				return err
-			}
-			resp, size = &ingesterpb.QueryStreamResponse{}, 0
-			return nil
+				return &ingesterpb.Chunk{MinTimeMs: c.MinTime, MaxTimeMs: c.MaxTime,
+					Encoding: uint32(c.Chunk.Encoding()), Data: bytes.Clone(c.Chunk.Bytes())}
+			})
 		})
 	if err != nil {
 		if st, ok := status.FromError(err); ok && st.Code() != codes.Unknown {
@@ -229,12 +279,14 @@ func (s *ingesterService) QueryBlocks(req *ingesterpb.QueryRequest, stream inges
 		if ctxErr := stream.Context().Err(); ctxErr != nil {
 			return status.FromContextError(ctxErr).Err()
 		}
+		if errors.Is(err, tenant.ErrInvalid) {
+			// Bad input, not the member's failure (queryArgs validates the tenant already; this
+			// keeps the code right should the bucket's rules be stricter).
+			return status.Errorf(codes.InvalidArgument, "blocks of tenant %q: %v", tenantID, err)
+		}
 		return status.Errorf(codes.Internal, "blocks of tenant %q: %v", tenantID, err)
 	}
-	if len(resp.Series) > 0 {
-		return stream.Send(resp)
-	}
-	return nil
+	return b.flush()
 }
 
 // queryArgs checks a query where it enters: the tenant from the gRPC metadata, the matchers, the

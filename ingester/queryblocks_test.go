@@ -6,18 +6,23 @@ import (
 	"fmt"
 	"io"
 	"math"
+	"math/rand/v2"
 	"net/http"
 	"net/url"
 	"path/filepath"
 	"strconv"
+	"strings"
+	"sync/atomic"
 	"testing"
 	"time"
 
 	"github.com/prometheus/prometheus/model/labels"
 	"github.com/prometheus/prometheus/tsdb/chunkenc"
 	"github.com/prometheus/prometheus/tsdb/chunks"
+	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
+	"google.golang.org/protobuf/proto"
 
 	"github.com/raftingest/raftingest/ingesterpb"
 	"github.com/raftingest/raftingest/memstore"
@@ -69,8 +74,8 @@ func uploadBlock(t *testing.T, bkt *storage.FilesystemBucket, tenantID string, s
 }
 
 // readQueryBlocks calls QueryBlocks and returns its messages.
-func readQueryBlocks(ctx context.Context, c ingesterpb.IngesterClient, req *ingesterpb.QueryRequest) ([]*ingesterpb.QueryStreamResponse, error) {
-	stream, err := c.QueryBlocks(ctx, req)
+func readQueryBlocks(ctx context.Context, c ingesterpb.IngesterClient, req *ingesterpb.QueryRequest, opts ...grpc.CallOption) ([]*ingesterpb.QueryStreamResponse, error) {
+	stream, err := c.QueryBlocks(ctx, req, opts...)
 	if err != nil {
 		return nil, err
 	}
@@ -89,9 +94,10 @@ func readQueryBlocks(ctx context.Context, c ingesterpb.IngesterClient, req *inge
 
 // QueryBlocks over real gRPC and a real filesystem bucket holding two replicas' blocks of the same
 // 300 series (chunks cut at other samples) and a later block: the tenant comes from the metadata;
-// the series arrive in label order, each label set once across the whole stream, in batches of at
-// most queryBatchSeries, with chunks that never overlap and hold every sample once; labels_only
-// sends no chunk; a node without storage answers an empty stream.
+// the series arrive in label order, each label set once across the whole stream (none is large
+// enough to be split across messages), in batches of at most queryBatchSeries, with chunks that never overlap and hold every sample once; labels_only
+// sends no chunk; a node without storage answers Unavailable (a member that does not serve its
+// blocks must count as a failed one, not as one that holds nothing).
 func TestQueryBlocks_ServesTheNodesOwnBucket(t *testing.T) {
 	const h = int64(3600_000)
 	root := t.TempDir()
@@ -115,6 +121,9 @@ func TestQueryBlocks_ServesTheNodesOwnBucket(t *testing.T) {
 
 	if _, err := readQueryBlocks(context.Background(), c, &ingesterpb.QueryRequest{EndTimestampMs: 3 * h, Matchers: all}); status.Code(err) != codes.InvalidArgument {
 		t.Fatalf("without a tenant: %v, want InvalidArgument", err)
+	}
+	if _, err := readQueryBlocks(ingesterpb.WithTenant(context.Background(), "../t1"), c, &ingesterpb.QueryRequest{EndTimestampMs: 3 * h, Matchers: all}); status.Code(err) != codes.InvalidArgument {
+		t.Fatalf("an invalid tenant: %v, want InvalidArgument (bad input, not the member's failure)", err)
 	}
 	if _, err := readQueryBlocks(ctx, c, &ingesterpb.QueryRequest{StartTimestampMs: 2, EndTimestampMs: 1, Matchers: all}); status.Code(err) != codes.InvalidArgument {
 		t.Fatalf("start after end: %v, want InvalidArgument", err)
@@ -194,8 +203,8 @@ func TestQueryBlocks_ServesTheNodesOwnBucket(t *testing.T) {
 	}
 
 	svc.blocks = nil // a node without storage
-	if msgs, err := readQueryBlocks(ctx, c, &ingesterpb.QueryRequest{EndTimestampMs: 3 * h, Matchers: all}); err != nil || len(msgs) != 0 {
-		t.Fatalf("without storage: %d messages, %v; want an empty stream", len(msgs), err)
+	if msgs, err := readQueryBlocks(ctx, c, &ingesterpb.QueryRequest{EndTimestampMs: 3 * h, Matchers: all}); status.Code(err) != codes.Unavailable || len(msgs) != 0 {
+		t.Fatalf("without storage: %d messages, %v; want Unavailable", len(msgs), err)
 	}
 }
 
@@ -294,4 +303,271 @@ func counterOf(t *testing.T, s *Server, name, source, st string) float64 {
 	}
 	t.Fatalf("no %s{source=%q,status=%q}", name, source, st)
 	return 0
+}
+
+// randomSeries returns one series name{} with n samples, one a second from 0, of random values
+// (XOR compresses them badly: about 9 bytes a sample), in chunks of 120.
+func randomSeries(t *testing.T, name string, n int) storage.Series {
+	t.Helper()
+	rnd := rand.New(rand.NewPCG(1, 2))
+	var chks []chunks.Meta
+	for first := 0; first < n; first += 120 {
+		c := chunkenc.NewXORChunk()
+		app, err := c.Appender()
+		if err != nil {
+			t.Fatal(err)
+		}
+		last := min(first+120, n) - 1
+		for i := first; i <= last; i++ {
+			app.Append(int64(i)*1000, rnd.Float64())
+		}
+		chks = append(chks, chunks.Meta{Chunk: c, MinTime: int64(first) * 1000, MaxTime: int64(last) * 1000})
+	}
+	return storage.Series{Labels: labels.FromStrings("__name__", name), Chunks: chks}
+}
+
+// streamReader reads a QueryStream or QueryBlocks stream.
+type streamReader interface {
+	Recv() (*ingesterpb.QueryStreamResponse, error)
+}
+
+// readAll reads a stream to its end, checking that each message fits in queryBatchBytes plus
+// slack (one chunk, one label set, the framing), and returns the messages.
+func readAll(t *testing.T, stream streamReader, slack int) []*ingesterpb.QueryStreamResponse {
+	t.Helper()
+	var out []*ingesterpb.QueryStreamResponse
+	for {
+		resp, err := stream.Recv()
+		if err == io.EOF {
+			return out
+		}
+		if err != nil {
+			t.Fatalf("after %d messages: %v", len(out), err)
+		}
+		if n := proto.Size(resp); n > queryBatchBytes+slack {
+			t.Fatalf("message %d: %d bytes, want at most %d", len(out), n, queryBatchBytes+slack)
+		}
+		out = append(out, resp)
+	}
+}
+
+// checkSplitSeries checks that msgs carry one series named name, possibly split across consecutive
+// messages, whose chunks hold n samples at 0, 1000, ... ms once each, in order.
+func checkSplitSeries(t *testing.T, msgs []*ingesterpb.QueryStreamResponse, name string, n int) {
+	t.Helper()
+	want := int64(0)
+	parts := 0
+	for _, m := range msgs {
+		for _, ss := range m.GetSeries() {
+			if len(ss.GetLabels()) != 1 || ss.GetLabels()[0].GetValue() != name {
+				t.Fatalf("series %v, want only %s", ss.GetLabels(), name)
+			}
+			parts++
+			for _, ch := range ss.GetChunks() {
+				chk, err := chunkenc.FromData(chunkenc.Encoding(ch.GetEncoding()), ch.GetData())
+				if err != nil {
+					t.Fatal(err)
+				}
+				it := chk.Iterator(nil)
+				for it.Next() == chunkenc.ValFloat {
+					if ts, _ := it.At(); ts != want {
+						t.Fatalf("sample at %d, want %d", ts, want)
+					}
+					want += 1000
+				}
+			}
+		}
+	}
+	if want != int64(n)*1000 || parts < 2 {
+		t.Fatalf("%d samples in %d parts, want %d samples split over several messages", want/1000, parts, n)
+	}
+}
+
+// A series whose chunks alone exceed the message byte bound is split across messages (its labels
+// repeated), in QueryBlocks and in QueryStream, so a client whose receive limit is the bound plus a
+// little reads it: no message is the bound plus a whole series. Label bytes count too: series with
+// large labels and no chunks (labels_only) are spread over several messages.
+func TestQueryStreams_MessagesStayWithinTheByteBound(t *testing.T) {
+	const n = 400_000 // ~3.5 MiB of chunks
+	big := randomSeries(t, "big", n)
+	root := t.TempDir()
+	bkt, err := storage.NewFilesystemBucket(root)
+	if err != nil {
+		t.Fatal(err)
+	}
+	bq := storage.NewBucketQueryable(bkt, root, t.TempDir(), nil)
+	t.Cleanup(func() { bq.Close() })
+	uploadBlock(t, bkt, "t1", []storage.Series{big}, 0, n*1000)
+	var wide []storage.Series
+	for i := range 100 {
+		wide = append(wide, storage.Series{Labels: labels.FromStrings("__name__", "wide", "i", fmt.Sprint(i),
+			"v", strings.Repeat("x", 30_000)), Chunks: randomSeries(t, "wide", 10).Chunks})
+	}
+	uploadBlock(t, bkt, "t2", wide, 0, 10_000)
+
+	st := openTestStore(t, memstore.DefaultConfig())
+	rnd := rand.New(rand.NewPCG(3, 4))
+	for from := 0; from < n; from += 10_000 {
+		smps := make([]memstore.Sample, 0, 10_000)
+		for i := from; i < min(from+10_000, n); i++ {
+			smps = append(smps, memstore.Sample{T: int64(i) * 1000, V: rnd.Float64()})
+		}
+		if _, err := st.Push("t1", []memstore.SeriesSamples{{Labels: big.Labels, Samples: smps}}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	svc := &ingesterService{store: st, writable: func() (bool, string) { return true, "" }, blocks: bq}
+	ts := startGRPCTestServer(t, testGRPCConfig(t), rawIngesterService{svc}, nil)
+	c := ingesterpb.NewIngesterClient(ts.conn)
+	const slack = 64 << 10
+	limit := grpc.MaxCallRecvMsgSize(queryBatchBytes + slack)
+	req := &ingesterpb.QueryRequest{EndTimestampMs: n * 1000, Matchers: []*ingesterpb.LabelMatcher{{Name: "__name__", Value: "big"}}}
+	ctx := ingesterpb.WithTenant(context.Background(), "t1")
+
+	blocks, err := c.QueryBlocks(ctx, req, limit)
+	if err != nil {
+		t.Fatal(err)
+	}
+	checkSplitSeries(t, readAll(t, blocks, slack), "big", n)
+	mem, err := c.QueryStream(ctx, req, limit)
+	if err != nil {
+		t.Fatal(err)
+	}
+	checkSplitSeries(t, readAll(t, mem, slack), "big", n)
+
+	wideReq := &ingesterpb.QueryRequest{EndTimestampMs: 10_000, Matchers: []*ingesterpb.LabelMatcher{{Name: "__name__", Value: "wide"}}, LabelsOnly: true}
+	labelsOnly, err := c.QueryBlocks(ingesterpb.WithTenant(context.Background(), "t2"), wideReq, limit)
+	if err != nil {
+		t.Fatal(err)
+	}
+	msgs := readAll(t, labelsOnly, slack)
+	got := 0
+	for _, m := range msgs {
+		got += len(m.GetSeries())
+	}
+	if got != 100 || len(msgs) < 3 {
+		t.Fatalf("labels only: %d series in %d messages, want 100 in at least 3 (3 MB of labels)", got, len(msgs))
+	}
+}
+
+// countingBlocks is a blockReader that counts the series its reader walked and reports the end of
+// each walk.
+type countingBlocks struct {
+	blockReader
+	walked atomic.Int64
+	done   chan error
+}
+
+func (c *countingBlocks) SelectChunks(ctx context.Context, mint, maxt int64, labelsOnly bool, ms []*labels.Matcher,
+	fn func(lset labels.Labels, chks []chunks.Meta) error) error {
+	err := c.blockReader.SelectChunks(ctx, mint, maxt, labelsOnly, ms, func(lset labels.Labels, chks []chunks.Meta) error {
+		c.walked.Add(1)
+		return fn(lset, chks)
+	})
+	c.done <- err
+	return err
+}
+
+// A querier that stops reading (it gave up, or crossed a limit) and cancels stops the walk of the
+// blocks: the member reads a small part of them, not every series.
+func TestQueryBlocks_CancelStopsTheWalk(t *testing.T) {
+	const n = 5000
+	root := t.TempDir()
+	bkt, err := storage.NewFilesystemBucket(root)
+	if err != nil {
+		t.Fatal(err)
+	}
+	bq := storage.NewBucketQueryable(bkt, root, t.TempDir(), nil)
+	t.Cleanup(func() { bq.Close() })
+	var ss []storage.Series
+	for i := range n {
+		s := randomSeries(t, "m", 240)
+		s.Labels = labels.FromStrings("__name__", "m", "i", fmt.Sprintf("%05d", i))
+		ss = append(ss, s)
+	}
+	uploadBlock(t, bkt, "t1", ss, 0, 240_000)
+	cb := &countingBlocks{blockReader: bq, done: make(chan error, 1)}
+	svc := &ingesterService{store: openTestStore(t, memstore.DefaultConfig()), writable: func() (bool, string) { return true, "" }, blocks: cb}
+	ts := startGRPCTestServer(t, testGRPCConfig(t), rawIngesterService{svc}, nil)
+	c := ingesterpb.NewIngesterClient(ts.conn)
+	ctx, cancel := context.WithCancel(ingesterpb.WithTenant(context.Background(), "t1"))
+	defer cancel()
+	stream, err := c.QueryBlocks(ctx, &ingesterpb.QueryRequest{EndTimestampMs: 240_000,
+		Matchers: []*ingesterpb.LabelMatcher{{Name: "__name__", Value: "m"}}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := stream.Recv(); err != nil {
+		t.Fatal(err)
+	}
+	cancel()
+	select {
+	case err := <-cb.done:
+		if err == nil {
+			t.Fatalf("the walk ended without an error after %d series: it was not stopped", cb.walked.Load())
+		}
+	case <-time.After(20 * time.Second):
+		t.Fatalf("the walk did not stop after the cancel (%d series walked)", cb.walked.Load())
+	}
+	if w := cb.walked.Load(); w >= n {
+		t.Fatalf("%d series walked of %d: the cancel did not stop the walk", w, n)
+	}
+	t.Logf("%d of %d series walked before the cancel stopped the walk", cb.walked.Load(), n)
+}
+
+// A range that cuts through blocks: every series of the blocks it overlaps, with the chunks that
+// overlap the range (boundary chunks whole: the querier trims), every sample in range once.
+func TestQueryBlocks_RangeCuttingThroughBlocks(t *testing.T) {
+	const h = int64(3600_000)
+	root := t.TempDir()
+	bkt, err := storage.NewFilesystemBucket(root)
+	if err != nil {
+		t.Fatal(err)
+	}
+	bq := storage.NewBucketQueryable(bkt, root, t.TempDir(), nil)
+	t.Cleanup(func() { bq.Close() })
+	uploadBlock(t, bkt, "t1", blockSeries(t, 3, 0, 2*h, 30_000, 120), 0, 2*h)
+	uploadBlock(t, bkt, "t1", blockSeries(t, 3, 2*h, 4*h, 30_000, 120), 2*h, 4*h)
+	uploadBlock(t, bkt, "t1", blockSeries(t, 3, 0, 2*h, 30_000, 50), 0, 2*h) // a replica's copy, cut elsewhere
+	svc := &ingesterService{store: openTestStore(t, memstore.DefaultConfig()), writable: func() (bool, string) { return true, "" }, blocks: bq}
+	ts := startGRPCTestServer(t, testGRPCConfig(t), rawIngesterService{svc}, nil)
+	c := ingesterpb.NewIngesterClient(ts.conn)
+	mint, maxt := 3*h/2+15_000, 5*h/2+7_000
+	msgs, err := readQueryBlocks(ingesterpb.WithTenant(context.Background(), "t1"), c, &ingesterpb.QueryRequest{StartTimestampMs: mint,
+		EndTimestampMs: maxt, Matchers: []*ingesterpb.LabelMatcher{{Name: "__name__", Value: "m"}}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	series := 0
+	for _, m := range msgs {
+		for _, ss := range m.GetSeries() {
+			series++
+			var inRange []int64
+			for _, ch := range ss.GetChunks() {
+				if ch.GetMaxTimeMs() < mint || ch.GetMinTimeMs() > maxt {
+					t.Fatalf("chunk [%d, %d] outside [%d, %d]", ch.GetMinTimeMs(), ch.GetMaxTimeMs(), mint, maxt)
+				}
+				chk, err := chunkenc.FromData(chunkenc.Encoding(ch.GetEncoding()), ch.GetData())
+				if err != nil {
+					t.Fatal(err)
+				}
+				it := chk.Iterator(nil)
+				for it.Next() == chunkenc.ValFloat {
+					if ts, _ := it.At(); ts >= mint && ts <= maxt {
+						inRange = append(inRange, ts)
+					}
+				}
+			}
+			var want []int64
+			for ts := (mint + 29_999) / 30_000 * 30_000; ts <= maxt; ts += 30_000 {
+				want = append(want, ts)
+			}
+			if fmt.Sprint(inRange) != fmt.Sprint(want) {
+				t.Fatalf("series %v: samples in range %v, want %v", ss.GetLabels(), inRange, want)
+			}
+		}
+	}
+	if series != 3 {
+		t.Fatalf("%d series, want 3", series)
+	}
 }

@@ -46,13 +46,17 @@ type IngesterClient interface {
 	Push(ctx context.Context, in *PushRequest, opts ...grpc.CallOption) (*PushResponse, error)
 	// QueryStream streams the tenant's series that match every matcher and have samples in
 	// [start_timestamp_ms, end_timestamp_ms], with their chunks (the open head chunk included), in
-	// batches. Chunks may hold samples outside the range: readers trim.
+	// label order, in batches bounded in series and bytes (labels and chunks). A series whose chunks
+	// alone cross the byte bound is split: its label set is repeated in consecutive messages, each
+	// with the next chunks; readers join the parts by label set. Chunks may hold samples outside the
+	// range: readers trim.
 	QueryStream(ctx context.Context, in *QueryRequest, opts ...grpc.CallOption) (grpc.ServerStreamingClient[QueryStreamResponse], error)
 	// QueryBlocks is QueryStream over the blocks in this member's own (node-local) bucket instead of
 	// its memory: the series of every block overlapping the range, with their chunks as the blocks
-	// hold them, each label set once (chunks of the same series in several blocks are merged). A
-	// querier asks every member for blocks when the bucket is node-local; with a shared bucket it
-	// reads the bucket itself and never calls this.
+	// hold them, each label set in one message or, split as QueryStream says, in consecutive ones
+	// (chunks of the same series in several blocks are merged). A querier asks every member for
+	// blocks when the bucket is node-local; with a shared bucket it reads the bucket itself and never
+	// calls this. A member whose bucket is not configured answers UNAVAILABLE, never an empty stream.
 	QueryBlocks(ctx context.Context, in *QueryRequest, opts ...grpc.CallOption) (grpc.ServerStreamingClient[QueryStreamResponse], error)
 }
 
@@ -123,13 +127,17 @@ type IngesterServer interface {
 	Push(context.Context, *PushRequest) (*PushResponse, error)
 	// QueryStream streams the tenant's series that match every matcher and have samples in
 	// [start_timestamp_ms, end_timestamp_ms], with their chunks (the open head chunk included), in
-	// batches. Chunks may hold samples outside the range: readers trim.
+	// label order, in batches bounded in series and bytes (labels and chunks). A series whose chunks
+	// alone cross the byte bound is split: its label set is repeated in consecutive messages, each
+	// with the next chunks; readers join the parts by label set. Chunks may hold samples outside the
+	// range: readers trim.
 	QueryStream(*QueryRequest, grpc.ServerStreamingServer[QueryStreamResponse]) error
 	// QueryBlocks is QueryStream over the blocks in this member's own (node-local) bucket instead of
 	// its memory: the series of every block overlapping the range, with their chunks as the blocks
-	// hold them, each label set once (chunks of the same series in several blocks are merged). A
-	// querier asks every member for blocks when the bucket is node-local; with a shared bucket it
-	// reads the bucket itself and never calls this.
+	// hold them, each label set in one message or, split as QueryStream says, in consecutive ones
+	// (chunks of the same series in several blocks are merged). A querier asks every member for
+	// blocks when the bucket is node-local; with a shared bucket it reads the bucket itself and never
+	// calls this. A member whose bucket is not configured answers UNAVAILABLE, never an empty stream.
 	QueryBlocks(*QueryRequest, grpc.ServerStreamingServer[QueryStreamResponse]) error
 	mustEmbedUnimplementedIngesterServer()
 }

@@ -73,10 +73,11 @@ func TestBlocksQueryable_AsksEveryHealthyMemberWhateverItsState(t *testing.T) {
 	}
 }
 
-// The failure budget is the ingesters' floor(RF/2), with five members and RF 3. An unhealthy
-// ACTIVE, LEAVING or JOINING member may hold the only blocks of something and uses it up; an
-// unhealthy PENDING one does not (it never flushed nor took a hand-over). A failed call uses it up
-// whatever the member's state.
+// The failure budget is the ingesters' floor(RF/2), with five (or six) members and RF 3. Only a
+// member that may hold the only copy of something — ACTIVE or LEAVING — uses it up, unhealthy or
+// failing; a PENDING or JOINING member is asked as a best effort and its absence or failure is
+// logged, never counted (a joiner receives copies its LEAVING peer still serves; a PENDING member
+// holds at most copies of an aborted hand-over).
 func TestBlocksQueryable_FailureBudget(t *testing.T) {
 	all := samplesRange(0, 60_000, 15_000)
 	ls := labels.FromStrings("__name__", "m")
@@ -100,9 +101,12 @@ func TestBlocksQueryable_FailureBudget(t *testing.T) {
 		{"one unhealthy ACTIVE", []m{{holds, A}, {holds, A}, {holds, A}, {holds, A}, {stale, A}}, false},
 		{"one failing PENDING", []m{{holds, A}, {holds, A}, {holds, A}, {holds, A}, {failing, P}}, false},
 		{"an unhealthy PENDING does not count, one failing", []m{{holds, A}, {holds, A}, {holds, A}, {failing, A}, {stale, P}}, false},
-		{"an unhealthy JOINING counts, one failing", []m{{holds, A}, {holds, A}, {holds, A}, {failing, A}, {stale, J}}, true},
+		{"one failing PENDING plus one failing ACTIVE", []m{{holds, A}, {holds, A}, {holds, A}, {holds, A}, {failing, A}, {failing, P}}, false},
+		{"an unhealthy JOINING does not count, one failing", []m{{holds, A}, {holds, A}, {holds, A}, {failing, A}, {stale, J}}, false},
+		{"one failing JOINING plus one failing ACTIVE", []m{{holds, A}, {holds, A}, {holds, A}, {failing, A}, {failing, J}}, false},
 		{"unhealthy LEAVING and ACTIVE", []m{{holds, A}, {holds, A}, {holds, A}, {stale, L}, {stale, A}}, true},
-		{"two failing", []m{{holds, A}, {holds, A}, {holds, A}, {failing, A}, {failing, J}}, true},
+		{"two failing ACTIVE", []m{{holds, A}, {holds, A}, {holds, A}, {failing, A}, {failing, A}}, true},
+		{"failing LEAVING, unhealthy ACTIVE", []m{{holds, A}, {holds, A}, {holds, A}, {failing, L}, {stale, A}}, true},
 	}
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {

@@ -22,11 +22,18 @@ import (
 // fakeIngester is a real gRPC Ingester server on 127.0.0.1 serving canned series per tenant. It
 // answers QueryStream (its memory: data) and QueryBlocks (its blocks: blocks) with every canned
 // series matching the request's matchers (chunks untouched, even for a labels-only request:
-// trimming and dropping are the querier's job), or fails with Unavailable when fail is set.
+// trimming and dropping are the querier's job), or fails with Unavailable when fail is set (both
+// RPCs), failStream (QueryStream only) or failBlocks (QueryBlocks only).
 type fakeIngester struct {
 	ingesterpb.UnimplementedIngesterServer
-	addr string
-	fail bool
+	addr                   string
+	fail                   bool
+	failStream, failBlocks bool
+	// onePerMessage sends each canned series in its own message.
+	onePerMessage bool
+	// served, when not nil, is called with the RPC's name ("QueryStream" or "QueryBlocks") once
+	// its answer is sent, before the handler returns (so before the client sees the stream end).
+	served func(rpc string)
 
 	mu         sync.Mutex
 	data       map[string][]*ingesterpb.StreamSeries // memory, by tenant
@@ -105,7 +112,7 @@ func (f *fakeIngester) serve(req *ingesterpb.QueryRequest, stream ingesterpb.Ing
 		f.streamReqs = append(f.streamReqs, req)
 		data = slices.Clone(f.data[tenantID])
 	}
-	fail := f.fail
+	fail := f.fail || (blocks && f.failBlocks) || (!blocks && f.failStream)
 	f.mu.Unlock()
 	if fail {
 		return status.Error(codes.Unavailable, "fake ingester down")
@@ -125,11 +132,26 @@ func (f *fakeIngester) serve(req *ingesterpb.QueryRequest, stream ingesterpb.Ing
 		for _, m := range ms {
 			ok = ok && m.Matches(ls.Get(m.Name))
 		}
-		if ok {
-			resp.Series = append(resp.Series, ss)
+		if !ok {
+			continue
+		}
+		if f.onePerMessage {
+			if err := stream.Send(&ingesterpb.QueryStreamResponse{Series: []*ingesterpb.StreamSeries{ss}}); err != nil {
+				return err
+			}
+			continue
+		}
+		resp.Series = append(resp.Series, ss)
+	}
+	if !f.onePerMessage {
+		if err := stream.Send(resp); err != nil {
+			return err
 		}
 	}
-	return stream.Send(resp)
+	if f.served != nil {
+		f.served(map[bool]string{false: "QueryStream", true: "QueryBlocks"}[blocks])
+	}
+	return nil
 }
 
 type sample struct {

@@ -18,6 +18,8 @@ import (
 	"github.com/prometheus/prometheus/tsdb/chunkenc"
 	"github.com/prometheus/prometheus/util/annotations"
 	"google.golang.org/grpc"
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/status"
 
 	"github.com/raftingest/raftingest/ingesterpb"
 	"github.com/raftingest/raftingest/ringstate"
@@ -48,16 +50,36 @@ type IngestersConfig struct {
 }
 
 // source is what a member fan-out reads from each member: which RPC answers (both stream
-// QueryStreamResponse with QueryStream's contract), which members are asked, and which members
-// that are not asked use up the failure budget because they may hold data nobody else has.
+// QueryStreamResponse with QueryStream's contract), which members are asked, and which members may
+// hold the only copy of something in this source, so that their absence (unhealthy, or a failed
+// call) uses up the failure budget.
 type source struct {
 	// name is the metrics' source label ("ingesters" or "blocks") and the errors' wording.
 	name string
 	// call opens the member's stream.
 	call func(c ingesterpb.IngesterClient, ctx context.Context, req *ingesterpb.QueryRequest) (grpc.ServerStreamingClient[ingesterpb.QueryStreamResponse], error)
-	// ask reports whether m is asked at ring time nowMs; missing whether an m not asked counts
-	// against the failure budget.
-	ask, missing func(m *ringstate.Member, nowMs, timeoutMs int64) bool
+	// ask reports whether m is asked at ring time nowMs.
+	ask func(m *ringstate.Member, nowMs, timeoutMs int64) bool
+	// missing reports whether m's absence costs a copy: an unhealthy m that is not asked, or an
+	// asked m whose call fails, counts against the failure budget only when missing(m). A member
+	// asked that is not missing(m) is asked as a best effort: its failure is logged, not counted.
+	missing func(m *ringstate.Member) bool
+}
+
+// holdsOnlyCopies reports whether m may hold the only copy of a sample, in memory or in its
+// blocks: ACTIVE and LEAVING members only. The one statement about the other states, the same in
+// docs/storage.md:
+//
+//   - PENDING holds no only copy. A fresh member has no data; one that was JOINING (a hand-over
+//     aborted, or a restart, which turns JOINING back into PENDING) may hold blocks or chunks a
+//     leaver sent it, but the leaver keeps its own until it exits, and it exits only once what it
+//     holds is on members that stay (a completed hand-over makes the joiner ACTIVE, the flush
+//     fallback sends its blocks to ACTIVE successors).
+//   - JOINING holds no only copy either: a joiner claiming tokens of its own has no data, and one
+//     receiving a hand-over receives copies of what its LEAVING peer still serves. CompleteHandover
+//     makes it ACTIVE in the same commit that removes the leaver.
+func holdsOnlyCopies(m *ringstate.Member) bool {
+	return m.State == ringstate.ACTIVE || m.State == ringstate.LEAVING
 }
 
 // ingestersSource reads the members' memory (QueryStream): the readable members (ACTIVE or LEAVING,
@@ -67,26 +89,22 @@ var ingestersSource = source{
 	call: func(c ingesterpb.IngesterClient, ctx context.Context, req *ingesterpb.QueryRequest) (grpc.ServerStreamingClient[ingesterpb.QueryStreamResponse], error) {
 		return c.QueryStream(ctx, req)
 	},
-	ask: func(m *ringstate.Member, now, timeout int64) bool { return m.Readable(now, timeout) },
-	missing: func(m *ringstate.Member, _, _ int64) bool {
-		return m.State == ringstate.ACTIVE || m.State == ringstate.LEAVING
-	},
+	ask:     func(m *ringstate.Member, now, timeout int64) bool { return m.Readable(now, timeout) },
+	missing: holdsOnlyCopies,
 }
 
 // blocksSource reads the blocks of the members' node-local buckets (QueryBlocks): every healthy
-// member is asked whatever its state, since blocks outlive the state that flushed them (a PENDING
-// or JOINING member may hold blocks handed over to it, a LEAVING one still holds its own). An
-// unhealthy ACTIVE, LEAVING or JOINING member may hold blocks nobody else has (a PENDING one has
-// never flushed nor taken a hand-over).
+// member is asked whatever its state, since blocks outlive the state that flushed them (a PENDING or
+// JOINING member may hold copies of blocks handed over to it; a LEAVING one still holds its own).
+// Only an ACTIVE or LEAVING member's absence costs a copy (holdsOnlyCopies): the others are asked
+// as a best effort.
 var blocksSource = source{
 	name: "blocks",
 	call: func(c ingesterpb.IngesterClient, ctx context.Context, req *ingesterpb.QueryRequest) (grpc.ServerStreamingClient[ingesterpb.QueryStreamResponse], error) {
 		return c.QueryBlocks(ctx, req)
 	},
-	ask: func(m *ringstate.Member, now, timeout int64) bool { return m.Healthy(now, timeout) },
-	missing: func(m *ringstate.Member, _, _ int64) bool {
-		return m.State == ringstate.ACTIVE || m.State == ringstate.LEAVING || m.State == ringstate.JOINING
-	},
+	ask:     func(m *ringstate.Member, now, timeout int64) bool { return m.Healthy(now, timeout) },
+	missing: holdsOnlyCopies,
 }
 
 // MemberQueryable is a storage.Queryable over the members of the ring: every Select asks every
@@ -95,11 +113,14 @@ var blocksSource = source{
 // the blocks of their node-local buckets (QueryBlocks); both share the streaming, the fetch limits
 // and the replica merge below.
 //
-// Failures: floor(RF/2) members may be unhealthy or fail (RF capped by the ring's EffectiveRF); a
-// write reached a quorum of RF/2+1 of its RF replicas, and each replica flushes its own copy of
-// what it holds, so for RF=3 any one missing member still leaves a copy of every acknowledged
-// sample, in memory or in blocks. More failures fail the read with ErrTooManyIngesterFailures.
-// Safe for concurrent use.
+// Failures: floor(RF/2) members that may hold the only copy of something (ACTIVE or LEAVING,
+// holdsOnlyCopies) may be unhealthy or fail (RF capped by the ring's EffectiveRF); a write reached
+// a quorum of RF/2+1 of its RF replicas, and each replica flushes its own copy of what it holds, so
+// for RF=3 any one missing member still leaves a copy of every acknowledged sample, in memory or in
+// blocks. The budget is one per query, not one per source: a member counts once whether its memory,
+// its blocks or both failed, through the query's readFailures (see there for why). More failures
+// fail the read with ErrTooManyIngesterFailures. The budget assumes every member that acknowledged
+// a write is still in the ring: see docs/storage.md for a removed member. Safe for concurrent use.
 type MemberQueryable struct {
 	cfg IngestersConfig
 	src source
@@ -175,35 +196,46 @@ func (q *ingesterQuerier) Select(ctx context.Context, _ bool, hints *storage.Sel
 // LabelValues implements storage.Querier through a series selection (the ingester API has no label
 // RPC); values come back sorted and unique. The per-query fetch limits do not apply: Mimir's
 // ingesters answer label queries from their index, and Grafana's label browser asks for every
-// label of a tenant, which a series limit would refuse.
+// label of a tenant, which a series limit would refuse. Memory: the values are kept as a set while
+// the members' messages arrive and the series themselves are dropped, so the querier holds the
+// distinct values plus about one message per member, never every member's copy of every series.
 func (q *ingesterQuerier) LabelValues(ctx context.Context, name string, hints *storage.LabelHints, ms ...*labels.Matcher) ([]string, annotations.Annotations, error) {
 	ms = append(slices.Clone(ms), labels.MustNewMatcher(labels.MatchNotEqual, name, ""))
-	set, err := q.q.fetch(withLimiter(ctx, nil), q.mint, q.maxt, true, ms)
+	var mu sync.Mutex
+	seen := map[string]struct{}{}
+	_, err := q.q.fanOut(withLimiter(ctx, nil), q.mint, q.maxt, true, ms, func(ss *ingesterpb.StreamSeries) {
+		for _, l := range ss.GetLabels() {
+			if l.GetName() == name && l.GetValue() != "" {
+				mu.Lock()
+				seen[l.GetValue()] = struct{}{}
+				mu.Unlock()
+			}
+		}
+	})
 	if err != nil {
 		return nil, nil, err
-	}
-	seen := map[string]struct{}{}
-	for _, s := range set {
-		if v := s.lset.Get(name); v != "" {
-			seen[v] = struct{}{}
-		}
 	}
 	return limitSorted(seen, hints), nil, nil
 }
 
 // LabelNames implements storage.Querier through a series selection; names come back sorted and
-// unique. The per-query fetch limits do not apply (see LabelValues).
+// unique. The per-query fetch limits do not apply, and memory holds the set of names only (see
+// LabelValues).
 func (q *ingesterQuerier) LabelNames(ctx context.Context, hints *storage.LabelHints, ms ...*labels.Matcher) ([]string, annotations.Annotations, error) {
 	if len(ms) == 0 {
 		ms = []*labels.Matcher{anyName}
 	}
-	set, err := q.q.fetch(withLimiter(ctx, nil), q.mint, q.maxt, true, ms)
+	var mu sync.Mutex
+	seen := map[string]struct{}{}
+	_, err := q.q.fanOut(withLimiter(ctx, nil), q.mint, q.maxt, true, ms, func(ss *ingesterpb.StreamSeries) {
+		mu.Lock()
+		defer mu.Unlock()
+		for _, l := range ss.GetLabels() {
+			seen[l.GetName()] = struct{}{}
+		}
+	})
 	if err != nil {
 		return nil, nil, err
-	}
-	seen := map[string]struct{}{}
-	for _, s := range set {
-		s.lset.Range(func(l labels.Label) { seen[l.Name] = struct{}{} })
 	}
 	return limitSorted(seen, hints), nil, nil
 }
@@ -229,6 +261,11 @@ type replicaResult struct {
 	addr   string
 	series []*ingesterpb.StreamSeries // without their chunks for a labels-only fetch
 	err    error
+	// counted: err uses up the failure budget (the member may hold the only copy of something).
+	counted bool
+	// cancelled: err is this fetch's own cancellation (another member crossed the budget) or the
+	// caller's, not the member's failure: neither counted, nor logged, nor in the error's message.
+	cancelled bool
 }
 
 // fetch asks every member the source targets for the tenant's series matching ms in [mint, maxt]
@@ -238,7 +275,26 @@ type replicaResult struct {
 // arrive; the first limit crossed cancels every stream and fails the fetch with its *LimitError,
 // so no more than about one message per member is held beyond the limit. A labels-only fetch asks
 // the members for no chunks (QueryRequest.labels_only) and counts series only.
+//
+// Each call reads eagerly: when it returns, every member's stream has ended. NewQueryable relies on
+// it (memory is read before blocks).
 func (q *MemberQueryable) fetch(ctx context.Context, mint, maxt int64, labelsOnly bool, ms []*labels.Matcher) ([]*mergedSeries, error) {
+	results, err := q.fanOut(ctx, mint, maxt, labelsOnly, ms, nil)
+	if err != nil {
+		return nil, err
+	}
+	return mergeReplicas(results, mint, maxt, labelsOnly)
+}
+
+// fanOut asks every member the source targets for the tenant's series matching ms in [mint, maxt],
+// in parallel, and returns each member's answer. When each is not nil, it is called (concurrently,
+// from every member's stream) with every series as it arrives, and the results hold no series.
+//
+// The failure budget is floor(RF/2) members per query (readFailuresFrom(ctx), or this call's own
+// when ctx has none): the unhealthy members that may hold only copies and the failed calls of such
+// members are added to the query's failures, and the read fails when the failures against its
+// selection and range, from this source or the other, exceed the budget.
+func (q *MemberQueryable) fanOut(ctx context.Context, mint, maxt int64, labelsOnly bool, ms []*labels.Matcher, each func(*ingesterpb.StreamSeries)) ([]replicaResult, error) {
 	lim := limiterFrom(ctx)
 	tenantID, err := tenant.FromContext(ctx)
 	if err != nil {
@@ -257,94 +313,143 @@ func (q *MemberQueryable) fetch(ctx context.Context, mint, maxt int64, labelsOnl
 	src := q.src
 	rf := r.EffectiveRF(q.cfg.ReplicationFactor)
 	maxErrors := rf / 2
+	failures := readFailuresFrom(ctx)
+	if failures == nil {
+		failures = &readFailures{} // this read alone
+	}
+	sel := selectionKey(ms)
 	now, timeout := r.TimeMs(), q.cfg.HeartbeatTimeout.Milliseconds()
-	var targets []ringstate.Member
-	var unhealthy []string
+	var (
+		targets   []ringstate.Member
+		unhealthy []memberFailure
+	)
 	addrs := map[string]bool{}
 	for _, m := range r.Members() {
 		addrs[m.GRPCAddr] = true
 		switch {
 		case src.ask(&m, now, timeout):
 			targets = append(targets, m)
-		case src.missing(&m, now, timeout):
-			// It holds data we cannot read: it uses up the failure budget like a failed call.
-			unhealthy = append(unhealthy, string(m.ID))
+		case src.missing(&m):
+			// It may hold data nobody else has and cannot be read: it uses up the budget.
+			unhealthy = append(unhealthy, memberFailure{member: m.ID, addr: m.GRPCAddr, source: src.name,
+				selection: sel, mint: mint, maxt: maxt})
 		}
 	}
 	if p, ok := q.cfg.Clients.(*GRPCPool); ok {
 		p.Retain(addrs)
 	}
-	if len(unhealthy) > maxErrors {
-		q.cfg.metrics.quorumFailed(src.name)
-		return nil, fmt.Errorf("%w: reading %s, %d unhealthy (%s), at most %d tolerated with replication factor %d",
-			ErrTooManyIngesterFailures, src.name, len(unhealthy), strings.Join(unhealthy, ", "), maxErrors, rf)
+	failures.add(unhealthy...)
+	before := failures.against(sel, mint, maxt)
+	if len(before) > maxErrors {
+		return nil, q.tooManyFailures(before, maxErrors, rf)
 	}
-	budget := maxErrors - len(unhealthy)
+	failedBefore := map[ringstate.MemberID]bool{}
+	for _, f := range before {
+		failedBefore[f.member] = true
+	}
 
 	ctx, cancel := context.WithCancelCause(ctx)
 	defer cancel(nil)
 	results := make([]replicaResult, len(targets))
 	var (
-		wg       sync.WaitGroup
-		mu       sync.Mutex
-		failures int
+		wg        sync.WaitGroup
+		mu        sync.Mutex
+		newFailed int // counted failures of members not among before
 	)
 	for i, m := range targets {
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
-			series, err := q.queryOne(ctx, lim, tenantID, m.GRPCAddr, req, labelsOnly)
+			series, err := q.queryOne(ctx, lim, tenantID, m.GRPCAddr, req, labelsOnly, each)
 			results[i] = replicaResult{member: m.ID, addr: m.GRPCAddr, series: series, err: err}
-			if err != nil {
-				if lim.Err() != nil {
-					// The query crossed a limit (here or in another stream): not the member's fault.
-					cancel(lim.Err())
-					return
-				}
-				q.cfg.metrics.request(src.name, "error")
-				mu.Lock()
-				failures++
-				if failures > budget {
-					cancel(nil) // the read has failed: stop the others early
-				}
-				mu.Unlock()
+			if err == nil {
+				q.cfg.metrics.request(src.name, "success")
 				return
 			}
-			q.cfg.metrics.request(src.name, "success")
+			if lim.Err() != nil {
+				// The query crossed a limit (here or in another stream): not the member's fault.
+				cancel(lim.Err())
+				results[i].cancelled = true
+				return
+			}
+			if ctx.Err() != nil && isCancellation(err) {
+				// Stopped by this fetch (the budget was crossed) or by the caller: not the member's
+				// failure. A gRPC status does not wrap context.Canceled, hence isCancellation.
+				results[i].cancelled = true
+				return
+			}
+			q.cfg.metrics.request(src.name, "error")
+			if !src.missing(&m) {
+				return // a best-effort member: logged below, never counted
+			}
+			results[i].counted = true
+			mu.Lock()
+			if !failedBefore[m.ID] {
+				newFailed++
+			}
+			if len(before)+newFailed > maxErrors {
+				cancel(nil) // the read has failed: stop the others early
+			}
+			mu.Unlock()
 		}()
 	}
 	wg.Wait()
 	if err := lim.Err(); err != nil {
 		return nil, err
 	}
-	if err := context.Cause(ctx); err != nil && failures <= budget {
+	var counted []memberFailure
+	for _, res := range results {
+		if res.counted {
+			counted = append(counted, memberFailure{member: res.member, addr: res.addr, source: src.name,
+				selection: sel, mint: mint, maxt: maxt, err: res.err})
+		}
+	}
+	failures.add(counted...)
+	if after := failures.against(sel, mint, maxt); len(after) > maxErrors {
+		return nil, q.tooManyFailures(after, maxErrors, rf)
+	}
+	if err := context.Cause(ctx); err != nil {
 		// The caller's context ended (timeout, cancellation); not a member failure.
 		return nil, err
 	}
-	if failures > budget {
-		var msgs []string
-		for _, res := range results {
-			if res.err != nil && !errors.Is(res.err, context.Canceled) {
-				msgs = append(msgs, fmt.Sprintf("%s (%s): %v", res.member, res.addr, res.err))
-			}
-		}
-		q.cfg.metrics.quorumFailed(src.name)
-		return nil, fmt.Errorf("%w: reading %s, %d of %d members asked failed and %d are unhealthy, at most %d tolerated with replication factor %d: %s",
-			ErrTooManyIngesterFailures, src.name, failures, len(targets), len(unhealthy), maxErrors, rf, strings.Join(msgs, "; "))
-	}
 	for _, res := range results {
-		if res.err != nil {
+		if res.err != nil && !res.cancelled {
 			q.cfg.Logger.Warn("member query failed; answering from the other replicas", "source", src.name,
-				"member", res.member, "addr", res.addr, "tenant", tenantID, "err", res.err)
+				"member", res.member, "addr", res.addr, "tenant", tenantID, "counted", res.counted, "err", res.err)
 		}
 	}
-	return mergeReplicas(results, mint, maxt, labelsOnly)
+	return results, nil
+}
+
+// isCancellation reports whether err is a context's end, as a Go error or as a gRPC status.
+func isCancellation(err error) bool {
+	switch status.Code(err) {
+	case codes.Canceled, codes.DeadlineExceeded:
+		return true
+	}
+	return errors.Is(err, context.Canceled) || errors.Is(err, context.DeadlineExceeded)
+}
+
+// tooManyFailures counts and returns the error of a read refused for the failures fs.
+func (q *MemberQueryable) tooManyFailures(fs []memberFailure, maxErrors, rf int) error {
+	q.cfg.metrics.quorumFailed(q.src.name)
+	msgs := make([]string, len(fs))
+	for i, f := range fs {
+		msgs[i] = f.String()
+	}
+	return fmt.Errorf("%w: reading %s, %d members that may hold the only copy of a sample failed or are unhealthy, at most %d tolerated with replication factor %d: %s",
+		ErrTooManyIngesterFailures, q.src.name, len(fs), maxErrors, rf, strings.Join(msgs, "; "))
 }
 
 // queryOne reads one member's stream, counting each message's series and chunks against lim
 // before asking for the next; a limit crossed ends the call (its deferred cancel stops the stream).
 // A labels-only fetch drops any chunks as they arrive (a member that predates labels_only sends them).
-func (q *MemberQueryable) queryOne(ctx context.Context, lim *queryLimiter, tenantID, addr string, req *ingesterpb.QueryRequest, labelsOnly bool) ([]*ingesterpb.StreamSeries, error) {
+// When each is not nil every series goes to it and none is returned.
+//
+// A member may split one series across messages (its labels repeated with the next chunks, when
+// the series alone crosses the member's message size bound): the limiter counts the label set once
+// (it dedups series by hash) and every chunk once, and mergeReplicas joins the parts by label set.
+func (q *MemberQueryable) queryOne(ctx context.Context, lim *queryLimiter, tenantID, addr string, req *ingesterpb.QueryRequest, labelsOnly bool, each func(*ingesterpb.StreamSeries)) ([]*ingesterpb.StreamSeries, error) {
 	c, err := q.cfg.Clients.IngesterClient(addr)
 	if err != nil {
 		return nil, err
@@ -392,6 +497,12 @@ func (q *MemberQueryable) queryOne(ctx context.Context, lim *queryLimiter, tenan
 					return nil, err
 				}
 			}
+		}
+		if each != nil {
+			for _, ss := range resp.GetSeries() {
+				each(ss)
+			}
+			continue
 		}
 		out = append(out, resp.GetSeries()...)
 	}

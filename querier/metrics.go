@@ -34,11 +34,11 @@ func newMetrics(reg prometheus.Registerer) *metrics {
 		}),
 		fanoutRequests: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "cortex_querier_fanout_requests_total",
-			Help: "Calls to ring members by source (ingesters: their memory over QueryStream; blocks: their node-local buckets over QueryBlocks) and outcome (success or error). Errors within the tolerated floor(RF/2) do not fail the query.",
+			Help: "Calls to ring members by source (ingesters: their memory over QueryStream; blocks: their node-local buckets over QueryBlocks) and outcome (success or error). Errors within the tolerated floor(RF/2) members per query do not fail the query; errors of PENDING or JOINING members never count against it; streams the querier cancels itself are not counted.",
 		}, []string{"source", "status"}),
 		fanoutQueriesFailed: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "cortex_querier_fanout_quorum_failures_total",
-			Help: "Reads refused because more members were unhealthy or failed than the replication factor tolerates, by source (ingesters or blocks).",
+			Help: "Reads refused because more ACTIVE or LEAVING members were unhealthy or failed, in either source, than the replication factor tolerates, by the source of the read refused (ingesters or blocks).",
 		}, []string{"source"}),
 		inflight: prometheus.NewGauge(prometheus.GaugeOpts{
 			Name: "cortex_querier_inflight_requests",

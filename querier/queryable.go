@@ -19,6 +19,18 @@ import (
 // store may be nil (no long-term storage configured). Either source's error fails the query. The
 // store must read the tenant with tenant.FromContext in Select, LabelNames and LabelValues.
 //
+// Failures: every Querier (one query) carries one readFailures in the context of its Selects and
+// label calls, so that the ingesters and a store read through the members (NewBlocksQueryable)
+// share one failure budget of floor(RF/2) members where their ranges overlap (see readFailures).
+//
+// Order: the ingesters are read before the store, and each source's Select reads all of its members
+// before it returns (MemberQueryable.fetch is eager). That order is what makes a flush between the
+// two reads safe: a flush uploads a block, then drops the samples from memory, so a sample missing
+// from the memory read was already in a block when the store was read. storage.NewMergeQuerier with
+// primaries only (no secondaries) runs the Selects one after another, in the order given; with
+// secondaries it would run them concurrently, and blocks could be read before memory: a sample
+// flushed between the two would be in neither answer. TestNewQueryable_ReadsMemoryBeforeBlocks.
+//
 // The query's fetch limits (limiterFrom(ctx)) count what both sources return: the ingesters as
 // their streams arrive, a store read directly before it reads (see limitedStore), a store read
 // through the members (NewBlocksQueryable) as their streams arrive.
@@ -43,6 +55,7 @@ type splitQueryable struct {
 // Querier implements storage.Queryable.
 func (q *splitQueryable) Querier(mint, maxt int64) (storage.Querier, error) {
 	now := q.now().UnixMilli()
+	failures := &readFailures{} // this query's, shared by both sources
 	var qs []storage.Querier
 	closeAll := func() {
 		for _, x := range qs {
@@ -58,7 +71,7 @@ func (q *splitQueryable) Querier(mint, maxt int64) (storage.Querier, error) {
 		if err != nil {
 			return nil, err
 		}
-		qs = append(qs, clampQuerier{iq, imint, maxt})
+		qs = append(qs, clampQuerier{iq, imint, maxt, failures})
 	}
 	if q.store != nil && (q.storeAfter == 0 || mint <= now-q.storeAfter.Milliseconds()) {
 		smaxt := maxt
@@ -70,7 +83,7 @@ func (q *splitQueryable) Querier(mint, maxt int64) (storage.Querier, error) {
 			closeAll()
 			return nil, err
 		}
-		qs = append(qs, clampQuerier{sq, mint, smaxt})
+		qs = append(qs, clampQuerier{sq, mint, smaxt, failures})
 	}
 	switch len(qs) {
 	case 0:
@@ -78,6 +91,7 @@ func (q *splitQueryable) Querier(mint, maxt int64) (storage.Querier, error) {
 	case 1:
 		return qs[0], nil
 	}
+	// Primaries only: the Selects run one after another, ingesters first (see NewQueryable's "Order").
 	return storage.NewMergeQuerier(qs, nil, storage.ChainedSeriesMerge), nil
 }
 
@@ -98,13 +112,23 @@ func (c chunkQuerier) Select(ctx context.Context, sortSeries bool, hints *storag
 }
 
 // clampQuerier narrows the hints of a Select to the range its querier answers for, so that a source
-// that trusts the hints (PromQL passes the whole query's range) does not answer beyond its share.
+// that trusts the hints (PromQL passes the whole query's range) does not answer beyond its share,
+// and gives every call the query's failure set (unless the context already carries one).
 type clampQuerier struct {
 	storage.Querier
 	mint, maxt int64
+	failures   *readFailures
+}
+
+func (c clampQuerier) withFailures(ctx context.Context) context.Context {
+	if c.failures == nil || readFailuresFrom(ctx) != nil {
+		return ctx
+	}
+	return withReadFailures(ctx, c.failures)
 }
 
 func (c clampQuerier) Select(ctx context.Context, sortSeries bool, hints *storage.SelectHints, ms ...*labels.Matcher) storage.SeriesSet {
+	ctx = c.withFailures(ctx)
 	if hints != nil {
 		h := *hints
 		h.Start, h.End = max(h.Start, c.mint), min(h.End, c.maxt)
@@ -117,7 +141,11 @@ func (c clampQuerier) Select(ctx context.Context, sortSeries bool, hints *storag
 }
 
 func (c clampQuerier) LabelValues(ctx context.Context, name string, hints *storage.LabelHints, ms ...*labels.Matcher) ([]string, annotations.Annotations, error) {
-	return c.Querier.LabelValues(ctx, name, hints, ms...)
+	return c.Querier.LabelValues(c.withFailures(ctx), name, hints, ms...)
+}
+
+func (c clampQuerier) LabelNames(ctx context.Context, hints *storage.LabelHints, ms ...*labels.Matcher) ([]string, annotations.Annotations, error) {
+	return c.Querier.LabelNames(c.withFailures(ctx), hints, ms...)
 }
 
 // fetchCounter is what a store offers to have a selection counted before it is read;

@@ -220,8 +220,8 @@ func TestBucketQueryable_SelectChunksRetriesABlockClosedUnderIt(t *testing.T) {
 	oldBlock := q.blocks["t1"][old.ULID]
 	q.mu.Unlock()
 
-	hooked := 0
-	syncedHook = func() {
+	hooked := 0 // the hook runs in this goroutine (the select's), never concurrently
+	syncedHook.Store(&queryableHook{q: q, fn: func() {
 		hooked++
 		if hooked > 1 {
 			return
@@ -244,8 +244,8 @@ func TestBucketQueryable_SelectChunksRetriesABlockClosedUnderIt(t *testing.T) {
 				break
 			}
 		}
-	}
-	defer func() { syncedHook = nil }()
+	}})
+	defer syncedHook.Store(nil)
 
 	got, err := selectChunks(t, q, ctx, 0, 2*h, false, labels.MustNewMatcher(labels.MatchRegexp, "__name__", ".+"))
 	if err != nil {
