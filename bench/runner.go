@@ -29,6 +29,9 @@ type RunConfig struct {
 	OutDir     string    // results file directory ("" = do not write one)
 	Out        io.Writer // progress and the table
 	Command    string    // the command line that started the run, for the results file
+	// Only, when not empty, names the scenarios to run by number ("7") or name ("query"); the others
+	// are skipped and their keys are na.
+	Only []string
 }
 
 // Report is everything a run measured: the table rows and the machine-readable keys.
@@ -160,9 +163,23 @@ func Run(ctx context.Context, cfg RunConfig) (*Report, error) {
 		{"6 hand-over", r.handover},
 		{"7 query", r.query},
 	}
+	for _, o := range cfg.Only {
+		known := false
+		var names []string
+		for _, s := range steps {
+			known = known || selected([]string{o}, s.name)
+			names = append(names, strconv.Quote(s.name))
+		}
+		if !known {
+			return nil, fmt.Errorf("bench: -only %q: no such scenario; the scenarios are %s (give the number or the first word)", o, strings.Join(names, ", "))
+		}
+	}
 	for _, s := range steps {
 		if ctx.Err() != nil {
 			return nil, ctx.Err()
+		}
+		if !selected(cfg.Only, s.name) {
+			continue
 		}
 		fmt.Fprintf(r.log, "== scenario %s\n", s.name)
 		t0 := time.Now()
@@ -185,6 +202,21 @@ func Run(ctx context.Context, cfg RunConfig) (*Report, error) {
 		}
 	}
 	return r.rep, nil
+}
+
+// selected reports whether scenario name ("7 query") is among only (numbers or names), or only is empty.
+func selected(only []string, name string) bool {
+	if len(only) == 0 {
+		return true
+	}
+	num, rest, _ := strings.Cut(name, " ")
+	word, _, _ := strings.Cut(rest, " ")
+	for _, o := range only {
+		if o == num || o == word || o == name {
+			return true
+		}
+	}
+	return false
 }
 
 // sortKeys puts the keys the issue requires first, in its order.

@@ -116,8 +116,15 @@ func runScenarios(ctx context.Context, args []string) int {
 	binDir := fs.String("bin", "bin", "directory holding the ingester binary (make build)")
 	out := fs.String("out", "bench/results", "directory of the results file <date>-<scale>.md (empty: do not write one)")
 	prom := fs.String("prometheus", "", "path of the prometheus binary (default: prometheus on $PATH)")
+	only := fs.String("only", "", "comma-separated scenarios to run, by number or name (e.g. 7 or query,hand-over); empty runs all")
 	if err := fs.Parse(args); err != nil {
 		return 2
+	}
+	var onlyList []string
+	for _, o := range strings.Split(*only, ",") {
+		if o = strings.TrimSpace(o); o != "" {
+			onlyList = append(onlyList, o)
+		}
 	}
 	sc, err := bench.ScaleNamed(*scale)
 	if err != nil {
@@ -134,7 +141,7 @@ func runScenarios(ctx context.Context, args []string) int {
 	bin, _ := filepath.Abs(*binDir)
 	src, _ := os.Getwd()
 	rep, err := bench.Run(ctx, bench.RunConfig{Scale: sc, BinDir: bin, Prometheus: *prom, SrcDir: src, OutDir: *out, Out: os.Stderr,
-		Command: "BENCH_SCALE=" + sc.Name + " bench run " + strings.Join(args, " ")})
+		Command: "BENCH_SCALE=" + sc.Name + " bench run " + strings.Join(args, " "), Only: onlyList})
 	if rep != nil {
 		fmt.Println()
 		fmt.Print(rep.Table())
