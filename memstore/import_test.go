@@ -10,7 +10,6 @@ import (
 
 	"github.com/prometheus/prometheus/model/labels"
 	"github.com/prometheus/prometheus/model/value"
-	bolt "go.etcd.io/bbolt"
 )
 
 // ExportSeries → ImportBatch (what a hand-over does) carries the data and the frontier's last
@@ -116,35 +115,51 @@ func TestImportBatch_InvalidSeriesFailsTheWholeBatch(t *testing.T) {
 
 // A WAL written by the version 1 build (memstore/testdata/wal-v1: series, samples records with NaN
 // and stale markers, and one chunk record per imported chunk; written by writeFixtureData) still
-// replays to the same data, and Open upgrades its meta/format to 2.
+// replays to the same data, and Open upgrades its meta/format to the current format.
 func TestWAL_ReplaysVersion1Fixture(t *testing.T) {
+	testReplaysFixture(t, "wal-v1", 1, recordVersion1)
+}
+
+// The same for a WAL written by the version 2 build (memstore/testdata/wal-v2, format 2: version
+// 2 records, imported chunks in chunks records of type 4; written by writeFixtureData before
+// version 3 existed).
+func TestWAL_ReplaysVersion2Fixture(t *testing.T) {
+	testReplaysFixture(t, "wal-v2", 2, recordVersion2)
+}
+
+// testReplaysFixture checks that the fixture in testdata/<name> is what it claims (meta/format
+// and every record's version), that it replays to what writeFixtureData builds, that Open
+// upgrades meta/format, and that records written after the upgrade (version 3) and the old ones
+// replay together.
+func testReplaysFixture(t *testing.T, name string, format, version byte) {
 	dir := t.TempDir()
-	b, err := os.ReadFile(filepath.Join("testdata", "wal-v1", WALFileName))
+	b, err := os.ReadFile(filepath.Join("testdata", name, WALFileName))
 	if err != nil {
 		t.Fatal(err)
 	}
 	if err := os.WriteFile(filepath.Join(dir, WALFileName), b, 0o600); err != nil {
 		t.Fatal(err)
 	}
+	if f, vs := recordVersions(t, dir); len(f) != 1 || f[0] != format || len(vs) != 1 || vs[version] == 0 {
+		t.Fatalf("fixture %s: meta/format %v, record versions %v; want format %d, version %d only", name, f, vs, format, version)
+	}
 	model := mustOpen(t, testConfig(""))
 	writeFixtureData(t, model)
 	st := mustOpen(t, testConfig(dir))
 	if r := st.ReplayReport(); r.Skipped != 0 || r.Corruption != nil || r.Chunks == 0 || r.Samples == 0 {
-		t.Fatalf("replay of the v1 fixture: %+v", r)
+		t.Fatalf("replay of the %s fixture: %+v", name, r)
 	}
 	requireSameData(t, dump(t, model), dump(t, st))
+	extra := ser(labels.FromStrings("__name__", "after_upgrade"), Sample{1, 1}, Sample{2, 2.5})
+	mustPush(t, st, "tenant-0", extra)
+	mustPush(t, model, "tenant-0", extra)
 	st.Close()
-	db, err := bolt.Open(filepath.Join(dir, WALFileName), 0o600, &bolt.Options{ReadOnly: true})
-	if err != nil {
-		t.Fatal(err)
+	if f, vs := recordVersions(t, dir); len(f) != 1 || f[0] != walFormatVersion || vs[version] == 0 || vs[recordVersion] == 0 {
+		t.Fatalf("after opening the %s fixture and writing: meta/format %v, record versions %v; want format %d, old and new records", name, f, vs, walFormatVersion)
 	}
-	defer db.Close()
-	if err := db.View(func(tx *bolt.Tx) error {
-		if v := tx.Bucket(bucketMeta).Get(keyFormat); len(v) != 1 || v[0] != walFormatVersion {
-			return fmt.Errorf("meta/format %v after opening a format 1 file, want %d", v, walFormatVersion)
-		}
-		return nil
-	}); err != nil {
-		t.Fatal(err)
+	re := mustOpen(t, testConfig(dir))
+	if r := re.ReplayReport(); r.Skipped != 0 || r.Corruption != nil {
+		t.Fatalf("replay of old and new records: %+v", r)
 	}
+	requireSameData(t, dump(t, model), dump(t, re))
 }

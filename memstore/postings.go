@@ -50,6 +50,25 @@ func (p *postingsIndex) add(ref uint64, lset labels.Labels) {
 	})
 }
 
+// addSorted adds series, sorted by ascending ref, under one lock: every
+// insert is then an append (replay's bulk build).
+func (p *postingsIndex) addSorted(series []*memSeries) {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	for _, ms := range series {
+		ref := ms.ref
+		p.all = insertSorted(p.all, ref)
+		ms.lset.Range(func(l labels.Label) {
+			vals := p.m[l.Name]
+			if vals == nil {
+				vals = map[string][]uint64{}
+				p.m[l.Name] = vals
+			}
+			vals[l.Value] = insertSorted(vals[l.Value], ref)
+		})
+	}
+}
+
 // delete removes a batch of series at once: each affected list is filtered
 // once, so removing many series costs O(affected postings), not O(n²).
 func (p *postingsIndex) delete(removed map[uint64]labels.Labels) {

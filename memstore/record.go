@@ -6,6 +6,9 @@ import (
 	"fmt"
 	"hash/crc32"
 	"math"
+	"math/bits"
+
+	"github.com/golang/snappy"
 
 	"github.com/prometheus/prometheus/model/labels"
 	"github.com/prometheus/prometheus/tsdb/chunkenc"
@@ -21,8 +24,11 @@ import (
 const (
 	recordVersion1 byte = 1
 	recordVersion2 byte = 2
-	// recordVersion is the version this build writes; it reads 1 and 2.
-	recordVersion = recordVersion2
+	// recordVersion3 adds a compression byte after the type (every record
+	// type) and the compact samples layout (type 2). See WAL-FORMAT.md.
+	recordVersion3 byte = 3
+	// recordVersion is the version this build writes; it reads 1, 2 and 3.
+	recordVersion = recordVersion3
 
 	recSeries  byte = 1
 	recSamples byte = 2
@@ -31,6 +37,16 @@ const (
 
 	recordHeaderSize  = 2
 	recordTrailerSize = 4
+
+	// Compression of a version 3 record's body (the byte after the type).
+	compNone   byte = 0
+	compSnappy byte = 1 // snappy block format (github.com/golang/snappy Encode/Decode)
+
+	// maxSnappyRatio bounds the decoded length a snappy block may claim
+	// relative to its own length: the densest snappy element is a 3-byte copy
+	// of 64 bytes (ratio 21.3), so a block claiming more is corrupt and is
+	// refused before its output buffer is allocated.
+	maxSnappyRatio = 22
 )
 
 var castagnoli = crc32.MakeTable(crc32.Castagnoli)
@@ -100,6 +116,7 @@ type record struct {
 	// Decoder scratch, reused across decodes into the same record.
 	sampleBuf []Sample
 	offsets   []int
+	body      []byte // decompressed body of a version 3 record
 }
 
 func appendUvarintString(b []byte, s string) []byte {
@@ -118,10 +135,41 @@ func finishRecord(b []byte, start int, seq uint64) []byte {
 	return binary.BigEndian.AppendUint32(b, recordCRC(seq, b[start:]))
 }
 
-// appendSeriesRecord appends one series record holding ss to b.
-func appendSeriesRecord(b []byte, seq uint64, ss []walSeries) []byte {
-	start := len(b)
-	b = append(b, recordVersion, recSeries)
+// compressType is the compression a version 3 record of type typ gets when
+// it pays: series records (repetitive label strings) and samples records
+// are snappy-compressed; chunk data is XOR-compressed already and stays raw
+// (snappy gained nothing on it and would cost hand-over CPU).
+func compressType(typ byte) bool { return typ == recSeries || typ == recSamples }
+
+// appendRecord appends one whole record — header, body, checksum — stored
+// under key seq to dst. body is the record's payload in the layout of
+// version (see WAL-FORMAT.md); a version 3 record gets the compression byte
+// and, when compressType(typ) and snappy makes it smaller, a snappy block of
+// body. zbuf is compression scratch, grown as needed and reused.
+func appendRecord(dst []byte, seq uint64, version, typ byte, body []byte, zbuf *[]byte) []byte {
+	start := len(dst)
+	dst = append(dst, version, typ)
+	if version >= recordVersion3 {
+		comp, data := compNone, body
+		if compressType(typ) && len(body) > 0 {
+			if n := snappy.MaxEncodedLen(len(body)); cap(*zbuf) < n {
+				*zbuf = make([]byte, n)
+			}
+			if enc := snappy.Encode((*zbuf)[:cap(*zbuf)], body); len(enc) < len(body) {
+				comp, data = compSnappy, enc
+			}
+		}
+		dst = append(dst, comp)
+		dst = append(dst, data...)
+	} else {
+		dst = append(dst, body...)
+	}
+	return finishRecord(dst, start, seq)
+}
+
+// appendSeriesBody appends the payload of a series record holding ss (the
+// same layout in every version).
+func appendSeriesBody(b []byte, ss []walSeries) []byte {
 	b = binary.AppendUvarint(b, uint64(len(ss)))
 	for _, s := range ss {
 		b = binary.BigEndian.AppendUint64(b, s.Ref)
@@ -132,26 +180,141 @@ func appendSeriesRecord(b []byte, seq uint64, ss []walSeries) []byte {
 			b = appendUvarintString(b, l.Value)
 		})
 	}
-	return finishRecord(b, start, seq)
+	return b
 }
 
-// appendSamplesRecord appends one samples record holding ss to b.
+// appendSeriesRecord appends one series record holding ss to b, in the
+// version this build writes.
+func appendSeriesRecord(b []byte, seq uint64, ss []walSeries) []byte {
+	var zbuf []byte
+	return appendRecord(b, seq, recordVersion, recSeries, appendSeriesBody(nil, ss), &zbuf)
+}
+
+// appendSamplesRecord appends one samples record holding ss to b, in the
+// version this build writes.
 func appendSamplesRecord(b []byte, seq uint64, ss []walSamples) []byte {
-	start := len(b)
-	b = append(b, recordVersion, recSamples)
-	b = binary.AppendUvarint(b, uint64(len(ss)))
-	for _, s := range ss {
-		b = appendSamplesEntry(b, s.Ref, s.Samples)
-	}
-	return finishRecord(b, start, seq)
+	return appendSamplesRecordVersion(b, seq, recordVersion, ss)
 }
 
+// appendSamplesRecordVersion appends one samples record holding ss in
+// version (2 or 3; version 1 has the layout of 2).
+func appendSamplesRecordVersion(b []byte, seq uint64, version byte, ss []walSamples) []byte {
+	body := binary.AppendUvarint(nil, uint64(len(ss)))
+	var enc samplesEncoder
+	for _, s := range ss {
+		if version >= recordVersion3 {
+			body = enc.appendEntry(body, s.Ref, s.Samples)
+		} else {
+			body = appendSamplesEntry(body, s.Ref, s.Samples)
+		}
+	}
+	var zbuf []byte
+	return appendRecord(b, seq, version, recSamples, body, &zbuf)
+}
+
+// appendSamplesEntry appends one entry of a version 1/2 samples record:
+// ref, count, then raw 8-byte timestamps and values (16 bytes a sample).
 func appendSamplesEntry(b []byte, ref uint64, samples []Sample) []byte {
 	b = binary.BigEndian.AppendUint64(b, ref)
 	b = binary.AppendUvarint(b, uint64(len(samples)))
 	for _, smp := range samples {
 		b = binary.BigEndian.AppendUint64(b, uint64(smp.T))
 		b = binary.BigEndian.AppendUint64(b, math.Float64bits(smp.V))
+	}
+	return b
+}
+
+// maxExactInt is the largest magnitude up to which every integer is exactly
+// a float64 (2^53): integer-valued samples within it are written as varints.
+const maxExactInt = 1 << 53
+
+// exactInt returns v as an integer when v is one within ±2^53 and converting
+// back gives the very same bits (so -0 and NaNs are not integers).
+func exactInt(v float64) (int64, bool) {
+	if !(v >= -maxExactInt && v <= maxExactInt) {
+		return 0, false // NaN fails both comparisons
+	}
+	i := int64(v)
+	return i, math.Float64bits(float64(i)) == math.Float64bits(v)
+}
+
+// zigzag maps signed deltas to unsigned varints (small magnitudes → few bytes).
+func zigzag(v int64) uint64 { return uint64(v<<1) ^ uint64(v>>63) }
+
+func unzigzag(u uint64) int64 { return int64(u>>1) ^ -int64(u&1) }
+
+// samplesEncoder writes the entries of a version 3 samples record. Each
+// entry's ref and first timestamp are deltas from the previous entry's (a
+// scrape's series have near refs and share timestamps), so the encoder
+// carries them from entry to entry; a record starts from zero.
+type samplesEncoder struct {
+	prevRef uint64
+	prevT   int64
+}
+
+// appendEntry appends the version 3 entry of samples of series ref:
+//
+//	dref <varint> │ count<<1 | ints <uvarint> │ [if count > 0:] t0 − prevT <varint>
+//	│ dod <varint> × (count−1) │ values
+//
+// with values, if ints (every value an exact integer within ±2^53): the
+// first as a varint, then deltas as varints; else the first as 8 raw
+// bytes, then each XOR its predecessor as a control byte (leading zero
+// bytes << 4 | trailing zero bytes) and the bytes between. Deltas use
+// wrapping int64 arithmetic, so every timestamp round-trips.
+func (e *samplesEncoder) appendEntry(b []byte, ref uint64, samples []Sample) []byte {
+	b = binary.AppendUvarint(b, zigzag(int64(ref-e.prevRef)))
+	e.prevRef = ref
+	ints := uint64(1)
+	for _, smp := range samples {
+		if _, ok := exactInt(smp.V); !ok {
+			ints = 0
+			break
+		}
+	}
+	b = binary.AppendUvarint(b, uint64(len(samples))<<1|ints)
+	if len(samples) == 0 {
+		return b
+	}
+	t0 := samples[0].T
+	b = binary.AppendUvarint(b, zigzag(t0-e.prevT))
+	e.prevT = t0
+	prevT, prevD := t0, int64(0)
+	for _, smp := range samples[1:] {
+		d := smp.T - prevT
+		b = binary.AppendUvarint(b, zigzag(d-prevD))
+		prevT, prevD = smp.T, d
+	}
+	if ints == 1 {
+		prev := int64(0)
+		for _, smp := range samples {
+			i, _ := exactInt(smp.V)
+			b = binary.AppendUvarint(b, zigzag(i-prev))
+			prev = i
+		}
+		return b
+	}
+	prev := math.Float64bits(samples[0].V)
+	b = binary.BigEndian.AppendUint64(b, prev)
+	for _, smp := range samples[1:] {
+		vb := math.Float64bits(smp.V)
+		b = appendXOR(b, vb^prev)
+		prev = vb
+	}
+	return b
+}
+
+// appendXOR appends x as a control byte lead<<4|trail (its leading and
+// trailing zero bytes; x == 0 is 0x80) and the 8−lead−trail bytes between.
+func appendXOR(b []byte, x uint64) []byte {
+	if x == 0 {
+		return append(b, 0x80)
+	}
+	lead, trail := bits.LeadingZeros64(x)/8, bits.TrailingZeros64(x)/8
+	b = append(b, byte(lead<<4|trail))
+	x >>= 8 * trail
+	for i := 8 - lead - trail - 1; i >= 0; i-- {
+		b = append(b, byte(x>>(8*i)))
 	}
 	return b
 }
@@ -185,19 +348,14 @@ func appendChunksGroup(b []byte, ref uint64, lastV float64, cs []Chunk) []byte {
 
 // appendChunkRecord appends one chunk record (type 3) to b.
 func appendChunkRecord(b []byte, seq uint64, c walChunk) []byte {
-	start := len(b)
-	b = append(b, recordVersion, recChunk)
-	b = appendChunkEntry(b, c.Ref, &c.Chunk)
-	return finishRecord(b, start, seq)
+	var zbuf []byte
+	return appendRecord(b, seq, recordVersion, recChunk, appendChunkEntry(nil, c.Ref, &c.Chunk), &zbuf)
 }
 
 // appendChunksRecord appends one chunks record (type 4) holding cs to b. A
 // group ends at an entry with Last set or where the ref changes.
 func appendChunksRecord(b []byte, seq uint64, cs []walChunk) []byte {
-	start := len(b)
-	b = append(b, recordVersion, recChunks)
-	countAt := len(b)
-	b = append(b, 0, 0, 0, 0, 0)
+	body := []byte{0, 0, 0, 0, 0}
 	groups := 0
 	var chunks []Chunk
 	for i := 0; i < len(cs); {
@@ -209,12 +367,13 @@ func appendChunksRecord(b []byte, seq uint64, cs []walChunk) []byte {
 		for k := i; k <= j; k++ {
 			chunks = append(chunks, cs[k].Chunk)
 		}
-		b = appendChunksGroup(b, cs[i].Ref, cs[j].LastV, chunks)
+		body = appendChunksGroup(body, cs[i].Ref, cs[j].LastV, chunks)
 		groups++
 		i = j + 1
 	}
-	putUvarint5(b[countAt:countAt+5], uint64(groups))
-	return finishRecord(b, start, seq)
+	putUvarint5(body[:5], uint64(groups))
+	var zbuf []byte
+	return appendRecord(b, seq, recordVersion, recChunks, body, &zbuf)
 }
 
 // encodeRecord appends r, to be stored under key seq, to b, in the version
@@ -326,14 +485,24 @@ func decodeRecord(seq uint64, b []byte, r *record) error {
 	if got := recordCRC(seq, body); got != want {
 		return fmt.Errorf("%w: checksum mismatch (stored %08x, computed %08x)", ErrCorruptRecord, want, got)
 	}
-	if body[0] != recordVersion1 && body[0] != recordVersion2 {
-		return fmt.Errorf("%w: version %d (this build reads versions %d and %d)", ErrUnknownRecordVersion, body[0], recordVersion1, recordVersion2)
+	if body[0] < recordVersion1 || body[0] > recordVersion3 {
+		return fmt.Errorf("%w: version %d (this build reads versions %d to %d)", ErrUnknownRecordVersion, body[0], recordVersion1, recordVersion3)
 	}
 	r.Version, r.Type = body[0], body[1]
 	if r.Type == recChunks && r.Version == recordVersion1 {
 		return fmt.Errorf("%w: record type %d does not exist in version %d", ErrCorruptRecord, r.Type, r.Version)
 	}
-	d := decbuf{b: body[recordHeaderSize:]}
+	if r.Type < recSeries || r.Type > recChunks {
+		return fmt.Errorf("%w: unknown record type %d", ErrCorruptRecord, r.Type)
+	}
+	payload := body[recordHeaderSize:]
+	if r.Version >= recordVersion3 {
+		var err error
+		if payload, err = r.decompress(payload); err != nil {
+			return err
+		}
+	}
+	d := decbuf{b: payload}
 	switch r.Type {
 	case recSeries:
 		n := d.count("series count", 10)
@@ -359,34 +528,14 @@ func decodeRecord(seq uint64, b []byte, r *record) error {
 			r.Series = append(r.Series, walSeries{Ref: ref, Tenant: tenant, Labels: sb.Labels()})
 		}
 	case recSamples:
-		n := d.count("samples entry count", 9)
-		r.Samples = r.Samples[:0]
-		// All samples go to one flat buffer reused across decodes; entries are
-		// pointed into it only after the last append, so no entry aliases a
-		// buffer another entry still uses (callers may reslice and reorder
-		// r.Samples, e.g. Truncate's filter).
-		r.sampleBuf, r.offsets = r.sampleBuf[:0], r.offsets[:0]
-		for range n {
-			ref := d.be64("samples ref")
-			ns := d.count("sample count", 16)
-			if d.err != nil {
-				return d.err
-			}
-			for range ns {
-				t := int64(d.be64("sample timestamp"))
-				v := math.Float64frombits(d.be64("sample value"))
-				r.sampleBuf = append(r.sampleBuf, Sample{T: t, V: v})
-			}
-			if d.err != nil {
-				return d.err
-			}
-			r.Samples = append(r.Samples, walSamples{Ref: ref})
-			r.offsets = append(r.offsets, len(r.sampleBuf))
+		var err error
+		if r.Version >= recordVersion3 {
+			err = r.decodeSamplesV3(&d)
+		} else {
+			err = r.decodeSamplesV2(&d)
 		}
-		start := 0
-		for i, end := range r.offsets {
-			r.Samples[i].Samples = r.sampleBuf[start:end:end]
-			start = end
+		if err != nil {
+			return err
 		}
 	case recChunk:
 		r.Chunks = r.Chunks[:0]
@@ -422,8 +571,6 @@ func decodeRecord(seq uint64, b []byte, r *record) error {
 				return d.err
 			}
 		}
-	default:
-		return fmt.Errorf("%w: unknown record type %d", ErrCorruptRecord, r.Type)
 	}
 	if d.err != nil {
 		return d.err
@@ -432,4 +579,163 @@ func decodeRecord(seq uint64, b []byte, r *record) error {
 		return fmt.Errorf("%w: %d trailing bytes after the %s payload", ErrCorruptRecord, len(d.b), recordTypeName(r.Type))
 	}
 	return nil
+}
+
+// decompress returns the body of a version 3 record's payload p (compression
+// byte, then data): the data itself, or its snappy decoding in r.body. The
+// decoded length a snappy block claims is bounded by maxSnappyRatio times
+// its own length before anything is allocated.
+func (r *record) decompress(p []byte) ([]byte, error) {
+	if len(p) < 1 {
+		return nil, fmt.Errorf("%w: version %d record without its compression byte", ErrCorruptRecord, r.Version)
+	}
+	switch p[0] {
+	case compNone:
+		return p[1:], nil
+	case compSnappy:
+		data := p[1:]
+		n, err := snappy.DecodedLen(data)
+		if err != nil {
+			return nil, fmt.Errorf("%w: snappy block header: %v", ErrCorruptRecord, err)
+		}
+		if n > maxSnappyRatio*len(data) {
+			return nil, fmt.Errorf("%w: snappy block of %d bytes claims %d decoded bytes", ErrCorruptRecord, len(data), n)
+		}
+		if cap(r.body) < n {
+			r.body = make([]byte, n)
+		}
+		out, err := snappy.Decode(r.body[:cap(r.body)], data)
+		if err != nil {
+			return nil, fmt.Errorf("%w: snappy block: %v", ErrCorruptRecord, err)
+		}
+		return out, nil
+	}
+	return nil, fmt.Errorf("%w: unknown compression %d", ErrCorruptRecord, p[0])
+}
+
+// decodeSamplesV2 decodes the samples payload of versions 1 and 2.
+func (r *record) decodeSamplesV2(d *decbuf) error {
+	n := d.count("samples entry count", 9)
+	r.Samples = r.Samples[:0]
+	// All samples go to one flat buffer reused across decodes; entries are
+	// pointed into it only after the last append, so no entry aliases a
+	// buffer another entry still uses (callers may reslice and reorder
+	// r.Samples, e.g. Truncate's filter).
+	r.sampleBuf, r.offsets = r.sampleBuf[:0], r.offsets[:0]
+	for range n {
+		ref := d.be64("samples ref")
+		ns := d.count("sample count", 16)
+		if d.err != nil {
+			return d.err
+		}
+		for range ns {
+			t := int64(d.be64("sample timestamp"))
+			v := math.Float64frombits(d.be64("sample value"))
+			r.sampleBuf = append(r.sampleBuf, Sample{T: t, V: v})
+		}
+		if d.err != nil {
+			return d.err
+		}
+		r.Samples = append(r.Samples, walSamples{Ref: ref})
+		r.offsets = append(r.offsets, len(r.sampleBuf))
+	}
+	r.pointSamples()
+	return nil
+}
+
+// pointSamples points each entry of r.Samples into r.sampleBuf, after the
+// last append to it (see decodeSamplesV2).
+func (r *record) pointSamples() {
+	start := 0
+	for i, end := range r.offsets {
+		r.Samples[i].Samples = r.sampleBuf[start:end:end]
+		start = end
+	}
+}
+
+// decodeSamplesV3 decodes a version 3 samples payload (samplesEncoder). Every
+// count is bounded by the bytes left before anything is allocated for it: an
+// entry takes at least 2 bytes, a sample at least 2 (a timestamp and a value
+// byte).
+func (r *record) decodeSamplesV3(d *decbuf) error {
+	n := d.count("samples entry count", 2)
+	r.Samples = r.Samples[:0]
+	r.sampleBuf, r.offsets = r.sampleBuf[:0], r.offsets[:0]
+	var prevRef uint64
+	var prevT0 int64
+	for range n {
+		ref := prevRef + uint64(unzigzag(d.uvarint("samples ref delta")))
+		prevRef = ref
+		hdr := d.uvarint("sample count")
+		if d.err != nil {
+			return d.err
+		}
+		ns, ints := hdr>>1, hdr&1 == 1
+		if ns > uint64(len(d.b)/2) {
+			return fmt.Errorf("%w: sample count %d of ref %d exceeds the %d bytes left", ErrCorruptRecord, ns, ref, len(d.b))
+		}
+		base := len(r.sampleBuf)
+		if ns > 0 {
+			t := prevT0 + unzigzag(d.uvarint("first timestamp delta"))
+			prevT0 = t
+			r.sampleBuf = append(r.sampleBuf, Sample{T: t})
+			var delta int64
+			for range ns - 1 {
+				delta += unzigzag(d.uvarint("timestamp delta of delta"))
+				t += delta
+				r.sampleBuf = append(r.sampleBuf, Sample{T: t})
+			}
+			smps := r.sampleBuf[base:]
+			if ints {
+				var v int64
+				for i := range smps {
+					dv := unzigzag(d.uvarint("integer value"))
+					// Both bounded by 2^53 (dv by 2^54): the sum cannot overflow.
+					if dv < -2*maxExactInt || dv > 2*maxExactInt || v+dv < -maxExactInt || v+dv > maxExactInt {
+						d.fail("integer value (beyond ±2^53)")
+						break
+					}
+					v += dv
+					smps[i].V = float64(v)
+				}
+			} else {
+				vb := d.be64("first value")
+				smps[0].V = math.Float64frombits(vb)
+				for i := 1; i < len(smps); i++ {
+					vb ^= d.xor()
+					smps[i].V = math.Float64frombits(vb)
+				}
+			}
+		}
+		if d.err != nil {
+			return d.err
+		}
+		r.Samples = append(r.Samples, walSamples{Ref: ref})
+		r.offsets = append(r.offsets, len(r.sampleBuf))
+	}
+	r.pointSamples()
+	return nil
+}
+
+// xor reads what appendXOR wrote.
+func (d *decbuf) xor() uint64 {
+	ctl := d.u8("value control byte")
+	if d.err != nil {
+		return 0
+	}
+	if ctl == 0x80 {
+		return 0
+	}
+	lead, trail := int(ctl>>4), int(ctl&0x0f)
+	n := 8 - lead - trail
+	if n <= 0 || len(d.b) < n {
+		d.fail("XOR value")
+		return 0
+	}
+	var x uint64
+	for _, c := range d.b[:n] {
+		x = x<<8 | uint64(c)
+	}
+	d.b = d.b[n:]
+	return x << (8 * trail)
 }

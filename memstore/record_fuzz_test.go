@@ -26,23 +26,49 @@ func sealRecord(seq uint64, version, typ byte, payload []byte) []byte {
 // payloadOf strips a record's header and checksum.
 func payloadOf(rec []byte) []byte { return rec[recordHeaderSize : len(rec)-recordTrailerSize] }
 
-// seedRecords are valid records of every type and version, for the seed corpora.
+// seedRecords are valid records of every type and version, for the seed corpora: what this
+// build writes (version 3: series and samples records snappy-compressed when that pays, a
+// samples record stored raw, with integer and float entries of several samples), and version 2
+// samples records (the layout versions 1 and 2 share).
 func seedRecords() [][]byte {
+	mixed := []walSamples{
+		{Ref: 1, Samples: []Sample{{1, math.NaN()}, {2, math.Float64frombits(value.StaleNaN)}, {math.MaxInt64, math.Copysign(0, -1)}}},
+		{Ref: 2},
+		{Ref: 7, Samples: []Sample{{1_700_000_000_000, 100}, {1_700_000_015_000, 250}, {1_700_000_030_001, 251}}},
+		{Ref: 5, Samples: []Sample{{1_700_000_000_000, 0.25}, {1_700_000_015_000, 0.5}, {math.MinInt64, math.Inf(-1)}}},
+	}
+	var many []walSamples
+	for i := range 300 {
+		many = append(many, walSamples{Ref: uint64(1000 + i), Samples: []Sample{{int64(1_700_000_000_000 + i%7), float64(i * 4096)}}})
+	}
 	return [][]byte{
 		appendSeriesRecord(nil, 1, []walSeries{
 			{Ref: 1, Tenant: "t", Labels: labels.FromStrings("__name__", "m", "a", "b")},
 			{Ref: 2, Tenant: "t-2", Labels: labels.FromStrings("c", "")},
 		}),
-		appendSamplesRecord(nil, 2, []walSamples{
-			{Ref: 1, Samples: []Sample{{1, math.NaN()}, {2, math.Float64frombits(value.StaleNaN)}, {math.MaxInt64, math.Copysign(0, -1)}}},
-			{Ref: 2},
-		}),
+		appendSamplesRecord(nil, 2, mixed),
 		appendChunkRecord(nil, 3, walChunk{Ref: 1, Chunk: Chunk{MinTime: 5, MaxTime: 6, Encoding: 1, Data: xorChunk(Sample{5, 1}, Sample{6, 2})}}),
 		appendChunksRecord(nil, 4, []walChunk{
 			{Ref: 2, Chunk: Chunk{MinTime: 1, MaxTime: 2, Encoding: 1, Data: xorChunk(Sample{1, 1}, Sample{2, 2})}},
 			{Ref: 2, Chunk: Chunk{MinTime: 3, MaxTime: 3, Encoding: 1, Data: xorChunk(Sample{3, math.NaN()})}, Last: true, LastV: math.NaN()},
 		}),
+		appendSamplesRecordVersion(nil, 5, recordVersion2, mixed),
+		appendSamplesRecord(nil, 6, many), // snappy-compressed
 	}
+}
+
+// uncompressedV3 returns the payload of a version 3 record with its body stored raw, so that
+// the fuzzer mutates the body itself rather than a snappy block.
+func uncompressedV3(rec []byte) []byte {
+	var r record
+	if err := decodeRecord(0, rec, &r); err != nil {
+		return payloadOf(rec)
+	}
+	p, err := r.decompress(payloadOf(rec))
+	if err != nil {
+		return payloadOf(rec)
+	}
+	return append([]byte{compNone}, p...)
 }
 
 // FuzzDecodeRecordPayload decodes any payload of any version and type under a valid checksum: a
@@ -53,6 +79,9 @@ func FuzzDecodeRecordPayload(f *testing.F) {
 	for i, rec := range seedRecords() {
 		f.Add(uint64(i+1), rec[0], rec[1], payloadOf(rec))
 		f.Add(uint64(i+1), recordVersion1, rec[1], payloadOf(rec))
+		if rec[0] == recordVersion3 {
+			f.Add(uint64(i+1), recordVersion3, rec[1], uncompressedV3(rec))
+		}
 	}
 	f.Fuzz(func(t *testing.T, seq uint64, version, typ byte, payload []byte) {
 		var r record
@@ -90,6 +119,13 @@ func FuzzWALReplay(f *testing.F) {
 	}
 	f.Add(seed)
 	f.Add(appendFuzzRecord(nil, recordVersion, recSamples, payloadOf(seedRecords()[1]))) // samples of unknown refs
+	var raw []byte                                                                       // version 3 bodies stored raw, for the fuzzer to mutate
+	for _, rec := range seedRecords() {
+		if rec[0] == recordVersion3 {
+			raw = appendFuzzRecord(raw, rec[0], rec[1], uncompressedV3(rec))
+		}
+	}
+	f.Add(raw)
 	f.Fuzz(func(t *testing.T, data []byte) {
 		dir := t.TempDir()
 		db, err := bolt.Open(filepath.Join(dir, WALFileName), 0o600, &bolt.Options{NoSync: true})

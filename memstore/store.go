@@ -130,6 +130,10 @@ type Store struct {
 	closeMu sync.Mutex
 	closed  atomic.Bool
 	replay  ReplayReport
+	// replaying is true while Open replays the WAL: series are then created
+	// without postings, which replayWAL builds in bulk at the end (see
+	// replay.go). Set and cleared by replayWAL around its workers' lifetime.
+	replaying bool
 
 	appenders sync.Pool // *Appender
 
@@ -378,7 +382,9 @@ func (st *Store) lockSeries(th *tenantHead, lset labels.Labels, hash uint64, ref
 				return &memSeries{ref: r, lset: lset.Copy(), hash: hash}, nil
 			},
 			func(ms *memSeries) {
-				th.postings.add(ms.ref, ms.lset)
+				if !st.replaying {
+					th.postings.add(ms.ref, ms.lset)
+				}
 				if st.wal != nil && ref == 0 {
 					// Under ms.mu: no sample of the series can be enqueued before this.
 					// An enqueue error is sticky in the WAL and the caller's sync reports it.
@@ -744,120 +750,4 @@ func filterChunks(r *record, keep func(c *walChunk) bool) (changed, drop bool) {
 	n := len(r.Chunks)
 	r.Chunks = slices.DeleteFunc(r.Chunks, func(c walChunk) bool { return !keep(&c) })
 	return len(r.Chunks) != n, len(r.Chunks) == 0
-}
-
-// replayWAL rebuilds memory from w. Series are recreated under their logged
-// refs; the series limit is ignored so that a lowered limit never drops
-// acknowledged data.
-func (st *Store) replayWAL(w *wal) (uint64, error) {
-	begin := time.Now()
-	lastLog := begin
-	rep := &st.replay
-	byRef := map[uint64]*memSeries{}
-	tenantOf := map[uint64]*tenantHead{}
-	var maxRef uint64
-	var cc chunkChecker
-	nextSeq, corrupt, err := w.replay(func(seq uint64, r *record) error {
-		rep.Records++
-		switch r.Type {
-		case recSeries:
-			for _, s := range r.Series {
-				if _, dup := byRef[s.Ref]; dup || s.Ref == 0 {
-					rep.Skipped++
-					continue
-				}
-				th := st.getOrCreateTenant(s.Tenant)
-				ms, created, err := st.lockSeries(th, s.Labels, st.hashFn(s.Labels), s.Ref, 0)
-				if err != nil {
-					st.logger.Warn("wal replay skipped a series", "seq", seq, "ref", s.Ref, "labels", s.Labels.String(), "err", err)
-					rep.Skipped++
-					continue
-				}
-				ms.mu.Unlock()
-				if !created {
-					// Same labels logged twice under two refs (recreated after a
-					// truncation): later samples of either ref go to the one series.
-					rep.Skipped++
-				}
-				byRef[s.Ref] = ms
-				tenantOf[s.Ref] = th
-				maxRef = max(maxRef, s.Ref)
-				rep.Series++
-			}
-		case recSamples:
-			for _, e := range r.Samples {
-				ms := byRef[e.Ref]
-				if ms == nil {
-					rep.Skipped += len(e.Samples)
-					continue
-				}
-				nc := 0
-				for _, smp := range e.Samples {
-					switch ms.check(smp.T, smp.V) {
-					case appendOK:
-						ms.lastT, ms.lastV, ms.hasLast = smp.T, smp.V, true
-						if ms.appendVisible(smp.T, smp.V, st.maxAgeMs) {
-							nc++
-						}
-						rep.Samples++
-					case appendIdempotent:
-						rep.Samples++
-					default:
-						rep.Skipped++
-					}
-				}
-				tenantOf[e.Ref].numChunks.Add(int64(nc))
-				st.metrics.memChunks.Add(float64(nc))
-			}
-		case recChunk, recChunks:
-			for k := range r.Chunks {
-				wc := &r.Chunks[k]
-				ms, c := byRef[wc.Ref], wc.Chunk
-				// Checked like ImportBatch checks them (chunkChecker.check): the
-				// header of each; a chunks record (type 4) carries the last value of
-				// each series group, a chunk record (type 3) does not, so its chunk
-				// is decoded whole for it.
-				lastV, err := wc.LastV, cc.header(c)
-				if r.Type == recChunk {
-					lastV, err = cc.full(c)
-				}
-				if ms == nil || err != nil || (ms.hasLast && c.MinTime <= ms.lastT) {
-					st.logger.Warn("wal replay skipped a chunk", "seq", seq, "ref", wc.Ref, "mint", c.MinTime, "maxt", c.MaxTime, "err", err)
-					rep.Skipped++
-					continue
-				}
-				ms.reserve(pendingOp{s: Sample{T: c.MaxTime, V: lastV}, chunk: &wc.Chunk})
-				nc := ms.applyUpTo(ms.reservedEnd, st.maxAgeMs)
-				tenantOf[wc.Ref].numChunks.Add(int64(nc))
-				st.metrics.memChunks.Add(float64(nc))
-				rep.Chunks++
-			}
-		}
-		if rep.Records%4096 == 0 && time.Since(lastLog) > 5*time.Second {
-			lastLog = time.Now()
-			st.logger.Info("wal replay in progress", "file", w.path, "records", rep.Records, "samples", rep.Samples,
-				"seq", seq, "elapsed", time.Since(begin))
-		}
-		return nil
-	})
-	if err != nil {
-		return 0, fmt.Errorf("memstore: replaying WAL: %w", err)
-	}
-	if corrupt != nil {
-		rep.Corruption = corrupt
-		st.metrics.walCorruptions.Inc()
-	}
-	if maxRef >= st.nextRef.Load() {
-		st.nextRef.Store(maxRef + 1)
-	}
-	rep.Duration = time.Since(begin)
-	st.metrics.walReplayDuration.Set(rep.Duration.Seconds())
-	rate := 0.0
-	if s := rep.Duration.Seconds(); s > 0 {
-		rate = float64(rep.Samples) / s
-	}
-	st.logger.Info("wal replay done", "file", w.path, "records", rep.Records, "series", rep.Series, "samples", rep.Samples,
-		"chunks", rep.Chunks, "skipped", rep.Skipped, "samples_per_second", rate, "duration", rep.Duration,
-		"corrupt", corrupt != nil)
-	return nextSeq, nil
 }

@@ -24,11 +24,11 @@ const WALFileName = "wal.bolt"
 
 // walFormatVersion is the layout of the bbolt file itself (buckets and keys)
 // and the newest record version in it, stored under meta/format. Records
-// carry their own version byte. Format 1 files (records of version 1 only)
-// are upgraded to format 2 when opened: their records stay readable, and an
-// older build then refuses the file instead of cutting version 2 records as
-// a corrupt tail.
-const walFormatVersion = 2
+// carry their own version byte. Format 1 and 2 files (records of versions up
+// to 1 or 2) are upgraded to format 3 when opened, before anything is
+// written: their records stay readable, and an older build then refuses the
+// file instead of cutting version 3 records as a corrupt tail.
+const walFormatVersion = 3
 
 var (
 	bucketWAL  = []byte("wal")
@@ -164,6 +164,8 @@ type wal struct {
 	spare    []walEntry
 	series   []walSeries
 	arena    []byte
+	body     []byte // one record's payload before compression
+	zbuf     []byte // snappy output scratch
 	keys     []byte
 	spans    []recSpan
 	nextSeq  uint64
@@ -181,6 +183,11 @@ type wal struct {
 	lastSeq atomic.Uint64
 	// commits counts committed write transactions (fsyncs when syncing); used by tests.
 	commits atomic.Uint64
+
+	// version is the record version the committer writes: recordVersion,
+	// except in tests and benchmarks that write the old format (2) to
+	// compare it or to test replay of it.
+	version byte
 
 	// beforeCommit, when set (tests only, before the first write), runs in the
 	// committer before each write transaction.
@@ -233,13 +240,13 @@ func openWAL(dir string, sync bool, compactMinBytes int64, logger *slog.Logger, 
 			}
 			v := meta.Get(keyFormat)
 			switch {
-			case v == nil || (len(v) == 1 && v[0] == 1):
-				// New file, or format 1: upgrade (see walFormatVersion).
+			case v == nil || (len(v) == 1 && v[0] >= 1 && v[0] < walFormatVersion):
+				// New file, or format 1 or 2: upgrade (see walFormatVersion).
 				if err := meta.Put(keyFormat, []byte{walFormatVersion}); err != nil {
 					return err
 				}
 			case len(v) != 1 || v[0] != walFormatVersion:
-				return fmt.Errorf("%w: file format %v, this build reads formats 1 and %d", ErrUnknownRecordVersion, v, walFormatVersion)
+				return fmt.Errorf("%w: file format %v, this build reads formats 1 to %d", ErrUnknownRecordVersion, v, walFormatVersion)
 			}
 			_, err = tx.CreateBucketIfNotExists(bucketWAL)
 			return err
@@ -259,7 +266,7 @@ func openWAL(dir string, sync bool, compactMinBytes int64, logger *slog.Logger, 
 	return &wal{
 		db: db, path: path, fsync: sync, logger: logger, metrics: m,
 		wake: make(chan struct{}, 1), stopped: make(chan struct{}),
-		retryMin: walRetryMin, retryMax: walRetryMax,
+		retryMin: walRetryMin, retryMax: walRetryMax, version: recordVersion,
 	}, nil
 }
 
@@ -760,6 +767,16 @@ func (w *wal) reopen() error {
 
 // commit encodes batch into records and writes them in one transaction.
 func (w *wal) commit(batch []walEntry) error {
+	if w.encode(batch) == 0 {
+		return nil // only waiters: everything before them is already committed
+	}
+	return w.write()
+}
+
+// encode encodes the data entries of batch into records from sequence
+// number nextSeq on: their bytes in arena, their extents in spans, their
+// keys in keys. It returns the number of records.
+func (w *wal) encode(batch []walEntry) int {
 	w.arena, w.spans = w.arena[:0], w.spans[:0]
 	// Every series entry of the batch goes into one series record, first: a
 	// series record may move ahead of other records (invariant 1 only needs it
@@ -772,7 +789,8 @@ func (w *wal) commit(batch []walEntry) error {
 		}
 	}
 	if len(w.series) > 0 {
-		w.arena = appendSeriesRecord(w.arena, w.nextSeq, w.series)
+		w.body = appendSeriesBody(w.body[:0], w.series)
+		w.arena = appendRecord(w.arena, w.nextSeq, w.version, recSeries, w.body, &w.zbuf)
 		w.spans = append(w.spans, recSpan{start: 0, end: len(w.arena), typ: recSeries})
 		clear(w.series) // do not pin labels
 	}
@@ -787,45 +805,44 @@ func (w *wal) commit(batch []walEntry) error {
 			i++
 			continue
 		case recSamples:
-			// Consecutive samples entries share one record up to maxRecordBytes;
-			// encoded in place to avoid building a []walSamples.
-			w.arena = append(w.arena, recordVersion, recSamples)
-			countAt := len(w.arena)
-			w.arena = append(w.arena, 0, 0, 0, 0, 0) // room for a uvarint count < 2^35
+			// Consecutive samples entries share one record up to maxRecordBytes
+			// of body (before compression), encoded into the reused body buffer.
+			// The count is written as a fixed 5-byte uvarint (continuation bits
+			// set), filled in after the entries: still a valid uvarint, so the
+			// decoder needs no special case.
+			w.body = append(w.body[:0], 0, 0, 0, 0, 0)
+			var enc samplesEncoder
 			n := 0
-			for ; i < len(batch) && (batch[i].typ == recSamples || skip(batch[i].typ)) && len(w.arena)-start < maxRecordBytes; i++ {
+			for ; i < len(batch) && (batch[i].typ == recSamples || skip(batch[i].typ)) && len(w.body) < maxRecordBytes; i++ {
 				if batch[i].typ == recSamples {
-					w.arena = appendSamplesEntry(w.arena, batch[i].samples.Ref, batch[i].samples.Samples)
+					if w.version >= recordVersion3 {
+						w.body = enc.appendEntry(w.body, batch[i].samples.Ref, batch[i].samples.Samples)
+					} else {
+						w.body = appendSamplesEntry(w.body, batch[i].samples.Ref, batch[i].samples.Samples)
+					}
 					n++
 				}
 			}
-			// Write the count as a fixed 5-byte uvarint (continuation bits set):
-			// still a valid uvarint, so the decoder needs no special case.
-			putUvarint5(w.arena[countAt:countAt+5], uint64(n))
-			w.arena = finishRecord(w.arena, start, seq)
+			putUvarint5(w.body[:5], uint64(n))
+			w.arena = appendRecord(w.arena, seq, w.version, recSamples, w.body, &w.zbuf)
 		case recChunks:
 			// Consecutive chunks entries (one group per imported series) share
-			// one record up to maxRecordBytes, encoded in place like samples.
-			w.arena = append(w.arena, recordVersion, recChunks)
-			countAt := len(w.arena)
-			w.arena = append(w.arena, 0, 0, 0, 0, 0)
+			// one record up to maxRecordBytes, like samples.
+			w.body = append(w.body[:0], 0, 0, 0, 0, 0)
 			n := 0
-			for ; i < len(batch) && (batch[i].typ == recChunks || skip(batch[i].typ)) && len(w.arena)-start < maxRecordBytes; i++ {
+			for ; i < len(batch) && (batch[i].typ == recChunks || skip(batch[i].typ)) && len(w.body) < maxRecordBytes; i++ {
 				if batch[i].typ == recChunks {
 					sc := &batch[i].chunks
-					w.arena = appendChunksGroup(w.arena, sc.Ref, sc.LastV, sc.Chunks)
+					w.body = appendChunksGroup(w.body, sc.Ref, sc.LastV, sc.Chunks)
 					n++
 				}
 			}
-			putUvarint5(w.arena[countAt:countAt+5], uint64(n))
-			w.arena = finishRecord(w.arena, start, seq)
+			putUvarint5(w.body[:5], uint64(n))
+			w.arena = appendRecord(w.arena, seq, w.version, recChunks, w.body, &w.zbuf)
 		default:
 			panic(fmt.Sprintf("memstore: WAL entry of type %d", e.typ)) // broken internal invariant
 		}
 		w.spans = append(w.spans, recSpan{start: start, end: len(w.arena), typ: e.typ})
-	}
-	if len(w.spans) == 0 {
-		return nil // only waiters: everything before them is already committed
 	}
 	w.keys = w.keys[:0]
 	seq := w.nextSeq
@@ -833,6 +850,13 @@ func (w *wal) commit(batch []walEntry) error {
 		w.keys = binary.BigEndian.AppendUint64(w.keys, seq)
 		seq++
 	}
+	return len(w.spans)
+}
+
+// write commits the records encode left in arena, spans and keys in one
+// bbolt transaction.
+func (w *wal) write() error {
+	seq := w.nextSeq + uint64(len(w.spans))
 	if w.beforeCommit != nil {
 		w.beforeCommit()
 	}
@@ -870,6 +894,9 @@ func (w *wal) commit(batch []walEntry) error {
 	if cap(w.arena) > 16<<20 {
 		w.arena = nil // do not pin a huge buffer after a burst
 	}
+	if cap(w.body) > 16<<20 {
+		w.body, w.zbuf = nil, nil
+	}
 	return nil
 }
 
@@ -898,36 +925,151 @@ func putUvarint5(b []byte, v uint64) {
 	b[4] = byte(v)
 }
 
-// replayVisitor receives each decoded record; r is reused across calls.
-type replayVisitor func(seq uint64, r *record) error
+// replayRecord is one record on its way through replay: read by the
+// cursor goroutine, decoded by a decode worker, handed in key order to the
+// visitor, then reused. Reference counted: the visitor holds one reference
+// while it runs and may retain more for asynchronous users (the Store's
+// apply workers); each holder releases once, and at zero the record goes
+// back to the free list for the next key.
+type replayRecord struct {
+	rec   record
+	seq   uint64
+	raw   []byte // the bbolt value (mmap, valid during the read transaction)
+	err   error  // decode error: this record is corrupt
+	fault any    // a panic or memory fault while reading raw: the file is damaged
+	ready chan struct{}
+	refs  atomic.Int32
+	free  chan *replayRecord
 
-// replay calls fn for every record in key order. On the first record that
-// fails to decode it stops, deletes that record and every later one, and
-// returns the CorruptionError (after a successful cut) alongside the next
-// unused sequence number. A non-CorruptionError error means the WAL could
-// not be read at all.
-func (w *wal) replay(fn replayVisitor) (nextSeq uint64, corrupt *CorruptionError, err error) {
-	var r record
+	// parts is the visitor's per-worker scratch (the Store's replay
+	// routing), reused with the record.
+	parts []replayPart
+}
+
+// retain takes n more references to r.
+func (r *replayRecord) retain(n int) { r.refs.Add(int32(n)) }
+
+// release drops one reference; the last one returns r to the free list.
+func (r *replayRecord) release() {
+	if r.refs.Add(-1) == 0 {
+		r.free <- r // never blocks: the channel holds every record
+	}
+}
+
+// replayVisitor receives each decoded record, in key order, holding one
+// reference to it that replay releases when the visitor returns.
+type replayVisitor func(r *replayRecord) error
+
+// replayInFlight is how many records replay reads ahead of the visitor per
+// decode worker; it bounds replay's memory (a record decodes to at most a
+// few hundred KiB) while keeping every worker busy.
+const replayInFlight = 8
+
+// replay calls fn for every record in key order, decoding records on
+// `workers` goroutines ahead of it (decoding — checksum, decompression,
+// varints — is independent per record; only the visitor's order matters).
+// On the first record that fails to decode it stops, deletes that record
+// and every later one, and returns the CorruptionError (after a successful
+// cut) alongside the next unused sequence number. A non-CorruptionError
+// error means the WAL could not be read at all.
+func (w *wal) replay(workers int, fn replayVisitor) (nextSeq uint64, corrupt *CorruptionError, err error) {
+	workers = max(workers, 1)
+	total := workers * replayInFlight
+	free := make(chan *replayRecord, total)
+	for range total {
+		free <- &replayRecord{ready: make(chan struct{}, 1), free: free}
+	}
 	err = catchBoltPanic(w.path, func() error {
 		return w.view(func(tx *bolt.Tx) error {
-			c := tx.Bucket(bucketWAL).Cursor()
-			for k, v := c.First(); k != nil; k, v = c.Next() {
-				if len(k) != 8 {
-					corrupt = &CorruptionError{File: w.path, Bucket: string(bucketWAL), Seq: nextSeq,
-						Err: fmt.Errorf("%w: key %x is not an 8-byte sequence number (after seq %d)", ErrCorruptRecord, k, nextSeq)}
-					return nil
+			// The cursor goroutine reads keys in order and hands each value to a
+			// decode worker and, in the same order, to this goroutine (ordered);
+			// stop ends it early. Every goroutine that reads bbolt's mmap
+			// (cursor, decoders) has exited before View returns: wg.
+			ordered := make(chan *replayRecord, total)
+			jobs := make(chan *replayRecord, total)
+			stop := make(chan struct{})
+			var wg sync.WaitGroup
+			var badKey *CorruptionError
+			var readPanic atomic.Value
+			wg.Add(1)
+			go func() {
+				defer wg.Done()
+				defer close(ordered)
+				defer close(jobs)
+				defer func() {
+					if p := recover(); p != nil {
+						readPanic.Store(fmt.Sprint(p))
+					}
+				}()
+				old := debug.SetPanicOnFault(true)
+				defer debug.SetPanicOnFault(old)
+				c := tx.Bucket(bucketWAL).Cursor()
+				for k, v := c.First(); k != nil; k, v = c.Next() {
+					if len(k) != 8 {
+						badKey = &CorruptionError{File: w.path, Bucket: string(bucketWAL),
+							Err: fmt.Errorf("%w: key %x is not an 8-byte sequence number", ErrCorruptRecord, k)}
+						return
+					}
+					var r *replayRecord
+					select {
+					case r = <-free:
+					case <-stop:
+						return
+					}
+					r.seq, r.raw, r.err, r.fault = binary.BigEndian.Uint64(k), v, nil, nil
+					r.refs.Store(1)
+					jobs <- r
+					ordered <- r
 				}
-				seq := binary.BigEndian.Uint64(k)
-				if err := decodeRecord(seq, v, &r); err != nil {
-					corrupt = &CorruptionError{File: w.path, Bucket: string(bucketWAL), Seq: seq, Err: err}
-					return nil
-				}
-				if err := fn(seq, &r); err != nil {
-					return err
-				}
-				nextSeq = seq + 1
+			}()
+			for range workers {
+				wg.Add(1)
+				go func() {
+					defer wg.Done()
+					old := debug.SetPanicOnFault(true)
+					defer debug.SetPanicOnFault(old)
+					for r := range jobs {
+						// decodeRecord never panics on any input; a panic here is a
+						// fault reading bbolt's mmap (a damaged or truncated file),
+						// which fails the replay with the file untouched, as a fault
+						// in bbolt's own reads does.
+						func() {
+							defer func() { r.fault = recover() }()
+							r.err = decodeRecord(r.seq, r.raw, &r.rec)
+						}()
+						r.raw = nil
+						r.ready <- struct{}{}
+					}
+				}()
 			}
-			return nil
+			var ferr error
+			for r := range ordered {
+				<-r.ready
+				if ferr == nil && corrupt == nil {
+					if r.fault != nil {
+						ferr = fmt.Errorf("memstore: WAL file %s is damaged: reading record seq %d failed: %v (the file was left untouched; move it away to start with an empty WAL)", w.path, r.seq, r.fault)
+						close(stop)
+					} else if r.err != nil {
+						corrupt = &CorruptionError{File: w.path, Bucket: string(bucketWAL), Seq: r.seq, Err: r.err}
+						close(stop)
+					} else if ferr = fn(r); ferr != nil {
+						close(stop)
+					} else {
+						nextSeq = r.seq + 1
+					}
+				}
+				r.release()
+			}
+			wg.Wait()
+			if p := readPanic.Load(); p != nil {
+				return fmt.Errorf("memstore: WAL file %s is damaged: bbolt failed reading it: %v (the file was left untouched; move it away to start with an empty WAL)", w.path, p)
+			}
+			if corrupt == nil && ferr == nil && badKey != nil {
+				badKey.Seq = nextSeq
+				badKey.Err = fmt.Errorf("%w (after seq %d)", badKey.Err, nextSeq)
+				corrupt = badKey
+			}
+			return ferr
 		})
 	})
 	if err != nil {

@@ -144,36 +144,91 @@ func TestWAL_CorruptTail_DetectedReportedCut(t *testing.T) {
 			return seq, v
 		}, ErrUnknownRecordVersion},
 	}
-	for _, tc := range cases {
-		t.Run(tc.name, func(t *testing.T) {
-			dir := t.TempDir()
-			st := mustOpen(t, testConfig(dir))
-			want := writeSomeData(t, st, 50)
-			// The last push goes to its own series so that we know what is lost.
-			mustPush(t, st, "victim", ser(labels.FromStrings("__name__", "v"), Sample{1, 1}))
-			st.Close()
-			seq := mutateLastRecord(t, dir, tc.mutate)
-
-			re := mustOpen(t, testConfig(dir))
-			r := re.ReplayReport()
-			c := r.Corruption
-			if c == nil || c.Seq != seq || !errors.Is(c, tc.wantErr) || c.Bucket != "wal" || !strings.Contains(c.Error(), WALFileName) {
-				t.Fatalf("corruption report %v (seq want %d)", c, seq)
-			}
-			got := dump(t, re)
-			delete(got, `victim/{__name__="v"}`) // its series record may survive, its sample record not
-			requireSameData(t, want, got)
-			// The corrupt tail is gone: the next open is clean and writes go on.
-			mustPush(t, re, "victim", ser(labels.FromStrings("__name__", "v"), Sample{2, 2}))
-			want = dump(t, re)
-			re.Close()
-			again := mustOpen(t, testConfig(dir))
-			if again.ReplayReport().Corruption != nil {
-				t.Fatalf("corruption reported twice: %v", again.ReplayReport().Corruption)
-			}
-			requireSameData(t, want, dump(t, again))
-		})
+	// Version 3 only: damage a compressed body under a valid checksum.
+	v3cases := []struct {
+		name    string
+		mutate  func(seq uint64, v []byte) (uint64, []byte)
+		wantErr error
+	}{
+		{"snappy block damaged under a valid checksum", func(seq uint64, v []byte) (uint64, []byte) {
+			v[recordHeaderSize] = compSnappy
+			v[recordHeaderSize+1] = 0xff // the decoded-length varint now runs on
+			v[recordHeaderSize+2] = 0xff
+			binary.BigEndian.PutUint32(v[len(v)-4:], recordCRC(seq, v[:len(v)-4]))
+			return seq, v
+		}, ErrCorruptRecord},
+		{"unknown compression under a valid checksum", func(seq uint64, v []byte) (uint64, []byte) {
+			v[recordHeaderSize] = 9
+			binary.BigEndian.PutUint32(v[len(v)-4:], recordCRC(seq, v[:len(v)-4]))
+			return seq, v
+		}, ErrCorruptRecord},
 	}
+	for _, version := range []byte{recordVersion2, recordVersion3} {
+		all := cases
+		if version == recordVersion3 {
+			all = append(slices.Clone(cases), v3cases...)
+		}
+		for _, tc := range all {
+			t.Run(fmt.Sprintf("v%d/%s", version, tc.name), func(t *testing.T) {
+				testCorruptTail(t, version, tc.mutate, tc.wantErr)
+			})
+		}
+	}
+}
+
+// testCorruptTail writes data in record version `version`, damages the last record with mutate
+// and checks that Open reports it (file, bucket, seq, wantErr), keeps everything before it, cuts
+// it, and that the WAL is clean and writable afterwards.
+func testCorruptTail(t *testing.T, version byte, mutate func(seq uint64, v []byte) (uint64, []byte), wantErr error) {
+	dir := t.TempDir()
+	st := mustOpen(t, testConfig(dir))
+	st.wal.version = version
+	want := writeSomeData(t, st, 50)
+	// The last push goes to its own series so that we know what is lost.
+	mustPush(t, st, "victim", ser(labels.FromStrings("__name__", "v"), Sample{1, 1}))
+	st.Close()
+	if _, vs := recordVersions(t, dir); len(vs) != 1 || vs[version] == 0 {
+		t.Fatalf("record versions %v, want %d only", vs, version)
+	}
+	seq := mutateLastRecord(t, dir, mutate)
+
+	re := mustOpen(t, testConfig(dir))
+	r := re.ReplayReport()
+	c := r.Corruption
+	if c == nil || c.Seq != seq || !errors.Is(c, wantErr) || c.Bucket != "wal" || !strings.Contains(c.Error(), WALFileName) {
+		t.Fatalf("corruption report %v (seq want %d)", c, seq)
+	}
+	got := dump(t, re)
+	delete(got, `victim/{__name__="v"}`) // its series record may survive, its sample record not
+	requireSameData(t, want, got)
+	// The corrupt tail is gone: the next open is clean and writes go on.
+	mustPush(t, re, "victim", ser(labels.FromStrings("__name__", "v"), Sample{2, 2}))
+	want = dump(t, re)
+	re.Close()
+	again := mustOpen(t, testConfig(dir))
+	if again.ReplayReport().Corruption != nil {
+		t.Fatalf("corruption reported twice: %v", again.ReplayReport().Corruption)
+	}
+	requireSameData(t, want, dump(t, again))
+}
+
+// recordVersions returns the meta/format value of the WAL in dir and how many records of each
+// version it holds.
+func recordVersions(t testing.TB, dir string) (format []byte, versions map[byte]int) {
+	t.Helper()
+	db, err := bolt.Open(filepath.Join(dir, WALFileName), 0o600, &bolt.Options{ReadOnly: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer db.Close()
+	versions = map[byte]int{}
+	if err := db.View(func(tx *bolt.Tx) error {
+		format = slices.Clone(tx.Bucket(bucketMeta).Get(keyFormat))
+		return tx.Bucket(bucketWAL).ForEach(func(_, v []byte) error { versions[v[0]]++; return nil })
+	}); err != nil {
+		t.Fatal(err)
+	}
+	return format, versions
 }
 
 func TestWAL_UnknownFileFormatRefused(t *testing.T) {
@@ -259,6 +314,9 @@ func FuzzDecodeRecord(f *testing.F) {
 		{Ref: 4, Chunk: Chunk{MinTime: -1, MaxTime: 1 << 50, Encoding: 1}},
 	}))
 	f.Add(uint64(0), []byte{1, 2, 0, 0, 0, 0})
+	for i, rec := range seedRecords() { // version 3 records and version 2 samples
+		f.Add(uint64(i+1), rec)
+	}
 	f.Fuzz(func(t *testing.T, seq uint64, b []byte) {
 		var r record
 		if err := decodeRecord(seq, b, &r); err != nil {

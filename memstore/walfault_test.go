@@ -3,10 +3,12 @@ package memstore
 import (
 	"errors"
 	"fmt"
+	"maps"
 	"math"
 	"math/rand/v2"
 	"os"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -189,6 +191,108 @@ func TestWALFailure_OrphanSamplesAreCopied(t *testing.T) {
 	requireSameData(t, want, dump(t, st))
 	st.Close()
 	requireSameData(t, want, dump(t, mustOpen(t, testConfig(dir))))
+}
+
+// TestWALFailure_RetryWritesTheSameBytes: a retry commits the failed transaction again as the
+// very same keys and bytes — in record version 3 too, whose samples and series records are
+// compressed (snappy's output is deterministic) — so that a retry is idempotent whatever the
+// failed commit left in the file. The bytes of the failed attempt are captured as the committer
+// was about to write them, and compared with the retry's and with what the file holds after it.
+func TestWALFailure_RetryWritesTheSameBytes(t *testing.T) {
+	for _, version := range []byte{recordVersion2, recordVersion3} {
+		t.Run(fmt.Sprintf("v%d", version), func(t *testing.T) {
+			dir := t.TempDir()
+			st, fault := openFaulty(t, testConfig(dir), nil)
+			st.wal.version = version
+			var mu sync.Mutex
+			var attempts []map[string]string // per commit attempt: key -> record
+			st.wal.injectFault = func() error {
+				w := st.wal // the committer goroutine: its fields are stable here
+				recs := map[string]string{}
+				for i, sp := range w.spans {
+					recs[string(w.keys[i*8:i*8+8])] = string(w.arena[sp.start:sp.end])
+				}
+				mu.Lock()
+				attempts = append(attempts, recs)
+				mu.Unlock()
+				return fault.inject()
+			}
+			// A push big enough for snappy to pay: new series and 1000 samples,
+			// integers and floats, several samples for some series.
+			var batch []SeriesSamples
+			for i := range 500 {
+				lset := labels.FromStrings("__name__", "m", "i", strconv.Itoa(i))
+				batch = append(batch, ser(lset, Sample{1_700_000_000_000, float64(i * 4096)}, Sample{1_700_000_015_000, float64(i) / 3}))
+			}
+			fault.set(enospc(filepath.Join(dir, WALFileName)))
+			if _, err := st.Push("u", batch); !errors.Is(err, ErrWALFailed) {
+				t.Fatalf("push during a failing commit: %v, want ErrWALFailed", err)
+			}
+			fault.set(nil)
+			waitWALHealthy(t, st)
+			// The committer may have taken the queue in the middle of the push: the
+			// failed transaction is then retried first and the rest follows as its
+			// own transaction. Every attempt at the failed transaction's keys must
+			// write exactly its bytes.
+			mu.Lock()
+			failed, same := attempts[0], 0
+			for _, at := range attempts[1:] {
+				overlap := false
+				for k := range at {
+					if _, ok := failed[k]; ok {
+						overlap = true
+					}
+				}
+				if !overlap {
+					continue
+				}
+				if !maps.Equal(failed, at) {
+					t.Errorf("a retry wrote %d records where the failed attempt wrote %d, or other bytes", len(at), len(failed))
+				}
+				same++
+			}
+			mu.Unlock()
+			if same == 0 || len(failed) == 0 {
+				t.Fatalf("no retry of the failed transaction (%d attempts)", len(attempts))
+			}
+			st.Close()
+			db, err := bolt.Open(filepath.Join(dir, WALFileName), 0o600, &bolt.Options{ReadOnly: true})
+			if err != nil {
+				t.Fatal(err)
+			}
+			compressed := 0
+			err = db.View(func(tx *bolt.Tx) error {
+				b := tx.Bucket(bucketWAL)
+				for k, v := range failed {
+					got := b.Get([]byte(k))
+					if string(got) != v {
+						return fmt.Errorf("record %x in the file differs from the failed attempt's", k)
+					}
+					if got[0] != version {
+						return fmt.Errorf("record %x has version %d, want %d", k, got[0], version)
+					}
+					if version == recordVersion3 && got[recordHeaderSize] == compSnappy {
+						compressed++
+					}
+				}
+				return nil
+			})
+			db.Close()
+			if err != nil {
+				t.Fatal(err)
+			}
+			if version == recordVersion3 && compressed == 0 {
+				t.Fatal("no compressed record in the retried transaction: the test does not cover compression")
+			}
+			re := mustOpen(t, testConfig(dir))
+			if got := re.Stats("u").Series; got != 500 {
+				t.Fatalf("after replay %d series, want 500", got)
+			}
+			if r := re.ReplayReport(); r.Samples != 1000 || r.Corruption != nil {
+				t.Fatalf("replay %+v, want 1000 samples", r)
+			}
+		})
+	}
 }
 
 // TestWALFailure_ConcurrentPushesNothingAckedLost flips the fault on and off while pushers write
