@@ -33,9 +33,20 @@ const StampedCommandVersion byte = 2
 // lease (ringstate.OpClaimCompactor): the same layout as StampedCommandVersion. It is a version of
 // its own because a build that predates the lease would refuse the op as unknown and keep no lease,
 // so its ring would silently differ from the others' from that entry on; a version byte it does not
-// know halts it instead, with the upgrade message. Every other command keeps version 2, so a
-// cluster that never compacts stays readable by the builds before the lease.
+// know halts it instead, with the upgrade message. Halting is safe only if no such replica exists:
+// so no claim is proposed until every member advertises this version (Node.admitClaim; see
+// DESIGN.md, "Mixed versions"). Every other command keeps version 2, so a cluster that never
+// compacts stays readable by the builds before the lease. The op is refused in any other version
+// (opMinVersion): the version byte is the leader's build's choice, not the op's.
 const LeaseCommandVersion byte = 3
+
+// MaxCommandVersion is the highest command version this build reads: what a Node advertises for its
+// own member in every Register and Heartbeat it sends (ringstate.Command.CommandVersion), so that
+// a leader proposes a version only once every member reads it (see DESIGN.md, "Mixed versions").
+const MaxCommandVersion = LeaseCommandVersion
+
+// Compile-time check that ringstate's gate and this codec name the same version.
+var _ = [1]struct{}{}[uint32(LeaseCommandVersion)-ringstate.LeaseCommandVersion]
 
 // stampLen is the length of the ring-time stamp that follows the version byte of a stamped command.
 const stampLen = 8
@@ -72,6 +83,34 @@ var (
 	ErrUnencodable = errors.New("raftfsm: command cannot be encoded")
 )
 
+// OpVersionError is an entry whose command version predates its op (a claim of the compactor lease
+// in a version 1 or 2 entry): no build that knows the op writes it so, and a build from before the
+// op refuses it as unknown. It wraps ErrCorruptCommand.
+type OpVersionError struct {
+	Op         ringstate.Op
+	Version    byte // the entry's
+	MinVersion byte // the first version that carries Op
+}
+
+func (e *OpVersionError) Error() string {
+	return fmt.Sprintf("%v: %s in a version %d entry: only entries of version %d or later carry it",
+		ErrCorruptCommand, e.Op, e.Version, e.MinVersion)
+}
+
+// Unwrap makes errors.Is(err, ErrCorruptCommand) true.
+func (e *OpVersionError) Unwrap() error { return ErrCorruptCommand }
+
+// opMinVersion is the first command version that may carry op. An op added after version 1 gets
+// the version introduced with it: a leader of an older build, which picks the version byte, could
+// otherwise write it in an old version that this build would read while the older build's
+// replicas refuse it, and the two would disagree on the entry.
+func opMinVersion(op ringstate.Op) byte {
+	if op == ringstate.OpClaimCompactor {
+		return LeaseCommandVersion
+	}
+	return CommandVersion
+}
+
 // VersionError names the version found and the versions this build reads. It wraps ErrUnknownVersion.
 type VersionError struct {
 	What    string // "command" or "snapshot"
@@ -95,8 +134,11 @@ func (e *VersionError) Unwrap() error { return ErrUnknownVersion }
 //
 // An encoder that could not fail would have to panic or silently alter such a command.
 func EncodeCommand(cmd ringstate.Command) ([]byte, error) {
-	for _, s := range []string{cmd.RequestID, string(cmd.Member), string(cmd.Peer), cmd.RaftAddr,
-		cmd.GRPCAddr, cmd.HTTPAddr, cmd.Zone} {
+	strs := []string{cmd.RequestID, string(cmd.Member), string(cmd.Peer), cmd.RaftAddr, cmd.GRPCAddr, cmd.HTTPAddr, cmd.Zone}
+	for _, id := range cmd.Readers {
+		strs = append(strs, string(id))
+	}
+	for _, s := range strs {
 		if !utf8.ValidString(s) {
 			return nil, fmt.Errorf("%w: %w: %s %q: field %q is not valid UTF-8", ErrUnencodable,
 				ringstate.ErrInvalidCommand, cmd.Op, cmd.Member, s)
@@ -148,8 +190,11 @@ func DecodeCommand(data []byte) (ringstate.Command, error) {
 // input, an unknown version byte (*VersionError), a truncated stamp and undecodable protobuf are
 // errors. It does not check that the command makes sense — ringstate's Apply refuses bad commands
 // deterministically — but it refuses op values that do not fit ringstate.Op, which would otherwise
-// alias a valid op after truncation. Any stamp value is accepted: Apply never moves ring time
-// backwards, so even a nonsensical stamp cannot make heartbeats lie in the future.
+// alias a valid op after truncation, and an op in an entry whose version predates it
+// (*OpVersionError: a claim of the compactor lease in anything but a version-3 entry); with that
+// error it still returns the command and stamp it decoded, for DecodeLog. Any stamp value is
+// accepted: Apply never moves ring time backwards, so even a nonsensical stamp cannot make
+// heartbeats lie in the future.
 func DecodeStamped(data []byte) (cmd ringstate.Command, timeMs int64, stamped bool, err error) {
 	if len(data) == 0 {
 		return ringstate.Command{}, 0, false, fmt.Errorf("%w: empty entry", ErrCorruptCommand)
@@ -174,7 +219,11 @@ func DecodeStamped(data []byte) (cmd ringstate.Command, timeMs int64, stamped bo
 	if op := int32(pb.GetOp()); op < 0 || op > math.MaxUint8 {
 		return ringstate.Command{}, 0, false, fmt.Errorf("%w: op %d out of range", ErrCorruptCommand, op)
 	}
-	return ringpb.ToCommand(&pb), timeMs, stamped, nil
+	cmd = ringpb.ToCommand(&pb)
+	if first := opMinVersion(cmd.Op); data[0] < first {
+		return cmd, timeMs, stamped, &OpVersionError{Op: cmd.Op, Version: data[0], MinVersion: first}
+	}
+	return cmd, timeMs, stamped, nil
 }
 
 // DecodeLog decodes a command entry of the Raft log and returns its command and the ring time at
@@ -182,9 +231,19 @@ func DecodeStamped(data []byte) (cmd ringstate.Command, timeMs int64, stamped bo
 // stamped entry; else the entry's AppendedAt, which hashicorp/raft's leader stamped when it appended
 // it (entries written before stamps existed); else, for an entry with neither, curMs. FSM.Apply uses
 // exactly this, so a tool that replays a log with it (the fault tests' checkers) computes the same
-// ring at every index. Errors are DecodeStamped's.
+// ring at every index. Errors are DecodeStamped's, but for *OpVersionError.
+//
+// An entry whose version predates its op (*OpVersionError from DecodeStamped; only a leader of a
+// build from before the op writes one, forwarding a newer node's command) is returned as a command
+// of op 0, which ringstate's Apply refuses as unknown (CodeInvalidCommand) at the entry's time,
+// remembering its request id: exactly what the build that wrote it and its replicas do with an op
+// they do not know, so every replica, of either build, keeps the same ring time, heartbeat credit
+// and request memory. Skipping the entry instead would leave this build's ring time behind theirs.
 func DecodeLog(l *raft.Log, curMs int64) (ringstate.Command, int64, error) {
 	cmd, stampMs, stamped, err := DecodeStamped(l.Data)
+	if operr := (*OpVersionError)(nil); errors.As(err, &operr) {
+		cmd, err = ringstate.Command{Member: cmd.Member, RequestID: cmd.RequestID}, nil
+	}
 	switch {
 	case err != nil:
 		return ringstate.Command{}, curMs, err

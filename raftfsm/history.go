@@ -98,15 +98,21 @@ type HistoryCommand struct {
 	Tokens   []uint32 `json:"tokens,omitempty"`
 	Replace  bool     `json:"replace,omitempty"`
 	LeaseMs  int64    `json:"lease_ms,omitempty"`
+	// CommandVersion and Readers: see ringstate.Command.
+	CommandVersion uint32   `json:"command_version,omitempty"`
+	Readers        []string `json:"readers,omitempty"`
 }
 
 // NewHistoryCommand converts cmd for a history line.
 func NewHistoryCommand(cmd ringstate.Command) *HistoryCommand {
 	hc := &HistoryCommand{Op: cmd.Op.String(), Member: string(cmd.Member), Peer: string(cmd.Peer),
 		RaftAddr: cmd.RaftAddr, GRPCAddr: cmd.GRPCAddr, HTTPAddr: cmd.HTTPAddr, Zone: cmd.Zone,
-		Replace: cmd.Replace, LeaseMs: cmd.LeaseMs}
+		Replace: cmd.Replace, LeaseMs: cmd.LeaseMs, CommandVersion: cmd.CommandVersion}
 	for _, t := range cmd.Tokens {
 		hc.Tokens = append(hc.Tokens, uint32(t))
+	}
+	for _, id := range cmd.Readers {
+		hc.Readers = append(hc.Readers, string(id))
 	}
 	return hc
 }
@@ -120,7 +126,10 @@ func (ev *HistoryEvent) Command() (ringstate.Command, error) {
 	}
 	cmd := ringstate.Command{Member: ringstate.MemberID(hc.Member), Peer: ringstate.MemberID(hc.Peer),
 		RaftAddr: hc.RaftAddr, GRPCAddr: hc.GRPCAddr, HTTPAddr: hc.HTTPAddr, Zone: hc.Zone,
-		Replace: hc.Replace, LeaseMs: hc.LeaseMs, RequestID: ev.RequestID}
+		Replace: hc.Replace, LeaseMs: hc.LeaseMs, CommandVersion: hc.CommandVersion, RequestID: ev.RequestID}
+	for _, id := range hc.Readers {
+		cmd.Readers = append(cmd.Readers, ringstate.MemberID(id))
+	}
 	for op := ringstate.OpRegister; op <= ringstate.OpClaimCompactor; op++ {
 		if op.String() == hc.Op {
 			cmd.Op = op

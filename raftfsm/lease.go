@@ -16,12 +16,26 @@ import (
 // The claim carries no request id: it is idempotent by nature (a retried claim that had been
 // committed is a renewal, which keeps the epoch), so ErrUnknownOutcome may simply be retried.
 //
+// Mixed versions: a claim is a version-3 entry, on which a replica of a build from before the lease
+// halts. So nothing is proposed (ringstate.ErrMixedVersions, naming them) while a member of this
+// node's ring does not advertise command version 3; the leader checks again before proposing
+// (Node.admitClaim) and FSM.Apply refuses a claim whose Readers — every member, as this node saw
+// them — miss a member of the ring it applies to. See DESIGN.md, "Mixed versions".
+//
 // The caller must treat the lease as lost earlier than ExpiresMs says, by its own clock: it cannot
 // know the ring time of entries not yet committed. Measuring from before the call (ring time at
 // commit is after it) with a margin is safe; block deletes are fenced by the epoch anyway.
 func (n *Node) ClaimCompactorLease(ctx context.Context, d time.Duration) (ringstate.CompactorLease, error) {
 	me := ringstate.MemberID(n.cfg.ID)
-	idx, err := n.Apply(ctx, ringstate.Command{Op: ringstate.OpClaimCompactor, Member: me, LeaseMs: d.Milliseconds()})
+	r := n.fsm.Ring()
+	if old := r.NotReading(ringstate.LeaseCommandVersion); len(old) > 0 {
+		return ringstate.CompactorLease{}, fmt.Errorf("%w: %s does not claim the compactor lease: members %v do not "+
+			"advertise command version %d, so they may run a build from before the lease, which halts on a claim "+
+			"(finish the rolling upgrade; each member advertises the version in its next register or heartbeat "+
+			"through a leader of this build)", ringstate.ErrMixedVersions, me, old, ringstate.LeaseCommandVersion)
+	}
+	idx, err := n.Apply(ctx, ringstate.Command{Op: ringstate.OpClaimCompactor, Member: me, LeaseMs: d.Milliseconds(),
+		Readers: r.MemberIDs()})
 	if err != nil {
 		return ringstate.CompactorLease{}, err
 	}

@@ -13,7 +13,10 @@ import (
 // (ringstate.Code has no String method; if it gains one, use it.)
 var codeNames = [...]string{"ok", "unknown_member", "member_exists", "invalid_member", "illegal_transition",
 	"token_owned", "invalid_tokens", "joiner_not_pending", "handover_mismatch", "handover_in_progress",
-	"invalid_command", "lease_held"}
+	"invalid_command", "lease_held", "mixed_versions"}
+
+// Every ringstate.Code has a name: a new code without one fails to compile here.
+var _ = [1]struct{}{}[len(codeNames)-int(ringstate.MaxCode)-1]
 
 func codeName(c ringstate.Code) string {
 	if int(c) < len(codeNames) {

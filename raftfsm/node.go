@@ -473,7 +473,15 @@ func (n *Node) InConfiguration() bool {
 //
 // ErrNoLeader means nothing was proposed. ErrUnknownOutcome means it may have been committed:
 // retry with the same cmd.RequestID, which ringstate deduplicates, so a retry never applies twice.
+//
+// A Register or Heartbeat of this node's own member that carries no CommandVersion is sent
+// advertising MaxCommandVersion, the highest command version this build reads: that is how the
+// leader learns when every member can read a newer version (see admitClaim).
 func (n *Node) Apply(ctx context.Context, cmd ringstate.Command) (uint64, error) {
+	if (cmd.Op == ringstate.OpRegister || cmd.Op == ringstate.OpHeartbeat) && string(cmd.Member) == n.cfg.ID &&
+		cmd.CommandVersion == 0 {
+		cmd.CommandVersion = uint32(MaxCommandVersion)
+	}
 	start := time.Now()
 	call := n.historyInvoke(HistoryClientApply, cmd) // recorded before anything is proposed or forwarded
 	idx, err := n.apply(ctx, cmd, 0)
@@ -496,6 +504,14 @@ func (n *Node) apply(ctx context.Context, cmd ringstate.Command, hops uint32) (u
 	}
 	return route(ctx, n, hops, "apply",
 		func() (uint64, error) {
+			if err := admitFields(&cmd); err != nil {
+				return 0, err
+			}
+			if cmd.Op == ringstate.OpClaimCompactor {
+				if err := n.admitClaim(ctx, &cmd); err != nil {
+					return 0, err
+				}
+			}
 			if cmd.Op == ringstate.OpRegister {
 				if err := n.admitAddresses(ctx, &cmd); err != nil {
 					return 0, err
@@ -515,6 +531,80 @@ func (n *Node) apply(ctx context.Context, cmd ringstate.Command, hops uint32) (u
 			}
 			return resp.GetIndex(), wireResult(resp.GetCode(), resp.GetMessage())
 		})
+}
+
+// admitFields refuses, on the leader and before anything is proposed, a command that carries a
+// field added after version 1 (lease_ms, command_version, readers) on an op that does not take it.
+// ringstate's Apply refuses such a command too, but in a version-2 entry a replica of an older build
+// drops the unknown field and applies the command: the two builds' rings would differ. So this
+// build never writes one. (A leader of an older build drops the fields when it re-encodes a
+// forwarded command, so it never writes one either.)
+func admitFields(cmd *ringstate.Command) error {
+	bad := func(field string) error {
+		return fmt.Errorf("%w: %s %s: %s is not a field of this op (refused before proposing: an older build "+
+			"would ignore it)", ringstate.ErrInvalidCommand, cmd.Op, cmd.Member, field)
+	}
+	switch {
+	case cmd.LeaseMs != 0 && cmd.Op != ringstate.OpClaimCompactor:
+		return bad("lease_ms")
+	case len(cmd.Readers) > 0 && cmd.Op != ringstate.OpClaimCompactor:
+		return bad("readers")
+	case cmd.CommandVersion != 0 && cmd.Op != ringstate.OpRegister && cmd.Op != ringstate.OpHeartbeat:
+		return bad("command_version")
+	}
+	return nil
+}
+
+// admitClaim refuses, on the leader and before anything is proposed, a claim of the compactor lease
+// while a replica might not read it. A claim is a version-3 entry (LeaseCommandVersion), and a
+// replica of a build from before the lease halts on it — forever, since the entry stays in the log
+// — so this build proposes one only when:
+//
+//   - every ring member advertises LeaseCommandVersion (Member.CommandVersion, from its last
+//     Register or Heartbeat): a member on an older build advertises nothing;
+//   - the claim's Readers name every ring member (the claimant built them from its own ring; a
+//     member that registered since must be looked at first: the claimant retries);
+//   - every server in the Raft configuration is a ring member: a node added to Raft that has not
+//     registered yet applies the log too, and nothing says what it reads.
+//
+// The refusal wraps ringstate.ErrMixedVersions and names the members. FSM.Apply refuses the claim
+// again, deterministically, when the ring gained a member the Readers do not name between this
+// check and the commit; that keeps the lease off such a ring, but cannot save a replica of an older
+// build that joined in that instant: only this check can, by proposing nothing.
+func (n *Node) admitClaim(ctx context.Context, cmd *ringstate.Command) error {
+	r := n.fsm.Ring()
+	if old := r.NotReading(ringstate.LeaseCommandVersion); len(old) > 0 {
+		return fmt.Errorf("%w: claim-compactor %s refused before proposing: members %v do not advertise command "+
+			"version %d (they run a build from before the compactor lease, or their registration went through such "+
+			"a leader; the lease waits until every member runs this build and has registered or heartbeated "+
+			"through a leader of it)", ringstate.ErrMixedVersions, cmd.Member, old, ringstate.LeaseCommandVersion)
+	}
+	var unnamed []ringstate.MemberID
+	for _, id := range r.MemberIDs() {
+		if _, ok := slices.BinarySearch(cmd.Readers, id); !ok {
+			unnamed = append(unnamed, id)
+		}
+	}
+	if len(unnamed) > 0 {
+		return fmt.Errorf("%w: claim-compactor %s refused before proposing: its readers %v do not name members %v "+
+			"(the claimant's ring lags the leader's; retry)", ringstate.ErrMixedVersions, cmd.Member, cmd.Readers, unnamed)
+	}
+	conf, _, err := n.configuration(ctx)
+	if err != nil {
+		return err
+	}
+	var outside []string
+	for _, srv := range conf.Servers {
+		if _, ok := r.Member(ringstate.MemberID(srv.ID)); !ok {
+			outside = append(outside, string(srv.ID))
+		}
+	}
+	if len(outside) > 0 {
+		return fmt.Errorf("%w: claim-compactor %s refused before proposing: raft servers %v are not ring members, so "+
+			"nothing says which command versions they read (they joined and have not registered yet, or were "+
+			"forgotten by the ring and not removed from raft)", ringstate.ErrMixedVersions, cmd.Member, outside)
+	}
+	return nil
 }
 
 // admitRegister refuses, on the leader and before anything is proposed, a Register for a member

@@ -21,6 +21,9 @@ func FromCommand(c *ringstate.Command) *Command {
 		Tokens:    fromTokens(c.Tokens),
 		Replace:   c.Replace,
 		LeaseMs:   c.LeaseMs,
+
+		CommandVersion: c.CommandVersion,
+		Readers:        fromIDs(c.Readers),
 	}
 }
 
@@ -44,6 +47,9 @@ func ToCommand(p *Command) ringstate.Command {
 		Tokens:    toTokens(p.GetTokens()),
 		Replace:   p.GetReplace(),
 		LeaseMs:   p.GetLeaseMs(),
+
+		CommandVersion: p.GetCommandVersion(),
+		Readers:        toIDs(p.GetReaders()),
 	}
 }
 
@@ -60,6 +66,8 @@ func FromMember(m *ringstate.Member) *Member {
 		RegisteredMs: m.RegisteredMs,
 		HeartbeatMs:  m.HeartbeatMs,
 		HandoverPeer: string(m.HandoverPeer),
+
+		CommandVersion: m.CommandVersion,
 	}
 }
 
@@ -76,6 +84,8 @@ func ToMember(p *Member) ringstate.Member {
 		RegisteredMs: p.GetRegisteredMs(),
 		HeartbeatMs:  p.GetHeartbeatMs(),
 		HandoverPeer: ringstate.MemberID(p.GetHandoverPeer()),
+
+		CommandVersion: p.GetCommandVersion(),
 	}
 }
 
@@ -141,6 +151,28 @@ func toTokens(ts []uint32) ringstate.Tokens {
 	out := make(ringstate.Tokens, len(ts))
 	for i, t := range ts {
 		out[i] = ringstate.Token(t)
+	}
+	return out
+}
+
+func fromIDs(ids []ringstate.MemberID) []string {
+	if len(ids) == 0 {
+		return nil
+	}
+	out := make([]string, len(ids))
+	for i, id := range ids {
+		out[i] = string(id)
+	}
+	return out
+}
+
+func toIDs(ids []string) []ringstate.MemberID {
+	if len(ids) == 0 {
+		return nil
+	}
+	out := make([]ringstate.MemberID, len(ids))
+	for i, id := range ids {
+		out[i] = ringstate.MemberID(id)
 	}
 	return out
 }

@@ -172,7 +172,15 @@ type Command struct {
 	// JOINING or ACTIVE member.
 	Replace bool `protobuf:"varint,10,opt,name=replace,proto3" json:"replace,omitempty"`
 	// lease_ms, for claim-compactor: how long the lease is granted for, in ring-time milliseconds.
-	LeaseMs       int64 `protobuf:"varint,11,opt,name=lease_ms,json=leaseMs,proto3" json:"lease_ms,omitempty"`
+	LeaseMs int64 `protobuf:"varint,11,opt,name=lease_ms,json=leaseMs,proto3" json:"lease_ms,omitempty"`
+	// command_version, for register and heartbeat: the highest command version (the format byte of a
+	// Raft log entry) the member's build reads. A build before it sends none (0): it reads at most
+	// version 2. Older builds drop the field; nothing they apply depends on it (raftfsm/DESIGN.md,
+	// "Mixed versions").
+	CommandVersion uint32 `protobuf:"varint,12,opt,name=command_version,json=commandVersion,proto3" json:"command_version,omitempty"`
+	// readers, for claim-compactor: the members the proposing leader found advertising command
+	// version 3, sorted. The claim is refused unless it names every member of the ring.
+	Readers       []string `protobuf:"bytes,13,rep,name=readers,proto3" json:"readers,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -284,6 +292,20 @@ func (x *Command) GetLeaseMs() int64 {
 	return 0
 }
 
+func (x *Command) GetCommandVersion() uint32 {
+	if x != nil {
+		return x.CommandVersion
+	}
+	return 0
+}
+
+func (x *Command) GetReaders() []string {
+	if x != nil {
+		return x.Readers
+	}
+	return nil
+}
+
 // CompactorLease mirrors ringstate.CompactorLease: who may compact the cluster's blocks, the
 // lease's epoch (which fences block deletes) and its expiry in ring time.
 type CompactorLease struct {
@@ -347,19 +369,22 @@ func (x *CompactorLease) GetExpiresMs() int64 {
 }
 
 type Member struct {
-	state         protoimpl.MessageState `protogen:"open.v1"`
-	Id            string                 `protobuf:"bytes,1,opt,name=id,proto3" json:"id,omitempty"`
-	RaftAddr      string                 `protobuf:"bytes,2,opt,name=raft_addr,json=raftAddr,proto3" json:"raft_addr,omitempty"`
-	GrpcAddr      string                 `protobuf:"bytes,3,opt,name=grpc_addr,json=grpcAddr,proto3" json:"grpc_addr,omitempty"`
-	HttpAddr      string                 `protobuf:"bytes,4,opt,name=http_addr,json=httpAddr,proto3" json:"http_addr,omitempty"`
-	Zone          string                 `protobuf:"bytes,5,opt,name=zone,proto3" json:"zone,omitempty"`
-	State         State                  `protobuf:"varint,6,opt,name=state,proto3,enum=raftingest.ring.v1.State" json:"state,omitempty"`
-	Tokens        []uint32               `protobuf:"varint,7,rep,packed,name=tokens,proto3" json:"tokens,omitempty"`
-	RegisteredMs  int64                  `protobuf:"varint,8,opt,name=registered_ms,json=registeredMs,proto3" json:"registered_ms,omitempty"`
-	HeartbeatMs   int64                  `protobuf:"varint,9,opt,name=heartbeat_ms,json=heartbeatMs,proto3" json:"heartbeat_ms,omitempty"`
-	HandoverPeer  string                 `protobuf:"bytes,10,opt,name=handover_peer,json=handoverPeer,proto3" json:"handover_peer,omitempty"`
-	unknownFields protoimpl.UnknownFields
-	sizeCache     protoimpl.SizeCache
+	state        protoimpl.MessageState `protogen:"open.v1"`
+	Id           string                 `protobuf:"bytes,1,opt,name=id,proto3" json:"id,omitempty"`
+	RaftAddr     string                 `protobuf:"bytes,2,opt,name=raft_addr,json=raftAddr,proto3" json:"raft_addr,omitempty"`
+	GrpcAddr     string                 `protobuf:"bytes,3,opt,name=grpc_addr,json=grpcAddr,proto3" json:"grpc_addr,omitempty"`
+	HttpAddr     string                 `protobuf:"bytes,4,opt,name=http_addr,json=httpAddr,proto3" json:"http_addr,omitempty"`
+	Zone         string                 `protobuf:"bytes,5,opt,name=zone,proto3" json:"zone,omitempty"`
+	State        State                  `protobuf:"varint,6,opt,name=state,proto3,enum=raftingest.ring.v1.State" json:"state,omitempty"`
+	Tokens       []uint32               `protobuf:"varint,7,rep,packed,name=tokens,proto3" json:"tokens,omitempty"`
+	RegisteredMs int64                  `protobuf:"varint,8,opt,name=registered_ms,json=registeredMs,proto3" json:"registered_ms,omitempty"`
+	HeartbeatMs  int64                  `protobuf:"varint,9,opt,name=heartbeat_ms,json=heartbeatMs,proto3" json:"heartbeat_ms,omitempty"`
+	HandoverPeer string                 `protobuf:"bytes,10,opt,name=handover_peer,json=handoverPeer,proto3" json:"handover_peer,omitempty"`
+	// command_version is the highest command version the member advertised at its last register
+	// (or heartbeat that carried one); 0: a build that does not advertise (reads at most version 2).
+	CommandVersion uint32 `protobuf:"varint,11,opt,name=command_version,json=commandVersion,proto3" json:"command_version,omitempty"`
+	unknownFields  protoimpl.UnknownFields
+	sizeCache      protoimpl.SizeCache
 }
 
 func (x *Member) Reset() {
@@ -460,6 +485,13 @@ func (x *Member) GetHandoverPeer() string {
 		return x.HandoverPeer
 	}
 	return ""
+}
+
+func (x *Member) GetCommandVersion() uint32 {
+	if x != nil {
+		return x.CommandVersion
+	}
+	return 0
 }
 
 type AppliedRequest struct {
@@ -1469,7 +1501,7 @@ var File_ring_proto protoreflect.FileDescriptor
 const file_ring_proto_rawDesc = "" +
 	"\n" +
 	"\n" +
-	"ring.proto\x12\x12raftingest.ring.v1\"\xb4\x02\n" +
+	"ring.proto\x12\x12raftingest.ring.v1\"\xf7\x02\n" +
 	"\aCommand\x12&\n" +
 	"\x02op\x18\x01 \x01(\x0e2\x16.raftingest.ring.v1.OpR\x02op\x12\x1d\n" +
 	"\n" +
@@ -1483,12 +1515,14 @@ const file_ring_proto_rawDesc = "" +
 	"\x06tokens\x18\t \x03(\rR\x06tokens\x12\x18\n" +
 	"\areplace\x18\n" +
 	" \x01(\bR\areplace\x12\x19\n" +
-	"\blease_ms\x18\v \x01(\x03R\aleaseMs\"]\n" +
+	"\blease_ms\x18\v \x01(\x03R\aleaseMs\x12'\n" +
+	"\x0fcommand_version\x18\f \x01(\rR\x0ecommandVersion\x12\x18\n" +
+	"\areaders\x18\r \x03(\tR\areaders\"]\n" +
 	"\x0eCompactorLease\x12\x16\n" +
 	"\x06holder\x18\x01 \x01(\tR\x06holder\x12\x14\n" +
 	"\x05epoch\x18\x02 \x01(\x04R\x05epoch\x12\x1d\n" +
 	"\n" +
-	"expires_ms\x18\x03 \x01(\x03R\texpiresMs\"\xb9\x02\n" +
+	"expires_ms\x18\x03 \x01(\x03R\texpiresMs\"\xe2\x02\n" +
 	"\x06Member\x12\x0e\n" +
 	"\x02id\x18\x01 \x01(\tR\x02id\x12\x1b\n" +
 	"\traft_addr\x18\x02 \x01(\tR\braftAddr\x12\x1b\n" +
@@ -1500,7 +1534,8 @@ const file_ring_proto_rawDesc = "" +
 	"\rregistered_ms\x18\b \x01(\x03R\fregisteredMs\x12!\n" +
 	"\fheartbeat_ms\x18\t \x01(\x03R\vheartbeatMs\x12#\n" +
 	"\rhandover_peer\x18\n" +
-	" \x01(\tR\fhandoverPeer\"]\n" +
+	" \x01(\tR\fhandoverPeer\x12'\n" +
+	"\x0fcommand_version\x18\v \x01(\rR\x0ecommandVersion\"]\n" +
 	"\x0eAppliedRequest\x12\x1d\n" +
 	"\n" +
 	"request_id\x18\x01 \x01(\tR\trequestId\x12\x12\n" +

@@ -313,6 +313,9 @@ func genCommand(s intSource) Command {
 			c.RaftAddr = []string{"10.9.9.9:1", "nohost", ":1", "h:99999"}[s.IntN(4)]
 		}
 		c.GRPCAddr, c.Zone = "10.0.0.1:9095", []string{"", "z1", "z2"}[s.IntN(3)]
+		c.CommandVersion = []uint32{0, LeaseCommandVersion, 7}[s.IntN(3)]
+	case OpHeartbeat:
+		c.CommandVersion = []uint32{0, LeaseCommandVersion}[s.IntN(2)]
 	case OpClaimTokens:
 		c.Replace = s.IntN(3) == 0
 		n := s.IntN(6)
@@ -334,7 +337,11 @@ func genCommand(s intSource) Command {
 		c.LeaseMs = []int64{0, 1, 5, 20, 60, MaxLeaseMs + 1}[s.IntN(6)]
 	}
 	if s.IntN(8) == 0 { // a field the op does not use, or a missing one
-		switch s.IntN(5) {
+		switch s.IntN(7) {
+		case 6:
+			c.Readers = []MemberID{c.Member}
+		case 5:
+			c.CommandVersion = LeaseCommandVersion
 		case 4:
 			c.LeaseMs = 10
 		case 0:
@@ -363,6 +370,20 @@ func genStep(s intSource, r *Ring) (Command, int64) {
 				c.Member, c.Peer = m.ID, m.HandoverPeer
 				break
 			}
+		}
+	}
+	if c.Op == OpClaimCompactor {
+		// The leader's attestation: usually every member (as a leader that checked writes it),
+		// sometimes one short (a member registered after it looked), unsorted, or none.
+		c.Readers = r.MemberIDs()
+		switch k := s.IntN(8); {
+		case k == 0 && len(c.Readers) > 0:
+			i := s.IntN(len(c.Readers))
+			c.Readers = slices.Delete(slices.Clone(c.Readers), i, i+1)
+		case k == 1 && len(c.Readers) > 1:
+			c.Readers = append(slices.Clone(c.Readers[1:]), c.Readers[0])
+		case k == 2:
+			c.Readers = nil
 		}
 	}
 	now := r.TimeMs() + int64(s.IntN(40)) - 8

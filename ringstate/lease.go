@@ -2,6 +2,7 @@ package ringstate
 
 import (
 	"fmt"
+	"slices"
 )
 
 // CompactorLease is the ring's record of which member may compact the cluster's blocks, and until
@@ -33,6 +34,28 @@ func (l CompactorLease) HeldBy(id MemberID, nowMs int64) bool {
 // MaxLeaseMs bounds the duration of one claim of the compactor lease. A holder renews long before
 // it expires; a lease that outlived its holder by hours would stall compaction for as long.
 const MaxLeaseMs int64 = 3_600_000
+
+// NotReading returns the ids of the members that do not advertise command version v
+// (Member.CommandVersion < v), in id order; nil when every member does. The Raft leader asks it
+// before proposing an entry of version v: a member on a build that does not read v halts on it.
+func (r *Ring) NotReading(v uint32) []MemberID {
+	var out []MemberID
+	for i := range r.members {
+		if r.members[i].CommandVersion < v {
+			out = append(out, r.members[i].ID)
+		}
+	}
+	return out
+}
+
+// MemberIDs returns every member's id, sorted.
+func (r *Ring) MemberIDs() []MemberID {
+	out := make([]MemberID, len(r.members))
+	for i := range r.members {
+		out[i] = r.members[i].ID
+	}
+	return out
+}
 
 // CompactorLease returns the compactor lease as of the ring's last applied command.
 func (r *Ring) CompactorLease() CompactorLease { return r.lease }
@@ -83,6 +106,22 @@ func (b *builder) claimCompactor(c *Command, t int64) error {
 		return fmt.Errorf("%w: claim-compactor %s: only an ACTIVE member may hold the compactor lease, it is %s",
 			ErrIllegalTransition, c.Member, st)
 	}
+	// Every member must read the claim's command version (LeaseCommandVersion), as the proposing
+	// leader attested in Readers: a member it did not name (one that registered after the leader
+	// looked, or does not advertise the version) may run a build that halts on this entry. The
+	// test reads only the command and member ids, which every build keeps, so every replica
+	// decides alike whatever snapshot it restored.
+	var missing []MemberID
+	for k := range b.r.members {
+		if id := b.r.members[k].ID; !readerListed(c.Readers, id) {
+			missing = append(missing, id)
+		}
+	}
+	if len(missing) > 0 {
+		return fmt.Errorf("%w: claim-compactor %s: members %v are not known to read command version %d "+
+			"(upgrade them, or wait until each has advertised the version in a register or heartbeat)",
+			ErrMixedVersions, c.Member, missing, LeaseCommandVersion)
+	}
 	cur := b.r.lease
 	_, holderIsMember := b.r.find(cur.Holder)
 	switch {
@@ -98,4 +137,10 @@ func (b *builder) claimCompactor(c *Command, t int64) error {
 	cur.ExpiresMs = t + c.LeaseMs
 	b.r.lease = cur
 	return nil
+}
+
+// readerListed reports whether id is in readers (sorted and unique: checkFields ensures it).
+func readerListed(readers []MemberID, id MemberID) bool {
+	_, ok := slices.BinarySearch(readers, id)
+	return ok
 }

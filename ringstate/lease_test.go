@@ -4,11 +4,20 @@ import (
 	"errors"
 	"fmt"
 	"math/rand/v2"
+	"slices"
+	"strings"
 	"testing"
 )
 
 func claimLease(id MemberID, ms int64) Command {
 	return Command{Op: OpClaimCompactor, Member: id, LeaseMs: ms}
+}
+
+// attested is c with Readers naming every member of r, as a leader that found every member
+// advertising LeaseCommandVersion proposes a claim.
+func attested(r *Ring, c Command) Command {
+	c.Readers = r.MemberIDs()
+	return c
 }
 
 // TestApply_ClaimCompactor_Table is the lease's rule, case by case: granted when nobody holds it,
@@ -20,7 +29,7 @@ func TestApply_ClaimCompactor_Table(t *testing.T) {
 	t0 := base.TimeMs()
 	held := func(t *testing.T, holder MemberID, at int64, ms int64) *Ring {
 		t.Helper()
-		r, _, err := base.Apply(claimLease(holder, ms), at)
+		r, _, err := base.Apply(attested(base, claimLease(holder, ms)), at)
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -76,6 +85,9 @@ func TestApply_ClaimCompactor_Table(t *testing.T) {
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			r := tc.ring(t)
+			if tc.cmd.Op == OpClaimCompactor {
+				tc.cmd = attested(r, tc.cmd)
+			}
 			next, err, bad := applyChecked(r, tc.cmd, tc.at)
 			if bad != nil {
 				t.Fatal(bad)
@@ -119,14 +131,14 @@ func sameMembers(a, b *Ring) error {
 
 func TestApply_ClaimCompactor_RequestIDRetry(t *testing.T) {
 	r := zoo(t)
-	c := claimLease("a", 1000)
+	c := attested(r, claimLease("a", 1000))
 	c.RequestID = "lease-1"
 	r1, _, err := r.Apply(c, r.TimeMs()+1)
 	if err != nil {
 		t.Fatal(err)
 	}
 	// a2 takes it after expiry; a's retry of its old request must not take it back.
-	r2, _, err := r1.Apply(claimLease("a2", 1000), r1.TimeMs()+2000)
+	r2, _, err := r1.Apply(attested(r1, claimLease("a2", 1000)), r1.TimeMs()+2000)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -170,7 +182,7 @@ func TestProperty_CompactorLease(t *testing.T) {
 			var c Command
 			switch k := rng.IntN(20); {
 			case k < 14:
-				c = claimLease(id, int64(1+rng.IntN(50)))
+				c = attested(r, claimLease(id, int64(1+rng.IntN(50))))
 			case k < 16:
 				c = leave(id)
 			case k < 17:
@@ -214,6 +226,99 @@ func TestProperty_CompactorLease(t *testing.T) {
 		}
 		if grants == 0 {
 			t.Fatalf("seed %d: no claim was granted; the generator tests nothing", seed)
+		}
+	}
+}
+
+// advertising is c (a register or a heartbeat) advertising command version v.
+func advertising(c Command, v uint32) Command {
+	c.CommandVersion = v
+	return c
+}
+
+// TestApply_ClaimCompactor_MixedVersions is the upgrade gate: a ring with a member that does not
+// advertise LeaseCommandVersion (a build that halts on a claim entry) refuses a claim that does
+// not name it among the readers (ErrMixedVersions, naming it), changing nothing but ring time;
+// once it re-registers advertising the version the leader can name every member and the claim is
+// granted. A register restates the version (a rollback to a build that does not advertise goes
+// back to 0); a heartbeat that carries none keeps it.
+func TestApply_ClaimCompactor_MixedVersions(t *testing.T) {
+	r := New()
+	r = mustApply(t, r, advertising(register("a"), LeaseCommandVersion), claim("a", 100), activate("a"))
+	r = mustApply(t, r, register("b"), claim("b", 200), activate("b")) // b: an old build, advertises nothing
+	if got := r.NotReading(LeaseCommandVersion); !slices.Equal(got, []MemberID{"b"}) {
+		t.Fatalf("NotReading = %v, want [b]", got)
+	}
+	// What a leader could attest (a alone), and a claim naming nobody: both refused.
+	for _, readers := range [][]MemberID{{"a"}, nil} {
+		c := claimLease("a", 1000)
+		c.Readers = readers
+		next, err, bad := applyChecked(r, c, r.TimeMs()+1)
+		if bad != nil {
+			t.Fatal(bad)
+		}
+		if !errors.Is(err, ErrMixedVersions) || !strings.Contains(err.Error(), "b]") {
+			t.Fatalf("readers %v: err %v, want ErrMixedVersions naming b", readers, err)
+		}
+		if CodeOf(err) != CodeMixedVersions {
+			t.Fatalf("code %d, want CodeMixedVersions", CodeOf(err))
+		}
+		if next.CompactorLease() != (CompactorLease{}) {
+			t.Fatalf("refused claim granted %+v", next.CompactorLease())
+		}
+	}
+	// A heartbeat without a version keeps what the member said; b re-registers on the new build.
+	r = mustApply(t, r, heartbeat("a"))
+	if m, _ := r.Member("a"); m.CommandVersion != LeaseCommandVersion {
+		t.Fatalf("a heartbeat without a version reset a's to %d", m.CommandVersion)
+	}
+	r = mustApply(t, r, advertising(register("b"), LeaseCommandVersion))
+	if got := r.NotReading(LeaseCommandVersion); got != nil {
+		t.Fatalf("NotReading = %v after b re-registered advertising %d", got, LeaseCommandVersion)
+	}
+	next, err, bad := applyChecked(r, attested(r, claimLease("a", 1000)), r.TimeMs()+1)
+	if bad != nil || err != nil {
+		t.Fatalf("claim once every member reads version %d: %v %v", LeaseCommandVersion, err, bad)
+	}
+	if l := next.CompactorLease(); l.Holder != "a" || l.Epoch != 1 {
+		t.Fatalf("lease %+v", l)
+	}
+	// A reader that is not a member (removed since the leader looked) is harmless.
+	c := claimLease("a", 1000)
+	c.Readers = []MemberID{"a", "b", "gone"}
+	if _, err, bad := applyChecked(next, c, next.TimeMs()+1); err != nil || bad != nil {
+		t.Fatalf("claim naming a removed reader: %v %v", err, bad)
+	}
+	// b rolled back to a build that does not advertise: its register says so, and the gate closes.
+	r = mustApply(t, next, register("b"))
+	if got := r.NotReading(LeaseCommandVersion); !slices.Equal(got, []MemberID{"b"}) {
+		t.Fatalf("NotReading = %v after b registered without a version", got)
+	}
+	// A heartbeat that advertises sets it too (the path by which a member whose register went
+	// through an older leader, which drops the field, is known once a newer one leads).
+	r = mustApply(t, r, advertising(heartbeat("b"), LeaseCommandVersion))
+	if got := r.NotReading(LeaseCommandVersion); got != nil {
+		t.Fatalf("NotReading = %v after b's heartbeat advertised %d", got, LeaseCommandVersion)
+	}
+}
+
+// TestApply_VersionFields_OnlyWhereTheyBelong: a command version on an op other than register and
+// heartbeat, readers on an op other than claim-compactor, and unsorted, duplicate or invalid
+// readers are refused as invalid commands.
+func TestApply_VersionFields_OnlyWhereTheyBelong(t *testing.T) {
+	r := zoo(t)
+	for _, c := range []Command{
+		advertising(activate("a"), LeaseCommandVersion),
+		advertising(leave("a"), LeaseCommandVersion),
+		advertising(claimLease("a", 10), LeaseCommandVersion),
+		{Op: OpHeartbeat, Member: "a", Readers: []MemberID{"a"}},
+		{Op: OpClaimCompactor, Member: "a", LeaseMs: 10, Readers: []MemberID{"b", "a"}},
+		{Op: OpClaimCompactor, Member: "a", LeaseMs: 10, Readers: []MemberID{"a", "a"}},
+		{Op: OpClaimCompactor, Member: "a", LeaseMs: 10, Readers: []MemberID{"a", "-x"}},
+		{Op: OpClaimCompactor, Member: "a", LeaseMs: 10, Readers: make([]MemberID, MaxReaders+1)},
+	} {
+		if _, err, bad := applyChecked(r, c, r.TimeMs()+1); bad != nil || !errors.Is(err, ErrInvalidCommand) {
+			t.Errorf("%s %+v: err %v (%v), want ErrInvalidCommand", c.Op, c, err, bad)
 		}
 	}
 }

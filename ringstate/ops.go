@@ -64,7 +64,28 @@ type Command struct {
 	// LeaseMs, for OpClaimCompactor, is how long the lease is granted for, in ring-time
 	// milliseconds from the command's time: 1 to MaxLeaseMs.
 	LeaseMs int64
+	// CommandVersion, for OpRegister and OpHeartbeat, is the highest Raft command version the
+	// member's build reads (Member.CommandVersion). Register stores it as given (0: the build does
+	// not advertise); a Heartbeat stores it when it is not 0. Any value is accepted: an older
+	// build drops the field and applies the command anyway, so refusing a value here would make
+	// the two builds' rings differ.
+	CommandVersion uint32
+	// Readers, for OpClaimCompactor, are the members the proposing Raft leader found advertising
+	// LeaseCommandVersion (sorted, unique, valid ids): the claim is refused with ErrMixedVersions
+	// unless it names every member of the ring at the time it applies. The leader's attestation,
+	// not Member.CommandVersion, decides in Apply, because a replica that restored a snapshot
+	// written by an older build lost the advertisements the older build dropped: deciding on them
+	// would let that replica refuse a claim the others grant.
+	Readers []MemberID
 }
+
+// LeaseCommandVersion is the Raft command version (raftfsm's format byte) that carries
+// OpClaimCompactor. A member that does not advertise it (Member.CommandVersion) runs a build that
+// halts on such an entry, so the leader proposes no claim while one is in the ring.
+const LeaseCommandVersion uint32 = 3
+
+// MaxReaders bounds a claim's Readers (it is stored in every replica's log).
+const MaxReaders = 4096
 
 // Applied is the remembered outcome of a command that carried a RequestID.
 type Applied struct {
@@ -91,6 +112,7 @@ const (
 	CodeHandoverInProgress
 	CodeInvalidCommand
 	CodeLeaseHeld
+	CodeMixedVersions
 	codeEnd
 )
 
@@ -99,7 +121,7 @@ const MaxCode = codeEnd - 1
 
 var codeErrs = [...]error{nil, ErrUnknownMember, ErrMemberExists, ErrInvalidMember, ErrIllegalTransition,
 	ErrTokenOwned, ErrInvalidTokens, ErrJoinerNotPending, ErrHandoverMismatch, ErrHandoverInProgress,
-	ErrInvalidCommand, ErrLeaseHeld}
+	ErrInvalidCommand, ErrLeaseHeld, ErrMixedVersions}
 
 // CodeOf returns the code of an error returned by Apply (CodeInvalidCommand for errors not from here).
 func CodeOf(err error) Code {
@@ -318,6 +340,11 @@ func (b *builder) apply(c *Command) error {
 			return err
 		}
 		m.HeartbeatMs = t
+		if c.CommandVersion != 0 {
+			// A heartbeat that advertises restates the member's build; one that does not (an older
+			// build, or an older leader that dropped the field) leaves what the member said last.
+			m.CommandVersion = c.CommandVersion
+		}
 		return nil
 	case OpLeave:
 		return b.leave(c, t)
@@ -346,6 +373,12 @@ func checkFields(c *Command) error {
 	if c.LeaseMs != 0 && c.Op != OpClaimCompactor {
 		return bad("only claim-compactor takes a lease duration")
 	}
+	if c.CommandVersion != 0 && c.Op != OpRegister && c.Op != OpHeartbeat {
+		return bad("only register and heartbeat take a command version")
+	}
+	if len(c.Readers) > 0 && c.Op != OpClaimCompactor {
+		return bad("only claim-compactor takes readers")
+	}
 	switch c.Op {
 	case OpRegister:
 		if c.Replace {
@@ -366,6 +399,21 @@ func checkFields(c *Command) error {
 		}
 		if c.Peer == c.Member {
 			return bad("a member cannot hand over to itself")
+		}
+	case OpClaimCompactor:
+		if c.Peer != "" {
+			return bad("takes no peer")
+		}
+		if len(c.Readers) > MaxReaders {
+			return bad(fmt.Sprintf("%d readers, at most %d", len(c.Readers), MaxReaders))
+		}
+		for i, id := range c.Readers {
+			if err := ValidateMemberID(id); err != nil {
+				return bad(fmt.Sprintf("reader: %v", err))
+			}
+			if i > 0 && c.Readers[i-1] >= id {
+				return bad("readers must be sorted and unique")
+			}
 		}
 	default:
 		if c.Peer != "" {
@@ -480,7 +528,7 @@ func (b *builder) register(c *Command, t int64) error {
 	if !ok {
 		b.own()
 		m := Member{ID: c.Member, RaftAddr: c.RaftAddr, GRPCAddr: c.GRPCAddr, HTTPAddr: c.HTTPAddr,
-			Zone: c.Zone, State: PENDING, RegisteredMs: t, HeartbeatMs: t}
+			Zone: c.Zone, State: PENDING, RegisteredMs: t, HeartbeatMs: t, CommandVersion: c.CommandVersion}
 		b.r.members = slices.Insert(b.r.members, i, m)
 		b.tokensChanged = true // indices after i shift
 		b.events = append(b.events, Event{Kind: EventAdded, Member: m.ID, From: PENDING, To: PENDING})
@@ -495,6 +543,9 @@ func (b *builder) register(c *Command, t int64) error {
 	b.own()
 	m := &b.r.members[i]
 	m.GRPCAddr, m.HTTPAddr, m.Zone, m.HeartbeatMs = c.GRPCAddr, c.HTTPAddr, c.Zone, t
+	// A register restates the member's build: a member rolled back to a build that does not
+	// advertise goes back to 0, and the leader stops proposing commands it cannot read.
+	m.CommandVersion = c.CommandVersion
 	switch {
 	case m.State == JOINING && m.HandoverPeer != "":
 		// It crashed while receiving a hand-over and lost what it received: back to PENDING

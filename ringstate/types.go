@@ -87,6 +87,13 @@ type Member struct {
 	// member it claimed; for a JOINING member that is receiving, the LEAVING member that claimed it.
 	// Invariant: the relation is symmetric — a.HandoverPeer == b.ID iff b.HandoverPeer == a.ID.
 	HandoverPeer MemberID
+
+	// CommandVersion is the highest Raft command version (raftfsm's format byte) the member's build
+	// reads, as the member last advertised it: set by every Register (0 when the register carries
+	// none: a build that predates the field, which reads at most version 2) and by a Heartbeat that
+	// carries one. It is informational to Apply (see OpClaimCompactor's Readers for why): the Raft
+	// leader reads it to decide whether it may propose a command of a newer version at all.
+	CommandVersion uint32
 }
 
 // Healthy reports whether the member's last heartbeat is at most timeoutMs old at nowMs. Callers
@@ -146,6 +153,9 @@ var (
 	ErrCorruptState       = errors.New("ringstate: corrupt state")
 	// ErrLeaseHeld is a claim of the compactor lease refused because another member holds it.
 	ErrLeaseHeld = errors.New("ringstate: compactor lease held by another member")
+	// ErrMixedVersions is a command refused because a member of the ring does not read the
+	// command version the command is written in (a member still on an older build).
+	ErrMixedVersions = errors.New("ringstate: not every member reads the command's version")
 )
 
 // TransitionError is an illegal state transition. It wraps ErrIllegalTransition.

@@ -31,8 +31,9 @@ type SplitOptions struct {
 	// Tenant is the blocks' tenant: their Thanos label __org_id__.
 	Tenant string
 	// Place returns the parts a series goes to (for node-local buckets, the members of its
-	// replication set); a series may go to several parts, or none (dropped). It is called once per
-	// series, in the block's index order.
+	// replication set); a series may go to several parts, but not to none and not twice to one:
+	// either is an error naming the series (a series is never dropped — the sources are deleted
+	// once the parts are stored). It is called once per series, in the block's index order.
 	Place func(lset labels.Labels) []string
 	// Group is the compaction's unique id, written as the parts' CompactionGroupHint.
 	Group string
@@ -98,7 +99,17 @@ func SplitBlock(ctx context.Context, dir, parentDir string, opts SplitOptions) (
 			}
 			metas[i].Chunk = c
 		}
-		for _, part := range opts.Place(lset) {
+		placed := opts.Place(lset)
+		if len(placed) == 0 {
+			return nil, fmt.Errorf("storage: split: series %s of %s is placed on no part (refusing to drop it: "+
+				"its placement found no complete set of members for it)", lset, dir)
+		}
+		for i, part := range placed {
+			for _, prev := range placed[:i] {
+				if prev == part {
+					return nil, fmt.Errorf("storage: split: series %s of %s is placed twice on part %q", lset, dir, part)
+				}
+			}
 			parts[part] = append(parts[part], Series{Labels: lset, Chunks: metas})
 		}
 	}

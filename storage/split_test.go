@@ -97,3 +97,44 @@ func TestBucketQueryable_ForgetsABlockWhoseMetaIsGone(t *testing.T) {
 		t.Fatalf("blocks open after the delete began: %d (%v)", len(bs), err)
 	}
 }
+
+// TestSplitBlock_SeriesPlacedNowhereOrTwice_IsAnError: a series Place puts on no part is not
+// dropped — SplitBlock fails naming it, and leaves nothing behind (the compactor then stores and
+// deletes nothing); a series put twice on one part fails the same way.
+func TestSplitBlock_SeriesPlacedNowhereOrTwice_IsAnError(t *testing.T) {
+	ss, _ := testSeries(t, 10, 0, 3_600_000, 15_000, 0, 3_600_000)
+	src := t.TempDir()
+	m, err := WriteBlock(context.Background(), src, ss, BlockOptions{MinTime: 0, MaxTime: 2 * 3_600_000})
+	if err != nil {
+		t.Fatal(err)
+	}
+	for name, tc := range map[string]struct {
+		place func(labels.Labels) []string
+		want  string
+	}{
+		"nowhere": {func(lset labels.Labels) []string {
+			if lset.Get("series") == "s004" {
+				return nil
+			}
+			return []string{"a", "b"}
+		}, `series="s004"`},
+		"twice": {func(lset labels.Labels) []string {
+			if lset.Get("series") == "s007" {
+				return []string{"a", "b", "a"}
+			}
+			return []string{"a", "b"}
+		}, `series="s007"`},
+	} {
+		t.Run(name, func(t *testing.T) {
+			parent := t.TempDir()
+			parts, err := SplitBlock(context.Background(), filepath.Join(src, m.ULID.String()), parent,
+				SplitOptions{Tenant: "t1", Place: tc.place, Group: "g1"})
+			if err == nil || !strings.Contains(err.Error(), tc.want) {
+				t.Fatalf("parts %v, err %v; want an error naming %s", parts, err, tc.want)
+			}
+			if ents, _ := os.ReadDir(parent); len(ents) != 0 {
+				t.Fatalf("left behind: %v", ents)
+			}
+		})
+	}
+}
