@@ -222,7 +222,7 @@ func selected(only []string, name string) bool {
 // sortKeys puts the keys the issue requires first, in its order.
 func (r *runner) sortKeys() {
 	first := []string{"ingest_vs_prometheus", "cpu_per_sample_vs_prometheus", "rss_per_series_vs_prometheus",
-		"rf3_vs_single", "handover_series_per_s", "wal_replay_samples_per_s"}
+		"wal_bytes_per_sample_vs_prometheus", "rf3_vs_single", "handover_series_per_s", "wal_replay_samples_per_s"}
 	have := map[string]bool{}
 	for _, kv := range r.rep.Keys {
 		have[kv.K] = true
@@ -480,6 +480,12 @@ func (r *runner) ingestSingle(ctx context.Context) error {
 		return err
 	}
 	walFile := fileSize(filepath.Join(n.dataDir, "wal", "wal.bolt"))
+	// Every byte logged over the node's life (series records included), for the comparison with
+	// Prometheus's wal/ directory below, which holds its whole life too.
+	var oursLogged float64
+	if m, err := metrics(n.http); err == nil {
+		oursLogged = m["cortex_ingester_wal_logged_bytes_total"]
+	}
 	n.kill()
 	r.singleRate = ours.res.SamplesPerSec()
 
@@ -496,6 +502,7 @@ func (r *runner) ingestSingle(ctx context.Context) error {
 	if err != nil {
 		return err
 	}
+	promWAL := dirSize(filepath.Join(pr.dataDir, "wal"))
 	pr.kill()
 
 	s := "1 ingest RF1"
@@ -526,7 +533,35 @@ func (r *runner) ingestSingle(ctx context.Context) error {
 	r.rep.row(w, "WAL bytes logged per sample (-wal.sync=true run)", fmt.Sprintf("%.2f B", ours.walBytes/math.Max(1, ours.ingested)), "", "", "")
 	r.rep.row(w, "wal.bolt size per sample acknowledged (whole node life)", fmt.Sprintf("%.2f B", float64(walFile)/math.Max(1, float64(ours.allAcked+oursFixed.Samples))), "", "", "")
 	r.rep.key("wal_bytes_per_sample", ours.walBytes/math.Max(1, ours.ingested))
+	oursLife := oursLogged / math.Max(1, float64(ours.allAcked+oursFixed.Samples))
+	promLife := float64(promWAL) / math.Max(1, float64(prom.allAcked+promFixed.Samples))
+	if oursLogged > 0 && promWAL > 0 {
+		wr := ratio(oursLife, promLife)
+		r.rep.row(w, "WAL bytes per sample over the server's life (ours: logged; Prometheus: its wal/ directory, snappy)",
+			fmt.Sprintf("%.2f B", oursLife), fmt.Sprintf("%.2f B", promLife), fmtRatio(wr), "≤1x: "+verdict(wr <= 1))
+		r.rep.key("wal_bytes_per_sample_vs_prometheus", wr)
+	} else {
+		r.rep.na(w, "WAL bytes per sample beside Prometheus", fmt.Sprintf("ours logged %.0f bytes, Prometheus's wal/ holds %d", oursLogged, promWAL))
+		r.rep.keyNA("wal_bytes_per_sample_vs_prometheus")
+	}
 	return nil
+}
+
+// dirSize is the total size of the regular files under dir (0 when it cannot be read).
+func dirSize(dir string) int64 {
+	var total int64
+	_ = filepath.WalkDir(dir, func(_ string, d os.DirEntry, err error) error {
+		if err != nil {
+			return nil
+		}
+		if d.Type().IsRegular() {
+			if fi, err := d.Info(); err == nil {
+				total += fi.Size()
+			}
+		}
+		return nil
+	})
+	return total
 }
 
 func fileSize(path string) int64 {
