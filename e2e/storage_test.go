@@ -43,6 +43,24 @@ func storageMetric(t *testing.T, addr, name string) float64 {
 	return metricValue(body, name)
 }
 
+// storageWaitMetric waits (10s at most) until the metric name on addr reads want. A push is
+// acknowledged once a quorum of its replicas stored it; the last replica may still be storing it,
+// so a test that needs every replica to hold the samples waits for it to say so.
+func storageWaitMetric(t *testing.T, addr, name string, want float64) {
+	t.Helper()
+	deadline := time.Now().Add(10 * time.Second)
+	for {
+		got := storageMetric(t, addr, name)
+		if got == want {
+			return
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("%s %s = %v after 10s, want %v", addr, name, got, want)
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+}
+
 // storageBlockDirs returns the complete blocks (with meta.json) of tenant in a filesystem bucket.
 func storageBlockDirs(t *testing.T, bucket, tenant string) []string {
 	t.Helper()
@@ -170,9 +188,10 @@ func TestProcess_FlushToBucket(t *testing.T) {
 
 	want := storageWriteSeries(t, a.HTTPAddr, "tenant1", "e2e_flush", 50, 200)
 	for _, n := range nodes {
-		if got := storageMetric(t, n.HTTPAddr, "cortex_ingester_memory_series"); got != 50 {
-			t.Fatalf("%s: %v series in memory before the flush, want 50 (RF=3 on 3 nodes)", n.ID, got)
-		}
+		// RF=3 on 3 nodes: every node stores every sample (the third replica may finish after the
+		// quorum's acknowledgement).
+		storageWaitMetric(t, n.HTTPAddr, "cortex_ingester_memory_series", 50)
+		storageWaitMetric(t, n.HTTPAddr, "cortex_ingester_ingested_samples_total", 50*200)
 		code, body := storagePostFlush(t, n.AdminAddr)
 		if code != http.StatusOK {
 			t.Fatalf("%s: POST /ingester/flush: %d %s", n.ID, code, body)
@@ -203,6 +222,8 @@ func TestProcess_FlushToBucket(t *testing.T) {
 		t.Fatal(err)
 	}
 	want2 := storageWriteSeries(t, a.HTTPAddr, "tenant2", "e2e_flush_retry", 10, 100)
+	storageWaitMetric(t, a.HTTPAddr, "cortex_ingester_memory_series", 10)
+	storageWaitMetric(t, a.HTTPAddr, "cortex_ingester_ingested_samples_total", 50*200+10*100)
 	code, body := storagePostFlush(t, a.AdminAddr)
 	if code != http.StatusInternalServerError || !strings.Contains(body, "tenant2") || !strings.Contains(body, "not a directory") {
 		t.Fatalf("flush into a failing bucket: %d %q, want 500 naming the tenant and the cause", code, body)
