@@ -50,6 +50,16 @@ const (
 	// DefaultMaxConcurrentStores bounds the StoreBlock calls that receive at once; more wait (up to
 	// the idle timeout) for a slot. Each holds one message in memory and a staging directory.
 	DefaultMaxConcurrentStores = 4
+	// DefaultMinFreeDiskPercent is the share of the bucket's (and staging's) filesystem StoreBlock
+	// keeps free: the WAL and the flushes of this member live on the same disk, and a peer's block
+	// must not take the space they need.
+	DefaultMinFreeDiskPercent = 5
+	// DefaultMinStoreRate is the slowest a StoreBlock may receive on average: a store must end
+	// within the idle timeout plus its declared size at this rate, so a peer that trickles one
+	// message per idle timeout cannot hold a store slot for ever. It matches the sender's own
+	// limit (Mover: 30s plus a second per MiB), so the receiver never cuts a store its sender
+	// still waits for.
+	DefaultMinStoreRate = 1 << 20
 )
 
 // Limits on what a header or a listing may claim, so that neither can make a member allocate
@@ -71,14 +81,24 @@ type Config struct {
 	IdleTimeout time.Duration
 	// MaxConcurrentStores bounds concurrent StoreBlock calls. Not a flag.
 	MaxConcurrentStores int
+	// MinFreeDiskPercent is the share of each filesystem StoreBlock writes on (staging, bucket)
+	// that must stay free once every store in progress has written all it declared. Flag:
+	// -blocks-storage.min-free-disk-percent.
+	MinFreeDiskPercent float64
+	// MinStoreRate (bytes per second) bounds a whole StoreBlock: it must end within IdleTimeout
+	// plus its declared size at this rate. Not a flag.
+	MinStoreRate int64
 }
 
 // RegisterFlags registers the block service's flags with their defaults on f.
 func (c *Config) RegisterFlags(f *flag.FlagSet) {
 	f.Int64Var(&c.MaxBlockUploadBytes, "blocks-storage.max-block-upload-bytes", DefaultMaxBlockUploadBytes,
 		"Largest block in bytes (index and chunks) this member accepts from another member: a leaver's blocks in a hand-over or when it leaves without a successor, and the compactor's merged blocks. The node's free disk space is also checked before a byte is written.")
+	f.Float64Var(&c.MinFreeDiskPercent, "blocks-storage.min-free-disk-percent", DefaultMinFreeDiskPercent,
+		"Share of the filesystem (percent, 0 to 50) a block received from another member must leave free, counting what every store in progress declared: the WAL and this member's own flushes need the same disk.")
 	c.IdleTimeout = DefaultIdleTimeout
 	c.MaxConcurrentStores = DefaultMaxConcurrentStores
+	c.MinStoreRate = DefaultMinStoreRate
 }
 
 // DefaultConfig returns the configuration RegisterFlags would set.
@@ -96,6 +116,12 @@ func (c *Config) Validate() error {
 	}
 	if c.IdleTimeout <= 0 {
 		errs = append(errs, fmt.Errorf("blocksvc: Config.IdleTimeout must be positive, got %s", c.IdleTimeout))
+	}
+	if c.MinFreeDiskPercent < 0 || c.MinFreeDiskPercent > 50 {
+		errs = append(errs, fmt.Errorf("blocksvc: -blocks-storage.min-free-disk-percent must be from 0 to 50, got %v", c.MinFreeDiskPercent))
+	}
+	if c.MinStoreRate <= 0 {
+		errs = append(errs, fmt.Errorf("blocksvc: Config.MinStoreRate must be positive, got %d", c.MinStoreRate))
 	}
 	if c.MaxConcurrentStores < 1 {
 		errs = append(errs, fmt.Errorf("blocksvc: Config.MaxConcurrentStores must be at least 1, got %d", c.MaxConcurrentStores))
@@ -142,11 +168,11 @@ func NewMetrics(reg prometheus.Registerer) (*Metrics, error) {
 		}),
 		refused: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "raftingest_blocks_store_refused_total",
-			Help: "StoreBlock calls this member refused, by reason: invalid (header, pieces or block did not check), limit (size, free space or concurrency), timeout (stalled stream), cancelled (the sender gave up), error (local I/O or bucket).",
+			Help: "StoreBlock calls this member refused, by reason: invalid (header, pieces or block did not check), limit (size, free space or concurrency), timeout (stalled stream), cancelled (the sender gave up), leaving (this member is leaving and takes no blocks), error (local I/O or bucket).",
 		}, []string{"reason"}),
 		moved: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "raftingest_blocks_moved_total",
-			Help: "Blocks a leaving member made durable on another member, by why: handover (to its joiner) or leave (to the members that take over its data when no joiner came). A block stored on several members counts once per member.",
+			Help: "Blocks a leaving member made durable on other members, by why: handover (to its joiner) or leave (split by series among the members that take over its series, when no joiner came; a block counts once however many members its series went to).",
 		}, []string{"why"}),
 	}
 	if reg != nil {

@@ -62,12 +62,16 @@ func List(ctx context.Context, c blockspb.BlocksClient, tenantID string) ([]Info
 
 // Fetch downloads block id of tenantID from c into parentDir/<ULID>, verified; it returns that
 // path. The block is received into a hidden directory of parentDir under the same checks as
-// StoreBlock (header against DefaultMaxBlockUploadBytes and the free space, pieces in order,
+// StoreBlock (header against maxBytes — the configured -blocks-storage.max-block-upload-bytes; 0
+// or less: DefaultMaxBlockUploadBytes — and the free space, pieces in order,
 // sizes, the block opening with every chunk decoding) and renamed into place only then; a
 // directory parentDir/<ULID> already there is replaced (blocks are immutable: it held the same
 // block, or a broken copy). Nothing is left behind on error. Each message must come within
 // DefaultIdleTimeout.
-func Fetch(ctx context.Context, c blockspb.BlocksClient, tenantID string, id ulid.ULID, parentDir string) (string, error) {
+func Fetch(ctx context.Context, c blockspb.BlocksClient, tenantID string, id ulid.ULID, parentDir string, maxBytes int64) (string, error) {
+	if maxBytes <= 0 {
+		maxBytes = DefaultMaxBlockUploadBytes
+	}
 	ctx, cancel := context.WithCancel(ctx)
 	defer cancel() // ends the call, and so a Recv in progress, before src stops
 	st, err := c.FetchBlock(ctx, &blockspb.FetchBlockRequest{Tenant: tenantID, Ulid: id.String()})
@@ -80,7 +84,7 @@ func Fetch(ctx context.Context, c blockspb.BlocksClient, tenantID string, id uli
 	if err != nil {
 		return "", fmt.Errorf("blocksvc: fetch block %s of tenant %q: %w", id, tenantID, err)
 	}
-	h, err := checkHeader(first.GetHeader(), DefaultMaxBlockUploadBytes)
+	h, err := checkHeader(first.GetHeader(), maxBytes)
 	if err != nil {
 		return "", fmt.Errorf("blocksvc: fetch block %s of tenant %q: %w", id, tenantID, err)
 	}
@@ -90,7 +94,7 @@ func Fetch(ctx context.Context, c blockspb.BlocksClient, tenantID string, id uli
 	if err := os.MkdirAll(parentDir, 0o755); err != nil {
 		return "", fmt.Errorf("blocksvc: fetch block %s: %w", id, err)
 	}
-	if err := checkFreeSpace(parentDir, "", h.total); err != nil {
+	if err := checkFreeSpace(parentDir, h.total); err != nil {
 		return "", fmt.Errorf("blocksvc: fetch block %s of tenant %q: %w", id, tenantID, err)
 	}
 	tmp, err := os.MkdirTemp(parentDir, "."+id.String()+".fetch-")

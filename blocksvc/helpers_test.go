@@ -103,6 +103,9 @@ func startNode(t testing.TB, cfg Config, mod func(*Deps)) *node {
 	if cfg.MaxConcurrentStores == 0 {
 		cfg.MaxConcurrentStores = def.MaxConcurrentStores
 	}
+	if cfg.MinStoreRate == 0 {
+		cfg.MinStoreRate = def.MinStoreRate
+	}
 	dir := t.TempDir()
 	n := &node{bucketDir: filepath.Join(dir, "blocks"), staging: filepath.Join(dir, "staging"), reg: prometheus.NewRegistry(),
 		clock: newTestClock(time.Date(2026, 12, 7, 12, 0, 0, 0, time.UTC))}

@@ -9,9 +9,13 @@ import (
 	"os"
 	"path/filepath"
 	"slices"
+	"strconv"
 	"time"
 
 	"github.com/oklog/ulid/v2"
+	"github.com/prometheus/prometheus/model/labels"
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/status"
 
 	"github.com/raftingest/raftingest/blockspb"
 	"github.com/raftingest/raftingest/storage"
@@ -102,6 +106,9 @@ type Moved struct {
 type Mover struct {
 	// BucketDir is this member's filesystem bucket directory.
 	BucketDir string
+	// WorkDir is where Evacuate splits blocks by series; it is emptied when a move starts and
+	// removed when it ends, so nothing else may live there ("": blocks-evacuate beside BucketDir).
+	WorkDir string
 	// Client returns a Blocks client of the member at a gRPC address (pooled by the caller).
 	Client  func(addr string) (blockspb.BlocksClient, error)
 	Metrics *Metrics
@@ -147,8 +154,10 @@ func (b LocalBlock) gone() bool {
 }
 
 // storeWithRetry stores b on t, up to Attempts times with doubling backoff. It returns errGone,
-// without blaming t, when b was deleted locally meanwhile.
-func (m *Mover) storeWithRetry(ctx context.Context, b LocalBlock, t Target) (present bool, err error) {
+// without blaming t, when gone reports that the local block b comes from was marked or deleted
+// meanwhile. A member that answers FailedPrecondition (it is leaving, and takes no block any more)
+// is not asked again.
+func (m *Mover) storeWithRetry(ctx context.Context, b LocalBlock, t Target, gone func() bool) (present bool, err error) {
 	wait := m.Backoff
 	if wait <= 0 {
 		wait = 500 * time.Millisecond
@@ -164,13 +173,15 @@ func (m *Mover) storeWithRetry(ctx context.Context, b LocalBlock, t Target) (pre
 			}
 			wait *= 2
 		}
-		if b.gone() {
-			return false, errGone
-		}
 		var c blockspb.BlocksClient
 		if c, err = m.Client(t.Addr); err != nil {
 			err = fmt.Errorf("member %s at %s: %w", t.ID, t.Addr, err)
 			continue
+		}
+		// As late as possible: a part split from a block reads nothing of it any more, so only
+		// this check keeps a replaced block from being copied again.
+		if gone() {
+			return false, errGone
 		}
 		sctx, cancel := context.WithTimeout(ctx, storeTimeout(b.Bytes))
 		present, err = Store(sctx, c, b.Tenant, b.Dir)
@@ -185,35 +196,87 @@ func (m *Mover) storeWithRetry(ctx context.Context, b LocalBlock, t Target) (pre
 		if ctx.Err() != nil {
 			return false, ctx.Err()
 		}
+		if status.Code(err) == codes.FailedPrecondition {
+			return false, fmt.Errorf("member %s refuses blocks: %w", t.ID, err)
+		}
 		m.log().Warn("could not store a block on a member; retrying", "tenant", b.Tenant, "block", b.ID,
 			"member", t.ID, "attempt", attempt+1, "of", m.attempts(), "err", err)
 	}
 	return false, err
 }
 
-// HandOver stores every local block on the joiner of a hand-over, and returns when each is durable
-// there. Any block that cannot be stored fails the hand-over attempt (the leaver aborts and tries
-// again, with this joiner or another).
-func (m *Mover) HandOver(ctx context.Context, joiner Target) (Moved, error) {
-	blocks, err := LocalBlocks(m.BucketDir)
-	if err != nil {
-		return Moved{}, err
+// blockKey names a block of a bucket in a Mover's bookkeeping.
+func blockKey(b LocalBlock) string { return b.Tenant + "/" + b.ID.String() }
+
+// maxPasses bounds the listings of one move. A leaver takes no writes and flushes nothing new once
+// it moves, so blocks appear only from StoreBlock calls that were under way when it began to
+// refuse them: two passes normally, a third when one landed during the first.
+const maxPasses = 100
+
+// passes calls do with every block of the bucket not handled by an earlier pass, listing the
+// bucket again after each pass, until a listing finds nothing new: a block that lands in the
+// bucket while the move runs (a compacted part stored before this member refused blocks, a flush
+// that finished late) is moved too, instead of staying on this member when it exits. It returns
+// the number of blocks handled.
+func (m *Mover) passes(ctx context.Context, do func(LocalBlock) error) (int, error) {
+	done := map[string]bool{}
+	for pass := 1; ; pass++ {
+		blocks, err := LocalBlocks(m.BucketDir)
+		if err != nil {
+			return len(done), err
+		}
+		var fresh []LocalBlock
+		for _, b := range blocks {
+			if !done[blockKey(b)] {
+				fresh = append(fresh, b)
+			}
+		}
+		if len(fresh) == 0 {
+			return len(done), nil
+		}
+		if pass > maxPasses {
+			return len(done), fmt.Errorf("blocksvc: new blocks keep appearing in the bucket after %d listings (%d new, first %s)",
+				maxPasses, len(fresh), blockKey(fresh[0]))
+		}
+		if pass > 1 {
+			m.log().Info("blocks appeared in the bucket while it was being moved; moving them too", "pass", pass, "blocks", len(fresh))
+		}
+		for _, b := range fresh {
+			done[blockKey(b)] = true
+			if err := do(b); err != nil {
+				return len(done), err
+			}
+			if err := ctx.Err(); err != nil {
+				return len(done), err
+			}
+		}
 	}
+}
+
+// HandOver stores every local block on the joiner of a hand-over, and returns when each is durable
+// there — listing the bucket again after each pass, so a block that landed meanwhile goes too. Any
+// block that cannot be stored fails the hand-over attempt (the leaver aborts and tries again, with
+// this joiner or another).
+func (m *Mover) HandOver(ctx context.Context, joiner Target) (Moved, error) {
 	var mv Moved
 	start := time.Now()
-	for _, b := range blocks {
-		present, err := m.storeWithRetry(ctx, b, joiner)
+	n, err := m.passes(ctx, func(b LocalBlock) error {
+		present, err := m.storeWithRetry(ctx, b, joiner, b.gone)
 		if errors.Is(err, errGone) || (err != nil && b.gone()) {
 			m.log().Info("block deleted locally while handed over (compacted); skipped", "tenant", b.Tenant, "block", b.ID)
-			continue
+			return nil
 		}
 		if err != nil {
-			return mv, fmt.Errorf("blocksvc: hand block %s of tenant %q over to %s: %w", b.ID, b.Tenant, joiner.ID, err)
+			return fmt.Errorf("blocksvc: hand block %s of tenant %q over to %s: %w", b.ID, b.Tenant, joiner.ID, err)
 		}
 		mv.add(b, present)
 		m.Metrics.moved.WithLabelValues("handover").Inc()
+		return nil
+	})
+	mv.Blocks = n
+	if err != nil {
+		return mv, err
 	}
-	mv.Blocks = len(blocks)
 	m.log().Info("blocks handed over", "joiner", joiner.ID, "blocks", mv.Blocks, "already_present", mv.AlreadyPresent,
 		"bytes", mv.Bytes, "took", time.Since(start).Round(time.Millisecond))
 	return mv, nil
@@ -228,91 +291,185 @@ func (mv *Moved) add(b LocalBlock, present bool) {
 	}
 }
 
-// ErrStranded is returned by Evacuate when a block could be stored on no other member: the leaver
-// must not leave.
+// ErrStranded is returned by Evacuate when some series of a block could be stored on no other
+// member: the leaver must not leave.
 var ErrStranded = errors.New("blocksvc: a block could be stored on no other member")
 
-// Evacuate stores every local block on every target (the members that take over this member's
-// data), and returns once each is durable there. A target that fails a block Attempts times is
-// given up for the rest of the move, and for each block it should have taken the first spare (a
-// remaining member that is not a target) that takes it stands in. A block that ends on fewer
-// members than there were targets is logged; one that ends on none fails the move (ErrStranded)
-// after every block was tried: the caller must not leave, and retries later. Without targets,
-// the spares are the targets. Blocks are
-// immutable and stores idempotent, so a retried move sends only what the targets lack.
-func (m *Mover) Evacuate(ctx context.Context, targets, spares []Target) (Moved, error) {
-	blocks, err := LocalBlocks(m.BucketDir)
-	if err != nil {
-		return Moved{}, err
+// Placement chooses the member that takes a leaver's copy of one series of tenant in the flush
+// fallback: the member that enters the series' replication set when the leaver is gone
+// (ringstate's LeaveSuccessor), passing over the members skip reports (those that could not take
+// a block during this move) for another ACTIVE member that does not hold the series already. ok
+// is false when no member can take it. It must be safe to call from one goroutine at a time.
+type Placement func(tenant string, lset labels.Labels, skip func(memberID string) bool) (t Target, ok bool)
+
+// workDir is where Evacuate writes the parts it splits blocks into.
+func (m *Mover) workDir() string {
+	if m.WorkDir != "" {
+		return m.WorkDir
 	}
-	if len(targets) == 0 {
-		// Every remaining member already replicates each of this member's ranges (a cluster of at
-		// most RF members): none enters a replication set, so every remaining one is a target.
-		targets, spares = spares, nil
+	return filepath.Join(filepath.Dir(filepath.Clean(m.BucketDir)), "blocks-evacuate")
+}
+
+// Evacuate moves every local block to the members that take over this member's series, and
+// returns once each series is durable on the member place chose for it. Each block is split by
+// series (storage.SplitBlock, as the compactor splits its results) and each series sent to one
+// member only — its successor, the member that enters its replication set once this one is gone —
+// so a leave writes about one copy of this member's data in total and every series it held
+// regains RF distinct copies. The parts keep the block's compaction (level, sources) and its
+// compaction group (the block's own ULID for a flushed block), so the planner reads them as the
+// one block they replace.
+//
+// A member that fails a part Attempts times, or refuses blocks (it is leaving too), is given up
+// for the rest of the move: its part is split again and each of its series goes where place says
+// with that member skipped. A block with a series no member can take is stranded; Evacuate tries
+// every block, then fails with ErrStranded: the caller must not leave, and retries later. The
+// bucket is listed again after each pass (see HandOver). A retried move sends the parts again
+// under new ULIDs: the duplicates are harmless (queries merge replicas; the compactor merges
+// them away).
+func (m *Mover) Evacuate(ctx context.Context, place Placement) (Moved, error) {
+	work := m.workDir()
+	if err := os.RemoveAll(work); err != nil {
+		return Moved{}, fmt.Errorf("blocksvc: evacuation work directory: %w", err)
 	}
+	if err := os.MkdirAll(work, 0o755); err != nil {
+		return Moved{}, fmt.Errorf("blocksvc: evacuation work directory: %w", err)
+	}
+	defer os.RemoveAll(work)
 	var (
-		mv       = Moved{Blocks: len(blocks)}
-		failed   = map[string]error{} // targets and spares given up, with their last error
+		mv       Moved
+		failed   = map[string]error{} // members given up, with their last error
 		stranded []string
 		start    = time.Now()
+		seq      int
 	)
-	for _, b := range blocks {
-		holders, want := 0, len(targets)
-		queue := slices.Clone(targets)
-		used := map[string]bool{}
-		for _, t := range targets {
-			used[t.ID] = true
-		}
-		for len(queue) > 0 {
-			t := queue[0]
-			queue = queue[1:]
-			if failed[t.ID] == nil {
-				present, err := m.storeWithRetry(ctx, b, t)
-				if err == nil {
-					holders++
-					mv.add(b, present)
-					m.Metrics.moved.WithLabelValues("leave").Inc()
-					continue
-				}
-				if ctx.Err() != nil {
-					return mv, ctx.Err()
-				}
-				if errors.Is(err, errGone) || b.gone() {
-					holders = -1 // nothing to keep
-					break
-				}
-				failed[t.ID] = err
-				m.log().Warn("giving up storing blocks on a member for this leave", "member", t.ID, "err", err)
-			}
-			// t cannot take it: the first spare not yet asked for this block stands in.
-			for _, sp := range spares {
-				if !used[sp.ID] && failed[sp.ID] == nil {
-					used[sp.ID] = true
-					queue = append(queue, sp)
-					break
-				}
-			}
-		}
+	n, err := m.passes(ctx, func(b LocalBlock) error {
+		seq++
+		err := m.placeSeries(ctx, b, b.Dir, filepath.Join(work, strconv.Itoa(seq)), place, failed, &mv)
 		switch {
-		case holders < 0:
+		case ctx.Err() != nil:
+			return ctx.Err()
+		case errors.Is(err, errGone) || (err != nil && b.gone()):
 			m.log().Info("block deleted locally while moved (compacted); skipped", "tenant", b.Tenant, "block", b.ID)
-		case holders == 0:
-			stranded = append(stranded, fmt.Sprintf("%s/%s", b.Tenant, b.ID))
-		case holders < want:
-			m.log().Warn("block stored on fewer members than take over this member's data", "tenant", b.Tenant,
-				"block", b.ID, "members", holders, "wanted", want)
+		case err != nil:
+			m.log().Error("block could not be moved to the members that take over its series", "tenant", b.Tenant,
+				"block", b.ID, "err", err)
+			stranded = append(stranded, fmt.Sprintf("%s: %v", blockKey(b), err))
+		default:
+			m.Metrics.moved.WithLabelValues("leave").Inc()
 		}
+		return nil
+	})
+	mv.Blocks = n
+	if err != nil {
+		return mv, err
 	}
 	if len(stranded) > 0 {
 		var errs []error
-		for id, err := range failed {
-			errs = append(errs, fmt.Errorf("%s: %w", id, err))
+		for _, id := range sortedMapKeys(failed) {
+			errs = append(errs, fmt.Errorf("%s: %w", id, failed[id]))
 		}
-		return mv, fmt.Errorf("%w: %d of %d blocks (first %s); %d targets, %d spares: %w", ErrStranded, len(stranded), len(blocks),
-			stranded[0], len(targets), len(spares), errors.Join(errs...))
+		return mv, fmt.Errorf("%w: %d of %d blocks (first %s); members given up: %w", ErrStranded, len(stranded), n,
+			stranded[0], errors.Join(errs...))
 	}
-	m.log().Info("blocks moved to the members that take over this member's data", "blocks", mv.Blocks,
-		"copies", mv.Copies, "already_present", mv.AlreadyPresent, "bytes", mv.Bytes, "targets", len(targets),
+	m.log().Info("blocks moved, each series to the member that takes it over", "blocks", mv.Blocks, "parts", mv.Copies,
+		"already_present", mv.AlreadyPresent, "bytes", mv.Bytes, "members_given_up", sortedMapKeys(failed),
 		"took", time.Since(start).Round(time.Millisecond))
 	return mv, nil
+}
+
+// placeSeries splits the block in src (b itself, or a part of it) into one part per member place
+// chooses, under out, and stores each part on its member. A part whose member fails is split
+// again, with that member skipped; each round gives up at least one more member, so the recursion
+// is at most as deep as there are members.
+func (m *Mover) placeSeries(ctx context.Context, b LocalBlock, src, out string, place Placement, failed map[string]error, mv *Moved) error {
+	raw, err := os.ReadFile(filepath.Join(src, storage.MetaFilename))
+	if err != nil {
+		return fmt.Errorf("reading its meta.json: %w", err)
+	}
+	meta, err := storage.ReadMeta(raw)
+	if err != nil {
+		return fmt.Errorf("reading its meta.json: %w", err)
+	}
+	group := storage.CompactionGroup(&meta.BlockMeta)
+	if group == "" {
+		// A flushed block is its own group, keyed by its ULID: its parts, one per member, are read
+		// by the planner as that one block.
+		group = meta.ULID.String()
+	}
+	skip := func(id string) bool { return failed[id] != nil }
+	targets := map[string]Target{}
+	var (
+		unplaced      int
+		firstUnplaced labels.Labels
+	)
+	parts, err := storage.SplitBlock(ctx, src, out, storage.SplitOptions{Tenant: b.Tenant, Group: group, Logger: m.log(),
+		Place: func(lset labels.Labels) []string {
+			t, ok := place(b.Tenant, lset, skip)
+			if !ok {
+				if unplaced == 0 {
+					firstUnplaced = lset.Copy()
+				}
+				unplaced++
+				return nil
+			}
+			targets[t.ID] = t
+			return []string{t.ID}
+		}})
+	if err != nil {
+		return fmt.Errorf("splitting it by series: %w", err)
+	}
+	defer os.RemoveAll(out)
+	if unplaced > 0 {
+		return fmt.Errorf("%d series (first %s) have no member left to take them", unplaced, firstUnplaced)
+	}
+	for _, id := range sortedMapKeys(parts) {
+		pm := parts[id]
+		pdir := filepath.Join(out, id, pm.ULID.String())
+		bytes, err := blockBytes(pdir)
+		if err != nil {
+			return err
+		}
+		part := LocalBlock{Tenant: b.Tenant, ID: pm.ULID, Dir: pdir, Bytes: bytes}
+		present, err := m.storeWithRetry(ctx, part, targets[id], b.gone)
+		switch {
+		case err == nil:
+			mv.add(part, present)
+			continue
+		case errors.Is(err, errGone) || ctx.Err() != nil:
+			return err
+		}
+		failed[id] = err
+		m.log().Warn("giving up storing blocks on a member for this leave; its series go to other members",
+			"member", id, "err", err)
+		if err := m.placeSeries(ctx, b, pdir, filepath.Join(out, id+"-again"), place, failed, mv); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// blockBytes sums the sizes of a local block's files, meta.json included.
+func blockBytes(dir string) (int64, error) {
+	fi, err := os.Stat(filepath.Join(dir, storage.MetaFilename))
+	if err != nil {
+		return 0, err
+	}
+	files, err := LocalFiles(dir)
+	if err != nil {
+		return 0, err
+	}
+	n := fi.Size()
+	for _, f := range files {
+		n += f.SizeBytes
+	}
+	return n, nil
+}
+
+func sortedMapKeys[V any](m map[string]V) []string {
+	out := make([]string, 0, len(m))
+	for k := range m {
+		out = append(out, k)
+	}
+	slices.Sort(out)
+	return out
 }

@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
+	"regexp"
 	"slices"
 	"strings"
 
@@ -41,12 +42,16 @@ type header struct {
 	total    int64          // sum of the files' sizes
 }
 
+// blockFileRE matches the files a TSDB block is made of besides meta.json: its index, its chunk
+// segments and its tombstones.
+var blockFileRE = regexp.MustCompile(`^(index|chunks/[0-9]{6}|tombstones)$`)
+
 // checkHeader checks everything a header claims before anything is written for it: the tenant
 // (tenant.Validate: it names a directory of the bucket), the ULID, meta.json (it decodes, names the
-// same ULID and, when it carries the tenant label, the same tenant; when it lists the block's files,
-// exactly the header's with the same sizes), and the files (at least the index, each a clean
-// relative path that is not meta.json, has no hidden element, is neither listed twice nor a directory of
-// another, with a size ≥ 0), and their total against maxBytes.
+// same ULID and carries the tenant label of the same tenant; when it lists the block's files,
+// exactly the header's with the same sizes), and the files (at least the index, each the index, a
+// chunk segment chunks/NNNNNN or the tombstones file, listed once, with a size ≥ 0), and their
+// total against maxBytes.
 func checkHeader(h *blockspb.BlockHeader, maxBytes int64) (*header, error) {
 	if h == nil {
 		return nil, fmt.Errorf("%w: the stream does not start with a header", ErrInvalidBlock)
@@ -69,7 +74,12 @@ func checkHeader(h *blockspb.BlockHeader, maxBytes int64) (*header, error) {
 	if out.meta.ULID != id {
 		return nil, fmt.Errorf("%w: block %s: meta.json names block %s", ErrInvalidBlock, id, out.meta.ULID)
 	}
-	if t, ok := out.meta.Thanos.Labels[storage.TenantLabel]; ok && t != out.tenant {
+	// The tenant label is what the bucket reader and the compactor trust a block's tenant by: a
+	// block without it, or with another tenant's, would be served or merged as someone else's.
+	switch t, ok := out.meta.Thanos.Labels[storage.TenantLabel]; {
+	case !ok:
+		return nil, fmt.Errorf("%w: block %s of tenant %q: meta.json has no %s label", ErrInvalidBlock, id, out.tenant, storage.TenantLabel)
+	case t != out.tenant:
 		return nil, fmt.Errorf("%w: block %s of tenant %q: meta.json labels it tenant %q", ErrInvalidBlock, id, out.tenant, trim(t))
 	}
 	out.metaJSON = h.GetMetaJson()
@@ -110,6 +120,13 @@ func checkHeader(h *blockspb.BlockHeader, maxBytes int64) (*header, error) {
 			if seen[d] {
 				return nil, fmt.Errorf("%w: block %s: %q is a file and a directory of %q", ErrInvalidBlock, id, trim(d), trim(rel))
 			}
+		}
+	}
+	for _, f := range out.files {
+		if !blockFileRE.MatchString(f.RelPath) {
+			// Only what verifyBlock checks may enter the bucket: anything else would be stored,
+			// served and moved unread.
+			return nil, fmt.Errorf("%w: block %s: %q is not a block file (index, chunks/NNNNNN or tombstones)", ErrInvalidBlock, id, trim(f.RelPath))
 		}
 	}
 	if !seen[storage.IndexFilename] {
@@ -276,6 +293,17 @@ func verifyBlock(ctx context.Context, dir string, meta storage.Meta) (err error)
 		return fmt.Errorf("%w: block %s does not open: %v", ErrInvalidBlock, meta.ULID, err)
 	}
 	defer b.Close()
+	// A tombstone hides samples from readers of this block only: a merge or a split would drop it
+	// (or resurrect the samples) and replicas would disagree. Blocks here never carry any.
+	tr, err := b.Tombstones()
+	if err != nil {
+		return fmt.Errorf("%w: block %s: tombstones: %v", ErrInvalidBlock, meta.ULID, err)
+	}
+	n := tr.Total()
+	tr.Close()
+	if n > 0 {
+		return fmt.Errorf("%w: block %s: %d tombstones (blocks moved between members carry none)", ErrInvalidBlock, meta.ULID, n)
+	}
 	ir, err := b.Index()
 	if err != nil {
 		return fmt.Errorf("%w: block %s: index: %v", ErrInvalidBlock, meta.ULID, err)

@@ -9,6 +9,8 @@ import (
 	"os"
 	"slices"
 	"strings"
+	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/oklog/ulid/v2"
@@ -40,6 +42,20 @@ type Deps struct {
 	// DeletionDelay is -compactor.deletion-delay: how long a block marked by DeleteBlocks stays
 	// (served, listed nowhere else) before Sweep deletes it. Must be positive.
 	DeletionDelay time.Duration
+	// Accepting reports whether this member may take blocks now: nil, or why not (StoreBlock then
+	// answers FailedPrecondition). The daemon refuses once the ring shows this member LEAVING: a
+	// leaver lists its blocks to move them, and a block stored after that listing would leave with
+	// it. It still accepts while JOINING (its hand-over peer sends it the leaver's blocks). It is
+	// asked before a block is received and again just before it enters the bucket. nil accepts.
+	Accepting func() error
+	// Progress, when set, is called with the call's context for every message a StoreBlock
+	// receives (the header, each piece of at most PieceSize): the daemon counts a hand-over
+	// leaver's blocks as activity of its claim, so the joiner does not abort a hand-over whose
+	// blocks take longer than -ingester.transfer-timeout. It must be cheap and safe for concurrent
+	// use.
+	Progress func(ctx context.Context)
+	// statFS replaces the filesystem statistics in tests (nil: statFS).
+	statFS func(dir string) (fsStat, error)
 	// Now is the clock of marks and sweeps (nil: time.Now).
 	Now     func() time.Time
 	Metrics *Metrics
@@ -49,10 +65,17 @@ type Deps struct {
 // Server is the Blocks service over one member's bucket. Safe for concurrent use.
 type Server struct {
 	blockspb.UnimplementedBlocksServer
-	cfg Config
-	d   Deps
-	sem chan struct{} // store slots
-	log *slog.Logger
+	cfg  Config
+	d    Deps
+	sem  chan struct{} // store slots
+	log  *slog.Logger
+	disk *diskBudget
+
+	// commit is held shared by a StoreBlock from its last acceptance check until its block is in
+	// the bucket (or failed), and exclusively by StopAccepting: once StopAccepting returns, every
+	// block a store accepted is in the bucket, and no store accepts another.
+	commit  sync.RWMutex
+	stopped atomic.Pointer[string] // StopAccepting's reason
 }
 
 var _ blockspb.BlocksServer = (*Server)(nil)
@@ -80,7 +103,37 @@ func NewServer(cfg Config, d Deps) (*Server, error) {
 	if err := os.MkdirAll(d.StagingDir, 0o755); err != nil {
 		return nil, fmt.Errorf("blocksvc: staging directory: %w", err)
 	}
-	return &Server{cfg: cfg, d: d, sem: make(chan struct{}, cfg.MaxConcurrentStores), log: d.Logger}, nil
+	stat := statFS
+	if d.statFS != nil {
+		stat = d.statFS
+	}
+	return &Server{cfg: cfg, d: d, sem: make(chan struct{}, cfg.MaxConcurrentStores), log: d.Logger,
+		disk: &diskBudget{stat: stat, minFreePct: cfg.MinFreeDiskPercent}}, nil
+}
+
+// StopAccepting makes every later StoreBlock answer FailedPrecondition with reason, and returns
+// once every store that had accepted its block has put it in the bucket or failed. A leaver calls
+// it before it lists its blocks to move them: after it, the bucket gains no block from another
+// member (Deps.Accepting says the same once the ring shows the leave, but a follower's ring may
+// lag the commit that made it LEAVING).
+func (s *Server) StopAccepting(reason string) {
+	s.stopped.Store(&reason)
+	s.commit.Lock()
+	//lint:ignore SA2001 an empty critical section: waiting for the stores that hold commit shared is the point
+	s.commit.Unlock()
+}
+
+// accepting is nil, or why this member takes no block now.
+func (s *Server) accepting() error {
+	if r := s.stopped.Load(); r != nil {
+		return fmt.Errorf("blocksvc: this member takes no blocks: %s", *r)
+	}
+	if s.d.Accepting != nil {
+		if err := s.d.Accepting(); err != nil {
+			return fmt.Errorf("blocksvc: this member takes no blocks: %w", err)
+		}
+	}
+	return nil
 }
 
 // blockPrefix is the bucket directory of a block: "<tenant>/<ULID>/". tenantID must be valid.
@@ -99,6 +152,12 @@ func (s *Server) StoreBlock(stream blockspb.Blocks_StoreBlockServer) (err error)
 			s.d.Metrics.refused.WithLabelValues(reason).Inc()
 		}
 	}()
+	// Before anything, already_present included (a leaving member must not tell a sender that a
+	// block is durable here), and before waiting for a slot.
+	if err := s.accepting(); err != nil {
+		reason = "leaving"
+		return status.Error(codes.FailedPrecondition, err.Error())
+	}
 	// A slot first: a stalled or slow store holds one, so a bounded number can hold any at all.
 	t := time.NewTimer(s.cfg.IdleTimeout)
 	select {
@@ -115,7 +174,17 @@ func (s *Server) StoreBlock(stream blockspb.Blocks_StoreBlockServer) (err error)
 	}
 	defer func() { <-s.sem }()
 
-	src := startRecv(stream.Recv, s.cfg.IdleTimeout)
+	recv := stream.Recv
+	if s.d.Progress != nil {
+		recv = func() (*blockspb.BlockPart, error) {
+			p, err := stream.Recv()
+			if err == nil {
+				s.d.Progress(ctx)
+			}
+			return p, err
+		}
+	}
+	src := startRecv(recv, s.cfg.IdleTimeout)
 	defer src.stop() // then returning ends the call, which ends a Recv in progress
 	first, err := src.next(ctx)
 	if err != nil {
@@ -156,10 +225,12 @@ func (s *Server) StoreBlock(stream blockspb.Blocks_StoreBlockServer) (err error)
 		log.Debug("block already in the bucket")
 		return stream.SendAndClose(&blockspb.StoreBlockResponse{AlreadyPresent: true})
 	}
-	if err := checkFreeSpace(s.d.StagingDir, s.d.BucketDir, h.total); err != nil {
+	release, err := s.disk.reserve(s.d.StagingDir, s.d.BucketDir, h.total)
+	if err != nil {
 		reason = "limit"
 		return status.Errorf(codes.ResourceExhausted, "block %s of tenant %q: %v", h.id, h.tenant, err)
 	}
+	defer release()
 	dir, err := os.MkdirTemp(s.d.StagingDir, h.id.String()+"-")
 	if err != nil {
 		reason = "error"
@@ -167,7 +238,12 @@ func (s *Server) StoreBlock(stream blockspb.Blocks_StoreBlockServer) (err error)
 	}
 	defer os.RemoveAll(dir)
 	start := time.Now()
-	n, err := receiveBlock(ctx, src, dir, h)
+	// The whole store, not only each message, is bounded: a peer trickling one piece per idle
+	// timeout would otherwise hold a slot (and its reservation) for ever.
+	limit := s.cfg.IdleTimeout + time.Duration(float64(h.total)/float64(s.cfg.MinStoreRate)*float64(time.Second))
+	rctx, rcancel := context.WithTimeout(ctx, limit)
+	defer rcancel()
+	n, err := receiveBlock(rctx, src, dir, h)
 	s.d.Metrics.receivedBytes.Add(float64(n))
 	switch {
 	case err == nil:
@@ -177,6 +253,10 @@ func (s *Server) StoreBlock(stream blockspb.Blocks_StoreBlockServer) (err error)
 	case errors.Is(err, ErrStalled):
 		reason = "timeout"
 		return status.Errorf(codes.DeadlineExceeded, "block %s of tenant %q after %d of %d bytes: %v", h.id, h.tenant, n, h.total, err)
+	case ctx.Err() == nil && rctx.Err() != nil:
+		reason = "timeout"
+		return status.Errorf(codes.DeadlineExceeded, "block %s of tenant %q after %d of %d bytes: not received within %s (the idle timeout plus its size at %d bytes/s)",
+			h.id, h.tenant, n, h.total, limit.Round(time.Millisecond), s.cfg.MinStoreRate)
 	case ctx.Err() != nil:
 		reason = "cancelled"
 		return status.FromContextError(ctx.Err()).Err()
@@ -187,6 +267,15 @@ func (s *Server) StoreBlock(stream blockspb.Blocks_StoreBlockServer) (err error)
 		}
 		reason = "error"
 		return status.Errorf(codes.Internal, "blocksvc: block %s of tenant %q: %v", h.id, h.tenant, err)
+	}
+	// Checked again, and held until the block is in the bucket: a leave that began while the block
+	// was received must either see it in the bucket when it lists (StopAccepting waits for this)
+	// or have it refused here.
+	s.commit.RLock()
+	defer s.commit.RUnlock()
+	if err := s.accepting(); err != nil {
+		reason = "leaving"
+		return status.Error(codes.FailedPrecondition, err.Error())
 	}
 	if err := storage.UploadBlock(ctx, s.d.Bucket, h.tenant, dir, h.uploadMeta()); err != nil {
 		reason = "error"
@@ -453,6 +542,9 @@ func (s *Server) DeleteBlocks(ctx context.Context, req *blockspb.DeleteBlocksReq
 func (s *Server) Sweep(ctx context.Context) (int, error) {
 	swept, err := storage.SweepDeletionMarked(ctx, s.d.Bucket, s.d.DeletionDelay, s.d.Now(), s.log)
 	for _, b := range swept {
+		if b.Partial {
+			continue // logged by the sweep itself
+		}
 		s.log.Info("deleted a block marked for deletion", "tenant", b.Tenant, "block", b.ID,
 			"marked_at", b.MarkedAt.UTC(), "deletion_delay", s.d.DeletionDelay)
 	}

@@ -4,14 +4,18 @@ import (
 	"context"
 	"encoding/binary"
 	"encoding/json"
+	"errors"
 	"hash/crc32"
+	"io/fs"
 	"os"
 	"path/filepath"
 	"strings"
+	"sync/atomic"
 	"testing"
 	"time"
 
 	"github.com/oklog/ulid/v2"
+	"github.com/prometheus/prometheus/tsdb/tombstones"
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
 
@@ -74,7 +78,7 @@ func TestBlocks_StoreListFetchDelete(t *testing.T) {
 	}
 
 	fetchDir := t.TempDir()
-	got, err := Fetch(ctx, n.client, "team-a", meta.ULID, fetchDir)
+	got, err := Fetch(ctx, n.client, "team-a", meta.ULID, fetchDir, 0)
 	if err != nil || got != filepath.Join(fetchDir, meta.ULID.String()) {
 		t.Fatalf("Fetch: %q, %v", got, err)
 	}
@@ -82,7 +86,7 @@ func TestBlocks_StoreListFetchDelete(t *testing.T) {
 	if ents, _ := os.ReadDir(fetchDir); len(ents) != 1 {
 		t.Fatalf("Fetch left %d entries in its parent directory, want the block alone", len(ents))
 	}
-	if _, err := Fetch(ctx, n.client, "team-a", ulid.Make(), fetchDir); status.Code(err) != codes.NotFound {
+	if _, err := Fetch(ctx, n.client, "team-a", ulid.Make(), fetchDir, 0); status.Code(err) != codes.NotFound {
 		t.Fatalf("Fetch of an unknown block: %v, want NotFound", err)
 	}
 
@@ -131,7 +135,7 @@ func TestBlocks_StoreListFetchDelete(t *testing.T) {
 	if list, err := List(ctx, n.client, ""); err != nil || len(list) != 0 {
 		t.Fatalf("List after DeleteBlocks: %+v, %v; want the marked block left out", list, err)
 	}
-	if got, err := Fetch(ctx, n.client, "team-a", meta.ULID, t.TempDir()); err != nil {
+	if got, err := Fetch(ctx, n.client, "team-a", meta.ULID, t.TempDir(), 0); err != nil {
 		t.Fatalf("Fetch of a marked block: %v", err)
 	} else {
 		sameFiles(t, dir, got)
@@ -159,7 +163,7 @@ func TestBlocks_StoreListFetchDelete(t *testing.T) {
 	if got := metric(t, n.reg, "cortex_compactor_blocks_cleaned_total"); got != 1 {
 		t.Fatalf("cortex_compactor_blocks_cleaned_total %v, want 1", got)
 	}
-	if _, err := Fetch(ctx, n.client, "team-a", meta.ULID, t.TempDir()); status.Code(err) != codes.NotFound {
+	if _, err := Fetch(ctx, n.client, "team-a", meta.ULID, t.TempDir(), 0); status.Code(err) != codes.NotFound {
 		t.Fatalf("Fetch of a swept block: %v, want NotFound", err)
 	}
 	if swept, err := n.srv.Sweep(ctx); err != nil || swept != 0 {
@@ -241,7 +245,7 @@ func TestBlocks_PartialBlockNeverListedOrServed(t *testing.T) {
 	if list, err := List(t.Context(), n.client, ""); err != nil || len(list) != 0 {
 		t.Fatalf("List: %+v, %v; want the partial block left out", list, err)
 	}
-	if _, err := Fetch(t.Context(), n.client, "t1", meta.ULID, t.TempDir()); status.Code(err) != codes.NotFound {
+	if _, err := Fetch(t.Context(), n.client, "t1", meta.ULID, t.TempDir(), 0); status.Code(err) != codes.NotFound {
 		t.Fatalf("Fetch of a partial block: %v, want NotFound", err)
 	}
 	if present, err := Store(t.Context(), n.client, "t1", dir); err != nil || present {
@@ -460,4 +464,298 @@ func TestStoreBlock_HostileInput(t *testing.T) {
 	if got := metric(t, n.reg, "raftingest_blocks_store_refused_total"); got < 20 {
 		t.Fatalf("raftingest_blocks_store_refused_total %v, want one per refused case", got)
 	}
+}
+
+// TestStoreBlock_RefusedWhileLeaving: once the member is leaving (Deps.Accepting says so, or
+// StopAccepting was called) StoreBlock answers FailedPrecondition — for a block it holds already
+// too, which it must not call durable here — and nothing enters the bucket. It used to accept
+// blocks whatever the member's state, so a block stored after a leaver listed its bucket left
+// with it.
+func TestStoreBlock_RefusedWhileLeaving(t *testing.T) {
+	var leaving atomic.Bool
+	n := startNode(t, Config{}, func(d *Deps) {
+		d.Accepting = func() error {
+			if leaving.Load() {
+				return errors.New("the ring shows this member LEAVING")
+			}
+			return nil
+		}
+	})
+	held, _ := testBlock(t, t.TempDir(), "t1", 5, 30, 1)
+	if _, err := Store(t.Context(), n.client, "t1", held); err != nil {
+		t.Fatal(err)
+	}
+	leaving.Store(true)
+	other, meta := testBlock(t, t.TempDir(), "t1", 5, 30, 2)
+	for _, dir := range []string{held, other} {
+		present, err := Store(t.Context(), n.client, "t1", dir)
+		if status.Code(err) != codes.FailedPrecondition || !strings.Contains(err.Error(), "LEAVING") {
+			t.Fatalf("a store while leaving: present %v, %v; want FailedPrecondition saying why", present, err)
+		}
+	}
+	if _, err := os.Stat(filepath.Join(n.bucketDir, "t1", meta.ULID.String())); !errors.Is(err, fs.ErrNotExist) {
+		t.Fatalf("the refused block is in the bucket: %v", err)
+	}
+	requireEmpty(t, "staging", n.staging)
+
+	// StopAccepting, whatever Accepting says.
+	leaving.Store(false)
+	n.srv.StopAccepting("test: leaving")
+	if _, err := Store(t.Context(), n.client, "t1", other); status.Code(err) != codes.FailedPrecondition {
+		t.Fatalf("a store after StopAccepting: %v, want FailedPrecondition", err)
+	}
+	if got := metric(t, n.reg, "raftingest_blocks_store_refused_total"); got != 3 {
+		t.Fatalf("refused stores %v, want 3", got)
+	}
+}
+
+// TestStoreBlock_ProgressPerMessage: Deps.Progress is called with the call's context for every
+// message a store receives (header and pieces), so a hand-over's watcher sees the leaver's blocks
+// arrive.
+func TestStoreBlock_ProgressPerMessage(t *testing.T) {
+	var calls atomic.Int64
+	n := startNode(t, Config{}, func(d *Deps) {
+		d.Progress = func(ctx context.Context) {
+			if ctx == nil {
+				t.Error("Progress without the call's context")
+			}
+			calls.Add(1)
+		}
+	})
+	dir, _ := testBlock(t, t.TempDir(), "t1", 600, 240, 9)
+	_, pieces := blockParts(t, "t1", dir)
+	if _, err := Store(t.Context(), n.client, "t1", dir); err != nil {
+		t.Fatal(err)
+	}
+	if got, want := calls.Load(), int64(1+len(pieces)); got != want {
+		t.Fatalf("Progress called %d times, want %d (the header and %d pieces)", got, want, len(pieces))
+	}
+}
+
+// blockSize is the bytes a header of the block in dir declares (its files but meta.json).
+func blockSize(t *testing.T, dir string) int64 {
+	t.Helper()
+	fs, err := LocalFiles(dir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var n int64
+	for _, f := range fs {
+		n += f.SizeBytes
+	}
+	return n
+}
+
+// TestStoreBlock_ReservesConcurrentStoresAndKeepsHeadroom: a store reserves the space it declared
+// (twice: staging and bucket share the filesystem) until it ends, so a second store that would
+// fit in what the filesystem shows free, but not beside the first one's reservation and the
+// headroom (-blocks-storage.min-free-disk-percent of the filesystem), is refused ResourceExhausted;
+// once the first ended, it is stored. A block that fits the free space only by eating into the
+// headroom is refused. Neither reservations nor headroom existed: each store saw the same free
+// space, and a peer could fill the disk the WAL uses.
+func TestStoreBlock_ReservesConcurrentStoresAndKeepsHeadroom(t *testing.T) {
+	first, _ := testBlock(t, t.TempDir(), "t1", 600, 240, 11)
+	second, meta2 := testBlock(t, t.TempDir(), "t1", 600, 240, 12)
+	size := max(blockSize(t, first), blockSize(t, second))
+	total := uint64(1000 * size) // 5% headroom: 50 blocks
+	var free atomic.Uint64
+	n := startNode(t, Config{MinFreeDiskPercent: 5}, func(d *Deps) {
+		d.statFS = func(string) (fsStat, error) {
+			return fsStat{free: free.Load(), total: total, id: [2]int32{1, 2}}, nil
+		}
+	})
+
+	free.Store(uint64(50*size + 3*size)) // room beyond the headroom for one store (2 × size), not two
+	h, pieces := blockParts(t, "t1", first)
+	st, err := n.client.StoreBlock(t.Context())
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := st.Send(hdr(h)); err != nil {
+		t.Fatal(err)
+	}
+	if err := st.Send(pc(pieces[0])); err != nil {
+		t.Fatal(err)
+	}
+	time.Sleep(200 * time.Millisecond) // the first store has reserved its space
+	_, err = Store(t.Context(), n.client, "t1", second)
+	if status.Code(err) != codes.ResourceExhausted || !strings.Contains(err.Error(), "reserved by stores in progress") {
+		t.Fatalf("a second store beside a reservation: %v, want ResourceExhausted naming the reservation", err)
+	}
+	for _, p := range pieces[1:] {
+		if err := st.Send(pc(p)); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if _, err := st.CloseAndRecv(); err != nil {
+		t.Fatalf("the first store: %v", err)
+	}
+	if present, err := Store(t.Context(), n.client, "t1", second); err != nil || present {
+		t.Fatalf("the second store once the first ended: present %v, %v", present, err)
+	}
+	sameFiles(t, second, filepath.Join(n.bucketDir, "t1", meta2.ULID.String()))
+
+	// Headroom: 1.5 blocks beyond it, a store needs 2.
+	free.Store(uint64(50*size + 3*size/2))
+	third, _ := testBlock(t, t.TempDir(), "t1", 600, 240, 13)
+	if _, err := Store(t.Context(), n.client, "t1", third); status.Code(err) != codes.ResourceExhausted ||
+		!strings.Contains(err.Error(), "kept free") {
+		t.Fatalf("a store into the headroom: %v, want ResourceExhausted naming the headroom", err)
+	}
+	requireEmpty(t, "staging", n.staging)
+}
+
+// TestStoreBlock_WholeStoreDeadline: a peer that sends every message within the idle timeout but
+// trickles them so that the store takes longer than the idle timeout plus its size at the minimum
+// rate is cut off (DeadlineExceeded) and its slot released: a store used to be bounded per message
+// only, so one message every 59s held a slot for ever.
+func TestStoreBlock_WholeStoreDeadline(t *testing.T) {
+	n := startNode(t, Config{IdleTimeout: 600 * time.Millisecond, MaxConcurrentStores: 1, MinStoreRate: 1 << 40}, nil)
+	dir, meta := testBlock(t, t.TempDir(), "t1", 600, 240, 14)
+	h, pieces := blockParts(t, "t1", dir)
+	st, err := n.client.StoreBlock(t.Context())
+	if err != nil {
+		t.Fatal(err)
+	}
+	start := time.Now()
+	_ = st.Send(hdr(h))
+	for i := 0; time.Since(start) < 2*time.Second; i++ {
+		time.Sleep(300 * time.Millisecond) // always within the idle timeout
+		if i < len(pieces)-1 {
+			if st.Send(pc(pieces[i])) != nil {
+				break
+			}
+		}
+	}
+	_, err = st.CloseAndRecv()
+	if status.Code(err) != codes.DeadlineExceeded || !strings.Contains(err.Error(), "not received within") {
+		t.Fatalf("a trickling store: %v, want DeadlineExceeded for the whole store", err)
+	}
+	if present, err := Store(t.Context(), n.client, "t1", dir); err != nil || present {
+		t.Fatalf("a store after the trickling one was cut: present %v, %v", present, err)
+	}
+	sameFiles(t, dir, filepath.Join(n.bucketDir, "t1", meta.ULID.String()))
+	requireEmpty(t, "staging", n.staging)
+}
+
+// TestFetch_ConfiguredMaximum: Fetch refuses a block larger than the maximum it is given (the
+// configured -blocks-storage.max-block-upload-bytes), before writing a byte; it used to check
+// DefaultMaxBlockUploadBytes whatever the configuration.
+func TestFetch_ConfiguredMaximum(t *testing.T) {
+	n := startNode(t, Config{}, nil)
+	dir, meta := testBlock(t, t.TempDir(), "t1", 50, 30, 15)
+	if _, err := Store(t.Context(), n.client, "t1", dir); err != nil {
+		t.Fatal(err)
+	}
+	size := blockSize(t, dir)
+	into := t.TempDir()
+	if _, err := Fetch(t.Context(), n.client, "t1", meta.ULID, into, size-1); !errors.Is(err, ErrTooLarge) {
+		t.Fatalf("Fetch of a %d-byte block with a maximum of %d: %v, want ErrTooLarge", size, size-1, err)
+	}
+	requireEmpty(t, "the fetch directory", into)
+	if _, err := Fetch(t.Context(), n.client, "t1", meta.ULID, into, size); err != nil {
+		t.Fatalf("Fetch within the maximum: %v", err)
+	}
+}
+
+// rewriteMeta applies mod to the meta.json of the block in dir.
+func rewriteMeta(t *testing.T, dir string, mod func(*storage.Meta)) {
+	t.Helper()
+	raw, err := os.ReadFile(filepath.Join(dir, storage.MetaFilename))
+	if err != nil {
+		t.Fatal(err)
+	}
+	m, err := storage.ReadMeta(raw)
+	if err != nil {
+		t.Fatal(err)
+	}
+	mod(&m)
+	if raw, err = json.Marshal(m); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(filepath.Join(dir, storage.MetaFilename), raw, 0o644); err != nil {
+		t.Fatal(err)
+	}
+}
+
+// listFile adds the file rel of the block in dir, as it is on disk, to its meta.json's files.
+func listFile(t *testing.T, dir, rel string) {
+	t.Helper()
+	fi, err := os.Stat(filepath.Join(dir, filepath.FromSlash(rel)))
+	if err != nil {
+		t.Fatal(err)
+	}
+	rewriteMeta(t, dir, func(m *storage.Meta) {
+		m.Thanos.Files = append(m.Thanos.Files, storage.File{RelPath: rel, SizeBytes: fi.Size()})
+	})
+}
+
+// TestStoreBlock_OnlyCheckedFilesAndTheTenantLabel: a block is refused (InvalidArgument, nothing
+// stored) when it carries a file that is neither its index, a chunk segment nor its tombstones —
+// even listed in its meta.json: it would be stored, served and moved unchecked — when its
+// tombstones file holds a tombstone (samples hidden on this replica only), and when its meta.json
+// has no tenant label (the bucket reader and the compactor take a block's tenant from it). Each
+// used to be accepted.
+func TestStoreBlock_OnlyCheckedFilesAndTheTenantLabel(t *testing.T) {
+	n := startNode(t, Config{}, nil)
+	for _, tc := range []struct {
+		name, want string
+		mod        func(t *testing.T, dir string)
+	}{
+		{"an extra file", `"extra/notes.txt" is not a block file`, func(t *testing.T, dir string) {
+			if err := os.MkdirAll(filepath.Join(dir, "extra"), 0o755); err != nil {
+				t.Fatal(err)
+			}
+			if err := os.WriteFile(filepath.Join(dir, "extra", "notes.txt"), []byte("unchecked"), 0o644); err != nil {
+				t.Fatal(err)
+			}
+			listFile(t, dir, "extra/notes.txt")
+		}},
+		{"a chunk segment with another name", `"chunks/1" is not a block file`, func(t *testing.T, dir string) {
+			if err := os.Rename(filepath.Join(dir, "chunks", "000001"), filepath.Join(dir, "chunks", "1")); err != nil {
+				t.Fatal(err)
+			}
+			rewriteMeta(t, dir, func(m *storage.Meta) {
+				for i := range m.Thanos.Files {
+					if m.Thanos.Files[i].RelPath == "chunks/000001" {
+						m.Thanos.Files[i].RelPath = "chunks/1"
+					}
+				}
+			})
+		}},
+		{"a tombstone", "1 tombstones", func(t *testing.T, dir string) {
+			ts := tombstones.NewMemTombstones()
+			ts.AddInterval(1, tombstones.Interval{Mint: 0, Maxt: 1000})
+			if _, err := tombstones.WriteFile(nil, dir, ts); err != nil {
+				t.Fatal(err)
+			}
+			listFile(t, dir, "tombstones")
+		}},
+		{"no tenant label", "has no __org_id__ label", func(t *testing.T, dir string) {
+			rewriteMeta(t, dir, func(m *storage.Meta) { delete(m.Thanos.Labels, storage.TenantLabel) })
+		}},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			dir, meta := testBlock(t, t.TempDir(), "t1", 20, 30, 21)
+			tc.mod(t, dir)
+			_, err := Store(t.Context(), n.client, "t1", dir)
+			if status.Code(err) != codes.InvalidArgument || !strings.Contains(err.Error(), tc.want) {
+				t.Fatalf("store: %v, want InvalidArgument containing %q", err, tc.want)
+			}
+			if _, err := os.Stat(filepath.Join(n.bucketDir, "t1", meta.ULID.String())); !errors.Is(err, fs.ErrNotExist) {
+				t.Fatalf("the refused block is in the bucket: %v", err)
+			}
+			requireEmpty(t, "staging", n.staging)
+		})
+	}
+	// An empty tombstones file (what tsdb's compactor writes) is a block file like any other.
+	dir, meta := testBlock(t, t.TempDir(), "t1", 20, 30, 22)
+	if _, err := tombstones.WriteFile(nil, dir, tombstones.NewMemTombstones()); err != nil {
+		t.Fatal(err)
+	}
+	listFile(t, dir, "tombstones")
+	if _, err := Store(t.Context(), n.client, "t1", dir); err != nil {
+		t.Fatalf("a block with an empty tombstones file: %v", err)
+	}
+	sameFiles(t, dir, filepath.Join(n.bucketDir, "t1", meta.ULID.String()))
 }

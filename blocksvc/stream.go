@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"sync"
 	"syscall"
 	"time"
 
@@ -90,44 +91,91 @@ func receiveBlock(ctx context.Context, src *partSource, dir string, h *header) (
 	return w.received, verifyBlock(ctx, dir, h.meta)
 }
 
-// freeBytes returns the bytes an unprivileged process may still write on dir's filesystem, and an
-// identifier of that filesystem.
-func freeBytes(dir string) (uint64, [2]int32, error) {
-	var st syscall.Statfs_t
-	if err := syscall.Statfs(dir, &st); err != nil {
-		return 0, [2]int32{}, err
-	}
-	return st.Bavail * uint64(st.Bsize), st.Fsid.X__val, nil
+// fsStat is what StoreBlock and Fetch need to know of a filesystem.
+type fsStat struct {
+	free, total uint64   // bytes an unprivileged process may still write; the filesystem's size
+	id          [2]int32 // tells filesystems apart
 }
 
-// checkFreeSpace refuses a block of size bytes that would not fit on the filesystems of the staging
-// directory and the bucket's directory (bucketDir "" for a remote bucket): it is written once
-// into staging and once more into the bucket, both at once when they share a filesystem. A
-// filesystem that cannot tell its free space is not a reason to refuse.
-func checkFreeSpace(stagingDir, bucketDir string, size int64) error {
-	need := uint64(max(size, 0))
-	free, fs, err := freeBytes(stagingDir)
+// statFS reads the filesystem dir is on.
+func statFS(dir string) (fsStat, error) {
+	var st syscall.Statfs_t
+	if err := syscall.Statfs(dir, &st); err != nil {
+		return fsStat{}, err
+	}
+	return fsStat{free: st.Bavail * uint64(st.Bsize), total: st.Blocks * uint64(st.Bsize), id: st.Fsid.X__val}, nil
+}
+
+// checkFreeSpace refuses a block of size bytes that would not fit in parentDir's filesystem (a
+// fetch: written once). A filesystem that cannot tell its free space is not a reason to refuse.
+func checkFreeSpace(parentDir string, size int64) error {
+	st, err := statFS(parentDir)
 	if err != nil {
 		return nil
 	}
-	if bucketDir == "" {
-		if free < need {
-			return fmt.Errorf("%w: %d bytes, %d free in %s", ErrTooLarge, size, free, stagingDir)
-		}
-		return nil
-	}
-	bfree, bfs, err := freeBytes(bucketDir)
-	if err != nil {
-		bfree, bfs = free, fs
-	}
-	if fs == bfs {
-		if free/2 < need {
-			return fmt.Errorf("%w: %d bytes, twice that needed (staging and bucket), %d free in %s", ErrTooLarge, size, free, stagingDir)
-		}
-		return nil
-	}
-	if free < need || bfree < need {
-		return fmt.Errorf("%w: %d bytes, %d free in %s and %d in %s", ErrTooLarge, size, free, stagingDir, bfree, bucketDir)
+	if st.free < uint64(max(size, 0)) {
+		return fmt.Errorf("%w: %d bytes, %d free in %s", ErrTooLarge, size, st.free, parentDir)
 	}
 	return nil
+}
+
+// diskBudget reserves the disk space of the stores in progress, so that concurrent stores do not
+// each see the same free space, and keeps a headroom of every filesystem free.
+type diskBudget struct {
+	stat       func(dir string) (fsStat, error)
+	minFreePct float64
+
+	mu       sync.Mutex
+	reserved map[[2]int32]uint64 // bytes declared by stores in progress, by filesystem
+}
+
+// reserve checks that a block of size bytes fits in the staging directory's and the bucket
+// directory's filesystems (bucketDir "" for a remote bucket) — written once into staging and once
+// more into the bucket, both on one filesystem when they share it — beside what the stores in
+// progress reserved and the headroom, and reserves it until release is called. What a store in
+// progress has written already is counted twice (in the filesystem's use and in its reservation):
+// the error is on the safe side. A filesystem that cannot tell its free space is not a reason to
+// refuse.
+func (b *diskBudget) reserve(stagingDir, bucketDir string, size int64) (release func(), err error) {
+	need := map[[2]int32]uint64{}
+	stats := map[[2]int32]fsStat{}
+	names := map[[2]int32]string{}
+	for _, dir := range []string{stagingDir, bucketDir} {
+		if dir == "" {
+			continue
+		}
+		st, err := b.stat(dir)
+		if err != nil {
+			continue
+		}
+		need[st.id] += uint64(max(size, 0))
+		stats[st.id] = st
+		if names[st.id] == "" {
+			names[st.id] = dir
+		}
+	}
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	for id, n := range need {
+		st := stats[id]
+		headroom := uint64(float64(st.total) * b.minFreePct / 100)
+		used := b.reserved[id] + headroom
+		if st.free < used || st.free-used < n {
+			return nil, fmt.Errorf("%w: %d bytes (%d on the filesystem of %s), %d free there, %d reserved by stores in progress, %d kept free (-blocks-storage.min-free-disk-percent %v)",
+				ErrTooLarge, size, n, names[id], st.free, b.reserved[id], headroom, b.minFreePct)
+		}
+	}
+	if b.reserved == nil {
+		b.reserved = map[[2]int32]uint64{}
+	}
+	for id, n := range need {
+		b.reserved[id] += n
+	}
+	return func() {
+		b.mu.Lock()
+		defer b.mu.Unlock()
+		for id, n := range need {
+			b.reserved[id] -= n
+		}
+	}, nil
 }

@@ -66,6 +66,13 @@ type Cluster struct {
 	// Place returns the members a series of tenant belongs on: its replication set in the current
 	// ring, as the distributor computes it. Unused with a shared bucket.
 	Place func(tenant string, lset labels.Labels) []string
+	// StillPlaceable re-reads the ring and fails unless every member named is still ACTIVE and
+	// healthy. runJob asks it after every part of a merge is stored and before the sources are
+	// marked: the placement is the ring at the start of the run, and a member that started leaving
+	// since may have listed its blocks to move them already — a part stored on it after that
+	// listing leaves with it, and marking the sources would leave those series with RF−1 copies
+	// for good. nil (a shared bucket) checks nothing.
+	StillPlaceable func(ctx context.Context, members []string) error
 }
 
 // Lease is the compactor lease as the compactor needs it (raftfsm.Node in the daemon).
@@ -91,8 +98,14 @@ type Deps struct {
 	FlushPeriod time.Duration
 	Registerer  prometheus.Registerer
 	Logger      *slog.Logger
-	// Now is the clock (nil: time.Now).
+	// Now is the clock (nil: time.Now): the time of compaction group ids and of the last
+	// successful run's gauge.
 	Now func() time.Time
+	// RingTimeMs is ring time (Unix milliseconds: the newest leader-stamped time the ring
+	// applied; raftfsm.Node's Ring().TimeMs()), the clock of retention and of range completeness:
+	// the lease expires in ring time, and every member judges time there alike, whatever its own
+	// clock says. nil: Now.
+	RingTimeMs func() int64
 }
 
 // callTimeout bounds a listing and a marking on one bucket, so that a member that stopped answering
@@ -135,6 +148,10 @@ func New(cfg Config, d Deps) (*Compactor, error) {
 	if d.Now == nil {
 		d.Now = time.Now
 	}
+	if d.RingTimeMs == nil {
+		now := d.Now
+		d.RingTimeMs = func() int64 { return now().UnixMilli() }
+	}
 	if d.Registerer == nil {
 		d.Registerer = prometheus.NewRegistry()
 	}
@@ -170,12 +187,23 @@ func New(cfg Config, d Deps) (*Compactor, error) {
 
 // Run claims the lease and compacts every -compactor.interval while this member is the Raft leader,
 // until ctx is done. A run stops (its context is cancelled) as soon as the lease cannot be renewed.
+//
+// A member that became the leader waits one full lease duration, by its own monotonic clock, before
+// its first claim. The lease expires in ring time (the leader's clock), but its holder stops
+// working by its own clock (keepLease): when the new leader's clock runs ahead of the old
+// holder's, the ring could show the lease expired while the old holder still merges and marks.
+// The old holder (the previous leader) made its last successful claim before this member was
+// elected, and stops at most 5/6 of a lease after that claim began; waiting a whole lease after
+// the election outlasts it whatever the two clocks read. Leadership is polled every interval: a
+// loss and a return between two polls go unnoticed, which only matters if another member held the
+// lease in between, and then the FSM refuses this member's claim until that lease expired.
 func (c *Compactor) Run(ctx context.Context) {
 	if err := os.RemoveAll(c.d.WorkDir); err != nil {
 		c.log.Warn("compactor: emptying the work directory", "dir", c.d.WorkDir, "err", err)
 	}
 	t := time.NewTicker(c.cfg.Interval)
 	defer t.Stop()
+	var leaderSince time.Time // zero while this member is not the leader
 	for {
 		select {
 		case <-ctx.Done():
@@ -184,6 +212,15 @@ func (c *Compactor) Run(ctx context.Context) {
 		case <-t.C:
 		}
 		if !c.d.Lease.IsLeader() {
+			leaderSince = time.Time{}
+			continue
+		}
+		if leaderSince.IsZero() {
+			leaderSince = time.Now()
+			c.log.Info("compactor: this member leads; it claims the compactor lease once a lease duration has passed",
+				"lease_duration", c.cfg.LeaseDuration)
+		}
+		if time.Since(leaderSince) < c.cfg.LeaseDuration {
 			continue
 		}
 		c.runLeased(ctx)
@@ -311,7 +348,7 @@ func (c *Compactor) runOnce(ctx context.Context, epoch uint64) error {
 			b.Holders = append(b.Holders, member)
 		}
 	}
-	now := c.d.Now().UnixMilli()
+	now := c.d.RingTimeMs()
 	for _, tenant := range sortedKeys(byTenant) {
 		if ctx.Err() != nil {
 			break
@@ -401,6 +438,7 @@ func (c *Compactor) runJob(ctx context.Context, cl Cluster, buckets map[string]B
 		return fmt.Errorf("merging %d blocks: %w", len(dirs), err)
 	}
 	placed := 0
+	var partMembers []string
 	if len(ids) > 0 {
 		// Place: with a shared bucket the merged block goes there once; with node-local buckets
 		// every member gets the part holding exactly the series it replicates.
@@ -423,8 +461,18 @@ func (c *Compactor) runJob(ctx context.Context, cl Cluster, buckets map[string]B
 				return fmt.Errorf("storing part %s on %q: %w", m.ULID, member, err)
 			}
 			placed++
+			partMembers = append(partMembers, member)
 			log.Info("compactor: placed a merged block", "member", member, "block", m.ULID, "series", m.Stats.NumSeries,
 				"samples", m.Stats.NumSamples, "level", m.Compaction.Level)
+		}
+	}
+	// Every part is durable on its member, and each member is still one that keeps what it holds
+	// (not LEAVING: a leaver that listed its blocks before a part landed would exit with it):
+	// now, and only now, the sources may be marked. Otherwise nothing is marked and the next run,
+	// on the ring as it is then, redoes the merge (the parts stored here are merged again with it).
+	if cl.Shared == nil && cl.StillPlaceable != nil && placed > 0 {
+		if err := cl.StillPlaceable(ctx, partMembers); err != nil {
+			return fmt.Errorf("the ring changed while the merged block was placed; nothing marked, the next run redoes it: %w", err)
 		}
 	}
 	// Every part is durable on its member: now, and only now, the sources may be marked.

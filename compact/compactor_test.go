@@ -247,6 +247,10 @@ type cluster struct {
 	fence   atomic.Uint64
 	queries map[string]*storage.BucketQueryable
 	series  []series
+	// stillPlaceable is the Cluster's StillPlaceable (nil: none).
+	stillPlaceable func(ctx context.Context, members []string) error
+	// ringTimeMs is the compactor's ring time (nil: its clock).
+	ringTimeMs func() int64
 }
 
 func newCluster(t *testing.T, nSeries int) *cluster {
@@ -500,10 +504,10 @@ func (c *cluster) compactor(now int64, retention time.Duration, reg prometheus.R
 			for id, b := range c.buckets {
 				m[id] = b
 			}
-			return compact.Cluster{Members: m, Place: c.place}, nil
+			return compact.Cluster{Members: m, Place: c.place, StillPlaceable: c.stillPlaceable}, nil
 		},
 		WorkDir: filepath.Join(c.root, "work"), FlushPeriod: 2 * time.Hour, Registerer: reg,
-		Now: func() time.Time { return time.UnixMilli(now) },
+		Now: func() time.Time { return time.UnixMilli(now) }, RingTimeMs: c.ringTimeMs,
 	})
 	if err != nil {
 		c.t.Fatal(err)
@@ -824,4 +828,101 @@ func TestCompactor_CrashBetweenMarkAndSweep(t *testing.T) {
 	}
 	sameAnswer(t, "after the sweep", before, c.answer("t1"))
 	c.checkPlaced("t1", [][2]int64{{t0, t0 + 2*hour}})
+}
+
+// TestCompactor_MemberLeavingDuringTheJob_NothingMarked: a member of the placement starts leaving
+// while the merge is placed (it may have listed its blocks to move them before its part landed,
+// and would exit with it): the job fails before marking anything, so every source stays; once
+// the ring is settled the next run merges again and marks the sources.
+func TestCompactor_MemberLeavingDuringTheJob_NothingMarked(t *testing.T) {
+	c := newCluster(t, 120)
+	c.flush("t1", t0, t0+2*hour, nil)
+	before := c.answer("t1")
+	var asked [][]string
+	c.stillPlaceable = func(_ context.Context, members []string) error {
+		asked = append(asked, slices.Clone(members))
+		if slices.Contains(members, "m2") {
+			return errors.New("member m2 is LEAVING")
+		}
+		return nil
+	}
+	err := c.compactor(t0+5*hour, 0, nil).RunOnce(context.Background(), 1)
+	if err == nil || !strings.Contains(err.Error(), "m2 is LEAVING") {
+		t.Fatalf("RunOnce with m2 leaving: %v, want the job failed naming m2", err)
+	}
+	if len(asked) != 1 || !slices.Equal(asked[0], memberIDs) {
+		t.Fatalf("StillPlaceable asked %v, want once with every member of the placement %v", asked, memberIDs)
+	}
+	if marked := c.markedBlocks("t1"); len(marked) != 0 {
+		t.Fatalf("sources marked although a part's member was leaving: %v", marked)
+	}
+	sameAnswer(t, "after the failed job", before, c.answer("t1"))
+
+	c.stillPlaceable = nil
+	if err := c.compactor(t0+5*hour, 0, nil).RunOnce(context.Background(), 1); err != nil {
+		t.Fatal(err)
+	}
+	if marked := c.markedBlocks("t1"); len(marked) == 0 {
+		t.Fatal("the next run marked nothing")
+	}
+	sameAnswer(t, "after the next run", before, c.answer("t1"))
+}
+
+// TestCompactor_RetentionAndCompletenessInRingTime: the compactor judges retention and whether a
+// range is complete by ring time, not by its member's clock: a clock 40 days ahead expires nothing
+// that ring time keeps (it used to delete a retention's worth of data early), and a clock behind
+// ring time does not hold back a range that ring time says is complete.
+func TestCompactor_RetentionAndCompletenessInRingTime(t *testing.T) {
+	t.Run("local clock ahead", func(t *testing.T) {
+		c := newCluster(t, 60)
+		c.flush("t1", t0, t0+2*hour, nil)
+		c.ringTimeMs = func() int64 { return t0 + 5*hour }
+		reg := prometheus.NewRegistry()
+		if err := c.compactor(t0+40*24*hour, 30*24*time.Hour, reg).RunOnce(context.Background(), 1); err != nil {
+			t.Fatal(err)
+		}
+		if got := testutil.ToFloat64(counterVec(t, reg, "cortex_compactor_blocks_marked_for_deletion_total", "retention")); got != 0 {
+			t.Fatalf("%v blocks marked by retention with ring time 5h after them and a 30-day retention", got)
+		}
+		c.checkPlaced("t1", [][2]int64{{t0, t0 + 2*hour}})
+	})
+	t.Run("local clock behind", func(t *testing.T) {
+		c := newCluster(t, 60)
+		c.flush("t1", t0, t0+2*hour, nil)
+		c.flush("t1", t0+2*hour, t0+4*hour, nil)
+		c.ringTimeMs = func() int64 { return t0 + 5*hour }
+		if err := c.compactor(t0+5*hour, 0, nil).RunOnce(context.Background(), 1); err != nil {
+			t.Fatal(err)
+		}
+		c.checkPlaced("t1", [][2]int64{{t0, t0 + 2*hour}, {t0 + 2*hour, t0 + 4*hour}})
+		// The day is complete in ring time (its end 3h ago), not by the member's clock (5h into it).
+		c.ringTimeMs = func() int64 { return t0 + 27*hour }
+		if err := c.compactor(t0+5*hour, 0, nil).RunOnce(context.Background(), 1); err != nil {
+			t.Fatal(err)
+		}
+		c.checkPlaced("t1", [][2]int64{{t0, t0 + 4*hour}})
+	})
+}
+
+// counterVec returns the child of a counter vector with one label value.
+func counterVec(t *testing.T, reg *prometheus.Registry, name, value string) prometheus.Collector {
+	t.Helper()
+	mfs, err := reg.Gather()
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, mf := range mfs {
+		if mf.GetName() != name {
+			continue
+		}
+		for _, m := range mf.GetMetric() {
+			if len(m.GetLabel()) == 1 && m.GetLabel()[0].GetValue() == value {
+				c := prometheus.NewCounter(prometheus.CounterOpts{Name: "x"})
+				c.Add(m.GetCounter().GetValue())
+				return c
+			}
+		}
+	}
+	t.Fatalf("no %s{%s}", name, value)
+	return nil
 }

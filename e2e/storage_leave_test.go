@@ -25,7 +25,9 @@ import (
 	"github.com/raftingest/raftingest/auth"
 	"github.com/raftingest/raftingest/blockspb"
 	"github.com/raftingest/raftingest/blocksvc"
+	"github.com/raftingest/raftingest/distributor"
 	pc "github.com/raftingest/raftingest/internal/proccluster"
+	"github.com/raftingest/raftingest/ringstate"
 	"github.com/raftingest/raftingest/storage"
 	"github.com/raftingest/raftingest/tenant"
 )
@@ -196,16 +198,51 @@ func leaveAndWait(t *testing.T, c *pc.Cluster, via, n *pc.Node) {
 	t.Logf("%s left in %s", n.ID, time.Since(start).Round(time.Millisecond))
 }
 
-var movedRE = regexp.MustCompile(`msg="blocks moved to the members that take over this member's data".* blocks=(\d+) copies=(\d+)`)
+var movedRE = regexp.MustCompile(`msg="blocks moved, each series to the member that takes it over".* blocks=(\d+) parts=(\d+) already_present=\d+ bytes=(\d+)`)
+
+// bucketBytes sums the bytes of the complete, unmarked blocks of a node's bucket.
+func bucketBytes(t *testing.T, n *pc.Node) int64 {
+	t.Helper()
+	bs, err := blocksvc.LocalBlocks(bucketOf(n))
+	if err != nil {
+		t.Fatal(err)
+	}
+	var sum int64
+	for _, b := range bs {
+		sum += b.Bytes
+	}
+	return sum
+}
+
+// requireMovedAboutOneCopy fails unless the leaver's log says it moved its blocks with about one
+// copy of its bucket's bytes: each series to one member, not each block to every member (which
+// wrote N−1 copies). Small test blocks repeat their symbols and postings in every part, so
+// "about" allows half a copy more.
+func requireMovedAboutOneCopy(t *testing.T, n *pc.Node, blocks int, bucket int64) {
+	t.Helper()
+	m := movedRE.FindStringSubmatch(n.Log())
+	if m == nil || m[1] != fmt.Sprint(blocks) {
+		t.Fatalf("%s logged %q; want its %d blocks moved:\n%s", n.ID, m, blocks, n.Log())
+	}
+	sent, err := strconv.ParseInt(m[3], 10, 64)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if ratio := float64(sent) / float64(bucket); ratio < 1 || ratio > 1.5 {
+		t.Fatalf("%s sent %d bytes in %s parts for its %d bytes of blocks (%.2f copies), want about one copy", n.ID, sent, m[2], bucket, ratio)
+	}
+	t.Logf("%s moved %s blocks in %s parts: %s bytes for %d bytes of blocks", n.ID, m[1], m[2], m[3], bucket)
+}
 
 // TestProcess_LeaveWithoutSpare_BlocksFollowTheData scales a 5-member cluster (RF 3, node-local
 // buckets) down to 3 with `ringctl leave` and no PENDING member, after every node flushed: each
 // leaver flushes, stores every block of its bucket on the members that take over its data, and
-// only then leaves. Afterwards every acked sample is in the bucket of every one of the 3
-// remaining members — its replication factor kept, not merely somewhere: without the move, a
-// series whose replicas were {x, d, e} would be left in x's bucket alone — and every block the
-// leavers held is in a remaining bucket. A query through each remaining member returns every acked
-// sample.
+// only then leaves — each series to the one member that enters its replication set, about one
+// copy of the leaver's bucket in all. Afterwards every acked sample is in the bucket of every one
+// of the 3 remaining members — its replication factor kept, not merely somewhere: without the
+// move, a series whose replicas were {x, d, e} would be left in x's bucket alone — and every
+// sample the leavers' buckets held is in a remaining bucket. A query through each remaining member
+// returns every acked sample.
 func TestProcess_LeaveWithoutSpare_BlocksFollowTheData(t *testing.T) {
 	skipShort(t)
 	start := time.Now()
@@ -214,10 +251,10 @@ func TestProcess_LeaveWithoutSpare_BlocksFollowTheData(t *testing.T) {
 	const name = "e2e_leave_blocks"
 	acked := writeReplicatedAndFlush(t, name, 60, nodes)
 	requireCopies(t, "after the flushes, before any leave", acked, name, 3, nodes...)
-	held := map[string]bool{}
+	held := map[sampleKey]float64{}
 	for _, n := range []*pc.Node{d, e} {
-		for id := range blockIDs(t, n) {
-			held[id] = true
+		for k, v := range bucketSamples(t, bucketOf(n), name) {
+			held[k] = v
 		}
 	}
 	if len(held) == 0 {
@@ -225,12 +262,9 @@ func TestProcess_LeaveWithoutSpare_BlocksFollowTheData(t *testing.T) {
 	}
 
 	for _, n := range []*pc.Node{d, e} {
+		blocks, bytes := len(blockIDs(t, n)), bucketBytes(t, n)
 		leaveAndWait(t, c, a, n)
-		m := movedRE.FindStringSubmatch(n.Log())
-		if m == nil || m[1] == "0" {
-			t.Fatalf("%s logged no blocks moved:\n%s", n.ID, n.Log())
-		}
-		t.Logf("%s moved %s blocks (%s copies)", n.ID, m[1], m[2])
+		requireMovedAboutOneCopy(t, n, blocks, bytes)
 	}
 	remaining := nodes[:3]
 	waitActive(t, c, a.GRPCAddr, "a", "b", "c")
@@ -242,17 +276,7 @@ func TestProcess_LeaveWithoutSpare_BlocksFollowTheData(t *testing.T) {
 	for _, n := range remaining {
 		storageRequireSamples(t, "a query through "+n.ID+" after two leaves", acked, querySamples(t, n, name))
 	}
-	have := map[string]bool{}
-	for _, n := range remaining {
-		for id := range blockIDs(t, n) {
-			have[id] = true
-		}
-	}
-	for id := range held {
-		if !have[id] {
-			t.Fatalf("block %s of a leaver is in no remaining bucket", id)
-		}
-	}
+	requireCopies(t, "the samples of the leavers' buckets", held, name, 1, remaining...)
 	for _, n := range remaining {
 		if got := metricOf(t, n, "raftingest_blocks_received_total"); got <= 0 {
 			t.Errorf("%s received no block (raftingest_blocks_received_total %v)", n.ID, got)
@@ -261,7 +285,7 @@ func TestProcess_LeaveWithoutSpare_BlocksFollowTheData(t *testing.T) {
 			t.Errorf("%s's staging directory: %d entries, %v; want empty", n.ID, len(ents), err)
 		}
 	}
-	t.Logf("%d samples of 60 series in all 3 remaining buckets; %d leaver blocks all kept; %s in all",
+	t.Logf("%d samples of 60 series in all 3 remaining buckets; %d samples of the leavers' buckets all kept; %s in all",
 		len(acked), len(held), time.Since(start).Round(time.Second))
 }
 
@@ -412,7 +436,7 @@ func subset(got, want map[sampleKey]float64) map[sampleKey]float64 {
 	return out
 }
 
-var blocksLogRE = regexp.MustCompile(`msg="(blocks handed over|blocks moved to the members that take over this member's data)".* blocks=(\d+)`)
+var blocksLogRE = regexp.MustCompile(`msg="(blocks handed over|blocks moved, each series to the member that takes it over)".* blocks=(\d+)`)
 
 // TestProcess_BlocksMoveUnderMutualTLS: with mutual TLS on the cluster plane, a leaver's blocks
 // reach its joiner (hand-over) and then, when that member leaves without a joiner, the members
@@ -479,69 +503,108 @@ func TestProcess_BlocksMoveUnderMutualTLS(t *testing.T) {
 		}
 	}
 
-	// d leaves with no PENDING member: its blocks (its own flush, and c's) go to a and b.
-	dBlocks := blockIDs(t, d)
+	// d leaves with no PENDING member: its blocks (its own flush, and c's) go to a and b — one copy
+	// of each series (a ring of RF members: nobody enters a set, a and b replicate everything
+	// already; the copy goes to one of them).
+	dBlocks, dBytes, dSamples := blockIDs(t, d), bucketBytes(t, d), bucketSamples(t, bucketOf(d), name)
 	leaveAndWait(t, c, a, d)
-	if m := movedRE.FindStringSubmatch(d.Log()); m == nil || m[1] != fmt.Sprint(len(dBlocks)) || m[2] != fmt.Sprint(2*len(dBlocks)) {
-		t.Fatalf("d logged %q; want its %d blocks moved to a and b:\n%s", m, len(dBlocks), d.Log())
-	}
-	for _, n := range []*pc.Node{a, b} {
-		have := blockIDs(t, n)
-		for id := range dBlocks {
-			if !have[id] {
-				t.Fatalf("%s lacks d's block %s", n.ID, id)
-			}
-		}
-	}
+	requireMovedAboutOneCopy(t, d, len(dBlocks), dBytes)
+	requireCopies(t, "d's samples after it left", dSamples, name, 1, a, b)
 	requireCopies(t, "a and b after c and d left", acked, name, 2, a, b)
 	t.Logf("%d blocks handed over to d, then %d moved to a and b, under mutual TLS", len(cBlocks), len(dBlocks))
 }
 
 // TestProcess_LeaveWithATargetDown: a member that should take over part of a leaver's data is
-// killed just before the leave (still healthy in the ring, so still a target): the leaver retries
-// it, gives it up, and leaves once every block is durable on the other members that stay — each
-// of which then holds every block of the leaver (with 5 members every other one is a target).
+// killed just before the leave (still healthy in the ring, so still a successor): the leaver
+// retries it, gives it up, and leaves once each series it held is durable on another member that
+// stays and did not hold it (the next one after its replication set).
 func TestProcess_LeaveWithATargetDown(t *testing.T) {
 	skipShort(t)
 	c, nodes := start5(t)
 	d := nodes[3]
 	const name = "e2e_leave_target_down"
 	acked := writeReplicatedAndFlush(t, name, 60, nodes)
-	dBlocks := blockIDs(t, d)
-	// The victim is not the Raft leader: an election would hold the leave up until the victim's
-	// heartbeat aged past -ring.heartbeat-timeout, and it would be no target any more.
+	dSamples := bucketSamples(t, bucketOf(d), name)
+	// The victim is the member that succeeds d for most of d's series (each series goes to one
+	// member only), and not the Raft leader: an election would hold the leave up until the
+	// victim's heartbeat aged past -ring.heartbeat-timeout, and it would be no successor any more.
 	leader := leaderOf(t, c, nodes[0].GRPCAddr)
+	shares := successorShares(t, checkRing(t, c, nodes[0].GRPCAddr), d.ID, dSamples)
 	var victim, via *pc.Node
 	var live []*pc.Node
 	for _, n := range []*pc.Node{nodes[0], nodes[1], nodes[2], nodes[4]} {
-		switch {
-		case victim == nil && n.ID != leader:
+		if n.ID != leader && (victim == nil || shares[n.ID] > shares[victim.ID]) {
 			victim = n
-		default:
+		}
+	}
+	for _, n := range []*pc.Node{nodes[0], nodes[1], nodes[2], nodes[4]} {
+		if n != victim {
 			live = append(live, n)
 			via = n
 		}
 	}
+	if shares[victim.ID] == 0 {
+		t.Fatalf("no member but the leader succeeds d for any of its series (%v): the test would prove nothing", shares)
+	}
+	t.Logf("d's series by successor: %v; killing %s", shares, victim.ID)
 	victim.Kill() // connections to it are refused at once; its heartbeat stays fresh for 3s
 	leaveAndWait(t, c, via, d)
-	if !regexp.MustCompile(`msg="giving up storing blocks on a member for this leave".* member=` + victim.ID).MatchString(d.Log()) {
-		t.Fatalf("d did not give up on the dead %s (was it no longer a target?):\n%s", victim.ID, d.Log())
+	if !regexp.MustCompile(`msg="giving up storing blocks on a member for this leave; its series go to other members".* member=` + victim.ID).MatchString(d.Log()) {
+		t.Fatalf("d did not give up on the dead %s (was it no longer a successor?):\n%s", victim.ID, d.Log())
 	}
-	for _, n := range live {
-		have := blockIDs(t, n)
-		for id := range dBlocks {
-			if !have[id] {
-				t.Fatalf("%s lacks d's block %s", n.ID, id)
-			}
-		}
-	}
+	requireCopies(t, "d's samples after it left", dSamples, name, 1, live...)
 	// Every sample was on 3 of the 5 buckets; d's are now on each live member, and at most b's
 	// copy is out of reach.
 	requireCopies(t, "the live members after d left with "+victim.ID+" dead", acked, name, 2, live...)
-	t.Logf("d left with %s dead; its %d blocks on each of the 3 live members", victim.ID, len(dBlocks))
+	t.Logf("d left with %s dead; its %d samples on the live members", victim.ID, len(dSamples))
 }
 
-// TestProcess_LastMemberLeaves_KeepsItsBlocks: the last member of a cluster has nowhere to put its
+// successorShares counts, for the series of samples (keyed as bucketSamples keys them), the
+// members that enter their replication set (RF 3) when leaver leaves the ring v shows: the member
+// that takes each series in the flush fallback, computed as the leaver computes it.
+func successorShares(t *testing.T, v pc.RingView, leaver string, samples map[sampleKey]float64) map[string]int {
+	t.Helper()
+	r := ringstate.New()
+	apply := func(cmd ringstate.Command) {
+		t.Helper()
+		next, _, err := r.Apply(cmd, 1)
+		if err != nil {
+			t.Fatalf("rebuilding the ring: %s %s: %v", cmd.Op, cmd.Member, err)
+		}
+		r = next
+	}
+	for i, m := range v.Members {
+		id := ringstate.MemberID(m.ID)
+		apply(ringstate.Command{Op: ringstate.OpRegister, Member: id, RaftAddr: fmt.Sprintf("10.0.0.%d:1", i+1),
+			GRPCAddr: fmt.Sprintf("10.0.0.%d:2", i+1)})
+		toks := make(ringstate.Tokens, 0, len(m.Tokens))
+		for _, tk := range m.Tokens {
+			toks = append(toks, ringstate.Token(tk))
+		}
+		apply(ringstate.Command{Op: ringstate.OpClaimTokens, Member: id, Tokens: toks})
+		apply(ringstate.Command{Op: ringstate.OpActivate, Member: id})
+	}
+	apply(ringstate.Command{Op: ringstate.OpLeave, Member: ringstate.MemberID(leaver)})
+	series := map[string]bool{}
+	for k := range samples {
+		series[k.series] = true
+	}
+	out := map[string]int{}
+	for s := range series {
+		var ls []distributor.Label
+		for _, kv := range strings.Split(s, ",") {
+			n, val, _ := strings.Cut(kv, "=")
+			ls = append(ls, distributor.Label{Name: n, Value: val})
+		}
+		sort.Slice(ls, func(i, j int) bool { return ls[i].Name < ls[j].Name })
+		if _, succ := r.LeaveSuccessor(ringstate.MemberID(leaver), distributor.SeriesHash("anonymous", ls), 3, 0, nil, nil); succ != nil {
+			out[string(succ.ID)]++
+		}
+	}
+	return out
+}
+
+// TestProcess_LastMemberLeaves_KeepsItsBlocks: the only member of a cluster has nowhere to put its
 // blocks: it leaves all the same (it does not hang LEAVING), says so, and its bucket keeps them.
 func TestProcess_LastMemberLeaves_KeepsItsBlocks(t *testing.T) {
 	skipShort(t)
@@ -554,7 +617,7 @@ func TestProcess_LastMemberLeaves_KeepsItsBlocks(t *testing.T) {
 	if code, err := a.Wait(60 * time.Second); err != nil || code != 0 {
 		t.Fatalf("a after SIGINT: exit %d, %v", code, err)
 	}
-	if !strings.Contains(a.Log(), "no other member remains in the ring") {
+	if !strings.Contains(a.Log(), "this is the only member: its blocks stay in its bucket") {
 		t.Fatalf("a did not say its blocks stay:\n%s", a.Log())
 	}
 	storageRequireSamples(t, "the last member's bucket", acked, bucketSamples(t, bucketOf(a), name))

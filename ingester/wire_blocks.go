@@ -12,16 +12,20 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"log/slog"
 	"path/filepath"
-	"slices"
 	"sync"
+
+	"github.com/prometheus/prometheus/model/labels"
 
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
 
+	"github.com/raftingest/raftingest/auth"
 	"github.com/raftingest/raftingest/blockspb"
 	"github.com/raftingest/raftingest/blocksvc"
+	"github.com/raftingest/raftingest/distributor"
 	"github.com/raftingest/raftingest/ringstate"
 )
 
@@ -67,6 +71,8 @@ func (s *Server) wireBlocks() error {
 		// -compactor.deletion-delay, a compactor flag that matters whether or not this member
 		// compacts: the lease holder marks blocks in every member's bucket.
 		DeletionDelay: s.cfg.Compactor.DeletionDelay,
+		Accepting:     s.blocksAccepting,
+		Progress:      s.blocksProgress,
 		Now:           s.cfg.Clock,
 		Metrics:       m,
 		Logger:        s.log.With("component", "blocks"),
@@ -121,8 +127,8 @@ func (s *Server) blocksMove() bool {
 }
 
 func (s *Server) mover() *blocksvc.Mover {
-	return &blocksvc.Mover{BucketDir: s.cfg.Storage.Bucket.LocalDir(), Client: s.BlocksClient, Metrics: s.blocks.metrics,
-		Logger: s.log.With("component", "blocks")}
+	return &blocksvc.Mover{BucketDir: s.cfg.Storage.Bucket.LocalDir(), WorkDir: filepath.Join(s.cfg.DataDir, "blocks-evacuate"),
+		Client: s.BlocksClient, Metrics: s.blocks.metrics, Logger: s.log.With("component", "blocks")}
 }
 
 // blocksHandOver is transfer's HandOverBlocks: every block of the node-local bucket to the
@@ -135,6 +141,7 @@ func (s *Server) blocksHandOver() func(ctx context.Context, joiner ringstate.Mem
 		if joiner.GRPCAddr == "" {
 			return fmt.Errorf("joiner %s has no gRPC address in the ring", joiner.ID)
 		}
+		s.refuseBlocks()
 		_, err := s.mover().HandOver(ctx, blocksvc.Target{ID: string(joiner.ID), Addr: joiner.GRPCAddr})
 		return err
 	}
@@ -151,51 +158,134 @@ func (s *Server) stopPeriodicFlush() {
 	}
 }
 
-// evacuateBlocks, in the flush fallback after FlushAll, stores every block of the node-local
-// bucket on the members that take over this member's data (ringstate's Successors: the member that
-// enters each replication set this member leaves), with the other writable members (ACTIVE and
-// healthy) as stand-ins for a target that cannot take them — not PENDING or JOINING ones, which the
-// compactor does not gather blocks from. It returns nil
-// only when every block is durable on at least one of them — or when no other member will remain
-// (this is the last member, or every other one is leaving too: the blocks have nowhere to go and
-// stay in this bucket, logged). An error keeps the member LEAVING; the lifecycle retries.
+// evacuateBlocks, in the flush fallback after FlushAll, moves every block of the node-local
+// bucket to the members that take over this member's series: each block is split by series and
+// each series goes to the one member that enters its replication set once this member is gone
+// (leavePlacement), so the leave writes about one copy of this member's data and every series
+// regains RF copies. It returns nil only when every series is durable on another member — or when
+// no other member will remain (see below). An error keeps the member LEAVING; the lifecycle
+// retries.
 func (s *Server) evacuateBlocks(ctx context.Context) error {
 	if !s.blocksMove() {
 		return nil
 	}
 	log := s.log.With("component", "blocks")
+	s.refuseBlocks()
 	self := ringstate.MemberID(s.cfg.NodeID)
 	r := s.node.Ring()
 	timeoutMs := s.cfg.Lifecycle.HeartbeatTimeout.Milliseconds()
-	succ := r.Successors(self, s.cfg.Distributor.ReplicationFactor, timeoutMs)
-	var (
-		targets, spares []blocksvc.Target
-		remaining       int
-	)
+	var remaining, writable int
 	for _, m := range r.Members() {
 		if m.ID == self || m.State == ringstate.LEAVING {
 			continue
 		}
 		remaining++
-		t := blocksvc.Target{ID: string(m.ID), Addr: m.GRPCAddr}
-		switch {
-		case m.GRPCAddr == "":
-		case slices.Contains(succ, m.ID):
-			targets = append(targets, t)
-		case m.Writable(r.TimeMs(), timeoutMs):
-			spares = append(spares, t)
+		if m.Writable(r.TimeMs(), timeoutMs) && m.GRPCAddr != "" {
+			writable++
 		}
 	}
 	if remaining == 0 {
+		// Nowhere to go. Right for a cluster of one (the data stays where the next start of this
+		// member finds it); when every other member is leaving too it strands these blocks on this
+		// disk, which an operator must know about: an error naming them.
 		blocks, err := blocksvc.LocalBlocks(s.cfg.Storage.Bucket.LocalDir())
-		log.Warn("no other member remains in the ring (this is the last one, or every other one is leaving too): this member's blocks stay in its bucket",
-			"blocks", len(blocks), "bucket", s.cfg.Storage.Bucket.LocalDir(), "err", err)
+		names := make([]string, 0, len(blocks))
+		for _, b := range blocks {
+			names = append(names, b.Tenant+"/"+b.ID.String())
+		}
+		level, msg := slog.LevelError, "no other member remains (every other one is leaving too): this member's blocks stay in its bucket and leave the cluster with it"
+		if r.Len() == 1 {
+			level, msg = slog.LevelInfo, "this is the only member: its blocks stay in its bucket"
+		}
+		log.Log(ctx, level, msg, "blocks", names, "bucket", s.cfg.Storage.Bucket.LocalDir(), "err", err)
 		return nil
 	}
-	if len(targets)+len(spares) == 0 {
+	if writable == 0 {
 		return fmt.Errorf("blocks: %d other members remain but none is ACTIVE and healthy to take this member's blocks; staying LEAVING", remaining)
 	}
-	log.Info("moving this member's blocks to the members that take over its data", "targets", targets, "spares", len(spares))
-	_, err := s.mover().Evacuate(ctx, targets, spares)
+	log.Info("moving this member's blocks, each series to the member that enters its replication set",
+		"writable_members", writable, "successors", r.Successors(self, s.cfg.Distributor.ReplicationFactor, timeoutMs))
+	_, err := s.mover().Evacuate(ctx, leavePlacement(r, self, s.cfg.Distributor.ReplicationFactor, timeoutMs))
 	return err
+}
+
+// refuseBlocks makes this member's Blocks service refuse every later StoreBlock and waits for the
+// stores in progress: a leaver calls it before it lists its blocks, so no block lands after the
+// listing (the compactor's, or another leaver's).
+func (s *Server) refuseBlocks() {
+	if s.blocks.server != nil {
+		s.blocks.server.StopAccepting("this member is leaving the ring")
+	}
+}
+
+// blocksAccepting is the Blocks service's acceptance check: it refuses once the ring shows this
+// member LEAVING. JOINING accepts: a joiner receives its hand-over peer's blocks.
+func (s *Server) blocksAccepting() error {
+	if s.node == nil {
+		return nil
+	}
+	if m, ok := s.node.Ring().Member(ringstate.MemberID(s.cfg.NodeID)); ok && m.State == ringstate.LEAVING {
+		return errors.New("the ring shows this member LEAVING")
+	}
+	return nil
+}
+
+// blocksProgress is the Blocks service's progress hook: a block arriving is activity of a
+// hand-over claim for the transfer receiver's watcher when its sender is the paired leaver. Under
+// mutual TLS the sender is the member its certificate names; without it the sender is unknown
+// and the receiver decides (see transfer.Receiver.BlocksActivity).
+func (s *Server) blocksProgress(ctx context.Context) {
+	rcv := s.transfer.receiver
+	if rcv == nil {
+		return
+	}
+	var from ringstate.MemberID
+	if s.auth != nil {
+		p := s.auth.Caller(ctx)
+		if p.Kind != auth.Node {
+			return // an operator or unknown caller is no hand-over peer
+		}
+		from = ringstate.MemberID(p.Name)
+	}
+	rcv.BlocksActivity(from)
+}
+
+// leavePlacement is the Placement of a leave of self over ring r (taken when the move starts):
+// a series goes to ringstate's LeaveSuccessor, the member that enters its replication set (with
+// the effective replication factor, as the distributor and the compactor place it), or, when that
+// member is skipped (it failed during this move), the next ACTIVE member outside the set. When no
+// member enters the set — self was not in it (it held the series through a spill or under an older
+// ring), or every writable member is already in it (a ring of at most RF members) — the copy goes
+// to the first other member of the set that is not skipped: the series stays at least as
+// replicated as it was, for one copy at most, and the compactor's next merge places it.
+func leavePlacement(r *ringstate.Ring, self ringstate.MemberID, rf int, timeoutMs int64) blocksvc.Placement {
+	rf = r.EffectiveRF(rf)
+	var (
+		ls  []distributor.Label
+		old []*ringstate.Member
+	)
+	return func(tenant string, lset labels.Labels, skip func(string) bool) (blocksvc.Target, bool) {
+		ls = ls[:0]
+		lset.Range(func(l labels.Label) {
+			if l.Value != "" {
+				ls = append(ls, distributor.Label{Name: l.Name, Value: l.Value})
+			}
+		})
+		unusable := func(m *ringstate.Member) bool { return m.ID == self || m.GRPCAddr == "" || skip(string(m.ID)) }
+		var succ *ringstate.Member
+		old, succ = r.LeaveSuccessor(self, distributor.SeriesHash(tenant, ls), rf, timeoutMs,
+			func(id ringstate.MemberID) bool {
+				m, ok := r.Member(id)
+				return !ok || unusable(&m)
+			}, old)
+		if succ != nil {
+			return blocksvc.Target{ID: string(succ.ID), Addr: succ.GRPCAddr}, true
+		}
+		for _, m := range old {
+			if !unusable(m) {
+				return blocksvc.Target{ID: string(m.ID), Addr: m.GRPCAddr}, true
+			}
+		}
+		return blocksvc.Target{}, false
+	}
 }

@@ -93,6 +93,7 @@ func (s *Server) runCompactor(ctx context.Context) (stop func()) {
 		Registerer:  s.reg,
 		Logger:      log,
 		Now:         s.cfg.Clock,
+		RingTimeMs:  func() int64 { return s.node.Ring().TimeMs() },
 	})
 	if err != nil {
 		log.Error("the compactor does not run", "err", err)
@@ -128,7 +129,8 @@ func (s *Server) compactCluster(ctx context.Context) (compact.Cluster, error) {
 	r := s.node.Ring()
 	timeoutMs := s.cfg.Lifecycle.HeartbeatTimeout.Milliseconds()
 	cl := compact.Cluster{Members: map[string]compact.Bucket{},
-		Place: compact.RingPlacement(r, s.cfg.Distributor.ReplicationFactor, timeoutMs)}
+		Place:          compact.RingPlacement(r, s.cfg.Distributor.ReplicationFactor, timeoutMs),
+		StillPlaceable: s.stillPlaceable}
 	for _, m := range r.Members() {
 		// A PENDING member holds no blocks (a receiving joiner is JOINING). An unhealthy one is left
 		// out of this run rather than waited for: its blocks stay, and a later run merges them.
@@ -139,13 +141,40 @@ func (s *Server) compactCluster(ctx context.Context) (compact.Cluster, error) {
 		if err != nil {
 			return compact.Cluster{}, err
 		}
-		cl.Members[string(m.ID)] = memberBucket{c: c}
+		cl.Members[string(m.ID)] = memberBucket{c: c, maxBytes: s.cfg.Transfer.Blocks.MaxBlockUploadBytes}
 	}
 	return cl, nil
 }
 
+// stillPlaceable is the compactor's check before it marks a merge's sources: the ring as this
+// member has it now (the compactor runs on the Raft leader, whose ring is the newest applied)
+// must show every member that took a part ACTIVE and healthy. A member that started leaving since
+// the run began may have listed its blocks before its part landed; its own StoreBlock refuses
+// blocks once it is LEAVING, and this check covers a part stored just before.
+func (s *Server) stillPlaceable(_ context.Context, members []string) error {
+	r := s.node.Ring()
+	timeoutMs := s.cfg.Lifecycle.HeartbeatTimeout.Milliseconds()
+	var errs []error
+	for _, id := range members {
+		m, ok := r.Member(ringstate.MemberID(id))
+		switch {
+		case !ok:
+			errs = append(errs, fmt.Errorf("member %s is no longer in the ring", id))
+		case m.State != ringstate.ACTIVE:
+			errs = append(errs, fmt.Errorf("member %s is %s", id, m.State))
+		case !m.Healthy(r.TimeMs(), timeoutMs):
+			errs = append(errs, fmt.Errorf("member %s is unhealthy (last heartbeat %dms before ring time)", id, r.TimeMs()-m.HeartbeatMs))
+		}
+	}
+	return errors.Join(errs...)
+}
+
 // memberBucket is one member's node-local bucket through its Blocks service.
-type memberBucket struct{ c blockspb.BlocksClient }
+type memberBucket struct {
+	c blockspb.BlocksClient
+	// maxBytes is -blocks-storage.max-block-upload-bytes: the largest block Fetch accepts.
+	maxBytes int64
+}
 
 func (b memberBucket) List(ctx context.Context) ([]compact.Listed, error) {
 	infos, err := blocksvc.List(ctx, b.c, "")
@@ -160,7 +189,7 @@ func (b memberBucket) List(ctx context.Context) ([]compact.Listed, error) {
 }
 
 func (b memberBucket) Fetch(ctx context.Context, tenantID string, id ulid.ULID, parentDir string) (string, error) {
-	return blocksvc.Fetch(ctx, b.c, tenantID, id, parentDir)
+	return blocksvc.Fetch(ctx, b.c, tenantID, id, parentDir, b.maxBytes)
 }
 
 func (b memberBucket) Store(ctx context.Context, tenantID, dir string) error {
@@ -195,29 +224,41 @@ func (s *Server) authorizeDelete(ctx context.Context, tenantID string, epoch uin
 	return nil
 }
 
-// checkLease checks that epoch is the ring's current compactor lease epoch and, when holder is not
-// empty, that holder holds it. This member's ring may lag the leader's by the entries not yet
-// applied here (the lease was just claimed): on a mismatch it asks for a linearizable ring once.
+// checkLease checks that epoch is the ring's current compactor lease epoch, that the lease has not
+// expired at ring time, and, when holder is not empty, that holder holds it. The local ring may
+// lag the leader's by the entries not yet applied here, so unless it settles the question it asks
+// for a linearizable ring once: when the caller's epoch is newer than the local one (just
+// claimed), and when the local lease looks expired (renewed since, or really expired: the leader's
+// ring time is the judge, not this member's). A caller's epoch older than the local ring's is
+// refused at once: epochs only grow, so its lease has passed to another member for good.
 func (s *Server) checkLease(ctx context.Context, holder ringstate.MemberID, epoch uint64) error {
-	ok := func(l ringstate.CompactorLease) bool {
-		return l.Holder != "" && l.Epoch == epoch && (holder == "" || l.Holder == holder)
-	}
-	l := s.node.CompactorLease()
-	if ok(l) {
-		return nil
-	}
-	if r, _, err := s.node.LinearizableRing(ctx); err == nil {
-		l = r.CompactorLease()
-		if ok(l) {
-			return nil
-		}
-	}
 	who := "the caller"
 	if holder != "" {
 		who = string(holder)
 	}
-	return fmt.Errorf("compactor lease: %s asked to delete with epoch %d, but the ring's lease is held by %q at epoch %d",
-		who, epoch, l.Holder, l.Epoch)
+	check := func(r *ringstate.Ring) error {
+		l := r.CompactorLease()
+		if l.Holder == "" || l.Epoch != epoch || (holder != "" && l.Holder != holder) {
+			return fmt.Errorf("compactor lease: %s asked to delete with epoch %d, but the ring's lease is held by %q at epoch %d",
+				who, epoch, l.Holder, l.Epoch)
+		}
+		if r.TimeMs() >= l.ExpiresMs {
+			return fmt.Errorf("compactor lease: %s asked to delete with epoch %d, but the lease held by %q at epoch %d expired at ring time %s (ring time now %s)",
+				who, epoch, l.Holder, l.Epoch, time.UnixMilli(l.ExpiresMs).UTC().Format(time.RFC3339Nano),
+				time.UnixMilli(r.TimeMs()).UTC().Format(time.RFC3339Nano))
+		}
+		return nil
+	}
+	local := s.node.Ring()
+	err := check(local)
+	if err == nil || local.CompactorLease().Epoch > epoch {
+		return err
+	}
+	r, _, lerr := s.node.LinearizableRing(ctx)
+	if lerr != nil {
+		return fmt.Errorf("%w (a linearizable read of the ring, to see whether the local ring lags, failed: %v)", err, lerr)
+	}
+	return check(r)
 }
 
 // sharedBucket is the shared bucket (S3, or a directory declared shared) as compact's

@@ -248,3 +248,30 @@ func TestSweeper_RunsOnEveryMemberWithANodeLocalBucket(t *testing.T) {
 		t.Fatalf("the block marked just now was swept: %v", err)
 	}
 }
+
+// TestAuthorizeDelete_ExpiredLeaseRefused: a delete with the current epoch is refused once the
+// lease has expired in ring time (the holder stopped renewing: it may be paused, and another
+// member may claim the lease any moment); it used to be accepted as long as the epoch matched.
+func TestAuthorizeDelete_ExpiredLeaseRefused(t *testing.T) {
+	s, _ := startSingleNode(t, nil, "-compactor.enabled=false")
+	ctx := context.Background()
+	l, err := s.node.ClaimCompactorLease(ctx, 500*time.Millisecond)
+	if err != nil || l.Epoch != 1 {
+		t.Fatalf("claim: %+v %v", l, err)
+	}
+	if err := s.authorizeDelete(ctx, "t1", 1); err != nil {
+		t.Fatalf("the holder's current epoch refused while the lease runs: %v", err)
+	}
+	// Ring time moves with the member's heartbeats.
+	deadline := time.Now().Add(10 * time.Second)
+	for s.node.Ring().TimeMs() < l.ExpiresMs {
+		if time.Now().After(deadline) {
+			t.Fatalf("ring time %d never passed the lease's expiry %d", s.node.Ring().TimeMs(), l.ExpiresMs)
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+	err = s.authorizeDelete(ctx, "t1", 1)
+	if status.Code(err) != codes.FailedPrecondition || !strings.Contains(err.Error(), "expired at ring time") {
+		t.Fatalf("a delete with an expired lease: %v, want FailedPrecondition saying it expired", err)
+	}
+}

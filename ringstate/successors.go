@@ -74,3 +74,59 @@ func (r *Ring) Successors(leaver MemberID, rf int, timeoutMs int64) []MemberID {
 	sort.Slice(out, func(i, j int) bool { return out[i] < out[j] })
 	return out
 }
+
+// LeaveSuccessor says where leaver's copy of one series goes when leaver leaves the ring without a
+// joiner. It appends to dst (reset to length 0) the series' replication set as it is with leaver in
+// it — old: walking clockwise from the first token strictly greater than hash, the first rf distinct
+// members that are writable or are leaver (whatever its state, as in Successors) — and returns it
+// with succ: the member that enters that set once leaver is gone, the first writable member after
+// old on the same walk. Members for which skip returns true (nil: none) are passed over, so when the
+// caller could not store on the successor it asks again and gets the next writable member that is
+// not in old either: one that does not hold the series already, so the copy it takes is a new one.
+//
+// succ is nil when leaver is not in old (it held the series through a spill, or under an older
+// ring: no set changes when it goes) and when every writable member is in old or skipped (a ring of
+// at most rf writable members). The caller decides where such a copy goes.
+//
+// Pure: the ring at its own ring time, no allocation unless the walk visits more than 64 distinct
+// members. The cost is one walk, bounded by the members that own tokens.
+func (r *Ring) LeaveSuccessor(leaver MemberID, hash uint32, rf int, timeoutMs int64, skip func(MemberID) bool, dst []*Member) (old []*Member, succ *Member) {
+	old = dst[:0]
+	li, ok := r.find(leaver)
+	n := len(r.tokens)
+	if !ok || rf < 1 || n == 0 {
+		return old, nil
+	}
+	start := sort.Search(n, func(i int) bool { return uint32(r.tokens[i]) > hash })
+	var seenBuf [64]int32
+	seen := seenBuf[:0] // every distinct member visited: the walk ends once every owner was seen
+	hasLeaver := false
+	for k := 0; k < n && len(seen) < r.numOwners; k++ {
+		i := start + k
+		if i >= n {
+			i -= n
+		}
+		o := r.owners[i]
+		if slices.Contains(seen, o) {
+			continue
+		}
+		seen = append(seen, o)
+		m := &r.members[o]
+		if int(o) != li && !m.Writable(r.timeMs, timeoutMs) {
+			continue
+		}
+		if len(old) < rf {
+			old = append(old, m)
+			hasLeaver = hasLeaver || int(o) == li
+			continue
+		}
+		if !hasLeaver {
+			return old, nil // leaver is not in the set: nothing enters it
+		}
+		if skip != nil && skip(m.ID) {
+			continue
+		}
+		return old, m
+	}
+	return old, nil
+}

@@ -221,3 +221,162 @@ func BenchmarkSuccessors(b *testing.B) {
 		}
 	}
 }
+
+func TestLeaveSuccessor_Table(t *testing.T) {
+	five := map[MemberID][]Token{"a": {10}, "b": {20}, "c": {30}, "d": {40}, "e": {50}}
+	fiveLeaving := func(t *testing.T) *Ring { return mustApply(t, activeRing(t, five), leave("c")) }
+	for _, tc := range []struct {
+		name      string
+		ring      func(t *testing.T) *Ring
+		leaver    MemberID
+		hash      uint32
+		rf        int
+		timeoutMs int64
+		skip      []MemberID
+		wantOld   []MemberID
+		want      MemberID // "" for none
+	}{
+		{name: "the member after the set enters it", ring: fiveLeaving, leaver: "c", hash: 5, rf: 3,
+			wantOld: []MemberID{"a", "b", "c"}, want: "d"},
+		{name: "the walk wraps around", ring: fiveLeaving, leaver: "c", hash: 25, rf: 3,
+			wantOld: []MemberID{"c", "d", "e"}, want: "a"},
+		{name: "a hash past the last token starts at the first", ring: fiveLeaving, leaver: "c", hash: 60, rf: 3,
+			wantOld: []MemberID{"a", "b", "c"}, want: "d"},
+		{name: "a hash equal to a token starts after it", ring: fiveLeaving, leaver: "c", hash: 30, rf: 3,
+			wantOld: []MemberID{"d", "e", "a"}},
+		{name: "the leaver is not in the set: nothing enters", ring: fiveLeaving, leaver: "c", hash: 45, rf: 3,
+			wantOld: []MemberID{"e", "a", "b"}},
+		{name: "the leaver's state does not matter (still ACTIVE)", leaver: "c", hash: 5, rf: 3,
+			ring:    func(t *testing.T) *Ring { return activeRing(t, five) },
+			wantOld: []MemberID{"a", "b", "c"}, want: "d"},
+		{name: "a skipped successor: the next member not in the set", ring: fiveLeaving, leaver: "c", hash: 5, rf: 3,
+			skip: []MemberID{"d"}, wantOld: []MemberID{"a", "b", "c"}, want: "e"},
+		{name: "every member outside the set skipped", ring: fiveLeaving, leaver: "c", hash: 5, rf: 3,
+			skip: []MemberID{"d", "e"}, wantOld: []MemberID{"a", "b", "c"}},
+		{name: "skipping a member of the set changes nothing", ring: fiveLeaving, leaver: "c", hash: 5, rf: 3,
+			skip: []MemberID{"a", "b"}, wantOld: []MemberID{"a", "b", "c"}, want: "d"},
+		{name: "rf 1", ring: fiveLeaving, leaver: "c", hash: 25, rf: 1, wantOld: []MemberID{"c"}, want: "d"},
+		{name: "three members, rf 3: nobody enters", leaver: "b", hash: 0, rf: 3,
+			ring: func(t *testing.T) *Ring {
+				return mustApply(t, activeRing(t, map[MemberID][]Token{"a": {1}, "b": {2}, "c": {3}}), leave("b"))
+			},
+			wantOld: []MemberID{"a", "b", "c"}},
+		{name: "another leaver neither is in the set nor enters it", leaver: "c", hash: 5, rf: 3,
+			ring:    func(t *testing.T) *Ring { return mustApply(t, activeRing(t, five), leave("d"), leave("c")) },
+			wantOld: []MemberID{"a", "b", "c"}, want: "e"},
+		{name: "an unhealthy member is passed over", leaver: "c", hash: 5, rf: 3, timeoutMs: 1000,
+			ring: func(t *testing.T) *Ring {
+				r := fiveLeaving(t)
+				now := r.TimeMs() + 5000
+				for _, id := range []MemberID{"a", "b", "c", "e"} { // d's heartbeat is 5s old
+					r = at(t, r, now, heartbeat(id))
+				}
+				return r
+			},
+			wantOld: []MemberID{"a", "b", "c"}, want: "e"},
+		{name: "an unhealthy leaver still counts in its sets", leaver: "c", hash: 5, rf: 3, timeoutMs: 1000,
+			ring: func(t *testing.T) *Ring {
+				r := fiveLeaving(t)
+				now := r.TimeMs() + 5000
+				for _, id := range []MemberID{"a", "b", "d", "e"} {
+					r = at(t, r, now, heartbeat(id))
+				}
+				return r
+			},
+			wantOld: []MemberID{"a", "b", "c"}, want: "d"},
+		{name: "PENDING and self-joining members never enter", leaver: "c", hash: 25, rf: 3,
+			ring: func(t *testing.T) *Ring {
+				return mustApply(t, activeRing(t, five), register("p"), register("j"), claim("j", 55), leave("c"))
+			},
+			wantOld: []MemberID{"c", "d", "e"}, want: "a"},
+		{name: "unknown leaver", ring: fiveLeaving, leaver: "zz", hash: 5, rf: 3},
+		{name: "rf 0", ring: fiveLeaving, leaver: "c", hash: 5, rf: 0},
+		{name: "the leaver alone", leaver: "a", hash: 5, rf: 3,
+			ring:    func(t *testing.T) *Ring { return activeRing(t, map[MemberID][]Token{"a": {1, 2, 3}}) },
+			wantOld: []MemberID{"a"}},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			var skip func(MemberID) bool
+			if tc.skip != nil {
+				skip = func(id MemberID) bool { return slices.Contains(tc.skip, id) }
+			}
+			old, succ := tc.ring(t).LeaveSuccessor(tc.leaver, tc.hash, tc.rf, tc.timeoutMs, skip, nil)
+			got := MemberID("")
+			if succ != nil {
+				got = succ.ID
+			}
+			if !slices.Equal(ids(old), tc.wantOld) || got != tc.want {
+				t.Fatalf("LeaveSuccessor(%s, %d, rf %d, skip %v) = %v, %q; want %v, %q", tc.leaver, tc.hash, tc.rf, tc.skip,
+					ids(old), got, tc.wantOld, tc.want)
+			}
+		})
+	}
+}
+
+// TestLeaveSuccessor_MatchesReplicationSetsBeforeAndAfterRemoval checks LeaveSuccessor against its
+// definition on random rings and hashes: old is the replication set with the leaver writable, and
+// the successor is the one member of the set after Remove(leaver) that was not in old (none when
+// the leaver was not in old, or when no member enters) — so a leave that gives each series to its
+// successor restores every set it shrank, one copy per series.
+func TestLeaveSuccessor_MatchesReplicationSetsBeforeAndAfterRemoval(t *testing.T) {
+	for seed := range uint64(300) {
+		rng := rand.New(rand.NewPCG(seed, 11))
+		nm := 1 + rng.IntN(12)
+		toks := map[MemberID][]Token{}
+		taken := map[Token]bool{}
+		for i := range nm {
+			id := MemberID(fmt.Sprintf("m%02d", i))
+			for range 1 + rng.IntN(8) {
+				tk := Token(rng.Uint32N(1 << 12))
+				if !taken[tk] {
+					taken[tk] = true
+					toks[id] = append(toks[id], tk)
+				}
+			}
+			slices.Sort(toks[id])
+			if len(toks[id]) == 0 {
+				delete(toks, id)
+			}
+		}
+		if len(toks) == 0 {
+			continue
+		}
+		r := activeRing(t, toks)
+		const timeoutMs = 1000
+		now := r.TimeMs() + 10_000
+		members := r.Members()
+		for _, m := range members {
+			if rng.IntN(4) > 0 { // a quarter stay unhealthy
+				r = at(t, r, now, heartbeat(m.ID))
+			}
+		}
+		leaver := members[rng.IntN(len(members))].ID
+		rf := 1 + rng.IntN(4)
+		after := at(t, r, now, remove(leaver))
+		before := at(t, r, now, heartbeat(leaver))
+		var s1, s2, got []*Member
+		for range 200 {
+			h := rng.Uint32N(1<<12 + 16)
+			s1 = before.ReplicationSet(h, rf, timeoutMs, s1)
+			s2 = after.ReplicationSet(h, rf, timeoutMs, s2)
+			var want MemberID
+			if slices.ContainsFunc(s1, func(m *Member) bool { return m.ID == leaver }) {
+				for _, m := range s2 {
+					if !slices.ContainsFunc(s1, func(o *Member) bool { return o.ID == m.ID }) {
+						want = m.ID
+					}
+				}
+			}
+			var succ *Member
+			got, succ = r.LeaveSuccessor(leaver, h, rf, timeoutMs, nil, got)
+			gotID := MemberID("")
+			if succ != nil {
+				gotID = succ.ID
+			}
+			if !slices.Equal(ids(got), ids(s1)) || gotID != want {
+				t.Fatalf("seed %d, hash %d, leaver %s, rf %d: LeaveSuccessor = %v, %q; want %v, %q", seed, h, leaver, rf,
+					ids(got), gotID, ids(s1), want)
+			}
+		}
+	}
+}

@@ -194,14 +194,28 @@ func DeleteBlock(ctx context.Context, bkt objstore.Bucket, tenantID string, id u
 type Swept struct {
 	Tenant string
 	ID     ulid.ULID
-	// MarkedAt is the mark's deletion time.
+	// MarkedAt is the mark's deletion time; for a partial block, the time its newest object was
+	// written.
 	MarkedAt time.Time
+	// Partial: the block had neither meta.json nor a deletion mark (an upload or a deletion cut
+	// short by a crash) and nothing had been written to it for the delay.
+	Partial bool
 }
 
 // SweepDeletionMarked deletes (DeleteBlock) every block of bkt whose deletion mark is at least
-// delay old at now, and returns them. Blocks without a mark, with a younger one, or with a mark that
-// does not decode (logged: a person should look) are left. It goes on after a block that fails to
-// delete and returns every error joined; what it did not delete is found again by the next sweep.
+// delay old at now, and returns them. Blocks with a younger mark, or with a mark that does not
+// decode (logged: a person should look) are left, and so are complete blocks without a mark.
+//
+// It also deletes the remains of a partial block — a block directory with neither meta.json nor a
+// deletion mark, none of whose objects was written in the last delay: an upload that a crash cut
+// short before its meta.json (uploads write it last), or a deletion cut short after meta.json went
+// by a path that keeps no mark (DeletePartialBlock after a failed upload). Nothing else reads or
+// lists such a directory,
+// so without this it would stay for ever. An upload in progress writes an object at least every
+// few seconds, far within any delay, and is left alone.
+//
+// It goes on after a block that fails to delete and returns every error joined; what it did not
+// delete is found again by the next sweep.
 func SweepDeletionMarked(ctx context.Context, bkt objstore.Bucket, delay time.Duration, now time.Time, log *slog.Logger) ([]Swept, error) {
 	if log == nil {
 		log = slog.New(slog.DiscardHandler)
@@ -243,7 +257,20 @@ func SweepDeletionMarked(ctx context.Context, bkt objstore.Bucket, delay time.Du
 			case err != nil:
 				errs = append(errs, err)
 				continue
-			case !found || now.Before(m.DeletableAt(delay)):
+			case !found:
+				if p, ok, err := partialSince(ctx, bkt, t, id); err != nil {
+					errs = append(errs, err)
+				} else if ok && !now.Before(p.Add(delay)) {
+					if _, err := DeleteBlock(ctx, bkt, t, id); err != nil {
+						errs = append(errs, err)
+						continue
+					}
+					log.Info("deleted a partial block (no meta.json, no deletion mark, untouched for the deletion delay)",
+						"tenant", t, "block", id, "last_written", p.UTC(), "delay", delay)
+					out = append(out, Swept{Tenant: t, ID: id, MarkedAt: p, Partial: true})
+				}
+				continue
+			case now.Before(m.DeletableAt(delay)):
 				continue
 			}
 			if _, err := DeleteBlock(ctx, bkt, t, id); err != nil {
@@ -254,4 +281,46 @@ func SweepDeletionMarked(ctx context.Context, bkt objstore.Bucket, delay time.Du
 		}
 	}
 	return out, errors.Join(errs...)
+}
+
+// partialSince reports whether block id of tenantID is partial (it has no meta.json; the caller
+// knows it has no deletion mark) and, if so, when its newest object was written. A directory with
+// no object at all is not reported: there is nothing to delete.
+func partialSince(ctx context.Context, bkt objstore.Bucket, tenantID string, id ulid.ULID) (time.Time, bool, error) {
+	metaKey, err := BlockKey(tenantID, id, MetaFilename)
+	if err != nil {
+		return time.Time{}, false, err
+	}
+	switch ok, err := bkt.Exists(ctx, metaKey); {
+	case err != nil:
+		return time.Time{}, false, fmt.Errorf("storage: sweeping block %s of tenant %q: %w", id, tenantID, err)
+	case ok:
+		return time.Time{}, false, nil
+	}
+	var (
+		newest time.Time
+		found  bool
+	)
+	prefix := strings.TrimSuffix(metaKey, MetaFilename)
+	err = bkt.Iter(ctx, prefix, func(name string) error {
+		if strings.HasSuffix(name, objstore.DirDelim) {
+			return nil
+		}
+		a, err := bkt.Attributes(ctx, name)
+		if bkt.IsObjNotFoundErr(err) {
+			return nil // deleted meanwhile
+		}
+		if err != nil {
+			return err
+		}
+		found = true
+		if a.LastModified.After(newest) {
+			newest = a.LastModified
+		}
+		return nil
+	}, objstore.WithRecursiveIter())
+	if err != nil {
+		return time.Time{}, false, fmt.Errorf("storage: sweeping block %s of tenant %q: %w", id, tenantID, err)
+	}
+	return newest, found, nil
 }

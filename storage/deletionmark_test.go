@@ -4,7 +4,10 @@ import (
 	"context"
 	"encoding/json"
 	"errors"
+	"io/fs"
 	"math"
+	"os"
+	"path/filepath"
 	"strings"
 	"testing"
 	"time"
@@ -147,5 +150,61 @@ func TestDeletionMark_InvalidMarkLeftAlone(t *testing.T) {
 		if ok, _ := bkt.Exists(ctx, "t1/"+id.String()+"/"+MetaFilename); !ok {
 			t.Fatalf("block %s was deleted", id)
 		}
+	}
+}
+
+// TestSweep_PartialBlockRemovedAfterTheDelay: a block directory without meta.json and without a
+// deletion mark — a crash cut its upload short before meta.json, or a deletion short after it —
+// is listed and read by nothing, and used to stay for ever. The sweeper deletes it once none of
+// its objects was written for the delay; a partial block written recently (an upload in
+// progress), and complete blocks, stay.
+func TestSweep_PartialBlockRemovedAfterTheDelay(t *testing.T) {
+	ctx := context.Background()
+	root := t.TempDir()
+	bkt, err := NewFilesystemBucket(root)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ss, _ := testSeries(t, 2, 0, 3600_000, 30_000, 0, 3600_000)
+	complete := uploadSeries(t, bkt, "t1", ss, 0, 3600_000)
+	old := uploadSeries(t, bkt, "t1", ss, 0, 3600_000)
+	fresh := uploadSeries(t, bkt, "t1", ss, 0, 3600_000)
+	const delay = 15 * time.Minute
+	now := time.Now()
+	for _, id := range []ulid.ULID{old.ULID, fresh.ULID} {
+		if err := bkt.Delete(ctx, "t1/"+id.String()+"/"+MetaFilename); err != nil {
+			t.Fatal(err)
+		}
+	}
+	// old's files were last written 16 minutes ago; fresh's just now.
+	err = filepath.WalkDir(filepath.Join(root, "t1", old.ULID.String()), func(p string, d fs.DirEntry, err error) error {
+		if err != nil || d.IsDir() {
+			return err
+		}
+		return os.Chtimes(p, now.Add(-delay-time.Minute), now.Add(-delay-time.Minute))
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	swept, err := SweepDeletionMarked(ctx, bkt, delay, now, nil)
+	if err != nil || len(swept) != 1 || swept[0].ID != old.ULID || !swept[0].Partial {
+		t.Fatalf("sweep: %+v, %v; want the old partial block alone", swept, err)
+	}
+	err = bkt.Iter(ctx, "t1/"+old.ULID.String()+"/", func(name string) error {
+		return errors.New("left after the sweep: " + name)
+	}, objstore.WithRecursiveIter())
+	if err != nil {
+		t.Fatal(err)
+	}
+	if ok, _ := bkt.Exists(ctx, "t1/"+complete.ULID.String()+"/"+MetaFilename); !ok {
+		t.Fatal("the complete block was deleted")
+	}
+	if ok, _ := bkt.Exists(ctx, "t1/"+fresh.ULID.String()+"/index"); !ok {
+		t.Fatal("the recently written partial block was deleted")
+	}
+	// Once it too has been left alone for the delay, it goes.
+	swept, err = SweepDeletionMarked(ctx, bkt, delay, now.Add(delay+time.Minute), nil)
+	if err != nil || len(swept) != 1 || swept[0].ID != fresh.ULID {
+		t.Fatalf("second sweep: %+v, %v; want the other partial block", swept, err)
 	}
 }

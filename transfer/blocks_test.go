@@ -6,6 +6,7 @@ import (
 	"log/slog"
 	"testing"
 	"testing/synctest"
+	"time"
 
 	"github.com/prometheus/client_golang/prometheus/testutil"
 
@@ -77,5 +78,46 @@ func TestLeaver_HandOverBlocks_AfterClaimBeforeStream_FailureRetries(t *testing.
 		if j := r.member(t, joinerID); j.State != ringstate.ACTIVE || js.store.len() != 20 {
 			t.Fatalf("joiner %s with %d series, want ACTIVE with 20", j.State, js.store.len())
 		}
+	})
+}
+
+// TestReceiver_BlocksFromTheLeaverKeepTheClaimAlive: a leaver hands over a large bucket (blocks
+// stored through the Blocks service, before any Transfer frame) for three times
+// -ingester.transfer-timeout: its StoreBlock progress counts as activity and the joiner does not
+// abort the claim. Progress of another member counts for nothing, so once only that remains the
+// claim is aborted after the timeout, as for a silent leaver. The watcher used to count Transfer
+// frames only, and aborted every hand-over whose blocks took longer than the timeout.
+func TestReceiver_BlocksFromTheLeaverKeepTheClaimAlive(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		cfg := testConfig()
+		r, rcv, _, _ := claimed(t, cfg)
+		ctx, cancel := context.WithCancel(t.Context())
+		done := make(chan struct{})
+		go func() { rcv.Run(ctx); close(done) }()
+		for i := range 12 { // 3 timeouts, a store's progress every quarter of one
+			from := ringstate.MemberID(leaverID)
+			if i%2 == 1 {
+				from = "" // an unidentified caller (no mutual TLS) counts while paired
+			}
+			rcv.BlocksActivity(from)
+			rcv.BlocksActivity("someone-else")
+			time.Sleep(cfg.Timeout / 4)
+			synctest.Wait()
+			if j := r.member(t, joinerID); j.State != ringstate.JOINING || j.HandoverPeer != leaverID {
+				t.Fatalf("after %s of blocks from the leaver the joiner is %s paired with %q, want JOINING with %s",
+					time.Duration(i+1)*cfg.Timeout/4, j.State, j.HandoverPeer, leaverID)
+			}
+		}
+		for range 8 {
+			rcv.BlocksActivity("someone-else")
+			time.Sleep(cfg.Timeout / 4)
+		}
+		synctest.Wait()
+		if j := r.member(t, joinerID); j.State != ringstate.PENDING || j.HandoverPeer != "" {
+			t.Fatalf("with blocks from another member only, the joiner is %s paired with %q; want the claim aborted (PENDING)",
+				j.State, j.HandoverPeer)
+		}
+		cancel()
+		<-done
 	})
 }

@@ -566,6 +566,23 @@ func cmpErr(first, other error) error {
 	return other
 }
 
+// BlocksActivity tells the watcher that blocks are arriving from member from (StoreBlock
+// progress: a header or a piece received): while the ring shows this member JOINING and paired
+// with from, it counts as a Transfer frame, so a claim is not aborted as silent while its leaver
+// hands over a bucket that takes longer than -ingester.transfer-timeout to send (the leaver sends
+// its blocks after ClaimJoiner and before the chunk stream). Activity from any other member
+// counts for nothing: a claim whose leaver died is still aborted. from is "" when the caller is
+// not identified (no mutual TLS): it counts whenever this member is paired, since only its
+// hand-over peer stores blocks on a JOINING member (the compactor and leavers without a joiner
+// place blocks on ACTIVE members only). Cheap: one read of the local ring. Safe for concurrent use.
+func (r *Receiver) BlocksActivity(from ringstate.MemberID) {
+	me, ok := r.ring.Ring().Member(r.id)
+	if !ok || me.State != ringstate.JOINING || me.HandoverPeer == "" || (from != "" && from != me.HandoverPeer) {
+		return
+	}
+	r.lastFrame.Store(int64(time.Since(r.base)))
+}
+
 // Run watches the ring until ctx ends: it aborts a claim whose leaver stays silent for
 // -ingester.transfer-timeout and settles the store's hand-over data (see Receiver). Call once.
 func (r *Receiver) Run(ctx context.Context) {
