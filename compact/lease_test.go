@@ -107,3 +107,46 @@ func errorsContain(err error, s string) bool { return err != nil && strings.Cont
 func gauge(t *testing.T, reg *prometheus.Registry, name string) prometheus.Collector {
 	return counter(t, reg, name)
 }
+
+// TestRun_NewLeaderWaitsALeaseBeforeItsFirstClaim: a member that becomes the Raft leader claims
+// the lease only once a whole lease duration has passed by its own clock — the old holder, the
+// previous leader, stops at most 5/6 of a lease after its last claim by its own clock, which the
+// ring's expiry (the leader's clock) cannot vouch for — and waits again after losing and
+// regaining the leadership. It used to claim at its first tick as leader.
+func TestRun_NewLeaderWaitsALeaseBeforeItsFirstClaim(t *testing.T) {
+	var firstClaim atomic.Int64 // ns since start
+	start := time.Now()
+	lease := &scriptedLease{grant: func(n int32) (uint64, error) {
+		firstClaim.CompareAndSwap(0, int64(time.Since(start)))
+		return 0, errors.New("lease held by another member") // no run: every tick claims again
+	}}
+	lease.leader.Store(true)
+	cfg := compact.Config{Enabled: true, Interval: 100 * time.Millisecond, BlockRanges: compact.DefaultBlockRanges(),
+		LeaseDuration: 3 * time.Second, DeletionDelay: compact.DefaultDeletionDelay}
+	comp, err := compact.New(cfg, compact.Deps{Lease: lease, WorkDir: t.TempDir(),
+		Cluster: func(ctx context.Context) (compact.Cluster, error) { return compact.Cluster{}, nil }})
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan struct{})
+	go func() { comp.Run(ctx); close(done) }()
+	defer func() { cancel(); <-done }()
+
+	deadline := time.Now().Add(6 * time.Second)
+	for firstClaim.Load() == 0 && time.Now().Before(deadline) {
+		time.Sleep(20 * time.Millisecond)
+	}
+	if got := time.Duration(firstClaim.Load()); got < cfg.LeaseDuration || got > cfg.LeaseDuration+time.Second {
+		t.Fatalf("first claim %s after becoming the leader, want one lease duration (%s) later", got, cfg.LeaseDuration)
+	}
+	// Leadership lost and regained: no claim for another lease duration.
+	lease.leader.Store(false)
+	time.Sleep(300 * time.Millisecond)
+	before := lease.claims.Load()
+	lease.leader.Store(true)
+	time.Sleep(cfg.LeaseDuration - 500*time.Millisecond)
+	if n := lease.claims.Load(); n != before {
+		t.Fatalf("%d claims within %s of regaining the leadership, want none", n-before, cfg.LeaseDuration-500*time.Millisecond)
+	}
+}
