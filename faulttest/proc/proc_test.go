@@ -40,9 +40,10 @@ var shortSet = []Scenario{
 	// series: members flush to their own buckets while others are killed, paused and cut off, and
 	// the same-answer checker asks every member the same query at the end. Every member flushes at
 	// 3s and 15s, so most acknowledged samples end in blocks only, and the compactor (every 2s)
-	// merges and re-places the replicas' blocks and deletes the sources among the faults.
+	// merges and re-places the replicas' blocks and deletes the sources among the faults; the
+	// kill -9 at 5s is of the leader, the compactor, while it works on the first flush's blocks.
 	{Name: "storage-local", Nodes: 5, LocalBuckets: true, Fixed: []Step{{Kind: FlushAll, At: 3 * time.Second},
-		{Kind: KillOne, At: 5 * time.Second, Dur: 3 * time.Second}, {Kind: FlushOne, At: 9 * time.Second},
+		{Kind: KillLeader, At: 5 * time.Second, Dur: 3 * time.Second}, {Kind: FlushOne, At: 9 * time.Second},
 		{Kind: IsolateOne, At: 10 * time.Second, Dur: 3 * time.Second}, {Kind: FlushAll, At: 15 * time.Second},
 		{Kind: PauseShort, At: 16 * time.Second, Dur: time.Second}}, ExtraFlags: compactorFlags},
 	// Rolling restarts with hand-overs (3 ACTIVE + 1 spare PENDING), each hand-over hit in its middle
@@ -52,6 +53,13 @@ var shortSet = []Scenario{
 	// product must refuse those pushes until its ring is current (stale-ring-push-during-replay).
 	{Name: "handover", Handover: true, PushDuringReplay: true, Faults: []string{HandoverKillLeaver, HandoverKillJoinerLong,
 		HandoverPartition, HandoverPauseLeaver, HandoverLeaderChange}},
+	// The same rolling restarts on 5 ACTIVE members with node-local buckets and the compactor: every
+	// round flushes every member first; each leaver hands its blocks to the spare with its chunks,
+	// or (the joiner kept down) flushes and splits its blocks over the members that take its
+	// series; the same-answer checker reads through every member, the compaction check asks for
+	// merged blocks.
+	{Name: "handover-local", Nodes: 5, LocalBuckets: true, Handover: true, Faults: append([]string{HandoverClean}, HandoverFaults...),
+		ExtraFlags: compactorFlags},
 }
 
 // compactorFlags make the compactor (the lease holder: the Raft leader) plan every 2s and the
@@ -149,11 +157,6 @@ var fullSet = append([]Scenario{
 	// flushes) and a clean rolling restart, each once, then more rounds while the workload lasts.
 	{Name: "handover-all", Handover: true, PushDuringReplay: true, Faults: append([]string{HandoverClean}, HandoverFaults...)},
 	staleRingRegression,
-	// Rolling restarts with hand-overs on 5 ACTIVE members with node-local buckets: each leaver
-	// hands its blocks to the spare with its chunks, or (the joiner kept down) flushes and hands its
-	// blocks to the members that take its data; the same-answer checker reads through every member.
-	{Name: "handover-local", Nodes: 5, LocalBuckets: true, Handover: true, Faults: append([]string{HandoverClean}, HandoverFaults...),
-		ExtraFlags: compactorFlags},
 }, shortSet...)
 
 // TestMatrix runs the process matrix with new seeds until its share (65%) of
