@@ -306,6 +306,15 @@ func TestProcess_CompactorNodeLocalRF3(t *testing.T) {
 	c, nodes := startCluster5(t, compactFlags...)
 	const tenant = "anonymous"
 	want := storageWriteSeries(t, nodes[0].HTTPAddr, "", "compacted", 60, 40)
+	// A push is acknowledged at quorum: wait until the third replica of every series holds it too,
+	// so that every member's flush below writes all it was given (and the compactor has RF sources).
+	pc.Eventually(t, 10*time.Second, "every replica holds the written samples", func() (bool, string) {
+		total := 0.0
+		for _, n := range nodes {
+			total += storageMetric(t, n.HTTPAddr, `cortex_ingester_ingested_samples_total{user="anonymous"}`)
+		}
+		return total == 3*60*40, fmt.Sprintf("%v samples ingested over the members, want %d", total, 3*60*40)
+	})
 	at := time.Now()
 	before := compactAnswers(t, nodes, at)
 	// Write load while the members flush and the compactor works: every push must succeed.
