@@ -62,10 +62,11 @@ var shortSet = []Scenario{
 		ExtraFlags: compactorFlags},
 }
 
-// compactorFlags make the compactor (the lease holder: the Raft leader) plan every 2s and the
-// members sweep what it replaced 3s later, so that the storage scenarios' flushes are merged,
-// placed and their sources marked and deleted while faults go on.
-var compactorFlags = []string{"-compactor.interval", "2s", "-compactor.deletion-delay", "3s"}
+// compactorFlags make the compactor (the lease holder: the Raft leader) plan every 2s with a 3s
+// lease (a new leader waits one lease before its first claim) and the members sweep what it
+// replaced 3s later, so that the storage scenarios' flushes are merged, placed and their sources
+// marked and deleted while faults go on.
+var compactorFlags = []string{"-compactor.interval", "2s", "-compactor.lease-duration", "3s", "-compactor.deletion-delay", "3s"}
 
 // staleRingRegression is the regression scenario of the bug the hand-over family found (a
 // restarted node placed pushes on the ring of its unfinished log replay; see staleRingPushes): the rolling restarts whose kills, flush-and-rejoins and promotions make nodes
