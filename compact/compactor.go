@@ -19,6 +19,7 @@ import (
 	"github.com/prometheus/prometheus/tsdb"
 	"github.com/prometheus/prometheus/tsdb/chunkenc"
 
+	"github.com/raftingest/raftingest/ringstate"
 	"github.com/raftingest/raftingest/storage"
 )
 
@@ -119,6 +120,9 @@ type Compactor struct {
 	d   Deps
 	log *slog.Logger
 	m   metrics
+
+	mu      sync.Mutex
+	blocked string // the reason the lease is blocked now (a blockedReasons entry), "" when it is not
 }
 
 type metrics struct {
@@ -126,6 +130,7 @@ type metrics struct {
 	compactions                prometheus.Counter
 	marked                     *prometheus.CounterVec // reason: compaction, retention
 	lastSuccess, leaseHeld     prometheus.Gauge
+	leaseBlocked               *prometheus.GaugeVec // reason: one of blockedReasons
 }
 
 // Reasons of cortex_compactor_blocks_marked_for_deletion_total (Mimir's).
@@ -133,6 +138,42 @@ const (
 	reasonCompaction = "compaction"
 	reasonRetention  = "retention"
 )
+
+// Reasons of raftingest_compactor_lease_blocked: why this member, the Raft leader, could not claim
+// or renew the compactor lease (blockReason).
+const (
+	// blockedMixedVersions: a ring member does not advertise command version 3 (it runs a build
+	// before the lease, or registered through such a leader), or the claim's readers missed a
+	// member; only before the first grant, but for the readers. Finish the rolling upgrade.
+	blockedMixedVersions = "mixed_versions"
+	// blockedRaftServerNotMember: before the first grant, a Raft server is not a ring member (added
+	// and not registered yet, or left behind by a half-done removal). Register it or remove it.
+	blockedRaftServerNotMember = "raft_server_not_member"
+	// blockedHeld: another member holds the lease (the previous leader finishing its run).
+	blockedHeld = "held"
+	// blockedNotActive: this member is not ACTIVE (joining or leaving): it may not hold the lease.
+	blockedNotActive = "not_active"
+	// blockedClaimFailed: the claim could not be committed (no leader, timeout, unknown outcome).
+	blockedClaimFailed = "claim_failed"
+)
+
+var blockedReasons = []string{blockedMixedVersions, blockedRaftServerNotMember, blockedHeld, blockedNotActive,
+	blockedClaimFailed}
+
+// blockReason names why a claim or renewal failed with err.
+func blockReason(err error) string {
+	switch {
+	case errors.Is(err, ringstate.ErrReplicaNotMember):
+		return blockedRaftServerNotMember
+	case errors.Is(err, ringstate.ErrMixedVersions):
+		return blockedMixedVersions
+	case errors.Is(err, ringstate.ErrLeaseHeld):
+		return blockedHeld
+	case errors.Is(err, ringstate.ErrIllegalTransition):
+		return blockedNotActive
+	}
+	return blockedClaimFailed
+}
 
 // New checks cfg and d and registers the compactor's metrics.
 func New(cfg Config, d Deps) (*Compactor, error) {
@@ -172,12 +213,21 @@ func New(cfg Config, d Deps) (*Compactor, error) {
 			Help: "Unix time of the last compaction run that completed every job."}),
 		leaseHeld: prometheus.NewGauge(prometheus.GaugeOpts{Name: "cortex_compactor_lease_held",
 			Help: "1 while this member holds the ring's compactor lease and compacts, else 0."}),
+		leaseBlocked: prometheus.NewGaugeVec(prometheus.GaugeOpts{Name: "raftingest_compactor_lease_blocked",
+			Help: "1 for the reason this member, the Raft leader, last failed to claim or renew the compactor lease " +
+				"(mixed_versions: a member does not read command version 3; raft_server_not_member: before the first " +
+				"lease, a raft server is not a ring member; held: another member holds it; not_active: this member is " +
+				"not ACTIVE; claim_failed: the claim could not be committed); all 0 while it holds the lease or does " +
+				"not lead."}, []string{"reason"}),
 	}
 	for _, reason := range []string{reasonCompaction, reasonRetention} {
 		c.m.marked.WithLabelValues(reason) // exported at 0 from the start
 	}
+	for _, reason := range blockedReasons {
+		c.m.leaseBlocked.WithLabelValues(reason)
+	}
 	for _, col := range []prometheus.Collector{c.m.started, c.m.completed, c.m.failed, c.m.marked, c.m.compactions,
-		c.m.lastSuccess, c.m.leaseHeld} {
+		c.m.lastSuccess, c.m.leaseHeld, c.m.leaseBlocked} {
 		if err := d.Registerer.Register(col); err != nil {
 			return nil, fmt.Errorf("compact: metrics: %w", err)
 		}
@@ -189,55 +239,113 @@ func New(cfg Config, d Deps) (*Compactor, error) {
 // until ctx is done. A run stops (its context is cancelled) as soon as the lease cannot be renewed.
 //
 // A member that became the leader waits one full lease duration, by its own monotonic clock, before
-// its first claim. The lease expires in ring time (the leader's clock), but its holder stops
-// working by its own clock (keepLease): when the new leader's clock runs ahead of the old
-// holder's, the ring could show the lease expired while the old holder still merges and marks.
-// The old holder (the previous leader) made its last successful claim before this member was
-// elected, and stops at most 5/6 of a lease after that claim began; waiting a whole lease after
-// the election outlasts it whatever the two clocks read. Leadership is polled every interval: a
-// loss and a return between two polls go unnoticed, which only matters if another member held the
-// lease in between, and then the FSM refuses this member's claim until that lease expired.
+// its first claim, and claims as soon as it has waited (a timer, not the next -compactor.interval
+// tick: with the defaults, 1h and 1m, waiting for the tick delayed the first claim after an
+// election by up to two hours). Why it waits: the lease expires in ring time, which the leader's
+// clock stamps, but its holder stops working by its own clock (keepLease). The old holder's last
+// claim committed through the previous leader began before this member was elected, and without a
+// later renewal the old holder stops at most 5/6 of a lease after that claim began; an election may
+// make ring time jump (a new leader whose clock is ahead), so that claim's expiry in ring time
+// cannot vouch for it, but waiting a whole lease after the election outlasts it whatever the two
+// clocks read. The old holder may also go on renewing through this member (keepLease renews
+// whoever leads, until its run ends): such a renewal is stamped by this member's clock, so its
+// expiry is in the same time frame as this member's own claims, and the FSM refuses those claims
+// (ErrLeaseHeld) until the old holder's lease has expired in ring time — by then it has stopped,
+// 5/6 of a lease after its last renewal began.
+//
+// Leadership is polled every min(interval, lease/3): a loss and a return between two polls go
+// unnoticed, which only matters if another member held the lease in between, and then the FSM
+// refuses this member's claim until that lease expired. A claim that fails is retried
+// min(interval, lease) later; a run, -compactor.interval after the previous one started. Why the
+// lease is blocked is logged once per change (Warn; Info when another member holds it) and shown
+// by raftingest_compactor_lease_blocked{reason}.
 func (c *Compactor) Run(ctx context.Context) {
 	if err := os.RemoveAll(c.d.WorkDir); err != nil {
 		c.log.Warn("compactor: emptying the work directory", "dir", c.d.WorkDir, "err", err)
 	}
-	t := time.NewTicker(c.cfg.Interval)
-	defer t.Stop()
+	poll := min(c.cfg.Interval, c.cfg.LeaseDuration/3)
+	retry := min(c.cfg.Interval, c.cfg.LeaseDuration)
+	timer := time.NewTimer(0) // look at leadership at once
+	defer timer.Stop()
+	defer c.m.leaseHeld.Set(0)
 	var leaderSince time.Time // zero while this member is not the leader
+	var next time.Time        // while leading: when to claim and run next
 	for {
 		select {
 		case <-ctx.Done():
-			c.m.leaseHeld.Set(0)
 			return
-		case <-t.C:
+		case <-timer.C:
 		}
-		if !c.d.Lease.IsLeader() {
+		now := time.Now()
+		switch {
+		case !c.d.Lease.IsLeader():
 			leaderSince = time.Time{}
-			continue
-		}
-		if leaderSince.IsZero() {
-			leaderSince = time.Now()
+			c.setBlocked("", nil) // not this member's job: the leader's gauge says
+		case leaderSince.IsZero():
+			leaderSince = now
+			next = leaderSince.Add(c.cfg.LeaseDuration)
 			c.log.Info("compactor: this member leads; it claims the compactor lease once a lease duration has passed",
-				"lease_duration", c.cfg.LeaseDuration)
+				"lease_duration", c.cfg.LeaseDuration, "claim_at", next)
+		case !now.Before(next):
+			if c.runLeased(ctx) {
+				next = now.Add(c.cfg.Interval)
+			} else {
+				next = time.Now().Add(retry)
+			}
 		}
-		if time.Since(leaderSince) < c.cfg.LeaseDuration {
-			continue
+		wait := poll
+		if !leaderSince.IsZero() {
+			wait = min(wait, time.Until(next))
 		}
-		c.runLeased(ctx)
+		timer.Reset(max(wait, 0))
 	}
 }
 
-// runLeased claims the lease and, while it keeps it, runs once.
-func (c *Compactor) runLeased(ctx context.Context) {
+// setBlocked records why the lease is blocked (reason "" when it is not: claimed, or this member
+// does not lead) in raftingest_compactor_lease_blocked, and logs a change once — not at every
+// attempt, which would repeat the same line every few seconds for as long as the cause lasts.
+func (c *Compactor) setBlocked(reason string, err error) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	prev := c.blocked
+	if reason == prev {
+		return
+	}
+	c.blocked = reason
+	if prev != "" {
+		c.m.leaseBlocked.WithLabelValues(prev).Set(0)
+	}
+	switch reason {
+	case "":
+		c.log.Info("compactor: the compactor lease is no longer blocked (claimed, or this member no longer leads)",
+			"was", prev)
+		return
+	case blockedHeld:
+		// The ordinary hand-over after an election: the previous holder finishes its run.
+		c.log.Info("compactor: another member holds the compactor lease; this member claims it once it expires",
+			"reason", reason, "err", err)
+	default:
+		c.log.Warn("compactor: the compactor lease cannot be claimed or renewed; compaction waits until the cause is "+
+			"fixed (raftingest_compactor_lease_blocked)", "reason", reason, "err", err)
+	}
+	c.m.leaseBlocked.WithLabelValues(reason).Set(1)
+}
+
+// runLeased claims the lease and, while it keeps it, runs once. It reports whether the claim
+// succeeded and the lease was kept to the end of the run (false: retry soon, not at the interval).
+func (c *Compactor) runLeased(ctx context.Context) bool {
 	d := c.cfg.LeaseDuration
 	start := time.Now()
 	claimCtx, cancelClaim := context.WithTimeout(ctx, d/3)
 	epoch, err := c.d.Lease.Claim(claimCtx, d)
 	cancelClaim()
 	if err != nil {
-		c.log.Debug("compactor: lease not claimed", "err", err)
-		return
+		if ctx.Err() == nil {
+			c.setBlocked(blockReason(err), err)
+		}
+		return false
 	}
+	c.setBlocked("", nil)
 	c.m.leaseHeld.Set(1)
 	defer c.m.leaseHeld.Set(0)
 	runCtx, cancel := context.WithCancelCause(ctx)
@@ -247,11 +355,15 @@ func (c *Compactor) runLeased(ctx context.Context) {
 		defer wg.Done()
 		c.keepLease(runCtx, cancel, epoch, start)
 	}()
-	if err := c.RunOnce(runCtx, epoch); err != nil {
-		c.log.Warn("compactor: run failed; it is retried at the next interval", "epoch", epoch, "err", err)
+	err = c.RunOnce(runCtx, epoch)
+	lost := runCtx.Err() != nil && ctx.Err() == nil // keepLease cancelled the run
+	if err != nil {
+		c.log.Warn("compactor: run failed; it is retried at the next interval (sooner when the lease was lost)",
+			"epoch", epoch, "err", err)
 	}
 	cancel(nil)
 	wg.Wait()
+	return !lost
 }
 
 // keepLease renews the lease every third of its duration and cancels the run when it cannot: when
@@ -276,6 +388,7 @@ func (c *Compactor) keepLease(ctx context.Context, cancel context.CancelCauseFun
 		case ctx.Err() != nil:
 			return
 		case err != nil:
+			c.setBlocked(blockReason(err), err)
 			cancel(fmt.Errorf("compact: renewing the compactor lease (epoch %d): %w", epoch, err))
 			return
 		case got != epoch:

@@ -34,7 +34,8 @@ const StampedCommandVersion byte = 2
 // its own because a build that predates the lease would refuse the op as unknown and keep no lease,
 // so its ring would silently differ from the others' from that entry on; a version byte it does not
 // know halts it instead, with the upgrade message. Halting is safe only if no such replica exists:
-// so no claim is proposed until every member advertises this version (Node.admitClaim; see
+// so no first claim is proposed until every member advertises this version and every Raft server
+// is a member (Node.admitClaim; after the first grant no such replica can apply the log anyway; see
 // DESIGN.md, "Mixed versions"). Every other command keeps version 2, so a cluster that never
 // compacts stays readable by the builds before the lease. The op is refused in any other version
 // (opMinVersion): the version byte is the leader's build's choice, not the op's.

@@ -451,8 +451,9 @@ func fixtureLeaseCommand() ringstate.Command {
 
 func fixtureLeaseRing(t *testing.T) *ringstate.Ring {
 	t.Helper()
-	// The fixture's claim as a leader proposes it today, naming every member as a reader (the
-	// command_v3.bin fixture predates readers; the ring it builds is the same).
+	// The fixture's claim as a leader proposes it today, naming every member as a reader. (The
+	// command_v3.bin fixture is the same claim as the first lease build wrote it, without readers:
+	// this build refuses it and builds no lease from it — TestFSM_FirstLeaseBuildClaimRefused.)
 	r0 := fixtureRing(t)
 	claim := fixtureLeaseCommand()
 	claim.Readers = r0.MemberIDs()
@@ -535,6 +536,61 @@ func TestCodec_Fixtures_LeaseVersions(t *testing.T) {
 	}
 	if !bytes.Equal(must(EncodeSnapshot(old)), v1) {
 		t.Fatal("a ring without a lease no longer encodes as the version-1 snapshot")
+	}
+}
+
+// TestFSM_FirstLeaseBuildClaimRefused applies testdata/command_v3.bin — a claim as the first lease
+// build (commits 354fc4d up to 3e658c8, never released) wrote it, with no readers — to the ring it
+// was written against, and pins what this build does with it: refused with ErrMixedVersions
+// (CodeMixedVersions, naming both members, since no reader is named), no lease, the refusal
+// remembered under the claim's request id, ring time moved to the entry's stamp — deterministically,
+// so every replica of this build computes the same ring from such a log (the first lease build
+// granted it: a cluster that ran that build cannot be upgraded in place; raftfsm/DESIGN.md, "Mixed
+// versions"). The same claim naming every member is granted, so readers are the only difference.
+func TestFSM_FirstLeaseBuildClaimRefused(t *testing.T) {
+	data, err := os.ReadFile(filepath.Join("testdata", "command_v3.bin"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	const stamp = 1700000005000
+	restored := func(t *testing.T) *FSM {
+		t.Helper()
+		f := NewFSM(nil)
+		if err := f.Restore(nopCloser{bytes.NewReader(must(EncodeSnapshot(fixtureRing(t))))}); err != nil {
+			t.Fatal(err)
+		}
+		return f
+	}
+	f := restored(t)
+	res := f.Apply(entry(10, data)).(*ApplyResult)
+	if res.Code != ringstate.CodeMixedVersions || !errors.Is(res.Err(), ringstate.ErrMixedVersions) ||
+		!strings.Contains(res.Message, "[ingester-1 ingester-2]") {
+		t.Fatalf("the first lease build's claim: %+v, want refused with ErrMixedVersions naming every member", res)
+	}
+	r := f.Ring()
+	if r.CompactorLease() != (ringstate.CompactorLease{}) || r.LeaseEverGranted() {
+		t.Fatalf("lease %+v after the refused claim, want none", r.CompactorLease())
+	}
+	if r.TimeMs() != stamp {
+		t.Fatalf("ring time %d, want the entry's stamp %d", r.TimeMs(), int64(stamp))
+	}
+	rec := r.Recent()
+	if last := rec[len(rec)-1]; last.RequestID != fixtureLeaseCommand().RequestID || last.Code != ringstate.CodeMixedVersions {
+		t.Fatalf("request memory ends with %+v, want %s refused with CodeMixedVersions", last, fixtureLeaseCommand().RequestID)
+	}
+	// Two replicas applying it agree byte for byte.
+	g := restored(t)
+	g.Apply(entry(10, data))
+	if !bytes.Equal(must(EncodeSnapshot(f.Ring())), must(EncodeSnapshot(g.Ring()))) {
+		t.Fatal("two replicas applying the fixture disagree")
+	}
+
+	withReaders := fixtureLeaseCommand()
+	withReaders.Readers = fixtureRing(t).MemberIDs()
+	h := restored(t)
+	if res := h.Apply(entry(10, stamped(t, withReaders, stamp))).(*ApplyResult); res.Code != ringstate.CodeOK ||
+		h.Ring().CompactorLease().Holder != "ingester-1" {
+		t.Fatalf("the same claim naming every member: %+v, lease %+v", res, h.Ring().CompactorLease())
 	}
 }
 

@@ -17,10 +17,13 @@ import (
 // committed is a renewal, which keeps the epoch), so ErrUnknownOutcome may simply be retried.
 //
 // Mixed versions: a claim is a version-3 entry, on which a replica of a build from before the lease
-// halts. So nothing is proposed (ringstate.ErrMixedVersions, naming them) while a member of this
-// node's ring does not advertise command version 3; the leader checks again before proposing
-// (Node.admitClaim) and FSM.Apply refuses a claim whose Readers — every member, as this node saw
-// them — miss a member of the ring it applies to. See DESIGN.md, "Mixed versions".
+// halts. So, until the first claim has been granted (ringstate.Ring.LeaseEverGranted), nothing is
+// proposed (ringstate.ErrMixedVersions, naming them) while a member of this node's ring does not
+// advertise command version 3; the leader checks again before proposing (Node.admitClaim, which
+// also waits for every Raft server to be a ring member). From the first grant on, no replica of
+// such a build can apply the log any more, and neither check applies. Always, FSM.Apply refuses a
+// claim whose Readers — every member, as this node saw them — miss a member of the ring it applies
+// to. See DESIGN.md, "Mixed versions".
 //
 // The caller must treat the lease as lost earlier than ExpiresMs says, by its own clock: it cannot
 // know the ring time of entries not yet committed. Measuring from before the call (ring time at
@@ -28,7 +31,7 @@ import (
 func (n *Node) ClaimCompactorLease(ctx context.Context, d time.Duration) (ringstate.CompactorLease, error) {
 	me := ringstate.MemberID(n.cfg.ID)
 	r := n.fsm.Ring()
-	if old := r.NotReading(ringstate.LeaseCommandVersion); len(old) > 0 {
+	if old := r.NotReading(ringstate.LeaseCommandVersion); len(old) > 0 && !r.LeaseEverGranted() {
 		return ringstate.CompactorLease{}, fmt.Errorf("%w: %s does not claim the compactor lease: members %v do not "+
 			"advertise command version %d, so they may run a build from before the lease, which halts on a claim "+
 			"(finish the rolling upgrade; each member advertises the version in its next register or heartbeat "+

@@ -8,6 +8,7 @@ import (
 	"os"
 	"path/filepath"
 	"reflect"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -348,14 +349,15 @@ func TestMixedVersions_OlderBuildComputesTheSameRing(t *testing.T) {
 	}
 }
 
-// TestCluster_ClaimWaitsForEveryMemberToReadVersion3 is the rolling-upgrade gate on real nodes.
-// A node advertises the version it reads in its own register (n1 does, without being asked). A
-// member registered the way a build before the lease registers (no version) makes the claim fail
-// early — ErrMixedVersions naming it, and nothing proposed, so no replica ever sees a version-3
-// entry; the leader refuses it too when asked directly, whatever the claimant attests. Once the
-// member re-registers advertising version 3 the claim is granted. A node that joined Raft but has
-// not registered closes the gate the same way until it registers. A field an older build would
-// drop (lease_ms on a heartbeat) is refused before proposing.
+// TestCluster_ClaimWaitsForEveryMemberToReadVersion3 is the rolling-upgrade gate on real nodes,
+// before the first claim is granted. A node advertises the version it reads in its own register
+// (n1 does, without being asked). A member registered the way a build before the lease registers
+// (no version) makes the claim fail early — ErrMixedVersions naming it, and nothing proposed, so no
+// replica ever sees a version-3 entry; the leader refuses it too when asked directly, whatever the
+// claimant attests. Once the member re-registers advertising version 3, a node that joined Raft but
+// has not registered closes the gate the same way (ErrReplicaNotMember) until it registers; then
+// the claim is granted. A field an older build would drop (lease_ms on a heartbeat) is refused
+// before proposing. What happens after the first grant: TestCluster_GateOpenAfterTheFirstGrant.
 func TestCluster_ClaimWaitsForEveryMemberToReadVersion3(t *testing.T) {
 	c := newCluster(t)
 	n1 := c.bootstrap("n1")
@@ -367,7 +369,7 @@ func TestCluster_ClaimWaitsForEveryMemberToReadVersion3(t *testing.T) {
 	last := n1.node.Status().LastLogIndex
 	ctx := ctxT(t, 20*time.Second)
 	if _, err := n1.node.ClaimCompactorLease(ctx, time.Minute); !errors.Is(err, ringstate.ErrMixedVersions) ||
-		!strings.Contains(err.Error(), "[old]") {
+		errors.Is(err, ringstate.ErrReplicaNotMember) || !strings.Contains(err.Error(), "[old]") {
 		t.Fatalf("claim with an old-style member: %v, want ErrMixedVersions naming it", err)
 	}
 	idx, err := n1.node.Apply(ctx, ringstate.Command{Op: ringstate.OpClaimCompactor, Member: "n1", LeaseMs: 60_000,
@@ -382,15 +384,7 @@ func TestCluster_ClaimWaitsForEveryMemberToReadVersion3(t *testing.T) {
 	if got := n1.node.Status().LastLogIndex; got != last {
 		t.Fatalf("last log index %d -> %d: a refused claim was proposed", last, got)
 	}
-	if l := n1.node.CompactorLease(); l != (ringstate.CompactorLease{}) {
-		t.Fatalf("lease %+v", l)
-	}
-
 	c.mustApply(n1, ringstate.Command{Op: ringstate.OpRegister, Member: "old", RaftAddr: "127.0.0.1:5", CommandVersion: 3})
-	l, err := claimLease(t, n1, time.Minute)
-	if err != nil || l.Holder != "n1" || l.Epoch != 1 {
-		t.Fatalf("claim once every member reads version 3: %+v, %v", l, err)
-	}
 
 	// n2 joins Raft and has not registered: nothing says what it reads.
 	n2 := c.start("n2", false)
@@ -398,15 +392,89 @@ func TestCluster_ClaimWaitsForEveryMemberToReadVersion3(t *testing.T) {
 		_, err := n1.node.AddPeer(ctx, "n2", n2.raftAddr, false)
 		return err
 	})
-	if _, err := claimLease(t, n1, time.Minute); !errors.Is(err, ringstate.ErrMixedVersions) || !strings.Contains(err.Error(), "[n2]") {
-		t.Fatalf("claim with an unregistered raft server: %v, want ErrMixedVersions naming n2", err)
+	last = n1.node.Status().LastLogIndex
+	if _, err := claimLease(t, n1, time.Minute); !errors.Is(err, ringstate.ErrReplicaNotMember) ||
+		!errors.Is(err, ringstate.ErrMixedVersions) || !strings.Contains(err.Error(), "[n2]") {
+		t.Fatalf("claim with an unregistered raft server: %v, want ErrReplicaNotMember naming n2", err)
+	}
+	if got := n1.node.Status().LastLogIndex; got != last {
+		t.Fatalf("last log index %d -> %d: a claim refused for an unregistered raft server was proposed", last, got)
+	}
+	if l := n1.node.CompactorLease(); l != (ringstate.CompactorLease{}) {
+		t.Fatalf("lease %+v", l)
 	}
 	if !poll(t, 10*time.Second, func() bool { l, _ := n2.node.Leader(); return l != "" }) {
 		t.Fatal("n2 never heard from the leader")
 	}
 	c.register(n2)
 	if l, err := claimLease(t, n1, time.Minute); err != nil || l.Holder != "n1" || l.Epoch != 1 {
-		t.Fatalf("renewal once n2 registered: %+v, %v", l, err)
+		t.Fatalf("claim once n2 registered: %+v, %v", l, err)
+	}
+	c.checkConsistent()
+}
+
+// TestCluster_GateOpenAfterTheFirstGrant: once a claim has been granted (epoch 1), the version-3
+// entry is in the log and no replica of a build before the lease can apply it any more, so neither
+// a Raft server that is not a ring member — here one added and never started, as after `ringctl
+// join` of a node that never comes up, or a removal killed between its ring and its Raft step — nor
+// a member that advertises no version stops the lease: the holder renews (epoch kept) and, once
+// the lease expired, another member claims it (epoch 2). Before the gate was limited to the time
+// before the first grant, both were refused for as long as the stale server stayed, and a run in
+// progress was cancelled at its next renewal. Apply still refuses a claim whose readers miss a
+// member.
+func TestCluster_GateOpenAfterTheFirstGrant(t *testing.T) {
+	c := newCluster(t)
+	n1 := c.bootstrap("n1")
+	c.activateAll([]*testNode{n1})
+	n2 := c.start("n2", false)
+	retry(t, "add n2", func(ctx context.Context) error {
+		_, err := n1.node.AddPeer(ctx, "n2", n2.raftAddr, false)
+		return err
+	})
+	if !poll(t, 10*time.Second, func() bool { l, _ := n2.node.Leader(); return l != "" }) {
+		t.Fatal("n2 never heard from the leader")
+	}
+	c.register(n2)
+	c.mustApply(n2, ringstate.Command{Op: ringstate.OpClaimTokens, Member: "n2", Tokens: ringstate.Tokens{200}})
+	c.mustApply(n2, ringstate.Command{Op: ringstate.OpActivate, Member: "n2"})
+
+	const d = time.Second
+	if l, err := claimLease(t, n1, d); err != nil || l.Holder != "n1" || l.Epoch != 1 {
+		t.Fatalf("first claim: %+v, %v", l, err)
+	}
+	// A Raft server that is not a ring member and never will be (nothing listens at its address),
+	// and a member that advertises no version.
+	retry(t, "add ghost", func(ctx context.Context) error {
+		_, err := n1.node.AddPeer(ctx, "ghost", "127.0.0.1:1", false)
+		return err
+	})
+	if !inConfig(n1.node, "ghost") {
+		t.Fatal("ghost is not in the raft configuration")
+	}
+	c.mustApply(n1, ringstate.Command{Op: ringstate.OpRegister, Member: "old", RaftAddr: "127.0.0.1:5"})
+	if got := n1.node.Ring().NotReading(3); !slices.Equal(got, []ringstate.MemberID{"old"}) {
+		t.Fatalf("NotReading %v, want [old]", got)
+	}
+	for i := range 3 {
+		if l, err := claimLease(t, n1, d); err != nil || l.Holder != "n1" || l.Epoch != 1 {
+			t.Fatalf("renewal %d with a stale raft server and an old-style member: %+v, %v", i, l, err)
+		}
+	}
+	// Another member claims once the lease expired in ring time (claims are entries stamped by
+	// the leader's clock: d after the last renewal, ring time is past its expiry).
+	time.Sleep(d + 200*time.Millisecond)
+	if l, err := claimLease(t, n2, d); err != nil || l.Holder != "n2" || l.Epoch != 2 {
+		t.Fatalf("n2's claim after the lease expired: %+v, %v", l, err)
+	}
+	// The readers check is not part of the gate: it stays.
+	ctx := ctxT(t, 20*time.Second)
+	idx, err := n1.node.Apply(ctx, ringstate.Command{Op: ringstate.OpClaimCompactor, Member: "n2", LeaseMs: 1000,
+		Readers: []ringstate.MemberID{"n1", "n2"}})
+	if !errors.Is(err, ringstate.ErrMixedVersions) || idx != 0 || !strings.Contains(err.Error(), "[old]") {
+		t.Fatalf("claim whose readers miss old: index %d, %v; want ErrMixedVersions before proposing", idx, err)
+	}
+	if l := n1.node.CompactorLease(); l.Holder != "n2" || l.Epoch != 2 {
+		t.Fatalf("lease %+v after a refused claim", l)
 	}
 	c.checkConsistent()
 }

@@ -558,25 +558,39 @@ func admitFields(cmd *ringstate.Command) error {
 // admitClaim refuses, on the leader and before anything is proposed, a claim of the compactor lease
 // while a replica might not read it. A claim is a version-3 entry (LeaseCommandVersion), and a
 // replica of a build from before the lease halts on it — forever, since the entry stays in the log
-// — so this build proposes one only when:
+// — so, until the first claim has been granted (ringstate.Ring.LeaseEverGranted), this build
+// proposes one only when:
 //
 //   - every ring member advertises LeaseCommandVersion (Member.CommandVersion, from its last
 //     Register or Heartbeat): a member on an older build advertises nothing;
-//   - the claim's Readers name every ring member (the claimant built them from its own ring; a
-//     member that registered since must be looked at first: the claimant retries);
 //   - every server in the Raft configuration is a ring member: a node added to Raft that has not
-//     registered yet applies the log too, and nothing says what it reads.
+//     registered yet applies the log too, and nothing says what it reads
+//     (ringstate.ErrReplicaNotMember).
 //
-// The refusal wraps ringstate.ErrMixedVersions and names the members. FSM.Apply refuses the claim
-// again, deterministically, when the ring gained a member the Readers do not name between this
-// check and the commit; that keeps the lease off such a ring, but cannot save a replica of an older
-// build that joined in that instant: only this check can, by proposing nothing.
+// From the first grant on, those two checks are skipped: that grant is a committed version-3
+// entry, and a ring holding a lease is snapshotted as snapshot version 2, so a replica of a build
+// before the lease cannot apply this log or its snapshots any more, whatever the gate says. Keeping
+// them would only stop compaction — for good, and renewals included — whenever a Raft server is not
+// a ring member: a node added before it registers (every scale-up), a removal killed between its
+// ring and its Raft step, `ringctl join` of a node that never starts. Every replica tells the two
+// phases apart from its own state alike (the epoch is ring state and never decreases); the
+// leader's applied ring may lag its log, which only keeps the gate closed a little longer.
+//
+// Always: the claim's Readers must name every member of the leader's ring (the claimant built them
+// from its own ring; a member that registered since must be looked at first: the claimant
+// retries). FSM.Apply refuses the claim again, deterministically, when the ring gained a member
+// the Readers do not name between this check and the commit; that keeps the lease off such a ring,
+// but cannot save a replica of an older build that joined in that instant: only the checks above
+// can, by proposing nothing.
+//
+// The refusal wraps ringstate.ErrMixedVersions and names the members.
 func (n *Node) admitClaim(ctx context.Context, cmd *ringstate.Command) error {
 	r := n.fsm.Ring()
-	if old := r.NotReading(ringstate.LeaseCommandVersion); len(old) > 0 {
+	gate := !r.LeaseEverGranted()
+	if old := r.NotReading(ringstate.LeaseCommandVersion); gate && len(old) > 0 {
 		return fmt.Errorf("%w: claim-compactor %s refused before proposing: members %v do not advertise command "+
 			"version %d (they run a build from before the compactor lease, or their registration went through such "+
-			"a leader; the lease waits until every member runs this build and has registered or heartbeated "+
+			"a leader; the first lease waits until every member runs this build and has registered or heartbeated "+
 			"through a leader of it)", ringstate.ErrMixedVersions, cmd.Member, old, ringstate.LeaseCommandVersion)
 	}
 	var unnamed []ringstate.MemberID
@@ -588,6 +602,9 @@ func (n *Node) admitClaim(ctx context.Context, cmd *ringstate.Command) error {
 	if len(unnamed) > 0 {
 		return fmt.Errorf("%w: claim-compactor %s refused before proposing: its readers %v do not name members %v "+
 			"(the claimant's ring lags the leader's; retry)", ringstate.ErrMixedVersions, cmd.Member, cmd.Readers, unnamed)
+	}
+	if !gate {
+		return nil
 	}
 	conf, _, err := n.configuration(ctx)
 	if err != nil {
@@ -601,8 +618,8 @@ func (n *Node) admitClaim(ctx context.Context, cmd *ringstate.Command) error {
 	}
 	if len(outside) > 0 {
 		return fmt.Errorf("%w: claim-compactor %s refused before proposing: raft servers %v are not ring members, so "+
-			"nothing says which command versions they read (they joined and have not registered yet, or were "+
-			"forgotten by the ring and not removed from raft)", ringstate.ErrMixedVersions, cmd.Member, outside)
+			"nothing says which command versions they read; the first lease waits until each registers, or is "+
+			"removed from raft (ringctl remove) if it is not coming back", ringstate.ErrReplicaNotMember, cmd.Member, outside)
 	}
 	return nil
 }

@@ -48,6 +48,26 @@ func (r *Ring) NotReading(v uint32) []MemberID {
 	return out
 }
 
+// ErrReplicaNotMember is a claim of the compactor lease refused before proposing because a replica
+// of the ring's log (a Raft server) is not a member of the ring: it never advertised the command
+// versions it reads, so it may run a build that halts on the claim's entry. It wraps
+// ErrMixedVersions (CodeOf gives CodeMixedVersions), so callers that only ask whether every
+// replica reads the claim need not know it; the compactor tells the two apart to name why its
+// lease is blocked. Apply never returns it: the Raft configuration is not ring state.
+var ErrReplicaNotMember = fmt.Errorf("%w: a replica of the ring's log is not a ring member", ErrMixedVersions)
+
+// LeaseEverGranted reports whether a claim of the compactor lease was ever granted in this ring
+// (its epoch is above 0). The rolling-upgrade gate (raftfsm's admitClaim) applies only while it is
+// false: a grant is committed only in an entry of command version LeaseCommandVersion, and a ring
+// holding a lease is snapshotted in a version a build before the lease refuses, so from the first
+// grant on no replica of such a build can apply the log anyway, and the gate has nothing left to
+// protect.
+//
+// Every replica answers alike at every index: the epoch is ring state, set only by Apply, carried
+// by snapshots (WithCompactorLease), and it never decreases (a grant to another member adds one,
+// a renewal keeps it, and nothing else changes it — a removed holder keeps its epoch).
+func (r *Ring) LeaseEverGranted() bool { return r.lease.Epoch > 0 }
+
 // MemberIDs returns every member's id, sorted.
 func (r *Ring) MemberIDs() []MemberID {
 	out := make([]MemberID, len(r.members))

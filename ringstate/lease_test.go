@@ -167,7 +167,8 @@ func TestWithCompactorLease_RefusesBrokenLeases(t *testing.T) {
 // (including steps back) over 5 members, and checks after every Apply: two members never hold the
 // lease at once by ring time (a grant to a new holder happens only at or after the previous
 // holder's expiry, or once it is no longer a member), epochs strictly increase with each new
-// holder and never change on a renewal, and the lease survives Restore.
+// holder and never change on a renewal, the lease survives Restore, and LeaseEverGranted is true
+// exactly from the first grant on.
 func TestProperty_CompactorLease(t *testing.T) {
 	ids := []MemberID{"m0", "m1", "m2", "m3", "m4"}
 	for seed := range uint64(60) {
@@ -200,6 +201,18 @@ func TestProperty_CompactorLease(t *testing.T) {
 			}
 			if err == nil && c.Op == OpClaimCompactor {
 				grants++
+			}
+			// The upgrade gate's test: true exactly once some claim was granted, whatever came after
+			// (leaves, removal of the holder, refusals), and the same on a restored copy.
+			if next.LeaseEverGranted() != (grants > 0) {
+				t.Fatalf("seed %d step %d: LeaseEverGranted %v after %d grants", seed, step, next.LeaseEverGranted(), grants)
+			}
+			restored, err2 := Restore(next.Members(), next.TimeMs(), next.Recent())
+			if err2 == nil {
+				restored, err2 = restored.WithCompactorLease(next.CompactorLease())
+			}
+			if err2 != nil || restored.LeaseEverGranted() != (grants > 0) {
+				t.Fatalf("seed %d step %d: restored as from a snapshot: %v (LeaseEverGranted after %d grants)", seed, step, err2, grants)
 			}
 			got := next.CompactorLease()
 			at := next.TimeMs()
