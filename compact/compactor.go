@@ -11,6 +11,7 @@ import (
 	"path/filepath"
 	"slices"
 	"sync"
+	"syscall"
 	"time"
 
 	"github.com/oklog/ulid/v2"
@@ -107,7 +108,59 @@ type Deps struct {
 	// the lease expires in ring time, and every member judges time there alike, whatever its own
 	// clock says. nil: Now.
 	RingTimeMs func() int64
+	// FreeBytes returns the bytes free for this process on the filesystem of WorkDir, and the
+	// filesystem's size; nil: a statfs of WorkDir (workDirSpace). A job starts only when what it
+	// may write (jobSpaceFactor times its sources) leaves MinFreeDiskPercent of the filesystem free:
+	// the work directory sits on the data disk, beside the WAL.
+	FreeBytes func(dir string) (free, total uint64, err error)
+	// MinFreeDiskPercent is -blocks-storage.min-free-disk-percent, the headroom a job must leave.
+	MinFreeDiskPercent float64
 }
+
+// jobSpaceFactor bounds what a job writes into the work directory, in multiples of its sources'
+// bytes (every copy counted): the fetched sources (1), the merged block (at most 1: it holds each
+// sample once) and its parts (the merged block split by member: RF copies of each series, at most
+// the sources again, since the sources held every replica's copy; with a shared bucket one part,
+// the merged block itself). Compressed chunk bytes do not grow in a merge, so 3 is an upper bound
+// up to the index, which shrinks too when copies merge.
+const jobSpaceFactor = 3
+
+// workDirSpace is the default of Deps.FreeBytes.
+func workDirSpace(dir string) (free, total uint64, err error) {
+	if err := os.MkdirAll(dir, 0o755); err != nil {
+		return 0, 0, err
+	}
+	var st syscall.Statfs_t
+	if err := syscall.Statfs(dir, &st); err != nil {
+		return 0, 0, err
+	}
+	return st.Bavail * uint64(st.Bsize), st.Blocks * uint64(st.Bsize), nil
+}
+
+// checkSpace refuses a job whose worst-case writes (jobSpaceFactor times the sources' bytes) would
+// leave less than the headroom free on the work directory's filesystem. A filesystem that cannot
+// tell its free space is not a reason to refuse (the write itself then reports ENOSPC).
+func (c *Compactor) checkSpace(sources []Block) error {
+	var src int64
+	for _, b := range sources {
+		src += b.Meta.BlockSize()
+	}
+	need := uint64(src) * jobSpaceFactor
+	free, total, err := c.d.FreeBytes(c.d.WorkDir)
+	if err != nil || total == 0 {
+		return nil
+	}
+	headroom := uint64(float64(total) * c.d.MinFreeDiskPercent / 100)
+	if free < need+headroom {
+		return fmt.Errorf("%w: the job may write %d bytes into %s (%d times its %d sources' %d bytes), %d are free and %d (-blocks-storage.min-free-disk-percent=%v) must stay free",
+			ErrNoSpace, need, c.d.WorkDir, jobSpaceFactor, len(sources), src, free, headroom, c.d.MinFreeDiskPercent)
+	}
+	return nil
+}
+
+// ErrNoSpace is wrapped by the error of a job that did not start because the work directory's
+// filesystem has too little free space for it; nothing was fetched, stored or marked.
+var ErrNoSpace = errors.New("compact: not enough free disk space for the job")
 
 // callTimeout bounds a listing and a marking on one bucket, so that a member that stopped answering
 // (paused, partitioned) delays a run by at most this instead of holding it for ever. Fetches and
@@ -192,6 +245,9 @@ func New(cfg Config, d Deps) (*Compactor, error) {
 	if d.RingTimeMs == nil {
 		now := d.Now
 		d.RingTimeMs = func() int64 { return now().UnixMilli() }
+	}
+	if d.FreeBytes == nil {
+		d.FreeBytes = workDirSpace
 	}
 	if d.Registerer == nil {
 		d.Registerer = prometheus.NewRegistry()
@@ -531,6 +587,9 @@ func (c *Compactor) runJob(ctx context.Context, cl Cluster, buckets map[string]B
 		}
 	}()
 	sources := j.Blocks()
+	if err := c.checkSpace(sources); err != nil {
+		return err
+	}
 	var dirs []string
 	var srcIDs []string
 	for _, b := range sources {

@@ -251,6 +251,8 @@ type cluster struct {
 	stillPlaceable func(ctx context.Context, members []string) error
 	// ringTimeMs is the compactor's ring time (nil: its clock).
 	ringTimeMs func() int64
+	// freeBytes is the compactor's view of its work directory's free space (nil: statfs).
+	freeBytes func(dir string) (free, total uint64, err error)
 }
 
 func newCluster(t *testing.T, nSeries int) *cluster {
@@ -508,6 +510,7 @@ func (c *cluster) compactor(now int64, retention time.Duration, reg prometheus.R
 		},
 		WorkDir: filepath.Join(c.root, "work"), FlushPeriod: 2 * time.Hour, Registerer: reg,
 		Now: func() time.Time { return time.UnixMilli(now) }, RingTimeMs: c.ringTimeMs,
+		FreeBytes: c.freeBytes, MinFreeDiskPercent: 5,
 	})
 	if err != nil {
 		c.t.Fatal(err)
@@ -866,6 +869,49 @@ func TestCompactor_MemberLeavingDuringTheJob_NothingMarked(t *testing.T) {
 		t.Fatal("the next run marked nothing")
 	}
 	sameAnswer(t, "after the next run", before, c.answer("t1"))
+}
+
+// TestCompactor_NoSpace_JobNotStarted: a job whose worst-case writes (3 times its sources) would
+// leave less than the headroom free on the work directory's filesystem — the data disk, beside the
+// WAL — does not start: nothing fetched, stored or marked, the run fails naming the space; with
+// room the same job runs.
+func TestCompactor_NoSpace_JobNotStarted(t *testing.T) {
+	c := newCluster(t, 120)
+	c.flush("t1", t0, t0+2*hour, nil)
+	before := c.answer("t1")
+	ids := c.allIDs("t1")
+	var src int64
+	for id := range c.buckets {
+		for _, m := range c.blocksOf(id, "t1") {
+			src += m.BlockSize()
+		}
+	}
+	const total = 100 << 30 // a 100 GiB filesystem: 5% headroom is 5 GiB
+	headroom := uint64(total / 20)
+	c.freeBytes = func(string) (uint64, uint64, error) { return headroom + 3*uint64(src) - 1, total, nil }
+	err := c.compactor(t0+5*hour, 0, nil).RunOnce(context.Background(), 1)
+	if !errors.Is(err, compact.ErrNoSpace) || !strings.Contains(err.Error(), "min-free-disk-percent") {
+		t.Fatalf("RunOnce one byte short of room: %v, want ErrNoSpace naming the flag", err)
+	}
+	if marked := c.markedBlocks("t1"); len(marked) != 0 {
+		t.Fatalf("sources marked by a job that had no room: %v", marked)
+	}
+	if got := c.allIDs("t1"); !slices.Equal(got, ids) {
+		t.Fatalf("blocks changed by a job that had no room: %v, want %v", got, ids)
+	}
+	if ents, _ := os.ReadDir(filepath.Join(c.root, "work")); len(ents) != 0 {
+		t.Fatalf("the job wrote into its work directory: %v", ents)
+	}
+	sameAnswer(t, "after the refused job", before, c.answer("t1"))
+
+	c.freeBytes = func(string) (uint64, uint64, error) { return headroom + 3*uint64(src), total, nil }
+	if err := c.compactor(t0+5*hour, 0, nil).RunOnce(context.Background(), 1); err != nil {
+		t.Fatalf("RunOnce with exactly enough room: %v", err)
+	}
+	if marked := c.markedBlocks("t1"); len(marked) == 0 {
+		t.Fatal("the job with room marked nothing")
+	}
+	sameAnswer(t, "after the job", before, c.answer("t1"))
 }
 
 // TestCompactor_RetentionAndCompletenessInRingTime: the compactor judges retention and whether a

@@ -94,6 +94,9 @@ func (s *Server) runCompactor(ctx context.Context) (stop func()) {
 		Logger:      log,
 		Now:         s.cfg.Clock,
 		RingTimeMs:  func() int64 { return s.node.Ring().TimeMs() },
+		// The work directory is on the data disk, beside the WAL: a job leaves the same headroom a
+		// block store from another member must.
+		MinFreeDiskPercent: s.cfg.Transfer.Blocks.MinFreeDiskPercent,
 	})
 	if err != nil {
 		log.Error("the compactor does not run", "err", err)
