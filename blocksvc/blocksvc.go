@@ -56,9 +56,9 @@ const (
 	DefaultMinFreeDiskPercent = 5
 	// DefaultMinStoreRate is the slowest a StoreBlock may receive on average: a store must end
 	// within the idle timeout plus its declared size at this rate, so a peer that trickles one
-	// message per idle timeout cannot hold a store slot for ever. It matches the sender's own
-	// limit (Mover: 30s plus a second per MiB), so the receiver never cuts a store its sender
-	// still waits for.
+	// message per idle timeout cannot hold a store slot for ever. The sender's own limit (Mover,
+	// storeTimeout) covers the wait for a slot and this whole limit, so the sender never gives up
+	// a store the receiver still counts as on time.
 	DefaultMinStoreRate = 1 << 20
 )
 
@@ -137,6 +137,7 @@ type Metrics struct {
 	sentBytes, receivedBytes                 prometheus.Counter
 	refused                                  *prometheus.CounterVec // reason
 	moved                                    *prometheus.CounterVec // why: handover, leave
+	unmovable                                *prometheus.CounterVec // reason: invalid, too_large
 }
 
 // NewMetrics creates the metrics and registers them on reg (nil: unregistered).
@@ -174,10 +175,14 @@ func NewMetrics(reg prometheus.Registerer) (*Metrics, error) {
 			Name: "raftingest_blocks_moved_total",
 			Help: "Blocks a leaving member made durable on other members, by why: handover (to its joiner) or leave (split by series among the members that take over its series, when no joiner came; a block counts once however many members its series went to).",
 		}, []string{"why"}),
+		unmovable: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "raftingest_blocks_unmovable_total",
+			Help: "Blocks a leaving member could not move because of the block itself, by reason, once per move attempt: invalid (corrupt: it does not read, or a member found it invalid; it is left behind and the leave goes on) or too_large (above the receivers' -blocks-storage.max-block-upload-bytes; the member stays LEAVING until they take it). Each is logged with its name.",
+		}, []string{"reason"}),
 	}
 	if reg != nil {
 		for _, c := range []prometheus.Collector{m.sentBlocks, m.receivedBlocks, m.markedBlocks, m.cleanedBlocks, m.sentBytes,
-			m.receivedBytes, m.refused, m.moved} {
+			m.receivedBytes, m.refused, m.moved, m.unmovable} {
 			if err := reg.Register(c); err != nil {
 				return nil, err
 			}

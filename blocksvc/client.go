@@ -63,7 +63,8 @@ func List(ctx context.Context, c blockspb.BlocksClient, tenantID string) ([]Info
 // Fetch downloads block id of tenantID from c into parentDir/<ULID>, verified; it returns that
 // path. The block is received into a hidden directory of parentDir under the same checks as
 // StoreBlock (header against maxBytes — the configured -blocks-storage.max-block-upload-bytes; 0
-// or less: DefaultMaxBlockUploadBytes — and the free space, pieces in order,
+// or less: DefaultMaxBlockUploadBytes — and the free space, keeping DefaultMinFreeDiskPercent of
+// the filesystem free, pieces in order,
 // sizes, the block opening with every chunk decoding) and renamed into place only then; a
 // directory parentDir/<ULID> already there is replaced (blocks are immutable: it held the same
 // block, or a broken copy). Nothing is left behind on error. Each message must come within
@@ -94,7 +95,7 @@ func Fetch(ctx context.Context, c blockspb.BlocksClient, tenantID string, id uli
 	if err := os.MkdirAll(parentDir, 0o755); err != nil {
 		return "", fmt.Errorf("blocksvc: fetch block %s: %w", id, err)
 	}
-	if err := checkFreeSpace(parentDir, h.total); err != nil {
+	if err := checkFreeSpace(statFS, parentDir, h.total, DefaultMinFreeDiskPercent); err != nil {
 		return "", fmt.Errorf("blocksvc: fetch block %s of tenant %q: %w", id, tenantID, err)
 	}
 	tmp, err := os.MkdirTemp(parentDir, "."+id.String()+".fetch-")

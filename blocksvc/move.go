@@ -10,6 +10,7 @@ import (
 	"path/filepath"
 	"slices"
 	"strconv"
+	"strings"
 	"time"
 
 	"github.com/oklog/ulid/v2"
@@ -100,6 +101,26 @@ type Moved struct {
 	Copies         int   // blocks made durable on a target (a block on two targets counts twice)
 	AlreadyPresent int   // of Copies, those the target had before
 	Bytes          int64 // bytes of the copies sent (already present ones not included)
+	// Abandoned names the blocks ("<tenant>/<ULID>") left behind because they are corrupt: they do
+	// not read here, or a receiver found them invalid (see abandon).
+	Abandoned []string
+	// Whole counts the blocks sent whole, without a split, for lack of disk space to split them.
+	Whole int
+}
+
+// abandon records that local block b is left behind because it is corrupt (err says how): it does
+// not read here, or a member found it invalid (InvalidArgument), which every member would, since
+// all check a block the same way. Retrying it, or offering it to other members, cannot succeed and
+// used to give up each member in turn and strand every later block, keeping the leaver LEAVING for
+// ever. Leaving it behind loses no sample that queries could read: a querier reading this bucket
+// fails on the same corruption, and each of its series has its other replicas, which flushed
+// their own copies. It is logged as an error naming the block, and counted in
+// raftingest_blocks_unmovable_total{reason="invalid"}.
+func (m *Mover) abandon(mv *Moved, b LocalBlock, err error) {
+	mv.Abandoned = append(mv.Abandoned, blockKey(b))
+	m.Metrics.unmovable.WithLabelValues(refusedInvalid).Inc()
+	m.log().Error("a block is corrupt (it does not read here, or a member found it invalid): it is left behind and leaves with this member; its series have their other replicas",
+		"tenant", b.Tenant, "block", b.ID, "dir", b.Dir, "err", err)
 }
 
 // Mover sends the blocks of a leaving member's node-local bucket to other members.
@@ -117,6 +138,12 @@ type Mover struct {
 	// for the rest of the move (0: 3). Backoff is the first wait between attempts, doubling (0: 500ms).
 	Attempts int
 	Backoff  time.Duration
+	// MinFreeDiskPercent is the share of WorkDir's filesystem Evacuate keeps free when it splits a
+	// block there (the WAL and the bucket usually share it); a block whose split would not fit is
+	// sent whole instead (0: none kept).
+	MinFreeDiskPercent float64
+	// statFS replaces the filesystem statistics in tests (nil: statFS).
+	statFS func(dir string) (fsStat, error)
 }
 
 func (m *Mover) attempts() int {
@@ -133,11 +160,17 @@ func (m *Mover) log() *slog.Logger {
 	return m.Logger
 }
 
-// storeTimeout bounds one Store of a block of n bytes: 30s, plus a second per MiB. A member that
-// takes a block slower than 1 MiB/s, or does not answer at all (a network that drops packets
-// leaves the stream hanging, not failing), is taken as failing; receiving and verifying runs at
-// about 120 MB/s (BenchmarkStoreBlock).
-func storeTimeout(n int64) time.Duration { return 30*time.Second + time.Duration(n>>20)*time.Second }
+// storeTimeout bounds one Store of a block of n bytes. A member that takes a block slower than
+// 1 MiB/s, or does not answer at all (a network that drops packets leaves the stream hanging, not
+// failing), is taken as failing; receiving and verifying runs at about 120 MB/s
+// (BenchmarkStoreBlock). It is never shorter than what a receiver with the default configuration
+// may take without failing: up to DefaultIdleTimeout waiting for a store slot, then
+// DefaultIdleTimeout plus the size at DefaultMinStoreRate to receive; 10s more for verifying and
+// uploading. It used to be 30s plus a second per MiB, so a small store waiting its turn at a busy
+// member timed out on the sender after 30s, and the member was given up.
+func storeTimeout(n int64) time.Duration {
+	return 2*DefaultIdleTimeout + 10*time.Second + time.Duration(float64(max(n, 0))/DefaultMinStoreRate*float64(time.Second))
+}
 
 // errGone: a local block was marked for deletion, or deleted (its meta.json first), while it was
 // being moved — the compactor replaced it, and the merged block is elsewhere already. It is
@@ -153,10 +186,36 @@ func (b LocalBlock) gone() bool {
 	return errors.Is(err, fs.ErrNotExist)
 }
 
+// refusedError is a store refused because of the block, not the member (refusalOf): the block
+// is corrupt (refusedInvalid) or above the receiver's size limit (refusedTooLarge). The Mover
+// gives up the block, never the member.
+type refusedError struct {
+	reason string // refusedInvalid or refusedTooLarge
+	err    error
+}
+
+func (e *refusedError) Error() string { return e.err.Error() }
+func (e *refusedError) Unwrap() error { return e.err }
+
+// refusal returns why err says the block itself cannot be moved: refusedInvalid when a receiver
+// found it invalid or it does not read here (storage.ErrUnreadableBlock), refusedTooLarge when it
+// is above a receiver's size limit, "" otherwise.
+func refusal(err error) string {
+	var re *refusedError
+	switch {
+	case errors.As(err, &re):
+		return re.reason
+	case errors.Is(err, storage.ErrUnreadableBlock):
+		return refusedInvalid
+	}
+	return ""
+}
+
 // storeWithRetry stores b on t, up to Attempts times with doubling backoff. It returns errGone,
 // without blaming t, when gone reports that the local block b comes from was marked or deleted
 // meanwhile. A member that answers FailedPrecondition (it is leaving, and takes no block any more)
-// is not asked again.
+// is not asked again, and neither is one that refuses the block itself (a *refusedError: it is
+// invalid or too large, which every member would answer).
 func (m *Mover) storeWithRetry(ctx context.Context, b LocalBlock, t Target, gone func() bool) (present bool, err error) {
 	wait := m.Backoff
 	if wait <= 0 {
@@ -198,6 +257,10 @@ func (m *Mover) storeWithRetry(ctx context.Context, b LocalBlock, t Target, gone
 		}
 		if status.Code(err) == codes.FailedPrecondition {
 			return false, fmt.Errorf("member %s refuses blocks: %w", t.ID, err)
+		}
+		if r := refusalOf(err); r != "" {
+			// Every member checks a block the same way: asking again, or another member, is no use.
+			return false, &refusedError{reason: r, err: fmt.Errorf("member %s refuses the block itself: %w", t.ID, err)}
 		}
 		m.log().Warn("could not store a block on a member; retrying", "tenant", b.Tenant, "block", b.ID,
 			"member", t.ID, "attempt", attempt+1, "of", m.attempts(), "err", err)
@@ -266,6 +329,11 @@ func (m *Mover) HandOver(ctx context.Context, joiner Target) (Moved, error) {
 			m.log().Info("block deleted locally while handed over (compacted); skipped", "tenant", b.Tenant, "block", b.ID)
 			return nil
 		}
+		if refusal(err) == refusedInvalid {
+			// The joiner found the block corrupt; every member would. See abandon.
+			m.abandon(&mv, b, err)
+			return nil
+		}
 		if err != nil {
 			return fmt.Errorf("blocksvc: hand block %s of tenant %q over to %s: %w", b.ID, b.Tenant, joiner.ID, err)
 		}
@@ -291,8 +359,12 @@ func (mv *Moved) add(b LocalBlock, present bool) {
 	}
 }
 
+// maxNamedStranded bounds the stranded blocks an Evacuate error names (all are logged).
+const maxNamedStranded = 10
+
 // ErrStranded is returned by Evacuate when some series of a block could be stored on no other
-// member: the leaver must not leave.
+// member, or a block is above the size limit of the members that must take it: the leaver must
+// not leave.
 var ErrStranded = errors.New("blocksvc: a block could be stored on no other member")
 
 // Placement chooses the member that takes a leaver's copy of one series of tenant in the flush
@@ -315,17 +387,29 @@ func (m *Mover) workDir() string {
 // series (storage.SplitBlock, as the compactor splits its results) and each series sent to one
 // member only — its successor, the member that enters its replication set once this one is gone —
 // so a leave writes about one copy of this member's data in total and every series it held
-// regains RF distinct copies. The parts keep the block's compaction (level, sources) and its
-// compaction group (the block's own ULID for a flushed block), so the planner reads them as the
-// one block they replace.
+// regains RF distinct copies.
+//
+// The parts keep the block's level and sources but get a compaction group of this move's own
+// (storage.LeaveGroup: "<the block's group>/leave-<move ULID>"): the planner then finds the
+// block's window holding two groups and merges it once more, which removes what a leave cannot
+// get right on its own — duplicates of a retried or interrupted move (parts are re-sent under new
+// ULIDs), a series two leavers at once both sent to the same member — and puts each series back
+// on exactly its replication set. Keeping the block's group made the window look compacted, and
+// such copies stayed for ever.
+//
+// A block is split in WorkDir, which needs up to about twice its size free there (its parts, and
+// a second split of one that a member failed) on top of MinFreeDiskPercent; when that is not free
+// (a leaver draining a full disk) the block is sent whole, unsplit, to every member place names
+// for one of its series (more bytes on the wire, none on this disk; the re-merge above trims the
+// copies).
 //
 // A member that fails a part Attempts times, or refuses blocks (it is leaving too), is given up
 // for the rest of the move: its part is split again and each of its series goes where place says
-// with that member skipped. A block with a series no member can take is stranded; Evacuate tries
-// every block, then fails with ErrStranded: the caller must not leave, and retries later. The
-// bucket is listed again after each pass (see HandOver). A retried move sends the parts again
-// under new ULIDs: the duplicates are harmless (queries merge replicas; the compactor merges
-// them away).
+// with that member skipped. A refusal of the block itself is not held against the member (see
+// refusedError): a corrupt block is left behind (Moved.Abandoned, see abandon) and the move goes
+// on; a block above a receiver's size limit, or with a series no member can take, is stranded.
+// Evacuate tries every block, then fails with ErrStranded naming the stranded blocks: the caller
+// must not leave, and retries later. The bucket is listed again after each pass (see HandOver).
 func (m *Mover) Evacuate(ctx context.Context, place Placement) (Moved, error) {
 	work := m.workDir()
 	if err := os.RemoveAll(work); err != nil {
@@ -341,15 +425,23 @@ func (m *Mover) Evacuate(ctx context.Context, place Placement) (Moved, error) {
 		stranded []string
 		start    = time.Now()
 		seq      int
+		move     = ulid.Make() // names this move's compaction groups
 	)
 	n, err := m.passes(ctx, func(b LocalBlock) error {
 		seq++
-		err := m.placeSeries(ctx, b, b.Dir, filepath.Join(work, strconv.Itoa(seq)), place, failed, &mv)
+		err := m.moveBlock(ctx, b, filepath.Join(work, strconv.Itoa(seq)), move, place, failed, &mv)
 		switch {
 		case ctx.Err() != nil:
 			return ctx.Err()
 		case errors.Is(err, errGone) || (err != nil && b.gone()):
 			m.log().Info("block deleted locally while moved (compacted); skipped", "tenant", b.Tenant, "block", b.ID)
+		case refusal(err) == refusedInvalid:
+			m.abandon(&mv, b, err)
+		case refusal(err) == refusedTooLarge:
+			m.Metrics.unmovable.WithLabelValues(refusedTooLarge).Inc()
+			m.log().Error("a block is larger than the members that must take it accept: this member stays LEAVING until they do ("+
+				tooLargeFlagAdvice+")", "tenant", b.Tenant, "block", b.ID, "bytes", b.Bytes, "err", err)
+			stranded = append(stranded, fmt.Sprintf("%s: too large (%d bytes; %s): %v", blockKey(b), b.Bytes, tooLargeFlagAdvice, err))
 		case err != nil:
 			m.log().Error("block could not be moved to the members that take over its series", "tenant", b.Tenant,
 				"block", b.ID, "err", err)
@@ -368,48 +460,125 @@ func (m *Mover) Evacuate(ctx context.Context, place Placement) (Moved, error) {
 		for _, id := range sortedMapKeys(failed) {
 			errs = append(errs, fmt.Errorf("%s: %w", id, failed[id]))
 		}
-		return mv, fmt.Errorf("%w: %d of %d blocks (first %s); members given up: %w", ErrStranded, len(stranded), n,
-			stranded[0], errors.Join(errs...))
+		// Each stranded block was logged with its error; the error names the first few.
+		named := stranded
+		if len(named) > maxNamedStranded {
+			named = append(named[:maxNamedStranded:maxNamedStranded], fmt.Sprintf("and %d more, each logged", len(stranded)-maxNamedStranded))
+		}
+		return mv, fmt.Errorf("%w: %d of %d blocks (%s); members given up: %v", ErrStranded, len(stranded), n,
+			strings.Join(named, "; "), errors.Join(errs...))
 	}
 	m.log().Info("blocks moved, each series to the member that takes it over", "blocks", mv.Blocks, "parts", mv.Copies,
-		"already_present", mv.AlreadyPresent, "bytes", mv.Bytes, "members_given_up", sortedMapKeys(failed),
-		"took", time.Since(start).Round(time.Millisecond))
+		"already_present", mv.AlreadyPresent, "bytes", mv.Bytes, "sent_whole", mv.Whole, "abandoned_corrupt", mv.Abandoned,
+		"members_given_up", sortedMapKeys(failed), "took", time.Since(start).Round(time.Millisecond))
 	return mv, nil
 }
 
-// placeSeries splits the block in src (b itself, or a part of it) into one part per member place
-// chooses, under out, and stores each part on its member. A part whose member fails is split
-// again, with that member skipped; each round gives up at least one more member, so the recursion
-// is at most as deep as there are members.
-func (m *Mover) placeSeries(ctx context.Context, b LocalBlock, src, out string, place Placement, failed map[string]error, mv *Moved) error {
-	raw, err := os.ReadFile(filepath.Join(src, storage.MetaFilename))
+// moveBlock moves local block b for Evacuate: split into out when the work directory has room
+// (placeSeries), else whole (placeWhole).
+func (m *Mover) moveBlock(ctx context.Context, b LocalBlock, out string, move ulid.ULID, place Placement, failed map[string]error, mv *Moved) error {
+	raw, err := os.ReadFile(filepath.Join(b.Dir, storage.MetaFilename))
 	if err != nil {
 		return fmt.Errorf("reading its meta.json: %w", err)
 	}
 	meta, err := storage.ReadMeta(raw)
 	if err != nil {
-		return fmt.Errorf("reading its meta.json: %w", err)
+		return fmt.Errorf("%w: reading its meta.json: %w", storage.ErrUnreadableBlock, err)
 	}
 	group := storage.CompactionGroup(&meta.BlockMeta)
 	if group == "" {
-		// A flushed block is its own group, keyed by its ULID: its parts, one per member, are read
-		// by the planner as that one block.
-		group = meta.ULID.String()
+		group = meta.ULID.String() // a flushed block is a group of its own, keyed by its ULID
 	}
+	if room, why := m.roomToSplit(b.Bytes); !room {
+		m.log().Warn("not enough free disk space to split a block by series: sending it whole to every member that takes one of its series",
+			"tenant", b.Tenant, "block", b.ID, "bytes", b.Bytes, "why", why)
+		return m.placeWhole(ctx, b, place, failed, mv)
+	}
+	return m.placeSeries(ctx, b, b.Dir, out, storage.LeaveGroup(group, move), place, failed, mv)
+}
+
+// roomToSplit reports whether the work directory's filesystem can take a split of a block of n
+// bytes: twice n (its parts, and a second split of one part a member failed; parts repeat a little
+// index each) with MinFreeDiskPercent of the filesystem still free. A filesystem that cannot tell
+// its free space is taken as having room.
+func (m *Mover) roomToSplit(n int64) (bool, string) {
+	stat := m.statFS
+	if stat == nil {
+		stat = statFS
+	}
+	st, err := stat(m.workDir())
+	if err != nil {
+		return true, ""
+	}
+	need := 2*uint64(max(n, 0)) + uint64(m.MinFreeDiskPercent/100*float64(st.total))
+	if st.free < need {
+		return false, fmt.Sprintf("%d bytes free in %s, %d needed (twice the block, and %v%% of the filesystem kept free)",
+			st.free, m.workDir(), need, m.MinFreeDiskPercent)
+	}
+	return true, ""
+}
+
+// placeWhole stores local block b, as it is, on every member place names for one of its series
+// (reading only its index: nothing is written on this disk). A member that fails is given up and
+// the members are chosen again without it, until every series' member holds the block. The copies
+// keep the block's ULID and group: each member holding more than its series is harmless (queries
+// merge replicas) and trimmed by the compactor's next merge of the window.
+func (m *Mover) placeWhole(ctx context.Context, b LocalBlock, place Placement, failed map[string]error, mv *Moved) error {
+	stored := map[string]bool{}
+	for {
+		skip := func(id string) bool { return failed[id] != nil }
+		targets := map[string]Target{}
+		var unplaced error
+		if err := storage.BlockSeries(ctx, b.Dir, func(lset labels.Labels) {
+			if t, ok := place(b.Tenant, lset, skip); ok {
+				targets[t.ID] = t
+			} else if unplaced == nil {
+				unplaced = fmt.Errorf("series %s has no member left to take it", lset)
+			}
+		}); err != nil {
+			return err
+		}
+		if unplaced != nil {
+			return unplaced
+		}
+		again := false
+		for _, id := range sortedMapKeys(targets) {
+			if stored[id] {
+				continue
+			}
+			present, err := m.storeWithRetry(ctx, b, targets[id], b.gone)
+			switch {
+			case err == nil:
+				stored[id] = true
+				mv.add(b, present)
+				continue
+			case errors.Is(err, errGone) || ctx.Err() != nil || refusal(err) != "":
+				return err
+			}
+			failed[id] = err
+			m.log().Warn("giving up storing blocks on a member for this leave; its series go to other members",
+				"member", id, "err", err)
+			again = true
+		}
+		if !again {
+			mv.Whole++
+			return nil
+		}
+	}
+}
+
+// placeSeries splits the block in src (b itself, or a part of it) into one part per member place
+// chooses, under out, with compaction group group, and stores each part on its member. A part
+// whose member fails is split again, with that member skipped; each round gives up at least one
+// more member, so the recursion is at most as deep as there are members. A series place finds no
+// member for fails the split (SplitBlock refuses to drop a series).
+func (m *Mover) placeSeries(ctx context.Context, b LocalBlock, src, out, group string, place Placement, failed map[string]error, mv *Moved) error {
 	skip := func(id string) bool { return failed[id] != nil }
 	targets := map[string]Target{}
-	var (
-		unplaced      int
-		firstUnplaced labels.Labels
-	)
 	parts, err := storage.SplitBlock(ctx, src, out, storage.SplitOptions{Tenant: b.Tenant, Group: group, Logger: m.log(),
 		Place: func(lset labels.Labels) []string {
 			t, ok := place(b.Tenant, lset, skip)
 			if !ok {
-				if unplaced == 0 {
-					firstUnplaced = lset.Copy()
-				}
-				unplaced++
 				return nil
 			}
 			targets[t.ID] = t
@@ -419,9 +588,6 @@ func (m *Mover) placeSeries(ctx context.Context, b LocalBlock, src, out string, 
 		return fmt.Errorf("splitting it by series: %w", err)
 	}
 	defer os.RemoveAll(out)
-	if unplaced > 0 {
-		return fmt.Errorf("%d series (first %s) have no member left to take them", unplaced, firstUnplaced)
-	}
 	for _, id := range sortedMapKeys(parts) {
 		pm := parts[id]
 		pdir := filepath.Join(out, id, pm.ULID.String())
@@ -435,13 +601,15 @@ func (m *Mover) placeSeries(ctx context.Context, b LocalBlock, src, out string, 
 		case err == nil:
 			mv.add(part, present)
 			continue
-		case errors.Is(err, errGone) || ctx.Err() != nil:
+		case errors.Is(err, errGone) || ctx.Err() != nil || refusal(err) != "":
+			// A refusal of the part itself is the block's, not the member's: another member
+			// would refuse it too.
 			return err
 		}
 		failed[id] = err
 		m.log().Warn("giving up storing blocks on a member for this leave; its series go to other members",
 			"member", id, "err", err)
-		if err := m.placeSeries(ctx, b, pdir, filepath.Join(out, id+"-again"), place, failed, mv); err != nil {
+		if err := m.placeSeries(ctx, b, pdir, filepath.Join(out, id+"-again"), group, place, failed, mv); err != nil {
 			return err
 		}
 	}

@@ -293,7 +293,10 @@ func TestMover_Evacuate(t *testing.T) {
 	}
 	t.Logf("sent %d bytes in %d parts for %d bytes in %d blocks (%.2fx)", got.Bytes, got.Copies, srcBytes, got.Blocks,
 		float64(got.Bytes)/float64(srcBytes))
-	// The parts keep each block's compaction group, so the planner reads them as the block itself.
+	// The parts get a compaction group of this move's own, "<the source block's group>/leave-<move>"
+	// (one move id for all), so the planner merges each window once more and removes what a leave
+	// put in the wrong place; keeping the source's group left the window looking compacted.
+	moves := map[string]bool{}
 	for _, n := range nodes {
 		blocks, err := LocalBlocks(n.bucketDir)
 		if err != nil {
@@ -308,10 +311,16 @@ func TestMover_Evacuate(t *testing.T) {
 			if err != nil {
 				t.Fatal(err)
 			}
-			if g := storage.CompactionGroup(&m.BlockMeta); !slices.Contains(srcIDs, g) {
-				t.Fatalf("part %s has compaction group %q, want one of the source blocks' %v", lb.ID, g, srcIDs)
+			g := storage.CompactionGroup(&m.BlockMeta)
+			base, move, ok := strings.Cut(g, "/leave-")
+			if _, err := ulid.ParseStrict(move); !ok || err != nil || !slices.Contains(srcIDs, base) {
+				t.Fatalf("part %s has compaction group %q, want <one of the source blocks' %v>/leave-<move ULID>", lb.ID, g, srcIDs)
 			}
+			moves[move] = true
 		}
+	}
+	if len(moves) != 1 {
+		t.Fatalf("the parts name %d moves, want 1: %v", len(moves), moves)
 	}
 	requireEmpty(t, "work directory", mv.WorkDir)
 
@@ -331,7 +340,9 @@ func TestMover_EvacuateSkipsALeavingMember(t *testing.T) {
 	src, _ := leaverBucket(t)
 	want, _ := seriesSamples(t, src)
 	leaving := startNode(t, Config{}, nil)
-	leaving.srv.StopAccepting("test: leaving")
+	if err := leaving.srv.StopAccepting(t.Context(), "test: leaving"); err != nil {
+		t.Fatal(err)
+	}
 	a := startNode(t, Config{}, nil)
 	mv := testMover(t, src)
 	mv.WorkDir = filepath.Join(t.TempDir(), "work")

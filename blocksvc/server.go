@@ -15,6 +15,7 @@ import (
 
 	"github.com/oklog/ulid/v2"
 	"github.com/thanos-io/objstore"
+	"google.golang.org/genproto/googleapis/rpc/errdetails"
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
 
@@ -76,6 +77,9 @@ type Server struct {
 	// block a store accepted is in the bucket, and no store accepts another.
 	commit  sync.RWMutex
 	stopped atomic.Pointer[string] // StopAccepting's reason
+
+	// locks serialise a store's upload with the sweep of the same block (storage.BlockLocks).
+	locks storage.BlockLocks
 }
 
 var _ blockspb.BlocksServer = (*Server)(nil)
@@ -116,11 +120,25 @@ func NewServer(cfg Config, d Deps) (*Server, error) {
 // it before it lists its blocks to move them: after it, the bucket gains no block from another
 // member (Deps.Accepting says the same once the ring shows the leave, but a follower's ring may
 // lag the commit that made it LEAVING).
-func (s *Server) StopAccepting(reason string) {
+//
+// When ctx ends first (a store's upload into the local bucket hangs) it returns an error naming
+// the wait: the caller must not list its blocks then. Stores stay refused either way, and a later
+// call waits again.
+func (s *Server) StopAccepting(ctx context.Context, reason string) error {
 	s.stopped.Store(&reason)
-	s.commit.Lock()
-	//lint:ignore SA2001 an empty critical section: waiting for the stores that hold commit shared is the point
-	s.commit.Unlock()
+	done := make(chan struct{})
+	go func() {
+		s.commit.Lock()
+		//lint:ignore SA2001 an empty critical section: waiting for the stores that hold commit shared is the point
+		s.commit.Unlock()
+		close(done)
+	}()
+	select {
+	case <-done:
+		return nil
+	case <-ctx.Done():
+		return fmt.Errorf("blocksvc: stores in progress did not put their blocks in the bucket before the leave had to list it: %w", context.Cause(ctx))
+	}
 }
 
 // accepting is nil, or why this member takes no block now.
@@ -206,7 +224,7 @@ func (s *Server) StoreBlock(stream blockspb.Blocks_StoreBlockServer) (err error)
 	if err != nil {
 		if errors.Is(err, ErrTooLarge) {
 			reason = "limit"
-			return status.Error(codes.ResourceExhausted, err.Error())
+			return tooLargeStatus(err)
 		}
 		reason = "invalid"
 		return status.Error(codes.InvalidArgument, err.Error())
@@ -276,6 +294,25 @@ func (s *Server) StoreBlock(stream blockspb.Blocks_StoreBlockServer) (err error)
 	if err := s.accepting(); err != nil {
 		reason = "leaving"
 		return status.Error(codes.FailedPrecondition, err.Error())
+	}
+	// The block's lock, shared with the sweeper (storage.BlockLocks), until meta.json is in: a
+	// sweep must neither delete what this upload writes (it judged the directory partial or marked
+	// before) nor leave its own half-done deletion under the new block.
+	unlock := s.locks.Lock(h.tenant, h.id)
+	defer unlock()
+	switch ok, err := s.d.Bucket.Exists(ctx, metaKey); {
+	case err != nil:
+		reason = "error"
+		return status.Errorf(codes.Unavailable, "blocksvc: block %s of tenant %q: bucket: %v", h.id, h.tenant, err)
+	case ok:
+		log.Debug("block stored in the bucket meanwhile")
+		return stream.SendAndClose(&blockspb.StoreBlockResponse{AlreadyPresent: true})
+	}
+	// Leftovers of this ULID — an upload cut short, or a deletion cut short (its mark would make
+	// the new block deleted at the next sweep) — go first, so the block starts clean.
+	if _, err := storage.DeleteBlock(ctx, s.d.Bucket, h.tenant, h.id); err != nil {
+		reason = "error"
+		return status.Errorf(codes.Unavailable, "blocksvc: block %s of tenant %q: removing the leftovers of an earlier upload: %v", h.id, h.tenant, err)
 	}
 	if err := storage.UploadBlock(ctx, s.d.Bucket, h.tenant, dir, h.uploadMeta()); err != nil {
 		reason = "error"
@@ -540,7 +577,7 @@ func (s *Server) DeleteBlocks(ctx context.Context, req *blockspb.DeleteBlocksReq
 // bucket whose deletion mark is at least Deps.DeletionDelay old, and returns how many. A block it
 // could not delete is found again by the next sweep; the error joins every failure.
 func (s *Server) Sweep(ctx context.Context) (int, error) {
-	swept, err := storage.SweepDeletionMarked(ctx, s.d.Bucket, s.d.DeletionDelay, s.d.Now(), s.log)
+	swept, err := storage.SweepDeletionMarkedLocked(ctx, s.d.Bucket, s.d.DeletionDelay, s.d.Now(), s.log, &s.locks)
 	for _, b := range swept {
 		if b.Partial {
 			continue // logged by the sweep itself
@@ -578,4 +615,52 @@ func (s *Server) RunSweeper(ctx context.Context) {
 		case <-t.C:
 		}
 	}
+}
+
+// Reasons of the google.rpc.ErrorInfo a StoreBlock refusal carries when the block itself is the
+// cause (any member would refuse it), in domain errorDomain. A sender gives up the block, not the
+// member (Mover, refusalOf).
+const (
+	errorDomain        = "raftingest.blocks"
+	reasonTooLarge     = "BLOCK_TOO_LARGE"
+	refusedInvalid     = "invalid"   // refusalOf: the block does not verify (or does not read here)
+	refusedTooLarge    = "too_large" // refusalOf: the block is above the receiver's size limit
+	tooLargeFlagAdvice = "raise -blocks-storage.max-block-upload-bytes on the members that take it"
+)
+
+// tooLargeStatus is the ResourceExhausted refusal of a block above -blocks-storage.max-block-upload-bytes.
+// It shares its code with refusals for lack of space or of a store slot, which are the member's
+// state, not the block's; the ErrorInfo detail tells them apart.
+func tooLargeStatus(err error) error {
+	st := status.New(codes.ResourceExhausted, err.Error())
+	if d, derr := st.WithDetails(&errdetails.ErrorInfo{Reason: reasonTooLarge, Domain: errorDomain}); derr == nil {
+		st = d
+	}
+	return st.Err()
+}
+
+// refusalOf classifies a StoreBlock error by its cause: refusedInvalid (InvalidArgument: the block,
+// or the stream the sender made of it, does not check — every member checks the same way),
+// refusedTooLarge (above the receiver's size limit), or "" when the member, not the block, is the
+// cause (unreachable, busy, out of space, leaving, stalled).
+func refusalOf(err error) string {
+	st, ok := status.FromError(err)
+	if !ok {
+		return ""
+	}
+	switch st.Code() {
+	case codes.InvalidArgument:
+		return refusedInvalid
+	case codes.ResourceExhausted:
+		for _, d := range st.Details() {
+			if ei, ok := d.(*errdetails.ErrorInfo); ok && ei.Domain == errorDomain && ei.Reason == reasonTooLarge {
+				return refusedTooLarge
+			}
+		}
+		// A member of an older build answers without the detail; its message names the cause.
+		if strings.Contains(st.Message(), ErrTooLarge.Error()) {
+			return refusedTooLarge
+		}
+	}
+	return ""
 }

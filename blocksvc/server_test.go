@@ -500,7 +500,9 @@ func TestStoreBlock_RefusedWhileLeaving(t *testing.T) {
 
 	// StopAccepting, whatever Accepting says.
 	leaving.Store(false)
-	n.srv.StopAccepting("test: leaving")
+	if err := n.srv.StopAccepting(t.Context(), "test: leaving"); err != nil {
+		t.Fatal(err)
+	}
 	if _, err := Store(t.Context(), n.client, "t1", other); status.Code(err) != codes.FailedPrecondition {
 		t.Fatalf("a store after StopAccepting: %v, want FailedPrecondition", err)
 	}

@@ -107,14 +107,17 @@ func statFS(dir string) (fsStat, error) {
 }
 
 // checkFreeSpace refuses a block of size bytes that would not fit in parentDir's filesystem (a
-// fetch: written once). A filesystem that cannot tell its free space is not a reason to refuse.
-func checkFreeSpace(parentDir string, size int64) error {
-	st, err := statFS(parentDir)
+// fetch: written once) with minFreePct of the filesystem still free after it, as StoreBlock keeps
+// -blocks-storage.min-free-disk-percent: the compactor's fetches share the disk with the WAL and
+// the flushes. A filesystem that cannot tell its free space is not a reason to refuse.
+func checkFreeSpace(stat func(string) (fsStat, error), parentDir string, size int64, minFreePct float64) error {
+	st, err := stat(parentDir)
 	if err != nil {
 		return nil
 	}
-	if st.free < uint64(max(size, 0)) {
-		return fmt.Errorf("%w: %d bytes, %d free in %s", ErrTooLarge, size, st.free, parentDir)
+	keep := uint64(minFreePct / 100 * float64(st.total))
+	if need := uint64(max(size, 0)) + keep; st.free < need {
+		return fmt.Errorf("%w: %d bytes, %d free in %s, of which %d (%v%% of the filesystem) are kept free", ErrTooLarge, size, st.free, parentDir, keep, minFreePct)
 	}
 	return nil
 }

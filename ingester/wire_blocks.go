@@ -15,6 +15,7 @@ import (
 	"log/slog"
 	"path/filepath"
 	"sync"
+	"time"
 
 	"github.com/prometheus/prometheus/model/labels"
 
@@ -43,6 +44,11 @@ type blocksParts struct {
 	mu     sync.Mutex
 	conns  map[string]*grpc.ClientConn // by gRPC address
 	closed bool
+
+	// moveFailures counts the leave's block moves (evacuateBlocks) that failed in a row; the next
+	// one waits moveRetryWait(moveFailures) first. Only the lifecycle's leave worker uses it, one
+	// call at a time.
+	moveFailures int
 }
 
 // wireBlocks registers the Blocks service over the node's bucket. Without a bucket (storage not
@@ -128,7 +134,8 @@ func (s *Server) blocksMove() bool {
 
 func (s *Server) mover() *blocksvc.Mover {
 	return &blocksvc.Mover{BucketDir: s.cfg.Storage.Bucket.LocalDir(), WorkDir: filepath.Join(s.cfg.DataDir, "blocks-evacuate"),
-		Client: s.BlocksClient, Metrics: s.blocks.metrics, Logger: s.log.With("component", "blocks")}
+		Client: s.BlocksClient, Metrics: s.blocks.metrics, Logger: s.log.With("component", "blocks"),
+		MinFreeDiskPercent: s.cfg.Transfer.Blocks.MinFreeDiskPercent}
 }
 
 // blocksHandOver is transfer's HandOverBlocks: every block of the node-local bucket to the
@@ -141,7 +148,9 @@ func (s *Server) blocksHandOver() func(ctx context.Context, joiner ringstate.Mem
 		if joiner.GRPCAddr == "" {
 			return fmt.Errorf("joiner %s has no gRPC address in the ring", joiner.ID)
 		}
-		s.refuseBlocks()
+		if err := s.refuseBlocks(ctx); err != nil {
+			return err
+		}
 		_, err := s.mover().HandOver(ctx, blocksvc.Target{ID: string(joiner.ID), Addr: joiner.GRPCAddr})
 		return err
 	}
@@ -170,7 +179,46 @@ func (s *Server) evacuateBlocks(ctx context.Context) error {
 		return nil
 	}
 	log := s.log.With("component", "blocks")
-	s.refuseBlocks()
+	if n := s.blocks.moveFailures; n > 0 {
+		// The lifecycle retries a failed leave at once (its backoff stops at 5s); a move that
+		// failed re-sends every block before the one that failed, so repeat it less and less often.
+		wait := moveRetryWait(n)
+		log.Warn("the last moves of this member's blocks failed; waiting before moving them again", "failed_moves", n, "wait", wait)
+		t := time.NewTimer(wait)
+		select {
+		case <-t.C:
+		case <-ctx.Done():
+			t.Stop()
+			return ctx.Err()
+		}
+	}
+	err := s.evacuate(ctx, log)
+	if err != nil {
+		s.blocks.moveFailures++
+	} else {
+		s.blocks.moveFailures = 0
+	}
+	return err
+}
+
+// moveRetryWait is how long evacuateBlocks waits after n moves failed in a row: 5s, doubling, at
+// most 5 minutes.
+func moveRetryWait(n int) time.Duration {
+	const first, most = 5 * time.Second, 5 * time.Minute
+	if n <= 0 {
+		return 0
+	}
+	if n > 7 {
+		return most
+	}
+	return min(first<<(n-1), most)
+}
+
+// evacuate is one attempt of evacuateBlocks.
+func (s *Server) evacuate(ctx context.Context, log *slog.Logger) error {
+	if err := s.refuseBlocks(ctx); err != nil {
+		return err
+	}
 	self := ringstate.MemberID(s.cfg.NodeID)
 	r := s.node.Ring()
 	timeoutMs := s.cfg.Lifecycle.HeartbeatTimeout.Milliseconds()
@@ -209,13 +257,25 @@ func (s *Server) evacuateBlocks(ctx context.Context) error {
 	return err
 }
 
+// refuseWait bounds refuseBlocks' wait for the stores in progress. A store's upload into the local
+// bucket normally ends in well under a second; one that hangs (a stuck disk) must fail the leave
+// attempt, which the lifecycle retries, rather than hang it.
+const refuseWait = 2 * time.Minute
+
 // refuseBlocks makes this member's Blocks service refuse every later StoreBlock and waits for the
 // stores in progress: a leaver calls it before it lists its blocks, so no block lands after the
-// listing (the compactor's, or another leaver's).
-func (s *Server) refuseBlocks() {
-	if s.blocks.server != nil {
-		s.blocks.server.StopAccepting("this member is leaving the ring")
+// listing (the compactor's, or another leaver's). It fails, and the caller must not list, when
+// they have not ended within refuseWait.
+func (s *Server) refuseBlocks(ctx context.Context) error {
+	if s.blocks.server == nil {
+		return nil
 	}
+	ctx, cancel := context.WithTimeoutCause(ctx, refuseWait, fmt.Errorf("waited %s", refuseWait))
+	defer cancel()
+	if err := s.blocks.server.StopAccepting(ctx, "this member is leaving the ring"); err != nil {
+		return fmt.Errorf("blocks: %w", err)
+	}
+	return nil
 }
 
 // blocksAccepting is the Blocks service's acceptance check: it refuses once the ring shows this

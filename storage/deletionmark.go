@@ -9,6 +9,7 @@ import (
 	"io"
 	"log/slog"
 	"strings"
+	"sync"
 	"time"
 
 	"github.com/oklog/ulid/v2"
@@ -202,21 +203,79 @@ type Swept struct {
 	Partial bool
 }
 
-// SweepDeletionMarked deletes (DeleteBlock) every block of bkt whose deletion mark is at least
-// delay old at now, and returns them. Blocks with a younger mark, or with a mark that does not
+// BlockLocks serialises the writers of one block directory of a bucket: a StoreBlock that
+// (re-)uploads a block under a known ULID (hand-over and Mover retries reuse ULIDs) and the sweep
+// that deletes a marked or partial block of that ULID. Without it a sweep could judge a directory
+// partial (or marked), then delete, object by object, what a new upload had just written there —
+// leaving a meta.json with missing files, or deleting a block acknowledged as durable. The zero
+// value is ready; a nil *BlockLocks locks nothing.
+type BlockLocks struct {
+	mu   sync.Mutex
+	held map[string]*blockLock
+}
+
+type blockLock struct {
+	mu   sync.Mutex
+	refs int // holders and waiters; the entry goes when it drops to 0
+}
+
+// Lock locks block id of tenantID and returns its unlock.
+func (l *BlockLocks) Lock(tenantID string, id ulid.ULID) (unlock func()) {
+	if l == nil {
+		return func() {}
+	}
+	k := tenantID + "/" + id.String()
+	l.mu.Lock()
+	if l.held == nil {
+		l.held = map[string]*blockLock{}
+	}
+	bl := l.held[k]
+	if bl == nil {
+		bl = &blockLock{}
+		l.held[k] = bl
+	}
+	bl.refs++
+	l.mu.Unlock()
+	bl.mu.Lock()
+	return func() {
+		bl.mu.Unlock()
+		l.mu.Lock()
+		if bl.refs--; bl.refs == 0 {
+			delete(l.held, k)
+		}
+		l.mu.Unlock()
+	}
+}
+
+// SweepDeletionMarked is SweepDeletionMarkedLocked without locks: for a bucket no StoreBlock
+// writes into under a ULID that may have been there before (a shared bucket).
+func SweepDeletionMarked(ctx context.Context, bkt objstore.Bucket, delay time.Duration, now time.Time, log *slog.Logger) ([]Swept, error) {
+	return SweepDeletionMarkedLocked(ctx, bkt, delay, now, log, nil)
+}
+
+// SweepDeletionMarkedLocked deletes (DeleteBlock) every block of bkt whose deletion mark is at
+// least delay old at now, and returns them. Blocks with a younger mark, or with a mark that does not
 // decode (logged: a person should look) are left, and so are complete blocks without a mark.
 //
 // It also deletes the remains of a partial block — a block directory with neither meta.json nor a
 // deletion mark, none of whose objects was written in the last delay: an upload that a crash cut
 // short before its meta.json (uploads write it last), or a deletion cut short after meta.json went
 // by a path that keeps no mark (DeletePartialBlock after a failed upload). Nothing else reads or
-// lists such a directory,
-// so without this it would stay for ever. An upload in progress writes an object at least every
-// few seconds, far within any delay, and is left alone.
+// lists such a directory, so without this it would stay for ever. An upload in progress writes an
+// object at least every few seconds, far within any delay, and is left alone.
+//
+// Each block is judged again, and deleted, under locks.Lock of its ULID, which a StoreBlock holds
+// while it uploads (see BlockLocks): what the first look saw may have been replaced by a new
+// upload of the same ULID since.
+//
+// Cost: one recursive listing per tenant tells which blocks have a meta.json or a mark; only marked
+// blocks are read (their mark) and only partial ones are looked at object by object, so a sweep of
+// a bucket of complete blocks makes no request per block (it used to make two: on S3, HEAD and GET
+// for each block on every sweep).
 //
 // It goes on after a block that fails to delete and returns every error joined; what it did not
 // delete is found again by the next sweep.
-func SweepDeletionMarked(ctx context.Context, bkt objstore.Bucket, delay time.Duration, now time.Time, log *slog.Logger) ([]Swept, error) {
+func SweepDeletionMarkedLocked(ctx context.Context, bkt objstore.Bucket, delay time.Duration, now time.Time, log *slog.Logger, locks *BlockLocks) ([]Swept, error) {
 	if log == nil {
 		log = slog.New(slog.DiscardHandler)
 	}
@@ -234,14 +293,25 @@ func SweepDeletionMarked(ctx context.Context, bkt objstore.Bucket, delay time.Du
 		errs []error
 	)
 	for _, t := range tenants {
+		type look struct{ meta, mark bool }
 		var ids []ulid.ULID
+		seen := map[ulid.ULID]*look{}
 		if err := bkt.Iter(ctx, t+objstore.DirDelim, func(name string) error {
-			d, isDir := strings.CutSuffix(strings.TrimPrefix(name, t+objstore.DirDelim), objstore.DirDelim)
-			if id, err := ulid.ParseStrict(d); err == nil && isDir {
+			d, rest, ok := strings.Cut(strings.TrimPrefix(name, t+objstore.DirDelim), objstore.DirDelim)
+			id, err := ulid.ParseStrict(d)
+			if !ok || err != nil || rest == "" || strings.HasSuffix(rest, objstore.DirDelim) {
+				return nil // not an object inside a block directory
+			}
+			lk := seen[id]
+			if lk == nil {
+				lk = &look{}
+				seen[id] = lk
 				ids = append(ids, id)
 			}
+			lk.meta = lk.meta || rest == MetaFilename
+			lk.mark = lk.mark || rest == DeletionMarkFilename
 			return nil
-		}); err != nil {
+		}, objstore.WithRecursiveIter()); err != nil {
 			errs = append(errs, fmt.Errorf("storage: sweeping bucket %s: listing tenant %q: %w", bkt.Name(), t, err))
 			continue
 		}
@@ -249,38 +319,54 @@ func SweepDeletionMarked(ctx context.Context, bkt objstore.Bucket, delay time.Du
 			if err := ctx.Err(); err != nil {
 				return out, errors.Join(append(errs, err)...)
 			}
-			m, found, err := ReadDeletionMark(ctx, bkt, t, id)
-			switch {
-			case errors.Is(err, ErrInvalidDeletionMark):
-				log.Warn("a block's deletion mark does not decode: the block is left in the bucket", "tenant", t, "block", id, "err", err)
-				continue
-			case err != nil:
-				errs = append(errs, err)
-				continue
-			case !found:
-				if p, ok, err := partialSince(ctx, bkt, t, id); err != nil {
-					errs = append(errs, err)
-				} else if ok && !now.Before(p.Add(delay)) {
-					if _, err := DeleteBlock(ctx, bkt, t, id); err != nil {
-						errs = append(errs, err)
-						continue
-					}
-					log.Info("deleted a partial block (no meta.json, no deletion mark, untouched for the deletion delay)",
-						"tenant", t, "block", id, "last_written", p.UTC(), "delay", delay)
-					out = append(out, Swept{Tenant: t, ID: id, MarkedAt: p, Partial: true})
-				}
-				continue
-			case now.Before(m.DeletableAt(delay)):
-				continue
+			lk := seen[id]
+			if lk.meta && !lk.mark {
+				continue // complete and unmarked: the common case, no request
 			}
-			if _, err := DeleteBlock(ctx, bkt, t, id); err != nil {
+			sw, err := sweepBlock(ctx, bkt, t, id, delay, now, log, locks)
+			if err != nil {
 				errs = append(errs, err)
 				continue
 			}
-			out = append(out, Swept{Tenant: t, ID: id, MarkedAt: time.Unix(m.DeletionTime, 0)})
+			if sw != nil {
+				out = append(out, *sw)
+			}
 		}
 	}
 	return out, errors.Join(errs...)
+}
+
+// sweepBlock deletes block id of tenantID, under its lock, if it is marked for at least delay or
+// partial and untouched for delay at now; nil when it is left.
+func sweepBlock(ctx context.Context, bkt objstore.Bucket, t string, id ulid.ULID, delay time.Duration, now time.Time, log *slog.Logger, locks *BlockLocks) (*Swept, error) {
+	unlock := locks.Lock(t, id)
+	defer unlock()
+	m, found, err := ReadDeletionMark(ctx, bkt, t, id)
+	switch {
+	case errors.Is(err, ErrInvalidDeletionMark):
+		log.Warn("a block's deletion mark does not decode: the block is left in the bucket", "tenant", t, "block", id, "err", err)
+		return nil, nil
+	case err != nil:
+		return nil, err
+	case found:
+		if now.Before(m.DeletableAt(delay)) {
+			return nil, nil
+		}
+		if _, err := DeleteBlock(ctx, bkt, t, id); err != nil {
+			return nil, err
+		}
+		return &Swept{Tenant: t, ID: id, MarkedAt: time.Unix(m.DeletionTime, 0)}, nil
+	}
+	p, ok, err := partialSince(ctx, bkt, t, id)
+	if err != nil || !ok || now.Before(p.Add(delay)) {
+		return nil, err
+	}
+	if _, err := DeleteBlock(ctx, bkt, t, id); err != nil {
+		return nil, err
+	}
+	log.Info("deleted a partial block (no meta.json, no deletion mark, untouched for the deletion delay)",
+		"tenant", t, "block", id, "last_written", p.UTC(), "delay", delay)
+	return &Swept{Tenant: t, ID: id, MarkedAt: p, Partial: true}, nil
 }
 
 // partialSince reports whether block id of tenantID is partial (it has no meta.json; the caller

@@ -4,6 +4,7 @@ import (
 	"context"
 	"encoding/json"
 	"errors"
+	"io"
 	"io/fs"
 	"math"
 	"os"
@@ -207,4 +208,139 @@ func TestSweep_PartialBlockRemovedAfterTheDelay(t *testing.T) {
 	if err != nil || len(swept) != 1 || swept[0].ID != fresh.ULID {
 		t.Fatalf("second sweep: %+v, %v; want the other partial block", swept, err)
 	}
+}
+
+// hookBucket calls onExists before every Exists with the name asked for.
+type hookBucket struct {
+	objstore.Bucket
+	onExists func(name string)
+}
+
+func (b *hookBucket) Exists(ctx context.Context, name string) (bool, error) {
+	if b.onExists != nil {
+		b.onExists(name)
+	}
+	return b.Bucket.Exists(ctx, name)
+}
+
+// TestSweep_RacingUploadOfTheSameULID: a stale partial block is being swept when a store of the
+// same ULID (a hand-over or Mover retry re-sends a block under its ULID) uploads it anew. The
+// sweep judges and deletes under the block's lock, which the store holds while it clears the
+// leftovers and uploads, so the stored block ends complete. Without the lock the sweep deleted, file
+// by file, what the upload had just written: meta.json went, or a meta.json stayed with files
+// missing — a block acknowledged as durable, lost.
+func TestSweep_RacingUploadOfTheSameULID(t *testing.T) {
+	ctx := context.Background()
+	root := t.TempDir()
+	fsb, err := NewFilesystemBucket(root)
+	if err != nil {
+		t.Fatal(err)
+	}
+	const delay = 15 * time.Minute
+	now := time.Now()
+	ss, _ := testSeries(t, 4, 0, 3600_000, 30_000, 0, 3600_000)
+	local := t.TempDir()
+	meta, err := WriteBlock(ctx, local, ss, BlockOptions{MinTime: 0, MaxTime: 3600_000})
+	if err != nil {
+		t.Fatal(err)
+	}
+	blockDir := filepath.Join(local, meta.ULID.String())
+	// A partial upload of the block, left 16 minutes ago: everything but meta.json.
+	if err := UploadBlock(ctx, fsb, "t1", blockDir, meta); err != nil {
+		t.Fatal(err)
+	}
+	if err := fsb.Delete(ctx, "t1/"+meta.ULID.String()+"/"+MetaFilename); err != nil {
+		t.Fatal(err)
+	}
+	err = filepath.WalkDir(filepath.Join(root, "t1", meta.ULID.String()), func(p string, d fs.DirEntry, err error) error {
+		if err != nil || d.IsDir() {
+			return err
+		}
+		return os.Chtimes(p, now.Add(-delay-time.Minute), now.Add(-delay-time.Minute))
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+
+	var locks BlockLocks
+	stored := make(chan error, 1)
+	started, metaAsked := false, 0
+	bkt := &hookBucket{Bucket: fsb}
+	bkt.onExists = func(name string) {
+		// The sweep asks for meta.json when it judges the block partial, and again when it
+		// deletes it (DeleteBlock): the store comes in between.
+		if !strings.HasSuffix(name, "/"+MetaFilename) {
+			return
+		}
+		if metaAsked++; metaAsked != 2 {
+			return
+		}
+		started = true
+		// The store, as blocksvc's StoreBlock does it: under the block's lock, leftovers first.
+		go func() {
+			unlock := locks.Lock("t1", meta.ULID)
+			defer unlock()
+			if _, err := DeleteBlock(ctx, fsb, "t1", meta.ULID); err != nil {
+				stored <- err
+				return
+			}
+			stored <- UploadBlock(ctx, fsb, "t1", blockDir, meta)
+		}()
+		// Give the store time to run, if nothing holds it back.
+		time.Sleep(300 * time.Millisecond)
+	}
+	if _, err := SweepDeletionMarkedLocked(ctx, bkt, delay, now, nil, &locks); err != nil {
+		t.Fatalf("sweep: %v", err)
+	}
+	if !started {
+		t.Fatal("the sweep never looked at the partial block")
+	}
+	if err := <-stored; err != nil {
+		t.Fatalf("store: %v", err)
+	}
+	for _, f := range meta.Thanos.Files {
+		if ok, err := fsb.Exists(ctx, "t1/"+meta.ULID.String()+"/"+f.RelPath); err != nil || !ok {
+			t.Fatalf("after the sweep and the store, %s of the stored block is missing (%v)", f.RelPath, err)
+		}
+	}
+}
+
+// TestSweep_NoRequestPerCompleteBlock: a sweep of a bucket of complete, unmarked blocks reads no
+// block's objects (it used to ask each block for its mark and its meta.json on every sweep).
+func TestSweep_NoRequestPerCompleteBlock(t *testing.T) {
+	ctx := context.Background()
+	bkt := objstore.NewInMemBucket()
+	ss, _ := testSeries(t, 2, 0, 3600_000, 30_000, 0, 3600_000)
+	for range 5 {
+		uploadSeries(t, bkt, "t1", ss, 0, 3600_000)
+	}
+	counted := &countingBucket{Bucket: bkt}
+	swept, err := SweepDeletionMarked(ctx, counted, time.Minute, time.Now().Add(time.Hour), nil)
+	if err != nil || len(swept) != 0 {
+		t.Fatalf("sweep: %+v, %v; want nothing swept", swept, err)
+	}
+	if counted.reads != 0 {
+		t.Fatalf("the sweep made %d requests for single objects (Get, Exists, Attributes), want 0", counted.reads)
+	}
+}
+
+// countingBucket counts requests for single objects.
+type countingBucket struct {
+	objstore.Bucket
+	reads int
+}
+
+func (b *countingBucket) Get(ctx context.Context, name string) (io.ReadCloser, error) {
+	b.reads++
+	return b.Bucket.Get(ctx, name)
+}
+
+func (b *countingBucket) Exists(ctx context.Context, name string) (bool, error) {
+	b.reads++
+	return b.Bucket.Exists(ctx, name)
+}
+
+func (b *countingBucket) Attributes(ctx context.Context, name string) (objstore.ObjectAttributes, error) {
+	b.reads++
+	return b.Bucket.Attributes(ctx, name)
 }

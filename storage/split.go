@@ -9,6 +9,7 @@ import (
 	"path/filepath"
 	"strings"
 
+	"github.com/oklog/ulid/v2"
 	"github.com/prometheus/prometheus/model/labels"
 	"github.com/prometheus/prometheus/tsdb"
 	"github.com/prometheus/prometheus/tsdb/chunkenc"
@@ -25,6 +26,26 @@ const SourceCompactor = "compactor"
 // the compactor's planner reads them as one block, and tells them from another compaction's output
 // over the same sources (a re-run after a crash) by the hint's unique id.
 const CompactionGroupHint = "raftingest-compaction-group="
+
+// ErrUnreadableBlock wraps every SplitBlock error that comes from reading the source block (it does
+// not open, or an index entry or a chunk does not read or fails its CRC), as opposed to writing the
+// parts: the block is corrupt where it lies, and splitting it again will not help.
+var ErrUnreadableBlock = errors.New("storage: the block does not read")
+
+// leaveGroupSep separates a compaction group from the leave that moved some of its series.
+const leaveGroupSep = "/leave-"
+
+// LeaveGroup is the compaction group of the parts one leave (move) splits a block of group orig
+// into: orig with the move's id, "<orig>/leave-<move>". A leave's parts must not keep orig: a
+// group alone in its window is never merged again (compact's planner), so copies a leave puts in
+// the wrong place — duplicates of a retried move, a series missing a member after two leaves at
+// once — would stay for ever. With a group of their own the window holds two groups, and the next
+// run merges them once into one group placed on each series' replication set, which then settles.
+// An earlier leave's suffix is dropped first, so the name does not grow with each leave.
+func LeaveGroup(orig string, move ulid.ULID) string {
+	base, _, _ := strings.Cut(orig, leaveGroupSep)
+	return base + leaveGroupSep + move.String()
+}
 
 // SplitOptions describe the parts SplitBlock writes.
 type SplitOptions struct {
@@ -58,18 +79,18 @@ func SplitBlock(ctx context.Context, dir, parentDir string, opts SplitOptions) (
 	}
 	b, err := tsdb.OpenBlock(logger, dir, chunkenc.NewPool(), nil)
 	if err != nil {
-		return nil, fmt.Errorf("storage: split: opening block %s: %w", dir, err)
+		return nil, fmt.Errorf("storage: split: opening block %s: %w: %w", dir, ErrUnreadableBlock, err)
 	}
 	defer b.Close()
 	src := b.Meta()
 	ir, err := b.Index()
 	if err != nil {
-		return nil, fmt.Errorf("storage: split: index of %s: %w", dir, err)
+		return nil, fmt.Errorf("storage: split: index of %s: %w: %w", dir, ErrUnreadableBlock, err)
 	}
 	defer ir.Close()
 	cr, err := b.Chunks()
 	if err != nil {
-		return nil, fmt.Errorf("storage: split: chunks of %s: %w", dir, err)
+		return nil, fmt.Errorf("storage: split: chunks of %s: %w: %w", dir, ErrUnreadableBlock, err)
 	}
 	defer cr.Close()
 
@@ -77,7 +98,7 @@ func SplitBlock(ctx context.Context, dir, parentDir string, opts SplitOptions) (
 	allName, allValue := index.AllPostingsKey()
 	p, err := ir.Postings(ctx, allName, allValue)
 	if err != nil {
-		return nil, fmt.Errorf("storage: split: postings of %s: %w", dir, err)
+		return nil, fmt.Errorf("storage: split: postings of %s: %w: %w", dir, ErrUnreadableBlock, err)
 	}
 	var builder labels.ScratchBuilder
 	for p.Next() {
@@ -86,13 +107,13 @@ func SplitBlock(ctx context.Context, dir, parentDir string, opts SplitOptions) (
 		}
 		var metas []chunks.Meta
 		if err := ir.Series(p.At(), &builder, &metas); err != nil {
-			return nil, fmt.Errorf("storage: split: series %d of %s: %w", p.At(), dir, err)
+			return nil, fmt.Errorf("storage: split: series %d of %s: %w: %w", p.At(), dir, ErrUnreadableBlock, err)
 		}
 		lset := builder.Labels()
 		for i := range metas {
 			c, it, err := cr.ChunkOrIterable(metas[i])
 			if err != nil {
-				return nil, fmt.Errorf("storage: split: chunk of %s in %s: %w", lset, dir, err)
+				return nil, fmt.Errorf("storage: split: chunk of %s in %s: %w: %w", lset, dir, ErrUnreadableBlock, err)
 			}
 			if it != nil || c == nil {
 				return nil, fmt.Errorf("storage: split: %s in %s has a chunk that is not stored whole", lset, dir)
@@ -114,7 +135,7 @@ func SplitBlock(ctx context.Context, dir, parentDir string, opts SplitOptions) (
 		}
 	}
 	if err := p.Err(); err != nil {
-		return nil, fmt.Errorf("storage: split: postings of %s: %w", dir, err)
+		return nil, fmt.Errorf("storage: split: postings of %s: %w: %w", dir, ErrUnreadableBlock, err)
 	}
 
 	out := make(map[string]Meta, len(parts))
@@ -151,6 +172,38 @@ func SplitBlock(ctx context.Context, dir, parentDir string, opts SplitOptions) (
 		out[part] = m
 	}
 	return out, nil
+}
+
+// BlockSeries calls fn with the labels of every series of the block in dir, in index order,
+// reading only its index. An error reading the block wraps ErrUnreadableBlock.
+func BlockSeries(ctx context.Context, dir string, fn func(labels.Labels)) error {
+	ir, err := index.NewFileReader(filepath.Join(dir, "index"), index.DecodePostingsRaw)
+	if err != nil {
+		return fmt.Errorf("storage: index of %s: %w: %w", dir, ErrUnreadableBlock, err)
+	}
+	defer ir.Close()
+	allName, allValue := index.AllPostingsKey()
+	p, err := ir.Postings(ctx, allName, allValue)
+	if err != nil {
+		return fmt.Errorf("storage: postings of %s: %w: %w", dir, ErrUnreadableBlock, err)
+	}
+	var (
+		builder labels.ScratchBuilder
+		metas   []chunks.Meta
+	)
+	for p.Next() {
+		if err := ctx.Err(); err != nil {
+			return err
+		}
+		if err := ir.Series(p.At(), &builder, &metas); err != nil {
+			return fmt.Errorf("storage: series %d of %s: %w: %w", p.At(), dir, ErrUnreadableBlock, err)
+		}
+		fn(builder.Labels())
+	}
+	if err := p.Err(); err != nil {
+		return fmt.Errorf("storage: postings of %s: %w: %w", dir, ErrUnreadableBlock, err)
+	}
+	return nil
 }
 
 // CompactionGroup returns the compaction group a block belongs to: the id its CompactionGroupHint
