@@ -365,24 +365,7 @@ func (b *sharedBucket) Fetch(ctx context.Context, tenantID string, id ulid.ULID,
 		if rel == storage.DeletionMarkFilename {
 			return nil // the bucket's state, not the block's content
 		}
-		rc, err := b.bkt.Get(ctx, name)
-		if err != nil {
-			return err
-		}
-		defer rc.Close()
-		p := filepath.Join(tmp, filepath.FromSlash(rel))
-		if err := os.MkdirAll(filepath.Dir(p), 0o755); err != nil {
-			return err
-		}
-		f, err := os.Create(p)
-		if err != nil {
-			return err
-		}
-		if _, err := io.Copy(f, rc); err != nil {
-			f.Close()
-			return err
-		}
-		return f.Close()
+		return storage.DownloadObject(ctx, b.bkt, name, filepath.Join(tmp, filepath.FromSlash(rel)))
 	}, objstore.WithRecursiveIter())
 	if err != nil {
 		return "", fmt.Errorf("downloading block %s of tenant %q: %w", id, tenantID, err)

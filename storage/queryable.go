@@ -305,11 +305,11 @@ func (q *BucketQueryable) download(ctx context.Context, prefix, dir string) erro
 		if path.Base(name) == MetaFilename {
 			continue
 		}
-		if err := q.downloadFile(ctx, name, filepath.Join(tmp, filepath.FromSlash(strings.TrimPrefix(name, prefix+"/")))); err != nil {
+		if err := DownloadObject(ctx, q.bkt, name, filepath.Join(tmp, filepath.FromSlash(strings.TrimPrefix(name, prefix+"/")))); err != nil {
 			return err
 		}
 	}
-	if err := q.downloadFile(ctx, path.Join(prefix, MetaFilename), filepath.Join(tmp, MetaFilename)); err != nil {
+	if err := DownloadObject(ctx, q.bkt, path.Join(prefix, MetaFilename), filepath.Join(tmp, MetaFilename)); err != nil {
 		return err
 	}
 	if err := os.RemoveAll(dir); err != nil {
@@ -318,8 +318,10 @@ func (q *BucketQueryable) download(ctx context.Context, prefix, dir string) erro
 	return os.Rename(tmp, dir)
 }
 
-func (q *BucketQueryable) downloadFile(ctx context.Context, name, dst string) error {
-	rc, err := q.bkt.Get(ctx, name)
+// DownloadObject copies object name of bkt into the file dst, creating its directory. The file is
+// not synced: callers download into a scratch directory and rename it into place, or verify it.
+func DownloadObject(ctx context.Context, bkt objstore.BucketReader, name, dst string) error {
+	rc, err := bkt.Get(ctx, name)
 	if err != nil {
 		return err
 	}
