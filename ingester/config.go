@@ -167,10 +167,19 @@ func (c *Config) Validate() error {
 	if c.Store.WALDir == "" && c.DataDir != "" {
 		c.Store.WALDir = filepath.Join(c.DataDir, "wal")
 	}
-	for _, v := range []interface{ Validate() error }{&c.TLS, &c.GRPCServer, &c.Raft, &c.Lifecycle, &c.Store, &c.SeriesLimits, &c.Distributor, &c.Storage, &c.Querier, &c.Transfer, &c.Compactor} {
+	for _, v := range []interface{ Validate() error }{&c.TLS, &c.GRPCServer, &c.Raft, &c.Lifecycle, &c.Store, &c.SeriesLimits, &c.Distributor, &c.Storage, &c.Querier, &c.Transfer} {
 		if err := v.Validate(); err != nil {
 			errs = append(errs, err)
 		}
+	}
+	// The compactor's first range must be the flushed blocks' range (-ingester.flush-period): a
+	// mismatch is refused at start, naming both flags, rather than found when the compactor runs.
+	flushPeriod := time.Duration(0)
+	if c.Compactor.Enabled {
+		flushPeriod = c.Storage.Flush.FlushPeriod
+	}
+	if err := c.Compactor.Config.Validate(flushPeriod); err != nil {
+		errs = append(errs, err)
 	}
 	return errors.Join(errs...)
 }

@@ -44,8 +44,8 @@ type compactConfig struct {
 // RegisterFlags registers the compactor's flags on f.
 func (c *compactConfig) RegisterFlags(f *flag.FlagSet) { c.Config.RegisterFlags(f) }
 
-// Validate checks the compactor's flags on their own; their relation to -ingester.flush-period is
-// checked when the compactor starts (runCompactor), where both are known.
+// Validate checks the compactor's flags on their own. Config.Validate checks them with their
+// relation to -ingester.flush-period (compact.Config.Validate), at start.
 func (c *compactConfig) Validate() error { return c.Config.Validate(0) }
 
 // runCompactor starts, when storage is configured, the sweeper of a node-local bucket (whatever

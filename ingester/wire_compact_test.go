@@ -3,6 +3,7 @@ package ingester
 import (
 	"context"
 	"errors"
+	"flag"
 	"fmt"
 	"log/slog"
 	"os"
@@ -273,5 +274,38 @@ func TestAuthorizeDelete_ExpiredLeaseRefused(t *testing.T) {
 	err = s.authorizeDelete(ctx, "t1", 1)
 	if status.Code(err) != codes.FailedPrecondition || !strings.Contains(err.Error(), "expired at ring time") {
 		t.Fatalf("a delete with an expired lease: %v, want FailedPrecondition saying it expired", err)
+	}
+}
+
+// TestConfig_CompactorRangesMatchTheFlushPeriod: the compactor's first range must be the flushed
+// blocks' range; a mismatch is refused by Config.Validate, at start, naming both flags (it used to
+// be found only when the compactor ran, which then logged an error and never compacted). With the
+// compactor off the relation does not matter.
+func TestConfig_CompactorRangesMatchTheFlushPeriod(t *testing.T) {
+	for _, tc := range []struct {
+		name string
+		args []string
+		want string // "" for valid; else a part of the error
+	}{
+		{"defaults", nil, ""},
+		{"ranges follow a longer flush period", []string{"-ingester.flush-period=1h", "-compactor.block-ranges=1h,12h,24h"}, ""},
+		{"first range is not the flush period", []string{"-ingester.flush-period=1h"}, "-compactor.block-ranges starts at 2h0m0s, but -ingester.flush-period is 1h0m0s"},
+		{"compactor off", []string{"-ingester.flush-period=1h", "-compactor.enabled=false"}, ""},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			var cfg Config
+			fs := flag.NewFlagSet("ingester", flag.ContinueOnError)
+			cfg.RegisterFlags(fs)
+			if err := fs.Parse(append([]string{"-node.id=a", "-data.dir=" + t.TempDir(), "-bootstrap"}, tc.args...)); err != nil {
+				t.Fatal(err)
+			}
+			err := cfg.Validate()
+			switch {
+			case tc.want == "" && err != nil:
+				t.Fatalf("Validate: %v, want nil", err)
+			case tc.want != "" && (err == nil || !strings.Contains(err.Error(), tc.want)):
+				t.Fatalf("Validate: %v, want an error containing %q", err, tc.want)
+			}
+		})
 	}
 }
