@@ -2,23 +2,15 @@ package e2e
 
 import (
 	"fmt"
-	"math"
 	"path/filepath"
 	"regexp"
 	"slices"
-	"sort"
 	"strconv"
-	"strings"
 	"syscall"
 	"testing"
 	"time"
 
-	"github.com/prometheus/prometheus/model/labels"
-	"github.com/prometheus/prometheus/tsdb/chunkenc"
-
 	pc "github.com/raftingest/raftingest/internal/proccluster"
-	"github.com/raftingest/raftingest/storage"
-	"github.com/raftingest/raftingest/tenant"
 )
 
 // handoverFlags make hand-overs span several frames and give the tests time to act between them.
@@ -352,39 +344,7 @@ func TestProcess_FlushedHandoverQueryable(t *testing.T) {
 	if len(storageBlockDirs(t, bucket, "anonymous")) == 0 {
 		t.Fatalf("no block in %s after the flush", bucket)
 	}
-	bkt, err := storage.NewBucket(storage.Config{Backend: "filesystem", Filesystem: storage.FilesystemConfig{Dir: bucket}}, nil)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer bkt.Close()
-	bq := storage.NewBucketQueryable(bkt, bucket, t.TempDir(), nil)
-	defer bq.Close()
-	q, err := bq.Querier(math.MinInt64, math.MaxInt64)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer q.Close()
-	ctx := tenant.With(t.Context(), "anonymous")
-	ss := q.Select(ctx, true, nil, labels.MustNewMatcher(labels.MatchEqual, "__name__", name))
-	got := map[sampleKey]float64{}
-	var it chunkenc.Iterator
-	for ss.Next() {
-		s := ss.At()
-		var parts []string
-		s.Labels().Range(func(l labels.Label) { parts = append(parts, l.Name+"="+l.Value) })
-		sort.Strings(parts)
-		it = s.Iterator(it)
-		for it.Next() == chunkenc.ValFloat {
-			ts, v := it.At()
-			got[sampleKey{strings.Join(parts, ","), ts}] = v
-		}
-		if err := it.Err(); err != nil {
-			t.Fatal(err)
-		}
-	}
-	if err := ss.Err(); err != nil {
-		t.Fatal(err)
-	}
+	got := bucketSamples(t, bucket, name)
 	storageRequireSamples(t, "the leaver's flushed blocks read through storage.NewBucketQueryable", want, got)
 	t.Logf("%d samples of %d series flushed by the leaver and read back from its bucket", len(got), 40)
 }
