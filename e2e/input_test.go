@@ -2,6 +2,7 @@ package e2e
 
 import (
 	"context"
+	"fmt"
 	"strings"
 	"testing"
 	"time"
@@ -27,10 +28,11 @@ func TestProcess_TenantsAndBadInput(t *testing.T) {
 		t.Fatalf("push as tenant-a: %d %q %v", code, body, err)
 	}
 	for _, n := range []string{b.GRPCAddr, cc.GRPCAddr} {
-		gotA, err := queryIngester(context.Background(), n, "tenant-a", "e2e_writes")
-		if err != nil || len(gotA) != 1 {
-			t.Fatalf("tenant-a reads its sample from %s: %v %v", n, gotA, err)
-		}
+		// The push was acknowledged at quorum: the third replica may store it a moment later.
+		pc.Eventually(t, 5*time.Second, "tenant-a reads its sample from "+n, func() (bool, string) {
+			gotA, err := queryIngester(context.Background(), n, "tenant-a", "e2e_writes")
+			return err == nil && len(gotA) == 1, fmt.Sprintf("%v %v", gotA, err)
+		})
 		gotB, err := queryIngester(context.Background(), n, "tenant-b", "e2e_writes")
 		if err != nil || len(gotB) != 0 {
 			t.Fatalf("tenant-b sees tenant-a's data on %s: %v %v", n, gotB, err)
