@@ -10,7 +10,9 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"regexp"
 	"slices"
+	"strconv"
 	"strings"
 	"testing"
 	"time"
@@ -319,10 +321,21 @@ func TestProcess_CompactorNodeLocalRF3(t *testing.T) {
 	before := compactAnswers(t, nodes, at)
 	// Write load while the members flush and the compactor works: every push must succeed.
 	load := startLoad(t, nodes)
+	flushedBlocks := 0 // the sources the compactor must replace: what the members' flushes wrote
 	for _, n := range nodes {
-		if code, body := storagePostFlush(t, n.AdminAddr); code != http.StatusOK {
+		code, body := storagePostFlush(t, n.AdminAddr)
+		if code != http.StatusOK {
 			t.Fatalf("%s: POST /ingester/flush: %d %s", n.ID, code, body)
 		}
+		m := regexp.MustCompile(` in (\d+) blocks`).FindStringSubmatch(body)
+		if m == nil {
+			t.Fatalf("%s: POST /ingester/flush answered %q, which names no block count", n.ID, body)
+		}
+		k, _ := strconv.Atoi(m[1])
+		flushedBlocks += k
+	}
+	if flushedBlocks < 2 {
+		t.Fatalf("the members' flushes wrote %d blocks: nothing to compact, the test would prove nothing", flushedBlocks)
 	}
 	t.Logf("written and flushed in %v", time.Since(started).Round(time.Millisecond))
 
@@ -425,8 +438,8 @@ func TestProcess_CompactorNodeLocalRF3(t *testing.T) {
 			leader = n
 		}
 	}
-	if v := storageMetric(t, leader.HTTPAddr, "cortex_compactor_blocks_marked_for_deletion_total"); v < 5 {
-		t.Fatalf("leader marked %v blocks for deletion, want at least the 5 replicas' flushes", v)
+	if v := storageMetric(t, leader.HTTPAddr, "cortex_compactor_blocks_marked_for_deletion_total"); v < float64(flushedBlocks) {
+		t.Fatalf("leader marked %v blocks for deletion, want at least the %d blocks the members' flushes wrote", v, flushedBlocks)
 	}
 
 	// More data in the same range, flushed by every member: the range now holds the compacted
