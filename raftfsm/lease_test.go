@@ -37,7 +37,7 @@ func claimLease(tb testing.TB, tn *testNode, d time.Duration) (ringstate.Compact
 // leader claims it (epoch 1), renews it (epoch kept), a follower's claim is refused while it is
 // held; leadership moves and the lease does not (it is ring state, not leadership): the new leader
 // gets it only once it expired in ring time, with epoch 2. Snapshots carry it: a restarted
-// follower restores it from its snapshot, a new node receives it by InstallSnapshot, and every
+// follower restores it from its snapshot and the log after it, a new node receives it by InstallSnapshot, and every
 // node's FSM is byte-identical.
 func TestCluster_CompactorLease_LeaderChangeAndSnapshots(t *testing.T) {
 	c := newCluster(t)
@@ -92,8 +92,9 @@ func TestCluster_CompactorLease_LeaderChangeAndSnapshots(t *testing.T) {
 	}
 
 	// Enough entries for snapshots on every node, then a follower restarts from its snapshot.
+	var last uint64
 	for i := range 20 {
-		c.mustApply(nodes[i%3], ringstate.Command{Op: ringstate.OpHeartbeat, Member: ringstate.MemberID(nodes[i%3].id)})
+		last = c.mustApply(nodes[i%3], ringstate.Command{Op: ringstate.OpHeartbeat, Member: ringstate.MemberID(nodes[i%3].id)})
 	}
 	if !poll(t, 10*time.Second, func() bool {
 		for _, n := range c.running() {
@@ -108,6 +109,11 @@ func TestCluster_CompactorLease_LeaderChangeAndSnapshots(t *testing.T) {
 	r := c.follower()
 	c.stop(r)
 	c.start(r.id, false)
+	// The snapshot it restored may predate l3; it replays the rest of the log (or gets it from the
+	// leader) before its ring is the cluster's.
+	if err := r.node.WaitApplied(ctxT(t, 10*time.Second), last); err != nil {
+		t.Fatalf("restarted %s never applied index %d: %v", r.id, last, err)
+	}
 	if got := r.node.CompactorLease(); got != l3 {
 		t.Fatalf("restarted %s restored lease %+v from its snapshot, want %+v", r.id, got, l3)
 	}
