@@ -40,7 +40,8 @@ func TestProcess_RemovedNodeExitsAndDoesNotRejoin(t *testing.T) {
 	d := c.Start("d", "-join", a.GRPCAddr)
 	waitActive(t, c, a.GRPCAddr, "a", "b", "d")
 
-	if out, errOut, code := c.Ringctl("-addr", a.GRPCAddr, "remove", "d"); code != 0 {
+	// -force: d is alive, which is the point (without it ringctl refuses, pointing to leave).
+	if out, errOut, code := c.Ringctl("-addr", a.GRPCAddr, "remove", "d", "-force"); code != 0 {
 		t.Fatalf("ringctl remove d: exit %d: %s%s", code, out, errOut)
 	}
 	code, err := d.Wait(30 * time.Second)

@@ -32,6 +32,9 @@ const (
 	defaultTimeout      = 10 * time.Second
 	defaultLeaveTimeout = 10 * time.Minute
 	defaultPoll         = 500 * time.Millisecond
+	defaultProgress     = 5 * time.Second
+	// joinDialTimeout bounds join's check that something listens at RAFT_ADDR.
+	joinDialTimeout = 2 * time.Second
 
 	// The -tls.* flags fall back to these, as -addr does to $RINGCTL_ADDR, so that an operator
 	// exports their certificate once per shell.
@@ -93,6 +96,7 @@ type options struct {
 	tokens       bool // ring
 	voter        bool // join
 	wait         bool // leave
+	force        bool // join, remove: skip the safety check
 
 	certDir  string       // tls *: -dir
 	caCert   string       // tls node|operator: -ca-cert (default DIR/ca.crt)
@@ -100,7 +104,6 @@ type options struct {
 	caCN     string       // tls ca: -cn
 	lifetime lifetimeFlag // tls *
 	hosts    []string     // tls node: -host
-	force    bool         // tls *
 }
 
 // cli runs one invocation. Its fields are what tests substitute.
@@ -108,11 +111,14 @@ type cli struct {
 	stdout, stderr io.Writer
 	getenv         func(string) string
 	poll           time.Duration // leave's GetRing interval
+	// progress is how long leave stays silent while nothing changes before it says what it is
+	// waiting for (the hand-over's retries alone take about 21 s).
+	progress time.Duration
 }
 
 // run is main without os: it parses args, runs the command and returns the exit code.
 func run(args []string, stdout, stderr io.Writer) int {
-	c := &cli{stdout: stdout, stderr: stderr, getenv: os.Getenv, poll: defaultPoll}
+	c := &cli{stdout: stdout, stderr: stderr, getenv: os.Getenv, poll: defaultPoll, progress: defaultProgress}
 	return c.run(args)
 }
 
@@ -153,6 +159,7 @@ func init() {
 			example: "ringctl join ingester-4 127.0.0.1:7004 -voter",
 			flags: func(fs *flag.FlagSet, o *options) {
 				fs.BoolVar(&o.voter, "voter", false, "ask for a voter even when the leader would add a non-voter")
+				fs.BoolVar(&o.force, "force", false, "add the server even if nothing answers at RAFT_ADDR from here (a voter that never answers counts against the quorum)")
 			},
 			run: (*cli).join},
 		{name: "leave", args: "ID", minArgs: 1, maxArgs: 1,
@@ -163,8 +170,12 @@ func init() {
 			},
 			run: (*cli).leave},
 		{name: "remove", args: "ID", minArgs: 1, maxArgs: 1,
-			summary: "forget a dead member, in the ring and in the Raft configuration",
-			example: "ringctl remove ingester-3", run: (*cli).remove},
+			summary: "forget a dead member, in the ring and in the Raft configuration (a live one leaves with 'leave')",
+			example: "ringctl remove ingester-3",
+			flags: func(fs *flag.FlagSet, o *options) {
+				fs.BoolVar(&o.force, "force", false, "remove the member even if it is alive: it exits without handing over or flushing its in-memory samples")
+			},
+			run: (*cli).remove},
 		{name: "transfer-leadership", args: "[ID]", maxArgs: 1,
 			summary: "hand Raft leadership to ID, or to the most up-to-date follower",
 			example: "ringctl transfer-leadership ingester-2", run: (*cli).transferLeadership},

@@ -4,7 +4,9 @@ import (
 	"context"
 	"crypto/tls"
 	"crypto/x509"
+	"errors"
 	"fmt"
+	"net"
 	"slices"
 	"strings"
 	"time"
@@ -162,6 +164,9 @@ func (o *options) rpcError(addr string, timeout time.Duration, err error) error 
 	}
 	msg := st.Message()
 	if st.Code() == codes.Unavailable {
+		if hint := o.portHint(addr, msg); hint != nil {
+			return hint
+		}
 		if hint := o.tlsHint(addr, msg); hint != nil {
 			return hint
 		}
@@ -178,6 +183,46 @@ func (o *options) rpcError(addr string, timeout time.Duration, err error) error 
 		return fmt.Errorf("canceled while waiting for %s", addr)
 	}
 	return fmt.Errorf("%s (%s from %s)", msg, st.Code(), addr)
+}
+
+// portHint recognises a node's other ports answering ringctl's gRPC call, and names the port to
+// use; nil for any other failure. The HTTP port answers the HTTP/2 preface in HTTP/1.1. The Raft
+// port closes the connection without a word, which is also how a TLS node meets a plain client:
+// without TLS of our own, a TLS handshake probe tells the two apart.
+func (o *options) portHint(addr, msg string) error {
+	for _, s := range []string{"HTTP/1.1", "frame too large", "malformed HTTP"} {
+		if strings.Contains(msg, s) {
+			return fmt.Errorf("%s answered in HTTP/1.1, not gRPC: it looks like a node's HTTP port (-http.addr); -addr takes a node's gRPC port (-grpc.addr, %s by default)",
+				addr, defaultAddr)
+		}
+	}
+	if o.authority != nil {
+		return nil
+	}
+	for _, s := range []string{"server preface: EOF", "server preface: connection reset by peer", "closed before server preface"} {
+		if strings.Contains(msg, s) {
+			if speaksTLS(addr, time.Second) {
+				return nil // tlsHint says what to pass
+			}
+			return fmt.Errorf("%s closed the connection without answering gRPC or TLS: it looks like a node's Raft port (-raft.addr); -addr takes a node's gRPC port (-grpc.addr, %s by default)",
+				addr, defaultAddr)
+		}
+	}
+	return nil
+}
+
+// speaksTLS reports whether a TLS server answers at addr: the handshake completes, or fails with
+// an alert the server sent (a node refusing a client without a certificate). It verifies nothing:
+// it only asks which protocol the port speaks, and sends no request.
+func speaksTLS(addr string, timeout time.Duration) bool {
+	d := &net.Dialer{Timeout: timeout}
+	conn, err := tls.DialWithDialer(d, "tcp", addr, &tls.Config{InsecureSkipVerify: true, NextProtos: []string{"h2"}}) //nolint:gosec // a protocol probe, no data is exchanged
+	if err == nil {
+		_ = conn.Close()
+		return true
+	}
+	var alert tls.AlertError
+	return errors.As(err, &alert) || strings.Contains(err.Error(), "remote error: tls")
 }
 
 // tlsHint recognises a connection that failed because ringctl and the node disagree about TLS,

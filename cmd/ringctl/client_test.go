@@ -38,7 +38,7 @@ func TestRedirect_EveryCommandFollowsItToTheLeader(t *testing.T) {
 	}{
 		{"Status", []string{"status", "-o", "json"}, `"leader": "ingester-1"`},
 		{"GetRing", []string{"ring", "-linearizable"}, "ingester-4"},
-		{"Join", []string{"join", "ingester-5", "127.0.0.1:7005"}, "added ingester-5"},
+		{"Join", []string{"join", "ingester-5", "127.0.0.1:7005", "-force"}, "added ingester-5"},
 		{"RemovePeer", []string{"remove", "ingester-2"}, "removed ingester-2"},
 		{"TransferLeadership", []string{"transfer-leadership"}, "leadership transferred to ingester-2"},
 	} {
@@ -81,7 +81,7 @@ func TestRedirect_WithoutAddressRetriesTheSameNode(t *testing.T) {
 	addr := serve(t, f)
 	f.queue("Join", redirect(t, "ingester-1", ""), redirect(t, "ingester-1", ""))
 	start := time.Now()
-	code, out, errOut := runCLI(t, nil, "-addr", addr, "join", "ingester-5", "127.0.0.1:7005")
+	code, out, errOut := runCLI(t, nil, "-addr", addr, "join", "ingester-5", "127.0.0.1:7005", "-force")
 	mustCode(t, 0, code, out, errOut)
 	if n := len(f.callsOf("Join")); n != 3 {
 		t.Errorf("Join sent %d times, want 3", n)
@@ -92,7 +92,7 @@ func TestRedirect_WithoutAddressRetriesTheSameNode(t *testing.T) {
 
 	// Never past -timeout.
 	f.setErr("Join", redirect(t, "ingester-1", ""))
-	code, out, errOut = runCLI(t, nil, "-addr", addr, "-timeout", "500ms", "join", "ingester-5", "127.0.0.1:7005")
+	code, out, errOut = runCLI(t, nil, "-addr", addr, "-timeout", "500ms", "join", "ingester-5", "127.0.0.1:7005", "-force")
 	mustCode(t, 1, code, out, errOut)
 	if !strings.Contains(errOut, "no answer from "+addr+" within 500ms") {
 		t.Errorf("stderr %q", errOut)
@@ -105,7 +105,7 @@ func TestRedirect_UnderTLSChecksTheNamedMember(t *testing.T) {
 	follower, leader := newFake(), newFake()
 	followerAddr := serveTLS(t, follower, p, "ingester-2")
 	leaderAddr := serveTLS(t, leader, p, "ingester-1")
-	args := append([]string{"-addr", followerAddr, "remove", "ingester-3"}, p.tlsArgs(t, "operator", p.operator)...)
+	args := append([]string{"-addr", followerAddr, "remove", "ingester-3", "-force"}, p.tlsArgs(t, "operator", p.operator)...)
 
 	follower.setErr("RemovePeer", redirect(t, "ingester-1", leaderAddr))
 	code, out, errOut := runCLI(t, nil, args...)

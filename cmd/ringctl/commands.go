@@ -5,11 +5,13 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"net"
 	"strings"
 	"text/tabwriter"
 	"time"
 
 	"github.com/raftingest/raftingest/ringpb"
+	"github.com/raftingest/raftingest/ringstate"
 	"github.com/raftingest/raftingest/ringview"
 )
 
@@ -168,26 +170,70 @@ func (c *cli) join(o *options, args []string) error {
 	}
 	ctx, cancel := rpcContext(o)
 	defer cancel()
+	// What the configuration holds now tells a repeated join (which changes nothing) from a new
+	// server. A new server must answer at RAFT_ADDR: a voter nobody runs counts against the quorum
+	// from the moment it is added, so a typo in the address could cost the cluster its majority.
+	st, _, err := call(ctx, o, o.addr, "", o.timeout.d, func(ctx context.Context, cl ringpb.RingClient) (*ringpb.StatusResponse, error) {
+		return cl.Status(ctx, &ringpb.StatusRequest{})
+	})
+	if err != nil {
+		return err
+	}
+	var before *ringpb.Server
+	for _, s := range st.GetServers() {
+		if s.GetId() == id {
+			before = s
+		}
+	}
+	// The same id at another address is the leader's to refuse (the id is taken).
+	if before == nil && !o.force {
+		if err := probeRaftAddr(raftAddr, min(joinDialTimeout, o.timeout.d)); err != nil {
+			return fmt.Errorf("nothing answers at %s (%v): start the node first (RAFT_ADDR is its -raft.addr), or pass -force if this machine cannot reach the nodes' Raft addresses", raftAddr, err)
+		}
+	}
 	resp, _, err := call(ctx, o, o.addr, "", o.timeout.d, func(ctx context.Context, cl ringpb.RingClient) (*ringpb.JoinResponse, error) {
 		return cl.Join(ctx, &ringpb.JoinRequest{Id: id, RaftAddr: raftAddr, Voter: o.voter})
 	})
 	if err != nil {
 		return err
 	}
+	changed := before == nil || before.GetVoter() != resp.GetVoter()
 	if o.output == "json" {
 		return c.printJSON(struct {
 			ID       string `json:"id"`
 			RaftAddr string `json:"raft_addr"`
 			Voter    bool   `json:"voter"`
 			Index    uint64 `json:"index"`
-		}{id, raftAddr, resp.GetVoter(), resp.GetIndex()})
+			Changed  bool   `json:"changed"`
+		}{id, raftAddr, resp.GetVoter(), resp.GetIndex(), changed})
 	}
 	kind := "non-voter"
 	if resp.GetVoter() {
 		kind = "voter"
 	}
-	_, err = fmt.Fprintf(c.stdout, "added %s (raft %s) as %s at index %d\n", id, raftAddr, kind, resp.GetIndex())
+	switch {
+	case !changed:
+		_, err = fmt.Fprintf(c.stdout, "%s (raft %s) is already a %s; nothing changed\n", id, raftAddr, kind)
+	case before != nil:
+		_, err = fmt.Fprintf(c.stdout, "promoted %s (raft %s) to voter at index %d\n", id, raftAddr, resp.GetIndex())
+	default:
+		_, err = fmt.Fprintf(c.stdout, "added %s (raft %s) as %s at index %d\n", id, raftAddr, kind, resp.GetIndex())
+	}
 	return err
+}
+
+// probeRaftAddr checks that something accepts TCP connections at addr. It cannot tell a Raft
+// port from any other listener; it catches the address nobody runs.
+func probeRaftAddr(addr string, timeout time.Duration) error {
+	conn, err := net.DialTimeout("tcp", addr, timeout)
+	if err != nil {
+		var op *net.OpError
+		if errors.As(err, &op) && op.Err != nil {
+			return op.Err
+		}
+		return err
+	}
+	return conn.Close()
 }
 
 func (c *cli) remove(o *options, args []string) error {
@@ -197,6 +243,23 @@ func (c *cli) remove(o *options, args []string) error {
 	}
 	ctx, cancel := rpcContext(o)
 	defer cancel()
+	// A live member that is removed exits at once: its in-memory samples are neither handed over
+	// nor flushed (other replicas keep their copies, but the member's own are gone), and its
+	// tokens vanish without a successor. That is what leave is for; remove is for the dead.
+	if !o.force {
+		v, err := getView(ctx, o, o.addr, true, o.timeout.d)
+		var unreachable *unreachableError
+		if errors.As(err, &unreachable) {
+			return err // -force would not help
+		}
+		if err != nil {
+			return fmt.Errorf("cannot check whether %s is still alive: %w; pass -force to remove it without the check", id, err)
+		}
+		if m, ok := v.Member(id); ok && m.Healthy {
+			return fmt.Errorf("%s is alive (%s, last heartbeat %s ago): removing it makes it exit without handing over or flushing its in-memory samples; "+
+				"to take it out gracefully run 'ringctl leave %s'; to remove it anyway pass -force", id, m.State, m.HeartbeatAge(), id)
+		}
+	}
 	resp, _, err := call(ctx, o, o.addr, "", o.timeout.d, func(ctx context.Context, cl ringpb.RingClient) (*ringpb.RemovePeerResponse, error) {
 		return cl.RemovePeer(ctx, &ringpb.RemovePeerRequest{Id: id})
 	})
@@ -223,24 +286,58 @@ func (c *cli) transferLeadership(o *options, args []string) error {
 	}
 	ctx, cancel := rpcContext(o)
 	defer cancel()
+	st, _, err := call(ctx, o, o.addr, "", o.timeout.d, func(ctx context.Context, cl ringpb.RingClient) (*ringpb.StatusResponse, error) {
+		return cl.Status(ctx, &ringpb.StatusRequest{})
+	})
+	if err != nil {
+		return err
+	}
+	before := st.GetLeaderId()
+	report := func(newLeader string, changed bool, text string) error {
+		if o.output == "json" {
+			return c.printJSON(struct {
+				NewLeader      string `json:"new_leader"`
+				PreviousLeader string `json:"previous_leader"`
+				Changed        bool   `json:"changed"`
+			}{newLeader, before, changed})
+		}
+		_, err := fmt.Fprintln(c.stdout, text)
+		return err
+	}
+	if id != "" && id == before {
+		return report(id, false, fmt.Sprintf("%s is already the leader; nothing changed", id))
+	}
 	resp, _, err := call(ctx, o, o.addr, "", o.timeout.d, func(ctx context.Context, cl ringpb.RingClient) (*ringpb.TransferLeadershipResponse, error) {
 		return cl.TransferLeadership(ctx, &ringpb.TransferLeadershipRequest{Id: id})
 	})
 	if err != nil {
 		return err
 	}
-	if o.output == "json" {
-		return c.printJSON(struct {
-			NewLeader string `json:"new_leader"`
-		}{resp.GetNewLeaderId()})
+	got := resp.GetNewLeaderId()
+	// The node answers once someone else leads; these guard against a leadership that moved
+	// again meanwhile, which the operator must hear about.
+	var problem error
+	switch {
+	case got == before:
+		problem = fmt.Errorf("leadership stayed with %s", got)
+	case id != "" && got != id:
+		problem = fmt.Errorf("leadership went to %s, not %s (from %s)", got, id, orDash(before))
 	}
-	_, err = fmt.Fprintf(c.stdout, "leadership transferred to %s\n", resp.GetNewLeaderId())
-	return err
+	if o.output == "json" {
+		if err := report(got, got != before, ""); err != nil {
+			return err
+		}
+		return problem
+	}
+	if problem != nil {
+		return problem
+	}
+	return report(got, true, fmt.Sprintf("leadership transferred to %s (from %s)", got, orDash(before)))
 }
 
 // leaveEvent is one line of `ringctl leave -o json` (one JSON object per line, as it happens).
 type leaveEvent struct {
-	Event          string  `json:"event"` // requested, state, handover, removed
+	Event          string  `json:"event"` // requested, state, handover, progress, removed
 	Member         string  `json:"member"`
 	State          string  `json:"state,omitempty"`
 	RingState      string  `json:"ring_state,omitempty"`
@@ -313,6 +410,9 @@ func (c *cli) leave(o *options, args []string) error {
 	current := 0
 	lastErr := ""
 	var last *ringview.MemberView
+	// quiet is how long, counted in polls, nothing was printed while following: past c.progress,
+	// a line says what the member is still doing (the hand-over's retries alone take about 21 s).
+	var quiet time.Duration
 	for {
 		remaining := time.Until(deadline)
 		if remaining <= 0 {
@@ -352,7 +452,9 @@ func (c *cli) leave(o *options, args []string) error {
 					fmt.Sprintf("%s: left the ring after %s", id, time.Since(start).Round(100*time.Millisecond)))
 				return nil
 			}
+			said := false
 			if last == nil || m.State != last.State {
+				said = true
 				emit(leaveEvent{Event: "state", State: m.State, RingState: m.RingState, HandoverPeer: m.HandoverPeer},
 					fmt.Sprintf("%s: %s", id, m.State))
 			}
@@ -361,7 +463,15 @@ func (c *cli) leave(o *options, args []string) error {
 				if m.HandoverPeer == "" {
 					text = fmt.Sprintf("%s: hand-over to %s ended without completing; looking for another joiner or flushing", id, last.HandoverPeer)
 				}
+				said = true
 				emit(leaveEvent{Event: "handover", State: m.State, RingState: m.RingState, HandoverPeer: m.HandoverPeer}, text)
+			}
+			if quiet += c.poll; said {
+				quiet = 0
+			} else if c.progress > 0 && quiet >= c.progress {
+				quiet = 0
+				emit(leaveEvent{Event: "progress", State: m.State, RingState: m.RingState, HandoverPeer: m.HandoverPeer},
+					leaveProgress(m, time.Since(start)))
 			}
 			last = &m
 			candidates = followCandidates(o.addr, v, m)
@@ -371,6 +481,19 @@ func (c *cli) leave(o *options, args []string) error {
 			t := time.NewTimer(wait)
 			<-t.C
 		}
+	}
+}
+
+// leaveProgress says what a leaving member is still doing, for a leave that has been quiet a while.
+func leaveProgress(m ringview.MemberView, elapsed time.Duration) string {
+	so := elapsed.Round(time.Second)
+	switch {
+	case m.HandoverPeer != "":
+		return fmt.Sprintf("%s: still handing over to %s (%s so far)", m.ID, m.HandoverPeer, so)
+	case m.RingState == ringstate.LEAVING.String():
+		return fmt.Sprintf("%s: still LEAVING (%s so far): no joiner has taken its data yet; it keeps asking for a PENDING member, then flushes its data to the bucket and leaves", m.ID, so)
+	default:
+		return fmt.Sprintf("%s: still %s (%s so far): the leave has not started yet", m.ID, m.State, so)
 	}
 }
 

@@ -438,23 +438,24 @@ func TestRing_JSON(t *testing.T) {
 func TestJoin(t *testing.T) {
 	f := newFake()
 	addr := serve(t, f)
-	// -voter after the positional arguments.
-	code, out, errOut := runCLI(t, nil, "-addr", addr, "join", "ingester-5", "127.0.0.1:7005", "-voter")
+	// -voter after the positional arguments. Something must listen at the new server's address.
+	raft5, raft6 := listen(t), listen(t)
+	code, out, errOut := runCLI(t, nil, "-addr", addr, "join", "ingester-5", raft5, "-voter")
 	mustCode(t, 0, code, out, errOut)
-	if want := "added ingester-5 (raft 127.0.0.1:7005) as voter at index 17\n"; out != want {
+	if want := "added ingester-5 (raft " + raft5 + ") as voter at index 17\n"; out != want {
 		t.Errorf("output %q, want %q", out, want)
 	}
 	req := f.callsOf("Join")[0].(*ringpb.JoinRequest)
-	if req.GetId() != "ingester-5" || req.GetRaftAddr() != "127.0.0.1:7005" || !req.GetVoter() || req.GetHops() != 0 {
+	if req.GetId() != "ingester-5" || req.GetRaftAddr() != raft5 || !req.GetVoter() || req.GetHops() != 0 {
 		t.Errorf("request %v", req)
 	}
 
 	f.join = &ringpb.JoinResponse{Index: 19, Voter: false}
-	code, out, errOut = runCLI(t, nil, "join", "-o", "json", "-addr", addr, "ingester-6", "127.0.0.1:7006")
+	code, out, errOut = runCLI(t, nil, "join", "-o", "json", "-addr", addr, "ingester-6", raft6)
 	mustCode(t, 0, code, out, errOut)
 	m := decodeObject(t, out)
-	if !slices.Equal(keys(m), []string{"id", "index", "raft_addr", "voter"}) || m["id"] != "ingester-6" ||
-		m["raft_addr"] != "127.0.0.1:7006" || m["voter"] != false || m["index"] != 19.0 {
+	if !slices.Equal(keys(m), []string{"changed", "id", "index", "raft_addr", "voter"}) || m["id"] != "ingester-6" ||
+		m["raft_addr"] != raft6 || m["voter"] != false || m["index"] != 19.0 || m["changed"] != true {
 		t.Errorf("json %v", m)
 	}
 	if req := f.callsOf("Join")[1].(*ringpb.JoinRequest); req.GetVoter() {
@@ -481,12 +482,14 @@ func TestRemoveAndTransferLeadership(t *testing.T) {
 
 	code, out, errOut = runCLI(t, nil, "-addr", addr, "transfer-leadership")
 	mustCode(t, 0, code, out, errOut)
-	if out != "leadership transferred to ingester-2\n" {
+	if out != "leadership transferred to ingester-2 (from ingester-1)\n" {
 		t.Errorf("transfer: %q", out)
 	}
+	f.transfer = &ringpb.TransferLeadershipResponse{NewLeaderId: "ingester-4"}
 	code, out, errOut = runCLI(t, nil, "-addr", addr, "transfer-leadership", "ingester-4", "-o", "json")
 	mustCode(t, 0, code, out, errOut)
-	if m := decodeObject(t, out); !slices.Equal(keys(m), []string{"new_leader"}) || m["new_leader"] != "ingester-2" {
+	if m := decodeObject(t, out); !slices.Equal(keys(m), []string{"changed", "new_leader", "previous_leader"}) ||
+		m["new_leader"] != "ingester-4" || m["previous_leader"] != "ingester-1" || m["changed"] != true {
 		t.Errorf("transfer json %v", m)
 	}
 	reqs := f.callsOf("TransferLeadership")
@@ -679,7 +682,7 @@ func TestServerErrors_Exit1WithServerMessage(t *testing.T) {
 	}{
 		{"Status", []string{"status"}},
 		{"GetRing", []string{"ring"}},
-		{"Join", []string{"join", "ingester-9", "127.0.0.1:7009"}},
+		{"Join", []string{"join", "ingester-9", "127.0.0.1:7009", "-force"}},
 		{"Leave", []string{"leave", "ingester-9"}},
 		{"RemovePeer", []string{"remove", "ingester-9"}},
 		{"TransferLeadership", []string{"transfer-leadership"}},
@@ -784,7 +787,7 @@ func TestRun_EntryPoint(t *testing.T) {
 	addr := serve(t, newFake())
 	t.Setenv(addrEnv, addr)
 	var out, errb bytes.Buffer
-	if code := run([]string{"transfer-leadership"}, &out, &errb); code != 0 || out.String() != "leadership transferred to ingester-2\n" {
+	if code := run([]string{"transfer-leadership"}, &out, &errb); code != 0 || out.String() != "leadership transferred to ingester-2 (from ingester-1)\n" {
 		t.Errorf("exit %d, stdout %q, stderr %q", code, out.String(), errb.String())
 	}
 }

@@ -426,8 +426,9 @@ func TestTLSClient_RoundTripAsOperator(t *testing.T) {
 	env := map[string]string{tlsCertEnv: args[1], tlsKeyEnv: args[3], tlsCAEnv: args[5], addrEnv: addr}
 	code, out, errOut = runCLI(t, env, "status", "-o", "json")
 	mustCode(t, 0, code, out, errOut)
-	// remove, then status: Status and GetRing (who compacts).
-	if !slices.Equal(f.callers, []string{"operator operator", "operator operator", "operator operator"}) {
+	// remove: GetRing (is the member alive?) and RemovePeer; then status: Status and GetRing
+	// (who compacts).
+	if !slices.Equal(f.callers, []string{"operator operator", "operator operator", "operator operator", "operator operator"}) {
 		t.Errorf("the node saw %q", f.callers)
 	}
 }
@@ -540,7 +541,7 @@ func TestTLSClient_PermissionDeniedShowsTheServersMessage(t *testing.T) {
 	f.operatorOnly = true
 	addr := serveTLS(t, f, p, "ingester-1")
 	nodeArgs := p.tlsArgs(t, "ingester-2", p.node) // a member, not an operator
-	code, out, errOut := runCLI(t, nil, append([]string{"-addr", addr, "remove", "ingester-3"}, nodeArgs...)...)
+	code, out, errOut := runCLI(t, nil, append([]string{"-addr", addr, "remove", "ingester-3", "-force"}, nodeArgs...)...)
 	mustCode(t, 1, code, out, errOut)
 	want := `ringctl: remove: permission denied: node ingester-2 lacks the right "operator" to removepeer (PermissionDenied from ` + addr + ")\n"
 	if errOut != want {

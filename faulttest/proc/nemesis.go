@@ -325,7 +325,9 @@ func (n *nemesis) inject(ctx context.Context, s step) {
 		}
 		c.Nodes[x].Kill()
 		via := (x + 1) % len(c.Nodes)
-		out, rerr := c.Ringctl(ctx, "-addr", c.Nodes[via].GRPCAddr, "remove", c.Nodes[x].ID).CombinedOutput()
+		// -force: x was killed a moment ago and its heartbeat is still fresh, so without it
+		// ringctl would refuse to remove a member that looks alive.
+		out, rerr := c.Ringctl(ctx, "-addr", c.Nodes[via].GRPCAddr, "remove", c.Nodes[x].ID, "-force").CombinedOutput()
 		fw.Note = "ringctl remove: " + strings.TrimSpace(string(out))
 		if rerr != nil {
 			err = fmt.Errorf("ringctl remove %s: %v", c.Nodes[x].ID, rerr)
