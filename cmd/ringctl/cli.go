@@ -33,8 +33,9 @@ const (
 	defaultLeaveTimeout = 10 * time.Minute
 	defaultPoll         = 500 * time.Millisecond
 	defaultProgress     = 5 * time.Second
-	// joinDialTimeout bounds join's check that something listens at RAFT_ADDR.
-	joinDialTimeout = 2 * time.Second
+	// joinDialTimeout bounds join's check that something listens at RAFT_ADDR (a node just
+	// started may take a moment to listen).
+	joinDialTimeout = 5 * time.Second
 
 	// The -tls.* flags fall back to these, as -addr does to $RINGCTL_ADDR, so that an operator
 	// exports their certificate once per shell.

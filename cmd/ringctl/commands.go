@@ -222,18 +222,26 @@ func (c *cli) join(o *options, args []string) error {
 	return err
 }
 
-// probeRaftAddr checks that something accepts TCP connections at addr. It cannot tell a Raft
-// port from any other listener; it catches the address nobody runs.
+// probeRaftAddr checks that something accepts TCP connections at addr within timeout, dialling
+// again every 100 ms: a node started a moment ago may not listen yet (a script that starts a node
+// and joins it at once). It cannot tell a Raft port from any other listener; it catches the
+// address nobody runs.
 func probeRaftAddr(addr string, timeout time.Duration) error {
-	conn, err := net.DialTimeout("tcp", addr, timeout)
-	if err != nil {
-		var op *net.OpError
-		if errors.As(err, &op) && op.Err != nil {
-			return op.Err
+	deadline := time.Now().Add(timeout)
+	for {
+		conn, err := net.DialTimeout("tcp", addr, max(time.Until(deadline), 10*time.Millisecond))
+		if err == nil {
+			return conn.Close()
 		}
-		return err
+		if time.Until(deadline) < 100*time.Millisecond {
+			var op *net.OpError
+			if errors.As(err, &op) && op.Err != nil {
+				err = op.Err
+			}
+			return fmt.Errorf("%w, for %s", err, timeout)
+		}
+		time.Sleep(100 * time.Millisecond)
 	}
-	return conn.Close()
 }
 
 func (c *cli) remove(o *options, args []string) error {

@@ -54,9 +54,10 @@ func TestJoin_NothingListening_RefusedUnlessForce(t *testing.T) {
 	f := newFake()
 	addr := serve(t, f)
 	ghost := deadAddr(t)
-	code, out, errOut := runCLI(t, nil, "-addr", addr, "join", "ghost", ghost)
+	// -timeout bounds how long join waits for something to listen (5 s at most).
+	code, out, errOut := runCLI(t, nil, "-addr", addr, "-timeout", "1s", "join", "ghost", ghost)
 	mustCode(t, 1, code, out, errOut)
-	for _, want := range []string{"nothing answers at " + ghost, "connection refused", "-raft.addr", "-force"} {
+	for _, want := range []string{"nothing answers at " + ghost, "connection refused, for 1s", "-raft.addr", "-force"} {
 		if !strings.Contains(errOut, want) {
 			t.Errorf("stderr lacks %q:\n%s", want, errOut)
 		}
