@@ -88,6 +88,10 @@ type Config struct {
 	SnapshotInterval  time.Duration // -raft.snapshot-interval
 	TrailingLogs      uint64        // -raft.trailing-logs
 	ApplyTimeout      time.Duration // -raft.apply-timeout
+	// Recover is -raft.recover: before starting, rebuild a Raft configuration in which this node
+	// is the only voter, from its own log and snapshot (recover.go). For a majority of voters lost
+	// for good; a one-shot, refused once the configuration has changed after a recovery.
+	Recover bool
 }
 
 // RegisterFlags registers the Raft tunables on f with their defaults. The defaults suit 2-core
@@ -102,6 +106,7 @@ func (c *Config) RegisterFlags(f *flag.FlagSet) {
 	f.DurationVar(&c.SnapshotInterval, "raft.snapshot-interval", 2*time.Minute, "How often Raft checks whether -raft.snapshot-threshold is reached.")
 	f.Uint64Var(&c.TrailingLogs, "raft.trailing-logs", 10240, "Log entries kept after a snapshot, so a briefly lagging follower catches up without a snapshot transfer.")
 	f.DurationVar(&c.ApplyTimeout, "raft.apply-timeout", 10*time.Second, "Longest a ring command waits to be committed before its outcome is reported unknown.")
+	f.BoolVar(&c.Recover, "raft.recover", false, "Disaster recovery when a majority of Raft voters is lost for good: start as the only voter, from this node's own Raft log (what the lost majority committed without it is gone). Then remove the dead members with 'ringctl remove', add new nodes, and restart without this flag; a restart with it is refused once the configuration has changed. See README, \"Losing a majority\".")
 }
 
 // DefaultConfig returns the flag defaults, for code that does not parse flags (tests, tools).

@@ -189,6 +189,16 @@ func NewNode(cfg Config) (*Node, error) {
 		n.closeTransportAndStores()
 		return nil, fmt.Errorf("raftfsm: read raft state in %s: %w", dir, err)
 	}
+	if cfg.Recover {
+		if !has {
+			n.closeTransportAndStores()
+			return nil, fmt.Errorf("raftfsm: -raft.recover: no Raft state in %s to recover from (recovery restarts a survivor of a lost majority on its own data)", dir)
+		}
+		if err := n.recoverAlone(rc, dir); err != nil {
+			n.closeTransportAndStores()
+			return nil, fmt.Errorf("raftfsm: %w", err)
+		}
+	}
 	n.hadState.Store(has)
 	n.existing = has
 	if has {
