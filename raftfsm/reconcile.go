@@ -1,0 +1,294 @@
+package raftfsm
+
+import (
+	"context"
+	"path/filepath"
+	"slices"
+	"strings"
+	"time"
+
+	"github.com/hashicorp/raft"
+
+	"github.com/raftingest/raftingest/ringpb"
+	"github.com/raftingest/raftingest/ringstate"
+)
+
+// poke wakes the background loop without blocking.
+func (n *Node) poke() {
+	select {
+	case n.kick <- struct{}{}:
+	default:
+	}
+}
+
+// run is the node's one background goroutine: on a timer, on leadership and peer changes, and when
+// poked, it checks whether this node was removed and, on the leader, reconciles voters.
+func (n *Node) run() {
+	defer n.wg.Done()
+	t := time.NewTicker(n.cfg.ReconcileInterval)
+	defer t.Stop()
+	for {
+		select {
+		case <-n.stop:
+			return
+		case <-t.C:
+		case <-n.kick:
+		case <-n.observerCh:
+		}
+		ctx, cancel := context.WithTimeout(n.runCtx, n.cfg.ApplyTimeout)
+		n.checkMembership(ctx)
+		if n.raft.State() == raft.Leader {
+			n.reconcileVoters(ctx)
+		}
+		cancel()
+	}
+}
+
+func (n *Node) checkMembership(ctx context.Context) {
+	conf, _, err := n.configuration(ctx)
+	if err != nil {
+		return
+	}
+	inLocal := slices.ContainsFunc(conf.Servers, func(s raft.Server) bool { return s.ID == n.id })
+	recent := n.raft.State() == raft.Leader || time.Since(n.raft.LastContact()) < 3*n.cfg.HeartbeatTimeout
+	switch {
+	case inLocal && recent && !n.confirmed.Load():
+		n.hadState.Store(true)
+		if n.removed.Swap(false) {
+			n.logger.Info("this node is in the raft configuration again")
+		}
+	case n.confirmed.Load():
+	case len(conf.Servers) == 0:
+		// A new node waiting to be added.
+	case !inLocal && n.hadState.Load():
+		// Our own log says we were removed; it may lag (a node restarted mid catch-up whose log
+		// ends before its own AddVoter). Only a leader confirms it.
+		n.markRemoved(false)
+		if n.leaderSaysRemoved(ctx, conf) {
+			n.markRemoved(true)
+		}
+	default:
+		// Either no word from a leader, or a configuration without us that we never saw ourselves
+		// in (we may be catching up from an old entry, or have been added and removed between two
+		// checks). A leader that removes a server stops replicating to it, often before the
+		// removing entry reaches it, so our own log cannot be trusted to tell us: ask the peers. A
+		// leader whose configuration lacks us is proof.
+		if inLocal {
+			n.hadState.Store(true)
+		}
+		if n.leaderSaysRemoved(ctx, conf) {
+			n.markRemoved(true)
+		}
+	}
+}
+
+// leaderSaysRemoved asks the other servers of conf (and every other node this one knows a gRPC
+// address for) for their status and reports whether one that leads has a configuration without
+// this node.
+func (n *Node) leaderSaysRemoved(ctx context.Context, conf raft.Configuration) bool {
+	return n.askLeader(ctx, conf, nil) == verdictRemoved
+}
+
+type verdict int
+
+const (
+	verdictUnknown verdict = iota // no leader answered
+	verdictMember                 // a leader lists this node
+	verdictRemoved                // a leader does not list this node
+)
+
+// askLeader asks the servers of conf, the seeds (gRPC addresses) and every other node whose gRPC
+// address this node knows, in turn, for their status, until one that leads answers; it reports
+// whether that leader's configuration lists this node.
+func (n *Node) askLeader(ctx context.Context, conf raft.Configuration, seeds []string) verdict {
+	seen := map[string]bool{}
+	var addrs []string
+	add := func(a string) {
+		if a != "" && !seen[a] {
+			seen[a] = true
+			addrs = append(addrs, a)
+		}
+	}
+	for _, s := range conf.Servers {
+		if s.ID != n.id {
+			if a, err := n.grpcAddr(string(s.ID)); err == nil {
+				add(a)
+			}
+		}
+	}
+	for _, a := range seeds {
+		add(a)
+	}
+	n.addrMu.Lock()
+	ids := make([]string, 0, len(n.lastGRPC))
+	for id := range n.lastGRPC {
+		ids = append(ids, id)
+	}
+	slices.Sort(ids)
+	for _, id := range ids {
+		if id != n.cfg.ID {
+			add(n.lastGRPC[id])
+		}
+	}
+	self := n.lastGRPC[n.cfg.ID]
+	n.addrMu.Unlock()
+	for _, addr := range addrs {
+		if addr == self || ctx.Err() != nil {
+			continue
+		}
+		c, err := n.conns.get(addr)
+		if err != nil {
+			continue
+		}
+		pctx, cancel := context.WithTimeout(ctx, min(time.Second, n.cfg.HeartbeatTimeout))
+		st, err := c.Status(pctx, &ringpb.StatusRequest{})
+		cancel()
+		if err != nil || st.GetState() != raft.Leader.String() || st.GetId() == n.cfg.ID {
+			continue
+		}
+		if slices.ContainsFunc(st.GetServers(), func(sv *ringpb.Server) bool { return sv.GetId() == n.cfg.ID }) {
+			return verdictMember
+		}
+		return verdictRemoved
+	}
+	return verdictUnknown
+}
+
+// CheckMembership asks the cluster whether this node — restarted on existing Raft state — is
+// still a member, so that a node removed by an operator (ringctl remove) exits at start instead of
+// taking part with a stale log. It asks the seeds (gRPC addresses, e.g. -join) and every node it
+// knows from its configuration, snapshot and stored log, every 200ms until a leader answers.
+//
+// It returns nil when a leader lists this node, when this node leads, or when it started without
+// Raft state (a new node); ErrRemovedFromCluster, confirmed, when a leader's configuration lacks
+// it; and ctx's error when no leader answered before ctx ended (undecided: the background check
+// keeps asking, and the leader refuses a Register from a node outside its configuration anyway).
+func (n *Node) CheckMembership(ctx context.Context, seeds []string) error {
+	if !n.existing {
+		return nil
+	}
+	t := time.NewTicker(200 * time.Millisecond)
+	defer t.Stop()
+	for {
+		if err := n.Err(); err != nil {
+			return err
+		}
+		if n.IsLeader() {
+			return nil
+		}
+		conf, _, err := n.configuration(ctx)
+		if err == nil {
+			switch n.askLeader(ctx, conf, seeds) {
+			case verdictMember:
+				return nil
+			case verdictRemoved:
+				n.markRemoved(true)
+				return ErrRemovedFromCluster
+			}
+		}
+		select {
+		case <-ctx.Done():
+			return ctx.Err()
+		case <-n.stop:
+			return ErrShutdown
+		case <-t.C:
+		}
+	}
+}
+
+// markRemoved records that this node is not in the Raft configuration. Only a confirmed removal
+// (a leader said so, or our own LeaveCluster committed) is final; one seen only in our own log is a
+// warning, since that log may lag.
+func (n *Node) markRemoved(confirmed bool) {
+	dir := filepath.Join(n.cfg.DataDir, "raft")
+	if !confirmed {
+		if !n.removed.Swap(true) && !n.leaving.Load() {
+			n.logger.Warn("this node's raft configuration does not list it (removed, or still catching up?); "+
+				"asking the leader", "raft_dir", dir)
+		}
+		return
+	}
+	n.removed.Store(true)
+	if n.confirmed.Swap(true) {
+		return
+	}
+	if n.leaving.Load() {
+		n.logger.Info("this node left the raft cluster")
+		return
+	}
+	n.logger.Error("this node was removed from the raft cluster; wipe its raft data before it rejoins",
+		"raft_dir", dir)
+	n.removedOnce.Do(func() { close(n.removedCh) })
+}
+
+// reconcileVoters promotes one non-voter when there are fewer than -raft.max-voters voters. It
+// never demotes: voters above the limit were asked for (JoinRequest.voter) and stay.
+//
+// Pick: the lowest id among non-voters this leader heard from recently (a successful AppendEntries
+// within three Raft heartbeat timeouts) whose ring member is ACTIVE and healthy; when no non-voter
+// is in the ring at all (a cluster not using the ring lifecycle), the lowest id among those heard
+// from recently. Ring health alone lags by -ring.heartbeat-timeout: a non-voter that died seconds
+// ago still looks healthy there, and promoting it would add a dead voter. A non-voter in the ring
+// but not ACTIVE and healthy is not promoted either: it may be about to leave.
+func (n *Node) reconcileVoters(ctx context.Context) {
+	n.confMu.Lock()
+	defer n.confMu.Unlock()
+	conf, prev, err := n.configuration(ctx)
+	if err != nil {
+		return
+	}
+	voters := 0
+	var nonvoters []raft.Server
+	for _, s := range conf.Servers {
+		if s.Suffrage == raft.Voter {
+			voters++
+		} else {
+			nonvoters = append(nonvoters, s)
+		}
+	}
+	if voters >= n.cfg.MaxVoters || len(nonvoters) == 0 {
+		return
+	}
+	pick := pickPromotion(nonvoters, n.fsm.Ring(), n.cfg.RingHeartbeatTimeout.Milliseconds(), func(id raft.ServerID) bool {
+		t, ok := n.trans.lastContact(id)
+		return ok && time.Since(t) < 3*n.cfg.HeartbeatTimeout
+	})
+	if pick == nil {
+		n.logger.Debug("no non-voter fit for promotion", "voters", voters, "max_voters", n.cfg.MaxVoters)
+		return
+	}
+	timeout := n.timeout(ctx)
+	f := n.raft.AddVoter(pick.ID, pick.Address, prev, timeout)
+	if err := wait(ctx, f, timeout); err != nil {
+		n.logger.Warn("promoting non-voter failed", "peer", string(pick.ID), "err", err)
+		return
+	}
+	n.logger.Info("promoted non-voter to voter", "peer", string(pick.ID), "voters", voters+1,
+		"max_voters", n.cfg.MaxVoters, "index", f.Index())
+	n.poke() // another may be due
+}
+
+// pickPromotion picks the non-voter to promote (see reconcileVoters); recent reports whether the
+// leader heard from a server recently.
+func pickPromotion(nonvoters []raft.Server, r *ringstate.Ring, timeoutMs int64, recent func(raft.ServerID) bool) *raft.Server {
+	slices.SortFunc(nonvoters, func(a, b raft.Server) int { return strings.Compare(string(a.ID), string(b.ID)) })
+	anyInRing := false
+	for i, s := range nonvoters {
+		m, ok := r.Member(ringstate.MemberID(s.ID))
+		if !ok {
+			continue
+		}
+		anyInRing = true
+		if m.Writable(r.TimeMs(), timeoutMs) && recent(s.ID) {
+			return &nonvoters[i]
+		}
+	}
+	if !anyInRing {
+		for i, s := range nonvoters {
+			if recent(s.ID) {
+				return &nonvoters[i]
+			}
+		}
+	}
+	return nil
+}
