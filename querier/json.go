@@ -3,8 +3,9 @@ package querier
 // The Prometheus HTTP API's JSON, byte for byte. Prometheus encodes responses with json-iterator
 // (ConfigCompatibleWithStandardLibrary, so HTML-escaped strings) and custom encoders for PromQL
 // values (web/api/v1/json_codec.go, util/jsonutil/marshal.go). json-iterator is not a dependency of
-// ours, so this file ports those encoders onto append-style functions; json_test.go pins the output
-// against responses recorded from Prometheus.
+// ours, so this file ports those encoders onto append-style functions; api_test.go pins the
+// envelope byte for byte, and e2e TestQuery_OracleAgainstPrometheus compares whole answers with
+// Debian's Prometheus on the same data.
 
 import (
 	"math"
