@@ -179,7 +179,7 @@ func New(cfg Config, log *slog.Logger) (_ *Server, err error) {
 		return nil, fmt.Errorf("transfer: %w", err)
 	}
 	s.blocks.AuthorizeDelete = s.authorizeDelete // wire_compact.go: DeleteBlocks' compactor lease check
-	mux.Handle("/ring", ringview.Handler(s.node.Ring, timeoutMs))
+	mux.Handle("/ring", ringview.Handler(s.node.Ring, timeoutMs, ringview.WithRaftSource(s.raftRoles)))
 	mux.Handle("/api/v1/push", ringGate(s.node.CaughtUp, s.dist))
 	mux.Handle("/metrics", promhttp.HandlerFor(s.reg, promhttp.HandlerOpts{Registry: s.reg}))
 	mux.HandleFunc("/ready", s.ready)
@@ -530,4 +530,18 @@ func (s *Server) close() {
 			}
 		}
 	})
+}
+
+// raftRoles is the Raft configuration and leader as this node knows them, for the /ring page. A
+// node with no configuration yet (not joined) cannot tell.
+func (s *Server) raftRoles() (leader string, servers []ringview.RaftServer, ok bool) {
+	st := s.node.Status()
+	if len(st.Servers) == 0 {
+		return "", nil, false
+	}
+	servers = make([]ringview.RaftServer, len(st.Servers))
+	for i, srv := range st.Servers {
+		servers[i] = ringview.RaftServer{ID: srv.ID, Voter: srv.Voter}
+	}
+	return st.LeaderID, servers, true
 }

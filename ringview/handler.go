@@ -23,7 +23,14 @@ import (
 // carry stable hooks for scripts and browser tests: `<tr class="member" data-id="ID">` with one cell
 // per column, each with a class name (see the template), and numeric cells carry the raw value in a
 // data-value attribute.
-func Handler(source func() *ringstate.Ring, heartbeatTimeoutMs int64) http.Handler {
+//
+// With WithRaftSource the page and the JSON also show each member's Raft role and the Raft
+// servers that are not ring members.
+func Handler(source func() *ringstate.Ring, heartbeatTimeoutMs int64, opts ...HandlerOption) http.Handler {
+	var o handlerOptions
+	for _, opt := range opts {
+		opt(&o)
+	}
 	return http.HandlerFunc(func(w http.ResponseWriter, req *http.Request) {
 		if req.Method != http.MethodGet && req.Method != http.MethodHead {
 			w.Header().Set("Allow", "GET, HEAD")
@@ -36,6 +43,12 @@ func Handler(source func() *ringstate.Ring, heartbeatTimeoutMs int64) http.Handl
 			return
 		}
 		v := Build(r, heartbeatTimeoutMs)
+		if o.raft != nil {
+			leader, servers, ok := o.raft()
+			if ok {
+				v.WithRaft(leader, servers)
+			}
+		}
 		// The ring changes under the viewer; a cached page would show a stale state.
 		w.Header().Set("Cache-Control", "no-store")
 		if wantsJSON(req) {
@@ -56,6 +69,19 @@ func Handler(source func() *ringstate.Ring, heartbeatTimeoutMs int64) http.Handl
 	})
 }
 
+// HandlerOption configures Handler.
+type HandlerOption func(*handlerOptions)
+
+type handlerOptions struct {
+	raft func() (leader string, servers []RaftServer, ok bool)
+}
+
+// WithRaftSource makes the page show Raft roles: raft returns the leader's id and the Raft
+// configuration as this node knows them, ok false when it cannot tell (then no role is shown).
+func WithRaftSource(raft func() (leader string, servers []RaftServer, ok bool)) HandlerOption {
+	return func(o *handlerOptions) { o.raft = raft }
+}
+
 // wantsJSON reports whether the client asked for JSON by query parameter or by Accept header.
 func wantsJSON(req *http.Request) bool {
 	if f := req.URL.Query().Get("format"); f != "" {
@@ -74,6 +100,9 @@ type page struct {
 	View
 	ShowTokens bool
 }
+
+// RaftKnown reports whether the view carries Raft roles (WithRaft was applied).
+func (p page) RaftKnown() bool { return p.RaftOnly != nil }
 
 var pageTemplate = template.Must(template.New("ring").Funcs(template.FuncMap{
 	"percent":  func(f float64) string { return strconv.FormatFloat(f*100, 'f', 2, 64) + "%" },
@@ -117,7 +146,7 @@ Health is judged at ring time, not by this page's clock.</p>
 <p id="compactor" data-holder="{{.Compactor.Holder}}" data-epoch="{{.Compactor.Epoch}}" data-held="{{.Compactor.Held}}">Compactor: {{.Compactor.Describe}}</p>
 <table id="members">
 <thead>
-<tr><th>ID</th><th>State</th><th>Ring state</th><th>gRPC address</th><th>Raft address</th><th>HTTP address</th><th>Zone</th><th>Tokens</th><th>Ownership</th><th>Heartbeat age</th><th>Registered</th><th>Hand-over</th>{{if .ShowTokens}}<th>Token list</th>{{end}}</tr>
+<tr><th>ID</th><th>State</th><th>Ring state</th><th>gRPC address</th><th>Raft address</th><th>HTTP address</th><th>Zone</th><th>Tokens</th><th>Ownership</th><th>Heartbeat age</th><th>Registered</th><th>Hand-over</th>{{if .RaftKnown}}<th>Raft</th>{{end}}{{if .ShowTokens}}<th>Token list</th>{{end}}</tr>
 </thead>
 <tbody>
 {{- range .Members}}
@@ -134,6 +163,9 @@ Health is judged at ring time, not by this page's clock.</p>
 <td class="heartbeat-age" data-value="{{float .HeartbeatAgeSeconds}}">{{duration .HeartbeatAgeSeconds}}</td>
 <td class="registered">{{.RegisteredAt}}</td>
 <td class="handover" data-peer="{{.HandoverPeer}}">{{.Handover}}</td>
+{{- if $.RaftKnown}}
+<td class="raft-role">{{.RaftRole}}</td>
+{{- end}}
 {{- if $.ShowTokens}}
 <td class="token-list">{{tokens .Tokens}}</td>
 {{- end}}
@@ -143,6 +175,9 @@ Health is judged at ring time, not by this page's clock.</p>
 </table>
 {{- if not .Members}}
 <p id="empty">The ring has no members.</p>
+{{- end}}
+{{- if .RaftOnly}}
+<p id="raft-only">Raft servers that are not ring members: {{range $i, $s := .RaftOnly}}{{if $i}}, {{end}}<span class="raft-server" data-id="{{$s.ID}}">{{$s.ID}} ({{$s.Role}})</span>{{end}}.</p>
 {{- end}}
 {{- if not .ShowTokens}}
 <p><a href="?tokens=true">Show tokens</a> · <a href="?format=json">JSON</a></p>

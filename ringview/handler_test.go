@@ -171,3 +171,36 @@ func TestHandler_MethodsAndUnavailableRing(t *testing.T) {
 		t.Errorf("empty ring page: %+v, %v", page, err)
 	}
 }
+
+// With a Raft source the page has a Raft column and lists Raft servers that are not members; the
+// JSON carries raft_role. Without one (the source cannot tell), neither appears.
+func TestHandler_RaftRoles(t *testing.T) {
+	r := testRing(t)
+	known := true
+	h := ringview.Handler(func() *ringstate.Ring { return r }, timeoutMs, ringview.WithRaftSource(
+		func() (string, []ringview.RaftServer, bool) {
+			return "b", []ringview.RaftServer{{ID: "a", Voter: true}, {ID: "b", Voter: true}, {ID: "x", Voter: false}}, known
+		}))
+	html := body(t, get(t, h, http.MethodGet, "/ring", nil))
+	for _, want := range []string{"<th>Raft</th>", `<td class="raft-role">leader</td>`, `<td class="raft-role">voter</td>`,
+		`<td class="raft-role">none</td>`, `<span class="raft-server" data-id="x">x (nonvoter)</span>`} {
+		if !strings.Contains(html, want) {
+			t.Errorf("page lacks %s", want)
+		}
+	}
+	if _, err := ringviewtest.ParsePage(html); err != nil {
+		t.Errorf("the page with a Raft column does not parse: %v", err)
+	}
+	var v ringview.View
+	if err := json.Unmarshal([]byte(body(t, get(t, h, http.MethodGet, "/ring?format=json", nil))), &v); err != nil {
+		t.Fatal(err)
+	}
+	if m, _ := v.Member("b"); m.RaftRole != ringview.RaftLeader {
+		t.Errorf("JSON: b's raft_role %q, want leader", m.RaftRole)
+	}
+	known = false
+	html = body(t, get(t, h, http.MethodGet, "/ring", nil))
+	if strings.Contains(html, "raft-role") || strings.Contains(html, "<th>Raft</th>") {
+		t.Errorf("Raft column shown while the roles are unknown")
+	}
+}

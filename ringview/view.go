@@ -8,6 +8,8 @@ package ringview
 
 import (
 	"fmt"
+	"slices"
+	"strings"
 	"time"
 
 	"github.com/raftingest/raftingest/ringstate"
@@ -28,6 +30,65 @@ type View struct {
 	Members []MemberView `json:"members"`
 	// Compactor is who compacts the cluster's blocks: the ring's compactor lease.
 	Compactor CompactorView `json:"compactor"`
+	// RaftOnly lists the Raft servers that are not ring members (a node that joined Raft and has
+	// not registered yet, or one removed from the ring and not yet from Raft), with their role:
+	// an empty list when there are none, nil (JSON null) when the Raft configuration is not known
+	// (WithRaft was not applied).
+	RaftOnly []RaftServer `json:"raft_only"`
+}
+
+// Raft roles, for MemberView.RaftRole.
+const (
+	RaftLeader   = "leader"
+	RaftVoter    = "voter"
+	RaftNonvoter = "nonvoter"
+	RaftNone     = "none" // a ring member that is not a Raft server
+)
+
+// RaftServer is one server of the Raft configuration as a node reports it.
+type RaftServer struct {
+	ID    string `json:"id"`
+	Voter bool   `json:"voter"`
+	// Role is RaftLeader, RaftVoter or RaftNonvoter; filled in by WithRaft.
+	Role string `json:"role,omitempty"`
+}
+
+// WithRaft sets every member's RaftRole from the Raft configuration (servers) and the leader's id
+// as one node reports them, and lists the servers that are not ring members in RaftOnly. The ring
+// and the configuration are read separately, so they may disagree for a moment (a joiner in Raft
+// before it registers).
+func (v *View) WithRaft(leader string, servers []RaftServer) {
+	role := func(s RaftServer) string {
+		switch {
+		case s.ID == leader && leader != "":
+			return RaftLeader
+		case s.Voter:
+			return RaftVoter
+		}
+		return RaftNonvoter
+	}
+	in := map[string]RaftServer{}
+	for _, s := range servers {
+		in[s.ID] = s
+	}
+	members := map[string]bool{}
+	for i := range v.Members {
+		m := &v.Members[i]
+		members[m.ID] = true
+		if s, ok := in[m.ID]; ok {
+			m.RaftRole = role(s)
+		} else {
+			m.RaftRole = RaftNone
+		}
+	}
+	v.RaftOnly = []RaftServer{}
+	for _, s := range servers {
+		if !members[s.ID] {
+			s.Role = role(s)
+			v.RaftOnly = append(v.RaftOnly, s)
+		}
+	}
+	slices.SortFunc(v.RaftOnly, func(a, b RaftServer) int { return strings.Compare(a.ID, b.ID) })
 }
 
 // CompactorView is the ring's compactor lease as people see it.
@@ -98,6 +159,9 @@ type MemberView struct {
 	// HandoverPeer is the other side of a hand-over in progress: for a LEAVING member the joiner it
 	// streams to, for a JOINING member the leaver it receives from; empty otherwise.
 	HandoverPeer string `json:"handover_peer"`
+	// RaftRole is the member's place in the Raft configuration: RaftLeader, RaftVoter,
+	// RaftNonvoter or RaftNone; empty (and absent from JSON) when the configuration is not known.
+	RaftRole string `json:"raft_role,omitempty"`
 }
 
 // Build judges every member of r at ring time against heartbeatTimeoutMs (0 or less disables the

@@ -5,6 +5,7 @@ import (
 	"math"
 	"slices"
 	"strconv"
+	"strings"
 	"testing"
 
 	"github.com/raftingest/raftingest/ringstate"
@@ -170,7 +171,7 @@ func TestBuild_EmptyAndNilRings(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		if want := `{"time_ms":0,"heartbeat_timeout_seconds":10,"members":[],"compactor":{"holder":"","epoch":0,"held":false,"expires_at":"","expires_in_seconds":0}}`; string(b) != want {
+		if want := `{"time_ms":0,"heartbeat_timeout_seconds":10,"members":[],"compactor":{"holder":"","epoch":0,"held":false,"expires_at":"","expires_in_seconds":0},"raft_only":null}`; string(b) != want {
 			t.Errorf("%s ring: %s, want %s", name, b, want)
 		}
 	}
@@ -185,8 +186,11 @@ func TestView_JSONFieldNames(t *testing.T) {
 	if err := json.Unmarshal(b, &top); err != nil {
 		t.Fatal(err)
 	}
-	if got := sortedKeys(top); !slices.Equal(got, []string{"compactor", "heartbeat_timeout_seconds", "members", "time_ms"}) {
+	if got := sortedKeys(top); !slices.Equal(got, []string{"compactor", "heartbeat_timeout_seconds", "members", "raft_only", "time_ms"}) {
 		t.Errorf("top-level keys %v", got)
+	}
+	if string(top["raft_only"]) != "null" {
+		t.Errorf("raft_only %s without WithRaft, want null (unknown)", top["raft_only"])
 	}
 	var members []map[string]json.RawMessage
 	if err := json.Unmarshal(top["members"], &members); err != nil {
@@ -211,4 +215,47 @@ func sortedKeys[V any](m map[string]V) []string {
 	}
 	slices.Sort(out)
 	return out
+}
+
+// WithRaft: the leader, voters and non-voters by the configuration; a ring member that is no Raft
+// server is "none" (raft_role in JSON); a Raft server that is no ring member is listed apart.
+func TestView_WithRaft(t *testing.T) {
+	v := ringview.Build(testRing(t), timeoutMs)
+	ids := make([]string, len(v.Members))
+	for i, m := range v.Members {
+		ids[i] = m.ID
+	}
+	if len(ids) < 3 {
+		t.Fatalf("test ring has %d members, want at least 3", len(ids))
+	}
+	v.WithRaft(ids[1], []ringview.RaftServer{{ID: "zz-joiner", Voter: false}, {ID: ids[1], Voter: true}, {ID: ids[0], Voter: true}, {ID: ids[2], Voter: false}, {ID: "aa-old", Voter: true}})
+	want := map[string]string{ids[0]: ringview.RaftVoter, ids[1]: ringview.RaftLeader, ids[2]: ringview.RaftNonvoter}
+	for _, m := range v.Members {
+		w, ok := want[m.ID]
+		if !ok {
+			w = ringview.RaftNone
+		}
+		if m.RaftRole != w {
+			t.Errorf("%s: raft role %q, want %q", m.ID, m.RaftRole, w)
+		}
+	}
+	wantOnly := []ringview.RaftServer{{ID: "aa-old", Voter: true, Role: ringview.RaftVoter}, {ID: "zz-joiner", Role: ringview.RaftNonvoter}}
+	if !slices.Equal(v.RaftOnly, wantOnly) {
+		t.Errorf("raft-only servers %+v, want %+v (sorted by id)", v.RaftOnly, wantOnly)
+	}
+	b, err := json.Marshal(v.Members[1])
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !strings.Contains(string(b), `"raft_role":"leader"`) {
+		t.Errorf("member JSON %s lacks raft_role", b)
+	}
+	// No configuration known (a node not joined yet): no leader, every member "none".
+	v = ringview.Build(testRing(t), timeoutMs)
+	v.WithRaft("", nil)
+	for _, m := range v.Members {
+		if m.RaftRole != ringview.RaftNone {
+			t.Errorf("%s: %q with an empty configuration", m.ID, m.RaftRole)
+		}
+	}
 }

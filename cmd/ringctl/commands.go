@@ -128,17 +128,38 @@ func (c *cli) ring(o *options, _ []string) error {
 	if err != nil {
 		return err
 	}
+	// The Raft roles come from the same node's status, a second read: a failure there does not
+	// hide the ring the operator asked for, the roles are then shown as unknown.
+	st, _, err := call(ctx, o, o.addr, "", o.timeout.d, func(ctx context.Context, cl ringpb.RingClient) (*ringpb.StatusResponse, error) {
+		return cl.Status(ctx, &ringpb.StatusRequest{})
+	})
+	if err == nil && len(st.GetServers()) > 0 {
+		servers := make([]ringview.RaftServer, len(st.GetServers()))
+		for i, s := range st.GetServers() {
+			servers[i] = ringview.RaftServer{ID: s.GetId(), Voter: s.GetVoter()}
+		}
+		v.WithRaft(st.GetLeaderId(), servers)
+	} else if err != nil {
+		fmt.Fprintf(c.stderr, "ringctl: ring: Raft roles unknown: %v\n", err)
+	}
 	if o.output == "json" {
 		return c.printJSON(v)
 	}
 	tw := tabwriter.NewWriter(c.stdout, 0, 4, 2, ' ', 0)
-	fmt.Fprintln(tw, "ID\tSTATE\tADDRESS\tZONE\tTOKENS\tOWNERSHIP\tHEARTBEAT\tHAND-OVER")
+	fmt.Fprintln(tw, "ID\tSTATE\tRAFT\tADDRESS\tZONE\tTOKENS\tOWNERSHIP\tHEARTBEAT\tHAND-OVER")
 	for _, m := range v.Members {
-		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%d\t%.2f%%\t%s ago\t%s\n", m.ID, m.State, orDash(m.GRPCAddr), orDash(m.Zone),
+		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%d\t%.2f%%\t%s ago\t%s\n", m.ID, m.State, orDash(m.RaftRole), orDash(m.GRPCAddr), orDash(m.Zone),
 			m.NumTokens, m.Ownership*100, m.HeartbeatAge(), orDash(m.Handover()))
 	}
 	if err := tw.Flush(); err != nil {
 		return err
+	}
+	if len(v.RaftOnly) > 0 {
+		parts := make([]string, len(v.RaftOnly))
+		for i, s := range v.RaftOnly {
+			parts[i] = fmt.Sprintf("%s (%s)", s.ID, s.Role)
+		}
+		fmt.Fprintf(c.stdout, "\nraft servers that are not ring members: %s\n", strings.Join(parts, ", "))
 	}
 	fmt.Fprintf(c.stdout, "\ncompactor: %s\n", v.Compactor.Describe())
 	if o.tokens {

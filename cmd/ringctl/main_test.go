@@ -359,11 +359,13 @@ func TestRing_Text(t *testing.T) {
 	mustCode(t, 0, code, out, errOut)
 	t.Logf("output:\n%s", out)
 	want := map[string][]string{
-		"ID":         {"ID", "STATE", "ADDRESS", "ZONE", "TOKENS", "OWNERSHIP", "HEARTBEAT", "HAND-OVER"},
-		"ingester-1": {"ingester-1", "ACTIVE", "127.0.0.1:9001", "zone-1", "2", "50.00%", "1.5s", "ago", "-"},
-		"ingester-2": {"ingester-2", "UNHEALTHY", "127.0.0.1:9002", "zone-2", "1", "25.00%", "1m0s", "ago", "-"},
-		"ingester-3": {"ingester-3", "LEAVING", "127.0.0.1:9003", "zone-3", "1", "25.00%", "0s", "ago", "→", "ingester-4"},
-		"ingester-4": {"ingester-4", "JOINING", "127.0.0.1:9004", "zone-4", "0", "0.00%", "2s", "ago", "←", "ingester-3"},
+		"ID": {"ID", "STATE", "RAFT", "ADDRESS", "ZONE", "TOKENS", "OWNERSHIP", "HEARTBEAT", "HAND-OVER"},
+		// The fake's Raft configuration: ingester-1 leads, ingester-2 votes, ingester-4 does not,
+		// ingester-3 is no Raft server.
+		"ingester-1": {"ingester-1", "ACTIVE", "leader", "127.0.0.1:9001", "zone-1", "2", "50.00%", "1.5s", "ago", "-"},
+		"ingester-2": {"ingester-2", "UNHEALTHY", "voter", "127.0.0.1:9002", "zone-2", "1", "25.00%", "1m0s", "ago", "-"},
+		"ingester-3": {"ingester-3", "LEAVING", "none", "127.0.0.1:9003", "zone-3", "1", "25.00%", "0s", "ago", "→", "ingester-4"},
+		"ingester-4": {"ingester-4", "JOINING", "nonvoter", "127.0.0.1:9004", "zone-4", "0", "0.00%", "2s", "ago", "←", "ingester-3"},
 	}
 	for id, w := range want {
 		if got := row(t, out, id); !slices.Equal(got, w) {
@@ -397,7 +399,7 @@ func TestRing_JSON(t *testing.T) {
 	code, out, errOut := runCLI(t, nil, "ring", "-o", "json", "-addr", addr)
 	mustCode(t, 0, code, out, errOut)
 	m := decodeObject(t, out)
-	if !slices.Equal(keys(m), []string{"compactor", "heartbeat_timeout_seconds", "members", "time_ms"}) {
+	if !slices.Equal(keys(m), []string{"compactor", "heartbeat_timeout_seconds", "members", "raft_only", "time_ms"}) {
 		t.Errorf("top-level keys %v", keys(m))
 	}
 	if c, _ := m["compactor"].(map[string]any); c["holder"] != "ingester-1" || c["epoch"] != 2.0 || c["held"] != true {
@@ -432,6 +434,36 @@ func TestRing_JSON(t *testing.T) {
 	}
 	if g := members[1].(map[string]any); g["ring_state"] != "ACTIVE" || g["id"] != "ingester-2" || g["grpc_addr"] != "127.0.0.1:9002" {
 		t.Errorf("ingester-2: %v", g)
+	}
+	for i, role := range []string{"leader", "voter", "none", "nonvoter"} {
+		if g := members[i].(map[string]any); g["raft_role"] != role {
+			t.Errorf("member %d: raft_role %v, want %s", i, g["raft_role"], role)
+		}
+	}
+	if ro, ok := m["raft_only"].([]any); !ok || len(ro) != 0 {
+		t.Errorf("raft_only %v, want an empty list (every Raft server is a ring member)", m["raft_only"])
+	}
+}
+
+// A Raft server that is not a ring member (a joiner before it registers) is listed under the table;
+// a status that fails leaves the roles unknown but the ring shown.
+func TestRing_RaftOnlyServersAndUnknownRoles(t *testing.T) {
+	f := newFake()
+	f.status.Servers = append(f.status.Servers, &ringpb.Server{Id: "ingester-9", Address: "127.0.0.1:7009", Voter: false, LastContactMs: 5})
+	addr := serve(t, f)
+	code, out, errOut := runCLI(t, nil, "-addr", addr, "ring")
+	mustCode(t, 0, code, out, errOut)
+	if !strings.Contains(out, "\nraft servers that are not ring members: ingester-9 (nonvoter)\n") {
+		t.Errorf("output:\n%s", out)
+	}
+	f.setErr("Status", status.Error(codes.Unavailable, "raftfsm: shutting down"))
+	code, out, errOut = runCLI(t, nil, "-addr", addr, "ring")
+	mustCode(t, 0, code, out, errOut)
+	if got := row(t, out, "ingester-1"); got[2] != "-" {
+		t.Errorf("row ingester-1 %q: want the Raft role unknown (-)", got)
+	}
+	if !strings.Contains(errOut, "Raft roles unknown") {
+		t.Errorf("stderr %q", errOut)
 	}
 }
 
