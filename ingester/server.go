@@ -306,8 +306,19 @@ func (s *Server) Run(ctx context.Context) error {
 			if err != nil {
 				return err
 			}
-			// The member has left the ring and the Raft configuration. Its Raft state is now useless
-			// and harmful: a node must start from an empty Raft directory to join again, so wipe it.
+			// The member has left the ring and the Raft configuration. -ingester.final-sleep keeps
+			// /metrics up a while for the last scrape (a second signal cancels ctx and cuts it).
+			if d := s.cfg.Lifecycle.FinalSleep; d > 0 {
+				s.log.Info("left the ring; serving /metrics until -ingester.final-sleep ends", "final_sleep", d)
+				t := time.NewTimer(d)
+				select {
+				case <-t.C:
+				case <-ctx.Done():
+					t.Stop()
+				}
+			}
+			// Its Raft state is now useless and harmful: a node must start from an empty Raft
+			// directory to join again, so wipe it.
 			s.close()
 			if err := os.RemoveAll(raftDir); err != nil {
 				return fmt.Errorf("left the ring, but could not wipe %s: %w", raftDir, err)

@@ -47,6 +47,11 @@ type Config struct {
 	// JoinAfter is how long a PENDING member waits to be claimed by a leaver before it claims tokens
 	// of its own. 0 claims at once. Flag: -ingester.join-after.
 	JoinAfter time.Duration
+	// FinalSleep is how long a member that has left the ring keeps its HTTP server (and so its
+	// /metrics) up before the process exits, so that the last scrape sees how its hand-over or
+	// flush went (Cortex's final_sleep). 0 exits at once. Flag: -ingester.final-sleep. The
+	// lifecycle itself does not use it: the daemon does, after Run.
+	FinalSleep time.Duration
 	// Zone is the member's availability zone, informational for now. Flag: -ring.zone.
 	Zone string
 
@@ -70,6 +75,8 @@ func (c *Config) RegisterFlags(f *flag.FlagSet) {
 		"File holding this ingester's tokens as JSON {\"tokens\":[...]}: used on a fresh join if it exists, rewritten whenever the tokens change. Empty: random tokens, not saved.")
 	f.DurationVar(&c.JoinAfter, "ingester.join-after", DefaultJoinAfter,
 		"How long a new ingester waits in PENDING to be claimed by a leaving one before claiming tokens of its own. 0 claims at once.")
+	f.DurationVar(&c.FinalSleep, "ingester.final-sleep", 0,
+		"How long an ingester that has left the ring keeps serving /metrics before it exits, so that the last scrape sees its hand-over or flush (a second SIGINT or SIGTERM cuts it short). 0 exits at once.")
 	f.StringVar(&c.Zone, "ring.zone", "",
 		"Availability zone of this ingester (informational).")
 }
@@ -110,6 +117,9 @@ func (c *Config) Validate() error {
 	if c.HeartbeatTimeout <= c.HeartbeatPeriod {
 		bad("-ring.heartbeat-timeout (%s) must be greater than -ring.heartbeat-period (%s), or healthy members look unhealthy between heartbeats",
 			c.HeartbeatTimeout, c.HeartbeatPeriod)
+	}
+	if c.FinalSleep < 0 {
+		bad("-ingester.final-sleep must be >= 0, got %s", c.FinalSleep)
 	}
 	if c.JoinAfter < 0 {
 		bad("-ingester.join-after must be >= 0, got %s", c.JoinAfter)
