@@ -1,6 +1,7 @@
 package monitoring
 
 import (
+	"encoding/json"
 	"io/fs"
 	"os"
 	"os/exec"
@@ -79,20 +80,17 @@ func TestAlerts_EveryAlertIsUnitTested(t *testing.T) {
 	}
 }
 
-// Every metric an expression selects is one the code exports: its full name appears as a string
-// literal in the repository's non-test Go code (metric names are never assembled from parts here).
-func TestAlerts_NameOnlyMetricsTheCodeExports(t *testing.T) {
-	groups, errs := rulefmt.ParseFile("alerts.yml", false)
-	if len(errs) > 0 {
-		t.Fatalf("alerts.yml: %v", errs)
-	}
+// exportedSource is the repository's non-test Go code, where every exported metric's full name
+// appears as a string literal (metric names are never assembled from parts here).
+func exportedSource(t *testing.T) string {
+	t.Helper()
 	var src strings.Builder
 	err := filepath.WalkDir("..", func(path string, d fs.DirEntry, err error) error {
 		if err != nil {
 			return err
 		}
-		if d.IsDir() && (d.Name() == "bench" || strings.HasPrefix(d.Name(), ".") && d.Name() != "..") {
-			return filepath.SkipDir // the bench reads Prometheus's own metrics by name
+		if d.IsDir() && (d.Name() == "bench" || d.Name() == "monitoring" || strings.HasPrefix(d.Name(), ".") && d.Name() != "..") {
+			return filepath.SkipDir // the bench reads Prometheus's own metrics by name; this package names them
 		}
 		if d.IsDir() || !strings.HasSuffix(path, ".go") || strings.HasSuffix(path, "_test.go") {
 			return nil
@@ -104,29 +102,125 @@ func TestAlerts_NameOnlyMetricsTheCodeExports(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	code := src.String()
+	return src.String()
+}
+
+// checkExpr parses expr as PromQL and reports every selector that does not name exactly one metric
+// the code exports (a histogram's _bucket, _count and _sum series count as the histogram). It
+// returns how many selectors it checked.
+func checkExpr(t *testing.T, code, where, expr string) int {
+	t.Helper()
+	e, err := parser.ParseExpr(expr)
+	if err != nil {
+		t.Errorf("%s: %q does not parse: %v", where, expr, err)
+		return 0
+	}
+	n := 0
+	for _, sel := range parser.ExtractSelectors(e) {
+		i := slices.IndexFunc(sel, func(m *labels.Matcher) bool { return m.Name == labels.MetricName })
+		if i < 0 || sel[i].Type != labels.MatchEqual {
+			t.Errorf("%s: selector %v does not name one metric", where, sel)
+			continue
+		}
+		n++
+		name := sel[i].Value
+		found := strings.Contains(code, `"`+name+`"`)
+		for _, suffix := range []string{"_bucket", "_count", "_sum"} {
+			if base, ok := strings.CutSuffix(name, suffix); ok && !found {
+				found = strings.Contains(code, `"`+base+`"`)
+			}
+		}
+		if !found {
+			t.Errorf("%s selects %s, which no non-test Go file of the repository exports", where, name)
+		}
+	}
+	return n
+}
+
+// Every metric an alert expression selects is one the code exports.
+func TestAlerts_NameOnlyMetricsTheCodeExports(t *testing.T) {
+	groups, errs := rulefmt.ParseFile("alerts.yml", false)
+	if len(errs) > 0 {
+		t.Fatalf("alerts.yml: %v", errs)
+	}
+	code := exportedSource(t)
 	n := 0
 	for _, g := range groups.Groups {
 		for _, r := range g.Rules {
-			expr, err := parser.ParseExpr(r.Expr)
-			if err != nil {
-				t.Errorf("%s: %v", r.Alert, err)
-				continue
-			}
-			for _, sel := range parser.ExtractSelectors(expr) {
-				i := slices.IndexFunc(sel, func(m *labels.Matcher) bool { return m.Name == labels.MetricName })
-				if i < 0 || sel[i].Type != labels.MatchEqual {
-					t.Errorf("%s: selector %v does not name one metric", r.Alert, sel)
-					continue
-				}
-				n++
-				if name := sel[i].Value; !strings.Contains(code, `"`+name+`"`) {
-					t.Errorf("%s selects %s, which no non-test Go file of the repository exports", r.Alert, name)
-				}
-			}
+			n += checkExpr(t, code, r.Alert, r.Expr)
 		}
 	}
 	if n < 10 {
 		t.Fatalf("only %d selectors checked: the walk or the parse is broken", n)
+	}
+}
+
+// The committed JSON is what the code builds: `go generate ./monitoring/` after a change.
+func TestDashboards_CommittedJSONIsGenerated(t *testing.T) {
+	want, err := Dashboards()
+	if err != nil {
+		t.Fatal(err)
+	}
+	files, err := filepath.Glob("dashboards/*.json")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(files) != len(want) {
+		t.Errorf("dashboards/ holds %d files, the code builds %d: %v", len(files), len(want), files)
+	}
+	for name, b := range want {
+		got, err := os.ReadFile(filepath.Join("dashboards", name))
+		if err != nil {
+			t.Errorf("%s: %v (run go generate ./monitoring/)", name, err)
+			continue
+		}
+		if string(got) != string(b) {
+			t.Errorf("dashboards/%s differs from what the code builds: run go generate ./monitoring/", name)
+		}
+	}
+}
+
+// Every dashboard query, and the job variable's, parses as PromQL (Grafana's $__rate_interval and
+// $job substituted) and names only metrics the code exports.
+func TestDashboards_QueriesParseAndNameExportedMetrics(t *testing.T) {
+	ds, err := Dashboards()
+	if err != nil {
+		t.Fatal(err)
+	}
+	code := exportedSource(t)
+	n := 0
+	for name, b := range ds {
+		var d struct {
+			Panels []struct {
+				Title   string `json:"title"`
+				Targets []struct {
+					Expr string `json:"expr"`
+				} `json:"targets"`
+			} `json:"panels"`
+			Templating struct {
+				List []struct {
+					Name  string `json:"name"`
+					Query any    `json:"query"`
+				} `json:"list"`
+			} `json:"templating"`
+		}
+		if err := json.Unmarshal(b, &d); err != nil {
+			t.Fatalf("%s: %v", name, err)
+		}
+		for _, p := range d.Panels {
+			for _, tg := range p.Targets {
+				expr := strings.ReplaceAll(tg.Expr, "$__rate_interval", "5m")
+				n += checkExpr(t, code, name+": "+p.Title, expr)
+			}
+		}
+		for _, v := range d.Templating.List {
+			if q, ok := v.Query.(string); ok && strings.HasPrefix(q, "label_values(") {
+				metric, _, _ := strings.Cut(strings.TrimPrefix(q, "label_values("), ",")
+				n += checkExpr(t, code, name+": variable "+v.Name, metric)
+			}
+		}
+	}
+	if n < 40 {
+		t.Fatalf("only %d selectors checked across the dashboards: the walk or the parse is broken", n)
 	}
 }
