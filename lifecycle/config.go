@@ -22,6 +22,10 @@ const (
 	// Set it (e.g. 30s) when rolling restarts should hand over instead of replaying the WAL.
 	DefaultJoinAfter = 0 * time.Second
 
+	// TokensBalanced and TokensRandom are the values of -ring.token-generation-strategy.
+	TokensBalanced = "balanced"
+	TokensRandom   = "random"
+
 	// MaxNumTokens bounds -ring.num-tokens. Every token is carried by Raft commands and snapshots and
 	// by the ring every distributor walks; Cortex and Mimir deployments use 128 to 512. 4096 leaves
 	// headroom while keeping a 30-member ring around 100k tokens.
@@ -44,6 +48,11 @@ type Config struct {
 	// TokensFilePath, when set, is where tokens are read from on a fresh join (if the file exists) and
 	// written to after every change of the member's tokens. Flag: -ring.tokens-file-path.
 	TokensFilePath string
+	// TokenGeneration is how a joining member without a tokens file picks its tokens:
+	// TokensBalanced (the default; empty means it) computes them from the committed ring so that
+	// ownership is even (ringstate.Ring.BalancedTokens); TokensRandom draws them at random, as
+	// Cortex does. Flag: -ring.token-generation-strategy.
+	TokenGeneration string
 	// JoinAfter is how long a PENDING member waits to be claimed by a leaver before it claims tokens
 	// of its own. 0 claims at once. Flag: -ingester.join-after.
 	JoinAfter time.Duration
@@ -73,6 +82,8 @@ func (c *Config) RegisterFlags(f *flag.FlagSet) {
 		"Heartbeat age, in ring time, after which an ingester is considered unhealthy and skipped by distributors. Must be greater than -ring.heartbeat-period.")
 	f.StringVar(&c.TokensFilePath, "ring.tokens-file-path", "",
 		"File holding this ingester's tokens as JSON {\"tokens\":[...]}: used on a fresh join if it exists, rewritten whenever the tokens change. Empty: random tokens, not saved.")
+	f.StringVar(&c.TokenGeneration, "ring.token-generation-strategy", TokensBalanced,
+		"How a new ingester without a tokens file picks its tokens: balanced (computed from the ring so that every member owns an even share: largest/smallest share within 1.1 from 3 to 300 members of 128 tokens) or random (Cortex's way: about 1.5 at 10 members and more).")
 	f.DurationVar(&c.JoinAfter, "ingester.join-after", DefaultJoinAfter,
 		"How long a new ingester waits in PENDING to be claimed by a leaving one before claiming tokens of its own. 0 claims at once.")
 	f.DurationVar(&c.FinalSleep, "ingester.final-sleep", 0,
@@ -117,6 +128,11 @@ func (c *Config) Validate() error {
 	if c.HeartbeatTimeout <= c.HeartbeatPeriod {
 		bad("-ring.heartbeat-timeout (%s) must be greater than -ring.heartbeat-period (%s), or healthy members look unhealthy between heartbeats",
 			c.HeartbeatTimeout, c.HeartbeatPeriod)
+	}
+	switch c.TokenGeneration {
+	case "", TokensBalanced, TokensRandom:
+	default:
+		bad("-ring.token-generation-strategy %q: want %s or %s", c.TokenGeneration, TokensBalanced, TokensRandom)
 	}
 	if c.FinalSleep < 0 {
 		bad("-ingester.final-sleep must be >= 0, got %s", c.FinalSleep)

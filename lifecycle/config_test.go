@@ -14,12 +14,14 @@ func TestConfig_RegisterFlagsDefaults(t *testing.T) {
 	fs := flag.NewFlagSet("t", flag.ContinueOnError)
 	c.RegisterFlags(fs)
 	for name, want := range map[string]string{
-		"ring.num-tokens":        "128",
-		"ring.heartbeat-period":  "5s",
-		"ring.heartbeat-timeout": "1m0s",
-		"ring.tokens-file-path":  "",
-		"ingester.join-after":    "0s",
-		"ring.zone":              "",
+		"ring.num-tokens":                "128",
+		"ring.heartbeat-period":          "5s",
+		"ring.heartbeat-timeout":         "1m0s",
+		"ring.tokens-file-path":          "",
+		"ingester.join-after":            "0s",
+		"ingester.final-sleep":           "0s",
+		"ring.token-generation-strategy": "balanced",
+		"ring.zone":                      "",
 	} {
 		f := fs.Lookup(name)
 		if f == nil {
@@ -63,6 +65,9 @@ func TestConfig_Validate(t *testing.T) {
 			c.HeartbeatTimeout = c.HeartbeatPeriod
 		}, []string{"-ring.heartbeat-timeout", "-ring.heartbeat-period", "unhealthy"}},
 		{"negative join-after", func(c *Config) { c.JoinAfter = -time.Second }, []string{"-ingester.join-after"}},
+		{"negative final sleep", func(c *Config) { c.FinalSleep = -time.Second }, []string{"-ingester.final-sleep"}},
+		{"random tokens", func(c *Config) { c.TokenGeneration = TokensRandom }, nil},
+		{"unknown token strategy", func(c *Config) { c.TokenGeneration = "spread-minimizing" }, []string{"-ring.token-generation-strategy", "spread-minimizing", "balanced or random"}},
 		{"no id", func(c *Config) { c.ID = "" }, []string{"Config.ID"}},
 		{"malformed json names the path", func(c *Config) { c.TokensFilePath = write("bad.json", `{"tokens":[1,`) }, []string{"-ring.tokens-file-path", "bad.json", "malformed"}},
 		{"empty token list names the path", func(c *Config) { c.TokensFilePath = write("empty.json", `{"tokens":[]}`) }, []string{"empty.json", "no tokens"}},

@@ -864,3 +864,43 @@ func TestLifecycle_Metrics(t *testing.T) {
 		}
 	})
 }
+
+// Members joining one after the other with the default strategy claim the balanced tokens of the
+// ring they join (ringstate.BalancedTokens: the same ring gives the same tokens), and ownership
+// ends even; with -ring.token-generation-strategy=random they do not.
+func TestLifecycle_BalancedTokensByDefault(t *testing.T) {
+	for _, strategy := range []string{"", TokensBalanced, TokensRandom} {
+		t.Run("strategy="+strategy, func(t *testing.T) {
+			synctest.Test(t, func(t *testing.T) {
+				f := newFakeRing()
+				var ms []*member
+				for i, id := range []string{"a", "b", "c", "d", "e", "f", "g", "h"} {
+					before := f.Ring()
+					cfg := testConfig(id)
+					cfg.TokenGeneration = strategy
+					ms = append(ms, startMember(t, f, cfg, uint64(i)))
+					synctest.Wait()
+					m, ok := f.Ring().Member(ringstate.MemberID(id))
+					if !ok || m.State != ringstate.ACTIVE {
+						t.Fatalf("%s did not join: %+v", id, m)
+					}
+					want, err := before.BalancedTokens(cfg.NumTokens)
+					if err != nil {
+						t.Fatal(err)
+					}
+					if balanced := slices.Equal(m.Tokens, want); balanced != (strategy != TokensRandom) {
+						t.Fatalf("%s claimed the balanced tokens of the ring it joined: %v (strategy %q)", id, balanced, strategy)
+					}
+				}
+				spread := f.Ring().OwnershipSpread()
+				if strategy != TokensRandom && spread > 1.1 {
+					t.Errorf("ownership spread %.3f over 8 members, want at most 1.1", spread)
+				}
+				t.Logf("strategy %q: spread %.3f", strategy, spread)
+				for _, m := range ms {
+					m.crash()
+				}
+			})
+		})
+	}
+}

@@ -413,7 +413,8 @@ func (lp *loop) pending(r *ringstate.Ring) {
 }
 
 // pickTokens returns the tokens to claim: the tokens file's, fitted to -ring.num-tokens, if the file
-// exists; else random tokens the ring does not own. file is the tokens file's content, if used.
+// exists; else tokens the ring does not own, balanced or random by -ring.token-generation-strategy.
+// file is the tokens file's content, if used.
 func (lp *loop) pickTokens(r *ringstate.Ring) (ts, file ringstate.Tokens, err error) {
 	if p := lp.cfg.TokensFilePath; p != "" {
 		file, found, err := readTokensFile(p)
@@ -430,7 +431,13 @@ func (lp *loop) pickTokens(r *ringstate.Ring) (ts, file ringstate.Tokens, err er
 			return ts, file, err
 		}
 	}
-	ts, err = r.FreeTokens(lp.cfg.NumTokens, lp.rng)
+	if lp.cfg.TokenGeneration == TokensRandom {
+		ts, err = r.FreeTokens(lp.cfg.NumTokens, lp.rng)
+		return ts, nil, err
+	}
+	// Balanced tokens are a function of the ring: members joining at once compute the same ones,
+	// one claim wins, and the others compute again on the ring that holds it.
+	ts, err = r.BalancedTokens(lp.cfg.NumTokens)
 	return ts, nil, err
 }
 
