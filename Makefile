@@ -12,6 +12,9 @@ export PATH := $(TOOLS):$(PATH)
 PROTOC_GEN_GO_VERSION := v1.36.12
 PROTOC_GEN_GO_GRPC_VERSION := v1.5.1
 STATICCHECK_VERSION := v0.8.2 # staticcheck 2026.2.2; the module proxy knows it by its semver tag
+# Versity Gateway (Apache-2.0): a real S3 server over a local directory, started on loopback by the
+# tests (internal/s3server) and by make run S3=1.
+VERSITYGW_VERSION := v1.8.0
 
 # Debian packages the tests and the local cluster use: Prometheus (remote-write client and oracle,
 # promtool), Chromium (the /ring page in a real browser), nftables and iproute2 (fault tests),
@@ -42,17 +45,21 @@ build: ## build bin/ingester and bin/ringctl
 
 .PHONY: run
 TLS ?= 0
+S3 ?= 0
 
-run: build ## run a local 3-node cluster on 127.0.0.1 (data in ./data; Ctrl-C stops it gracefully); TLS=1: mutual TLS with generated certificates
-	@TLS=$(TLS) scripts/run-local.sh
+run: build $(if $(filter 1,$(S3)),$(TOOLS)/versitygw) ## run a local 3-node cluster on 127.0.0.1 (data in ./data; Ctrl-C stops it gracefully); TLS=1: mutual TLS with generated certificates; S3=1: blocks in a local S3 server (versitygw)
+	@TLS=$(TLS) S3=$(S3) scripts/run-local.sh
 
 .PHONY: test
-test: deps build ## run every test with the race detector (needs root or sudo for apt-get)
+test: deps build $(TOOLS)/versitygw ## run every test with the race detector (needs root or sudo for apt-get)
 	RAFTINGEST_BIN=$(CURDIR)/bin RAFTINGEST_REQUIRE_BROWSER=1 $(GO) test -race -timeout $(TEST_TIMEOUT) ./...
 
 .PHONY: test-short
 test-short: ## unit tests only, without the race detector (fast)
 	$(GO) test -short ./...
+
+$(TOOLS)/versitygw:
+	GOBIN=$(TOOLS) $(GO) install github.com/versity/versitygw/cmd/versitygw@$(VERSITYGW_VERSION)
 
 $(TOOLS)/staticcheck:
 	GOBIN=$(TOOLS) $(GO) install honnef.co/go/tools/cmd/staticcheck@$(STATICCHECK_VERSION)
@@ -76,7 +83,7 @@ FAULTTEST_SEED ?=
 FAULTTEST_REPORT_DIR ?= $(CURDIR)/bin/faulttest-reports
 
 .PHONY: faulttest
-faulttest: deps build ## Jepsen-style fault matrix for FAULTTEST_DURATION (default 10m), new seeds each round; FAULTTEST_SEED=N replays
+faulttest: deps build $(TOOLS)/versitygw ## Jepsen-style fault matrix for FAULTTEST_DURATION (default 10m), new seeds each round; FAULTTEST_SEED=N replays
 	RAFTINGEST_BIN=$(CURDIR)/bin FAULTTEST_MATRIX=1 FAULTTEST_DURATION=$(FAULTTEST_DURATION) FAULTTEST_SEED=$(FAULTTEST_SEED) \
 	  FAULTTEST_REPORT_DIR=$(FAULTTEST_REPORT_DIR) $(GO) test -p 1 -count=1 -timeout 0 -v -run '^TestMatrix$$' ./faulttest/sim/ ./faulttest/inproc/ ./faulttest/proc/ \
 	  | grep -v -e '^=== ' -e '^        === '; status=$${PIPESTATUS[0]}; echo "reports: $(FAULTTEST_REPORT_DIR)"; exit $$status

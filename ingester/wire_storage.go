@@ -13,6 +13,7 @@ import (
 	"os"
 	"path/filepath"
 	"sync"
+	"time"
 
 	promstorage "github.com/prometheus/prometheus/storage"
 	"github.com/thanos-io/objstore"
@@ -115,6 +116,20 @@ func (s *Server) startStorage(ctx context.Context) {
 		defer s.storage.wg.Done()
 		s.storage.flusher.Run(ctx)
 	}()
+	if s.cfg.Storage.Bucket.Backend == storage.BackendS3 {
+		// One listing at start says at once what a wrong S3 setting would otherwise say only at
+		// the first flush. It does not stop the node: writes do not need the bucket.
+		s.storage.wg.Add(1)
+		go func() {
+			defer s.storage.wg.Done()
+			cctx, ccancel := context.WithTimeout(ctx, 30*time.Second)
+			defer ccancel()
+			if err := storage.CheckBucket(cctx, s.storage.bucket); err != nil && ctx.Err() == nil {
+				s.log.Error("the blocks bucket does not answer as configured: flushes and reads of flushed blocks fail until it does",
+					"component", "storage", "err", err)
+			}
+		}()
+	}
 }
 
 // closeStorage stops the flush loop (a flush in progress is cancelled: its data stays in memory

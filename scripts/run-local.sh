@@ -3,7 +3,7 @@
 # Ctrl-C makes every node leave the ring gracefully, one after the other, and waits for them; a
 # second Ctrl-C stops every node at once (as a crash would: each WAL keeps its node's data).
 # When the whole local cluster stops there is no PENDING member to hand data over to, so the nodes
-# try only 3 times (-ingester.max-transfer-retries) before flushing to ./data/*/blocks.
+# try only 3 times (-ingester.max-transfer-retries) before flushing to ./data/*/blocks (S3=1: the S3 bucket).
 #
 # Each ingester runs in a session of its own (setsid) and logs to a file: a Ctrl-C in the terminal
 # then reaches only this script, which sends each node exactly the signals it means to (a node's
@@ -29,6 +29,48 @@ if [ "$TLS" = 1 ]; then
   RINGCTL="RINGCTL_TLS_CERT_PATH=$CERTS/operator.crt RINGCTL_TLS_KEY_PATH=$CERTS/operator.key RINGCTL_TLS_CA_PATH=$CERTS/ca.crt bin/ringctl"
 fi
 
+# S3=1: the blocks go to a real S3 server instead of each node's ./data/ingester-N/blocks: Versity
+# Gateway (bin/tools/versitygw, installed by make run) on 127.0.0.1:$S3_PORT serving the bucket
+# "blocks" from $DATA/s3 (object K of the bucket is the file $DATA/s3/blocks/K). The bucket is
+# shared, as S3 is: every node flushes into it and every querier reads it. The secret access key is
+# made once into $DATA/s3-secret and given to the nodes by file, so no process listing shows it.
+S3=${S3:-0}
+S3_PORT=${S3_PORT:-9000}
+s3_flags() { :; }
+s3_pid=
+if [ "$S3" = 1 ]; then
+  vgw=bin/tools/versitygw
+  [ -x "$vgw" ] || vgw=$(command -v versitygw) || { echo "versitygw not found: make bin/tools/versitygw installs it" >&2; exit 1; }
+  if (exec 3<>"/dev/tcp/127.0.0.1/$S3_PORT") 2>/dev/null; then
+    echo "127.0.0.1:$S3_PORT is taken: stop what listens there, or choose another port with S3_PORT=" >&2
+    exit 1
+  fi
+  mkdir -p "$DATA/s3"
+  if [ ! -s "$DATA/s3-secret" ]; then
+    (umask 077; head -c 20 /dev/urandom | od -An -tx1 | tr -d ' \n' >"$DATA/s3-secret")
+  fi
+  S3_KEY=raftingest
+  S3_SECRET=$(cat "$DATA/s3-secret")
+  ROOT_ACCESS_KEY_ID=$S3_KEY ROOT_SECRET_ACCESS_KEY=$S3_SECRET setsid "$vgw" --port "127.0.0.1:$S3_PORT" --quiet \
+    posix "$DATA/s3" >"$DATA/versitygw.log" 2>&1 </dev/null &
+  s3_pid=$!
+  # curl signs the requests (SigV4); its -K config, read from a pipe, keeps the keys off its command line.
+  s3_curl() { printf 'user = "%s:%s"\n' "$S3_KEY" "$S3_SECRET" | curl -sS -K - -o /dev/null -w '%{http_code}' \
+    --aws-sigv4 "aws:amz:us-east-1:s3" -H "x-amz-content-sha256: $(printf '' | sha256sum | cut -d' ' -f1)" "$@"; }
+  for _ in $(seq 100); do
+    code=$(s3_curl -I "http://127.0.0.1:$S3_PORT/blocks" 2>/dev/null) && [ "$code" != 000 ] && break
+    kill -0 "$s3_pid" 2>/dev/null || { echo "versitygw exited:" >&2; cat "$DATA/versitygw.log" >&2; exit 1; }
+    sleep 0.1
+  done
+  if [ "$code" != 200 ]; then
+    code=$(s3_curl -X PUT "http://127.0.0.1:$S3_PORT/blocks")
+    [ "$code" = 200 ] || { echo "creating the S3 bucket blocks: HTTP $code (log: $DATA/versitygw.log)" >&2; kill "$s3_pid"; exit 1; }
+  fi
+  s3_flags() { echo -blocks-storage.backend=s3 -blocks-storage.s3.endpoint="127.0.0.1:$S3_PORT" -blocks-storage.s3.bucket-name=blocks \
+    -blocks-storage.s3.region=us-east-1 -blocks-storage.s3.insecure -blocks-storage.s3.access-key-id="$S3_KEY" \
+    -blocks-storage.s3.secret-access-key-file="$DATA/s3-secret"; }
+fi
+
 pids=()
 tails=()
 start() { # start N EXTRA_FLAGS...
@@ -38,7 +80,7 @@ start() { # start N EXTRA_FLAGS...
   setsid bin/ingester -node.id "ingester-$n" -data.dir "$DATA/ingester-$n" \
     -raft.addr "127.0.0.1:919$n" -grpc.addr "127.0.0.1:909$n" -http.addr "127.0.0.1:808$n" \
     -admin.http-addr "127.0.0.1:907$n" \
-    -ingester.join-after 2s -ingester.max-transfer-retries 3 $(tls_flags "$n") "$@" >>"$log" 2>&1 </dev/null &
+    -ingester.join-after 2s -ingester.max-transfer-retries 3 $(tls_flags "$n") $(s3_flags) "$@" >>"$log" 2>&1 </dev/null &
   pids[$n]=$!
   tail -n +1 -F "$log" 2>/dev/null | sed -u "s/^/[ingester-$n] /" &
   tails+=($!)
@@ -72,7 +114,7 @@ start 3 -join 127.0.0.1:9091
 
 cat <<MSG
 
-raftingest: 3 ingesters on 127.0.0.1 (logs in $DATA/ingester-N.log)$([ "$TLS" = 1 ] && printf '\n  mutual TLS on Raft and gRPC: certificates in %s (HTTP stays plain)' "$CERTS")
+raftingest: 3 ingesters on 127.0.0.1 (logs in $DATA/ingester-N.log)$([ "$TLS" = 1 ] && printf '\n  mutual TLS on Raft and gRPC: certificates in %s (HTTP stays plain)' "$CERTS")$([ "$S3" = 1 ] && printf '\n  blocks in S3: bucket blocks at http://127.0.0.1:%s (versitygw, files under %s/s3/blocks, key id %s, secret in %s/s3-secret)' "$S3_PORT" "$DATA" "$S3_KEY" "$DATA")
   ring page:   http://127.0.0.1:8081/ring   (also :8082, :8083)
   metrics:     http://127.0.0.1:8081/metrics
   remote-write http://127.0.0.1:8081/api/v1/push
@@ -80,7 +122,7 @@ raftingest: 3 ingesters on 127.0.0.1 (logs in $DATA/ingester-N.log)$([ "$TLS" = 
   look at it:  $RINGCTL -addr 127.0.0.1:9091 ring
                $RINGCTL -addr 127.0.0.1:9091 status
   admin:       http://127.0.0.1:9071/debug/pprof/   (also :9072, :9073; ingester-N on :907N)
-               curl -X POST http://127.0.0.1:9071/ingester/flush      flush to $DATA/ingester-1/blocks
+               curl -X POST http://127.0.0.1:9071/ingester/flush      flush to $([ "$S3" = 1 ] && echo "the S3 bucket" || echo "$DATA/ingester-1/blocks")
                curl -X POST http://127.0.0.1:9073/ingester/shutdown   ingester-3 leaves the ring
 Ctrl-C stops every node gracefully (a second Ctrl-C stops them at once).
 
@@ -105,5 +147,11 @@ for n in 3 2 1; do
   wait "${pids[$n]}" 2>/dev/null && code=0 || code=${code:-$?}
   echo "ingester-$n exited with status $code"
 done
+# The S3 server goes last: the leaving nodes flush into it.
+if [ -n "$s3_pid" ]; then
+  kill "$s3_pid" 2>/dev/null
+  wait "$s3_pid" 2>/dev/null
+  echo "versitygw stopped (the bucket stays in $DATA/s3)"
+fi
 kill "${tails[@]}" 2>/dev/null
 exit 0

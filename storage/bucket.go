@@ -150,7 +150,7 @@ func NewBucket(c Config, logger *slog.Logger) (objstore.Bucket, error) {
 		if err != nil {
 			return nil, fmt.Errorf("storage: s3 bucket %q at %s: %w", c.S3.BucketName, c.S3.Endpoint, err)
 		}
-		return b, nil
+		return nameS3Flags(b, c.S3), nil
 	}
 	return nil, fmt.Errorf("storage: -blocks-storage.backend %q: want filesystem or s3", c.Backend)
 }
