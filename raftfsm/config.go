@@ -88,6 +88,9 @@ type Config struct {
 	SnapshotInterval  time.Duration // -raft.snapshot-interval
 	TrailingLogs      uint64        // -raft.trailing-logs
 	ApplyTimeout      time.Duration // -raft.apply-timeout
+	// VoterReplaceAfter is -raft.voter-replace-after: the leader demotes a voter it has not heard
+	// from for this long and promotes a healthy non-voter in its place (reconcile.go). 0 disables.
+	VoterReplaceAfter time.Duration
 	// Recover is -raft.recover: before starting, rebuild a Raft configuration in which this node
 	// is the only voter, from its own log and snapshot (recover.go). For a majority of voters lost
 	// for good; a one-shot, refused once the configuration has changed after a recovery.
@@ -106,6 +109,7 @@ func (c *Config) RegisterFlags(f *flag.FlagSet) {
 	f.DurationVar(&c.SnapshotInterval, "raft.snapshot-interval", 2*time.Minute, "How often Raft checks whether -raft.snapshot-threshold is reached.")
 	f.Uint64Var(&c.TrailingLogs, "raft.trailing-logs", 10240, "Log entries kept after a snapshot, so a briefly lagging follower catches up without a snapshot transfer.")
 	f.DurationVar(&c.ApplyTimeout, "raft.apply-timeout", 10*time.Second, "Longest a ring command waits to be committed before its outcome is reported unknown.")
+	f.DurationVar(&c.VoterReplaceAfter, "raft.voter-replace-after", time.Minute, "A voter the leader has not heard from for this long is replaced: a healthy non-voter (preferably in its zone) is promoted, then the silent voter demoted to non-voter, one change at a time and only while a majority of the voters answers. 0 disables. At least 3 times -raft.heartbeat-timeout.")
 	f.BoolVar(&c.Recover, "raft.recover", false, "Disaster recovery when a majority of Raft voters is lost for good: start as the only voter, from this node's own Raft log (what the lost majority committed without it is gone). Then remove the dead members with 'ringctl remove', add new nodes, and restart without this flag; a restart with it is refused once the configuration has changed. See README, \"Losing a majority\".")
 }
 
@@ -159,6 +163,11 @@ func (c *Config) Validate() error {
 	}
 	if c.SnapshotInterval < 5*time.Millisecond {
 		bad("-raft.snapshot-interval=%s: want at least 5ms", c.SnapshotInterval)
+	}
+	if c.VoterReplaceAfter < 0 {
+		bad("-raft.voter-replace-after=%s: want 0 (off) or more", c.VoterReplaceAfter)
+	} else if c.VoterReplaceAfter > 0 && c.VoterReplaceAfter < 3*c.HeartbeatTimeout {
+		bad("-raft.voter-replace-after=%s is shorter than 3 times -raft.heartbeat-timeout=%s: a voter slow for a moment would be replaced", c.VoterReplaceAfter, c.HeartbeatTimeout)
 	}
 	if c.ApplyTimeout <= 0 {
 		bad("-raft.apply-timeout=%s: want more than 0", c.ApplyTimeout)

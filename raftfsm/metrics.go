@@ -32,6 +32,7 @@ type nodeMetrics struct {
 	reg           prometheus.Registerer
 	applyDuration prometheus.Histogram
 	fsmApply      *prometheus.CounterVec
+	voterChanges  *prometheus.CounterVec
 	collector     *raftCollector
 	registered    []prometheus.Collector
 }
@@ -49,15 +50,23 @@ func newNodeMetrics(reg prometheus.Registerer, n *Node) *nodeMetrics {
 			Name: "raftingest_raft_fsm_apply_total",
 			Help: "Ring commands applied by this node's FSM, by op and outcome code (refusals are committed too).",
 		}, []string{"op", "code"}),
+		voterChanges: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "raftingest_raft_voter_changes_total",
+			Help: "Voter changes this node made as leader: change (promoted, demoted) and reason (fill: a free voter slot; replace_unreachable: in place of a voter silent for -raft.voter-replace-after; unreachable: the silent voter demoted).",
+		}, []string{"change", "reason"}),
 		collector: &raftCollector{n: n},
 	}
+}
+
+func (m *nodeMetrics) voterChange(change, reason string) {
+	m.voterChanges.WithLabelValues(change, reason).Inc()
 }
 
 func (m *nodeMetrics) register() error {
 	if m.reg == nil {
 		return nil
 	}
-	for _, c := range []prometheus.Collector{m.applyDuration, m.fsmApply, m.collector} {
+	for _, c := range []prometheus.Collector{m.applyDuration, m.fsmApply, m.voterChanges, m.collector} {
 		if err := m.reg.Register(c); err != nil {
 			m.unregister()
 			return err

@@ -49,8 +49,11 @@ type Node struct {
 	observer   *raft.Observer
 	observerCh chan raft.Observation
 	kick       chan struct{} // wakes the background loop; buffered 1
-	stop       chan struct{} // closed by Shutdown
-	wg         sync.WaitGroup
+	// leaderSince is when this node last became leader, zero while it is not; read and written by
+	// the background loop (run) only.
+	leaderSince time.Time
+	stop        chan struct{} // closed by Shutdown
+	wg          sync.WaitGroup
 	// runCtx bounds the background loop's calls (status requests to peers, configuration changes);
 	// Shutdown cancels it, so a stop never waits out -raft.apply-timeout.
 	runCtx    context.Context

@@ -38,7 +38,12 @@ func (n *Node) run() {
 		ctx, cancel := context.WithTimeout(n.runCtx, n.cfg.ApplyTimeout)
 		n.checkMembership(ctx)
 		if n.raft.State() == raft.Leader {
+			if n.leaderSince.IsZero() {
+				n.leaderSince = time.Now()
+			}
 			n.reconcileVoters(ctx)
+		} else {
+			n.leaderSince = time.Time{}
 		}
 		cancel()
 	}
@@ -246,13 +251,17 @@ func (n *Node) reconcileVoters(ctx context.Context) {
 			nonvoters = append(nonvoters, s)
 		}
 	}
-	if voters >= n.cfg.MaxVoters || len(nonvoters) == 0 {
-		return
-	}
-	pick := pickPromotion(nonvoters, n.fsm.Ring(), n.cfg.RingHeartbeatTimeout.Milliseconds(), func(id raft.ServerID) bool {
+	recent := func(id raft.ServerID) bool {
 		t, ok := n.trans.lastContact(id)
 		return ok && time.Since(t) < 3*n.cfg.HeartbeatTimeout
-	})
+	}
+	if voters >= n.cfg.MaxVoters || len(nonvoters) == 0 {
+		if n.cfg.VoterReplaceAfter > 0 {
+			n.replaceSilentVoter(ctx, conf, prev, nonvoters, recent)
+		}
+		return
+	}
+	pick := pickPromotion(nonvoters, n.fsm.Ring(), n.cfg.RingHeartbeatTimeout.Milliseconds(), "", recent)
 	if pick == nil {
 		n.logger.Debug("no non-voter fit for promotion", "voters", voters, "max_voters", n.cfg.MaxVoters)
 		return
@@ -265,14 +274,100 @@ func (n *Node) reconcileVoters(ctx context.Context) {
 	}
 	n.logger.Info("promoted non-voter to voter", "peer", string(pick.ID), "voters", voters+1,
 		"max_voters", n.cfg.MaxVoters, "index", f.Index())
+	n.metrics.voterChange("promoted", "fill")
 	n.poke() // another may be due
 }
 
+// silentVoters returns the voters other than self the leader has not heard from for after (a voter
+// never heard from counts from when this node became leader), and how many voters answer (self
+// included).
+func silentVoters(conf raft.Configuration, self raft.ServerID, lastContact func(raft.ServerID) (time.Time, bool),
+	leaderSince, now time.Time, after time.Duration) (silent []raft.Server, answering int) {
+	for _, s := range conf.Servers {
+		if s.Suffrage != raft.Voter {
+			continue
+		}
+		if s.ID == self {
+			answering++
+			continue
+		}
+		last := leaderSince
+		if t, ok := lastContact(s.ID); ok && t.After(last) {
+			last = t
+		}
+		if now.Sub(last) >= after {
+			silent = append(silent, s)
+		} else {
+			answering++
+		}
+	}
+	slices.SortFunc(silent, func(a, b raft.Server) int { return strings.Compare(string(a.ID), string(b.ID)) })
+	return silent, answering
+}
+
+// replaceSilentVoter replaces one voter the leader has not heard from for -raft.voter-replace-after:
+// it promotes a healthy non-voter (preferably in the silent voter's zone), then demotes the silent
+// one to non-voter — two configuration changes, one after the other, so the voter count never drops
+// below what it was and the quorum grows by at most one. It does nothing unless the voters that
+// answer, with the one promoted, are a majority of the larger configuration: a cluster that could
+// not commit the change anyway is left alone. With more voters than -raft.max-voters (a demotion
+// failed after its promotion) it only demotes. A silent voter that comes back is a non-voter and is
+// promoted again only when a voter slot is free.
+func (n *Node) replaceSilentVoter(ctx context.Context, conf raft.Configuration, prev uint64, nonvoters []raft.Server, recent func(raft.ServerID) bool) {
+	silent, answering := silentVoters(conf, n.id, n.trans.lastContact, n.leaderSince, time.Now(), n.cfg.VoterReplaceAfter)
+	if len(silent) == 0 {
+		return
+	}
+	voters := answering + len(silent)
+	victim := silent[0]
+	demote := func(index uint64) {
+		timeout := n.timeout(ctx)
+		f := n.raft.DemoteVoter(victim.ID, index, timeout)
+		if err := wait(ctx, f, timeout); err != nil {
+			n.logger.Warn("demoting a silent voter failed", "peer", string(victim.ID), "err", err)
+			return
+		}
+		n.logger.Warn("demoted a voter the leader has not heard from to non-voter", "peer", string(victim.ID),
+			"silent_for_at_least", n.cfg.VoterReplaceAfter.String(), "index", f.Index())
+		n.metrics.voterChange("demoted", "unreachable")
+		n.poke()
+	}
+	if voters > n.cfg.MaxVoters {
+		demote(prev)
+		return
+	}
+	if answering+1 < (voters+1)/2+1 {
+		n.logger.Debug("silent voter not replaced: too few voters answer to commit the change", "peer", string(victim.ID),
+			"voters", voters, "answering", answering)
+		return
+	}
+	zone := ""
+	if m, ok := n.fsm.Ring().Member(ringstate.MemberID(victim.ID)); ok {
+		zone = m.Zone
+	}
+	pick := pickPromotion(nonvoters, n.fsm.Ring(), n.cfg.RingHeartbeatTimeout.Milliseconds(), zone, recent)
+	if pick == nil {
+		n.logger.Debug("silent voter not replaced: no healthy non-voter", "peer", string(victim.ID))
+		return
+	}
+	timeout := n.timeout(ctx)
+	f := n.raft.AddVoter(pick.ID, pick.Address, prev, timeout)
+	if err := wait(ctx, f, timeout); err != nil {
+		n.logger.Warn("promoting a non-voter in place of a silent voter failed", "peer", string(pick.ID), "silent", string(victim.ID), "err", err)
+		return
+	}
+	n.logger.Warn("promoted a non-voter in place of a voter the leader has not heard from", "peer", string(pick.ID),
+		"silent", string(victim.ID), "zone", zone, "index", f.Index())
+	n.metrics.voterChange("promoted", "replace_unreachable")
+	demote(f.Index())
+}
+
 // pickPromotion picks the non-voter to promote (see reconcileVoters); recent reports whether the
-// leader heard from a server recently.
-func pickPromotion(nonvoters []raft.Server, r *ringstate.Ring, timeoutMs int64, recent func(raft.ServerID) bool) *raft.Server {
+// leader heard from a server recently. A fit member in zone, when zone is not empty, is preferred.
+func pickPromotion(nonvoters []raft.Server, r *ringstate.Ring, timeoutMs int64, zone string, recent func(raft.ServerID) bool) *raft.Server {
 	slices.SortFunc(nonvoters, func(a, b raft.Server) int { return strings.Compare(string(a.ID), string(b.ID)) })
 	anyInRing := false
+	var fit *raft.Server
 	for i, s := range nonvoters {
 		m, ok := r.Member(ringstate.MemberID(s.ID))
 		if !ok {
@@ -280,8 +375,16 @@ func pickPromotion(nonvoters []raft.Server, r *ringstate.Ring, timeoutMs int64, 
 		}
 		anyInRing = true
 		if m.Writable(r.TimeMs(), timeoutMs) && recent(s.ID) {
-			return &nonvoters[i]
+			if zone == "" || m.Zone == zone {
+				return &nonvoters[i]
+			}
+			if fit == nil {
+				fit = &nonvoters[i]
+			}
 		}
+	}
+	if fit != nil {
+		return fit
 	}
 	if !anyInRing {
 		for i, s := range nonvoters {
