@@ -69,7 +69,18 @@ type Config struct {
 
 	// SeriesLimits is -ingester.max-global-series-per-user; see limits.go.
 	SeriesLimits seriesLimitsConfig
+
+	// MemoryLimitRatio is -runtime.memory-limit-ratio: the Go runtime's soft memory limit
+	// (GOMEMLIMIT) is set to this fraction of the cgroup's memory limit when there is one, unless
+	// the GOMEMLIMIT environment variable is set; 0 leaves the limit alone. Applied by
+	// cmd/ingester before the server starts (docs/memory.md).
+	MemoryLimitRatio float64
 }
+
+// DefaultMemoryLimitRatio is the default of -runtime.memory-limit-ratio: 10% of the cgroup's
+// limit left to what the Go runtime does not count (thread stacks outside the heap, the binary's
+// mapped text, the WAL's mapped pages, the kernel's page tables).
+const DefaultMemoryLimitRatio = 0.9
 
 // RegisterFlags registers every flag with its default on f.
 func (c *Config) RegisterFlags(f *flag.FlagSet) {
@@ -103,6 +114,8 @@ func (c *Config) RegisterFlags(f *flag.FlagSet) {
 	c.Querier.RegisterFlags(f)
 	c.Transfer.RegisterFlags(f)
 	c.Compactor.RegisterFlags(f)
+	f.Float64Var(&c.MemoryLimitRatio, "runtime.memory-limit-ratio", DefaultMemoryLimitRatio,
+		"set the Go runtime's soft memory limit (GOMEMLIMIT) to this fraction of the cgroup's memory limit when the process runs under one, so that the garbage collector works harder before the cgroup's OOM killer would act instead of letting the heap double between collections; the GOMEMLIMIT environment variable, when set, wins; 0 disables. Range 0 to 1")
 }
 
 // Validate checks every flag and their relations, naming the flags in its messages. It also copies
@@ -157,6 +170,9 @@ func (c *Config) Validate() error {
 	}
 	if c.LogFormat != "logfmt" && c.LogFormat != "json" {
 		bad("-log.format %q: want logfmt or json", c.LogFormat)
+	}
+	if !(c.MemoryLimitRatio >= 0 && c.MemoryLimitRatio <= 1) { // NaN fails both
+		bad("-runtime.memory-limit-ratio %v: want a fraction of the cgroup's memory limit from 0 (off) to 1", c.MemoryLimitRatio)
 	}
 
 	c.Raft.ID, c.Raft.DataDir, c.Raft.RaftAddr, c.Raft.Bootstrap = c.NodeID, c.DataDir, c.RaftAddr, c.Bootstrap

@@ -37,6 +37,9 @@ type metrics struct {
 	walCorruptions prometheus.Counter
 	// cortex_ingester_wal_truncations_total: completed Truncate calls.
 	walTruncations prometheus.Counter
+	// raftingest_wal_file_bytes: bytes of the WAL file in use (bbolt's high-water mark, free pages
+	// included), updated whenever the WAL releases its mapped pages.
+	walFileBytes prometheus.Gauge
 }
 
 func newMetrics(reg prometheus.Registerer) (*metrics, error) {
@@ -98,11 +101,15 @@ func newMetrics(reg prometheus.Registerer) (*metrics, error) {
 			Name: "cortex_ingester_wal_truncations_total",
 			Help: "Total number of completed WAL truncations.",
 		}),
+		walFileBytes: prometheus.NewGauge(prometheus.GaugeOpts{
+			Name: "raftingest_wal_file_bytes",
+			Help: "Bytes of the WAL's bbolt file in use (its high-water mark, free pages included), updated every few MiB logged. Only the pages of it read since the last release count in the resident set (docs/memory.md).",
+		}),
 	}
 	if reg != nil {
 		for _, c := range []prometheus.Collector{m.ingestedSamples, m.ingestedSamplesFail, m.memSeries,
 			m.seriesCreated, m.seriesRemoved, m.memChunks, m.walRecords, m.walBytes, m.walCommitDuration,
-			m.walCommitFailures, m.walFailing, m.walReplayDuration, m.walCorruptions, m.walTruncations} {
+			m.walCommitFailures, m.walFailing, m.walReplayDuration, m.walCorruptions, m.walTruncations, m.walFileBytes} {
 			if err := reg.Register(c); err != nil {
 				return nil, fmt.Errorf("memstore: registering metrics: %w", err)
 			}

@@ -53,26 +53,66 @@ type pendingOp struct {
 //     while mu is held, and the committer commits in queue order, the commit of
 //     op k implies the commit of every op before it: whoever observes its own
 //     commit may apply the whole prefix up to its own reservation.
+//
+// Layout: one allocation per series, so its size class is paid by every
+// series. The small fields share one word (hasLast, deleted, pendStart), which
+// keeps the struct at 184 bytes, the 192-byte size class (it was 200, in the
+// 208-byte class); BenchmarkHeapPerSeries measures the whole series.
 type memSeries struct {
 	ref  uint64        // Immutable; unique within the Store (across tenants).
 	lset labels.Labels // Immutable; owned (copied on creation).
 	hash uint64        // Immutable; hash of lset under the Store's hash function.
 
 	mu          sync.Mutex
-	closed      []Chunk
+	hasLast     bool
+	deleted     bool               // Removed from the maps by Truncate; appenders must look up again.
+	pendStart   int32              // Ops pending[pendStart:] are reserved but not visible.
+	closed      []Chunk            // Always XOR (imports refuse other encodings).
 	head        *chunkenc.XORChunk // nil when there is no open chunk.
 	headApp     chunkenc.Appender
 	headMin     int64
 	headMax     int64
-	hasLast     bool
 	lastT       int64
 	lastV       float64
 	visLastV    float64     // Value of the newest visible sample (sent in hand-over frames).
-	pending     []pendingOp // Ops pending[pendStart:] are reserved but not visible.
-	pendStart   int
-	reservedEnd uint64 // Absolute count of ops ever reserved.
-	appliedEnd  uint64 // Absolute count of ops ever made visible.
-	deleted     bool   // Removed from the maps by Truncate; appenders must look up again.
+	pending     []pendingOp // Reserved ops from pendStart on; see the invariants.
+	reservedEnd uint64      // Absolute count of ops ever reserved.
+	appliedEnd  uint64      // Absolute count of ops ever made visible.
+}
+
+// appendClosed appends c to s.closed, growing the array by about a quarter
+// instead of append's doubling: a series gains a chunk every 120 samples
+// (half an hour at a 15 s interval) and keeps them until the flush, so a
+// doubled array would carry up to half of it unused in every series for
+// hours, while the copies a tighter growth costs are a few hundred bytes per
+// chunk cut.
+func (s *memSeries) appendClosed(c Chunk) {
+	if len(s.closed) == cap(s.closed) {
+		n := len(s.closed)
+		grown := make([]Chunk, n, n+1+n/4)
+		copy(grown, s.closed)
+		s.closed = grown
+	}
+	s.closed = append(s.closed, c)
+}
+
+// headChunkBytes is the initial capacity of a head chunk's byte slice
+// (chunkenc.NewXORChunk's is 128). A chunk grows by doubling as samples
+// arrive, so starting small keeps a young head chunk (a new series, the first
+// samples after a cut) at what it holds; a full 120-sample chunk of 1-2 bytes
+// a sample ends in the same 256-byte array either way, and Compact trims it
+// when it is closed.
+const headChunkBytes = 32
+
+// newHeadChunk is chunkenc.NewXORChunk with headChunkBytes of capacity:
+// FromData on the 2-byte header of an empty chunk builds the same XORChunk
+// (count 0, no samples) around a slice of our choosing.
+func newHeadChunk() *chunkenc.XORChunk {
+	c, err := chunkenc.FromData(chunkenc.EncXOR, make([]byte, 2, headChunkBytes))
+	if err != nil {
+		panic("memstore: empty XOR chunk refused by chunkenc: " + err.Error()) // broken invariant of chunkenc
+	}
+	return c.(*chunkenc.XORChunk)
 }
 
 // appendResult classifies one sample against the series' frontier.
@@ -119,11 +159,11 @@ func (s *memSeries) applyUpTo(end uint64, maxAgeMs int64) (newChunks int) {
 		return 0
 	}
 	n := int(end - s.appliedEnd)
-	ops := s.pending[s.pendStart : s.pendStart+n]
+	ops := s.pending[s.pendStart : int(s.pendStart)+n]
 	for _, op := range ops {
 		if op.chunk != nil {
 			s.closeHead()
-			s.closed = append(s.closed, *op.chunk)
+			s.appendClosed(*op.chunk)
 			s.visLastV = op.s.V
 			newChunks++
 			continue
@@ -133,18 +173,28 @@ func (s *memSeries) applyUpTo(end uint64, maxAgeMs int64) (newChunks int) {
 		}
 	}
 	clear(ops) // drop references to imported chunks
-	s.pendStart += n
-	if s.pendStart == len(s.pending) {
+	s.pendStart += int32(n)
+	if int(s.pendStart) == len(s.pending) {
 		// Reuse the array from its start: a series' pending list is short-lived
-		// and reusing it keeps the append path free of allocations.
+		// and reusing it keeps the append path free of allocations. A larger
+		// array (a push of many samples, an import) is let go: kept, it would
+		// stay in the series for its whole life.
+		if cap(s.pending) > maxKeptPending {
+			s.pending = nil
+		}
 		s.pending, s.pendStart = s.pending[:0], 0
 	}
 	s.appliedEnd = end
 	return newChunks
 }
 
+// maxKeptPending is the largest pending array (in ops, 24 bytes each) a
+// series keeps once every op is applied: enough for the usual one to a few
+// samples a push without allocating.
+const maxKeptPending = 4
+
 // hasPending reports whether reserved ops await their WAL commit. Caller holds s.mu.
-func (s *memSeries) hasPending() bool { return s.pendStart < len(s.pending) }
+func (s *memSeries) hasPending() bool { return int(s.pendStart) < len(s.pending) }
 
 func float64bitsEqual(a, b float64) bool { return math.Float64bits(a) == math.Float64bits(b) }
 
@@ -154,7 +204,7 @@ func float64bitsEqual(a, b float64) bool { return math.Float64bits(a) == math.Fl
 func (s *memSeries) appendVisible(t int64, v float64, maxAgeMs int64) (cut bool) {
 	if s.head == nil || s.head.NumSamples() >= samplesPerChunk || t-s.headMin > maxAgeMs {
 		s.closeHead()
-		s.head = chunkenc.NewXORChunk()
+		s.head = newHeadChunk()
 		app, err := s.head.Appender()
 		if err != nil {
 			panic("memstore: XOR appender on a new chunk: " + err.Error()) // broken invariant of chunkenc
@@ -175,7 +225,7 @@ func (s *memSeries) closeHead() {
 		return
 	}
 	s.head.Compact()
-	s.closed = append(s.closed, Chunk{MinTime: s.headMin, MaxTime: s.headMax, Encoding: chunkenc.EncXOR, Data: s.head.Bytes()})
+	s.appendClosed(Chunk{MinTime: s.headMin, MaxTime: s.headMax, Encoding: chunkenc.EncXOR, Data: s.head.Bytes()})
 	s.head, s.headApp = nil, nil
 }
 

@@ -184,6 +184,14 @@ type wal struct {
 	// commits counts committed write transactions (fsyncs when syncing); used by tests.
 	commits atomic.Uint64
 
+	// releaseEvery is how many bytes of records the committer writes between
+	// two releases of bbolt's mapped pages (releaseMapped): 0 releases after
+	// every commit; negative never releases (tests, to show the bound fails
+	// without it). Set before the first write. unreleased counts the bytes
+	// committed since the last release (committer only).
+	releaseEvery int64
+	unreleased   int64
+
 	// version is the record version the committer writes: recordVersion,
 	// except in tests and benchmarks that write the old format (2) to
 	// compare it or to test replay of it.
@@ -267,10 +275,38 @@ func openWAL(dir string, sync bool, compactMinBytes int64, logger *slog.Logger, 
 		db: db, path: path, fsync: sync, logger: logger, metrics: m,
 		wake: make(chan struct{}, 1), stopped: make(chan struct{}),
 		retryMin: walRetryMin, retryMax: walRetryMax, version: recordVersion,
+		releaseEvery: walReleaseEvery,
 	}, nil
 }
 
 const compactSuffix = ".compact"
+
+// walReleaseEvery is the default of wal.releaseEvery: the committer releases
+// bbolt's mapped pages (releaseMapped) once this many bytes of records are
+// committed since the last release, which bounds the WAL's share of the
+// resident set to about this much plus the pages one commit reads, whatever
+// the file's size. TestWAL_MappedPagesBounded holds it to that bound;
+// BenchmarkWALMappedRelease measured the choice (docs/memory.md).
+const walReleaseEvery = 4 << 20
+
+// releaseMapped drops this process's mapping of the pages of db that bbolt
+// has read (releaseMappedPages, a no-op outside Linux) and records the file's
+// size. A failure is logged and costs only memory: the pages stay mapped,
+// nothing of the WAL's contents or guarantees depends on it. The caller is
+// the committer (db is then w.db, which only the committer replaces) or holds
+// dbMu for reading (releaseMappedView). Concurrent calls are fine: each runs
+// in its own read transaction and madvise is idempotent.
+func (w *wal) releaseMapped(db *bolt.DB) {
+	if w.releaseEvery < 0 {
+		return
+	}
+	n, err := releaseMappedPages(db)
+	if err != nil {
+		w.logger.Warn("wal: releasing bbolt's mapped pages failed; they stay resident until the next try", "file", w.path, "err", err)
+		return
+	}
+	w.metrics.walFileBytes.Set(float64(n))
+}
 
 // DefaultCompactMinBytes is the WAL file size from which Open compacts the
 // file when more than half of it is free pages.
@@ -891,6 +927,14 @@ func (w *wal) write() error {
 		w.metrics.walRecords.WithLabelValues(recordTypeName(sp.typ)).Inc()
 	}
 	w.metrics.walBytes.Add(float64(len(w.arena)))
+	// The commit read the B+tree's right edge (branch pages, the last leaf and
+	// the records it copies when it rewrites that leaf) through bbolt's
+	// mapping; without a release every page of the file ends up resident.
+	w.unreleased += int64(len(w.arena))
+	if w.unreleased >= w.releaseEvery {
+		w.unreleased = 0
+		w.releaseMapped(w.db)
+	}
 	if cap(w.arena) > 16<<20 {
 		w.arena = nil // do not pin a huge buffer after a burst
 	}
@@ -898,6 +942,14 @@ func (w *wal) write() error {
 		w.body, w.zbuf = nil, nil
 	}
 	return nil
+}
+
+// releaseMappedView is releaseMapped for callers other than the committer
+// (replay, Truncate's rewrite, DropAll): after they read much of the file.
+func (w *wal) releaseMappedView() {
+	w.dbMu.RLock()
+	defer w.dbMu.RUnlock()
+	w.releaseMapped(w.db)
 }
 
 // update runs fn in a write transaction for a caller other than the
@@ -1072,6 +1124,8 @@ func (w *wal) replay(workers int, fn replayVisitor) (nextSeq uint64, corrupt *Co
 			return ferr
 		})
 	})
+	// Replay read every record through the mapping.
+	w.releaseMappedView()
 	if err != nil {
 		return 0, nil, err
 	}
@@ -1173,6 +1227,8 @@ func (w *wal) rewrite(upto uint64, keep func(r *record) (changed, drop bool)) (d
 		if err != nil {
 			return deleted, rewritten, fmt.Errorf("memstore: truncating WAL %s: %w", w.path, err)
 		}
+		// The transaction read up to truncateBatch records through the mapping.
+		w.releaseMappedView()
 	}
 	return deleted, rewritten, nil
 }
@@ -1214,6 +1270,7 @@ func (w *wal) dropAll(upto uint64) (deleted int, err error) {
 	if err != nil {
 		return 0, fmt.Errorf("memstore: emptying WAL %s: %w", w.path, err)
 	}
+	w.releaseMappedView() // the records after upto were read and copied
 	return deleted, nil
 }
 

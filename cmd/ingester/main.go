@@ -35,6 +35,7 @@ func run(args []string) int {
 		return 2
 	}
 	log := newLogger(cfg.LogLevel, cfg.LogFormat)
+	applyMemoryLimit(cfg.MemoryLimitRatio, log)
 
 	// Signals are caught before anything is opened: the WAL replay, the bolt files and the snapshot
 	// restore in ingester.New can take a while, and a SIGTERM then must not kill the process
