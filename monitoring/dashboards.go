@@ -134,6 +134,8 @@ var boards = []board{
 					[][2]string{{`histogram_quantile(0.99, sum by (le, instance) (rate(cortex_ingester_wal_commit_duration_seconds_bucket{` + sel + `}[$__rate_interval])))`, "{{instance}}"}}},
 				{"Bytes logged", "Bps", "",
 					[][2]string{{`sum by (instance) (rate(cortex_ingester_wal_logged_bytes_total{` + sel + `}[$__rate_interval]))`, "{{instance}}"}}},
+				{"WAL file size", "bytes", "The bbolt file's size in use; it shrinks as flushes truncate it.",
+					[][2]string{{`max by (instance) (raftingest_wal_file_bytes{` + sel + `})`, "{{instance}}"}}},
 				{"Commit failures and failing state", "short", "",
 					[][2]string{{`sum by (instance) (increase(cortex_ingester_wal_commit_failures_total{` + sel + `}[$__rate_interval]))`, "failures {{instance}}"},
 						{`max by (instance) (raftingest_wal_failing{` + sel + `})`, "failing {{instance}}"}}},
