@@ -91,7 +91,7 @@ func (c *Config) RegisterFlags(f *flag.FlagSet) {
 	f.StringVar(&c.GRPCAddr, "grpc.addr", "127.0.0.1:9095", "address of the gRPC server (ring service, ingester API)")
 	f.StringVar(&c.HTTPAddr, "http.addr", "127.0.0.1:8080", "address of the HTTP server (/ring, /metrics, /ready, push and query APIs)")
 	f.BoolVar(&c.Bootstrap, "bootstrap", false, "bootstrap a new cluster with this node as its only voter (first node only; ignored when the data directory already holds Raft state)")
-	f.Func("join", "comma-separated gRPC addresses of running members to ask to add this node; without it a new node waits for `ringctl join`", func(s string) error {
+	f.Func("join", "comma-separated gRPC addresses of running members to ask to add this node; without it a new node waits for 'ringctl join'", func(s string) error {
 		for _, a := range strings.Split(s, ",") {
 			if a = strings.TrimSpace(a); a != "" {
 				c.Join = append(c.Join, a)
@@ -143,6 +143,11 @@ func (c *Config) Validate() error {
 			if ip == nil || ip.IsUnspecified() {
 				bad("-raft.addr %q: the host must be an IP address other peers can reach (it is advertised as is)", a.v)
 			}
+		} else if ip := net.ParseIP(host); host == "" || a.flag == "-grpc.addr" && ip != nil && ip.IsUnspecified() {
+			// The address is advertised in the ring as given: the other members and ringctl dial
+			// -grpc.addr, so ":9095" or "0.0.0.0:9095" would send them nowhere; the ring refuses
+			// an -http.addr without a host (0.0.0.0 there only makes /ring's links local).
+			bad("%s %q: give the host other members reach this node at (e.g. 10.0.0.1:%s, or 127.0.0.1:%s for a local cluster): the address is advertised in the ring as is", a.flag, a.v, port, port)
 		}
 		if prev, dup := addrs[a.v]; dup {
 			bad("%s and %s are both %q", prev, a.flag, a.v)

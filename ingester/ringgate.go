@@ -26,8 +26,7 @@ func ringGate(caughtUp caughtUpFunc, next http.Handler) http.Handler {
 			next.ServeHTTP(w, r)
 			return
 		}
-		msg := fmt.Sprintf("this node restarted and has applied raft log entries up to %d of the %d it holds; "+
-			"its ring is not current yet (it waits for a leader): retry, or use another node", applied, target)
+		msg := notCaughtUpMessage(applied, target)
 		w.Header().Set("Retry-After", "1")
 		if strings.Contains(r.URL.Path, "/api/v1/") && strings.HasPrefix(r.URL.Path, "/prometheus/") {
 			w.Header().Set("Content-Type", "application/json")
@@ -37,4 +36,18 @@ func ringGate(caughtUp caughtUpFunc, next http.Handler) http.Handler {
 		}
 		http.Error(w, msg, http.StatusServiceUnavailable)
 	})
+}
+
+// notCaughtUpMessage says what a node that is not caught up waits for: a brand-new node has no
+// Raft log and waits to be added to a cluster and to hear from its leader; a restarted one
+// replays the log it holds up to what the leader says is committed.
+func notCaughtUpMessage(applied, target uint64) string {
+	switch {
+	case target == 0:
+		return "this node has no ring yet: it waits to be added to a cluster (-join, or 'ringctl join') and to hear from its leader; use another node"
+	case applied < target:
+		return fmt.Sprintf("this node is catching up with the ring: it has applied raft log entries up to %d of %d; retry, or use another node", applied, target)
+	default:
+		return fmt.Sprintf("this node has applied the raft log it holds (up to %d) and waits to hear the commit index from a leader; retry, or use another node", applied)
+	}
 }

@@ -22,7 +22,7 @@ func TestRingGate_RefusesUntilCaughtUp(t *testing.T) {
 
 	rec := httptest.NewRecorder()
 	h.ServeHTTP(rec, httptest.NewRequest(http.MethodPost, "/api/v1/push", strings.NewReader("x")))
-	if rec.Code != http.StatusServiceUnavailable || !strings.Contains(rec.Body.String(), "3 of the 84") || served != 0 {
+	if rec.Code != http.StatusServiceUnavailable || !strings.Contains(rec.Body.String(), "up to 3 of 84") || served != 0 {
 		t.Fatalf("push before the replay: %d %q (served %d), want 503 naming the indexes", rec.Code, rec.Body.String(), served)
 	}
 	if rec.Header().Get("Retry-After") == "" {
@@ -42,5 +42,22 @@ func TestRingGate_RefusesUntilCaughtUp(t *testing.T) {
 	h.ServeHTTP(rec, httptest.NewRequest(http.MethodPost, "/api/v1/push", strings.NewReader("x")))
 	if rec.Code != http.StatusNoContent || served != 1 {
 		t.Fatalf("push after the replay: %d, served %d", rec.Code, served)
+	}
+}
+
+// What the 503 says matches what the node waits for: a brand-new node (no log) to be added and to
+// hear from a leader; a restarted one to replay its log, then the leader's commit index.
+func TestNotCaughtUpMessage(t *testing.T) {
+	for _, tc := range []struct {
+		applied, target uint64
+		want            string
+	}{
+		{0, 0, "waits to be added to a cluster (-join, or 'ringctl join')"},
+		{3, 84, "catching up with the ring: it has applied raft log entries up to 3 of 84"},
+		{84, 84, "waits to hear the commit index from a leader"},
+	} {
+		if got := notCaughtUpMessage(tc.applied, tc.target); !strings.Contains(got, tc.want) {
+			t.Errorf("applied %d target %d: %q, want it to say %q", tc.applied, tc.target, got, tc.want)
+		}
 	}
 }

@@ -55,7 +55,7 @@ func (c *Config) RegisterFlags(f *flag.FlagSet) {
 	f.IntVar(&c.MaxSeriesPerTenant, "ingester.max-series-per-tenant", DefaultMaxSeriesPerTenant,
 		"Maximum number of in-memory series per tenant on this ingester, whatever the cluster's size (a memory backstop; Cortex's -ingester.max-series-per-user default). A push creating a series over it is refused with 400 for that series. The limit in force is the smaller of this and -ingester.max-global-series-per-user converted to a local limit. 0 means unlimited.")
 	f.StringVar(&c.WALDir, "wal.dir", "",
-		"Directory of the write-ahead log (wal.bolt); empty disables the WAL and nothing survives a restart.")
+		"Directory of the write-ahead log (wal.bolt); empty means <-data.dir>/wal.")
 	f.BoolVar(&c.WALSync, "wal.sync", true,
 		"Fsync every WAL group commit before acknowledging a push. false survives process crashes but can lose acknowledged samples on machine crash or power loss.")
 }

@@ -7,12 +7,16 @@ import (
 	"errors"
 	"flag"
 	"fmt"
+	"io"
 	"log/slog"
 	"os"
 	"os/signal"
+	"runtime"
+	"runtime/debug"
 	"syscall"
 
 	"github.com/raftingest/raftingest/ingester"
+	"github.com/raftingest/raftingest/querier"
 )
 
 func main() {
@@ -23,8 +27,24 @@ func run(args []string) int {
 	fs := flag.NewFlagSet("ingester", flag.ContinueOnError)
 	var cfg ingester.Config
 	cfg.RegisterFlags(fs)
+	version := fs.Bool("version", false, "print the version and exit")
+	// A mistake gets one line and a pointer, not the whole flag list after it; -help gets the list
+	// on stdout.
+	fs.SetOutput(io.Discard)
+	fs.Usage = func() {}
 	if err := fs.Parse(args); err != nil {
-		return 2 // the flag package has printed the error and the usage
+		if errors.Is(err, flag.ErrHelp) {
+			fmt.Fprintf(os.Stdout, "Usage of ingester (a raftingest member; README.md explains the flags that matter most):\n")
+			fs.SetOutput(os.Stdout)
+			fs.PrintDefaults()
+			return 0
+		}
+		fmt.Fprintf(os.Stderr, "ingester: %v\nRun 'ingester -help' for the flags.\n", err)
+		return 2
+	}
+	if *version {
+		fmt.Fprintln(os.Stdout, versionString())
+		return 0
 	}
 	if fs.NArg() > 0 {
 		fmt.Fprintf(os.Stderr, "ingester: unexpected argument %q (flags only; see -help)\n", fs.Arg(0))
@@ -89,4 +109,25 @@ func newLogger(level, format string) *slog.Logger {
 		return slog.New(slog.NewJSONHandler(os.Stderr, opts))
 	}
 	return slog.New(slog.NewTextHandler(os.Stderr, opts))
+}
+
+// versionString is -version's line: the release the querier's buildinfo reports, the VCS revision
+// and time the binary was built from (when the build recorded them), and the Go version.
+func versionString() string {
+	rev, when, dirty := "unknown", "", ""
+	if bi, ok := debug.ReadBuildInfo(); ok {
+		for _, s := range bi.Settings {
+			switch s.Key {
+			case "vcs.revision":
+				rev = s.Value
+			case "vcs.time":
+				when = " " + s.Value
+			case "vcs.modified":
+				if s.Value == "true" {
+					dirty = "+modified"
+				}
+			}
+		}
+	}
+	return fmt.Sprintf("raftingest ingester %s (revision %s%s%s, %s)", querier.Version, rev, dirty, when, runtime.Version())
 }
