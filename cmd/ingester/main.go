@@ -28,6 +28,9 @@ func run(args []string) int {
 	var cfg ingester.Config
 	cfg.RegisterFlags(fs)
 	version := fs.Bool("version", false, "print the version and exit")
+	configFile := fs.String("config.file", "", "YAML file of flag values, keys being the flags' names (nested at the dots or flat); flags given on the command line override it")
+	printConfig := fs.Bool("print.config", false, "print the configuration in effect (the file, the flags and the defaults; secrets masked) as a -config.file, and exit")
+	rec := ingester.NewRecorder(fs)
 	// A mistake gets one line and a pointer, not the whole flag list after it; -help gets the list
 	// on stdout.
 	fs.SetOutput(io.Discard)
@@ -46,6 +49,14 @@ func run(args []string) int {
 		fmt.Fprintln(os.Stdout, versionString())
 		return 0
 	}
+	if *configFile != "" {
+		cmdline := map[string]bool{}
+		fs.Visit(func(f *flag.Flag) { cmdline[f.Name] = true })
+		if err := ingester.LoadConfigFile(fs, *configFile, cmdline); err != nil {
+			fmt.Fprintf(os.Stderr, "ingester: %v\n", err)
+			return 2
+		}
+	}
 	if fs.NArg() > 0 {
 		fmt.Fprintf(os.Stderr, "ingester: unexpected argument %q (flags only; see -help)\n", fs.Arg(0))
 		return 2
@@ -53,6 +64,13 @@ func run(args []string) int {
 	if err := cfg.Validate(); err != nil {
 		fmt.Fprintf(os.Stderr, "ingester: invalid configuration:\n%v\n", err)
 		return 2
+	}
+	if *printConfig {
+		if err := ingester.PrintConfig(os.Stdout, fs, rec); err != nil {
+			fmt.Fprintf(os.Stderr, "ingester: -print.config: %v\n", err)
+			return 1
+		}
+		return 0
 	}
 	log := newLogger(cfg.LogLevel, cfg.LogFormat)
 	applyMemoryLimit(cfg.MemoryLimitRatio, log)
