@@ -141,6 +141,9 @@ type Deps struct {
 	// benchmark, a backfill) is not refused for being behind the clock. nil: no such bound (the
 	// wiring passes the flusher's flush.CutoffAt).
 	OldestInMemory func(atMs int64) int64
+	// Limits returns a tenant's ingestion rate (samples/s, 0: unlimited) and burst (samples): its
+	// runtime overrides (-runtime-config.file) or the flags'. nil: the flags' for every tenant.
+	Limits func(tenant string) (rate float64, burst int)
 }
 
 // Distributor validates remote-write requests and replicates their series to the ingesters. It is
@@ -151,6 +154,8 @@ type Distributor struct {
 	clients ClientPool
 	log     *slog.Logger
 	now     func() time.Time
+	// limits is Deps.Limits (nil: the flags' limits for every tenant).
+	limits func(tenant string) (rate float64, burst int)
 	// oldestInMemory is Deps.OldestInMemory (nil: no bound).
 	oldestInMemory func(nowMs int64) int64
 	// tenants holds the per-tenant state — rate-limiter buckets and whether the tenant's metric
@@ -189,7 +194,8 @@ func New(cfg Config, deps Deps) (*Distributor, error) {
 	d := &Distributor{
 		cfg: cfg, ring: deps.Ring, clients: deps.Clients, log: deps.Logger, now: deps.Now,
 		oldestInMemory: deps.OldestInMemory,
-		tenants:        newTenantTracker(cfg.IngestionBurstSize, tenantIdleTimeout),
+		tenants:        newTenantTracker(tenantIdleTimeout),
+		limits:         deps.Limits,
 	}
 	m, err := newMetrics(deps.Registerer, d)
 	if err != nil {
@@ -201,7 +207,7 @@ func New(cfg Config, deps Deps) (*Distributor, error) {
 	m.instanceLimits.WithLabelValues("max_inflight_push_requests_bytes").Set(float64(cfg.InstanceLimits.MaxInflightPushRequestsBytes))
 	m.rateLimit.Set(cfg.IngestionRateLimit)
 	m.healthyDistributors.Set(1)
-	d.rateLimit() // sets both from the ring, when it is known
+	d.rateLimit("") // sets both from the ring, when it is known
 	d.states.New = func() any { return new(pushState) }
 	return d, nil
 }
@@ -393,15 +399,19 @@ func (d *Distributor) push(ctx context.Context, tenant string, req *WriteRequest
 	ts.observe(bounds.newest)
 
 	// 2. The tenant's ingestion rate limit: all of the request's valid samples, or none.
-	if rate, n := d.rateLimit(); rate > 0 && !d.tenants.allow(tenant, valid, rate, now) {
+	limit, burst := d.cfg.IngestionRateLimit, d.cfg.IngestionBurstSize
+	if d.limits != nil {
+		limit, burst = d.limits(tenant)
+	}
+	if rate, n := d.rateLimit(tenant); rate > 0 && !d.tenants.allow(tenant, valid, rate, burst, now) {
 		d.m.discardedSamples.WithLabelValues(tenant, reasonRateLimited).Add(float64(valid))
 		share := ""
 		if d.cfg.IngestionRateStrategy == RateStrategyGlobal {
 			share = fmt.Sprintf(" across the cluster, shared by %d healthy distributors: %.4g samples/s here", n, rate)
 		}
 		return &PushError{Status: http.StatusTooManyRequests, Msg: fmt.Sprintf(
-			"the request of %d samples exceeds the ingestion rate limit of tenant %q: %v samples/s%s, with bursts of %d (-distributor.ingestion-rate-limit, -distributor.ingestion-burst-size) (err-raftingest-tenant-max-ingestion-rate)",
-			valid, tenant, d.cfg.IngestionRateLimit, share, d.cfg.IngestionBurstSize)}
+			"the request of %d samples exceeds the ingestion rate limit of tenant %q: %v samples/s%s, with bursts of %d (-distributor.ingestion-rate-limit, -distributor.ingestion-burst-size, or the tenant's runtime overrides) (err-raftingest-tenant-max-ingestion-rate)",
+			valid, tenant, limit, share, burst)}
 	}
 	d.m.receivedSamples.WithLabelValues(tenant).Add(float64(valid))
 

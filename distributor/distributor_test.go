@@ -502,7 +502,8 @@ func TestRateLimit(t *testing.T) {
 	}
 	// Another tenant has its own bucket (multi-tenancy off: only one tenant; check the limiter).
 	now := e.clock.Now()
-	if !e.d.tenants.allow("other", 20, 10, now) || e.d.tenants.allow("other", 1, 10, now) {
+	burst := e.d.cfg.IngestionBurstSize
+	if !e.d.tenants.allow("other", burst, 10, burst, now) || e.d.tenants.allow("other", 1, 10, burst, now) {
 		t.Fatal("per-tenant buckets")
 	}
 }
@@ -543,16 +544,16 @@ func TestPush_API(t *testing.T) {
 // clock, which has no monotonic reading, a tenant past its burst got 429s for the whole jump).
 func TestRegression_RateLimiterFrozenByBackwardClockJump(t *testing.T) {
 	now := time.Date(2026, 1, 1, 12, 0, 0, 0, time.UTC)
-	l := newTenantTracker(100, tenantIdleTimeout)
-	if !l.allow("t", 100, 100, now) {
+	l := newTenantTracker(tenantIdleTimeout)
+	if !l.allow("t", 100, 100, 100, now) {
 		t.Fatal("a full bucket refused its burst")
 	}
 	now = now.Add(-time.Hour) // the clock steps back an hour
-	if l.allow("t", 1, 100, now) {
+	if l.allow("t", 1, 100, 100, now) {
 		t.Fatal("an empty bucket took a sample with no time passed")
 	}
 	now = now.Add(time.Second) // one second later by the stepped clock
-	if !l.allow("t", 100, 100, now) {
+	if !l.allow("t", 100, 100, 100, now) {
 		t.Fatal("one second after a backward clock jump the bucket has not refilled: it waits for the clock to come back")
 	}
 }

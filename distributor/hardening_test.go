@@ -391,14 +391,14 @@ func TestRateLimit_Global(t *testing.T) {
 	cfg := defaultConfig()
 	cfg.IngestionRateLimit, cfg.IngestionBurstSize = 30, 1000
 	e := newEnv(t, cfg, active("a", "b", "c")...)
-	if rate, n := e.d.rateLimit(); rate != 10 || n != 3 {
+	if rate, n := e.d.rateLimit(""); rate != 10 || n != 3 {
 		t.Fatalf("3 healthy members: rate %v over %d", rate, n)
 	}
 	if got := testutil.ToFloat64(e.d.m.rateLimit); got != 10 {
 		t.Fatalf("rate gauge %v", got)
 	}
 	e.ring.r.Store(buildRing(t, memberSpec{id: "a"}, memberSpec{id: "b"}, memberSpec{id: "c", stale: true}, memberSpec{id: "d", state: ringstate.JOINING}))
-	if rate, n := e.d.rateLimit(); rate != 15 || n != 2 {
+	if rate, n := e.d.rateLimit(""); rate != 15 || n != 2 {
 		t.Fatalf("2 healthy ACTIVE members of 4: rate %v over %d", rate, n)
 	}
 	// The bucket refills at the share: 1000 burst, then 15 samples/s.
@@ -454,15 +454,15 @@ func TestTenants_IdleStateReleased(t *testing.T) {
 // TestTenants_BucketKeptUntilFull: forgetting an idle tenant's bucket must not grant it a burst a
 // kept bucket would not: with a slow refill the bucket stays until it would be full anyway.
 func TestTenants_BucketKeptUntilFull(t *testing.T) {
-	l := newTenantTracker(1000, time.Minute)
+	l := newTenantTracker(time.Minute)
 	now := testNow()
-	l.note("slow", now, 0.1)
-	if !l.allow("slow", 1000, 0.1, now) {
+	l.note("slow", now)
+	if !l.allow("slow", 1000, 0.1, 1000, now) {
 		t.Fatal("burst refused")
 	}
 	now = now.Add(2 * time.Minute) // idle, but only 12 tokens back
-	l.note("other", now, 0.1)
-	if l.allow("slow", 100, 0.1, now) {
+	l.note("other", now)
+	if l.allow("slow", 100, 0.1, 1000, now) {
 		t.Fatal("an idle tenant got its burst back by being forgotten")
 	}
 }
@@ -503,5 +503,43 @@ func TestHandler_ConcurrentPushesReleaseEverything(t *testing.T) {
 	e.d.Wait()
 	if e.d.inflightRequests.Load() != 0 || e.d.inflightBytes.Load() != 0 {
 		t.Fatalf("leaked: %d requests, %d bytes", e.d.inflightRequests.Load(), e.d.inflightBytes.Load())
+	}
+}
+
+// TestRateLimit_PerTenantOverrides: Deps.Limits (the runtime overrides) gives each tenant its own
+// rate and burst, and a change applies to the next push without a restart; the 429 names the
+// tenant's own limit.
+func TestRateLimit_PerTenantOverrides(t *testing.T) {
+	cfg := defaultConfig()
+	cfg.MultitenancyEnabled = true
+	cfg.IngestionRateLimit, cfg.IngestionBurstSize = 10, 20
+	cfg.IngestionRateStrategy = RateStrategyLocal
+	var mu sync.Mutex
+	big := [2]int{1000, 2000}
+	e := newEnvDeps(t, cfg, func(d *Deps) {
+		d.Limits = func(tenant string) (float64, int) {
+			mu.Lock()
+			defer mu.Unlock()
+			if tenant == "big" {
+				return float64(big[0]), big[1]
+			}
+			return 10, 20
+		}
+	}, active("a", "b", "c")...)
+	push := func(tenant string, n int) (int, string) {
+		return serveDirect(e.d, withTenant(pushRequest(bytes.NewReader(encode(t, manySeries(n)...))), tenant))
+	}
+	if code, msg := push("big", 500); code != http.StatusOK {
+		t.Fatalf("big tenant within its override: %d %s", code, msg)
+	}
+	if code, msg := push("small", 50); code != http.StatusTooManyRequests || !strings.Contains(msg, "10 samples/s") || !strings.Contains(msg, "bursts of 20") {
+		t.Fatalf("small tenant over the default: %d %s", code, msg)
+	}
+	// The override drops at runtime: the next push of big is judged by it.
+	mu.Lock()
+	big = [2]int{5, 10}
+	mu.Unlock()
+	if code, msg := push("big", 50); code != http.StatusTooManyRequests || !strings.Contains(msg, "5 samples/s") || !strings.Contains(msg, "bursts of 10") {
+		t.Fatalf("big tenant after its override dropped: %d %s", code, msg)
 	}
 }

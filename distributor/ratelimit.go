@@ -23,13 +23,13 @@ const tenantIdleTimeout = 15 * time.Minute
 const tenantSweepPeriod = time.Minute
 
 // tenantTracker holds the per-tenant state of a distributor: when the tenant last pushed, whether
-// its metric series may exist, and its token bucket (counted in samples: at most burst tokens,
-// refilled at the rate the caller passes, which the global strategy derives from the ring).
+// its metric series may exist, and its token bucket (counted in samples: at most the tenant's
+// burst, refilled at the rate the caller passes, which the global strategy derives from the ring;
+// both may differ per tenant and change at runtime: -runtime-config.file).
 //
 // Safe for concurrent use. Time is an argument (the distributor's clock), so tests drive it.
 type tenantTracker struct {
-	burst float64
-	idle  time.Duration
+	idle time.Duration
 
 	mu        sync.Mutex
 	tenants   map[string]*tenantState // keyed by tenant (a header string: it does not alias a body)
@@ -47,17 +47,19 @@ type tenantState struct {
 	hasBucket bool
 	tokens    float64
 	last      time.Time // of the last refill
+	// rate and burst are the tenant's limits at its last allow, for the sweep.
+	rate, burst float64
 }
 
-func newTenantTracker(burst int, idle time.Duration) *tenantTracker {
-	return &tenantTracker{burst: float64(burst), idle: idle, tenants: map[string]*tenantState{}}
+func newTenantTracker(idle time.Duration) *tenantTracker {
+	return &tenantTracker{idle: idle, tenants: map[string]*tenantState{}}
 }
 
 // note records a push of tenant at now and returns the tenant's state. When a sweep is due it
 // also returns the tenants idle for the idle timeout whose metric series must now be deleted, and
 // forgets every tenant whose state is no longer needed: idle, metrics deleted, and no bucket or one
 // that would be full by now at rate (so forgetting it grants nothing a kept bucket would not).
-func (l *tenantTracker) note(tenant string, now time.Time, rate float64) (ts *tenantState, idle []string) {
+func (l *tenantTracker) note(tenant string, now time.Time) (ts *tenantState, idle []string) {
 	l.mu.Lock()
 	defer l.mu.Unlock()
 	t, ok := l.tenants[tenant]
@@ -79,7 +81,7 @@ func (l *tenantTracker) note(tenant string, now time.Time, rate float64) (ts *te
 			t.metrics = false
 			idle = append(idle, name)
 		}
-		if !t.hasBucket || rate <= 0 || t.tokens+now.Sub(t.last).Seconds()*rate >= l.burst {
+		if !t.hasBucket || t.rate <= 0 || t.tokens+now.Sub(t.last).Seconds()*t.rate >= t.burst {
 			delete(l.tenants, name)
 		}
 	}
@@ -109,10 +111,12 @@ func (l *tenantTracker) len() int {
 	return len(l.tenants)
 }
 
-// allow takes n tokens from tenant's bucket, refilled at rate tokens per second, if it holds that
-// many, and reports whether it did. A request for more than the burst is never allowed: the client
-// must send smaller batches. rate must be above zero.
-func (l *tenantTracker) allow(tenant string, n int, rate float64, now time.Time) bool {
+// allow takes n tokens from tenant's bucket of at most burst tokens, refilled at rate tokens per
+// second, if it holds that many, and reports whether it did. A request for more than the burst is
+// never allowed: the client must send smaller batches. rate must be above zero. A bucket fuller
+// than a burst lowered since is cut to it.
+func (l *tenantTracker) allow(tenant string, n int, rate float64, burstSize int, now time.Time) bool {
+	burst := float64(burstSize)
 	if n <= 0 {
 		return true
 	}
@@ -124,11 +128,13 @@ func (l *tenantTracker) allow(tenant string, n int, rate float64, now time.Time)
 		t.seen, t.metrics = now, true
 		l.tenants[tenant] = t
 	}
+	t.rate, t.burst = rate, burst
 	if !t.hasBucket {
-		t.hasBucket, t.tokens, t.last = true, l.burst, now
+		t.hasBucket, t.tokens, t.last = true, burst, now
 	}
+	t.tokens = min(t.tokens, burst)
 	if elapsed := now.Sub(t.last); elapsed > 0 {
-		t.tokens = min(l.burst, t.tokens+elapsed.Seconds()*rate)
+		t.tokens = min(burst, t.tokens+elapsed.Seconds()*rate)
 		t.last = now
 	} else if elapsed < 0 {
 		// The clock jumped back: refill nothing for the jump, but count from now on, rather than
@@ -145,8 +151,7 @@ func (l *tenantTracker) allow(tenant string, n int, rate float64, now time.Time)
 // noteTenant records a push of tenant, returns its state and, when the sweep finds tenants idle,
 // deletes their metric series. The clock is read by the caller once per push.
 func (d *Distributor) noteTenant(tenant string, now time.Time) *tenantState {
-	rate, _ := d.rateLimit()
-	ts, idle := d.tenants.note(tenant, now, rate)
+	ts, idle := d.tenants.note(tenant, now)
 	for _, t := range idle {
 		d.m.receivedSamples.DeleteLabelValues(t)
 		d.m.samplesIn.DeleteLabelValues(t)
@@ -169,8 +174,14 @@ type distributorCount struct {
 // global strategy that is every ACTIVE and healthy ring member (every member runs a distributor;
 // Mimir counts its distributors' own ring the same way), at least one: this node counts even while
 // it is not ACTIVE itself, and a ring not known yet is a cluster of one.
-func (d *Distributor) rateLimit() (float64, int) {
+//
+// tenant's limit is its runtime override when it has one (Deps.Limits), else the flag's; "" asks
+// for the flag's.
+func (d *Distributor) rateLimit(tenant string) (float64, int) {
 	limit := d.cfg.IngestionRateLimit
+	if tenant != "" && d.limits != nil {
+		limit, _ = d.limits(tenant)
+	}
 	if limit <= 0 {
 		return 0, 0
 	}

@@ -14,6 +14,8 @@ import (
 	"strings"
 	"time"
 
+	"github.com/raftingest/raftingest/overrides"
+
 	"github.com/raftingest/raftingest/auth"
 	"github.com/raftingest/raftingest/distributor"
 	"github.com/raftingest/raftingest/lifecycle"
@@ -69,6 +71,9 @@ type Config struct {
 
 	// SeriesLimits is -ingester.max-global-series-per-user; see limits.go.
 	SeriesLimits seriesLimitsConfig
+	// RuntimeConfig is -runtime-config.file and its reload period: per-tenant limits that change
+	// without a restart (overrides.Manager).
+	RuntimeConfig overrides.Config
 
 	// MemoryLimitRatio is -runtime.memory-limit-ratio: the Go runtime's soft memory limit
 	// (GOMEMLIMIT) is set to this fraction of the cgroup's memory limit when there is one, unless
@@ -114,6 +119,7 @@ func (c *Config) RegisterFlags(f *flag.FlagSet) {
 	c.Querier.RegisterFlags(f)
 	c.Transfer.RegisterFlags(f)
 	c.Compactor.RegisterFlags(f)
+	c.RuntimeConfig.RegisterFlags(f)
 	f.Float64Var(&c.MemoryLimitRatio, "runtime.memory-limit-ratio", DefaultMemoryLimitRatio,
 		"set the Go runtime's soft memory limit (GOMEMLIMIT) to this fraction of the cgroup's memory limit when the process runs under one, so that the garbage collector works harder before the cgroup's OOM killer would act instead of letting the heap double between collections; the GOMEMLIMIT environment variable, when set, wins; 0 disables. Range 0 to 1")
 }
@@ -123,6 +129,9 @@ func (c *Config) RegisterFlags(f *flag.FlagSet) {
 func (c *Config) Validate() error {
 	var errs []error
 	bad := func(format string, args ...any) { errs = append(errs, fmt.Errorf(format, args...)) }
+	if err := c.RuntimeConfig.Validate(); err != nil {
+		errs = append(errs, err)
+	}
 	if c.NodeID == "" {
 		bad("-node.id must be set")
 	} else if err := ringstate.ValidateMemberID(ringstate.MemberID(c.NodeID)); err != nil {

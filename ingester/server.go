@@ -25,6 +25,7 @@ import (
 	"github.com/raftingest/raftingest/ingesterpb"
 	"github.com/raftingest/raftingest/lifecycle"
 	"github.com/raftingest/raftingest/memstore"
+	"github.com/raftingest/raftingest/overrides"
 	"github.com/raftingest/raftingest/raftfsm"
 	"github.com/raftingest/raftingest/ringpb"
 	"github.com/raftingest/raftingest/ringstate"
@@ -35,9 +36,11 @@ import (
 
 // Server is one running ingester process. Create it with New, run it with Run.
 type Server struct {
-	cfg    Config
-	log    *slog.Logger
-	reg    *prometheus.Registry
+	cfg Config
+	log *slog.Logger
+	reg *prometheus.Registry
+	// limits are the per-tenant limits: the flags' values, with -runtime-config.file's overrides.
+	limits *overrides.Manager
 	store  *memstore.Store
 	node   *raftfsm.Node
 	lc     *lifecycle.Lifecycle
@@ -152,9 +155,21 @@ func New(cfg Config, log *slog.Logger) (_ *Server, err error) {
 	// This node's own replica is stored by a direct call, not a gRPC round trip to itself: the
 	// profile of a single node under load spent 37% of its CPU re-decoding its own pushes.
 	clients := distributor.WithLocalClient(s.pool, cfg.GRPCAddr, newLocalClient(s.ingest))
+	if s.limits, err = overrides.New(cfg.RuntimeConfig, overrides.Limits{
+		IngestionRate: cfg.Distributor.IngestionRateLimit, IngestionBurstSize: cfg.Distributor.IngestionBurstSize,
+		MaxGlobalSeriesPerUser:   cfg.SeriesLimits.MaxGlobalSeriesPerUser,
+		MaxFetchedSeriesPerQuery: cfg.Querier.Config.MaxFetchedSeriesPerQuery, MaxFetchedChunksPerQuery: cfg.Querier.Config.MaxFetchedChunksPerQuery,
+		MaxFetchedChunkBytesPerQuery: cfg.Querier.Config.MaxFetchedChunkBytesPerQuery,
+	}, s.reg, log.With("component", "runtime-config")); err != nil {
+		return nil, err
+	}
 	if s.dist, err = distributor.New(cfg.Distributor, distributor.Deps{Ring: s.node, Clients: clients,
 		Registerer: s.reg, Logger: log.With("component", "distributor"), Now: cfg.Clock,
-		OldestInMemory: s.oldestInMemory}); err != nil {
+		OldestInMemory: s.oldestInMemory,
+		Limits: func(tenant string) (float64, int) {
+			l := s.limits.For(tenant)
+			return l.IngestionRate, l.IngestionBurstSize
+		}}); err != nil {
 		return nil, fmt.Errorf("distributor: %w", err)
 	}
 
@@ -183,6 +198,7 @@ func New(cfg Config, log *slog.Logger) (_ *Server, err error) {
 	mux.Handle("/api/v1/push", ringGate(s.node.CaughtUp, s.dist))
 	mux.Handle("/metrics", promhttp.HandlerFor(s.reg, promhttp.HandlerOpts{Registry: s.reg}))
 	mux.HandleFunc("/ready", s.ready)
+	mux.Handle("/runtime_config", s.limits.Handler())
 	// Shutdown, flush and pprof are on the admin listener only (admin.go).
 	httpLog := log.With("component", "http")
 	s.http = newHTTPServer(mux, httpTLS, httpLog)
@@ -262,6 +278,8 @@ func (s *Server) Run(ctx context.Context) error {
 	defer s.runCompactor(ctx)() // wire_compact.go: stopped before Run's other goroutines
 	wg.Add(1)
 	go func() { defer wg.Done(); s.watchSeriesLimit(ctx) }()
+	wg.Add(1)
+	go func() { defer wg.Done(); s.limits.Run(ctx) }()
 	adminAddr := s.cfg.HTTPServer.AdminAddr
 	if adminAddr == "" {
 		adminAddr = "off"

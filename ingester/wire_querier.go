@@ -48,6 +48,10 @@ func (s *Server) wireQuerier(mux *http.ServeMux) error {
 		Logger:              s.log.With("component", "querier"),
 		Now:                 s.cfg.Clock,
 		DialOptions:         s.dialOptions(),
+		Limits: func(tenant string) (int, int, int) {
+			l := s.limits.For(tenant)
+			return l.MaxFetchedSeriesPerQuery, l.MaxFetchedChunksPerQuery, l.MaxFetchedChunkBytesPerQuery
+		},
 	})
 	if err != nil {
 		return err

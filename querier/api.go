@@ -109,7 +109,7 @@ func (q *Querier) route(mux *http.ServeMux, pattern, name string, f apiFunc) {
 			return
 		}
 		// One limiter per request: every Select of the query counts against it.
-		r = r.WithContext(withLimiter(r.Context(), q.newLimiter()))
+		r = r.WithContext(withLimiter(r.Context(), q.newLimiter(r.Context())))
 		release, err := q.acquire(r.Context())
 		if err != nil {
 			q.respondError(w, returnAPIError(err))

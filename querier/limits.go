@@ -12,6 +12,8 @@ import (
 	"sync/atomic"
 
 	"github.com/prometheus/prometheus/model/labels"
+
+	"github.com/raftingest/raftingest/tenant"
 )
 
 // The limits' flag names, as Mimir spells them.
@@ -165,8 +167,14 @@ func limiterFrom(ctx context.Context) *queryLimiter {
 	return l
 }
 
-// newLimiter returns a limiter with the configured limits for one query.
-func (q *Querier) newLimiter() *queryLimiter {
-	return newQueryLimiter(q.cfg.MaxFetchedSeriesPerQuery, q.cfg.MaxFetchedChunksPerQuery, q.cfg.MaxFetchedChunkBytesPerQuery,
-		func(reason string) { q.metrics.queriesRejected.WithLabelValues(reason).Inc() })
+// newLimiter returns a limiter for one query of the tenant in ctx: its runtime overrides
+// (Deps.Limits) or the flags'.
+func (q *Querier) newLimiter(ctx context.Context) *queryLimiter {
+	series, chunks, bytes := q.cfg.MaxFetchedSeriesPerQuery, q.cfg.MaxFetchedChunksPerQuery, q.cfg.MaxFetchedChunkBytesPerQuery
+	if q.deps.Limits != nil {
+		if id, err := tenant.FromContext(ctx); err == nil {
+			series, chunks, bytes = q.deps.Limits(id)
+		}
+	}
+	return newQueryLimiter(series, chunks, bytes, func(reason string) { q.metrics.queriesRejected.WithLabelValues(reason).Inc() })
 }

@@ -8,6 +8,7 @@ import (
 	"net/http/httptest"
 	"net/url"
 	"strings"
+	"sync"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -319,6 +320,12 @@ func TestQueryable_FetchLimits_CountTheStore(t *testing.T) {
 // for up fetches 3 unique series and 6 chunks.
 func limitsAPI(t *testing.T, mutate func(*Config)) *httptest.Server {
 	t.Helper()
+	return limitsAPIDeps(t, mutate, nil)
+}
+
+// limitsAPIDeps is limitsAPI with Deps.Limits set to limits.
+func limitsAPIDeps(t *testing.T, mutate func(*Config), limits func(string) (int, int, int)) *httptest.Server {
+	t.Helper()
 	a, b := startFakeIngester(t), startFakeIngester(t)
 	chk := xorChunks(t, samplesRange(0, 600_000, 15_000), 120)
 	for _, f := range []*fakeIngester{a, b} {
@@ -333,6 +340,7 @@ func limitsAPI(t *testing.T, mutate func(*Config)) *httptest.Server {
 		Ring:              newRing(t, member{addr: a.addr, state: ringstate.ACTIVE}, member{addr: b.addr, state: ringstate.ACTIVE}),
 		ReplicationFactor: 2, HeartbeatTimeout: 10 * time.Second, DefaultTenant: "anonymous",
 		Registerer: prometheus.NewRegistry(), Now: func() time.Time { return time.UnixMilli(300_000) },
+		Limits: limits,
 	})
 	if err != nil {
 		t.Fatal(err)
@@ -428,5 +436,30 @@ func TestLimits_RejectedMetricRegistered(t *testing.T) {
 	n, err := testutil.GatherAndCount(reg, "cortex_querier_queries_rejected_total")
 	if err != nil || n != 3 {
 		t.Fatalf("cortex_querier_queries_rejected_total: %d series, %v; want 3 reasons exported", n, err)
+	}
+}
+
+// A tenant's runtime overrides (Deps.Limits) replace the flags' fetch limits for its queries,
+// asked at every query: a change applies to the next one.
+func TestAPI_FetchLimits_PerTenantOverrides(t *testing.T) {
+	var mu sync.Mutex
+	series := 0 // unlimited
+	srv := limitsAPIDeps(t, func(c *Config) { c.MaxFetchedSeriesPerQuery = 1 }, func(tenant string) (int, int, int) {
+		mu.Lock()
+		defer mu.Unlock()
+		if tenant != "anonymous" {
+			t.Errorf("limits asked for tenant %q", tenant)
+		}
+		return series, 0, 0
+	})
+	q := url.Values{"query": {"up"}, "time": {"300"}}
+	if code, body := get(t, srv, "/prometheus/api/v1/query", q, ""); code != http.StatusOK {
+		t.Fatalf("with the tenant's override (unlimited) over the flag's 1: %d %s", code, body)
+	}
+	mu.Lock()
+	series = 2
+	mu.Unlock()
+	if code, body := get(t, srv, "/prometheus/api/v1/query", q, ""); code != http.StatusUnprocessableEntity || !strings.Contains(body, "limit: 2 series") {
+		t.Fatalf("after the override dropped to 2: %d %s", code, body)
 	}
 }

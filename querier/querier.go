@@ -59,6 +59,9 @@ type Deps struct {
 	DefaultTenant       string
 	// ValidateTenant, when set, refuses malformed tenant ids with 400 (the distributor's rules).
 	ValidateTenant func(string) error
+	// Limits, when set, gives a tenant's per-query fetch limits (series, chunks, chunk bytes; 0:
+	// unlimited): its runtime overrides (-runtime-config.file) or the flags'. nil: the flags'.
+	Limits func(tenant string) (series, chunks, chunkBytes int)
 	Registerer     prometheus.Registerer
 	Logger         *slog.Logger
 	// Now is the clock for the time split and for instant queries without a time; nil is time.Now.
@@ -185,7 +188,7 @@ func (q *Querier) remoteReadHandler() http.Handler {
 			return
 		}
 		// One limiter per request, shared by its queries.
-		q.remoteRead(w, r.WithContext(withLimiter(r.Context(), q.newLimiter())))
+		q.remoteRead(w, r.WithContext(withLimiter(r.Context(), q.newLimiter(r.Context()))))
 	})
 }
 
