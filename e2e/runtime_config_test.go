@@ -32,7 +32,8 @@ func TestProcess_RuntimeConfigOverridesApplyWithoutRestart(t *testing.T) {
 			t.Fatal(err)
 		}
 	}
-	write("overrides:\n  t1:\n    ingestion_rate: 1\n    ingestion_burst_size: 5\n    max_fetched_series_per_query: 1\n")
+	write("overrides:\n  t1:\n    ingestion_rate: 1\n    ingestion_burst_size: 5\n    max_fetched_series_per_query: 1\n" +
+		"  t3:\n    max_global_series_per_user: 3\n")
 	c := pc.New(t, append(slicesClone(fastFlags), "-auth.multitenancy-enabled", "-runtime-config.file", rc,
 		"-runtime-config.reload-period", "200ms", "-distributor.replication-factor", "1")...)
 	a := c.Start("a", "-bootstrap")
@@ -51,6 +52,10 @@ func TestProcess_RuntimeConfigOverridesApplyWithoutRestart(t *testing.T) {
 	}
 	if code, body, err := push(a.HTTPAddr, "t2", req(10)); err != nil || code/100 != 2 {
 		t.Fatalf("t2 on the defaults: %d %s %v", code, body, err)
+	}
+	// t3's series limit: 3 across the cluster, 3 / 1 member * RF 1 here.
+	if code, body, err := push(a.HTTPAddr, "t3", req(5)); err != nil || code != 400 || !strings.Contains(body, "runtime override") {
+		t.Fatalf("t3 over its series override: %d %s %v", code, body, err)
 	}
 	_, cfgBody, _ := pc.HTTPGet(a.HTTPAddr, "/runtime_config?mode=diff", "")
 	if !strings.Contains(cfgBody, "ingestion_rate: 1") || !strings.Contains(cfgBody, "t1:") {

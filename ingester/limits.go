@@ -9,6 +9,7 @@ import (
 	"errors"
 	"flag"
 	"fmt"
+	"strings"
 
 	"github.com/prometheus/client_golang/prometheus"
 
@@ -71,10 +72,13 @@ func localSeriesLimit(global, local, rf int, r *ringstate.Ring, timeoutMs int64)
 		"-ingester.max-global-series-per-user=%d across %d ACTIVE ingesters at replication factor %d: %d / %d * %d", global, n, erf, global, n, erf)}
 }
 
-// applySeriesLimit sets the store's series limit from the current ring and returns it.
+// applySeriesLimit sets the store's series limit from the current ring and returns it. A tenant
+// whose runtime overrides give it its own max_global_series_per_user gets that converted the same
+// way, from the ring at its push (tenantSeriesLimits).
 func (s *Server) applySeriesLimit() memstore.SeriesLimit {
 	lim := localSeriesLimit(s.cfg.SeriesLimits.MaxGlobalSeriesPerUser, s.cfg.Store.MaxSeriesPerTenant,
 		s.cfg.Distributor.ReplicationFactor, s.node.Ring(), s.cfg.Lifecycle.HeartbeatTimeout.Milliseconds())
+	lim.Tenants = s.tenantSeriesLimits
 	if prev := s.store.SeriesLimit(); prev != lim {
 		s.store.SetSeriesLimit(lim)
 		s.log.Info("per-tenant series limit", "limit", lim.Max, "from", lim.Source)
@@ -114,4 +118,21 @@ func (s *Server) watchSeriesLimit(ctx context.Context) {
 // flusher keeps in memory at atMs (its cutoff), so that pushes older than that are refused.
 func (s *Server) oldestInMemory(atMs int64) int64 {
 	return flush.CutoffAt(s.cfg.Storage.Flush.FlushPeriod, atMs)
+}
+
+// newTenantSeriesLimits returns the lookup of tenants' own series limits: a tenant whose runtime
+// overrides set max_global_series_per_user to another value than the flag's gets it converted to a
+// local limit from the current ring, as the flag is; the others report ok false.
+func (s *Server) newTenantSeriesLimits() *memstore.TenantSeriesLimits {
+	def := s.cfg.SeriesLimits.MaxGlobalSeriesPerUser
+	return &memstore.TenantSeriesLimits{For: func(tenant string) (memstore.SeriesLimit, bool) {
+		g := s.limits.For(tenant).MaxGlobalSeriesPerUser
+		if g == def {
+			return memstore.SeriesLimit{}, false
+		}
+		lim := localSeriesLimit(g, s.cfg.Store.MaxSeriesPerTenant, s.cfg.Distributor.ReplicationFactor, s.node.Ring(),
+			s.cfg.Lifecycle.HeartbeatTimeout.Milliseconds())
+		lim.Source = "the tenant's runtime override, " + strings.Replace(lim.Source, "-ingester.max-global-series-per-user", "max_global_series_per_user", 1)
+		return lim, true
+	}}
 }

@@ -41,6 +41,9 @@ type Server struct {
 	reg *prometheus.Registry
 	// limits are the per-tenant limits: the flags' values, with -runtime-config.file's overrides.
 	limits *overrides.Manager
+	// tenantSeriesLimits gives tenants with a max_global_series_per_user override their own series
+	// limit (limits.go); one value for the server's life, so the store's limit compares equal.
+	tenantSeriesLimits *memstore.TenantSeriesLimits
 	store  *memstore.Store
 	node   *raftfsm.Node
 	lc     *lifecycle.Lifecycle
@@ -163,6 +166,7 @@ func New(cfg Config, log *slog.Logger) (_ *Server, err error) {
 	}, s.reg, log.With("component", "runtime-config")); err != nil {
 		return nil, err
 	}
+	s.tenantSeriesLimits = s.newTenantSeriesLimits()
 	if s.dist, err = distributor.New(cfg.Distributor, distributor.Deps{Ring: s.node, Clients: clients,
 		Registerer: s.reg, Logger: log.With("component", "distributor"), Now: cfg.Clock,
 		OldestInMemory: s.oldestInMemory,

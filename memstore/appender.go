@@ -29,6 +29,7 @@ type Appender struct {
 	newChunks int
 	n         int // series appended so far: the SeriesIndex of the next one
 	res       PushResult
+	limit     int // the tenant's series limit for this push (Store.limitFor)
 }
 
 // Appender starts a push to tenant. Commit it. Safe for concurrent use (each goroutine its own).
@@ -48,6 +49,7 @@ func (st *Store) Appender(tenant string) *Appender {
 		return a
 	}
 	a.th = st.acquireTenant(tenant)
+	a.limit = st.limitFor(tenant).Max
 	return a
 }
 
@@ -61,7 +63,7 @@ func (a *Appender) Append(lset labels.Labels, samples []Sample) {
 		return
 	}
 	st, res := a.st, &a.res
-	ms, created, err := st.lockSeries(a.th, lset, st.hashFn(lset), 0, st.seriesLimit.Load().Max)
+	ms, created, err := st.lockSeries(a.th, lset, st.hashFn(lset), 0, a.limit)
 	if err != nil {
 		res.refuseSeries(i, lset, samples, err)
 		return

@@ -7,6 +7,25 @@ package memstore
 type SeriesLimit struct {
 	Max    int
 	Source string
+	// Tenants, when set, gives some tenants their own limit (runtime overrides); the others get Max.
+	Tenants *TenantSeriesLimits
+}
+
+// TenantSeriesLimits looks up a tenant's own series limit: For reports ok false for a tenant
+// without one. It is asked once per push, so a change of the overrides applies to the next push.
+type TenantSeriesLimits struct {
+	For func(tenant string) (SeriesLimit, bool)
+}
+
+// limitFor is the limit that applies to tenant's pushes now.
+func (st *Store) limitFor(tenant string) SeriesLimit {
+	l := *st.seriesLimit.Load()
+	if l.Tenants != nil && l.Tenants.For != nil {
+		if tl, ok := l.Tenants.For(tenant); ok {
+			return tl
+		}
+	}
+	return l
 }
 
 // SetSeriesLimit replaces the per-tenant series limit in force; Open starts with

@@ -43,3 +43,29 @@ func TestSetSeriesLimit(t *testing.T) {
 		t.Fatalf("stats %+v", s)
 	}
 }
+
+// A tenant with its own limit (SeriesLimit.Tenants, the runtime overrides) is held to it; the
+// others to Max. The lookup is asked per push, so a change applies to the next push.
+func TestSetSeriesLimit_PerTenant(t *testing.T) {
+	cfg := testConfig(t.TempDir())
+	cfg.MaxSeriesPerTenant = 0
+	st := mustOpen(t, cfg)
+	l := func(i int) labels.Labels { return labels.FromStrings("__name__", "m", "i", fmt.Sprint(i)) }
+	small := 1
+	st.SetSeriesLimit(SeriesLimit{Max: 100, Source: "flag", Tenants: &TenantSeriesLimits{For: func(tenant string) (SeriesLimit, bool) {
+		if tenant == "small" {
+			return SeriesLimit{Max: small, Source: "override"}, true
+		}
+		return SeriesLimit{}, false
+	}}})
+	if res := mustPush(t, st, "small", ser(l(1), Sample{1, 1}), ser(l(2), Sample{1, 1})); res.Refused != 1 {
+		t.Fatalf("small over its override of 1: %+v", res)
+	}
+	if res := mustPush(t, st, "big", ser(l(1), Sample{1, 1}), ser(l(2), Sample{1, 1}), ser(l(3), Sample{1, 1})); res.Refused != 0 {
+		t.Fatalf("big on the default of 100: %+v", res)
+	}
+	small = 5
+	if res := mustPush(t, st, "small", ser(l(2), Sample{2, 1}), ser(l(3), Sample{2, 1})); res.Refused != 0 {
+		t.Fatalf("small after its override rose to 5: %+v", res)
+	}
+}

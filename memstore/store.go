@@ -366,7 +366,7 @@ func (st *Store) lockSeries(th *tenantHead, lset labels.Labels, hash uint64, ref
 					for {
 						n := th.numSeries.Load()
 						if n >= int64(limit) {
-							return nil, fmt.Errorf("tenant %q has %d series, limit %d (%s): %w", th.name, n, limit, st.seriesLimit.Load().Source, ErrTooManySeries)
+							return nil, fmt.Errorf("tenant %q has %d series, limit %d (%s): %w", th.name, n, limit, st.limitFor(th.name).Source, ErrTooManySeries)
 						}
 						if th.numSeries.CompareAndSwap(n, n+1) {
 							break
