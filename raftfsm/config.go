@@ -78,6 +78,9 @@ type Config struct {
 	// applied (see ringClock and DESIGN.md, "Ring time and clocks"). The fault tests skew and jump it.
 	Clock func() time.Time
 
+	// ReplicationFactor is -distributor.replication-factor, for AutoForgetPeriods' safety rule.
+	ReplicationFactor int
+
 	// Flags.
 
 	MaxVoters         int           // -raft.max-voters
@@ -91,6 +94,10 @@ type Config struct {
 	// VoterReplaceAfter is -raft.voter-replace-after: the leader demotes a voter it has not heard
 	// from for this long and promotes a healthy non-voter in its place (reconcile.go). 0 disables.
 	VoterReplaceAfter time.Duration
+	// AutoForgetPeriods is -ring.auto-forget-unhealthy-periods: the leader forgets a member whose
+	// heartbeat is this many -ring.heartbeat-timeout periods old, when that loses no acknowledged
+	// data (ringstate.Ring.AutoForget). 0 (the default) never forgets on its own.
+	AutoForgetPeriods int
 	// Recover is -raft.recover: before starting, rebuild a Raft configuration in which this node
 	// is the only voter, from its own log and snapshot (recover.go). For a majority of voters lost
 	// for good; a one-shot, refused once the configuration has changed after a recovery.
@@ -110,6 +117,7 @@ func (c *Config) RegisterFlags(f *flag.FlagSet) {
 	f.Uint64Var(&c.TrailingLogs, "raft.trailing-logs", 10240, "Log entries kept after a snapshot, so a briefly lagging follower catches up without a snapshot transfer.")
 	f.DurationVar(&c.ApplyTimeout, "raft.apply-timeout", 10*time.Second, "Longest a ring command waits to be committed before its outcome is reported unknown.")
 	f.DurationVar(&c.VoterReplaceAfter, "raft.voter-replace-after", time.Minute, "A voter the leader has not heard from for this long is replaced: a healthy non-voter (preferably in its zone) is promoted, then the silent voter demoted to non-voter, one change at a time and only while a majority of the voters answers. 0 disables. At least 3 times -raft.heartbeat-timeout.")
+	f.IntVar(&c.AutoForgetPeriods, "ring.auto-forget-unhealthy-periods", 0, "Forget, on the leader, a member whose heartbeat is this many -ring.heartbeat-timeout periods old — as 'ringctl remove' would — but only when that loses no acknowledged data: one member at a time, and only while every member sharing a replication set with it is ACTIVE and healthy, so each series it held keeps replication-factor minus one live copies. Logged with the reason and counted (raftingest_ring_auto_forgotten_total). 0 never forgets on its own.")
 	f.BoolVar(&c.Recover, "raft.recover", false, "Disaster recovery when a majority of Raft voters is lost for good: start as the only voter, from this node's own Raft log (what the lost majority committed without it is gone). Then remove the dead members with 'ringctl remove', add new nodes, and restart without this flag; a restart with it is refused once the configuration has changed. See README, \"Losing a majority\".")
 }
 
@@ -163,6 +171,11 @@ func (c *Config) Validate() error {
 	}
 	if c.SnapshotInterval < 5*time.Millisecond {
 		bad("-raft.snapshot-interval=%s: want at least 5ms", c.SnapshotInterval)
+	}
+	if c.AutoForgetPeriods < 0 {
+		bad("-ring.auto-forget-unhealthy-periods=%d: want 0 (off) or more", c.AutoForgetPeriods)
+	} else if c.AutoForgetPeriods > 0 && c.RingHeartbeatTimeout <= 0 {
+		bad("-ring.auto-forget-unhealthy-periods needs the health check (-ring.heartbeat-timeout above 0)")
 	}
 	if c.VoterReplaceAfter < 0 {
 		bad("-raft.voter-replace-after=%s: want 0 (off) or more", c.VoterReplaceAfter)

@@ -33,6 +33,7 @@ type nodeMetrics struct {
 	applyDuration prometheus.Histogram
 	fsmApply      *prometheus.CounterVec
 	voterChanges  *prometheus.CounterVec
+	autoForgotten prometheus.Counter
 	collector     *raftCollector
 	registered    []prometheus.Collector
 }
@@ -54,6 +55,10 @@ func newNodeMetrics(reg prometheus.Registerer, n *Node) *nodeMetrics {
 			Name: "raftingest_raft_voter_changes_total",
 			Help: "Voter changes this node made as leader: change (promoted, demoted) and reason (fill: a free voter slot; replace_unreachable: in place of a voter silent for -raft.voter-replace-after; unreachable: the silent voter demoted).",
 		}, []string{"change", "reason"}),
+		autoForgotten: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "raftingest_ring_auto_forgotten_total",
+			Help: "Members this node forgot as leader because their heartbeat was -ring.auto-forget-unhealthy-periods timeouts old and every member sharing a replication set with them was ACTIVE and healthy.",
+		}),
 		collector: &raftCollector{n: n},
 	}
 }
@@ -66,7 +71,7 @@ func (m *nodeMetrics) register() error {
 	if m.reg == nil {
 		return nil
 	}
-	for _, c := range []prometheus.Collector{m.applyDuration, m.fsmApply, m.voterChanges, m.collector} {
+	for _, c := range []prometheus.Collector{m.applyDuration, m.fsmApply, m.voterChanges, m.autoForgotten, m.collector} {
 		if err := m.reg.Register(c); err != nil {
 			m.unregister()
 			return err

@@ -42,6 +42,7 @@ func (n *Node) run() {
 				n.leaderSince = time.Now()
 			}
 			n.reconcileVoters(ctx)
+			n.autoForget(ctx)
 		} else {
 			n.leaderSince = time.Time{}
 		}
@@ -394,4 +395,29 @@ func pickPromotion(nonvoters []raft.Server, r *ringstate.Ring, timeoutMs int64, 
 		}
 	}
 	return nil
+}
+
+// autoForget forgets, as the leader, at most one member that -ring.auto-forget-unhealthy-periods
+// allows (ringstate.Ring.AutoForget decides, on the ring every committed entry is applied to), as
+// RemovePeer does: from the ring and from the Raft configuration.
+func (n *Node) autoForget(ctx context.Context) {
+	if n.cfg.AutoForgetPeriods <= 0 || n.cfg.RingHeartbeatTimeout <= 0 {
+		return
+	}
+	if err := n.barrier(ctx); err != nil {
+		return
+	}
+	timeout := n.cfg.RingHeartbeatTimeout.Milliseconds()
+	rf := max(n.cfg.ReplicationFactor, 1)
+	id, why, ok := n.fsm.Ring().AutoForget(rf, timeout, int64(n.cfg.AutoForgetPeriods)*timeout)
+	if !ok {
+		return
+	}
+	if _, err := n.removePeer(ctx, string(id), 0); err != nil {
+		n.logger.Warn("auto-forget: removing a silent member failed", "member", string(id), "err", err)
+		return
+	}
+	n.logger.Warn("auto-forget: forgot a silent member (-ring.auto-forget-unhealthy-periods)", "member", string(id), "why", why)
+	n.metrics.autoForgotten.Inc()
+	n.poke()
 }

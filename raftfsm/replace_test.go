@@ -1,6 +1,7 @@
 package raftfsm
 
 import (
+	"context"
 	"slices"
 	"testing"
 	"time"
@@ -118,4 +119,56 @@ func TestCluster_SilentVoterReplaced(t *testing.T) {
 		t.Fatalf("after %s came back: voters %v non-voters %v", victim.id, v, nv)
 	}
 	c.checkConsistent()
+}
+
+// -ring.auto-forget-unhealthy-periods: a member that stops heartbeating is forgotten by the leader
+// (from the ring and from Raft) once its heartbeat is that many timeouts old, the others being
+// healthy; counted.
+func TestCluster_AutoForget(t *testing.T) {
+	c := newCluster(t)
+	c.cfg.RingHeartbeatTimeout = time.Second
+	c.cfg.AutoForgetPeriods = 2
+	c.cfg.ReplicationFactor = 3
+	nodes := c.cluster(4)
+	c.activateAll(nodes)
+	dead := nodes[3]
+	if c.leader() == dead {
+		retry(t, "move leadership off "+dead.id, func(ctx context.Context) error {
+			_, err := dead.node.TransferLeadership(ctx, nodes[0].id)
+			return err
+		})
+	}
+	c.stop(dead)
+	stop := make(chan struct{})
+	done := make(chan struct{})
+	go func() { // the live members heartbeat, as their lifecycles would
+		defer close(done)
+		for {
+			select {
+			case <-stop:
+				return
+			case <-time.After(200 * time.Millisecond):
+			}
+			for _, n := range nodes[:3] {
+				_, _ = c.apply(n, ringstate.Command{Op: ringstate.OpHeartbeat, Member: ringstate.MemberID(n.id)})
+			}
+		}
+	}()
+	defer func() { close(stop); <-done }()
+	if !poll(t, 20*time.Second, func() bool {
+		lead := c.leader()
+		_, inRing := lead.node.Ring().Member(ringstate.MemberID(dead.id))
+		return !inRing && !inConfig(lead.node, dead.id)
+	}) {
+		t.Fatalf("%s not forgotten", dead.id)
+	}
+	lead := c.leader()
+	if !poll(t, 5*time.Second, func() bool { return testutil.ToFloat64(lead.node.metrics.autoForgotten) == 1 }) {
+		t.Errorf("raftingest_ring_auto_forgotten_total on the leader %s: %v", lead.id, testutil.ToFloat64(lead.node.metrics.autoForgotten))
+	}
+	for _, n := range nodes[:3] {
+		if _, ok := lead.node.Ring().Member(ringstate.MemberID(n.id)); !ok {
+			t.Errorf("live member %s forgotten", n.id)
+		}
+	}
 }
