@@ -71,8 +71,21 @@ if [ "$S3" = 1 ]; then
     -blocks-storage.s3.secret-access-key-file="$DATA/s3-secret"; }
 fi
 
+# Every port the three nodes use must be free: a cluster already running (this one from another
+# terminal, or the README's by-hand one, which uses the same ports) would otherwise take the new
+# nodes into it, or make them exit at once.
+for n in 1 2 3; do
+  for port in "919$n" "909$n" "808$n" "907$n"; do
+    if (exec 3<>"/dev/tcp/127.0.0.1/$port") 2>/dev/null; then
+      echo "127.0.0.1:$port is taken: another cluster is probably running (make run, or the README's by-hand nodes use ports 9191-9193, 9091-9093, 8081-8083, 9071-9073); stop it first" >&2
+      exit 1
+    fi
+  done
+done
+
 pids=()
 tails=()
+declare -A status # node number -> exit status, once the node has been reaped
 start() { # start N EXTRA_FLAGS...
   local n=$1; shift
   local log="$DATA/ingester-$n.log"
@@ -85,7 +98,20 @@ start() { # start N EXTRA_FLAGS...
   tail -n +1 -F "$log" 2>/dev/null | sed -u "s/^/[ingester-$n] /" &
   tails+=($!)
 }
-alive() { kill -0 "${pids[$1]}" 2>/dev/null; }
+alive() { [ -z "${status[$1]:-}" ] && kill -0 "${pids[$1]}" 2>/dev/null; }
+# record PID RC: the exit status of the node whose process PID was reaped.
+record() { for n in 1 2 3; do [ "${pids[$n]}" = "$1" ] && status[$n]=$2; done; }
+# reap N: waits until node N's process is gone and records its exit status. A wait that a signal
+# interrupts returns above 128 with the node still there (even as a zombie, which kill -0 sees):
+# wait again.
+reap() {
+  local n=$1 rc
+  while [ -z "${status[$n]:-}" ]; do
+    if wait "${pids[$n]}" 2>/dev/null; then rc=0; else rc=$?; fi
+    if [ "$rc" = 127 ]; then status[$n]="unknown (already reaped)"; break; fi
+    kill -0 "${pids[$n]}" 2>/dev/null || status[$n]=$rc
+  done
+}
 
 # Signals only set flags; the work happens in the main flow below, never inside a trap handler.
 stopping=0
@@ -130,7 +156,9 @@ MSG
 
 # Run until a signal arrives or every node has exited by itself (a bad flag, say).
 while [ "$stopping" = 0 ] && { alive 1 || alive 2 || alive 3; }; do
-  wait -n "${pids[@]}" 2>/dev/null
+  done_pid=
+  if wait -n -p done_pid "${pids[@]}" 2>/dev/null; then rc=0; else rc=$?; fi
+  [ -n "${done_pid:-}" ] && record "$done_pid" "$rc" # unset when a signal interrupted the wait
 done
 
 if [ "$stopping" = 1 ]; then
@@ -142,10 +170,8 @@ for n in 3 2 1; do
     leaving=$n
     kill -TERM "${pids[$n]}" 2>/dev/null
   fi
-  code=0
-  while alive "$n"; do wait "${pids[$n]}"; code=$?; done
-  wait "${pids[$n]}" 2>/dev/null && code=0 || code=${code:-$?}
-  echo "ingester-$n exited with status $code"
+  reap "$n"
+  echo "ingester-$n exited with status ${status[$n]}"
 done
 # The S3 server goes last: the leaving nodes flush into it.
 if [ -n "$s3_pid" ]; then
