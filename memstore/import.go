@@ -19,6 +19,10 @@ type ImportSeries struct {
 	// gives it): the import then decodes no chunk. Without it the last chunk is decoded whole.
 	LastV    float64
 	HasLastV bool
+	// LabelsOwned says that Labels were built for this import alone (a fresh labels.Labels that
+	// nothing else holds or changes, e.g. ScratchBuilder.Labels on a new builder output): the
+	// Store may then keep them instead of copying them.
+	LabelsOwned bool
 }
 
 // chunkChecker validates imported chunks, reusing one chunk and one iterator across calls. Not
@@ -137,8 +141,14 @@ func (st *Store) ImportChunks(tenant string, lset labels.Labels, chunks []Chunk)
 // last record — usually one commit for the whole batch, more when the committer started while the
 // batch was still being queued; the chunks become visible only after it. The per-tenant series
 // limit does not apply (acknowledged data). A series refused after validation (chunks not newer
-// than the series' data) stops the batch with an error: the series before it are imported, none
-// after it. Labels and chunk data are copied; batch is not retained. Safe for concurrent use.
+// than the data of a series that exists already) stops the batch with an error: the series before
+// it are imported, none after it — unless a concurrent writer created the refused series while
+// this batch was creating it, in which case new series of its tenant after it may be imported
+// too; each series is imported whole or not at all. Labels (unless LabelsOwned) and chunk data
+// are copied; batch is not retained. Safe for concurrent use.
+//
+// Series that none of the batch's tenant already has are created in bulk (bulk.go): a hand-over
+// frame creates its series with a few locks and allocations per frame rather than per series.
 func (st *Store) ImportBatch(batch []ImportSeries) error {
 	if st.closed.Load() {
 		return ErrClosed
@@ -179,24 +189,23 @@ func (st *Store) ImportBatch(batch []ImportSeries) error {
 			st.releaseTenant(h)
 		}
 	}()
-	for i := range batch {
-		s := &batch[i]
-		if len(s.Chunks) == 0 {
+	for i := 0; i < len(batch) && firstErr == nil; {
+		if len(batch[i].Chunks) == 0 {
+			i++
 			continue
 		}
-		if th == nil || th.name != s.Tenant {
-			th = st.acquireTenant(s.Tenant)
+		if th == nil || th.name != batch[i].Tenant {
+			th = st.acquireTenant(batch[i].Tenant)
 			held = append(held, th)
 		}
-		ap, nc, err := st.importSeries(th, s, lastVs[i])
-		if err != nil {
-			firstErr = err
-			break
+		j := i + 1
+		for j < len(batch) && batch[j].Tenant == th.name {
+			j++
 		}
+		var nc int
+		applies, nc, firstErr = st.importRun(th, batch[i:j], lastVs[i:j], applies)
 		counts[th] += nc
-		if ap.s != nil {
-			applies = append(applies, ap)
-		}
+		i = j
 	}
 	if st.wal != nil && len(applies) > 0 {
 		// The series reserved before a failure are logged and applied too: a reserved op
@@ -209,6 +218,7 @@ func (st *Store) ImportBatch(batch []ImportSeries) error {
 		for _, ap := range applies {
 			ap.s.mu.Lock()
 			counts[ap.th] += ap.s.applyUpTo(ap.end, st.maxAgeMs)
+			ap.s.releasePendingSlab()
 			ap.s.mu.Unlock()
 		}
 	}
@@ -260,14 +270,15 @@ func (st *Store) importSeries(th *tenantHead, s *ImportSeries, lastV float64) (a
 }
 
 // ExportSeries calls fn for every series of every tenant that has visible chunks, with all its
-// chunks in time order (closed chunks shared read-only, the head chunk copied) and the value of
-// its newest visible sample (HasLastV set), ready for ImportBatch on another Store (hand-over).
-// As with ForEachSeries, fn runs without Store locks held and series created meanwhile may or may
-// not be visited; s is reused across calls (copy what must outlive the call, except the shared
-// chunk data). A non-nil error from fn stops the walk and is returned.
+// chunks in time order and the value of its newest visible sample (HasLastV set), ready for
+// ImportBatch on another Store (hand-over). As with ForEachSeries, fn runs without Store locks
+// held and series created meanwhile may or may not be visited. s, its Chunks list and the data of
+// a head chunk (the open one, last) are reused across calls and valid only during fn — the walk
+// allocates nothing per series; the data of the other chunks is shared with the Store, read-only,
+// and may be kept. A non-nil error from fn stops the walk and is returned.
 func (st *Store) ExportSeries(fn func(s *ImportSeries) error) error {
 	var s ImportSeries
-	return st.walkSeries(func(tenant string, ms *memSeries, chks []Chunk, lastV float64) error {
+	return st.walk(true, func(tenant string, ms *memSeries, chks []Chunk, lastV float64) error {
 		s = ImportSeries{Tenant: tenant, Labels: ms.lset, Chunks: chks, LastV: lastV, HasLastV: true}
 		return fn(&s)
 	})

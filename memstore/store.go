@@ -15,6 +15,7 @@ import (
 
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/prometheus/model/labels"
+	"github.com/prometheus/prometheus/tsdb/chunkenc"
 )
 
 var (
@@ -540,7 +541,15 @@ func (st *Store) ForEachSeries(fn func(tenant string, lset labels.Labels, chunks
 // read-only, the head copied) and its newest visible value, then calls fn without any Store lock.
 // ms.ref and ms.lset are immutable, so fn may read them. A non-nil error from fn stops the walk.
 func (st *Store) walkSeries(fn func(tenant string, ms *memSeries, chks []Chunk, lastV float64) error) error {
+	return st.walk(false, fn)
+}
+
+// walk is walkSeries; with reuse, the chunk list and the head chunk's copy passed to fn are
+// buffers reused across calls (valid only during fn), so the walk allocates nothing per series.
+func (st *Store) walk(reuse bool, fn func(tenant string, ms *memSeries, chks []Chunk, lastV float64) error) error {
 	var ferr error
+	var buf []Chunk
+	var head []byte
 	for _, name := range st.Tenants() {
 		th := st.tenant(name)
 		if th == nil {
@@ -549,11 +558,23 @@ func (st *Store) walkSeries(fn func(tenant string, ms *memSeries, chks []Chunk, 
 		th.series.forEach(func(ms *memSeries) bool {
 			ms.mu.Lock()
 			var chks []Chunk
-			if !ms.deleted {
+			switch {
+			case ms.deleted:
+			case !reuse || (ms.head != nil && ms.headMin == math.MinInt64):
 				chks = ms.chunksIn(nil, math.MinInt64, math.MaxInt64)
+			case ms.head == nil:
+				chks = ms.chunksIn(buf[:0], math.MinInt64, math.MaxInt64)
+			default:
+				// Every closed chunk ends before the head starts; the head goes into head.
+				chks = ms.chunksIn(buf[:0], math.MinInt64, ms.headMin-1)
+				head = append(head[:0], ms.head.Bytes()...)
+				chks = append(chks, Chunk{MinTime: ms.headMin, MaxTime: ms.headMax, Encoding: chunkenc.EncXOR, Data: head})
 			}
 			lastV := ms.visLastV
 			ms.mu.Unlock()
+			if reuse {
+				buf = chks
+			}
 			if len(chks) == 0 {
 				return true
 			}
@@ -618,13 +639,26 @@ func (st *Store) dropBefore(before int64, ts *TruncateStats) map[uint64]struct{}
 // without chunks and without pending writes; series it answers false for are kept whole. It
 // returns the refs of the series that remain, which the WAL rewrite keeps.
 func (st *Store) dropChunks(ts *TruncateStats, bound func(*memSeries) (int64, bool)) map[uint64]struct{} {
+	return st.dropChunksHint(ts, bound, false)
+}
+
+// dropChunksHint is dropChunks; all says that bound drops everything (DropAll), so that the maps
+// of removed series are sized for every series at once.
+func (st *Store) dropChunksHint(ts *TruncateStats, bound func(*memSeries) (int64, bool), all bool) map[uint64]struct{} {
 	live := map[uint64]struct{}{}
 	for _, name := range st.Tenants() {
 		th := st.tenant(name)
 		if th == nil {
 			continue // retired since Tenants: it had no series
 		}
-		removed := map[uint64]labels.Labels{}
+		var removed map[uint64]labels.Labels
+		if all {
+			// Every series goes: size the map once instead of growing it through every power of two.
+			removed = make(map[uint64]labels.Labels, th.numSeries.Load())
+		} else {
+			removed = map[uint64]labels.Labels{}
+		}
+		chunksRemoved := 0 // counted once per tenant, not with two atomic updates per series
 		th.series.forEach(func(ms *memSeries) bool {
 			before, drop := bound(ms)
 			ms.mu.Lock()
@@ -649,11 +683,12 @@ func (st *Store) dropChunks(ts *TruncateStats, bound func(*memSeries) (int64, bo
 				th.series.remove(ms)
 				removed[ms.ref] = ms.lset
 			}
-			ts.ChunksRemoved += n
-			th.numChunks.Add(-int64(n))
-			st.metrics.memChunks.Sub(float64(n))
+			chunksRemoved += n
 			return true
 		})
+		ts.ChunksRemoved += chunksRemoved
+		th.numChunks.Add(-int64(chunksRemoved))
+		st.metrics.memChunks.Sub(float64(chunksRemoved))
 		th.postings.delete(removed)
 		th.numSeries.Add(-int64(len(removed)))
 		th.removed.Add(float64(len(removed)))
@@ -684,7 +719,7 @@ func (st *Store) DropAll() (TruncateStats, error) {
 	if st.wal != nil {
 		upto = st.wal.lastSeq.Load()
 	}
-	live := st.dropBefore(math.MaxInt64, &ts)
+	live := st.dropChunksHint(&ts, func(*memSeries) (int64, bool) { return math.MaxInt64, true }, true)
 	if st.wal != nil && upto > 0 {
 		var err error
 		if len(live) == 0 {

@@ -22,6 +22,7 @@ import (
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/metadata"
 	"google.golang.org/grpc/status"
+	"google.golang.org/protobuf/proto"
 
 	"github.com/raftingest/raftingest/memstore"
 	"github.com/raftingest/raftingest/ringstate"
@@ -333,6 +334,8 @@ type pipeClientStream struct {
 }
 
 func (c *pipeClientStream) Send(f *transferpb.Frame) error {
+	// gRPC marshals the frame in Send; the Leaver reuses the payload once Send returns.
+	f = proto.Clone(f).(*transferpb.Frame)
 	select {
 	case c.p.frames <- f:
 		return nil

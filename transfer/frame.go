@@ -190,10 +190,16 @@ func (d *decoder) varint(what string) int64 {
 }
 
 func (d *decoder) bytes(what string) []byte {
-	n := d.uvarint(what + " length")
 	if d.err != nil {
 		return nil
 	}
+	// Not d.uvarint(what + " length"): the concatenation would allocate on every call.
+	n, k := binary.Uvarint(d.b[d.off:])
+	if k <= 0 {
+		d.fail(what + " length")
+		return nil
+	}
+	d.off += k
 	if n > uint64(len(d.b)-d.off) {
 		d.fail(what + " longer than the payload")
 		return nil
@@ -244,7 +250,9 @@ func decodeSeries(payload []byte, version uint32) ([]Series, error) {
 			lb.Add(yoloString(name), yoloString(value))
 		}
 		lb.Sort()
-		s.Labels = lb.Labels()
+		// A new allocation for each series (Reset cleared the builder's output), holding copies
+		// of the names and values: the store may keep it as it is.
+		s.Labels, s.LabelsOwned = lb.Labels(), scratchLabelsCopy
 		nc := d.count("chunk count", 4)
 		if d.err == nil && len(slab)+nc > cap(slab) {
 			slab = make([]memstore.Chunk, 0, max(nc, 2*(n-i)))
@@ -284,6 +292,19 @@ func decodeSeries(payload []byte, version uint32) ([]Series, error) {
 	}
 	return out, nil
 }
+
+// scratchLabelsCopy reports whether labels.ScratchBuilder.Labels copies the names and values it
+// was given into storage of its own, as the default (stringlabels) build of Prometheus's labels
+// does; decodeSeries then marks its labels LabelsOwned. Found out once, so that another labels
+// build (whose Labels may alias the frame) makes the store copy them instead.
+var scratchLabelsCopy = func() bool {
+	b := []byte("v")
+	var sb labels.ScratchBuilder
+	sb.Add("n", yoloString(b))
+	ls := sb.Labels()
+	b[0] = 'w'
+	return ls.Get("n") == "v"
+}()
 
 // yoloString returns b as a string without copying. Only for strings that are copied before b
 // changes or is freed.

@@ -232,3 +232,26 @@ func FuzzFrame(f *testing.F) {
 		}
 	})
 }
+
+// Decoded labels are handed to the store as its own (no second copy) exactly when the labels
+// build copies what a ScratchBuilder is given (the default, stringlabels, does); owned labels must
+// not alias the frame.
+func TestDecodeSeries_LabelsOwnedOnlyWhenCopied(t *testing.T) {
+	ss := []Series{{Tenant: "t", Labels: labels.FromStrings("__name__", "m", "a", "b"),
+		Chunks: []memstore.Chunk{xorChunk(t, []int64{1, 2}, []float64{1, 2})}, LastV: 2, HasLastV: true}}
+	payload := encodeSeries(ss, FrameVersion)
+	got, err := decodeSeries(payload, FrameVersion)
+	if err != nil || len(got) != 1 {
+		t.Fatalf("decoded %+v, %v: want one series", got, err)
+	}
+	if got[0].LabelsOwned != scratchLabelsCopy {
+		t.Fatalf("LabelsOwned %v, but ScratchBuilder.Labels copies: %v", got[0].LabelsOwned, scratchLabelsCopy)
+	}
+	if !got[0].LabelsOwned {
+		return
+	}
+	clear(payload) // owned labels must not alias the frame
+	if !labels.Equal(got[0].Labels, ss[0].Labels) {
+		t.Fatalf("labels %s changed with the frame's bytes, want %s", got[0].Labels, ss[0].Labels)
+	}
+}

@@ -29,7 +29,9 @@ var errCannotHandOver = errors.New("transfer: this member's data cannot be hande
 // attempts and there is no storage to flush to: the member must stay LEAVING with its tokens and WAL.
 var ErrNoHandover = errors.New("transfer: no hand-over succeeded and no storage is configured to flush to")
 
-// Dialer opens a Transfer client to a joiner's gRPC address; close releases it.
+// Dialer opens a Transfer client to a joiner's gRPC address; close releases it. Its streams must
+// not keep a Frame (nor its payload) once Send returns, as gRPC's do (SendMsg marshals the
+// message before it returns): the Leaver reuses the payload buffer for the next frame.
 type Dialer func(ctx context.Context, addr string) (client transferpb.TransferClient, close func() error, err error)
 
 // GRPCDialer dials addr with plaintext gRPC (the cluster's other gRPC clients do the same).
@@ -398,8 +400,11 @@ func (l *Leaver) stream(ctx context.Context, joiner ringstate.Member, epoch uint
 		return nil
 	}
 	// sendBody sends the first n series of body (body[:size]) as one frame, and keeps the rest.
+	// The payload buffer is reused from frame to frame: a stream does not keep a frame once Send
+	// returns (see Dialer), so this allocates nothing per frame.
+	var payload []byte
 	sendBody := func(size, n, nChunks int) error {
-		payload := binary.AppendUvarint(make([]byte, 0, size+binary.MaxVarintLen64), uint64(n))
+		payload = binary.AppendUvarint(payload[:0], uint64(n))
 		payload = append(payload, body[:size]...)
 		if err := send(transferpb.FrameKind_FRAME_KIND_SERIES, payload); err != nil {
 			return err

@@ -83,7 +83,7 @@ func checkChunks(ss []Series) error {
 					ErrInvalidSeries, i, s.Tenant, safeLabels(s.Labels), j, c.MinTime, c.MaxTime, j-1, s.Chunks[j-1].MinTime, s.Chunks[j-1].MaxTime)
 			}
 			var err error
-			if lastV, it, err = decodeChunk(c, it); err != nil {
+			if lastV, it, err = decodeChunkFast(c, it); err != nil {
 				return fmt.Errorf("%w: series %d of tenant %q %s: chunk %d [%d, %d]: %v",
 					ErrInvalidSeries, i, s.Tenant, safeLabels(s.Labels), j, c.MinTime, c.MaxTime, err)
 			}
