@@ -99,7 +99,7 @@ fuzz: ## run every fuzz target of the repo (found with go test -list '^Fuzz'), e
 	  $(GO) test -run '^$$' -fuzz "^$$fn$$" -fuzztime $${FUZZTIME:-30s} $$pkg || exit 1; done
 
 .PHONY: bench
-bench: deps build ## whole-system benchmarks vs Prometheus on loopback (BENCH_SCALE=small: under 2 min); table in bench/results/
+bench: deps build ## benchmarks vs Prometheus on loopback; BENCH_SCALE=small (~2 min), default (~13 min), large (1M series, ~10 min); table in bench/results/
 	$(GO) run ./cmd/bench run -bin $(CURDIR)/bin -out $(CURDIR)/bench/results
 
 .PHONY: bench-go

@@ -311,36 +311,60 @@ func (g *Generator) value(id int, r int64) float64 {
 	return float64(r*int64(1+id%10)) + float64(h&7)
 }
 
-// RunOptions bounds one Run. At least one of Duration and Rounds must be set.
+// RunOptions bounds one Run. At least one of Duration, Rounds and UntilRound must be set; a run
+// stops at the first bound it meets.
 type RunOptions struct {
 	Duration time.Duration // stop sending new requests after this long (0: no time bound)
 	Rounds   int           // stop each sender after this many rounds over its series (0: no bound)
-	Rate     float64       // target samples/s of this run; 0 = LoadConfig.Rate
+	// UntilRound stops each sender once it has completed this many rounds since the generator
+	// was built, so that every series has been sent exactly UntilRound samples (fewer if a
+	// request failed: requests are never retried); a sender already past it sends nothing.
+	// It tops a head up to a given age whatever the earlier, time-bound runs reached. 0: no bound.
+	UntilRound int64
+	Rate       float64 // target samples/s of this run; 0 = LoadConfig.Rate
+}
+
+// SamplesPerSeries returns the fewest and the most samples any series has been sent so far
+// (acknowledged or not): a time-bound run stops senders in the middle of a round, so the
+// series before a sender's position hold one round (perTS samples) more than those after it.
+// Not safe to call during a Run.
+func (g *Generator) SamplesPerSeries() (lo, hi int64) {
+	lo = math.MaxInt64
+	for _, s := range g.senders {
+		top := s.round
+		if s.next > 0 {
+			top += int64(s.perTS)
+		}
+		lo, hi = min(lo, s.round), max(hi, top)
+	}
+	return lo, hi
 }
 
 // Run sends until opts is met or ctx is done and returns what it measured. Requests are never
 // retried: a refused request's samples are lost for the benchmark, counted in Result.Classes.
 func (g *Generator) Run(ctx context.Context, opts RunOptions) (*Result, error) {
-	if opts.Duration <= 0 && opts.Rounds <= 0 {
-		return nil, errors.New("bench: a run needs a duration or a number of rounds")
+	if opts.Duration <= 0 && opts.Rounds <= 0 && opts.UntilRound <= 0 {
+		return nil, errors.New("bench: a run needs a duration, a number of rounds or a round to stop at")
 	}
 	if opts.Rate < 0 || math.IsNaN(opts.Rate) {
 		return nil, fmt.Errorf("bench: run rate %v: want 0 or more", opts.Rate)
 	}
-	if opts.Duration > 0 {
-		var cancel context.CancelFunc
-		ctx, cancel = context.WithTimeout(ctx, opts.Duration)
-		defer cancel()
-	}
 	cpu0 := processCPU()
 	start := time.Now()
+	// Duration stops new requests; the ones in flight complete (within LoadConfig.Timeout) and
+	// count, so every sample a sender built reaches the server or is counted as an error: what
+	// SamplesPerSeries reports is what the server was sent. Only ctx cancels requests.
+	var deadline time.Time
+	if opts.Duration > 0 {
+		deadline = start.Add(opts.Duration)
+	}
 	res := make([]*Result, len(g.senders))
 	var wg sync.WaitGroup
 	for i, s := range g.senders {
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
-			res[i] = s.run(ctx, opts, start)
+			res[i] = s.run(ctx, opts, start, deadline)
 		}()
 	}
 	wg.Wait()
@@ -365,20 +389,27 @@ func (g *Generator) Run(ctx context.Context, opts RunOptions) (*Result, error) {
 	return total, nil
 }
 
-func (s *sender) run(ctx context.Context, opts RunOptions, start time.Time) *Result {
+func (s *sender) run(ctx context.Context, opts RunOptions, start, deadline time.Time) *Result {
 	r := &Result{Classes: map[string]int{}, FirstErr: map[string]string{}, Latencies: make([]time.Duration, 0, 4096)}
 	stopRound := int64(math.MaxInt64)
 	if opts.Rounds > 0 {
 		stopRound = s.round + int64(opts.Rounds)
+	}
+	if opts.UntilRound > 0 {
+		stopRound = min(stopRound, opts.UntilRound)
 	}
 	var rate float64 // this sender's share of the target rate, samples/s
 	if total := cmp.Or(opts.Rate, s.g.cfg.Rate); total > 0 {
 		rate = total / float64(len(s.g.senders))
 	}
 	var scheduled float64 // samples this sender was due to have sent, for pacing
-	for s.round < stopRound && ctx.Err() == nil {
+	open := func(t time.Time) bool { return deadline.IsZero() || t.Before(deadline) }
+	for s.round < stopRound && ctx.Err() == nil && open(time.Now()) {
 		if rate > 0 {
 			due := start.Add(time.Duration(scheduled / rate * float64(time.Second)))
+			if !open(due) {
+				return r
+			}
 			if d := time.Until(due); d > 0 {
 				select {
 				case <-ctx.Done():

@@ -55,20 +55,51 @@ func TestRun_Smoke(t *testing.T) {
 		}
 		kv[k] = v
 	}
-	// These scenarios need nothing beyond the write path, so they must always give numbers.
-	for _, k := range []string{"ingest_vs_prometheus", "cpu_per_sample_vs_prometheus", "rss_per_series_vs_prometheus",
-		"rf3_vs_single", "wal_replay_samples_per_s", "ring_lookup_ns", "chunk_bytes_per_sample"} {
+	num := func(k string) float64 {
 		v, err := strconv.ParseFloat(kv[k], 64)
 		if err != nil || !(v > 0) {
 			t.Errorf("%s=%q: want a positive number (last line: %s)", k, kv[k], last)
 		}
+		return v
+	}
+	// These scenarios need nothing beyond the write path, so they must always give numbers.
+	for _, k := range []string{"ingest_vs_prometheus", "cpu_per_sample_vs_prometheus", "rss_per_series_vs_prometheus",
+		"rss_per_series_after_ingest_vs_prometheus", "rss_per_series_2h_head_vs_prometheus", "head_samples_per_series",
+		"rss_anon_per_series_2h_head", "rss_file_per_series_2h_head",
+		"heap_inuse_per_series", "heap_inuse_per_series_vs_prometheus", "wal_bytes_per_sample_vs_prometheus",
+		"rf3_vs_single", "wal_replay_samples_per_s", "wal_replay_samples_per_s_20k", "wal_replay_samples_per_s_60k",
+		"ring_lookup_ns", "chunk_bytes_per_sample"} {
+		num(k)
+	}
+	// The headline keys are the worst case: RSS the larger of the two moments, replay the
+	// slower of the two sizes.
+	if got, a, b := num("rss_per_series_vs_prometheus"), num("rss_per_series_after_ingest_vs_prometheus"), num("rss_per_series_2h_head_vs_prometheus"); got != max(a, b) {
+		t.Errorf("rss_per_series_vs_prometheus=%v, want the larger of %v (after ingest) and %v (aged head)", got, a, b)
+	}
+	if got, a, b := num("wal_replay_samples_per_s"), num("wal_replay_samples_per_s_20k"), num("wal_replay_samples_per_s_60k"); got != min(a, b) {
+		t.Errorf("wal_replay_samples_per_s=%v, want the smaller of %v and %v", got, a, b)
+	}
+	if got := num("head_samples_per_series"); got < float64(Scales["smoke"].HeadSamples) {
+		t.Errorf("head_samples_per_series=%v, want at least the scale's %d", got, Scales["smoke"].HeadSamples)
 	}
 	// Hand-over and query depend on other parts: a number or na, never anything else.
-	for _, k := range []string{"handover_series_per_s", "query_vs_prometheus"} {
-		if v := kv[k]; v != "na" {
+	for _, k := range []string{"handover_series_per_s", "handover_series_per_s_1k", "handover_series_per_s_2k", "query_vs_prometheus"} {
+		if v, ok := kv[k]; !ok {
+			t.Errorf("no key %s (last line: %s)", k, last)
+		} else if v != "na" {
 			if f, err := strconv.ParseFloat(v, 64); err != nil || !(f > 0) {
 				t.Errorf("%s=%q: want a positive number or na", k, v)
 			}
+		}
+	}
+	if v := kv["handover_series_per_s"]; v != "na" {
+		if got, a, b := num("handover_series_per_s"), num("handover_series_per_s_1k"), num("handover_series_per_s_2k"); got != min(a, b) {
+			t.Errorf("handover_series_per_s=%v, want the smaller of %v and %v", got, a, b)
+		}
+	}
+	for _, row := range []string{"RSS per active series after a simulated", "anonymous + file-backed", "Go heap in use per active series"} {
+		if !strings.Contains(table, row) {
+			t.Errorf("table has no row %q:\n%s", row, table)
 		}
 	}
 	b, err := os.ReadFile(rep.File)

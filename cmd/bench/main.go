@@ -3,7 +3,7 @@
 //	bench load -url http://127.0.0.1:8080/api/v1/push [-series N -labels N -samples-per-request N
 //	           -senders N -duration D | -rounds N -scrape-interval D -tenants N -churn F -rate R
 //	           -max-error-ratio F]
-//	bench run  [-scale default|small|smoke] [-bin bin] [-out bench/results]
+//	bench run  [-scale default|large|small|smoke] [-bin bin] [-out bench/results]
 //
 // `load` sends Prometheus remote-write 1.0 and prints samples/s, latency quantiles, bytes on the
 // wire and errors by class; it exits 1 when the error ratio passes -max-error-ratio. `run` is
@@ -112,7 +112,7 @@ func runScenarios(ctx context.Context, args []string) int {
 	if scaleDef == "" {
 		scaleDef = "default"
 	}
-	scale := fs.String("scale", scaleDef, "scale of every scenario: default (the issue's figures), small (under two minutes) or smoke (default: $BENCH_SCALE, else default)")
+	scale := fs.String("scale", scaleDef, "scale of every scenario: default (the issues' figures), large (1M active series, under 15 minutes), small (about two minutes) or smoke (default: $BENCH_SCALE, else default)")
 	binDir := fs.String("bin", "bin", "directory holding the ingester binary (make build)")
 	out := fs.String("out", "bench/results", "directory of the results file <date>-<scale>.md (empty: do not write one)")
 	prom := fs.String("prometheus", "", "path of the prometheus binary (default: prometheus on $PATH)")
