@@ -34,10 +34,13 @@ type Recorder struct {
 }
 
 // NewRecorder wraps every flag of fs; call it after the flags are registered, before parsing.
-func NewRecorder(fs *flag.FlagSet) *Recorder {
+// accumulating names the flags whose repetitions add up (-join a -join b): their recorded value is
+// every repetition's, comma-joined; for the others the last one wins, as it does for the flag.
+// The wrapped FlagSet must not print its defaults (PrintDefaults): use one of its own.
+func NewRecorder(fs *flag.FlagSet, accumulating ...string) *Recorder {
 	r := &Recorder{raw: map[string]string{}}
 	fs.VisitAll(func(f *flag.Flag) {
-		rv := recordingValue{Value: f.Value, name: f.Name, r: r}
+		rv := recordingValue{Value: f.Value, name: f.Name, r: r, accumulate: slices.Contains(accumulating, f.Name)}
 		if bf, ok := f.Value.(interface{ IsBoolFlag() bool }); ok && bf.IsBoolFlag() {
 			f.Value = recordingBool{rv}
 		} else {
@@ -49,13 +52,17 @@ func NewRecorder(fs *flag.FlagSet) *Recorder {
 
 type recordingValue struct {
 	flag.Value
-	name string
-	r    *Recorder
+	name       string
+	r          *Recorder
+	accumulate bool
 }
 
 func (v recordingValue) Set(s string) error {
 	if err := v.Value.Set(s); err != nil {
 		return err
+	}
+	if prev, ok := v.r.raw[v.name]; ok && v.accumulate && prev != "" {
+		s = prev + "," + s
 	}
 	v.r.raw[v.name] = s
 	return nil
@@ -150,6 +157,10 @@ func LoadConfigFile(fs *flag.FlagSet, path string, cmdline map[string]bool) erro
 		if cmdline[e.key] {
 			continue // the command line wins
 		}
+		if e.value == SecretMask && SecretFlagNames(fs)[e.key] {
+			errs = append(errs, fmt.Errorf("-config.file %s line %d: %s is %q, the mask -print.config writes for a secret: put the secret itself (or use the flag's -file form), or drop the key", path, e.line, e.key, SecretMask))
+			continue
+		}
 		if err := fs.Set(e.key, e.value); err != nil {
 			errs = append(errs, fmt.Errorf("-config.file %s line %d: %s: %v", path, e.line, e.key, err))
 		}
@@ -157,8 +168,11 @@ func LoadConfigFile(fs *flag.FlagSet, path string, cmdline map[string]bool) erro
 	return errors.Join(errs...)
 }
 
-// PrintConfig writes the configuration in effect as a configuration file: every flag of fs, flat
-// keys in order, its value as last set (else its default), secrets masked.
+// PrintConfig writes the configuration in effect as a configuration file: every flag of fs that was
+// set or has a default, flat keys in order, its value as last set (else its default), secrets
+// masked (loading a masked secret back is refused). A flag neither set nor with a printable default
+// (a list whose default lives in code, -tls.operator-names) is left out, so that loading the output
+// back keeps its default rather than emptying it.
 func PrintConfig(w io.Writer, fs *flag.FlagSet, r *Recorder) error {
 	secrets := SecretFlagNames(fs)
 	var names []string
@@ -175,6 +189,9 @@ func PrintConfig(w io.Writer, fs *flag.FlagSet, r *Recorder) error {
 		v, set := r.raw[name]
 		if !set {
 			v = f.DefValue
+			if v == "" {
+				continue
+			}
 		}
 		if secrets[name] && v != "" {
 			v = SecretMask

@@ -14,7 +14,7 @@ func newFlags(t *testing.T) (*flag.FlagSet, *Config, *Recorder) {
 	fs := flag.NewFlagSet("ingester", flag.ContinueOnError)
 	cfg.RegisterFlags(fs)
 	fs.String("config.file", "", "")
-	return fs, &cfg, NewRecorder(fs)
+	return fs, &cfg, NewRecorder(fs, "join")
 }
 
 func writeFile(t *testing.T, content string) string {
@@ -83,11 +83,12 @@ func TestLoadConfigFile_Errors(t *testing.T) {
 	}
 }
 
-// -print.config's output loads back into the same configuration, with the secret masked and never
-// printed.
+// -print.config's output loads back into the same configuration — lists given twice, a list whose
+// default lives in code (-tls.operator-names), durations — with the secret masked and never
+// printed; loading the mask back is refused, so a printed file cannot silently set the secret to it.
 func TestPrintConfig_RoundTripsAndMasksSecrets(t *testing.T) {
 	fs, cfg, rec := newFlags(t)
-	if err := fs.Parse([]string{"-node.id", "n1", "-join", "127.0.0.1:9195,127.0.0.1:9197", "-raft.max-voters", "3",
+	if err := fs.Parse([]string{"-node.id", "n1", "-join", "127.0.0.1:9195", "-join", "127.0.0.1:9197", "-raft.max-voters", "3",
 		"-blocks-storage.s3.secret-access-key", "hunter2", "-wal.sync=false", "-compactor.block-ranges", "2h,24h"}); err != nil {
 		t.Fatal(err)
 	}
@@ -95,15 +96,30 @@ func TestPrintConfig_RoundTripsAndMasksSecrets(t *testing.T) {
 	if err := PrintConfig(&out, fs, rec); err != nil {
 		t.Fatal(err)
 	}
-	if strings.Contains(out.String(), "hunter2") || !strings.Contains(out.String(), `blocks-storage.s3.secret-access-key: "`+SecretMask+`"`) {
-		t.Fatalf("the secret is not masked:\n%s", out.String())
+	printed := out.String()
+	if strings.Contains(printed, "hunter2") || !strings.Contains(printed, `blocks-storage.s3.secret-access-key: "`+SecretMask+`"`) {
+		t.Fatalf("the secret is not masked:\n%s", printed)
 	}
-	fs2, cfg2, _ := newFlags(t)
-	if err := LoadConfigFile(fs2, writeFile(t, out.String()), nil); err != nil {
-		t.Fatalf("-print.config's output does not load: %v", err)
+	if strings.Contains(printed, "tls.operator-names") {
+		t.Errorf("-tls.operator-names printed empty: loading it back would empty the operator list")
 	}
-	if cfg2.NodeID != cfg.NodeID || strings.Join(cfg2.Join, ",") != strings.Join(cfg.Join, ",") || cfg2.Raft.MaxVoters != 3 ||
-		cfg2.Store.WALSync || cfg2.Compactor.BlockRanges.String() != cfg.Compactor.BlockRanges.String() {
-		t.Fatalf("round trip: %+v vs %+v", cfg2.Join, cfg.Join)
+	fs2, _, _ := newFlags(t)
+	if err := LoadConfigFile(fs2, writeFile(t, printed), nil); err == nil || !strings.Contains(err.Error(), "the mask -print.config writes") {
+		t.Fatalf("a printed (masked) secret loaded back: %v", err)
+	}
+	var kept []string
+	for _, line := range strings.Split(printed, "\n") {
+		if !strings.HasPrefix(line, "blocks-storage.s3.secret-access-key:") {
+			kept = append(kept, line)
+		}
+	}
+	fs3, cfg3, _ := newFlags(t)
+	if err := LoadConfigFile(fs3, writeFile(t, strings.Join(kept, "\n")), nil); err != nil {
+		t.Fatalf("-print.config's output without the secret does not load: %v", err)
+	}
+	if cfg3.NodeID != cfg.NodeID || strings.Join(cfg3.Join, ",") != "127.0.0.1:9195,127.0.0.1:9197" || cfg3.Raft.MaxVoters != 3 ||
+		cfg3.Store.WALSync || cfg3.Compactor.BlockRanges.String() != cfg.Compactor.BlockRanges.String() ||
+		strings.Join(cfg3.TLS.OperatorNames, ",") != strings.Join(cfg.TLS.OperatorNames, ",") || len(cfg3.TLS.OperatorNames) == 0 {
+		t.Fatalf("round trip: join %v operators %v voters %d", cfg3.Join, cfg3.TLS.OperatorNames, cfg3.Raft.MaxVoters)
 	}
 }

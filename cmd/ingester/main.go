@@ -23,23 +23,35 @@ func main() {
 	os.Exit(run(os.Args[1:]))
 }
 
+// registerFlags registers every flag of the command on fs: the configuration's and the ones that
+// say how to read it.
+func registerFlags(fs *flag.FlagSet, cfg *ingester.Config) (version, printConfig *bool, configFile *string) {
+	cfg.RegisterFlags(fs)
+	version = fs.Bool("version", false, "print the version and exit")
+	configFile = fs.String("config.file", "", "YAML file of flag values, keys being the flags' names (nested at the dots or flat); flags given on the command line override it")
+	printConfig = fs.Bool("print.config", false, "print the configuration in effect (the file, the flags and the defaults; secrets masked) as a -config.file, and exit")
+	return version, printConfig, configFile
+}
+
 func run(args []string) int {
 	fs := flag.NewFlagSet("ingester", flag.ContinueOnError)
 	var cfg ingester.Config
-	cfg.RegisterFlags(fs)
-	version := fs.Bool("version", false, "print the version and exit")
-	configFile := fs.String("config.file", "", "YAML file of flag values, keys being the flags' names (nested at the dots or flat); flags given on the command line override it")
-	printConfig := fs.Bool("print.config", false, "print the configuration in effect (the file, the flags and the defaults; secrets masked) as a -config.file, and exit")
-	rec := ingester.NewRecorder(fs)
+	version, printConfig, configFile := registerFlags(fs, &cfg)
+	// -join accumulates across repetitions; every other flag's last value wins.
+	rec := ingester.NewRecorder(fs, "join")
 	// A mistake gets one line and a pointer, not the whole flag list after it; -help gets the list
 	// on stdout.
 	fs.SetOutput(io.Discard)
 	fs.Usage = func() {}
 	if err := fs.Parse(args); err != nil {
 		if errors.Is(err, flag.ErrHelp) {
+			// From a flag set of its own: the recorder's wrappers would hide the flags' types and
+			// defaults from PrintDefaults.
 			fmt.Fprintf(os.Stdout, "Usage of ingester (a raftingest member; README.md explains the flags that matter most):\n")
-			fs.SetOutput(os.Stdout)
-			fs.PrintDefaults()
+			help := flag.NewFlagSet("ingester", flag.ContinueOnError)
+			registerFlags(help, &ingester.Config{})
+			help.SetOutput(os.Stdout)
+			help.PrintDefaults()
 			return 0
 		}
 		fmt.Fprintf(os.Stderr, "ingester: %v\nRun 'ingester -help' for the flags.\n", err)

@@ -42,6 +42,14 @@ func TestRun_FlagErrorsVersionAndHelp(t *testing.T) {
 	if strings.Contains(out, "-join ringctl join") || strings.Contains(out, "empty disables the WAL") {
 		t.Errorf("-help still has the misleading texts")
 	}
+	for _, want := range []string{`-grpc.addr string`, `(default "127.0.0.1:9095")`, `-raft.heartbeat-timeout duration`, `(default 1s)`} {
+		if !strings.Contains(out, want) {
+			t.Errorf("-help lacks %q (the flags' types and defaults)", want)
+		}
+	}
+	if strings.Contains(out, "panic") {
+		t.Errorf("-help printed a panic:\n%s", out)
+	}
 	code, out, errOut = capture(t, "-version")
 	if code != 0 || !strings.HasPrefix(out, "raftingest ingester ") || strings.Count(out, "\n") != 1 || errOut != "" {
 		t.Errorf("-version: exit %d, stdout %q, stderr %q", code, out, errOut)
