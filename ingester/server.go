@@ -198,7 +198,8 @@ func New(cfg Config, log *slog.Logger) (_ *Server, err error) {
 		return nil, fmt.Errorf("transfer: %w", err)
 	}
 	s.blocks.AuthorizeDelete = s.authorizeDelete // wire_compact.go: DeleteBlocks' compactor lease check
-	mux.Handle("/ring", ringview.Handler(s.node.Ring, timeoutMs, ringview.WithRaftSource(s.raftRoles)))
+	mux.Handle("/ring", ringview.Handler(s.node.Ring, timeoutMs, ringview.WithRaftSource(s.raftRoles),
+		ringview.WithHandoverSource(s.handoverProgress)))
 	mux.Handle("/api/v1/push", ringGate(s.node.CaughtUp, s.dist))
 	mux.Handle("/metrics", promhttp.HandlerFor(s.reg, promhttp.HandlerOpts{Registry: s.reg}))
 	mux.HandleFunc("/ready", s.ready)
@@ -577,4 +578,18 @@ func (s *Server) raftRoles() (leader string, servers []ringview.RaftServer, ok b
 		servers[i] = ringview.RaftServer{ID: srv.ID, Voter: srv.Voter}
 	}
 	return st.LeaderID, servers, true
+}
+
+// handoverProgress is this member's hand-over stream in flight, for the /ring page.
+func (s *Server) handoverProgress() (ringview.HandoverProgress, bool) {
+	if s.transfer.leaver == nil {
+		return ringview.HandoverProgress{}, false
+	}
+	p, ok := s.transfer.leaver.Progress()
+	if !ok {
+		return ringview.HandoverProgress{}, false
+	}
+	return ringview.HandoverProgress{Member: s.cfg.NodeID, Joiner: p.Joiner, Series: p.Series, SeriesTotal: p.SeriesTotal,
+		Bytes: p.Bytes, BytesTotalEst: p.BytesTotalEst, SeriesPerS: p.SeriesPerS, TimeLeftSeconds: p.TimeLeftSeconds,
+		ElapsedSeconds: p.ElapsedSeconds}, true
 }

@@ -49,6 +49,11 @@ func Handler(source func() *ringstate.Ring, heartbeatTimeoutMs int64, opts ...Ha
 				v.WithRaft(leader, servers)
 			}
 		}
+		if o.handover != nil {
+			if p, ok := o.handover(); ok {
+				v.HandoverProgress = &p
+			}
+		}
 		// The ring changes under the viewer; a cached page would show a stale state.
 		w.Header().Set("Cache-Control", "no-store")
 		if wantsJSON(req) {
@@ -73,7 +78,14 @@ func Handler(source func() *ringstate.Ring, heartbeatTimeoutMs int64, opts ...Ha
 type HandlerOption func(*handlerOptions)
 
 type handlerOptions struct {
-	raft func() (leader string, servers []RaftServer, ok bool)
+	raft     func() (leader string, servers []RaftServer, ok bool)
+	handover func() (HandoverProgress, bool)
+}
+
+// WithHandoverSource makes the page show this node's hand-over stream in flight, when it is a
+// leaver streaming (source reports ok).
+func WithHandoverSource(source func() (HandoverProgress, bool)) HandlerOption {
+	return func(o *handlerOptions) { o.handover = source }
 }
 
 // WithRaftSource makes the page show Raft roles: raft returns the leader's id and the Raft
@@ -143,6 +155,9 @@ td.token-list { font-family: monospace; font-size: 0.85em; max-width: 40em; }
 <span id="member-count">{{len .Members}}</span> member(s),
 heartbeat timeout <span id="heartbeat-timeout">{{duration .HeartbeatTimeoutSeconds}}</span>.
 Health is judged at ring time, not by this page's clock.</p>
+{{- with .HandoverProgress}}
+<p id="handover-progress" data-joiner="{{.Joiner}}" data-series="{{.Series}}" data-series-total="{{.SeriesTotal}}">Hand-over in progress: {{.Describe}}</p>
+{{- end}}
 <p id="compactor" data-holder="{{.Compactor.Holder}}" data-epoch="{{.Compactor.Epoch}}" data-held="{{.Compactor.Held}}">Compactor: {{.Compactor.Describe}}</p>
 <table id="members">
 <thead>

@@ -35,6 +35,36 @@ type View struct {
 	// an empty list when there are none, nil (JSON null) when the Raft configuration is not known
 	// (WithRaft was not applied).
 	RaftOnly []RaftServer `json:"raft_only"`
+	// HandoverProgress is this node's own hand-over stream in flight, when it is a leaver
+	// streaming (WithHandoverSource); absent otherwise. Only the leaver knows it: ask its /ring.
+	HandoverProgress *HandoverProgress `json:"handover_progress,omitempty"`
+}
+
+// HandoverProgress is a leaver's hand-over stream in flight: what it has sent of what it holds.
+type HandoverProgress struct {
+	Member          string  `json:"member"`
+	Joiner          string  `json:"joiner"`
+	Series          int64   `json:"series"`
+	SeriesTotal     int64   `json:"series_total"`
+	Bytes           int64   `json:"bytes"`
+	BytesTotalEst   int64   `json:"bytes_total_estimate"`
+	SeriesPerS      float64 `json:"series_per_second"`
+	TimeLeftSeconds float64 `json:"time_left_seconds"`
+	ElapsedSeconds  float64 `json:"elapsed_seconds"`
+}
+
+// Describe is the progress in one line, for people.
+func (p HandoverProgress) Describe() string {
+	pct := 0.0
+	if p.SeriesTotal > 0 {
+		pct = 100 * float64(p.Series) / float64(p.SeriesTotal)
+	}
+	left := "unknown"
+	if p.TimeLeftSeconds > 0 {
+		left = "about " + time.Duration(p.TimeLeftSeconds*float64(time.Second)).Round(time.Second).String()
+	}
+	return fmt.Sprintf("%s → %s: %d of %d series (%.0f%%), %.1f of ~%.1f MB, %.0f series/s, %s left",
+		p.Member, p.Joiner, p.Series, p.SeriesTotal, pct, float64(p.Bytes)/1e6, float64(p.BytesTotalEst)/1e6, p.SeriesPerS, left)
 }
 
 // Raft roles, for MemberView.RaftRole.

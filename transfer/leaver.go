@@ -60,6 +60,32 @@ type Leaver struct {
 	log            *slog.Logger
 	nonce          string
 	seq            atomic.Uint64
+	// current is the stream in flight, for Progress; nil when none.
+	current atomic.Pointer[Progress]
+}
+
+// Progress is a hand-over stream in flight, as the leaver sees it: what it has sent of what it
+// holds, and how fast. Published after every frame and cleared when the stream ends.
+type Progress struct {
+	Joiner      string `json:"joiner"`
+	Series      int64  `json:"series"`
+	SeriesTotal int64  `json:"series_total"`
+	Bytes       int64  `json:"bytes"`
+	// BytesTotalEst extrapolates the bytes sent per chunk to the chunks held.
+	BytesTotalEst int64   `json:"bytes_total_estimate"`
+	SeriesPerS    float64 `json:"series_per_second"`
+	// TimeLeftSeconds is at the current rate; 0 when unknown.
+	TimeLeftSeconds float64 `json:"time_left_seconds"`
+	ElapsedSeconds  float64 `json:"elapsed_seconds"`
+}
+
+// Progress returns the hand-over stream in flight, if any.
+func (l *Leaver) Progress() (Progress, bool) {
+	p := l.current.Load()
+	if p == nil {
+		return Progress{}, false
+	}
+	return *p, true
 }
 
 // LeaverDeps are the Leaver's collaborators. Flush may be nil (no storage configured).
@@ -314,24 +340,38 @@ func (l *Leaver) abort(ctx context.Context, joiner ringstate.MemberID, tokens ri
 	return true, nil
 }
 
-// progress logs a hand-over's progress every progressEvery.
+// progress logs a hand-over's progress every progressEvery, and publishes it after every frame.
 type progress struct {
 	log                      *slog.Logger
 	start, last              time.Time
 	totalSeries, totalChunks int64
 	series, chunks, bytes    int64
 	member, joiner           ringstate.MemberID
+	publish                  func(Progress)
 }
 
 const progressEvery = 5 * time.Second
 
 func (p *progress) report(final bool) {
 	now := time.Now()
+	el := now.Sub(p.start).Seconds()
+	if p.publish != nil {
+		rate := float64(p.series) / max(el, 1e-3)
+		var left float64
+		if rate > 0 && p.totalSeries > p.series {
+			left = float64(p.totalSeries-p.series) / rate
+		}
+		est := p.bytes
+		if p.chunks > 0 && p.totalChunks > p.chunks {
+			est = p.bytes * p.totalChunks / p.chunks
+		}
+		p.publish(Progress{Joiner: string(p.joiner), Series: p.series, SeriesTotal: p.totalSeries, Bytes: p.bytes,
+			BytesTotalEst: est, SeriesPerS: rate, TimeLeftSeconds: left, ElapsedSeconds: el})
+	}
 	if !final && now.Sub(p.last) < progressEvery {
 		return
 	}
 	p.last = now
-	el := now.Sub(p.start).Seconds()
 	rate := float64(p.series) / max(el, 1e-3)
 	var left time.Duration
 	if rate > 0 && p.totalSeries > p.series {
@@ -369,7 +409,9 @@ func (l *Leaver) stream(ctx context.Context, joiner ringstate.Member, epoch uint
 	if err != nil {
 		return fmt.Errorf("open stream to %s at %s: %w", joiner.ID, joiner.GRPCAddr, err)
 	}
-	p := &progress{log: l.log, start: time.Now(), last: time.Now(), member: l.id, joiner: joiner.ID}
+	p := &progress{log: l.log, start: time.Now(), last: time.Now(), member: l.id, joiner: joiner.ID,
+		publish: func(pr Progress) { l.current.Store(&pr) }}
+	defer l.current.Store(nil)
 	for _, t := range l.store.Tenants() {
 		s := l.store.Stats(t)
 		p.totalSeries += s.Series

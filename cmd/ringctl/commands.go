@@ -5,7 +5,9 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"io"
 	"net"
+	"net/http"
 	"strings"
 	"text/tabwriter"
 	"time"
@@ -373,6 +375,28 @@ type leaveEvent struct {
 	HandoverPeer   string  `json:"handover_peer,omitempty"`
 	ElapsedSeconds float64 `json:"elapsed_seconds"`
 	Via            string  `json:"via,omitempty"`
+	// Handover is the leaver's own account of its stream (progress events, when its /ring answers).
+	Handover *ringview.HandoverProgress `json:"handover_progress,omitempty"`
+}
+
+// fetchHandoverProgress asks a leaver's /ring (plain HTTP, at its -http.addr in the ring) for its
+// hand-over stream in flight. Best effort: only the leaver knows it, and an HTTPS or unreachable
+// listener just leaves the numbers out.
+func fetchHandoverProgress(httpAddr string, timeout time.Duration) (ringview.HandoverProgress, bool) {
+	if httpAddr == "" {
+		return ringview.HandoverProgress{}, false
+	}
+	cl := http.Client{Timeout: timeout}
+	resp, err := cl.Get("http://" + httpAddr + "/ring?format=json")
+	if err != nil {
+		return ringview.HandoverProgress{}, false
+	}
+	defer resp.Body.Close()
+	var v ringview.View
+	if resp.StatusCode != http.StatusOK || json.NewDecoder(io.LimitReader(resp.Body, 4<<20)).Decode(&v) != nil || v.HandoverProgress == nil {
+		return ringview.HandoverProgress{}, false
+	}
+	return *v.HandoverProgress, true
 }
 
 // leave sends one Leave request to the member itself, then follows the member in the ring until it
@@ -499,8 +523,15 @@ func (c *cli) leave(o *options, args []string) error {
 				quiet = 0
 			} else if c.progress > 0 && quiet >= c.progress {
 				quiet = 0
-				emit(leaveEvent{Event: "progress", State: m.State, RingState: m.RingState, HandoverPeer: m.HandoverPeer},
-					leaveProgress(m, time.Since(start)))
+				ev := leaveEvent{Event: "progress", State: m.State, RingState: m.RingState, HandoverPeer: m.HandoverPeer}
+				text := leaveProgress(m, time.Since(start))
+				if m.HandoverPeer != "" {
+					if p, ok := fetchHandoverProgress(m.HTTPAddr, min(time.Second, c.progress)); ok {
+						ev.Handover = &p
+						text = fmt.Sprintf("%s: handing over %s", m.ID, strings.TrimPrefix(p.Describe(), m.ID+" "))
+					}
+				}
+				emit(ev, text)
 			}
 			last = &m
 			candidates = followCandidates(o.addr, v, m)
