@@ -401,9 +401,9 @@ func (d *Distributor) push(ctx context.Context, tenant string, req *WriteRequest
 	// 2. The tenant's ingestion rate limit: all of the request's valid samples, or none.
 	limit, burst := d.cfg.IngestionRateLimit, d.cfg.IngestionBurstSize
 	if d.limits != nil {
-		limit, burst = d.limits(tenant)
+		limit, burst = d.limits(tenant) // once per push: a reload must not pair one file's rate with another's burst
 	}
-	if rate, n := d.rateLimit(tenant); rate > 0 && !d.tenants.allow(tenant, valid, rate, burst, now) {
+	if rate, n := d.shareOf(limit); rate > 0 && !d.tenants.allow(tenant, valid, rate, burst, now) {
 		d.m.discardedSamples.WithLabelValues(tenant, reasonRateLimited).Add(float64(valid))
 		share := ""
 		if d.cfg.IngestionRateStrategy == RateStrategyGlobal {

@@ -182,6 +182,11 @@ func (d *Distributor) rateLimit(tenant string) (float64, int) {
 	if tenant != "" && d.limits != nil {
 		limit, _ = d.limits(tenant)
 	}
+	return d.shareOf(limit)
+}
+
+// shareOf is rateLimit for a tenant's limit already looked up.
+func (d *Distributor) shareOf(limit float64) (float64, int) {
 	if limit <= 0 {
 		return 0, 0
 	}

@@ -193,6 +193,7 @@ func (c *Config) Validate() error {
 	c.Lifecycle.ID, c.Lifecycle.RaftAddr, c.Lifecycle.GRPCAddr, c.Lifecycle.HTTPAddr = ringstate.MemberID(c.NodeID), c.RaftAddr, c.GRPCAddr, c.HTTPAddr
 	c.Raft.RingHeartbeatTimeout = c.Lifecycle.HeartbeatTimeout
 	c.Raft.ReplicationFactor = c.Distributor.ReplicationFactor
+	c.Raft.AutoForgetHoldoff = 2 * c.Storage.Flush.FlushPeriod
 	c.Raft.RegisterRequiresPeer = true
 	c.Distributor.RingHeartbeatTimeout = c.Lifecycle.HeartbeatTimeout
 	if c.Store.WALDir == "" && c.DataDir != "" {

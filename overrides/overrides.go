@@ -17,6 +17,7 @@ import (
 	"io"
 	"log/slog"
 	"maps"
+	"math"
 	"net/http"
 	"os"
 	"slices"
@@ -49,8 +50,8 @@ type Limits struct {
 // validate refuses values no flag would take.
 func (l Limits) validate() error {
 	var errs []error
-	if l.IngestionRate < 0 {
-		errs = append(errs, fmt.Errorf("ingestion_rate %v: want 0 (unlimited) or more", l.IngestionRate))
+	if l.IngestionRate < 0 || math.IsNaN(l.IngestionRate) || math.IsInf(l.IngestionRate, 0) {
+		errs = append(errs, fmt.Errorf("ingestion_rate %v: want a finite 0 (unlimited) or more", l.IngestionRate))
 	}
 	if l.IngestionRate > 0 && l.IngestionBurstSize < 1 {
 		errs = append(errs, fmt.Errorf("ingestion_burst_size %d: want at least 1 with an ingestion_rate", l.IngestionBurstSize))

@@ -80,6 +80,12 @@ type Config struct {
 
 	// ReplicationFactor is -distributor.replication-factor, for AutoForgetPeriods' safety rule.
 	ReplicationFactor int
+	// AutoForgetHoldoff is how long the leader waits, after it became leader and after any member
+	// was removed through it, before it auto-forgets one: a write acknowledged by a quorum may
+	// have one copy left once a member is forgotten, until it is flushed and compacted back to RF
+	// copies, so two forgets close together could take both of its copies. The daemon sets twice
+	// -ingester.flush-period; 0 waits not at all (tests).
+	AutoForgetHoldoff time.Duration
 
 	// Flags.
 
@@ -117,7 +123,7 @@ func (c *Config) RegisterFlags(f *flag.FlagSet) {
 	f.Uint64Var(&c.TrailingLogs, "raft.trailing-logs", 10240, "Log entries kept after a snapshot, so a briefly lagging follower catches up without a snapshot transfer.")
 	f.DurationVar(&c.ApplyTimeout, "raft.apply-timeout", 10*time.Second, "Longest a ring command waits to be committed before its outcome is reported unknown.")
 	f.DurationVar(&c.VoterReplaceAfter, "raft.voter-replace-after", time.Minute, "A voter the leader has not heard from for this long is replaced: a healthy non-voter (preferably in its zone) is promoted, then the silent voter demoted to non-voter, one change at a time and only while a majority of the voters answers. 0 disables. At least 3 times -raft.heartbeat-timeout.")
-	f.IntVar(&c.AutoForgetPeriods, "ring.auto-forget-unhealthy-periods", 0, "Forget, on the leader, a member whose heartbeat is this many -ring.heartbeat-timeout periods old — as 'ringctl remove' would — but only when that loses no acknowledged data: one member at a time, and only while every member sharing a replication set with it is ACTIVE and healthy, so each series it held keeps replication-factor minus one live copies. Logged with the reason and counted (raftingest_ring_auto_forgotten_total). 0 never forgets on its own.")
+	f.IntVar(&c.AutoForgetPeriods, "ring.auto-forget-unhealthy-periods", 0, "Forget, on the leader, a member whose heartbeat is this many -ring.heartbeat-timeout periods old — as 'ringctl remove' would — but only when that loses no acknowledged data: with a replication factor of at least 3, only while every member sharing a replication set with it is ACTIVE and healthy (every sample it held keeps a copy elsewhere), and at most one member per twice -ingester.flush-period (by then what had one copy left is flushed and compacted back to the replication factor). Logged with the reason and counted (raftingest_ring_auto_forgotten_total). 0 never forgets on its own.")
 	f.BoolVar(&c.Recover, "raft.recover", false, "Disaster recovery when a majority of Raft voters is lost for good: start as the only voter, from this node's own Raft log (what the lost majority committed without it is gone). Then remove the dead members with 'ringctl remove', add new nodes, and restart without this flag; a restart with it is refused once the configuration has changed. See README, \"Losing a majority\".")
 }
 

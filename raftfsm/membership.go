@@ -234,6 +234,7 @@ func (n *Node) removePeerLocal(ctx context.Context, id string, hops uint32) (uin
 		index = f.Index()
 		n.trans.forget(srv.ID)
 	}
+	n.lastRemoval.Store(time.Now())
 	n.logger.Info("removed peer", "peer", id, "from_ring", inRing, "from_raft", srv != nil, "index", index)
 	n.poke()
 	return index, nil

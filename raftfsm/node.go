@@ -52,6 +52,9 @@ type Node struct {
 	// leaderSince is when this node last became leader, zero while it is not; read and written by
 	// the background loop (run) only.
 	leaderSince time.Time
+	// lastRemoval is when a member was last removed through this node as leader (a time.Time),
+	// for the auto-forget holdoff.
+	lastRemoval atomic.Value
 	stop        chan struct{} // closed by Shutdown
 	wg          sync.WaitGroup
 	// runCtx bounds the background loop's calls (status requests to peers, configuration changes);
@@ -135,6 +138,7 @@ func NewNode(cfg Config) (*Node, error) {
 		lastGRPC:   map[string]string{},
 		removedCh:  make(chan struct{}),
 	}
+	n.lastRemoval.Store(time.Time{})
 	n.conns = newConnCache(grpcDialOptions(cfg.Dial, cfg.TLS, n.MemberAt)...)
 	n.runCtx, n.runCancel = context.WithCancel(context.Background())
 	var err error

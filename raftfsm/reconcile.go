@@ -227,8 +227,10 @@ func (n *Node) markRemoved(confirmed bool) {
 	n.removedOnce.Do(func() { close(n.removedCh) })
 }
 
-// reconcileVoters promotes one non-voter when there are fewer than -raft.max-voters voters. It
-// never demotes: voters above the limit were asked for (JoinRequest.voter) and stay.
+// reconcileVoters promotes one non-voter when there are fewer than -raft.max-voters voters. A
+// voter that answers is never demoted: voters above the limit were asked for (JoinRequest.voter)
+// and stay. At or above the limit, replaceSilentVoter replaces one the leader has not heard from
+// for -raft.voter-replace-after (above the limit, only demoting it).
 //
 // Pick: the lowest id among non-voters this leader heard from recently (a successful AppendEntries
 // within three Raft heartbeat timeouts) whose ring member is ACTIVE and healthy; when no non-voter
@@ -399,9 +401,19 @@ func pickPromotion(nonvoters []raft.Server, r *ringstate.Ring, timeoutMs int64, 
 
 // autoForget forgets, as the leader, at most one member that -ring.auto-forget-unhealthy-periods
 // allows (ringstate.Ring.AutoForget decides, on the ring every committed entry is applied to), as
-// RemovePeer does: from the ring and from the Raft configuration.
+// RemovePeer does: from the ring and from the Raft configuration — and none within
+// AutoForgetHoldoff of this leadership or of the last removal through this node.
 func (n *Node) autoForget(ctx context.Context) {
 	if n.cfg.AutoForgetPeriods <= 0 || n.cfg.RingHeartbeatTimeout <= 0 {
+		return
+	}
+	// The holdoff counts from this leadership and from the last removal through this node (a new
+	// leader does not know the old one's, so it waits a whole holdoff first).
+	since := n.leaderSince
+	if last := n.lastRemoval.Load().(time.Time); last.After(since) {
+		since = last
+	}
+	if n.cfg.AutoForgetHoldoff > 0 && time.Since(since) < n.cfg.AutoForgetHoldoff {
 		return
 	}
 	if err := n.barrier(ctx); err != nil {

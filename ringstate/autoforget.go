@@ -7,11 +7,14 @@ import (
 
 // AutoForget picks the member the leader may forget on its own (-ring.auto-forget-unhealthy-periods):
 // one whose heartbeat is older than afterMs at ring time, and whose forgetting loses no
-// acknowledged data. A write is acknowledged by a quorum of its replication set; forgetting a
-// member drops its copies, so every series it held must keep RF−1 copies on members that take
-// writes. AutoForget therefore requires that every member sharing a replication set with the
+// acknowledged data. A write is acknowledged by a quorum of its replication set, so a sample may
+// be on only a quorum of it; forgetting a member drops its copies, and every sample it held must
+// keep a copy on a member that takes writes. AutoForget therefore requires an effective
+// replication factor of at least 3 and that every member sharing a replication set with the
 // candidate — the first rf distinct token owners clockwise from any token, health aside, that
-// include it — is ACTIVE and healthy. A member in a hand-over is never picked (the hand-over
+// include it — is ACTIVE and healthy (then each sample it held has quorum−1 ≥ 1 other copies).
+// It knows nothing of time between decisions: the caller must space two forgets by long enough
+// for the remaining single copies to be flushed and compacted back (raftfsm's holdoff). A member in a hand-over is never picked (the hand-over
 // decides its fate), nor one whose copies cannot be vouched for that way. Among several, the one
 // silent longest goes first (then the smallest id); the caller forgets at most one per decision and
 // decides again on the ring that results.
@@ -20,7 +23,9 @@ import (
 // heartbeat timeout (health), afterMs how long past the last heartbeat a member must be silent;
 // both at ring time. afterMs must be at least timeoutMs.
 func (r *Ring) AutoForget(rf int, timeoutMs, afterMs int64) (MemberID, string, bool) {
-	if timeoutMs <= 0 || afterMs < timeoutMs || rf <= 0 {
+	// Below 3 replicas a quorum can be one copy (RF 1) or a write can be on the forgotten member
+	// and one other only (RF 2, quorum 2 of 2 is both): forgetting could drop the last copy.
+	if timeoutMs <= 0 || afterMs < timeoutMs || r.EffectiveRF(rf) < 3 {
 		return "", "", false
 	}
 	now := r.timeMs
@@ -50,8 +55,8 @@ func (r *Ring) AutoForget(rf int, timeoutMs, afterMs int64) (MemberID, string, b
 		if _, blocked := r.sharesSetWithUnwritable(int32(c), rf, timeoutMs); blocked {
 			continue
 		}
-		return m.ID, fmt.Sprintf("heartbeat %ds old (more than %ds); every member sharing a replication set with it is ACTIVE and healthy, so each series it held keeps %d live copies",
-			(uint64(now)-uint64(m.HeartbeatMs))/1000, afterMs/1000, max(r.EffectiveRF(rf)-1, 0)), true
+		return m.ID, fmt.Sprintf("heartbeat %ds old (more than %ds); every member sharing a replication set with it is ACTIVE and healthy, so every sample it held has at least %d other copies",
+			(uint64(now)-uint64(m.HeartbeatMs))/1000, afterMs/1000, Quorum(r.EffectiveRF(rf))-1), true
 	}
 	return "", "", false
 }

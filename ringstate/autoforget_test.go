@@ -128,3 +128,17 @@ func TestAutoForget_OneAtATimeLongestSilentFirst(t *testing.T) {
 		t.Fatalf("second: %q %v %q, want m0003", id, ok, why)
 	}
 }
+
+// Below 3 replicas nothing is forgotten: at RF 1 a member holds the only copy of its samples, at
+// RF 2 a write acknowledged by both may have no copy but the silent member's pair.
+func TestAutoForget_NeedsThreeReplicas(t *testing.T) {
+	r := ringAt(t, 5, 1_000_000, 2)
+	for _, rf := range []int{1, 2} {
+		if id, why, ok := r.AutoForget(rf, 60_000, 180_000); ok {
+			t.Errorf("RF %d: forgot %s (%s)", rf, id, why)
+		}
+	}
+	if _, _, ok := r.AutoForget(3, 60_000, 180_000); !ok {
+		t.Fatal("RF 3: the silent member is not forgotten (the test ring is wrong)")
+	}
+}

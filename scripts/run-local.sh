@@ -29,6 +29,18 @@ if [ "$TLS" = 1 ]; then
   RINGCTL="RINGCTL_TLS_CERT_PATH=$CERTS/operator.crt RINGCTL_TLS_KEY_PATH=$CERTS/operator.key RINGCTL_TLS_CA_PATH=$CERTS/ca.crt bin/ringctl"
 fi
 
+# Every port the three nodes use must be free: a cluster already running (this one from another
+# terminal, or the README's by-hand one, which uses the same ports) would otherwise take the new
+# nodes into it, or make them exit at once.
+for n in 1 2 3; do
+  for port in "919$n" "909$n" "808$n" "907$n"; do
+    if (exec 3<>"/dev/tcp/127.0.0.1/$port") 2>/dev/null; then
+      echo "127.0.0.1:$port is taken: another cluster is probably running (make run, or the README's by-hand nodes use ports 9191-9193, 9091-9093, 8081-8083, 9071-9073); stop it first" >&2
+      exit 1
+    fi
+  done
+done
+
 # S3=1: the blocks go to a real S3 server instead of each node's ./data/ingester-N/blocks: Versity
 # Gateway (bin/tools/versitygw, installed by make run) on 127.0.0.1:$S3_PORT serving the bucket
 # "blocks" from $DATA/s3 (object K of the bucket is the file $DATA/s3/blocks/K). The bucket is
@@ -71,18 +83,6 @@ if [ "$S3" = 1 ]; then
     -blocks-storage.s3.secret-access-key-file="$DATA/s3-secret"; }
 fi
 
-# Every port the three nodes use must be free: a cluster already running (this one from another
-# terminal, or the README's by-hand one, which uses the same ports) would otherwise take the new
-# nodes into it, or make them exit at once.
-for n in 1 2 3; do
-  for port in "919$n" "909$n" "808$n" "907$n"; do
-    if (exec 3<>"/dev/tcp/127.0.0.1/$port") 2>/dev/null; then
-      echo "127.0.0.1:$port is taken: another cluster is probably running (make run, or the README's by-hand nodes use ports 9191-9193, 9091-9093, 8081-8083, 9071-9073); stop it first" >&2
-      exit 1
-    fi
-  done
-done
-
 pids=()
 tails=()
 declare -A status # node number -> exit status, once the node has been reaped
@@ -98,7 +98,7 @@ start() { # start N EXTRA_FLAGS...
   tail -n +1 -F "$log" 2>/dev/null | sed -u "s/^/[ingester-$n] /" &
   tails+=($!)
 }
-alive() { [ -z "${status[$1]:-}" ] && kill -0 "${pids[$1]}" 2>/dev/null; }
+alive() { [ -n "${pids[$1]:-}" ] && [ -z "${status[$1]:-}" ] && kill -0 "${pids[$1]}" 2>/dev/null; }
 # record PID RC: the exit status of the node whose process PID was reaped.
 record() { for n in 1 2 3; do [ "${pids[$n]}" = "$1" ] && status[$n]=$2; done; }
 # reap N: waits until node N's process is gone and records its exit status. A wait that a signal
@@ -124,6 +124,7 @@ on_signal() {
   echo
   echo "stopping at once: every node still running gets its second signal"
   for n in 3 2 1; do
+    [ -n "${pids[$n]:-}" ] && alive "$n" || continue # not started yet, or gone
     if [ "$n" -lt "$leaving" ]; then
       kill -TERM "${pids[$n]}" 2>/dev/null # not asked to leave yet: this is its first signal
       sleep 0.2
@@ -180,4 +181,7 @@ if [ -n "$s3_pid" ]; then
   echo "versitygw stopped (the bucket stays in $DATA/s3)"
 fi
 kill "${tails[@]}" 2>/dev/null
+for n in 1 2 3; do
+  [ "${status[$n]}" = 0 ] || exit 1 # make run fails when a node did
+done
 exit 0

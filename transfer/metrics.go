@@ -52,6 +52,11 @@ func NewMetrics(reg prometheus.Registerer) (*Metrics, error) {
 			Buckets: prometheus.ExponentialBuckets(0.5, 2, 12),
 		}, []string{"op", "status"}),
 	}
+	// Every outcome exported at 0 from the start: rate() and increase() need the series before its
+	// first increment, or an alert misses the first failure.
+	for _, o := range []string{"ok", "no_joiner", "claim_refused", "failed"} {
+		m.attempts.WithLabelValues(o)
+	}
 	if reg != nil {
 		for _, c := range []prometheus.Collector{m.sentChunks, m.receivedChunks, m.sentSeries, m.receivedSeries,
 			m.sentBytes, m.receivedBytes, m.attempts, m.shutdownDuration} {
