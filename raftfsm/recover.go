@@ -92,8 +92,8 @@ func (n *Node) recoverAlone(rc *raft.Config, dir string) error {
 			return fmt.Errorf("-raft.recover: %s: %w (it records the last recovery; move it away only if you mean to recover again)", path, err)
 		}
 		if confIndex > rec.ConfigIndex {
-			return fmt.Errorf("-raft.recover: this node already recovered at index %d (%s), and the Raft configuration has changed since (index %d: %s): the cluster runs again, so recovering once more would split it; remove -raft.recover",
-				rec.ConfigIndex, rec.Time, confIndex, describeServers(conf.Servers))
+			return fmt.Errorf("-raft.recover: this node already recovered at index %d (%s), and the Raft configuration has changed since (index %d: %s): the cluster runs again, so recovering once more would split it; remove -raft.recover (only if a majority is lost for good again, move %s away and start with the flag)",
+				rec.ConfigIndex, rec.Time, confIndex, describeServers(conf.Servers), path)
 		}
 	} else if !errors.Is(err, os.ErrNotExist) {
 		return fmt.Errorf("-raft.recover: read %s: %w", path, err)
