@@ -12,6 +12,7 @@ import (
 	"path/filepath"
 	"slices"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
@@ -81,7 +82,20 @@ type Flusher struct {
 	// straddling a flush's bound stays whole in memory; this keeps the next flush from writing
 	// its older samples again. Pruned to the refs of each snapshot.
 	flushed map[uint64]int64
+
+	// A flush in progress, for Progress: series queued and written so far (0, 0 when none).
+	progressTotal, progressDone atomic.Int64
 }
+
+// Progress reports the flush in progress: series written of those it queued; ok false when no
+// flush is writing. Safe for concurrent use.
+func (f *Flusher) Progress() (done, total int64, ok bool) {
+	total = f.progressTotal.Load()
+	return f.progressDone.Load(), total, total > 0
+}
+
+// progressLogEvery is how often a long flush logs how far it is.
+const progressLogEvery = 5 * time.Second
 
 // New validates cfg and prepares the work directory.
 func New(cfg Config, d Deps) (*Flusher, error) {
@@ -330,8 +344,24 @@ func (f *Flusher) flush(ctx context.Context, boundOf func(maxT int64) (int64, Re
 
 	var errs []error
 	bounds := map[uint64]int64{}
+	f.progressDone.Store(0)
+	f.progressTotal.Store(int64(queued))
+	defer f.progressTotal.Store(0)
+	lastLog := begin
 	for _, tenant := range slices.Sorted(maps.Keys(plans)) {
+		if now := time.Now(); now.Sub(lastLog) >= progressLogEvery {
+			lastLog = now
+			done := f.progressDone.Load()
+			rate := float64(done) / now.Sub(begin).Seconds()
+			left := time.Duration(0)
+			if rate > 0 {
+				left = time.Duration(float64(int64(queued)-done) / rate * float64(time.Second)).Round(time.Second)
+			}
+			f.log.Info("flush in progress", "series", done, "series_total", queued, "series_per_s", int64(rate),
+				"time_left", left, "elapsed", now.Sub(begin).Round(time.Millisecond))
+		}
 		tres, err := f.flushTenant(ctx, tenant, plans[tenant], p)
+		f.progressDone.Add(int64(len(plans[tenant])))
 		if err != nil {
 			errs = append(errs, err)
 			continue

@@ -337,3 +337,50 @@ func TestFlushAll_ConcurrentAppendsLoseNothing(t *testing.T) {
 		t.Fatalf("%d of %d acknowledged samples lost, e.g. %s", len(m), len(acked), m[0])
 	}
 }
+
+// blockingBucket holds every Upload until release is closed, telling uploading when one starts.
+type blockingBucket struct {
+	objstore.Bucket
+	uploading chan struct{}
+	release   chan struct{}
+	once      sync.Once
+}
+
+func (b *blockingBucket) Upload(ctx context.Context, name string, r io.Reader, opts ...objstore.ObjectUploadOption) error {
+	b.once.Do(func() { close(b.uploading) })
+	select {
+	case <-b.release:
+	case <-ctx.Done():
+		return ctx.Err()
+	}
+	return b.Bucket.Upload(ctx, name, r, opts...)
+}
+
+// Progress reports the flush in progress — series written of those queued — and nothing once it
+// is done; what a leaving member's /ready says.
+func TestFlush_Progress(t *testing.T) {
+	bb := &blockingBucket{uploading: make(chan struct{}), release: make(chan struct{})}
+	e := newEnv(t, func(b objstore.Bucket) objstore.Bucket { bb.Bucket = b; return bb }, nil)
+	for _, tenant := range []string{"t1", "t2"} {
+		for i := range 3 {
+			e.push(t, tenant, labels.FromStrings("__name__", "m", "i", fmt.Sprint(i)), 0, hour, 15_000)
+		}
+	}
+	if _, _, ok := e.f.Progress(); ok {
+		t.Fatal("progress reported with no flush running")
+	}
+	done := make(chan error, 1)
+	go func() { _, err := e.f.FlushAll(context.Background()); done <- err }()
+	<-bb.uploading
+	written, total, ok := e.f.Progress()
+	if !ok || total != 6 || written != 0 {
+		t.Fatalf("during the first tenant's upload: %d of %d (%v), want 0 of 6", written, total, ok)
+	}
+	close(bb.release)
+	if err := <-done; err != nil {
+		t.Fatal(err)
+	}
+	if _, _, ok := e.f.Progress(); ok {
+		t.Fatal("progress still reported after the flush")
+	}
+}

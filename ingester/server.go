@@ -10,6 +10,7 @@ import (
 	"net/http"
 	"os"
 	"path/filepath"
+	"strings"
 	"sync"
 	"time"
 
@@ -44,15 +45,15 @@ type Server struct {
 	// tenantSeriesLimits gives tenants with a max_global_series_per_user override their own series
 	// limit (limits.go); one value for the server's life, so the store's limit compares equal.
 	tenantSeriesLimits *memstore.TenantSeriesLimits
-	store  *memstore.Store
-	node   *raftfsm.Node
-	lc     *lifecycle.Lifecycle
-	dist   *distributor.Distributor
-	pool   *distributor.GRPCClientPool
-	grpc   *grpc.Server
-	http   *http.Server
-	grpcLn net.Listener
-	httpLn net.Listener
+	store              *memstore.Store
+	node               *raftfsm.Node
+	lc                 *lifecycle.Lifecycle
+	dist               *distributor.Distributor
+	pool               *distributor.GRPCClientPool
+	grpc               *grpc.Server
+	http               *http.Server
+	grpcLn             net.Listener
+	httpLn             net.Listener
 
 	// admin serves -admin.http-addr on adminLn (shutdown, flush, pprof); both nil when it is off.
 	admin   *http.Server
@@ -495,7 +496,16 @@ func (s *Server) ready(w http.ResponseWriter, _ *http.Request) {
 		fmt.Fprintln(w, "ready")
 		return
 	}
-	http.Error(w, fmt.Sprintf("not ready: member %s is %s", s.cfg.NodeID, s.lc.State()), http.StatusServiceUnavailable)
+	msg := fmt.Sprintf("not ready: member %s is %s", s.cfg.NodeID, s.lc.State())
+	if p, ok := s.handoverProgress(); ok {
+		msg += "; handing over " + strings.TrimPrefix(p.Describe(), s.cfg.NodeID+" ")
+	}
+	if s.storage.flusher != nil {
+		if done, total, ok := s.storage.flusher.Progress(); ok {
+			msg += fmt.Sprintf("; flushing: %d of %d series written", done, total)
+		}
+	}
+	http.Error(w, msg, http.StatusServiceUnavailable)
 }
 
 func (s *Server) shutdown(w http.ResponseWriter, r *http.Request) {
