@@ -61,9 +61,9 @@ type Deps struct {
 	ValidateTenant func(string) error
 	// Limits, when set, gives a tenant's per-query fetch limits (series, chunks, chunk bytes; 0:
 	// unlimited): its runtime overrides (-runtime-config.file) or the flags'. nil: the flags'.
-	Limits func(tenant string) (series, chunks, chunkBytes int)
-	Registerer     prometheus.Registerer
-	Logger         *slog.Logger
+	Limits     func(tenant string) (series, chunks, chunkBytes int)
+	Registerer prometheus.Registerer
+	Logger     *slog.Logger
 	// Now is the clock for the time split and for instant queries without a time; nil is time.Now.
 	Now func() time.Time
 }
