@@ -32,8 +32,8 @@ func TestRun_FlagErrorsVersionAndHelp(t *testing.T) {
 		t.Errorf("bad value: exit %d, stdout %q, stderr %q", code, out, errOut)
 	}
 	code, out, errOut = capture(t, "-no-such-flag")
-	if code != 2 || !strings.Contains(errOut, "-no-such-flag") || strings.Count(errOut, "\n") != 2 {
-		t.Errorf("unknown flag: exit %d, stderr %q", code, errOut)
+	if code != 2 || out != "" || !strings.Contains(errOut, "-no-such-flag") || strings.Count(errOut, "\n") != 2 {
+		t.Errorf("unknown flag: exit %d, stdout %q, stderr %q", code, out, errOut)
 	}
 	code, out, errOut = capture(t, "-help")
 	if code != 0 || errOut != "" || !strings.Contains(out, "-raft.voter-replace-after") || !strings.Contains(out, "Usage of ingester") {
