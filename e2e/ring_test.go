@@ -152,7 +152,9 @@ func TestProcess_RingLifecycle(t *testing.T) {
 	waitActive(t, c, cc.GRPCAddr, "b", "c", "d")
 	t.Logf("new leader %s; d joined under it", newLeader)
 
-	// ringctl remove forgets the dead a, in the ring and in Raft.
+	// ringctl remove forgets the dead a, in the ring and in Raft — once its heartbeat is stale, as
+	// an operator sees it (before that ringctl refuses a member that looks alive without -force).
+	waitState(t, c, d.GRPCAddr, "a", "UNHEALTHY")
 	if out, errOut, code := c.Ringctl("-addr", d.GRPCAddr, "remove", "a"); code != 0 {
 		t.Fatalf("ringctl remove a: exit %d: %s%s", code, out, errOut)
 	}
