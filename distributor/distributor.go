@@ -207,7 +207,7 @@ func New(cfg Config, deps Deps) (*Distributor, error) {
 	m.instanceLimits.WithLabelValues("max_inflight_push_requests_bytes").Set(float64(cfg.InstanceLimits.MaxInflightPushRequestsBytes))
 	m.rateLimit.Set(cfg.IngestionRateLimit)
 	m.healthyDistributors.Set(1)
-	d.rateLimit("") // sets both from the ring, when it is known
+	d.rateLimit() // sets both from the ring, when it is known
 	d.states.New = func() any { return new(pushState) }
 	return d, nil
 }

@@ -391,14 +391,14 @@ func TestRateLimit_Global(t *testing.T) {
 	cfg := defaultConfig()
 	cfg.IngestionRateLimit, cfg.IngestionBurstSize = 30, 1000
 	e := newEnv(t, cfg, active("a", "b", "c")...)
-	if rate, n := e.d.rateLimit(""); rate != 10 || n != 3 {
+	if rate, n := e.d.rateLimit(); rate != 10 || n != 3 {
 		t.Fatalf("3 healthy members: rate %v over %d", rate, n)
 	}
 	if got := testutil.ToFloat64(e.d.m.rateLimit); got != 10 {
 		t.Fatalf("rate gauge %v", got)
 	}
 	e.ring.r.Store(buildRing(t, memberSpec{id: "a"}, memberSpec{id: "b"}, memberSpec{id: "c", stale: true}, memberSpec{id: "d", state: ringstate.JOINING}))
-	if rate, n := e.d.rateLimit(""); rate != 15 || n != 2 {
+	if rate, n := e.d.rateLimit(); rate != 15 || n != 2 {
 		t.Fatalf("2 healthy ACTIVE members of 4: rate %v over %d", rate, n)
 	}
 	// The bucket refills at the share: 1000 burst, then 15 samples/s.

@@ -169,23 +169,14 @@ type distributorCount struct {
 	n    int
 }
 
-// rateLimit returns the per-tenant rate this distributor enforces now, in samples per second (0:
+// rateLimit returns the rate this distributor enforces now for a tenant without runtime overrides, in samples per second (0:
 // unlimited), and the number of distributors sharing -distributor.ingestion-rate-limit. With the
 // global strategy that is every ACTIVE and healthy ring member (every member runs a distributor;
 // Mimir counts its distributors' own ring the same way), at least one: this node counts even while
 // it is not ACTIVE itself, and a ring not known yet is a cluster of one.
-//
-// tenant's limit is its runtime override when it has one (Deps.Limits), else the flag's; "" asks
-// for the flag's.
-func (d *Distributor) rateLimit(tenant string) (float64, int) {
-	limit := d.cfg.IngestionRateLimit
-	if tenant != "" && d.limits != nil {
-		limit, _ = d.limits(tenant)
-	}
-	return d.shareOf(limit)
-}
+func (d *Distributor) rateLimit() (float64, int) { return d.shareOf(d.cfg.IngestionRateLimit) }
 
-// shareOf is rateLimit for a tenant's limit already looked up.
+// shareOf is rateLimit for any limit: a tenant's, from its runtime overrides (Deps.Limits).
 func (d *Distributor) shareOf(limit float64) (float64, int) {
 	if limit <= 0 {
 		return 0, 0

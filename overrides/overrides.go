@@ -63,18 +63,8 @@ func (l Limits) validate() error {
 			errs = append(errs, fmt.Errorf("%s %d: want 0 (unlimited) or more", name, v))
 		}
 	}
-	slices.SortFunc(errs, func(a, b error) int { return cmpString(a.Error(), b.Error()) })
+	slices.SortFunc(errs, func(a, b error) int { return strings.Compare(a.Error(), b.Error()) })
 	return errors.Join(errs...)
-}
-
-func cmpString(a, b string) int {
-	switch {
-	case a < b:
-		return -1
-	case a > b:
-		return 1
-	}
-	return 0
 }
 
 // Config is the runtime configuration's flags.
