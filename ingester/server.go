@@ -55,6 +55,13 @@ type Server struct {
 	grpcLn             net.Listener
 	httpLn             net.Listener
 
+	// front is s.http's handler: the start-up handler while New runs, the full mux after.
+	front frontHandler
+	// httpDone receives s.http's Serve result; the server starts in New.
+	httpDone chan error
+	// replay follows the WAL replay of New, for the start-up handler.
+	replay *memstore.ReplayTracker
+
 	// admin serves -admin.http-addr on adminLn (shutdown, flush, pprof); both nil when it is off.
 	admin   *http.Server
 	adminLn net.Listener
@@ -104,9 +111,22 @@ func New(cfg Config, log *slog.Logger) (_ *Server, err error) {
 	}
 	s.warnPlainHTTP()
 
+	// The HTTP listener serves from here on, first with the start-up handler (starting.go): /ready
+	// and /metrics show the WAL replay's progress, every other path answers 503. The full mux
+	// replaces it at the end of New.
+	httpLog := log.With("component", "http")
+	s.replay = &memstore.ReplayTracker{}
+	s.front.set(s.startingHandler())
+	s.http = newHTTPServer(&s.front, httpTLS, httpLog)
+	s.cfg.HTTPServer.setTimeouts(s.http, false)
+	s.httpDone = make(chan error, 1)
+	go func() { s.httpDone <- serveHTTP(s.http, s.httpLn) }()
+
 	// The WAL is replayed before the member joins or resumes, so that it never takes writes or
 	// serves reads with part of its acknowledged data missing.
-	if s.store, err = memstore.Open(cfg.Store, s.reg, log.With("component", "memstore")); err != nil {
+	storeCfg := cfg.Store
+	storeCfg.ReplayTracker = s.replay
+	if s.store, err = memstore.Open(storeCfg, s.reg, log.With("component", "memstore")); err != nil {
 		return nil, fmt.Errorf("open the series store in %s: %w", cfg.Store.WALDir, err)
 	}
 
@@ -206,9 +226,6 @@ func New(cfg Config, log *slog.Logger) (_ *Server, err error) {
 	mux.HandleFunc("/ready", s.ready)
 	mux.Handle("/runtime_config", s.limits.Handler())
 	// Shutdown, flush and pprof are on the admin listener only (admin.go).
-	httpLog := log.With("component", "http")
-	s.http = newHTTPServer(mux, httpTLS, httpLog)
-	s.cfg.HTTPServer.setTimeouts(s.http, false)
 	if s.adminLn != nil {
 		s.admin = newHTTPServer(s.adminHandler(), httpTLS, httpLog.With("listener", "admin"))
 		s.cfg.HTTPServer.setTimeouts(s.admin, true)
@@ -218,6 +235,7 @@ func New(cfg Config, log *slog.Logger) (_ *Server, err error) {
 	if err := s.registerSeriesLimitMetric(); err != nil {
 		return nil, fmt.Errorf("series limit metric: %w", err)
 	}
+	s.front.set(mux)
 	return s, nil
 }
 
@@ -251,9 +269,13 @@ func (s *Server) Run(ctx context.Context) error {
 	}()
 	errc := make(chan error, 3)
 	go func() { errc <- fmt.Errorf("grpc server: %w", s.grpc.Serve(s.grpcLn)) }()
-	go func() {
-		if err := serveHTTP(s.http, s.httpLn); !errors.Is(err, http.ErrServerClosed) {
-			errc <- fmt.Errorf("http server: %w", err)
+	go func() { // started by New
+		select {
+		case err := <-s.httpDone:
+			if !errors.Is(err, http.ErrServerClosed) {
+				errc <- fmt.Errorf("http server: %w", err)
+			}
+		case <-ctx.Done():
 		}
 	}()
 	if s.admin != nil {

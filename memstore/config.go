@@ -37,6 +37,10 @@ type Config struct {
 	// unopenable (bbolt's meta page may then point at pages that never
 	// reached the disk). Flag: -wal.sync.
 	WALSync bool
+
+	// ReplayTracker, when not nil, follows Open's WAL replay while it runs (for /ready and logs
+	// during a long replay). Not a flag.
+	ReplayTracker *ReplayTracker
 }
 
 // DefaultMaxSeriesPerTenant is the default of -ingester.max-series-per-tenant: Cortex's default

@@ -33,6 +33,9 @@ type metrics struct {
 	walFailing prometheus.Gauge
 	// cortex_ingester_wal_replay_duration_seconds: how long the last replay on open took.
 	walReplayDuration prometheus.Gauge
+	// raftingest_wal_replay_progress_ratio: how far the WAL replay on open has come (0 to 1; 1 once
+	// it is done or when there is no WAL), estimated from the records' sequence numbers.
+	walReplayProgress prometheus.Gauge
 	// cortex_ingester_wal_corruptions_total: corrupt records found on replay (the tail from there is cut).
 	walCorruptions prometheus.Counter
 	// cortex_ingester_wal_truncations_total: completed Truncate calls.
@@ -93,6 +96,10 @@ func newMetrics(reg prometheus.Registerer) (*metrics, error) {
 			Name: "cortex_ingester_wal_replay_duration_seconds",
 			Help: "Time taken to replay the WAL on open.",
 		}),
+		walReplayProgress: prometheus.NewGauge(prometheus.GaugeOpts{
+			Name: "raftingest_wal_replay_progress_ratio",
+			Help: "How far the WAL replay on open has come, from 0 to 1 (1 once done), estimated from the position of the record being replayed among the WAL's sequence numbers. /ready shows the same with an ETA.",
+		}),
 		walCorruptions: prometheus.NewCounter(prometheus.CounterOpts{
 			Name: "cortex_ingester_wal_corruptions_total",
 			Help: "Total number of corrupt WAL records found on replay.",
@@ -109,7 +116,7 @@ func newMetrics(reg prometheus.Registerer) (*metrics, error) {
 	if reg != nil {
 		for _, c := range []prometheus.Collector{m.ingestedSamples, m.ingestedSamplesFail, m.memSeries,
 			m.seriesCreated, m.seriesRemoved, m.memChunks, m.walRecords, m.walBytes, m.walCommitDuration,
-			m.walCommitFailures, m.walFailing, m.walReplayDuration, m.walCorruptions, m.walTruncations, m.walFileBytes} {
+			m.walCommitFailures, m.walFailing, m.walReplayDuration, m.walReplayProgress, m.walCorruptions, m.walTruncations, m.walFileBytes} {
 			if err := reg.Register(c); err != nil {
 				return nil, fmt.Errorf("memstore: registering metrics: %w", err)
 			}

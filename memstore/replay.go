@@ -214,6 +214,16 @@ func (st *Store) replayWAL(w *wal) (uint64, error) {
 	begin := time.Now()
 	lastLog := begin
 	rep := &st.replay
+	tracker := st.cfg.ReplayTracker
+	first, last, err := w.seqRange()
+	if err != nil {
+		return 0, err
+	}
+	tracker.start(first, last, begin)
+	st.metrics.walReplayProgress.Set(0)
+	if last == 0 {
+		st.metrics.walReplayProgress.Set(1)
+	}
 	nw := min(runtime.GOMAXPROCS(0), 64) // owner stores worker indexes in a uint16
 	// Postings are built in bulk after the workers are done (buildPostings):
 	// added one by one from two workers, the inserts into the tenant-wide
@@ -232,6 +242,13 @@ func (st *Store) replayWAL(w *wal) (uint64, error) {
 	var maxRef uint64
 	nextSeq, corrupt, err := w.replay(nw, func(r *replayRecord) error {
 		rep.Records++
+		tracker.advance(r.seq, int64(rep.Records))
+		if last > first {
+			st.metrics.walReplayProgress.Set(float64(r.seq-first+1) / float64(last-first+1))
+		}
+		if st.replayHook != nil {
+			st.replayHook(r.seq)
+		}
 		if len(r.parts) != nw {
 			r.parts = make([]replayPart, nw)
 		}
@@ -283,8 +300,14 @@ func (st *Store) replayWAL(w *wal) (uint64, error) {
 		}
 		if rep.Records%4096 == 0 && time.Since(lastLog) > 5*time.Second {
 			lastLog = time.Now()
+			p := tracker.Progress()
+			if tracker == nil { // the same figures without a caller's tracker
+				p = ReplayProgress{Running: true, FirstSeq: first, LastSeq: last, Seq: r.seq,
+					Records: int64(rep.Records), Elapsed: time.Since(begin)}
+			}
 			st.logger.Info("wal replay in progress", "file", w.path, "records", rep.Records,
-				"seq", r.seq, "elapsed", time.Since(begin))
+				"seq", r.seq, "first_seq", first, "last_seq", last, "percent", int(100*p.Fraction()),
+				"elapsed", p.Elapsed.Round(time.Millisecond), "eta", p.ETA().Round(time.Second))
 		}
 		return nil
 	})
@@ -311,6 +334,8 @@ func (st *Store) replayWAL(w *wal) (uint64, error) {
 	}
 	rep.Duration = time.Since(begin)
 	st.metrics.walReplayDuration.Set(rep.Duration.Seconds())
+	st.metrics.walReplayProgress.Set(1)
+	tracker.finish(begin.Add(rep.Duration))
 	rate := 0.0
 	if s := rep.Duration.Seconds(); s > 0 {
 		rate = float64(rep.Samples) / s

@@ -135,6 +135,8 @@ type Store struct {
 	// without postings, which replayWAL builds in bulk at the end (see
 	// replay.go). Set and cleared by replayWAL around its workers' lifetime.
 	replaying bool
+	// replayHook is openOptions.replayHook: tests only.
+	replayHook func(seq uint64)
 
 	appenders sync.Pool // *Appender
 
@@ -162,6 +164,8 @@ func Open(cfg Config, reg prometheus.Registerer, logger *slog.Logger) (*Store, e
 type openOptions struct {
 	hashFn          func(labels.Labels) uint64 // nil: labels.Labels.Hash
 	compactMinBytes int64                      // 0: DefaultCompactMinBytes; <0: never compact
+	// replayHook, if set, is called by the replay's visitor after each record is counted.
+	replayHook func(seq uint64)
 }
 
 func open(cfg Config, reg prometheus.Registerer, logger *slog.Logger, opts openOptions) (*Store, error) {
@@ -186,10 +190,16 @@ func open(cfg Config, reg prometheus.Registerer, logger *slog.Logger, opts openO
 		metrics:  m,
 		hashFn:   hashFn,
 		tenants:  map[string]*tenantHead{},
+
+		replayHook: opts.replayHook,
 	}
 	st.nextRef.Store(1)
 	st.seriesLimit.Store(&SeriesLimit{Max: cfg.MaxSeriesPerTenant, Source: "-ingester.max-series-per-tenant"})
 	if cfg.WALDir == "" {
+		m.walReplayProgress.Set(1)
+		now := time.Now()
+		cfg.ReplayTracker.start(0, 0, now)
+		cfg.ReplayTracker.finish(now)
 		return st, nil
 	}
 	compactMin := opts.compactMinBytes
