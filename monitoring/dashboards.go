@@ -139,6 +139,10 @@ var boards = []board{
 				{"Commit failures and failing state", "short", "",
 					[][2]string{{`sum by (instance) (increase(cortex_ingester_wal_commit_failures_total{` + sel + `}[$__rate_interval]))`, "failures {{instance}}"},
 						{`max by (instance) (raftingest_wal_failing{` + sel + `})`, "failing {{instance}}"}}},
+				{"Replay on start", "percentunit", "How far a starting member's WAL replay has come (100% once done); /ready shows the ETA.",
+					[][2]string{{`max by (instance) (raftingest_wal_replay_progress_ratio{` + sel + `})`, "{{instance}}"}}},
+				{"Last replay duration", "s", "",
+					[][2]string{{`max by (instance) (cortex_ingester_wal_replay_duration_seconds{` + sel + `})`, "{{instance}}"}}},
 			}},
 			{"Flush and blocks", []panel{
 				{"Flush duration p99", "s", "",
