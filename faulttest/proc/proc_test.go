@@ -10,6 +10,7 @@ import (
 	"github.com/raftingest/raftingest/faulttest"
 	"github.com/raftingest/raftingest/faulttest/netns"
 	pc "github.com/raftingest/raftingest/internal/proccluster"
+	"github.com/raftingest/raftingest/internal/s3server"
 )
 
 // shortSet is the process-tier matrix `go test` runs: one scenario per fault family, 20s of
@@ -175,6 +176,7 @@ func TestMatrix(t *testing.T) {
 		t.Skip(why)
 	}
 	if !netns.InDriverNamespace() {
+		t.Setenv("RAFTINGEST_VERSITYGW", s3server.Binary(t))
 		t.Setenv("RAFTINGEST_BIN", pc.Binaries(t))
 	}
 	if !netns.Reexec(t) {
@@ -187,7 +189,7 @@ func TestMatrix(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		for _, sc := range fullSet {
+		for _, sc := range append(fullSet, s3Scenario) {
 			sc.Seed, sc.Workload = seeds[0], workload(t, 45*time.Second)
 			if f := os.Getenv("FAULTTEST_SCENARIO"); f != "" && f != sc.Name {
 				continue
@@ -200,7 +202,11 @@ func TestMatrix(t *testing.T) {
 					t.Skip("known product bug (FAULTTEST_RUN_KNOWN_BUGS=1 runs it): " + sc.KnownBug)
 				}
 				runs++
-				if rep := runScenario(t, sc); rep == nil || !rep.Valid() {
+				run := runScenario
+				if sc.Name == s3Scenario.Name {
+					run = runS3Scenario // with its S3 server and the server's outages
+				}
+				if rep := run(t, sc); rep == nil || !rep.Valid() {
 					failed++
 				}
 			})

@@ -47,7 +47,7 @@ var s3Scenario = Scenario{Name: "storage-s3", Fixed: []Step{{Kind: FlushAll, At:
 }
 
 // TestProcessS3 runs s3Scenario (20s of workload, like the short set, and part of go test's run
-// as the short set is; make faulttest's matrix does not start an S3 server and leaves it out).
+// as the short set is; make faulttest's matrix runs it with longer workloads among its rounds).
 // The S3 server's outages, on top of the schedule: killed (-9) as soon as the first block's
 // meta.json lands in the bucket — in the middle of the first flush-all, the other members' uploads
 // still going — and restarted 4s later on the same directory; then stopped (SIGSTOP) for 2s, 3s
@@ -73,19 +73,27 @@ func TestProcessS3(t *testing.T) {
 	if !netns.Reexec(t) {
 		return
 	}
-	bin := s3server.Binary(t)
 	seeds, err := faulttest.Seeds(1)
 	if err != nil {
 		t.Fatal(err)
 	}
 	sc := s3Scenario
 	sc.Seed, sc.Workload = seeds[0], workload(t, 20*time.Second)
+	t.Run(fmt.Sprintf("%s/seed=%d", sc.Name, sc.Seed), func(t *testing.T) { runS3Scenario(t, sc) })
+}
+
+// runS3Scenario is runScenario for a scenario on the shared S3 bucket: it starts the S3 server in
+// the run's directory as soon as Run has made it, subjects it to s3Outages, and kills it after the
+// run. The test must be in the driver namespace with RAFTINGEST_VERSITYGW and RAFTINGEST_BIN set.
+func runS3Scenario(t *testing.T, sc Scenario) *faulttest.Report {
+	t.Helper()
+	bin := s3server.Binary(t)
 	base := os.Getenv("FAULTTEST_KEEP_DIR")
 	if base == "" {
 		base = os.TempDir()
 	}
 	// A directory of its own in which Run makes the run's directory, so the watcher below finds it.
-	base, err = os.MkdirTemp(base, "faulttest-s3-")
+	base, err := os.MkdirTemp(base, "faulttest-s3-")
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -101,19 +109,16 @@ func TestProcessS3(t *testing.T) {
 		}
 		s3Outages(ctx, t, srv)
 	}()
-	t.Run(fmt.Sprintf("%s/seed=%d", sc.Name, sc.Seed), func(t *testing.T) {
-		// runScenario, with the run's directory made in base.
-		rep, err := Run(context.Background(), Env{Bin: os.Getenv("RAFTINGEST_BIN"), Base: base, Logf: t.Logf}, sc)
-		if rep != nil {
-			t.Logf("FAULTTEST_SEED=%d\n%s", sc.Seed, rep.Text())
-			if err := rep.Save(); err != nil {
-				t.Error(err)
-			}
+	rep, err := Run(context.Background(), Env{Bin: os.Getenv("RAFTINGEST_BIN"), Base: base, Logf: t.Logf}, sc)
+	if rep != nil {
+		t.Logf("FAULTTEST_SEED=%d\n%s", sc.Seed, rep.Text())
+		if err := rep.Save(); err != nil {
+			t.Error(err)
 		}
-		if err != nil {
-			t.Errorf("%s seed %d: %v", sc.Name, sc.Seed, err)
-		}
-	})
+	}
+	if err != nil {
+		t.Errorf("%s seed %d: %v", sc.Name, sc.Seed, err)
+	}
 	cancel()
 	<-done // srv is set, or was never
 	if srv != nil {
@@ -122,6 +127,7 @@ func TestProcessS3(t *testing.T) {
 	if !t.Failed() {
 		os.RemoveAll(base)
 	}
+	return rep
 }
 
 // startS3ForRun waits for Run to make the run's directory in base and for the test bridge to have
