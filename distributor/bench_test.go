@@ -9,6 +9,8 @@ import (
 
 	"github.com/golang/snappy"
 	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/prometheus/prompb"
+	writev2 "github.com/prometheus/prometheus/prompb/io/prometheus/write/v2"
 
 	"github.com/raftingest/raftingest/ingesterpb"
 )
@@ -34,6 +36,42 @@ func (sinkClient) Push(_ context.Context, _ string, req *ingesterpb.RawPushReque
 //
 //	go test -run '^$' -bench 'Push' -count 10 ./distributor/ | tee new.txt; benchstat new.txt
 func BenchmarkPush(b *testing.B) {
+	benchmarkPush(b, "application/x-protobuf", func(raw []byte) []byte { return raw })
+}
+
+// BenchmarkPushV2 is BenchmarkPush with the same series sent as remote-write 2.0.
+func BenchmarkPushV2(b *testing.B) {
+	benchmarkPush(b, ContentTypeV2, func(raw []byte) []byte { return v1ToV2(b, raw) })
+}
+
+// v1ToV2 re-encodes a remote-write 1.0 body (uncompressed) as 2.0, as Prometheus 3 would send it.
+func v1ToV2(tb testing.TB, raw []byte) []byte {
+	var v1 prompb.WriteRequest
+	if err := v1.Unmarshal(raw); err != nil {
+		tb.Fatal(err)
+	}
+	st := writev2.NewSymbolTable()
+	var v2 writev2.Request
+	for _, ts := range v1.Timeseries {
+		refs := make([]uint32, 0, 2*len(ts.Labels))
+		for _, l := range ts.Labels {
+			refs = append(refs, st.Symbolize(l.Name), st.Symbolize(l.Value))
+		}
+		out := writev2.TimeSeries{LabelsRefs: refs}
+		for _, smp := range ts.Samples {
+			out.Samples = append(out.Samples, writev2.Sample{Value: smp.Value, Timestamp: smp.Timestamp})
+		}
+		v2.Timeseries = append(v2.Timeseries, out)
+	}
+	v2.Symbols = st.Symbols()
+	b, err := v2.Marshal()
+	if err != nil {
+		tb.Fatal(err)
+	}
+	return b
+}
+
+func benchmarkPush(b *testing.B, contentType string, convert func([]byte) []byte) {
 	cfg := defaultConfig()
 	d, err := New(cfg, Deps{Ring: ringOf(buildRing(b, active("a", "b", "c")...)), Clients: sinkPool{},
 		Registerer: prometheus.NewRegistry(), Logger: testLogger(), Now: testNow,
@@ -42,13 +80,13 @@ func BenchmarkPush(b *testing.B) {
 		b.Fatal(err)
 	}
 	const nSeries = 2000
-	body := snappy.Encode(nil, benchBody(b, nSeries, 1))
+	body := snappy.Encode(nil, convert(benchBody(b, nSeries, 1)))
 	rec := httptest.NewRecorder()
 	b.ReportAllocs()
 	for b.Loop() {
 		req := httptest.NewRequest(http.MethodPost, "/api/v1/push", bytes.NewReader(body))
 		req.Header.Set("Content-Encoding", "snappy")
-		req.Header.Set("Content-Type", "application/x-protobuf")
+		req.Header.Set("Content-Type", contentType)
 		rec.Body.Reset()
 		d.ServeHTTP(rec, req)
 		if rec.Code != http.StatusOK {

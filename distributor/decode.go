@@ -123,6 +123,9 @@ type WriteRequest struct {
 
 	labels  []Label  // arena of every series' labels
 	samples []Sample // arena of every series' samples
+	symbols []string // a 2.0 request's symbols table (aliasing the body); empty for 1.0
+	// v2 is true when the request was decoded from remote-write 2.0 (UnmarshalV2Limited).
+	v2 bool
 
 	// Bounds of the decode in progress (UnmarshalLimited): maxSeries (0: none); budget, the most
 	// bytes the arenas may use (0: none), computed as expansion times bodyLen plus decodeSlackBytes.
@@ -133,7 +136,7 @@ type WriteRequest struct {
 // DecodedBytes is the memory the request's decoded series, labels and samples use (their lengths,
 // not the arenas' capacity): what DecodeLimits.MaxExpansion bounds.
 func (r *WriteRequest) DecodedBytes() int {
-	return len(r.Series)*seriesBytes + len(r.labels)*labelBytes + len(r.samples)*sampleBytes
+	return len(r.Series)*seriesBytes + len(r.labels)*labelBytes + len(r.samples)*sampleBytes + len(r.symbols)*symbolBytes
 }
 
 // arenaCost is what the expansion bound counts of the arenas: each by its capacity when this
@@ -147,7 +150,8 @@ func (r *WriteRequest) arenaCost() int {
 	}
 	return cost(r.grown&grewSeries != 0, len(r.Series), cap(r.Series), seriesBytes) +
 		cost(r.grown&grewLabels != 0, len(r.labels), cap(r.labels), labelBytes) +
-		cost(r.grown&grewSamples != 0, len(r.samples), cap(r.samples), sampleBytes)
+		cost(r.grown&grewSamples != 0, len(r.samples), cap(r.samples), sampleBytes) +
+		cost(r.grown&grewSymbols != 0, len(r.symbols), cap(r.symbols), symbolBytes)
 }
 
 // Bits of WriteRequest.grown: the arenas this decode reallocated.
@@ -155,11 +159,12 @@ const (
 	grewSeries = 1 << iota
 	grewLabels
 	grewSamples
+	grewSymbols
 )
 
 // ArenaBytes is the capacity of r's arenas in bytes: what r keeps allocated when it is reused.
 func (r *WriteRequest) ArenaBytes() int {
-	return cap(r.Series)*seriesBytes + cap(r.labels)*labelBytes + cap(r.samples)*sampleBytes
+	return cap(r.Series)*seriesBytes + cap(r.labels)*labelBytes + cap(r.samples)*sampleBytes + cap(r.symbols)*symbolBytes
 }
 
 // grow makes room for one more element in an arena of len n and capacity c whose elements take
@@ -226,8 +231,9 @@ func (r *WriteRequest) growSeries() error {
 func (r *WriteRequest) Reset() {
 	clear(r.Series) // drop references to the previous body and arenas
 	clear(r.labels)
-	r.Series, r.labels, r.samples = r.Series[:0], r.labels[:0], r.samples[:0]
-	r.Metadata, r.Exemplars, r.Histograms = 0, 0, 0
+	clear(r.symbols)
+	r.Series, r.labels, r.samples, r.symbols = r.Series[:0], r.labels[:0], r.samples[:0], r.symbols[:0]
+	r.Metadata, r.Exemplars, r.Histograms, r.v2 = 0, 0, 0, false
 }
 
 // maxSnappyExpansion bounds how much a snappy block can expand: its most compact element is a copy
@@ -465,7 +471,12 @@ func (r *WriteRequest) UnmarshalLimited(b []byte, lim DecodeLimits) error {
 			}
 		}
 	}
-	// The arenas are complete: point every series into them.
+	r.finish()
+	return nil
+}
+
+// finish points every series into the arenas, which are complete, and totals the counts.
+func (r *WriteRequest) finish() {
 	for k := range r.Series {
 		s := &r.Series[k]
 		s.Labels = r.labels[s.labelStart:s.labelEnd:s.labelEnd]
@@ -473,7 +484,6 @@ func (r *WriteRequest) UnmarshalLimited(b []byte, lim DecodeLimits) error {
 		r.Exemplars += s.Exemplars
 		r.Histograms += s.Histograms
 	}
-	return nil
 }
 
 // decodeSeries decodes one TimeSeries message b (found at offset base of the body) into a new series.

@@ -16,7 +16,10 @@ import (
 const TenantHeader = "X-Scope-OrgID"
 
 // ServeHTTP handles POST /api/v1/push: a Prometheus remote-write 1.0 request (a snappy-compressed
-// prompb.WriteRequest). The status codes are what remote-write senders act on:
+// prompb.WriteRequest) or, by its Content-Type, a remote-write 2.0 one (ContentTypeV2; see
+// decodev2.go). A 2.0 response carries the X-Prometheus-Remote-Write-Samples-Written,
+// -Histograms-Written and -Exemplars-Written headers, whatever its status. The status codes are
+// what remote-write senders act on:
 //
 //	200  every series stored by a quorum of its replicas
 //	400  bad input: a refused series (the message names it and the reason), a malformed body;
@@ -27,7 +30,7 @@ const TenantHeader = "X-Scope-OrgID"
 //	413  body larger than -distributor.max-recv-msg-size (compressed or decompressed), more series
 //	     than -distributor.max-series-per-request, or series, labels and samples so near-empty that
 //	     decoding them would take more than DefaultMaxExpansion times the decompressed body
-//	415  a Content-Encoding other than snappy, or a Content-Type other than remote-write 1.0's
+//	415  a Content-Encoding other than snappy, or a Content-Type other than remote-write 1.0's or 2.0's
 //	429  the tenant's ingestion rate limit; nothing of the request was stored
 //	500  a series could not reach a quorum (ingesters down, too few healthy ingesters); retried
 //	503  the ring is not known yet or no member owns tokens, or an instance limit
@@ -39,7 +42,11 @@ func (d *Distributor) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 }
 
 func (d *Distributor) serve(w http.ResponseWriter, r *http.Request) int {
+	v2 := false
 	fail := func(code int, msg string) int {
+		if v2 {
+			writtenHeaders(w.Header(), 0)
+		}
 		http.Error(w, msg, code)
 		return code
 	}
@@ -59,19 +66,24 @@ func (d *Distributor) serve(w http.ResponseWriter, r *http.Request) int {
 		}
 	}
 
-	// Remote-write 1.0: Content-Encoding: snappy (block format) and Content-Type:
-	// application/x-protobuf. Every known sender sets both; a missing Content-Encoding is tolerated
-	// (the body must still be snappy), any other encoding is refused rather than misread.
+	// Remote-write 1.0 and 2.0: Content-Encoding: snappy (block format) and Content-Type:
+	// application/x-protobuf, with proto=io.prometheus.write.v2.Request for 2.0 (absent or
+	// prometheus.WriteRequest: 1.0). Every known sender sets both; a missing Content-Encoding is
+	// tolerated (the body must still be snappy), any other encoding is refused rather than misread.
 	if ce := r.Header.Get("Content-Encoding"); ce != "" && !strings.EqualFold(ce, "snappy") {
-		return fail(http.StatusUnsupportedMediaType, fmt.Sprintf("unsupported Content-Encoding %q: remote-write 1.0 bodies must be snappy-compressed (Content-Encoding: snappy)", ce))
+		return fail(http.StatusUnsupportedMediaType, fmt.Sprintf("unsupported Content-Encoding %q: remote-write bodies must be snappy-compressed (Content-Encoding: snappy)", ce))
 	}
 	if ct := r.Header.Get("Content-Type"); ct != "" {
 		mt, params, err := mime.ParseMediaType(ct)
 		if err != nil || mt != "application/x-protobuf" {
-			return fail(http.StatusUnsupportedMediaType, fmt.Sprintf("unsupported Content-Type %q: want application/x-protobuf (Prometheus remote-write 1.0)", ct))
+			return fail(http.StatusUnsupportedMediaType, fmt.Sprintf("unsupported Content-Type %q: want application/x-protobuf (Prometheus remote-write 1.0), or %s (2.0)", ct, ContentTypeV2))
 		}
-		if p, ok := params["proto"]; ok && p != "prometheus.WriteRequest" {
-			return fail(http.StatusUnsupportedMediaType, fmt.Sprintf("unsupported remote-write message %q: only remote-write 1.0 (prometheus.WriteRequest) is supported; configure the sender for protobuf_message: prometheus.WriteRequest", p))
+		switch p, ok := params["proto"]; {
+		case !ok || p == "prometheus.WriteRequest":
+		case p == "io.prometheus.write.v2.Request":
+			v2 = true
+		default:
+			return fail(http.StatusUnsupportedMediaType, fmt.Sprintf("unsupported remote-write message %q: want prometheus.WriteRequest (remote-write 1.0) or io.prometheus.write.v2.Request (2.0)", p))
 		}
 	}
 
@@ -134,7 +146,12 @@ func (d *Distributor) serve(w http.ResponseWriter, r *http.Request) int {
 			bufPool.Put(body)
 		}
 	}()
-	if err := st.req.UnmarshalLimited(*body, DecodeLimits{MaxSeries: d.cfg.MaxSeriesPerRequest, MaxExpansion: DefaultMaxExpansion}); err != nil {
+	if v2 {
+		err = st.req.UnmarshalV2Limited(*body, DecodeLimits{MaxSeries: d.cfg.MaxSeriesPerRequest, MaxExpansion: DefaultMaxExpansionV2})
+	} else {
+		err = st.req.UnmarshalLimited(*body, DecodeLimits{MaxSeries: d.cfg.MaxSeriesPerRequest, MaxExpansion: DefaultMaxExpansion})
+	}
+	if err != nil {
 		if errors.Is(err, ErrTooLarge) {
 			return fail(http.StatusRequestEntityTooLarge, err.Error())
 		}
@@ -145,7 +162,12 @@ func (d *Distributor) serve(w http.ResponseWriter, r *http.Request) int {
 	if err := res.add(st.req.DecodedBytes() + d.cfg.ReplicationFactor*len(*body)); err != nil {
 		return fail(http.StatusServiceUnavailable, err.Error())
 	}
-	if perr := d.push(r.Context(), tenant, &st.req, st); perr != nil {
+	perr := d.push(r.Context(), tenant, &st.req, st)
+	if v2 {
+		writtenHeaders(w.Header(), st.req.written())
+		v2 = false // fail must not overwrite them
+	}
+	if perr != nil {
 		if perr.Status >= 500 {
 			d.log.Warn("push failed", "tenant", tenant, "status", perr.Status, "err", perr.Msg)
 		}
@@ -153,6 +175,35 @@ func (d *Distributor) serve(w http.ResponseWriter, r *http.Request) int {
 	}
 	w.WriteHeader(http.StatusOK)
 	return http.StatusOK
+}
+
+// The response headers of remote-write 2.0, which tell the sender what was written. Prometheus
+// counts them, and takes a 2xx whose headers say that nothing of a non-empty request was written for
+// a receiver that only speaks 1.0 (a failure, retried).
+const (
+	HeaderSamplesWritten    = "X-Prometheus-Remote-Write-Samples-Written"
+	HeaderHistogramsWritten = "X-Prometheus-Remote-Write-Histograms-Written"
+	HeaderExemplarsWritten  = "X-Prometheus-Remote-Write-Exemplars-Written"
+)
+
+// writtenHeaders sets the 2.0 response headers: samples float samples written, and no histograms
+// or exemplars (they are not stored yet).
+func writtenHeaders(h http.Header, samples int) {
+	h.Set(HeaderSamplesWritten, strconv.Itoa(samples))
+	h.Set(HeaderHistogramsWritten, "0")
+	h.Set(HeaderExemplarsWritten, "0")
+}
+
+// written is the number of samples of r that a quorum of their replicas stored: those of the series
+// push left done (a series refused or failed, or a request refused as a whole, wrote nothing).
+func (r *WriteRequest) written() int {
+	n := 0
+	for i := range r.Series {
+		if s := &r.Series[i]; s.state == seriesDone {
+			n += len(s.Samples)
+		}
+	}
+	return n
 }
 
 // firstBodyBuffer is the size of the first buffer a body is read into when the client announced a
