@@ -15,6 +15,7 @@ STATICCHECK_VERSION := v0.8.2 # staticcheck 2026.2.2; the module proxy knows it 
 # Versity Gateway (Apache-2.0): a real S3 server over a local directory, started on loopback by the
 # tests (internal/s3server) and by make run S3=1.
 VERSITYGW_VERSION := v1.8.0
+PROMETHEUS3 := $(TOOLS)/prometheus3-$(shell $(GO) list -m -f '{{.Version}}' github.com/prometheus/prometheus 2>/dev/null)
 
 # Debian packages the tests and the local cluster use: Prometheus (remote-write client and oracle,
 # promtool), Chromium (the /ring page in a real browser), nftables and iproute2 (fault tests),
@@ -51,12 +52,19 @@ run: build $(if $(filter 1,$(S3)),$(TOOLS)/versitygw) ## run a local 3-node clus
 	@TLS=$(TLS) S3=$(S3) scripts/run-local.sh
 
 .PHONY: test
-test: deps build $(TOOLS)/versitygw ## run every test with the race detector (needs root or sudo for apt-get)
+test: deps build $(TOOLS)/versitygw $(PROMETHEUS3) ## run every test with the race detector (needs root or sudo for apt-get)
 	RAFTINGEST_BIN=$(CURDIR)/bin RAFTINGEST_REQUIRE_BROWSER=1 $(GO) test -race -timeout $(TEST_TIMEOUT) ./...
 
 .PHONY: test-short
 test-short: ## unit tests only, without the race detector (fast)
 	$(GO) test -short ./...
+
+# Prometheus 3, built from the prometheus module at go.mod's version (rebuilt when that changes;
+# bin/tools/prometheus3 links to it): the remote-write 2.0 client of the end-to-end tests (Debian's
+# prometheus 2.42 sends 1.0 only).
+$(PROMETHEUS3):
+	GO=$(GO) scripts/build-prometheus3.sh $@
+	ln -sfn $(notdir $@) $(TOOLS)/prometheus3
 
 $(TOOLS)/versitygw:
 	GOBIN=$(TOOLS) $(GO) install github.com/versity/versitygw/cmd/versitygw@$(VERSITYGW_VERSION)

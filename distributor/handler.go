@@ -86,6 +86,11 @@ func (d *Distributor) serve(w http.ResponseWriter, r *http.Request) int {
 			return fail(http.StatusUnsupportedMediaType, fmt.Sprintf("unsupported remote-write message %q: want prometheus.WriteRequest (remote-write 1.0) or io.prometheus.write.v2.Request (2.0)", p))
 		}
 	}
+	if v2 {
+		d.m.requestsByVersion.WithLabelValues("2.0").Inc()
+	} else {
+		d.m.requestsByVersion.WithLabelValues("1.0").Inc()
+	}
 
 	max := d.cfg.MaxRecvMsgSize
 	if r.ContentLength > int64(max) {

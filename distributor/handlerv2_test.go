@@ -8,6 +8,7 @@ import (
 	"testing"
 
 	"github.com/golang/snappy"
+	"github.com/prometheus/client_golang/prometheus/testutil"
 	"github.com/prometheus/prometheus/model/labels"
 	"github.com/prometheus/prometheus/prompb"
 	writev2 "github.com/prometheus/prometheus/prompb/io/prometheus/write/v2"
@@ -84,6 +85,11 @@ func TestPushV2_StoresLikeV1AndSaysWhatWasWritten(t *testing.T) {
 	code, msg := e.post(t, encode(t, manySeries(2)...))
 	if code != http.StatusOK {
 		t.Fatalf("1.0 push after 2.0: %d %s", code, msg)
+	}
+	for v, want := range map[string]float64{"1.0": 1, "2.0": 1} {
+		if got := testutil.ToFloat64(e.d.m.requestsByVersion.WithLabelValues(v)); got != want {
+			t.Errorf("raftingest_distributor_remote_write_requests_total{version=%q} = %v, want %v", v, got, want)
+		}
 	}
 }
 

@@ -12,6 +12,8 @@ type metrics struct {
 	appendFailures    *prometheus.CounterVec // {ingester, type}
 	pushDuration      *prometheus.HistogramVec
 	replicationFactor prometheus.Gauge
+	// {version}: push requests by remote-write protocol version ("1.0", "2.0"), from the Content-Type.
+	requestsByVersion *prometheus.CounterVec
 
 	// Instance limits (Mimir's names).
 	instanceLimits   *prometheus.GaugeVec   // {limit}
@@ -76,13 +78,17 @@ func newMetrics(reg prometheus.Registerer, d *Distributor) (*metrics, error) {
 			Help:    "Time to handle a remote-write push, from the first byte read to the answer, by HTTP status code.",
 			Buckets: prometheus.DefBuckets,
 		}, []string{"status_code"}),
+		requestsByVersion: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "raftingest_distributor_remote_write_requests_total",
+			Help: "Remote-write push requests received, by protocol version (1.0 or 2.0, from their Content-Type), whatever their outcome.",
+		}, []string{"version"}),
 		replicationFactor: prometheus.NewGauge(prometheus.GaugeOpts{
 			Name: "cortex_distributor_replication_factor",
 			Help: "The configured replication factor (-distributor.replication-factor); the ring caps it at the number of members owning tokens.",
 		}),
 	}
 	if reg != nil {
-		for _, c := range []prometheus.Collector{m.receivedSamples, m.samplesIn, m.discardedSamples, m.appendFailures, m.pushDuration, m.replicationFactor,
+		for _, c := range []prometheus.Collector{m.receivedSamples, m.samplesIn, m.discardedSamples, m.appendFailures, m.pushDuration, m.replicationFactor, m.requestsByVersion,
 			m.instanceLimits, m.rejectedRequests, m.inflightRequests, m.inflightBytes, m.rateLimit, m.healthyDistributors, m.tenants} {
 			if err := reg.Register(c); err != nil {
 				return nil, err

@@ -39,12 +39,20 @@ func startPrometheus(t *testing.T, config string, extra ...string) *promServer {
 	if err != nil {
 		t.Skip("Debian's prometheus is not installed (make deps)")
 	}
+	return startPrometheusBin(t, bin, config, extra...)
+}
+
+// startPrometheusBin is startPrometheus with the prometheus binary given. "$SELF" in config is
+// replaced by the server's own host:port (for a scrape of itself).
+func startPrometheusBin(t *testing.T, bin, config string, extra ...string) *promServer {
+	t.Helper()
 	dir := t.TempDir()
 	cfgPath := filepath.Join(dir, "prometheus.yml")
+	addr := fmt.Sprintf("127.0.0.1:%d", pc.FreePorts(t, 1)[0])
+	config = strings.ReplaceAll(config, "$SELF", addr)
 	if err := os.WriteFile(cfgPath, []byte(config), 0o644); err != nil {
 		t.Fatal(err)
 	}
-	addr := fmt.Sprintf("127.0.0.1:%d", pc.FreePorts(t, 1)[0])
 	logPath := filepath.Join(dir, "prometheus.log")
 	logf, err := os.Create(logPath)
 	if err != nil {

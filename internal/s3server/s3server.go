@@ -32,6 +32,7 @@ import (
 	"github.com/minio/minio-go/v7/pkg/credentials"
 
 	pc "github.com/raftingest/raftingest/internal/proccluster"
+	"github.com/raftingest/raftingest/internal/toolbin"
 )
 
 // Region is the region the server runs in (versitygw's default).
@@ -47,67 +48,11 @@ const BinaryName = "versitygw"
 // install it: then a missing server is a broken setup and the test fails.
 func Binary(t testing.TB) string {
 	t.Helper()
-	p, err := find()
-	if err == nil {
-		return p
-	}
-	if os.Getenv("RAFTINGEST_BIN") != "" {
-		t.Fatalf("%v (make test installs it: make bin/tools/versitygw)", err)
-	}
-	t.Skipf("%v: S3 tests skipped (make bin/tools/versitygw installs it)", err)
-	return ""
+	return toolbin.Require(t, BinaryName, "RAFTINGEST_VERSITYGW", "bin/tools/versitygw")
 }
 
 // Find is Binary without a test: the path of versitygw, or an error saying where it was looked for.
-func Find() (string, error) { return find() }
-
-func find() (string, error) {
-	if p := os.Getenv("RAFTINGEST_VERSITYGW"); p != "" {
-		if _, err := os.Stat(p); err != nil {
-			return "", fmt.Errorf("RAFTINGEST_VERSITYGW=%s: %w", p, err)
-		}
-		return p, nil
-	}
-	var tried []string
-	if d := os.Getenv("RAFTINGEST_BIN"); d != "" {
-		p := filepath.Join(d, "tools", BinaryName)
-		if _, err := os.Stat(p); err == nil {
-			return p, nil
-		}
-		tried = append(tried, p)
-	}
-	if p, err := exec.LookPath(BinaryName); err == nil {
-		return p, nil
-	}
-	tried = append(tried, "$PATH")
-	if root, ok := moduleRoot(); ok {
-		p := filepath.Join(root, "bin", "tools", BinaryName)
-		if _, err := os.Stat(p); err == nil {
-			return p, nil
-		}
-		tried = append(tried, p)
-	}
-	return "", fmt.Errorf("%s not found (looked in %s)", BinaryName, strings.Join(tried, ", "))
-}
-
-// moduleRoot is the nearest directory above the working directory (a test's package directory)
-// holding go.mod.
-func moduleRoot() (string, bool) {
-	dir, err := os.Getwd()
-	if err != nil {
-		return "", false
-	}
-	for {
-		if _, err := os.Stat(filepath.Join(dir, "go.mod")); err == nil {
-			return dir, true
-		}
-		parent := filepath.Dir(dir)
-		if parent == dir {
-			return "", false
-		}
-		dir = parent
-	}
-}
+func Find() (string, error) { return toolbin.Find(BinaryName, "RAFTINGEST_VERSITYGW") }
 
 // Options are Start's settings; the zero value is a server on a free port of 127.0.0.1 with
 // random keys and a bucket named "blocks" in a directory removed when the test ends.
