@@ -46,6 +46,7 @@ type Config struct {
 
 	Limits         Limits
 	InstanceLimits InstanceLimits
+	OTel           OTelConfig // -otel.*: how OTLP metrics are translated (otlp.go)
 
 	// RingHeartbeatTimeout is -ring.heartbeat-timeout, which the lifecycle package registers: ring
 	// members whose last heartbeat is older (at ring time) are unhealthy and take no writes. The
@@ -66,6 +67,7 @@ func (c *Config) RegisterFlags(f *flag.FlagSet) {
 	f.DurationVar(&c.ClientIdleTimeout, "distributor.client-idle-timeout", 5*time.Minute, "Close a gRPC connection to an ingester after this long without use.")
 	c.Limits.RegisterFlags(f)
 	c.InstanceLimits.RegisterFlags(f)
+	c.OTel.RegisterFlags(f)
 }
 
 // DefaultMaxSeriesPerRequest is the default of -distributor.max-series-per-request: 50 times what
@@ -114,6 +116,9 @@ func (c *Config) Validate() error {
 		errs = append(errs, err)
 	}
 	if err := c.InstanceLimits.Validate(); err != nil {
+		errs = append(errs, err)
+	}
+	if err := c.OTel.validate(); err != nil {
 		errs = append(errs, err)
 	}
 	return errors.Join(errs...)

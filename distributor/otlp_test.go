@@ -1,0 +1,216 @@
+package distributor
+
+import (
+	"bytes"
+	"compress/gzip"
+	"io"
+	"net/http"
+	"strconv"
+	"strings"
+	"testing"
+	"time"
+
+	"go.opentelemetry.io/collector/pdata/pcommon"
+	"go.opentelemetry.io/collector/pdata/pmetric"
+	"go.opentelemetry.io/collector/pdata/pmetric/pmetricotlp"
+	spb "google.golang.org/genproto/googleapis/rpc/status"
+	"google.golang.org/protobuf/proto"
+)
+
+// otlpMetrics is one resource (service.name=checkout, instance i-1, region eu) with a monotonic
+// cumulative sum in seconds, a gauge, an explicit-bucket histogram and, when withExp, an
+// exponential histogram, each with one data point at at.
+func otlpMetrics(at time.Time, withExp bool) pmetric.Metrics {
+	md := pmetric.NewMetrics()
+	rm := md.ResourceMetrics().AppendEmpty()
+	rm.Resource().Attributes().PutStr("service.name", "checkout")
+	rm.Resource().Attributes().PutStr("service.instance.id", "i-1")
+	rm.Resource().Attributes().PutStr("cloud.region", "eu")
+	ms := rm.ScopeMetrics().AppendEmpty().Metrics()
+	ts := pcommon.NewTimestampFromTime(at)
+
+	sum := ms.AppendEmpty()
+	sum.SetName("http.server.busy")
+	sum.SetUnit("s")
+	s := sum.SetEmptySum()
+	s.SetIsMonotonic(true)
+	s.SetAggregationTemporality(pmetric.AggregationTemporalityCumulative)
+	dp := s.DataPoints().AppendEmpty()
+	dp.SetTimestamp(ts)
+	dp.SetDoubleValue(12.5)
+	dp.Attributes().PutStr("http.method", "GET")
+
+	g := ms.AppendEmpty()
+	g.SetName("queue.length")
+	gdp := g.SetEmptyGauge().DataPoints().AppendEmpty()
+	gdp.SetTimestamp(ts)
+	gdp.SetIntValue(7)
+
+	h := ms.AppendEmpty()
+	h.SetName("rpc.latency")
+	h.SetUnit("ms")
+	hh := h.SetEmptyHistogram()
+	hh.SetAggregationTemporality(pmetric.AggregationTemporalityCumulative)
+	hdp := hh.DataPoints().AppendEmpty()
+	hdp.SetTimestamp(ts)
+	hdp.SetCount(3)
+	hdp.SetSum(30)
+	hdp.ExplicitBounds().FromRaw([]float64{5, 50})
+	hdp.BucketCounts().FromRaw([]uint64{1, 2, 0})
+
+	if withExp {
+		e := ms.AppendEmpty()
+		e.SetName("rpc.size")
+		eh := e.SetEmptyExponentialHistogram()
+		eh.SetAggregationTemporality(pmetric.AggregationTemporalityCumulative)
+		edp := eh.DataPoints().AppendEmpty()
+		edp.SetTimestamp(ts)
+		edp.SetCount(2)
+		edp.SetSum(3)
+		edp.SetScale(0)
+		edp.Positive().BucketCounts().FromRaw([]uint64{1, 1})
+	}
+	return md
+}
+
+func postOTLP(t *testing.T, e *testEnv, body []byte, contentType, encoding string) (int, string, []byte) {
+	t.Helper()
+	req, _ := http.NewRequest(http.MethodPost, e.srv.URL+"/otlp/v1/metrics", bytes.NewReader(body))
+	req.Header.Set("Content-Type", contentType)
+	if encoding != "" {
+		req.Header.Set("Content-Encoding", encoding)
+	}
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	b, _ := io.ReadAll(resp.Body)
+	return resp.StatusCode, resp.Header.Get("Content-Type"), b
+}
+
+func newOTLPEnv(t *testing.T, cfg Config) *testEnv {
+	e := newEnv(t, cfg, active("a", "b", "c", "d", "e")...)
+	e.srv.Config.Handler = e.d.OTLPHandler()
+	return e
+}
+
+// stored returns every series stored on any fake ingester for the default tenant, rendered.
+func (e *testEnv) stored() []string {
+	seen := map[string]bool{}
+	var out []string
+	for _, f := range e.pool.ings {
+		for _, s := range f.series(DefaultTenant) {
+			if !seen[s] {
+				seen[s] = true
+				out = append(out, s)
+			}
+		}
+	}
+	return out
+}
+
+func TestOTLP_TranslatesAsPrometheusAndStores(t *testing.T) {
+	at := testNow()
+	for _, enc := range []struct{ name, contentType, encoding string }{
+		{"protobuf", "application/x-protobuf", ""},
+		{"protobuf gzip", "application/x-protobuf", "gzip"},
+		{"json", "application/json", ""},
+	} {
+		t.Run(enc.name, func(t *testing.T) {
+			cfg := defaultConfig()
+			cfg.OTel.PromoteResourceAttributes = "cloud.region"
+			e := newOTLPEnv(t, cfg)
+			req := pmetricotlp.NewExportRequestFromMetrics(otlpMetrics(at, false))
+			var body []byte
+			var err error
+			if enc.contentType == "application/json" {
+				body, err = req.MarshalJSON()
+			} else {
+				body, err = req.MarshalProto()
+			}
+			if err != nil {
+				t.Fatal(err)
+			}
+			if enc.encoding == "gzip" {
+				var zb bytes.Buffer
+				zw := gzip.NewWriter(&zb)
+				_, _ = zw.Write(body)
+				_ = zw.Close()
+				body = zb.Bytes()
+			}
+			code, ct, resp := postOTLP(t, e, body, enc.contentType, enc.encoding)
+			if code != http.StatusOK || ct != enc.contentType {
+				t.Fatalf("push: %d %s %q", code, ct, resp)
+			}
+			got := strings.Join(e.stored(), "\n")
+			ms := at.UnixMilli()
+			for _, want := range []string{
+				// Prometheus 3's names: unit and type suffixes, dots to underscores, job and
+				// instance from the service attributes, the promoted attribute on every series.
+				`{__name__="http_server_busy_seconds_total", cloud_region="eu", http_method="GET", instance="i-1", job="checkout"} ` + strconv.FormatInt(ms, 10) + "@12.5",
+				`{__name__="queue_length", cloud_region="eu", instance="i-1", job="checkout"} ` + strconv.FormatInt(ms, 10) + "@7",
+				`{__name__="rpc_latency_milliseconds_bucket", cloud_region="eu", instance="i-1", job="checkout", le="50"} ` + strconv.FormatInt(ms, 10) + "@3",
+				`{__name__="rpc_latency_milliseconds_count", cloud_region="eu", instance="i-1", job="checkout"} ` + strconv.FormatInt(ms, 10) + "@3",
+				`{__name__="target_info", cloud_region="eu", instance="i-1", job="checkout"} ` + strconv.FormatInt(ms, 10) + "@1",
+			} {
+				if !strings.Contains(got, want) {
+					t.Errorf("missing %s; stored:\n%s", want, got)
+				}
+			}
+		})
+	}
+}
+
+func TestOTLP_ExponentialHistogramsRefusedOthersStored(t *testing.T) {
+	e := newOTLPEnv(t, defaultConfig())
+	body, _ := pmetricotlp.NewExportRequestFromMetrics(otlpMetrics(testNow(), true)).MarshalProto()
+	code, ct, resp := postOTLP(t, e, body, "application/x-protobuf", "")
+	if code != http.StatusBadRequest || ct != "application/x-protobuf" {
+		t.Fatalf("push: %d %s, want 400 with a protobuf Status", code, ct)
+	}
+	var st spb.Status
+	if err := proto.Unmarshal(resp, &st); err != nil {
+		t.Fatalf("the error body is not a google.rpc.Status: %v", err)
+	}
+	if st.Code != 3 || !strings.Contains(st.Message, "native histogram") || !strings.Contains(st.Message, "rpc_size") {
+		t.Errorf("status %d %q, want INVALID_ARGUMENT naming the native histogram series", st.Code, st.Message)
+	}
+	if got := strings.Join(e.stored(), "\n"); !strings.Contains(got, `__name__="queue_length"`) {
+		t.Errorf("the other metrics of the request were not stored:\n%s", got)
+	}
+}
+
+func TestOTLP_Refusals(t *testing.T) {
+	cfg := defaultConfig()
+	cfg.MaxRecvMsgSize = 64 << 10
+	e := newOTLPEnv(t, cfg)
+	// A gzip bomb: 1 MiB of zeros in about 1 KiB.
+	var zb bytes.Buffer
+	zw := gzip.NewWriter(&zb)
+	_, _ = zw.Write(make([]byte, 1<<20))
+	_ = zw.Close()
+	for _, tc := range []struct {
+		name, contentType, encoding string
+		body                        []byte
+		code                        int
+		msg                         string
+	}{
+		{"gzip bomb", "application/x-protobuf", "gzip", zb.Bytes(), http.StatusRequestEntityTooLarge, "exceeds the limit of 65536 bytes, decompressed"},
+		{"not gzip", "application/x-protobuf", "gzip", []byte("plain"), http.StatusBadRequest, "gzip"},
+		{"zstd", "application/x-protobuf", "zstd", []byte("x"), http.StatusUnsupportedMediaType, `Content-Encoding "zstd"`},
+		{"text", "text/plain", "", []byte("x"), http.StatusUnsupportedMediaType, "application/x-protobuf or application/json"},
+		{"garbage", "application/x-protobuf", "", []byte{0xff, 0xff, 0xff}, http.StatusBadRequest, "decoding the OTLP"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			code, _, resp := postOTLP(t, e, tc.body, tc.contentType, tc.encoding)
+			var st spb.Status
+			if err := proto.Unmarshal(resp, &st); err != nil {
+				t.Fatalf("body is not a Status: %v", err)
+			}
+			if code != tc.code || !strings.Contains(st.Message, tc.msg) {
+				t.Fatalf("%d %q, want %d with %q", code, st.Message, tc.code, tc.msg)
+			}
+		})
+	}
+}
