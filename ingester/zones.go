@@ -28,12 +28,18 @@ func membersWithoutZone(r *ringstate.Ring) []ringstate.MemberID {
 	return out
 }
 
-// registerZoneMetric exposes raftingest_ring_members_without_zone.
+// registerZoneMetric exposes raftingest_ring_members_without_zone: 0 without zone awareness (a ring
+// without zones is then normal), so that an alert on it needs no other condition.
 func (s *Server) registerZoneMetric() error {
 	g := prometheus.NewGaugeFunc(prometheus.GaugeOpts{
 		Name: "raftingest_ring_members_without_zone",
-		Help: "Ring members owning tokens that registered no zone (-ingester.ring.instance-zone). With -ingester.ring.zone-awareness-enabled, anything but 0 means the zone flags differ between members: those members count as one zone of their own.",
-	}, func() float64 { return float64(len(membersWithoutZone(s.node.Ring()))) })
+		Help: "With -ingester.ring.zone-awareness-enabled on this member: ring members owning tokens that registered no zone (-ingester.ring.instance-zone). Anything but 0 means the zone flags differ between members: those members count as one zone of their own. Always 0 without zone awareness.",
+	}, func() float64 {
+		if !s.cfg.Lifecycle.ZoneAwarenessEnabled {
+			return 0
+		}
+		return float64(len(membersWithoutZone(s.node.Ring())))
+	})
 	if err := s.reg.Register(g); err != nil {
 		var are prometheus.AlreadyRegisteredError
 		if !errors.As(err, &are) {
