@@ -1176,7 +1176,7 @@ func (r *runner) goBench(ctx context.Context, pattern, benchtime, pkg string) (m
 // ring is scenario 8: the ring's Go benchmarks.
 func (r *runner) ring(ctx context.Context) error {
 	s := "8 ring"
-	look, err := r.goBench(ctx, "^BenchmarkReplicationSet$", r.sc.RingBenchtime, "./ringstate/")
+	look, err := r.goBench(ctx, "^BenchmarkReplicationSet(ZoneAware)?$", r.sc.RingBenchtime, "./ringstate/")
 	if err != nil {
 		return err
 	}
@@ -1184,6 +1184,9 @@ func (r *runner) ring(ctx context.Context) error {
 	for _, name := range sortedKeys(look) {
 		v := look[name]
 		short := strings.TrimPrefix(name, "BenchmarkReplicationSet/")
+		if z, ok := strings.CutPrefix(name, "BenchmarkReplicationSetZoneAware/"); ok {
+			short = "zone-aware " + z
+		}
 		r.rep.row(s, "replication-set lookup "+short, fmt.Sprintf("%.1f ns/op, %.0f allocs/op", v["ns/op"], v["allocs/op"]), "", "", "")
 		if strings.Contains(name, "healthy") && !strings.Contains(name, "unhealthy") {
 			healthy = v["ns/op"]

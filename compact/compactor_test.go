@@ -258,7 +258,7 @@ type cluster struct {
 func newCluster(t *testing.T, nSeries int) *cluster {
 	c := &cluster{t: t, root: t.TempDir(), ring: fiveMemberRing(t), buckets: map[string]*dirBucket{},
 		queries: map[string]*storage.BucketQueryable{}, series: testSeries(nSeries)}
-	c.place = compact.RingPlacement(c.ring, rf, time.Minute.Milliseconds())
+	c.place = compact.RingPlacement(c.ring, ringstate.Placement{RF: rf}, time.Minute.Milliseconds())
 	c.fence.Store(1)
 	for _, id := range memberIDs {
 		dir := filepath.Join(c.root, id, "blocks")

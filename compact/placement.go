@@ -12,10 +12,12 @@ import (
 
 // Placement returns the placement of compacted series over ring r: a series of tenant goes to its
 // replication set as the distributor computes it (distributor.SeriesHash, then ringstate's
-// ReplicationSet with the effective replication factor and the heartbeat timeout), so that a
-// compacted series lives on exactly the members that take its writes.
+// ReplicationSetFor with the placement p — replication factor made effective, zone awareness — and
+// the heartbeat timeout), so that a compacted series lives on exactly the members that take its
+// writes.
 //
-// Invariant: a placement is exactly r.EffectiveRF(rf) distinct members, every one ACTIVE and
+// Invariant: a placement is exactly r.EffectiveRFFor(p) distinct members (one per zone when p is
+// zone-aware: while a whole zone cannot take writes, compaction waits for it), every one ACTIVE and
 // healthy at ring time, or an error naming the series and why (which token owners cannot take
 // it: LEAVING, JOINING, unhealthy). Never fewer: the compactor deletes the sources (every replica)
 // once the placed parts are durable, so a short placement would leave fewer than RF copies of
@@ -24,8 +26,10 @@ import (
 // members) is right for writes, whose replicas elsewhere stay; it is not for a compaction, which
 // removes them. A compaction that cannot place a series fails before it stores or deletes
 // anything, and the next run, once the ring is settled, does it.
-func Placement(r *ringstate.Ring, rf int, heartbeatTimeoutMs int64) func(tenant string, lset labels.Labels) ([]string, error) {
-	want := r.EffectiveRF(rf)
+func Placement(r *ringstate.Ring, p ringstate.Placement, heartbeatTimeoutMs int64) func(tenant string, lset labels.Labels) ([]string, error) {
+	rf := p.RF
+	want := r.EffectiveRFFor(p)
+	p.RF = want
 	var ls []distributor.Label
 	var set []*ringstate.Member
 	return func(tenant string, lset labels.Labels) ([]string, error) {
@@ -38,7 +42,7 @@ func Placement(r *ringstate.Ring, rf int, heartbeatTimeoutMs int64) func(tenant 
 				ls = append(ls, distributor.Label{Name: l.Name, Value: l.Value})
 			}
 		})
-		set = r.ReplicationSet(distributor.SeriesHash(tenant, ls), want, heartbeatTimeoutMs, set[:0])
+		set = r.ReplicationSetFor(distributor.SeriesHash(tenant, ls), p, heartbeatTimeoutMs, set[:0])
 		out := make([]string, 0, len(set))
 		for _, m := range set {
 			if !m.Writable(r.TimeMs(), heartbeatTimeoutMs) { // ReplicationSet's own guarantee; checked, not assumed
@@ -62,11 +66,11 @@ func Placement(r *ringstate.Ring, rf int, heartbeatTimeoutMs int64) func(tenant 
 }
 
 // RingPlacement is Placement for callers that take a placement without an error (Cluster.Place):
-// a series that cannot be placed on r.EffectiveRF(rf) writable members gets no member at all —
+// a series that cannot be placed on r.EffectiveRFFor(p) writable members gets no member at all —
 // never fewer than that — and storage.SplitBlock refuses a series placed nowhere, so the job fails
 // before it stores or deletes anything. Placement says why.
-func RingPlacement(r *ringstate.Ring, rf int, heartbeatTimeoutMs int64) func(tenant string, lset labels.Labels) []string {
-	place := Placement(r, rf, heartbeatTimeoutMs)
+func RingPlacement(r *ringstate.Ring, p ringstate.Placement, heartbeatTimeoutMs int64) func(tenant string, lset labels.Labels) []string {
+	place := Placement(r, p, heartbeatTimeoutMs)
 	return func(tenant string, lset labels.Labels) []string {
 		out, err := place(tenant, lset)
 		if err != nil {

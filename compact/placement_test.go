@@ -82,8 +82,8 @@ func TestPlacement_ExactlyEffectiveRFWritableMembersOrAnError(t *testing.T) {
 		{"2 members, RF 3: effective RF 2", ringOf(t, "a", "b"), 3, 2, "", ""},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
-			place := compact.Placement(tc.ring, tc.rf, timeout)
-			ringPlace := compact.RingPlacement(tc.ring, tc.rf, timeout)
+			place := compact.Placement(tc.ring, ringstate.Placement{RF: tc.rf}, timeout)
+			ringPlace := compact.RingPlacement(tc.ring, ringstate.Placement{RF: tc.rf}, timeout)
 			for _, s := range testSeries(200) {
 				got, err := place("t1", s.lset)
 				if tc.want == 0 {
@@ -176,7 +176,7 @@ func TestCompactor_MemberLeaving_JobFailsBeforeStoringOrMarking(t *testing.T) {
 				for id, b := range buckets {
 					m[id] = b
 				}
-				return compact.Cluster{Members: m, Place: compact.RingPlacement(r, rf, time.Minute.Milliseconds())}, nil
+				return compact.Cluster{Members: m, Place: compact.RingPlacement(r, ringstate.Placement{RF: rf}, time.Minute.Milliseconds())}, nil
 			},
 			WorkDir: filepath.Join(root, "work"), FlushPeriod: 2 * time.Hour,
 			Now: func() time.Time { return time.UnixMilli(t0 + 5*hour) },
@@ -201,7 +201,7 @@ func TestCompactor_MemberLeaving_JobFailsBeforeStoringOrMarking(t *testing.T) {
 			t.Fatalf("a failed job marked %s's blocks %v for deletion", id, m)
 		}
 	}
-	if _, perr := compact.Placement(cLeaving, rf, time.Minute.Milliseconds())("t1", ss[0].lset); perr == nil ||
+	if _, perr := compact.Placement(cLeaving, ringstate.Placement{RF: rf}, time.Minute.Milliseconds())("t1", ss[0].lset); perr == nil ||
 		!strings.Contains(perr.Error(), "c is LEAVING") {
 		t.Fatalf("Placement's reason: %v", perr)
 	}

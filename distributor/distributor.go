@@ -52,6 +52,14 @@ type Config struct {
 	// members whose last heartbeat is older (at ring time) are unhealthy and take no writes. The
 	// wiring copies it here; zero disables the health check.
 	RingHeartbeatTimeout time.Duration
+	// ZoneAware is -ingester.ring.zone-awareness-enabled, which the lifecycle package registers:
+	// replication sets take one member per zone. The wiring copies it here.
+	ZoneAware bool
+}
+
+// Placement is how this distributor places series: its replication factor and zone awareness.
+func (c *Config) Placement() ringstate.Placement {
+	return ringstate.Placement{RF: c.ReplicationFactor, ZoneAware: c.ZoneAware}
 }
 
 // RegisterFlags registers the distributor's flags, with their defaults, on f.
@@ -425,7 +433,9 @@ func (d *Distributor) push(ctx context.Context, tenant string, req *WriteRequest
 	if ring == nil {
 		return &PushError{Status: http.StatusServiceUnavailable, Msg: "the ring is not known yet on this node; retry shortly"}
 	}
-	rf := ring.EffectiveRF(d.cfg.ReplicationFactor)
+	place := d.cfg.Placement()
+	rf := ring.EffectiveRFFor(place)
+	place.RF = rf
 	d.noteRF(rf)
 	if rf == 0 {
 		return &PushError{Status: http.StatusServiceUnavailable, Msg: "no ingester owns tokens in the ring: nothing can take writes yet"}
@@ -439,7 +449,7 @@ func (d *Distributor) push(ctx context.Context, tenant string, req *WriteRequest
 			continue
 		}
 		s.hash = SeriesHash(tenant, s.Labels)
-		st.repSet = ring.ReplicationSet(s.hash, rf, timeoutMs, st.repSet[:0])
+		st.repSet = ring.ReplicationSetFor(s.hash, place, timeoutMs, st.repSet[:0])
 		if len(st.repSet) < quorum {
 			s.state = seriesFailed5xx
 			out.fail5xx(fmt.Sprintf("too few healthy ingesters: have %d, need quorum %d of RF %d, series: %s", len(st.repSet), quorum, rf, renderSeries(s.Labels)))
@@ -707,7 +717,7 @@ func (d *Distributor) noteRF(rf int) {
 	}
 	if prev := d.cappedRF.Swap(capped); prev != capped {
 		if capped != 0 {
-			d.log.Warn("replication factor capped by the ring: fewer members own tokens than -distributor.replication-factor",
+			d.log.Warn("replication factor capped by the ring: fewer members (zone-aware: fewer zones) own tokens than -distributor.replication-factor",
 				"configured", d.cfg.ReplicationFactor, "effective", rf)
 		} else {
 			d.log.Info("replication factor no longer capped", "configured", d.cfg.ReplicationFactor, "effective", rf)

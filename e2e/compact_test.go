@@ -151,7 +151,7 @@ func checkCompactedPlacement(t *testing.T, c *pc.Cluster, promtool string, nodes
 	tenant string, want map[sampleKey]float64) {
 	t.Helper()
 	r := compactRing(t, c, nodes[0].GRPCAddr)
-	place := compact.RingPlacement(r, 3, 0)
+	place := compact.RingPlacement(r, ringstate.Placement{RF: 3}, 0)
 	allWritable := r.Len() == len(nodes)
 	for _, m := range r.Members() {
 		allWritable = allWritable && m.State == ringstate.ACTIVE

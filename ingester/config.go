@@ -196,6 +196,7 @@ func (c *Config) Validate() error {
 	c.Raft.AutoForgetHoldoff = 2 * c.Storage.Flush.FlushPeriod
 	c.Raft.RegisterRequiresPeer = true
 	c.Distributor.RingHeartbeatTimeout = c.Lifecycle.HeartbeatTimeout
+	c.Distributor.ZoneAware, c.Raft.ZoneAware = c.Lifecycle.ZoneAwarenessEnabled, c.Lifecycle.ZoneAwarenessEnabled
 	if c.Store.WALDir == "" && c.DataDir != "" {
 		c.Store.WALDir = filepath.Join(c.DataDir, "wal")
 	}

@@ -236,6 +236,9 @@ func New(cfg Config, log *slog.Logger) (_ *Server, err error) {
 	if err := s.registerSeriesLimitMetric(); err != nil {
 		return nil, fmt.Errorf("series limit metric: %w", err)
 	}
+	if err := s.registerZoneMetric(); err != nil {
+		return nil, fmt.Errorf("zone metric: %w", err)
+	}
 	s.front.set(mux)
 	return s, nil
 }
@@ -307,6 +310,8 @@ func (s *Server) Run(ctx context.Context) error {
 	defer s.runCompactor(ctx)() // wire_compact.go: stopped before Run's other goroutines
 	wg.Add(1)
 	go func() { defer wg.Done(); s.watchSeriesLimit(ctx) }()
+	wg.Add(1)
+	go func() { defer wg.Done(); s.watchZones(ctx) }()
 	wg.Add(1)
 	go func() { defer wg.Done(); s.limits.Run(ctx) }()
 	adminAddr := s.cfg.HTTPServer.AdminAddr

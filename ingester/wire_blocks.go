@@ -252,8 +252,8 @@ func (s *Server) evacuate(ctx context.Context, log *slog.Logger) error {
 		return fmt.Errorf("blocks: %d other members remain but none is ACTIVE and healthy to take this member's blocks; staying LEAVING", remaining)
 	}
 	log.Info("moving this member's blocks, each series to the member that enters its replication set",
-		"writable_members", writable, "successors", r.Successors(self, s.cfg.Distributor.ReplicationFactor, timeoutMs))
-	_, err := s.mover().Evacuate(ctx, leavePlacement(r, self, s.cfg.Distributor.ReplicationFactor, timeoutMs))
+		"writable_members", writable, "successors", r.SuccessorsFor(self, s.cfg.Distributor.Placement(), timeoutMs))
+	_, err := s.mover().Evacuate(ctx, leavePlacement(r, self, s.cfg.Distributor.Placement(), timeoutMs))
 	return err
 }
 
@@ -311,15 +311,15 @@ func (s *Server) blocksProgress(ctx context.Context) {
 }
 
 // leavePlacement is the Placement of a leave of self over ring r (taken when the move starts):
-// a series goes to ringstate's LeaveSuccessor, the member that enters its replication set (with
-// the effective replication factor, as the distributor and the compactor place it), or, when that
+// a series goes to ringstate's LeaveSuccessorFor, the member that enters its replication set (with
+// the placement p made effective, as the distributor and the compactor place it), or, when that
 // member is skipped (it failed during this move), the next ACTIVE member outside the set. When no
 // member enters the set — self was not in it (it held the series through a spill or under an older
 // ring), or every writable member is already in it (a ring of at most RF members) — the copy goes
 // to the first other member of the set that is not skipped: the series stays at least as
 // replicated as it was, for one copy at most, and the compactor's next merge places it.
-func leavePlacement(r *ringstate.Ring, self ringstate.MemberID, rf int, timeoutMs int64) blocksvc.Placement {
-	rf = r.EffectiveRF(rf)
+func leavePlacement(r *ringstate.Ring, self ringstate.MemberID, p ringstate.Placement, timeoutMs int64) blocksvc.Placement {
+	p.RF = r.EffectiveRFFor(p)
 	var (
 		ls  []distributor.Label
 		old []*ringstate.Member
@@ -333,7 +333,7 @@ func leavePlacement(r *ringstate.Ring, self ringstate.MemberID, rf int, timeoutM
 		})
 		unusable := func(m *ringstate.Member) bool { return m.ID == self || m.GRPCAddr == "" || skip(string(m.ID)) }
 		var succ *ringstate.Member
-		old, succ = r.LeaveSuccessor(self, distributor.SeriesHash(tenant, ls), rf, timeoutMs,
+		old, succ = r.LeaveSuccessorFor(self, distributor.SeriesHash(tenant, ls), p, timeoutMs,
 			func(id ringstate.MemberID) bool {
 				m, ok := r.Member(id)
 				return !ok || unusable(&m)

@@ -67,7 +67,7 @@ func TestLeavePlacement(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		place := leavePlacement(r, "m0", rf, 0)
+		place := leavePlacement(r, "m0", ringstate.Placement{RF: rf}, 0)
 		none := func(string) bool { return false }
 		got := map[string]int{}
 		moved := 0
@@ -127,7 +127,7 @@ func TestLeavePlacement(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	sp := leavePlacement(small, "m0", rf, 0)
+	sp := leavePlacement(small, "m0", ringstate.Placement{RF: rf}, 0)
 	for i := range 50 {
 		lset := labels.FromStrings("__name__", "up", "instance", fmt.Sprintf("host-%d", i))
 		var ls []distributor.Label

@@ -132,7 +132,7 @@ func (s *Server) compactCluster(ctx context.Context) (compact.Cluster, error) {
 	r := s.node.Ring()
 	timeoutMs := s.cfg.Lifecycle.HeartbeatTimeout.Milliseconds()
 	cl := compact.Cluster{Members: map[string]compact.Bucket{},
-		Place:          compact.RingPlacement(r, s.cfg.Distributor.ReplicationFactor, timeoutMs),
+		Place:          compact.RingPlacement(r, s.cfg.Distributor.Placement(), timeoutMs),
 		StillPlaceable: s.stillPlaceable}
 	for _, m := range r.Members() {
 		// A PENDING member holds no blocks (a receiving joiner is JOINING). An unhealthy one is left

@@ -38,6 +38,7 @@ func (s *Server) wireQuerier(mux *http.ServeMux) error {
 	q, err := querier.New(s.cfg.Querier.Config, querier.Deps{
 		Ring:                s.node,
 		ReplicationFactor:   s.cfg.Distributor.ReplicationFactor,
+		ZoneAware:           s.cfg.Distributor.ZoneAware,
 		HeartbeatTimeout:    s.cfg.Lifecycle.HeartbeatTimeout,
 		Store:               s.storage.Queryable,
 		NodeLocalStore:      !s.cfg.Storage.Bucket.Shared(),

@@ -78,7 +78,7 @@ func (s *Server) wireTransfer() error {
 	}
 	if s.transfer.leaver, err = transfer.NewLeaver(s.cfg.Transfer.Config, transfer.LeaverDeps{
 		ID: id, Ring: s.node, Store: s.store, Flush: flush, HandOverBlocks: s.blocksHandOver(),
-		Metrics: m, Logger: log, Dial: s.transferDialer(),
+		Metrics: m, Logger: log, Dial: s.transferDialer(), ZoneAware: s.cfg.Distributor.ZoneAware,
 	}); err != nil {
 		return err
 	}

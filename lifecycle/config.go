@@ -61,8 +61,13 @@ type Config struct {
 	// flush went (Cortex's final_sleep). 0 exits at once. Flag: -ingester.final-sleep. The
 	// lifecycle itself does not use it: the daemon does, after Run.
 	FinalSleep time.Duration
-	// Zone is the member's availability zone, informational for now. Flag: -ring.zone.
+	// Zone is the member's availability zone. Flag: -ingester.ring.instance-zone (Mimir's name), or
+	// its older alias -ring.zone: both set this one value (the last given wins).
 	Zone string
+	// ZoneAwarenessEnabled is -ingester.ring.zone-awareness-enabled: a series' replicas go to
+	// members of distinct zones (ringstate.Placement). It must be the same on every member, like
+	// the replication factor; on, it requires Zone.
+	ZoneAwarenessEnabled bool
 
 	// ID is the member's ring id and Raft server id (set by the cmd).
 	ID ringstate.MemberID
@@ -88,8 +93,12 @@ func (c *Config) RegisterFlags(f *flag.FlagSet) {
 		"How long a new ingester waits in PENDING to be claimed by a leaving one before claiming tokens of its own. 0 claims at once.")
 	f.DurationVar(&c.FinalSleep, "ingester.final-sleep", 0,
 		"How long an ingester that has left the ring keeps serving /metrics before it exits, so that the last scrape sees its hand-over or flush (a second SIGINT or SIGTERM cuts it short). 0 exits at once.")
+	f.StringVar(&c.Zone, "ingester.ring.instance-zone", "",
+		"Availability zone of this ingester, as registered in the ring. With -ingester.ring.zone-awareness-enabled, a series' replicas go to distinct zones. -ring.zone is an alias.")
 	f.StringVar(&c.Zone, "ring.zone", "",
-		"Availability zone of this ingester (informational).")
+		"Alias of -ingester.ring.instance-zone.")
+	f.BoolVar(&c.ZoneAwarenessEnabled, "ingester.ring.zone-awareness-enabled", false,
+		"Place each series' replicas on ingesters of distinct zones (-ingester.ring.instance-zone), so that losing a whole zone loses no acknowledged write and leaves reads complete. Must be the same on every member, like -distributor.replication-factor; needs -ingester.ring.instance-zone.")
 }
 
 // DefaultConfig returns the configuration RegisterFlags would set, without identity.
@@ -139,6 +148,9 @@ func (c *Config) Validate() error {
 	}
 	if c.JoinAfter < 0 {
 		bad("-ingester.join-after must be >= 0, got %s", c.JoinAfter)
+	}
+	if c.ZoneAwarenessEnabled && c.Zone == "" {
+		bad("-ingester.ring.zone-awareness-enabled needs this ingester's zone: set -ingester.ring.instance-zone")
 	}
 	if c.TokensFilePath != "" {
 		if _, _, err := readTokensFile(c.TokensFilePath); err != nil {

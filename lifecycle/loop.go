@@ -436,8 +436,9 @@ func (lp *loop) pickTokens(r *ringstate.Ring) (ts, file ringstate.Tokens, err er
 		return ts, nil, err
 	}
 	// Balanced tokens are a function of the ring: members joining at once compute the same ones,
-	// one claim wins, and the others compute again on the ring that holds it.
-	ts, err = r.BalancedTokens(lp.cfg.NumTokens)
+	// one claim wins, and the others compute again on the ring that holds it. Zone-aware, they
+	// balance the joiner's zone, whose members share the zone's copy of every series.
+	ts, err = r.BalancedTokensFor(lp.cfg.NumTokens, lp.cfg.Zone, lp.cfg.ZoneAwarenessEnabled)
 	return ts, nil, err
 }
 

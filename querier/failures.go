@@ -36,6 +36,7 @@ type readFailures struct {
 // memberFailure is one member a read could not count on: unhealthy in the ring, or its call failed.
 type memberFailure struct {
 	member     ringstate.MemberID
+	zone       string // the member's ring zone: with zone awareness the budget counts zones
 	addr       string
 	source     string // ingestersSource.name or blocksSource.name
 	selection  string // selectionKey of the read's matchers
@@ -97,4 +98,20 @@ func selectionKey(ms []*labels.Matcher) string {
 	}
 	slices.Sort(parts)
 	return strings.Join(parts, ",")
+}
+
+// budgetCost is what failures cost against the failure budget: one per member, or, with zone
+// awareness, one per zone — a zone-aware write has at most one copy per zone, so however many
+// members of one zone fail, at most one copy of any sample is out of reach.
+func budgetCost(fs []memberFailure, zoneAware bool) int {
+	if !zoneAware {
+		return len(fs)
+	}
+	var zones []string
+	for _, f := range fs {
+		if !slices.Contains(zones, f.zone) {
+			zones = append(zones, f.zone)
+		}
+	}
+	return len(zones)
 }

@@ -197,7 +197,8 @@ func (s staticRing) Ring() *ringstate.Ring { return s.r }
 type member struct {
 	addr  string
 	state ringstate.State
-	stale bool // heartbeat older than the timeout
+	stale bool   // heartbeat older than the timeout
+	zone  string // the member's ring zone
 }
 
 // newRing builds a ring at time 100000 ms of members m0, m1, ... with a token each; the heartbeat
@@ -216,7 +217,7 @@ func newRing(t testing.TB, ms ...member) RingSource {
 			tokens = ringstate.Tokens{ringstate.Token(1000 * (i + 1))}
 		}
 		members = append(members, ringstate.Member{ID: ringstate.MemberID("m" + string(rune('0'+i))),
-			RaftAddr: m.addr, GRPCAddr: m.addr, HTTPAddr: m.addr, State: m.state,
+			RaftAddr: m.addr, GRPCAddr: m.addr, HTTPAddr: m.addr, Zone: m.zone, State: m.state,
 			Tokens: tokens, RegisteredMs: 1, HeartbeatMs: hb})
 	}
 	r, err := ringstate.Restore(members, now, nil)

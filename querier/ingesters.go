@@ -42,6 +42,9 @@ type IngestersConfig struct {
 	Clients ClientPool
 	// ReplicationFactor is -distributor.replication-factor; capped by the ring's EffectiveRF.
 	ReplicationFactor int
+	// ZoneAware is -ingester.ring.zone-awareness-enabled: the failure budget counts zones, not
+	// members (budgetCost), and the replication factor is capped by the zones (EffectiveRFFor).
+	ZoneAware bool
 	// HeartbeatTimeout is -ring.heartbeat-timeout: members whose heartbeat is older (in ring time)
 	// are not asked.
 	HeartbeatTimeout time.Duration
@@ -311,8 +314,9 @@ func (q *MemberQueryable) fanOut(ctx context.Context, mint, maxt int64, labelsOn
 		return nil, errors.New("querier: this node has no ring yet")
 	}
 	src := q.src
-	rf := r.EffectiveRF(q.cfg.ReplicationFactor)
-	maxErrors := rf / 2
+	rf := r.EffectiveRFFor(ringstate.Placement{RF: q.cfg.ReplicationFactor, ZoneAware: q.cfg.ZoneAware})
+	maxErrors := rf / 2 // members, or zones when zone-aware (budgetCost)
+	zoneOf := map[ringstate.MemberID]string{}
 	failures := readFailuresFrom(ctx)
 	if failures == nil {
 		failures = &readFailures{} // this read alone
@@ -326,12 +330,13 @@ func (q *MemberQueryable) fanOut(ctx context.Context, mint, maxt int64, labelsOn
 	addrs := map[string]bool{}
 	for _, m := range r.Members() {
 		addrs[m.GRPCAddr] = true
+		zoneOf[m.ID] = m.Zone
 		switch {
 		case src.ask(&m, now, timeout):
 			targets = append(targets, m)
 		case src.missing(&m):
 			// It may hold data nobody else has and cannot be read: it uses up the budget.
-			unhealthy = append(unhealthy, memberFailure{member: m.ID, addr: m.GRPCAddr, source: src.name,
+			unhealthy = append(unhealthy, memberFailure{member: m.ID, zone: m.Zone, addr: m.GRPCAddr, source: src.name,
 				selection: sel, mint: mint, maxt: maxt})
 		}
 	}
@@ -340,7 +345,7 @@ func (q *MemberQueryable) fanOut(ctx context.Context, mint, maxt int64, labelsOn
 	}
 	failures.add(unhealthy...)
 	before := failures.against(sel, mint, maxt)
-	if len(before) > maxErrors {
+	if budgetCost(before, q.cfg.ZoneAware) > maxErrors {
 		return nil, q.tooManyFailures(before, maxErrors, rf)
 	}
 	failedBefore := map[ringstate.MemberID]bool{}
@@ -354,7 +359,7 @@ func (q *MemberQueryable) fanOut(ctx context.Context, mint, maxt int64, labelsOn
 	var (
 		wg        sync.WaitGroup
 		mu        sync.Mutex
-		newFailed int // counted failures of members not among before
+		newFailed []memberFailure // counted failures of members not among before
 	)
 	for i, m := range targets {
 		wg.Add(1)
@@ -385,9 +390,9 @@ func (q *MemberQueryable) fanOut(ctx context.Context, mint, maxt int64, labelsOn
 			results[i].counted = true
 			mu.Lock()
 			if !failedBefore[m.ID] {
-				newFailed++
+				newFailed = append(newFailed, memberFailure{member: m.ID, zone: m.Zone})
 			}
-			if len(before)+newFailed > maxErrors {
+			if budgetCost(append(slices.Clone(before), newFailed...), q.cfg.ZoneAware) > maxErrors {
 				cancel(nil) // the read has failed: stop the others early
 			}
 			mu.Unlock()
@@ -400,12 +405,12 @@ func (q *MemberQueryable) fanOut(ctx context.Context, mint, maxt int64, labelsOn
 	var counted []memberFailure
 	for _, res := range results {
 		if res.counted {
-			counted = append(counted, memberFailure{member: res.member, addr: res.addr, source: src.name,
+			counted = append(counted, memberFailure{member: res.member, zone: zoneOf[res.member], addr: res.addr, source: src.name,
 				selection: sel, mint: mint, maxt: maxt, err: res.err})
 		}
 	}
 	failures.add(counted...)
-	if after := failures.against(sel, mint, maxt); len(after) > maxErrors {
+	if after := failures.against(sel, mint, maxt); budgetCost(after, q.cfg.ZoneAware) > maxErrors {
 		return nil, q.tooManyFailures(after, maxErrors, rf)
 	}
 	if err := context.Cause(ctx); err != nil {
@@ -436,6 +441,10 @@ func (q *MemberQueryable) tooManyFailures(fs []memberFailure, maxErrors, rf int)
 	msgs := make([]string, len(fs))
 	for i, f := range fs {
 		msgs[i] = f.String()
+	}
+	if q.cfg.ZoneAware {
+		return fmt.Errorf("%w: reading %s, members of %d zones that may hold the only copy of a sample failed or are unhealthy, at most %d zones tolerated with zone-aware replication factor %d: %s",
+			ErrTooManyIngesterFailures, q.src.name, budgetCost(fs, true), maxErrors, rf, strings.Join(msgs, "; "))
 	}
 	return fmt.Errorf("%w: reading %s, %d members that may hold the only copy of a sample failed or are unhealthy, at most %d tolerated with replication factor %d: %s",
 		ErrTooManyIngesterFailures, q.src.name, len(fs), maxErrors, rf, strings.Join(msgs, "; "))

@@ -43,6 +43,9 @@ type Deps struct {
 	DialOptions []grpc.DialOption
 	// ReplicationFactor is -distributor.replication-factor.
 	ReplicationFactor int
+	// ZoneAware is -ingester.ring.zone-awareness-enabled: reads tolerate the loss of floor(RF/2)
+	// whole zones instead of floor(RF/2) members.
+	ZoneAware bool
 	// HeartbeatTimeout is -ring.heartbeat-timeout.
 	HeartbeatTimeout time.Duration
 	// Store reads the long-term store; nil when none is configured. It reads the request's tenant
@@ -106,7 +109,7 @@ func New(cfg Config, deps Deps) (*Querier, error) {
 		deps.Clients = q.ownPool
 	}
 	ing, err := NewIngesterQueryable(IngestersConfig{Ring: deps.Ring, Clients: deps.Clients,
-		ReplicationFactor: deps.ReplicationFactor, HeartbeatTimeout: deps.HeartbeatTimeout,
+		ReplicationFactor: deps.ReplicationFactor, ZoneAware: deps.ZoneAware, HeartbeatTimeout: deps.HeartbeatTimeout,
 		Logger: deps.Logger, metrics: q.metrics})
 	if err != nil {
 		q.Close()
@@ -116,7 +119,7 @@ func New(cfg Config, deps Deps) (*Querier, error) {
 	switch {
 	case deps.NodeLocalStore:
 		blocks, err := NewBlocksQueryable(IngestersConfig{Ring: deps.Ring, Clients: deps.Clients,
-			ReplicationFactor: deps.ReplicationFactor, HeartbeatTimeout: deps.HeartbeatTimeout,
+			ReplicationFactor: deps.ReplicationFactor, ZoneAware: deps.ZoneAware, HeartbeatTimeout: deps.HeartbeatTimeout,
 			Logger: deps.Logger, metrics: q.metrics})
 		if err != nil {
 			q.Close()

@@ -78,6 +78,9 @@ type Config struct {
 	// applied (see ringClock and DESIGN.md, "Ring time and clocks"). The fault tests skew and jump it.
 	Clock func() time.Time
 
+	// ZoneAware is -ingester.ring.zone-awareness-enabled, for AutoForgetPeriods' safety rule: the
+	// replication sets it checks are the zone-aware ones when set. Set by code.
+	ZoneAware bool
 	// ReplicationFactor is -distributor.replication-factor, for AutoForgetPeriods' safety rule.
 	ReplicationFactor int
 	// AutoForgetHoldoff is how long the leader waits, after it became leader and after any member

@@ -259,12 +259,15 @@ func (n *Node) reconcileVoters(ctx context.Context) {
 		return ok && time.Since(t) < 3*n.cfg.HeartbeatTimeout
 	}
 	if voters >= n.cfg.MaxVoters || len(nonvoters) == 0 {
-		if n.cfg.VoterReplaceAfter > 0 {
-			n.replaceSilentVoter(ctx, conf, prev, nonvoters, recent)
+		if n.cfg.VoterReplaceAfter > 0 && n.replaceSilentVoter(ctx, conf, prev, nonvoters, recent) {
+			return
+		}
+		if voters == n.cfg.MaxVoters && len(nonvoters) > 0 {
+			n.spreadVoters(ctx, conf, prev, nonvoters, recent)
 		}
 		return
 	}
-	pick := pickPromotion(nonvoters, n.fsm.Ring(), n.cfg.RingHeartbeatTimeout.Milliseconds(), "", recent)
+	pick := pickPromotion(nonvoters, n.fsm.Ring(), n.cfg.RingHeartbeatTimeout.Milliseconds(), "", votersOf(conf, ""), recent)
 	if pick == nil {
 		n.logger.Debug("no non-voter fit for promotion", "voters", voters, "max_voters", n.cfg.MaxVoters)
 		return
@@ -316,10 +319,13 @@ func silentVoters(conf raft.Configuration, self raft.ServerID, lastContact func(
 // not commit the change anyway is left alone. With more voters than -raft.max-voters (a demotion
 // failed after its promotion) it only demotes. A silent voter that comes back is a non-voter and is
 // promoted again only when a voter slot is free.
-func (n *Node) replaceSilentVoter(ctx context.Context, conf raft.Configuration, prev uint64, nonvoters []raft.Server, recent func(raft.ServerID) bool) {
+//
+// It reports whether some voter is silent (whether or not it could be replaced), so that the caller
+// does not rebalance zones meanwhile.
+func (n *Node) replaceSilentVoter(ctx context.Context, conf raft.Configuration, prev uint64, nonvoters []raft.Server, recent func(raft.ServerID) bool) bool {
 	silent, answering := silentVoters(conf, n.id, n.trans.lastContact, n.leaderSince, time.Now(), n.cfg.VoterReplaceAfter)
 	if len(silent) == 0 {
-		return
+		return false
 	}
 	voters := answering + len(silent)
 	victim := silent[0]
@@ -337,40 +343,49 @@ func (n *Node) replaceSilentVoter(ctx context.Context, conf raft.Configuration, 
 	}
 	if voters > n.cfg.MaxVoters {
 		demote(prev)
-		return
+		return true
 	}
 	if answering+1 < (voters+1)/2+1 {
 		n.logger.Debug("silent voter not replaced: too few voters answer to commit the change", "peer", string(victim.ID),
 			"voters", voters, "answering", answering)
-		return
+		return true
 	}
 	zone := ""
 	if m, ok := n.fsm.Ring().Member(ringstate.MemberID(victim.ID)); ok {
 		zone = m.Zone
 	}
-	pick := pickPromotion(nonvoters, n.fsm.Ring(), n.cfg.RingHeartbeatTimeout.Milliseconds(), zone, recent)
+	pick := pickPromotion(nonvoters, n.fsm.Ring(), n.cfg.RingHeartbeatTimeout.Milliseconds(), zone, votersOf(conf, victim.ID), recent)
 	if pick == nil {
 		n.logger.Debug("silent voter not replaced: no healthy non-voter", "peer", string(victim.ID))
-		return
+		return true
 	}
 	timeout := n.timeout(ctx)
 	f := n.raft.AddVoter(pick.ID, pick.Address, prev, timeout)
 	if err := wait(ctx, f, timeout); err != nil {
 		n.logger.Warn("promoting a non-voter in place of a silent voter failed", "peer", string(pick.ID), "silent", string(victim.ID), "err", err)
-		return
+		return true
 	}
 	n.logger.Warn("promoted a non-voter in place of a voter the leader has not heard from", "peer", string(pick.ID),
 		"silent", string(victim.ID), "zone", zone, "index", f.Index())
 	n.metrics.voterChange("promoted", "replace_unreachable")
 	demote(f.Index())
+	return true
 }
 
 // pickPromotion picks the non-voter to promote (see reconcileVoters); recent reports whether the
-// leader heard from a server recently. A fit member in zone, when zone is not empty, is preferred.
-func pickPromotion(nonvoters []raft.Server, r *ringstate.Ring, timeoutMs int64, zone string, recent func(raft.ServerID) bool) *raft.Server {
+// leader heard from a server recently. Among the fit ones: a member in zone first, when zone is not
+// empty (a dead voter's replacement stays in its zone); then one whose zone has the fewest of
+// voters (the voters that stay), so that voters spread over zones — with 3 zones, no two of 3
+// voters (no three of 5) share one while another zone has a fit non-voter; then the lowest id. A
+// member's zone is its ring member's; voters not in the ring count in no zone.
+func pickPromotion(nonvoters []raft.Server, r *ringstate.Ring, timeoutMs int64, zone string, voters []raft.Server, recent func(raft.ServerID) bool) *raft.Server {
 	slices.SortFunc(nonvoters, func(a, b raft.Server) int { return strings.Compare(string(a.ID), string(b.ID)) })
+	perZone := voterZones(r, voters)
 	anyInRing := false
-	var fit *raft.Server
+	var (
+		fit     *raft.Server
+		fitLoad int
+	)
 	for i, s := range nonvoters {
 		m, ok := r.Member(ringstate.MemberID(s.ID))
 		if !ok {
@@ -378,11 +393,11 @@ func pickPromotion(nonvoters []raft.Server, r *ringstate.Ring, timeoutMs int64, 
 		}
 		anyInRing = true
 		if m.Writable(r.TimeMs(), timeoutMs) && recent(s.ID) {
-			if zone == "" || m.Zone == zone {
+			if zone != "" && m.Zone == zone {
 				return &nonvoters[i]
 			}
-			if fit == nil {
-				fit = &nonvoters[i]
+			if load := perZone[m.Zone]; fit == nil || load < fitLoad {
+				fit, fitLoad = &nonvoters[i], load
 			}
 		}
 	}
@@ -397,6 +412,116 @@ func pickPromotion(nonvoters []raft.Server, r *ringstate.Ring, timeoutMs int64, 
 		}
 	}
 	return nil
+}
+
+// votersOf returns conf's voters other than except.
+func votersOf(conf raft.Configuration, except raft.ServerID) []raft.Server {
+	var out []raft.Server
+	for _, s := range conf.Servers {
+		if s.Suffrage == raft.Voter && s.ID != except {
+			out = append(out, s)
+		}
+	}
+	return out
+}
+
+// voterZones counts voters per ring zone; voters not in the ring are not counted.
+func voterZones(r *ringstate.Ring, voters []raft.Server) map[string]int {
+	out := map[string]int{}
+	for _, v := range voters {
+		if m, ok := r.Member(ringstate.MemberID(v.ID)); ok {
+			out[m.Zone]++
+		}
+	}
+	return out
+}
+
+// pickZoneSwap decides whether voters are badly spread over zones and how to fix it with one swap:
+// a fit non-voter (ACTIVE, healthy, heard from recently) in a zone with at least two fewer voters
+// than the most crowded zone is promoted, and a voter of the most crowded zone other than self (the
+// leader) is demoted — the highest id, for determinism. It returns nils when the spread is fine:
+// no zone has two more voters than a zone a fit non-voter is in. Voters not in the ring are left
+// alone, and nothing is swapped unless every voter was heard from recently (a silent voter is
+// replaceSilentVoter's to handle). With 3 zones and 3 voters this ends at one voter per zone, with
+// 5 at 2+2+1.
+func pickZoneSwap(voters, nonvoters []raft.Server, self raft.ServerID, r *ringstate.Ring, timeoutMs int64, recent func(raft.ServerID) bool) (promote, demote *raft.Server) {
+	for _, v := range voters {
+		if v.ID != self && !recent(v.ID) {
+			return nil, nil
+		}
+	}
+	perZone := voterZones(r, voters)
+	crowded, most := "", -1
+	for z, c := range perZone {
+		if c > most || c == most && z < crowded {
+			crowded, most = z, c
+		}
+	}
+	if most < 2 {
+		return nil, nil
+	}
+	slices.SortFunc(nonvoters, func(a, b raft.Server) int { return strings.Compare(string(a.ID), string(b.ID)) })
+	for i, s := range nonvoters {
+		m, ok := r.Member(ringstate.MemberID(s.ID))
+		if !ok || !m.Writable(r.TimeMs(), timeoutMs) || !recent(s.ID) {
+			continue
+		}
+		if perZone[m.Zone]+2 > most {
+			continue
+		}
+		if promote == nil || perZone[m.Zone] < perZone[zoneOf(r, promote.ID)] {
+			promote = &nonvoters[i]
+		}
+	}
+	if promote == nil {
+		return nil, nil
+	}
+	for i, v := range voters {
+		if v.ID == self || zoneOf(r, v.ID) != crowded {
+			continue
+		}
+		if _, ok := r.Member(ringstate.MemberID(v.ID)); !ok {
+			continue
+		}
+		if demote == nil || v.ID > demote.ID {
+			demote = &voters[i]
+		}
+	}
+	if demote == nil {
+		return nil, nil
+	}
+	return promote, demote
+}
+
+func zoneOf(r *ringstate.Ring, id raft.ServerID) string {
+	m, _ := r.Member(ringstate.MemberID(id))
+	return m.Zone
+}
+
+// spreadVoters makes one pickZoneSwap swap: it promotes the non-voter first and then demotes the
+// crowded voter, two configuration changes, so the voter count never drops below -raft.max-voters.
+func (n *Node) spreadVoters(ctx context.Context, conf raft.Configuration, prev uint64, nonvoters []raft.Server, recent func(raft.ServerID) bool) {
+	r := n.fsm.Ring()
+	promote, demote := pickZoneSwap(votersOf(conf, ""), nonvoters, n.id, r, n.cfg.RingHeartbeatTimeout.Milliseconds(), recent)
+	if promote == nil {
+		return
+	}
+	timeout := n.timeout(ctx)
+	f := n.raft.AddVoter(promote.ID, promote.Address, prev, timeout)
+	if err := wait(ctx, f, timeout); err != nil {
+		n.logger.Warn("promoting a non-voter to spread voters over zones failed", "peer", string(promote.ID), "err", err)
+		return
+	}
+	n.metrics.voterChange("promoted", "zone_spread")
+	d := n.raft.DemoteVoter(demote.ID, f.Index(), timeout)
+	if err := wait(ctx, d, timeout); err != nil {
+		n.logger.Warn("demoting a voter to spread voters over zones failed", "peer", string(demote.ID), "err", err)
+		return
+	}
+	n.metrics.voterChange("demoted", "zone_spread")
+	n.logger.Info("moved a voter to a zone with fewer voters", "promoted", string(promote.ID), "promoted_zone", zoneOf(r, promote.ID),
+		"demoted", string(demote.ID), "demoted_zone", zoneOf(r, demote.ID), "index", d.Index())
+	n.poke()
 }
 
 // autoForget forgets, as the leader, at most one member that -ring.auto-forget-unhealthy-periods
@@ -420,8 +545,8 @@ func (n *Node) autoForget(ctx context.Context) {
 		return
 	}
 	timeout := n.cfg.RingHeartbeatTimeout.Milliseconds()
-	rf := max(n.cfg.ReplicationFactor, 1)
-	id, why, ok := n.fsm.Ring().AutoForget(rf, timeout, int64(n.cfg.AutoForgetPeriods)*timeout)
+	p := ringstate.Placement{RF: max(n.cfg.ReplicationFactor, 1), ZoneAware: n.cfg.ZoneAware}
+	id, why, ok := n.fsm.Ring().AutoForgetFor(p, timeout, int64(n.cfg.AutoForgetPeriods)*timeout)
 	if !ok {
 		return
 	}

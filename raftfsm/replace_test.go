@@ -65,12 +65,12 @@ func TestPickPromotion_PrefersTheZone(t *testing.T) {
 	nv := []raft.Server{{ID: "a"}, {ID: "b"}, {ID: "c"}}
 	all := func(raft.ServerID) bool { return true }
 	for zone, want := range map[string]raft.ServerID{"": "a", "z1": "a", "z2": "b", "z9": "a"} {
-		if got := pickPromotion(slices.Clone(nv), r, 60_000, zone, all); got == nil || got.ID != want {
+		if got := pickPromotion(slices.Clone(nv), r, 60_000, zone, nil, all); got == nil || got.ID != want {
 			t.Errorf("zone %q: picked %v, want %s", zone, got, want)
 		}
 	}
 	// b is not recent: z2's other member is picked.
-	if got := pickPromotion(slices.Clone(nv), r, 60_000, "z2", func(id raft.ServerID) bool { return id != "b" }); got == nil || got.ID != "c" {
+	if got := pickPromotion(slices.Clone(nv), r, 60_000, "z2", nil, func(id raft.ServerID) bool { return id != "b" }); got == nil || got.ID != "c" {
 		t.Errorf("zone z2 without b: picked %v, want c", got)
 	}
 }

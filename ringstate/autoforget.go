@@ -23,9 +23,17 @@ import (
 // heartbeat timeout (health), afterMs how long past the last heartbeat a member must be silent;
 // both at ring time. afterMs must be at least timeoutMs.
 func (r *Ring) AutoForget(rf int, timeoutMs, afterMs int64) (MemberID, string, bool) {
+	return r.AutoForgetFor(Placement{RF: rf}, timeoutMs, afterMs)
+}
+
+// AutoForgetFor is AutoForget under placement p: the replication sets it checks are p's (one
+// member per zone when zone-aware, health aside) and the replication factor is EffectiveRFFor(p),
+// so with zone awareness a ring of fewer than 3 zones never auto-forgets.
+func (r *Ring) AutoForgetFor(p Placement, timeoutMs, afterMs int64) (MemberID, string, bool) {
+	rf := r.EffectiveRFFor(p)
 	// Below 3 replicas a quorum can be one copy (RF 1) or a write can be on the forgotten member
 	// and one other only (RF 2, quorum 2 of 2 is both): forgetting could drop the last copy.
-	if timeoutMs <= 0 || afterMs < timeoutMs || r.EffectiveRF(rf) < 3 {
+	if timeoutMs <= 0 || afterMs < timeoutMs || rf < 3 {
 		return "", "", false
 	}
 	now := r.timeMs
@@ -52,30 +60,23 @@ func (r *Ring) AutoForget(rf int, timeoutMs, afterMs int64) (MemberID, string, b
 	})
 	for _, c := range cands {
 		m := &r.members[c]
-		if _, blocked := r.sharesSetWithUnwritable(int32(c), rf, timeoutMs); blocked {
+		if _, blocked := r.sharesSetWithUnwritable(int32(c), Placement{RF: rf, ZoneAware: p.ZoneAware}, timeoutMs); blocked {
 			continue
 		}
 		return m.ID, fmt.Sprintf("heartbeat %ds old (more than %ds); every member sharing a replication set with it is ACTIVE and healthy, so every sample it held has at least %d other copies",
-			(uint64(now)-uint64(m.HeartbeatMs))/1000, afterMs/1000, Quorum(r.EffectiveRF(rf))-1), true
+			(uint64(now)-uint64(m.HeartbeatMs))/1000, afterMs/1000, Quorum(rf)-1), true
 	}
 	return "", "", false
 }
 
 // sharesSetWithUnwritable reports whether some member other than c that shares a natural
-// replication set (the first rf distinct owners clockwise from a token, health aside) with c is
-// not writable, and returns it.
-func (r *Ring) sharesSetWithUnwritable(c int32, rf int, timeoutMs int64) (MemberID, bool) {
+// replication set (the first p.RF distinct owners clockwise from a token, one per zone when p is
+// zone-aware, health aside) with c is not writable, and returns it. p.RF is already effective.
+func (r *Ring) sharesSetWithUnwritable(c int32, p Placement, timeoutMs int64) (MemberID, bool) {
 	n := len(r.tokens)
-	rf = r.EffectiveRF(rf)
-	set := make([]int32, 0, rf)
+	set := make([]int32, 0, p.RF)
 	for start := range n {
-		set = set[:0]
-		for k := 0; k < n && len(set) < rf; k++ {
-			o := r.owners[(start+k)%n]
-			if !slices.Contains(set, o) {
-				set = append(set, o)
-			}
-		}
+		set = r.naturalSet(start, p, set[:0])
 		if !slices.Contains(set, c) {
 			continue
 		}

@@ -71,7 +71,7 @@ type Member struct {
 	RaftAddr string // host:port of the member's Raft transport
 	GRPCAddr string // host:port of the member's gRPC server (ingester, transfer, forwarding)
 	HTTPAddr string // host:port of the member's HTTP server
-	Zone     string // availability zone, informational for now
+	Zone     string // availability zone: placement is one member per zone when zone-aware (Placement), and Raft voters spread over zones
 
 	State State
 	// Tokens the member owns. Invariant: sorted, unique, and no token is owned by two members.

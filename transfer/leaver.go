@@ -56,6 +56,7 @@ type Leaver struct {
 	flush func(ctx context.Context) error
 	// handOverBlocks sends the member's blocks to a claimed joiner; nil: none to send.
 	handOverBlocks func(ctx context.Context, joiner ringstate.Member) error
+	zoneAware      bool
 	m              *Metrics
 	log            *slog.Logger
 	nonce          string
@@ -103,8 +104,11 @@ type LeaverDeps struct {
 	// present, so a retried attempt sends only what is missing. nil: no blocks to move (no storage,
 	// or a shared bucket).
 	HandOverBlocks func(ctx context.Context, joiner ringstate.Member) error
-	Metrics        *Metrics
-	Logger         *slog.Logger
+	// ZoneAware is -ingester.ring.zone-awareness-enabled: only a PENDING member of this member's own
+	// zone may be claimed as joiner (see pickJoiner).
+	ZoneAware bool
+	Metrics   *Metrics
+	Logger    *slog.Logger
 }
 
 // NewLeaver validates cfg and returns a Leaver.
@@ -122,7 +126,7 @@ func NewLeaver(cfg Config, d LeaverDeps) (*Leaver, error) {
 		d.Logger = slog.Default()
 	}
 	return &Leaver{cfg: cfg, id: d.ID, ring: d.Ring, store: d.Store, dial: d.Dial, flush: d.Flush,
-		handOverBlocks: d.HandOverBlocks, m: d.Metrics, log: d.Logger, nonce: newNonce()}, nil
+		handOverBlocks: d.HandOverBlocks, zoneAware: d.ZoneAware, m: d.Metrics, log: d.Logger, nonce: newNonce()}, nil
 }
 
 func newNonce() string {
@@ -182,11 +186,16 @@ func (l *Leaver) dropLocal() {
 }
 
 // pickJoiner returns a PENDING, unpaired member other than self, the one with the newest heartbeat
-// first (a dead PENDING member's heartbeat ages; claiming it would only fail the attempt).
-func pickJoiner(r *ringstate.Ring, self ringstate.MemberID) (ringstate.Member, bool) {
+// first (a dead PENDING member's heartbeat ages; claiming it would only fail the attempt). With zone
+// awareness, only one in self's zone: the joiner takes self's tokens and its copies, and in another
+// zone it would put a series' copy in a zone that may hold another copy already (a sample acked by
+// self and that zone's member would then have both its copies in one zone). Without such a joiner
+// the leave ends in the flush fallback, whose blocks go to zone-aware successors.
+func pickJoiner(r *ringstate.Ring, self ringstate.MemberID, zoneAware bool) (ringstate.Member, bool) {
+	me, _ := r.Member(self)
 	var cands []ringstate.Member
 	for _, m := range r.Members() {
-		if m.ID != self && m.State == ringstate.PENDING && m.HandoverPeer == "" {
+		if m.ID != self && m.State == ringstate.PENDING && m.HandoverPeer == "" && (!zoneAware || m.Zone == me.Zone) {
 			cands = append(cands, m)
 		}
 	}
@@ -225,11 +234,14 @@ func (l *Leaver) handOver(ctx context.Context) error {
 			// Paired by an earlier attempt whose abort did not commit: try that joiner again.
 			joiner, ok = r.Member(me.HandoverPeer)
 		} else {
-			joiner, ok = pickJoiner(r, l.id)
+			joiner, ok = pickJoiner(r, l.id, l.zoneAware)
 		}
 		if !ok {
 			l.m.attempts.WithLabelValues("no_joiner").Inc()
 			last = errors.New("no PENDING member to hand over to")
+			if l.zoneAware {
+				last = fmt.Errorf("no PENDING member of zone %q to hand over to (zone-aware: a joiner must be in the leaver's zone)", me.Zone)
+			}
 			l.log.Info("no PENDING member to hand over to yet", "member", l.id, "attempt", attempt+1,
 				"of", l.cfg.MaxRetries, "retry_in", backoff(attempt))
 			continue

@@ -56,6 +56,8 @@ type Node struct {
 	RaftAddr string
 	GRPCAddr string
 	HTTPAddr string
+	// Zone is the node's -ingester.ring.instance-zone when the scenario has zones, else "".
+	Zone string
 	// AdminAddr is the admin listener (/ingester/flush) on the node's address after ExposeAdmin;
 	// "" while it stays on the loopback of the node's namespace, out of the driver's reach.
 	AdminAddr string

@@ -47,6 +47,9 @@ const (
 	// majority with itself, and a different majority from every other member (Jepsen's
 	// majorities-ring). Needs 5 members or more: with 3 every member sees everyone.
 	MajoritiesRing = "majorities-ring"
+	// KillZone kills -9 every member of one zone — the Raft leader's, so the election happens too —
+	// and restarts them at heal: a rack or zone lost. Needs Scenario.Zones.
+	KillZone = "kill-zone"
 )
 
 // FlushOne asks one running member to flush everything in its memory to its bucket (POST
@@ -211,6 +214,24 @@ func (n *nemesis) inject(ctx context.Context, s step) {
 		x = n.pick(ctx, s.kind == KillLeader)
 		c.Nodes[x].Kill()
 		heal = func() { err = c.Start(x) }
+	case KillZone:
+		x = n.pick(ctx, true)
+		zone := c.Nodes[x].Zone
+		var killed []int
+		var ids []string
+		for i, nd := range c.Nodes {
+			if nd.Zone == zone {
+				nd.Kill()
+				killed = append(killed, i)
+				ids = append(ids, nd.ID)
+			}
+		}
+		fw.Note = fmt.Sprintf("zone %q: %s", zone, strings.Join(ids, ", "))
+		heal = func() {
+			for _, i := range killed {
+				err = errors.Join(err, c.Start(i))
+			}
+		}
 	case FlushOne:
 		x = n.pick(ctx, false)
 		fw.Note, err = c.Flush(ctx, x)

@@ -159,7 +159,17 @@ var fullSet = append([]Scenario{
 	// flushes) and a clean rolling restart, each once, then more rounds while the workload lasts.
 	{Name: "handover-all", Handover: true, PushDuringReplay: true, Faults: append([]string{HandoverClean}, HandoverFaults...)},
 	staleRingRegression,
+	zoneLoss,
 }, shortSet...)
+
+// zoneLoss is 6 members in 3 zones with zone awareness (RF 3: one copy per zone): the leader's whole
+// zone killed -9 twice, long enough (past -ring.heartbeat-timeout) for the ring to see it unhealthy
+// the first time, with a kill of one more member between. Writes must keep their quorum of the two
+// zones left, and the replication checker judges the zone-aware sets.
+var zoneLoss = Scenario{Name: "zone-loss", Nodes: 6, Zones: 3, Fixed: []Step{
+	{Kind: KillZone, At: 4 * time.Second, Dur: 18 * time.Second},
+	{Kind: KillOne, At: 25 * time.Second, Dur: 3 * time.Second},
+	{Kind: KillZone, At: 30 * time.Second, Dur: 5 * time.Second}}}
 
 // TestMatrix runs the process matrix with new seeds until its share (65%) of
 // FAULTTEST_DURATION is spent, or once with FAULTTEST_SEED; FAULTTEST_SCENARIO restricts it to

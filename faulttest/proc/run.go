@@ -51,6 +51,10 @@ type Scenario struct {
 	// PushDuringReplay (hand-over family) lets the writers push to a node the roller just restarted
 	// before it has caught up with the leader (the product answers 503 until then); by default they wait.
 	PushDuringReplay bool
+	// Zones, when set, spreads the members round-robin over that many zones (zone-0, zone-1, ...;
+	// -ingester.ring.instance-zone) with -ingester.ring.zone-awareness-enabled, and the replication
+	// checker judges the zone-aware replication sets. KillZone needs it.
+	Zones int
 }
 
 // Step is a fault at a fixed time, for scenarios that need one exact schedule.
@@ -120,8 +124,12 @@ func Run(ctx context.Context, env Env, sc Scenario) (*faulttest.Report, error) {
 		(sc.Handover && sc.LocalBuckets) { // the roller flushes members (roller.round)
 		c.ExposeAdmin()
 	}
-	for _, n := range c.Nodes {
+	for i, n := range c.Nodes {
 		n.args = append(n.args, sc.ExtraFlags...)
+		if sc.Zones > 0 {
+			n.Zone = fmt.Sprintf("zone-%d", i%sc.Zones)
+			n.args = append(n.args, "-ingester.ring.zone-awareness-enabled", "-ingester.ring.instance-zone", n.Zone)
+		}
 		if sc.Handover {
 			n.args = append(n.args, handoverNodeFlags...)
 		}
@@ -400,14 +408,16 @@ func Run(ctx context.Context, env Env, sc Scenario) (*faulttest.Report, error) {
 					holds[node][id] = true
 				}
 			}
-			rf := r.EffectiveRF(3)
+			place := ringstate.Placement{RF: 3, ZoneAware: sc.Zones > 0}
+			rf := r.EffectiveRFFor(place)
+			place.RF = rf
 			required := ringstate.Quorum(rf)
 			if sc.OneReplicaLosesData {
 				required = 1
 			}
 			var buf []*ringstate.Member
 			repl := check.CheckReplicationRelaxed(acked, func(id check.SampleID) []string {
-				buf = r.ReplicationSet(SeriesHash(id), rf, hbTimeout, buf)
+				buf = r.ReplicationSetFor(SeriesHash(id), place, hbTimeout, buf)
 				out := make([]string, len(buf))
 				for i, m := range buf {
 					out[i] = string(m.ID)
