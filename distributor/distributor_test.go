@@ -280,7 +280,7 @@ func TestHandler_BadRequests(t *testing.T) {
 		{"snappy of garbage protobuf", snappy.Encode(nil, []byte{0x0a, 0x7f, 0x01}), nil, 400, "protobuf"},
 		{"empty body", nil, nil, 400, "empty request body"},
 		{"gzip encoding", okBody, []string{"Content-Encoding: gzip"}, 415, "Content-Encoding"},
-		{"remote-write 2.0", okBody, []string{"Content-Type: application/x-protobuf;proto=io.prometheus.write.v2.Request"}, 415, "remote-write 1.0"},
+		{"unknown remote-write message", okBody, []string{"Content-Type: application/x-protobuf;proto=io.prometheus.write.v3.Request"}, 415, "remote-write 1.0"},
 		{"json", okBody, []string{"Content-Type: application/json"}, 415, "Content-Type"},
 		{"decompresses too large", huge, nil, 413, "-distributor.max-recv-msg-size"},
 		{"body too large", incompressible, nil, 413, "-distributor.max-recv-msg-size"},
