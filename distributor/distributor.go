@@ -521,17 +521,29 @@ func (d *Distributor) push(ctx context.Context, tenant string, req *WriteRequest
 	// 6. Count answers per series until every series is decided: stored by a quorum, or refused or
 	// failed on enough replicas that no quorum is possible. Slow ingesters do not hold the answer
 	// once their series are decided.
-	for answered := 0; pending > 0 && answered < nt; answered++ {
+	answered := 0
+	deadline, _ := sendCtx.Deadline()
+	for ; pending > 0 && answered < nt; answered++ {
 		r := <-results
 		if f, ok := ingesterpb.AsFenced(r.err); ok && d.fence.src != nil && d.undecided(r.t, req, st) {
 			// Placed by a ring older than the target's last ownership change: place its series
 			// again on the fresh ring (fence.go), within the sends' deadline.
-			dl, _ := sendCtx.Deadline()
-			retryCtx, cancelRetry := context.WithDeadline(context.WithoutCancel(ctx), dl)
-			r = targetResult{t: r.t, resp: d.fencedRetry(retryCtx, tenant, req, st, r.t, f, r.err)}
-			cancelRetry()
+			r = targetResult{t: r.t, resp: d.fencedRetry(ctx, deadline, tenant, req, st, r.t, f, r.err, false)}
 		}
 		pending -= d.apply(r, req, st, quorum, &out)
+	}
+	// Every series is decided. Fenced answers already in are sent again in the background (their
+	// series' bytes must be copied before Push returns), so that those series keep their RF copies.
+	for ; d.fence.src != nil && answered < nt; answered++ {
+		select {
+		case r := <-results:
+			if f, ok := ingesterpb.AsFenced(r.err); ok {
+				d.fencedRetry(ctx, deadline, tenant, req, st, r.t, f, r.err, true)
+			}
+			continue
+		default:
+		}
+		break
 	}
 	return out.err()
 }

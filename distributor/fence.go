@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"sync"
+	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
 	"google.golang.org/grpc/codes"
@@ -74,8 +75,19 @@ func (d *Distributor) placementRing() (*ringstate.Ring, uint64) {
 // shrank) fails on that replica. The answer is a PushResponse in t's own series order, so that
 // apply counts it as t's: quorum stays that of the push's placement, each acknowledgement from a
 // member that owns the series on the fresh ring or had not applied the change when it acknowledged.
-func (d *Distributor) fencedRetry(ctx context.Context, tenant string, req *WriteRequest, st *pushState, t int,
-	f *ingesterpb.FencedPush, cause error) *ingesterpb.PushResponse {
+//
+// With background, the push is decided already and nobody waits for the answer: the series are
+// sent again only if the ring is at the index already (no wait), without waiting for the answers
+// (nil is returned), so that they keep their RF copies as a slow replica's would.
+func (d *Distributor) fencedRetry(parent context.Context, deadline time.Time, tenant string, req *WriteRequest, st *pushState, t int,
+	f *ingesterpb.FencedPush, cause error, background bool) *ingesterpb.PushResponse {
+	ctx, cancel := context.WithDeadline(context.WithoutCancel(parent), deadline)
+	cancelled := false
+	defer func() {
+		if !cancelled {
+			cancel()
+		}
+	}()
 	idx := st.order[st.offsets[t]:st.offsets[t+1]]
 	failAll := func(msg string) *ingesterpb.PushResponse {
 		resp := &ingesterpb.PushResponse{Errors: make([]*ingesterpb.SeriesError, len(idx))}
@@ -84,7 +96,16 @@ func (d *Distributor) fencedRetry(ctx context.Context, tenant string, req *Write
 		}
 		return resp
 	}
-	if err := d.fence.src.WaitApplied(ctx, f.GetOwnershipIndex()); err != nil {
+	wait := d.fence.src.WaitApplied
+	if background {
+		wait = func(context.Context, uint64) error {
+			if _, i := d.fence.src.RingIndex(); i < f.GetOwnershipIndex() {
+				return fmt.Errorf("at index %d", i)
+			}
+			return nil
+		}
+	}
+	if err := wait(ctx, f.GetOwnershipIndex()); err != nil {
 		d.fence.retries.WithLabelValues("ring_lagging").Inc()
 		return failAll(fmt.Sprintf("%v; this distributor's ring did not reach index %d in time: %v", cause, f.GetOwnershipIndex(), err))
 	}
@@ -148,6 +169,11 @@ func (d *Distributor) fencedRetry(ctx context.Context, tenant string, req *Write
 			}
 			answers[j] = answer{r, err}
 		}()
+	}
+	if background {
+		cancelled = true
+		go func() { wg.Wait(); cancel() }()
+		return nil
 	}
 	wg.Wait()
 	for j, a := range answers {
