@@ -511,8 +511,10 @@ func (d *Distributor) push(ctx context.Context, tenant string, req *WriteRequest
 		go func() {
 			defer done()
 			resp, err := client.Push(sendCtx, tenant, &ingesterpb.RawPushRequest{Data: buf, Pool: bufPool})
-			if _, fenced := ingesterpb.AsFenced(err); err != nil && !(fenced && d.fence.src != nil) { // a fenced push is retried, not failed
-				d.m.appendFailures.WithLabelValues(addr, callErrorClass(err)).Inc()
+			if err != nil {
+				if _, fenced := ingesterpb.AsFenced(err); !fenced || d.fence.src == nil { // a fenced push is retried, not failed
+					d.m.appendFailures.WithLabelValues(addr, callErrorClass(err)).Inc()
+				}
 			}
 			results <- targetResult{t: t, resp: resp, err: err}
 		}()
@@ -525,7 +527,7 @@ func (d *Distributor) push(ctx context.Context, tenant string, req *WriteRequest
 	deadline, _ := sendCtx.Deadline()
 	for ; pending > 0 && answered < nt; answered++ {
 		r := <-results
-		if f, ok := ingesterpb.AsFenced(r.err); ok && d.fence.src != nil && d.undecided(r.t, req, st) {
+		if f, ok := d.fenced(r.err); ok && d.undecided(r.t, req, st) {
 			// Placed by a ring older than the target's last ownership change: place its series
 			// again on the fresh ring (fence.go), within the sends' deadline.
 			r = targetResult{t: r.t, resp: d.fencedRetry(ctx, deadline, tenant, req, st, r.t, f, r.err, false)}
@@ -537,7 +539,7 @@ func (d *Distributor) push(ctx context.Context, tenant string, req *WriteRequest
 	for ; d.fence.src != nil && answered < nt; answered++ {
 		select {
 		case r := <-results:
-			if f, ok := ingesterpb.AsFenced(r.err); ok {
+			if f, ok := d.fenced(r.err); ok {
 				d.fencedRetry(ctx, deadline, tenant, req, st, r.t, f, r.err, true)
 			}
 			continue

@@ -246,6 +246,15 @@ func substitute(refused ringstate.MemberID, old []int32, targets []*ringstate.Me
 	return nil
 }
 
+// fenced returns the detail of a fenced refusal this distributor can act on (its ring source has
+// an index to catch up with).
+func (d *Distributor) fenced(err error) (*ingesterpb.FencedPush, bool) {
+	if err == nil || d.fence.src == nil {
+		return nil, false
+	}
+	return ingesterpb.AsFenced(err)
+}
+
 // undecided reports whether any series of target t's request still waits for its quorum: only then
 // is a fenced request worth placing again (a decided series is as a failed replica would leave it).
 func (d *Distributor) undecided(t int, req *WriteRequest, st *pushState) bool {

@@ -62,14 +62,13 @@ func startFencingIngester(t *testing.T, owned uint64) *fencingIngester {
 // laggingRing is an IndexedRingSource whose ring is stale until someone waits for a later index:
 // then it catches up to fresh (if allowed), as a node's FSM applies the entries it was behind on.
 type laggingRing struct {
-	mu          sync.Mutex
-	ring        *ringstate.Ring
-	index       uint64
-	fresh       *ringstate.Ring
-	freshIndex  uint64
-	neverCatch  bool
-	waitedFor   []uint64
-	caughtUpNow chan struct{}
+	mu         sync.Mutex
+	ring       *ringstate.Ring
+	index      uint64
+	fresh      *ringstate.Ring
+	freshIndex uint64
+	neverCatch bool
+	waitedFor  []uint64
 }
 
 func (l *laggingRing) Ring() *ringstate.Ring { r, _ := l.RingIndex(); return r }

@@ -46,7 +46,10 @@ func newPushFence(member string, ownership func() uint64, reg prometheus.Registe
 }
 
 // check returns nil when a push stamped ringIndex may be stored, else the fenced refusal. Call it
-// under the write gate, after the writable check. A nil fence takes everything.
+// under the write gate, before the writable check: a member that went LEAVING after the push was
+// placed answers "fenced" rather than "not writable", so that the distributor places the series
+// again (on the ring where this member is LEAVING they spill to the next ACTIVE member) instead of
+// counting a failed replica. A nil fence takes everything.
 func (f *pushFence) check(ringIndex uint64) error {
 	if f == nil || f.ownership == nil {
 		return nil

@@ -82,13 +82,17 @@ func TestPushFence(t *testing.T) {
 	}
 }
 
-// TestPushFence_NotWritableFirst: a member that takes no writes says so, fenced or not (the
-// distributor must not wait for a ring index when the member is leaving).
-func TestPushFence_NotWritableFirst(t *testing.T) {
+// TestPushFence_BeforeTheWritableCheck: a member that went LEAVING after a push was placed fences
+// it (the distributor places it again, spilling past this member) rather than failing it as not
+// writable; a push placed by a ring that already knew is refused as not writable.
+func TestPushFence_BeforeTheWritableCheck(t *testing.T) {
 	svc := &ingesterService{store: openTestStore(t, memstore.DefaultConfig()), writable: func() (bool, string) { return false, "leaving" },
 		fence: newPushFence("n1", func() uint64 { return 10 }, nil)}
 	b, _ := proto.Marshal(validPushCases()[0])
-	if _, err := (rawIngesterService{svc}).PushRaw(ingesterTenantCtx("t"), ingesterpb.AppendRingIndex(b, 1)); status.Code(err) != codes.Unavailable {
-		t.Fatalf("%v, want Unavailable", err)
+	if _, err := (rawIngesterService{svc}).PushRaw(ingesterTenantCtx("t"), ingesterpb.AppendRingIndex(b, 9)); status.Code(err) != codes.FailedPrecondition {
+		t.Fatalf("stale stamp on a leaving member: %v, want the fenced refusal", err)
+	}
+	if _, err := (rawIngesterService{svc}).PushRaw(ingesterTenantCtx("t"), ingesterpb.AppendRingIndex(b, 10)); status.Code(err) != codes.Unavailable {
+		t.Fatalf("fresh stamp on a leaving member: %v, want Unavailable", err)
 	}
 }

@@ -62,11 +62,11 @@ func (s *ingesterService) Push(ctx context.Context, req *ingesterpb.PushRequest)
 	}
 	s.gate.RLock()
 	defer s.gate.RUnlock()
-	if ok, why := s.writable(); !ok {
-		return nil, status.Error(codes.Unavailable, why)
-	}
 	if err := s.fence.check(req.GetRingIndex()); err != nil {
 		return nil, err
+	}
+	if ok, why := s.writable(); !ok {
+		return nil, status.Error(codes.Unavailable, why)
 	}
 	batch := make([]memstore.SeriesSamples, len(req.GetTimeseries()))
 	var (
