@@ -3,8 +3,13 @@ package ingester
 import (
 	"github.com/prometheus/client_golang/prometheus"
 
+	"github.com/raftingest/raftingest/distributor"
 	"github.com/raftingest/raftingest/ingesterpb"
+	"github.com/raftingest/raftingest/raftfsm"
 )
+
+// A node's distributor stamps its pushes only if the node's ring source has an index.
+var _ distributor.IndexedRingSource = (*raftfsm.Node)(nil)
 
 // pushFence is write fencing on the ingester's side (raftfsm/fence.go has the why). Every push a
 // distributor placed carries the applied index of the ring it placed the series by; a push stamped
@@ -40,7 +45,10 @@ func newPushFence(member string, ownership func() uint64, reg prometheus.Registe
 		}),
 	}
 	if reg != nil {
-		reg.MustRegister(f.fenced, f.unstamped)
+		reg.MustRegister(f.fenced, f.unstamped, prometheus.NewGaugeFunc(prometheus.GaugeOpts{
+			Name: "raftingest_ring_ownership_index",
+			Help: "Raft index of the last entry that changed who owns which series (a member became ACTIVE or LEAVING, tokens claimed or given away, a hand-over completed or aborted, a member removed), as this node applied it: pushes stamped with an older ring index are fenced. After a restart from a snapshot, the snapshot's index until the next change.",
+		}, func() float64 { return float64(ownership()) }))
 	}
 	return f
 }

@@ -1,9 +1,16 @@
 package ingester
 
 import (
+	"bytes"
 	"context"
+	"net/http"
+	"strconv"
 	"sync/atomic"
 	"testing"
+	"time"
+
+	"github.com/golang/snappy"
+	"github.com/prometheus/prometheus/prompb"
 
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/testutil"
@@ -94,5 +101,49 @@ func TestPushFence_BeforeTheWritableCheck(t *testing.T) {
 	}
 	if _, err := (rawIngesterService{svc}).PushRaw(ingesterTenantCtx("t"), ingesterpb.AppendRingIndex(b, 10)); status.Code(err) != codes.Unavailable {
 		t.Fatalf("fresh stamp on a leaving member: %v, want Unavailable", err)
+	}
+}
+
+// TestServer_PushesAreStamped: in a real 3-node cluster, every push a node's distributor sends
+// (to the others over gRPC, to itself through the local client) carries the ring index: no member
+// counts an unstamped push, and the ownership index is exported.
+func TestServer_PushesAreStamped(t *testing.T) {
+	c := startInProcess(t, 3, "-distributor.ingestion-rate-limit", "0")
+	req := &prompb.WriteRequest{}
+	for i := range 50 {
+		req.Timeseries = append(req.Timeseries, prompb.TimeSeries{
+			Labels:  []prompb.Label{{Name: "__name__", Value: "stamped"}, {Name: "i", Value: strconv.Itoa(i)}},
+			Samples: []prompb.Sample{{Timestamp: time.Now().UnixMilli(), Value: 1}}})
+	}
+	raw, err := req.Marshal()
+	if err != nil {
+		t.Fatal(err)
+	}
+	for i := range c.servers {
+		hreq, _ := http.NewRequest(http.MethodPost, "http://"+c.cfgs[i].HTTPAddr+"/api/v1/push", bytes.NewReader(snappy.Encode(nil, raw)))
+		hreq.Header.Set("Content-Encoding", "snappy")
+		resp, err := http.DefaultClient.Do(hreq)
+		if err != nil {
+			t.Fatal(err)
+		}
+		resp.Body.Close()
+		if resp.StatusCode != http.StatusOK {
+			t.Fatalf("push to n%d: %s", i, resp.Status)
+		}
+	}
+	for i, s := range c.servers {
+		s.dist.Wait()
+		if n := testutil.ToFloat64(s.ingest.fence.unstamped); n != 0 {
+			t.Errorf("n%d took %v unstamped pushes from its own cluster", i, n)
+		}
+		if got, want := s.store.Stats("anonymous").Series, int64(50); got != want {
+			t.Errorf("n%d holds %d series, want %d (RF 3 on 3 members)", i, got, want)
+		}
+		if n, err := testutil.GatherAndCount(s.reg, "raftingest_ring_ownership_index"); err != nil || n != 1 {
+			t.Errorf("n%d: raftingest_ring_ownership_index: %d, %v", i, n, err)
+		}
+		if s.node.OwnershipIndex() == 0 {
+			t.Errorf("n%d: ownership index 0 in a cluster whose members joined", i)
+		}
 	}
 }
