@@ -119,3 +119,59 @@ func TestFSM_OwnershipIndex_SameOnEveryReplica(t *testing.T) {
 		}
 	}
 }
+
+// TestCluster_OwnershipIndex_RealNodes: on real Raft nodes the index is the same on every replica;
+// a follower restarted from a snapshot taken after the last change starts at the snapshot's index
+// (higher than the true one: a lagging distributor retries once more, never less) and, on the
+// next change, agrees with the others again.
+func TestCluster_OwnershipIndex_RealNodes(t *testing.T) {
+	c := newCluster(t)
+	c.cfg.SnapshotThreshold = 8
+	c.cfg.TrailingLogs = 2
+	c.cfg.SnapshotInterval = 50 * time.Millisecond
+	nodes := c.cluster(3)
+	c.mustApply(nodes[0], ringstate.Command{Op: ringstate.OpRegister, Member: "w", RaftAddr: "127.0.0.1:5"})
+	c.mustApply(nodes[0], ringstate.Command{Op: ringstate.OpClaimTokens, Member: "w", Tokens: ringstate.Tokens{7, 70}})
+	changed := c.mustApply(nodes[0], ringstate.Command{Op: ringstate.OpActivate, Member: "w"})
+	last := changed
+	for range 30 { // heartbeats: no ownership change, enough entries for snapshots
+		last = c.mustApply(c.leader(), ringstate.Command{Op: ringstate.OpHeartbeat, Member: "w"})
+	}
+	if !poll(t, 10*time.Second, func() bool {
+		for _, n := range nodes {
+			if n.node.AppliedIndex() < last || n.node.Status().LastSnapshotIndex <= changed {
+				return false
+			}
+		}
+		return true
+	}) {
+		t.Fatal("no snapshot after the change, or nodes behind")
+	}
+	for _, n := range nodes {
+		if got := n.node.OwnershipIndex(); got != changed {
+			t.Fatalf("%s: OwnershipIndex %d, want %d (the activation)", n.id, got, changed)
+		}
+	}
+	f := c.follower()
+	c.stop(f)
+	c.start(f.id, false)
+	snap := f.node.Status().LastSnapshotIndex
+	if got := f.node.OwnershipIndex(); got < changed || got == 0 {
+		t.Fatalf("restarted %s: OwnershipIndex %d, below the true %d", f.id, got, changed)
+	}
+	t.Logf("restarted from the snapshot at %d: ownership index %d (true %d)", snap, f.node.OwnershipIndex(), changed)
+	next := c.mustApply(c.leader(), ringstate.Command{Op: ringstate.OpLeave, Member: "w"})
+	if !poll(t, 10*time.Second, func() bool {
+		for _, n := range c.running() {
+			if n.node.OwnershipIndex() != next {
+				return false
+			}
+		}
+		return true
+	}) {
+		for _, n := range c.running() {
+			t.Logf("%s: OwnershipIndex %d applied %d", n.id, n.node.OwnershipIndex(), n.node.AppliedIndex())
+		}
+		t.Fatalf("replicas do not agree on the leave at %d", next)
+	}
+}
