@@ -13,6 +13,7 @@ import (
 	writev2 "github.com/prometheus/prometheus/prompb/io/prometheus/write/v2"
 
 	"github.com/raftingest/raftingest/ingesterpb"
+	"github.com/raftingest/raftingest/ringstate"
 )
 
 // sinkPool is a ClientPool whose ingesters accept everything at once without decoding, so the
@@ -29,6 +30,15 @@ func (sinkClient) Push(_ context.Context, _ string, req *ingesterpb.RawPushReque
 	}
 	return &ingesterpb.PushResponse{}, nil
 }
+
+// indexedRing is a staticRing at a fixed Raft index (an IndexedRingSource).
+type indexedRing struct {
+	*staticRing
+	index uint64
+}
+
+func (r indexedRing) RingIndex() (*ringstate.Ring, uint64)      { return r.Ring(), r.index }
+func (r indexedRing) WaitApplied(context.Context, uint64) error { return nil }
 
 // BenchmarkPush pushes Prometheus-like requests (2000 series of 10 labels, one sample each) through
 // the HTTP handler — read, snappy, decode, validate, hash, route, build one request per ingester —
@@ -73,7 +83,8 @@ func v1ToV2(tb testing.TB, raw []byte) []byte {
 
 func benchmarkPush(b *testing.B, contentType string, convert func([]byte) []byte) {
 	cfg := defaultConfig()
-	d, err := New(cfg, Deps{Ring: ringOf(buildRing(b, active("a", "b", "c")...)), Clients: sinkPool{},
+	// An indexed ring, as a node's: every request is stamped for write fencing.
+	d, err := New(cfg, Deps{Ring: indexedRing{ringOf(buildRing(b, active("a", "b", "c")...)), 12345}, Clients: sinkPool{},
 		Registerer: prometheus.NewRegistry(), Logger: testLogger(), Now: testNow,
 		OldestInMemory: func(at int64) int64 { return at - 3_600_000 }}) // as wired: every bound checked
 	if err != nil {

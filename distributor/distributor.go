@@ -181,6 +181,8 @@ type Distributor struct {
 	// distributors caches the number of healthy distributors per ring snapshot (global strategy).
 	distributors atomic.Pointer[distributorCount]
 	m            *metrics
+	// fence is write fencing's state (fence.go).
+	fence fencing
 
 	// sends counts the pushes to ingesters still running, including those that outlive the
 	// request that started them (see Wait).
@@ -215,6 +217,9 @@ func New(cfg Config, deps Deps) (*Distributor, error) {
 		return nil, fmt.Errorf("distributor: registering metrics: %w", err)
 	}
 	d.m = m
+	if d.fence, err = newFencing(deps.Ring, deps.Registerer); err != nil {
+		return nil, fmt.Errorf("distributor: registering metrics: %w", err)
+	}
 	m.replicationFactor.Set(float64(cfg.ReplicationFactor))
 	m.instanceLimits.WithLabelValues("max_inflight_push_requests").Set(float64(cfg.InstanceLimits.MaxInflightPushRequests))
 	m.instanceLimits.WithLabelValues("max_inflight_push_requests_bytes").Set(float64(cfg.InstanceLimits.MaxInflightPushRequestsBytes))
@@ -429,7 +434,7 @@ func (d *Distributor) push(ctx context.Context, tenant string, req *WriteRequest
 	d.m.receivedSamples.WithLabelValues(tenant).Add(float64(valid))
 
 	// 3. Place every series on its replication set.
-	ring := d.ring.Ring()
+	ring, ringIndex := d.placementRing()
 	if ring == nil {
 		return &PushError{Status: http.StatusServiceUnavailable, Msg: "the ring is not known yet on this node; retry shortly"}
 	}
@@ -508,7 +513,7 @@ func (d *Distributor) push(ctx context.Context, tenant string, req *WriteRequest
 	d.sends.Add(nt)
 	for t := 0; t < nt; t++ {
 		idx := st.order[st.offsets[t]:st.offsets[t+1]]
-		buf := buildRequest(req, idx)
+		buf := buildRequest(req, idx, ringIndex)
 		addr := st.targets[t].GRPCAddr
 		client, err := d.clients.GetClientFor(addr)
 		if err != nil {
@@ -522,7 +527,9 @@ func (d *Distributor) push(ctx context.Context, tenant string, req *WriteRequest
 			defer done()
 			resp, err := client.Push(sendCtx, tenant, &ingesterpb.RawPushRequest{Data: buf, Pool: bufPool})
 			if err != nil {
-				d.m.appendFailures.WithLabelValues(addr, callErrorClass(err)).Inc()
+				if _, fenced := ingesterpb.AsFenced(err); !fenced || d.fence.src == nil { // a fenced push is retried, not failed
+					d.m.appendFailures.WithLabelValues(addr, callErrorClass(err)).Inc()
+				}
 			}
 			results <- targetResult{t: t, resp: resp, err: err}
 		}()
@@ -531,9 +538,29 @@ func (d *Distributor) push(ctx context.Context, tenant string, req *WriteRequest
 	// 6. Count answers per series until every series is decided: stored by a quorum, or refused or
 	// failed on enough replicas that no quorum is possible. Slow ingesters do not hold the answer
 	// once their series are decided.
-	for answered := 0; pending > 0 && answered < nt; answered++ {
+	answered := 0
+	deadline, _ := sendCtx.Deadline()
+	for ; pending > 0 && answered < nt; answered++ {
 		r := <-results
+		if f, ok := d.fenced(r.err); ok && d.undecided(r.t, req, st) {
+			// Placed by a ring older than the target's last ownership change: place its series
+			// again on the fresh ring (fence.go), within the sends' deadline.
+			r = targetResult{t: r.t, resp: d.fencedRetry(ctx, deadline, tenant, req, st, r.t, f, r.err, false)}
+		}
 		pending -= d.apply(r, req, st, quorum, &out)
+	}
+	// Every series is decided. Fenced answers already in are sent again in the background (their
+	// series' bytes must be copied before Push returns), so that those series keep their RF copies.
+	for ; d.fence.src != nil && answered < nt; answered++ {
+		select {
+		case r := <-results:
+			if f, ok := d.fenced(r.err); ok {
+				d.fencedRetry(ctx, deadline, tenant, req, st, r.t, f, r.err, true)
+			}
+			continue
+		default:
+		}
+		break
 	}
 	return out.err()
 }
@@ -563,10 +590,11 @@ func (st *pushState) target(m *ringstate.Member) int32 {
 	return int32(len(st.targets) - 1)
 }
 
-// buildRequest concatenates the series at idx into one PushRequest, in a buffer from the pool. A
-// series the distributor did not change is copied from the body as is; the others are re-encoded.
-func buildRequest(req *WriteRequest, idx []int32) *[]byte {
-	size := 0
+// buildRequest concatenates the series at idx into one PushRequest stamped with ringIndex (write
+// fencing; 0 leaves it out), in a buffer from the pool. A series the distributor did not change is
+// copied from the body as is; the others are re-encoded.
+func buildRequest(req *WriteRequest, idx []int32, ringIndex uint64) *[]byte {
+	size := ingesterpb.RingIndexSize(ringIndex)
 	for _, i := range idx {
 		s := &req.Series[i]
 		if s.rewrite {
@@ -585,6 +613,7 @@ func buildRequest(req *WriteRequest, idx []int32) *[]byte {
 			b = append(b, s.Raw...)
 		}
 	}
+	b = ingesterpb.AppendRingIndex(b, ringIndex)
 	if len(b) != size || (size > 0 && &b[0] != &(*buf)[0]) {
 		panic(fmt.Sprintf("distributor: built a request of %d bytes, sized %d", len(b), size))
 	}

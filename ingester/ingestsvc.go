@@ -28,6 +28,9 @@ type ingesterService struct {
 	// does: a LEAVING one is handing its data over or flushing it, and a sample it accepted after
 	// that started could miss the hand-over while counting towards the distributor's quorum.
 	writable func() (bool, string)
+	// fence refuses pushes placed by a ring older than this member's last ownership change
+	// (fence.go); nil takes every push.
+	fence *pushFence
 	// gate is held for reading by every Push from its writable check until its samples are in the
 	// store, and for writing by drainWrites: once the member left ACTIVE, drainWrites returns only
 	// after every Push that passed the check has finished, so the hand-over streams them too.
@@ -59,6 +62,9 @@ func (s *ingesterService) Push(ctx context.Context, req *ingesterpb.PushRequest)
 	}
 	s.gate.RLock()
 	defer s.gate.RUnlock()
+	if err := s.fence.check(req.GetRingIndex()); err != nil {
+		return nil, err
+	}
 	if ok, why := s.writable(); !ok {
 		return nil, status.Error(codes.Unavailable, why)
 	}

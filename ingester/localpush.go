@@ -62,7 +62,7 @@ func (s rawIngesterService) PushRaw(ctx context.Context, req []byte) (*ingesterp
 	return s.pushView(tenant, sc, true)
 }
 
-// pushView is the body of Push after decoding and the tenant: the write check, then the store, under
+// pushView is the body of Push after decoding and the tenant: the fence and the write check, then the store, under
 // the same write gate as Push (drainWrites must wait for this path too, or a hand-over could miss
 // samples acknowledged through it). With validate, each series' labels are checked as Push checks
 // them (ingesterpb.ValidateLabelViews), and a refused one is skipped with ErrorCode_INVALID; without
@@ -71,6 +71,9 @@ func (s rawIngesterService) PushRaw(ctx context.Context, req []byte) (*ingesterp
 func (s *ingesterService) pushView(tenant string, sc *pushScratch, validate bool) (*ingesterpb.PushResponse, error) {
 	s.gate.RLock()
 	defer s.gate.RUnlock()
+	if err := s.fence.check(sc.view.RingIndex); err != nil {
+		return nil, err
+	}
 	if ok, why := s.writable(); !ok {
 		return nil, status.Error(codes.Unavailable, why)
 	}

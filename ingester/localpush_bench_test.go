@@ -83,7 +83,7 @@ func (a anyAddrPool) GetClientFor(string) (distributor.IngesterClient, error) {
 func BenchmarkPushPathRF1(b *testing.B) {
 	c := startInProcess(b, 1, "-distributor.ingestion-rate-limit", "0", "-distributor.replication-factor", "1")
 	s, cfg := c.servers[0], c.cfgs[0]
-	svc := &ingesterService{store: s.store, writable: s.writable}
+	svc := &ingesterService{store: s.store, writable: s.writable, fence: s.ingest.fence}
 
 	rawLn, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {

@@ -172,7 +172,7 @@ func New(cfg Config, log *slog.Logger) (_ *Server, err error) {
 		return nil, fmt.Errorf("lifecycle metrics: %w", err)
 	}
 
-	s.ingest = &ingesterService{store: s.store, writable: s.writable}
+	s.ingest = &ingesterService{store: s.store, writable: s.writable, fence: newPushFence(cfg.NodeID, s.node.OwnershipIndex, s.reg)}
 	s.pool = distributor.NewGRPCClientPool(cfg.Distributor.ClientIdleTimeout, log.With("component", "distributor"),
 		append([]grpc.DialOption{grpc.WithDefaultCallOptions(grpc.MaxCallSendMsgSize(cfg.Distributor.MaxRecvMsgSize))},
 			s.dialOptions()...)...)

@@ -448,8 +448,14 @@ func (x *Chunk) GetData() []byte {
 // WriteRequest.timeseries; field 3 (metadata in prompb) is reserved so that bytes copied from a client
 // body never change meaning here.
 type PushRequest struct {
-	state         protoimpl.MessageState `protogen:"open.v1"`
-	Timeseries    []*TimeSeries          `protobuf:"bytes,1,rep,name=timeseries,proto3" json:"timeseries,omitempty"`
+	state      protoimpl.MessageState `protogen:"open.v1"`
+	Timeseries []*TimeSeries          `protobuf:"bytes,1,rep,name=timeseries,proto3" json:"timeseries,omitempty"`
+	// ring_index is write fencing's stamp: the Raft applied index of the ring the distributor placed
+	// these series by. An ingester refuses the whole request with FAILED_PRECONDITION and a
+	// FencedPush detail when it is below the index of the last ownership change the ingester has
+	// applied; 0 (a distributor that predates fencing) is never refused. Field 15: one tag byte, far
+	// from prompb's numbers; the distributor appends it after the series it copied from the body.
+	RingIndex     uint64 `protobuf:"varint,15,opt,name=ring_index,json=ringIndex,proto3" json:"ring_index,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -491,6 +497,68 @@ func (x *PushRequest) GetTimeseries() []*TimeSeries {
 	return nil
 }
 
+func (x *PushRequest) GetRingIndex() uint64 {
+	if x != nil {
+		return x.RingIndex
+	}
+	return 0
+}
+
+// FencedPush is the detail of a Push refused by write fencing (status FAILED_PRECONDITION): the
+// ring index the request was stamped with, and the index of the last ownership change the ingester
+// has applied, which the distributor waits for before it places the series again.
+type FencedPush struct {
+	state          protoimpl.MessageState `protogen:"open.v1"`
+	RingIndex      uint64                 `protobuf:"varint,1,opt,name=ring_index,json=ringIndex,proto3" json:"ring_index,omitempty"`
+	OwnershipIndex uint64                 `protobuf:"varint,2,opt,name=ownership_index,json=ownershipIndex,proto3" json:"ownership_index,omitempty"`
+	unknownFields  protoimpl.UnknownFields
+	sizeCache      protoimpl.SizeCache
+}
+
+func (x *FencedPush) Reset() {
+	*x = FencedPush{}
+	mi := &file_ingester_proto_msgTypes[6]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *FencedPush) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*FencedPush) ProtoMessage() {}
+
+func (x *FencedPush) ProtoReflect() protoreflect.Message {
+	mi := &file_ingester_proto_msgTypes[6]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use FencedPush.ProtoReflect.Descriptor instead.
+func (*FencedPush) Descriptor() ([]byte, []int) {
+	return file_ingester_proto_rawDescGZIP(), []int{6}
+}
+
+func (x *FencedPush) GetRingIndex() uint64 {
+	if x != nil {
+		return x.RingIndex
+	}
+	return 0
+}
+
+func (x *FencedPush) GetOwnershipIndex() uint64 {
+	if x != nil {
+		return x.OwnershipIndex
+	}
+	return 0
+}
+
 // TimeSeries matches prompb.TimeSeries. Labels are sorted by name, unique, with non-empty values (the
 // distributor guarantees this). Fields 3 and 4 are exemplars and native histograms in prompb; the
 // distributor does not forward them yet.
@@ -504,7 +572,7 @@ type TimeSeries struct {
 
 func (x *TimeSeries) Reset() {
 	*x = TimeSeries{}
-	mi := &file_ingester_proto_msgTypes[6]
+	mi := &file_ingester_proto_msgTypes[7]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -516,7 +584,7 @@ func (x *TimeSeries) String() string {
 func (*TimeSeries) ProtoMessage() {}
 
 func (x *TimeSeries) ProtoReflect() protoreflect.Message {
-	mi := &file_ingester_proto_msgTypes[6]
+	mi := &file_ingester_proto_msgTypes[7]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -529,7 +597,7 @@ func (x *TimeSeries) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use TimeSeries.ProtoReflect.Descriptor instead.
 func (*TimeSeries) Descriptor() ([]byte, []int) {
-	return file_ingester_proto_rawDescGZIP(), []int{6}
+	return file_ingester_proto_rawDescGZIP(), []int{7}
 }
 
 func (x *TimeSeries) GetLabels() []*Label {
@@ -557,7 +625,7 @@ type Label struct {
 
 func (x *Label) Reset() {
 	*x = Label{}
-	mi := &file_ingester_proto_msgTypes[7]
+	mi := &file_ingester_proto_msgTypes[8]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -569,7 +637,7 @@ func (x *Label) String() string {
 func (*Label) ProtoMessage() {}
 
 func (x *Label) ProtoReflect() protoreflect.Message {
-	mi := &file_ingester_proto_msgTypes[7]
+	mi := &file_ingester_proto_msgTypes[8]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -582,7 +650,7 @@ func (x *Label) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Label.ProtoReflect.Descriptor instead.
 func (*Label) Descriptor() ([]byte, []int) {
-	return file_ingester_proto_rawDescGZIP(), []int{7}
+	return file_ingester_proto_rawDescGZIP(), []int{8}
 }
 
 func (x *Label) GetName() string {
@@ -610,7 +678,7 @@ type Sample struct {
 
 func (x *Sample) Reset() {
 	*x = Sample{}
-	mi := &file_ingester_proto_msgTypes[8]
+	mi := &file_ingester_proto_msgTypes[9]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -622,7 +690,7 @@ func (x *Sample) String() string {
 func (*Sample) ProtoMessage() {}
 
 func (x *Sample) ProtoReflect() protoreflect.Message {
-	mi := &file_ingester_proto_msgTypes[8]
+	mi := &file_ingester_proto_msgTypes[9]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -635,7 +703,7 @@ func (x *Sample) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Sample.ProtoReflect.Descriptor instead.
 func (*Sample) Descriptor() ([]byte, []int) {
-	return file_ingester_proto_rawDescGZIP(), []int{8}
+	return file_ingester_proto_rawDescGZIP(), []int{9}
 }
 
 func (x *Sample) GetValue() float64 {
@@ -665,7 +733,7 @@ type PushResponse struct {
 
 func (x *PushResponse) Reset() {
 	*x = PushResponse{}
-	mi := &file_ingester_proto_msgTypes[9]
+	mi := &file_ingester_proto_msgTypes[10]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -677,7 +745,7 @@ func (x *PushResponse) String() string {
 func (*PushResponse) ProtoMessage() {}
 
 func (x *PushResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_ingester_proto_msgTypes[9]
+	mi := &file_ingester_proto_msgTypes[10]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -690,7 +758,7 @@ func (x *PushResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use PushResponse.ProtoReflect.Descriptor instead.
 func (*PushResponse) Descriptor() ([]byte, []int) {
-	return file_ingester_proto_rawDescGZIP(), []int{9}
+	return file_ingester_proto_rawDescGZIP(), []int{10}
 }
 
 func (x *PushResponse) GetErrors() []*SeriesError {
@@ -723,7 +791,7 @@ type SeriesError struct {
 
 func (x *SeriesError) Reset() {
 	*x = SeriesError{}
-	mi := &file_ingester_proto_msgTypes[10]
+	mi := &file_ingester_proto_msgTypes[11]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -735,7 +803,7 @@ func (x *SeriesError) String() string {
 func (*SeriesError) ProtoMessage() {}
 
 func (x *SeriesError) ProtoReflect() protoreflect.Message {
-	mi := &file_ingester_proto_msgTypes[10]
+	mi := &file_ingester_proto_msgTypes[11]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -748,7 +816,7 @@ func (x *SeriesError) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SeriesError.ProtoReflect.Descriptor instead.
 func (*SeriesError) Descriptor() ([]byte, []int) {
-	return file_ingester_proto_rawDescGZIP(), []int{10}
+	return file_ingester_proto_rawDescGZIP(), []int{11}
 }
 
 func (x *SeriesError) GetIndex() uint32 {
@@ -803,11 +871,18 @@ const file_ingester_proto_rawDesc = "" +
 	"\vmin_time_ms\x18\x01 \x01(\x03R\tminTimeMs\x12\x1e\n" +
 	"\vmax_time_ms\x18\x02 \x01(\x03R\tmaxTimeMs\x12\x1a\n" +
 	"\bencoding\x18\x03 \x01(\rR\bencoding\x12\x12\n" +
-	"\x04data\x18\x04 \x01(\fR\x04data\"]\n" +
+	"\x04data\x18\x04 \x01(\fR\x04data\"|\n" +
 	"\vPushRequest\x12B\n" +
 	"\n" +
 	"timeseries\x18\x01 \x03(\v2\".raftingest.ingester.v1.TimeSeriesR\n" +
-	"timeseriesJ\x04\b\x02\x10\x03J\x04\b\x03\x10\x04\"\x89\x01\n" +
+	"timeseries\x12\x1d\n" +
+	"\n" +
+	"ring_index\x18\x0f \x01(\x04R\tringIndexJ\x04\b\x02\x10\x03J\x04\b\x03\x10\x04\"T\n" +
+	"\n" +
+	"FencedPush\x12\x1d\n" +
+	"\n" +
+	"ring_index\x18\x01 \x01(\x04R\tringIndex\x12'\n" +
+	"\x0fownership_index\x18\x02 \x01(\x04R\x0eownershipIndex\"\x89\x01\n" +
 	"\n" +
 	"TimeSeries\x125\n" +
 	"\x06labels\x18\x01 \x03(\v2\x1d.raftingest.ingester.v1.LabelR\x06labels\x128\n" +
@@ -856,7 +931,7 @@ func file_ingester_proto_rawDescGZIP() []byte {
 }
 
 var file_ingester_proto_enumTypes = make([]protoimpl.EnumInfo, 2)
-var file_ingester_proto_msgTypes = make([]protoimpl.MessageInfo, 11)
+var file_ingester_proto_msgTypes = make([]protoimpl.MessageInfo, 12)
 var file_ingester_proto_goTypes = []any{
 	(MatchType)(0),              // 0: raftingest.ingester.v1.MatchType
 	(ErrorCode)(0),              // 1: raftingest.ingester.v1.ErrorCode
@@ -866,27 +941,28 @@ var file_ingester_proto_goTypes = []any{
 	(*StreamSeries)(nil),        // 5: raftingest.ingester.v1.StreamSeries
 	(*Chunk)(nil),               // 6: raftingest.ingester.v1.Chunk
 	(*PushRequest)(nil),         // 7: raftingest.ingester.v1.PushRequest
-	(*TimeSeries)(nil),          // 8: raftingest.ingester.v1.TimeSeries
-	(*Label)(nil),               // 9: raftingest.ingester.v1.Label
-	(*Sample)(nil),              // 10: raftingest.ingester.v1.Sample
-	(*PushResponse)(nil),        // 11: raftingest.ingester.v1.PushResponse
-	(*SeriesError)(nil),         // 12: raftingest.ingester.v1.SeriesError
+	(*FencedPush)(nil),          // 8: raftingest.ingester.v1.FencedPush
+	(*TimeSeries)(nil),          // 9: raftingest.ingester.v1.TimeSeries
+	(*Label)(nil),               // 10: raftingest.ingester.v1.Label
+	(*Sample)(nil),              // 11: raftingest.ingester.v1.Sample
+	(*PushResponse)(nil),        // 12: raftingest.ingester.v1.PushResponse
+	(*SeriesError)(nil),         // 13: raftingest.ingester.v1.SeriesError
 }
 var file_ingester_proto_depIdxs = []int32{
 	3,  // 0: raftingest.ingester.v1.QueryRequest.matchers:type_name -> raftingest.ingester.v1.LabelMatcher
 	0,  // 1: raftingest.ingester.v1.LabelMatcher.type:type_name -> raftingest.ingester.v1.MatchType
 	5,  // 2: raftingest.ingester.v1.QueryStreamResponse.series:type_name -> raftingest.ingester.v1.StreamSeries
-	9,  // 3: raftingest.ingester.v1.StreamSeries.labels:type_name -> raftingest.ingester.v1.Label
+	10, // 3: raftingest.ingester.v1.StreamSeries.labels:type_name -> raftingest.ingester.v1.Label
 	6,  // 4: raftingest.ingester.v1.StreamSeries.chunks:type_name -> raftingest.ingester.v1.Chunk
-	8,  // 5: raftingest.ingester.v1.PushRequest.timeseries:type_name -> raftingest.ingester.v1.TimeSeries
-	9,  // 6: raftingest.ingester.v1.TimeSeries.labels:type_name -> raftingest.ingester.v1.Label
-	10, // 7: raftingest.ingester.v1.TimeSeries.samples:type_name -> raftingest.ingester.v1.Sample
-	12, // 8: raftingest.ingester.v1.PushResponse.errors:type_name -> raftingest.ingester.v1.SeriesError
+	9,  // 5: raftingest.ingester.v1.PushRequest.timeseries:type_name -> raftingest.ingester.v1.TimeSeries
+	10, // 6: raftingest.ingester.v1.TimeSeries.labels:type_name -> raftingest.ingester.v1.Label
+	11, // 7: raftingest.ingester.v1.TimeSeries.samples:type_name -> raftingest.ingester.v1.Sample
+	13, // 8: raftingest.ingester.v1.PushResponse.errors:type_name -> raftingest.ingester.v1.SeriesError
 	1,  // 9: raftingest.ingester.v1.SeriesError.code:type_name -> raftingest.ingester.v1.ErrorCode
 	7,  // 10: raftingest.ingester.v1.Ingester.Push:input_type -> raftingest.ingester.v1.PushRequest
 	2,  // 11: raftingest.ingester.v1.Ingester.QueryStream:input_type -> raftingest.ingester.v1.QueryRequest
 	2,  // 12: raftingest.ingester.v1.Ingester.QueryBlocks:input_type -> raftingest.ingester.v1.QueryRequest
-	11, // 13: raftingest.ingester.v1.Ingester.Push:output_type -> raftingest.ingester.v1.PushResponse
+	12, // 13: raftingest.ingester.v1.Ingester.Push:output_type -> raftingest.ingester.v1.PushResponse
 	4,  // 14: raftingest.ingester.v1.Ingester.QueryStream:output_type -> raftingest.ingester.v1.QueryStreamResponse
 	4,  // 15: raftingest.ingester.v1.Ingester.QueryBlocks:output_type -> raftingest.ingester.v1.QueryStreamResponse
 	13, // [13:16] is the sub-list for method output_type
@@ -907,7 +983,7 @@ func file_ingester_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_ingester_proto_rawDesc), len(file_ingester_proto_rawDesc)),
 			NumEnums:      2,
-			NumMessages:   11,
+			NumMessages:   12,
 			NumExtensions: 0,
 			NumServices:   1,
 		},

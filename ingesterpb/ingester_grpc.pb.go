@@ -42,7 +42,9 @@ type IngesterClient interface {
 	// Push stores the samples of every series in the request for the tenant named in the metadata.
 	// A refused series never stops the others: the response lists per-series errors and the call
 	// itself succeeds. A call error means nothing can be said about any series (the distributor
-	// treats it as a failure of every series it carried).
+	// treats it as a failure of every series it carried), except FAILED_PRECONDITION with a
+	// FencedPush detail: write fencing refused the whole request, nothing of it was stored, and the
+	// distributor places its series again on a ring at or after the detail's ownership_index.
 	Push(ctx context.Context, in *PushRequest, opts ...grpc.CallOption) (*PushResponse, error)
 	// QueryStream streams the tenant's series that match every matcher and have samples in
 	// [start_timestamp_ms, end_timestamp_ms], with their chunks (the open head chunk included), in
@@ -123,7 +125,9 @@ type IngesterServer interface {
 	// Push stores the samples of every series in the request for the tenant named in the metadata.
 	// A refused series never stops the others: the response lists per-series errors and the call
 	// itself succeeds. A call error means nothing can be said about any series (the distributor
-	// treats it as a failure of every series it carried).
+	// treats it as a failure of every series it carried), except FAILED_PRECONDITION with a
+	// FencedPush detail: write fencing refused the whole request, nothing of it was stored, and the
+	// distributor places its series again on a ring at or after the detail's ownership_index.
 	Push(context.Context, *PushRequest) (*PushResponse, error)
 	// QueryStream streams the tenant's series that match every matcher and have samples in
 	// [start_timestamp_ms, end_timestamp_ms], with their chunks (the open head chunk included), in

@@ -42,6 +42,8 @@ type SeriesView struct {
 // goroutine (a sync.Pool of them).
 type PushRequestView struct {
 	Series []SeriesView
+	// RingIndex is PushRequest.ring_index: write fencing's stamp, 0 when the request carries none.
+	RingIndex uint64
 
 	labels  []LabelView
 	samples []SampleView
@@ -53,6 +55,7 @@ func (r *PushRequestView) Reset() {
 	clear(r.Series)
 	clear(r.labels)
 	r.Series, r.labels, r.samples, r.ends = r.Series[:0], r.labels[:0], r.samples[:0], r.ends[:0]
+	r.RingIndex = 0
 }
 
 // Samples returns how many samples r holds in all.
@@ -91,6 +94,15 @@ func (r *PushRequestView) Unmarshal(b []byte) error {
 			if err := r.decodeSeries(v); err != nil {
 				return err
 			}
+			b = b[n:]
+			continue
+		}
+		if num == RingIndexFieldNumber && typ == protowire.VarintType {
+			v, n := protowire.ConsumeVarint(b)
+			if n < 0 {
+				return malformed("PushRequest.ring_index", protowire.ParseError(n))
+			}
+			r.RingIndex = v // the last one wins, as in the generated code
 			b = b[n:]
 			continue
 		}

@@ -20,7 +20,7 @@ import (
 // viewEqual reports whether the view decodes the same series, labels and samples as the generated
 // message (sample values compared by their bits: NaN payloads and -0 must survive).
 func viewEqual(v *PushRequestView, m *PushRequest) bool {
-	if len(v.Series) != len(m.GetTimeseries()) {
+	if len(v.Series) != len(m.GetTimeseries()) || v.RingIndex != m.GetRingIndex() {
 		return false
 	}
 	for i, ts := range m.GetTimeseries() {
@@ -130,6 +130,7 @@ func FuzzPushRequestView(f *testing.F) {
 	b, _ := proto.Marshal(sampleRequest())
 	f.Add(b)
 	f.Add([]byte{0x0a, 0x00})
+	f.Add(AppendRingIndex([]byte{0x0a, 0x00}, 1<<40))
 	f.Add([]byte{0x0a, 0x04, 0x0a, 0x02, 0x0a, 0x00})
 	f.Fuzz(func(t *testing.T, in []byte) {
 		var v PushRequestView

@@ -59,6 +59,9 @@ type FSM struct {
 type fsmState struct {
 	ring  *ringstate.Ring
 	index uint64
+	// owned is the index of the last entry that changed ownership (ringstate.OwnershipChangedBy),
+	// or of the snapshot restored last when none was applied since: see OwnershipIndex. owned <= index.
+	owned uint64
 }
 
 var _ raft.FSM = (*FSM)(nil)
@@ -111,7 +114,7 @@ func (f *FSM) Apply(l *raft.Log) interface{} {
 	if l.Type != raft.LogCommand {
 		// Raft hands the FSM only command entries; be total anyway (configuration entries reach an
 		// FSM only if it implements raft.ConfigurationStore, which this one does not).
-		f.publish(&fsmState{ring: cur.ring, index: max(cur.index, l.Index)})
+		f.publish(&fsmState{ring: cur.ring, index: max(cur.index, l.Index), owned: cur.owned})
 		return &ApplyResult{}
 	}
 	// The ring time of the entry: the proposing leader's stamp (stamped entries), else AppendedAt
@@ -131,7 +134,7 @@ func (f *FSM) Apply(l *raft.Log) interface{} {
 		panic(msg)
 	}
 	if err != nil {
-		f.publish(&fsmState{ring: cur.ring, index: max(cur.index, l.Index)})
+		f.publish(&fsmState{ring: cur.ring, index: max(cur.index, l.Index), owned: cur.owned})
 		f.logger.Error("refusing undecodable raft log entry", "index", l.Index, "err", err)
 		if f.onApply != nil {
 			f.onApply(0, ringstate.CodeInvalidCommand)
@@ -139,7 +142,12 @@ func (f *FSM) Apply(l *raft.Log) interface{} {
 		return &ApplyResult{Code: ringstate.CodeInvalidCommand, Message: err.Error()}
 	}
 	next, events, aerr := cur.ring.Apply(cmd, nowMs)
-	f.publish(&fsmState{ring: next, index: max(cur.index, l.Index)})
+	index := max(cur.index, l.Index)
+	owned := cur.owned
+	if aerr == nil && ringstate.OwnershipChangedBy(cur.ring, next, events) {
+		owned = index
+	}
+	f.publish(&fsmState{ring: next, index: index, owned: owned})
 	res := &ApplyResult{Code: ringstate.CodeOf(aerr), Events: events}
 	if aerr != nil {
 		res.Message = aerr.Error()
@@ -204,7 +212,9 @@ func (f *FSM) Restore(rc io.ReadCloser) error {
 			index = i
 		}
 	}
-	f.publish(&fsmState{ring: r, index: index})
+	// Which entry last changed ownership is not in the snapshot: take the snapshot's own index,
+	// which is at or after it (OwnershipIndex says why that is safe).
+	f.publish(&fsmState{ring: r, index: index, owned: index})
 	f.logger.Info("restored ring from snapshot", "members", r.Len(), "ring_time_ms", r.TimeMs(), "index", index)
 	return nil
 }
