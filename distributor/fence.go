@@ -111,7 +111,9 @@ func (d *Distributor) fencedRetry(parent context.Context, deadline time.Time, te
 	}
 	d.fence.retries.WithLabelValues("retried").Inc()
 	ring, index := d.fence.src.RingIndex()
-	rf := ring.EffectiveRF(d.cfg.ReplicationFactor)
+	// The same placement rule as the push's (zone awareness included), on the fresh ring.
+	place := d.cfg.Placement()
+	place.RF = ring.EffectiveRFFor(place)
 	timeoutMs := d.cfg.RingHeartbeatTimeout.Milliseconds()
 	refused := st.targets[t].ID
 
@@ -124,7 +126,7 @@ func (d *Distributor) fencedRetry(parent context.Context, deadline time.Time, te
 	var fresh []*ringstate.Member
 	for k, i := range idx {
 		s := &req.Series[i]
-		fresh = ring.ReplicationSet(s.hash, rf, timeoutMs, fresh[:0])
+		fresh = ring.ReplicationSetFor(s.hash, place, timeoutMs, fresh[:0])
 		old := st.replicas[s.repOff : s.repOff+int32(s.nrep)]
 		sub := substitute(refused, old, st.targets, fresh)
 		if sub == nil {
