@@ -43,7 +43,18 @@ type LoadConfig struct {
 	Rate              float64       // target samples/s over all senders; 0 = as fast as acknowledged (-rate)
 	Timeout           time.Duration // per-request timeout (-timeout)
 	Seed              uint64        // varies the values; the same seed gives the same requests
+	// Protocol is the remote-write version sent (-protocol): "1.0" (the default when empty) or "2.0".
+	Protocol string
 }
+
+// The remote-write versions a Generator can send.
+const (
+	Protocol1 = "1.0"
+	Protocol2 = "2.0"
+)
+
+// v2 reports whether the generator sends remote-write 2.0.
+func (c *LoadConfig) v2() bool { return c.Protocol == Protocol2 }
 
 // RegisterFlags registers the workload flags with the defaults of the ingest scenario.
 func (c *LoadConfig) RegisterFlags(f *flag.FlagSet) {
@@ -65,6 +76,7 @@ func (c *LoadConfig) RegisterFlags(f *flag.FlagSet) {
 	f.Float64Var(&c.Churn, "churn", 0, "fraction of series replaced by new series every round (0 to 1)")
 	f.Float64Var(&c.Rate, "rate", 0, "target samples per second over all senders; 0 sends as fast as requests are acknowledged")
 	f.DurationVar(&c.Timeout, "timeout", 10*time.Second, "timeout of one request")
+	f.StringVar(&c.Protocol, "protocol", Protocol1, "remote-write version to send: 1.0 or 2.0 (symbols table, Content-Type proto=io.prometheus.write.v2.Request)")
 }
 
 // Validate checks the workload, naming the flags.
@@ -114,6 +126,9 @@ func (c *LoadConfig) Validate() error {
 	}
 	if c.Timeout <= 0 {
 		bad("-timeout=%s: want more than zero", c.Timeout)
+	}
+	if c.Protocol != "" && c.Protocol != Protocol1 && c.Protocol != Protocol2 {
+		bad("-protocol=%q: want %s or %s", c.Protocol, Protocol1, Protocol2)
 	}
 	return errors.Join(errs...)
 }
@@ -224,14 +239,16 @@ type sender struct {
 	g      *Generator
 	url    string
 	tenant string
-	first  int      // global index of the first series it owns
-	ids    []int    // global series index of each owned series (churn replaces entries)
-	gen    []int    // churn generation of each owned series
-	lbls   [][]byte // pre-encoded labels of each owned series
-	next   int      // index into ids of the next series to send
-	round  int64    // current round (the timestamp is StartMs + round*ScrapeInterval)
-	perTS  int      // samples per series in one request
-	churnI int      // rotating position of the next series to churn
+	first  int        // global index of the first series it owns
+	ids    []int      // global series index of each owned series (churn replaces entries)
+	gen    []int      // churn generation of each owned series
+	lbls   [][]byte   // pre-encoded labels of each owned series (remote-write 1.0)
+	kv     [][]string // labels of each owned series as name, value pairs (remote-write 2.0)
+	v2     v2Encoder
+	next   int   // index into ids of the next series to send
+	round  int64 // current round (the timestamp is StartMs + round*ScrapeInterval)
+	perTS  int   // samples per series in one request
+	churnI int   // rotating position of the next series to churn
 
 	raw, comp []byte
 	tsBuf     []int64
@@ -269,9 +286,16 @@ func NewGenerator(cfg LoadConfig) (*Generator, error) {
 		// A request holds SamplesPerRequest samples; when a sender owns fewer series than that,
 		// each series carries several consecutive samples, as a lagging Prometheus shard sends.
 		s.perTS = max(1, cfg.SamplesPerRequest/n)
+		if cfg.v2() {
+			s.kv = make([][]string, n)
+		}
 		for j := range n {
 			s.ids[j] = s.first + j
-			s.lbls[j] = g.labelsFor(s.ids[j], 0, nil)
+			if cfg.v2() {
+				s.kv[j] = g.labelKV(s.ids[j], 0)
+			} else {
+				s.lbls[j] = g.labelsFor(s.ids[j], 0, nil)
+			}
 		}
 		g.senders = append(g.senders, s)
 	}
@@ -431,6 +455,9 @@ func (s *sender) build() int {
 	cfg := &s.g.cfg
 	step := cfg.ScrapeInterval.Milliseconds()
 	s.raw = s.raw[:0]
+	if cfg.v2() {
+		s.v2.reset()
+	}
 	samples := 0
 	for samples < cfg.SamplesPerRequest && s.next < len(s.ids) {
 		id := s.ids[s.next]
@@ -443,7 +470,11 @@ func (s *sender) build() int {
 			s.tsBuf = append(s.tsBuf, cfg.StartMs+r*step+int64(id%1000)*step/1000)
 			s.vsBuf = append(s.vsBuf, s.g.value(id, r))
 		}
-		s.raw = appendTimeSeries(s.raw, s.lbls[s.next], s.tsBuf, s.vsBuf)
+		if cfg.v2() {
+			s.v2.appendSeries(s.kv[s.next], s.tsBuf, s.vsBuf)
+		} else {
+			s.raw = appendTimeSeries(s.raw, s.lbls[s.next], s.tsBuf, s.vsBuf)
+		}
 		samples += k
 		s.next++
 	}
@@ -451,6 +482,9 @@ func (s *sender) build() int {
 		s.next = 0
 		s.round += int64(s.perTS)
 		s.churn()
+	}
+	if cfg.v2() {
+		s.raw = s.v2.finish(s.raw)
 	}
 	s.comp = snappy.Encode(s.comp[:cap(s.comp)], s.raw)
 	return samples
@@ -464,7 +498,11 @@ func (s *sender) churn() {
 		i := s.churnI % len(s.ids)
 		s.churnI++
 		s.gen[i]++
-		s.lbls[i] = s.g.labelsFor(s.ids[i], s.gen[i], s.lbls[i])
+		if s.g.cfg.v2() {
+			s.kv[i] = s.g.labelKV(s.ids[i], s.gen[i])
+		} else {
+			s.lbls[i] = s.g.labelsFor(s.ids[i], s.gen[i], s.lbls[i])
+		}
 	}
 }
 
@@ -476,8 +514,13 @@ func (s *sender) send(ctx context.Context, n int, r *Result) {
 		return
 	}
 	req.Header.Set("Content-Encoding", "snappy")
-	req.Header.Set("Content-Type", "application/x-protobuf")
-	req.Header.Set("X-Prometheus-Remote-Write-Version", "0.1.0")
+	if s.g.cfg.v2() {
+		req.Header.Set("Content-Type", "application/x-protobuf;proto=io.prometheus.write.v2.Request")
+		req.Header.Set("X-Prometheus-Remote-Write-Version", "2.0.0")
+	} else {
+		req.Header.Set("Content-Type", "application/x-protobuf")
+		req.Header.Set("X-Prometheus-Remote-Write-Version", "0.1.0")
+	}
 	req.Header.Set("User-Agent", "raftingest-bench")
 	req.Header.Set("X-Scope-OrgID", s.tenant)
 	t0 := time.Now()
@@ -503,6 +546,11 @@ func (s *sender) send(ctx context.Context, n int, r *Result) {
 		msg = err.Error()
 	} else {
 		switch c := resp.StatusCode; {
+		case c >= 200 && c < 300 && s.g.cfg.v2() && resp.Header.Get("X-Prometheus-Remote-Write-Samples-Written") != strconv.Itoa(n):
+			// A 2.0 receiver says what it wrote; a 1.0-only one answers 2xx without writing.
+			class = Class4xx
+			body = []byte(fmt.Sprintf("2xx, but X-Prometheus-Remote-Write-Samples-Written is %q of %d samples sent",
+				resp.Header.Get("X-Prometheus-Remote-Write-Samples-Written"), n))
 		case c >= 200 && c < 300:
 			class = Class2xx
 			r.Samples += int64(n)

@@ -162,6 +162,7 @@ func Run(ctx context.Context, cfg RunConfig) (*Report, error) {
 		{"5 restart", r.restart},
 		{"6 hand-over", r.handover},
 		{"7 query", r.query},
+		{"9 remote-write 2.0", r.remoteWrite2},
 	}
 	for _, o := range cfg.Only {
 		known := false
@@ -774,6 +775,37 @@ func (r *runner) ingestRF3(ctx context.Context) error {
 	r.rep.row(s, "CPU seconds per million client samples (3 nodes)", fmt.Sprintf("%.2f", f.cpuPerM), "", "", "")
 	r.rep.key("rf3_vs_single", x)
 	r.rep.key("rf3_samples_per_s", cr)
+	return nil
+}
+
+// remoteWrite2 is scenario 9: scenario 1's workload sent as remote-write 1.0 then as 2.0, each to
+// a fresh RF1 node for WALFor, back to back so that both meet the same machine. Prometheus 2.42
+// receives 1.0 only: the peer column stays empty.
+func (r *runner) remoteWrite2(ctx context.Context) error {
+	var figs [2]*ingestFigures
+	for i, proto := range []string{Protocol1, Protocol2} {
+		n, err := r.singleNode(ctx, "rw-"+proto)
+		if err != nil {
+			return err
+		}
+		cfg := r.loadConfig("http://" + n.http + "/api/v1/push")
+		cfg.Protocol = proto
+		f, err := r.saturate(ctx, []*proc{n}, cfg, r.sc.WALFor, "cortex_ingester_memory_series", "cortex_ingester_ingested_samples_total", nil)
+		n.kill()
+		if err != nil {
+			return fmt.Errorf("remote-write %s: %w", proto, err)
+		}
+		figs[i] = f
+	}
+	s := "9 remote-write 2.0"
+	v1, v2 := figs[0].res.SamplesPerSec(), figs[1].res.SamplesPerSec()
+	x := ratio(v2, v1)
+	wire := func(f *ingestFigures) float64 { return float64(f.res.WireBytes) / math.Max(1, float64(f.res.Sent)) }
+	r.rep.row(s, "samples/s, 2.0 / 1.0", human(v2)+" / "+human(v1), "", fmtRatio(x), "≥0.95x: "+verdict(x >= 0.95))
+	r.rep.row(s, "CPU seconds per million samples, 2.0 / 1.0", fmt.Sprintf("%.2f / %.2f", figs[1].cpuPerM, figs[0].cpuPerM), "", fmtRatio(ratio(figs[1].cpuPerM, figs[0].cpuPerM)), "")
+	r.rep.row(s, "wire bytes per sample (snappy), 2.0 / 1.0", fmt.Sprintf("%.1f / %.1f", wire(figs[1]), wire(figs[0])), "", fmtRatio(ratio(wire(figs[1]), wire(figs[0]))), "")
+	r.rep.key("rw2_vs_rw1", x)
+	r.rep.key("rw2_samples_per_s", v2)
 	return nil
 }
 
