@@ -69,6 +69,15 @@ var boards = []board{
 					[][2]string{{`sum by (instance) (rate(cortex_ingester_ingested_samples_total{` + sel + `}[$__rate_interval]))`, "{{instance}}"}}},
 				{"Discarded samples by reason", "short", "Refused by validation, a limit, or a quorum of ingesters.",
 					[][2]string{{`sum by (reason) (rate(cortex_discarded_samples_total{` + sel + `}[$__rate_interval]))`, "{{reason}}"}}},
+				{"Requests by protocol", "reqps", "Remote-write 1.0, 2.0 and OTLP requests per second, whatever their outcome.",
+					[][2]string{{`sum by (version) (rate(raftingest_distributor_remote_write_requests_total{` + sel + `}[$__rate_interval]))`, "{{version}}"}}},
+			}},
+			{"Write fencing", []panel{
+				{"Pushes fenced by ingesters", "reqps", "Pushes placed on a ring older than the ingester's last ownership change, refused so that the distributor places them again: a few at each join, leave or hand-over; a steady rate means a distributor's ring lags.",
+					[][2]string{{`sum by (instance) (rate(raftingest_ingester_push_fenced_total{` + sel + `}[$__rate_interval]))`, "fenced {{instance}}"},
+						{`sum by (instance) (rate(raftingest_ingester_push_unstamped_total{` + sel + `}[$__rate_interval]))`, "unstamped {{instance}}"}}},
+				{"Distributor retries after a fence", "reqps", "",
+					[][2]string{{`sum by (outcome) (rate(raftingest_distributor_fenced_retries_total{` + sel + `}[$__rate_interval]))`, "{{outcome}}"}}},
 			}},
 			{"Latency and load", []panel{
 				{"Push latency p99 by status", "s", "",
