@@ -7,6 +7,7 @@ import (
 	"math/rand/v2"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 	"time"
 
@@ -50,6 +51,12 @@ const (
 	// KillZone kills -9 every member of one zone — the Raft leader's, so the election happens too —
 	// and restarts them at heal: a rack or zone lost. Needs Scenario.Zones.
 	KillZone = "kill-zone"
+	// KillVoter kills -9 a Raft voter that is not the leader and keeps it down for the window,
+	// watching the leader's configuration until the voter is replaced (demoted, a live non-voter
+	// promoted): a machine that dies for good. Restarted at heal (it rejoins as a non-voter).
+	KillVoter = "kill-voter"
+	// KillLeaderVoter is KillVoter for the leader: an election first, then the replacement.
+	KillLeaderVoter = "kill-leader-voter"
 )
 
 // FlushOne asks one running member to flush everything in its memory to its bucket (POST
@@ -116,6 +123,8 @@ type nemesis struct {
 	walVictim   int
 	walDrawn    bool
 	walRestarts []check.WALRestart
+	// voterDeaths are the KillVoter and KillLeaderVoter faults, for the voters checker.
+	voterDeaths []check.VoterDeath
 
 	// readBack, when set, reads every sample back from every member and the bucket; complete is
 	// false when some member did not answer. After each kill of every member the nemesis takes
@@ -231,6 +240,18 @@ func (n *nemesis) inject(ctx context.Context, s step) {
 			for _, i := range killed {
 				err = errors.Join(err, c.Start(i))
 			}
+		}
+	case KillVoter, KillLeaderVoter:
+		var d check.VoterDeath
+		x, d = n.killVoter(ctx, s.kind == KillLeaderVoter, s.dur)
+		n.voterDeaths = append(n.voterDeaths, d)
+		fw.Note = fmt.Sprintf("voters %v; replaced=%v after %s; voters then %v", d.VotersBefore, d.Replaced, d.After.Round(100*time.Millisecond), d.VotersAfter)
+		if d.Err != "" {
+			err = errors.New(d.Err)
+		}
+		if x >= 0 {
+			s.dur = 0 // killVoter waited out the window
+			heal = func() { err = c.Start(x) }
 		}
 	case FlushOne:
 		x = n.pick(ctx, false)
@@ -620,4 +641,80 @@ func corruptWAL(dataDir string, flip bool, rng *rand.Rand) (string, error) {
 		offs = append(offs, off)
 	}
 	return fmt.Sprintf("flipped bytes of %s (%d bytes) at %v", p, size, offs), f.Sync()
+}
+
+// killVoter kills a voter (the leader, or another voter) and waits up to window for the leader's
+// configuration to show it replaced, returning the victim's index (-1 when none could be chosen)
+// and what it saw.
+func (n *nemesis) killVoter(ctx context.Context, leader bool, window time.Duration) (int, check.VoterDeath) {
+	c := n.c
+	voters := func() (string, []string, error) {
+		l := c.Leader(ctx)
+		if l < 0 {
+			return "", nil, errors.New("no leader")
+		}
+		st, err := c.Status(ctx, l)
+		if err != nil {
+			return "", nil, err
+		}
+		var vs []string
+		for _, srv := range st.GetServers() {
+			if srv.GetVoter() {
+				vs = append(vs, srv.GetId())
+			}
+		}
+		return st.GetLeaderId(), vs, nil
+	}
+	d := check.VoterDeath{WasLeader: leader}
+	lid, vs, err := voters()
+	if err != nil {
+		d.Err = "choosing a voter: " + err.Error()
+		return -1, d
+	}
+	d.VotersBefore = vs
+	var pick []string
+	for _, v := range vs {
+		if (v == lid) == leader {
+			pick = append(pick, v)
+		}
+	}
+	if len(pick) == 0 {
+		d.Err = fmt.Sprintf("no voter to kill among %v (leader %s)", vs, lid)
+		return -1, d
+	}
+	d.Member = pick[n.rng.IntN(len(pick))]
+	x := slices.IndexFunc(c.Nodes, func(nd *Node) bool { return nd.ID == d.Member })
+	if x < 0 {
+		d.Err = "voter " + d.Member + " is not a node of the run"
+		return -1, d
+	}
+	c.Nodes[x].Kill()
+	killed := time.Now()
+	running := 0
+	for _, nd := range c.Nodes {
+		if nd.Running() {
+			running++
+		}
+	}
+	want := min(len(vs), running) // the voters a replacement restores, as far as live nodes allow
+	for time.Since(killed) < window && ctx.Err() == nil {
+		if _, now, err := voters(); err == nil {
+			d.VotersAfter = now
+			if check.VotersReplaced(now, d.Member, want) {
+				d.Replaced, d.After = true, time.Since(killed)
+				break
+			}
+		}
+		select {
+		case <-ctx.Done():
+		case <-time.After(200 * time.Millisecond):
+		}
+	}
+	if rest := window - time.Since(killed); rest > 0 { // stay dead for the whole window, replaced or not
+		select {
+		case <-ctx.Done():
+		case <-time.After(rest):
+		}
+	}
+	return x, d
 }

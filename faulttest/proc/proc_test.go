@@ -160,7 +160,16 @@ var fullSet = append([]Scenario{
 	{Name: "handover-all", Handover: true, PushDuringReplay: true, Faults: append([]string{HandoverClean}, HandoverFaults...)},
 	staleRingRegression,
 	zoneLoss,
+	voterDeath,
 }, shortSet...)
+
+// voterDeath is 5 members with 3 voters: a follower voter killed -9 and kept down (a machine gone
+// for good) until the leader has replaced it, then the leader itself. Each must be demoted and a
+// live non-voter promoted within -raft.voter-replace-after plus the slack, one change at a time,
+// while writes go on; the voters checker judges it and every other checker the run.
+var voterDeath = Scenario{Name: "voter-death", Nodes: 5, MaxVoters: 3, VoterReplaceAfter: 4 * time.Second, Fixed: []Step{
+	{Kind: KillVoter, At: 3 * time.Second, Dur: 15 * time.Second},
+	{Kind: KillLeaderVoter, At: 22 * time.Second, Dur: 18 * time.Second}}}
 
 // zoneLoss is 6 members in 3 zones with zone awareness (RF 3: one copy per zone): the leader's whole
 // zone killed -9 twice, long enough (past -ring.heartbeat-timeout) for the ring to see it unhealthy

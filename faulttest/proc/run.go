@@ -7,6 +7,7 @@ import (
 	"os"
 	"path/filepath"
 	"slices"
+	"strconv"
 	"strings"
 	"sync"
 	"time"
@@ -55,7 +56,16 @@ type Scenario struct {
 	// -ingester.ring.instance-zone) with -ingester.ring.zone-awareness-enabled, and the replication
 	// checker judges the zone-aware replication sets. KillZone needs it.
 	Zones int
+	// MaxVoters and VoterReplaceAfter, when set, are every member's -raft.max-voters and
+	// -raft.voter-replace-after; the voters checker bounds a replacement by the latter plus
+	// voterReplaceSlack. KillVoter and KillLeaderVoter need a member beyond MaxVoters.
+	MaxVoters         int
+	VoterReplaceAfter time.Duration
 }
+
+// voterReplaceSlack is what a voter replacement may take beyond -raft.voter-replace-after: the
+// leader's reconcile period, two configuration changes, and an election when the leader died.
+const voterReplaceSlack = 10 * time.Second
 
 // Step is a fault at a fixed time, for scenarios that need one exact schedule.
 type Step struct {
@@ -126,6 +136,12 @@ func Run(ctx context.Context, env Env, sc Scenario) (*faulttest.Report, error) {
 	}
 	for i, n := range c.Nodes {
 		n.args = append(n.args, sc.ExtraFlags...)
+		if sc.MaxVoters > 0 {
+			n.args = append(n.args, "-raft.max-voters", strconv.Itoa(sc.MaxVoters))
+		}
+		if sc.VoterReplaceAfter > 0 {
+			n.args = append(n.args, "-raft.voter-replace-after", sc.VoterReplaceAfter.String())
+		}
 		if sc.Zones > 0 {
 			n.Zone = fmt.Sprintf("zone-%d", i%sc.Zones)
 			n.args = append(n.args, "-ingester.ring.zone-awareness-enabled", "-ingester.ring.instance-zone", n.Zone)
@@ -442,6 +458,10 @@ func Run(ctx context.Context, env Env, sc Scenario) (*faulttest.Report, error) {
 	if len(nem.crashes) > 0 {
 		cr := check.CheckCrashRecovery(hist, nem.crashes)
 		rep.Add("crash-recovery", cr.Valid(), cr.String(), cr)
+	}
+	if len(nem.voterDeaths) > 0 {
+		vd := check.CheckVoterDeaths(nem.voterDeaths, sc.VoterReplaceAfter+voterReplaceSlack)
+		rep.Add("voters", vd.Valid(), vd.String(), vd)
 	}
 	if len(nem.walRestarts) > 0 || sc.OneReplicaLosesData {
 		wr := check.CheckWALRestarts(nem.walRestarts)
