@@ -2,9 +2,12 @@ package raftfsm
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"sync"
 	"time"
+
+	"github.com/hashicorp/raft"
 
 	"github.com/raftingest/raftingest/ringstate"
 )
@@ -52,6 +55,8 @@ type HeartbeatBatcher struct {
 	timer   *time.Timer
 	gen     uint64 // increments on every flush, so a stale timer flushes nothing
 	closed  bool
+
+	inflight sync.WaitGroup // batches being proposed
 }
 
 type pendingBeat struct {
@@ -114,7 +119,9 @@ func (b *HeartbeatBatcher) flushLocked() {
 		b.timer.Stop()
 		b.timer = nil
 	}
+	b.inflight.Add(1)
 	go func() {
+		defer b.inflight.Done()
 		beats := make([]ringstate.Beat, len(batch))
 		for i, p := range batch {
 			beats[i] = p.beat
@@ -130,9 +137,10 @@ func (b *HeartbeatBatcher) flushLocked() {
 	}()
 }
 
-// Close fails the pending heartbeats with ErrBatcherClosed and refuses new ones. Batches already
-// being proposed finish on their own.
+// Close fails the pending heartbeats with ErrBatcherClosed, refuses new ones, and waits for the
+// batches being proposed to finish.
 func (b *HeartbeatBatcher) Close() {
+	defer b.inflight.Wait()
 	b.mu.Lock()
 	defer b.mu.Unlock()
 	b.closed = true
@@ -165,4 +173,81 @@ func BatchResults(beats []ringstate.Beat, index uint64, events []ringstate.Event
 		}
 	}
 	return out
+}
+
+// batchable reports whether cmd is a heartbeat the leader may carry in a batch: one without a
+// request id (a batch remembers no per-beat outcomes) and with no field a heartbeat does not take
+// (ringstate refuses such a heartbeat; in a batch the field would be dropped, not refused).
+func batchable(cmd *ringstate.Command) bool {
+	return cmd.Op == ringstate.OpHeartbeat && cmd.RequestID == "" && cmd.Member != "" && cmd.Peer == "" &&
+		cmd.RaftAddr == "" && cmd.GRPCAddr == "" && cmd.HTTPAddr == "" && cmd.Zone == "" && len(cmd.Tokens) == 0 &&
+		!cmd.Replace && cmd.LeaseMs == 0 && len(cmd.Readers) == 0 && len(cmd.Beats) == 0 &&
+		ringstate.ValidateMemberID(cmd.Member) == nil
+}
+
+// batchAllowed says why this leader may not propose a heartbeat batch now (nil: it may). A batch
+// is a version-4 entry (HeartbeatBatchCommandVersion), on which a replica of an older build halts,
+// for good; so, as for the first compactor lease (admitClaim), every ring member must advertise
+// version 4 and every Raft server must be a ring member (a server not registered yet applies the
+// log too, and nothing says what it reads). Unlike the lease there is no point after which the
+// gate may stay open: heartbeats never stop, and a member rolled back to an older build restates
+// its version when it registers again, which closes the gate before its next heartbeat.
+func (n *Node) batchAllowed(ctx context.Context) error {
+	r := n.fsm.Ring()
+	if old := r.NotReading(ringstate.HeartbeatBatchCommandVersion); len(old) > 0 {
+		return fmt.Errorf("%w: members %v do not advertise command version %d", ringstate.ErrMixedVersions, old,
+			ringstate.HeartbeatBatchCommandVersion)
+	}
+	conf, _, err := n.configuration(ctx)
+	if err != nil {
+		return err
+	}
+	for _, srv := range conf.Servers {
+		if _, ok := r.Member(ringstate.MemberID(srv.ID)); !ok {
+			return fmt.Errorf("%w: raft server %s is not a ring member", ringstate.ErrReplicaNotMember, srv.ID)
+		}
+	}
+	return nil
+}
+
+// proposeBeats is the Node's ProposeBeats: one batch entry when batchAllowed, else each heartbeat
+// as an entry of its own (version 2, which every build reads), proposed concurrently. A beat
+// proposed when this node no longer leads gets errNotLeader, which Node.apply answers by sending
+// the heartbeat to the new leader.
+func (n *Node) proposeBeats(beats []ringstate.Beat) []BeatResult {
+	ctx, cancel := context.WithTimeout(n.runCtx, n.cfg.ApplyTimeout)
+	defer cancel()
+	all := func(err error) []BeatResult { return BatchResults(beats, 0, nil, err) }
+	if n.raft.State() != raft.Leader {
+		return all(errNotLeader)
+	}
+	if why := n.batchAllowed(ctx); why != nil {
+		if !errors.Is(why, ringstate.ErrMixedVersions) {
+			return all(fmt.Errorf("%w: %w", ErrUnknownOutcome, why))
+		}
+		n.logger.Debug("heartbeats proposed one by one", "count", len(beats), "why", why)
+		out := make([]BeatResult, len(beats))
+		var wg sync.WaitGroup
+		for i, b := range beats {
+			wg.Go(func() {
+				data, err := EncodeCommand(ringstate.Command{Op: ringstate.OpHeartbeat, Member: b.Member,
+					CommandVersion: b.CommandVersion})
+				if err == nil {
+					out[i].Index, err = n.leaderApply(ctx, data)
+				}
+				out[i].Err = err
+			})
+		}
+		wg.Wait()
+		return out
+	}
+	data, err := EncodeHeartbeatBatch(beats, n.stamp())
+	if err != nil {
+		return all(err)
+	}
+	idx, res, err := n.propose(ctx, data)
+	if err != nil {
+		return all(err)
+	}
+	return BatchResults(beats, idx, res.Events, res.Err())
 }
