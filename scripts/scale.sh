@@ -1,0 +1,32 @@
+#!/bin/sh
+# make scale: the 1,000-member simulation (faulttest/scale) and the replication-set lookup benchmark on
+# the same ring; the last line printed is the figures of issue 16:
+#   members=… commit_p99_ms=… snapshot_bytes=… lookup_ns=… ownership_spread=… entries_per_s_100=… entries_per_s_1000=…
+# SCALE_MEMBERS sets the ring size (default 1000). Exits non-zero when a bound is missed or an allocation made.
+set -eu
+GO=${GO:-go}
+members=${SCALE_MEMBERS:-1000}
+out=$(mktemp -d)
+trap 'rm -rf "$out"' EXIT
+start=$(date +%s)
+SCALE_MEMBERS=$members SCALE_RESULT=$out/result $GO test -count=1 -timeout 15m -run '^TestScale$' -v ./faulttest/scale/ >"$out/test.log" 2>&1 || {
+	cat "$out/test.log"
+	echo "make scale: TestScale failed" >&2
+	exit 1
+}
+grep -E 'entries/s|forgot|members=' "$out/test.log" | sed 's/^ *//'
+SCALE_MEMBERS=$members $GO test -count=1 -run '^$' -bench '^BenchmarkScaleLookup$' -benchtime 2s ./faulttest/scale/ >"$out/bench.log" 2>&1 || {
+	cat "$out/bench.log"
+	echo "make scale: BenchmarkScaleLookup failed" >&2
+	exit 1
+}
+grep '^BenchmarkScaleLookup' "$out/bench.log"
+ns=$(awk '/^BenchmarkScaleLookup/ { for (i = 1; i < NF; i++) if ($(i+1) == "ns/op") print $i }' "$out/bench.log")
+allocs=$(awk '/^BenchmarkScaleLookup/ { for (i = 1; i < NF; i++) if ($(i+1) == "allocs/op") print $i }' "$out/bench.log")
+echo "wall: $(($(date +%s) - start))s"
+if [ "$allocs" != 0 ] || awk -v ns="$ns" 'BEGIN { exit !(ns >= 300) }'; then
+	echo "make scale: lookup $ns ns/op, $allocs allocs/op: want < 300 ns and 0 allocations" >&2
+	exit 1
+fi
+# members=… commit_p99_ms=… snapshot_bytes=…, then lookup_ns, then the rest of the test's line.
+sed "s/ ownership_spread=/ lookup_ns=$ns ownership_spread=/" "$out/result"
