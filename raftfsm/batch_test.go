@@ -272,9 +272,10 @@ func slicesMax(s []uint64) uint64 {
 	return m
 }
 
-// TestCluster_HeartbeatsSingleWhileAMemberReadsNoBatches: while one member advertises only command
-// version 3 (a build before batches, which would halt on a version-4 entry), the leader proposes
-// every heartbeat as an entry of its own; once it advertises 4, heartbeats are batched again.
+// TestCluster_HeartbeatsSingleWhileAMemberReadsNoBatches: while the members advertise only command
+// version 3 (a build before batches, which would halt on a version-4 entry), or while a Raft server
+// is not a ring member, the leader proposes every heartbeat as an entry of its own; once every
+// member advertises 4 and every server is a member, heartbeats are batched.
 func TestCluster_HeartbeatsSingleWhileAMemberReadsNoBatches(t *testing.T) {
 	c := newCluster(t)
 	c.cfg.HeartbeatBatchWindow = 100 * time.Millisecond
@@ -286,7 +287,9 @@ func TestCluster_HeartbeatsSingleWhileAMemberReadsNoBatches(t *testing.T) {
 				RaftAddr: fmt.Sprintf("127.0.0.2:%d", 1000+i), CommandVersion: v})
 		}
 	}
-	beat := func() uint64 {
+	// beat sends a heartbeat of every member concurrently and counts the command entries they took:
+	// single heartbeats and batches.
+	beat := func() (singles, batches int) {
 		t.Helper()
 		first := n1.node.AppliedIndex()
 		ctx := ctxT(t, 20*time.Second)
@@ -300,20 +303,57 @@ func TestCluster_HeartbeatsSingleWhileAMemberReadsNoBatches(t *testing.T) {
 			})
 		}
 		wg.Wait()
-		return n1.node.AppliedIndex() - first
+		for i := first + 1; i <= n1.node.AppliedIndex(); i++ {
+			var l raft.Log
+			if err := n1.node.store.GetLog(i, &l); err != nil {
+				t.Fatalf("log entry %d: %v", i, err)
+			}
+			if l.Type != raft.LogCommand {
+				continue
+			}
+			cmd, err := DecodeCommand(l.Data)
+			switch {
+			case err != nil:
+				t.Fatalf("log entry %d: %v", i, err)
+			case cmd.Op == ringstate.OpHeartbeatBatch && l.Data[0] == HeartbeatBatchCommandVersion:
+				batches++
+			case cmd.Op == ringstate.OpHeartbeat && l.Data[0] == StampedCommandVersion:
+				singles++
+			default:
+				t.Fatalf("log entry %d: %s in a version-%d entry", i, cmd.Op, l.Data[0])
+			}
+		}
+		return singles, batches
 	}
 	register(3)
-	if got := beat(); got != members {
-		t.Errorf("members of version 3: %d heartbeats took %d entries, want one each", members, got)
-	}
-	for i := uint64(1); i <= n1.node.AppliedIndex(); i++ {
-		var l raft.Log
-		if n1.node.store.GetLog(i, &l) == nil && l.Type == raft.LogCommand && l.Data[0] == HeartbeatBatchCommandVersion {
-			t.Fatalf("entry %d is a heartbeat batch while a member reads only version 3", i)
-		}
+	if singles, batches := beat(); singles != members || batches != 0 {
+		t.Errorf("members of version 3: %d heartbeats took %d single entries and %d batches, want one single each",
+			members, singles, batches)
 	}
 	register(uint32(MaxCommandVersion))
-	if got := beat(); got == 0 || got > members/4 {
-		t.Errorf("every member of version %d: %d heartbeats took %d entries, want far fewer", MaxCommandVersion, members, got)
+	if singles, batches := beat(); singles != 0 || batches == 0 || batches > members/4 {
+		t.Errorf("every member of version %d: %d heartbeats took %d single entries and %d batches, want a few batches",
+			MaxCommandVersion, members, singles, batches)
 	}
+
+	// A Raft server that is not a ring member yet (added, not registered) applies the log too, and
+	// nothing says what it reads: one entry per heartbeat until it registers.
+	n2 := c.start("n2", false)
+	retry(t, "add n2", func(ctx context.Context) error {
+		_, err := n1.node.AddPeer(ctx, "n2", n2.raftAddr, false)
+		return err
+	})
+	if singles, batches := beat(); singles != members || batches != 0 {
+		t.Errorf("with an unregistered raft server: %d heartbeats took %d single entries and %d batches, want one single each",
+			members, singles, batches)
+	}
+	if !poll(t, 10*time.Second, func() bool { l, _ := n2.node.Leader(); return l != "" }) {
+		t.Fatal("n2 never heard from the leader")
+	}
+	c.register(n2)
+	if singles, batches := beat(); singles != 0 || batches == 0 || batches > members/4 {
+		t.Errorf("once n2 registered: %d heartbeats took %d single entries and %d batches, want a few batches",
+			members, singles, batches)
+	}
+	c.checkConsistent()
 }
