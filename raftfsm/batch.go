@@ -78,33 +78,49 @@ func NewHeartbeatBatcher(window time.Duration, maxBeats int, propose ProposeBeat
 // ctx ends first the heartbeat may still be recorded (its outcome is unknown, as a single
 // heartbeat's would be).
 func (b *HeartbeatBatcher) Submit(ctx context.Context, beat ringstate.Beat) BeatResult {
-	done := make(chan BeatResult, 1)
+	return b.SubmitAll(ctx, []ringstate.Beat{beat})[0]
+}
+
+// SubmitAll adds beats to the open batch together (a batch a follower forwarded: they join one
+// batch unless it fills up on the way) and waits for each one's outcome, or for ctx (then the
+// beats not answered yet get ErrUnknownOutcome). The results are in the order of beats.
+func (b *HeartbeatBatcher) SubmitAll(ctx context.Context, beats []ringstate.Beat) []BeatResult {
+	out := make([]BeatResult, len(beats))
+	dones := make([]chan BeatResult, len(beats))
 	b.mu.Lock()
 	if b.closed {
 		b.mu.Unlock()
-		return BeatResult{Err: ErrBatcherClosed}
+		for i := range out {
+			out[i].Err = ErrBatcherClosed
+		}
+		return out
 	}
-	b.pending = append(b.pending, pendingBeat{beat: beat, done: done})
-	switch {
-	case len(b.pending) >= b.max:
-		b.flushLocked()
-	case len(b.pending) == 1:
-		gen := b.gen
-		b.timer = time.AfterFunc(b.window, func() {
-			b.mu.Lock()
-			defer b.mu.Unlock()
-			if b.gen == gen {
-				b.flushLocked()
-			}
-		})
+	for i, beat := range beats {
+		dones[i] = make(chan BeatResult, 1)
+		b.pending = append(b.pending, pendingBeat{beat: beat, done: dones[i]})
+		switch {
+		case len(b.pending) >= b.max:
+			b.flushLocked()
+		case len(b.pending) == 1:
+			gen := b.gen
+			b.timer = time.AfterFunc(b.window, func() {
+				b.mu.Lock()
+				defer b.mu.Unlock()
+				if b.gen == gen {
+					b.flushLocked()
+				}
+			})
+		}
 	}
 	b.mu.Unlock()
-	select {
-	case r := <-done:
-		return r
-	case <-ctx.Done():
-		return BeatResult{Err: fmt.Errorf("%w: heartbeat %s: %w", ErrUnknownOutcome, beat.Member, ctx.Err())}
+	for i, done := range dones {
+		select {
+		case out[i] = <-done:
+		case <-ctx.Done():
+			out[i].Err = fmt.Errorf("%w: heartbeat %s: %w", ErrUnknownOutcome, beats[i].Member, ctx.Err())
+		}
 	}
+	return out
 }
 
 // flushLocked hands the pending beats to a goroutine that proposes them. b.mu is held.

@@ -52,6 +52,9 @@ type Config struct {
 	HeartbeatPeriod, HeartbeatTimeout time.Duration
 	// BatchWindow is -ring.heartbeat-batch-window; 0 sends every heartbeat as an entry of its own.
 	BatchWindow time.Duration
+	// ForwardWindow is how long a follower voter collects the heartbeats of its members before it
+	// forwards them to the leader together, as one request (with batching; 50ms when 0).
+	ForwardWindow time.Duration
 	// MeasureFor is how long (virtual time) each entry-rate measurement lasts.
 	MeasureFor time.Duration
 	// Kill is how many members stop heartbeating, one after the other, for auto-forget: 0 is 1% of
@@ -96,6 +99,9 @@ func (c *Config) defaults() {
 	if c.MeasureFor == 0 {
 		c.MeasureFor = time.Minute
 	}
+	if c.ForwardWindow == 0 {
+		c.ForwardWindow = 50 * time.Millisecond
+	}
 	if c.ForgetHoldoff == 0 {
 		c.ForgetHoldoff = time.Minute
 	}
@@ -131,6 +137,9 @@ type Result struct {
 	EntriesFirst, EntriesFull float64
 	// MaxBatch is the largest heartbeat batch proposed.
 	MaxBatch int
+	// Forwards is how many requests follower voters sent the leader, carrying ForwardedBeats
+	// heartbeats.
+	Forwards, ForwardedBeats int
 	// CoReplicasMean and CoReplicasMax: how many members share a replication set with a member.
 	CoReplicasMean float64
 	CoReplicasMax  int
@@ -176,7 +185,8 @@ type voter struct {
 	r       *raft.Raft
 	trans   *lagTransport
 	fsm     *raftfsm.FSM
-	batcher *raftfsm.HeartbeatBatcher
+	batcher *raftfsm.HeartbeatBatcher // as leader: coalesces heartbeats into entries
+	fwd     *raftfsm.HeartbeatBatcher // as follower: coalesces its members' heartbeats into one request
 }
 
 type cluster struct {
@@ -191,6 +201,8 @@ type cluster struct {
 	beatErrs   int
 	lastErr    error
 	maxBatch   int
+	forwards   int
+	forwarded  int
 	errs       []string
 	lastStamp  int64
 	memberStop map[int]context.CancelFunc
@@ -227,6 +239,9 @@ func newCluster(cfg Config) *cluster {
 		if cfg.BatchWindow > 0 {
 			v.batcher = raftfsm.NewHeartbeatBatcher(cfg.BatchWindow, raftfsm.DefaultMaxBatchBeats, func(beats []ringstate.Beat) []raftfsm.BeatResult {
 				return c.proposeBatch(v, beats)
+			})
+			v.fwd = raftfsm.NewHeartbeatBatcher(cfg.ForwardWindow, raftfsm.DefaultMaxBatchBeats, func(beats []ringstate.Beat) []raftfsm.BeatResult {
+				return c.forward(v, beats)
 			})
 		}
 	}
@@ -361,9 +376,30 @@ func (c *cluster) proposeBatch(v *voter, beats []ringstate.Beat) []raftfsm.BeatR
 	return raftfsm.BatchResults(beats, idx, res.Events, res.Err())
 }
 
+// forward is follower voter v's forwarding of its members' heartbeats: one request to the leader (a
+// round trip) carrying all of them, which the leader's batcher takes together. In a real cluster a
+// node forwards only its own heartbeat (it is one member); here many members share a voter.
+func (c *cluster) forward(v *voter, beats []ringstate.Beat) []raftfsm.BeatResult {
+	l := c.leader()
+	if l == nil {
+		return raftfsm.BatchResults(beats, 0, nil, errors.New("no leader"))
+	}
+	if l != v {
+		time.Sleep(c.rtt(v.zone, l.zone))
+		c.mu.Lock()
+		c.forwards++
+		c.forwarded += len(beats)
+		c.mu.Unlock()
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), c.cfg.HeartbeatPeriod)
+	defer cancel()
+	return l.batcher.SubmitAll(ctx, beats)
+}
+
 // heartbeat sends member i's heartbeat through a voter of its zone: handed to the leader's batcher
-// (after a round trip from a follower voter to the leader), or proposed as an entry of its own when
-// batching is off. It returns when the heartbeat is acknowledged, refused or the period is over.
+// directly when that voter leads, else through the voter's forwarding batcher; proposed as an entry
+// of its own when batching is off. It returns when the heartbeat is acknowledged, refused or the
+// period is over.
 func (c *cluster) heartbeat(ctx context.Context, i int) {
 	sent := time.Now()
 	ctx, cancel := context.WithTimeout(ctx, c.cfg.HeartbeatPeriod)
@@ -374,13 +410,17 @@ func (c *cluster) heartbeat(ctx context.Context, i int) {
 	case l == nil:
 		err = errors.New("no leader")
 	default:
-		via := c.voters[(i%c.cfg.Zones)%len(c.voters)]
-		if via != l {
-			time.Sleep(c.rtt(via.zone, l.zone))
-		}
-		if l.batcher != nil {
-			err = l.batcher.Submit(ctx, ringstate.Beat{Member: MemberID(i), CommandVersion: ringstate.HeartbeatBatchCommandVersion}).Err
-		} else {
+		via := c.via(i)
+		beat := ringstate.Beat{Member: MemberID(i), CommandVersion: ringstate.HeartbeatBatchCommandVersion}
+		switch {
+		case l.batcher != nil && via == l:
+			err = l.batcher.Submit(ctx, beat).Err
+		case l.batcher != nil:
+			err = via.fwd.Submit(ctx, beat).Err
+		default:
+			if via != l {
+				time.Sleep(c.rtt(via.zone, l.zone))
+			}
 			err = c.apply(ringstate.Command{Op: ringstate.OpHeartbeat, Member: MemberID(i),
 				CommandVersion: ringstate.HeartbeatBatchCommandVersion})
 		}
@@ -396,6 +436,21 @@ func (c *cluster) heartbeat(ctx context.Context, i int) {
 		return
 	}
 	c.beats = append(c.beats, time.Since(sent))
+}
+
+// via is the voter member i sends its heartbeats to: one of its zone's, the members of a zone
+// spread over them.
+func (c *cluster) via(i int) *voter {
+	var zone []*voter
+	for _, v := range c.voters {
+		if v.zone == i%c.cfg.Zones {
+			zone = append(zone, v)
+		}
+	}
+	if len(zone) == 0 {
+		return c.voters[i%len(c.voters)]
+	}
+	return zone[(i/c.cfg.Zones)%len(zone)]
 }
 
 // startMember starts member i heartbeating every period, from a random phase.
@@ -648,6 +703,7 @@ func (c *cluster) finish(res *Result) *Result {
 		res.Errors = append(res.Errors, fmt.Sprintf("%d heartbeats failed, the last: %v", c.beatErrs, c.lastErr))
 	}
 	res.MaxBatch = c.maxBatch
+	res.Forwards, res.ForwardedBeats = c.forwards, c.forwarded
 	res.Errors = append(res.Errors, c.errs...)
 	res.Virtual = time.Since(c.start)
 	return res
@@ -661,6 +717,11 @@ func (c *cluster) shutdown() {
 	}
 	c.mu.Unlock()
 	c.wg.Wait()
+	for _, v := range c.voters {
+		if v.fwd != nil {
+			v.fwd.Close()
+		}
+	}
 	for _, v := range c.voters {
 		if v.batcher != nil {
 			v.batcher.Close()
