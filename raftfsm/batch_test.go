@@ -188,6 +188,28 @@ func TestHeartbeatBatcher_Coalesces(t *testing.T) {
 	}
 	wg.Wait()
 
+	// A forwarded group joins one batch, each beat answered in order; a group larger than the bound
+	// is split over batches.
+	var got [][]ringstate.Beat
+	group := NewHeartbeatBatcher(time.Hour, 4, func(beats []ringstate.Beat) []BeatResult {
+		mu.Lock()
+		got = append(got, beats)
+		mu.Unlock()
+		return BatchResults(beats, uint64(len(beats)), nil, nil)
+	})
+	defer group.Close()
+	beats := []ringstate.Beat{{Member: "g0"}, {Member: "g1"}, {Member: "g2"}, {Member: "g3"}, {Member: "g4"}, {Member: "g5"},
+		{Member: "g6"}, {Member: "g7"}}
+	res := group.SubmitAll(ctxT(t, 10*time.Second), beats)
+	if len(res) != len(beats) || len(got) != 2 || len(got[0]) != 4 || len(got[1]) != 4 {
+		t.Fatalf("group of 8 with a bound of 4: results %v, batches %v", res, got)
+	}
+	for i, r := range res {
+		if r.Err != nil || r.Index != 4 {
+			t.Errorf("beat %d: %+v", i, r)
+		}
+	}
+
 	// Close fails the pending beat and refuses new ones.
 	slow := NewHeartbeatBatcher(time.Hour, 64, func(beats []ringstate.Beat) []BeatResult { return BatchResults(beats, 1, nil, nil) })
 	done := make(chan error, 1)
