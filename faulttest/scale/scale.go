@@ -18,9 +18,11 @@
 // (not yet flushed) is left without a copy on a ring member.
 //
 // A member is a goroutine, not a process: its heartbeat goes to a voter of its zone, which hands
-// it to the leader's batcher (raftfsm.HeartbeatBatcher) after a round trip to the leader when it is
-// a follower, as a real follower forwards a heartbeat over gRPC. In a real cluster every node is
-// one member and sends one heartbeat per period; the leader coalesces what all of them send.
+// it to the leader's batcher (raftfsm.HeartbeatBatcher) when it leads; a follower voter collects
+// its members' heartbeats for Config.ForwardWindow and forwards them to the leader together, after
+// a round trip, as one request (HeartbeatBatcher.SubmitAll). In a real cluster every node is one
+// member and forwards its one heartbeat a period over gRPC; the leader coalesces what all of them
+// send.
 package scale
 
 import (
@@ -155,13 +157,6 @@ type Result struct {
 	// member never forgotten, a command refused).
 	Errors           []string
 	Virtual, WallRun time.Duration
-}
-
-// Line is the result as make scale prints it.
-func (r *Result) Line(lookupNs float64) string {
-	return fmt.Sprintf("members=%d commit_p99_ms=%.2f snapshot_bytes=%d lookup_ns=%.1f ownership_spread=%.4f "+
-		"entries_per_s_100=%.2f entries_per_s_%d=%.2f", r.Members, float64(r.CommitP99)/1e6, r.SnapshotBytes, lookupNs,
-		r.Spread, r.EntriesFirst, r.Members, r.EntriesFull)
 }
 
 // Run runs cfg in a synctest bubble of t and returns what it measured.
