@@ -379,3 +379,31 @@ func TestCluster_HeartbeatsSingleWhileAMemberReadsNoBatches(t *testing.T) {
 	}
 	c.checkConsistent()
 }
+
+// TestNode_BatchWindowCappedByHeartbeatPeriod: a member waits for its heartbeat's outcome at most one
+// -ring.heartbeat-period, so the leader's batches wait at most a quarter of it, whatever
+// -ring.heartbeat-batch-window says (the e2e tests run 200ms periods under the 500ms default).
+func TestNode_BatchWindowCappedByHeartbeatPeriod(t *testing.T) {
+	for _, tc := range []struct{ window, period, want time.Duration }{
+		{500 * time.Millisecond, 200 * time.Millisecond, 50 * time.Millisecond},
+		{500 * time.Millisecond, 5 * time.Second, 500 * time.Millisecond},
+		{500 * time.Millisecond, 0, 500 * time.Millisecond},
+	} {
+		c := newCluster(t)
+		c.cfg.HeartbeatBatchWindow, c.cfg.RingHeartbeatPeriod = tc.window, tc.period
+		n := c.bootstrap("n1")
+		if n.node.beats == nil || n.node.beats.window != tc.want {
+			t.Errorf("window %s, period %s: batcher %+v, want a window of %s", tc.window, tc.period, n.node.beats, tc.want)
+		}
+		ctx := ctxT(t, 10*time.Second)
+		if _, err := n.node.Apply(ctx, ringstate.Command{Op: ringstate.OpHeartbeat, Member: "n1"}); err != nil {
+			t.Fatal(err)
+		}
+		c.stop(n)
+	}
+	c := newCluster(t)
+	c.cfg.HeartbeatBatchWindow = 0
+	if n := c.bootstrap("n1"); n.node.beats != nil {
+		t.Error("a window of 0 made a batcher")
+	}
+}

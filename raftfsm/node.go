@@ -144,8 +144,11 @@ func NewNode(cfg Config) (*Node, error) {
 	n.lastRemoval.Store(time.Time{})
 	n.conns = newConnCache(grpcDialOptions(cfg.Dial, cfg.TLS, n.MemberAt)...)
 	n.runCtx, n.runCancel = context.WithCancel(context.Background())
-	if cfg.HeartbeatBatchWindow > 0 {
-		n.beats = NewHeartbeatBatcher(cfg.HeartbeatBatchWindow, DefaultMaxBatchBeats, n.proposeBeats)
+	if w := cfg.HeartbeatBatchWindow; w > 0 {
+		if p := cfg.RingHeartbeatPeriod; p > 0 {
+			w = min(w, p/4)
+		}
+		n.beats = NewHeartbeatBatcher(w, DefaultMaxBatchBeats, n.proposeBeats)
 	}
 	var err error
 	// A bolt file is locked by its user; time out instead of hanging when another process (or a
