@@ -114,6 +114,10 @@ bench: deps build ## benchmarks vs Prometheus on loopback; BENCH_SCALE=small (~2
 bench-go: ## Go micro-benchmarks of the ring (lookup, commit latency)
 	$(GO) test -run '^$$' -bench . -benchtime 2s ./ringstate/ ./raftfsm/
 
+.PHONY: scale
+scale: ## 1,000-member ring in simulation (5 Raft voters, 3 zones, heartbeat batching, auto-forget of 1%) and the lookup benchmark on it, ~2 min; last line: members=… commit_p99_ms=… snapshot_bytes=… lookup_ns=… ownership_spread=… entries_per_s_100=… entries_per_s_1000=…; SCALE_MEMBERS=N another size
+	GO=$(GO) sh scripts/scale.sh
+
 .PHONY: clean
 clean: ## remove bin/ and data/
 	rm -rf bin data

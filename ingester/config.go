@@ -192,6 +192,7 @@ func (c *Config) Validate() error {
 	c.Raft.ID, c.Raft.DataDir, c.Raft.RaftAddr, c.Raft.Bootstrap = c.NodeID, c.DataDir, c.RaftAddr, c.Bootstrap
 	c.Lifecycle.ID, c.Lifecycle.RaftAddr, c.Lifecycle.GRPCAddr, c.Lifecycle.HTTPAddr = ringstate.MemberID(c.NodeID), c.RaftAddr, c.GRPCAddr, c.HTTPAddr
 	c.Raft.RingHeartbeatTimeout = c.Lifecycle.HeartbeatTimeout
+	c.Raft.RingHeartbeatPeriod = c.Lifecycle.HeartbeatPeriod
 	c.Raft.ReplicationFactor = c.Distributor.ReplicationFactor
 	c.Raft.AutoForgetHoldoff = 2 * c.Storage.Flush.FlushPeriod
 	c.Raft.RegisterRequiresPeer = true

@@ -239,7 +239,10 @@ func (lp *loop) heartbeat() {
 		defer lp.wg.Done()
 		// One attempt, bounded by the period: a lost heartbeat is replaced by the next one rather than
 		// retried. Heartbeats carry no request id: a duplicate only records a newer time, and ids would
-		// push other commands' outcomes out of the ring's bounded request memory.
+		// push other commands' outcomes out of the ring's bounded request memory. Without an id it is
+		// also one the Raft leader may carry in a heartbeat batch with the other members' (raftfsm's
+		// HeartbeatBatcher, -ring.heartbeat-batch-window): it may wait up to that window, well within
+		// the period, and is recorded at the batch entry's time.
 		ctx, cancel := context.WithTimeout(lp.ctx, lp.cfg.HeartbeatPeriod)
 		defer cancel()
 		_, err := lp.ring.Apply(ctx, ringstate.Command{Op: ringstate.OpHeartbeat, Member: lp.cfg.ID})

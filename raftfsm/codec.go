@@ -41,13 +41,25 @@ const StampedCommandVersion byte = 2
 // (opMinVersion): the version byte is the leader's build's choice, not the op's.
 const LeaseCommandVersion byte = 3
 
+// HeartbeatBatchCommandVersion is the format-version byte of a heartbeat batch
+// (ringstate.OpHeartbeatBatch): the version byte, the 8-byte ring-time stamp as in
+// StampedCommandVersion, then the beats in a format of their own (see EncodeHeartbeatBatch), not
+// a protobuf Command. Only a leader writes it, always stamped. A build before it halts on it, so a
+// leader proposes a batch only while every member advertises this version and every Raft server
+// is a member (Node.batchAllowed); otherwise it proposes the heartbeats one by one, as version 2
+// entries, which every build reads.
+const HeartbeatBatchCommandVersion byte = 4
+
 // MaxCommandVersion is the highest command version this build reads: what a Node advertises for its
 // own member in every Register and Heartbeat it sends (ringstate.Command.CommandVersion), so that
 // a leader proposes a version only once every member reads it (see DESIGN.md, "Mixed versions").
-const MaxCommandVersion = LeaseCommandVersion
+const MaxCommandVersion = HeartbeatBatchCommandVersion
 
-// Compile-time check that ringstate's gate and this codec name the same version.
-var _ = [1]struct{}{}[uint32(LeaseCommandVersion)-ringstate.LeaseCommandVersion]
+// Compile-time checks that ringstate's gates and this codec name the same versions.
+var (
+	_ = [1]struct{}{}[uint32(LeaseCommandVersion)-ringstate.LeaseCommandVersion]
+	_ = [1]struct{}{}[uint32(HeartbeatBatchCommandVersion)-ringstate.HeartbeatBatchCommandVersion]
+)
 
 // stampLen is the length of the ring-time stamp that follows the version byte of a stamped command.
 const stampLen = 8
@@ -66,7 +78,8 @@ const LeaseSnapshotVersion uint32 = 2
 // anything else: an old binary must never guess at a newer format and apply it differently from the
 // replicas that understand it.
 var (
-	knownCommandVersions  = []uint32{uint32(CommandVersion), uint32(StampedCommandVersion), uint32(LeaseCommandVersion)}
+	knownCommandVersions = []uint32{uint32(CommandVersion), uint32(StampedCommandVersion), uint32(LeaseCommandVersion),
+		uint32(HeartbeatBatchCommandVersion)}
 	knownSnapshotVersions = []uint32{SnapshotVersion, LeaseSnapshotVersion}
 )
 
@@ -106,8 +119,11 @@ func (e *OpVersionError) Unwrap() error { return ErrCorruptCommand }
 // otherwise write it in an old version that this build would read while the older build's
 // replicas refuse it, and the two would disagree on the entry.
 func opMinVersion(op ringstate.Op) byte {
-	if op == ringstate.OpClaimCompactor {
+	switch op {
+	case ringstate.OpClaimCompactor:
 		return LeaseCommandVersion
+	case ringstate.OpHeartbeatBatch:
+		return HeartbeatBatchCommandVersion
 	}
 	return CommandVersion
 }
@@ -135,6 +151,11 @@ func (e *VersionError) Unwrap() error { return ErrUnknownVersion }
 //
 // An encoder that could not fail would have to panic or silently alter such a command.
 func EncodeCommand(cmd ringstate.Command) ([]byte, error) {
+	if cmd.Op == ringstate.OpHeartbeatBatch || len(cmd.Beats) > 0 {
+		// The protobuf Command has no beats: encoding one would silently drop them.
+		return nil, fmt.Errorf("%w: %w: %s: a heartbeat batch is encoded by EncodeHeartbeatBatch", ErrUnencodable,
+			ringstate.ErrInvalidCommand, cmd.Op)
+	}
 	strs := []string{cmd.RequestID, string(cmd.Member), string(cmd.Peer), cmd.RaftAddr, cmd.GRPCAddr, cmd.HTTPAddr, cmd.Zone}
 	for _, id := range cmd.Readers {
 		strs = append(strs, string(id))
@@ -203,6 +224,16 @@ func DecodeStamped(data []byte) (cmd ringstate.Command, timeMs int64, stamped bo
 	body := data[1:]
 	switch data[0] {
 	case CommandVersion:
+	case HeartbeatBatchCommandVersion:
+		if len(body) < stampLen {
+			return ringstate.Command{}, 0, false, fmt.Errorf("%w: %d bytes: heartbeat batch shorter than its %d-byte stamp",
+				ErrCorruptCommand, len(data), stampLen)
+		}
+		beats, err := decodeBeats(body[stampLen:])
+		if err != nil {
+			return ringstate.Command{}, 0, false, err
+		}
+		return ringstate.Command{Op: ringstate.OpHeartbeatBatch, Beats: beats}, int64(binary.BigEndian.Uint64(body)), true, nil
 	case StampedCommandVersion, LeaseCommandVersion:
 		if len(body) < stampLen {
 			return ringstate.Command{}, 0, false, fmt.Errorf("%w: %d bytes: stamped command shorter than its %d-byte stamp",

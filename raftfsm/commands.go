@@ -69,6 +69,10 @@ func (n *Node) apply(ctx context.Context, cmd ringstate.Command, hops uint32) (u
 					return 0, err
 				}
 			}
+			if n.beats != nil && batchable(&cmd) {
+				r := n.beats.Submit(ctx, ringstate.Beat{Member: cmd.Member, CommandVersion: cmd.CommandVersion})
+				return r.Index, r.Err
+			}
 			return n.leaderApply(ctx, data)
 		},
 		func(ctx context.Context, c ringpb.RingClient, h uint32) (uint64, error) {
@@ -234,30 +238,46 @@ func wireResult(code uint32, msg string) error {
 // proposer of an entry is always the leader, so a forwarded command is stamped here, by the leader,
 // never by the follower that forwarded it.
 func (n *Node) leaderApply(ctx context.Context, data []byte) (uint64, error) {
-	timeout := n.timeout(ctx)
-	if timeout <= 0 {
-		return 0, ctx.Err()
+	data, err := StampCommand(data, n.stamp())
+	if err != nil {
+		return 0, err
 	}
+	idx, res, err := n.propose(ctx, data)
+	if err != nil {
+		return idx, err
+	}
+	return idx, res.Err()
+}
+
+// stamp is the ring time of an entry this node proposes now as leader: its clock (Config.Clock),
+// never below the ring's time nor the last stamp (n.stamps).
+func (n *Node) stamp() int64 {
 	now := time.Now
 	if n.cfg.Clock != nil {
 		now = n.cfg.Clock
 	}
-	data, err := StampCommand(data, n.stamps.stampClock(now, n.fsm.Ring().TimeMs()))
-	if err != nil {
-		return 0, err
+	return n.stamps.stampClock(now, n.fsm.Ring().TimeMs())
+}
+
+// propose proposes data, a stamped entry, and waits for it to be applied locally: its index and
+// FSM result, or errNotLeader (nothing was proposed) or ErrUnknownOutcome.
+func (n *Node) propose(ctx context.Context, data []byte) (uint64, *ApplyResult, error) {
+	timeout := n.timeout(ctx)
+	if timeout <= 0 {
+		return 0, nil, ctx.Err()
 	}
 	f := n.raft.Apply(data, timeout)
 	if err := wait(ctx, f, timeout); err != nil {
 		if errors.Is(err, raft.ErrNotLeader) {
-			return 0, errNotLeader
+			return 0, nil, errNotLeader
 		}
-		return 0, fmt.Errorf("%w: %w", ErrUnknownOutcome, err)
+		return 0, nil, fmt.Errorf("%w: %w", ErrUnknownOutcome, err)
 	}
 	res, ok := f.Response().(*ApplyResult)
 	if !ok {
-		return f.Index(), fmt.Errorf("%w: unexpected apply response %T", ErrUnknownOutcome, f.Response())
+		return f.Index(), nil, fmt.Errorf("%w: unexpected apply response %T", ErrUnknownOutcome, f.Response())
 	}
-	return f.Index(), res.Err()
+	return f.Index(), res, nil
 }
 
 // timeout is -raft.apply-timeout, shortened to ctx's deadline.

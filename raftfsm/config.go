@@ -44,6 +44,10 @@ type Config struct {
 	// RingHeartbeatTimeout is -ring.heartbeat-timeout: voter promotion prefers members healthy by it,
 	// and GetRing reports it. Zero disables the health check.
 	RingHeartbeatTimeout time.Duration
+	// RingHeartbeatPeriod is -ring.heartbeat-period: the leader's heartbeat batches wait at most a
+	// quarter of it (HeartbeatBatchWindow is capped there), so that a member's heartbeat, which
+	// waits for its outcome at most one period, is acknowledged well within it. 0: no cap.
+	RingHeartbeatPeriod time.Duration
 	// RegisterRequiresPeer makes the leader admit a ring Register only for a member id that is in
 	// the Raft configuration at the command's raft address. The daemon sets it: a node removed from
 	// Raft (ringctl remove) and restarted on its old data must not re-enter the ring as a ghost
@@ -107,6 +111,10 @@ type Config struct {
 	// heartbeat is this many -ring.heartbeat-timeout periods old, when that loses no acknowledged
 	// data (ringstate.Ring.AutoForget). 0 (the default) never forgets on its own.
 	AutoForgetPeriods int
+	// HeartbeatBatchWindow is -ring.heartbeat-batch-window: how long the leader collects heartbeats
+	// (its own and those followers forward) before proposing them as one entry
+	// (HeartbeatBatcher). 0 proposes every heartbeat as an entry of its own.
+	HeartbeatBatchWindow time.Duration
 	// Recover is -raft.recover: before starting, rebuild a Raft configuration in which this node
 	// is the only voter, from its own log and snapshot (recover.go). For a majority of voters lost
 	// for good; a one-shot, refused once the configuration has changed after a recovery.
@@ -127,6 +135,7 @@ func (c *Config) RegisterFlags(f *flag.FlagSet) {
 	f.DurationVar(&c.ApplyTimeout, "raft.apply-timeout", 10*time.Second, "Longest a ring command waits to be committed before its outcome is reported unknown.")
 	f.DurationVar(&c.VoterReplaceAfter, "raft.voter-replace-after", time.Minute, "A voter the leader has not heard from for this long is replaced: a healthy non-voter (preferably in its zone) is promoted, then the silent voter demoted to non-voter, one change at a time and only while a majority of the voters answers. 0 disables. At least 3 times -raft.heartbeat-timeout.")
 	f.IntVar(&c.AutoForgetPeriods, "ring.auto-forget-unhealthy-periods", 0, "Forget, on the leader, a member whose heartbeat is this many -ring.heartbeat-timeout periods old — as 'ringctl remove' would — but only when that loses no acknowledged data: with a replication factor of at least 3, only while every member sharing a replication set with it is ACTIVE and healthy (every sample it held keeps a copy elsewhere), and at most one member per twice -ingester.flush-period (by then what had one copy left is flushed and compacted back to the replication factor). Logged with the reason and counted (raftingest_ring_auto_forgotten_total). 0 never forgets on its own.")
+	f.DurationVar(&c.HeartbeatBatchWindow, "ring.heartbeat-batch-window", DefaultHeartbeatBatchWindow, "How long the Raft leader collects ring heartbeats (its own and those the other members send it) before it commits them as one entry, so that the entry rate stays about one per window however many members heartbeat. A heartbeat counts from the entry's time, as before, at most this much later. At most a quarter of -ring.heartbeat-period is used (a heartbeat waits for its outcome at most one period). Used only while every member runs a build that reads batches; else each heartbeat is an entry of its own. 0 never batches; at most 5s.")
 	f.BoolVar(&c.Recover, "raft.recover", false, "Disaster recovery when a majority of Raft voters is lost for good: start as the only voter, from this node's own Raft log (what the lost majority committed without it is gone). Then remove the dead members with 'ringctl remove', add new nodes, and restart without this flag; a restart with it is refused once the configuration has changed. See README, \"Losing a majority\".")
 }
 
@@ -185,6 +194,9 @@ func (c *Config) Validate() error {
 		bad("-ring.auto-forget-unhealthy-periods=%d: want 0 (off) or more", c.AutoForgetPeriods)
 	} else if c.AutoForgetPeriods > 0 && c.RingHeartbeatTimeout <= 0 {
 		bad("-ring.auto-forget-unhealthy-periods needs the health check (-ring.heartbeat-timeout above 0)")
+	}
+	if c.HeartbeatBatchWindow < 0 || c.HeartbeatBatchWindow > 5*time.Second {
+		bad("-ring.heartbeat-batch-window=%s: want 0 (off) to 5s (a heartbeat waits up to this long)", c.HeartbeatBatchWindow)
 	}
 	if c.VoterReplaceAfter < 0 {
 		bad("-raft.voter-replace-after=%s: want 0 (off) or more", c.VoterReplaceAfter)

@@ -42,6 +42,9 @@ type Node struct {
 
 	// stamps makes the ring time of every command this node proposes as leader (leaderApply).
 	stamps ringClock
+	// beats coalesces the heartbeats this node receives as leader into batch entries; nil when
+	// -ring.heartbeat-batch-window is 0. Immutable after NewNode.
+	beats *HeartbeatBatcher
 
 	metrics *nodeMetrics
 	conns   *connCache
@@ -141,6 +144,12 @@ func NewNode(cfg Config) (*Node, error) {
 	n.lastRemoval.Store(time.Time{})
 	n.conns = newConnCache(grpcDialOptions(cfg.Dial, cfg.TLS, n.MemberAt)...)
 	n.runCtx, n.runCancel = context.WithCancel(context.Background())
+	if w := cfg.HeartbeatBatchWindow; w > 0 {
+		if p := cfg.RingHeartbeatPeriod; p > 0 {
+			w = min(w, p/4)
+		}
+		n.beats = NewHeartbeatBatcher(w, DefaultMaxBatchBeats, n.proposeBeats)
+	}
 	var err error
 	// A bolt file is locked by its user; time out instead of hanging when another process (or a
 	// forgotten node in this one) holds it.
@@ -258,6 +267,9 @@ func (n *Node) Shutdown() error {
 		n.closed.Store(true)
 		close(n.stop)
 		n.runCancel()
+		if n.beats != nil {
+			n.beats.Close() // after runCancel: batches being proposed give up at once
+		}
 		n.wg.Wait()
 		n.metrics.unregister()
 		var errs []error

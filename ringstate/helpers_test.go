@@ -305,7 +305,7 @@ func genCommand(s intSource) Command {
 		}
 		return genIDs[s.IntN(len(genIDs))]
 	}
-	c := Command{Op: Op(1 + s.IntN(11)), Member: id()} // 11 is an unknown op
+	c := Command{Op: Op(1 + s.IntN(12)), Member: id()} // 12 is an unknown op
 	switch c.Op {
 	case OpRegister:
 		c.RaftAddr = addr(c.Member)
@@ -335,6 +335,14 @@ func genCommand(s intSource) Command {
 		c.Peer = id()
 	case OpClaimCompactor:
 		c.LeaseMs = []int64{0, 1, 5, 20, 60, MaxLeaseMs + 1}[s.IntN(6)]
+	case OpHeartbeatBatch:
+		if s.IntN(6) != 0 { // a batch names no member; sometimes it does (malformed)
+			c.Member = ""
+		}
+		for range s.IntN(5) { // sometimes none (malformed)
+			c.Beats = append(c.Beats, Beat{Member: id(), CommandVersion: []uint32{0, LeaseCommandVersion,
+				HeartbeatBatchCommandVersion}[s.IntN(3)]})
+		}
 	}
 	if s.IntN(8) == 0 { // a field the op does not use, or a missing one
 		switch s.IntN(7) {

@@ -27,10 +27,13 @@ const (
 	// OpClaimCompactor claims or renews the compactor lease for Member, for LeaseMs of ring time
 	// (see CompactorLease). It changes nothing but the lease: no member's state or heartbeat.
 	OpClaimCompactor Op = 10
+	// OpHeartbeatBatch records that each member of Beats is alive at the entry's time: the N
+	// heartbeats of one Raft entry (see heartbeat.go). It takes no Member.
+	OpHeartbeatBatch Op = 11
 )
 
 var opNames = [...]string{"", "register", "claim-tokens", "activate", "heartbeat", "leave",
-	"claim-joiner", "complete-handover", "abort-handover", "remove", "claim-compactor"}
+	"claim-joiner", "complete-handover", "abort-handover", "remove", "claim-compactor", "heartbeat-batch"}
 
 // String returns the command's name as logs and the CLI show it.
 func (o Op) String() string {
@@ -77,6 +80,8 @@ type Command struct {
 	// written by an older build lost the advertisements the older build dropped: deciding on them
 	// would let that replica refuse a claim the others grant.
 	Readers []MemberID
+	// Beats, for OpHeartbeatBatch only, are the heartbeats the entry carries: 1 to MaxBeats.
+	Beats []Beat
 }
 
 // LeaseCommandVersion is the Raft command version (raftfsm's format byte) that carries
@@ -170,6 +175,9 @@ const (
 	EventStateChanged                       // a member's state changed (From -> To)
 	EventTokensChanged                      // a member's token set changed
 	EventRemoved                            // a member left the ring (From is its last state)
+	// EventHeartbeatSkipped: a heartbeat of a batch (OpHeartbeatBatch) named a member the ring
+	// does not know; it changed nothing, and its sender is told ErrUnknownMember.
+	EventHeartbeatSkipped
 )
 
 // Event reports one effect of a command, so callers can log and count without diffing rings.
@@ -358,6 +366,9 @@ func (b *builder) apply(c *Command) error {
 		return b.removeMember(c)
 	case OpClaimCompactor:
 		return b.claimCompactor(c, t)
+	case OpHeartbeatBatch:
+		b.heartbeatBatch(c.Beats, t)
+		return nil
 	}
 	return fmt.Errorf("%w: unknown op %d", ErrInvalidCommand, uint8(c.Op))
 }
@@ -366,8 +377,14 @@ func (b *builder) apply(c *Command) error {
 // malformed command must not half-apply.
 func checkFields(c *Command) error {
 	bad := func(why string) error { return fmt.Errorf("%w: %s %s: %s", ErrInvalidCommand, c.Op, c.Member, why) }
+	if c.Op == OpHeartbeatBatch {
+		return checkBatchFields(c)
+	}
 	if c.Member == "" {
 		return bad("no member id")
+	}
+	if len(c.Beats) > 0 {
+		return bad("only heartbeat-batch takes beats")
 	}
 	hasAddr := c.RaftAddr != "" || c.GRPCAddr != "" || c.HTTPAddr != "" || c.Zone != ""
 	if c.LeaseMs != 0 && c.Op != OpClaimCompactor {

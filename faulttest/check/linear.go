@@ -88,6 +88,15 @@ type linOutput struct {
 //   - the digests a read is compared with (RingDigest) and the state identity (modelDigest) leave
 //     time and heartbeats out.
 //
+// Heartbeats batched by the Raft leader (ringstate.OpHeartbeatBatch, raftfsm.HeartbeatBatcher) stay
+// one operation each in a history: the client called Node.Apply with a single heartbeat and got its
+// own outcome. The batch applies each of its heartbeats exactly as the single one at the entry's
+// time (ringstate's TestHeartbeatBatch_*, including the unknown member's ErrUnknownMember, which
+// the leader derives from the batch's EventHeartbeatSkipped), so the model applies the single one;
+// the index returned is the batch's, shared by its heartbeats, and nothing here reads it. A batch
+// recorded as an operation of its own (a client that proposes batches) is treated as a heartbeat:
+// it changes nothing the model compares either.
+//
 // Should a ringstate change ever make an outcome depend on health (say, a claim-joiner that refuses
 // an unhealthy joiner), that test fails, and the model must then apply each command at its entry's
 // time (the log replay knows every entry's AppendedAt) and keep every heartbeat.
@@ -239,7 +248,7 @@ func CheckRingLinearizable(ops []RingOp, committed map[string]Committed, dir str
 		ret, code := op.Return.UnixNano(), op.Code
 		if op.Unknown {
 			res.Unknown++
-			if op.Cmd.RequestID == "" && op.Cmd.Op == ringstate.OpHeartbeat {
+			if op.Cmd.RequestID == "" && isHeartbeat(&op.Cmd) {
 				res.UnknownHeartbeats++
 				continue
 			}
@@ -264,7 +273,7 @@ func CheckRingLinearizable(ops []RingOp, committed map[string]Committed, dir str
 	if len(hist) > MaxLinearizableOps {
 		kept := hist[:0:0]
 		for _, o := range hist {
-			if in := o.Input.(linInput); !in.read && in.cmd.Op == ringstate.OpHeartbeat {
+			if in := o.Input.(linInput); !in.read && isHeartbeat(&in.cmd) {
 				res.TrimmedHeartbeats++
 				continue
 			}
@@ -289,4 +298,9 @@ func CheckRingLinearizable(ops []RingOp, committed map[string]Committed, dir str
 		}
 	}
 	return res
+}
+
+// isHeartbeat reports whether cmd records liveness only: a heartbeat or a batch of them.
+func isHeartbeat(cmd *ringstate.Command) bool {
+	return cmd.Op == ringstate.OpHeartbeat || cmd.Op == ringstate.OpHeartbeatBatch
 }

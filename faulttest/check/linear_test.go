@@ -185,3 +185,29 @@ func TestCheckRingLinearizable_LongHistories(t *testing.T) {
 		t.Fatal("an over-long history passed: " + r.String())
 	}
 }
+
+// Batched heartbeats: a heartbeat acknowledged through a batch is judged as the single heartbeat
+// its client sent (OK for a member, ErrUnknownMember for one the ring does not know, as the batch
+// reports it); a batch recorded as an operation of its own is a heartbeat too: dropped when its
+// outcome is unknown, and changing nothing a read compares when known.
+func TestCheckRingLinearizable_BatchedHeartbeats(t *testing.T) {
+	reg := ringstate.Command{Op: ringstate.OpRegister, Member: "n1", RaftAddr: "10.0.0.1:1", RequestID: "reg"}
+	after := func() string { r, _, _ := ringstate.New().Apply(reg, 0); return RingDigest(r) }()
+	batch := ringstate.Command{Op: ringstate.OpHeartbeatBatch, Beats: []ringstate.Beat{{Member: "n1"}, {Member: "ghost"}}}
+	ops := []RingOp{{Client: 0, Cmd: reg, Call: at(1), Return: at(2)},
+		// Two clients' heartbeats carried by one batch entry: each gets its own outcome.
+		{Client: 1, Cmd: ringstate.Command{Op: ringstate.OpHeartbeat, Member: "n1"}, Call: at(3), Return: at(5)},
+		{Client: 2, Cmd: ringstate.Command{Op: ringstate.OpHeartbeat, Member: "ghost"}, Call: at(3), Return: at(5),
+			Code: ringstate.CodeUnknownMember},
+		{Client: 3, Cmd: batch, Call: at(3), Return: at(5)},
+		{Client: 4, Cmd: batch, Call: at(3), Unknown: true},
+		{Client: 5, Read: true, Call: at(6), Return: at(7), Digest: after}}
+	if r := CheckRingLinearizable(ops, nil, "", time.Minute); !r.Valid() || r.UnknownHeartbeats != 1 || r.Checked != 5 {
+		t.Fatal(r.String())
+	}
+	// The ghost's heartbeat observed OK is not linearizable: the model refuses it.
+	ops[2].Code = ringstate.CodeOK
+	if r := CheckRingLinearizable(ops, nil, "", time.Minute); r.Valid() {
+		t.Fatal("an acknowledged heartbeat of an unknown member passed: " + r.String())
+	}
+}
