@@ -49,35 +49,57 @@ func (c *seriesLimitsConfig) Validate() error {
 // RF the effective replication factor (rf capped by the members owning tokens): a tenant's series
 // spread evenly over the N ingesters, each stored RF times. Like Mimir, the global limit is ignored
 // while N is 0 (the ring not known yet, or nobody ACTIVE: then no ingester takes writes anyway).
-func localSeriesLimit(global, local, rf int, r *ringstate.Ring, timeoutMs int64) memstore.SeriesLimit {
+//
+// Under zone-aware placement a series has one copy in each of RF zones of the Z that own tokens,
+// so a zone holds RF/Z of the tenant's series, spread over its own writable members: the limit is
+// global * RF / Z / Nzone, with Nzone the writable members of zone (this member's). A dead member's
+// share stays in its zone; the other zones are not affected.
+func localSeriesLimit(global, local int, place ringstate.Placement, zone string, r *ringstate.Ring, timeoutMs int64) memstore.SeriesLimit {
 	lim := memstore.SeriesLimit{Max: local, Source: "-ingester.max-series-per-tenant"}
 	if global <= 0 || r == nil {
 		return lim
 	}
-	n := 0
+	n, zones := 0, map[string]bool{}
 	for i := 0; i < r.Len(); i++ {
-		if r.MemberAt(i).Writable(r.TimeMs(), timeoutMs) {
+		m := r.MemberAt(i)
+		if len(m.Tokens) > 0 {
+			zones[m.Zone] = true
+		}
+		if m.Writable(r.TimeMs(), timeoutMs) && (!place.ZoneAware || m.Zone == zone) {
 			n++
 		}
 	}
-	erf := r.EffectiveRF(rf)
+	erf := r.EffectiveRFFor(place)
 	if n == 0 || erf == 0 {
 		return lim
 	}
-	conv := int(float64(global) / float64(n) * float64(erf))
+	var conv int
+	var how string
+	if place.ZoneAware && len(zones) > 0 {
+		conv = int(float64(global) * float64(erf) / float64(len(zones)) / float64(n))
+		how = fmt.Sprintf("-ingester.max-global-series-per-user=%d over %d zones at replication factor %d, across the %d ACTIVE ingesters of zone %q: %d * %d / %d / %d",
+			global, len(zones), erf, n, zone, global, erf, len(zones), n)
+	} else {
+		conv = int(float64(global) / float64(n) * float64(erf))
+		how = fmt.Sprintf("-ingester.max-global-series-per-user=%d across %d ACTIVE ingesters at replication factor %d: %d / %d * %d", global, n, erf, global, n, erf)
+	}
 	if local > 0 && local <= conv {
 		return lim
 	}
-	return memstore.SeriesLimit{Max: conv, Source: fmt.Sprintf(
-		"-ingester.max-global-series-per-user=%d across %d ACTIVE ingesters at replication factor %d: %d / %d * %d", global, n, erf, global, n, erf)}
+	return memstore.SeriesLimit{Max: conv, Source: how}
+}
+
+// seriesLimitFor is localSeriesLimit for this member: its placement and zone.
+func (s *Server) seriesLimitFor(global int) memstore.SeriesLimit {
+	return localSeriesLimit(global, s.cfg.Store.MaxSeriesPerTenant, s.cfg.Distributor.Placement(), s.cfg.Lifecycle.Zone,
+		s.node.Ring(), s.cfg.Lifecycle.HeartbeatTimeout.Milliseconds())
 }
 
 // applySeriesLimit sets the store's series limit from the current ring and returns it. A tenant
 // whose runtime overrides give it its own max_global_series_per_user gets that converted the same
 // way, from the ring at its push (tenantSeriesLimits).
 func (s *Server) applySeriesLimit() memstore.SeriesLimit {
-	lim := localSeriesLimit(s.cfg.SeriesLimits.MaxGlobalSeriesPerUser, s.cfg.Store.MaxSeriesPerTenant,
-		s.cfg.Distributor.ReplicationFactor, s.node.Ring(), s.cfg.Lifecycle.HeartbeatTimeout.Milliseconds())
+	lim := s.seriesLimitFor(s.cfg.SeriesLimits.MaxGlobalSeriesPerUser)
 	lim.Tenants = s.tenantSeriesLimits
 	if prev := s.store.SeriesLimit(); prev != lim {
 		s.store.SetSeriesLimit(lim)
@@ -130,8 +152,7 @@ func (s *Server) newTenantSeriesLimits() *memstore.TenantSeriesLimits {
 		if g == def {
 			return memstore.SeriesLimit{}, false
 		}
-		lim := localSeriesLimit(g, s.cfg.Store.MaxSeriesPerTenant, s.cfg.Distributor.ReplicationFactor, s.node.Ring(),
-			s.cfg.Lifecycle.HeartbeatTimeout.Milliseconds())
+		lim := s.seriesLimitFor(g)
 		lim.Source = "the tenant's runtime override, " + strings.Replace(lim.Source, "-ingester.max-global-series-per-user", "max_global_series_per_user", 1)
 		return lim, true
 	}}
