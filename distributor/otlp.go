@@ -157,12 +157,28 @@ func (d *Distributor) serveOTLP(w http.ResponseWriter, r *http.Request) {
 	}
 	req := pmetricotlp.NewExportRequest()
 	if json {
-		err = req.UnmarshalJSON(body)
-	} else {
+		err = req.UnmarshalJSON(body) // its decoder limits nesting itself
+	} else if err = checkOTLPNesting(body); err == nil {
 		err = req.UnmarshalProto(body)
 	}
 	if err != nil {
 		fail(http.StatusBadRequest, "decoding the OTLP ExportMetricsServiceRequest: "+err.Error())
+		return
+	}
+	// The translation's output, bounded before it is made: as many series as a remote-write
+	// request may have, as many bytes as its decompressed body may have, and reserved with the
+	// copies sent to the replicas.
+	nSeries, nBytes := otlpEstimate(req.Metrics())
+	if max := d.cfg.MaxSeriesPerRequest; max > 0 && nSeries > max {
+		fail(http.StatusRequestEntityTooLarge, fmt.Sprintf("%v: about %d series, more than the %d of -distributor.max-series-per-request: send smaller batches (the OTel SDK's and Collector's batch size)", errTranslatedTooLarge, nSeries, max))
+		return
+	}
+	if nBytes > d.cfg.MaxRecvMsgSize {
+		fail(http.StatusRequestEntityTooLarge, fmt.Sprintf("%v: about %d bytes of series, more than the %d of -distributor.max-recv-msg-size (each data point's attributes are repeated on every series it makes: a histogram on every bucket)", errTranslatedTooLarge, nBytes, d.cfg.MaxRecvMsgSize))
+		return
+	}
+	if err := res.add((1 + d.cfg.ReplicationFactor) * nBytes); err != nil {
+		fail(http.StatusServiceUnavailable, err.Error())
 		return
 	}
 	conv := otlptranslator.NewPrometheusConverter()
@@ -192,10 +208,14 @@ func (d *Distributor) serveOTLP(w http.ResponseWriter, r *http.Request) {
 	switch {
 	case perr != nil && terr != nil && perr.Status < 500:
 		fail(perr.Status, perr.Msg+"; and some data points could not be translated: "+terr.Error())
+	case perr != nil && perr.Status >= 500:
+		// OTLP clients retry 429, 502, 503 and 504 only (the OTel SDKs and Collector): a 500 would
+		// drop the batch for good in exactly the failures replication rides out (a quorum lost for
+		// a moment). Every server-side failure is answered 503, which they retry.
+		d.log.Warn("OTLP push failed", "tenant", tenant, "status", perr.Status, "err", perr.Msg)
+		w.Header().Set("Retry-After", "1")
+		fail(http.StatusServiceUnavailable, perr.Msg)
 	case perr != nil:
-		if perr.Status >= 500 {
-			d.log.Warn("OTLP push failed", "tenant", tenant, "status", perr.Status, "err", perr.Msg)
-		}
 		fail(perr.Status, perr.Msg)
 	case terr != nil:
 		// Everything translated was stored; what could not be translated is refused as bad input.
@@ -231,7 +251,7 @@ func readOTLPBody(w http.ResponseWriter, r *http.Request, limit int, gzipped boo
 	var buf []byte
 	for {
 		if len(buf) == cap(buf) {
-			next := max(2*cap(buf), 32<<10)
+			next := min(max(2*cap(buf), 32<<10), limit+1) // one byte over the limit tells it is over
 			if err := res.add(next - cap(buf)); err != nil {
 				return nil, http.StatusServiceUnavailable, err
 			}

@@ -3,6 +3,8 @@ package distributor
 import (
 	"bytes"
 	"compress/gzip"
+	"errors"
+	"fmt"
 	"io"
 	"net/http"
 	"strconv"
@@ -14,6 +16,7 @@ import (
 	"go.opentelemetry.io/collector/pdata/pmetric"
 	"go.opentelemetry.io/collector/pdata/pmetric/pmetricotlp"
 	spb "google.golang.org/genproto/googleapis/rpc/status"
+	"google.golang.org/protobuf/encoding/protowire"
 	"google.golang.org/protobuf/proto"
 )
 
@@ -212,5 +215,115 @@ func TestOTLP_Refusals(t *testing.T) {
 				t.Fatalf("%d %q, want %d with %q", code, st.Message, tc.code, tc.msg)
 			}
 		})
+	}
+}
+
+// nestedOTLP is an ExportMetricsServiceRequest whose one resource attribute is an array holding an
+// array ... depth deep: about 8 bytes of body a level.
+func nestedOTLP(depth int) []byte {
+	inner := protowire.AppendTag(nil, 1, protowire.BytesType) // AnyValue.string_value
+	inner = protowire.AppendString(inner, "x")
+	// Level i is AnyValue{array_value: ArrayValue{values: level i-1}}: two prefixes, no suffix, so
+	// the body is the prefixes outermost first, then the innermost value (built in linear time).
+	sizes, arrs := make([]int, depth+1), make([]int, depth+1)
+	sizes[0] = len(inner)
+	for i := 1; i <= depth; i++ {
+		arrs[i] = protowire.SizeTag(1) + protowire.SizeBytes(sizes[i-1])
+		sizes[i] = protowire.SizeTag(5) + protowire.SizeBytes(arrs[i])
+	}
+	v := make([]byte, 0, sizes[depth])
+	for i := depth; i >= 1; i-- {
+		v = protowire.AppendTag(v, 5, protowire.BytesType) // AnyValue.array_value
+		v = protowire.AppendVarint(v, uint64(arrs[i]))
+		v = protowire.AppendTag(v, 1, protowire.BytesType) // ArrayValue.values
+		v = protowire.AppendVarint(v, uint64(sizes[i-1]))
+	}
+	v = append(v, inner...)
+	kv := protowire.AppendTag(nil, 1, protowire.BytesType)
+	kv = protowire.AppendString(kv, "k")
+	kv = protowire.AppendTag(kv, 2, protowire.BytesType)
+	kv = protowire.AppendBytes(kv, v)
+	res := protowire.AppendTag(nil, 1, protowire.BytesType) // Resource.attributes
+	res = protowire.AppendBytes(res, kv)
+	rm := protowire.AppendTag(nil, 1, protowire.BytesType) // ResourceMetrics.resource
+	rm = protowire.AppendBytes(rm, res)
+	req := protowire.AppendTag(nil, 1, protowire.BytesType) // ExportMetricsServiceRequest.resource_metrics
+	return protowire.AppendBytes(req, rm)
+}
+
+// TestOTLP_DeepNestingRefusedBeforeDecoding: pdata's protobuf decoder recurses once per nested
+// attribute value without a limit, so about 16 MB of nesting overflows a goroutine's 1 GB stack
+// and kills the process. 100,000 levels (under 1 MB) must be refused with 400 before pdata sees
+// them; a handful of levels, as real attributes have, must pass.
+func TestOTLP_DeepNestingRefusedBeforeDecoding(t *testing.T) {
+	e := newOTLPEnv(t, defaultConfig())
+	code, _, resp := postOTLP(t, e, nestedOTLP(100_000), "application/x-protobuf", "")
+	var st spb.Status
+	if err := proto.Unmarshal(resp, &st); err != nil {
+		t.Fatal(err)
+	}
+	if code != http.StatusBadRequest || !strings.Contains(st.Message, "nest at most 64 deep") {
+		t.Fatalf("100,000 levels: %d %q, want 400 naming the nesting bound", code, st.Message)
+	}
+	if code, _, resp := postOTLP(t, e, nestedOTLP(5), "application/x-protobuf", ""); code != http.StatusOK {
+		t.Fatalf("5 levels: %d %q", code, resp)
+	}
+}
+
+// TestOTLP_TranslationBoundedBeforeTranslating: a histogram of 20,000 buckets with four 2 KB
+// attributes is a 330 KB body that translates to about 160 MB of series (every bucket repeats the
+// attributes): refused with 413 before the translation, by the estimate.
+func TestOTLP_TranslationBoundedBeforeTranslating(t *testing.T) {
+	e := newOTLPEnv(t, defaultConfig())
+	md := pmetric.NewMetrics()
+	rm := md.ResourceMetrics().AppendEmpty()
+	h := rm.ScopeMetrics().AppendEmpty().Metrics().AppendEmpty()
+	h.SetName("wide")
+	hh := h.SetEmptyHistogram()
+	hh.SetAggregationTemporality(pmetric.AggregationTemporalityCumulative)
+	dp := hh.DataPoints().AppendEmpty()
+	dp.SetTimestamp(pcommon.NewTimestampFromTime(testNow()))
+	bounds := make([]float64, 20_000)
+	for i := range bounds {
+		bounds[i] = float64(i)
+	}
+	dp.ExplicitBounds().FromRaw(bounds)
+	dp.BucketCounts().FromRaw(make([]uint64, len(bounds)+1))
+	for i := range 4 {
+		dp.Attributes().PutStr(fmt.Sprintf("a%d", i), strings.Repeat("v", 2000))
+	}
+	body, _ := pmetricotlp.NewExportRequestFromMetrics(md).MarshalProto()
+	code, _, resp := postOTLP(t, e, body, "application/x-protobuf", "")
+	var st spb.Status
+	_ = proto.Unmarshal(resp, &st)
+	if code != http.StatusRequestEntityTooLarge || !strings.Contains(st.Message, "-distributor.max-recv-msg-size") {
+		t.Fatalf("%d-byte body: %d %q, want 413 naming the limit", len(body), code, st.Message)
+	}
+	if n := e.pool.totalCalls(); n != 0 {
+		t.Errorf("%d pushes reached the ingesters", n)
+	}
+	series, bytes := otlpEstimate(md)
+	if series != 20_003+1 || bytes < 20_003*8000 {
+		t.Errorf("estimate %d series %d bytes, want 20004 series and at least %d bytes", series, bytes, 20_003*8000)
+	}
+}
+
+// TestOTLP_ServerFailuresAre503: OTLP clients retry 429, 502, 503 and 504 only; a quorum lost must
+// not drop the batch for good, so it is answered 503 with Retry-After, not 500.
+func TestOTLP_ServerFailuresAre503(t *testing.T) {
+	e := newOTLPEnv(t, defaultConfig())
+	for _, id := range []string{"a", "b", "c", "d", "e"} {
+		e.pool.ing(id).set(func(f *fakeIngester) { f.callErr = errors.New("connection refused") })
+	}
+	body, _ := pmetricotlp.NewExportRequestFromMetrics(otlpMetrics(testNow(), false)).MarshalProto()
+	req, _ := http.NewRequest(http.MethodPost, e.srv.URL+"/otlp/v1/metrics", bytes.NewReader(body))
+	req.Header.Set("Content-Type", "application/x-protobuf")
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp.Body.Close()
+	if resp.StatusCode != http.StatusServiceUnavailable || resp.Header.Get("Retry-After") == "" {
+		t.Fatalf("%d, Retry-After %q: want 503 with Retry-After", resp.StatusCode, resp.Header.Get("Retry-After"))
 	}
 }
