@@ -34,6 +34,11 @@ type DecodeLimits struct {
 	// near-empty messages costs up to 68 times its size. Arenas grow only up to what the bound
 	// still allows, so a request that fits is never refused for the arenas' growth policy.
 	MaxExpansion int
+	// MaxRewrittenBytes bounds, for a remote-write 2.0 request, the size of its series re-encoded
+	// as 1.0 for the ingesters (each label's strings in full where 2.0 names them by reference);
+	// 0: no bound. The handler gives -distributor.max-recv-msg-size: the same series sent as 1.0
+	// would have been refused at that size.
+	MaxRewrittenBytes int
 }
 
 // DefaultMaxExpansion is the expansion bound the push handler decodes with. Real requests stay far
@@ -126,6 +131,9 @@ type WriteRequest struct {
 	symbols []string // a 2.0 request's symbols table (aliasing the body); empty for 1.0
 	// v2 is true when the request was decoded from remote-write 2.0 (UnmarshalV2Limited).
 	v2 bool
+	// rewritten is, for a 2.0 request, the size of its series re-encoded as 1.0 (an upper bound of
+	// appendSeries' output for all of them); maxRewritten is DecodeLimits.MaxRewrittenBytes.
+	rewritten, maxRewritten int
 
 	// Bounds of the decode in progress (UnmarshalLimited): maxSeries (0: none); budget, the most
 	// bytes the arenas may use (0: none), computed as expansion times bodyLen plus decodeSlackBytes.
@@ -234,7 +242,12 @@ func (r *WriteRequest) Reset() {
 	clear(r.symbols)
 	r.Series, r.labels, r.samples, r.symbols = r.Series[:0], r.labels[:0], r.samples[:0], r.symbols[:0]
 	r.Metadata, r.Exemplars, r.Histograms, r.v2 = 0, 0, 0, false
+	r.rewritten, r.maxRewritten = 0, 0
 }
+
+// RewrittenBytes is, for a remote-write 2.0 request, the bytes its series take re-encoded as 1.0
+// (what is sent to each replica); 0 for 1.0, whose series are forwarded as they came.
+func (r *WriteRequest) RewrittenBytes() int { return r.rewritten }
 
 // maxSnappyExpansion bounds how much a snappy block can expand: its most compact element is a copy
 // with a 2-byte offset, 3 bytes for up to 64 bytes of output (21.3 times).

@@ -52,7 +52,7 @@ func (r *WriteRequest) growSymbols() error {
 // (name, value) pairs.
 func (r *WriteRequest) UnmarshalV2Limited(b []byte, lim DecodeLimits) error {
 	r.Reset()
-	r.v2 = true
+	r.v2, r.maxRewritten = true, lim.MaxRewrittenBytes
 	r.maxSeries, r.budget, r.expansion, r.bodyLen, r.grown = lim.MaxSeries, 0, lim.MaxExpansion, len(b), 0
 	if lim.MaxExpansion > 0 {
 		r.budget = lim.MaxExpansion*len(b) + decodeSlackBytes
@@ -136,12 +136,16 @@ func (r *WriteRequest) decodeSeriesV2(b []byte, base int) error {
 			name = r.symbols[v]
 			return nil
 		}
+		l := Label{Name: name, Value: r.symbols[v]}
+		if err := r.rewrite(labelSize(l) + 6); err != nil { // the label field's tag and length: at most 6
+			return err
+		}
 		if len(r.labels) == cap(r.labels) {
 			if err := r.growLabels(); err != nil {
 				return err
 			}
 		}
-		r.labels = append(r.labels, Label{Name: name, Value: r.symbols[v]})
+		r.labels = append(r.labels, l)
 		return nil
 	}
 	for i := 0; i < len(b); {
@@ -197,6 +201,9 @@ func (r *WriteRequest) decodeSeriesV2(b []byte, base int) error {
 				if err != nil {
 					return err
 				}
+				if err := r.rewrite(2 + sampleSize(smp)); err != nil {
+					return err
+				}
 				if len(r.samples) == cap(r.samples) {
 					if err := r.growSamples(); err != nil {
 						return err
@@ -229,6 +236,9 @@ func (r *WriteRequest) decodeSeriesV2(b []byte, base int) error {
 	if refs%2 != 0 {
 		return decodeError(base, "TimeSeries.labels_refs: %d references, want (name, value) pairs", refs)
 	}
+	if err := r.rewrite(6); err != nil { // the series' own tag and length
+		return err
+	}
 	if len(r.labels) > math.MaxInt32 || len(r.samples) > math.MaxInt32 {
 		return decodeError(base, "too many labels or samples")
 	}
@@ -239,5 +249,17 @@ func (r *WriteRequest) decodeSeriesV2(b []byte, base int) error {
 		}
 	}
 	r.Series = append(r.Series, s)
+	return nil
+}
+
+// rewrite counts n more bytes of the request re-encoded as 1.0, within MaxRewrittenBytes: 2.0
+// names a label's strings by references of a byte or two, so a small body can stand for series
+// far larger than any 1.0 body the distributor accepts, each copied once per replica.
+func (r *WriteRequest) rewrite(n int) error {
+	r.rewritten += n
+	if r.maxRewritten > 0 && r.rewritten > r.maxRewritten {
+		return fmt.Errorf("%w: its series re-encoded for the ingesters take more than %d bytes (-distributor.max-recv-msg-size) after %d series: the symbols it references are repeated in every series that names them; send smaller requests",
+			ErrTooLarge, r.maxRewritten, len(r.Series))
+	}
 	return nil
 }

@@ -296,3 +296,41 @@ func BenchmarkDecodeWriteV2(b *testing.B) {
 	}
 	b.ReportMetric(float64(b.Elapsed().Nanoseconds())/float64(b.N*2000), "ns/sample")
 }
+
+// TestDecodeV2_RewrittenSizeBounded: 2.0 names a label's strings by one-byte references, so a
+// 7 MB body can stand for series of tens of GB once re-encoded as 1.0 for the ingesters (found by
+// review: 100k series of 30 labels over 90 KB of long symbols). The decoder counts the re-encoded
+// size and refuses past MaxRewrittenBytes; within it, RewrittenBytes bounds what appendSeries
+// writes.
+func TestDecodeV2_RewrittenSizeBounded(t *testing.T) {
+	st := writev2.NewSymbolTable()
+	var kv []string
+	for i := range 30 {
+		kv = append(kv, fmt.Sprintf("l%02d", i), strings.Repeat(string(rune('a'+i%26)), 3000))
+	}
+	refs := st.SymbolizeLabels(labels.FromStrings(kv...), nil)
+	req := writev2.Request{}
+	for range 1000 {
+		req.Timeseries = append(req.Timeseries, writev2.TimeSeries{LabelsRefs: refs, Samples: []writev2.Sample{{Value: 1, Timestamp: 5}}})
+	}
+	req.Symbols = st.Symbols()
+	b, err := req.Marshal()
+	if err != nil {
+		t.Fatal(err)
+	}
+	var got WriteRequest
+	err = got.UnmarshalV2Limited(b, DecodeLimits{MaxExpansion: DefaultMaxExpansionV2, MaxRewrittenBytes: 10 << 20})
+	if !errors.Is(err, ErrTooLarge) || !strings.Contains(err.Error(), "re-encoded") {
+		t.Fatalf("a %d-byte body of 1000 series of 90 KB each: %v, want ErrTooLarge", len(b), err)
+	}
+	if err := got.UnmarshalV2Limited(b, DecodeLimits{MaxRewrittenBytes: 200 << 20}); err != nil {
+		t.Fatal(err)
+	}
+	written := 0
+	for i := range got.Series {
+		written += len(appendSeries(nil, &got.Series[i]))
+	}
+	if rw := got.RewrittenBytes(); written > rw || rw > written+written/10 {
+		t.Errorf("RewrittenBytes %d, appendSeries wrote %d: want an upper bound within 10%%", rw, written)
+	}
+}

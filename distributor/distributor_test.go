@@ -50,6 +50,7 @@ func TestPush_StoresEverySeriesOnRFReplicas(t *testing.T) {
 	if code, msg := e.post(t, encode(t, in...)); code != http.StatusOK {
 		t.Fatalf("%d %s", code, msg)
 	}
+	e.d.Wait() // the push answers once a quorum stored each series: the third may still be storing
 	for _, s := range in {
 		if n := e.pool.replicasOf(DefaultTenant, rendered(s)); n != 3 {
 			t.Fatalf("series %s on %d replicas, want 3", rendered(s), n)

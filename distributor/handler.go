@@ -18,8 +18,9 @@ const TenantHeader = "X-Scope-OrgID"
 // ServeHTTP handles POST /api/v1/push: a Prometheus remote-write 1.0 request (a snappy-compressed
 // prompb.WriteRequest) or, by its Content-Type, a remote-write 2.0 one (ContentTypeV2; see
 // decodev2.go). A 2.0 response carries the X-Prometheus-Remote-Write-Samples-Written,
-// -Histograms-Written and -Exemplars-Written headers, whatever its status. The status codes are
-// what remote-write senders act on:
+// -Histograms-Written and -Exemplars-Written headers, whatever its status once the request is
+// known to be 2.0 (not on a 405, 401 or a refused tenant, found before the Content-Type is read).
+// The status codes are what remote-write senders act on:
 //
 //	200  every series stored by a quorum of its replicas
 //	400  bad input: a refused series (the message names it and the reason), a malformed body;
@@ -152,7 +153,8 @@ func (d *Distributor) serve(w http.ResponseWriter, r *http.Request) int {
 		}
 	}()
 	if v2 {
-		err = st.req.UnmarshalV2Limited(*body, DecodeLimits{MaxSeries: d.cfg.MaxSeriesPerRequest, MaxExpansion: DefaultMaxExpansionV2})
+		err = st.req.UnmarshalV2Limited(*body, DecodeLimits{MaxSeries: d.cfg.MaxSeriesPerRequest, MaxExpansion: DefaultMaxExpansionV2,
+			MaxRewrittenBytes: d.cfg.MaxRecvMsgSize})
 	} else {
 		err = st.req.UnmarshalLimited(*body, DecodeLimits{MaxSeries: d.cfg.MaxSeriesPerRequest, MaxExpansion: DefaultMaxExpansion})
 	}
@@ -163,8 +165,12 @@ func (d *Distributor) serve(w http.ResponseWriter, r *http.Request) int {
 		return fail(http.StatusBadRequest, err.Error())
 	}
 	// The decoded series and the copies of the body forwarded to the replicas (at most one per
-	// replica: each series goes to RF ingesters).
-	if err := res.add(st.req.DecodedBytes() + d.cfg.ReplicationFactor*len(*body)); err != nil {
+	// replica: each series goes to RF ingesters); for 2.0, of its series re-encoded as 1.0.
+	forwarded := len(*body)
+	if v2 {
+		forwarded = st.req.RewrittenBytes()
+	}
+	if err := res.add(st.req.DecodedBytes() + d.cfg.ReplicationFactor*forwarded); err != nil {
 		return fail(http.StatusServiceUnavailable, err.Error())
 	}
 	perr := d.push(r.Context(), tenant, &st.req, st)

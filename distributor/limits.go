@@ -17,7 +17,8 @@ type InstanceLimits struct {
 	// MaxInflightPushRequestsBytes is -distributor.instance-limits.max-inflight-push-requests-bytes:
 	// the bytes the pushes being handled hold, reserved before they are allocated — the body as it
 	// arrives, its decompressed copy, the decoded series, labels and samples, and the copies
-	// forwarded to the replicas (counted as replication factor times the decompressed size). A push
+	// forwarded to the replicas (counted as replication factor times the decompressed size, or for
+	// remote-write 2.0 and OTLP, times the size of the series re-encoded as 1.0). A push
 	// that would pass it is answered 503, unless it is the only one holding bytes (so that a limit
 	// below one large request delays it instead of refusing it for ever). 0: unlimited.
 	MaxInflightPushRequestsBytes int

@@ -12,7 +12,7 @@ type metrics struct {
 	appendFailures    *prometheus.CounterVec // {ingester, type}
 	pushDuration      *prometheus.HistogramVec
 	replicationFactor prometheus.Gauge
-	// {version}: push requests by remote-write protocol version ("1.0", "2.0"), from the Content-Type.
+	// {version}: push requests by protocol: remote-write "1.0" or "2.0" (from the Content-Type), or "otlp".
 	requestsByVersion *prometheus.CounterVec
 
 	// Instance limits (Mimir's names).
@@ -80,7 +80,7 @@ func newMetrics(reg prometheus.Registerer, d *Distributor) (*metrics, error) {
 		}, []string{"status_code"}),
 		requestsByVersion: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "raftingest_distributor_remote_write_requests_total",
-			Help: "Remote-write push requests received, by protocol version (1.0 or 2.0, from their Content-Type), whatever their outcome.",
+			Help: "Push requests received, by protocol: remote-write 1.0 or 2.0 (from their Content-Type) or otlp (/otlp/v1/metrics), whatever their outcome.",
 		}, []string{"version"}),
 		replicationFactor: prometheus.NewGauge(prometheus.GaugeOpts{
 			Name: "cortex_distributor_replication_factor",
