@@ -2,6 +2,7 @@ package raftfsm
 
 import (
 	"strconv"
+	"sync/atomic"
 
 	"github.com/hashicorp/raft"
 	"github.com/prometheus/client_golang/prometheus"
@@ -107,7 +108,13 @@ var (
 	descPeers     = prometheus.NewDesc("raftingest_raft_peers", "Servers in the latest Raft configuration, by suffrage (voter, nonvoter).", []string{"suffrage"}, nil)
 )
 
-type raftCollector struct{ n *Node }
+// raftCollector reads the Raft node's figures at scrape time. It is registered before
+// raft.NewRaft returns, which takes a while on a long log, and the ingester serves /metrics from
+// its start (the WAL replay's progress): r is set once NewRaft returned, read atomically.
+type raftCollector struct {
+	n *Node
+	r atomic.Pointer[raft.Raft]
+}
 
 func (c *raftCollector) Describe(ch chan<- *prometheus.Desc) {
 	for _, d := range []*prometheus.Desc{descLeader, descTerm, descApplied, descCommit, descLastIndex, descPeers} {
@@ -116,7 +123,7 @@ func (c *raftCollector) Describe(ch chan<- *prometheus.Desc) {
 }
 
 func (c *raftCollector) Collect(ch chan<- prometheus.Metric) {
-	r := c.n.raft
+	r := c.r.Load()
 	if r == nil {
 		return
 	}

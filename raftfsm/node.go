@@ -222,6 +222,7 @@ func NewNode(cfg Config) (*Node, error) {
 		return nil, fmt.Errorf("raftfsm: start raft: %w", err)
 	}
 	conf.r.Store(n.raft)
+	n.metrics.collector.r.Store(n.raft)
 	if has {
 		n.startIndex = n.raft.LastIndex()
 	}
