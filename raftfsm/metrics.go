@@ -54,7 +54,7 @@ func newNodeMetrics(reg prometheus.Registerer, n *Node) *nodeMetrics {
 		}, []string{"op", "code"}),
 		voterChanges: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "raftingest_raft_voter_changes_total",
-			Help: "Voter changes this node made as leader: change (promoted, demoted) and reason (fill: a free voter slot; replace_unreachable: in place of a voter silent for -raft.voter-replace-after; unreachable: the silent voter demoted; zone_spread: a voter moved from a zone with two more voters than another).",
+			Help: "Voter changes this node made as leader: change (promoted, demoted) and reason (fill: a free voter slot; replace_unreachable: in place of a voter silent for -raft.voter-replace-after; unreachable: the silent voter demoted; zone_spread: a voter moved from a zone with two more voters than another; over_max: one voter too many after a zone swap whose demotion failed).",
 		}, []string{"change", "reason"}),
 		autoForgotten: prometheus.NewCounter(prometheus.CounterOpts{
 			Name: "raftingest_ring_auto_forgotten_total",

@@ -262,6 +262,10 @@ func (n *Node) reconcileVoters(ctx context.Context) {
 		if n.cfg.VoterReplaceAfter > 0 && n.replaceSilentVoter(ctx, conf, prev, nonvoters, recent) {
 			return
 		}
+		if voters > n.cfg.MaxVoters {
+			n.trimVoters(ctx, conf, prev)
+			return
+		}
 		if voters == n.cfg.MaxVoters && len(nonvoters) > 0 {
 			n.spreadVoters(ctx, conf, prev, nonvoters, recent)
 		}
@@ -521,6 +525,49 @@ func (n *Node) spreadVoters(ctx context.Context, conf raft.Configuration, prev u
 	n.metrics.voterChange("demoted", "zone_spread")
 	n.logger.Info("moved a voter to a zone with fewer voters", "promoted", string(promote.ID), "promoted_zone", zoneOf(r, promote.ID),
 		"demoted", string(demote.ID), "demoted_zone", zoneOf(r, demote.ID), "index", d.Index())
+	n.poke()
+}
+
+// pickTrim picks the voter to demote when there are more than -raft.max-voters: spreadVoters
+// promotes before it demotes, and when the demotion fails (the leader lost its leadership between
+// the two) the configuration keeps one voter too many. The most crowded zone's voter with the
+// highest id, never self; without zones, the voter with the highest id. nil when only self is a
+// voter.
+func pickTrim(voters []raft.Server, self raft.ServerID, r *ringstate.Ring) *raft.Server {
+	perZone := voterZones(r, voters)
+	var pick *raft.Server
+	for i, v := range voters {
+		if v.ID == self {
+			continue
+		}
+		switch {
+		case pick == nil:
+			pick = &voters[i]
+		case perZone[zoneOf(r, v.ID)] != perZone[zoneOf(r, pick.ID)]:
+			if perZone[zoneOf(r, v.ID)] > perZone[zoneOf(r, pick.ID)] {
+				pick = &voters[i]
+			}
+		case v.ID > pick.ID:
+			pick = &voters[i]
+		}
+	}
+	return pick
+}
+
+// trimVoters demotes one voter beyond -raft.max-voters (pickTrim).
+func (n *Node) trimVoters(ctx context.Context, conf raft.Configuration, prev uint64) {
+	victim := pickTrim(votersOf(conf, ""), n.id, n.fsm.Ring())
+	if victim == nil {
+		return
+	}
+	timeout := n.timeout(ctx)
+	f := n.raft.DemoteVoter(victim.ID, prev, timeout)
+	if err := wait(ctx, f, timeout); err != nil {
+		n.logger.Warn("demoting a voter beyond -raft.max-voters failed", "peer", string(victim.ID), "err", err)
+		return
+	}
+	n.metrics.voterChange("demoted", "over_max")
+	n.logger.Info("demoted a voter beyond -raft.max-voters", "peer", string(victim.ID), "zone", zoneOf(n.fsm.Ring(), victim.ID), "index", f.Index())
 	n.poke()
 }
 
