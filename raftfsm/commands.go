@@ -59,6 +59,14 @@ func (n *Node) apply(ctx context.Context, cmd ringstate.Command, hops uint32) (u
 					return 0, err
 				}
 			}
+			if cmd.Op == ringstate.OpClaimTokens && n.cfg.MaxOwnershipSpread > 0 {
+				// Judged against the leader's applied ring, before proposing: a best-effort bound
+				// per claim (ringstate.Ring.CheckClaimSpread says why that is enough).
+				place := ringstate.Placement{RF: n.cfg.ReplicationFactor, ZoneAware: n.cfg.ZoneAware}
+				if err := n.fsm.Ring().CheckClaimSpread(cmd, place, n.cfg.MaxOwnershipSpread); err != nil {
+					return 0, err
+				}
+			}
 			if cmd.Op == ringstate.OpRegister {
 				if err := n.admitAddresses(ctx, &cmd); err != nil {
 					return 0, err

@@ -115,6 +115,10 @@ type Config struct {
 	// (its own and those followers forward) before proposing them as one entry
 	// (HeartbeatBatcher). 0 proposes every heartbeat as an entry of its own.
 	HeartbeatBatchWindow time.Duration
+	// MaxOwnershipSpread is -ring.max-ownership-spread: the leader refuses a token claim after which
+	// the largest owner holds more than this many times what the smallest holds (per zone under
+	// zone awareness) and more unevenly than before (ringstate.Ring.CheckClaimSpread). 0 disables.
+	MaxOwnershipSpread float64
 	// Recover is -raft.recover: before starting, rebuild a Raft configuration in which this node
 	// is the only voter, from its own log and snapshot (recover.go). For a majority of voters lost
 	// for good; a one-shot, refused once the configuration has changed after a recovery.
@@ -136,6 +140,7 @@ func (c *Config) RegisterFlags(f *flag.FlagSet) {
 	f.DurationVar(&c.VoterReplaceAfter, "raft.voter-replace-after", time.Minute, "A voter the leader has not heard from for this long is replaced: a healthy non-voter (preferably in its zone) is promoted, then the silent voter demoted to non-voter, one change at a time and only while a majority of the voters answers. 0 disables. At least 3 times -raft.heartbeat-timeout.")
 	f.IntVar(&c.AutoForgetPeriods, "ring.auto-forget-unhealthy-periods", 0, "Forget, on the leader, a member whose heartbeat is this many -ring.heartbeat-timeout periods old — as 'ringctl remove' would — but only when that loses no acknowledged data: with a replication factor of at least 3, only while every member sharing a replication set with it is ACTIVE and healthy (every sample it held keeps a copy elsewhere), and at most one member per twice -ingester.flush-period (by then what had one copy left is flushed and compacted back to the replication factor). Logged with the reason and counted (raftingest_ring_auto_forgotten_total). 0 never forgets on its own.")
 	f.DurationVar(&c.HeartbeatBatchWindow, "ring.heartbeat-batch-window", DefaultHeartbeatBatchWindow, "How long the Raft leader collects ring heartbeats (its own and those the other members send it) before it commits them as one entry, so that the entry rate stays about one per window however many members heartbeat. A heartbeat counts from the entry's time, as before, at most this much later. At most a quarter of -ring.heartbeat-period is used (a heartbeat waits for its outcome at most one period). Used only while every member runs a build that reads batches; else each heartbeat is an entry of its own. 0 never batches; at most 5s.")
+	f.Float64Var(&c.MaxOwnershipSpread, "ring.max-ownership-spread", 1.1, "The leader refuses a token claim after which the largest token owner holds more than this many times what the smallest holds (within each zone under -ingester.ring.zone-awareness-enabled; rings or zones of fewer than 3 owners are not judged), unless the claim makes an uneven ring more even. Balanced tokens (-ring.token-generation-strategy=balanced) stay near 1.01; random ones or a hand-edited tokens file are what it stops. 0 disables.")
 	f.BoolVar(&c.Recover, "raft.recover", false, "Disaster recovery when a majority of Raft voters is lost for good: start as the only voter, from this node's own Raft log (what the lost majority committed without it is gone). Then remove the dead members with 'ringctl remove', add new nodes, and restart without this flag; a restart with it is refused once the configuration has changed. See README, \"Losing a majority\".")
 }
 
@@ -194,6 +199,9 @@ func (c *Config) Validate() error {
 		bad("-ring.auto-forget-unhealthy-periods=%d: want 0 (off) or more", c.AutoForgetPeriods)
 	} else if c.AutoForgetPeriods > 0 && c.RingHeartbeatTimeout <= 0 {
 		bad("-ring.auto-forget-unhealthy-periods needs the health check (-ring.heartbeat-timeout above 0)")
+	}
+	if c.MaxOwnershipSpread != 0 && !(c.MaxOwnershipSpread >= 1) {
+		bad("-ring.max-ownership-spread=%v: want 0 (off) or at least 1", c.MaxOwnershipSpread)
 	}
 	if c.HeartbeatBatchWindow < 0 || c.HeartbeatBatchWindow > 5*time.Second {
 		bad("-ring.heartbeat-batch-window=%s: want 0 (off) to 5s (a heartbeat waits up to this long)", c.HeartbeatBatchWindow)

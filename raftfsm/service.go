@@ -54,6 +54,7 @@ var sentinels = []struct {
 	{"HANDOVER_MISMATCH", ringstate.ErrHandoverMismatch, codes.FailedPrecondition},
 	{"HANDOVER_IN_PROGRESS", ringstate.ErrHandoverInProgress, codes.FailedPrecondition},
 	{"INVALID_COMMAND", ringstate.ErrInvalidCommand, codes.InvalidArgument},
+	{"OWNERSHIP_SPREAD", ringstate.ErrSpread, codes.FailedPrecondition},
 }
 
 // toStatus turns a Node error into a gRPC status error carrying the sentinel's reason. Context
