@@ -13,8 +13,9 @@ import (
 // samples appended after the flush took its snapshot (a series at 1:59 that receives 1:59:30 while
 // the 2:00 block is being uploaded), and whole series created during the flush. DropFlushed takes
 // a bound per series ref instead, computed from the snapshot, so it can only drop what the flush
-// wrote: appends are in order per series, so every sample appended after the snapshot is newer
-// than the snapshot's newest one.
+// wrote: in-order appends are in order per series, so every one appended after the snapshot is
+// newer than the snapshot's newest one; out-of-order samples are told apart by a count per series
+// (FlushSeries.OOOMark).
 
 // SnapshotSeries calls fn for every series of every tenant that has visible chunks, with the
 // series' ref (unique in the Store, never reused while it is open) and all its visible chunks in
@@ -37,8 +38,82 @@ func (st *Store) SnapshotSeries(fn func(tenant string, ref uint64, lset labels.L
 //
 // The caller guarantees that every sample of ref older than bounds[ref] is durable elsewhere:
 // after a restart, such samples that shared a chunk with newer ones are not replayed. Calls are
-// serialised with Truncate; pushes and reads go on concurrently.
+// serialised with Truncate; pushes and reads go on concurrently. Out-of-order samples are kept
+// (SnapshotSeries does not say which it saw): a flush that writes them uses SnapshotFlush and
+// DropFlushedSeries.
 func (st *Store) DropFlushed(bounds map[uint64]int64) (TruncateStats, error) {
+	fb := make(map[uint64]FlushBound, len(bounds))
+	for ref, b := range bounds {
+		fb[ref] = FlushBound{Before: b, OOOMark: oooMarkPending}
+	}
+	return st.DropFlushedSeries(fb)
+}
+
+// FlushBound is what a flush wrote of one series (DropFlushedSeries): every sample older than
+// Before of the snapshot it took with SnapshotFlush, whose FlushSeries.OOOMark it gives back.
+type FlushBound struct {
+	Before  int64
+	OOOMark uint64
+}
+
+// FlushSeries is one series of a SnapshotFlush.
+type FlushSeries struct {
+	Tenant string
+	Ref    uint64
+	Labels labels.Labels
+	// Chunks are the in-order chunks, in time order, not overlapping (closed ones shared read-only,
+	// the head copied).
+	Chunks []Chunk
+	// OOO are the out-of-order samples' chunks: each sorted, overlapping each other and Chunks in
+	// any way. MergeChunks merges them.
+	OOO []Chunk
+	// OOOMark identifies the out-of-order samples this snapshot holds, for DropFlushedSeries.
+	OOOMark uint64
+}
+
+// SnapshotFlush is SnapshotSeries for a flush that handles out-of-order samples: each series'
+// in-order chunks and out-of-order chunks apart, so that the flush can write the out-of-order
+// samples below what it wrote before (they arrived after), and the mark that lets
+// DropFlushedSeries drop them only if no other arrived meanwhile. s is reused across calls.
+func (st *Store) SnapshotFlush(fn func(s *FlushSeries) error) error {
+	var ferr error
+	var s FlushSeries
+	for _, name := range st.Tenants() {
+		th := st.tenant(name)
+		if th == nil {
+			continue
+		}
+		th.series.forEach(func(ms *memSeries) bool {
+			ms.mu.Lock()
+			if ms.deleted {
+				ms.mu.Unlock()
+				return true
+			}
+			s = FlushSeries{Tenant: name, Ref: ms.ref, Labels: ms.lset,
+				Chunks:  ms.inOrderChunksIn(nil, math.MinInt64, math.MaxInt64),
+				OOO:     ms.oooChunksIn(nil, math.MinInt64, math.MaxInt64),
+				OOOMark: ms.oooMark()}
+			ms.mu.Unlock()
+			if len(s.Chunks) == 0 && len(s.OOO) == 0 {
+				return true
+			}
+			ferr = fn(&s)
+			return ferr == nil
+		})
+		if ferr != nil {
+			return ferr
+		}
+	}
+	return nil
+}
+
+// DropFlushedSeries is DropFlushed with what SnapshotFlush gave: for each series the in-order
+// chunks ending before Before go, and its out-of-order samples older than Before go only when
+// its out-of-order mark is still the snapshot's (none arrived or was pending since). Otherwise they
+// stay in memory, and the series' samples stay in the WAL whatever their time (a sample record
+// does not say which of its samples were out of order): the next flush writes them again, which
+// the bucket's readers and the compactor deduplicate.
+func (st *Store) DropFlushedSeries(bounds map[uint64]FlushBound) (TruncateStats, error) {
 	st.truncMu.Lock()
 	defer st.truncMu.Unlock()
 	var ts TruncateStats
@@ -54,13 +129,23 @@ func (st *Store) DropFlushed(bounds map[uint64]int64) (TruncateStats, error) {
 	if st.wal != nil {
 		upto = st.wal.lastSeq.Load()
 	}
+	keepWAL := map[uint64]struct{}{} // refs whose sample entries the WAL keeps whole
 	live := st.dropChunks(&ts, func(ms *memSeries) (int64, bool) {
-		bound, flushed := bounds[ms.ref]
-		return bound, flushed
+		b, flushed := bounds[ms.ref]
+		return b.Before, flushed
+	}, func(ms *memSeries) bool {
+		if ms.ooo == nil {
+			return true
+		}
+		if ms.oooMark() == bounds[ms.ref].OOOMark {
+			return true
+		}
+		keepWAL[ms.ref] = struct{}{}
+		return false
 	})
 	if st.wal != nil && upto > 0 {
 		del, rew, err := st.wal.rewrite(upto, func(r *record) (changed, drop bool) {
-			return filterFlushed(r, live, bounds)
+			return filterFlushed(r, live, bounds, keepWAL)
 		})
 		ts.WALRecordsDeleted, ts.WALRecordsRewritten = del, rew
 		if err != nil {
@@ -75,13 +160,22 @@ func (st *Store) DropFlushed(bounds map[uint64]int64) (TruncateStats, error) {
 
 // filterFlushed keeps what DropFlushed must keep of r, in place. A ref without a bound keeps
 // everything (bound MinInt64). Idempotent, so a rewrite interrupted by a crash can be redone.
-func filterFlushed(r *record, live map[uint64]struct{}, bounds map[uint64]int64) (changed, drop bool) {
+//
+// Refs in keepWAL keep all their samples: some out-of-order ones older than the bound were not
+// flushed.
+func filterFlushed(r *record, live map[uint64]struct{}, bounds map[uint64]FlushBound, keepWAL map[uint64]struct{}) (changed, drop bool) {
 	isLive := func(ref uint64) bool { _, ok := live[ref]; return ok }
 	boundOf := func(ref uint64) int64 {
 		if b, ok := bounds[ref]; ok {
-			return b
+			return b.Before
 		}
 		return math.MinInt64
+	}
+	sampleBound := func(ref uint64) int64 {
+		if _, ok := keepWAL[ref]; ok {
+			return math.MinInt64
+		}
+		return boundOf(ref)
 	}
 	switch r.Type {
 	case recSeries:
@@ -102,14 +196,9 @@ func filterFlushed(r *record, live map[uint64]struct{}, bounds map[uint64]int64)
 				changed = true
 				continue
 			}
-			b := boundOf(e.Ref)
-			i := 0
-			for i < len(e.Samples) && e.Samples[i].T < b {
-				i++
-			}
-			if i > 0 {
+			if kept := keepSamplesFrom(e.Samples, sampleBound(e.Ref)); len(kept) != len(e.Samples) {
 				changed = true
-				e.Samples = e.Samples[i:]
+				e.Samples = kept
 			}
 			if len(e.Samples) > 0 {
 				out = append(out, e)
