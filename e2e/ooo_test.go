@@ -1,0 +1,120 @@
+package e2e
+
+import (
+	"context"
+	"fmt"
+	"net/url"
+	"strconv"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/prometheus/prometheus/prompb"
+
+	pc "github.com/raftingest/raftingest/internal/proccluster"
+)
+
+// TestProcess_OutOfOrderSamples: on a 3-node cluster with -ingester.out-of-order-time-window=10m,
+// samples pushed over HTTP out of order within the window are accepted and answered by PromQL
+// merged with the in-order ones (each timestamp once, in order); one older than the window is
+// refused with 400 naming sample-too-old and counted; an ingester killed -9 and restarted with the
+// window at 0 replays every acknowledged out-of-order sample.
+func TestProcess_OutOfOrderSamples(t *testing.T) {
+	skipShort(t)
+	_, a, b, cc := startCluster3(t, "-ingester.out-of-order-time-window", "10m")
+	now := time.Now().UnixMilli() / 1000 * 1000
+	start := now - 5*60_000
+	const nSeries = 4
+	want := map[sampleKey]float64{}
+	var inOrder, ooo prompb.WriteRequest
+	for i := range nSeries {
+		lbls := []string{"__name__", "ooo_e2e", "i", strconv.Itoa(i)}
+		var in, out []prompb.Sample
+		for ts := start; ts <= now; ts += 15_000 {
+			in = append(in, prompb.Sample{Timestamp: ts, Value: float64(ts-start) / 1000})
+		}
+		for ts := now - 7_500; ts > start; ts -= 30_000 { // newest first: each older than the last
+			out = append(out, prompb.Sample{Timestamp: ts, Value: -float64(ts-start) / 1000})
+		}
+		inOrder.Timeseries = append(inOrder.Timeseries, series(lbls, in...))
+		ooo.Timeseries = append(ooo.Timeseries, series(lbls, out...))
+		for _, s := range append(in, out...) {
+			want[sampleKey{keyOf(series(lbls).Labels), s.Timestamp}] = s.Value
+		}
+	}
+	if code, body, err := push(a.HTTPAddr, "", &inOrder); err != nil || code/100 != 2 {
+		t.Fatalf("in-order push: %d %s %v", code, body, err)
+	}
+	if code, body, err := push(b.HTTPAddr, "", &ooo); err != nil || code/100 != 2 {
+		t.Fatalf("out-of-order push within the window: %d %s %v", code, body, err)
+	}
+	// Too old: 20 minutes before the series' newest sample.
+	old := prompb.WriteRequest{Timeseries: []prompb.TimeSeries{series([]string{"__name__", "ooo_e2e", "i", "0"},
+		prompb.Sample{Timestamp: now - 20*60_000, Value: 1})}}
+	if code, body, err := push(a.HTTPAddr, "", &old); err != nil || code != 400 || !strings.Contains(body, "sample-too-old") {
+		t.Fatalf("a sample older than the window: want 400 naming sample-too-old, got %d %s %v", code, body, err)
+	}
+	// PromQL: the raw samples of the last 10 minutes, merged across replicas and in/out of order.
+	pc.Eventually(t, 10*time.Second, "the query answers every sample", func() (bool, string) {
+		code, ans, raw := getAPI(t, cc.HTTPAddr, "/prometheus/api/v1/query", url.Values{"query": {"ooo_e2e[10m]"}, "time": {fmt.Sprint(now / 1000)}})
+		if code != 200 || ans.Data.ResultType != "matrix" {
+			return false, raw
+		}
+		got := normalise(t, "matrix", ans.Data.Result)
+		if len(got) != nSeries {
+			return false, fmt.Sprintf("%d series: %s", len(got), raw)
+		}
+		n := 0
+		for k, pts := range got {
+			prev := 0.0
+			for j, p := range pts {
+				tsec, _ := strconv.ParseFloat(p[0], 64)
+				if j > 0 && tsec <= prev {
+					return false, fmt.Sprintf("%s: points not strictly increasing at %v", k, tsec)
+				}
+				prev = tsec
+				n++
+			}
+		}
+		if n != len(want) {
+			return false, fmt.Sprintf("%d points, want %d", n, len(want))
+		}
+		return true, ""
+	})
+	code, ans, raw := getAPI(t, cc.HTTPAddr, "/prometheus/api/v1/query", url.Values{"query": {"sum(count_over_time(ooo_e2e[10m]))"}, "time": {fmt.Sprint(now / 1000)}})
+	if code != 200 || !strings.Contains(raw, fmt.Sprintf(`"%d"`, len(want))) {
+		t.Fatalf("count_over_time: want %d, got %d %s %+v", len(want), code, raw, ans)
+	}
+	if v := metricOf(t, a, "cortex_ingester_tsdb_out_of_order_samples_appended_total") + metricOf(t, b, "cortex_ingester_tsdb_out_of_order_samples_appended_total") +
+		metricOf(t, cc, "cortex_ingester_tsdb_out_of_order_samples_appended_total"); v < float64(len(ooo.Timeseries)*len(ooo.Timeseries[0].Samples)*2) {
+		t.Fatalf("cortex_ingester_tsdb_out_of_order_samples_appended_total over the nodes: %v, want at least a quorum's copies", v)
+	}
+	// Every replica holds everything (RF 3 on 3 nodes); c, killed and restarted with the window
+	// at 0, replays all of it.
+	before, err := queryIngester(context.Background(), cc.GRPCAddr, "anonymous", "ooo_e2e")
+	if err != nil {
+		t.Fatal(err)
+	}
+	for k, v := range want {
+		if got, ok := before[k]; !ok || got != v {
+			t.Fatalf("ingester c before the kill: %v at %d is %v (present %v), want %v", k.series, k.t, got, ok, v)
+		}
+	}
+	cc.Kill()
+	cc.Start("-ingester.out-of-order-time-window", "0s")
+	pc.Eventually(t, 30*time.Second, "c answers after its replay", func() (bool, string) {
+		after, err := queryIngester(context.Background(), cc.GRPCAddr, "anonymous", "ooo_e2e")
+		if err != nil {
+			return false, err.Error()
+		}
+		if len(after) != len(before) {
+			return false, fmt.Sprintf("%d samples after the restart, want %d", len(after), len(before))
+		}
+		for k, v := range before {
+			if after[k] != v {
+				return false, fmt.Sprintf("%v at %d: %v, want %v", k.series, k.t, after[k], v)
+			}
+		}
+		return true, ""
+	})
+}
