@@ -51,6 +51,9 @@ type Scenario struct {
 	// PushDuringReplay (hand-over family) lets the writers push to a node the roller just restarted
 	// before it has caught up with the leader (the product answers 503 until then); by default they wait.
 	PushDuringReplay bool
+	// OutOfOrder, when > 1, runs every node with -ingester.out-of-order-time-window=1m and has the
+	// writers send each block of OutOfOrder consecutive samples in a random order (Writer.oooBlock).
+	OutOfOrder int
 }
 
 // Step is a fault at a fixed time, for scenarios that need one exact schedule.
@@ -121,6 +124,9 @@ func Run(ctx context.Context, env Env, sc Scenario) (*faulttest.Report, error) {
 		c.ExposeAdmin()
 	}
 	for _, n := range c.Nodes {
+		if sc.OutOfOrder > 1 {
+			n.args = append(n.args, "-ingester.out-of-order-time-window", "1m")
+		}
 		n.args = append(n.args, sc.ExtraFlags...)
 		if sc.Handover {
 			n.args = append(n.args, handoverNodeFlags...)
@@ -159,6 +165,7 @@ func Run(ctx context.Context, env Env, sc Scenario) (*faulttest.Report, error) {
 
 	start := time.Now()
 	w := newWriter(c)
+	w.oooBlock = sc.OutOfOrder
 	steps := schedule(sc.Seed, sc.Faults, sc.Workload)
 	if sc.Fixed != nil {
 		steps = nil
