@@ -99,7 +99,10 @@ func (st *Store) oooWindowMs(tenant string) int64 {
 // outside the window (or the window is 0), appendOOO when accepted. pendingHit reports that the
 // sample met is still pending. Caller holds s.mu.
 func (s *memSeries) checkOOO(t int64, v float64, window int64) (r appendResult, pendingHit bool) {
-	if window <= 0 || t < s.lastT-window || s.lastT-window > s.lastT { // last: overflow
+	if window <= 0 {
+		return appendOutOfOrder, false
+	}
+	if bound := s.lastT - window; bound <= s.lastT && t < bound { // bound > lastT: underflow, no bound
 		return appendOutOfOrder, false
 	}
 	if have, ok, pend := s.sampleAt(t); ok {
