@@ -54,6 +54,9 @@ func TestProcess_OutOfOrderSamples(t *testing.T) {
 	if code, body, err := push(a.HTTPAddr, "", &old); err != nil || code != 400 || !strings.Contains(body, "sample-too-old") {
 		t.Fatalf("a sample older than the window: want 400 naming sample-too-old, got %d %s %v", code, body, err)
 	}
+	if _, metrics, err := pc.HTTPGet(a.HTTPAddr, "/metrics", ""); err != nil || !hasSample(metrics, "cortex_discarded_samples_total", `reason="sample_too_old"`, 1) {
+		t.Fatalf("cortex_discarded_samples_total{reason=\"sample_too_old\"} 1 not in the distributor's metrics (%v)", err)
+	}
 	// PromQL: the raw samples of the last 10 minutes, merged across replicas and in/out of order.
 	pc.Eventually(t, 10*time.Second, "the query answers every sample", func() (bool, string) {
 		code, ans, raw := getAPI(t, cc.HTTPAddr, "/prometheus/api/v1/query", url.Values{"query": {"ooo_e2e[10m]"}, "time": {fmt.Sprint(now / 1000)}})
@@ -117,4 +120,19 @@ func TestProcess_OutOfOrderSamples(t *testing.T) {
 		}
 		return true, ""
 	})
+}
+
+// hasSample reports whether the metrics text holds a sample of name whose labels include label
+// with value v.
+func hasSample(metrics, name, label string, v float64) bool {
+	for _, line := range strings.Split(metrics, "\n") {
+		if strings.HasPrefix(line, name+"{") && strings.Contains(line, label) {
+			var got float64
+			f := strings.Fields(line)
+			if _, err := fmt.Sscan(f[len(f)-1], &got); err == nil && got == v {
+				return true
+			}
+		}
+	}
+	return false
 }
