@@ -274,8 +274,8 @@ type seriesPlan struct {
 	chunks []chunks.Meta
 	from   int64 // samples below are in the bucket already (MinInt64 when out-of-order ones are due)
 	bound  int64 // samples below are written by this flush
-	// oooMark is the snapshot's out-of-order mark, given back to DropFlushedSeries.
-	oooMark uint64
+	// drop is what DropFlushedSeries gets back once the series is written.
+	drop memstore.FlushBound
 }
 
 // flush is the one procedure: snapshot, plan bounds with boundOf(maxT) per series, write one
@@ -352,7 +352,8 @@ func (f *Flusher) flush(ctx context.Context, boundOf func(maxT int64) (int64, Re
 		if len(cm) == 0 {
 			return nil
 		}
-		plans[tenant] = append(plans[tenant], seriesPlan{ref: ref, lset: lset, chunks: cm, from: from, bound: bound, oooMark: ss.OOOMark})
+		plans[tenant] = append(plans[tenant], seriesPlan{ref: ref, lset: lset, chunks: cm, from: from, bound: bound,
+			drop: memstore.FlushBound{Before: bound, OOOSeal: ss.OOOSeal, OOOPending: ss.OOOPending, WALSeq: ss.WALSeq}})
 		reasons[reason]++
 		queued++
 		return nil
@@ -404,7 +405,7 @@ func (f *Flusher) flush(ctx context.Context, boundOf func(maxT int64) (int64, Re
 		res.Blocks += tres.Blocks
 		res.Bytes += tres.Bytes
 		for _, sp := range plans[tenant] {
-			bounds[sp.ref] = memstore.FlushBound{Before: sp.bound, OOOMark: sp.oooMark}
+			bounds[sp.ref] = sp.drop
 		}
 		f.metrics.queueLength.Sub(float64(len(plans[tenant])))
 	}

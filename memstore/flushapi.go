@@ -39,21 +39,28 @@ func (st *Store) SnapshotSeries(fn func(tenant string, ref uint64, lset labels.L
 // The caller guarantees that every sample of ref older than bounds[ref] is durable elsewhere:
 // after a restart, such samples that shared a chunk with newer ones are not replayed. Calls are
 // serialised with Truncate; pushes and reads go on concurrently. Out-of-order samples are kept
-// (SnapshotSeries does not say which it saw): a flush that writes them uses SnapshotFlush and
-// DropFlushedSeries.
+// (SnapshotSeries does not say which it saw), and the sample records of their series: a flush
+// that writes them uses SnapshotFlush and DropFlushedSeries. A store accepting out-of-order
+// samples must not use DropFlushed (a series receiving its first one during the call could lose
+// it from the WAL).
 func (st *Store) DropFlushed(bounds map[uint64]int64) (TruncateStats, error) {
 	fb := make(map[uint64]FlushBound, len(bounds))
 	for ref, b := range bounds {
-		fb[ref] = FlushBound{Before: b, OOOMark: oooMarkPending}
+		// No seal matches (seals start at 1) and out-of-order samples count as pending: they stay
+		// in memory, and their series' sample records whole; the WAL position is "everything":
+		// other series are filtered as before.
+		fb[ref] = FlushBound{Before: b, OOOPending: true, WALSeq: math.MaxUint64}
 	}
 	return st.DropFlushedSeries(fb)
 }
 
 // FlushBound is what a flush wrote of one series (DropFlushedSeries): every sample older than
-// Before of the snapshot it took with SnapshotFlush, whose FlushSeries.OOOMark it gives back.
+// Before of the snapshot it took with SnapshotFlush, whose FlushSeries fields it gives back.
 type FlushBound struct {
-	Before  int64
-	OOOMark uint64
+	Before     int64
+	OOOSeal    uint64 // FlushSeries.OOOSeal
+	OOOPending bool   // FlushSeries.OOOPending
+	WALSeq     uint64 // FlushSeries.WALSeq
 }
 
 // FlushSeries is one series of a SnapshotFlush.
@@ -64,18 +71,28 @@ type FlushSeries struct {
 	// Chunks are the in-order chunks, in time order, not overlapping (closed ones shared read-only,
 	// the head copied).
 	Chunks []Chunk
-	// OOO are the out-of-order samples' chunks: each sorted, overlapping each other and Chunks in
-	// any way. MergeChunks merges them.
+	// OOO are the out-of-order samples' chunks, sealed by this snapshot: each sorted, overlapping
+	// each other and Chunks in any way (MergeChunks merges them). Samples arriving later are not
+	// among them and stay in memory when DropFlushedSeries drops these.
 	OOO []Chunk
-	// OOOMark identifies the out-of-order samples this snapshot holds, for DropFlushedSeries.
-	OOOMark uint64
+	// OOOSeal numbers the seal; OOOPending says that out-of-order samples were pending (reserved,
+	// not visible) at the snapshot; WALSeq is the WAL's last sequence number when the snapshot
+	// began. DropFlushedSeries needs all three back (FlushBound).
+	OOOSeal    uint64
+	OOOPending bool
+	WALSeq     uint64
 }
 
 // SnapshotFlush is SnapshotSeries for a flush that handles out-of-order samples: each series'
-// in-order chunks and out-of-order chunks apart, so that the flush can write the out-of-order
-// samples below what it wrote before (they arrived after), and the mark that lets
-// DropFlushedSeries drop them only if no other arrived meanwhile. s is reused across calls.
+// in-order chunks and its out-of-order chunks apart, so that the flush can write out-of-order
+// samples below what it wrote before (they arrived after), and what DropFlushedSeries needs to
+// drop exactly what the snapshot held. It seals each series' out-of-order data (ooo.go). s is
+// reused across calls; its slices may be kept.
 func (st *Store) SnapshotFlush(fn func(s *FlushSeries) error) error {
+	var walSeq uint64
+	if st.wal != nil {
+		walSeq = st.wal.lastSeq.Load()
+	}
 	var ferr error
 	var s FlushSeries
 	for _, name := range st.Tenants() {
@@ -89,11 +106,15 @@ func (st *Store) SnapshotFlush(fn func(s *FlushSeries) error) error {
 				ms.mu.Unlock()
 				return true
 			}
-			s = FlushSeries{Tenant: name, Ref: ms.ref, Labels: ms.lset,
-				Chunks:  ms.inOrderChunksIn(nil, math.MinInt64, math.MaxInt64),
-				OOO:     ms.oooChunksIn(nil, math.MinInt64, math.MaxInt64),
-				OOOMark: ms.oooMark()}
+			s = FlushSeries{Tenant: name, Ref: ms.ref, Labels: ms.lset, WALSeq: walSeq,
+				Chunks: ms.inOrderChunksIn(nil, math.MinInt64, math.MaxInt64)}
+			var nc int
+			s.OOO, s.OOOSeal, s.OOOPending, nc = ms.sealOOO()
 			ms.mu.Unlock()
+			if nc > 0 {
+				th.numChunks.Add(int64(nc))
+				st.metrics.memChunks.Add(float64(nc))
+			}
 			if len(s.Chunks) == 0 && len(s.OOO) == 0 {
 				return true
 			}
@@ -108,11 +129,13 @@ func (st *Store) SnapshotFlush(fn func(s *FlushSeries) error) error {
 }
 
 // DropFlushedSeries is DropFlushed with what SnapshotFlush gave: for each series the in-order
-// chunks ending before Before go, and its out-of-order samples older than Before go only when
-// its out-of-order mark is still the snapshot's (none arrived or was pending since). Otherwise they
-// stay in memory, and the series' samples stay in the WAL whatever their time (a sample record
-// does not say which of its samples were out of order): the next flush writes them again, which
-// the bucket's readers and the compactor deduplicate.
+// chunks ending before Before go, and the out-of-order samples older than Before that its
+// snapshot sealed (none if another snapshot sealed since); out-of-order samples that arrived
+// since stay. In the WAL, the series' samples older than Before are dropped only from records
+// committed before the snapshot began, and from none of its records when out-of-order samples
+// were pending at the snapshot; a later flush's drop removes what stays. A sample kept in the
+// WAL after it was flushed comes back on replay and is flushed again, which the bucket's readers
+// and the compactor deduplicate.
 func (st *Store) DropFlushedSeries(bounds map[uint64]FlushBound) (TruncateStats, error) {
 	st.truncMu.Lock()
 	defer st.truncMu.Unlock()
@@ -129,23 +152,23 @@ func (st *Store) DropFlushedSeries(bounds map[uint64]FlushBound) (TruncateStats,
 	if st.wal != nil {
 		upto = st.wal.lastSeq.Load()
 	}
-	keepWAL := map[uint64]struct{}{} // refs whose sample entries the WAL keeps whole
+	oooRefs := map[uint64]struct{}{} // series with out-of-order samples: see filterFlushed
 	live := st.dropChunks(&ts, func(ms *memSeries) (int64, bool) {
 		b, flushed := bounds[ms.ref]
 		return b.Before, flushed
-	}, func(ms *memSeries) bool {
+	}, func(ms *memSeries) oooDropMode {
 		if ms.ooo == nil {
-			return true
+			return oooKeep
 		}
-		if ms.oooMark() == bounds[ms.ref].OOOMark {
-			return true
+		oooRefs[ms.ref] = struct{}{}
+		if ms.ooo.seals == bounds[ms.ref].OOOSeal {
+			return oooSealed
 		}
-		keepWAL[ms.ref] = struct{}{}
-		return false
+		return oooKeep
 	})
 	if st.wal != nil && upto > 0 {
 		del, rew, err := st.wal.rewrite(upto, func(r *record) (changed, drop bool) {
-			return filterFlushed(r, live, bounds, keepWAL)
+			return filterFlushed(r, live, bounds, oooRefs)
 		})
 		ts.WALRecordsDeleted, ts.WALRecordsRewritten = del, rew
 		if err != nil {
@@ -161,9 +184,11 @@ func (st *Store) DropFlushedSeries(bounds map[uint64]FlushBound) (TruncateStats,
 // filterFlushed keeps what DropFlushed must keep of r, in place. A ref without a bound keeps
 // everything (bound MinInt64). Idempotent, so a rewrite interrupted by a crash can be redone.
 //
-// Refs in keepWAL keep all their samples: some out-of-order ones older than the bound were not
-// flushed.
-func filterFlushed(r *record, live map[uint64]struct{}, bounds map[uint64]FlushBound, keepWAL map[uint64]struct{}) (changed, drop bool) {
+// A series keeps its samples older than the bound in records committed after its snapshot began
+// (they may be out-of-order samples the snapshot did not hold, even of a series that had none when
+// the drop looked), and a series with out-of-order samples (oooRefs) in every record when some
+// were pending at the snapshot.
+func filterFlushed(r *record, live map[uint64]struct{}, bounds map[uint64]FlushBound, oooRefs map[uint64]struct{}) (changed, drop bool) {
 	isLive := func(ref uint64) bool { _, ok := live[ref]; return ok }
 	boundOf := func(ref uint64) int64 {
 		if b, ok := bounds[ref]; ok {
@@ -172,7 +197,8 @@ func filterFlushed(r *record, live map[uint64]struct{}, bounds map[uint64]FlushB
 		return math.MinInt64
 	}
 	sampleBound := func(ref uint64) int64 {
-		if _, ok := keepWAL[ref]; ok {
+		b := bounds[ref]
+		if _, ooo := oooRefs[ref]; r.seq > b.WALSeq || (ooo && b.OOOPending) {
 			return math.MinInt64
 		}
 		return boundOf(ref)

@@ -2,7 +2,6 @@ package memstore
 
 import (
 	"fmt"
-	"math"
 	"slices"
 	"time"
 
@@ -28,6 +27,13 @@ import (
 // timestamp the series already holds (visible, pending, in order or not) is accepted silently
 // when its value has the same bits and refused with ErrDuplicateSampleForTimestamp otherwise.
 // Prometheus drops an out-of-order duplicate silently whatever its value; we keep our one rule.
+//
+// Flush. A flush snapshot seals the out-of-order data it takes (sealOOO); its drop removes the
+// sealed samples below its bound only, so samples arriving during the flush stay. In the WAL it
+// filters samples older than the bound only in records committed before the snapshot began
+// (FlushSeries.WALSeq) — a sample record does not say which of its samples were out of order —
+// and in none of the series' records when out-of-order samples were pending at the snapshot
+// (they may be logged before it and applied after it).
 //
 // Memory. Out-of-order samples never touch the in-order head: each series gets an oooData on its
 // first one, holding up to oooCap samples sorted in a small slice (Prometheus's OOO head,
@@ -57,9 +63,15 @@ var ErrSampleTooOld = fmt.Errorf("%w: older than the series' newest sample minus
 type oooData struct {
 	head   []Sample // sorted by T, distinct timestamps, at most oooCap
 	chunks []Chunk  // XOR; each sorted; in the order they were cut; may overlap anything
-	// reserved counts out-of-order samples ever reserved in this series: a flush compares it with
-	// its snapshot's (oooMark) to know whether out-of-order samples arrived since. applied counts
-	// those made visible: reserved - applied are pending.
+	// sealed is what the last flush snapshot (SnapshotFlush) took of the out-of-order data: the
+	// flush drops its samples below its bound (DropFlushedSeries), while samples that arrive
+	// meanwhile go to head and chunks and stay. Readers see all three.
+	sealed []Chunk
+	// seals counts SnapshotFlush's seals: a drop acts on the sealed chunks only if no other
+	// snapshot sealed since its own.
+	seals uint64
+	// reserved and applied count out-of-order samples ever reserved and made visible:
+	// reserved - applied are pending (reserved, maybe logged, not visible).
 	reserved, applied uint64
 }
 
@@ -131,10 +143,12 @@ func (s *memSeries) sampleAt(t int64) (v float64, ok, pending bool) {
 		if i, found := slices.BinarySearchFunc(s.ooo.head, t, cmpSampleT); found {
 			return s.ooo.head[i].V, true, false
 		}
-		for _, c := range s.ooo.chunks {
-			if c.MinTime <= t && t <= c.MaxTime {
-				if v, ok := chunkSampleAt(c, t); ok {
-					return v, true, false
+		for _, cs := range [][]Chunk{s.ooo.sealed, s.ooo.chunks} {
+			for _, c := range cs {
+				if c.MinTime <= t && t <= c.MaxTime {
+					if v, ok := chunkSampleAt(c, t); ok {
+						return v, true, false
+					}
 				}
 			}
 		}
@@ -235,9 +249,11 @@ func (s *memSeries) oooChunksIn(dst []Chunk, mint, maxt int64) []Chunk {
 	if s.ooo == nil {
 		return dst
 	}
-	for _, c := range s.ooo.chunks {
-		if c.MaxTime >= mint && c.MinTime <= maxt {
-			dst = append(dst, c)
+	for _, cs := range [][]Chunk{s.ooo.sealed, s.ooo.chunks} {
+		for _, c := range cs {
+			if c.MaxTime >= mint && c.MinTime <= maxt {
+				dst = append(dst, c)
+			}
 		}
 	}
 	if h := s.ooo.head; len(h) > 0 && h[len(h)-1].T >= mint && h[0].T <= maxt {
@@ -248,20 +264,39 @@ func (s *memSeries) oooChunksIn(dst []Chunk, mint, maxt int64) []Chunk {
 
 // oooEmpty reports whether the series holds no out-of-order sample. Caller holds s.mu.
 func (s *memSeries) oooEmpty() bool {
-	return s.ooo == nil || (len(s.ooo.head) == 0 && len(s.ooo.chunks) == 0)
+	return s.ooo == nil || (len(s.ooo.head) == 0 && len(s.ooo.chunks) == 0 && len(s.ooo.sealed) == 0)
 }
 
-// dropOOOBefore drops the out-of-order samples older than before, re-encoding a chunk that
-// straddles it, and returns the number of chunks removed. Caller holds s.mu.
-func (s *memSeries) dropOOOBefore(before int64) (removed int) {
+// dropOOOBefore drops the out-of-order samples older than before, all of them (Truncate,
+// DropAll) or, with sealedOnly, only those of the sealed chunks (a flush's drop), re-encoding a
+// chunk that straddles before, and returns the number of chunks removed. Caller holds s.mu.
+func (s *memSeries) dropOOOBefore(before int64, sealedOnly bool) (removed int) {
 	o := s.ooo
 	if o == nil {
 		return 0
 	}
-	i, _ := slices.BinarySearchFunc(o.head, before, cmpSampleT)
-	o.head = slices.Delete(o.head, 0, i)
-	kept := o.chunks[:0]
-	for _, c := range o.chunks {
+	var n int
+	o.sealed, n = dropChunksBefore(o.sealed, before)
+	removed += n
+	if !sealedOnly {
+		i, _ := slices.BinarySearchFunc(o.head, before, cmpSampleT)
+		o.head = slices.Delete(o.head, 0, i)
+		o.chunks, n = dropChunksBefore(o.chunks, before)
+		removed += n
+	}
+	if len(o.head) == 0 && len(o.chunks) == 0 && len(o.sealed) == 0 {
+		o.head, o.chunks, o.sealed = nil, nil, nil // keep the counters
+	}
+	return removed
+}
+
+// dropChunksBefore drops, in place, the samples older than before of chunks that may overlap
+// (each sorted), re-encoding a chunk that straddles before; it returns the chunks left and the
+// number removed.
+func dropChunksBefore(cs []Chunk, before int64) ([]Chunk, int) {
+	removed := 0
+	kept := cs[:0]
+	for _, c := range cs {
 		switch {
 		case c.MaxTime < before:
 			removed++
@@ -284,30 +319,30 @@ func (s *memSeries) dropOOOBefore(before int64) (removed int) {
 			}
 		}
 	}
-	clear(o.chunks[len(kept):])
-	o.chunks = kept
-	if len(o.head) == 0 && len(o.chunks) == 0 && !s.hasPending() {
-		o.head, o.chunks = nil, nil // keep reserved: a flush's mark compares with it
-	}
-	return removed
+	clear(cs[len(kept):])
+	return kept, removed
 }
 
-// oooMark is what a flush snapshot remembers of a series' out-of-order state: the count of
-// out-of-order samples reserved, or oooMarkPending when some were still pending (not in the
-// snapshot, maybe already logged): then nothing out of order may be dropped on that snapshot's
-// behalf. Caller holds s.mu.
-func (s *memSeries) oooMark() uint64 {
-	if s.ooo == nil {
-		return 0
+// sealOOO hands the series' out-of-order data to a flush snapshot: head and chunks join the
+// sealed chunks (the head encoded as one chunk), which are returned (a copy of the list; the
+// chunks' bytes are shared, read-only) with the seal's number, whether out-of-order samples were
+// pending then (not in the snapshot, maybe already logged), and how many chunks were created.
+// Caller holds s.mu.
+func (s *memSeries) sealOOO() (sealed []Chunk, seal uint64, pending bool, newChunks int) {
+	o := s.ooo
+	if o == nil {
+		return nil, 0, false, 0
 	}
-	if s.ooo.reserved != s.ooo.applied {
-		return oooMarkPending
+	o.sealed = append(o.sealed, o.chunks...)
+	if len(o.head) > 0 {
+		o.sealed = append(o.sealed, encodeSamples(o.head))
+		newChunks = 1
 	}
-	return s.ooo.reserved
+	clear(o.chunks)
+	o.chunks, o.head = o.chunks[:0], o.head[:0]
+	o.seals++
+	return slices.Clone(o.sealed), o.seals, o.reserved != o.applied, newChunks
 }
-
-// oooMarkPending is an oooMark that never matches.
-const oooMarkPending = math.MaxUint64
 
 // mergeChunks merges a series' in-order chunks (sorted, not overlapping) with its out-of-order
 // chunks (each sorted, overlapping anything) into sorted, non-overlapping chunks without

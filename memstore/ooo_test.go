@@ -299,7 +299,7 @@ func TestOOO_FlushDropKeepsLateArrivals(t *testing.T) {
 	snap := func() map[uint64]FlushBound {
 		bounds := map[uint64]FlushBound{}
 		if err := st.SnapshotFlush(func(s *FlushSeries) error {
-			bounds[s.Ref] = FlushBound{Before: 3001, OOOMark: s.OOOMark}
+			bounds[s.Ref] = FlushBound{Before: 3001, OOOSeal: s.OOOSeal, OOOPending: s.OOOPending, WALSeq: s.WALSeq}
 			return nil
 		}); err != nil {
 			t.Fatal(err)

@@ -277,11 +277,20 @@ func (s *memSeries) inOrderChunksIn(dst []Chunk, mint, maxt int64) []Chunk {
 	return dst
 }
 
-// dropBefore removes visible chunks whose MaxTime < before, and, with dropOOO,
-// the out-of-order samples older than before, and reports the number of chunks
-// removed and whether the series is now empty (nothing visible, nothing
-// pending). Caller holds s.mu.
-func (s *memSeries) dropBefore(before int64, dropOOO bool) (removed int, empty bool) {
+// oooDropMode says which out-of-order samples a drop removes below its bound.
+type oooDropMode uint8
+
+const (
+	oooKeep   oooDropMode = iota // none
+	oooSealed                    // those a flush snapshot sealed (DropFlushedSeries)
+	oooAll                       // all (Truncate, DropAll)
+)
+
+// dropBefore removes visible chunks whose MaxTime < before, and the
+// out-of-order samples older than before that mode says, and reports the
+// number of chunks removed and whether the series is now empty (nothing
+// visible, nothing pending). Caller holds s.mu.
+func (s *memSeries) dropBefore(before int64, mode oooDropMode) (removed int, empty bool) {
 	i := 0
 	for i < len(s.closed) && s.closed[i].MaxTime < before {
 		i++
@@ -294,8 +303,8 @@ func (s *memSeries) dropBefore(before int64, dropOOO bool) (removed int, empty b
 		s.head, s.headApp = nil, nil
 		removed++
 	}
-	if dropOOO {
-		removed += s.dropOOOBefore(before)
+	if mode != oooKeep {
+		removed += s.dropOOOBefore(before, mode == oooSealed)
 	}
 	return removed, len(s.closed) == 0 && s.head == nil && !s.hasPending() && s.oooEmpty()
 }

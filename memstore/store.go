@@ -661,19 +661,19 @@ func (st *Store) dropBefore(before int64, ts *TruncateStats) map[uint64]struct{}
 // true for, it drops every chunk with MaxTime < the bound (int64 ms) and removes the series left
 // without chunks and without pending writes; series it answers false for are kept whole. It
 // returns the refs of the series that remain, which the WAL rewrite keeps.
-func (st *Store) dropChunks(ts *TruncateStats, bound func(*memSeries) (int64, bool), oooDrop func(*memSeries) bool) map[uint64]struct{} {
+func (st *Store) dropChunks(ts *TruncateStats, bound func(*memSeries) (int64, bool), oooDrop func(*memSeries) oooDropMode) map[uint64]struct{} {
 	return st.dropChunksHint(ts, bound, oooDrop, false)
 }
 
 // dropAllOOO is the oooDrop of Truncate and DropAll: out-of-order samples go with the rest.
-func dropAllOOO(*memSeries) bool { return true }
+func dropAllOOO(*memSeries) oooDropMode { return oooAll }
 
 // dropChunksHint is dropChunks; all says that bound drops everything (DropAll), so that the maps
 // of removed series are sized for every series at once.
 //
-// oooDrop, asked under the series lock, says whether the out-of-order samples older than the bound
-// go too (DropFlushed: only when none arrived since the flush's snapshot).
-func (st *Store) dropChunksHint(ts *TruncateStats, bound func(*memSeries) (int64, bool), oooDrop func(*memSeries) bool, all bool) map[uint64]struct{} {
+// oooDrop, asked under the series lock, says which out-of-order samples older than the bound go
+// too (DropFlushedSeries: those its snapshot sealed).
+func (st *Store) dropChunksHint(ts *TruncateStats, bound func(*memSeries) (int64, bool), oooDrop func(*memSeries) oooDropMode, all bool) map[uint64]struct{} {
 	live := map[uint64]struct{}{}
 	for _, name := range st.Tenants() {
 		th := st.tenant(name)
