@@ -157,6 +157,13 @@ var fullSet = append([]Scenario{
 	// Node-local buckets under drawn faults with flushes among them (the short set's storage-local
 	// has a fixed schedule).
 	{Name: "storage-local-mixed", Nodes: 5, LocalBuckets: true, Faults: StorageFaults, ExtraFlags: compactorFlags},
+	// Out-of-order samples with node-local buckets: members flush (out-of-order samples arriving
+	// after a flush go into new blocks of ranges flushed already, which the compactor merges) while
+	// the leader and then every member are killed -9.
+	{Name: "out-of-order-storage", Nodes: 5, LocalBuckets: true, OutOfOrder: 16, ExtraFlags: compactorFlags,
+		Fixed: []Step{{Kind: FlushAll, At: 3 * time.Second}, {Kind: KillLeader, At: 5 * time.Second, Dur: 3 * time.Second},
+			{Kind: FlushOne, At: 9 * time.Second}, {Kind: KillAll, At: 11 * time.Second, Dur: 3 * time.Second},
+			{Kind: FlushAll, At: 16 * time.Second}}},
 	// Leadership handed away every 1.5s, a bridge, and a ring of overlapping majorities: 5 members.
 	// Only here, not in shortSet (whose time is budgeted in make test).
 	{Name: "transfer-bridge-ring", Nodes: 5, Faults: TopologyFaults},
