@@ -4,6 +4,8 @@ import (
 	"context"
 	"fmt"
 	"net/url"
+	"os"
+	"path/filepath"
 	"strconv"
 	"strings"
 	"testing"
@@ -135,4 +137,46 @@ func hasSample(metrics, name, label string, v float64) bool {
 		}
 	}
 	return false
+}
+
+// TestProcess_OutOfOrderWindowFromRuntimeConfig: with the flag at 0, a tenant's
+// out_of_order_time_window in -runtime-config.file lets its out-of-order samples in while another
+// tenant's are refused, and a rewrite of the file takes it away again without a restart.
+func TestProcess_OutOfOrderWindowFromRuntimeConfig(t *testing.T) {
+	skipShort(t)
+	rc := filepath.Join(t.TempDir(), "runtime.yaml")
+	write := func(content string) {
+		t.Helper()
+		if err := os.WriteFile(rc+".tmp", []byte(content), 0o600); err != nil {
+			t.Fatal(err)
+		}
+		if err := os.Rename(rc+".tmp", rc); err != nil {
+			t.Fatal(err)
+		}
+	}
+	write("overrides:\n  t1:\n    out_of_order_time_window: 10m\n")
+	c := pc.New(t, append(slicesClone(fastFlags), "-auth.multitenancy-enabled", "-runtime-config.file", rc,
+		"-runtime-config.reload-period", "200ms", "-distributor.replication-factor", "1")...)
+	a := c.Start("a", "-bootstrap")
+	waitActive(t, c, a.GRPCAddr, "a")
+	now := time.Now().UnixMilli()
+	req := func(ts int64) *prompb.WriteRequest {
+		return &prompb.WriteRequest{Timeseries: []prompb.TimeSeries{series([]string{"__name__", "ooo_rc"}, prompb.Sample{Timestamp: ts, Value: float64(ts)})}}
+	}
+	for _, tenant := range []string{"t1", "t2"} {
+		if code, body, err := push(a.HTTPAddr, tenant, req(now)); err != nil || code/100 != 2 {
+			t.Fatalf("%s in order: %d %s %v", tenant, code, body, err)
+		}
+	}
+	if code, body, err := push(a.HTTPAddr, "t1", req(now-60_000)); err != nil || code/100 != 2 {
+		t.Fatalf("t1 out of order within its override: %d %s %v", code, body, err)
+	}
+	if code, body, err := push(a.HTTPAddr, "t2", req(now-60_000)); err != nil || code != 400 || !strings.Contains(body, "out of order") {
+		t.Fatalf("t2 out of order on the flag's 0: want 400, got %d %s %v", code, body, err)
+	}
+	write("overrides:\n  t1:\n    out_of_order_time_window: 0s\n")
+	pc.Eventually(t, 10*time.Second, "t1's window taken away", func() (bool, string) {
+		code, body, err := push(a.HTTPAddr, "t1", req(now-120_000))
+		return err == nil && code == 400, fmt.Sprintf("%d %s %v", code, body, err)
+	})
 }
