@@ -46,9 +46,11 @@ import (
 // sample whatever the window is then, a sample older than the series' visible data going to the
 // out-of-order part (a lowered window never drops acknowledged data).
 //
-// Order. Ops of a series are reserved, logged and applied in one order, so an out-of-order sample
-// reserved when the frontier was F is applied once every op before it is visible, when the
-// visible data ends at F too: applyUpTo classifies by the visible newest timestamp, as replay does.
+// Order. Ops of a series are reserved, logged and applied in one order. An out-of-order sample is
+// reserved as a pending op marked oooOp, without moving the frontier, and applyUpTo puts it into
+// the out-of-order part as it was classified then. Replay classifies each logged sample against
+// the frontier it rebuilds, which is the one the sample met when it was pushed (or older, after a
+// drop filtered the WAL: then the sample may land in order, which reads cannot tell apart).
 
 // oooCap is how many out-of-order samples a series keeps uncompressed before cutting them into a
 // chunk: Prometheus's default out_of_order_cap.
