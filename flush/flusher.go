@@ -27,8 +27,8 @@ import (
 
 // Store is what the Flusher needs of the series store (memstore.Store implements it).
 type Store interface {
-	SnapshotSeries(fn func(tenant string, ref uint64, lset labels.Labels, chunks []memstore.Chunk) error) error
-	DropFlushed(bounds map[uint64]int64) (memstore.TruncateStats, error)
+	SnapshotFlush(fn func(s *memstore.FlushSeries) error) error
+	DropFlushedSeries(bounds map[uint64]memstore.FlushBound) (memstore.TruncateStats, error)
 	// Tenants are the tenants the store still holds: a tenant a drop left without series is gone
 	// from it, and the Flusher then forgets the tenant's metric series too.
 	Tenants() []string
@@ -272,8 +272,10 @@ type seriesPlan struct {
 	ref    uint64
 	lset   labels.Labels
 	chunks []chunks.Meta
-	from   int64 // samples below are in the bucket already
+	from   int64 // samples below are in the bucket already (MinInt64 when out-of-order ones are due)
 	bound  int64 // samples below are written by this flush
+	// drop is what DropFlushedSeries gets back once the series is written.
+	drop memstore.FlushBound
 }
 
 // flush is the one procedure: snapshot, plan bounds with boundOf(maxT) per series, write one
@@ -295,16 +297,46 @@ func (f *Flusher) flush(ctx context.Context, boundOf func(maxT int64) (int64, Re
 	p := f.cfg.FlushPeriod.Milliseconds()
 	reasons := map[Reason]int{}
 	queued := 0
-	err = f.d.Store.SnapshotSeries(func(tenant string, ref uint64, lset labels.Labels, mchks []memstore.Chunk) error {
+	err = f.d.Store.SnapshotFlush(func(ss *memstore.FlushSeries) error {
+		tenant, ref, lset := ss.Tenant, ss.Ref, ss.Labels
 		from, ok := f.flushed[ref]
 		if !ok {
 			from = math.MinInt64
 		}
 		seen[ref] = from
-		maxT := mchks[len(mchks)-1].MaxTime
+		maxT := int64(math.MinInt64)
+		if n := len(ss.Chunks); n > 0 {
+			maxT = ss.Chunks[n-1].MaxTime
+		}
+		minOOO := int64(math.MaxInt64)
+		for _, c := range ss.OOO {
+			maxT, minOOO = max(maxT, c.MaxTime), min(minOOO, c.MinTime)
+		}
 		bound, reason := boundOf(maxT)
-		if mchks[0].MinTime >= bound || from >= bound {
+		// Out-of-order samples below from arrived after the flush that wrote up to from: they are
+		// written too (into the block of their range, beside the one written then).
+		oooDue := minOOO < bound
+		if !oooDue && (len(ss.Chunks) == 0 || ss.Chunks[0].MinTime >= bound || from >= bound) {
 			return nil
+		}
+		mchks := ss.Chunks
+		if oooDue {
+			// In-order chunks from `from` on (those before were written), every out-of-order sample
+			// below bound, merged into sorted, non-overlapping chunks without duplicates.
+			in := make([]memstore.Chunk, 0, len(ss.Chunks))
+			for _, c := range ss.Chunks {
+				if c.MaxTime >= from {
+					in = append(in, c)
+				}
+			}
+			clipped, err := clipMemChunks(in, from)
+			if err != nil {
+				return fmt.Errorf("flush: tenant %q series %s: %w", tenant, lset, err)
+			}
+			if mchks, err = memstore.MergeChunks(clipped, ss.OOO); err != nil {
+				return fmt.Errorf("flush: tenant %q series %s: %w", tenant, lset, err)
+			}
+			from = math.MinInt64
 		}
 		cm := make([]chunks.Meta, 0, len(mchks))
 		for _, c := range mchks {
@@ -320,7 +352,8 @@ func (f *Flusher) flush(ctx context.Context, boundOf func(maxT int64) (int64, Re
 		if len(cm) == 0 {
 			return nil
 		}
-		plans[tenant] = append(plans[tenant], seriesPlan{ref: ref, lset: lset, chunks: cm, from: from, bound: bound})
+		plans[tenant] = append(plans[tenant], seriesPlan{ref: ref, lset: lset, chunks: cm, from: from, bound: bound,
+			drop: memstore.FlushBound{Before: bound, OOOSeal: ss.OOOSeal, OOOPending: ss.OOOPending, WALSeq: ss.WALSeq}})
 		reasons[reason]++
 		queued++
 		return nil
@@ -343,7 +376,7 @@ func (f *Flusher) flush(ctx context.Context, boundOf func(maxT int64) (int64, Re
 	}
 
 	var errs []error
-	bounds := map[uint64]int64{}
+	bounds := map[uint64]memstore.FlushBound{}
 	f.progressDone.Store(0)
 	f.progressTotal.Store(int64(queued))
 	defer f.progressTotal.Store(0)
@@ -372,12 +405,12 @@ func (f *Flusher) flush(ctx context.Context, boundOf func(maxT int64) (int64, Re
 		res.Blocks += tres.Blocks
 		res.Bytes += tres.Bytes
 		for _, sp := range plans[tenant] {
-			bounds[sp.ref] = sp.bound
+			bounds[sp.ref] = sp.drop
 		}
 		f.metrics.queueLength.Sub(float64(len(plans[tenant])))
 	}
 	if len(bounds) > 0 {
-		ts, derr := f.d.Store.DropFlushed(bounds)
+		ts, derr := f.d.Store.DropFlushedSeries(bounds)
 		res.Dropped = ts
 		if derr != nil {
 			// The blocks are uploaded; what stays in memory will be written again by a later flush
@@ -385,7 +418,10 @@ func (f *Flusher) flush(ctx context.Context, boundOf func(maxT int64) (int64, Re
 			errs = append(errs, fmt.Errorf("flush: dropping flushed data from memory and the WAL: %w", derr))
 		}
 		for ref, b := range bounds {
-			f.flushed[ref] = b
+			// A flush of out-of-order samples alone may end below what an earlier one wrote.
+			if prev, ok := f.flushed[ref]; !ok || b.Before > prev {
+				f.flushed[ref] = b.Before
+			}
 		}
 		f.forgetGoneTenants(plans)
 	}
@@ -507,4 +543,29 @@ func (f *Flusher) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	fmt.Fprintf(w, "flushed %d series, %d chunks, %d samples in %d blocks (%d bytes)\n", res.Series, res.Chunks, res.Samples, res.Blocks, res.Bytes)
+}
+
+// clipMemChunks drops the samples before from out of the first chunks of chks (sorted, not
+// overlapping), re-encoding the one that straddles from: they were written by an earlier flush.
+func clipMemChunks(chks []memstore.Chunk, from int64) ([]memstore.Chunk, error) {
+	if len(chks) == 0 || chks[0].MinTime >= from {
+		return chks, nil
+	}
+	cm := make([]chunks.Meta, 0, len(chks))
+	for _, c := range chks {
+		ch, err := chunkenc.FromData(c.Encoding, c.Data)
+		if err != nil {
+			return nil, fmt.Errorf("chunk [%d, %d]: %w", c.MinTime, c.MaxTime, err)
+		}
+		cm = append(cm, chunks.Meta{Chunk: ch, MinTime: c.MinTime, MaxTime: c.MaxTime})
+	}
+	cl, err := storage.ClipChunks(cm, from, math.MaxInt64)
+	if err != nil {
+		return nil, err
+	}
+	out := make([]memstore.Chunk, 0, len(cl))
+	for _, m := range cl {
+		out = append(out, memstore.Chunk{MinTime: m.MinTime, MaxTime: m.MaxTime, Encoding: m.Chunk.Encoding(), Data: m.Chunk.Bytes()})
+	}
+	return out, nil
 }

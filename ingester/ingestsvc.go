@@ -133,6 +133,8 @@ func pushResponse(tenant string, res memstore.PushResult, err error, invalid []*
 
 func errorCode(err error) ingesterpb.ErrorCode {
 	switch {
+	case errors.Is(err, memstore.ErrSampleTooOld): // before OUT_OF_ORDER: it wraps ErrOutOfOrderSample
+		return ingesterpb.ErrorCode_SAMPLE_TOO_OLD
 	case errors.Is(err, memstore.ErrOutOfOrderSample):
 		return ingesterpb.ErrorCode_OUT_OF_ORDER
 	case errors.Is(err, memstore.ErrDuplicateSampleForTimestamp):

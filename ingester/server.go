@@ -17,6 +17,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/collectors"
 	"github.com/prometheus/client_golang/prometheus/promhttp"
+	"github.com/prometheus/common/model"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
@@ -184,9 +185,14 @@ func New(cfg Config, log *slog.Logger) (_ *Server, err error) {
 		MaxGlobalSeriesPerUser:   cfg.SeriesLimits.MaxGlobalSeriesPerUser,
 		MaxFetchedSeriesPerQuery: cfg.Querier.Config.MaxFetchedSeriesPerQuery, MaxFetchedChunksPerQuery: cfg.Querier.Config.MaxFetchedChunksPerQuery,
 		MaxFetchedChunkBytesPerQuery: cfg.Querier.Config.MaxFetchedChunkBytesPerQuery,
+		OutOfOrderTimeWindow:         model.Duration(cfg.Store.OutOfOrderTimeWindow),
 	}, s.reg, log.With("component", "runtime-config")); err != nil {
 		return nil, err
 	}
+	// Asked once per push: a reloaded out_of_order_time_window applies to the next push.
+	s.store.SetOutOfOrderWindow(func(tenant string) time.Duration {
+		return time.Duration(s.limits.For(tenant).OutOfOrderTimeWindow)
+	})
 	s.tenantSeriesLimits = s.newTenantSeriesLimits()
 	if s.dist, err = distributor.New(cfg.Distributor, distributor.Deps{Ring: s.node, Clients: clients,
 		Registerer: s.reg, Logger: log.With("component", "distributor"), Now: cfg.Clock,

@@ -91,7 +91,7 @@ type ErrorCode int32
 
 const (
 	ErrorCode_ERROR_CODE_UNSPECIFIED ErrorCode = 0
-	// OUT_OF_ORDER: a sample older than the newest sample of its series.
+	// OUT_OF_ORDER: a sample older than the newest sample of its series (no out-of-order window).
 	ErrorCode_OUT_OF_ORDER ErrorCode = 1
 	// DUPLICATE_TIMESTAMP: a sample with the timestamp of the newest sample but another value.
 	ErrorCode_DUPLICATE_TIMESTAMP ErrorCode = 2
@@ -101,6 +101,9 @@ const (
 	ErrorCode_INVALID ErrorCode = 4
 	// INTERNAL: the ingester failed (WAL, disk); retrying may succeed.
 	ErrorCode_INTERNAL ErrorCode = 5
+	// SAMPLE_TOO_OLD: a sample older than the newest sample of its series minus the tenant's
+	// out-of-order window (-ingester.out-of-order-time-window > 0; with 0 it is OUT_OF_ORDER).
+	ErrorCode_SAMPLE_TOO_OLD ErrorCode = 6
 )
 
 // Enum value maps for ErrorCode.
@@ -112,6 +115,7 @@ var (
 		3: "TOO_MANY_SERIES",
 		4: "INVALID",
 		5: "INTERNAL",
+		6: "SAMPLE_TOO_OLD",
 	}
 	ErrorCode_value = map[string]int32{
 		"ERROR_CODE_UNSPECIFIED": 0,
@@ -120,6 +124,7 @@ var (
 		"TOO_MANY_SERIES":        3,
 		"INVALID":                4,
 		"INTERNAL":               5,
+		"SAMPLE_TOO_OLD":         6,
 	}
 )
 
@@ -905,14 +910,15 @@ const file_ingester_proto_rawDesc = "" +
 	"\x05EQUAL\x10\x00\x12\r\n" +
 	"\tNOT_EQUAL\x10\x01\x12\x0f\n" +
 	"\vREGEX_MATCH\x10\x02\x12\x12\n" +
-	"\x0eREGEX_NO_MATCH\x10\x03*\x82\x01\n" +
+	"\x0eREGEX_NO_MATCH\x10\x03*\x96\x01\n" +
 	"\tErrorCode\x12\x1a\n" +
 	"\x16ERROR_CODE_UNSPECIFIED\x10\x00\x12\x10\n" +
 	"\fOUT_OF_ORDER\x10\x01\x12\x17\n" +
 	"\x13DUPLICATE_TIMESTAMP\x10\x02\x12\x13\n" +
 	"\x0fTOO_MANY_SERIES\x10\x03\x12\v\n" +
 	"\aINVALID\x10\x04\x12\f\n" +
-	"\bINTERNAL\x10\x052\xa5\x02\n" +
+	"\bINTERNAL\x10\x05\x12\x12\n" +
+	"\x0eSAMPLE_TOO_OLD\x10\x062\xa5\x02\n" +
 	"\bIngester\x12Q\n" +
 	"\x04Push\x12#.raftingest.ingester.v1.PushRequest\x1a$.raftingest.ingester.v1.PushResponse\x12b\n" +
 	"\vQueryStream\x12$.raftingest.ingester.v1.QueryRequest\x1a+.raftingest.ingester.v1.QueryStreamResponse0\x01\x12b\n" +

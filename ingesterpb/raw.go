@@ -138,7 +138,7 @@ func PushRaw(ctx context.Context, cc grpc.ClientConnInterface, req *RawPushReque
 // sent (HTTP 4xx: Prometheus drops it) rather than a failure worth retrying (5xx).
 func (c ErrorCode) IsClientError() bool {
 	switch c {
-	case ErrorCode_OUT_OF_ORDER, ErrorCode_DUPLICATE_TIMESTAMP, ErrorCode_TOO_MANY_SERIES, ErrorCode_INVALID:
+	case ErrorCode_OUT_OF_ORDER, ErrorCode_SAMPLE_TOO_OLD, ErrorCode_DUPLICATE_TIMESTAMP, ErrorCode_TOO_MANY_SERIES, ErrorCode_INVALID:
 		return true
 	}
 	return false

@@ -29,7 +29,9 @@ type Appender struct {
 	newChunks int
 	n         int // series appended so far: the SeriesIndex of the next one
 	res       PushResult
-	limit     int // the tenant's series limit for this push (Store.limitFor)
+	limit     int   // the tenant's series limit for this push (Store.limitFor)
+	window    int64 // the tenant's out-of-order window for this push, ms (Store.oooWindowMs)
+	ooo       int   // samples accepted out of order
 }
 
 // Appender starts a push to tenant. Commit it. Safe for concurrent use (each goroutine its own).
@@ -50,6 +52,7 @@ func (st *Store) Appender(tenant string) *Appender {
 	}
 	a.th = st.acquireTenant(tenant)
 	a.limit = st.limitFor(tenant).Max
+	a.window = st.oooWindowMs(tenant)
 	return a
 }
 
@@ -101,8 +104,41 @@ func (a *Appender) Append(lset labels.Labels, samples []Sample) {
 			res.refuseOwned(i, owned, smp.T, ErrDuplicateSampleForTimestamp)
 			allAccepted = false
 		case appendOutOfOrder:
-			res.refuseOwned(i, owned, smp.T, ErrOutOfOrderSample)
-			allAccepted = false
+			if a.window == 0 {
+				res.refuseOwned(i, owned, smp.T, ErrOutOfOrderSample)
+				allAccepted = false
+				continue
+			}
+			switch r, pend := ms.checkOOO(smp.T, smp.V, a.window); r {
+			case appendOOO:
+				if st.wal == nil {
+					if ms.ooo == nil {
+						ms.ooo = &oooData{}
+					}
+					ms.ooo.reserved++
+					if ms.insertOOO(smp) {
+						a.newChunks++
+					}
+				} else {
+					ms.reserveOOO(smp)
+					reserved++
+				}
+				res.Accepted++
+				a.ooo++
+			case appendIdempotent:
+				if pend {
+					a.needSync = true
+				}
+				res.Accepted++
+				res.Duplicates++
+				allAccepted = false
+			case appendDuplicate:
+				res.refuseOwned(i, owned, smp.T, ErrDuplicateSampleForTimestamp)
+				allAccepted = false
+			default:
+				res.refuseOwned(i, owned, smp.T, ErrSampleTooOld)
+				allAccepted = false
+			}
 		}
 	}
 	if reserved > 0 {
@@ -155,6 +191,9 @@ func (a *Appender) Commit() (PushResult, error) {
 		st.metrics.memChunks.Add(float64(newChunks))
 	}
 	th.ingested.Add(float64(res.Accepted))
+	if a.ooo > 0 {
+		th.oooAppended.Add(float64(a.ooo))
+	}
 	if res.Refused > 0 {
 		th.failed.Add(float64(res.Refused))
 	}

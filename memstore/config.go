@@ -38,6 +38,13 @@ type Config struct {
 	// reached the disk). Flag: -wal.sync.
 	WALSync bool
 
+	// OutOfOrderTimeWindow accepts a sample older than its series' newest one by at most this
+	// much (sample time), kept apart and merged on read (ooo.go); 0 refuses every sample older
+	// than the series' newest, as before. The ingester overrides it per tenant at run time
+	// (Store.SetOutOfOrderWindow, the runtime overrides' out_of_order_time_window). Replay
+	// ignores it. Flag: -ingester.out-of-order-time-window.
+	OutOfOrderTimeWindow time.Duration
+
 	// ReplayTracker, when not nil, follows Open's WAL replay while it runs (for /ready and logs
 	// during a long replay). Not a flag.
 	ReplayTracker *ReplayTracker
@@ -58,6 +65,8 @@ func (c *Config) RegisterFlags(f *flag.FlagSet) {
 		"Cut the head chunk of a series when a sample is this much newer (in sample time) than the chunk's first sample.")
 	f.IntVar(&c.MaxSeriesPerTenant, "ingester.max-series-per-tenant", DefaultMaxSeriesPerTenant,
 		"Maximum number of in-memory series per tenant on this ingester, whatever the cluster's size (a memory backstop; Cortex's -ingester.max-series-per-user default). A push creating a series over it is refused with 400 for that series. The limit in force is the smaller of this and -ingester.max-global-series-per-user converted to a local limit. 0 means unlimited.")
+	f.DurationVar(&c.OutOfOrderTimeWindow, "ingester.out-of-order-time-window", 0,
+		"Accept a sample up to this much older than its series' newest sample (out of order), as Mimir does; older ones are refused (sample-too-old). 0 refuses every sample older than its series' newest (out-of-order). Overridden per tenant by the runtime configuration's out_of_order_time_window. Samples older than the oldest block range in memory are refused anyway (sample-out-of-bounds).")
 	f.StringVar(&c.WALDir, "wal.dir", "",
 		"Directory of the write-ahead log (wal.bolt); empty means <-data.dir>/wal.")
 	f.BoolVar(&c.WALSync, "wal.sync", true,
@@ -78,6 +87,9 @@ func (c *Config) Validate() error {
 		errs = append(errs, fmt.Errorf("memstore: -ingester.max-chunk-age must be positive, got %s", c.MaxChunkAge))
 	} else if c.MaxChunkAge < time.Millisecond {
 		errs = append(errs, fmt.Errorf("memstore: -ingester.max-chunk-age must be at least 1ms (sample time is in milliseconds), got %s", c.MaxChunkAge))
+	}
+	if c.OutOfOrderTimeWindow < 0 {
+		errs = append(errs, fmt.Errorf("memstore: -ingester.out-of-order-time-window must be >= 0 (0 = refuse out-of-order samples), got %s", c.OutOfOrderTimeWindow))
 	}
 	if c.MaxSeriesPerTenant < 0 {
 		errs = append(errs, fmt.Errorf("memstore: -ingester.max-series-per-tenant must be >= 0 (0 = unlimited), got %d", c.MaxSeriesPerTenant))

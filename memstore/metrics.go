@@ -43,6 +43,9 @@ type metrics struct {
 	// raftingest_wal_file_bytes: bytes of the WAL file in use (bbolt's high-water mark, free pages
 	// included), updated whenever the WAL releases its mapped pages.
 	walFileBytes prometheus.Gauge
+	// cortex_ingester_tsdb_out_of_order_samples_appended_total{user}: samples accepted out of
+	// order (Mimir's name).
+	oooAppended *prometheus.CounterVec
 }
 
 func newMetrics(reg prometheus.Registerer) (*metrics, error) {
@@ -108,6 +111,10 @@ func newMetrics(reg prometheus.Registerer) (*metrics, error) {
 			Name: "cortex_ingester_wal_truncations_total",
 			Help: "Total number of completed WAL truncations.",
 		}),
+		oooAppended: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "cortex_ingester_tsdb_out_of_order_samples_appended_total",
+			Help: "Total number of out-of-order samples accepted per user (within -ingester.out-of-order-time-window).",
+		}, []string{"user"}),
 		walFileBytes: prometheus.NewGauge(prometheus.GaugeOpts{
 			Name: "raftingest_wal_file_bytes",
 			Help: "Bytes of the WAL's bbolt file in use (its high-water mark, free pages included), updated every few MiB logged. Only the pages of it read since the last release count in the resident set (docs/memory.md).",
@@ -116,7 +123,7 @@ func newMetrics(reg prometheus.Registerer) (*metrics, error) {
 	if reg != nil {
 		for _, c := range []prometheus.Collector{m.ingestedSamples, m.ingestedSamplesFail, m.memSeries,
 			m.seriesCreated, m.seriesRemoved, m.memChunks, m.walRecords, m.walBytes, m.walCommitDuration,
-			m.walCommitFailures, m.walFailing, m.walReplayDuration, m.walReplayProgress, m.walCorruptions, m.walTruncations, m.walFileBytes} {
+			m.walCommitFailures, m.walFailing, m.walReplayDuration, m.walReplayProgress, m.walCorruptions, m.walTruncations, m.walFileBytes, m.oooAppended} {
 			if err := reg.Register(c); err != nil {
 				return nil, fmt.Errorf("memstore: registering metrics: %w", err)
 			}

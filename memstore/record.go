@@ -117,6 +117,9 @@ type record struct {
 	sampleBuf []Sample
 	offsets   []int
 	body      []byte // decompressed body of a version 3 record
+
+	// seq is the record's sequence number, set by wal.rewrite for its filter.
+	seq uint64
 }
 
 func appendUvarintString(b []byte, s string) []byte {

@@ -161,6 +161,17 @@ func (rw *replayWorker) applySamples(es []walSamples) {
 				rw.samples++
 			case appendIdempotent:
 				rw.samples++
+			case appendOutOfOrder:
+				// Logged, so accepted out of order when pushed: it comes back whatever the
+				// window is now (a lowered window must not drop acknowledged data).
+				if ms.ooo == nil {
+					ms.ooo = &oooData{}
+				}
+				ms.ooo.reserved++
+				if ms.insertOOO(smp) {
+					nc++
+				}
+				rw.samples++
 			default:
 				rw.skipped++
 			}

@@ -57,7 +57,8 @@ type pendingOp struct {
 // Layout: one allocation per series, so its size class is paid by every
 // series. The small fields share one word (hasLast, deleted, pendStart), which
 // keeps the struct at 184 bytes, the 192-byte size class (it was 200, in the
-// 208-byte class); BenchmarkHeapPerSeries measures the whole series.
+// 208-byte class); the out-of-order pointer brings it to 192, still that class.
+// BenchmarkHeapPerSeries measures the whole series.
 type memSeries struct {
 	ref  uint64        // Immutable; unique within the Store (across tenants).
 	lset labels.Labels // Immutable; owned (copied on creation).
@@ -78,6 +79,7 @@ type memSeries struct {
 	pending     []pendingOp // Reserved ops from pendStart on; see the invariants.
 	reservedEnd uint64      // Absolute count of ops ever reserved.
 	appliedEnd  uint64      // Absolute count of ops ever made visible.
+	ooo         *oooData    // Out-of-order samples (ooo.go); nil until the first one.
 }
 
 // appendClosed appends c to s.closed, growing the array by about a quarter
@@ -123,6 +125,7 @@ const (
 	appendIdempotent
 	appendDuplicate
 	appendOutOfOrder
+	appendOOO // accepted out of order, within the window (checkOOO)
 )
 
 // check classifies (t, v) against the newest reserved sample. Caller holds s.mu.
@@ -161,6 +164,12 @@ func (s *memSeries) applyUpTo(end uint64, maxAgeMs int64) (newChunks int) {
 	n := int(end - s.appliedEnd)
 	ops := s.pending[s.pendStart : int(s.pendStart)+n]
 	for _, op := range ops {
+		if op.chunk == oooOp {
+			if s.insertOOO(op.s) {
+				newChunks++
+			}
+			continue
+		}
 		if op.chunk != nil {
 			s.closeHead()
 			s.appendClosed(*op.chunk)
@@ -230,8 +239,33 @@ func (s *memSeries) closeHead() {
 }
 
 // chunksIn appends to dst the visible chunks overlapping [mint, maxt], the
-// head chunk as a private copy. Caller holds s.mu.
+// head chunk as a private copy, merged with the out-of-order samples when the
+// series has some (mergedChunksIn). Caller holds s.mu.
 func (s *memSeries) chunksIn(dst []Chunk, mint, maxt int64) []Chunk {
+	if !s.oooEmpty() {
+		return s.mergedChunksIn(dst, mint, maxt)
+	}
+	return s.inOrderChunksIn(dst, mint, maxt)
+}
+
+// mergedChunksIn is chunksIn for a series with out-of-order samples: its
+// in-order and out-of-order chunks overlapping [mint, maxt] merged into sorted,
+// non-overlapping chunks, one sample per timestamp. Caller holds s.mu.
+func (s *memSeries) mergedChunksIn(dst []Chunk, mint, maxt int64) []Chunk {
+	in := s.inOrderChunksIn(nil, mint, maxt)
+	ooo := s.oooChunksIn(nil, mint, maxt)
+	merged, err := mergeChunks(in, ooo)
+	if err != nil {
+		// Every chunk here was encoded by this Store or checked on import: a chunk that does not
+		// decode is a broken invariant. Readers still get the in-order data.
+		return append(dst, in...)
+	}
+	return append(dst, merged...)
+}
+
+// inOrderChunksIn appends to dst the visible in-order chunks overlapping
+// [mint, maxt], the head chunk as a private copy. Caller holds s.mu.
+func (s *memSeries) inOrderChunksIn(dst []Chunk, mint, maxt int64) []Chunk {
 	for _, c := range s.closed {
 		if c.MaxTime >= mint && c.MinTime <= maxt {
 			dst = append(dst, c)
@@ -243,10 +277,20 @@ func (s *memSeries) chunksIn(dst []Chunk, mint, maxt int64) []Chunk {
 	return dst
 }
 
-// dropBefore removes visible chunks whose MaxTime < before and reports the
-// number removed and whether the series is now empty (nothing visible, nothing
-// pending). Caller holds s.mu.
-func (s *memSeries) dropBefore(before int64) (removed int, empty bool) {
+// oooDropMode says which out-of-order samples a drop removes below its bound.
+type oooDropMode uint8
+
+const (
+	oooKeep   oooDropMode = iota // none
+	oooSealed                    // those a flush snapshot sealed (DropFlushedSeries)
+	oooAll                       // all (Truncate, DropAll)
+)
+
+// dropBefore removes visible chunks whose MaxTime < before, and the
+// out-of-order samples older than before that mode says, and reports the
+// number of chunks removed and whether the series is now empty (nothing
+// visible, nothing pending). Caller holds s.mu.
+func (s *memSeries) dropBefore(before int64, mode oooDropMode) (removed int, empty bool) {
 	i := 0
 	for i < len(s.closed) && s.closed[i].MaxTime < before {
 		i++
@@ -259,7 +303,10 @@ func (s *memSeries) dropBefore(before int64) (removed int, empty bool) {
 		s.head, s.headApp = nil, nil
 		removed++
 	}
-	return removed, len(s.closed) == 0 && s.head == nil && !s.hasPending()
+	if mode != oooKeep {
+		removed += s.dropOOOBefore(before, mode == oooSealed)
+	}
+	return removed, len(s.closed) == 0 && s.head == nil && !s.hasPending() && s.oooEmpty()
 }
 
 // stripeLock is padded so that neighbouring locks do not share a cache line
@@ -449,7 +496,7 @@ type tenantHead struct {
 	users atomic.Int64
 
 	// Per-tenant children of the Store's metric vectors, resolved once.
-	ingested, failed, created, removed prometheus.Counter
+	ingested, failed, created, removed, oooAppended prometheus.Counter
 }
 
 func newTenantHead(name string) *tenantHead {

@@ -122,6 +122,8 @@ type Store struct {
 
 	nextRef atomic.Uint64
 
+	oooWindow atomic.Pointer[OutOfOrderWindow] // nil: Config.OutOfOrderTimeWindow for every tenant
+
 	tenantsMu sync.RWMutex
 	tenants   map[string]*tenantHead
 
@@ -319,6 +321,7 @@ func (st *Store) tenantLocked(name string) *tenantHead {
 	th.failed = st.metrics.ingestedSamplesFail.WithLabelValues(user)
 	th.created = st.metrics.seriesCreated.WithLabelValues(user)
 	th.removed = st.metrics.seriesRemoved.WithLabelValues(user)
+	th.oooAppended = st.metrics.oooAppended.WithLabelValues(user)
 	st.tenants[name] = th
 	return th
 }
@@ -345,6 +348,7 @@ func (st *Store) retireIfEmpty(th *tenantHead) bool {
 	st.metrics.ingestedSamplesFail.DeleteLabelValues(user)
 	st.metrics.seriesCreated.DeleteLabelValues(user)
 	st.metrics.seriesRemoved.DeleteLabelValues(user)
+	st.metrics.oooAppended.DeleteLabelValues(user)
 	return true
 }
 
@@ -568,8 +572,18 @@ func (st *Store) walk(reuse bool, fn func(tenant string, ms *memSeries, chks []C
 		th.series.forEach(func(ms *memSeries) bool {
 			ms.mu.Lock()
 			var chks []Chunk
+			lastV := ms.visLastV
 			switch {
 			case ms.deleted:
+			case !ms.oooEmpty():
+				// Merged with the out-of-order samples: fresh chunks, and the newest sample may be
+				// one of them (the in-order head went with a drop).
+				chks = ms.chunksIn(nil, math.MinInt64, math.MaxInt64)
+				if n := len(chks); n > 0 && (ms.head == nil || chks[n-1].MaxTime != ms.headMax) {
+					if v, err := lastValue(chks[n-1]); err == nil {
+						lastV = v
+					}
+				}
 			case !reuse || (ms.head != nil && ms.headMin == math.MinInt64):
 				chks = ms.chunksIn(nil, math.MinInt64, math.MaxInt64)
 			case ms.head == nil:
@@ -580,7 +594,6 @@ func (st *Store) walk(reuse bool, fn func(tenant string, ms *memSeries, chks []C
 				head = append(head[:0], ms.head.Bytes()...)
 				chks = append(chks, Chunk{MinTime: ms.headMin, MaxTime: ms.headMax, Encoding: chunkenc.EncXOR, Data: head})
 			}
-			lastV := ms.visLastV
 			ms.mu.Unlock()
 			if reuse {
 				buf = chks
@@ -641,20 +654,26 @@ func (st *Store) Truncate(before int64) (TruncateStats, error) {
 // MaxTime < before and removes the series left without chunks and without
 // pending writes. It returns the refs of the series that remain.
 func (st *Store) dropBefore(before int64, ts *TruncateStats) map[uint64]struct{} {
-	return st.dropChunks(ts, func(*memSeries) (int64, bool) { return before, true })
+	return st.dropChunks(ts, func(*memSeries) (int64, bool) { return before, true }, dropAllOOO)
 }
 
 // dropChunks is dropBefore with a bound per series (DropFlushed's): for each series bound answers
 // true for, it drops every chunk with MaxTime < the bound (int64 ms) and removes the series left
 // without chunks and without pending writes; series it answers false for are kept whole. It
 // returns the refs of the series that remain, which the WAL rewrite keeps.
-func (st *Store) dropChunks(ts *TruncateStats, bound func(*memSeries) (int64, bool)) map[uint64]struct{} {
-	return st.dropChunksHint(ts, bound, false)
+func (st *Store) dropChunks(ts *TruncateStats, bound func(*memSeries) (int64, bool), oooDrop func(*memSeries) oooDropMode) map[uint64]struct{} {
+	return st.dropChunksHint(ts, bound, oooDrop, false)
 }
+
+// dropAllOOO is the oooDrop of Truncate and DropAll: out-of-order samples go with the rest.
+func dropAllOOO(*memSeries) oooDropMode { return oooAll }
 
 // dropChunksHint is dropChunks; all says that bound drops everything (DropAll), so that the maps
 // of removed series are sized for every series at once.
-func (st *Store) dropChunksHint(ts *TruncateStats, bound func(*memSeries) (int64, bool), all bool) map[uint64]struct{} {
+//
+// oooDrop, asked under the series lock, says which out-of-order samples older than the bound go
+// too (DropFlushedSeries: those its snapshot sealed).
+func (st *Store) dropChunksHint(ts *TruncateStats, bound func(*memSeries) (int64, bool), oooDrop func(*memSeries) oooDropMode, all bool) map[uint64]struct{} {
 	live := map[uint64]struct{}{}
 	for _, name := range st.Tenants() {
 		th := st.tenant(name)
@@ -679,7 +698,7 @@ func (st *Store) dropChunksHint(ts *TruncateStats, bound func(*memSeries) (int64
 				ms.mu.Unlock()
 				return true
 			}
-			n, empty := ms.dropBefore(before)
+			n, empty := ms.dropBefore(before, oooDrop(ms))
 			gone := empty && !ms.deleted
 			if gone {
 				ms.deleted = true
@@ -729,7 +748,7 @@ func (st *Store) DropAll() (TruncateStats, error) {
 	if st.wal != nil {
 		upto = st.wal.lastSeq.Load()
 	}
-	live := st.dropChunksHint(&ts, func(*memSeries) (int64, bool) { return math.MaxInt64, true }, true)
+	live := st.dropChunksHint(&ts, func(*memSeries) (int64, bool) { return math.MaxInt64, true }, dropAllOOO, true)
 	if st.wal != nil && upto > 0 {
 		var err error
 		if len(live) == 0 {
@@ -765,18 +784,10 @@ func filterRecord(r *record, live map[uint64]struct{}, before int64) (changed, d
 				changed = true
 				continue
 			}
-			i, _ := slices.BinarySearchFunc(e.Samples, before, func(s Sample, t int64) int {
-				switch {
-				case s.T < t:
-					return -1
-				case s.T > t:
-					return 1
-				}
-				return 0
-			})
-			if i > 0 {
+			// Not a prefix: out-of-order samples make an entry's timestamps unsorted.
+			if kept := keepSamplesFrom(e.Samples, before); len(kept) != len(e.Samples) {
 				changed = true
-				e.Samples = e.Samples[i:]
+				e.Samples = kept
 			}
 			if len(e.Samples) > 0 {
 				out = append(out, e)
@@ -795,4 +806,24 @@ func filterChunks(r *record, keep func(c *walChunk) bool) (changed, drop bool) {
 	n := len(r.Chunks)
 	r.Chunks = slices.DeleteFunc(r.Chunks, func(c walChunk) bool { return !keep(&c) })
 	return len(r.Chunks) != n, len(r.Chunks) == 0
+}
+
+// keepSamplesFrom keeps, in place and in order, the samples with T >= before. An entry's samples
+// are in reservation order, which out-of-order samples make unsorted, so it filters the whole
+// entry rather than cutting a prefix.
+func keepSamplesFrom(smps []Sample, before int64) []Sample {
+	i := 0
+	for i < len(smps) && smps[i].T >= before {
+		i++
+	}
+	if i == len(smps) {
+		return smps
+	}
+	out := smps[:i]
+	for _, smp := range smps[i+1:] {
+		if smp.T >= before {
+			out = append(out, smp)
+		}
+	}
+	return out
 }

@@ -23,18 +23,20 @@ func TestConfig_FlagsAndValidate(t *testing.T) {
 	var c Config
 	fs := flag.NewFlagSet("x", flag.ContinueOnError)
 	c.RegisterFlags(fs)
-	if c.MaxChunkAge != 2*time.Hour || c.MaxSeriesPerTenant != DefaultMaxSeriesPerTenant || !c.WALSync || c.WALDir != "" {
+	if c.MaxChunkAge != 2*time.Hour || c.MaxSeriesPerTenant != DefaultMaxSeriesPerTenant || !c.WALSync || c.WALDir != "" || c.OutOfOrderTimeWindow != 0 {
 		t.Fatalf("defaults: %+v", c)
 	}
 	if err := c.Validate(); err != nil {
 		t.Fatal(err)
 	}
-	if err := fs.Parse([]string{"-ingester.max-chunk-age=0s", "-ingester.max-series-per-tenant=-1", "-wal.sync=false", "-wal.dir=/x"}); err != nil {
+	if err := fs.Parse([]string{"-ingester.max-chunk-age=0s", "-ingester.max-series-per-tenant=-1", "-wal.sync=false", "-wal.dir=/x",
+		"-ingester.out-of-order-time-window=-1m"}); err != nil {
 		t.Fatal(err)
 	}
 	err := c.Validate()
-	if err == nil || !strings.Contains(err.Error(), "-ingester.max-chunk-age") || !strings.Contains(err.Error(), "-ingester.max-series-per-tenant") {
-		t.Fatalf("Validate must name both flags, got %v", err)
+	if err == nil || !strings.Contains(err.Error(), "-ingester.max-chunk-age") || !strings.Contains(err.Error(), "-ingester.max-series-per-tenant") ||
+		!strings.Contains(err.Error(), "-ingester.out-of-order-time-window") {
+		t.Fatalf("Validate must name every bad flag, got %v", err)
 	}
 }
 

@@ -1195,6 +1195,7 @@ func (w *wal) rewrite(upto uint64, keep func(r *record) (changed, drop bool)) (d
 						w.logger.Warn("wal truncation skipped a corrupt record", "file", w.path, "seq", seq, "err", err)
 						continue
 					}
+					r.seq = seq
 					changed, drop := keep(&r)
 					switch {
 					case drop:

@@ -301,10 +301,20 @@ func TestWALFailure_RetryWritesTheSameBytes(t *testing.T) {
 // memory equals the replay, every sample there is one that was pushed (orphans committed by a
 // retry included, never a stale buffer), and nothing stays pending.
 func TestWALFailure_ConcurrentPushesNothingAckedLost(t *testing.T) {
+	t.Run("in-order", func(t *testing.T) { testWALFailureConcurrent(t, false) })
+	// Each push also sends an out-of-order sample of the pusher's own series (at -ts): reserved
+	// without moving the frontier, applied later by the committer when a wait failed.
+	t.Run("out-of-order", func(t *testing.T) { testWALFailureConcurrent(t, true) })
+}
+
+func testWALFailureConcurrent(t *testing.T, ooo bool) {
 	dir := t.TempDir()
 	cfg := testConfig(dir)
 	cfg.WALSync = false // speed only: this test does not crash
 	st, fault := openFaulty(t, cfg, nil)
+	if ooo {
+		st.SetOutOfOrderWindow(func(string) time.Duration { return time.Hour })
+	}
 	valueOf := func(g int, ts int64) float64 { return float64(ts)*2 + float64(g)/8 }
 	var (
 		wg     sync.WaitGroup
@@ -320,17 +330,22 @@ func TestWALFailure_ConcurrentPushesNothingAckedLost(t *testing.T) {
 			defer wg.Done()
 			own := labels.FromStrings("__name__", "own", "g", fmt.Sprint(g))
 			shared := labels.FromStrings("__name__", "shared", "k", fmt.Sprint(g%2))
-			buf := make([]Sample, 2)
+			buf := make([]Sample, 3)
 			for ts := int64(1); !stop.Load(); ts++ {
 				// The same buffer for every push, rewritten at once: orphans must not alias it.
 				buf[0] = Sample{ts, valueOf(g, ts)}
+				buf[2] = Sample{-ts, valueOf(g, -ts)}
 				app := st.Appender("u")
-				app.Append(own, buf[:1])
+				if ooo {
+					app.Append(own, []Sample{buf[0], buf[2]})
+				} else {
+					app.Append(own, buf[:1])
+				}
 				// Shared series: timestamps collide across pushers; only one value per ts wins.
 				buf[1] = Sample{ts*pushers + int64(g), valueOf(g, ts*pushers+int64(g))}
 				app.Append(shared, buf[1:2])
 				res, err := app.Commit()
-				buf[0], buf[1] = Sample{-1, -1}, Sample{-1, -1}
+				buf[0], buf[1], buf[2] = Sample{-1, -1}, Sample{-1, -1}, Sample{-1, -1}
 				if err != nil {
 					if !errors.Is(err, ErrWALFailed) {
 						t.Error(err)
@@ -343,7 +358,13 @@ func TestWALFailure_ConcurrentPushesNothingAckedLost(t *testing.T) {
 				for i, e := range []struct {
 					l labels.Labels
 					s Sample
-				}{{own, Sample{ts, valueOf(g, ts)}}, {shared, Sample{ts*pushers + int64(g), valueOf(g, ts*pushers+int64(g))}}} {
+				}{{own, Sample{ts, valueOf(g, ts)}}, {shared, Sample{ts*pushers + int64(g), valueOf(g, ts*pushers+int64(g))}}, {own, Sample{-ts, valueOf(g, -ts)}}} {
+					if i == 2 && !ooo {
+						break
+					}
+					if i == 2 {
+						i = 0 // the out-of-order sample is in the own series' Append
+					}
 					refused := false
 					for _, se := range res.Errors {
 						refused = refused || se.SeriesIndex == i

@@ -26,6 +26,7 @@ import (
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/common/model"
 	"gopkg.in/yaml.v3"
 
 	"github.com/raftingest/raftingest/tenant"
@@ -45,6 +46,10 @@ type Limits struct {
 	MaxFetchedSeriesPerQuery     int `yaml:"max_fetched_series_per_query"`
 	MaxFetchedChunksPerQuery     int `yaml:"max_fetched_chunks_per_query"`
 	MaxFetchedChunkBytesPerQuery int `yaml:"max_fetched_chunk_bytes_per_query"`
+	// OutOfOrderTimeWindow is -ingester.out-of-order-time-window: how much older than its series'
+	// newest sample a sample may be and still be accepted (0: none). A duration as Mimir writes it
+	// ("30m", "1h").
+	OutOfOrderTimeWindow model.Duration `yaml:"out_of_order_time_window"`
 }
 
 // validate refuses values no flag would take.
@@ -63,6 +68,9 @@ func (l Limits) validate() error {
 			errs = append(errs, fmt.Errorf("%s %d: want 0 (unlimited) or more", name, v))
 		}
 	}
+	if l.OutOfOrderTimeWindow < 0 {
+		errs = append(errs, fmt.Errorf("out_of_order_time_window %s: want 0 (refuse out-of-order samples) or more", l.OutOfOrderTimeWindow))
+	}
 	slices.SortFunc(errs, func(a, b error) int { return strings.Compare(a.Error(), b.Error()) })
 	return errors.Join(errs...)
 }
@@ -75,7 +83,7 @@ type Config struct {
 
 // RegisterFlags registers the flags with Mimir's names and defaults.
 func (c *Config) RegisterFlags(f *flag.FlagSet) {
-	f.StringVar(&c.File, "runtime-config.file", "", "YAML file of per-tenant limits that apply without a restart, in Mimir's format: `overrides: {TENANT: {ingestion_rate: ..., ingestion_burst_size: ..., max_global_series_per_user: ..., max_fetched_series_per_query: ..., max_fetched_chunks_per_query: ..., max_fetched_chunk_bytes_per_query: ...}}`. Limits a tenant is not given take the flags' values. Re-read every -runtime-config.reload-period; shown at /runtime_config.")
+	f.StringVar(&c.File, "runtime-config.file", "", "YAML file of per-tenant limits that apply without a restart, in Mimir's format: `overrides: {TENANT: {ingestion_rate: ..., ingestion_burst_size: ..., max_global_series_per_user: ..., max_fetched_series_per_query: ..., max_fetched_chunks_per_query: ..., max_fetched_chunk_bytes_per_query: ..., out_of_order_time_window: ...}}`. Limits a tenant is not given take the flags' values. Re-read every -runtime-config.reload-period; shown at /runtime_config.")
 	f.DurationVar(&c.ReloadPeriod, "runtime-config.reload-period", 10*time.Second, "How often -runtime-config.file is re-read.")
 }
 
@@ -279,5 +287,6 @@ func limitsMap(l, defaults Limits, diff bool) map[string]any {
 	add("max_fetched_series_per_query", l.MaxFetchedSeriesPerQuery, defaults.MaxFetchedSeriesPerQuery)
 	add("max_fetched_chunks_per_query", l.MaxFetchedChunksPerQuery, defaults.MaxFetchedChunksPerQuery)
 	add("max_fetched_chunk_bytes_per_query", l.MaxFetchedChunkBytesPerQuery, defaults.MaxFetchedChunkBytesPerQuery)
+	add("out_of_order_time_window", l.OutOfOrderTimeWindow, defaults.OutOfOrderTimeWindow)
 	return out
 }

@@ -7,6 +7,7 @@ import (
 	"path/filepath"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/testutil"
@@ -125,5 +126,35 @@ func TestManager_Handler(t *testing.T) {
 	m.Handler().ServeHTTP(rec, httptest.NewRequest(http.MethodPost, "/runtime_config", nil))
 	if rec.Code != http.StatusMethodNotAllowed {
 		t.Errorf("POST: %d", rec.Code)
+	}
+}
+
+// out_of_order_time_window reads as Mimir writes it and changes on reload, without a restart.
+func TestManager_OutOfOrderTimeWindowReloads(t *testing.T) {
+	p := filepath.Join(t.TempDir(), "runtime.yaml")
+	write(t, p, "overrides:\n  t1:\n    out_of_order_time_window: 30m\n")
+	m, err := New(Config{File: p, ReloadPeriod: 1}, defaults, nil, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got := time.Duration(m.For("t1").OutOfOrderTimeWindow); got != 30*time.Minute {
+		t.Fatalf("t1: window %s, want 30m", got)
+	}
+	if got := m.For("t2").OutOfOrderTimeWindow; got != 0 {
+		t.Fatalf("t2: window %s, want the default 0", got)
+	}
+	write(t, p, "overrides:\n  t1:\n    out_of_order_time_window: 2h\n")
+	if err := m.reload(); err != nil {
+		t.Fatal(err)
+	}
+	if got := time.Duration(m.For("t1").OutOfOrderTimeWindow); got != 2*time.Hour {
+		t.Fatalf("t1 after reload: window %s, want 2h", got)
+	}
+	write(t, p, "overrides:\n  t1:\n    out_of_order_time_window: soon\n")
+	if err := m.reload(); err == nil || !strings.Contains(err.Error(), "soon") {
+		t.Fatalf("a bad duration: want an error naming it, got %v", err)
+	}
+	if got := time.Duration(m.For("t1").OutOfOrderTimeWindow); got != 2*time.Hour {
+		t.Fatalf("after a bad file: window %s, want 2h kept", got)
 	}
 }

@@ -47,9 +47,10 @@ type benchNode struct {
 	leaver *Leaver
 	m      *Metrics
 	reg    *prometheus.Registry // the memstore's metrics
+	walDir string
 }
 
-func newBenchNode(b *testing.B, id ringstate.MemberID, ring Ring, cfg Config) *benchNode {
+func newBenchNode(b testing.TB, id ringstate.MemberID, ring Ring, cfg Config) *benchNode {
 	dir := b.TempDir()
 	mcfg := memstore.DefaultConfig()
 	mcfg.WALDir = filepath.Join(dir, "wal")
@@ -83,7 +84,7 @@ func newBenchNode(b *testing.B, id ringstate.MemberID, ring Ring, cfg Config) *b
 	if err != nil {
 		b.Fatal(err)
 	}
-	return &benchNode{id: id, addr: lis.Addr().String(), store: st, leaver: lv, m: m, reg: reg}
+	return &benchNode{id: id, addr: lis.Addr().String(), store: st, leaver: lv, m: m, reg: reg, walDir: mcfg.WALDir}
 }
 
 // fillBench pushes n active series into st (in batches of 1000 series, fsynced like any push).

@@ -23,6 +23,11 @@ var shortSet = []Scenario{
 	{Name: "crash-all", Fixed: []Step{{Kind: KillAll, At: 4 * time.Second, Dur: 3 * time.Second},
 		{Kind: CrashBurst, At: 9 * time.Second, Dur: 6 * time.Second}}},
 	{Name: "packet-loss", Faults: []string{Loss}},
+	// Out-of-order samples within the window (each writer shuffles blocks of 16 samples, so most
+	// series receive samples older than their newest) under kill -9 of one member, of every
+	// member and a crash burst during WAL replay: every acknowledged sample must be read back.
+	{Name: "out-of-order", OutOfOrder: 16, Fixed: []Step{{Kind: KillOne, At: 3 * time.Second, Dur: 2 * time.Second},
+		{Kind: KillAll, At: 7 * time.Second, Dur: 3 * time.Second}, {Kind: CrashBurst, At: 12 * time.Second, Dur: 5 * time.Second}}},
 	// A stopped member's WAL truncated or bit-flipped: it starts by itself (memstore cuts a corrupt
 	// tail) or refuses with an error naming the file, and the harness plays the operator step (move
 	// the file aside, restart). One member's data is destroyed by design: see OneReplicaLosesData.
@@ -152,6 +157,13 @@ var fullSet = append([]Scenario{
 	// Node-local buckets under drawn faults with flushes among them (the short set's storage-local
 	// has a fixed schedule).
 	{Name: "storage-local-mixed", Nodes: 5, LocalBuckets: true, Faults: StorageFaults, ExtraFlags: compactorFlags},
+	// Out-of-order samples with node-local buckets: members flush (out-of-order samples arriving
+	// after a flush go into new blocks of ranges flushed already, which the compactor merges) while
+	// the leader and then every member are killed -9.
+	{Name: "out-of-order-storage", Nodes: 5, LocalBuckets: true, OutOfOrder: 16, ExtraFlags: compactorFlags,
+		Fixed: []Step{{Kind: FlushAll, At: 3 * time.Second}, {Kind: KillLeader, At: 5 * time.Second, Dur: 3 * time.Second},
+			{Kind: FlushOne, At: 9 * time.Second}, {Kind: KillAll, At: 11 * time.Second, Dur: 3 * time.Second},
+			{Kind: FlushAll, At: 16 * time.Second}}},
 	// Leadership handed away every 1.5s, a bridge, and a ring of overlapping majorities: 5 members.
 	// Only here, not in shortSet (whose time is budgeted in make test).
 	{Name: "transfer-bridge-ring", Nodes: 5, Faults: TopologyFaults},

@@ -61,6 +61,9 @@ type Scenario struct {
 	// voterReplaceSlack. KillVoter and KillLeaderVoter need a member beyond MaxVoters.
 	MaxVoters         int
 	VoterReplaceAfter time.Duration
+	// OutOfOrder, when > 1, runs every node with -ingester.out-of-order-time-window=1m and has the
+	// writers send each block of OutOfOrder consecutive samples in a random order (Writer.oooBlock).
+	OutOfOrder int
 }
 
 // voterReplaceSlack is what a voter replacement may take beyond -raft.voter-replace-after: the
@@ -135,6 +138,9 @@ func Run(ctx context.Context, env Env, sc Scenario) (*faulttest.Report, error) {
 		c.ExposeAdmin()
 	}
 	for i, n := range c.Nodes {
+		if sc.OutOfOrder > 1 {
+			n.args = append(n.args, "-ingester.out-of-order-time-window", "1m")
+		}
 		n.args = append(n.args, sc.ExtraFlags...)
 		if sc.MaxVoters > 0 {
 			n.args = append(n.args, "-raft.max-voters", strconv.Itoa(sc.MaxVoters))
@@ -183,6 +189,7 @@ func Run(ctx context.Context, env Env, sc Scenario) (*faulttest.Report, error) {
 
 	start := time.Now()
 	w := newWriter(c)
+	w.oooBlock = sc.OutOfOrder
 	steps := schedule(sc.Seed, sc.Faults, sc.Workload)
 	if sc.Fixed != nil {
 		steps = nil

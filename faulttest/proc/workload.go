@@ -51,6 +51,12 @@ type Writer struct {
 	// skip, when set, names running nodes the writers leave alone for now (the hand-over family:
 	// a restarted node until it has caught up with the leader, see roller.catchUp).
 	skip func(*Node) bool
+	// oooBlock, when > 1, makes each writer push every block of oooBlock consecutive sequence
+	// numbers in a random order: within a series, some samples are then older than its newest one
+	// by up to oooBlock-1 ms, accepted out of order under -ingester.out-of-order-time-window
+	// (Scenario.OutOfOrder). The checkers need nothing else: a sample is still identified by its
+	// writer and sequence number, whatever order it was sent in.
+	oooBlock int
 }
 
 func newWriter(c *Cluster) *Writer {
@@ -67,7 +73,16 @@ func SeriesHash(id check.SampleID) uint32 { return samples.SeriesHash(id) }
 
 // run pushes until ctx is done, through a random running node each time.
 func (w *Writer) run(ctx context.Context, id int, rng *rand.Rand) {
-	for seq := uint64(0); ctx.Err() == nil; seq++ {
+	var perm []int
+	for i := uint64(0); ctx.Err() == nil; i++ {
+		seq := i
+		if w.oooBlock > 1 {
+			b := uint64(w.oooBlock)
+			if i%b == 0 || perm == nil {
+				perm = rng.Perm(w.oooBlock)
+			}
+			seq = i/b*b + uint64(perm[i%b])
+		}
 		var targets []*Node
 		for _, n := range w.c.Nodes {
 			if n.Running() && (w.skip == nil || !w.skip(n)) {
@@ -76,7 +91,7 @@ func (w *Writer) run(ctx context.Context, id int, rng *rand.Rand) {
 		}
 		if len(targets) == 0 {
 			time.Sleep(50 * time.Millisecond)
-			seq--
+			i-- // the same sample again: the block's order is kept
 			continue
 		}
 		n := targets[rng.IntN(len(targets))]
