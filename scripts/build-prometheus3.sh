@@ -11,14 +11,18 @@ mod=github.com/prometheus/prometheus
 ver=$($go list -m -f '{{.Version}}' "$mod")
 $go mod download "$mod@$ver"
 src=$($go list -m -f '{{.Dir}}' "$mod")
-tmp=$(mktemp -d)
-trap 'chmod -R u+w "$tmp"; rm -rf "$tmp"' EXIT
-cp -r "$src"/. "$tmp"
-chmod -R u+w "$tmp"
+# A stable directory next to the binary (bin/tools/.src, not a fresh temporary one): the build cache
+# keys the module's own packages by their directory, so building the same version again (the
+# binary deleted, a new checkout's bin/) reuses the compiled packages instead of taking minutes.
+srcdir="$(dirname "$out")/.src/prometheus-$ver"
+rm -rf "$srcdir"
+mkdir -p "$srcdir"
+cp -r "$src"/. "$srcdir"
+chmod -R u+w "$srcdir"
 # The module's v0.MMM.P tags are Prometheus releases M.MM.P (v0.305.0 is 3.5.0).
 IFS=. read -r _ mm patch <<<"${ver%%-*}"
 release="$((10#$mm / 100)).$((10#$mm % 100)).$patch"
 echo "building Prometheus $release from $mod@$ver into $out (a few minutes, once)"
-(cd "$tmp" && GOFLAGS=-mod=mod $go build -o "$out" \
+(cd "$srcdir" && GOFLAGS=-mod=mod $go build -o "$out" \
   -ldflags "-X github.com/prometheus/common/version.Version=$release -X github.com/prometheus/common/version.Branch=$ver" \
   ./cmd/prometheus)
