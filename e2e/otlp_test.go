@@ -73,12 +73,12 @@ func TestProcess_OTLPFromTheOpenTelemetrySDK(t *testing.T) {
 	}
 	for q, want := range map[string]string{
 		`shop_orders_total{job="e2e-otlp",instance="i-1",region="eu"}`: `"10"`,
-		`shop_busy_seconds_total{job="e2e-otlp"}`:                       `"2.5"`,
-		`shop_queue_length{job="e2e-otlp"}`:                             `"42"`,
-		`shop_latency_milliseconds_count{job="e2e-otlp"}`:               `"5"`,
-		`shop_latency_milliseconds_bucket{job="e2e-otlp",le="100"}`:     `"4"`,
-		`shop_latency_milliseconds_sum{job="e2e-otlp"}`:                 `"325"`,
-		`target_info{job="e2e-otlp",deployment_environment="test"}`:     `"1"`,
+		`shop_busy_seconds_total{job="e2e-otlp"}`:                      `"2.5"`,
+		`shop_queue_length{job="e2e-otlp"}`:                            `"42"`,
+		`shop_latency_milliseconds_count{job="e2e-otlp"}`:              `"5"`,
+		`shop_latency_milliseconds_bucket{job="e2e-otlp",le="100"}`:    `"4"`,
+		`shop_latency_milliseconds_sum{job="e2e-otlp"}`:                `"325"`,
+		`target_info{job="e2e-otlp",deployment_environment="test"}`:    `"1"`,
 	} {
 		pc.Eventually(t, 10*time.Second, q, func() (bool, string) {
 			got := query(q)
