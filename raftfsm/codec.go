@@ -44,7 +44,7 @@ const LeaseCommandVersion byte = 3
 // MaxCommandVersion is the highest command version this build reads: what a Node advertises for its
 // own member in every Register and Heartbeat it sends (ringstate.Command.CommandVersion), so that
 // a leader proposes a version only once every member reads it (see DESIGN.md, "Mixed versions").
-const MaxCommandVersion = LeaseCommandVersion
+const MaxCommandVersion = HACommandVersion
 
 // Compile-time check that ringstate's gate and this codec name the same version.
 var _ = [1]struct{}{}[uint32(LeaseCommandVersion)-ringstate.LeaseCommandVersion]
@@ -66,8 +66,8 @@ const LeaseSnapshotVersion uint32 = 2
 // anything else: an old binary must never guess at a newer format and apply it differently from the
 // replicas that understand it.
 var (
-	knownCommandVersions  = []uint32{uint32(CommandVersion), uint32(StampedCommandVersion), uint32(LeaseCommandVersion)}
-	knownSnapshotVersions = []uint32{SnapshotVersion, LeaseSnapshotVersion}
+	knownCommandVersions  = []uint32{uint32(CommandVersion), uint32(StampedCommandVersion), uint32(LeaseCommandVersion), uint32(HACommandVersion)}
+	knownSnapshotVersions = []uint32{SnapshotVersion, LeaseSnapshotVersion, HASnapshotVersion}
 )
 
 // Errors returned by the codec. Every decode failure wraps exactly one of these.
@@ -108,6 +108,9 @@ func (e *OpVersionError) Unwrap() error { return ErrCorruptCommand }
 func opMinVersion(op ringstate.Op) byte {
 	if op == ringstate.OpClaimCompactor {
 		return LeaseCommandVersion
+	}
+	if ringstate.IsHAOp(op) {
+		return HACommandVersion
 	}
 	return CommandVersion
 }
@@ -173,6 +176,9 @@ func StampCommand(data []byte, timeMs int64) ([]byte, error) {
 	if pb.GetOp() == ringpb.Op_OP_CLAIM_COMPACTOR {
 		version = LeaseCommandVersion
 	}
+	if ringstate.IsHAOp(ringstate.Op(pb.GetOp())) {
+		version = HACommandVersion
+	}
 	out := make([]byte, 0, 1+stampLen+len(data)-1)
 	out = append(out, version)
 	out = binary.BigEndian.AppendUint64(out, uint64(timeMs))
@@ -203,7 +209,7 @@ func DecodeStamped(data []byte) (cmd ringstate.Command, timeMs int64, stamped bo
 	body := data[1:]
 	switch data[0] {
 	case CommandVersion:
-	case StampedCommandVersion, LeaseCommandVersion:
+	case StampedCommandVersion, LeaseCommandVersion, HACommandVersion:
 		if len(body) < stampLen {
 			return ringstate.Command{}, 0, false, fmt.Errorf("%w: %d bytes: stamped command shorter than its %d-byte stamp",
 				ErrCorruptCommand, len(data), stampLen)
@@ -280,6 +286,9 @@ func EncodeSnapshot(r *ringstate.Ring) ([]byte, error) {
 			pb.Version = LeaseSnapshotVersion
 		}
 	}
+	if pb.HaReplicas = ringpb.FromHAReplicas(r.HAReplicas()); len(pb.HaReplicas) > 0 {
+		pb.Version = HASnapshotVersion
+	}
 	out, err := proto.MarshalOptions{Deterministic: true}.Marshal(pb)
 	if err != nil {
 		return nil, fmt.Errorf("raftfsm: encode snapshot: %w", err)
@@ -296,6 +305,9 @@ func DecodeSnapshot(data []byte) (*ringstate.Ring, error) {
 		return nil, fmt.Errorf("%w: %d bytes: %v", ErrCorruptSnapshot, len(data), err)
 	}
 	maxCode := ringstate.MaxCode
+	if len(pb.GetHaReplicas()) > 0 && pb.GetVersion() != HASnapshotVersion {
+		return nil, fmt.Errorf("%w: version %d snapshot carries HA tracker entries", ErrCorruptSnapshot, pb.GetVersion())
+	}
 	switch pb.GetVersion() {
 	case SnapshotVersion:
 		// Written without the lease: one that carries it (or a newer code) is not what version 1 is.
@@ -303,7 +315,7 @@ func DecodeSnapshot(data []byte) (*ringstate.Ring, error) {
 			return nil, fmt.Errorf("%w: version %d snapshot carries a compactor lease", ErrCorruptSnapshot, SnapshotVersion)
 		}
 		maxCode = ringstate.CodeInvalidCommand
-	case LeaseSnapshotVersion:
+	case LeaseSnapshotVersion, HASnapshotVersion:
 	default:
 		return nil, &VersionError{What: "snapshot", Version: pb.GetVersion(), Known: knownSnapshotVersions}
 	}
@@ -325,6 +337,9 @@ func DecodeSnapshot(data []byte) (*ringstate.Ring, error) {
 	r, err := ringstate.Restore(members, pb.GetTimeMs(), recent)
 	if err == nil {
 		r, err = r.WithCompactorLease(ringpb.ToLease(pb.GetCompactorLease()))
+	}
+	if err == nil {
+		r, err = r.WithHA(ringpb.ToHAReplicas(pb.GetHaReplicas()))
 	}
 	if err != nil {
 		return nil, fmt.Errorf("%w: %w", ErrCorruptSnapshot, err)

@@ -261,7 +261,7 @@ func TestFSM_Restore_RefusesCorruptSnapshots(t *testing.T) {
 		{"unknown outcome code", "outcome code 99", func(s *ringpb.Snapshot) {
 			s.Recent = []*ringpb.AppliedRequest{{RequestId: "r", Code: 99}}
 		}},
-		{"version 3", "version 3", func(s *ringpb.Snapshot) { s.Version = 3 }},
+		{"version 4", "version 4", func(s *ringpb.Snapshot) { s.Version = 4 }},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			f := NewFSM(nil)

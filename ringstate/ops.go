@@ -34,6 +34,9 @@ var opNames = [...]string{"", "register", "claim-tokens", "activate", "heartbeat
 
 // String returns the command's name as logs and the CLI show it.
 func (o Op) String() string {
+	if n, ok := haName(o); ok {
+		return n
+	}
 	if int(o) < len(opNames) && o != 0 {
 		return opNames[o]
 	}
@@ -77,6 +80,8 @@ type Command struct {
 	// written by an older build lost the advertisements the older build dropped: deciding on them
 	// would let that replica refuse a claim the others grant.
 	Readers []MemberID
+	// HA, for OpHAElect and OpHAGC only, holds their fields (see hatracker.go); nil otherwise.
+	HA *HACommand
 }
 
 // LeaseCommandVersion is the Raft command version (raftfsm's format byte) that carries
@@ -358,6 +363,8 @@ func (b *builder) apply(c *Command) error {
 		return b.removeMember(c)
 	case OpClaimCompactor:
 		return b.claimCompactor(c, t)
+	case OpHAElect, OpHAGC:
+		return b.applyHA(c, t)
 	}
 	return fmt.Errorf("%w: unknown op %d", ErrInvalidCommand, uint8(c.Op))
 }
@@ -368,6 +375,9 @@ func checkFields(c *Command) error {
 	bad := func(why string) error { return fmt.Errorf("%w: %s %s: %s", ErrInvalidCommand, c.Op, c.Member, why) }
 	if c.Member == "" {
 		return bad("no member id")
+	}
+	if c.HA != nil || isHAOp(c.Op) {
+		return checkHAFields(c)
 	}
 	hasAddr := c.RaftAddr != "" || c.GRPCAddr != "" || c.HTTPAddr != "" || c.Zone != ""
 	if c.LeaseMs != 0 && c.Op != OpClaimCompactor {
