@@ -190,7 +190,7 @@ func New(cfg Config, log *slog.Logger) (_ *Server, err error) {
 	s.tenantSeriesLimits = s.newTenantSeriesLimits()
 	if s.dist, err = distributor.New(cfg.Distributor, distributor.Deps{Ring: s.node, Clients: clients,
 		Registerer: s.reg, Logger: log.With("component", "distributor"), Now: cfg.Clock,
-		OldestInMemory: s.oldestInMemory,
+		OldestInMemory: s.oldestInMemory, HA: s.node,
 		Limits: func(tenant string) (float64, int) {
 			l := s.limits.For(tenant)
 			return l.IngestionRate, l.IngestionBurstSize
@@ -222,6 +222,7 @@ func New(cfg Config, log *slog.Logger) (_ *Server, err error) {
 	mux.Handle("/ring", ringview.Handler(s.node.Ring, timeoutMs, ringview.WithRaftSource(s.raftRoles),
 		ringview.WithHandoverSource(s.handoverProgress)))
 	mux.Handle("/api/v1/push", ringGate(s.node.CaughtUp, s.dist))
+	mux.Handle("/distributor/ha_tracker", distributor.HATrackerHandler(s.node)) // Cortex's page
 	mux.Handle("/otlp/v1/metrics", ringGate(s.node.CaughtUp, s.dist.OTLPHandler()))
 	mux.Handle("/metrics", promhttp.HandlerFor(s.reg, promhttp.HandlerOpts{Registry: s.reg}))
 	mux.HandleFunc("/ready", s.ready)
@@ -314,6 +315,8 @@ func (s *Server) Run(ctx context.Context) error {
 	go func() { defer wg.Done(); s.watchZones(ctx) }()
 	wg.Add(1)
 	go func() { defer wg.Done(); s.limits.Run(ctx) }()
+	wg.Add(1) // the leader removes HA entries idle for 30m (as Cortex), whatever this node's flags
+	go func() { defer wg.Done(); s.node.RunHAGC(ctx, 5*time.Minute, 30*time.Minute) }()
 	adminAddr := s.cfg.HTTPServer.AdminAddr
 	if adminAddr == "" {
 		adminAddr = "off"

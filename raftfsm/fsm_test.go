@@ -166,7 +166,7 @@ func TestFSM_GarbageEntry_RefusedWithInvalidCommandAndStateUnchanged(t *testing.
 // rings from that index on. The FSM now halts at that entry, loudly, naming its index and version
 // and telling the operator to upgrade, and does not advance.
 func TestFSM_UnknownVersion_HaltsInsteadOfDiverging(t *testing.T) {
-	for _, version := range []byte{0, 4, 9, 0x42, 0xff} {
+	for _, version := range []byte{0, 5, 9, 0x42, 0xff} {
 		t.Run(fmt.Sprint("version ", version), func(t *testing.T) {
 			f := NewFSM(nil)
 			register(t, f, 1, "a", 1000)
