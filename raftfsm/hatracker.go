@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"strings"
 	"time"
 
 	"github.com/raftingest/raftingest/ringstate"
@@ -103,8 +104,33 @@ func (n *Node) ElectHAReplica(ctx context.Context, tenant, cluster, replica stri
 		return ringstate.HAReplica{}, errors.Join(err, fmt.Errorf("raftfsm: wait for the HA election at index %d: %w", idx, werr))
 	}
 	e, _ := n.fsm.Ring().HAReplica(tenant, cluster)
-	return e, err
+	return e, haRefusal(err)
 }
+
+// haRefusal gives a committed refusal of an HA election back its ringstate sentinel. The outcome
+// travels as a code and a message (ApplyResult, the forwarding RPC), which errors.Is matches only
+// against the code's sentinel: ErrIllegalTransition, ErrInvalidCommand. An HA election is refused
+// with ErrIllegalTransition only as ErrHAReplicaElected, and with ErrInvalidCommand as
+// ErrHATooManyClusters (its message says so) or as a malformed command (left as it is).
+func haRefusal(err error) error {
+	switch {
+	case err == nil || errors.Is(err, ringstate.ErrHAReplicaElected) || errors.Is(err, ringstate.ErrHATooManyClusters):
+		return err
+	case ringstate.CodeOf(err) == ringstate.CodeIllegalTransition:
+		return &haError{sentinel: ringstate.ErrHAReplicaElected, err: err}
+	case ringstate.CodeOf(err) == ringstate.CodeInvalidCommand && strings.Contains(err.Error(), ringstate.ErrHATooManyClusters.Error()):
+		return &haError{sentinel: ringstate.ErrHATooManyClusters, err: err}
+	}
+	return err
+}
+
+// haError is a refusal that errors.Is matches against both its HA sentinel and its code's.
+type haError struct {
+	sentinel, err error
+}
+
+func (e *haError) Error() string   { return e.err.Error() }
+func (e *haError) Unwrap() []error { return []error{e.sentinel, e.err} }
 
 // RunHAGC removes, while this node leads, the HA entries that nobody refreshed for idle
 // (ringstate.OpHAGC), checking every period; it returns when ctx ends. It proposes only when its
