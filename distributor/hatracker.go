@@ -30,10 +30,12 @@ import (
 // agree on one winner.
 //
 // Stale reads. This member's ring may lag the leader's by the entries not applied here yet:
-//   - It says R1 is elected and R1 sends: stored. If R2 was elected meanwhile (R1 had stopped
-//     sending for the failover timeout, then came back), R1's samples are stored for as long as the
-//     lag lasts, beside R2's: duplicates for milliseconds, never a loss. Cortex's cache of the KV
-//     store has the same window.
+//   - It says R1 is elected and R1 sends: stored while R1's entry is fresh (below). If R2 was
+//     elected meanwhile (R1 had stopped sending for the failover timeout, then came back), R1's
+//     samples are stored for as long as the apply lag lasts, beside R2's: duplicates for
+//     milliseconds, never a loss; Cortex's cache of the KV store has the same window. Once the entry
+//     is stale by either clock (this member may be cut off from the leader, with R2 elected in
+//     entries it cannot see), R1 is stored only after a refresh commits: the log decides.
 //   - It says R1 is elected and R2 sends: dropped only while R1's entry was seen refreshed within
 //     the failover timeout both by ring time and by this distributor's own clock (the moment it
 //     last saw RefreshedMs change). The clock matters on a member cut off from the leader, whose
@@ -265,18 +267,20 @@ func (h *haTracker) decide(ctx context.Context, tenant, cluster, replica string)
 	if ok {
 		h.observeLocked(st, e, now)
 	}
-	failoverMs := h.cfg.FailoverTimeout.Milliseconds()
 	switch {
-	case ok && e.Replica == replica:
+	case ok && e.Replica == replica && fresh(st, e, r, now, h.cfg.FailoverTimeout):
 		if st.inflight == nil && !now.Before(st.nextRefresh) && r.TimeMs()-e.RefreshedMs >= h.cfg.UpdateTimeout.Milliseconds() {
 			st.nextRefresh = now.Add(h.cfg.UpdateTimeout + h.jitterLocked())
 			h.startLocked(k, st, replica)
 		}
 		h.mu.Unlock()
 		return true, nil
+	case ok && e.Replica == replica:
+		// The elected replica, but its entry is stale by one of the clocks: another replica may have
+		// been elected in entries this member has not applied (it is cut off from the leader). Store
+		// only once a refresh commits: the log says whether it is still the elected one.
 	case ok:
-		fresh := now.Sub(st.seenAt) <= h.cfg.FailoverTimeout && r.TimeMs()-e.RefreshedMs <= failoverMs
-		if fresh || now.Before(st.nextElect) {
+		if fresh(st, e, r, now, h.cfg.FailoverTimeout) || now.Before(st.nextElect) {
 			h.mu.Unlock()
 			return false, nil
 		}
@@ -304,6 +308,12 @@ func (h *haTracker) decide(ctx context.Context, tenant, cluster, replica string)
 	}
 	return false, &PushError{Status: http.StatusServiceUnavailable, Msg: fmt.Sprintf("HA tracker: electing replica %q of cluster %q: %v",
 		replica, cluster, call.err)}
+}
+
+// fresh reports whether entry e, as this member's ring r holds it, was refreshed within the failover
+// timeout both by ring time and by this distributor's clock (since it saw RefreshedMs change).
+func fresh(st *haKeyState, e ringstate.HAReplica, r *ringstate.Ring, now time.Time, failover time.Duration) bool {
+	return now.Sub(st.seenAt) <= failover && r.TimeMs()-e.RefreshedMs <= failover.Milliseconds()
 }
 
 func (h *haTracker) tooMany(tenant, cluster string, n int) *PushError {

@@ -227,6 +227,20 @@ func TestHATracker_NoCommitMeans503NeverDrop(t *testing.T) {
 	if code, msg := e.post(t, encode(t, haSeries("c1", "r2", 3, time.Second))); code != http.StatusServiceUnavailable {
 		t.Fatalf("r2 with r1 stale by the local clock and no commit possible: %d %s, want 503", code, msg)
 	}
+	// Nor is r1, the elected replica in this member's frozen ring: another may have been elected in
+	// entries it cannot see. 503 until a refresh commits.
+	if code, msg := e.post(t, encode(t, haSeries("c1", "r1", 4, time.Second))); code != http.StatusServiceUnavailable {
+		t.Fatalf("r1 with its entry stale by the local clock and no commit possible: %d %s, want 503", code, msg)
+	}
+	el.mu.Lock()
+	el.fail = nil
+	el.mu.Unlock()
+	if code, msg := e.post(t, encode(t, haSeries("c1", "r1", 5, 2*time.Second))); code != http.StatusOK {
+		t.Fatalf("r1 once commits work again: %d %s, want 200 (refreshed)", code, msg)
+	}
+	el.mu.Lock()
+	el.fail = errors.New("raftfsm: no leader")
+	el.mu.Unlock()
 	// A new cluster cannot be elected either: 503.
 	if code, _ := e.post(t, encode(t, haSeries("c2", "x", 1, 0))); code != http.StatusServiceUnavailable {
 		t.Fatalf("new cluster without commits: %d, want 503", code)
