@@ -164,6 +164,8 @@ type Deps struct {
 	Limits func(tenant string) (rate float64, burst int)
 	// HA commits the HA tracker's elections (the raftfsm node); needed with -distributor.ha-tracker.enable.
 	HA HAElector
+	// HALimits returns a tenant's HA tracker limits (runtime overrides); nil: the flags' for every tenant.
+	HALimits func(tenant string) HATenantLimits
 }
 
 // Distributor validates remote-write requests and replicates their series to the ingesters. It is
@@ -228,7 +230,7 @@ func New(cfg Config, deps Deps) (*Distributor, error) {
 		if deps.HA == nil {
 			return nil, errors.New("distributor: -distributor.ha-tracker.enable needs an HAElector")
 		}
-		if d.ha, err = newHATracker(cfg.HATracker, deps.Ring, deps.HA, deps.Now, deps.Logger, deps.Registerer); err != nil {
+		if d.ha, err = newHATracker(cfg.HATracker, deps.Ring, deps.HA, deps.HALimits, deps.Now, deps.Logger, deps.Registerer); err != nil {
 			return nil, fmt.Errorf("distributor: registering the HA tracker's metrics: %w", err)
 		}
 	}

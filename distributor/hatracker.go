@@ -1,6 +1,7 @@
 package distributor
 
 import (
+	"cmp"
 	"context"
 	"errors"
 	"flag"
@@ -122,6 +123,15 @@ type HAElector interface {
 		maxClusters int) (ringstate.HAReplica, error)
 }
 
+// HATenantLimits are one tenant's HA tracker limits, from the runtime overrides (Mimir's
+// accept_ha_samples, ha_cluster_label, ha_replica_label, ha_max_clusters). Accept false: the
+// tenant's pushes pass through untouched. Empty labels and a 0 take the flags' values.
+type HATenantLimits struct {
+	Accept                     bool
+	ClusterLabel, ReplicaLabel string
+	MaxClusters                int
+}
+
 // haElectTimeout bounds one election; pushes waiting for it give up with their own context earlier.
 const haElectTimeout = 10 * time.Second
 
@@ -147,6 +157,7 @@ type haTracker struct {
 	cfg     HATrackerConfig
 	ring    RingSource
 	elector HAElector
+	limits  func(tenant string) HATenantLimits // nil: the flags' for every tenant
 	now     func() time.Time
 	log     *slog.Logger
 
@@ -162,9 +173,9 @@ type haTracker struct {
 	wg   sync.WaitGroup // asynchronous refreshes
 }
 
-func newHATracker(cfg HATrackerConfig, ring RingSource, elector HAElector, now func() time.Time, log *slog.Logger,
-	reg prometheus.Registerer) (*haTracker, error) {
-	h := &haTracker{cfg: cfg, ring: ring, elector: elector, now: now, log: log, keys: map[haKey]*haKeyState{},
+func newHATracker(cfg HATrackerConfig, ring RingSource, elector HAElector, limits func(string) HATenantLimits,
+	now func() time.Time, log *slog.Logger, reg prometheus.Registerer) (*haTracker, error) {
+	h := &haTracker{cfg: cfg, ring: ring, elector: elector, limits: limits, now: now, log: log, keys: map[haKey]*haKeyState{},
 		rnd: rand.New(rand.NewPCG(uint64(now().UnixNano()), 0x4841)),
 		changes: prometheus.NewCounterVec(prometheus.CounterOpts{Name: "cortex_ha_tracker_elected_replica_changes_total",
 			Help: "Changes of the elected replica of an HA cluster, as this distributor saw them in its ring."}, []string{"user", "cluster"}),
@@ -194,12 +205,21 @@ func (h *haTracker) check(ctx context.Context, tenant string, req *WriteRequest)
 	if len(req.Series) == 0 {
 		return nil
 	}
+	clusterLabel, replicaLabel, maxClusters := h.cfg.ClusterLabel, h.cfg.ReplicaLabel, h.cfg.MaxClusters
+	if h.limits != nil {
+		l := h.limits(tenant)
+		if !l.Accept {
+			return nil
+		}
+		clusterLabel, replicaLabel = cmp.Or(l.ClusterLabel, clusterLabel), cmp.Or(l.ReplicaLabel, replicaLabel)
+		maxClusters = cmp.Or(l.MaxClusters, maxClusters)
+	}
 	var cluster, replica string
 	for _, l := range req.Series[0].Labels {
 		switch l.Name {
-		case h.cfg.ClusterLabel:
+		case clusterLabel:
 			cluster = l.Value
-		case h.cfg.ReplicaLabel:
+		case replicaLabel:
 			replica = l.Value
 		}
 	}
@@ -214,7 +234,7 @@ func (h *haTracker) check(ctx context.Context, tenant string, req *WriteRequest)
 	// The labels alias the request body, which goes back to a pool after the push: the key map and
 	// the elections must hold copies.
 	cluster, replica = strings.Clone(cluster), strings.Clone(replica)
-	accept, perr := h.decide(ctx, tenant, cluster, replica)
+	accept, perr := h.decide(ctx, tenant, cluster, replica, maxClusters)
 	if perr != nil {
 		return perr
 	}
@@ -227,7 +247,7 @@ func (h *haTracker) check(ctx context.Context, tenant string, req *WriteRequest)
 	for i := range req.Series {
 		ls := req.Series[i].Labels
 		for j := range ls {
-			if ls[j].Name == h.cfg.ReplicaLabel {
+			if ls[j].Name == replicaLabel {
 				// normalize removes labels with an empty value and marks the series for re-encoding.
 				ls[j].Value = ""
 			}
@@ -245,7 +265,7 @@ func countSamples(req *WriteRequest) int {
 }
 
 // decide says whether replica's push is stored; see the package comment above for the rules.
-func (h *haTracker) decide(ctx context.Context, tenant, cluster, replica string) (bool, *PushError) {
+func (h *haTracker) decide(ctx context.Context, tenant, cluster, replica string, maxClusters int) (bool, *PushError) {
 	r := h.ring.Ring()
 	if r == nil {
 		return false, &PushError{Status: http.StatusServiceUnavailable, Msg: "HA tracker: the ring is not known yet"}
@@ -256,9 +276,9 @@ func (h *haTracker) decide(ctx context.Context, tenant, cluster, replica string)
 	h.mu.Lock()
 	st := h.keys[k]
 	if st == nil {
-		if !ok && r.HAClusters(tenant) >= h.cfg.MaxClusters {
+		if !ok && r.HAClusters(tenant) >= maxClusters {
 			h.mu.Unlock()
-			return false, h.tooMany(tenant, cluster, r.HAClusters(tenant))
+			return false, tooMany(tenant, cluster, maxClusters, r.HAClusters(tenant))
 		}
 		st = &haKeyState{seenAt: now}
 		h.keys[k] = st
@@ -271,7 +291,7 @@ func (h *haTracker) decide(ctx context.Context, tenant, cluster, replica string)
 	case ok && e.Replica == replica && fresh(st, e, r, now, h.cfg.FailoverTimeout):
 		if st.inflight == nil && !now.Before(st.nextRefresh) && r.TimeMs()-e.RefreshedMs >= h.cfg.UpdateTimeout.Milliseconds() {
 			st.nextRefresh = now.Add(h.cfg.UpdateTimeout + h.jitterLocked())
-			h.startLocked(k, st, replica)
+			h.startLocked(k, st, replica, maxClusters)
 		}
 		h.mu.Unlock()
 		return true, nil
@@ -285,14 +305,14 @@ func (h *haTracker) decide(ctx context.Context, tenant, cluster, replica string)
 			return false, nil
 		}
 	default:
-		if n := r.HAClusters(tenant); n >= h.cfg.MaxClusters {
+		if n := r.HAClusters(tenant); n >= maxClusters {
 			h.mu.Unlock()
-			return false, h.tooMany(tenant, cluster, n)
+			return false, tooMany(tenant, cluster, maxClusters, n)
 		}
 	}
 	call := st.inflight
 	if call == nil {
-		call = h.startLocked(k, st, replica)
+		call = h.startLocked(k, st, replica, maxClusters)
 	}
 	h.mu.Unlock()
 	select {
@@ -316,9 +336,9 @@ func fresh(st *haKeyState, e ringstate.HAReplica, r *ringstate.Ring, now time.Ti
 	return now.Sub(st.seenAt) <= failover && r.TimeMs()-e.RefreshedMs <= failover.Milliseconds()
 }
 
-func (h *haTracker) tooMany(tenant, cluster string, n int) *PushError {
+func tooMany(tenant, cluster string, limit, n int) *PushError {
 	return &PushError{Status: http.StatusBadRequest, Msg: fmt.Sprintf("HA tracker: too many HA clusters for tenant %q (limit: %d, has %d): cluster %q refused",
-		tenant, h.cfg.MaxClusters, n, cluster)}
+		tenant, limit, n, cluster)}
 }
 
 func (h *haTracker) jitterLocked() time.Duration {
@@ -345,7 +365,7 @@ func (h *haTracker) observeLocked(st *haKeyState, e ringstate.HAReplica, now tim
 
 // startLocked proposes the election (or refresh) of replica for k in the background and records it
 // as the key's call in flight.
-func (h *haTracker) startLocked(k haKey, st *haKeyState, replica string) *haCall {
+func (h *haTracker) startLocked(k haKey, st *haKeyState, replica string, maxClusters int) *haCall {
 	call := &haCall{done: make(chan struct{})}
 	st.inflight = call
 	h.cas.WithLabelValues(k.tenant, k.cluster).Inc()
@@ -353,7 +373,7 @@ func (h *haTracker) startLocked(k haKey, st *haKeyState, replica string) *haCall
 	go func() {
 		defer h.wg.Done()
 		ctx, cancel := context.WithTimeout(context.Background(), haElectTimeout)
-		call.e, call.err = h.elector.ElectHAReplica(ctx, k.tenant, k.cluster, replica, h.cfg.FailoverTimeout, h.cfg.MaxClusters)
+		call.e, call.err = h.elector.ElectHAReplica(ctx, k.tenant, k.cluster, replica, h.cfg.FailoverTimeout, maxClusters)
 		cancel()
 		now := h.now()
 		h.mu.Lock()

@@ -292,3 +292,45 @@ func TestHATrackerConfig_Validate(t *testing.T) {
 		}
 	}
 }
+
+// TestHATracker_PerTenantOverrides: a tenant whose overrides refuse HA samples passes through; one
+// with its own labels and cluster limit is deduplicated on those.
+func TestHATracker_PerTenantOverrides(t *testing.T) {
+	cfg := haConfig()
+	el := &fakeElector{t: t}
+	e := newEnvDeps(t, cfg, func(d *Deps) {
+		d.HA = el
+		d.HALimits = func(tenant string) HATenantLimits {
+			if tenant == "off" {
+				return HATenantLimits{Accept: false}
+			}
+			return HATenantLimits{Accept: true, ClusterLabel: "job", ReplicaLabel: "cluster", MaxClusters: 1}
+		}
+	}, active("a", "b", "c")...)
+	el.ring, el.clock = e.ring, e.clock
+	t.Cleanup(e.d.waitHA)
+	ctx := context.Background()
+	req := func(cluster, replica string) *WriteRequest {
+		return &WriteRequest{Series: []Series{{Labels: []Label{{"__name__", "up"}, {"cluster", replica}, {"job", cluster}},
+			Samples: []Sample{{TimestampMs: ts(0), Value: 1}}}}}
+	}
+	if err := e.d.ha.check(ctx, "off", req("j", "r1")); err != nil {
+		t.Fatalf("tenant without HA: %v", err)
+	}
+	if el.numCalls() != 0 {
+		t.Fatal("a tenant that does not accept HA samples proposed an election")
+	}
+	r1 := req("j", "r1")
+	if err := e.d.ha.check(ctx, "on", r1); err != nil {
+		t.Fatalf("r1: %v", err)
+	}
+	if v := r1.Series[0].Labels[1].Value; v != "" {
+		t.Fatalf("the tenant's replica label (cluster) kept %q", v)
+	}
+	if err := e.d.ha.check(ctx, "on", req("j", "r2")); err == nil || err.Status != http.StatusAccepted {
+		t.Fatalf("r2: %v, want 202", err)
+	}
+	if err := e.d.ha.check(ctx, "on", req("j2", "r1")); err == nil || err.Status != http.StatusBadRequest {
+		t.Fatalf("second cluster beyond the tenant's limit of 1: %v, want 400", err)
+	}
+}

@@ -184,6 +184,9 @@ func New(cfg Config, log *slog.Logger) (_ *Server, err error) {
 		MaxGlobalSeriesPerUser:   cfg.SeriesLimits.MaxGlobalSeriesPerUser,
 		MaxFetchedSeriesPerQuery: cfg.Querier.Config.MaxFetchedSeriesPerQuery, MaxFetchedChunksPerQuery: cfg.Querier.Config.MaxFetchedChunksPerQuery,
 		MaxFetchedChunkBytesPerQuery: cfg.Querier.Config.MaxFetchedChunkBytesPerQuery,
+		AcceptHASamples:              true, // -distributor.ha-tracker.enable turns the tracker on for every tenant
+		HAClusterLabel:               cfg.Distributor.HATracker.ClusterLabel, HAReplicaLabel: cfg.Distributor.HATracker.ReplicaLabel,
+		HAMaxClusters: cfg.Distributor.HATracker.MaxClusters,
 	}, s.reg, log.With("component", "runtime-config")); err != nil {
 		return nil, err
 	}
@@ -191,6 +194,11 @@ func New(cfg Config, log *slog.Logger) (_ *Server, err error) {
 	if s.dist, err = distributor.New(cfg.Distributor, distributor.Deps{Ring: s.node, Clients: clients,
 		Registerer: s.reg, Logger: log.With("component", "distributor"), Now: cfg.Clock,
 		OldestInMemory: s.oldestInMemory, HA: s.node,
+		HALimits: func(tenant string) distributor.HATenantLimits {
+			l := s.limits.For(tenant)
+			return distributor.HATenantLimits{Accept: l.AcceptHASamples, ClusterLabel: l.HAClusterLabel,
+				ReplicaLabel: l.HAReplicaLabel, MaxClusters: l.HAMaxClusters}
+		},
 		Limits: func(tenant string) (float64, int) {
 			l := s.limits.For(tenant)
 			return l.IngestionRate, l.IngestionBurstSize

@@ -2,6 +2,7 @@ package raftfsm
 
 import (
 	"bytes"
+	"encoding/json"
 	"errors"
 	"os"
 	"path/filepath"
@@ -163,5 +164,23 @@ func TestHACodec_OpInOlderVersionIsRefusedAlike(t *testing.T) {
 	res := f.Apply(&raft.Log{Index: 2, Type: raft.LogCommand, Data: data}).(*ApplyResult)
 	if e, ok := f.Ring().HAReplica("team-a", "prom-eu"); res.Code != ringstate.CodeOK || !ok || e.RefreshedMs != 5000 {
 		t.Fatalf("v4 elect: %+v, entry %+v", res, e)
+	}
+}
+
+// TestHAHistory_RoundTrip: the fault tests' command histories carry the HA ops and their fields.
+func TestHAHistory_RoundTrip(t *testing.T) {
+	for _, c := range []ringstate.Command{fixtureHAElect(), {Op: ringstate.OpHAGC, Member: "m", HA: &ringstate.HACommand{IdleMs: 9}}} {
+		b, err := json.Marshal(HistoryEvent{Ev: "invoke", Cmd: NewHistoryCommand(c)})
+		if err != nil {
+			t.Fatal(err)
+		}
+		var ev HistoryEvent
+		if err := json.Unmarshal(b, &ev); err != nil {
+			t.Fatal(err)
+		}
+		got, err := ev.Command()
+		if err != nil || !reflect.DeepEqual(got, c) {
+			t.Fatalf("%s round-trips to %+v, %v", b, got, err)
+		}
 	}
 }
