@@ -86,6 +86,7 @@ func TestProcess_HATracker_FailoverNoGapNoDuplicate(t *testing.T) {
 	r2 := &haWriter{replica: "r2", addr: nodes[1].HTTPAddr, other: map[int]int{}}
 
 	// r1 goes first, so that it is elected; then both write.
+	began := time.Now()
 	stop1, stop2 := make(chan struct{}), make(chan struct{})
 	var wg sync.WaitGroup
 	wg.Add(1)
@@ -103,6 +104,7 @@ func TestProcess_HATracker_FailoverNoGapNoDuplicate(t *testing.T) {
 	time.Sleep(failover + 4*time.Second)
 	close(stop2)
 	wg.Wait()
+	ran := time.Since(began)
 
 	if len(r2.deduped) < 20 {
 		t.Fatalf("r2 had %d samples deduplicated while r1 was writing, want at least 20", len(r2.deduped))
@@ -164,6 +166,30 @@ func TestProcess_HATracker_FailoverNoGapNoDuplicate(t *testing.T) {
 	slices.Sort(all)
 	if !slices.Equal(got, all) {
 		t.Fatalf("stored values %v\nwant the accepted timestamps %v", got, all)
+	}
+
+	// Raft is not flooded: the elections and refreshes proposed by all five members together
+	// (cortex_ha_tracker_kv_store_cas_total) are bounded by the update timeout, not by the pushes
+	// (about 10 per second per replica): at most two per second of the run (update-timeout 1s;
+	// several members may see the same stale entry at once), plus the failover.
+	cas := 0.0
+	for _, n := range nodes {
+		_, metrics, err := pc.HTTPGet(n.HTTPAddr, "/metrics", "")
+		if err != nil {
+			t.Fatal(err)
+		}
+		for _, l := range strings.Split(metrics, "\n") {
+			if strings.HasPrefix(l, "cortex_ha_tracker_kv_store_cas_total{") {
+				v, _ := strconv.ParseFloat(l[strings.LastIndexByte(l, ' ')+1:], 64)
+				cas += v
+			}
+		}
+	}
+	pushes := len(r1.stored) + len(r1.deduped) + len(r2.stored) + len(r2.deduped)
+	t.Logf("Raft proposals of the HA tracker: %.0f over %s for %d pushes", cas, ran.Round(time.Second), pushes)
+	if cas < 2 || cas > 2*ran.Seconds()+4 {
+		t.Fatalf("%.0f HA proposals over %s (%d pushes): want at least the first election and the failover, at most two per second",
+			cas, ran.Round(time.Second), pushes)
 	}
 
 	// The HA tracker's page names r2.
