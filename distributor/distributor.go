@@ -248,7 +248,7 @@ func New(cfg Config, deps Deps) (*Distributor, error) {
 // client. A series refused or failed never stops the others: by the time a PushError is returned,
 // every other series of the request was stored.
 type PushError struct {
-	Status int // 400, 413, 415, 401, 429, 500
+	Status int // 400, 413, 415, 401, 429, 500; 202 for a push the HA tracker dropped
 	Msg    string
 }
 

@@ -160,7 +160,8 @@ func EncodeCommand(cmd ringstate.Command) ([]byte, error) {
 
 // StampCommand returns the stamped form of data, an unstamped command as EncodeCommand returns it,
 // carrying ring time timeMs (Unix milliseconds): version LeaseCommandVersion for a claim of the
-// compactor lease, StampedCommandVersion for every other command. Only the leader that
+// compactor lease, HACommandVersion for the HA tracker's ops, StampedCommandVersion for every
+// other command. Only the leader that
 // proposes a command stamps it (Node's leaderApply), so every replica applies the entry at the same
 // time whatever its own clock says. data is not modified. An input that is not an unstamped command
 // is refused with ErrCorruptCommand (a stamped one too: a stamp is never replaced).
@@ -193,7 +194,7 @@ func DecodeCommand(data []byte) (ringstate.Command, error) {
 }
 
 // DecodeStamped decodes an entry written by EncodeCommand (version 1: stamped is false, timeMs 0) or
-// StampCommand (versions 2 and 3: stamped is true, timeMs is the leader's stamp). It never panics: empty
+// StampCommand (versions 2 to 4: stamped is true, timeMs is the leader's stamp). It never panics: empty
 // input, an unknown version byte (*VersionError), a truncated stamp and undecodable protobuf are
 // errors. It does not check that the command makes sense — ringstate's Apply refuses bad commands
 // deterministically — but it refuses op values that do not fit ringstate.Op, which would otherwise
