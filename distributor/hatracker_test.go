@@ -3,6 +3,7 @@ package distributor
 import (
 	"context"
 	"errors"
+	"io"
 	"net/http"
 	"strings"
 	"sync"
@@ -332,5 +333,28 @@ func TestHATracker_PerTenantOverrides(t *testing.T) {
 	}
 	if err := e.d.ha.check(ctx, "on", req("j2", "r1")); err == nil || err.Status != http.StatusBadRequest {
 		t.Fatalf("second cluster beyond the tenant's limit of 1: %v, want 400", err)
+	}
+}
+
+// TestHATrackerHandler_ListsEntriesEscaped: /distributor/ha_tracker lists every elected replica;
+// label values a tenant chose are escaped.
+func TestHATrackerHandler_ListsEntriesEscaped(t *testing.T) {
+	r, err := ringstate.New().WithHA([]ringstate.HAReplica{{Tenant: "t", Cluster: "<script>x</script>", Replica: "r1",
+		ElectedMs: 1000, RefreshedMs: 2000}, {Tenant: "u", Cluster: "c", Replica: "r2", ElectedMs: 1, RefreshedMs: 1}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	srv := newHTTPServer(HATrackerHandler(ringOf(r)))
+	defer srv.Close()
+	resp, err := http.Get(srv.URL)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	body, _ := io.ReadAll(resp.Body)
+	page := string(body)
+	if strings.Contains(page, "<script>") || !strings.Contains(page, "&lt;script&gt;") ||
+		!strings.Contains(page, "<td>u</td><td>c</td><td>r2</td>") || !strings.Contains(page, "2 HA clusters") {
+		t.Fatalf("page:\n%s", page)
 	}
 }
