@@ -323,7 +323,7 @@ func (s *Server) Run(ctx context.Context) error {
 	go func() { defer wg.Done(); s.watchZones(ctx) }()
 	wg.Add(1)
 	go func() { defer wg.Done(); s.limits.Run(ctx) }()
-	wg.Add(1) // the leader removes HA entries idle for 30m (as Cortex), whatever this node's flags
+	wg.Add(1) // the leader removes HA entries idle for 30m (Cortex's idle age), whatever this node's flags
 	go func() { defer wg.Done(); s.node.RunHAGC(ctx, 5*time.Minute, 30*time.Minute) }()
 	adminAddr := s.cfg.HTTPServer.AdminAddr
 	if adminAddr == "" {
