@@ -46,7 +46,8 @@ type Config struct {
 
 	Limits         Limits
 	InstanceLimits InstanceLimits
-	OTel           OTelConfig // -otel.*: how OTLP metrics are translated (otlp.go)
+	OTel           OTelConfig      // -otel.*: how OTLP metrics are translated (otlp.go)
+	HATracker      HATrackerConfig // -distributor.ha-tracker.*: HA-pair deduplication (hatracker.go)
 
 	// RingHeartbeatTimeout is -ring.heartbeat-timeout, which the lifecycle package registers: ring
 	// members whose last heartbeat is older (at ring time) are unhealthy and take no writes. The
@@ -76,6 +77,7 @@ func (c *Config) RegisterFlags(f *flag.FlagSet) {
 	c.Limits.RegisterFlags(f)
 	c.InstanceLimits.RegisterFlags(f)
 	c.OTel.RegisterFlags(f)
+	c.HATracker.RegisterFlags(f)
 }
 
 // DefaultMaxSeriesPerRequest is the default of -distributor.max-series-per-request: 50 times what
@@ -129,6 +131,9 @@ func (c *Config) Validate() error {
 	if err := c.OTel.validate(); err != nil {
 		errs = append(errs, err)
 	}
+	if err := c.HATracker.Validate(); err != nil {
+		errs = append(errs, err)
+	}
 	return errors.Join(errs...)
 }
 
@@ -157,6 +162,10 @@ type Deps struct {
 	// Limits returns a tenant's ingestion rate (samples/s, 0: unlimited) and burst (samples): its
 	// runtime overrides (-runtime-config.file) or the flags'. nil: the flags' for every tenant.
 	Limits func(tenant string) (rate float64, burst int)
+	// HA commits the HA tracker's elections (the raftfsm node); needed with -distributor.ha-tracker.enable.
+	HA HAElector
+	// HALimits returns a tenant's HA tracker limits (runtime overrides); nil: the flags' for every tenant.
+	HALimits func(tenant string) HATenantLimits
 }
 
 // Distributor validates remote-write requests and replicates their series to the ingesters. It is
@@ -193,6 +202,8 @@ type Distributor struct {
 	cappedRF atomic.Int64
 
 	states sync.Pool // *pushState
+
+	ha *haTracker // nil unless -distributor.ha-tracker.enable
 }
 
 // New returns a Distributor. cfg must have passed Validate.
@@ -220,6 +231,14 @@ func New(cfg Config, deps Deps) (*Distributor, error) {
 	if d.fence, err = newFencing(deps.Ring, deps.Registerer); err != nil {
 		return nil, fmt.Errorf("distributor: registering metrics: %w", err)
 	}
+	if cfg.HATracker.Enable {
+		if deps.HA == nil {
+			return nil, errors.New("distributor: -distributor.ha-tracker.enable needs an HAElector")
+		}
+		if d.ha, err = newHATracker(cfg.HATracker, deps.Ring, deps.HA, deps.HALimits, deps.Now, deps.Logger, deps.Registerer); err != nil {
+			return nil, fmt.Errorf("distributor: registering the HA tracker's metrics: %w", err)
+		}
+	}
 	m.replicationFactor.Set(float64(cfg.ReplicationFactor))
 	m.instanceLimits.WithLabelValues("max_inflight_push_requests").Set(float64(cfg.InstanceLimits.MaxInflightPushRequests))
 	m.instanceLimits.WithLabelValues("max_inflight_push_requests_bytes").Set(float64(cfg.InstanceLimits.MaxInflightPushRequestsBytes))
@@ -234,7 +253,7 @@ func New(cfg Config, deps Deps) (*Distributor, error) {
 // client. A series refused or failed never stops the others: by the time a PushError is returned,
 // every other series of the request was stored.
 type PushError struct {
-	Status int // 400, 413, 415, 401, 429, 500
+	Status int // 400, 413, 415, 401, 429, 500; 202 for a push the HA tracker dropped
 	Msg    string
 }
 
@@ -377,6 +396,11 @@ func (d *Distributor) push(ctx context.Context, tenant string, req *WriteRequest
 	bounds := d.timeBounds(nowMs, ts, req)
 
 	// 1. Normalize and validate every series. A refused series never stops the others.
+	if d.ha != nil { // HA pairs: a non-elected replica's push is dropped (202); the replica label goes
+		if perr := d.ha.check(ctx, tenant, req); perr != nil {
+			return perr
+		}
+	}
 	samplesIn, valid := 0, 0
 	for i := range req.Series {
 		s := &req.Series[i]

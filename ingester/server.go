@@ -186,6 +186,9 @@ func New(cfg Config, log *slog.Logger) (_ *Server, err error) {
 		MaxFetchedSeriesPerQuery: cfg.Querier.Config.MaxFetchedSeriesPerQuery, MaxFetchedChunksPerQuery: cfg.Querier.Config.MaxFetchedChunksPerQuery,
 		MaxFetchedChunkBytesPerQuery: cfg.Querier.Config.MaxFetchedChunkBytesPerQuery,
 		OutOfOrderTimeWindow:         model.Duration(cfg.Store.OutOfOrderTimeWindow),
+		AcceptHASamples:              true, // -distributor.ha-tracker.enable turns the tracker on for every tenant
+		HAClusterLabel:               cfg.Distributor.HATracker.ClusterLabel, HAReplicaLabel: cfg.Distributor.HATracker.ReplicaLabel,
+		HAMaxClusters: cfg.Distributor.HATracker.MaxClusters,
 	}, s.reg, log.With("component", "runtime-config")); err != nil {
 		return nil, err
 	}
@@ -196,7 +199,12 @@ func New(cfg Config, log *slog.Logger) (_ *Server, err error) {
 	s.tenantSeriesLimits = s.newTenantSeriesLimits()
 	if s.dist, err = distributor.New(cfg.Distributor, distributor.Deps{Ring: s.node, Clients: clients,
 		Registerer: s.reg, Logger: log.With("component", "distributor"), Now: cfg.Clock,
-		OldestInMemory: s.oldestInMemory,
+		OldestInMemory: s.oldestInMemory, HA: s.node,
+		HALimits: func(tenant string) distributor.HATenantLimits {
+			l := s.limits.For(tenant)
+			return distributor.HATenantLimits{Accept: l.AcceptHASamples, ClusterLabel: l.HAClusterLabel,
+				ReplicaLabel: l.HAReplicaLabel, MaxClusters: l.HAMaxClusters}
+		},
 		Limits: func(tenant string) (float64, int) {
 			l := s.limits.For(tenant)
 			return l.IngestionRate, l.IngestionBurstSize
@@ -228,6 +236,7 @@ func New(cfg Config, log *slog.Logger) (_ *Server, err error) {
 	mux.Handle("/ring", ringview.Handler(s.node.Ring, timeoutMs, ringview.WithRaftSource(s.raftRoles),
 		ringview.WithHandoverSource(s.handoverProgress)))
 	mux.Handle("/api/v1/push", ringGate(s.node.CaughtUp, s.dist))
+	mux.Handle("/distributor/ha_tracker", distributor.HATrackerHandler(s.node)) // Cortex's page
 	mux.Handle("/otlp/v1/metrics", ringGate(s.node.CaughtUp, s.dist.OTLPHandler()))
 	mux.Handle("/metrics", promhttp.HandlerFor(s.reg, promhttp.HandlerOpts{Registry: s.reg}))
 	mux.HandleFunc("/ready", s.ready)
@@ -320,6 +329,8 @@ func (s *Server) Run(ctx context.Context) error {
 	go func() { defer wg.Done(); s.watchZones(ctx) }()
 	wg.Add(1)
 	go func() { defer wg.Done(); s.limits.Run(ctx) }()
+	wg.Add(1) // the leader removes HA entries idle for 30m (Cortex's idle age), whatever this node's flags
+	go func() { defer wg.Done(); s.node.RunHAGC(ctx, 5*time.Minute, 30*time.Minute) }()
 	adminAddr := s.cfg.HTTPServer.AdminAddr
 	if adminAddr == "" {
 		adminAddr = "off"

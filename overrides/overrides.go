@@ -50,6 +50,14 @@ type Limits struct {
 	// newest sample a sample may be and still be accepted (0: none). A duration as Mimir writes it
 	// ("30m", "1h").
 	OutOfOrderTimeWindow model.Duration `yaml:"out_of_order_time_window"`
+	// The HA tracker's per-tenant limits (Mimir's names), with -distributor.ha-tracker.enable on:
+	// AcceptHASamples false turns deduplication off for the tenant (its pushes pass through);
+	// HAClusterLabel and HAReplicaLabel are -distributor.ha-tracker.cluster and .replica;
+	// HAMaxClusters is -distributor.ha-tracker.max-clusters. An empty label or a 0 means the flag's.
+	AcceptHASamples bool   `yaml:"accept_ha_samples"`
+	HAClusterLabel  string `yaml:"ha_cluster_label"`
+	HAReplicaLabel  string `yaml:"ha_replica_label"`
+	HAMaxClusters   int    `yaml:"ha_max_clusters"`
 }
 
 // validate refuses values no flag would take.
@@ -71,6 +79,14 @@ func (l Limits) validate() error {
 	if l.OutOfOrderTimeWindow < 0 {
 		errs = append(errs, fmt.Errorf("out_of_order_time_window %s: want 0 (refuse out-of-order samples) or more", l.OutOfOrderTimeWindow))
 	}
+	// Empty and 0 are the flags' values (the distributor falls back on them).
+	if (l.HAClusterLabel != "" && !haLabelName(l.HAClusterLabel)) || (l.HAReplicaLabel != "" && !haLabelName(l.HAReplicaLabel)) ||
+		(l.HAClusterLabel != "" && l.HAClusterLabel == l.HAReplicaLabel) {
+		errs = append(errs, fmt.Errorf("ha_cluster_label %q, ha_replica_label %q: want two different label names", l.HAClusterLabel, l.HAReplicaLabel))
+	}
+	if l.HAMaxClusters < 0 || l.HAMaxClusters > maxHAClusters {
+		errs = append(errs, fmt.Errorf("ha_max_clusters %d: want 1 to %d (0: the flag's)", l.HAMaxClusters, maxHAClusters))
+	}
 	slices.SortFunc(errs, func(a, b error) int { return strings.Compare(a.Error(), b.Error()) })
 	return errors.Join(errs...)
 }
@@ -83,7 +99,7 @@ type Config struct {
 
 // RegisterFlags registers the flags with Mimir's names and defaults.
 func (c *Config) RegisterFlags(f *flag.FlagSet) {
-	f.StringVar(&c.File, "runtime-config.file", "", "YAML file of per-tenant limits that apply without a restart, in Mimir's format: `overrides: {TENANT: {ingestion_rate: ..., ingestion_burst_size: ..., max_global_series_per_user: ..., max_fetched_series_per_query: ..., max_fetched_chunks_per_query: ..., max_fetched_chunk_bytes_per_query: ..., out_of_order_time_window: ...}}`. Limits a tenant is not given take the flags' values. Re-read every -runtime-config.reload-period; shown at /runtime_config.")
+	f.StringVar(&c.File, "runtime-config.file", "", "YAML file of per-tenant limits that apply without a restart, in Mimir's format: `overrides: {TENANT: {ingestion_rate: ..., ingestion_burst_size: ..., max_global_series_per_user: ..., max_fetched_series_per_query: ..., max_fetched_chunks_per_query: ..., max_fetched_chunk_bytes_per_query: ..., out_of_order_time_window: ..., accept_ha_samples: ..., ha_cluster_label: ..., ha_replica_label: ..., ha_max_clusters: ...}}`. Limits a tenant is not given take the flags' values. Re-read every -runtime-config.reload-period; shown at /runtime_config.")
 	f.DurationVar(&c.ReloadPeriod, "runtime-config.reload-period", 10*time.Second, "How often -runtime-config.file is re-read.")
 }
 
@@ -288,5 +304,25 @@ func limitsMap(l, defaults Limits, diff bool) map[string]any {
 	add("max_fetched_chunks_per_query", l.MaxFetchedChunksPerQuery, defaults.MaxFetchedChunksPerQuery)
 	add("max_fetched_chunk_bytes_per_query", l.MaxFetchedChunkBytesPerQuery, defaults.MaxFetchedChunkBytesPerQuery)
 	add("out_of_order_time_window", l.OutOfOrderTimeWindow, defaults.OutOfOrderTimeWindow)
+	add("accept_ha_samples", l.AcceptHASamples, defaults.AcceptHASamples)
+	add("ha_cluster_label", l.HAClusterLabel, defaults.HAClusterLabel)
+	add("ha_replica_label", l.HAReplicaLabel, defaults.HAReplicaLabel)
+	add("ha_max_clusters", l.HAMaxClusters, defaults.HAMaxClusters)
 	return out
+}
+
+// maxHAClusters is ringstate.MaxHAEntries: no tenant may hold more HA clusters than the ring does.
+const maxHAClusters = 10_000
+
+// haLabelName reports whether s is a label name ([a-zA-Z_][a-zA-Z0-9_]*).
+func haLabelName(s string) bool {
+	if s == "" {
+		return false
+	}
+	for i, c := range []byte(s) {
+		if !(c == '_' || (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (i > 0 && c >= '0' && c <= '9')) {
+			return false
+		}
+	}
+	return true
 }

@@ -205,9 +205,10 @@ func batchable(cmd *ringstate.Command) bool {
 // is a version-4 entry (HeartbeatBatchCommandVersion), on which a replica of an older build halts,
 // for good; so, as for the first compactor lease (admitClaim), every ring member must advertise
 // version 4 and every Raft server must be a ring member (a server not registered yet applies the
-// log too, and nothing says what it reads). Unlike the lease there is no point after which the
-// gate may stay open: heartbeats never stop, and a member rolled back to an older build restates
-// its version when it registers again, which closes the gate before its next heartbeat.
+// log too, and nothing says what it reads). The gate is checked before every batch (heartbeats
+// never stop, and a member may join on an older build), but it cannot make a rollback safe: once a
+// batch is committed, a node restarted on an older build halts on it before it can register again
+// (-ring.heartbeat-batch-window=0 keeps that option open during an upgrade; DESIGN.md).
 func (n *Node) batchAllowed(ctx context.Context) error {
 	r := n.fsm.Ring()
 	if old := r.NotReading(ringstate.HeartbeatBatchCommandVersion); len(old) > 0 {

@@ -53,7 +53,7 @@ const HeartbeatBatchCommandVersion byte = 4
 // MaxCommandVersion is the highest command version this build reads: what a Node advertises for its
 // own member in every Register and Heartbeat it sends (ringstate.Command.CommandVersion), so that
 // a leader proposes a version only once every member reads it (see DESIGN.md, "Mixed versions").
-const MaxCommandVersion = HeartbeatBatchCommandVersion
+const MaxCommandVersion = HACommandVersion
 
 // Compile-time checks that ringstate's gates and this codec name the same versions.
 var (
@@ -79,8 +79,8 @@ const LeaseSnapshotVersion uint32 = 2
 // replicas that understand it.
 var (
 	knownCommandVersions = []uint32{uint32(CommandVersion), uint32(StampedCommandVersion), uint32(LeaseCommandVersion),
-		uint32(HeartbeatBatchCommandVersion)}
-	knownSnapshotVersions = []uint32{SnapshotVersion, LeaseSnapshotVersion}
+		uint32(HeartbeatBatchCommandVersion), uint32(HACommandVersion)}
+	knownSnapshotVersions = []uint32{SnapshotVersion, LeaseSnapshotVersion, HASnapshotVersion}
 )
 
 // Errors returned by the codec. Every decode failure wraps exactly one of these.
@@ -124,6 +124,9 @@ func opMinVersion(op ringstate.Op) byte {
 		return LeaseCommandVersion
 	case ringstate.OpHeartbeatBatch:
 		return HeartbeatBatchCommandVersion
+	}
+	if ringstate.IsHAOp(op) {
+		return HACommandVersion
 	}
 	return CommandVersion
 }
@@ -178,7 +181,8 @@ func EncodeCommand(cmd ringstate.Command) ([]byte, error) {
 
 // StampCommand returns the stamped form of data, an unstamped command as EncodeCommand returns it,
 // carrying ring time timeMs (Unix milliseconds): version LeaseCommandVersion for a claim of the
-// compactor lease, StampedCommandVersion for every other command. Only the leader that
+// compactor lease, HACommandVersion for the HA tracker's ops, StampedCommandVersion for every
+// other command. Only the leader that
 // proposes a command stamps it (Node's leaderApply), so every replica applies the entry at the same
 // time whatever its own clock says. data is not modified. An input that is not an unstamped command
 // is refused with ErrCorruptCommand (a stamped one too: a stamp is never replaced).
@@ -194,6 +198,9 @@ func StampCommand(data []byte, timeMs int64) ([]byte, error) {
 	if pb.GetOp() == ringpb.Op_OP_CLAIM_COMPACTOR {
 		version = LeaseCommandVersion
 	}
+	if ringstate.IsHAOp(ringstate.Op(pb.GetOp())) {
+		version = HACommandVersion
+	}
 	out := make([]byte, 0, 1+stampLen+len(data)-1)
 	out = append(out, version)
 	out = binary.BigEndian.AppendUint64(out, uint64(timeMs))
@@ -208,7 +215,7 @@ func DecodeCommand(data []byte) (ringstate.Command, error) {
 }
 
 // DecodeStamped decodes an entry written by EncodeCommand (version 1: stamped is false, timeMs 0) or
-// StampCommand (versions 2 and 3: stamped is true, timeMs is the leader's stamp). It never panics: empty
+// StampCommand (versions 2 to 4: stamped is true, timeMs is the leader's stamp). It never panics: empty
 // input, an unknown version byte (*VersionError), a truncated stamp and undecodable protobuf are
 // errors. It does not check that the command makes sense — ringstate's Apply refuses bad commands
 // deterministically — but it refuses op values that do not fit ringstate.Op, which would otherwise
@@ -234,7 +241,7 @@ func DecodeStamped(data []byte) (cmd ringstate.Command, timeMs int64, stamped bo
 			return ringstate.Command{}, 0, false, err
 		}
 		return ringstate.Command{Op: ringstate.OpHeartbeatBatch, Beats: beats}, int64(binary.BigEndian.Uint64(body)), true, nil
-	case StampedCommandVersion, LeaseCommandVersion:
+	case StampedCommandVersion, LeaseCommandVersion, HACommandVersion:
 		if len(body) < stampLen {
 			return ringstate.Command{}, 0, false, fmt.Errorf("%w: %d bytes: stamped command shorter than its %d-byte stamp",
 				ErrCorruptCommand, len(data), stampLen)
@@ -311,6 +318,9 @@ func EncodeSnapshot(r *ringstate.Ring) ([]byte, error) {
 			pb.Version = LeaseSnapshotVersion
 		}
 	}
+	if pb.HaReplicas = ringpb.FromHAReplicas(r.HAReplicas()); len(pb.HaReplicas) > 0 {
+		pb.Version = HASnapshotVersion
+	}
 	out, err := proto.MarshalOptions{Deterministic: true}.Marshal(pb)
 	if err != nil {
 		return nil, fmt.Errorf("raftfsm: encode snapshot: %w", err)
@@ -327,6 +337,9 @@ func DecodeSnapshot(data []byte) (*ringstate.Ring, error) {
 		return nil, fmt.Errorf("%w: %d bytes: %v", ErrCorruptSnapshot, len(data), err)
 	}
 	maxCode := ringstate.MaxCode
+	if len(pb.GetHaReplicas()) > 0 && pb.GetVersion() != HASnapshotVersion {
+		return nil, fmt.Errorf("%w: version %d snapshot carries HA tracker entries", ErrCorruptSnapshot, pb.GetVersion())
+	}
 	switch pb.GetVersion() {
 	case SnapshotVersion:
 		// Written without the lease: one that carries it (or a newer code) is not what version 1 is.
@@ -334,7 +347,7 @@ func DecodeSnapshot(data []byte) (*ringstate.Ring, error) {
 			return nil, fmt.Errorf("%w: version %d snapshot carries a compactor lease", ErrCorruptSnapshot, SnapshotVersion)
 		}
 		maxCode = ringstate.CodeInvalidCommand
-	case LeaseSnapshotVersion:
+	case LeaseSnapshotVersion, HASnapshotVersion:
 	default:
 		return nil, &VersionError{What: "snapshot", Version: pb.GetVersion(), Known: knownSnapshotVersions}
 	}
@@ -356,6 +369,9 @@ func DecodeSnapshot(data []byte) (*ringstate.Ring, error) {
 	r, err := ringstate.Restore(members, pb.GetTimeMs(), recent)
 	if err == nil {
 		r, err = r.WithCompactorLease(ringpb.ToLease(pb.GetCompactorLease()))
+	}
+	if err == nil {
+		r, err = r.WithHA(ringpb.ToHAReplicas(pb.GetHaReplicas()))
 	}
 	if err != nil {
 		return nil, fmt.Errorf("%w: %w", ErrCorruptSnapshot, err)

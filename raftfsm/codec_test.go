@@ -71,14 +71,14 @@ func TestCodec_EncodeCommand_RefusesInvalidUTF8(t *testing.T) {
 // at; the error names the version found and the versions known.
 func TestCodec_DecodeCommand_RefusesUnknownVersionLoudly(t *testing.T) {
 	data, _ := EncodeCommand(ringstate.Command{Op: ringstate.OpHeartbeat, Member: "a"})
-	for _, v := range []byte{0, 5, 255} {
+	for _, v := range []byte{0, 6, 255} {
 		data[0] = v
 		_, err := DecodeCommand(data)
 		var ve *VersionError
 		if !errors.As(err, &ve) || !errors.Is(err, ErrUnknownVersion) || ve.Version != uint32(v) {
 			t.Fatalf("version %d: got %v, want *VersionError", v, err)
 		}
-		if msg := err.Error(); !strings.Contains(msg, "version "+strconv.Itoa(int(v))) || !strings.Contains(msg, "[1 2 3 4]") {
+		if msg := err.Error(); !strings.Contains(msg, "version "+strconv.Itoa(int(v))) || !strings.Contains(msg, "[1 2 3 4 5]") {
 			t.Fatalf("message %q does not name version %d and the known versions", msg, v)
 		}
 	}
@@ -292,10 +292,10 @@ func TestCodec_Snapshot_RoundTripAndRefusals(t *testing.T) {
 	if err != nil || !bytes.Equal(data, again) {
 		t.Fatalf("snapshot re-encoding differs (err %v)", err)
 	}
-	// Version 3 is refused loudly.
-	bad := append(append([]byte(nil), data...), protoVarintField(1, 3)...) // the last field 1 wins
-	if _, err := DecodeSnapshot(bad); !errors.Is(err, ErrUnknownVersion) || !strings.Contains(err.Error(), "version 3") {
-		t.Fatalf("version 3: got %v", err)
+	// Version 4 is refused loudly.
+	bad := append(append([]byte(nil), data...), protoVarintField(1, 4)...) // the last field 1 wins
+	if _, err := DecodeSnapshot(bad); !errors.Is(err, ErrUnknownVersion) || !strings.Contains(err.Error(), "version 4") {
+		t.Fatalf("version 4: got %v", err)
 	}
 	// No version at all (an empty file) is version 0: refused.
 	if _, err := DecodeSnapshot(nil); !errors.Is(err, ErrUnknownVersion) {

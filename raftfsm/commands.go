@@ -54,6 +54,9 @@ func (n *Node) apply(ctx context.Context, cmd ringstate.Command, hops uint32) (u
 			if err := admitFields(&cmd); err != nil {
 				return 0, err
 			}
+			if err := n.admitHA(ctx, &cmd); err != nil {
+				return 0, err
+			}
 			if cmd.Op == ringstate.OpClaimCompactor {
 				if err := n.admitClaim(ctx, &cmd); err != nil {
 					return 0, err

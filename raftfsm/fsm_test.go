@@ -166,7 +166,7 @@ func TestFSM_GarbageEntry_RefusedWithInvalidCommandAndStateUnchanged(t *testing.
 // rings from that index on. The FSM now halts at that entry, loudly, naming its index and version
 // and telling the operator to upgrade, and does not advance.
 func TestFSM_UnknownVersion_HaltsInsteadOfDiverging(t *testing.T) {
-	for _, version := range []byte{0, 5, 9, 0x42, 0xff} {
+	for _, version := range []byte{0, 6, 9, 0x42, 0xff} {
 		t.Run(fmt.Sprint("version ", version), func(t *testing.T) {
 			f := NewFSM(nil)
 			register(t, f, 1, "a", 1000)
@@ -261,7 +261,7 @@ func TestFSM_Restore_RefusesCorruptSnapshots(t *testing.T) {
 		{"unknown outcome code", "outcome code 99", func(s *ringpb.Snapshot) {
 			s.Recent = []*ringpb.AppliedRequest{{RequestId: "r", Code: 99}}
 		}},
-		{"version 3", "version 3", func(s *ringpb.Snapshot) { s.Version = 3 }},
+		{"version 4", "version 4", func(s *ringpb.Snapshot) { s.Version = 4 }},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			f := NewFSM(nil)

@@ -101,6 +101,8 @@ type HistoryCommand struct {
 	// CommandVersion and Readers: see ringstate.Command.
 	CommandVersion uint32   `json:"command_version,omitempty"`
 	Readers        []string `json:"readers,omitempty"`
+	// HA: the HA tracker's ops' fields (ringstate.HACommand).
+	HA *ringstate.HACommand `json:"ha,omitempty"`
 }
 
 // NewHistoryCommand converts cmd for a history line.
@@ -108,6 +110,10 @@ func NewHistoryCommand(cmd ringstate.Command) *HistoryCommand {
 	hc := &HistoryCommand{Op: cmd.Op.String(), Member: string(cmd.Member), Peer: string(cmd.Peer),
 		RaftAddr: cmd.RaftAddr, GRPCAddr: cmd.GRPCAddr, HTTPAddr: cmd.HTTPAddr, Zone: cmd.Zone,
 		Replace: cmd.Replace, LeaseMs: cmd.LeaseMs, CommandVersion: cmd.CommandVersion}
+	if cmd.HA != nil {
+		ha := *cmd.HA
+		hc.HA = &ha
+	}
 	for _, t := range cmd.Tokens {
 		hc.Tokens = append(hc.Tokens, uint32(t))
 	}
@@ -134,6 +140,15 @@ func (ev *HistoryEvent) Command() (ringstate.Command, error) {
 		if op.String() == hc.Op {
 			cmd.Op = op
 		}
+	}
+	for _, op := range []ringstate.Op{ringstate.OpHAElect, ringstate.OpHAGC} {
+		if op.String() == hc.Op {
+			cmd.Op = op
+		}
+	}
+	if hc.HA != nil {
+		ha := *hc.HA
+		cmd.HA = &ha
 	}
 	if cmd.Op == 0 {
 		return ringstate.Command{}, fmt.Errorf("raftfsm: history: unknown op %q", hc.Op)

@@ -24,6 +24,7 @@ func FromCommand(c *ringstate.Command) *Command {
 
 		CommandVersion: c.CommandVersion,
 		Readers:        fromIDs(c.Readers),
+		Ha:             FromHACommand(c.HA),
 	}
 }
 
@@ -50,6 +51,7 @@ func ToCommand(p *Command) ringstate.Command {
 
 		CommandVersion: p.GetCommandVersion(),
 		Readers:        toIDs(p.GetReaders()),
+		HA:             ToHACommand(p.GetHa()),
 	}
 }
 

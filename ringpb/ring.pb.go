@@ -97,6 +97,9 @@ const (
 	// OP_CLAIM_COMPACTOR claims or renews the compactor lease for member, for lease_ms of ring time.
 	// Entries carrying it are written with command version 3 (see raftfsm/DESIGN.md).
 	Op_OP_CLAIM_COMPACTOR Op = 10
+	// The HA tracker's ops (command version 4 only; ringstate/hatracker.go).
+	Op_OP_HA_ELECT Op = 20
+	Op_OP_HA_GC    Op = 21
 )
 
 // Enum value maps for Op.
@@ -113,6 +116,8 @@ var (
 		8:  "OP_ABORT_HANDOVER",
 		9:  "OP_REMOVE",
 		10: "OP_CLAIM_COMPACTOR",
+		20: "OP_HA_ELECT",
+		21: "OP_HA_GC",
 	}
 	Op_value = map[string]int32{
 		"OP_UNSPECIFIED":       0,
@@ -126,6 +131,8 @@ var (
 		"OP_ABORT_HANDOVER":    8,
 		"OP_REMOVE":            9,
 		"OP_CLAIM_COMPACTOR":   10,
+		"OP_HA_ELECT":          20,
+		"OP_HA_GC":             21,
 	}
 )
 
@@ -180,7 +187,9 @@ type Command struct {
 	CommandVersion uint32 `protobuf:"varint,12,opt,name=command_version,json=commandVersion,proto3" json:"command_version,omitempty"`
 	// readers, for claim-compactor: the members the proposing leader found advertising command
 	// version 3, sorted. The claim is refused unless it names every member of the ring.
-	Readers       []string `protobuf:"bytes,13,rep,name=readers,proto3" json:"readers,omitempty"`
+	Readers []string `protobuf:"bytes,13,rep,name=readers,proto3" json:"readers,omitempty"`
+	// ha holds the fields of OP_HA_ELECT and OP_HA_GC (field 50: far from the lifecycle's fields).
+	Ha            *HACommand `protobuf:"bytes,50,opt,name=ha,proto3" json:"ha,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -306,8 +315,177 @@ func (x *Command) GetReaders() []string {
 	return nil
 }
 
+func (x *Command) GetHa() *HACommand {
+	if x != nil {
+		return x.Ha
+	}
+	return nil
+}
+
 // CompactorLease mirrors ringstate.CompactorLease: who may compact the cluster's blocks, the
 // lease's epoch (which fences block deletes) and its expiry in ring time.
+// HACommand is ringstate.HACommand.
+type HACommand struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Tenant        string                 `protobuf:"bytes,1,opt,name=tenant,proto3" json:"tenant,omitempty"`
+	Cluster       string                 `protobuf:"bytes,2,opt,name=cluster,proto3" json:"cluster,omitempty"`
+	Replica       string                 `protobuf:"bytes,3,opt,name=replica,proto3" json:"replica,omitempty"`
+	FailoverMs    int64                  `protobuf:"varint,4,opt,name=failover_ms,json=failoverMs,proto3" json:"failover_ms,omitempty"`
+	MaxClusters   uint32                 `protobuf:"varint,5,opt,name=max_clusters,json=maxClusters,proto3" json:"max_clusters,omitempty"`
+	IdleMs        int64                  `protobuf:"varint,6,opt,name=idle_ms,json=idleMs,proto3" json:"idle_ms,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *HACommand) Reset() {
+	*x = HACommand{}
+	mi := &file_ring_proto_msgTypes[1]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *HACommand) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*HACommand) ProtoMessage() {}
+
+func (x *HACommand) ProtoReflect() protoreflect.Message {
+	mi := &file_ring_proto_msgTypes[1]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use HACommand.ProtoReflect.Descriptor instead.
+func (*HACommand) Descriptor() ([]byte, []int) {
+	return file_ring_proto_rawDescGZIP(), []int{1}
+}
+
+func (x *HACommand) GetTenant() string {
+	if x != nil {
+		return x.Tenant
+	}
+	return ""
+}
+
+func (x *HACommand) GetCluster() string {
+	if x != nil {
+		return x.Cluster
+	}
+	return ""
+}
+
+func (x *HACommand) GetReplica() string {
+	if x != nil {
+		return x.Replica
+	}
+	return ""
+}
+
+func (x *HACommand) GetFailoverMs() int64 {
+	if x != nil {
+		return x.FailoverMs
+	}
+	return 0
+}
+
+func (x *HACommand) GetMaxClusters() uint32 {
+	if x != nil {
+		return x.MaxClusters
+	}
+	return 0
+}
+
+func (x *HACommand) GetIdleMs() int64 {
+	if x != nil {
+		return x.IdleMs
+	}
+	return 0
+}
+
+// HAReplica is ringstate.HAReplica: the elected replica of one (tenant, cluster).
+type HAReplica struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Tenant        string                 `protobuf:"bytes,1,opt,name=tenant,proto3" json:"tenant,omitempty"`
+	Cluster       string                 `protobuf:"bytes,2,opt,name=cluster,proto3" json:"cluster,omitempty"`
+	Replica       string                 `protobuf:"bytes,3,opt,name=replica,proto3" json:"replica,omitempty"`
+	ElectedMs     int64                  `protobuf:"varint,4,opt,name=elected_ms,json=electedMs,proto3" json:"elected_ms,omitempty"`
+	RefreshedMs   int64                  `protobuf:"varint,5,opt,name=refreshed_ms,json=refreshedMs,proto3" json:"refreshed_ms,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *HAReplica) Reset() {
+	*x = HAReplica{}
+	mi := &file_ring_proto_msgTypes[2]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *HAReplica) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*HAReplica) ProtoMessage() {}
+
+func (x *HAReplica) ProtoReflect() protoreflect.Message {
+	mi := &file_ring_proto_msgTypes[2]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use HAReplica.ProtoReflect.Descriptor instead.
+func (*HAReplica) Descriptor() ([]byte, []int) {
+	return file_ring_proto_rawDescGZIP(), []int{2}
+}
+
+func (x *HAReplica) GetTenant() string {
+	if x != nil {
+		return x.Tenant
+	}
+	return ""
+}
+
+func (x *HAReplica) GetCluster() string {
+	if x != nil {
+		return x.Cluster
+	}
+	return ""
+}
+
+func (x *HAReplica) GetReplica() string {
+	if x != nil {
+		return x.Replica
+	}
+	return ""
+}
+
+func (x *HAReplica) GetElectedMs() int64 {
+	if x != nil {
+		return x.ElectedMs
+	}
+	return 0
+}
+
+func (x *HAReplica) GetRefreshedMs() int64 {
+	if x != nil {
+		return x.RefreshedMs
+	}
+	return 0
+}
+
 type CompactorLease struct {
 	state         protoimpl.MessageState `protogen:"open.v1"`
 	Holder        string                 `protobuf:"bytes,1,opt,name=holder,proto3" json:"holder,omitempty"`
@@ -319,7 +497,7 @@ type CompactorLease struct {
 
 func (x *CompactorLease) Reset() {
 	*x = CompactorLease{}
-	mi := &file_ring_proto_msgTypes[1]
+	mi := &file_ring_proto_msgTypes[3]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -331,7 +509,7 @@ func (x *CompactorLease) String() string {
 func (*CompactorLease) ProtoMessage() {}
 
 func (x *CompactorLease) ProtoReflect() protoreflect.Message {
-	mi := &file_ring_proto_msgTypes[1]
+	mi := &file_ring_proto_msgTypes[3]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -344,7 +522,7 @@ func (x *CompactorLease) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CompactorLease.ProtoReflect.Descriptor instead.
 func (*CompactorLease) Descriptor() ([]byte, []int) {
-	return file_ring_proto_rawDescGZIP(), []int{1}
+	return file_ring_proto_rawDescGZIP(), []int{3}
 }
 
 func (x *CompactorLease) GetHolder() string {
@@ -389,7 +567,7 @@ type Member struct {
 
 func (x *Member) Reset() {
 	*x = Member{}
-	mi := &file_ring_proto_msgTypes[2]
+	mi := &file_ring_proto_msgTypes[4]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -401,7 +579,7 @@ func (x *Member) String() string {
 func (*Member) ProtoMessage() {}
 
 func (x *Member) ProtoReflect() protoreflect.Message {
-	mi := &file_ring_proto_msgTypes[2]
+	mi := &file_ring_proto_msgTypes[4]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -414,7 +592,7 @@ func (x *Member) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Member.ProtoReflect.Descriptor instead.
 func (*Member) Descriptor() ([]byte, []int) {
-	return file_ring_proto_rawDescGZIP(), []int{2}
+	return file_ring_proto_rawDescGZIP(), []int{4}
 }
 
 func (x *Member) GetId() string {
@@ -505,7 +683,7 @@ type AppliedRequest struct {
 
 func (x *AppliedRequest) Reset() {
 	*x = AppliedRequest{}
-	mi := &file_ring_proto_msgTypes[3]
+	mi := &file_ring_proto_msgTypes[5]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -517,7 +695,7 @@ func (x *AppliedRequest) String() string {
 func (*AppliedRequest) ProtoMessage() {}
 
 func (x *AppliedRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_ring_proto_msgTypes[3]
+	mi := &file_ring_proto_msgTypes[5]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -530,7 +708,7 @@ func (x *AppliedRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use AppliedRequest.ProtoReflect.Descriptor instead.
 func (*AppliedRequest) Descriptor() ([]byte, []int) {
-	return file_ring_proto_rawDescGZIP(), []int{3}
+	return file_ring_proto_rawDescGZIP(), []int{5}
 }
 
 func (x *AppliedRequest) GetRequestId() string {
@@ -563,13 +741,15 @@ type Snapshot struct {
 	Recent  []*AppliedRequest      `protobuf:"bytes,4,rep,name=recent,proto3" json:"recent,omitempty"`
 	// compactor_lease is present from snapshot version 2 on; version 1 snapshots have none.
 	CompactorLease *CompactorLease `protobuf:"bytes,5,opt,name=compactor_lease,json=compactorLease,proto3" json:"compactor_lease,omitempty"`
-	unknownFields  protoimpl.UnknownFields
-	sizeCache      protoimpl.SizeCache
+	// ha_replicas is the HA tracker's state, in snapshot version 3 only (field 50: far from others).
+	HaReplicas    []*HAReplica `protobuf:"bytes,50,rep,name=ha_replicas,json=haReplicas,proto3" json:"ha_replicas,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
 }
 
 func (x *Snapshot) Reset() {
 	*x = Snapshot{}
-	mi := &file_ring_proto_msgTypes[4]
+	mi := &file_ring_proto_msgTypes[6]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -581,7 +761,7 @@ func (x *Snapshot) String() string {
 func (*Snapshot) ProtoMessage() {}
 
 func (x *Snapshot) ProtoReflect() protoreflect.Message {
-	mi := &file_ring_proto_msgTypes[4]
+	mi := &file_ring_proto_msgTypes[6]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -594,7 +774,7 @@ func (x *Snapshot) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Snapshot.ProtoReflect.Descriptor instead.
 func (*Snapshot) Descriptor() ([]byte, []int) {
-	return file_ring_proto_rawDescGZIP(), []int{4}
+	return file_ring_proto_rawDescGZIP(), []int{6}
 }
 
 func (x *Snapshot) GetVersion() uint32 {
@@ -632,6 +812,13 @@ func (x *Snapshot) GetCompactorLease() *CompactorLease {
 	return nil
 }
 
+func (x *Snapshot) GetHaReplicas() []*HAReplica {
+	if x != nil {
+		return x.HaReplicas
+	}
+	return nil
+}
+
 type ApplyRequest struct {
 	state   protoimpl.MessageState `protogen:"open.v1"`
 	Command *Command               `protobuf:"bytes,1,opt,name=command,proto3" json:"command,omitempty"`
@@ -643,7 +830,7 @@ type ApplyRequest struct {
 
 func (x *ApplyRequest) Reset() {
 	*x = ApplyRequest{}
-	mi := &file_ring_proto_msgTypes[5]
+	mi := &file_ring_proto_msgTypes[7]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -655,7 +842,7 @@ func (x *ApplyRequest) String() string {
 func (*ApplyRequest) ProtoMessage() {}
 
 func (x *ApplyRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_ring_proto_msgTypes[5]
+	mi := &file_ring_proto_msgTypes[7]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -668,7 +855,7 @@ func (x *ApplyRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ApplyRequest.ProtoReflect.Descriptor instead.
 func (*ApplyRequest) Descriptor() ([]byte, []int) {
-	return file_ring_proto_rawDescGZIP(), []int{5}
+	return file_ring_proto_rawDescGZIP(), []int{7}
 }
 
 func (x *ApplyRequest) GetCommand() *Command {
@@ -697,7 +884,7 @@ type ApplyResponse struct {
 
 func (x *ApplyResponse) Reset() {
 	*x = ApplyResponse{}
-	mi := &file_ring_proto_msgTypes[6]
+	mi := &file_ring_proto_msgTypes[8]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -709,7 +896,7 @@ func (x *ApplyResponse) String() string {
 func (*ApplyResponse) ProtoMessage() {}
 
 func (x *ApplyResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_ring_proto_msgTypes[6]
+	mi := &file_ring_proto_msgTypes[8]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -722,7 +909,7 @@ func (x *ApplyResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ApplyResponse.ProtoReflect.Descriptor instead.
 func (*ApplyResponse) Descriptor() ([]byte, []int) {
-	return file_ring_proto_rawDescGZIP(), []int{6}
+	return file_ring_proto_rawDescGZIP(), []int{8}
 }
 
 func (x *ApplyResponse) GetCode() uint32 {
@@ -759,7 +946,7 @@ type JoinRequest struct {
 
 func (x *JoinRequest) Reset() {
 	*x = JoinRequest{}
-	mi := &file_ring_proto_msgTypes[7]
+	mi := &file_ring_proto_msgTypes[9]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -771,7 +958,7 @@ func (x *JoinRequest) String() string {
 func (*JoinRequest) ProtoMessage() {}
 
 func (x *JoinRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_ring_proto_msgTypes[7]
+	mi := &file_ring_proto_msgTypes[9]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -784,7 +971,7 @@ func (x *JoinRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use JoinRequest.ProtoReflect.Descriptor instead.
 func (*JoinRequest) Descriptor() ([]byte, []int) {
-	return file_ring_proto_rawDescGZIP(), []int{7}
+	return file_ring_proto_rawDescGZIP(), []int{9}
 }
 
 func (x *JoinRequest) GetId() string {
@@ -825,7 +1012,7 @@ type JoinResponse struct {
 
 func (x *JoinResponse) Reset() {
 	*x = JoinResponse{}
-	mi := &file_ring_proto_msgTypes[8]
+	mi := &file_ring_proto_msgTypes[10]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -837,7 +1024,7 @@ func (x *JoinResponse) String() string {
 func (*JoinResponse) ProtoMessage() {}
 
 func (x *JoinResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_ring_proto_msgTypes[8]
+	mi := &file_ring_proto_msgTypes[10]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -850,7 +1037,7 @@ func (x *JoinResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use JoinResponse.ProtoReflect.Descriptor instead.
 func (*JoinResponse) Descriptor() ([]byte, []int) {
-	return file_ring_proto_rawDescGZIP(), []int{8}
+	return file_ring_proto_rawDescGZIP(), []int{10}
 }
 
 func (x *JoinResponse) GetIndex() uint64 {
@@ -877,7 +1064,7 @@ type RemovePeerRequest struct {
 
 func (x *RemovePeerRequest) Reset() {
 	*x = RemovePeerRequest{}
-	mi := &file_ring_proto_msgTypes[9]
+	mi := &file_ring_proto_msgTypes[11]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -889,7 +1076,7 @@ func (x *RemovePeerRequest) String() string {
 func (*RemovePeerRequest) ProtoMessage() {}
 
 func (x *RemovePeerRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_ring_proto_msgTypes[9]
+	mi := &file_ring_proto_msgTypes[11]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -902,7 +1089,7 @@ func (x *RemovePeerRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RemovePeerRequest.ProtoReflect.Descriptor instead.
 func (*RemovePeerRequest) Descriptor() ([]byte, []int) {
-	return file_ring_proto_rawDescGZIP(), []int{9}
+	return file_ring_proto_rawDescGZIP(), []int{11}
 }
 
 func (x *RemovePeerRequest) GetId() string {
@@ -928,7 +1115,7 @@ type RemovePeerResponse struct {
 
 func (x *RemovePeerResponse) Reset() {
 	*x = RemovePeerResponse{}
-	mi := &file_ring_proto_msgTypes[10]
+	mi := &file_ring_proto_msgTypes[12]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -940,7 +1127,7 @@ func (x *RemovePeerResponse) String() string {
 func (*RemovePeerResponse) ProtoMessage() {}
 
 func (x *RemovePeerResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_ring_proto_msgTypes[10]
+	mi := &file_ring_proto_msgTypes[12]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -953,7 +1140,7 @@ func (x *RemovePeerResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RemovePeerResponse.ProtoReflect.Descriptor instead.
 func (*RemovePeerResponse) Descriptor() ([]byte, []int) {
-	return file_ring_proto_rawDescGZIP(), []int{10}
+	return file_ring_proto_rawDescGZIP(), []int{12}
 }
 
 func (x *RemovePeerResponse) GetIndex() uint64 {
@@ -971,7 +1158,7 @@ type StatusRequest struct {
 
 func (x *StatusRequest) Reset() {
 	*x = StatusRequest{}
-	mi := &file_ring_proto_msgTypes[11]
+	mi := &file_ring_proto_msgTypes[13]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -983,7 +1170,7 @@ func (x *StatusRequest) String() string {
 func (*StatusRequest) ProtoMessage() {}
 
 func (x *StatusRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_ring_proto_msgTypes[11]
+	mi := &file_ring_proto_msgTypes[13]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -996,7 +1183,7 @@ func (x *StatusRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use StatusRequest.ProtoReflect.Descriptor instead.
 func (*StatusRequest) Descriptor() ([]byte, []int) {
-	return file_ring_proto_rawDescGZIP(), []int{11}
+	return file_ring_proto_rawDescGZIP(), []int{13}
 }
 
 type Server struct {
@@ -1013,7 +1200,7 @@ type Server struct {
 
 func (x *Server) Reset() {
 	*x = Server{}
-	mi := &file_ring_proto_msgTypes[12]
+	mi := &file_ring_proto_msgTypes[14]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1025,7 +1212,7 @@ func (x *Server) String() string {
 func (*Server) ProtoMessage() {}
 
 func (x *Server) ProtoReflect() protoreflect.Message {
-	mi := &file_ring_proto_msgTypes[12]
+	mi := &file_ring_proto_msgTypes[14]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1038,7 +1225,7 @@ func (x *Server) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Server.ProtoReflect.Descriptor instead.
 func (*Server) Descriptor() ([]byte, []int) {
-	return file_ring_proto_rawDescGZIP(), []int{12}
+	return file_ring_proto_rawDescGZIP(), []int{14}
 }
 
 func (x *Server) GetId() string {
@@ -1087,7 +1274,7 @@ type StatusResponse struct {
 
 func (x *StatusResponse) Reset() {
 	*x = StatusResponse{}
-	mi := &file_ring_proto_msgTypes[13]
+	mi := &file_ring_proto_msgTypes[15]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1099,7 +1286,7 @@ func (x *StatusResponse) String() string {
 func (*StatusResponse) ProtoMessage() {}
 
 func (x *StatusResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_ring_proto_msgTypes[13]
+	mi := &file_ring_proto_msgTypes[15]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1112,7 +1299,7 @@ func (x *StatusResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use StatusResponse.ProtoReflect.Descriptor instead.
 func (*StatusResponse) Descriptor() ([]byte, []int) {
-	return file_ring_proto_rawDescGZIP(), []int{13}
+	return file_ring_proto_rawDescGZIP(), []int{15}
 }
 
 func (x *StatusResponse) GetId() string {
@@ -1197,7 +1384,7 @@ type GetRingRequest struct {
 
 func (x *GetRingRequest) Reset() {
 	*x = GetRingRequest{}
-	mi := &file_ring_proto_msgTypes[14]
+	mi := &file_ring_proto_msgTypes[16]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1209,7 +1396,7 @@ func (x *GetRingRequest) String() string {
 func (*GetRingRequest) ProtoMessage() {}
 
 func (x *GetRingRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_ring_proto_msgTypes[14]
+	mi := &file_ring_proto_msgTypes[16]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1222,7 +1409,7 @@ func (x *GetRingRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GetRingRequest.ProtoReflect.Descriptor instead.
 func (*GetRingRequest) Descriptor() ([]byte, []int) {
-	return file_ring_proto_rawDescGZIP(), []int{14}
+	return file_ring_proto_rawDescGZIP(), []int{16}
 }
 
 func (x *GetRingRequest) GetLinearizable() bool {
@@ -1256,7 +1443,7 @@ type GetRingResponse struct {
 
 func (x *GetRingResponse) Reset() {
 	*x = GetRingResponse{}
-	mi := &file_ring_proto_msgTypes[15]
+	mi := &file_ring_proto_msgTypes[17]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1268,7 +1455,7 @@ func (x *GetRingResponse) String() string {
 func (*GetRingResponse) ProtoMessage() {}
 
 func (x *GetRingResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_ring_proto_msgTypes[15]
+	mi := &file_ring_proto_msgTypes[17]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1281,7 +1468,7 @@ func (x *GetRingResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GetRingResponse.ProtoReflect.Descriptor instead.
 func (*GetRingResponse) Descriptor() ([]byte, []int) {
-	return file_ring_proto_rawDescGZIP(), []int{15}
+	return file_ring_proto_rawDescGZIP(), []int{17}
 }
 
 func (x *GetRingResponse) GetTimeMs() int64 {
@@ -1330,7 +1517,7 @@ type TransferLeadershipRequest struct {
 
 func (x *TransferLeadershipRequest) Reset() {
 	*x = TransferLeadershipRequest{}
-	mi := &file_ring_proto_msgTypes[16]
+	mi := &file_ring_proto_msgTypes[18]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1342,7 +1529,7 @@ func (x *TransferLeadershipRequest) String() string {
 func (*TransferLeadershipRequest) ProtoMessage() {}
 
 func (x *TransferLeadershipRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_ring_proto_msgTypes[16]
+	mi := &file_ring_proto_msgTypes[18]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1355,7 +1542,7 @@ func (x *TransferLeadershipRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use TransferLeadershipRequest.ProtoReflect.Descriptor instead.
 func (*TransferLeadershipRequest) Descriptor() ([]byte, []int) {
-	return file_ring_proto_rawDescGZIP(), []int{16}
+	return file_ring_proto_rawDescGZIP(), []int{18}
 }
 
 func (x *TransferLeadershipRequest) GetId() string {
@@ -1381,7 +1568,7 @@ type TransferLeadershipResponse struct {
 
 func (x *TransferLeadershipResponse) Reset() {
 	*x = TransferLeadershipResponse{}
-	mi := &file_ring_proto_msgTypes[17]
+	mi := &file_ring_proto_msgTypes[19]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1393,7 +1580,7 @@ func (x *TransferLeadershipResponse) String() string {
 func (*TransferLeadershipResponse) ProtoMessage() {}
 
 func (x *TransferLeadershipResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_ring_proto_msgTypes[17]
+	mi := &file_ring_proto_msgTypes[19]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1406,7 +1593,7 @@ func (x *TransferLeadershipResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use TransferLeadershipResponse.ProtoReflect.Descriptor instead.
 func (*TransferLeadershipResponse) Descriptor() ([]byte, []int) {
-	return file_ring_proto_rawDescGZIP(), []int{17}
+	return file_ring_proto_rawDescGZIP(), []int{19}
 }
 
 func (x *TransferLeadershipResponse) GetNewLeaderId() string {
@@ -1425,7 +1612,7 @@ type LeaveRequest struct {
 
 func (x *LeaveRequest) Reset() {
 	*x = LeaveRequest{}
-	mi := &file_ring_proto_msgTypes[18]
+	mi := &file_ring_proto_msgTypes[20]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1437,7 +1624,7 @@ func (x *LeaveRequest) String() string {
 func (*LeaveRequest) ProtoMessage() {}
 
 func (x *LeaveRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_ring_proto_msgTypes[18]
+	mi := &file_ring_proto_msgTypes[20]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1450,7 +1637,7 @@ func (x *LeaveRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use LeaveRequest.ProtoReflect.Descriptor instead.
 func (*LeaveRequest) Descriptor() ([]byte, []int) {
-	return file_ring_proto_rawDescGZIP(), []int{18}
+	return file_ring_proto_rawDescGZIP(), []int{20}
 }
 
 func (x *LeaveRequest) GetId() string {
@@ -1468,7 +1655,7 @@ type LeaveResponse struct {
 
 func (x *LeaveResponse) Reset() {
 	*x = LeaveResponse{}
-	mi := &file_ring_proto_msgTypes[19]
+	mi := &file_ring_proto_msgTypes[21]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1480,7 +1667,7 @@ func (x *LeaveResponse) String() string {
 func (*LeaveResponse) ProtoMessage() {}
 
 func (x *LeaveResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_ring_proto_msgTypes[19]
+	mi := &file_ring_proto_msgTypes[21]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1493,7 +1680,7 @@ func (x *LeaveResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use LeaveResponse.ProtoReflect.Descriptor instead.
 func (*LeaveResponse) Descriptor() ([]byte, []int) {
-	return file_ring_proto_rawDescGZIP(), []int{19}
+	return file_ring_proto_rawDescGZIP(), []int{21}
 }
 
 var File_ring_proto protoreflect.FileDescriptor
@@ -1501,7 +1688,7 @@ var File_ring_proto protoreflect.FileDescriptor
 const file_ring_proto_rawDesc = "" +
 	"\n" +
 	"\n" +
-	"ring.proto\x12\x12raftingest.ring.v1\"\xf7\x02\n" +
+	"ring.proto\x12\x12raftingest.ring.v1\"\xa6\x03\n" +
 	"\aCommand\x12&\n" +
 	"\x02op\x18\x01 \x01(\x0e2\x16.raftingest.ring.v1.OpR\x02op\x12\x1d\n" +
 	"\n" +
@@ -1517,7 +1704,23 @@ const file_ring_proto_rawDesc = "" +
 	" \x01(\bR\areplace\x12\x19\n" +
 	"\blease_ms\x18\v \x01(\x03R\aleaseMs\x12'\n" +
 	"\x0fcommand_version\x18\f \x01(\rR\x0ecommandVersion\x12\x18\n" +
-	"\areaders\x18\r \x03(\tR\areaders\"]\n" +
+	"\areaders\x18\r \x03(\tR\areaders\x12-\n" +
+	"\x02ha\x182 \x01(\v2\x1d.raftingest.ring.v1.HACommandR\x02ha\"\xb4\x01\n" +
+	"\tHACommand\x12\x16\n" +
+	"\x06tenant\x18\x01 \x01(\tR\x06tenant\x12\x18\n" +
+	"\acluster\x18\x02 \x01(\tR\acluster\x12\x18\n" +
+	"\areplica\x18\x03 \x01(\tR\areplica\x12\x1f\n" +
+	"\vfailover_ms\x18\x04 \x01(\x03R\n" +
+	"failoverMs\x12!\n" +
+	"\fmax_clusters\x18\x05 \x01(\rR\vmaxClusters\x12\x17\n" +
+	"\aidle_ms\x18\x06 \x01(\x03R\x06idleMs\"\x99\x01\n" +
+	"\tHAReplica\x12\x16\n" +
+	"\x06tenant\x18\x01 \x01(\tR\x06tenant\x12\x18\n" +
+	"\acluster\x18\x02 \x01(\tR\acluster\x12\x18\n" +
+	"\areplica\x18\x03 \x01(\tR\areplica\x12\x1d\n" +
+	"\n" +
+	"elected_ms\x18\x04 \x01(\x03R\telectedMs\x12!\n" +
+	"\frefreshed_ms\x18\x05 \x01(\x03R\vrefreshedMs\"]\n" +
 	"\x0eCompactorLease\x12\x16\n" +
 	"\x06holder\x18\x01 \x01(\tR\x06holder\x12\x14\n" +
 	"\x05epoch\x18\x02 \x01(\x04R\x05epoch\x12\x1d\n" +
@@ -1540,13 +1743,15 @@ const file_ring_proto_rawDesc = "" +
 	"\n" +
 	"request_id\x18\x01 \x01(\tR\trequestId\x12\x12\n" +
 	"\x04code\x18\x02 \x01(\rR\x04code\x12\x18\n" +
-	"\amessage\x18\x03 \x01(\tR\amessage\"\xfc\x01\n" +
+	"\amessage\x18\x03 \x01(\tR\amessage\"\xbc\x02\n" +
 	"\bSnapshot\x12\x18\n" +
 	"\aversion\x18\x01 \x01(\rR\aversion\x12\x17\n" +
 	"\atime_ms\x18\x02 \x01(\x03R\x06timeMs\x124\n" +
 	"\amembers\x18\x03 \x03(\v2\x1a.raftingest.ring.v1.MemberR\amembers\x12:\n" +
 	"\x06recent\x18\x04 \x03(\v2\".raftingest.ring.v1.AppliedRequestR\x06recent\x12K\n" +
-	"\x0fcompactor_lease\x18\x05 \x01(\v2\".raftingest.ring.v1.CompactorLeaseR\x0ecompactorLease\"Y\n" +
+	"\x0fcompactor_lease\x18\x05 \x01(\v2\".raftingest.ring.v1.CompactorLeaseR\x0ecompactorLease\x12>\n" +
+	"\vha_replicas\x182 \x03(\v2\x1d.raftingest.ring.v1.HAReplicaR\n" +
+	"haReplicas\"Y\n" +
 	"\fApplyRequest\x125\n" +
 	"\acommand\x18\x01 \x01(\v2\x1b.raftingest.ring.v1.CommandR\acommand\x12\x12\n" +
 	"\x04hops\x18\x02 \x01(\rR\x04hops\"S\n" +
@@ -1607,7 +1812,7 @@ const file_ring_proto_rawDesc = "" +
 	"\x06ACTIVE\x10\x00\x12\v\n" +
 	"\aLEAVING\x10\x01\x12\v\n" +
 	"\aPENDING\x10\x02\x12\v\n" +
-	"\aJOINING\x10\x03*\xdc\x01\n" +
+	"\aJOINING\x10\x03*\xfb\x01\n" +
 	"\x02Op\x12\x12\n" +
 	"\x0eOP_UNSPECIFIED\x10\x00\x12\x0f\n" +
 	"\vOP_REGISTER\x10\x01\x12\x13\n" +
@@ -1620,7 +1825,9 @@ const file_ring_proto_rawDesc = "" +
 	"\x11OP_ABORT_HANDOVER\x10\b\x12\r\n" +
 	"\tOP_REMOVE\x10\t\x12\x16\n" +
 	"\x12OP_CLAIM_COMPACTOR\x10\n" +
-	"2\xe4\x04\n" +
+	"\x12\x0f\n" +
+	"\vOP_HA_ELECT\x10\x14\x12\f\n" +
+	"\bOP_HA_GC\x10\x152\xe4\x04\n" +
 	"\x04Ring\x12L\n" +
 	"\x05Apply\x12 .raftingest.ring.v1.ApplyRequest\x1a!.raftingest.ring.v1.ApplyResponse\x12I\n" +
 	"\x04Join\x12\x1f.raftingest.ring.v1.JoinRequest\x1a .raftingest.ring.v1.JoinResponse\x12[\n" +
@@ -1644,60 +1851,64 @@ func file_ring_proto_rawDescGZIP() []byte {
 }
 
 var file_ring_proto_enumTypes = make([]protoimpl.EnumInfo, 2)
-var file_ring_proto_msgTypes = make([]protoimpl.MessageInfo, 20)
+var file_ring_proto_msgTypes = make([]protoimpl.MessageInfo, 22)
 var file_ring_proto_goTypes = []any{
 	(State)(0),                         // 0: raftingest.ring.v1.State
 	(Op)(0),                            // 1: raftingest.ring.v1.Op
 	(*Command)(nil),                    // 2: raftingest.ring.v1.Command
-	(*CompactorLease)(nil),             // 3: raftingest.ring.v1.CompactorLease
-	(*Member)(nil),                     // 4: raftingest.ring.v1.Member
-	(*AppliedRequest)(nil),             // 5: raftingest.ring.v1.AppliedRequest
-	(*Snapshot)(nil),                   // 6: raftingest.ring.v1.Snapshot
-	(*ApplyRequest)(nil),               // 7: raftingest.ring.v1.ApplyRequest
-	(*ApplyResponse)(nil),              // 8: raftingest.ring.v1.ApplyResponse
-	(*JoinRequest)(nil),                // 9: raftingest.ring.v1.JoinRequest
-	(*JoinResponse)(nil),               // 10: raftingest.ring.v1.JoinResponse
-	(*RemovePeerRequest)(nil),          // 11: raftingest.ring.v1.RemovePeerRequest
-	(*RemovePeerResponse)(nil),         // 12: raftingest.ring.v1.RemovePeerResponse
-	(*StatusRequest)(nil),              // 13: raftingest.ring.v1.StatusRequest
-	(*Server)(nil),                     // 14: raftingest.ring.v1.Server
-	(*StatusResponse)(nil),             // 15: raftingest.ring.v1.StatusResponse
-	(*GetRingRequest)(nil),             // 16: raftingest.ring.v1.GetRingRequest
-	(*GetRingResponse)(nil),            // 17: raftingest.ring.v1.GetRingResponse
-	(*TransferLeadershipRequest)(nil),  // 18: raftingest.ring.v1.TransferLeadershipRequest
-	(*TransferLeadershipResponse)(nil), // 19: raftingest.ring.v1.TransferLeadershipResponse
-	(*LeaveRequest)(nil),               // 20: raftingest.ring.v1.LeaveRequest
-	(*LeaveResponse)(nil),              // 21: raftingest.ring.v1.LeaveResponse
+	(*HACommand)(nil),                  // 3: raftingest.ring.v1.HACommand
+	(*HAReplica)(nil),                  // 4: raftingest.ring.v1.HAReplica
+	(*CompactorLease)(nil),             // 5: raftingest.ring.v1.CompactorLease
+	(*Member)(nil),                     // 6: raftingest.ring.v1.Member
+	(*AppliedRequest)(nil),             // 7: raftingest.ring.v1.AppliedRequest
+	(*Snapshot)(nil),                   // 8: raftingest.ring.v1.Snapshot
+	(*ApplyRequest)(nil),               // 9: raftingest.ring.v1.ApplyRequest
+	(*ApplyResponse)(nil),              // 10: raftingest.ring.v1.ApplyResponse
+	(*JoinRequest)(nil),                // 11: raftingest.ring.v1.JoinRequest
+	(*JoinResponse)(nil),               // 12: raftingest.ring.v1.JoinResponse
+	(*RemovePeerRequest)(nil),          // 13: raftingest.ring.v1.RemovePeerRequest
+	(*RemovePeerResponse)(nil),         // 14: raftingest.ring.v1.RemovePeerResponse
+	(*StatusRequest)(nil),              // 15: raftingest.ring.v1.StatusRequest
+	(*Server)(nil),                     // 16: raftingest.ring.v1.Server
+	(*StatusResponse)(nil),             // 17: raftingest.ring.v1.StatusResponse
+	(*GetRingRequest)(nil),             // 18: raftingest.ring.v1.GetRingRequest
+	(*GetRingResponse)(nil),            // 19: raftingest.ring.v1.GetRingResponse
+	(*TransferLeadershipRequest)(nil),  // 20: raftingest.ring.v1.TransferLeadershipRequest
+	(*TransferLeadershipResponse)(nil), // 21: raftingest.ring.v1.TransferLeadershipResponse
+	(*LeaveRequest)(nil),               // 22: raftingest.ring.v1.LeaveRequest
+	(*LeaveResponse)(nil),              // 23: raftingest.ring.v1.LeaveResponse
 }
 var file_ring_proto_depIdxs = []int32{
 	1,  // 0: raftingest.ring.v1.Command.op:type_name -> raftingest.ring.v1.Op
-	0,  // 1: raftingest.ring.v1.Member.state:type_name -> raftingest.ring.v1.State
-	4,  // 2: raftingest.ring.v1.Snapshot.members:type_name -> raftingest.ring.v1.Member
-	5,  // 3: raftingest.ring.v1.Snapshot.recent:type_name -> raftingest.ring.v1.AppliedRequest
-	3,  // 4: raftingest.ring.v1.Snapshot.compactor_lease:type_name -> raftingest.ring.v1.CompactorLease
-	2,  // 5: raftingest.ring.v1.ApplyRequest.command:type_name -> raftingest.ring.v1.Command
-	14, // 6: raftingest.ring.v1.StatusResponse.servers:type_name -> raftingest.ring.v1.Server
-	4,  // 7: raftingest.ring.v1.GetRingResponse.members:type_name -> raftingest.ring.v1.Member
-	3,  // 8: raftingest.ring.v1.GetRingResponse.compactor_lease:type_name -> raftingest.ring.v1.CompactorLease
-	7,  // 9: raftingest.ring.v1.Ring.Apply:input_type -> raftingest.ring.v1.ApplyRequest
-	9,  // 10: raftingest.ring.v1.Ring.Join:input_type -> raftingest.ring.v1.JoinRequest
-	11, // 11: raftingest.ring.v1.Ring.RemovePeer:input_type -> raftingest.ring.v1.RemovePeerRequest
-	13, // 12: raftingest.ring.v1.Ring.Status:input_type -> raftingest.ring.v1.StatusRequest
-	16, // 13: raftingest.ring.v1.Ring.GetRing:input_type -> raftingest.ring.v1.GetRingRequest
-	18, // 14: raftingest.ring.v1.Ring.TransferLeadership:input_type -> raftingest.ring.v1.TransferLeadershipRequest
-	20, // 15: raftingest.ring.v1.Ring.Leave:input_type -> raftingest.ring.v1.LeaveRequest
-	8,  // 16: raftingest.ring.v1.Ring.Apply:output_type -> raftingest.ring.v1.ApplyResponse
-	10, // 17: raftingest.ring.v1.Ring.Join:output_type -> raftingest.ring.v1.JoinResponse
-	12, // 18: raftingest.ring.v1.Ring.RemovePeer:output_type -> raftingest.ring.v1.RemovePeerResponse
-	15, // 19: raftingest.ring.v1.Ring.Status:output_type -> raftingest.ring.v1.StatusResponse
-	17, // 20: raftingest.ring.v1.Ring.GetRing:output_type -> raftingest.ring.v1.GetRingResponse
-	19, // 21: raftingest.ring.v1.Ring.TransferLeadership:output_type -> raftingest.ring.v1.TransferLeadershipResponse
-	21, // 22: raftingest.ring.v1.Ring.Leave:output_type -> raftingest.ring.v1.LeaveResponse
-	16, // [16:23] is the sub-list for method output_type
-	9,  // [9:16] is the sub-list for method input_type
-	9,  // [9:9] is the sub-list for extension type_name
-	9,  // [9:9] is the sub-list for extension extendee
-	0,  // [0:9] is the sub-list for field type_name
+	3,  // 1: raftingest.ring.v1.Command.ha:type_name -> raftingest.ring.v1.HACommand
+	0,  // 2: raftingest.ring.v1.Member.state:type_name -> raftingest.ring.v1.State
+	6,  // 3: raftingest.ring.v1.Snapshot.members:type_name -> raftingest.ring.v1.Member
+	7,  // 4: raftingest.ring.v1.Snapshot.recent:type_name -> raftingest.ring.v1.AppliedRequest
+	5,  // 5: raftingest.ring.v1.Snapshot.compactor_lease:type_name -> raftingest.ring.v1.CompactorLease
+	4,  // 6: raftingest.ring.v1.Snapshot.ha_replicas:type_name -> raftingest.ring.v1.HAReplica
+	2,  // 7: raftingest.ring.v1.ApplyRequest.command:type_name -> raftingest.ring.v1.Command
+	16, // 8: raftingest.ring.v1.StatusResponse.servers:type_name -> raftingest.ring.v1.Server
+	6,  // 9: raftingest.ring.v1.GetRingResponse.members:type_name -> raftingest.ring.v1.Member
+	5,  // 10: raftingest.ring.v1.GetRingResponse.compactor_lease:type_name -> raftingest.ring.v1.CompactorLease
+	9,  // 11: raftingest.ring.v1.Ring.Apply:input_type -> raftingest.ring.v1.ApplyRequest
+	11, // 12: raftingest.ring.v1.Ring.Join:input_type -> raftingest.ring.v1.JoinRequest
+	13, // 13: raftingest.ring.v1.Ring.RemovePeer:input_type -> raftingest.ring.v1.RemovePeerRequest
+	15, // 14: raftingest.ring.v1.Ring.Status:input_type -> raftingest.ring.v1.StatusRequest
+	18, // 15: raftingest.ring.v1.Ring.GetRing:input_type -> raftingest.ring.v1.GetRingRequest
+	20, // 16: raftingest.ring.v1.Ring.TransferLeadership:input_type -> raftingest.ring.v1.TransferLeadershipRequest
+	22, // 17: raftingest.ring.v1.Ring.Leave:input_type -> raftingest.ring.v1.LeaveRequest
+	10, // 18: raftingest.ring.v1.Ring.Apply:output_type -> raftingest.ring.v1.ApplyResponse
+	12, // 19: raftingest.ring.v1.Ring.Join:output_type -> raftingest.ring.v1.JoinResponse
+	14, // 20: raftingest.ring.v1.Ring.RemovePeer:output_type -> raftingest.ring.v1.RemovePeerResponse
+	17, // 21: raftingest.ring.v1.Ring.Status:output_type -> raftingest.ring.v1.StatusResponse
+	19, // 22: raftingest.ring.v1.Ring.GetRing:output_type -> raftingest.ring.v1.GetRingResponse
+	21, // 23: raftingest.ring.v1.Ring.TransferLeadership:output_type -> raftingest.ring.v1.TransferLeadershipResponse
+	23, // 24: raftingest.ring.v1.Ring.Leave:output_type -> raftingest.ring.v1.LeaveResponse
+	18, // [18:25] is the sub-list for method output_type
+	11, // [11:18] is the sub-list for method input_type
+	11, // [11:11] is the sub-list for extension type_name
+	11, // [11:11] is the sub-list for extension extendee
+	0,  // [0:11] is the sub-list for field type_name
 }
 
 func init() { file_ring_proto_init() }
@@ -1711,7 +1922,7 @@ func file_ring_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_ring_proto_rawDesc), len(file_ring_proto_rawDesc)),
 			NumEnums:      2,
-			NumMessages:   20,
+			NumMessages:   22,
 			NumExtensions: 0,
 			NumServices:   1,
 		},

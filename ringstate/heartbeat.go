@@ -44,8 +44,8 @@ func checkBatchFields(c *Command) error {
 		return bad("takes no member and no peer (each beat names its own)")
 	case c.RaftAddr != "" || c.GRPCAddr != "" || c.HTTPAddr != "" || c.Zone != "" || len(c.Tokens) > 0:
 		return bad("takes no addresses and no tokens")
-	case c.Replace || c.LeaseMs != 0 || c.CommandVersion != 0 || len(c.Readers) > 0:
-		return bad("takes no replace flag, lease, command version or readers (each beat carries its version)")
+	case c.Replace || c.LeaseMs != 0 || c.CommandVersion != 0 || len(c.Readers) > 0 || c.HA != nil:
+		return bad("takes no replace flag, lease, command version, readers or HA fields (each beat carries its version)")
 	}
 	return nil
 }

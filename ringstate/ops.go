@@ -37,6 +37,9 @@ var opNames = [...]string{"", "register", "claim-tokens", "activate", "heartbeat
 
 // String returns the command's name as logs and the CLI show it.
 func (o Op) String() string {
+	if n, ok := haName(o); ok {
+		return n
+	}
 	if int(o) < len(opNames) && o != 0 {
 		return opNames[o]
 	}
@@ -82,6 +85,8 @@ type Command struct {
 	Readers []MemberID
 	// Beats, for OpHeartbeatBatch only, are the heartbeats the entry carries: 1 to MaxBeats.
 	Beats []Beat
+	// HA, for OpHAElect and OpHAGC only, holds their fields (see hatracker.go); nil otherwise.
+	HA *HACommand
 }
 
 // LeaseCommandVersion is the Raft command version (raftfsm's format byte) that carries
@@ -369,6 +374,8 @@ func (b *builder) apply(c *Command) error {
 	case OpHeartbeatBatch:
 		b.heartbeatBatch(c.Beats, t)
 		return nil
+	case OpHAElect, OpHAGC:
+		return b.applyHA(c, t)
 	}
 	return fmt.Errorf("%w: unknown op %d", ErrInvalidCommand, uint8(c.Op))
 }
@@ -385,6 +392,9 @@ func checkFields(c *Command) error {
 	}
 	if len(c.Beats) > 0 {
 		return bad("only heartbeat-batch takes beats")
+	}
+	if c.HA != nil || isHAOp(c.Op) {
+		return checkHAFields(c)
 	}
 	hasAddr := c.RaftAddr != "" || c.GRPCAddr != "" || c.HTTPAddr != "" || c.Zone != ""
 	if c.LeaseMs != 0 && c.Op != OpClaimCompactor {

@@ -35,6 +35,10 @@ type Ring struct {
 
 	// lease is the compactor lease (see CompactorLease); the zero value when never granted.
 	lease CompactorLease
+
+	// ha is the HA tracker's state (see hatracker.go), sorted by tenant then cluster; shared,
+	// read-only, between rings (an HA op writes a copy).
+	ha []HAReplica
 }
 
 // maxRecent bounds the request-id memory. A client retries within seconds; thousands of commands

@@ -104,7 +104,7 @@ type linOutput struct {
 // The one op whose outcome does depend on time is the compactor lease claim (a lease expires in
 // ring time). It changes only the lease, which no other op's precondition, RingDigest or
 // modelDigest reads, so CheckRingLinearizable leaves claims out of the history (LeaseClaims)
-// rather than judge them at time 0.
+// rather than judge them at time 0; and so does it with the HA tracker's ops (HAOps).
 var RingModel = porcupine.Model{
 	Init: func() interface{} { return ringstate.New() },
 	Step: func(state, input, output interface{}) (bool, interface{}) {
@@ -165,6 +165,12 @@ type LinResult struct {
 	// RingModel), and nothing else reads the lease, so leaving them out hides no other outcome.
 	// The lease's own rules are checked by ringstate's property tests and raftfsm's real-Raft tests.
 	LeaseClaims int `json:"lease_claims_not_modelled,omitempty"`
+	// HAOps are the HA tracker's ops (OpHAElect, OpHAGC) left out of the history for the same
+	// reason: their outcome depends on ring time (the failover timeout, the idle time), and they
+	// change only the HA state, which no other op's precondition, RingDigest or modelDigest reads.
+	// Their rules are checked by ringstate's property tests, raftfsm's real-Raft tests and the
+	// process tier's ha checker.
+	HAOps int `json:"ha_ops_not_modelled,omitempty"`
 	// TrimmedHeartbeats are heartbeats with a known outcome left out because the history was
 	// longer than MaxLinearizableOps: they change nothing the model compares, so leaving them out
 	// only loses the check of their own codes.
@@ -187,6 +193,9 @@ func (r *LinResult) String() string {
 		v, r.Result, r.Ops, r.Reads, r.Checked, r.Unknown, r.Resolved, r.NotApplied, r.UnknownHeartbeats)
 	if r.LeaseClaims > 0 {
 		s += fmt.Sprintf(" lease-claims-not-modelled=%d", r.LeaseClaims)
+	}
+	if r.HAOps > 0 {
+		s += fmt.Sprintf(" ha-ops-not-modelled=%d", r.HAOps)
 	}
 	if r.TrimmedHeartbeats > 0 {
 		s += fmt.Sprintf(" heartbeats-trimmed-for-length=%d", r.TrimmedHeartbeats)
@@ -234,6 +243,10 @@ func CheckRingLinearizable(ops []RingOp, committed map[string]Committed, dir str
 		}
 		if !op.Read && op.Cmd.Op == ringstate.OpClaimCompactor {
 			res.LeaseClaims++
+			continue
+		}
+		if !op.Read && ringstate.IsHAOp(op.Cmd.Op) {
+			res.HAOps++
 			continue
 		}
 		if op.Read {

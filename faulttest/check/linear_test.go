@@ -211,3 +211,23 @@ func TestCheckRingLinearizable_BatchedHeartbeats(t *testing.T) {
 		t.Fatal("an acknowledged heartbeat of an unknown member passed: " + r.String())
 	}
 }
+
+// The HA tracker's ops are left out of the model's history too: a failover granted in the real
+// ring (the elected replica refreshed more than the failover timeout earlier) is refused at time 0.
+func TestCheckRingLinearizable_HAOpsNotModelled(t *testing.T) {
+	reg := ringstate.Command{Op: ringstate.OpRegister, Member: "n1", RaftAddr: "10.0.0.1:1", RequestID: "reg"}
+	after := func() string { r, _, _ := ringstate.New().Apply(reg, 0); return RingDigest(r) }()
+	elect := func(replica string) ringstate.Command {
+		return ringstate.Command{Op: ringstate.OpHAElect, Member: "n1", HA: &ringstate.HACommand{Tenant: "t", Cluster: "c",
+			Replica: replica, FailoverMs: 1000, MaxClusters: 1}}
+	}
+	ops := []RingOp{{Client: 0, Cmd: reg, Call: at(1), Return: at(2)},
+		{Client: 1, Cmd: elect("r1"), Call: at(3), Return: at(4), Code: ringstate.CodeOK},
+		// Granted in the real ring after the failover timeout; at time 0 the model would refuse it.
+		{Client: 1, Cmd: elect("r2"), Call: at(5), Return: at(6), Code: ringstate.CodeOK},
+		{Client: 2, Read: true, Call: at(7), Return: at(8), Digest: after}}
+	r := CheckRingLinearizable(ops, nil, "", time.Minute)
+	if !r.Valid() || r.HAOps != 2 || r.Checked != 2 || !strings.Contains(r.String(), "ha-ops-not-modelled=2") {
+		t.Fatal(r.String())
+	}
+}

@@ -17,7 +17,9 @@ import (
 // workload each.
 var shortSet = []Scenario{
 	{Name: "kill-pause", Faults: []string{KillOne, KillLeader, PauseShort, PauseLong}},
-	{Name: "partitions", Faults: []string{IsolateOne, IsolateLeader, IsolateReject, OneWayLeader, DistributorOnly}},
+	// With the HA-pair workload beside the writers: two replicas of a Prometheus HA pair fail over
+	// in turn while the nodes are partitioned; the ha checker judges no gap and no duplicate.
+	{Name: "partitions", HAPair: true, Faults: []string{IsolateOne, IsolateLeader, IsolateReject, OneWayLeader, DistributorOnly}},
 	// kill -9 of every member, then a crash burst (all killed again 1–2s after each restart, during
 	// WAL replay and election): checker 7 reads everything back after each.
 	{Name: "crash-all", Fixed: []Step{{Kind: KillAll, At: 4 * time.Second, Dur: 3 * time.Second},
@@ -173,6 +175,9 @@ var fullSet = append([]Scenario{
 	staleRingRegression,
 	zoneLoss,
 	voterDeath,
+	// The HA pair on 5 members under every partition kind and kills, failing over every 8s.
+	{Name: "ha-pair", Nodes: 5, HAPair: true, Faults: []string{IsolateOne, IsolateLeader, IsolateReject, OneWayLeader,
+		DistributorOnly, KillOne, KillLeader, PauseShort}},
 }, shortSet...)
 
 // voterDeath is 5 members with 3 voters: a follower voter killed -9 and kept down (a machine gone

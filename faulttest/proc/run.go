@@ -64,6 +64,10 @@ type Scenario struct {
 	// OutOfOrder, when > 1, runs every node with -ingester.out-of-order-time-window=1m and has the
 	// writers send each block of OutOfOrder consecutive samples in a random order (Writer.oooBlock).
 	OutOfOrder int
+	// HAPair runs the HA-pair workload (hapair.go) beside the writers, with the HA tracker on
+	// every member, and the ha checker: no sample acked and lost, none deduplicated and stored, no
+	// two replicas stored at overlapping times, no drop without the other replica's data around it.
+	HAPair bool
 }
 
 // voterReplaceSlack is what a voter replacement may take beyond -raft.voter-replace-after: the
@@ -154,6 +158,9 @@ func Run(ctx context.Context, env Env, sc Scenario) (*faulttest.Report, error) {
 		}
 		if sc.Handover {
 			n.args = append(n.args, handoverNodeFlags...)
+		}
+		if sc.HAPair {
+			n.args = append(n.args, haFlags...)
 		}
 	}
 	if sc.Handover {
@@ -268,6 +275,14 @@ func Run(ctx context.Context, env Env, sc Scenario) (*faulttest.Report, error) {
 			defer wg.Done()
 			w.run(wctx, i, rand.New(rand.NewPCG(uint64(sc.Seed), uint64(10+i))))
 		}()
+	}
+	var ha *haPair
+	if sc.HAPair {
+		ha = newHAPair(c, start)
+		for r := 1; r <= 2; r++ {
+			wg.Add(1)
+			go func() { defer wg.Done(); ha.run(wctx, r, rand.New(rand.NewPCG(uint64(sc.Seed), uint64(100+r)))) }()
+		}
 	}
 	wg.Add(1)
 	if sc.Handover {
@@ -408,6 +423,22 @@ func Run(ctx context.Context, env Env, sc Scenario) (*faulttest.Report, error) {
 	set := check.CheckSet(hist, periodic, final)
 	perMu.Unlock()
 	rep.Add("set", set.Valid(), set.String(), set)
+	if ha != nil {
+		res, leaks, err := ha.check(ctx)
+		switch {
+		case err != nil:
+			rep.Add("ha", false, "FAIL reading the HA pair's samples: "+err.Error(), nil)
+		case leaks > 0:
+			rep.Add("ha", false, fmt.Sprintf("FAIL %d series kept the replica label; %s", leaks, res.String()), res)
+		default:
+			rep.Add("ha", res.Valid(), res.String(), res)
+		}
+		if !res.Valid() {
+			ha.mu.Lock()
+			env.Logf("HA pair push failures: %v", ha.fails)
+			ha.mu.Unlock()
+		}
+	}
 	rep.Add("values", len(corrupt) == 0, fmt.Sprintf("%s samples-with-wrong-value=%d %v", passFail(len(corrupt) == 0), len(corrupt), firstN(corrupt, 5)), nil)
 
 	// Replication against the recovered ring.
