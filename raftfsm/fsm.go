@@ -183,6 +183,8 @@ func (f *FSM) logEvents(index uint64, cmd *ringstate.Command, events []ringstate
 				"op", cmd.Op.String(), "index", index)
 		case ringstate.EventTokensChanged:
 			f.logger.Debug("ring member tokens changed", "member", e.Member, "index", index)
+		case ringstate.EventZoneChanged:
+			f.logger.Info("ring member zone changed", "member", e.Member, "index", index)
 		}
 	}
 }

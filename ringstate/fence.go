@@ -13,10 +13,12 @@ import "slices"
 // spills past an unhealthy member is a temporary substitute, and reads ask every readable member.
 
 // OwnershipChanged reports whether a member's change from before to after can move series between
-// replication sets: it became or stopped being ACTIVE, an ACTIVE member's tokens changed, or it
+// replication sets: it became or stopped being ACTIVE, an ACTIVE member's tokens changed, it
 // started or stopped owning tokens (which changes the effective replication factor of rings smaller
-// than RF). A nil before is a member added, a nil after one removed. A change of addresses, zone,
-// heartbeat, command version or hand-over peer alone is not an ownership change, nor are the tokens
+// than RF), or a member that owns tokens moved to another zone (zone-aware placement takes one
+// member per zone, and the zones that own tokens cap its replication factor). A nil before is a
+// member added, a nil after one removed. A change of addresses, heartbeat, command version or
+// hand-over peer alone is not an ownership change, nor are the tokens
 // of a member that is not ACTIVE before or after (JOINING receiving them): they take writes only
 // once it becomes ACTIVE, which is a change then.
 func OwnershipChanged(before, after *Member) bool {
@@ -24,6 +26,8 @@ func OwnershipChanged(before, after *Member) bool {
 	ownsB, ownsA := before != nil && len(before.Tokens) > 0, after != nil && len(after.Tokens) > 0
 	switch {
 	case activeB != activeA, ownsB != ownsA:
+		return true
+	case ownsB && ownsA && before.Zone != after.Zone:
 		return true
 	case activeB && activeA:
 		return !slices.Equal(before.Tokens, after.Tokens)

@@ -22,9 +22,12 @@ func TestOwnershipChanged(t *testing.T) {
 		{"removed LEAVING without tokens", &Member{ID: "a", State: LEAVING}, nil, false},
 		{"removed LEAVING with tokens", &Member{ID: "a", State: LEAVING, Tokens: Tokens{3}}, nil, true},
 		{"heartbeat", active, with(active, func(m *Member) { m.HeartbeatMs = 99 }), false},
-		{"addresses, zone, version", active, with(active, func(m *Member) {
-			m.GRPCAddr, m.RaftAddr, m.HTTPAddr, m.Zone, m.CommandVersion = "x:1", "y:2", "z:3", "z1", 3
+		{"addresses, version", active, with(active, func(m *Member) {
+			m.GRPCAddr, m.RaftAddr, m.HTTPAddr, m.CommandVersion = "x:1", "y:2", "z:3", 3
 		}), false},
+		// Zone-aware placement takes one member per zone and caps RF by the zones owning tokens.
+		{"zone of a token owner", active, with(active, func(m *Member) { m.Zone = "z1" }), true},
+		{"zone of a PENDING member", &Member{ID: "a", State: PENDING}, &Member{ID: "a", State: PENDING, Zone: "z1"}, false},
 		{"ACTIVE -> LEAVING", active, with(active, func(m *Member) { m.State = LEAVING }), true},
 		{"LEAVING -> ACTIVE (restart)", with(active, func(m *Member) { m.State = LEAVING }), active, true},
 		{"ACTIVE tokens changed", active, with(active, func(m *Member) { m.Tokens = Tokens{1, 6} }), true},
@@ -49,6 +52,9 @@ func placementModel(r *Ring) map[MemberID]string {
 	for i := 0; i < r.Len(); i++ {
 		m := r.MemberAt(i)
 		key := "owns:" + boolStr(len(m.Tokens) > 0)
+		if len(m.Tokens) > 0 {
+			key += " zone:" + m.Zone
+		}
 		if m.State == ACTIVE {
 			key += " active:" + tokensStr(m.Tokens)
 		}

@@ -183,6 +183,9 @@ const (
 	// EventHeartbeatSkipped: a heartbeat of a batch (OpHeartbeatBatch) named a member the ring
 	// does not know; it changed nothing, and its sender is told ErrUnknownMember.
 	EventHeartbeatSkipped
+	// EventZoneChanged: a member registered again with another zone. For a member that owns
+	// tokens it moves series under zone-aware placement (OwnershipChanged).
+	EventZoneChanged
 )
 
 // Event reports one effect of a command, so callers can log and count without diffing rings.
@@ -569,6 +572,9 @@ func (b *builder) register(c *Command, t int64) error {
 	// below, each learned from a Cortex incident.
 	b.own()
 	m := &b.r.members[i]
+	if m.Zone != c.Zone {
+		b.events = append(b.events, Event{Kind: EventZoneChanged, Member: m.ID, From: m.State, To: m.State})
+	}
 	m.GRPCAddr, m.HTTPAddr, m.Zone, m.HeartbeatMs = c.GRPCAddr, c.HTTPAddr, c.Zone, t
 	// A register restates the member's build: a member rolled back to a build that does not
 	// advertise goes back to 0, and the leader stops proposing commands it cannot read.

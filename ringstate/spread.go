@@ -58,26 +58,63 @@ func (r *Ring) PlacementSpread(p Placement) float64 {
 // ring before the other, so the bound is kept per claim, not transactionally — the joiners'
 // balanced tokens keep the ring well inside it, and the check stops what does not come from them
 // (random tokens, a hand-edited tokens file).
+//
+// Two kinds of claim always pass, or a ring could be stuck with no way back: a claim on a ring (or
+// zone) too small to judge before it (PlacementSpread 0: it is growing back to MinMembersForSpread
+// owners, and the joiner's balanced tokens are the best it can do there), and a member replacing
+// tokens it already owns (a restart with another -ring.num-tokens: trimmed or topped up, its share
+// moves, and refusing would keep the old count for ever).
 func (r *Ring) CheckClaimSpread(cmd Command, p Placement, maxSpread float64) error {
 	if maxSpread <= 0 || cmd.Op != OpClaimTokens {
+		return nil
+	}
+	if m, ok := r.Member(cmd.Member); ok && len(m.Tokens) > 0 {
+		return nil
+	}
+	zone := ""
+	if m, ok := r.Member(cmd.Member); ok {
+		zone = m.Zone
+	}
+	before := r.claimSpread(p, zone)
+	if before == 0 {
 		return nil
 	}
 	next, _, err := r.Apply(cmd, r.timeMs)
 	if err != nil {
 		return nil // Apply refuses it with its own, better reason
 	}
-	after := next.PlacementSpread(p)
-	if after <= maxSpread {
-		return nil
-	}
-	before := r.PlacementSpread(p)
-	if before > 0 && after <= before {
+	after := next.claimSpread(p, zone)
+	if after <= maxSpread || after <= before {
 		return nil
 	}
 	scope := "the ring"
 	if p.ZoneAware {
-		scope = "a zone"
+		scope = fmt.Sprintf("zone %q", zone)
 	}
 	return fmt.Errorf("%w: %s's %d tokens would make the largest ownership %.3g times the smallest in %s (from %.3g), over the bound of %.3g (-ring.max-ownership-spread): claim balanced tokens (-ring.token-generation-strategy=balanced) or fix the tokens file",
 		ErrSpread, cmd.Member, len(cmd.Tokens), after, scope, before, maxSpread)
+}
+
+// claimSpread is the spread a claim by a member of zone can change: the ring's, or under zone
+// awareness that of zone's sub-ring (the other zones' shares do not move); 0 when it has fewer than
+// MinMembersForSpread token owners.
+func (r *Ring) claimSpread(p Placement, zone string) float64 {
+	if !p.ZoneAware {
+		return r.PlacementSpread(p)
+	}
+	var ms []Member
+	for i := range r.members {
+		if m := r.members[i]; m.Zone == zone && len(m.Tokens) > 0 {
+			m.HandoverPeer = ""
+			ms = append(ms, m)
+		}
+	}
+	if len(ms) < MinMembersForSpread {
+		return 0
+	}
+	sub, err := Restore(ms, r.timeMs, nil)
+	if err != nil {
+		return 0
+	}
+	return sub.OwnershipSpread()
 }
