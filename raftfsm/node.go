@@ -55,6 +55,9 @@ type Node struct {
 	// leaderSince is when this node last became leader, zero while it is not; read and written by
 	// the background loop (run) only.
 	leaderSince time.Time
+	// swapLeftover is the voter a zone swap of this leader failed to demote (spreadVoters), for
+	// trimVoters to finish; empty otherwise. Read and written under confMu.
+	swapLeftover raft.ServerID
 	// lastRemoval is when a member was last removed through this node as leader (a time.Time),
 	// for the auto-forget holdoff.
 	lastRemoval atomic.Value

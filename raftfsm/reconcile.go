@@ -262,7 +262,7 @@ func (n *Node) reconcileVoters(ctx context.Context) {
 		if n.cfg.VoterReplaceAfter > 0 && n.replaceSilentVoter(ctx, conf, prev, nonvoters, recent) {
 			return
 		}
-		if voters > n.cfg.MaxVoters {
+		if voters > n.cfg.MaxVoters && n.swapLeftover != "" {
 			n.trimVoters(ctx, conf, prev)
 			return
 		}
@@ -519,6 +519,8 @@ func (n *Node) spreadVoters(ctx context.Context, conf raft.Configuration, prev u
 	n.metrics.voterChange("promoted", "zone_spread")
 	d := n.raft.DemoteVoter(demote.ID, f.Index(), timeout)
 	if err := wait(ctx, d, timeout); err != nil {
+		// One voter too many until trimVoters, on this leader, finishes the swap.
+		n.swapLeftover = demote.ID
 		n.logger.Warn("demoting a voter to spread voters over zones failed", "peer", string(demote.ID), "err", err)
 		return
 	}
@@ -528,11 +530,10 @@ func (n *Node) spreadVoters(ctx context.Context, conf raft.Configuration, prev u
 	n.poke()
 }
 
-// pickTrim picks the voter to demote when there are more than -raft.max-voters: spreadVoters
-// promotes before it demotes, and when the demotion fails (the leader lost its leadership between
-// the two) the configuration keeps one voter too many. The most crowded zone's voter with the
-// highest id, never self; without zones, the voter with the highest id. nil when only self is a
-// voter.
+// pickTrim picks the voter to demote to finish a zone swap whose demotion failed: spreadVoters
+// promotes before it demotes, and when the demotion fails the configuration keeps one voter too
+// many. The most crowded zone's voter with the highest id, never self; without zones, the voter
+// with the highest id. nil when only self is a voter.
 func pickTrim(voters []raft.Server, self raft.ServerID, r *ringstate.Ring) *raft.Server {
 	perZone := voterZones(r, voters)
 	var pick *raft.Server
@@ -554,10 +555,16 @@ func pickTrim(voters []raft.Server, self raft.ServerID, r *ringstate.Ring) *raft
 	return pick
 }
 
-// trimVoters demotes one voter beyond -raft.max-voters (pickTrim).
+// trimVoters finishes a zone swap whose demotion failed on this leader (swapLeftover): it demotes
+// one voter beyond -raft.max-voters (pickTrim). Voters beyond the limit that an operator asked for
+// (ringctl join -voter) are left alone: only a swap this node started is finished. A swap whose
+// leader lost office between its two changes keeps its extra voter until that node leads again
+// (rare: the demotion follows the promotion at once; the extra voter costs a larger quorum, not
+// safety).
 func (n *Node) trimVoters(ctx context.Context, conf raft.Configuration, prev uint64) {
 	victim := pickTrim(votersOf(conf, ""), n.id, n.fsm.Ring())
 	if victim == nil {
+		n.swapLeftover = ""
 		return
 	}
 	timeout := n.timeout(ctx)
@@ -566,6 +573,7 @@ func (n *Node) trimVoters(ctx context.Context, conf raft.Configuration, prev uin
 		n.logger.Warn("demoting a voter beyond -raft.max-voters failed", "peer", string(victim.ID), "err", err)
 		return
 	}
+	n.swapLeftover = ""
 	n.metrics.voterChange("demoted", "over_max")
 	n.logger.Info("demoted a voter beyond -raft.max-voters", "peer", string(victim.ID), "zone", zoneOf(n.fsm.Ring(), victim.ID), "index", f.Index())
 	n.poke()
