@@ -302,7 +302,7 @@ func TestOTLP_TranslationBoundedBeforeTranslating(t *testing.T) {
 	if n := e.pool.totalCalls(); n != 0 {
 		t.Errorf("%d pushes reached the ingesters", n)
 	}
-	series, bytes := otlpEstimate(md)
+	series, bytes := otlpEstimate(md, nil)
 	if series != 20_003+1 || bytes < 20_003*8000 {
 		t.Errorf("estimate %d series %d bytes, want 20004 series and at least %d bytes", series, bytes, 20_003*8000)
 	}
@@ -325,5 +325,34 @@ func TestOTLP_ServerFailuresAre503(t *testing.T) {
 	resp.Body.Close()
 	if resp.StatusCode != http.StatusServiceUnavailable || resp.Header.Get("Retry-After") == "" {
 		t.Fatalf("%d, Retry-After %q: want 503 with Retry-After", resp.StatusCode, resp.Header.Get("Retry-After"))
+	}
+}
+
+// TestOTLP_CollectorBatchAccepted: the Collector's default batch, 8192 histogram points of the 11
+// default bounds (114,688 series once translated, over -distributor.max-series-per-request's 100k),
+// is accepted: OTLP clients drop a 413 for good, and the bytes bound the memory.
+func TestOTLP_CollectorBatchAccepted(t *testing.T) {
+	e := newOTLPEnv(t, defaultConfig())
+	md := pmetric.NewMetrics()
+	rm := md.ResourceMetrics().AppendEmpty()
+	rm.Resource().Attributes().PutStr("service.name", "svc")
+	rm.Resource().Attributes().PutStr("host.name", strings.Repeat("h", 200)) // on target_info only
+	hh := rm.ScopeMetrics().AppendEmpty().Metrics().AppendEmpty()
+	hh.SetName("http.server.duration")
+	hist := hh.SetEmptyHistogram()
+	hist.SetAggregationTemporality(pmetric.AggregationTemporalityCumulative)
+	bounds := []float64{0, 5, 10, 25, 50, 75, 100, 250, 500, 1000, 2500}
+	for i := range 8192 {
+		dp := hist.DataPoints().AppendEmpty()
+		dp.SetTimestamp(pcommon.NewTimestampFromTime(testNow()))
+		dp.ExplicitBounds().FromRaw(bounds)
+		dp.BucketCounts().FromRaw(make([]uint64, len(bounds)+1))
+		dp.Attributes().PutStr("route", fmt.Sprintf("/r%d", i))
+	}
+	body, _ := pmetricotlp.NewExportRequestFromMetrics(md).MarshalProto()
+	if code, _, resp := postOTLP(t, e, body, "application/x-protobuf", ""); code != http.StatusOK {
+		var st spb.Status
+		_ = proto.Unmarshal(resp, &st)
+		t.Fatalf("a Collector-sized batch: %d %q", code, st.Message)
 	}
 }

@@ -38,10 +38,11 @@ var errTranslatedTooLarge = errors.New("the OTLP request translates to too much"
 // each plus _sum and _count per summary point; one per exponential histogram point; a target_info
 // per resource) and their bytes (each carrying its point's attributes, the resource's attributes
 // — an upper bound of what is promoted, job and instance — the metric's name with suffixes, and
-// the label and sample structures). Translation repeats a point's attributes on every series it
+// the label and sample structures; the resource's attributes on target_info, its identifying
+// and promoted ones on every series). Translation repeats a point's attributes on every series it
 // makes, so a small body can make a hundred times its size; the estimate is checked against
 // the request bounds before anything is translated.
-func otlpEstimate(md pmetric.Metrics) (series, bytes int) {
+func otlpEstimate(md pmetric.Metrics, promoted []string) (series, bytes int) {
 	const (
 		perLabel  = 32 + 8 // a label's structure and encoding overhead
 		perSeries = 64     // series and sample structures, encoding overhead
@@ -50,9 +51,19 @@ func otlpEstimate(md pmetric.Metrics) (series, bytes int) {
 	rms := md.ResourceMetrics()
 	for i := 0; i < rms.Len(); i++ {
 		rm := rms.At(i)
-		resBytes, resLabels := attrsSize(rm.Resource().Attributes())
-		series++ // target_info
-		bytes += perSeries + resBytes + resLabels*perLabel
+		attrs := rm.Resource().Attributes()
+		allBytes, allLabels := attrsSize(attrs)
+		series++ // target_info carries every resource attribute
+		bytes += perSeries + allBytes + allLabels*perLabel
+		// Every other series carries job and instance (from the identifying attributes) and the
+		// promoted attributes only.
+		resBytes, resLabels := 0, 0
+		for _, k := range append([]string{"service.name", "service.namespace", "service.instance.id"}, promoted...) {
+			if v, ok := attrs.Get(k); ok {
+				resBytes += len(k) + len(v.AsString())
+				resLabels++
+			}
+		}
 		sms := rm.ScopeMetrics()
 		for j := 0; j < sms.Len(); j++ {
 			ms := sms.At(j).Metrics()
