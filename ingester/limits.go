@@ -30,7 +30,7 @@ const DefaultMaxGlobalSeriesPerUser = 150_000
 
 func (c *seriesLimitsConfig) RegisterFlags(f *flag.FlagSet) {
 	f.IntVar(&c.MaxGlobalSeriesPerUser, "ingester.max-global-series-per-user", DefaultMaxGlobalSeriesPerUser,
-		"Maximum number of in-memory series per tenant across the cluster. Each ingester enforces it as a local limit, global / N * RF, with N the ACTIVE and healthy ring members and RF the effective replication factor (Mimir's conversion: series spread evenly over the ingesters, each stored RF times), recomputed when the ring changes and ignored while no member is ACTIVE; the smaller of it and -ingester.max-series-per-tenant applies. A push creating a series over it is refused with 400 for that series. 0 to disable.")
+		"Maximum number of in-memory series per tenant across the cluster. Each ingester enforces it as a local limit, global / N * RF, with N the ACTIVE and healthy ring members and RF the effective replication factor (Mimir's conversion: series spread evenly over the ingesters, each stored RF times; with zone awareness, global * RF / zones / N with N the ACTIVE and healthy members of this member's zone), recomputed when the ring changes and ignored while no member is ACTIVE; the smaller of it and -ingester.max-series-per-tenant applies. A push creating a series over it is refused with 400 for that series. 0 to disable.")
 }
 
 func (c *seriesLimitsConfig) Validate() error {

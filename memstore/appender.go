@@ -116,9 +116,7 @@ func (a *Appender) Append(lset labels.Labels, samples []Sample) {
 						ms.ooo = &oooData{}
 					}
 					ms.ooo.reserved++
-					if ms.insertOOO(smp) {
-						a.newChunks++
-					}
+					a.newChunks += ms.insertOOO(smp)
 				} else {
 					ms.reserveOOO(smp)
 					reserved++

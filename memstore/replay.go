@@ -168,9 +168,7 @@ func (rw *replayWorker) applySamples(es []walSamples) {
 					ms.ooo = &oooData{}
 				}
 				ms.ooo.reserved++
-				if ms.insertOOO(smp) {
-					nc++
-				}
+				nc += ms.insertOOO(smp)
 				rw.samples++
 			default:
 				rw.skipped++

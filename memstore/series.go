@@ -165,9 +165,7 @@ func (s *memSeries) applyUpTo(end uint64, maxAgeMs int64) (newChunks int) {
 	ops := s.pending[s.pendStart : int(s.pendStart)+n]
 	for _, op := range ops {
 		if op.chunk == oooOp {
-			if s.insertOOO(op.s) {
-				newChunks++
-			}
+			newChunks += s.insertOOO(op.s)
 			continue
 		}
 		if op.chunk != nil {

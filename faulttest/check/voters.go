@@ -64,7 +64,8 @@ func CheckVoterDeaths(ds []VoterDeath, bound time.Duration) VoterDeathResult {
 
 // VotersReplaced reports whether voters (a configuration read after dead was killed) show dead
 // replaced: dead is not a voter, and the voters that are not dead are at least as many as the
-// live voters were (want).
+// live voters were (want). It counts every voter other than dead as live: sound for schedules
+// that kill one voter at a time and heal it before the next (voter-death's), not beyond.
 func VotersReplaced(voters []string, dead string, want int) bool {
 	n := 0
 	for _, v := range voters {
