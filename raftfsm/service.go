@@ -253,6 +253,9 @@ func (s *service) GetRing(ctx context.Context, req *ringpb.GetRingRequest) (*rin
 		TimeMs: r.TimeMs(), Members: ringpb.FromRing(r), AppliedIndex: idx,
 		HeartbeatTimeoutMs: s.n.cfg.RingHeartbeatTimeout.Milliseconds(),
 		CompactorLease:     ringpb.FromLease(r.CompactorLease()),
+		AutoForgetAfterMs:  int64(s.n.cfg.AutoForgetPeriods) * s.n.cfg.RingHeartbeatTimeout.Milliseconds(),
+		ReplicationFactor:  uint32(max(s.n.cfg.ReplicationFactor, 0)),
+		ZoneAware:          s.n.cfg.ZoneAware,
 	}, nil
 }
 

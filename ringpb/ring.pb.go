@@ -1437,8 +1437,14 @@ type GetRingResponse struct {
 	// compactor_lease is the ring's compactor lease; absent when none was ever granted (or from an
 	// older node).
 	CompactorLease *CompactorLease `protobuf:"bytes,5,opt,name=compactor_lease,json=compactorLease,proto3" json:"compactor_lease,omitempty"`
-	unknownFields  protoimpl.UnknownFields
-	sizeCache      protoimpl.SizeCache
+	// auto_forget_after_ms is the answering node's -ring.auto-forget-unhealthy-periods times its
+	// heartbeat timeout (0: auto-forget off, or an older node); replication_factor and zone_aware
+	// are its placement, so that clients explain auto-forget the way its leader decides.
+	AutoForgetAfterMs int64  `protobuf:"varint,6,opt,name=auto_forget_after_ms,json=autoForgetAfterMs,proto3" json:"auto_forget_after_ms,omitempty"`
+	ReplicationFactor uint32 `protobuf:"varint,7,opt,name=replication_factor,json=replicationFactor,proto3" json:"replication_factor,omitempty"`
+	ZoneAware         bool   `protobuf:"varint,8,opt,name=zone_aware,json=zoneAware,proto3" json:"zone_aware,omitempty"`
+	unknownFields     protoimpl.UnknownFields
+	sizeCache         protoimpl.SizeCache
 }
 
 func (x *GetRingResponse) Reset() {
@@ -1504,6 +1510,27 @@ func (x *GetRingResponse) GetCompactorLease() *CompactorLease {
 		return x.CompactorLease
 	}
 	return nil
+}
+
+func (x *GetRingResponse) GetAutoForgetAfterMs() int64 {
+	if x != nil {
+		return x.AutoForgetAfterMs
+	}
+	return 0
+}
+
+func (x *GetRingResponse) GetReplicationFactor() uint32 {
+	if x != nil {
+		return x.ReplicationFactor
+	}
+	return 0
+}
+
+func (x *GetRingResponse) GetZoneAware() bool {
+	if x != nil {
+		return x.ZoneAware
+	}
+	return false
 }
 
 type TransferLeadershipRequest struct {
@@ -1792,13 +1819,17 @@ const file_ring_proto_rawDesc = "" +
 	" \x01(\x04R\x11lastSnapshotIndex\"H\n" +
 	"\x0eGetRingRequest\x12\"\n" +
 	"\flinearizable\x18\x01 \x01(\bR\flinearizable\x12\x12\n" +
-	"\x04hops\x18\x02 \x01(\rR\x04hops\"\x84\x02\n" +
+	"\x04hops\x18\x02 \x01(\rR\x04hops\"\x83\x03\n" +
 	"\x0fGetRingResponse\x12\x17\n" +
 	"\atime_ms\x18\x01 \x01(\x03R\x06timeMs\x124\n" +
 	"\amembers\x18\x02 \x03(\v2\x1a.raftingest.ring.v1.MemberR\amembers\x12#\n" +
 	"\rapplied_index\x18\x03 \x01(\x04R\fappliedIndex\x120\n" +
 	"\x14heartbeat_timeout_ms\x18\x04 \x01(\x03R\x12heartbeatTimeoutMs\x12K\n" +
-	"\x0fcompactor_lease\x18\x05 \x01(\v2\".raftingest.ring.v1.CompactorLeaseR\x0ecompactorLease\"?\n" +
+	"\x0fcompactor_lease\x18\x05 \x01(\v2\".raftingest.ring.v1.CompactorLeaseR\x0ecompactorLease\x12/\n" +
+	"\x14auto_forget_after_ms\x18\x06 \x01(\x03R\x11autoForgetAfterMs\x12-\n" +
+	"\x12replication_factor\x18\a \x01(\rR\x11replicationFactor\x12\x1d\n" +
+	"\n" +
+	"zone_aware\x18\b \x01(\bR\tzoneAware\"?\n" +
 	"\x19TransferLeadershipRequest\x12\x0e\n" +
 	"\x02id\x18\x01 \x01(\tR\x02id\x12\x12\n" +
 	"\x04hops\x18\x02 \x01(\rR\x04hops\"@\n" +

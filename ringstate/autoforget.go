@@ -88,3 +88,56 @@ func (r *Ring) sharesSetWithUnwritable(c int32, p Placement, timeoutMs int64) (M
 	}
 	return "", false
 }
+
+// ForgetVerdict is what auto-forget makes of one unhealthy member (AutoForgetVerdicts), for
+// operators: ringctl ring prints it.
+type ForgetVerdict struct {
+	Member MemberID
+	// Next is true for the member AutoForgetFor picks now (the leader forgets it at its next
+	// decision, its holdoff allowing).
+	Next bool
+	// Why says what it waits for, what blocks it, or why it is next.
+	Why string
+}
+
+// AutoForgetVerdicts explains AutoForgetFor for every unhealthy member, sorted by id: the one it
+// picks, and for the others whether they wait for their heartbeat to age past afterMs, wait their
+// turn, are in a hand-over, or are blocked by a member sharing a replication set with them that is
+// not ACTIVE and healthy. Empty when auto-forget is off (afterMs 0), or when the effective
+// replication factor under p is below 3 (then one verdict per unhealthy member says so). Pure, as
+// AutoForgetFor; it does not know the leader's holdoff between two forgets.
+func (r *Ring) AutoForgetVerdicts(p Placement, timeoutMs, afterMs int64) []ForgetVerdict {
+	if afterMs <= 0 || timeoutMs <= 0 {
+		return nil
+	}
+	next, why, ok := r.AutoForgetFor(p, timeoutMs, afterMs)
+	rf := r.EffectiveRFFor(p)
+	now := r.timeMs
+	var out []ForgetVerdict
+	for i := range r.members {
+		m := &r.members[i]
+		if m.Healthy(now, timeoutMs) {
+			continue
+		}
+		age := int64(uint64(now) - uint64(m.HeartbeatMs))
+		v := ForgetVerdict{Member: m.ID}
+		switch {
+		case ok && m.ID == next:
+			v.Next, v.Why = true, "next to forget: "+why
+		case rf < 3:
+			v.Why = fmt.Sprintf("never: the effective replication factor is %d, below 3, so its copies may be the last", rf)
+		case m.HandoverPeer != "":
+			v.Why = "in a hand-over with " + string(m.HandoverPeer) + ": the hand-over decides"
+		case age < afterMs:
+			v.Why = fmt.Sprintf("waits: heartbeat %ds old, forgotten after %ds", age/1000, afterMs/1000)
+		default:
+			if blocker, blocked := r.sharesSetWithUnwritable(int32(i), Placement{RF: rf, ZoneAware: p.ZoneAware}, timeoutMs); blocked {
+				v.Why = fmt.Sprintf("blocked: it shares a replication set with %s, which is not ACTIVE and healthy (forgetting both could drop the last copy; remove one with ringctl remove once its data is safe)", blocker)
+			} else {
+				v.Why = "waits its turn: " + string(next) + " goes first"
+			}
+		}
+		out = append(out, v)
+	}
+	return out
+}

@@ -2,6 +2,7 @@ package ringstate
 
 import (
 	"fmt"
+	"strings"
 	"testing"
 )
 
@@ -140,5 +141,46 @@ func TestAutoForget_NeedsThreeReplicas(t *testing.T) {
 	}
 	if _, _, ok := r.AutoForget(3, 60_000, 180_000); !ok {
 		t.Fatal("RF 3: the silent member is not forgotten (the test ring is wrong)")
+	}
+}
+
+// TestAutoForgetVerdicts: every unhealthy member gets one verdict, and the picked one agrees with
+// AutoForgetFor; a member silent for less than afterMs waits; off means none.
+func TestAutoForgetVerdicts(t *testing.T) {
+	r := growBalanced(t, 6, 16, nil)
+	// Every 10s (under MaxRingTimeGap, so no heartbeat credit) all heartbeat but m0001 after 10s
+	// and m0004 after 90s: at 110s m0001 is 100s silent, m0004 20s.
+	for at := int64(10_000); at <= 110_000; at += 10_000 {
+		for _, id := range []MemberID{"m0000", "m0001", "m0002", "m0003", "m0004", "m0005"} {
+			if (id == "m0001" && at > 10_000) || (id == "m0004" && at > 90_000) {
+				continue
+			}
+			next, _, err := r.Apply(heartbeat(id), at)
+			if err != nil {
+				t.Fatal(err)
+			}
+			r = next
+		}
+	}
+	p := Placement{RF: 3}
+	if v := r.AutoForgetVerdicts(p, 10_000, 0); v != nil {
+		t.Fatalf("off: %+v", v)
+	}
+	vs := r.AutoForgetVerdicts(p, 10_000, 30_000)
+	got := map[MemberID]ForgetVerdict{}
+	for _, v := range vs {
+		got[v.Member] = v
+	}
+	pick, _, ok := r.AutoForgetFor(p, 10_000, 30_000)
+	if len(vs) != 2 {
+		t.Fatalf("verdicts %+v, want one for each of the 2 unhealthy members", vs)
+	}
+	if w := got["m0004"]; w.Next || !strings.Contains(w.Why, "waits: heartbeat 20s old, forgotten after 30s") {
+		t.Errorf("m0004: %+v", w)
+	}
+	if w := got["m0001"]; ok && pick == "m0001" && !w.Next {
+		t.Errorf("m0001 is AutoForgetFor's pick but its verdict is %+v", w)
+	} else if !ok && !strings.Contains(w.Why, "blocked") {
+		t.Errorf("m0001: no pick, verdict %+v, want blocked", w)
 	}
 }

@@ -38,6 +38,24 @@ type View struct {
 	// HandoverProgress is this node's own hand-over stream in flight, when it is a leaver
 	// streaming (WithHandoverSource); absent otherwise. Only the leaver knows it: ask its /ring.
 	HandoverProgress *HandoverProgress `json:"handover_progress,omitempty"`
+	// AutoForget is what -ring.auto-forget-unhealthy-periods makes of each unhealthy member
+	// (WithAutoForget); nil when auto-forget is off or not known.
+	AutoForget []ForgetView `json:"auto_forget,omitempty"`
+}
+
+// ForgetView is auto-forget's verdict on one unhealthy member (ringstate.Ring.AutoForgetVerdicts).
+type ForgetView struct {
+	Member string `json:"member"`
+	Next   bool   `json:"next"`
+	Why    string `json:"why"`
+}
+
+// WithAutoForget adds auto-forget's verdicts on r's unhealthy members, judged as the leader
+// decides: placement p, heartbeat timeout timeoutMs, forgotten after afterMs (0: off).
+func (v *View) WithAutoForget(r *ringstate.Ring, p ringstate.Placement, timeoutMs, afterMs int64) {
+	for _, f := range r.AutoForgetVerdicts(p, timeoutMs, afterMs) {
+		v.AutoForget = append(v.AutoForget, ForgetView{Member: string(f.Member), Next: f.Next, Why: f.Why})
+	}
 }
 
 // HandoverProgress is a leaver's hand-over stream in flight: what it has sent of what it holds.

@@ -120,7 +120,12 @@ func getView(ctx context.Context, o *options, addr string, linearizable bool, ti
 	if err != nil {
 		return ringview.View{}, fmt.Errorf("%s sent a ring that breaks an invariant: %v", addr, err)
 	}
-	return ringview.Build(r, resp.GetHeartbeatTimeoutMs()), nil
+	v := ringview.Build(r, resp.GetHeartbeatTimeoutMs())
+	if after := resp.GetAutoForgetAfterMs(); after > 0 {
+		v.WithAutoForget(r, ringstate.Placement{RF: int(resp.GetReplicationFactor()), ZoneAware: resp.GetZoneAware()},
+			resp.GetHeartbeatTimeoutMs(), after)
+	}
+	return v, nil
 }
 
 func (c *cli) ring(o *options, _ []string) error {
@@ -164,6 +169,9 @@ func (c *cli) ring(o *options, _ []string) error {
 		fmt.Fprintf(c.stdout, "\nraft servers that are not ring members: %s\n", strings.Join(parts, ", "))
 	}
 	fmt.Fprintf(c.stdout, "\ncompactor: %s\n", v.Compactor.Describe())
+	for _, f := range v.AutoForget {
+		fmt.Fprintf(c.stdout, "auto-forget %s: %s\n", f.Member, f.Why)
+	}
 	if o.tokens {
 		for _, m := range v.Members {
 			toks := make([]string, len(m.Tokens))

@@ -378,6 +378,9 @@ func TestRing_Text(t *testing.T) {
 	if !strings.Contains(out, "\ncompactor: ingester-1 (epoch 2, lease expires in 45s)\n") {
 		t.Errorf("ring does not say who compacts:\n%s", out)
 	}
+	if strings.Contains(out, "auto-forget") {
+		t.Errorf("auto-forget verdicts from a node whose auto-forget is off:\n%s", out)
+	}
 	if reqs := f.callsOf("GetRing"); len(reqs) != 1 || reqs[0].(*ringpb.GetRingRequest).GetLinearizable() {
 		t.Errorf("want one local (non-linearizable) read, got %v", reqs)
 	}
@@ -821,5 +824,31 @@ func TestRun_EntryPoint(t *testing.T) {
 	var out, errb bytes.Buffer
 	if code := run([]string{"transfer-leadership"}, &out, &errb); code != 0 || out.String() != "leadership transferred to ingester-2 (from ingester-1)\n" {
 		t.Errorf("exit %d, stdout %q, stderr %q", code, out.String(), errb.String())
+	}
+}
+
+// TestRing_AutoForgetVerdicts: with the node's auto-forget on (its GetRing says after how long and
+// its placement), ringctl ring says what auto-forget makes of each unhealthy member, in text and
+// JSON.
+func TestRing_AutoForgetVerdicts(t *testing.T) {
+	f := newFake()
+	resp := cannedRing()
+	resp.Members = []*ringpb.Member{
+		member("ingester-1", ringpb.State_ACTIVE, 1_500, "", q),
+		member("ingester-2", ringpb.State_ACTIVE, 60_000, "", 2*q),
+		member("ingester-3", ringpb.State_ACTIVE, 1_000, "", 3*q),
+	}
+	resp.AutoForgetAfterMs, resp.ReplicationFactor = 120_000, 3
+	f.rings = []*ringpb.GetRingResponse{resp}
+	addr := serve(t, f)
+	code, out, errOut := runCLI(t, nil, "-addr", addr, "ring")
+	mustCode(t, 0, code, out, errOut)
+	if !strings.Contains(out, "\nauto-forget ingester-2: waits: heartbeat 60s old, forgotten after 120s\n") {
+		t.Errorf("no auto-forget verdict for the silent member:\n%s", out)
+	}
+	code, out, errOut = runCLI(t, nil, "-addr", addr, "ring", "-o", "json")
+	mustCode(t, 0, code, out, errOut)
+	if !strings.Contains(out, `"auto_forget"`) || !strings.Contains(out, `"member": "ingester-2"`) {
+		t.Errorf("json lacks the verdicts:\n%s", out)
 	}
 }
