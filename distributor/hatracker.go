@@ -15,6 +15,7 @@ import (
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/common/model"
 
 	"github.com/raftingest/raftingest/ringstate"
 )
@@ -75,10 +76,10 @@ func (c *HATrackerConfig) Validate() error {
 	}
 	var errs []error
 	bad := func(format string, args ...any) { errs = append(errs, fmt.Errorf(format, args...)) }
-	if !validLabelName(c.ClusterLabel) {
+	if !model.LegacyValidation.IsValidLabelName(c.ClusterLabel) {
 		bad("-distributor.ha-tracker.cluster=%q: want a label name ([a-zA-Z_][a-zA-Z0-9_]*)", c.ClusterLabel)
 	}
-	if !validLabelName(c.ReplicaLabel) {
+	if !model.LegacyValidation.IsValidLabelName(c.ReplicaLabel) {
 		bad("-distributor.ha-tracker.replica=%q: want a label name ([a-zA-Z_][a-zA-Z0-9_]*)", c.ReplicaLabel)
 	}
 	if c.ClusterLabel == c.ReplicaLabel {
@@ -101,18 +102,6 @@ func (c *HATrackerConfig) Validate() error {
 		bad("-distributor.ha-tracker.max-clusters=%d: want 1 to %d", c.MaxClusters, ringstate.MaxHAEntries)
 	}
 	return errors.Join(errs...)
-}
-
-func validLabelName(s string) bool {
-	if s == "" {
-		return false
-	}
-	for i, c := range []byte(s) {
-		if !(c == '_' || (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (i > 0 && c >= '0' && c <= '9')) {
-			return false
-		}
-	}
-	return true
 }
 
 // HAElector commits elections of the HA tracker. The raftfsm node satisfies it

@@ -80,7 +80,7 @@ func (l Limits) validate() error {
 		errs = append(errs, fmt.Errorf("out_of_order_time_window %s: want 0 (refuse out-of-order samples) or more", l.OutOfOrderTimeWindow))
 	}
 	// Empty and 0 are the flags' values (the distributor falls back on them).
-	if (l.HAClusterLabel != "" && !haLabelName(l.HAClusterLabel)) || (l.HAReplicaLabel != "" && !haLabelName(l.HAReplicaLabel)) ||
+	if (l.HAClusterLabel != "" && !model.LegacyValidation.IsValidLabelName(l.HAClusterLabel)) || (l.HAReplicaLabel != "" && !model.LegacyValidation.IsValidLabelName(l.HAReplicaLabel)) ||
 		(l.HAClusterLabel != "" && l.HAClusterLabel == l.HAReplicaLabel) {
 		errs = append(errs, fmt.Errorf("ha_cluster_label %q, ha_replica_label %q: want two different label names", l.HAClusterLabel, l.HAReplicaLabel))
 	}
@@ -313,16 +313,3 @@ func limitsMap(l, defaults Limits, diff bool) map[string]any {
 
 // maxHAClusters is ringstate.MaxHAEntries: no tenant may hold more HA clusters than the ring does.
 const maxHAClusters = 10_000
-
-// haLabelName reports whether s is a label name ([a-zA-Z_][a-zA-Z0-9_]*).
-func haLabelName(s string) bool {
-	if s == "" {
-		return false
-	}
-	for i, c := range []byte(s) {
-		if !(c == '_' || (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (i > 0 && c >= '0' && c <= '9')) {
-			return false
-		}
-	}
-	return true
-}
