@@ -216,9 +216,12 @@ func (h *haTracker) check(ctx context.Context, tenant string, req *WriteRequest)
 		h.nonHA.WithLabelValues(tenant).Add(float64(countSamples(req)))
 		return nil
 	}
-	if len(cluster) > ringstate.MaxHAValueLen || len(replica) > ringstate.MaxHAValueLen || len(tenant) > ringstate.MaxHAValueLen {
-		return &PushError{Status: http.StatusBadRequest, Msg: fmt.Sprintf("HA tracker: cluster, replica and tenant must have at most %d bytes each (%d, %d, %d)",
-			ringstate.MaxHAValueLen, len(cluster), len(replica), len(tenant))}
+	// The ring's own rule, checked before anything is proposed or counted: a value the ring refuses
+	// would otherwise be answered 5xx and retried for ever, and one that is not valid UTF-8 made a
+	// metric's WithLabelValues panic (found by review).
+	if err := ringstate.CheckHAValues(tenant, cluster, replica); err != nil {
+		return &PushError{Status: http.StatusBadRequest, Msg: fmt.Sprintf("HA tracker: %v (labels %s and %s of the first series)",
+			err, clusterLabel, replicaLabel)}
 	}
 	// The labels alias the request body, which goes back to a pool after the push: the key map and
 	// the elections must hold copies.
@@ -312,7 +315,8 @@ func (h *haTracker) decide(ctx context.Context, tenant, cluster, replica string,
 	switch {
 	case call.err == nil || errors.Is(call.err, ringstate.ErrHAReplicaElected):
 		return call.e.Replica == replica, nil
-	case errors.Is(call.err, ringstate.ErrHATooManyClusters):
+	case errors.Is(call.err, ringstate.ErrHATooManyClusters), errors.Is(call.err, ringstate.ErrInvalidCommand):
+		// Committed refusals: retrying the same push gives the same answer.
 		return false, &PushError{Status: http.StatusBadRequest, Msg: "HA tracker: " + call.err.Error()}
 	}
 	return false, &PushError{Status: http.StatusServiceUnavailable, Msg: fmt.Sprintf("HA tracker: electing replica %q of cluster %q: %v",
@@ -357,10 +361,10 @@ func (h *haTracker) observeLocked(st *haKeyState, e ringstate.HAReplica, now tim
 func (h *haTracker) startLocked(k haKey, st *haKeyState, replica string, maxClusters int) *haCall {
 	call := &haCall{done: make(chan struct{})}
 	st.inflight = call
-	h.cas.WithLabelValues(k.tenant, k.cluster).Inc()
 	h.wg.Add(1)
 	go func() {
 		defer h.wg.Done()
+		h.cas.WithLabelValues(k.tenant, k.cluster).Inc() // outside h.mu: nothing run under the lock may panic
 		ctx, cancel := context.WithTimeout(context.Background(), haElectTimeout)
 		call.e, call.err = h.elector.ElectHAReplica(ctx, k.tenant, k.cluster, replica, h.cfg.FailoverTimeout, maxClusters)
 		cancel()

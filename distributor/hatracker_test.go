@@ -12,6 +12,9 @@ import (
 
 	"github.com/prometheus/client_golang/prometheus/testutil"
 	"github.com/prometheus/prometheus/prompb"
+	"go.opentelemetry.io/collector/pdata/pcommon"
+	"go.opentelemetry.io/collector/pdata/pmetric"
+	"go.opentelemetry.io/collector/pdata/pmetric/pmetricotlp"
 
 	"github.com/raftingest/raftingest/ringstate"
 )
@@ -356,5 +359,69 @@ func TestHATrackerHandler_ListsEntriesEscaped(t *testing.T) {
 	if strings.Contains(page, "<script>") || !strings.Contains(page, "&lt;script&gt;") ||
 		!strings.Contains(page, "<td>u</td><td>c</td><td>r2</td>") || !strings.Contains(page, "2 HA clusters") {
 		t.Fatalf("page:\n%s", page)
+	}
+}
+
+// TestHATracker_BadValuesRefusedWith400AndNothingHangs: a cluster or replica value the ring would
+// refuse (not valid UTF-8, a control character) is answered 400 before anything is proposed or
+// counted. Before, invalid UTF-8 made a metric panic with the tracker's lock held, and every later
+// HA push to that distributor hung; a control character got 503, retried for ever (review).
+func TestHATracker_BadValuesRefusedWith400AndNothingHangs(t *testing.T) {
+	e, el := newHAEnv(t, haConfig())
+	for _, bad := range []string{"bad\xff", "eu\tw1"} {
+		code, msg := e.post(t, encode(t, haSeries(bad, "r1", 1, 0)))
+		if code != http.StatusBadRequest || !strings.Contains(msg, "printable") {
+			t.Fatalf("cluster %q: %d %s, want 400", bad, code, msg)
+		}
+		code, msg = e.post(t, encode(t, haSeries("c1", bad, 1, 0)))
+		if code != http.StatusBadRequest {
+			t.Fatalf("replica %q: %d %s, want 400", bad, code, msg)
+		}
+	}
+	if el.numCalls() != 0 {
+		t.Fatalf("%d elections proposed for refused values", el.numCalls())
+	}
+	done := make(chan int, 1)
+	go func() { code, _ := e.post(t, encode(t, haSeries("c1", "r1", 1, 0))); done <- code }()
+	select {
+	case code := <-done:
+		if code != http.StatusOK {
+			t.Fatalf("a valid HA push after the refused ones: %d", code)
+		}
+	case <-time.After(10 * time.Second):
+		t.Fatal("a valid HA push after the refused ones hangs")
+	}
+}
+
+// TestHATracker_OTLPNonElectedReplicaGetsAnOTLPSuccess: over OTLP, the non-elected replica's push
+// is dropped as over remote-write, but answered 200 with an empty ExportMetricsServiceResponse: a
+// 2xx whose body is a google.rpc.Status made the Collector's decoder fail and retry.
+func TestHATracker_OTLPNonElectedReplicaGetsAnOTLPSuccess(t *testing.T) {
+	cfg := haConfig()
+	cfg.HATracker.ReplicaLabel = "replica"
+	e, _ := newHAEnv(t, cfg)
+	e.srv.Config.Handler = e.d.OTLPHandler()
+	push := func(replica string) (int, []byte) {
+		md := pmetric.NewMetrics()
+		g := md.ResourceMetrics().AppendEmpty().ScopeMetrics().AppendEmpty().Metrics().AppendEmpty()
+		g.SetName("queue.length")
+		dp := g.SetEmptyGauge().DataPoints().AppendEmpty()
+		dp.SetTimestamp(pcommon.NewTimestampFromTime(testNow()))
+		dp.SetIntValue(1)
+		dp.Attributes().PutStr("cluster", "c1")
+		dp.Attributes().PutStr("replica", replica)
+		body, _ := pmetricotlp.NewExportRequestFromMetrics(md).MarshalProto()
+		code, _, resp := postOTLP(t, e, body, "application/x-protobuf", "")
+		return code, resp
+	}
+	if code, resp := push("r1"); code != http.StatusOK {
+		t.Fatalf("elected replica: %d %q", code, resp)
+	}
+	code, resp := push("r2")
+	if code != http.StatusOK || len(resp) != 0 {
+		t.Fatalf("non-elected replica: %d %q, want 200 with an empty ExportMetricsServiceResponse", code, resp)
+	}
+	if v := testutil.ToFloat64(e.d.ha.deduped.WithLabelValues(DefaultTenant, "c1")); v != 1 {
+		t.Fatalf("deduped samples %v, want 1", v)
 	}
 }

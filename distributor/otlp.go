@@ -214,21 +214,31 @@ func (d *Distributor) serveOTLP(w http.ResponseWriter, r *http.Request) {
 		d.log.Warn("OTLP push failed", "tenant", tenant, "status", perr.Status, "err", perr.Msg)
 		w.Header().Set("Retry-After", "1")
 		fail(http.StatusServiceUnavailable, perr.Msg)
+	case perr != nil && perr.Status < 300:
+		// 202: the HA tracker dropped a non-elected replica's samples on purpose. An OTLP 2xx body
+		// must be an ExportMetricsServiceResponse (a Status there made the Collector's decoder fail
+		// and retry): answer the empty success.
+		writeOTLPSuccess(w, json)
 	case perr != nil:
 		fail(perr.Status, perr.Msg)
 	case terr != nil:
 		// Everything translated was stored; what could not be translated is refused as bad input.
 		fail(http.StatusBadRequest, "some data points could not be translated to Prometheus series (the others were stored): "+terr.Error())
 	default:
-		if json {
-			w.Header().Set("Content-Type", otlpJSON)
-			w.WriteHeader(http.StatusOK)
-			_, _ = w.Write([]byte("{}"))
-			return
-		}
-		w.Header().Set("Content-Type", otlpProtobuf)
-		w.WriteHeader(http.StatusOK) // an empty ExportMetricsServiceResponse is zero bytes
+		writeOTLPSuccess(w, json)
 	}
+}
+
+// writeOTLPSuccess answers 200 with an empty ExportMetricsServiceResponse in the request's encoding.
+func writeOTLPSuccess(w http.ResponseWriter, json bool) {
+	if json {
+		w.Header().Set("Content-Type", otlpJSON)
+		w.WriteHeader(http.StatusOK)
+		_, _ = w.Write([]byte("{}"))
+		return
+	}
+	w.Header().Set("Content-Type", otlpProtobuf)
+	w.WriteHeader(http.StatusOK) // an empty ExportMetricsServiceResponse is zero bytes
 }
 
 // otlpExpansion is the memory reserved for decoding and translating an OTLP request, per byte of

@@ -83,6 +83,9 @@ func localSeriesLimit(global, local int, place ringstate.Placement, zone string,
 		conv = int(float64(global) / float64(n) * float64(erf))
 		how = fmt.Sprintf("-ingester.max-global-series-per-user=%d across %d ACTIVE ingesters at replication factor %d: %d / %d * %d", global, n, erf, global, n, erf)
 	}
+	// At least 1: a tiny global limit over many members must not round down to 0, which the store
+	// reads as no limit at all.
+	conv = max(conv, 1)
 	if local > 0 && local <= conv {
 		return lim
 	}

@@ -215,7 +215,7 @@ func DecodeCommand(data []byte) (ringstate.Command, error) {
 }
 
 // DecodeStamped decodes an entry written by EncodeCommand (version 1: stamped is false, timeMs 0) or
-// StampCommand (versions 2 to 4: stamped is true, timeMs is the leader's stamp). It never panics: empty
+// StampCommand (versions 2 to 5: stamped is true, timeMs is the leader's stamp). It never panics: empty
 // input, an unknown version byte (*VersionError), a truncated stamp and undecodable protobuf are
 // errors. It does not check that the command makes sense — ringstate's Apply refuses bad commands
 // deterministically — but it refuses op values that do not fit ringstate.Op, which would otherwise

@@ -157,7 +157,7 @@ func TestHACodec_OpInOlderVersionIsRefusedAlike(t *testing.T) {
 			t.Fatalf("version %d: applied with %+v, %d HA entries", v, res, f.Ring().HALen())
 		}
 	}
-	// And in version 4 it applies.
+	// And in version 5 it applies.
 	f := NewFSM(nil)
 	register(t, f, 1, "a", 1000)
 	data := must(StampCommand(must(EncodeCommand(fixtureHAElect())), 5000))

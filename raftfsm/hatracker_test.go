@@ -132,12 +132,13 @@ func TestCluster_HATracker_RacingElectionsOneWinner(t *testing.T) {
 }
 
 // TestCluster_HATracker_MixedVersionsRefusedBeforeProposing: while a member does not advertise
-// command version 4, no HA op is proposed (ErrMixedVersions naming it), from any node.
+// command version 5, no HA op is proposed (ErrMixedVersions naming it), from any node — even when it
+// reads version 4 (heartbeat batches, a build of between the two).
 func TestCluster_HATracker_MixedVersionsRefusedBeforeProposing(t *testing.T) {
 	c := newCluster(t)
 	nodes := c.cluster(3)
-	// A member registered by a build that advertises only version 3.
-	c.mustApply(nodes[0], ringstate.Command{Op: ringstate.OpRegister, Member: "old", RaftAddr: "127.0.0.1:1", CommandVersion: 3})
+	// A member registered by a build that advertises version 4: it reads batches, not HA ops.
+	c.mustApply(nodes[0], ringstate.Command{Op: ringstate.OpRegister, Member: "old", RaftAddr: "127.0.0.1:1", CommandVersion: 4})
 	for _, n := range nodes {
 		if !poll(t, 10*time.Second, func() bool { _, ok := n.node.Ring().Member("old"); return ok }) {
 			t.Fatal("register not applied")

@@ -262,7 +262,9 @@ func (n *Node) reconcileVoters(ctx context.Context) {
 		if n.cfg.VoterReplaceAfter > 0 && n.replaceSilentVoter(ctx, conf, prev, nonvoters, recent) {
 			return
 		}
-		if voters > n.cfg.MaxVoters && n.swapLeftover != "" {
+		if voters <= n.cfg.MaxVoters {
+			n.swapLeftover = "" // the swap was finished some other way (a late commit, a removal)
+		} else if n.swapLeftover != "" {
 			n.trimVoters(ctx, conf, prev)
 			return
 		}
@@ -530,39 +532,19 @@ func (n *Node) spreadVoters(ctx context.Context, conf raft.Configuration, prev u
 	n.poke()
 }
 
-// pickTrim picks the voter to demote to finish a zone swap whose demotion failed: spreadVoters
-// promotes before it demotes, and when the demotion fails the configuration keeps one voter too
-// many. The most crowded zone's voter with the highest id, never self; without zones, the voter
-// with the highest id. nil when only self is a voter.
-func pickTrim(voters []raft.Server, self raft.ServerID, r *ringstate.Ring) *raft.Server {
-	perZone := voterZones(r, voters)
-	var pick *raft.Server
-	for i, v := range voters {
-		if v.ID == self {
-			continue
-		}
-		switch {
-		case pick == nil:
-			pick = &voters[i]
-		case perZone[zoneOf(r, v.ID)] != perZone[zoneOf(r, pick.ID)]:
-			if perZone[zoneOf(r, v.ID)] > perZone[zoneOf(r, pick.ID)] {
-				pick = &voters[i]
-			}
-		case v.ID > pick.ID:
-			pick = &voters[i]
+// trimVoters finishes a zone swap whose demotion failed on this leader: spreadVoters promotes
+// before it demotes, and when the demotion fails the configuration keeps one voter too many. It
+// demotes exactly the voter that swap meant to (swapLeftover), never another: voters beyond
+// -raft.max-voters that an operator asked for (ringctl join -voter) stay. A swap whose leader lost
+// office between its two changes keeps its extra voter until that node leads again (rare: the
+// demotion follows the promotion at once; the extra voter costs a larger quorum, not safety).
+func (n *Node) trimVoters(ctx context.Context, conf raft.Configuration, prev uint64) {
+	var victim *raft.Server
+	for i, s := range conf.Servers {
+		if s.ID == n.swapLeftover && s.Suffrage == raft.Voter && s.ID != n.id {
+			victim = &conf.Servers[i]
 		}
 	}
-	return pick
-}
-
-// trimVoters finishes a zone swap whose demotion failed on this leader (swapLeftover): it demotes
-// one voter beyond -raft.max-voters (pickTrim). Voters beyond the limit that an operator asked for
-// (ringctl join -voter) are left alone: only a swap this node started is finished. A swap whose
-// leader lost office between its two changes keeps its extra voter until that node leads again
-// (rare: the demotion follows the promotion at once; the extra voter costs a larger quorum, not
-// safety).
-func (n *Node) trimVoters(ctx context.Context, conf raft.Configuration, prev uint64) {
-	victim := pickTrim(votersOf(conf, ""), n.id, n.fsm.Ring())
 	if victim == nil {
 		n.swapLeftover = ""
 		return

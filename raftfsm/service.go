@@ -254,7 +254,7 @@ func (s *service) GetRing(ctx context.Context, req *ringpb.GetRingRequest) (*rin
 		HeartbeatTimeoutMs: s.n.cfg.RingHeartbeatTimeout.Milliseconds(),
 		CompactorLease:     ringpb.FromLease(r.CompactorLease()),
 		AutoForgetAfterMs:  int64(s.n.cfg.AutoForgetPeriods) * s.n.cfg.RingHeartbeatTimeout.Milliseconds(),
-		ReplicationFactor:  uint32(max(s.n.cfg.ReplicationFactor, 0)),
+		ReplicationFactor:  uint32(max(s.n.cfg.ReplicationFactor, 1)),
 		ZoneAware:          s.n.cfg.ZoneAware,
 	}, nil
 }

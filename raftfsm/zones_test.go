@@ -136,28 +136,3 @@ func TestPickZoneSwap(t *testing.T) {
 		t.Errorf("after swaps voters %v: per zone %v, want one each", voters, perZone)
 	}
 }
-
-// TestPickTrim: a swap whose demotion failed leaves one voter too many; the one demoted is in the
-// most crowded zone, never self, the highest id among equals.
-func TestPickTrim(t *testing.T) {
-	r := zonedRing(t, sixInThreeZones)
-	for _, c := range []struct {
-		voters []string
-		self   string
-		want   string
-	}{
-		{[]string{"a1", "a2", "b1", "c1"}, "a1", "a2"}, // 2+1+1: a's other voter
-		{[]string{"a1", "a2", "b1", "c1"}, "a2", "a1"}, // never self
-		{[]string{"a1", "b1", "b2", "c1"}, "a1", "b2"}, // b is crowded: the higher id
-		{[]string{"a1", "b1", "c1", "x9"}, "a1", "c1"}, // x9, not in the ring, counts in no zone: 1+1+1, highest id
-		{[]string{"a1"}, "a1", ""},                     // only self
-	} {
-		got := ""
-		if p := pickTrim(servers(c.voters...), raft.ServerID(c.self), r); p != nil {
-			got = string(p.ID)
-		}
-		if got != c.want {
-			t.Errorf("voters %v self %s: demote %q, want %q", c.voters, c.self, got, c.want)
-		}
-	}
-}

@@ -215,8 +215,14 @@ func TestApply_Register(t *testing.T) {
 			m.HTTPAddr != "10.0.0.2:2" || m.Zone != "z9" {
 			t.Fatalf("member %+v", m)
 		}
-		if len(events) != 0 {
-			t.Fatalf("events %v", events)
+		// A zone change is reported (fencing counts it as an ownership change for a token owner);
+		// new addresses alone are not.
+		if len(events) != 1 || events[0] != (Event{Kind: EventZoneChanged, Member: "n1", From: PENDING, To: PENDING}) {
+			t.Fatalf("events %v, want one EventZoneChanged", events)
+		}
+		c.GRPCAddr = "10.0.0.3:1"
+		if _, events, err = next.Apply(c, 9001); err != nil || len(events) != 0 {
+			t.Fatalf("a restart with new addresses in the same zone: events %v, err %v", events, err)
 		}
 	})
 	t.Run("RestartOfReceivingJoinerReturnsItToPendingAndUnpairsLeaver", func(t *testing.T) {
