@@ -76,7 +76,7 @@ func (n *Node) haReaders() error {
 }
 
 // HAAvailable returns nil when this node's ring lets the HA tracker propose (every member advertises
-// command version 4), else ringstate.ErrMixedVersions naming the members that do not.
+// command version 5), else ringstate.ErrMixedVersions naming the members that do not.
 func (n *Node) HAAvailable() error { return n.haReaders() }
 
 // ElectHAReplica commits an election (or refresh) of replica for (tenant, cluster)

@@ -164,7 +164,9 @@ var errHAValue = errors.New("invalid HA value")
 // CheckHAValues is the rule an election's tenant, cluster and replica must meet (1 to
 // MaxHAValueLen printable characters each, valid UTF-8): distributors check it before proposing,
 // so a push that cannot be elected is refused as bad input rather than retried for ever.
-func CheckHAValues(tenant, cluster, replica string) error { return checkHAValues(tenant, cluster, replica) }
+func CheckHAValues(tenant, cluster, replica string) error {
+	return checkHAValues(tenant, cluster, replica)
+}
 
 func checkHAValues(tenant, cluster, replica string) error {
 	for _, v := range []struct{ name, s string }{{"tenant", tenant}, {"cluster", cluster}, {"replica", replica}} {
