@@ -193,7 +193,7 @@ func TestProcess_HATracker_FailoverNoGapNoDuplicate(t *testing.T) {
 	}
 
 	// The HA tracker's page names r2.
-	resp, err := http.Get("http://" + reader + "/distributor/ha_tracker")
+	resp, err := http.Get("http://" + nodes[3].AdminAddr + "/distributor/ha_tracker") // the admin listener
 	if err != nil {
 		t.Fatal(err)
 	}

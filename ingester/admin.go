@@ -14,6 +14,7 @@ import (
 	"strings"
 	"sync"
 
+	"github.com/raftingest/raftingest/distributor"
 	"github.com/raftingest/raftingest/ringstate"
 	"github.com/raftingest/raftingest/storage"
 )
@@ -26,6 +27,9 @@ func (s *Server) adminHandler() http.Handler {
 	if s.storage.flusher != nil {
 		mux.Handle("/ingester/flush", refuseFlushWhileLeaving(s.cfg.Storage.Bucket.Shared(), s.lc.State, s.storage.flusher)) // POST-only itself
 	}
+	// Cortex's page, here on the admin listener: it lists every tenant's HA clusters, which a tenant
+	// on the main listener (-auth.multitenancy-enabled) must not see of the others.
+	mux.Handle("/distributor/ha_tracker", distributor.HATrackerHandler(s.node))
 	mux.HandleFunc("/debug/pprof/", pprof.Index)
 	mux.HandleFunc("/debug/pprof/cmdline", cmdline)
 	mux.HandleFunc("/debug/pprof/profile", pprof.Profile)

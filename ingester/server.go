@@ -236,7 +236,6 @@ func New(cfg Config, log *slog.Logger) (_ *Server, err error) {
 	mux.Handle("/ring", ringview.Handler(s.node.Ring, timeoutMs, ringview.WithRaftSource(s.raftRoles),
 		ringview.WithHandoverSource(s.handoverProgress)))
 	mux.Handle("/api/v1/push", ringGate(s.node.CaughtUp, s.dist))
-	mux.Handle("/distributor/ha_tracker", distributor.HATrackerHandler(s.node)) // Cortex's page
 	mux.Handle("/otlp/v1/metrics", ringGate(s.node.CaughtUp, s.dist.OTLPHandler()))
 	mux.Handle("/metrics", promhttp.HandlerFor(s.reg, promhttp.HandlerOpts{Registry: s.reg}))
 	mux.HandleFunc("/ready", s.ready)
