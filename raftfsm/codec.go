@@ -220,7 +220,7 @@ func DecodeCommand(data []byte) (ringstate.Command, error) {
 // errors. It does not check that the command makes sense — ringstate's Apply refuses bad commands
 // deterministically — but it refuses op values that do not fit ringstate.Op, which would otherwise
 // alias a valid op after truncation, and an op in an entry whose version predates it
-// (*OpVersionError: an op in an entry older than the version that introduced it, such as a claim of the compactor lease below version 3); with that
+// (*OpVersionError, e.g. a claim of the compactor lease in a version-1 or -2 entry); with that
 // error it still returns the command and stamp it decoded, for DecodeLog. Any stamp value is
 // accepted: Apply never moves ring time backwards, so even a nonsensical stamp cannot make
 // heartbeats lie in the future.
