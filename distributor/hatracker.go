@@ -375,13 +375,21 @@ func (h *haTracker) startLocked(k haKey, st *haKeyState, replica string, maxClus
 		case call.err == nil:
 			h.observeLocked(st, call.e, now)
 		case errors.Is(call.err, ringstate.ErrHAReplicaElected):
-			// The log says another replica is elected and fresh: no new attempt for an update timeout.
+			// The log says another replica is elected and fresh: no new attempt for an update timeout,
+			// nor past the moment that entry goes stale by ring time (a refusal near the failover
+			// bound must not keep dropping the other replica for a whole update timeout after it).
+			wait := h.cfg.UpdateTimeout
 			if call.e.Replica != "" {
 				h.observeLocked(st, call.e, now)
+				if r := h.ring.Ring(); r != nil {
+					left := h.cfg.FailoverTimeout - time.Duration(r.TimeMs()-call.e.RefreshedMs)*time.Millisecond
+					wait = max(0, min(wait, left))
+				}
 			}
-			st.nextElect = now.Add(h.cfg.UpdateTimeout)
+			st.nextElect = now.Add(wait)
 		case errors.Is(call.err, ringstate.ErrHATooManyClusters):
 			delete(h.keys, k)
+			h.forgetMetricsLocked(k)
 		default:
 			h.log.Warn("HA tracker: election failed", "tenant", k.tenant, "cluster", k.cluster, "replica", replica, "err", call.err)
 		}
@@ -389,6 +397,15 @@ func (h *haTracker) startLocked(k haKey, st *haKeyState, replica string, maxClus
 		close(call.done)
 	}()
 	return call
+}
+
+// forgetMetricsLocked deletes k's per-cluster metric series, so that cluster names a tenant sends
+// over time (per-deploy names, or on purpose) do not grow every distributor's registry for ever:
+// they are bounded as the keys are (pruneLocked).
+func (h *haTracker) forgetMetricsLocked(k haKey) {
+	for _, v := range []interface{ DeleteLabelValues(...string) bool }{h.changes, h.electedTS, h.cas, h.deduped} {
+		v.DeleteLabelValues(k.tenant, k.cluster)
+	}
 }
 
 // pruneLocked forgets keys the ring does not hold and nothing is electing, once there are clearly
@@ -400,6 +417,7 @@ func (h *haTracker) pruneLocked(r *ringstate.Ring) {
 	for k, st := range h.keys {
 		if _, ok := r.HAReplica(k.tenant, k.cluster); !ok && st.inflight == nil {
 			delete(h.keys, k)
+			h.forgetMetricsLocked(k)
 		}
 	}
 }

@@ -3,6 +3,7 @@ package distributor
 import (
 	"context"
 	"errors"
+	"fmt"
 	"io"
 	"net/http"
 	"strings"
@@ -423,5 +424,29 @@ func TestHATracker_OTLPNonElectedReplicaGetsAnOTLPSuccess(t *testing.T) {
 	}
 	if v := testutil.ToFloat64(e.d.ha.deduped.WithLabelValues(DefaultTenant, "c1")); v != 1 {
 		t.Fatalf("deduped samples %v, want 1", v)
+	}
+}
+
+// TestHATracker_PrunedKeysTakeTheirMetricSeries: keys the ring no longer holds are pruned once
+// there are clearly more of them than the ring holds, and their per-cluster metric series go with
+// them: cluster names sent over time must not grow every distributor's registry for ever.
+func TestHATracker_PrunedKeysTakeTheirMetricSeries(t *testing.T) {
+	e, _ := newHAEnv(t, haConfig())
+	h := e.d.ha
+	h.mu.Lock()
+	for i := range 1100 {
+		k := haKey{DefaultTenant, fmt.Sprintf("gone-%d", i)}
+		h.keys[k] = &haKeyState{}
+		h.deduped.WithLabelValues(k.tenant, k.cluster).Inc()
+		h.cas.WithLabelValues(k.tenant, k.cluster).Inc()
+	}
+	h.pruneLocked(e.ring.Ring())
+	n := len(h.keys)
+	h.mu.Unlock()
+	if n != 0 {
+		t.Fatalf("%d keys left after pruning keys the ring does not hold", n)
+	}
+	if c := testutil.CollectAndCount(h.deduped) + testutil.CollectAndCount(h.cas); c != 0 {
+		t.Fatalf("%d per-cluster metric series left for pruned keys", c)
 	}
 }
