@@ -172,3 +172,68 @@ func TestCluster_AutoForget(t *testing.T) {
 		}
 	}
 }
+
+// trimVoters finishes a zone swap whose demotion failed, and only that: a voter beyond
+// -raft.max-voters that an operator asked for (AddPeer with forceVoter) stays, and the demoted one
+// is exactly the swap's. The failed demotion is simulated by setting swapLeftover on the leader, as
+// spreadVoters does when DemoteVoter fails between its two configuration changes.
+func TestCluster_TrimVotersFinishesOnlyTheSwap(t *testing.T) {
+	c := newCluster(t)
+	c.cfg.MaxVoters = 3
+	nodes := c.cluster(3)
+	// n4 is an operator's voter: four voters with -raft.max-voters=3.
+	n4 := c.start("n4", false)
+	retry(t, "add n4 as voter", func(ctx context.Context) error {
+		_, err := nodes[0].node.AddPeer(ctx, "n4", n4.raftAddr, true)
+		return err
+	})
+	c.register(n4)
+	c.activateAll(append(slices.Clone(nodes), n4))
+	if !poll(t, 10*time.Second, func() bool { v, _ := voters(c.leader().node); return len(v) == 4 }) {
+		v, nv := voters(c.leader().node)
+		t.Fatalf("n4 not a voter: voters %v non-voters %v", v, nv)
+	}
+	// With no failed swap, the operator's extra voter stays through many reconciliations.
+	time.Sleep(5 * c.cfg.ReconcileInterval)
+	if v, _ := voters(c.leader().node); len(v) != 4 {
+		t.Fatalf("operator's fourth voter demoted without a failed swap: voters %v", v)
+	}
+
+	lead := c.leader()
+	var victim string
+	for _, tn := range nodes {
+		if tn != lead && tn.id != "n4" {
+			victim = tn.id
+			break
+		}
+	}
+	lead.node.confMu.Lock()
+	lead.node.swapLeftover = raft.ServerID(victim)
+	lead.node.confMu.Unlock()
+	lead.node.poke()
+	if !poll(t, 10*time.Second, func() bool {
+		v, nv := voters(c.leader().node)
+		return len(v) == 3 && slices.Equal(nv, []string{victim})
+	}) {
+		v, nv := voters(c.leader().node)
+		t.Fatalf("swap leftover %s not demoted (leader %s): voters %v non-voters %v", victim, lead.id, v, nv)
+	}
+	if v, _ := voters(c.leader().node); !slices.Contains(v, "n4") {
+		t.Fatalf("operator's voter n4 demoted instead of the swap's: voters %v", v)
+	}
+	if c.leader() != lead {
+		t.Skipf("leadership moved from %s during the test; the demotion above was still the swap's", lead.id)
+	}
+	lead.node.confMu.Lock()
+	left := lead.node.swapLeftover
+	lead.node.confMu.Unlock()
+	if left != "" {
+		t.Fatalf("swapLeftover = %q after the swap finished, want empty", left)
+	}
+	// Done: no further demotion, the three voters stay.
+	time.Sleep(5 * c.cfg.ReconcileInterval)
+	if v, _ := voters(c.leader().node); len(v) != 3 {
+		t.Fatalf("after the trim: voters %v, want 3", v)
+	}
+	c.checkConsistent()
+}
