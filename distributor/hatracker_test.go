@@ -31,6 +31,9 @@ type fakeElector struct {
 	mu    sync.Mutex
 	calls int
 	fail  error
+	// refuse, when set, answers every election instead of the ring: a leader whose log says
+	// another replica is elected (ringstate.ErrHAReplicaElected with that entry).
+	refuse func(tenant, cluster string, ringMs int64) ringstate.HAReplica
 }
 
 func (f *fakeElector) ringMs() int64 {
@@ -44,6 +47,9 @@ func (f *fakeElector) ElectHAReplica(_ context.Context, tenant, cluster, replica
 	f.calls++
 	if f.fail != nil {
 		return ringstate.HAReplica{}, f.fail
+	}
+	if f.refuse != nil {
+		return f.refuse(tenant, cluster, f.ringMs()), ringstate.ErrHAReplicaElected
 	}
 	r, at := f.ring.Ring(), f.ringMs()
 	for _, id := range r.MemberIDs() {
@@ -448,5 +454,56 @@ func TestHATracker_PrunedKeysTakeTheirMetricSeries(t *testing.T) {
 	}
 	if c := testutil.CollectAndCount(h.deduped) + testutil.CollectAndCount(h.cas); c != 0 {
 		t.Fatalf("%d per-cluster metric series left for pruned keys", c)
+	}
+}
+
+// TestHATracker_RefusedElectionWaitsNoLongerThanTheEntryStaysFresh: this member's ring shows r1's
+// entry stale, but the leader's log says r1 was refreshed 2s before the failover bound and refuses
+// r2's election. r2 is dropped (202) without a new proposal until that entry goes stale by ring
+// time — 2s, not the 15s update timeout — and its next push after that proposes again.
+func TestHATracker_RefusedElectionWaitsNoLongerThanTheEntryStaysFresh(t *testing.T) {
+	cfg := haConfig()
+	e, el := newHAEnv(t, cfg)
+	if code, msg := e.post(t, encode(t, haSeries("c1", "r1", 1, 0))); code != http.StatusOK {
+		t.Fatalf("r1: %d %s", code, msg)
+	}
+	e.d.waitHA()
+	e.clock.Advance(cfg.HATracker.FailoverTimeout + time.Second)
+	el.heartbeat()
+	left := 2 * time.Second
+	el.mu.Lock()
+	el.refuse = func(tenant, cluster string, ringMs int64) ringstate.HAReplica {
+		return ringstate.HAReplica{Tenant: tenant, Cluster: cluster, Replica: "r1",
+			RefreshedMs: ringMs - (cfg.HATracker.FailoverTimeout - left).Milliseconds()}
+	}
+	el.mu.Unlock()
+	calls := el.numCalls()
+	if code, _ := e.post(t, encode(t, haSeries("c1", "r2", 2, time.Second))); code != http.StatusAccepted {
+		t.Fatalf("r2 refused by the log: %d, want 202", code)
+	}
+	if n := el.numCalls(); n != calls+1 {
+		t.Fatalf("%d proposals for r2's first push, want 1", n-calls)
+	}
+	e.clock.Advance(left / 2)
+	el.heartbeat()
+	if code, _ := e.post(t, encode(t, haSeries("c1", "r2", 3, 2*time.Second))); code != http.StatusAccepted {
+		t.Fatalf("r2 while the log's r1 entry is fresh: %d, want 202", code)
+	}
+	if n := el.numCalls(); n != calls+1 {
+		t.Fatalf("r2 proposed again %v after a refusal whose entry stays fresh %v", left/2, left)
+	}
+	el.mu.Lock()
+	el.refuse = nil // r1 has really stopped: the log now elects r2
+	el.mu.Unlock()
+	e.clock.Advance(left/2 + 500*time.Millisecond) // past the entry's staleness, well within the update timeout
+	el.heartbeat()
+	if code, msg := e.post(t, encode(t, haSeries("c1", "r2", 4, 3*time.Second))); code != http.StatusOK {
+		t.Fatalf("r2 once the log's r1 entry went stale: %d %s, want 200 (elected)", code, msg)
+	}
+	if n := el.numCalls(); n != calls+2 {
+		t.Fatalf("%d proposals after the entry went stale, want 2 in all", n-calls)
+	}
+	if en, _ := e.ring.Ring().HAReplica(DefaultTenant, "c1"); en.Replica != "r2" {
+		t.Fatalf("entry %+v, want r2", en)
 	}
 }
