@@ -102,34 +102,23 @@ func compareHA(a HAReplica, tenant, cluster string) int {
 	return strings.Compare(a.Cluster, cluster)
 }
 
-func (r *Ring) findHA(tenant, cluster string) (int, bool) {
-	return slices.BinarySearchFunc(r.ha, tenant, func(e HAReplica, t string) int { return compareHA(e, t, cluster) })
-}
-
 // HAReplica returns the elected replica of (tenant, cluster), if any.
 func (r *Ring) HAReplica(tenant, cluster string) (HAReplica, bool) {
-	i, ok := r.findHA(tenant, cluster)
+	b, i, ok := r.ha.find(tenant, cluster)
 	if !ok {
 		return HAReplica{}, false
 	}
-	return r.ha[i], true
+	return r.ha.at(b, i), true
 }
 
 // HAReplicas returns every HA entry, sorted by tenant then cluster.
-func (r *Ring) HAReplicas() []HAReplica { return slices.Clone(r.ha) }
+func (r *Ring) HAReplicas() []HAReplica { return r.ha.all() }
 
 // HALen is the number of HA entries.
-func (r *Ring) HALen() int { return len(r.ha) }
+func (r *Ring) HALen() int { return r.ha.len() }
 
 // HAClusters is the number of HA clusters of tenant.
-func (r *Ring) HAClusters(tenant string) int {
-	lo, _ := slices.BinarySearchFunc(r.ha, tenant, func(e HAReplica, t string) int { return compareHA(e, t, "") })
-	n := 0
-	for i := lo; i < len(r.ha) && r.ha[i].Tenant == tenant; i++ {
-		n++
-	}
-	return n
-}
+func (r *Ring) HAClusters(tenant string) int { return r.ha.countTenant(tenant) }
 
 // WithHA returns a copy of r holding entries (in any order) as its HA state, for rebuilding a ring
 // from a snapshot. It refuses (ErrCorruptState) entries that break an invariant Apply keeps.
@@ -152,10 +141,7 @@ func (r *Ring) WithHA(entries []HAReplica) (*Ring, error) {
 		}
 	}
 	next := *r
-	next.ha = slices.Clip(ha)
-	if len(next.ha) == 0 {
-		next.ha = nil
-	}
+	next.ha = haTableOf(ha)
 	return &next, nil
 }
 
@@ -222,32 +208,25 @@ func (b *builder) applyHA(c *Command, t int64) error {
 	h := c.HA
 	if c.Op == OpHAGC {
 		cut := t - h.IdleMs
-		if !slices.ContainsFunc(b.r.ha, func(e HAReplica) bool { return e.RefreshedMs <= cut }) {
-			return nil
-		}
-		kept := slices.DeleteFunc(slices.Clone(b.r.ha), func(e HAReplica) bool { return e.RefreshedMs <= cut })
-		if len(kept) == 0 {
-			kept = nil
-		}
-		b.r.ha = slices.Clip(kept)
+		b.r.ha = b.r.ha.deleteFunc(func(e HAReplica) bool { return e.RefreshedMs <= cut })
 		return nil
 	}
-	i, ok := b.r.findHA(h.Tenant, h.Cluster)
+	blk, i, ok := b.r.ha.find(h.Tenant, h.Cluster)
 	if !ok {
 		if n := b.r.HAClusters(h.Tenant); n >= h.MaxClusters {
 			return fmt.Errorf("%w: tenant %q has %d, limit %d (cluster %q refused)", ErrHATooManyClusters,
 				h.Tenant, n, h.MaxClusters, h.Cluster)
 		}
-		if len(b.r.ha) >= MaxHAEntries {
+		if b.r.ha.len() >= MaxHAEntries {
 			return fmt.Errorf("%w: the ring holds %d, at most %d (tenant %q, cluster %q refused)", ErrHATooManyClusters,
-				len(b.r.ha), MaxHAEntries, h.Tenant, h.Cluster)
+				b.r.ha.len(), MaxHAEntries, h.Tenant, h.Cluster)
 		}
-		// slices.Insert on a clone: the parent ring's array is never written.
-		b.r.ha = slices.Clip(slices.Insert(slices.Clone(b.r.ha), i,
-			HAReplica{Tenant: h.Tenant, Cluster: h.Cluster, Replica: h.Replica, ElectedMs: t, RefreshedMs: t}))
+		// haTable copies what it changes: the parent ring's table is never written.
+		b.r.ha = b.r.ha.insert(blk, i,
+			HAReplica{Tenant: h.Tenant, Cluster: h.Cluster, Replica: h.Replica, ElectedMs: t, RefreshedMs: t})
 		return nil
 	}
-	cur := b.r.ha[i]
+	cur := b.r.ha.at(blk, i)
 	switch {
 	case cur.Replica == h.Replica:
 		cur.RefreshedMs = max(cur.RefreshedMs, t)
@@ -258,8 +237,6 @@ func (b *builder) applyHA(c *Command, t int64) error {
 		return fmt.Errorf("%w: %q of %s/%s refused: %q was refreshed at ring time %d, now %d, failover after %dms",
 			ErrHAReplicaElected, h.Replica, h.Tenant, h.Cluster, cur.Replica, cur.RefreshedMs, t, h.FailoverMs)
 	}
-	ha := slices.Clone(b.r.ha)
-	ha[i] = cur
-	b.r.ha = ha
+	b.r.ha = b.r.ha.set(blk, i, cur)
 	return nil
 }

@@ -36,9 +36,9 @@ type Ring struct {
 	// lease is the compactor lease (see CompactorLease); the zero value when never granted.
 	lease CompactorLease
 
-	// ha is the HA tracker's state (see hatracker.go), sorted by tenant then cluster; shared,
-	// read-only, between rings (an HA op writes a copy).
-	ha []HAReplica
+	// ha is the HA tracker's state (see hatracker.go, hatable.go), sorted by tenant then cluster;
+	// shared, read-only, between rings (an HA op copies what it changes).
+	ha haTable
 }
 
 // maxRecent bounds the request-id memory. A client retries within seconds; thousands of commands
