@@ -564,22 +564,34 @@ func (d *Distributor) push(ctx context.Context, tenant string, req *WriteRequest
 	// once their series are decided.
 	answered := 0
 	deadline, _ := sendCtx.Deadline()
-	for ; pending > 0 && answered < nt; answered++ {
+	var gate *retryGate // the fenced retries started by this push, if any
+	for pending > 0 && answered < nt {
 		r := <-results
-		if f, ok := d.fenced(r.err); ok && d.undecided(r.t, req, st) {
+		if f, ok := d.fenced(r.err); ok && !r.retried && d.undecided(r.t, req, st) {
 			// Placed by a ring older than the target's last ownership change: place its series
-			// again on the fresh ring (fence.go), within the sends' deadline.
-			r = targetResult{t: r.t, resp: d.fencedRetry(ctx, deadline, tenant, req, st, r.t, f, r.err, false)}
+			// again on the fresh ring (fence.go), beside the other answers, so that a quorum they
+			// give decides the push without waiting for the retry. Its answer stands for r's.
+			if gate == nil {
+				gate = newRetryGate()
+			}
+			d.startFencedRetry(ctx, deadline, tenant, req, st, r, f, gate, results)
+			continue
 		}
+		answered++
 		pending -= d.apply(r, req, st, quorum, &out)
 	}
-	// Every series is decided. Fenced answers already in are sent again in the background (their
-	// series' bytes must be copied before Push returns), so that those series keep their RF copies.
+	// Every series is decided. Retries still waiting for this node's ring are sent now if the ring
+	// is there, else dropped (gate.abandon); later fenced answers are sent again in the background
+	// (their series' bytes must be copied before Push returns), so that those series keep their RF
+	// copies.
+	gate.abandon(func(t int, a fencedAnswer) {
+		d.fencedRetry(ctx, deadline, tenant, req, st, t, a.f, a.cause, true, nil)
+	})
 	for ; d.fence.src != nil && answered < nt; answered++ {
 		select {
 		case r := <-results:
-			if f, ok := d.fenced(r.err); ok {
-				d.fencedRetry(ctx, deadline, tenant, req, st, r.t, f, r.err, true)
+			if f, ok := d.fenced(r.err); ok && !r.retried {
+				d.fencedRetry(ctx, deadline, tenant, req, st, r.t, f, r.err, true, nil)
 			}
 			continue
 		default:
@@ -600,6 +612,8 @@ type targetResult struct {
 	t    int
 	resp *ingesterpb.PushResponse
 	err  error
+	// retried: the answer of a fenced retry standing for t's fenced answer (never retried again).
+	retried bool
 }
 
 // target returns the index of m among the push's targets, adding it if new. A push reaches at most

@@ -62,10 +62,94 @@ func (d *Distributor) placementRing() (*ringstate.Ring, uint64) {
 	return d.ring.Ring(), 0
 }
 
+// fencedAnswer is a fenced refusal waiting for its retry: the refusal's detail and error.
+type fencedAnswer struct {
+	f     *ingesterpb.FencedPush
+	cause error
+}
+
+// retryGate keeps a push's fenced retries, which run beside its answer loop, from reading the
+// push's series and scratch state (valid only until Push returns) once the push is decided. A
+// retry waits for this node's ring without the lock (waiting holds it meanwhile), then places and
+// copies its series under the lock unless the push was abandoned, and sends without it.
+type retryGate struct {
+	mu        sync.Mutex
+	abandoned bool
+	waiting   map[int]fencedAnswer // targets whose retry waits for the ring, by target index
+	// waitCtx ends the retries' waits for the ring when the push is abandoned: they would only
+	// find it so, and Distributor.Wait (shutdown) waits for them.
+	waitCtx  context.Context
+	stopWait context.CancelFunc
+}
+
+func newRetryGate() *retryGate {
+	g := &retryGate{waiting: map[int]fencedAnswer{}}
+	g.waitCtx, g.stopWait = context.WithCancel(context.Background())
+	return g
+}
+
+// abandon marks the push decided: no retry reads its state after abandon returns. Each retry still
+// waiting for the ring is handed to late (on the caller's goroutine, under the lock: the state is
+// still valid), which sends it again in the background as a fenced answer arriving after the
+// decision is. A nil gate (no retry started) does nothing.
+func (g *retryGate) abandon(late func(t int, a fencedAnswer)) {
+	if g == nil {
+		return
+	}
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	g.abandoned = true
+	g.stopWait()
+	for t, a := range g.waiting {
+		late(t, a)
+	}
+	clear(g.waiting)
+}
+
+// enter takes the lock for a retry of target t that is done waiting, unless the push was abandoned
+// (then the retry does nothing more: abandon dealt with it). A nil gate (a background retry, on the
+// push's goroutine) always enters.
+func (g *retryGate) enter(t int) bool {
+	if g == nil {
+		return true
+	}
+	g.mu.Lock()
+	if g.abandoned {
+		g.mu.Unlock()
+		return false
+	}
+	delete(g.waiting, t)
+	return true
+}
+
+func (g *retryGate) leave() {
+	if g != nil {
+		g.mu.Unlock()
+	}
+}
+
+// startFencedRetry runs fencedRetry for fenced answer r in a goroutine that delivers its answer to
+// results, marked retried, as r's: results has room for it, since r was taken from it.
+func (d *Distributor) startFencedRetry(ctx context.Context, deadline time.Time, tenant string, req *WriteRequest, st *pushState,
+	r targetResult, f *ingesterpb.FencedPush, gate *retryGate, results chan<- targetResult) {
+	gate.mu.Lock()
+	gate.waiting[r.t] = fencedAnswer{f, r.err}
+	gate.mu.Unlock()
+	d.sends.Add(1)
+	go func() {
+		defer d.sends.Done()
+		resp := d.fencedRetry(ctx, deadline, tenant, req, st, r.t, f, r.err, false, gate)
+		if resp != nil {
+			results <- targetResult{t: r.t, resp: resp, retried: true}
+		}
+	}()
+}
+
 // fencedRetry answers for target t, whose request was refused by fencing with detail f, with the
-// outcome of placing its series again on a ring at or after f's ownership index. It runs on the
-// push's goroutine (the series' bytes are valid only until Push returns) and waits for the retried
-// sends, bounded by deadline ctx; the other targets' answers wait in their buffered channel.
+// outcome of placing its series again on a ring at or after f's ownership index. It waits for the
+// retried sends, bounded by deadline ctx. With a gate it runs beside the push's answer loop and
+// reads the push's state only inside the gate (see retryGate), and returns nil when the push was
+// decided before it got there; without one it runs on the push's goroutine.
 //
 // Accounting: a series keeps the replication set it was placed on, with t's place taken by the
 // member of its fresh set that replaces t: t itself when t is still in the fresh set (the change
@@ -80,7 +164,7 @@ func (d *Distributor) placementRing() (*ringstate.Ring, uint64) {
 // sent again only if the ring is at the index already (no wait), without waiting for the answers
 // (nil is returned), so that they keep their RF copies as a slow replica's would.
 func (d *Distributor) fencedRetry(parent context.Context, deadline time.Time, tenant string, req *WriteRequest, st *pushState, t int,
-	f *ingesterpb.FencedPush, cause error, background bool) *ingesterpb.PushResponse {
+	f *ingesterpb.FencedPush, cause error, background bool, gate *retryGate) *ingesterpb.PushResponse {
 	ctx, cancel := context.WithDeadline(context.WithoutCancel(parent), deadline)
 	cancelled := false
 	defer func() {
@@ -88,10 +172,9 @@ func (d *Distributor) fencedRetry(parent context.Context, deadline time.Time, te
 			cancel()
 		}
 	}()
-	idx := st.order[st.offsets[t]:st.offsets[t+1]]
-	failAll := func(msg string) *ingesterpb.PushResponse {
-		resp := &ingesterpb.PushResponse{Errors: make([]*ingesterpb.SeriesError, len(idx))}
-		for k := range idx {
+	failAll := func(n int, msg string) *ingesterpb.PushResponse {
+		resp := &ingesterpb.PushResponse{Errors: make([]*ingesterpb.SeriesError, n)}
+		for k := range n {
 			resp.Errors[k] = &ingesterpb.SeriesError{Index: uint32(k), Code: ingesterpb.ErrorCode_INTERNAL, Message: msg}
 		}
 		return resp
@@ -105,9 +188,26 @@ func (d *Distributor) fencedRetry(parent context.Context, deadline time.Time, te
 			return nil
 		}
 	}
-	if err := wait(ctx, f.GetOwnershipIndex()); err != nil {
+	waitCtx := ctx
+	if gate != nil {
+		var stop context.CancelFunc
+		waitCtx, stop = context.WithDeadline(gate.waitCtx, deadline)
+		defer stop()
+	}
+	werr := wait(waitCtx, f.GetOwnershipIndex())
+	if !gate.enter(t) {
+		return nil
+	}
+	entered := true
+	defer func() {
+		if entered {
+			gate.leave()
+		}
+	}()
+	idx := st.order[st.offsets[t]:st.offsets[t+1]]
+	if werr != nil {
 		d.fence.retries.WithLabelValues("ring_lagging").Inc()
-		return failAll(fmt.Sprintf("%v; this distributor's ring did not reach index %d in time: %v", cause, f.GetOwnershipIndex(), err))
+		return failAll(len(idx), fmt.Sprintf("%v; this distributor's ring did not reach index %d in time: %v", cause, f.GetOwnershipIndex(), werr))
 	}
 	d.fence.retries.WithLabelValues("retried").Inc()
 	ring, index := d.fence.src.RingIndex()
@@ -172,6 +272,9 @@ func (d *Distributor) fencedRetry(parent context.Context, deadline time.Time, te
 			answers[j] = answer{r, err}
 		}()
 	}
+	// Every series' bytes are copied: the push's state is not read again.
+	gate.leave()
+	entered = false
 	if background {
 		cancelled = true
 		go func() { wg.Wait(); cancel() }()

@@ -1,7 +1,9 @@
 package distributor
 
 import (
+	"bytes"
 	"context"
+	"io"
 	"net"
 	"net/http"
 	"sync"
@@ -288,4 +290,77 @@ func seriesLabels(s prompb.TimeSeries) []Label {
 		out[i] = Label{Name: l.Name, Value: l.Value}
 	}
 	return out
+}
+
+// TestFence_RetryDoesNotHoldADecidedPush: one replica fences the push and this node's ring cannot
+// reach its index; the other two store every series. The push is answered once they have (its
+// quorum), not after the retry's wait for the ring, which lasts the remote timeout; the waiting
+// retry is then given up (counted as ring_lagging) without touching the finished push's state.
+func TestFence_RetryDoesNotHoldADecidedPush(t *testing.T) {
+	var ings []*fencingIngester
+	var specs []memberSpec
+	for i := range 3 {
+		// a fences at once; b and c take their requests slowly, so that a's refusal is in, and its
+		// retry waiting, before the push is decided.
+		owned, slow := uint64(0), 300*time.Millisecond
+		if i == 0 {
+			owned = 9
+		}
+		ing := startFencingIngester(t, owned, slow)
+		ings = append(ings, ing)
+		specs = append(specs, memberSpec{id: string(rune('a' + i)), addr: ing.addr})
+	}
+	r := buildRing(t, specs...)
+	src := &laggingRing{ring: r, index: 5, fresh: r, freshIndex: 5, neverCatch: true}
+	pool := NewGRPCClientPool(time.Minute, testLogger())
+	cfg := defaultConfig()
+	cfg.RemoteTimeout = 10 * time.Second
+	e := &testEnv{clock: newClock(testNow())}
+	d, err := New(cfg, Deps{Ring: src, Clients: pool, Registerer: prometheus.NewRegistry(), Logger: testLogger(), Now: e.clock.Now})
+	if err != nil {
+		t.Fatal(err)
+	}
+	e.d, e.srv = d, newHTTPServer(d)
+	t.Cleanup(func() { e.srv.Close(); d.Wait(); _ = pool.Close() })
+
+	in := manySeries(50)
+	req, err := http.NewRequest(http.MethodPost, e.srv.URL+"/api/v1/push", bytes.NewReader(encode(t, in...)))
+	if err != nil {
+		t.Fatal(err)
+	}
+	req.Header.Set("Content-Encoding", "snappy")
+	req.Header.Set("Content-Type", "application/x-protobuf")
+	start := time.Now()
+	resp, err := e.srv.Client().Do(req) // not e.post: it waits for every send, the retry's too
+	if err != nil {
+		t.Fatal(err)
+	}
+	took := time.Since(start)
+	msg, _ := io.ReadAll(resp.Body)
+	resp.Body.Close()
+	if resp.StatusCode != http.StatusOK {
+		t.Fatalf("%d %s", resp.StatusCode, msg)
+	}
+	if took > cfg.RemoteTimeout/2 {
+		t.Fatalf("push answered after %v: it waited for the fenced retry (remote timeout %v)", took, cfg.RemoteTimeout)
+	}
+	start = time.Now()
+	d.Wait()
+	if took := time.Since(start); took > cfg.RemoteTimeout/2 {
+		t.Fatalf("the given-up retry kept waiting for the ring %v after the push was answered", took)
+	}
+	for _, s := range in {
+		for _, ing := range ings[1:] {
+			if !ing.has(DefaultTenant, rendered(s)) {
+				t.Fatalf("%s missing on %s", rendered(s), ing.addr)
+			}
+		}
+		if ings[0].has(DefaultTenant, rendered(s)) {
+			t.Fatalf("%s stored on the fencing member", rendered(s))
+		}
+	}
+	d.Wait()
+	if got := testutil.ToFloat64(d.fence.retries.WithLabelValues("ring_lagging")); got != 1 {
+		t.Fatalf("fenced_retries_total{outcome=ring_lagging} = %v, want 1 (the retry given up)", got)
+	}
 }
