@@ -294,12 +294,18 @@ func (r *Receiver) TransferChunks(st transferpb.Transfer_TransferChunksServer) e
 	}()
 
 	// One transfer at a time; the watcher's settle takes the same slot.
+	waited := false
 	select {
 	case r.sem <- struct{}{}:
-	case <-time.After(r.cfg.Timeout):
-		return status.Errorf(codes.Unavailable, "transfer: %s is busy with another hand-over", r.id)
-	case <-ctx.Done():
-		return status.FromContextError(ctx.Err()).Err()
+	default:
+		waited = true
+		select {
+		case r.sem <- struct{}{}:
+		case <-time.After(r.cfg.Timeout):
+			return status.Errorf(codes.Unavailable, "transfer: %s is busy with another hand-over", r.id)
+		case <-ctx.Done():
+			return status.FromContextError(ctx.Err()).Err()
+		}
 	}
 	defer func() { <-r.sem }()
 	r.lastFrame.Store(int64(time.Since(r.base)))
@@ -308,8 +314,17 @@ func (r *Receiver) TransferChunks(st transferpb.Transfer_TransferChunksServer) e
 	if err := stale(); err != nil {
 		return err
 	}
-	if ring, err = r.ringAt(ctx, epoch); err != nil {
-		return status.Errorf(codes.Unavailable, "transfer: ring of %s did not reach the claim's index %d: %v", r.id, epoch, err)
+	// The ring read above is as fresh as any when the slot was free; after a wait, or once the
+	// local ring holds the claim, read again.
+	select {
+	case <-caught:
+		ring = r.ring.Ring()
+	default:
+		if waited {
+			if ring, err = r.ringAt(ctx, epoch); err != nil {
+				return status.Errorf(codes.Unavailable, "transfer: ring of %s did not reach the claim's index %d: %v", r.id, epoch, err)
+			}
+		}
 	}
 	if err := r.paired(ring, leaver); err != nil {
 		return status.Errorf(codes.FailedPrecondition, "transfer: refusing hand-over from %s: %v", leaver, err)
@@ -349,6 +364,23 @@ func (r *Receiver) ringAt(ctx context.Context, index uint64) (*ringstate.Ring, e
 	return r.ring.Ring(), nil
 }
 
+// hasten makes the local ring apply index sooner when it has not yet: a follower learns of a
+// commit only with the leader's next append, up to twice -raft.commit-timeout (50–100 ms by
+// default) after it, and the joiner's ring must show it ACTIVE before it answers the leaver and
+// is ready. A linearizable read appends a barrier through the leader (raftfsm: VerifyLeader and
+// Barrier), and the barrier's replication carries the commit index to this member at once. Best
+// effort: whatever the read answers, the caller waits for the local ring as before.
+func (r *Receiver) hasten(ctx context.Context, index uint64) {
+	done, cancel := context.WithCancel(ctx)
+	cancel() // WaitApplied on an ended context only says whether index is applied already
+	if r.ring.WaitApplied(done, index) == nil {
+		return
+	}
+	lctx, lcancel := context.WithTimeout(ctx, min(r.cfg.Timeout, attemptTimeout))
+	_, _, _ = r.ring.LinearizableRing(lctx)
+	lcancel()
+}
+
 // frameSource hands the receiving loop the stream's frames, in order, and bounds how long the
 // leaver may make it wait (every wait after the first frame counts, time spent importing does not):
 //
@@ -369,6 +401,10 @@ type frameSource struct {
 	started  bool          // the first frame arrived
 	waited   time.Duration // waiting for frames since the first one
 	received int64         // payload bytes received, the first frame's included
+	// ended is the receiving goroutine's last word (io.EOF or an error), once read: it comes after
+	// every frame it read, which may still wait in frames (read ahead), so it is returned only
+	// once frames is empty.
+	ended error
 }
 
 // budget is the total wait the stream has earned so far.
@@ -391,6 +427,9 @@ func (fs *frameSource) next() (*transferpb.Frame, error) {
 	case f := <-fs.frames:
 		return got(f)
 	default:
+	}
+	if fs.ended != nil {
+		return nil, fs.ended
 	}
 	timeout, byBudget := fs.r.cfg.Timeout, false
 	if fs.started {
@@ -415,6 +454,14 @@ func (fs *frameSource) next() (*transferpb.Frame, error) {
 		waited()
 		return got(f)
 	case err := <-fs.recvErr:
+		// Sent after the goroutine's last frame: a frame read ahead of it goes first.
+		fs.ended = err
+		select {
+		case f := <-fs.frames:
+			waited()
+			return got(f)
+		default:
+		}
 		return nil, err
 	case <-t.C:
 		waited()
@@ -591,6 +638,7 @@ func (r *Receiver) receive(ctx context.Context, st transferpb.Transfer_TransferC
 	if err != nil {
 		return nil, fmt.Errorf("commit CompleteHandover(%s, %s): %w", leaver, r.id, err)
 	}
+	r.hasten(cctx, idx)
 	if err := r.ring.WaitApplied(cctx, idx); err != nil {
 		return nil, fmt.Errorf("wait for CompleteHandover at index %d: %w", idx, err)
 	}
