@@ -50,53 +50,9 @@ func (p *postingsIndex) add(ref uint64, lset labels.Labels) {
 	})
 }
 
-// addSorted adds series, sorted by ascending ref, under one lock: every
-// insert is then an append (replay's bulk build, a hand-over frame's new
-// series). Series of one tenant mostly share their label names in the same
-// order, so the value map of the name at each position is remembered from
-// the series before (one map lookup per label instead of two), and a value
-// seen for the first time gets a one-element list cut from a slab shared by
-// the call (capacity 1: a second ref copies it out, so lists never overlap).
+// addSorted adds series, mostly sorted by ascending ref, under one lock (addBulk).
 func (p *postingsIndex) addSorted(series []*memSeries) {
-	p.mu.Lock()
-	defer p.mu.Unlock()
-	var (
-		names []string // names[i]: the label name at position i in the series before
-		maps  []map[string][]uint64
-		slab  []uint64
-	)
-	for _, ms := range series {
-		ref := ms.ref
-		p.all = insertSorted(p.all, ref)
-		i := 0
-		ms.lset.Range(func(l labels.Label) {
-			var vals map[string][]uint64
-			if i < len(names) && names[i] == l.Name {
-				vals = maps[i]
-			} else {
-				vals = p.m[l.Name]
-				if vals == nil {
-					vals = map[string][]uint64{}
-					p.m[l.Name] = vals
-				}
-				if i < len(names) {
-					names[i], maps[i] = l.Name, vals
-				} else {
-					names, maps = append(names, l.Name), append(maps, vals)
-				}
-			}
-			i++
-			if list, ok := vals[l.Value]; ok {
-				vals[l.Value] = insertSorted(list, ref)
-				return
-			}
-			if len(slab) == cap(slab) {
-				slab = make([]uint64, 0, min(len(series), 4096))
-			}
-			slab = append(slab, ref)
-			vals[l.Value] = slab[len(slab)-1 : len(slab) : len(slab)]
-		})
-	}
+	p.addBulk(len(series), func(i int) (uint64, labels.Labels) { return series[i].ref, series[i].lset })
 }
 
 // delete removes a batch of series at once: each affected list is filtered

@@ -511,9 +511,13 @@ func decodeRecord(seq uint64, b []byte, r *record) error {
 		n := d.count("series count", 10)
 		r.Series = r.Series[:0]
 		sb := labels.NewScratchBuilder(0)
-		for range n {
+		var tenant string
+		for i := range n {
 			ref := d.be64("series ref")
-			tenant := string(d.bytes("tenant"))
+			// Series of one record share one tenant string (they nearly always have one tenant).
+			if t := d.bytes("tenant"); i == 0 || string(t) != tenant {
+				tenant = string(t)
+			}
 			nl := d.count("label count", 2)
 			sb.Reset()
 			for range nl {
@@ -522,7 +526,8 @@ func decodeRecord(seq uint64, b []byte, r *record) error {
 				if d.err != nil {
 					break
 				}
-				sb.Add(string(name), string(value))
+				// Views of the payload where Labels copies them (labelString).
+				sb.Add(labelString(name), labelString(value))
 			}
 			if d.err != nil {
 				return d.err

@@ -100,6 +100,10 @@ type replayWorker struct {
 	in   chan replayPart
 	refs refTable[replaySeries]
 	cc   chunkChecker
+	// notSeries are the routed series records that made no series of their own (invalid labels,
+	// or labels logged again under another ref): replayPostings added them, so they are taken
+	// out again at the end.
+	notSeries []replayPosting
 
 	series, samples, chunks, skipped int
 }
@@ -123,10 +127,11 @@ func (rw *replayWorker) applySeries(seq uint64, ss []walSeries, hashes []uint64)
 	st := rw.st
 	for i, s := range ss {
 		th := st.getOrCreateTenant(s.Tenant)
-		ms, created, err := st.lockSeries(th, s.Labels, hashes[i], s.Ref, 0)
+		ms, created, err := st.replaySeries(th, s.Labels, hashes[i], s.Ref, scratchLabelsCopy)
 		if err != nil {
 			st.logger.Warn("wal replay skipped a series", "seq", seq, "ref", s.Ref, "labels", s.Labels.String(), "err", err)
 			rw.skipped++
+			rw.notSeries = append(rw.notSeries, replayPosting{th: th, ref: s.Ref, lset: s.Labels})
 			continue
 		}
 		ms.mu.Unlock()
@@ -134,6 +139,7 @@ func (rw *replayWorker) applySeries(seq uint64, ss []walSeries, hashes []uint64)
 			// Same labels logged twice under two refs (recreated after a
 			// truncation): later samples of either ref go to the one series.
 			rw.skipped++
+			rw.notSeries = append(rw.notSeries, replayPosting{th: th, ref: s.Ref, lset: s.Labels})
 		}
 		rw.refs.set(s.Ref, replaySeries{ms: ms, th: th})
 		rw.series++
@@ -234,9 +240,16 @@ func (st *Store) replayWAL(w *wal) (uint64, error) {
 		st.metrics.walReplayProgress.Set(1)
 	}
 	nw := min(runtime.GOMAXPROCS(0), 64) // owner stores worker indexes in a uint16
-	// Postings are built in bulk after the workers are done (buildPostings):
-	// added one by one from two workers, the inserts into the tenant-wide
-	// lists contended on its lock and landed out of order (memmoves).
+	// Postings are not added by the apply workers: added one by one from
+	// two workers, the inserts into the tenant-wide lists contended on its
+	// lock and landed out of order (memmoves). They are built in bulk beside
+	// the workers (replayPostings, fed by the router in key order) when the
+	// series keep the labels the records decoded, else after the workers are
+	// done (buildPostings).
+	var pb *replayPostings
+	if scratchLabelsCopy {
+		pb = startReplayPostings()
+	}
 	st.replaying = true
 	defer func() { st.replaying = false }()
 	workers := make([]*replayWorker, nw)
@@ -249,6 +262,7 @@ func (st *Store) replayWAL(w *wal) (uint64, error) {
 	// owner maps a ref to 1 + the index of the worker owning its series.
 	var owner refTable[uint16]
 	var maxRef uint64
+	var th *tenantHead // the tenant of the last series routed
 	nextSeq, corrupt, err := w.replay(nw, func(r *replayRecord) error {
 		rep.Records++
 		tracker.advance(r.seq, int64(rep.Records))
@@ -268,6 +282,10 @@ func (st *Store) replayWAL(w *wal) (uint64, error) {
 		}
 		switch r.rec.Type {
 		case recSeries:
+			var posts []replayPosting
+			if pb != nil {
+				posts = make([]replayPosting, 0, len(r.rec.Series))
+			}
 			for _, s := range r.rec.Series {
 				if s.Ref == 0 || owner.get(s.Ref) != 0 {
 					rep.Skipped++
@@ -279,6 +297,15 @@ func (st *Store) replayWAL(w *wal) (uint64, error) {
 				maxRef = max(maxRef, s.Ref)
 				r.parts[o].series = append(r.parts[o].series, s)
 				r.parts[o].hashes = append(r.parts[o].hashes, h)
+				if pb != nil {
+					if th == nil || th.name != s.Tenant {
+						th = st.getOrCreateTenant(s.Tenant)
+					}
+					posts = append(posts, replayPosting{th: th, ref: s.Ref, lset: s.Labels})
+				}
+			}
+			if len(posts) > 0 {
+				pb.in <- posts
 			}
 		case recSamples:
 			for _, e := range r.rec.Samples {
@@ -324,7 +351,15 @@ func (st *Store) replayWAL(w *wal) (uint64, error) {
 		close(rw.in)
 	}
 	wg.Wait()
-	st.buildPostings()
+	if pb != nil {
+		var not []replayPosting
+		for _, rw := range workers {
+			not = append(not, rw.notSeries...)
+		}
+		pb.finish(not)
+	} else {
+		st.buildPostings()
+	}
 	if err != nil {
 		return 0, fmt.Errorf("memstore: replaying WAL: %w", err)
 	}

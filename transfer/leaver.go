@@ -430,13 +430,8 @@ func (l *Leaver) stream(ctx context.Context, joiner ringstate.Member, epoch uint
 		p.totalChunks += s.Chunks
 	}
 	var (
-		tot     Totals
-		seq     uint64
-		body    []byte
-		n       int
-		nChunks int
-		sc      seriesChecker
-		one     [1]Series
+		tot Totals
+		seq uint64
 	)
 	// The joiner refuses a frame above its receive limit (the same flag here): a frame carries at
 	// most this much payload.
@@ -453,62 +448,103 @@ func (l *Leaver) stream(ctx context.Context, joiner ringstate.Member, epoch uint
 		l.m.sentBytes.Add(float64(len(payload)))
 		return nil
 	}
-	// sendBody sends the first n series of body (body[:size]) as one frame, and keeps the rest.
-	// The payload buffer is reused from frame to frame: a stream does not keep a frame once Send
-	// returns (see Dialer), so this allocates nothing per frame.
-	var payload []byte
-	sendBody := func(size, n, nChunks int) error {
-		payload = binary.AppendUvarint(payload[:0], uint64(n))
-		payload = append(payload, body[:size]...)
-		if err := send(transferpb.FrameKind_FRAME_KIND_SERIES, payload); err != nil {
-			return err
-		}
-		l.m.sentSeries.Add(float64(n))
-		l.m.sentChunks.Add(float64(nChunks))
-		p.bytes += int64(len(payload))
-		body = body[:copy(body, body[size:])]
-		p.report(false)
-		return nil
+	// The walk (encoding frames) runs on a goroutine of its own, up to framesAhead frames ahead of
+	// this one, which sends them: a Send that waits for the joiner (gRPC flow control) no longer
+	// stops the walk, nor the walk the sending. Payload buffers go round between the two (a
+	// stream does not keep a frame once Send returns, see Dialer): nothing is allocated per frame.
+	type readyFrame struct {
+		payload           []byte
+		series, chunks    int
+		seriesIn, chunkIn int64 // series and chunks walked so far, for the progress
 	}
-	flushBatch := func() error {
-		if n == 0 {
-			return nil
-		}
-		err := sendBody(len(body), n, nChunks)
-		n, nChunks = 0, 0
-		return err
+	const framesAhead = 2
+	ready := make(chan readyFrame, framesAhead)
+	free := make(chan []byte, framesAhead+1)
+	for range framesAhead + 1 {
+		free <- nil
 	}
-	err = l.store.ExportSeries(func(s *memstore.ImportSeries) error {
-		// What the joiner would refuse is not sent: the whole hand-over could never complete.
-		one[0] = *s
-		if err := sc.check(one[:]); err != nil {
-			return fmt.Errorf("%w: %v", errCannotHandOver, err)
+	wctx, wcancel := context.WithCancel(sctx)
+	defer wcancel()
+	walkErr := make(chan error, 1)
+	go func() {
+		defer close(ready)
+		var (
+			body           []byte
+			n, nChunks     int
+			series, chunks int64
+			sc             seriesChecker
+			one            [1]Series
+		)
+		// emit queues the first n series of body (body[:size]) as one frame, and keeps the rest.
+		emit := func(size, n, nChunks int) error {
+			var payload []byte
+			select {
+			case payload = <-free:
+			case <-wctx.Done():
+				return wctx.Err()
+			}
+			payload = binary.AppendUvarint(payload[:0], uint64(n))
+			payload = append(payload, body[:size]...)
+			body = body[:copy(body, body[size:])]
+			select {
+			case ready <- readyFrame{payload: payload, series: n, chunks: nChunks, seriesIn: series, chunkIn: chunks}:
+				return nil
+			case <-wctx.Done():
+				return wctx.Err()
+			}
 		}
-		start := len(body)
-		body = appendSeries(body, s)
-		if size := len(body) - start; size+binary.MaxVarintLen64 > maxPayload {
-			return fmt.Errorf("%w: series %s of tenant %q takes %d bytes, more than a frame may hold (-ingester.transfer-max-recv-msg-size=%d)",
-				errCannotHandOver, safeLabels(s.Labels), s.Tenant, size, l.cfg.MaxRecvMsgSize)
-		}
-		if len(body)+binary.MaxVarintLen64 > maxPayload {
-			// This series does not fit beside the ones before it: they go first, alone.
-			if err := sendBody(start, n, nChunks); err != nil {
+		err := l.store.ExportSeries(func(s *memstore.ImportSeries) error {
+			// What the joiner would refuse is not sent: the whole hand-over could never complete.
+			one[0] = *s
+			if err := sc.check(one[:]); err != nil {
+				return fmt.Errorf("%w: %v", errCannotHandOver, err)
+			}
+			start := len(body)
+			body = appendSeries(body, s)
+			if size := len(body) - start; size+binary.MaxVarintLen64 > maxPayload {
+				return fmt.Errorf("%w: series %s of tenant %q takes %d bytes, more than a frame may hold (-ingester.transfer-max-recv-msg-size=%d)",
+					errCannotHandOver, safeLabels(s.Labels), s.Tenant, size, l.cfg.MaxRecvMsgSize)
+			}
+			if len(body)+binary.MaxVarintLen64 > maxPayload {
+				// This series does not fit beside the ones before it: they go first, alone.
+				if err := emit(start, n, nChunks); err != nil {
+					return err
+				}
+				n, nChunks = 0, 0
+			}
+			tot.add(s)
+			n++
+			nChunks += len(s.Chunks)
+			series++
+			chunks += int64(len(s.Chunks))
+			if len(body) >= l.cfg.FrameBytes {
+				err := emit(len(body), n, nChunks)
+				n, nChunks = 0, 0
 				return err
 			}
-			n, nChunks = 0, 0
+			return nil
+		})
+		if err == nil && n > 0 {
+			err = emit(len(body), n, nChunks)
 		}
-		tot.add(s)
-		n++
-		nChunks += len(s.Chunks)
-		p.series++
-		p.chunks += int64(len(s.Chunks))
-		if len(body) >= l.cfg.FrameBytes {
-			return flushBatch()
+		walkErr <- err
+	}()
+	for fr := range ready {
+		if err = send(transferpb.FrameKind_FRAME_KIND_SERIES, fr.payload); err != nil {
+			break
 		}
-		return nil
-	})
-	if err == nil {
-		err = flushBatch()
+		l.m.sentSeries.Add(float64(fr.series))
+		l.m.sentChunks.Add(float64(fr.chunks))
+		p.bytes += int64(len(fr.payload))
+		p.series, p.chunks = fr.seriesIn, fr.chunkIn
+		p.report(false)
+		free <- fr.payload
+	}
+	// A send error stops the walk; the walk's own error (it ended ready) is read either way, so
+	// that tot is complete (written by the walk before it reports) when the trailer goes out.
+	wcancel()
+	if werr := <-walkErr; err == nil {
+		err = werr
 	}
 	if err == nil {
 		err = send(transferpb.FrameKind_FRAME_KIND_TRAILER, encodeTrailer(tot))

@@ -223,7 +223,13 @@ func (r *Receiver) paired(ring *ringstate.Ring, leaver ringstate.MemberID) error
 func (r *Receiver) TransferChunks(st transferpb.Transfer_TransferChunksServer) error {
 	ctx, cancel := context.WithCancel(st.Context())
 	defer cancel()
-	frames := make(chan *transferpb.Frame)
+	// Frames are read ahead of the receiving loop, up to ImportConcurrency of them: while every
+	// import slot is busy the loop takes no frame, and without a buffer here gRPC's flow control
+	// then stopped the leaver, whose walk stood still until the loop took a frame again — the two
+	// sides took turns instead of working at once. At most ImportConcurrency more frames of at
+	// most -ingester.transfer-max-recv-msg-size each are held (one -ingester.transfer-frame-bytes
+	// each, normally).
+	frames := make(chan *transferpb.Frame, r.cfg.ImportConcurrency)
 	recvErr := make(chan error, 1)
 	go func() {
 		for {
@@ -271,23 +277,35 @@ func (r *Receiver) TransferChunks(st transferpb.Transfer_TransferChunksServer) e
 		return err
 	}
 	// The claim was committed at index epoch; our ring may lag it by an apply.
-	wctx, wcancel := context.WithTimeout(ctx, r.cfg.Timeout)
-	err = r.ring.WaitApplied(wctx, epoch)
-	wcancel()
+	ring, err := r.ringAt(ctx, epoch)
 	if err != nil {
 		return status.Errorf(codes.Unavailable, "transfer: ring of %s did not reach the claim's index %d: %v", r.id, epoch, err)
 	}
-	if err := r.paired(r.ring.Ring(), leaver); err != nil {
+	if err := r.paired(ring, leaver); err != nil {
 		return status.Errorf(codes.FailedPrecondition, "transfer: refusing hand-over from %s: %v", leaver, err)
 	}
+	// caught is closed once the local ring holds the claim: until then a frame cannot be checked
+	// against it (see receive).
+	caught := make(chan struct{})
+	go func() {
+		if r.ring.WaitApplied(ctx, epoch) == nil {
+			close(caught)
+		}
+	}()
 
 	// One transfer at a time; the watcher's settle takes the same slot.
+	waited := false
 	select {
 	case r.sem <- struct{}{}:
-	case <-time.After(r.cfg.Timeout):
-		return status.Errorf(codes.Unavailable, "transfer: %s is busy with another hand-over", r.id)
-	case <-ctx.Done():
-		return status.FromContextError(ctx.Err()).Err()
+	default:
+		waited = true
+		select {
+		case r.sem <- struct{}{}:
+		case <-time.After(r.cfg.Timeout):
+			return status.Errorf(codes.Unavailable, "transfer: %s is busy with another hand-over", r.id)
+		case <-ctx.Done():
+			return status.FromContextError(ctx.Err()).Err()
+		}
 	}
 	defer func() { <-r.sem }()
 	r.lastFrame.Store(int64(time.Since(r.base)))
@@ -296,12 +314,24 @@ func (r *Receiver) TransferChunks(st transferpb.Transfer_TransferChunksServer) e
 	if err := stale(); err != nil {
 		return err
 	}
-	if err := r.paired(r.ring.Ring(), leaver); err != nil {
+	// The ring read above is as fresh as any when the slot was free; after a wait, or once the
+	// local ring holds the claim, read again.
+	select {
+	case <-caught:
+		ring = r.ring.Ring()
+	default:
+		if waited {
+			if ring, err = r.ringAt(ctx, epoch); err != nil {
+				return status.Errorf(codes.Unavailable, "transfer: ring of %s did not reach the claim's index %d: %v", r.id, epoch, err)
+			}
+		}
+	}
+	if err := r.paired(ring, leaver); err != nil {
 		return status.Errorf(codes.FailedPrecondition, "transfer: refusing hand-over from %s: %v", leaver, err)
 	}
 	r.epochFloor.Store(epoch)
 
-	res, err := r.receive(ctx, st, log, first, src, leaver, epoch)
+	res, err := r.receive(ctx, st, log, first, src, leaver, epoch, caught)
 	if err == nil {
 		return st.SendAndClose(res)
 	}
@@ -311,6 +341,44 @@ func (r *Receiver) TransferChunks(st transferpb.Transfer_TransferChunksServer) e
 		return err
 	}
 	return status.Errorf(codes.Aborted, "transfer to %s: %v", r.id, err)
+}
+
+// ringAt returns a ring that reflects at least index: a linearizable read (through the leader),
+// else — no quorum, or the read is behind index — the local ring once it has applied index, within
+// -ingester.transfer-timeout. The local ring of a follower learns of a commit only with the
+// leader's next append, up to twice -raft.commit-timeout after it (50–100 ms by default): the
+// claim is always committed by the time its stream starts, so the linearizable read spares the
+// joiner that wait.
+func (r *Receiver) ringAt(ctx context.Context, index uint64) (*ringstate.Ring, error) {
+	lctx, cancel := context.WithTimeout(ctx, min(r.cfg.Timeout, attemptTimeout))
+	ring, at, err := r.ring.LinearizableRing(lctx)
+	cancel()
+	if err == nil && at >= index {
+		return ring, nil
+	}
+	wctx, wcancel := context.WithTimeout(ctx, r.cfg.Timeout)
+	defer wcancel()
+	if err := r.ring.WaitApplied(wctx, index); err != nil {
+		return nil, err
+	}
+	return r.ring.Ring(), nil
+}
+
+// hasten makes the local ring apply index sooner when it has not yet: a follower learns of a
+// commit only with the leader's next append, up to twice -raft.commit-timeout (50–100 ms by
+// default) after it, and the joiner's ring must show it ACTIVE before it answers the leaver and
+// is ready. A linearizable read appends a barrier through the leader (raftfsm: VerifyLeader and
+// Barrier), and the barrier's replication carries the commit index to this member at once. Best
+// effort: whatever the read answers, the caller waits for the local ring as before.
+func (r *Receiver) hasten(ctx context.Context, index uint64) {
+	done, cancel := context.WithCancel(ctx)
+	cancel() // WaitApplied on an ended context only says whether index is applied already
+	if r.ring.WaitApplied(done, index) == nil {
+		return
+	}
+	lctx, lcancel := context.WithTimeout(ctx, min(r.cfg.Timeout, attemptTimeout))
+	_, _, _ = r.ring.LinearizableRing(lctx)
+	lcancel()
 }
 
 // frameSource hands the receiving loop the stream's frames, in order, and bounds how long the
@@ -333,6 +401,10 @@ type frameSource struct {
 	started  bool          // the first frame arrived
 	waited   time.Duration // waiting for frames since the first one
 	received int64         // payload bytes received, the first frame's included
+	// ended is the receiving goroutine's last word (io.EOF or an error), once read: it comes after
+	// every frame it read, which may still wait in frames (read ahead), so it is returned only
+	// once frames is empty.
+	ended error
 }
 
 // budget is the total wait the stream has earned so far.
@@ -355,6 +427,9 @@ func (fs *frameSource) next() (*transferpb.Frame, error) {
 	case f := <-fs.frames:
 		return got(f)
 	default:
+	}
+	if fs.ended != nil {
+		return nil, fs.ended
 	}
 	timeout, byBudget := fs.r.cfg.Timeout, false
 	if fs.started {
@@ -379,6 +454,14 @@ func (fs *frameSource) next() (*transferpb.Frame, error) {
 		waited()
 		return got(f)
 	case err := <-fs.recvErr:
+		// Sent after the goroutine's last frame: a frame read ahead of it goes first.
+		fs.ended = err
+		select {
+		case f := <-fs.frames:
+			waited()
+			return got(f)
+		default:
+		}
 		return nil, err
 	case <-t.C:
 		waited()
@@ -412,8 +495,14 @@ func (r *Receiver) afterFailure(leaver ringstate.MemberID) {
 
 // receive imports every frame's series, checks the trailer, commits CompleteHandover and waits
 // until the local ring shows it.
+//
+// caught is closed once the local ring has applied the claim (index epoch). Before that the local
+// ring still shows this member PENDING, so frames are not checked against it: the pairing was
+// checked on a linearizable read (ringAt), and an abort in the meantime is noticed at the next
+// frame after the local ring catches up — or at the latest by CompleteHandover, which the ring
+// refuses for a pair it no longer holds.
 func (r *Receiver) receive(ctx context.Context, st transferpb.Transfer_TransferChunksServer, log *slog.Logger,
-	f *transferpb.Frame, src *frameSource, leaver ringstate.MemberID, epoch uint64) (*transferpb.TransferResult, error) {
+	f *transferpb.Frame, src *frameSource, leaver ringstate.MemberID, epoch uint64, caught <-chan struct{}) (*transferpb.TransferResult, error) {
 	next := src.next
 	// Leftovers of an earlier attempt go first; data of unknown origin is never discarded.
 	_, hasMarker, err := r.readMarker()
@@ -467,8 +556,12 @@ func (r *Receiver) receive(ctx context.Context, st transferpb.Transfer_TransferC
 			return nil, status.Errorf(codes.InvalidArgument, "transfer: frame %d has unknown kind %d", f.GetSeq(), f.GetKind())
 		}
 		// An abort (by the watcher of the leaver, or the leaver restarting) ends the attempt early.
-		if err := r.paired(r.ring.Ring(), leaver); err != nil {
-			return nil, fmt.Errorf("hand-over no longer in the ring: %w", err)
+		select {
+		case <-caught:
+			if err := r.paired(r.ring.Ring(), leaver); err != nil {
+				return nil, fmt.Errorf("hand-over no longer in the ring: %w", err)
+			}
+		default: // the local ring has not applied the claim yet (see above)
 		}
 		ss, err := checkSeriesFrame(f, r.cfg.MaxRecvMsgSize, &sc)
 		if err != nil {
@@ -545,6 +638,7 @@ func (r *Receiver) receive(ctx context.Context, st transferpb.Transfer_TransferC
 	if err != nil {
 		return nil, fmt.Errorf("commit CompleteHandover(%s, %s): %w", leaver, r.id, err)
 	}
+	r.hasten(cctx, idx)
 	if err := r.ring.WaitApplied(cctx, idx); err != nil {
 		return nil, fmt.Errorf("wait for CompleteHandover at index %d: %w", idx, err)
 	}
