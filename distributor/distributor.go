@@ -166,6 +166,10 @@ type Deps struct {
 	HA HAElector
 	// HALimits returns a tenant's HA tracker limits (runtime overrides); nil: the flags' for every tenant.
 	HALimits func(tenant string) HATenantLimits
+	// ExemplarsEnabled says whether a tenant stores exemplars (its -ingester.max-global-exemplars-per-user
+	// or runtime override is above 0); the exemplars of the others are validated and dropped here,
+	// as Mimir does. nil: exemplars are dropped for every tenant.
+	ExemplarsEnabled func(tenant string) bool
 }
 
 // Distributor validates remote-write requests and replicates their series to the ingesters. It is
@@ -204,6 +208,9 @@ type Distributor struct {
 	states sync.Pool // *pushState
 
 	ha *haTracker // nil unless -distributor.ha-tracker.enable
+
+	exemplarsEnabled func(tenant string) bool // Deps.ExemplarsEnabled
+	xm               *extraMetrics            // exemplars and metadata (metadata.go)
 }
 
 // New returns a Distributor. cfg must have passed Validate.
@@ -222,12 +229,17 @@ func New(cfg Config, deps Deps) (*Distributor, error) {
 		oldestInMemory: deps.OldestInMemory,
 		tenants:        newTenantTracker(tenantIdleTimeout),
 		limits:         deps.Limits,
+
+		exemplarsEnabled: deps.ExemplarsEnabled,
 	}
 	m, err := newMetrics(deps.Registerer, d)
 	if err != nil {
 		return nil, fmt.Errorf("distributor: registering metrics: %w", err)
 	}
 	d.m = m
+	if d.xm, err = newExtraMetrics(deps.Registerer); err != nil {
+		return nil, fmt.Errorf("distributor: registering metrics: %w", err)
+	}
 	if d.fence, err = newFencing(deps.Ring, deps.Registerer); err != nil {
 		return nil, fmt.Errorf("distributor: registering metrics: %w", err)
 	}
@@ -401,6 +413,9 @@ func (d *Distributor) push(ctx context.Context, tenant string, req *WriteRequest
 			return perr
 		}
 	}
+	if len(req.metadata) > 0 { // metric metadata goes to its own replicas (metadata.go)
+		d.pushMetadata(ctx, tenant, req, st, &out)
+	}
 	samplesIn, valid := 0, 0
 	for i := range req.Series {
 		s := &req.Series[i]
@@ -414,6 +429,9 @@ func (d *Distributor) push(ctx context.Context, tenant string, req *WriteRequest
 			r = histogramRefusal(s.Labels)
 		} else {
 			r = validateLabels(s.Labels, lim)
+		}
+		if r == nil {
+			r = d.checkExemplars(tenant, req, s)
 		}
 		if r != nil {
 			d.m.discardedSamples.WithLabelValues(tenant, r.reason).Add(float64(len(s.Samples) + s.Histograms))
@@ -622,7 +640,7 @@ func buildRequest(req *WriteRequest, idx []int32, ringIndex uint64) *[]byte {
 	for _, i := range idx {
 		s := &req.Series[i]
 		if s.rewrite {
-			size += seriesSize(s)
+			size += seriesSizeEx(s, sentExemplars(req, s))
 		} else {
 			size += len(s.Raw)
 		}
@@ -632,7 +650,7 @@ func buildRequest(req *WriteRequest, idx []int32, ringIndex uint64) *[]byte {
 	for _, i := range idx {
 		s := &req.Series[i]
 		if s.rewrite {
-			b = appendSeries(b, s)
+			b = appendSeriesEx(b, s, sentExemplars(req, s))
 		} else {
 			b = append(b, s.Raw...)
 		}

@@ -38,6 +38,29 @@ func viewEqual(v *PushRequestView, m *PushRequest) bool {
 				return false
 			}
 		}
+		if len(s.Exemplars) != len(ts.GetExemplars()) {
+			return false
+		}
+		for j, e := range ts.GetExemplars() {
+			x := s.Exemplars[j]
+			if x.TimestampMs != e.GetTimestamp() || math.Float64bits(x.Value) != math.Float64bits(e.GetValue()) || len(x.Labels) != len(e.GetLabels()) {
+				return false
+			}
+			for k, l := range e.GetLabels() {
+				if x.Labels[k].Name != l.GetName() || x.Labels[k].Value != l.GetValue() {
+					return false
+				}
+			}
+		}
+	}
+	if len(v.Metadata) != len(m.GetMetadata()) {
+		return false
+	}
+	for i, md := range m.GetMetadata() {
+		x := v.Metadata[i]
+		if x.Type != md.GetType() || x.MetricFamilyName != md.GetMetricFamilyName() || x.Help != md.GetHelp() || x.Unit != md.GetUnit() {
+			return false
+		}
 	}
 	return true
 }
@@ -49,7 +72,9 @@ func sampleRequest() *PushRequest {
 		{Labels: []*Label{{Name: "__name__", Value: "x"}, {Name: "", Value: ""}}},
 		{},
 		{Labels: []*Label{{Name: "__name__", Value: "stale"}}, Samples: []*Sample{{Value: math.Float64frombits(0x7ff0000000000002), Timestamp: math.MaxInt64}}},
-	}}
+		{Labels: []*Label{{Name: "__name__", Value: "ex"}}, Samples: []*Sample{{Value: 1, Timestamp: 1}},
+			Exemplars: []*Exemplar{{Labels: []*Label{{Name: "trace_id", Value: "a"}}, Value: 0.5, Timestamp: 1}, {Value: -1, Timestamp: -2}}},
+	}, Metadata: []*MetricMetadata{{Type: MetricType_METRIC_TYPE_COUNTER, MetricFamilyName: "ex", Help: "h", Unit: "u"}, {}}}
 }
 
 func TestPushRequestView_MatchesGenerated(t *testing.T) {
@@ -200,14 +225,14 @@ func TestRawServer(t *testing.T) {
 	want, _ := proto.Marshal(sampleRequest())
 
 	resp, err := NewIngesterClient(cc).Push(ctx, sampleRequest())
-	if err != nil || resp.GetSamplesIngested() != 4 {
+	if err != nil || resp.GetSamplesIngested() != 5 {
 		t.Fatalf("generated client: %v, %v", resp, err)
 	}
 	if !bytes.Equal(rec.last, want) {
 		t.Fatalf("server got % x, want % x", rec.last, want)
 	}
 	data := bytes.Clone(want)
-	if resp, err = PushRaw(ctx, cc, &RawPushRequest{Data: &data}); err != nil || resp.GetSamplesIngested() != 4 {
+	if resp, err = PushRaw(ctx, cc, &RawPushRequest{Data: &data}); err != nil || resp.GetSamplesIngested() != 5 {
 		t.Fatalf("PushRaw: %v, %v", resp, err)
 	}
 	if !bytes.Equal(rec.last, want) {
