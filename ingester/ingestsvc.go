@@ -35,6 +35,8 @@ type ingesterService struct {
 	// store, and for writing by drainWrites: once the member left ACTIVE, drainWrites returns only
 	// after every Push that passed the check has finished, so the hand-over streams them too.
 	gate sync.RWMutex
+	// metadata is the tenants' metric metadata (metadata.go); set before the gRPC server starts.
+	metadata *metadataStore
 }
 
 // drainWrites waits until every Push in flight has finished. Call it after the member's state left

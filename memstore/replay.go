@@ -249,6 +249,7 @@ func (st *Store) replayWAL(w *wal) (uint64, error) {
 	// owner maps a ref to 1 + the index of the worker owning its series.
 	var owner refTable[uint16]
 	var maxRef uint64
+	rx := replayExemplars{} // stored once replay is done (exemplars.go)
 	nextSeq, corrupt, err := w.replay(nw, func(r *replayRecord) error {
 		rep.Records++
 		tracker.advance(r.seq, int64(rep.Records))
@@ -289,6 +290,10 @@ func (st *Store) replayWAL(w *wal) (uint64, error) {
 				}
 				r.parts[o-1].samples = append(r.parts[o-1].samples, e)
 			}
+		case recExemplars:
+			for _, e := range r.rec.Exemplars {
+				rx[e.Tenant] = append(rx[e.Tenant], e)
+			}
 		case recChunk, recChunks:
 			for _, c := range r.rec.Chunks {
 				o := owner.get(c.Ref)
@@ -325,6 +330,7 @@ func (st *Store) replayWAL(w *wal) (uint64, error) {
 	}
 	wg.Wait()
 	st.buildPostings()
+	rep.Exemplars = st.exemplars.finishReplay(rx)
 	if err != nil {
 		return 0, fmt.Errorf("memstore: replaying WAL: %w", err)
 	}
