@@ -416,7 +416,7 @@ func (d *Distributor) push(ctx context.Context, tenant string, req *WriteRequest
 	if len(req.metadata) > 0 { // metric metadata goes to its own replicas (metadata.go)
 		d.pushMetadata(ctx, tenant, req, st, &out)
 	}
-	samplesIn, valid := 0, 0
+	samplesIn, valid, exemplarsOnly := 0, 0, 0
 	for i := range req.Series {
 		s := &req.Series[i]
 		samplesIn += len(s.Samples) + s.Histograms
@@ -447,13 +447,18 @@ func (d *Distributor) push(ctx context.Context, tenant string, req *WriteRequest
 			}
 			s.rewrite = true
 		}
-		if len(s.Samples) > 0 {
+		if len(s.Samples) > 0 || s.exemplarsSent {
+			// A series may carry exemplars alone: Prometheus sends a scrape's exemplars in
+			// TimeSeries of their own, after its samples.
 			s.state = seriesPending
 			valid += len(s.Samples)
+			if len(s.Samples) == 0 {
+				exemplarsOnly++
+			}
 		}
 	}
 	d.m.samplesIn.WithLabelValues(tenant).Add(float64(samplesIn))
-	if valid == 0 {
+	if valid == 0 && exemplarsOnly == 0 {
 		return out.err()
 	}
 	ts.observe(bounds.newest)

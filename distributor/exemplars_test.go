@@ -347,3 +347,26 @@ func appendUvarintForTest(b []byte, v uint64) []byte {
 	}
 	return append(b, byte(v))
 }
+
+// TestPush_ExemplarsWithoutSamplesAreForwarded: Prometheus sends a scrape's exemplars in TimeSeries
+// of their own, without samples, in a request that may hold nothing else.
+func TestPush_ExemplarsWithoutSamplesAreForwarded(t *testing.T) {
+	e := newEnvDeps(t, defaultConfig(), withExemplars(true), active("a", "b", "c")...)
+	s := series(lbls("__name__", "req_total", "job", "x"))
+	s.Exemplars = []prompb.Exemplar{exemplar(1, 0, "trace_id", "abc")}
+	if code, msg := e.post(t, encode(t, s)); code/100 != 2 {
+		t.Fatalf("push: %d %s", code, msg)
+	}
+	got := storedExemplars(e.pool, DefaultTenant)
+	if len(got) != 3 {
+		t.Fatalf("exemplars on %d replicas, want 3: %v", len(got), got)
+	}
+	// Without exemplar storage such a series is nothing: no call at all.
+	e2 := newEnv(t, defaultConfig(), active("a", "b", "c")...)
+	if code, msg := e2.post(t, encode(t, s)); code/100 != 2 {
+		t.Fatalf("push: %d %s", code, msg)
+	}
+	if n := e2.pool.totalCalls(); n != 0 {
+		t.Errorf("%d ingester calls for a request of dropped exemplars", n)
+	}
+}
