@@ -26,11 +26,11 @@ import (
 // Durability: an accepted exemplar is logged in the WAL (record type 7, WAL-FORMAT.md) in the same
 // group commit as the push's samples, and enters the store only once that commit succeeded, so the
 // push is acknowledged only with its exemplars durable and a reader never sees one the WAL does not
-// hold. Replay puts them back, oldest first, so the store keeps the newest as it did. Truncate and
-// DropAll drop them with the samples: a record keeps the exemplars at or after the truncation
-// bound (the flushed range; exemplars are never flushed to blocks, as in Prometheus and Mimir, so
-// they live as long as the data they annotate is in memory, or fewer when the store is smaller).
-// DropFlushed, which drops per series, leaves exemplar records alone: the next Truncate bounds them.
+// hold. Replay puts them back, oldest first, so the store keeps the newest as it did. Truncate,
+// DropAll and a flush's drop (DropFlushedSeries) drop them from the WAL with the samples: a record
+// keeps the exemplars at or after the truncation bound (for a flush, the end of the newest range it
+// flushed: exemplarBound). Exemplars are never flushed to blocks, as in Prometheus and Mimir: the
+// WAL holds those of the range still in memory, the store at most its size.
 
 // Exemplar is one exemplar of a series: its labels (trace_id, ...), value and timestamp (ms).
 type Exemplar struct {
@@ -442,6 +442,18 @@ func (r *record) decodeExemplars(d *decbuf) error {
 		r.Exemplars = append(r.Exemplars, e)
 	}
 	return d.err
+}
+
+// exemplarBound is the time before which a flush's drop removes exemplars from the WAL: the end
+// of the newest range it flushed (the largest Before of its bounds). Exemplars are not flushed to
+// blocks; like Prometheus's checkpoint, which keeps the exemplars from the head's new start, the WAL
+// keeps those of the range still in memory. MinInt64 (keep all) without a bound.
+func exemplarBound(bounds map[uint64]FlushBound) int64 {
+	b := int64(math.MinInt64)
+	for _, fb := range bounds {
+		b = max(b, fb.Before)
+	}
+	return b
 }
 
 // filterExemplars keeps the exemplars at or after before (Truncate, DropAll), in place.

@@ -225,3 +225,31 @@ func TestExemplarsRecord_RoundTrip(t *testing.T) {
 		t.Error("a version 2 record of type 7 decoded")
 	}
 }
+
+// TestExemplars_AFlushDropsThoseOlderThanItsRange: the flusher's drop (DropFlushed) removes from the
+// WAL the exemplars older than the end of the newest range it flushed, so that the WAL's exemplars
+// stay bounded by the unflushed range; the store keeps them in memory.
+func TestExemplars_AFlushDropsThoseOlderThanItsRange(t *testing.T) {
+	dir := t.TempDir()
+	st := mustOpen(t, testConfig(dir))
+	st.SetExemplarLimit(limitOf(100))
+	a := labels.FromStrings("__name__", "a")
+	for i := range 10 {
+		pushEx(t, st, "t", a, Sample{int64(100 * (i + 1)), 1}, ex(fmt.Sprint("tr", i), int64(100*(i+1)), 1))
+	}
+	refs := snapshotRefs(t, st)
+	if _, err := st.DropFlushed(map[uint64]int64{refs["t/"+a.String()]: 550}); err != nil {
+		t.Fatal(err)
+	}
+	if res, _ := queryAll(t, st, "t", 0); strings.Count(render(res), "trace_id") != 10 {
+		t.Errorf("memory lost exemplars: %s", render(res))
+	}
+	back, err := Open(testConfig(copyWAL(t, dir)), nil, testLogger())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer back.Close()
+	if n := back.ReplayReport().Exemplars; n != 5 {
+		t.Errorf("replayed %d exemplars after a flush up to 550, want the 5 from 600 on", n)
+	}
+}
