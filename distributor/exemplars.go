@@ -357,13 +357,17 @@ func (r *WriteRequest) decodeMetadataV2(b []byte, base int) error {
 				m.Type = metricType(v)
 			} else {
 				ref := uint64(uint32(v))
-				if ref >= uint64(len(r.symbols)) {
+				var sym string // reference 0 without symbols is the empty string (proto3's default)
+				switch {
+				case ref < uint64(len(r.symbols)):
+					sym = r.symbols[ref]
+				case ref != 0:
 					return decodeError(base+i, "Metadata: reference %d names no symbol: the request has %d symbols", ref, len(r.symbols))
 				}
 				if field == 3 {
-					m.Help = r.symbols[ref]
+					m.Help = sym
 				} else {
-					m.Unit = r.symbols[ref]
+					m.Unit = sym
 				}
 			}
 			i = j
