@@ -20,6 +20,7 @@ import (
 
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/promhttp"
+	"github.com/prometheus/prometheus/prompb"
 	"google.golang.org/grpc"
 
 	"github.com/raftingest/raftingest/ingesterpb"
@@ -255,4 +256,94 @@ remote_write:
 	if n != 4 {
 		t.Errorf("after kill -9 and restart, c holds %d exemplars, want the 4 it acknowledged: %v", n, resp)
 	}
+}
+
+// TestProcess_ExemplarRetentionOverrideAppliesWithoutRestart: a tenant's max_global_exemplars_per_user
+// in -runtime-config.file sizes its exemplar store and changes while the node runs: the store keeps
+// the newest within the override, a tenant on the flag's 0 keeps none, a raised override takes more
+// at the next push, and 0 empties the tenant's store.
+func TestProcess_ExemplarRetentionOverrideAppliesWithoutRestart(t *testing.T) {
+	skipShort(t)
+	dir := t.TempDir()
+	rc := filepath.Join(dir, "runtime.yaml")
+	write := func(content string) {
+		t.Helper()
+		tmp := rc + ".tmp"
+		if err := os.WriteFile(tmp, []byte(content), 0o600); err != nil {
+			t.Fatal(err)
+		}
+		if err := os.Rename(tmp, rc); err != nil {
+			t.Fatal(err)
+		}
+	}
+	write("overrides:\n  t1:\n    max_global_exemplars_per_user: 2\n")
+	c := pc.New(t, append(slicesClone(fastFlags), "-auth.multitenancy-enabled", "-runtime-config.file", rc,
+		"-runtime-config.reload-period", "200ms", "-distributor.replication-factor", "1")...)
+	a := c.Start("a", "-bootstrap")
+	waitActive(t, c, a.GRPCAddr, "a")
+	base := time.Now().UnixMilli()
+	step := 0
+	pushEx := func(tenant string, n int) {
+		t.Helper()
+		r := &prompb.WriteRequest{}
+		for i := range n {
+			step++
+			s := series([]string{"__name__", "ex_test", "i", fmt.Sprint(i)}, prompb.Sample{Timestamp: base + int64(step), Value: 1})
+			s.Exemplars = []prompb.Exemplar{{Labels: []prompb.Label{{Name: "trace_id", Value: fmt.Sprint("tr", step)}}, Value: 1, Timestamp: base + int64(step)}}
+			r.Timeseries = append(r.Timeseries, s)
+		}
+		if code, body, err := push(a.HTTPAddr, tenant, r); err != nil || code/100 != 2 {
+			t.Fatalf("push for %s: %d %s %v", tenant, code, body, err)
+		}
+	}
+	count := func(tenant string) (int, string) {
+		t.Helper()
+		req, _ := http.NewRequest(http.MethodGet, "http://"+a.HTTPAddr+"/prometheus/api/v1/query_exemplars?query=ex_test", nil)
+		req.Header.Set("X-Scope-OrgID", tenant)
+		resp, err := http.DefaultClient.Do(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer resp.Body.Close()
+		var env struct {
+			Data json.RawMessage `json:"data"`
+		}
+		if err := json.NewDecoder(resp.Body).Decode(&env); err != nil {
+			t.Fatal(err)
+		}
+		s, n, err := canonicalExemplars(env.Data)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return n, s
+	}
+	pushEx("t1", 3)
+	pushEx("t2", 3)
+	if n, s := count("t1"); n != 2 || !strings.Contains(s, "tr2") || !strings.Contains(s, "tr3") {
+		t.Fatalf("t1 with max_global_exemplars_per_user 2: %d exemplars\n%s", n, s)
+	}
+	if n, s := count("t2"); n != 0 {
+		t.Fatalf("t2 on the flag's 0: %d exemplars\n%s", n, s)
+	}
+
+	write("overrides:\n  t1:\n    max_global_exemplars_per_user: 5\n  t2:\n    max_global_exemplars_per_user: 3\n")
+	pc.Eventually(t, 10*time.Second, "t2's override in force", func() (bool, string) {
+		pushEx("t2", 1)
+		n, s := count("t2")
+		return n > 0, s
+	})
+	pushEx("t1", 3)
+	if n, s := count("t1"); n != 5 {
+		t.Fatalf("t1 raised to 5: %d exemplars\n%s", n, s)
+	}
+	if v := metricOf(t, a, `cortex_ingester_tsdb_exemplar_max_exemplars{user="t1"}`); v != 5 {
+		t.Errorf("cortex_ingester_tsdb_exemplar_max_exemplars{user=\"t1\"} %v, want 5", v)
+	}
+
+	write("overrides:\n  t2:\n    max_global_exemplars_per_user: 3\n")
+	pc.Eventually(t, 10*time.Second, "t1 back on the flag's 0: its store emptied", func() (bool, string) {
+		pushEx("t1", 1)
+		n, s := count("t1")
+		return n == 0, s
+	})
 }

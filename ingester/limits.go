@@ -10,6 +10,7 @@ import (
 	"flag"
 	"fmt"
 	"strings"
+	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
 
@@ -141,8 +142,17 @@ func (s *Server) registerSeriesLimitMetric() error {
 	return nil
 }
 
-// watchSeriesLimit recomputes the series limit each time the ring changes, until ctx ends.
+// watchSeriesLimit recomputes the series limit each time the ring changes, until ctx ends. The
+// exemplar stores are resized then too, and every -runtime-config.reload-period, so that a
+// tenant's changed max_global_exemplars_per_user applies even while it sends no exemplars (a
+// tenant set to 0 has its exemplars dropped by the distributor: its store is freed here).
 func (s *Server) watchSeriesLimit(ctx context.Context) {
+	period := s.cfg.RuntimeConfig.ReloadPeriod
+	if period <= 0 {
+		period = 10 * time.Second
+	}
+	tick := time.NewTicker(period)
+	defer tick.Stop()
 	for {
 		ch := s.node.Changed()
 		s.applySeriesLimit()
@@ -151,6 +161,7 @@ func (s *Server) watchSeriesLimit(ctx context.Context) {
 		case <-ctx.Done():
 			return
 		case <-ch:
+		case <-tick.C:
 		}
 	}
 }

@@ -177,6 +177,9 @@ func (st *Store) QueryExemplars(tenant string, q ExemplarQuery) ([]exemplar.Quer
 	st.exemplars.mu.RLock()
 	te := st.exemplars.tenants[tenant]
 	st.exemplars.mu.RUnlock()
+	if te != nil && (*st.exemplars.limit.Load())(tenant) <= 0 {
+		te = st.exemplars.get(tenant, 0) // the limit went to 0: nothing is kept (and the store goes)
+	}
 	if te == nil || len(q.MatcherSets) == 0 {
 		return nil, false, nil
 	}

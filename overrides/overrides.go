@@ -304,6 +304,7 @@ func limitsMap(l, defaults Limits, diff bool) map[string]any {
 	add("ingestion_rate", l.IngestionRate, defaults.IngestionRate)
 	add("ingestion_burst_size", l.IngestionBurstSize, defaults.IngestionBurstSize)
 	add("max_global_series_per_user", l.MaxGlobalSeriesPerUser, defaults.MaxGlobalSeriesPerUser)
+	add("max_global_exemplars_per_user", l.MaxGlobalExemplarsPerUser, defaults.MaxGlobalExemplarsPerUser)
 	add("max_fetched_series_per_query", l.MaxFetchedSeriesPerQuery, defaults.MaxFetchedSeriesPerQuery)
 	add("max_fetched_chunks_per_query", l.MaxFetchedChunksPerQuery, defaults.MaxFetchedChunksPerQuery)
 	add("max_fetched_chunk_bytes_per_query", l.MaxFetchedChunkBytesPerQuery, defaults.MaxFetchedChunkBytesPerQuery)
