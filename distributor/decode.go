@@ -707,7 +707,10 @@ func appendSeries(dst []byte, s *Series) []byte { return appendSeriesEx(dst, s, 
 // appendSeriesEx is appendSeries with the series' exemplars exs (TimeSeries field 3) after its
 // samples.
 func appendSeriesEx(dst []byte, s *Series, exs []Exemplar) []byte {
-	size := exemplarsSize(exs)
+	size := 0
+	if len(exs) > 0 {
+		size = exemplarsSize(exs)
+	}
 	for _, l := range s.Labels {
 		m := labelSize(l)
 		size += 1 + uvarintLen(uint64(m)) + m
@@ -744,7 +747,10 @@ func appendSeriesEx(dst []byte, s *Series, exs []Exemplar) []byte {
 			dst = binary.AppendUvarint(dst, uint64(smp.TimestampMs))
 		}
 	}
-	return appendExemplars(dst, exs)
+	if len(exs) > 0 {
+		dst = appendExemplars(dst, exs)
+	}
+	return dst
 }
 
 // seriesSize is len(appendSeries(nil, s)).
@@ -752,7 +758,10 @@ func seriesSize(s *Series) int { return seriesSizeEx(s, nil) }
 
 // seriesSizeEx is len(appendSeriesEx(nil, s, exs)).
 func seriesSizeEx(s *Series, exs []Exemplar) int {
-	size := exemplarsSize(exs)
+	size := 0
+	if len(exs) > 0 {
+		size = exemplarsSize(exs)
+	}
 	for _, l := range s.Labels {
 		m := labelSize(l)
 		size += 1 + uvarintLen(uint64(m)) + m

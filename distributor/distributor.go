@@ -421,7 +421,7 @@ func (d *Distributor) push(ctx context.Context, tenant string, req *WriteRequest
 		s := &req.Series[i]
 		samplesIn += len(s.Samples) + s.Histograms
 		s.state, s.acks, s.fail4xx, s.fail5xx, s.nrep = seriesDone, 0, 0, 0, 0
-		s.why4xx, s.why5xx = 0, 0
+		s.why4xx, s.why5xx, s.exemplarsSent = 0, 0, false
 		changed := normalize(s) // always: it must run even when the series is re-encoded anyway
 		s.rewrite = changed || !s.canonical
 		var r *refusal
@@ -430,7 +430,7 @@ func (d *Distributor) push(ctx context.Context, tenant string, req *WriteRequest
 		} else {
 			r = validateLabels(s.Labels, lim)
 		}
-		if r == nil {
+		if r == nil && s.Exemplars > 0 {
 			r = d.checkExemplars(tenant, req, s)
 		}
 		if r != nil {
