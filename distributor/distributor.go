@@ -399,7 +399,7 @@ func (d *Distributor) Push(ctx context.Context, tenant string, req *WriteRequest
 }
 
 // push is Push with the scratch space given (the HTTP handler decodes straight into st.req).
-func (d *Distributor) push(ctx context.Context, tenant string, req *WriteRequest, st *pushState) *PushError {
+func (d *Distributor) push(ctx context.Context, tenant string, req *WriteRequest, st *pushState) (perr *PushError) {
 	now := d.now()
 	nowMs := now.UnixMilli()
 	lim := &d.cfg.Limits
@@ -413,8 +413,14 @@ func (d *Distributor) push(ctx context.Context, tenant string, req *WriteRequest
 			return perr
 		}
 	}
-	if len(req.metadata) > 0 { // metric metadata goes to its own replicas (metadata.go)
-		d.pushMetadata(ctx, tenant, req, st, &out)
+	if len(req.metadata) > 0 { // metric metadata goes to its own replicas, beside the series (metadata.go)
+		if wait := d.startMetadata(ctx, tenant, req, st, &out); wait != nil {
+			defer func() {
+				var mo outcome
+				wait(&mo)
+				perr = withMetadata(perr, &mo)
+			}()
+		}
 	}
 	samplesIn, valid, exemplarsOnly := 0, 0, 0
 	for i := range req.Series {

@@ -1,6 +1,7 @@
 package distributor
 
 import (
+	"errors"
 	"math"
 	"net/http"
 	"slices"
@@ -368,5 +369,24 @@ func TestPush_ExemplarsWithoutSamplesAreForwarded(t *testing.T) {
 	}
 	if n := e2.pool.totalCalls(); n != 0 {
 		t.Errorf("%d ingester calls for a request of dropped exemplars", n)
+	}
+}
+
+// TestPush_MetadataWithoutQuorumIs5xx: metadata no quorum of its replicas stored fails the push
+// with a retryable 5xx, whether it came alone or with series that were stored.
+func TestPush_MetadataWithoutQuorumIs5xx(t *testing.T) {
+	e := newEnv(t, defaultConfig(), active("a", "b", "c")...)
+	for _, id := range []string{"a", "b"} {
+		e.pool.ing(id).set(func(f *fakeIngester) { f.callErr = errors.New("down") })
+	}
+	md := []prompb.MetricMetadata{{Type: prompb.MetricMetadata_COUNTER, MetricFamilyName: "x_total", Help: "X."}}
+	code, msg := e.post(t, encodeMetadata(t, md))
+	if code != http.StatusInternalServerError || !strings.Contains(msg, `metric metadata of "x_total": stored by 1 of 3 replicas, need quorum 2`) {
+		t.Fatalf("metadata-only push with 2 of 3 replicas down: %d %q", code, msg)
+	}
+	// With one replica down the quorum holds.
+	e.pool.ing("b").set(func(f *fakeIngester) { f.callErr = nil })
+	if code, msg := e.post(t, encodeMetadata(t, md, series(lbls("__name__", "x_total"), sample(1, 0)))); code/100 != 2 {
+		t.Fatalf("one replica down: %d %q", code, msg)
 	}
 }

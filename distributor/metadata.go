@@ -3,6 +3,8 @@ package distributor
 import (
 	"context"
 	"fmt"
+	"net/http"
+	"strings"
 
 	"github.com/prometheus/client_golang/prometheus"
 
@@ -61,12 +63,14 @@ func (d *Distributor) checkExemplars(tenant string, req *WriteRequest, s *Series
 	return nil
 }
 
-// pushMetadata validates req's metadata and stores each valid entry on the replicas of its metric
-// name's series ({__name__="<name>"}) in the tenant, one request per member. A refused entry is a
-// 400 of the push (the other entries and the series are stored, as Mimir does); an entry that no
-// quorum of its replicas stored is a 5xx (retried). It returns when every send has answered or the
-// remote timeout passed: the requests carry copies of the strings, built before it returns.
-func (d *Distributor) pushMetadata(ctx context.Context, tenant string, req *WriteRequest, st *pushState, out *outcome) {
+// startMetadata validates req's metadata and starts storing each valid entry on the replicas of
+// its metric name's series ({__name__="<name>"}) in the tenant, one request per member, beside the
+// series' requests. A refused entry is a 400 of the push, added to out now (the other entries and
+// the series are stored, as Mimir does). The requests carry copies of the strings, built before it
+// returns. The returned wait (nil when nothing was sent) blocks until every send has answered or the
+// remote timeout passed, and adds to its outcome an entry that no quorum of its replicas stored (a
+// 5xx: retried).
+func (d *Distributor) startMetadata(ctx context.Context, tenant string, req *WriteRequest, st *pushState, out *outcome) (wait func(*outcome)) {
 	mds := req.metadata
 	valid := 0
 	for k := range mds {
@@ -81,18 +85,18 @@ func (d *Distributor) pushMetadata(ctx context.Context, tenant string, req *Writ
 		valid++
 	}
 	if valid == 0 {
-		return
+		return nil
 	}
 	ring, ringIndex := d.placementRing()
 	if ring == nil {
 		out.fail5xx("metric metadata: the ring is not known yet on this node; retry shortly")
-		return
+		return nil
 	}
 	place := d.cfg.Placement()
 	place.RF = ring.EffectiveRFFor(place)
 	if place.RF == 0 {
 		out.fail5xx("metric metadata: no ingester owns tokens in the ring")
-		return
+		return nil
 	}
 	quorum := ringstate.Quorum(place.RF)
 	timeoutMs := d.cfg.RingHeartbeatTimeout.Milliseconds()
@@ -131,10 +135,9 @@ func (d *Distributor) pushMetadata(ctx context.Context, tenant string, req *Writ
 		d.xm.receivedMetadata.WithLabelValues(tenant).Inc()
 	}
 	if len(targets) == 0 {
-		return
+		return nil
 	}
 	sendCtx, cancel := context.WithTimeout(context.WithoutCancel(ctx), d.cfg.RemoteTimeout)
-	defer cancel()
 	type result struct {
 		t   int
 		err error
@@ -167,28 +170,57 @@ func (d *Distributor) pushMetadata(ctx context.Context, tenant string, req *Writ
 			results <- result{t, err}
 		}()
 	}
-	ok := make([]bool, len(targets))
-	var lastErr error
-	for range targets {
-		r := <-results
-		if r.err == nil {
-			ok[r.t] = true
-		} else {
-			lastErr = r.err
+	// What wait reads of the entries, copied: req's strings and arenas may be reused by then.
+	type entry struct {
+		name string
+		reps []int
+	}
+	var entries []entry
+	for k := range mds {
+		if mds[k].ok {
+			entries = append(entries, entry{strings.Clone(mds[k].MetricName), reps[k]})
 		}
 	}
-	for k := range mds {
-		if !mds[k].ok {
-			continue
-		}
-		acks := 0
-		for _, t := range reps[k] {
-			if ok[t] {
-				acks++
+	return func(out *outcome) {
+		defer cancel()
+		ok := make([]bool, len(targets))
+		var lastErr error
+		for range targets {
+			r := <-results
+			if r.err == nil {
+				ok[r.t] = true
+			} else {
+				lastErr = r.err
 			}
 		}
-		if acks < quorum {
-			out.fail5xx(fmt.Sprintf("metric metadata of %s: stored by %d of %d replicas, need quorum %d: %v", quoteTrunc(mds[k].MetricName), acks, len(reps[k]), quorum, lastErr))
+		for _, e := range entries {
+			acks := 0
+			for _, t := range e.reps {
+				if ok[t] {
+					acks++
+				}
+			}
+			if acks < quorum {
+				out.fail5xx(fmt.Sprintf("metric metadata of %s: stored by %d of %d replicas, need quorum %d: %v", quoteTrunc(e.name), acks, len(e.reps), quorum, lastErr))
+			}
 		}
 	}
+}
+
+// withMetadata is a push's answer with its metadata's outcome mo: an entry no quorum stored makes
+// a push that succeeded or was refused with 400 a 5xx (retried: what was stored is idempotent);
+// any other answer (429, 503, 5xx) stands.
+func withMetadata(perr *PushError, mo *outcome) *PushError {
+	if mo.n5xx == 0 {
+		return perr
+	}
+	if perr == nil {
+		return mo.err()
+	}
+	if perr.Status == http.StatusBadRequest {
+		merged := mo.err()
+		merged.Msg += "; " + perr.Msg
+		return merged
+	}
+	return perr
 }
