@@ -356,7 +356,7 @@ func (st *Store) replayWAL(w *wal) (uint64, error) {
 		rate = float64(rep.Samples) / s
 	}
 	st.logger.Info("wal replay done", "file", w.path, "records", rep.Records, "series", rep.Series, "samples", rep.Samples,
-		"chunks", rep.Chunks, "skipped", rep.Skipped, "samples_per_second", rate, "duration", rep.Duration,
+		"chunks", rep.Chunks, "exemplars", rep.Exemplars, "skipped", rep.Skipped, "samples_per_second", rate, "duration", rep.Duration,
 		"corrupt", corrupt != nil, "workers", nw)
 	return nextSeq, nil
 }
