@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"errors"
+	"fmt"
 	"math"
 	"net"
 	"sync"
@@ -250,5 +251,30 @@ func TestRawServer(t *testing.T) {
 	}
 	if _, err := stream.Recv(); status.Code(err) != codes.Unimplemented {
 		t.Fatalf("QueryStream: %v, want Unimplemented from the embedded server", err)
+	}
+}
+
+// BenchmarkPushRequestView decodes a distributor's request of 2000 series of 10 labels and one
+// sample (the float path, no exemplars or metadata), as the ingester does for each push.
+func BenchmarkPushRequestView(b *testing.B) {
+	req := &PushRequest{}
+	for i := range 2000 {
+		ts := &TimeSeries{Samples: []*Sample{{Value: float64(i), Timestamp: 1_700_000_000_000}}}
+		for k := range 10 {
+			ts.Labels = append(ts.Labels, &Label{Name: fmt.Sprintf("label_%02d", k), Value: fmt.Sprintf("value-%d-%d", k, i)})
+		}
+		req.Timeseries = append(req.Timeseries, ts)
+	}
+	raw, err := proto.Marshal(req)
+	if err != nil {
+		b.Fatal(err)
+	}
+	var v PushRequestView
+	b.SetBytes(int64(len(raw)))
+	b.ReportAllocs()
+	for b.Loop() {
+		if err := v.Unmarshal(raw); err != nil {
+			b.Fatal(err)
+		}
 	}
 }
