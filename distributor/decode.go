@@ -84,8 +84,9 @@ type Series struct {
 	// TimeSeries — which is also a valid `timeseries` field of an ingester PushRequest. When the
 	// distributor does not need to change the series, it forwards Raw as is.
 	Raw []byte
-	// Exemplars and Histograms count the exemplars and native-histogram samples of the series, which
-	// the decoder skips (they are neither decoded nor forwarded).
+	// Exemplars counts the series' exemplars (decoded into the request's exemplar arena from
+	// exStart: WriteRequest.SeriesExemplars); Histograms its native-histogram samples, which the
+	// decoder skips (they are neither decoded nor forwarded).
 	Exemplars, Histograms int
 	// canonical is true when Raw holds nothing but labels and samples, each label exactly one name
 	// and one value field and each sample at most one of each field: forwarding Raw then gives the
@@ -93,16 +94,20 @@ type Series struct {
 	canonical bool
 
 	labelStart, labelEnd, sampleStart, sampleEnd int32 // arena offsets while decoding
+	exStart                                      int32 // offset of its exemplars in the exemplar arena
 
 	// Set by the distributor while it routes the series.
-	rewrite bool   // Labels or Samples changed (or Raw is not canonical): re-encode before sending
-	state   uint8  // seriesOK, seriesFailed4xx, ...
-	hash    uint32 // placement hash (tenant + labels)
-	acks    uint8  // replicas that stored it
-	fail4xx uint8  // replicas that refused it with a client error
-	fail5xx uint8  // replicas that failed (call errors, server errors)
-	nrep    uint8  // size of its replication set
-	repOff  int32  // offset of its replicas in the push's replica arena
+	rewrite bool // Labels or Samples changed (or Raw is not canonical): re-encode before sending
+	// exemplarsSent is true when the series' exemplars were validated and go to the ingesters with
+	// it (the tenant stores exemplars).
+	exemplarsSent bool
+	state         uint8  // seriesOK, seriesFailed4xx, ...
+	hash          uint32 // placement hash (tenant + labels)
+	acks          uint8  // replicas that stored it
+	fail4xx       uint8  // replicas that refused it with a client error
+	fail5xx       uint8  // replicas that failed (call errors, server errors)
+	nrep          uint8  // size of its replication set
+	repOff        int32  // offset of its replicas in the push's replica arena
 	// why4xx and why5xx are the last failure of each class, as 1 + an index into the push's
 	// failures (pushState.fails); 0 is none. Failures are rare: keeping them out of line keeps
 	// Series small (136 bytes instead of 208), which the expansion bound (DecodeLimits) counts.
@@ -121,7 +126,8 @@ type failure struct {
 // its arenas' capacity. It is not safe for concurrent use.
 type WriteRequest struct {
 	Series []Series
-	// Metadata counts the metric metadata entries, which are skipped.
+	// Metadata counts the metric metadata entries (1.0: WriteRequest.metadata fields; 2.0: the
+	// series' non-empty Metadata); they are decoded into the metadata arena (MetricMetadata).
 	Metadata int
 	// Exemplars and Histograms are the totals over all series.
 	Exemplars, Histograms int
@@ -129,6 +135,10 @@ type WriteRequest struct {
 	labels  []Label  // arena of every series' labels
 	samples []Sample // arena of every series' samples
 	symbols []string // a 2.0 request's symbols table (aliasing the body); empty for 1.0
+	// Arenas of exemplars, their labels and the metadata entries (exemplars.go).
+	exemplars []Exemplar
+	exLabels  []Label
+	metadata  []Metadata
 	// v2 is true when the request was decoded from remote-write 2.0 (UnmarshalV2Limited).
 	v2 bool
 	// rewritten is, for a 2.0 request, the size of its series re-encoded as 1.0 (an upper bound of
@@ -138,13 +148,14 @@ type WriteRequest struct {
 	// Bounds of the decode in progress (UnmarshalLimited): maxSeries (0: none); budget, the most
 	// bytes the arenas may use (0: none), computed as expansion times bodyLen plus decodeSlackBytes.
 	maxSeries, budget, expansion, bodyLen int
-	grown                                 uint8 // grew* bits
+	grown                                 uint16 // grew* bits
 }
 
 // DecodedBytes is the memory the request's decoded series, labels and samples use (their lengths,
 // not the arenas' capacity): what DecodeLimits.MaxExpansion bounds.
 func (r *WriteRequest) DecodedBytes() int {
-	return len(r.Series)*seriesBytes + len(r.labels)*labelBytes + len(r.samples)*sampleBytes + len(r.symbols)*symbolBytes
+	return len(r.Series)*seriesBytes + len(r.labels)*labelBytes + len(r.samples)*sampleBytes + len(r.symbols)*symbolBytes +
+		len(r.exemplars)*exemplarBytes + len(r.exLabels)*labelBytes + len(r.metadata)*metadataBytes
 }
 
 // arenaCost is what the expansion bound counts of the arenas: each by its capacity when this
@@ -159,7 +170,10 @@ func (r *WriteRequest) arenaCost() int {
 	return cost(r.grown&grewSeries != 0, len(r.Series), cap(r.Series), seriesBytes) +
 		cost(r.grown&grewLabels != 0, len(r.labels), cap(r.labels), labelBytes) +
 		cost(r.grown&grewSamples != 0, len(r.samples), cap(r.samples), sampleBytes) +
-		cost(r.grown&grewSymbols != 0, len(r.symbols), cap(r.symbols), symbolBytes)
+		cost(r.grown&grewSymbols != 0, len(r.symbols), cap(r.symbols), symbolBytes) +
+		cost(r.grown&grewExemplars != 0, len(r.exemplars), cap(r.exemplars), exemplarBytes) +
+		cost(r.grown&grewExLabels != 0, len(r.exLabels), cap(r.exLabels), labelBytes) +
+		cost(r.grown&grewMetadata != 0, len(r.metadata), cap(r.metadata), metadataBytes)
 }
 
 // Bits of WriteRequest.grown: the arenas this decode reallocated.
@@ -168,18 +182,22 @@ const (
 	grewLabels
 	grewSamples
 	grewSymbols
+	grewExemplars
+	grewExLabels
+	grewMetadata
 )
 
 // ArenaBytes is the capacity of r's arenas in bytes: what r keeps allocated when it is reused.
 func (r *WriteRequest) ArenaBytes() int {
-	return cap(r.Series)*seriesBytes + cap(r.labels)*labelBytes + cap(r.samples)*sampleBytes + cap(r.symbols)*symbolBytes
+	return cap(r.Series)*seriesBytes + cap(r.labels)*labelBytes + cap(r.samples)*sampleBytes + cap(r.symbols)*symbolBytes +
+		cap(r.exemplars)*exemplarBytes + cap(r.exLabels)*labelBytes + cap(r.metadata)*metadataBytes
 }
 
 // grow makes room for one more element in an arena of len n and capacity c whose elements take
 // size bytes, within the budget: it returns the new capacity (doubling, at least 64, but no more
 // than the budget allows) or an error when not even one more element fits. Callers allocate exactly
 // that capacity with make (append's growth could round a capped capacity up to double).
-func (r *WriteRequest) grow(what string, bit uint8, n, c, size int) (int, error) {
+func (r *WriteRequest) grow(what string, bit uint16, n, c, size int) (int, error) {
 	if r.grown&bit == 0 {
 		c = n // an arena not grown yet counts by its length (see arenaCost)
 	}
@@ -240,7 +258,11 @@ func (r *WriteRequest) Reset() {
 	clear(r.Series) // drop references to the previous body and arenas
 	clear(r.labels)
 	clear(r.symbols)
+	clear(r.exemplars)
+	clear(r.exLabels)
+	clear(r.metadata)
 	r.Series, r.labels, r.samples, r.symbols = r.Series[:0], r.labels[:0], r.samples[:0], r.symbols[:0]
+	r.exemplars, r.exLabels, r.metadata = r.exemplars[:0], r.exLabels[:0], r.metadata[:0]
 	r.Metadata, r.Exemplars, r.Histograms, r.v2 = 0, 0, 0, false
 	r.rewritten, r.maxRewritten = 0, 0
 }
@@ -312,8 +334,9 @@ func decodeError(off int, format string, args ...any) error {
 //     int32) is an error; an end-group tag outside a group is an error;
 //   - unknown fields of wire types 0, 1, 2, 5 and whole groups (3 ... 4) are skipped;
 //   - for scalar fields, the last occurrence wins; repeated messages are appended in order.
-// Where prompb decodes more (exemplars, histograms, metadata), this decoder only skips, so it may
-// accept bodies prompb refuses for a malformed exemplar; it never refuses a body prompb accepts.
+// Exemplars and metadata are decoded as prompb decodes them (exemplars.go); where prompb decodes
+// more (histograms), this decoder only skips, so it may accept bodies prompb refuses for a
+// malformed histogram; it never refuses a body prompb accepts.
 
 // uvarint reads a varint at b[i:] the way gogo does.
 func uvarint(b []byte, i int) (uint64, int, error) {
@@ -468,12 +491,15 @@ func (r *WriteRequest) UnmarshalLimited(b []byte, lim DecodeLimits) error {
 			}
 			r.Series[len(r.Series)-1].Raw = b[start : j+n : j+n]
 			i = j + n
-		case 3: // metadata: counted, not decoded
+		case 3: // metadata
 			if err := want(wire, 2, start, "WriteRequest", "metadata"); err != nil {
 				return err
 			}
 			n, j, err := length(b, i)
 			if err != nil {
+				return err
+			}
+			if err := r.decodeMetadata(b[j:j+n], j); err != nil {
 				return err
 			}
 			r.Metadata++
@@ -497,6 +523,7 @@ func (r *WriteRequest) finish() {
 		r.Exemplars += s.Exemplars
 		r.Histograms += s.Histograms
 	}
+	r.finishExtras()
 }
 
 // decodeSeries decodes one TimeSeries message b (found at offset base of the body) into a new series.
@@ -506,7 +533,7 @@ func (r *WriteRequest) decodeSeries(b []byte, base int) error {
 		return fmt.Errorf("%w: the request has more than %d series (-distributor.max-series-per-request): send smaller requests (Prometheus: queue_config.max_samples_per_send)",
 			ErrTooLarge, r.maxSeries)
 	}
-	s := Series{labelStart: int32(len(r.labels)), sampleStart: int32(len(r.samples)), canonical: true}
+	s := Series{labelStart: int32(len(r.labels)), sampleStart: int32(len(r.samples)), exStart: int32(len(r.exemplars)), canonical: true}
 	for i := 0; i < len(b); {
 		start := i
 		field, wire, j, err := tag(b, i, "TimeSeries")
@@ -551,6 +578,9 @@ func (r *WriteRequest) decodeSeries(b []byte, base int) error {
 				}
 				r.samples = append(r.samples, smp)
 			case 3:
+				if err := r.decodeExemplar(m, base+j); err != nil {
+					return err
+				}
 				s.Exemplars++
 				s.canonical = false
 			case 4:
@@ -565,7 +595,7 @@ func (r *WriteRequest) decodeSeries(b []byte, base int) error {
 			}
 		}
 	}
-	if len(r.labels) > math.MaxInt32 || len(r.samples) > math.MaxInt32 {
+	if len(r.labels) > math.MaxInt32 || len(r.samples) > math.MaxInt32 || len(r.exLabels) > math.MaxInt32 || len(r.exemplars) > math.MaxInt32 {
 		return decodeError(base, "too many labels or samples")
 	}
 	s.labelEnd, s.sampleEnd = int32(len(r.labels)), int32(len(r.samples))
@@ -672,8 +702,15 @@ func decodeSample(b []byte, base int) (Sample, bool, error) {
 // appendSeries appends s as a `timeseries` field (tag 1) of a PushRequest: the canonical encoding of
 // its labels and samples, which is also what prompb would write. The distributor uses it for series it
 // had to change (labels sorted or dropped, samples filtered) or whose Raw was not canonical.
-func appendSeries(dst []byte, s *Series) []byte {
+func appendSeries(dst []byte, s *Series) []byte { return appendSeriesEx(dst, s, nil) }
+
+// appendSeriesEx is appendSeries with the series' exemplars exs (TimeSeries field 3) after its
+// samples.
+func appendSeriesEx(dst []byte, s *Series, exs []Exemplar) []byte {
 	size := 0
+	if len(exs) > 0 {
+		size = exemplarsSize(exs)
+	}
 	for _, l := range s.Labels {
 		m := labelSize(l)
 		size += 1 + uvarintLen(uint64(m)) + m
@@ -710,12 +747,21 @@ func appendSeries(dst []byte, s *Series) []byte {
 			dst = binary.AppendUvarint(dst, uint64(smp.TimestampMs))
 		}
 	}
+	if len(exs) > 0 {
+		dst = appendExemplars(dst, exs)
+	}
 	return dst
 }
 
 // seriesSize is len(appendSeries(nil, s)).
-func seriesSize(s *Series) int {
+func seriesSize(s *Series) int { return seriesSizeEx(s, nil) }
+
+// seriesSizeEx is len(appendSeriesEx(nil, s, exs)).
+func seriesSizeEx(s *Series, exs []Exemplar) int {
 	size := 0
+	if len(exs) > 0 {
+		size = exemplarsSize(exs)
+	}
 	for _, l := range s.Labels {
 		m := labelSize(l)
 		size += 1 + uvarintLen(uint64(m)) + m

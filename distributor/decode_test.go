@@ -38,6 +38,17 @@ func checkSameAsPrompb(t testing.TB, b []byte, got *WriteRequest, want *prompb.W
 		if gs.Exemplars != len(ws.Exemplars) || gs.Histograms != len(ws.Histograms) {
 			t.Fatalf("series %d: %d exemplars %d histograms, prompb %d and %d", i, gs.Exemplars, gs.Histograms, len(ws.Exemplars), len(ws.Histograms))
 		}
+		for j, we := range ws.Exemplars {
+			ge := got.SeriesExemplars(&got.Series[i])[j]
+			if math.Float64bits(ge.Value) != math.Float64bits(we.Value) || ge.TimestampMs != we.Timestamp || len(ge.Labels) != len(we.Labels) {
+				t.Fatalf("series %d exemplar %d: %+v, prompb %+v", i, j, ge, we)
+			}
+			for k, l := range we.Labels {
+				if ge.Labels[k].Name != l.Name || ge.Labels[k].Value != l.Value {
+					t.Fatalf("series %d exemplar %d label %d: %q=%q, prompb %q=%q", i, j, k, ge.Labels[k].Name, ge.Labels[k].Value, l.Name, l.Value)
+				}
+			}
+		}
 		// Raw is a whole `timeseries` field that decodes to the same series.
 		var one prompb.WriteRequest
 		if err := one.Unmarshal(gs.Raw); err != nil || len(one.Timeseries) != 1 {
@@ -49,6 +60,16 @@ func checkSameAsPrompb(t testing.TB, b []byte, got *WriteRequest, want *prompb.W
 	}
 	if got.Metadata != len(want.Metadata) {
 		t.Fatalf("%d metadata, prompb has %d", got.Metadata, len(want.Metadata))
+	}
+	for i, wm := range want.Metadata {
+		gm := got.MetricMetadata()[i]
+		wt := uint8(wm.Type)
+		if wm.Type < 0 || wm.Type > 7 {
+			wt = 0 // an enum value prompb does not name reads as unknown here
+		}
+		if gm.Type != wt || gm.MetricName != wm.MetricFamilyName || gm.Help != wm.Help || gm.Unit != wm.Unit {
+			t.Fatalf("metadata %d: %+v, prompb %+v", i, gm, wm)
+		}
 	}
 }
 
@@ -239,6 +260,11 @@ func FuzzDecodeWriteRequest(f *testing.F) {
 	f.Add([]byte{0x2b, 0x08, 0x01, 0x2c})
 	small, _ := (&prompb.WriteRequest{Timeseries: []prompb.TimeSeries{{Labels: lbls("a", "b"), Samples: []prompb.Sample{{Value: 1, Timestamp: 1}}}}}).Marshal()
 	f.Add(small)
+	withExtras := prompb.WriteRequest{Timeseries: []prompb.TimeSeries{{Labels: lbls("a", "b"),
+		Exemplars: []prompb.Exemplar{{Labels: lbls("trace_id", "x"), Value: 1, Timestamp: 5}}}},
+		Metadata: []prompb.MetricMetadata{{Type: prompb.MetricMetadata_GAUGE, MetricFamilyName: "a", Help: "h", Unit: "u"}}}
+	extras, _ := withExtras.Marshal()
+	f.Add(extras)
 	var got WriteRequest
 	f.Fuzz(func(t *testing.T, b []byte) {
 		err := got.Unmarshal(b)

@@ -15,9 +15,9 @@ import (
 // references mean nothing without the symbols table): it is re-encoded as a 1.0 series, which the
 // ingesters' protocol carries.
 //
-// What 2.0 adds beyond labels and float samples is counted, not decoded: native histograms (refused
-// per series, as in 1.0), exemplars, metadata and created timestamps (dropped; the response's
-// X-Prometheus-Remote-Write-*-Written headers tell the sender what was written).
+// Exemplars and metadata are decoded (exemplars.go) and stored as 1.0's are; native histograms are
+// counted, not decoded (refused per series, as in 1.0), and created timestamps are dropped; the
+// response's X-Prometheus-Remote-Write-*-Written headers tell the sender what was written.
 
 // ContentTypeV2 is the Content-Type of a remote-write 2.0 request.
 const ContentTypeV2 = "application/x-protobuf;proto=io.prometheus.write.v2.Request"
@@ -124,7 +124,7 @@ func (r *WriteRequest) decodeSeriesV2(b []byte, base int) error {
 		return fmt.Errorf("%w: the request has more than %d series (-distributor.max-series-per-request): send smaller requests (Prometheus: queue_config.max_samples_per_send)",
 			ErrTooLarge, r.maxSeries)
 	}
-	s := Series{labelStart: int32(len(r.labels)), sampleStart: int32(len(r.samples))}
+	s := Series{labelStart: int32(len(r.labels)), sampleStart: int32(len(r.samples)), exStart: int32(len(r.exemplars))}
 	refs := 0 // label references read; an odd count leaves a name waiting for its value
 	var name string
 	addRef := func(v uint64, off int) error {
@@ -213,9 +213,15 @@ func (r *WriteRequest) decodeSeriesV2(b []byte, base int) error {
 			case 3:
 				s.Histograms++
 			case 4:
+				if err := r.decodeExemplarV2(b[j:j+n], base+j); err != nil {
+					return err
+				}
 				s.Exemplars++
 			case 5:
 				if n > 0 { // senders write an empty Metadata for every series
+					if err := r.decodeMetadataV2(b[j:j+n], base+j); err != nil {
+						return err
+					}
 					r.Metadata++
 				}
 			}

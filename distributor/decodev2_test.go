@@ -238,6 +238,20 @@ func FuzzDecodeWriteRequestV2(f *testing.F) {
 					return
 				}
 			}
+			// The same checks for exemplars' label references and metadata's help and unit.
+			for _, e := range ts.Exemplars {
+				if len(e.LabelsRefs)%2 != 0 {
+					return
+				}
+				for _, r := range e.LabelsRefs {
+					if int(r) >= len(want.Symbols) {
+						return
+					}
+				}
+			}
+			if m := ts.Metadata; (m.HelpRef != 0 && int(m.HelpRef) >= len(want.Symbols)) || (m.UnitRef != 0 && int(m.UnitRef) >= len(want.Symbols)) {
+				return
+			}
 		}
 		if err != nil {
 			t.Fatalf("writev2 accepts %x, we refuse: %v", b, err)

@@ -166,6 +166,10 @@ type Deps struct {
 	HA HAElector
 	// HALimits returns a tenant's HA tracker limits (runtime overrides); nil: the flags' for every tenant.
 	HALimits func(tenant string) HATenantLimits
+	// ExemplarsEnabled says whether a tenant stores exemplars (its -ingester.max-global-exemplars-per-user
+	// or runtime override is above 0); the exemplars of the others are validated and dropped here,
+	// as Mimir does. nil: exemplars are dropped for every tenant.
+	ExemplarsEnabled func(tenant string) bool
 }
 
 // Distributor validates remote-write requests and replicates their series to the ingesters. It is
@@ -204,6 +208,9 @@ type Distributor struct {
 	states sync.Pool // *pushState
 
 	ha *haTracker // nil unless -distributor.ha-tracker.enable
+
+	exemplarsEnabled func(tenant string) bool // Deps.ExemplarsEnabled
+	xm               *extraMetrics            // exemplars and metadata (metadata.go)
 }
 
 // New returns a Distributor. cfg must have passed Validate.
@@ -222,12 +229,17 @@ func New(cfg Config, deps Deps) (*Distributor, error) {
 		oldestInMemory: deps.OldestInMemory,
 		tenants:        newTenantTracker(tenantIdleTimeout),
 		limits:         deps.Limits,
+
+		exemplarsEnabled: deps.ExemplarsEnabled,
 	}
 	m, err := newMetrics(deps.Registerer, d)
 	if err != nil {
 		return nil, fmt.Errorf("distributor: registering metrics: %w", err)
 	}
 	d.m = m
+	if d.xm, err = newExtraMetrics(deps.Registerer); err != nil {
+		return nil, fmt.Errorf("distributor: registering metrics: %w", err)
+	}
 	if d.fence, err = newFencing(deps.Ring, deps.Registerer); err != nil {
 		return nil, fmt.Errorf("distributor: registering metrics: %w", err)
 	}
@@ -387,7 +399,7 @@ func (d *Distributor) Push(ctx context.Context, tenant string, req *WriteRequest
 }
 
 // push is Push with the scratch space given (the HTTP handler decodes straight into st.req).
-func (d *Distributor) push(ctx context.Context, tenant string, req *WriteRequest, st *pushState) *PushError {
+func (d *Distributor) push(ctx context.Context, tenant string, req *WriteRequest, st *pushState) (perr *PushError) {
 	now := d.now()
 	nowMs := now.UnixMilli()
 	lim := &d.cfg.Limits
@@ -401,12 +413,21 @@ func (d *Distributor) push(ctx context.Context, tenant string, req *WriteRequest
 			return perr
 		}
 	}
-	samplesIn, valid := 0, 0
+	if len(req.metadata) > 0 { // metric metadata goes to its own replicas, beside the series (metadata.go)
+		if wait := d.startMetadata(ctx, tenant, req, st, &out); wait != nil {
+			defer func() {
+				var mo outcome
+				wait(&mo)
+				perr = withMetadata(perr, &mo)
+			}()
+		}
+	}
+	samplesIn, valid, exemplarsOnly := 0, 0, 0
 	for i := range req.Series {
 		s := &req.Series[i]
 		samplesIn += len(s.Samples) + s.Histograms
 		s.state, s.acks, s.fail4xx, s.fail5xx, s.nrep = seriesDone, 0, 0, 0, 0
-		s.why4xx, s.why5xx = 0, 0
+		s.why4xx, s.why5xx, s.exemplarsSent = 0, 0, false
 		changed := normalize(s) // always: it must run even when the series is re-encoded anyway
 		s.rewrite = changed || !s.canonical
 		var r *refusal
@@ -414,6 +435,9 @@ func (d *Distributor) push(ctx context.Context, tenant string, req *WriteRequest
 			r = histogramRefusal(s.Labels)
 		} else {
 			r = validateLabels(s.Labels, lim)
+		}
+		if r == nil && s.Exemplars > 0 {
+			r = d.checkExemplars(tenant, req, s)
 		}
 		if r != nil {
 			d.m.discardedSamples.WithLabelValues(tenant, r.reason).Add(float64(len(s.Samples) + s.Histograms))
@@ -429,13 +453,18 @@ func (d *Distributor) push(ctx context.Context, tenant string, req *WriteRequest
 			}
 			s.rewrite = true
 		}
-		if len(s.Samples) > 0 {
+		if len(s.Samples) > 0 || s.exemplarsSent {
+			// A series may carry exemplars alone: Prometheus sends a scrape's exemplars in
+			// TimeSeries of their own, after its samples.
 			s.state = seriesPending
 			valid += len(s.Samples)
+			if len(s.Samples) == 0 {
+				exemplarsOnly++
+			}
 		}
 	}
 	d.m.samplesIn.WithLabelValues(tenant).Add(float64(samplesIn))
-	if valid == 0 {
+	if valid == 0 && exemplarsOnly == 0 {
 		return out.err()
 	}
 	ts.observe(bounds.newest)
@@ -636,7 +665,7 @@ func buildRequest(req *WriteRequest, idx []int32, ringIndex uint64) *[]byte {
 	for _, i := range idx {
 		s := &req.Series[i]
 		if s.rewrite {
-			size += seriesSize(s)
+			size += seriesSizeEx(s, sentExemplars(req, s))
 		} else {
 			size += len(s.Raw)
 		}
@@ -646,7 +675,7 @@ func buildRequest(req *WriteRequest, idx []int32, ringIndex uint64) *[]byte {
 	for _, i := range idx {
 		s := &req.Series[i]
 		if s.rewrite {
-			b = appendSeries(b, s)
+			b = appendSeriesEx(b, s, sentExemplars(req, s))
 		} else {
 			b = append(b, s.Raw...)
 		}

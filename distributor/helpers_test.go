@@ -116,10 +116,11 @@ type fakeIngester struct {
 
 	mu      sync.Mutex
 	calls   int
-	stored  map[string][]*ingesterpb.TimeSeries // by tenant
-	callErr error                               // fail every call with this error
-	delay   time.Duration                       // answer after this long (or when ctx ends)
-	hang    chan struct{}                       // if set, answer only once it is closed (or ctx ends)
+	stored  map[string][]*ingesterpb.TimeSeries     // by tenant
+	meta    map[string][]*ingesterpb.MetricMetadata // by tenant
+	callErr error                                   // fail every call with this error
+	delay   time.Duration                           // answer after this long (or when ctx ends)
+	hang    chan struct{}                           // if set, answer only once it is closed (or ctx ends)
 	refuse  func(ts *ingesterpb.TimeSeries) *ingesterpb.SeriesError
 }
 
@@ -159,6 +160,10 @@ func (f *fakeIngester) Push(ctx context.Context, tenant string, req *ingesterpb.
 	if f.stored == nil {
 		f.stored = map[string][]*ingesterpb.TimeSeries{}
 	}
+	if f.meta == nil {
+		f.meta = map[string][]*ingesterpb.MetricMetadata{}
+	}
+	f.meta[tenant] = append(f.meta[tenant], pr.Metadata...)
 	for i, ts := range pr.Timeseries {
 		if refuse != nil {
 			if e := refuse(ts); e != nil {

@@ -19,6 +19,7 @@ type Limits struct {
 	MaxLabelValueLength    int           // -validation.max-length-label-value (bytes)
 	CreationGracePeriod    time.Duration // -validation.create-grace-period
 	PastGracePeriod        time.Duration // -validation.past-grace-period: 0 = no bound
+	MaxMetadataLength      int           // -validation.max-metadata-length (bytes of a metric name, help or unit)
 }
 
 // DefaultPastGracePeriod is the default of -validation.past-grace-period. Mimir's default is 0 (no
@@ -35,6 +36,7 @@ func (l *Limits) RegisterFlags(f *flag.FlagSet) {
 	f.IntVar(&l.MaxLabelNameLength, "validation.max-length-label-name", 1024, "Maximum length in bytes of a label name.")
 	f.IntVar(&l.MaxLabelValueLength, "validation.max-length-label-value", 2048, "Maximum length in bytes of a label value.")
 	f.DurationVar(&l.CreationGracePeriod, "validation.create-grace-period", 10*time.Minute, "How far in the future (against this node's clock) a sample's timestamp may be.")
+	f.IntVar(&l.MaxMetadataLength, "validation.max-metadata-length", DefaultMaxMetadataLength, "Maximum length in bytes of a metric metadata entry's metric name, help and unit (each); a longer entry is refused with 400 naming the metric, the request's other data kept (Mimir's default).")
 	f.DurationVar(&l.PastGracePeriod, "validation.past-grace-period", DefaultPastGracePeriod, "How far in the past (against this node's clock) a sample's timestamp may be; older samples are refused with 400 (sample_too_far_in_past), the series' other samples kept. 0 disables this bound (Mimir's default). Independently, a sample older than the oldest block range still in memory is refused (sample_out_of_bounds): ranges of -ingester.flush-period are flushed once they closed half a period ago, reckoned from the tenant's newest sample (not after now), as Prometheus' head does.")
 }
 
@@ -49,6 +51,8 @@ func (l *Limits) Validate() error {
 		return fmt.Errorf("-validation.max-length-label-value=%d: want at least 1", l.MaxLabelValueLength)
 	case l.CreationGracePeriod < 0:
 		return fmt.Errorf("-validation.create-grace-period=%s: want zero or more", l.CreationGracePeriod)
+	case l.MaxMetadataLength < 1:
+		return fmt.Errorf("-validation.max-metadata-length=%d: want at least 1", l.MaxMetadataLength)
 	case l.PastGracePeriod < 0:
 		return fmt.Errorf("-validation.past-grace-period=%s: want zero (no bound) or more", l.PastGracePeriod)
 	}

@@ -280,6 +280,11 @@ func TestProcess_MutualTLS(t *testing.T) {
 				refused(t, who, "push to tenant victim on "+target.ID, err)
 				_, err = queryIngesterWith(ctx, target.GRPCAddr, "anonymous", "e2e_writes", who.grpc)
 				refused(t, who, "read tenant anonymous from "+target.ID, err)
+				_, err = ing.QueryExemplars(ingesterpb.WithTenant(ctx, "anonymous"), &ingesterpb.ExemplarQueryRequest{EndTimestampMs: 1,
+					MatcherSets: []*ingesterpb.ExemplarMatchers{{Matchers: []*ingesterpb.LabelMatcher{{Name: "__name__", Value: "e2e_writes"}}}}})
+				refused(t, who, "read tenant anonymous's exemplars from "+target.ID, err)
+				_, err = ing.MetricsMetadata(ingesterpb.WithTenant(ctx, "anonymous"), &ingesterpb.MetricsMetadataRequest{})
+				refused(t, who, "read tenant anonymous's metadata from "+target.ID, err)
 			}
 		}
 		// 6. A hand-over stream into a node that is not receiving one.

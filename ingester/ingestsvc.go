@@ -35,6 +35,8 @@ type ingesterService struct {
 	// store, and for writing by drainWrites: once the member left ACTIVE, drainWrites returns only
 	// after every Push that passed the check has finished, so the hand-over streams them too.
 	gate sync.RWMutex
+	// metadata is the tenants' metric metadata (metadata.go); set before the gRPC server starts.
+	metadata *metadataStore
 }
 
 // drainWrites waits until every Push in flight has finished. Call it after the member's state left
@@ -54,7 +56,9 @@ const queryBatchSeries = 128
 // refusals come back as per-series errors. A call error means the whole request failed. A series
 // whose labels break the TimeSeries contract (ingesterpb.ValidateLabelViews: invalid names, values
 // that are not UTF-8, unsorted or repeated names) is refused with ErrorCode_INVALID before the store
-// sees it: the distributor never sends one, so it comes from another client or a bug.
+// sees it: the distributor never sends one, so it comes from another client or a bug. This generated
+// path stores samples only: a server registered with RegisterIngesterServerRaw (every node) serves
+// Push through PushRaw, which also takes exemplars and metadata (exemplars.go).
 func (s *ingesterService) Push(ctx context.Context, req *ingesterpb.PushRequest) (*ingesterpb.PushResponse, error) {
 	tenant, err := ingesterpb.TenantFromIncomingContext(ctx)
 	if err != nil {

@@ -10,6 +10,7 @@ import (
 	"flag"
 	"fmt"
 	"strings"
+	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
 
@@ -23,6 +24,12 @@ type seriesLimitsConfig struct {
 	// MaxGlobalSeriesPerUser is -ingester.max-global-series-per-user: a tenant's in-memory series
 	// across the cluster (every replica counted once), 0: no global limit.
 	MaxGlobalSeriesPerUser int
+	// MaxGlobalExemplarsPerUser is -ingester.max-global-exemplars-per-user: a tenant's exemplars in
+	// the cluster's circular stores, converted to this ingester's store size as the series limit is;
+	// 0 (Mimir's default) stores none (exemplars.go).
+	MaxGlobalExemplarsPerUser int
+	// Metadata is the metric metadata store's flags (metadata.go).
+	Metadata metadataConfig
 }
 
 // DefaultMaxGlobalSeriesPerUser is Mimir's default of -ingester.max-global-series-per-user.
@@ -31,9 +38,18 @@ const DefaultMaxGlobalSeriesPerUser = 150_000
 func (c *seriesLimitsConfig) RegisterFlags(f *flag.FlagSet) {
 	f.IntVar(&c.MaxGlobalSeriesPerUser, "ingester.max-global-series-per-user", DefaultMaxGlobalSeriesPerUser,
 		"Maximum number of in-memory series per tenant across the cluster. Each ingester enforces it as a local limit, global / N * RF, with N the ACTIVE and healthy ring members and RF the effective replication factor (Mimir's conversion: series spread evenly over the ingesters, each stored RF times; with zone awareness, global * RF / zones / N with N the ACTIVE and healthy members of this member's zone), recomputed when the ring changes and ignored while no member is ACTIVE; the smaller of it and -ingester.max-series-per-tenant applies. A push creating a series over it is refused with 400 for that series. 0 to disable.")
+	f.IntVar(&c.MaxGlobalExemplarsPerUser, "ingester.max-global-exemplars-per-user", 0,
+		"Maximum number of exemplars a tenant keeps in memory across the cluster, in per-tenant circular stores (Prometheus's tsdb.CircularExemplarStorage: the newest are kept). Each ingester's store holds global / N * RF, converted as -ingester.max-global-series-per-user is and resized when the ring or the tenant's max_global_exemplars_per_user override changes. Exemplars are logged in the WAL, never flushed to blocks. 0 (Mimir's default) stores none: the distributor drops them.")
+	c.Metadata.RegisterFlags(f)
 }
 
 func (c *seriesLimitsConfig) Validate() error {
+	if c.MaxGlobalExemplarsPerUser < 0 {
+		return fmt.Errorf("-ingester.max-global-exemplars-per-user=%d: want zero (no exemplars stored) or more", c.MaxGlobalExemplarsPerUser)
+	}
+	if err := c.Metadata.Validate(); err != nil {
+		return err
+	}
 	if c.MaxGlobalSeriesPerUser < 0 {
 		return fmt.Errorf("-ingester.max-global-series-per-user=%d: want zero (no global limit) or more", c.MaxGlobalSeriesPerUser)
 	}
@@ -126,15 +142,26 @@ func (s *Server) registerSeriesLimitMetric() error {
 	return nil
 }
 
-// watchSeriesLimit recomputes the series limit each time the ring changes, until ctx ends.
+// watchSeriesLimit recomputes the series limit each time the ring changes, until ctx ends. The
+// exemplar stores are resized then too, and every -runtime-config.reload-period, so that a
+// tenant's changed max_global_exemplars_per_user applies even while it sends no exemplars (a
+// tenant set to 0 has its exemplars dropped by the distributor: its store is freed here).
 func (s *Server) watchSeriesLimit(ctx context.Context) {
+	period := s.cfg.RuntimeConfig.ReloadPeriod
+	if period <= 0 {
+		period = 10 * time.Second
+	}
+	tick := time.NewTicker(period)
+	defer tick.Stop()
 	for {
 		ch := s.node.Changed()
 		s.applySeriesLimit()
+		s.store.ApplyExemplarLimits()
 		select {
 		case <-ctx.Done():
 			return
 		case <-ch:
+		case <-tick.C:
 		}
 	}
 }

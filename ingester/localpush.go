@@ -34,6 +34,9 @@ type pushScratch struct {
 	sb      labels.ScratchBuilder
 	lset    labels.Labels
 	samples []memstore.Sample
+	// esb and exemplars convert a series' exemplars (exemplars.go).
+	esb       labels.ScratchBuilder
+	exemplars []memstore.Exemplar
 }
 
 var pushScratchPool = sync.Pool{New: func() any { return new(pushScratch) }}
@@ -106,8 +109,14 @@ func (s *ingesterService) pushView(tenant string, sc *pushScratch, validate bool
 			smps[j] = memstore.Sample{T: sm.TimestampMs, V: sm.Value}
 		}
 		app.Append(sc.lset, smps)
+		if len(ts.Exemplars) > 0 {
+			sc.appendExemplars(app, ts.Exemplars, validate)
+		}
 	}
 	res, err := app.Commit()
+	if err == nil && len(sc.view.Metadata) > 0 && s.metadata != nil {
+		s.metadata.add(tenant, sc.view.Metadata)
+	}
 	return pushResponse(tenant, res, err, invalid)
 }
 
@@ -119,6 +128,8 @@ const maxPooledScratchBytes = 16 << 20
 func (sc *pushScratch) release() {
 	sc.view.Reset()
 	sc.lset = labels.EmptyLabels()
+	clear(sc.exemplars)
+	sc.exemplars = sc.exemplars[:0]
 	if cap(sc.samples)*int(unsafe.Sizeof(memstore.Sample{})) > maxPooledScratchBytes {
 		sc.samples = nil
 	}

@@ -182,8 +182,9 @@ func New(cfg Config, log *slog.Logger) (_ *Server, err error) {
 	clients := distributor.WithLocalClient(s.pool, cfg.GRPCAddr, newLocalClient(s.ingest))
 	if s.limits, err = overrides.New(cfg.RuntimeConfig, overrides.Limits{
 		IngestionRate: cfg.Distributor.IngestionRateLimit, IngestionBurstSize: cfg.Distributor.IngestionBurstSize,
-		MaxGlobalSeriesPerUser:   cfg.SeriesLimits.MaxGlobalSeriesPerUser,
-		MaxFetchedSeriesPerQuery: cfg.Querier.Config.MaxFetchedSeriesPerQuery, MaxFetchedChunksPerQuery: cfg.Querier.Config.MaxFetchedChunksPerQuery,
+		MaxGlobalSeriesPerUser:    cfg.SeriesLimits.MaxGlobalSeriesPerUser,
+		MaxGlobalExemplarsPerUser: cfg.SeriesLimits.MaxGlobalExemplarsPerUser,
+		MaxFetchedSeriesPerQuery:  cfg.Querier.Config.MaxFetchedSeriesPerQuery, MaxFetchedChunksPerQuery: cfg.Querier.Config.MaxFetchedChunksPerQuery,
 		MaxFetchedChunkBytesPerQuery: cfg.Querier.Config.MaxFetchedChunkBytesPerQuery,
 		OutOfOrderTimeWindow:         model.Duration(cfg.Store.OutOfOrderTimeWindow),
 		AcceptHASamples:              true, // -distributor.ha-tracker.enable turns the tracker on for every tenant
@@ -197,6 +198,9 @@ func New(cfg Config, log *slog.Logger) (_ *Server, err error) {
 		return time.Duration(s.limits.For(tenant).OutOfOrderTimeWindow)
 	})
 	s.tenantSeriesLimits = s.newTenantSeriesLimits()
+	if err := s.wireExemplarsAndMetadata(); err != nil { // exemplars.go
+		return nil, err
+	}
 	if s.dist, err = distributor.New(cfg.Distributor, distributor.Deps{Ring: s.node, Clients: clients,
 		Registerer: s.reg, Logger: log.With("component", "distributor"), Now: cfg.Clock,
 		OldestInMemory: s.oldestInMemory, HA: s.node,
@@ -208,7 +212,9 @@ func New(cfg Config, log *slog.Logger) (_ *Server, err error) {
 		Limits: func(tenant string) (float64, int) {
 			l := s.limits.For(tenant)
 			return l.IngestionRate, l.IngestionBurstSize
-		}}); err != nil {
+		},
+		ExemplarsEnabled: func(tenant string) bool { return s.limits.For(tenant).MaxGlobalExemplarsPerUser > 0 },
+	}); err != nil {
 		return nil, fmt.Errorf("distributor: %w", err)
 	}
 
@@ -328,6 +334,8 @@ func (s *Server) Run(ctx context.Context) error {
 	go func() { defer wg.Done(); s.watchZones(ctx) }()
 	wg.Add(1)
 	go func() { defer wg.Done(); s.limits.Run(ctx) }()
+	wg.Add(1)
+	go func() { defer wg.Done(); s.ingest.metadata.run(ctx) }()
 	wg.Add(1) // the leader removes HA entries idle for 30m (Cortex's idle age), whatever this node's flags
 	go func() { defer wg.Done(); s.node.RunHAGC(ctx, 5*time.Minute, 30*time.Minute) }()
 	adminAddr := s.cfg.HTTPServer.AdminAddr

@@ -43,7 +43,8 @@ func (s *Server) grpcAuthOptions() (creds grpc.ServerOption, unary grpc.UnarySer
 }
 
 // authorizeMethod is the right every call of an ingester, blocks or transfer method needs before
-// its handler runs: the caller is a member of the ring (Push, QueryStream, QueryBlocks, every
+// its handler runs: the caller is a member of the ring (Push, QueryStream, QueryBlocks, QueryExemplars,
+// MetricsMetadata, every
 // Blocks method; DeleteBlocks also checks the compactor lease in its handler), or a member at all
 // (TransferChunks, whose leaver is checked against the caller on the first frame:
 // authorizeHandover). The Ring service's methods check their own rights.
@@ -51,6 +52,7 @@ func (s *Server) authorizeMethod(ctx context.Context, method string) error {
 	switch method {
 	case ingesterpb.Ingester_Push_FullMethodName, ingesterpb.Ingester_QueryStream_FullMethodName,
 		ingesterpb.Ingester_QueryBlocks_FullMethodName,
+		ingesterpb.Ingester_QueryExemplars_FullMethodName, ingesterpb.Ingester_MetricsMetadata_FullMethodName,
 		blockspb.Blocks_ListBlocks_FullMethodName, blockspb.Blocks_FetchBlock_FullMethodName,
 		blockspb.Blocks_StoreBlock_FullMethodName, blockspb.Blocks_DeleteBlocks_FullMethodName:
 		p := s.auth.Caller(ctx)

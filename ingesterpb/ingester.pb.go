@@ -84,6 +84,71 @@ func (MatchType) EnumDescriptor() ([]byte, []int) {
 	return file_ingester_proto_rawDescGZIP(), []int{0}
 }
 
+// MetricType matches prompb.MetricMetadata.MetricType (the numbers are the wire format).
+type MetricType int32
+
+const (
+	MetricType_METRIC_TYPE_UNKNOWN        MetricType = 0
+	MetricType_METRIC_TYPE_COUNTER        MetricType = 1
+	MetricType_METRIC_TYPE_GAUGE          MetricType = 2
+	MetricType_METRIC_TYPE_HISTOGRAM      MetricType = 3
+	MetricType_METRIC_TYPE_GAUGEHISTOGRAM MetricType = 4
+	MetricType_METRIC_TYPE_SUMMARY        MetricType = 5
+	MetricType_METRIC_TYPE_INFO           MetricType = 6
+	MetricType_METRIC_TYPE_STATESET       MetricType = 7
+)
+
+// Enum value maps for MetricType.
+var (
+	MetricType_name = map[int32]string{
+		0: "METRIC_TYPE_UNKNOWN",
+		1: "METRIC_TYPE_COUNTER",
+		2: "METRIC_TYPE_GAUGE",
+		3: "METRIC_TYPE_HISTOGRAM",
+		4: "METRIC_TYPE_GAUGEHISTOGRAM",
+		5: "METRIC_TYPE_SUMMARY",
+		6: "METRIC_TYPE_INFO",
+		7: "METRIC_TYPE_STATESET",
+	}
+	MetricType_value = map[string]int32{
+		"METRIC_TYPE_UNKNOWN":        0,
+		"METRIC_TYPE_COUNTER":        1,
+		"METRIC_TYPE_GAUGE":          2,
+		"METRIC_TYPE_HISTOGRAM":      3,
+		"METRIC_TYPE_GAUGEHISTOGRAM": 4,
+		"METRIC_TYPE_SUMMARY":        5,
+		"METRIC_TYPE_INFO":           6,
+		"METRIC_TYPE_STATESET":       7,
+	}
+)
+
+func (x MetricType) Enum() *MetricType {
+	p := new(MetricType)
+	*p = x
+	return p
+}
+
+func (x MetricType) String() string {
+	return protoimpl.X.EnumStringOf(x.Descriptor(), protoreflect.EnumNumber(x))
+}
+
+func (MetricType) Descriptor() protoreflect.EnumDescriptor {
+	return file_ingester_proto_enumTypes[1].Descriptor()
+}
+
+func (MetricType) Type() protoreflect.EnumType {
+	return &file_ingester_proto_enumTypes[1]
+}
+
+func (x MetricType) Number() protoreflect.EnumNumber {
+	return protoreflect.EnumNumber(x)
+}
+
+// Deprecated: Use MetricType.Descriptor instead.
+func (MetricType) EnumDescriptor() ([]byte, []int) {
+	return file_ingester_proto_rawDescGZIP(), []int{1}
+}
+
 // ErrorCode classifies a refusal. The distributor maps client errors (the request can never succeed
 // as sent: OUT_OF_ORDER, DUPLICATE_TIMESTAMP, TOO_MANY_SERIES, INVALID) to HTTP 4xx, and INTERNAL or
 // unknown codes to 5xx (worth retrying).
@@ -139,11 +204,11 @@ func (x ErrorCode) String() string {
 }
 
 func (ErrorCode) Descriptor() protoreflect.EnumDescriptor {
-	return file_ingester_proto_enumTypes[1].Descriptor()
+	return file_ingester_proto_enumTypes[2].Descriptor()
 }
 
 func (ErrorCode) Type() protoreflect.EnumType {
-	return &file_ingester_proto_enumTypes[1]
+	return &file_ingester_proto_enumTypes[2]
 }
 
 func (x ErrorCode) Number() protoreflect.EnumNumber {
@@ -152,7 +217,334 @@ func (x ErrorCode) Number() protoreflect.EnumNumber {
 
 // Deprecated: Use ErrorCode.Descriptor instead.
 func (ErrorCode) EnumDescriptor() ([]byte, []int) {
+	return file_ingester_proto_rawDescGZIP(), []int{2}
+}
+
+// ExemplarQueryRequest asks for the exemplars of the series that match any of matcher_sets.
+type ExemplarQueryRequest struct {
+	state            protoimpl.MessageState `protogen:"open.v1"`
+	StartTimestampMs int64                  `protobuf:"varint,1,opt,name=start_timestamp_ms,json=startTimestampMs,proto3" json:"start_timestamp_ms,omitempty"`
+	EndTimestampMs   int64                  `protobuf:"varint,2,opt,name=end_timestamp_ms,json=endTimestampMs,proto3" json:"end_timestamp_ms,omitempty"`
+	MatcherSets      []*ExemplarMatchers    `protobuf:"bytes,3,rep,name=matcher_sets,json=matcherSets,proto3" json:"matcher_sets,omitempty"`
+	// max_exemplars bounds the answer (0: the member's own bound).
+	MaxExemplars  uint32 `protobuf:"varint,4,opt,name=max_exemplars,json=maxExemplars,proto3" json:"max_exemplars,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ExemplarQueryRequest) Reset() {
+	*x = ExemplarQueryRequest{}
+	mi := &file_ingester_proto_msgTypes[0]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ExemplarQueryRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ExemplarQueryRequest) ProtoMessage() {}
+
+func (x *ExemplarQueryRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_ingester_proto_msgTypes[0]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ExemplarQueryRequest.ProtoReflect.Descriptor instead.
+func (*ExemplarQueryRequest) Descriptor() ([]byte, []int) {
+	return file_ingester_proto_rawDescGZIP(), []int{0}
+}
+
+func (x *ExemplarQueryRequest) GetStartTimestampMs() int64 {
+	if x != nil {
+		return x.StartTimestampMs
+	}
+	return 0
+}
+
+func (x *ExemplarQueryRequest) GetEndTimestampMs() int64 {
+	if x != nil {
+		return x.EndTimestampMs
+	}
+	return 0
+}
+
+func (x *ExemplarQueryRequest) GetMatcherSets() []*ExemplarMatchers {
+	if x != nil {
+		return x.MatcherSets
+	}
+	return nil
+}
+
+func (x *ExemplarQueryRequest) GetMaxExemplars() uint32 {
+	if x != nil {
+		return x.MaxExemplars
+	}
+	return 0
+}
+
+// ExemplarMatchers is one selector's matchers: a series matches if it matches every one.
+type ExemplarMatchers struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Matchers      []*LabelMatcher        `protobuf:"bytes,1,rep,name=matchers,proto3" json:"matchers,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ExemplarMatchers) Reset() {
+	*x = ExemplarMatchers{}
+	mi := &file_ingester_proto_msgTypes[1]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ExemplarMatchers) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ExemplarMatchers) ProtoMessage() {}
+
+func (x *ExemplarMatchers) ProtoReflect() protoreflect.Message {
+	mi := &file_ingester_proto_msgTypes[1]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ExemplarMatchers.ProtoReflect.Descriptor instead.
+func (*ExemplarMatchers) Descriptor() ([]byte, []int) {
 	return file_ingester_proto_rawDescGZIP(), []int{1}
+}
+
+func (x *ExemplarMatchers) GetMatchers() []*LabelMatcher {
+	if x != nil {
+		return x.Matchers
+	}
+	return nil
+}
+
+type ExemplarQueryResponse struct {
+	state  protoimpl.MessageState `protogen:"open.v1"`
+	Series []*ExemplarSeries      `protobuf:"bytes,1,rep,name=series,proto3" json:"series,omitempty"`
+	// truncated is true when max_exemplars cut the answer.
+	Truncated     bool `protobuf:"varint,2,opt,name=truncated,proto3" json:"truncated,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ExemplarQueryResponse) Reset() {
+	*x = ExemplarQueryResponse{}
+	mi := &file_ingester_proto_msgTypes[2]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ExemplarQueryResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ExemplarQueryResponse) ProtoMessage() {}
+
+func (x *ExemplarQueryResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_ingester_proto_msgTypes[2]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ExemplarQueryResponse.ProtoReflect.Descriptor instead.
+func (*ExemplarQueryResponse) Descriptor() ([]byte, []int) {
+	return file_ingester_proto_rawDescGZIP(), []int{2}
+}
+
+func (x *ExemplarQueryResponse) GetSeries() []*ExemplarSeries {
+	if x != nil {
+		return x.Series
+	}
+	return nil
+}
+
+func (x *ExemplarQueryResponse) GetTruncated() bool {
+	if x != nil {
+		return x.Truncated
+	}
+	return false
+}
+
+// ExemplarSeries is one series' exemplars, in timestamp order.
+type ExemplarSeries struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Labels        []*Label               `protobuf:"bytes,1,rep,name=labels,proto3" json:"labels,omitempty"`
+	Exemplars     []*Exemplar            `protobuf:"bytes,2,rep,name=exemplars,proto3" json:"exemplars,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ExemplarSeries) Reset() {
+	*x = ExemplarSeries{}
+	mi := &file_ingester_proto_msgTypes[3]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ExemplarSeries) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ExemplarSeries) ProtoMessage() {}
+
+func (x *ExemplarSeries) ProtoReflect() protoreflect.Message {
+	mi := &file_ingester_proto_msgTypes[3]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ExemplarSeries.ProtoReflect.Descriptor instead.
+func (*ExemplarSeries) Descriptor() ([]byte, []int) {
+	return file_ingester_proto_rawDescGZIP(), []int{3}
+}
+
+func (x *ExemplarSeries) GetLabels() []*Label {
+	if x != nil {
+		return x.Labels
+	}
+	return nil
+}
+
+func (x *ExemplarSeries) GetExemplars() []*Exemplar {
+	if x != nil {
+		return x.Exemplars
+	}
+	return nil
+}
+
+type MetricsMetadataRequest struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// limit bounds the metrics answered (0: no bound), limit_per_metric the entries per metric
+	// (0: no bound); metric, when set, answers that metric only. Prometheus's parameters.
+	Limit          int32  `protobuf:"varint,1,opt,name=limit,proto3" json:"limit,omitempty"`
+	LimitPerMetric int32  `protobuf:"varint,2,opt,name=limit_per_metric,json=limitPerMetric,proto3" json:"limit_per_metric,omitempty"`
+	Metric         string `protobuf:"bytes,3,opt,name=metric,proto3" json:"metric,omitempty"`
+	unknownFields  protoimpl.UnknownFields
+	sizeCache      protoimpl.SizeCache
+}
+
+func (x *MetricsMetadataRequest) Reset() {
+	*x = MetricsMetadataRequest{}
+	mi := &file_ingester_proto_msgTypes[4]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *MetricsMetadataRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*MetricsMetadataRequest) ProtoMessage() {}
+
+func (x *MetricsMetadataRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_ingester_proto_msgTypes[4]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use MetricsMetadataRequest.ProtoReflect.Descriptor instead.
+func (*MetricsMetadataRequest) Descriptor() ([]byte, []int) {
+	return file_ingester_proto_rawDescGZIP(), []int{4}
+}
+
+func (x *MetricsMetadataRequest) GetLimit() int32 {
+	if x != nil {
+		return x.Limit
+	}
+	return 0
+}
+
+func (x *MetricsMetadataRequest) GetLimitPerMetric() int32 {
+	if x != nil {
+		return x.LimitPerMetric
+	}
+	return 0
+}
+
+func (x *MetricsMetadataRequest) GetMetric() string {
+	if x != nil {
+		return x.Metric
+	}
+	return ""
+}
+
+type MetricsMetadataResponse struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Metadata      []*MetricMetadata      `protobuf:"bytes,1,rep,name=metadata,proto3" json:"metadata,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *MetricsMetadataResponse) Reset() {
+	*x = MetricsMetadataResponse{}
+	mi := &file_ingester_proto_msgTypes[5]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *MetricsMetadataResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*MetricsMetadataResponse) ProtoMessage() {}
+
+func (x *MetricsMetadataResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_ingester_proto_msgTypes[5]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use MetricsMetadataResponse.ProtoReflect.Descriptor instead.
+func (*MetricsMetadataResponse) Descriptor() ([]byte, []int) {
+	return file_ingester_proto_rawDescGZIP(), []int{5}
+}
+
+func (x *MetricsMetadataResponse) GetMetadata() []*MetricMetadata {
+	if x != nil {
+		return x.Metadata
+	}
+	return nil
 }
 
 type QueryRequest struct {
@@ -168,7 +560,7 @@ type QueryRequest struct {
 
 func (x *QueryRequest) Reset() {
 	*x = QueryRequest{}
-	mi := &file_ingester_proto_msgTypes[0]
+	mi := &file_ingester_proto_msgTypes[6]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -180,7 +572,7 @@ func (x *QueryRequest) String() string {
 func (*QueryRequest) ProtoMessage() {}
 
 func (x *QueryRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_ingester_proto_msgTypes[0]
+	mi := &file_ingester_proto_msgTypes[6]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -193,7 +585,7 @@ func (x *QueryRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use QueryRequest.ProtoReflect.Descriptor instead.
 func (*QueryRequest) Descriptor() ([]byte, []int) {
-	return file_ingester_proto_rawDescGZIP(), []int{0}
+	return file_ingester_proto_rawDescGZIP(), []int{6}
 }
 
 func (x *QueryRequest) GetStartTimestampMs() int64 {
@@ -235,7 +627,7 @@ type LabelMatcher struct {
 
 func (x *LabelMatcher) Reset() {
 	*x = LabelMatcher{}
-	mi := &file_ingester_proto_msgTypes[1]
+	mi := &file_ingester_proto_msgTypes[7]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -247,7 +639,7 @@ func (x *LabelMatcher) String() string {
 func (*LabelMatcher) ProtoMessage() {}
 
 func (x *LabelMatcher) ProtoReflect() protoreflect.Message {
-	mi := &file_ingester_proto_msgTypes[1]
+	mi := &file_ingester_proto_msgTypes[7]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -260,7 +652,7 @@ func (x *LabelMatcher) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use LabelMatcher.ProtoReflect.Descriptor instead.
 func (*LabelMatcher) Descriptor() ([]byte, []int) {
-	return file_ingester_proto_rawDescGZIP(), []int{1}
+	return file_ingester_proto_rawDescGZIP(), []int{7}
 }
 
 func (x *LabelMatcher) GetType() MatchType {
@@ -293,7 +685,7 @@ type QueryStreamResponse struct {
 
 func (x *QueryStreamResponse) Reset() {
 	*x = QueryStreamResponse{}
-	mi := &file_ingester_proto_msgTypes[2]
+	mi := &file_ingester_proto_msgTypes[8]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -305,7 +697,7 @@ func (x *QueryStreamResponse) String() string {
 func (*QueryStreamResponse) ProtoMessage() {}
 
 func (x *QueryStreamResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_ingester_proto_msgTypes[2]
+	mi := &file_ingester_proto_msgTypes[8]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -318,7 +710,7 @@ func (x *QueryStreamResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use QueryStreamResponse.ProtoReflect.Descriptor instead.
 func (*QueryStreamResponse) Descriptor() ([]byte, []int) {
-	return file_ingester_proto_rawDescGZIP(), []int{2}
+	return file_ingester_proto_rawDescGZIP(), []int{8}
 }
 
 func (x *QueryStreamResponse) GetSeries() []*StreamSeries {
@@ -338,7 +730,7 @@ type StreamSeries struct {
 
 func (x *StreamSeries) Reset() {
 	*x = StreamSeries{}
-	mi := &file_ingester_proto_msgTypes[3]
+	mi := &file_ingester_proto_msgTypes[9]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -350,7 +742,7 @@ func (x *StreamSeries) String() string {
 func (*StreamSeries) ProtoMessage() {}
 
 func (x *StreamSeries) ProtoReflect() protoreflect.Message {
-	mi := &file_ingester_proto_msgTypes[3]
+	mi := &file_ingester_proto_msgTypes[9]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -363,7 +755,7 @@ func (x *StreamSeries) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use StreamSeries.ProtoReflect.Descriptor instead.
 func (*StreamSeries) Descriptor() ([]byte, []int) {
-	return file_ingester_proto_rawDescGZIP(), []int{3}
+	return file_ingester_proto_rawDescGZIP(), []int{9}
 }
 
 func (x *StreamSeries) GetLabels() []*Label {
@@ -393,7 +785,7 @@ type Chunk struct {
 
 func (x *Chunk) Reset() {
 	*x = Chunk{}
-	mi := &file_ingester_proto_msgTypes[4]
+	mi := &file_ingester_proto_msgTypes[10]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -405,7 +797,7 @@ func (x *Chunk) String() string {
 func (*Chunk) ProtoMessage() {}
 
 func (x *Chunk) ProtoReflect() protoreflect.Message {
-	mi := &file_ingester_proto_msgTypes[4]
+	mi := &file_ingester_proto_msgTypes[10]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -418,7 +810,7 @@ func (x *Chunk) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Chunk.ProtoReflect.Descriptor instead.
 func (*Chunk) Descriptor() ([]byte, []int) {
-	return file_ingester_proto_rawDescGZIP(), []int{4}
+	return file_ingester_proto_rawDescGZIP(), []int{10}
 }
 
 func (x *Chunk) GetMinTimeMs() int64 {
@@ -450,11 +842,14 @@ func (x *Chunk) GetData() []byte {
 }
 
 // PushRequest is prompb.WriteRequest restricted to what an ingester stores. Field 1 matches
-// WriteRequest.timeseries; field 3 (metadata in prompb) is reserved so that bytes copied from a client
-// body never change meaning here.
+// WriteRequest.timeseries, field 3 WriteRequest.metadata (the same message and numbers as prompb's
+// MetricMetadata), so that bytes copied from a client body never change meaning here.
 type PushRequest struct {
 	state      protoimpl.MessageState `protogen:"open.v1"`
 	Timeseries []*TimeSeries          `protobuf:"bytes,1,rep,name=timeseries,proto3" json:"timeseries,omitempty"`
+	// metadata is the metric metadata the distributor routed to this member: the replicas of the
+	// metric name's series {__name__="<metric_family_name>"} in the tenant (distributor DESIGN.md).
+	Metadata []*MetricMetadata `protobuf:"bytes,3,rep,name=metadata,proto3" json:"metadata,omitempty"`
 	// ring_index is write fencing's stamp: the Raft applied index of the ring the distributor placed
 	// these series by. An ingester refuses the whole request with FAILED_PRECONDITION and a
 	// FencedPush detail when it is below the index of the last ownership change the ingester has
@@ -467,7 +862,7 @@ type PushRequest struct {
 
 func (x *PushRequest) Reset() {
 	*x = PushRequest{}
-	mi := &file_ingester_proto_msgTypes[5]
+	mi := &file_ingester_proto_msgTypes[11]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -479,7 +874,7 @@ func (x *PushRequest) String() string {
 func (*PushRequest) ProtoMessage() {}
 
 func (x *PushRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_ingester_proto_msgTypes[5]
+	mi := &file_ingester_proto_msgTypes[11]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -492,12 +887,19 @@ func (x *PushRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use PushRequest.ProtoReflect.Descriptor instead.
 func (*PushRequest) Descriptor() ([]byte, []int) {
-	return file_ingester_proto_rawDescGZIP(), []int{5}
+	return file_ingester_proto_rawDescGZIP(), []int{11}
 }
 
 func (x *PushRequest) GetTimeseries() []*TimeSeries {
 	if x != nil {
 		return x.Timeseries
+	}
+	return nil
+}
+
+func (x *PushRequest) GetMetadata() []*MetricMetadata {
+	if x != nil {
+		return x.Metadata
 	}
 	return nil
 }
@@ -522,7 +924,7 @@ type FencedPush struct {
 
 func (x *FencedPush) Reset() {
 	*x = FencedPush{}
-	mi := &file_ingester_proto_msgTypes[6]
+	mi := &file_ingester_proto_msgTypes[12]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -534,7 +936,7 @@ func (x *FencedPush) String() string {
 func (*FencedPush) ProtoMessage() {}
 
 func (x *FencedPush) ProtoReflect() protoreflect.Message {
-	mi := &file_ingester_proto_msgTypes[6]
+	mi := &file_ingester_proto_msgTypes[12]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -547,7 +949,7 @@ func (x *FencedPush) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use FencedPush.ProtoReflect.Descriptor instead.
 func (*FencedPush) Descriptor() ([]byte, []int) {
-	return file_ingester_proto_rawDescGZIP(), []int{6}
+	return file_ingester_proto_rawDescGZIP(), []int{12}
 }
 
 func (x *FencedPush) GetRingIndex() uint64 {
@@ -565,19 +967,20 @@ func (x *FencedPush) GetOwnershipIndex() uint64 {
 }
 
 // TimeSeries matches prompb.TimeSeries. Labels are sorted by name, unique, with non-empty values (the
-// distributor guarantees this). Fields 3 and 4 are exemplars and native histograms in prompb; the
-// distributor does not forward them yet.
+// distributor guarantees this). Field 3 is prompb's exemplars (validated by the distributor: labels
+// of at most 128 runes in all, a timestamp); field 4 is native histograms in prompb.
 type TimeSeries struct {
 	state         protoimpl.MessageState `protogen:"open.v1"`
 	Labels        []*Label               `protobuf:"bytes,1,rep,name=labels,proto3" json:"labels,omitempty"`
 	Samples       []*Sample              `protobuf:"bytes,2,rep,name=samples,proto3" json:"samples,omitempty"`
+	Exemplars     []*Exemplar            `protobuf:"bytes,3,rep,name=exemplars,proto3" json:"exemplars,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
 
 func (x *TimeSeries) Reset() {
 	*x = TimeSeries{}
-	mi := &file_ingester_proto_msgTypes[7]
+	mi := &file_ingester_proto_msgTypes[13]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -589,7 +992,7 @@ func (x *TimeSeries) String() string {
 func (*TimeSeries) ProtoMessage() {}
 
 func (x *TimeSeries) ProtoReflect() protoreflect.Message {
-	mi := &file_ingester_proto_msgTypes[7]
+	mi := &file_ingester_proto_msgTypes[13]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -602,7 +1005,7 @@ func (x *TimeSeries) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use TimeSeries.ProtoReflect.Descriptor instead.
 func (*TimeSeries) Descriptor() ([]byte, []int) {
-	return file_ingester_proto_rawDescGZIP(), []int{7}
+	return file_ingester_proto_rawDescGZIP(), []int{13}
 }
 
 func (x *TimeSeries) GetLabels() []*Label {
@@ -619,6 +1022,143 @@ func (x *TimeSeries) GetSamples() []*Sample {
 	return nil
 }
 
+func (x *TimeSeries) GetExemplars() []*Exemplar {
+	if x != nil {
+		return x.Exemplars
+	}
+	return nil
+}
+
+// Exemplar matches prompb.Exemplar: labels (trace_id, ...), a value and a Unix timestamp in ms.
+type Exemplar struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Labels        []*Label               `protobuf:"bytes,1,rep,name=labels,proto3" json:"labels,omitempty"`
+	Value         float64                `protobuf:"fixed64,2,opt,name=value,proto3" json:"value,omitempty"`
+	Timestamp     int64                  `protobuf:"varint,3,opt,name=timestamp,proto3" json:"timestamp,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *Exemplar) Reset() {
+	*x = Exemplar{}
+	mi := &file_ingester_proto_msgTypes[14]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *Exemplar) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*Exemplar) ProtoMessage() {}
+
+func (x *Exemplar) ProtoReflect() protoreflect.Message {
+	mi := &file_ingester_proto_msgTypes[14]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use Exemplar.ProtoReflect.Descriptor instead.
+func (*Exemplar) Descriptor() ([]byte, []int) {
+	return file_ingester_proto_rawDescGZIP(), []int{14}
+}
+
+func (x *Exemplar) GetLabels() []*Label {
+	if x != nil {
+		return x.Labels
+	}
+	return nil
+}
+
+func (x *Exemplar) GetValue() float64 {
+	if x != nil {
+		return x.Value
+	}
+	return 0
+}
+
+func (x *Exemplar) GetTimestamp() int64 {
+	if x != nil {
+		return x.Timestamp
+	}
+	return 0
+}
+
+// MetricMetadata matches prompb.MetricMetadata: a metric family's type, help and unit.
+type MetricMetadata struct {
+	state            protoimpl.MessageState `protogen:"open.v1"`
+	Type             MetricType             `protobuf:"varint,1,opt,name=type,proto3,enum=raftingest.ingester.v1.MetricType" json:"type,omitempty"`
+	MetricFamilyName string                 `protobuf:"bytes,2,opt,name=metric_family_name,json=metricFamilyName,proto3" json:"metric_family_name,omitempty"`
+	Help             string                 `protobuf:"bytes,4,opt,name=help,proto3" json:"help,omitempty"`
+	Unit             string                 `protobuf:"bytes,5,opt,name=unit,proto3" json:"unit,omitempty"`
+	unknownFields    protoimpl.UnknownFields
+	sizeCache        protoimpl.SizeCache
+}
+
+func (x *MetricMetadata) Reset() {
+	*x = MetricMetadata{}
+	mi := &file_ingester_proto_msgTypes[15]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *MetricMetadata) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*MetricMetadata) ProtoMessage() {}
+
+func (x *MetricMetadata) ProtoReflect() protoreflect.Message {
+	mi := &file_ingester_proto_msgTypes[15]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use MetricMetadata.ProtoReflect.Descriptor instead.
+func (*MetricMetadata) Descriptor() ([]byte, []int) {
+	return file_ingester_proto_rawDescGZIP(), []int{15}
+}
+
+func (x *MetricMetadata) GetType() MetricType {
+	if x != nil {
+		return x.Type
+	}
+	return MetricType_METRIC_TYPE_UNKNOWN
+}
+
+func (x *MetricMetadata) GetMetricFamilyName() string {
+	if x != nil {
+		return x.MetricFamilyName
+	}
+	return ""
+}
+
+func (x *MetricMetadata) GetHelp() string {
+	if x != nil {
+		return x.Help
+	}
+	return ""
+}
+
+func (x *MetricMetadata) GetUnit() string {
+	if x != nil {
+		return x.Unit
+	}
+	return ""
+}
+
 // Label matches prompb.Label. Values are valid UTF-8 (the distributor refuses others).
 type Label struct {
 	state         protoimpl.MessageState `protogen:"open.v1"`
@@ -630,7 +1170,7 @@ type Label struct {
 
 func (x *Label) Reset() {
 	*x = Label{}
-	mi := &file_ingester_proto_msgTypes[8]
+	mi := &file_ingester_proto_msgTypes[16]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -642,7 +1182,7 @@ func (x *Label) String() string {
 func (*Label) ProtoMessage() {}
 
 func (x *Label) ProtoReflect() protoreflect.Message {
-	mi := &file_ingester_proto_msgTypes[8]
+	mi := &file_ingester_proto_msgTypes[16]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -655,7 +1195,7 @@ func (x *Label) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Label.ProtoReflect.Descriptor instead.
 func (*Label) Descriptor() ([]byte, []int) {
-	return file_ingester_proto_rawDescGZIP(), []int{8}
+	return file_ingester_proto_rawDescGZIP(), []int{16}
 }
 
 func (x *Label) GetName() string {
@@ -683,7 +1223,7 @@ type Sample struct {
 
 func (x *Sample) Reset() {
 	*x = Sample{}
-	mi := &file_ingester_proto_msgTypes[9]
+	mi := &file_ingester_proto_msgTypes[17]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -695,7 +1235,7 @@ func (x *Sample) String() string {
 func (*Sample) ProtoMessage() {}
 
 func (x *Sample) ProtoReflect() protoreflect.Message {
-	mi := &file_ingester_proto_msgTypes[9]
+	mi := &file_ingester_proto_msgTypes[17]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -708,7 +1248,7 @@ func (x *Sample) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Sample.ProtoReflect.Descriptor instead.
 func (*Sample) Descriptor() ([]byte, []int) {
-	return file_ingester_proto_rawDescGZIP(), []int{9}
+	return file_ingester_proto_rawDescGZIP(), []int{17}
 }
 
 func (x *Sample) GetValue() float64 {
@@ -738,7 +1278,7 @@ type PushResponse struct {
 
 func (x *PushResponse) Reset() {
 	*x = PushResponse{}
-	mi := &file_ingester_proto_msgTypes[10]
+	mi := &file_ingester_proto_msgTypes[18]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -750,7 +1290,7 @@ func (x *PushResponse) String() string {
 func (*PushResponse) ProtoMessage() {}
 
 func (x *PushResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_ingester_proto_msgTypes[10]
+	mi := &file_ingester_proto_msgTypes[18]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -763,7 +1303,7 @@ func (x *PushResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use PushResponse.ProtoReflect.Descriptor instead.
 func (*PushResponse) Descriptor() ([]byte, []int) {
-	return file_ingester_proto_rawDescGZIP(), []int{10}
+	return file_ingester_proto_rawDescGZIP(), []int{18}
 }
 
 func (x *PushResponse) GetErrors() []*SeriesError {
@@ -796,7 +1336,7 @@ type SeriesError struct {
 
 func (x *SeriesError) Reset() {
 	*x = SeriesError{}
-	mi := &file_ingester_proto_msgTypes[11]
+	mi := &file_ingester_proto_msgTypes[19]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -808,7 +1348,7 @@ func (x *SeriesError) String() string {
 func (*SeriesError) ProtoMessage() {}
 
 func (x *SeriesError) ProtoReflect() protoreflect.Message {
-	mi := &file_ingester_proto_msgTypes[11]
+	mi := &file_ingester_proto_msgTypes[19]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -821,7 +1361,7 @@ func (x *SeriesError) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SeriesError.ProtoReflect.Descriptor instead.
 func (*SeriesError) Descriptor() ([]byte, []int) {
-	return file_ingester_proto_rawDescGZIP(), []int{11}
+	return file_ingester_proto_rawDescGZIP(), []int{19}
 }
 
 func (x *SeriesError) GetIndex() uint32 {
@@ -856,7 +1396,26 @@ var File_ingester_proto protoreflect.FileDescriptor
 
 const file_ingester_proto_rawDesc = "" +
 	"\n" +
-	"\x0eingester.proto\x12\x16raftingest.ingester.v1\"\xc9\x01\n" +
+	"\x0eingester.proto\x12\x16raftingest.ingester.v1\"\xe0\x01\n" +
+	"\x14ExemplarQueryRequest\x12,\n" +
+	"\x12start_timestamp_ms\x18\x01 \x01(\x03R\x10startTimestampMs\x12(\n" +
+	"\x10end_timestamp_ms\x18\x02 \x01(\x03R\x0eendTimestampMs\x12K\n" +
+	"\fmatcher_sets\x18\x03 \x03(\v2(.raftingest.ingester.v1.ExemplarMatchersR\vmatcherSets\x12#\n" +
+	"\rmax_exemplars\x18\x04 \x01(\rR\fmaxExemplars\"T\n" +
+	"\x10ExemplarMatchers\x12@\n" +
+	"\bmatchers\x18\x01 \x03(\v2$.raftingest.ingester.v1.LabelMatcherR\bmatchers\"u\n" +
+	"\x15ExemplarQueryResponse\x12>\n" +
+	"\x06series\x18\x01 \x03(\v2&.raftingest.ingester.v1.ExemplarSeriesR\x06series\x12\x1c\n" +
+	"\ttruncated\x18\x02 \x01(\bR\ttruncated\"\x87\x01\n" +
+	"\x0eExemplarSeries\x125\n" +
+	"\x06labels\x18\x01 \x03(\v2\x1d.raftingest.ingester.v1.LabelR\x06labels\x12>\n" +
+	"\texemplars\x18\x02 \x03(\v2 .raftingest.ingester.v1.ExemplarR\texemplars\"p\n" +
+	"\x16MetricsMetadataRequest\x12\x14\n" +
+	"\x05limit\x18\x01 \x01(\x05R\x05limit\x12(\n" +
+	"\x10limit_per_metric\x18\x02 \x01(\x05R\x0elimitPerMetric\x12\x16\n" +
+	"\x06metric\x18\x03 \x01(\tR\x06metric\"]\n" +
+	"\x17MetricsMetadataResponse\x12B\n" +
+	"\bmetadata\x18\x01 \x03(\v2&.raftingest.ingester.v1.MetricMetadataR\bmetadata\"\xc9\x01\n" +
 	"\fQueryRequest\x12,\n" +
 	"\x12start_timestamp_ms\x18\x01 \x01(\x03R\x10startTimestampMs\x12(\n" +
 	"\x10end_timestamp_ms\x18\x02 \x01(\x03R\x0eendTimestampMs\x12@\n" +
@@ -876,22 +1435,33 @@ const file_ingester_proto_rawDesc = "" +
 	"\vmin_time_ms\x18\x01 \x01(\x03R\tminTimeMs\x12\x1e\n" +
 	"\vmax_time_ms\x18\x02 \x01(\x03R\tmaxTimeMs\x12\x1a\n" +
 	"\bencoding\x18\x03 \x01(\rR\bencoding\x12\x12\n" +
-	"\x04data\x18\x04 \x01(\fR\x04data\"|\n" +
+	"\x04data\x18\x04 \x01(\fR\x04data\"\xba\x01\n" +
 	"\vPushRequest\x12B\n" +
 	"\n" +
 	"timeseries\x18\x01 \x03(\v2\".raftingest.ingester.v1.TimeSeriesR\n" +
-	"timeseries\x12\x1d\n" +
+	"timeseries\x12B\n" +
+	"\bmetadata\x18\x03 \x03(\v2&.raftingest.ingester.v1.MetricMetadataR\bmetadata\x12\x1d\n" +
 	"\n" +
-	"ring_index\x18\x0f \x01(\x04R\tringIndexJ\x04\b\x02\x10\x03J\x04\b\x03\x10\x04\"T\n" +
+	"ring_index\x18\x0f \x01(\x04R\tringIndexJ\x04\b\x02\x10\x03\"T\n" +
 	"\n" +
 	"FencedPush\x12\x1d\n" +
 	"\n" +
 	"ring_index\x18\x01 \x01(\x04R\tringIndex\x12'\n" +
-	"\x0fownership_index\x18\x02 \x01(\x04R\x0eownershipIndex\"\x89\x01\n" +
+	"\x0fownership_index\x18\x02 \x01(\x04R\x0eownershipIndex\"\xc3\x01\n" +
 	"\n" +
 	"TimeSeries\x125\n" +
 	"\x06labels\x18\x01 \x03(\v2\x1d.raftingest.ingester.v1.LabelR\x06labels\x128\n" +
-	"\asamples\x18\x02 \x03(\v2\x1e.raftingest.ingester.v1.SampleR\asamplesJ\x04\b\x03\x10\x04J\x04\b\x04\x10\x05\"1\n" +
+	"\asamples\x18\x02 \x03(\v2\x1e.raftingest.ingester.v1.SampleR\asamples\x12>\n" +
+	"\texemplars\x18\x03 \x03(\v2 .raftingest.ingester.v1.ExemplarR\texemplarsJ\x04\b\x04\x10\x05\"u\n" +
+	"\bExemplar\x125\n" +
+	"\x06labels\x18\x01 \x03(\v2\x1d.raftingest.ingester.v1.LabelR\x06labels\x12\x14\n" +
+	"\x05value\x18\x02 \x01(\x01R\x05value\x12\x1c\n" +
+	"\ttimestamp\x18\x03 \x01(\x03R\ttimestamp\"\x9e\x01\n" +
+	"\x0eMetricMetadata\x126\n" +
+	"\x04type\x18\x01 \x01(\x0e2\".raftingest.ingester.v1.MetricTypeR\x04type\x12,\n" +
+	"\x12metric_family_name\x18\x02 \x01(\tR\x10metricFamilyName\x12\x12\n" +
+	"\x04help\x18\x04 \x01(\tR\x04help\x12\x12\n" +
+	"\x04unit\x18\x05 \x01(\tR\x04unit\"1\n" +
 	"\x05Label\x12\x12\n" +
 	"\x04name\x18\x01 \x01(\tR\x04name\x12\x14\n" +
 	"\x05value\x18\x02 \x01(\tR\x05value\"<\n" +
@@ -910,7 +1480,17 @@ const file_ingester_proto_rawDesc = "" +
 	"\x05EQUAL\x10\x00\x12\r\n" +
 	"\tNOT_EQUAL\x10\x01\x12\x0f\n" +
 	"\vREGEX_MATCH\x10\x02\x12\x12\n" +
-	"\x0eREGEX_NO_MATCH\x10\x03*\x96\x01\n" +
+	"\x0eREGEX_NO_MATCH\x10\x03*\xd9\x01\n" +
+	"\n" +
+	"MetricType\x12\x17\n" +
+	"\x13METRIC_TYPE_UNKNOWN\x10\x00\x12\x17\n" +
+	"\x13METRIC_TYPE_COUNTER\x10\x01\x12\x15\n" +
+	"\x11METRIC_TYPE_GAUGE\x10\x02\x12\x19\n" +
+	"\x15METRIC_TYPE_HISTOGRAM\x10\x03\x12\x1e\n" +
+	"\x1aMETRIC_TYPE_GAUGEHISTOGRAM\x10\x04\x12\x17\n" +
+	"\x13METRIC_TYPE_SUMMARY\x10\x05\x12\x14\n" +
+	"\x10METRIC_TYPE_INFO\x10\x06\x12\x18\n" +
+	"\x14METRIC_TYPE_STATESET\x10\a*\x96\x01\n" +
 	"\tErrorCode\x12\x1a\n" +
 	"\x16ERROR_CODE_UNSPECIFIED\x10\x00\x12\x10\n" +
 	"\fOUT_OF_ORDER\x10\x01\x12\x17\n" +
@@ -918,11 +1498,13 @@ const file_ingester_proto_rawDesc = "" +
 	"\x0fTOO_MANY_SERIES\x10\x03\x12\v\n" +
 	"\aINVALID\x10\x04\x12\f\n" +
 	"\bINTERNAL\x10\x05\x12\x12\n" +
-	"\x0eSAMPLE_TOO_OLD\x10\x062\xa5\x02\n" +
+	"\x0eSAMPLE_TOO_OLD\x10\x062\x88\x04\n" +
 	"\bIngester\x12Q\n" +
 	"\x04Push\x12#.raftingest.ingester.v1.PushRequest\x1a$.raftingest.ingester.v1.PushResponse\x12b\n" +
 	"\vQueryStream\x12$.raftingest.ingester.v1.QueryRequest\x1a+.raftingest.ingester.v1.QueryStreamResponse0\x01\x12b\n" +
-	"\vQueryBlocks\x12$.raftingest.ingester.v1.QueryRequest\x1a+.raftingest.ingester.v1.QueryStreamResponse0\x01B-Z+github.com/raftingest/raftingest/ingesterpbb\x06proto3"
+	"\vQueryBlocks\x12$.raftingest.ingester.v1.QueryRequest\x1a+.raftingest.ingester.v1.QueryStreamResponse0\x01\x12m\n" +
+	"\x0eQueryExemplars\x12,.raftingest.ingester.v1.ExemplarQueryRequest\x1a-.raftingest.ingester.v1.ExemplarQueryResponse\x12r\n" +
+	"\x0fMetricsMetadata\x12..raftingest.ingester.v1.MetricsMetadataRequest\x1a/.raftingest.ingester.v1.MetricsMetadataResponseB-Z+github.com/raftingest/raftingest/ingesterpbb\x06proto3"
 
 var (
 	file_ingester_proto_rawDescOnce sync.Once
@@ -936,46 +1518,69 @@ func file_ingester_proto_rawDescGZIP() []byte {
 	return file_ingester_proto_rawDescData
 }
 
-var file_ingester_proto_enumTypes = make([]protoimpl.EnumInfo, 2)
-var file_ingester_proto_msgTypes = make([]protoimpl.MessageInfo, 12)
+var file_ingester_proto_enumTypes = make([]protoimpl.EnumInfo, 3)
+var file_ingester_proto_msgTypes = make([]protoimpl.MessageInfo, 20)
 var file_ingester_proto_goTypes = []any{
-	(MatchType)(0),              // 0: raftingest.ingester.v1.MatchType
-	(ErrorCode)(0),              // 1: raftingest.ingester.v1.ErrorCode
-	(*QueryRequest)(nil),        // 2: raftingest.ingester.v1.QueryRequest
-	(*LabelMatcher)(nil),        // 3: raftingest.ingester.v1.LabelMatcher
-	(*QueryStreamResponse)(nil), // 4: raftingest.ingester.v1.QueryStreamResponse
-	(*StreamSeries)(nil),        // 5: raftingest.ingester.v1.StreamSeries
-	(*Chunk)(nil),               // 6: raftingest.ingester.v1.Chunk
-	(*PushRequest)(nil),         // 7: raftingest.ingester.v1.PushRequest
-	(*FencedPush)(nil),          // 8: raftingest.ingester.v1.FencedPush
-	(*TimeSeries)(nil),          // 9: raftingest.ingester.v1.TimeSeries
-	(*Label)(nil),               // 10: raftingest.ingester.v1.Label
-	(*Sample)(nil),              // 11: raftingest.ingester.v1.Sample
-	(*PushResponse)(nil),        // 12: raftingest.ingester.v1.PushResponse
-	(*SeriesError)(nil),         // 13: raftingest.ingester.v1.SeriesError
+	(MatchType)(0),                  // 0: raftingest.ingester.v1.MatchType
+	(MetricType)(0),                 // 1: raftingest.ingester.v1.MetricType
+	(ErrorCode)(0),                  // 2: raftingest.ingester.v1.ErrorCode
+	(*ExemplarQueryRequest)(nil),    // 3: raftingest.ingester.v1.ExemplarQueryRequest
+	(*ExemplarMatchers)(nil),        // 4: raftingest.ingester.v1.ExemplarMatchers
+	(*ExemplarQueryResponse)(nil),   // 5: raftingest.ingester.v1.ExemplarQueryResponse
+	(*ExemplarSeries)(nil),          // 6: raftingest.ingester.v1.ExemplarSeries
+	(*MetricsMetadataRequest)(nil),  // 7: raftingest.ingester.v1.MetricsMetadataRequest
+	(*MetricsMetadataResponse)(nil), // 8: raftingest.ingester.v1.MetricsMetadataResponse
+	(*QueryRequest)(nil),            // 9: raftingest.ingester.v1.QueryRequest
+	(*LabelMatcher)(nil),            // 10: raftingest.ingester.v1.LabelMatcher
+	(*QueryStreamResponse)(nil),     // 11: raftingest.ingester.v1.QueryStreamResponse
+	(*StreamSeries)(nil),            // 12: raftingest.ingester.v1.StreamSeries
+	(*Chunk)(nil),                   // 13: raftingest.ingester.v1.Chunk
+	(*PushRequest)(nil),             // 14: raftingest.ingester.v1.PushRequest
+	(*FencedPush)(nil),              // 15: raftingest.ingester.v1.FencedPush
+	(*TimeSeries)(nil),              // 16: raftingest.ingester.v1.TimeSeries
+	(*Exemplar)(nil),                // 17: raftingest.ingester.v1.Exemplar
+	(*MetricMetadata)(nil),          // 18: raftingest.ingester.v1.MetricMetadata
+	(*Label)(nil),                   // 19: raftingest.ingester.v1.Label
+	(*Sample)(nil),                  // 20: raftingest.ingester.v1.Sample
+	(*PushResponse)(nil),            // 21: raftingest.ingester.v1.PushResponse
+	(*SeriesError)(nil),             // 22: raftingest.ingester.v1.SeriesError
 }
 var file_ingester_proto_depIdxs = []int32{
-	3,  // 0: raftingest.ingester.v1.QueryRequest.matchers:type_name -> raftingest.ingester.v1.LabelMatcher
-	0,  // 1: raftingest.ingester.v1.LabelMatcher.type:type_name -> raftingest.ingester.v1.MatchType
-	5,  // 2: raftingest.ingester.v1.QueryStreamResponse.series:type_name -> raftingest.ingester.v1.StreamSeries
-	10, // 3: raftingest.ingester.v1.StreamSeries.labels:type_name -> raftingest.ingester.v1.Label
-	6,  // 4: raftingest.ingester.v1.StreamSeries.chunks:type_name -> raftingest.ingester.v1.Chunk
-	9,  // 5: raftingest.ingester.v1.PushRequest.timeseries:type_name -> raftingest.ingester.v1.TimeSeries
-	10, // 6: raftingest.ingester.v1.TimeSeries.labels:type_name -> raftingest.ingester.v1.Label
-	11, // 7: raftingest.ingester.v1.TimeSeries.samples:type_name -> raftingest.ingester.v1.Sample
-	13, // 8: raftingest.ingester.v1.PushResponse.errors:type_name -> raftingest.ingester.v1.SeriesError
-	1,  // 9: raftingest.ingester.v1.SeriesError.code:type_name -> raftingest.ingester.v1.ErrorCode
-	7,  // 10: raftingest.ingester.v1.Ingester.Push:input_type -> raftingest.ingester.v1.PushRequest
-	2,  // 11: raftingest.ingester.v1.Ingester.QueryStream:input_type -> raftingest.ingester.v1.QueryRequest
-	2,  // 12: raftingest.ingester.v1.Ingester.QueryBlocks:input_type -> raftingest.ingester.v1.QueryRequest
-	12, // 13: raftingest.ingester.v1.Ingester.Push:output_type -> raftingest.ingester.v1.PushResponse
-	4,  // 14: raftingest.ingester.v1.Ingester.QueryStream:output_type -> raftingest.ingester.v1.QueryStreamResponse
-	4,  // 15: raftingest.ingester.v1.Ingester.QueryBlocks:output_type -> raftingest.ingester.v1.QueryStreamResponse
-	13, // [13:16] is the sub-list for method output_type
-	10, // [10:13] is the sub-list for method input_type
-	10, // [10:10] is the sub-list for extension type_name
-	10, // [10:10] is the sub-list for extension extendee
-	0,  // [0:10] is the sub-list for field type_name
+	4,  // 0: raftingest.ingester.v1.ExemplarQueryRequest.matcher_sets:type_name -> raftingest.ingester.v1.ExemplarMatchers
+	10, // 1: raftingest.ingester.v1.ExemplarMatchers.matchers:type_name -> raftingest.ingester.v1.LabelMatcher
+	6,  // 2: raftingest.ingester.v1.ExemplarQueryResponse.series:type_name -> raftingest.ingester.v1.ExemplarSeries
+	19, // 3: raftingest.ingester.v1.ExemplarSeries.labels:type_name -> raftingest.ingester.v1.Label
+	17, // 4: raftingest.ingester.v1.ExemplarSeries.exemplars:type_name -> raftingest.ingester.v1.Exemplar
+	18, // 5: raftingest.ingester.v1.MetricsMetadataResponse.metadata:type_name -> raftingest.ingester.v1.MetricMetadata
+	10, // 6: raftingest.ingester.v1.QueryRequest.matchers:type_name -> raftingest.ingester.v1.LabelMatcher
+	0,  // 7: raftingest.ingester.v1.LabelMatcher.type:type_name -> raftingest.ingester.v1.MatchType
+	12, // 8: raftingest.ingester.v1.QueryStreamResponse.series:type_name -> raftingest.ingester.v1.StreamSeries
+	19, // 9: raftingest.ingester.v1.StreamSeries.labels:type_name -> raftingest.ingester.v1.Label
+	13, // 10: raftingest.ingester.v1.StreamSeries.chunks:type_name -> raftingest.ingester.v1.Chunk
+	16, // 11: raftingest.ingester.v1.PushRequest.timeseries:type_name -> raftingest.ingester.v1.TimeSeries
+	18, // 12: raftingest.ingester.v1.PushRequest.metadata:type_name -> raftingest.ingester.v1.MetricMetadata
+	19, // 13: raftingest.ingester.v1.TimeSeries.labels:type_name -> raftingest.ingester.v1.Label
+	20, // 14: raftingest.ingester.v1.TimeSeries.samples:type_name -> raftingest.ingester.v1.Sample
+	17, // 15: raftingest.ingester.v1.TimeSeries.exemplars:type_name -> raftingest.ingester.v1.Exemplar
+	19, // 16: raftingest.ingester.v1.Exemplar.labels:type_name -> raftingest.ingester.v1.Label
+	1,  // 17: raftingest.ingester.v1.MetricMetadata.type:type_name -> raftingest.ingester.v1.MetricType
+	22, // 18: raftingest.ingester.v1.PushResponse.errors:type_name -> raftingest.ingester.v1.SeriesError
+	2,  // 19: raftingest.ingester.v1.SeriesError.code:type_name -> raftingest.ingester.v1.ErrorCode
+	14, // 20: raftingest.ingester.v1.Ingester.Push:input_type -> raftingest.ingester.v1.PushRequest
+	9,  // 21: raftingest.ingester.v1.Ingester.QueryStream:input_type -> raftingest.ingester.v1.QueryRequest
+	9,  // 22: raftingest.ingester.v1.Ingester.QueryBlocks:input_type -> raftingest.ingester.v1.QueryRequest
+	3,  // 23: raftingest.ingester.v1.Ingester.QueryExemplars:input_type -> raftingest.ingester.v1.ExemplarQueryRequest
+	7,  // 24: raftingest.ingester.v1.Ingester.MetricsMetadata:input_type -> raftingest.ingester.v1.MetricsMetadataRequest
+	21, // 25: raftingest.ingester.v1.Ingester.Push:output_type -> raftingest.ingester.v1.PushResponse
+	11, // 26: raftingest.ingester.v1.Ingester.QueryStream:output_type -> raftingest.ingester.v1.QueryStreamResponse
+	11, // 27: raftingest.ingester.v1.Ingester.QueryBlocks:output_type -> raftingest.ingester.v1.QueryStreamResponse
+	5,  // 28: raftingest.ingester.v1.Ingester.QueryExemplars:output_type -> raftingest.ingester.v1.ExemplarQueryResponse
+	8,  // 29: raftingest.ingester.v1.Ingester.MetricsMetadata:output_type -> raftingest.ingester.v1.MetricsMetadataResponse
+	25, // [25:30] is the sub-list for method output_type
+	20, // [20:25] is the sub-list for method input_type
+	20, // [20:20] is the sub-list for extension type_name
+	20, // [20:20] is the sub-list for extension extendee
+	0,  // [0:20] is the sub-list for field type_name
 }
 
 func init() { file_ingester_proto_init() }
@@ -988,8 +1593,8 @@ func file_ingester_proto_init() {
 		File: protoimpl.DescBuilder{
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_ingester_proto_rawDesc), len(file_ingester_proto_rawDesc)),
-			NumEnums:      2,
-			NumMessages:   12,
+			NumEnums:      3,
+			NumMessages:   20,
 			NumExtensions: 0,
 			NumServices:   1,
 		},

@@ -30,9 +30,11 @@ import (
 const _ = grpc.SupportPackageIsVersion9
 
 const (
-	Ingester_Push_FullMethodName        = "/raftingest.ingester.v1.Ingester/Push"
-	Ingester_QueryStream_FullMethodName = "/raftingest.ingester.v1.Ingester/QueryStream"
-	Ingester_QueryBlocks_FullMethodName = "/raftingest.ingester.v1.Ingester/QueryBlocks"
+	Ingester_Push_FullMethodName            = "/raftingest.ingester.v1.Ingester/Push"
+	Ingester_QueryStream_FullMethodName     = "/raftingest.ingester.v1.Ingester/QueryStream"
+	Ingester_QueryBlocks_FullMethodName     = "/raftingest.ingester.v1.Ingester/QueryBlocks"
+	Ingester_QueryExemplars_FullMethodName  = "/raftingest.ingester.v1.Ingester/QueryExemplars"
+	Ingester_MetricsMetadata_FullMethodName = "/raftingest.ingester.v1.Ingester/MetricsMetadata"
 )
 
 // IngesterClient is the client API for Ingester service.
@@ -60,6 +62,14 @@ type IngesterClient interface {
 	// blocks when the bucket is node-local; with a shared bucket it reads the bucket itself and never
 	// calls this. A member whose bucket is not configured answers UNAVAILABLE, never an empty stream.
 	QueryBlocks(ctx context.Context, in *QueryRequest, opts ...grpc.CallOption) (grpc.ServerStreamingClient[QueryStreamResponse], error)
+	// QueryExemplars answers the tenant's exemplars in [start_timestamp_ms, end_timestamp_ms] of the
+	// series that match any of the matcher sets (one set per selector of the query), from this
+	// member's exemplar store (memory; exemplars are never flushed to blocks). At most
+	// max_exemplars exemplars (the newest first kept when cut; truncated then says so).
+	QueryExemplars(ctx context.Context, in *ExemplarQueryRequest, opts ...grpc.CallOption) (*ExemplarQueryResponse, error)
+	// MetricsMetadata answers the tenant's metric metadata this member holds (metadata is kept in
+	// memory for -ingester.metadata-retain-period after it was last received, never logged).
+	MetricsMetadata(ctx context.Context, in *MetricsMetadataRequest, opts ...grpc.CallOption) (*MetricsMetadataResponse, error)
 }
 
 type ingesterClient struct {
@@ -118,6 +128,26 @@ func (c *ingesterClient) QueryBlocks(ctx context.Context, in *QueryRequest, opts
 // This type alias is provided for backwards compatibility with existing code that references the prior non-generic stream type by name.
 type Ingester_QueryBlocksClient = grpc.ServerStreamingClient[QueryStreamResponse]
 
+func (c *ingesterClient) QueryExemplars(ctx context.Context, in *ExemplarQueryRequest, opts ...grpc.CallOption) (*ExemplarQueryResponse, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(ExemplarQueryResponse)
+	err := c.cc.Invoke(ctx, Ingester_QueryExemplars_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
+func (c *ingesterClient) MetricsMetadata(ctx context.Context, in *MetricsMetadataRequest, opts ...grpc.CallOption) (*MetricsMetadataResponse, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(MetricsMetadataResponse)
+	err := c.cc.Invoke(ctx, Ingester_MetricsMetadata_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
 // IngesterServer is the server API for Ingester service.
 // All implementations must embed UnimplementedIngesterServer
 // for forward compatibility.
@@ -143,6 +173,14 @@ type IngesterServer interface {
 	// blocks when the bucket is node-local; with a shared bucket it reads the bucket itself and never
 	// calls this. A member whose bucket is not configured answers UNAVAILABLE, never an empty stream.
 	QueryBlocks(*QueryRequest, grpc.ServerStreamingServer[QueryStreamResponse]) error
+	// QueryExemplars answers the tenant's exemplars in [start_timestamp_ms, end_timestamp_ms] of the
+	// series that match any of the matcher sets (one set per selector of the query), from this
+	// member's exemplar store (memory; exemplars are never flushed to blocks). At most
+	// max_exemplars exemplars (the newest first kept when cut; truncated then says so).
+	QueryExemplars(context.Context, *ExemplarQueryRequest) (*ExemplarQueryResponse, error)
+	// MetricsMetadata answers the tenant's metric metadata this member holds (metadata is kept in
+	// memory for -ingester.metadata-retain-period after it was last received, never logged).
+	MetricsMetadata(context.Context, *MetricsMetadataRequest) (*MetricsMetadataResponse, error)
 	mustEmbedUnimplementedIngesterServer()
 }
 
@@ -161,6 +199,12 @@ func (UnimplementedIngesterServer) QueryStream(*QueryRequest, grpc.ServerStreami
 }
 func (UnimplementedIngesterServer) QueryBlocks(*QueryRequest, grpc.ServerStreamingServer[QueryStreamResponse]) error {
 	return status.Errorf(codes.Unimplemented, "method QueryBlocks not implemented")
+}
+func (UnimplementedIngesterServer) QueryExemplars(context.Context, *ExemplarQueryRequest) (*ExemplarQueryResponse, error) {
+	return nil, status.Errorf(codes.Unimplemented, "method QueryExemplars not implemented")
+}
+func (UnimplementedIngesterServer) MetricsMetadata(context.Context, *MetricsMetadataRequest) (*MetricsMetadataResponse, error) {
+	return nil, status.Errorf(codes.Unimplemented, "method MetricsMetadata not implemented")
 }
 func (UnimplementedIngesterServer) mustEmbedUnimplementedIngesterServer() {}
 func (UnimplementedIngesterServer) testEmbeddedByValue()                  {}
@@ -223,6 +267,42 @@ func _Ingester_QueryBlocks_Handler(srv interface{}, stream grpc.ServerStream) er
 // This type alias is provided for backwards compatibility with existing code that references the prior non-generic stream type by name.
 type Ingester_QueryBlocksServer = grpc.ServerStreamingServer[QueryStreamResponse]
 
+func _Ingester_QueryExemplars_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(ExemplarQueryRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(IngesterServer).QueryExemplars(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: Ingester_QueryExemplars_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(IngesterServer).QueryExemplars(ctx, req.(*ExemplarQueryRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
+func _Ingester_MetricsMetadata_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(MetricsMetadataRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(IngesterServer).MetricsMetadata(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: Ingester_MetricsMetadata_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(IngesterServer).MetricsMetadata(ctx, req.(*MetricsMetadataRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
 // Ingester_ServiceDesc is the grpc.ServiceDesc for Ingester service.
 // It's only intended for direct use with grpc.RegisterService,
 // and not to be introspected or modified (even as a copy)
@@ -233,6 +313,14 @@ var Ingester_ServiceDesc = grpc.ServiceDesc{
 		{
 			MethodName: "Push",
 			Handler:    _Ingester_Push_Handler,
+		},
+		{
+			MethodName: "QueryExemplars",
+			Handler:    _Ingester_QueryExemplars_Handler,
+		},
+		{
+			MethodName: "MetricsMetadata",
+			Handler:    _Ingester_MetricsMetadata_Handler,
 		},
 	},
 	Streams: []grpc.StreamDesc{

@@ -25,7 +25,13 @@ func RegisterIngesterServerRaw(s grpc.ServiceRegistrar, srv RawIngesterServer) {
 		t.testEmbeddedByValue()
 	}
 	desc := Ingester_ServiceDesc // a copy; only Push's handler differs
-	desc.Methods = []grpc.MethodDesc{{MethodName: "Push", Handler: rawPushHandler}}
+	desc.Methods = make([]grpc.MethodDesc, 0, len(Ingester_ServiceDesc.Methods))
+	for _, m := range Ingester_ServiceDesc.Methods {
+		if m.MethodName == "Push" {
+			m.Handler = rawPushHandler
+		}
+		desc.Methods = append(desc.Methods, m)
+	}
 	s.RegisterService(&desc, srv)
 }
 

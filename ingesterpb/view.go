@@ -33,6 +33,8 @@ type SampleView struct {
 type SeriesView struct {
 	Labels  []LabelView
 	Samples []SampleView
+	// Exemplars are TimeSeries field 3 (exemplars_view.go); nil for a series without.
+	Exemplars []ExemplarView
 }
 
 // PushRequestView is a PushRequest decoded without allocating per series, label or sample: labels and
@@ -48,6 +50,11 @@ type PushRequestView struct {
 	labels  []LabelView
 	samples []SampleView
 	ends    []int32 // per series: label end, sample end (pairs) while decoding
+
+	// Metadata is PushRequest field 3 (exemplars_view.go).
+	Metadata  []MetadataView
+	exemplars []ExemplarView
+	exLabels  []LabelView
 }
 
 // Reset empties r, keeping its capacity and dropping every reference into the last input.
@@ -56,6 +63,9 @@ func (r *PushRequestView) Reset() {
 	clear(r.labels)
 	r.Series, r.labels, r.samples, r.ends = r.Series[:0], r.labels[:0], r.samples[:0], r.ends[:0]
 	r.RingIndex = 0
+	if len(r.exemplars)+len(r.Metadata) > 0 {
+		r.resetExtras()
+	}
 }
 
 // Samples returns how many samples r holds in all.
@@ -65,7 +75,7 @@ func (r *PushRequestView) Samples() int { return len(r.samples) }
 // drops one that grew too large rather than pin it.
 func (r *PushRequestView) ArenaBytes() int {
 	return cap(r.Series)*int(unsafe.Sizeof(SeriesView{})) + cap(r.labels)*int(unsafe.Sizeof(LabelView{})) +
-		cap(r.samples)*int(unsafe.Sizeof(SampleView{})) + cap(r.ends)*4
+		cap(r.samples)*int(unsafe.Sizeof(SampleView{})) + cap(r.ends)*4 + r.extrasBytes()
 }
 
 // Unmarshal decodes a PushRequest from b, resetting r first. It accepts exactly what the generated
@@ -97,6 +107,17 @@ func (r *PushRequestView) Unmarshal(b []byte) error {
 			b = b[n:]
 			continue
 		}
+		if num == 3 && typ == protowire.BytesType {
+			v, n := protowire.ConsumeBytes(b)
+			if n < 0 {
+				return malformed("PushRequest.metadata", protowire.ParseError(n))
+			}
+			if err := r.decodeMetadata(v); err != nil {
+				return err
+			}
+			b = b[n:]
+			continue
+		}
 		if num == RingIndexFieldNumber && typ == protowire.VarintType {
 			v, n := protowire.ConsumeVarint(b)
 			if n < 0 {
@@ -121,6 +142,9 @@ func (r *PushRequestView) Unmarshal(b []byte) error {
 		le, se := r.ends[2*k], r.ends[2*k+1]
 		r.Series[k] = SeriesView{Labels: r.labels[lo:le:le], Samples: r.samples[so:se:se]}
 		lo, so = le, se
+	}
+	if len(r.exemplars) > 0 {
+		r.finishExemplars()
 	}
 	return nil
 }
@@ -153,6 +177,17 @@ func (r *PushRequestView) decodeSeries(b []byte) error {
 					return err
 				}
 				r.samples = append(r.samples, s)
+			}
+			b = b[n:]
+			continue
+		}
+		if num == 3 && typ == protowire.BytesType {
+			v, n := protowire.ConsumeBytes(b)
+			if n < 0 {
+				return malformed("TimeSeries.exemplars", protowire.ParseError(n))
+			}
+			if err := r.decodeExemplar(v, int32(len(r.Series))); err != nil {
+				return err
 			}
 			b = b[n:]
 			continue

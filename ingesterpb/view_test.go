@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"errors"
+	"fmt"
 	"math"
 	"net"
 	"sync"
@@ -38,6 +39,29 @@ func viewEqual(v *PushRequestView, m *PushRequest) bool {
 				return false
 			}
 		}
+		if len(s.Exemplars) != len(ts.GetExemplars()) {
+			return false
+		}
+		for j, e := range ts.GetExemplars() {
+			x := s.Exemplars[j]
+			if x.TimestampMs != e.GetTimestamp() || math.Float64bits(x.Value) != math.Float64bits(e.GetValue()) || len(x.Labels) != len(e.GetLabels()) {
+				return false
+			}
+			for k, l := range e.GetLabels() {
+				if x.Labels[k].Name != l.GetName() || x.Labels[k].Value != l.GetValue() {
+					return false
+				}
+			}
+		}
+	}
+	if len(v.Metadata) != len(m.GetMetadata()) {
+		return false
+	}
+	for i, md := range m.GetMetadata() {
+		x := v.Metadata[i]
+		if x.Type != md.GetType() || x.MetricFamilyName != md.GetMetricFamilyName() || x.Help != md.GetHelp() || x.Unit != md.GetUnit() {
+			return false
+		}
 	}
 	return true
 }
@@ -49,7 +73,9 @@ func sampleRequest() *PushRequest {
 		{Labels: []*Label{{Name: "__name__", Value: "x"}, {Name: "", Value: ""}}},
 		{},
 		{Labels: []*Label{{Name: "__name__", Value: "stale"}}, Samples: []*Sample{{Value: math.Float64frombits(0x7ff0000000000002), Timestamp: math.MaxInt64}}},
-	}}
+		{Labels: []*Label{{Name: "__name__", Value: "ex"}}, Samples: []*Sample{{Value: 1, Timestamp: 1}},
+			Exemplars: []*Exemplar{{Labels: []*Label{{Name: "trace_id", Value: "a"}}, Value: 0.5, Timestamp: 1}, {Value: -1, Timestamp: -2}}},
+	}, Metadata: []*MetricMetadata{{Type: MetricType_METRIC_TYPE_COUNTER, MetricFamilyName: "ex", Help: "h", Unit: "u"}, {}}}
 }
 
 func TestPushRequestView_MatchesGenerated(t *testing.T) {
@@ -200,14 +226,14 @@ func TestRawServer(t *testing.T) {
 	want, _ := proto.Marshal(sampleRequest())
 
 	resp, err := NewIngesterClient(cc).Push(ctx, sampleRequest())
-	if err != nil || resp.GetSamplesIngested() != 4 {
+	if err != nil || resp.GetSamplesIngested() != 5 {
 		t.Fatalf("generated client: %v, %v", resp, err)
 	}
 	if !bytes.Equal(rec.last, want) {
 		t.Fatalf("server got % x, want % x", rec.last, want)
 	}
 	data := bytes.Clone(want)
-	if resp, err = PushRaw(ctx, cc, &RawPushRequest{Data: &data}); err != nil || resp.GetSamplesIngested() != 4 {
+	if resp, err = PushRaw(ctx, cc, &RawPushRequest{Data: &data}); err != nil || resp.GetSamplesIngested() != 5 {
 		t.Fatalf("PushRaw: %v, %v", resp, err)
 	}
 	if !bytes.Equal(rec.last, want) {
@@ -225,5 +251,30 @@ func TestRawServer(t *testing.T) {
 	}
 	if _, err := stream.Recv(); status.Code(err) != codes.Unimplemented {
 		t.Fatalf("QueryStream: %v, want Unimplemented from the embedded server", err)
+	}
+}
+
+// BenchmarkPushRequestView decodes a distributor's request of 2000 series of 10 labels and one
+// sample (the float path, no exemplars or metadata), as the ingester does for each push.
+func BenchmarkPushRequestView(b *testing.B) {
+	req := &PushRequest{}
+	for i := range 2000 {
+		ts := &TimeSeries{Samples: []*Sample{{Value: float64(i), Timestamp: 1_700_000_000_000}}}
+		for k := range 10 {
+			ts.Labels = append(ts.Labels, &Label{Name: fmt.Sprintf("label_%02d", k), Value: fmt.Sprintf("value-%d-%d", k, i)})
+		}
+		req.Timeseries = append(req.Timeseries, ts)
+	}
+	raw, err := proto.Marshal(req)
+	if err != nil {
+		b.Fatal(err)
+	}
+	var v PushRequestView
+	b.SetBytes(int64(len(raw)))
+	b.ReportAllocs()
+	for b.Loop() {
+		if err := v.Unmarshal(raw); err != nil {
+			b.Fatal(err)
+		}
 	}
 }

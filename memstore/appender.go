@@ -32,6 +32,8 @@ type Appender struct {
 	limit     int   // the tenant's series limit for this push (Store.limitFor)
 	window    int64 // the tenant's out-of-order window for this push, ms (Store.oooWindowMs)
 	ooo       int   // samples accepted out of order
+	// exemplars are the push's exemplars, stored once its WAL commit succeeded (exemplars.go).
+	exemplars []pendingExemplars
 }
 
 // Appender starts a push to tenant. Commit it. Safe for concurrent use (each goroutine its own).
@@ -184,6 +186,9 @@ func (a *Appender) Commit() (PushResult, error) {
 			ap.s.mu.Unlock()
 		}
 	}
+	if len(a.exemplars) > 0 {
+		a.commitExemplars()
+	}
 	if newChunks > 0 {
 		th.numChunks.Add(int64(newChunks))
 		st.metrics.memChunks.Add(float64(newChunks))
@@ -205,7 +210,8 @@ func (a *Appender) release() {
 		st.releaseTenant(a.th)
 	}
 	clear(a.applies)
-	*a = Appender{applies: a.applies[:0]}
+	clear(a.exemplars)
+	*a = Appender{applies: a.applies[:0], exemplars: a.exemplars[:0]}
 	st.appenders.Put(a)
 }
 

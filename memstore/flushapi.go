@@ -167,7 +167,11 @@ func (st *Store) DropFlushedSeries(bounds map[uint64]FlushBound) (TruncateStats,
 		return oooKeep
 	})
 	if st.wal != nil && upto > 0 {
+		exBound := exemplarBound(bounds)
 		del, rew, err := st.wal.rewrite(upto, func(r *record) (changed, drop bool) {
+			if r.Type == recExemplars {
+				return filterExemplars(r, exBound)
+			}
 			return filterFlushed(r, live, bounds, oooRefs)
 		})
 		ts.WALRecordsDeleted, ts.WALRecordsRewritten = del, rew
@@ -232,6 +236,8 @@ func filterFlushed(r *record, live map[uint64]struct{}, bounds map[uint64]FlushB
 		}
 		r.Samples = out
 		return changed, len(out) == 0
+	case recExemplars:
+		return false, false // DropFlushed filters them by exemplarBound, not per series
 	default:
 		return filterChunks(r, func(c *walChunk) bool { return isLive(c.Ref) && c.Chunk.MaxTime >= boundOf(c.Ref) })
 	}

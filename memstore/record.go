@@ -34,6 +34,9 @@ const (
 	recSamples byte = 2
 	recChunk   byte = 3 // one chunk; written by version 1 only
 	recChunks  byte = 4 // many chunks of many series; version 2
+	// recExemplars (7) holds exemplars, self-contained (tenant and series labels in each entry):
+	// version 3 records of a format 4 file (exemplars.go). Types 5 and 6 are native histograms'.
+	recExemplars byte = 7
 
 	recordHeaderSize  = 2
 	recordTrailerSize = 4
@@ -68,6 +71,8 @@ func recordTypeName(t byte) string {
 		return "chunk"
 	case recChunks:
 		return "chunks"
+	case recExemplars:
+		return "exemplars"
 	}
 	return fmt.Sprintf("unknown(%d)", t)
 }
@@ -112,6 +117,8 @@ type record struct {
 	Series  []walSeries
 	Samples []walSamples
 	Chunks  []walChunk
+	// Exemplars is the payload of an exemplars record (type 7).
+	Exemplars []walExemplars
 
 	// Decoder scratch, reused across decodes into the same record.
 	sampleBuf []Sample
@@ -142,7 +149,7 @@ func finishRecord(b []byte, start int, seq uint64) []byte {
 // it pays: series records (repetitive label strings) and samples records
 // are snappy-compressed; chunk data is XOR-compressed already and stays raw
 // (snappy gained nothing on it and would cost hand-over CPU).
-func compressType(typ byte) bool { return typ == recSeries || typ == recSamples }
+func compressType(typ byte) bool { return typ == recSeries || typ == recSamples || typ == recExemplars }
 
 // appendRecord appends one whole record — header, body, checksum — stored
 // under key seq to dst. body is the record's payload in the layout of
@@ -389,6 +396,8 @@ func encodeRecord(b []byte, seq uint64, r *record) []byte {
 		return appendSamplesRecord(b, seq, r.Samples)
 	case recChunk:
 		return appendChunkRecord(b, seq, r.Chunks[0])
+	case recExemplars:
+		return appendExemplarsRecord(b, seq, r.Exemplars)
 	default:
 		return appendChunksRecord(b, seq, r.Chunks)
 	}
@@ -495,7 +504,7 @@ func decodeRecord(seq uint64, b []byte, r *record) error {
 	if r.Type == recChunks && r.Version == recordVersion1 {
 		return fmt.Errorf("%w: record type %d does not exist in version %d", ErrCorruptRecord, r.Type, r.Version)
 	}
-	if r.Type < recSeries || r.Type > recChunks {
+	if (r.Type < recSeries || r.Type > recChunks) && !(r.Type == recExemplars && r.Version >= recordVersion3) {
 		return fmt.Errorf("%w: unknown record type %d", ErrCorruptRecord, r.Type)
 	}
 	payload := body[recordHeaderSize:]
@@ -554,6 +563,10 @@ func decodeRecord(seq uint64, b []byte, r *record) error {
 			return d.err
 		}
 		r.Chunks = append(r.Chunks, c)
+	case recExemplars:
+		if err := r.decodeExemplars(&d); err != nil {
+			return err
+		}
 	case recChunks:
 		groups := d.count("chunks group count", 17)
 		r.Chunks = r.Chunks[:0]

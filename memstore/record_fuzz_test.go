@@ -54,6 +54,12 @@ func seedRecords() [][]byte {
 		}),
 		appendSamplesRecordVersion(nil, 5, recordVersion2, mixed),
 		appendSamplesRecord(nil, 6, many), // snappy-compressed
+		appendExemplarsRecord(nil, 7, []walExemplars{
+			{Tenant: "t", Labels: labels.FromStrings("__name__", "m", "a", "b"), Exemplars: []Exemplar{
+				{Labels: labels.FromStrings("trace_id", "x"), T: 1_700_000_000_000, Value: 0.25},
+				{Labels: labels.EmptyLabels(), T: math.MinInt64, Value: math.NaN()},
+			}},
+		}),
 	}
 }
 

@@ -262,7 +262,8 @@ func (st *Store) replayWAL(w *wal) (uint64, error) {
 	// owner maps a ref to 1 + the index of the worker owning its series.
 	var owner refTable[uint16]
 	var maxRef uint64
-	var th *tenantHead // the tenant of the last series routed
+	var th *tenantHead      // the tenant of the last series routed
+	rx := replayExemplars{} // stored once replay is done (exemplars.go)
 	nextSeq, corrupt, err := w.replay(nw, func(r *replayRecord) error {
 		rep.Records++
 		tracker.advance(r.seq, int64(rep.Records))
@@ -316,6 +317,10 @@ func (st *Store) replayWAL(w *wal) (uint64, error) {
 				}
 				r.parts[o-1].samples = append(r.parts[o-1].samples, e)
 			}
+		case recExemplars:
+			for _, e := range r.rec.Exemplars {
+				rx[e.Tenant] = append(rx[e.Tenant], e)
+			}
 		case recChunk, recChunks:
 			for _, c := range r.rec.Chunks {
 				o := owner.get(c.Ref)
@@ -360,6 +365,7 @@ func (st *Store) replayWAL(w *wal) (uint64, error) {
 	} else {
 		st.buildPostings()
 	}
+	rep.Exemplars = st.exemplars.finishReplay(rx)
 	if err != nil {
 		return 0, fmt.Errorf("memstore: replaying WAL: %w", err)
 	}
@@ -385,7 +391,7 @@ func (st *Store) replayWAL(w *wal) (uint64, error) {
 		rate = float64(rep.Samples) / s
 	}
 	st.logger.Info("wal replay done", "file", w.path, "records", rep.Records, "series", rep.Series, "samples", rep.Samples,
-		"chunks", rep.Chunks, "skipped", rep.Skipped, "samples_per_second", rate, "duration", rep.Duration,
+		"chunks", rep.Chunks, "exemplars", rep.Exemplars, "skipped", rep.Skipped, "samples_per_second", rate, "duration", rep.Duration,
 		"corrupt", corrupt != nil, "workers", nw)
 	return nextSeq, nil
 }

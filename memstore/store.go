@@ -87,12 +87,14 @@ type TenantStats struct {
 
 // ReplayReport describes the WAL replay done by Open.
 type ReplayReport struct {
-	Records  int
-	Series   int
-	Samples  int
-	Chunks   int
-	Skipped  int // Samples or chunks refused on replay (unknown series, out of order); zero in a healthy WAL.
-	Duration time.Duration
+	Records int
+	Series  int
+	Samples int
+	Chunks  int
+	Skipped int // Samples or chunks refused on replay (unknown series, out of order); zero in a healthy WAL.
+	// Exemplars is the number of exemplars replayed into the exemplar stores.
+	Exemplars int
+	Duration  time.Duration
 	// Corruption is set when a corrupt record was found; it and every later
 	// record were deleted, and the Store opened with the data before it.
 	Corruption *CorruptionError
@@ -145,6 +147,9 @@ type Store struct {
 	// seriesLimit is the per-tenant series limit in force (limits.go): Config.MaxSeriesPerTenant
 	// until SetSeriesLimit replaces it. Never nil after open.
 	seriesLimit atomic.Pointer[SeriesLimit]
+
+	// exemplars holds every tenant's exemplars (exemplars.go).
+	exemplars *exemplarStore
 }
 
 type applyRef struct {
@@ -194,6 +199,9 @@ func open(cfg Config, reg prometheus.Registerer, logger *slog.Logger, opts openO
 		tenants:  map[string]*tenantHead{},
 
 		replayHook: opts.replayHook,
+	}
+	if st.exemplars, err = newExemplarStore(reg); err != nil {
+		return nil, err
 	}
 	st.nextRef.Store(1)
 	st.seriesLimit.Store(&SeriesLimit{Max: cfg.MaxSeriesPerTenant, Source: "-ingester.max-series-per-tenant"})
@@ -795,6 +803,8 @@ func filterRecord(r *record, live map[uint64]struct{}, before int64) (changed, d
 		}
 		r.Samples = out
 		return changed, len(out) == 0
+	case recExemplars:
+		return filterExemplars(r, before)
 	default:
 		return filterChunks(r, func(c *walChunk) bool { return isLive(c.Ref) && c.Chunk.MaxTime >= before })
 	}

@@ -28,7 +28,11 @@ const WALFileName = "wal.bolt"
 // to 1 or 2) are upgraded to format 3 when opened, before anything is
 // written: their records stay readable, and an older build then refuses the
 // file instead of cutting version 3 records as a corrupt tail.
-const walFormatVersion = 3
+//
+// Format 4 is format 3 whose version 3 records may also be of the types added
+// after it (7: exemplars): a format 3 build would take them for a corrupt
+// tail and cut them, so it must refuse the file instead.
+const walFormatVersion = 4
 
 var (
 	bucketWAL  = []byte("wal")
@@ -82,7 +86,9 @@ type walEntry struct {
 	series  walSeries
 	samples walSamples
 	chunks  walSeriesChunks
-	done    chan error
+	// exemplars is a recExemplars entry's payload (owned copies: it is encoded at commit time).
+	exemplars walExemplars
+	done      chan error
 
 	// applies are the reservations of a push whose wait failed: the committer
 	// makes them visible once every entry queued before this one is committed.
@@ -861,6 +867,18 @@ func (w *wal) encode(batch []walEntry) int {
 			}
 			putUvarint5(w.body[:5], uint64(n))
 			w.arena = appendRecord(w.arena, seq, w.version, recSamples, w.body, &w.zbuf)
+		case recExemplars:
+			// Consecutive exemplars entries share one record up to maxRecordBytes, like samples.
+			w.body = append(w.body[:0], 0, 0, 0, 0, 0)
+			n := 0
+			for ; i < len(batch) && (batch[i].typ == recExemplars || skip(batch[i].typ)) && len(w.body) < maxRecordBytes; i++ {
+				if batch[i].typ == recExemplars {
+					w.body = appendExemplarsEntry(w.body, &batch[i].exemplars)
+					n++
+				}
+			}
+			putUvarint5(w.body[:5], uint64(n))
+			w.arena = appendRecord(w.arena, seq, w.version, recExemplars, w.body, &w.zbuf)
 		case recChunks:
 			// Consecutive chunks entries (one group per imported series) share
 			// one record up to maxRecordBytes, like samples.

@@ -41,6 +41,10 @@ type Limits struct {
 	IngestionBurstSize int `yaml:"ingestion_burst_size"`
 	// MaxGlobalSeriesPerUser is -ingester.max-global-series-per-user (0: unlimited).
 	MaxGlobalSeriesPerUser int `yaml:"max_global_series_per_user"`
+	// MaxGlobalExemplarsPerUser is -ingester.max-global-exemplars-per-user: exemplars kept per tenant
+	// across the cluster (0: none). A change resizes the tenant's stores at its next push, keeping
+	// the newest.
+	MaxGlobalExemplarsPerUser int `yaml:"max_global_exemplars_per_user"`
 	// MaxFetchedSeriesPerQuery, MaxFetchedChunksPerQuery and MaxFetchedChunkBytesPerQuery are the
 	// querier's -querier.max-fetched-* limits (0: unlimited).
 	MaxFetchedSeriesPerQuery     int `yaml:"max_fetched_series_per_query"`
@@ -69,7 +73,7 @@ func (l Limits) validate() error {
 	if l.IngestionRate > 0 && l.IngestionBurstSize < 1 {
 		errs = append(errs, fmt.Errorf("ingestion_burst_size %d: want at least 1 with an ingestion_rate", l.IngestionBurstSize))
 	}
-	for name, v := range map[string]int{"max_global_series_per_user": l.MaxGlobalSeriesPerUser,
+	for name, v := range map[string]int{"max_global_series_per_user": l.MaxGlobalSeriesPerUser, "max_global_exemplars_per_user": l.MaxGlobalExemplarsPerUser,
 		"max_fetched_series_per_query": l.MaxFetchedSeriesPerQuery, "max_fetched_chunks_per_query": l.MaxFetchedChunksPerQuery,
 		"max_fetched_chunk_bytes_per_query": l.MaxFetchedChunkBytesPerQuery} {
 		if v < 0 {
@@ -99,7 +103,7 @@ type Config struct {
 
 // RegisterFlags registers the flags with Mimir's names and defaults.
 func (c *Config) RegisterFlags(f *flag.FlagSet) {
-	f.StringVar(&c.File, "runtime-config.file", "", "YAML file of per-tenant limits that apply without a restart, in Mimir's format: `overrides: {TENANT: {ingestion_rate: ..., ingestion_burst_size: ..., max_global_series_per_user: ..., max_fetched_series_per_query: ..., max_fetched_chunks_per_query: ..., max_fetched_chunk_bytes_per_query: ..., out_of_order_time_window: ..., accept_ha_samples: ..., ha_cluster_label: ..., ha_replica_label: ..., ha_max_clusters: ...}}`. Limits a tenant is not given take the flags' values. Re-read every -runtime-config.reload-period; shown at /runtime_config.")
+	f.StringVar(&c.File, "runtime-config.file", "", "YAML file of per-tenant limits that apply without a restart, in Mimir's format: `overrides: {TENANT: {ingestion_rate: ..., ingestion_burst_size: ..., max_global_series_per_user: ..., max_global_exemplars_per_user: ..., max_fetched_series_per_query: ..., max_fetched_chunks_per_query: ..., max_fetched_chunk_bytes_per_query: ..., out_of_order_time_window: ..., accept_ha_samples: ..., ha_cluster_label: ..., ha_replica_label: ..., ha_max_clusters: ...}}`. Limits a tenant is not given take the flags' values. Re-read every -runtime-config.reload-period; shown at /runtime_config.")
 	f.DurationVar(&c.ReloadPeriod, "runtime-config.reload-period", 10*time.Second, "How often -runtime-config.file is re-read.")
 }
 
@@ -300,6 +304,7 @@ func limitsMap(l, defaults Limits, diff bool) map[string]any {
 	add("ingestion_rate", l.IngestionRate, defaults.IngestionRate)
 	add("ingestion_burst_size", l.IngestionBurstSize, defaults.IngestionBurstSize)
 	add("max_global_series_per_user", l.MaxGlobalSeriesPerUser, defaults.MaxGlobalSeriesPerUser)
+	add("max_global_exemplars_per_user", l.MaxGlobalExemplarsPerUser, defaults.MaxGlobalExemplarsPerUser)
 	add("max_fetched_series_per_query", l.MaxFetchedSeriesPerQuery, defaults.MaxFetchedSeriesPerQuery)
 	add("max_fetched_chunks_per_query", l.MaxFetchedChunksPerQuery, defaults.MaxFetchedChunksPerQuery)
 	add("max_fetched_chunk_bytes_per_query", l.MaxFetchedChunkBytesPerQuery, defaults.MaxFetchedChunkBytesPerQuery)

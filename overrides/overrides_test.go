@@ -33,6 +33,7 @@ overrides:
     ingestion_rate: 50000
     ingestion_burst_size: 500000
     max_global_series_per_user: 2000000
+    max_global_exemplars_per_user: 100000
   reader:
     max_fetched_series_per_query: 10
 `)
@@ -42,6 +43,7 @@ overrides:
 	}
 	big := defaults
 	big.IngestionRate, big.IngestionBurstSize, big.MaxGlobalSeriesPerUser = 50000, 500000, 2000000
+	big.MaxGlobalExemplarsPerUser = 100000
 	reader := defaults
 	reader.MaxFetchedSeriesPerQuery = 10
 	for tenant, want := range map[string]Limits{"big": big, "reader": reader, "other": defaults} {
@@ -57,13 +59,14 @@ func TestManager_BadFilesRefusedWhole(t *testing.T) {
 	dir := t.TempDir()
 	p := filepath.Join(dir, "runtime.yaml")
 	for name, tc := range map[string]struct{ content, want string }{
-		"unknown limit":    {"overrides:\n  t1:\n    ingestion_rat: 5\n", `line 3: unknown limit "ingestion_rat"`},
-		"negative":         {"overrides:\n  t1:\n    max_fetched_series_per_query: -1\n", "max_fetched_series_per_query -1"},
-		"rate, no burst":   {"overrides:\n  t1:\n    ingestion_rate: 5\n    ingestion_burst_size: 0\n", "ingestion_burst_size 0"},
-		"invalid tenant":   {"overrides:\n  \"a/b\":\n    ingestion_rate: 5\n", `tenant "a/b"`},
-		"unknown section":  {"limits:\n  t1: {}\n", "field limits not found"},
-		"not a mapping":    {"overrides:\n  t1: 5\n", "want a mapping of limits"},
-		"wrong value type": {"overrides:\n  t1:\n    ingestion_rate: fast\n", "line 3: cannot unmarshal"},
+		"unknown limit":      {"overrides:\n  t1:\n    ingestion_rat: 5\n", `line 3: unknown limit "ingestion_rat"`},
+		"negative":           {"overrides:\n  t1:\n    max_fetched_series_per_query: -1\n", "max_fetched_series_per_query -1"},
+		"negative exemplars": {"overrides:\n  t1:\n    max_global_exemplars_per_user: -1\n", "max_global_exemplars_per_user -1"},
+		"rate, no burst":     {"overrides:\n  t1:\n    ingestion_rate: 5\n    ingestion_burst_size: 0\n", "ingestion_burst_size 0"},
+		"invalid tenant":     {"overrides:\n  \"a/b\":\n    ingestion_rate: 5\n", `tenant "a/b"`},
+		"unknown section":    {"limits:\n  t1: {}\n", "field limits not found"},
+		"not a mapping":      {"overrides:\n  t1: 5\n", "want a mapping of limits"},
+		"wrong value type":   {"overrides:\n  t1:\n    ingestion_rate: fast\n", "line 3: cannot unmarshal"},
 	} {
 		write(t, p, tc.content)
 		if _, err := New(Config{File: p, ReloadPeriod: 1}, defaults, nil, nil); err == nil || !strings.Contains(err.Error(), tc.want) ||

@@ -637,16 +637,7 @@ func (q *Querier) buildInfo(*http.Request) apiResult {
 // Version is what /status/buildinfo reports; the build may set it with -ldflags -X.
 var Version = "0.1.0"
 
-// metadata answers /metadata with no metadata: remote-write metadata is not stored yet. Grafana
-// asks for it to describe metrics in its query editor and copes with an empty answer.
-func (q *Querier) metadata(*http.Request) apiResult {
-	return apiResult{data: json.RawMessage(`{}`)}
-}
-
-// queryExemplars answers /query_exemplars with none: exemplars are not stored.
-func (q *Querier) queryExemplars(*http.Request) apiResult {
-	return apiResult{data: json.RawMessage(`[]`)}
-}
+// metadata and queryExemplars: exemplars.go.
 
 var (
 	// MinTime and MaxTime are Prometheus' defaults for the start and end of optional time ranges.

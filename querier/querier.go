@@ -80,9 +80,12 @@ type Querier struct {
 	metrics   *metrics
 	engine    *promql.Engine
 	queryable storage.SampleAndChunkQueryable
-	ownPool   *GRPCPool
-	gate      chan struct{}
-	now       func() time.Time
+	// members is the fan-out over the members' memory, which the exemplar and metadata APIs ask
+	// (exemplars.go).
+	members *MemberQueryable
+	ownPool *GRPCPool
+	gate    chan struct{}
+	now     func() time.Time
 }
 
 // New builds the querier. cfg must have passed Validate.
@@ -115,6 +118,7 @@ func New(cfg Config, deps Deps) (*Querier, error) {
 		q.Close()
 		return nil, err
 	}
+	q.members = ing
 	var store storage.Queryable
 	switch {
 	case deps.NodeLocalStore:
@@ -156,7 +160,8 @@ func (q *Querier) Engine() *promql.Engine { return q.engine }
 //
 //	{prefix}/api/v1/query, query_range, series, labels, label/{name}/values   GET and POST
 //	{prefix}/api/v1/read                                                      POST (remote read)
-//	{prefix}/api/v1/status/buildinfo, metadata, query_exemplars               minimal answers
+//	{prefix}/api/v1/query_exemplars, metadata                                 from the members' memory
+//	{prefix}/api/v1/status/buildinfo                                          a minimal answer
 func (q *Querier) RegisterRoutes(mux *http.ServeMux, prefix string) {
 	p := prefix + "/api/v1/"
 	q.route(mux, p+"query", "prometheus_api_v1_query", q.query)
