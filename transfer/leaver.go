@@ -542,8 +542,10 @@ func (l *Leaver) stream(ctx context.Context, joiner ringstate.Member, epoch uint
 	}
 	// A send error stops the walk; the walk's own error (it ended ready) is read either way, so
 	// that tot is complete (written by the walk before it reports) when the trailer goes out.
+	// A walk that found a series the joiner cannot take wins over a send error of a frame walked
+	// before it: Leave flushes at once on errCannotHandOver instead of backing off and retrying.
 	wcancel()
-	if werr := <-walkErr; err == nil {
+	if werr := <-walkErr; err == nil || errors.Is(werr, errCannotHandOver) {
 		err = werr
 	}
 	if err == nil {
