@@ -369,16 +369,22 @@ func (r *Receiver) ringAt(ctx context.Context, index uint64) (*ringstate.Ring, e
 // default) after it, and the joiner's ring must show it ACTIVE before it answers the leaver and
 // is ready. A linearizable read appends a barrier through the leader (raftfsm: VerifyLeader and
 // Barrier), and the barrier's replication carries the commit index to this member at once. Best
-// effort: whatever the read answers, the caller waits for the local ring as before.
-func (r *Receiver) hasten(ctx context.Context, index uint64) {
+// effort, and beside the caller's own wait for the local ring, never instead of it: the read runs
+// in the background until stop is called (a read stuck on a leader change takes none of the
+// wait's time); stop ends it and returns once it has.
+func (r *Receiver) hasten(ctx context.Context, index uint64) (stop func()) {
 	done, cancel := context.WithCancel(ctx)
 	cancel() // WaitApplied on an ended context only says whether index is applied already
 	if r.ring.WaitApplied(done, index) == nil {
-		return
+		return func() {}
 	}
 	lctx, lcancel := context.WithTimeout(ctx, min(r.cfg.Timeout, attemptTimeout))
-	_, _, _ = r.ring.LinearizableRing(lctx)
-	lcancel()
+	finished := make(chan struct{})
+	go func() {
+		defer close(finished)
+		_, _, _ = r.ring.LinearizableRing(lctx)
+	}()
+	return func() { lcancel(); <-finished }
 }
 
 // frameSource hands the receiving loop the stream's frames, in order, and bounds how long the
@@ -638,8 +644,10 @@ func (r *Receiver) receive(ctx context.Context, st transferpb.Transfer_TransferC
 	if err != nil {
 		return nil, fmt.Errorf("commit CompleteHandover(%s, %s): %w", leaver, r.id, err)
 	}
-	r.hasten(cctx, idx)
-	if err := r.ring.WaitApplied(cctx, idx); err != nil {
+	stopHasten := r.hasten(cctx, idx)
+	err = r.ring.WaitApplied(cctx, idx)
+	stopHasten()
+	if err != nil {
 		return nil, fmt.Errorf("wait for CompleteHandover at index %d: %w", idx, err)
 	}
 	if me, ok := r.ring.Ring().Member(r.id); !ok || me.State != ringstate.ACTIVE {
