@@ -232,6 +232,8 @@ func filterFlushed(r *record, live map[uint64]struct{}, bounds map[uint64]FlushB
 		}
 		r.Samples = out
 		return changed, len(out) == 0
+	case recHistograms:
+		return filterHistograms(r, isLive, sampleBound)
 	default:
 		return filterChunks(r, func(c *walChunk) bool { return isLive(c.Ref) && c.Chunk.MaxTime >= boundOf(c.Ref) })
 	}

@@ -68,6 +68,8 @@ func recordTypeName(t byte) string {
 		return "chunk"
 	case recChunks:
 		return "chunks"
+	case recHistograms:
+		return "histograms"
 	}
 	return fmt.Sprintf("unknown(%d)", t)
 }
@@ -112,6 +114,8 @@ type record struct {
 	Series  []walSeries
 	Samples []walSamples
 	Chunks  []walChunk
+	// Histograms is the payload of a histograms record (type 5).
+	Histograms []walHistograms
 
 	// Decoder scratch, reused across decodes into the same record.
 	sampleBuf []Sample
@@ -142,7 +146,9 @@ func finishRecord(b []byte, start int, seq uint64) []byte {
 // it pays: series records (repetitive label strings) and samples records
 // are snappy-compressed; chunk data is XOR-compressed already and stays raw
 // (snappy gained nothing on it and would cost hand-over CPU).
-func compressType(typ byte) bool { return typ == recSeries || typ == recSamples }
+func compressType(typ byte) bool {
+	return typ == recSeries || typ == recSamples || typ == recHistograms
+}
 
 // appendRecord appends one whole record — header, body, checksum — stored
 // under key seq to dst. body is the record's payload in the layout of
@@ -389,6 +395,8 @@ func encodeRecord(b []byte, seq uint64, r *record) []byte {
 		return appendSamplesRecord(b, seq, r.Samples)
 	case recChunk:
 		return appendChunkRecord(b, seq, r.Chunks[0])
+	case recHistograms:
+		return appendHistogramsRecord(b, seq, r.Histograms)
 	default:
 		return appendChunksRecord(b, seq, r.Chunks)
 	}
@@ -495,7 +503,10 @@ func decodeRecord(seq uint64, b []byte, r *record) error {
 	if r.Type == recChunks && r.Version == recordVersion1 {
 		return fmt.Errorf("%w: record type %d does not exist in version %d", ErrCorruptRecord, r.Type, r.Version)
 	}
-	if r.Type < recSeries || r.Type > recChunks {
+	if r.Type == recHistograms && r.Version < recordVersion3 {
+		return fmt.Errorf("%w: record type %d does not exist in version %d", ErrCorruptRecord, r.Type, r.Version)
+	}
+	if r.Type < recSeries || r.Type > recHistograms {
 		return fmt.Errorf("%w: unknown record type %d", ErrCorruptRecord, r.Type)
 	}
 	payload := body[recordHeaderSize:]
@@ -538,6 +549,10 @@ func decodeRecord(seq uint64, b []byte, r *record) error {
 			err = r.decodeSamplesV2(&d)
 		}
 		if err != nil {
+			return err
+		}
+	case recHistograms:
+		if err := r.decodeHistograms(&d); err != nil {
 			return err
 		}
 	case recChunk:

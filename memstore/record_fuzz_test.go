@@ -5,6 +5,7 @@ import (
 	"errors"
 	"math"
 	"path/filepath"
+	"reflect"
 	"testing"
 
 	"github.com/prometheus/prometheus/model/labels"
@@ -54,6 +55,7 @@ func seedRecords() [][]byte {
 		}),
 		appendSamplesRecordVersion(nil, 5, recordVersion2, mixed),
 		appendSamplesRecord(nil, 6, many), // snappy-compressed
+		appendHistogramsRecord(nil, 7, seedHistograms()),
 	}
 }
 
@@ -168,6 +170,7 @@ func FuzzWALReplay(f *testing.F) {
 			t.Fatalf("Open refused a file of checksummed records: %v", err)
 		}
 		first := dump(t, st)
+		firstH := dumpHist(t, st)
 		if err := st.Close(); err != nil {
 			t.Fatal(err)
 		}
@@ -180,6 +183,9 @@ func FuzzWALReplay(f *testing.F) {
 			t.Fatalf("corruption found again after the first replay cut it: %v", rep.Corruption)
 		}
 		requireSameData(t, first, dump(t, st))
+		if got := dumpHist(t, st); !reflect.DeepEqual(firstH, got) {
+			t.Fatalf("histograms differ after the second replay:\n%v\n%v", firstH, got)
+		}
 	})
 }
 

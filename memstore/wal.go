@@ -81,6 +81,7 @@ type walEntry struct {
 	typ     byte
 	series  walSeries
 	samples walSamples
+	hists   walHistograms // recHistograms; the histograms are the Store's own copies
 	chunks  walSeriesChunks
 	done    chan error
 
@@ -192,6 +193,10 @@ type wal struct {
 	releaseEvery int64
 	unreleased   int64
 
+	// histFormat is set once meta/format is walFormatHistograms (record_hist.go): the committer
+	// raises it in the transaction of the first histograms record. Committer only after Open.
+	histFormat bool
+
 	// version is the record version the committer writes: recordVersion,
 	// except in tests and benchmarks that write the old format (2) to
 	// compare it or to test replay of it.
@@ -240,6 +245,7 @@ func openWAL(dir string, sync bool, compactMinBytes int64, logger *slog.Logger, 
 	if err := checkBoltSize(db, path); err != nil {
 		return nil, err
 	}
+	histFormat := false
 	err = catchBoltPanic(path, func() error {
 		return db.Update(func(tx *bolt.Tx) error {
 			meta, err := tx.CreateBucketIfNotExists(bucketMeta)
@@ -253,8 +259,10 @@ func openWAL(dir string, sync bool, compactMinBytes int64, logger *slog.Logger, 
 				if err := meta.Put(keyFormat, []byte{walFormatVersion}); err != nil {
 					return err
 				}
+			case len(v) == 1 && v[0] == walFormatHistograms:
+				histFormat = true
 			case len(v) != 1 || v[0] != walFormatVersion:
-				return fmt.Errorf("%w: file format %v, this build reads formats 1 to %d", ErrUnknownRecordVersion, v, walFormatVersion)
+				return fmt.Errorf("%w: file format %v, this build reads formats 1 to %d", ErrUnknownRecordVersion, v, walFormatHistograms)
 			}
 			_, err = tx.CreateBucketIfNotExists(bucketWAL)
 			return err
@@ -272,7 +280,8 @@ func openWAL(dir string, sync bool, compactMinBytes int64, logger *slog.Logger, 
 		db = ndb
 	}
 	return &wal{
-		db: db, path: path, fsync: sync, logger: logger, metrics: m,
+		histFormat: histFormat,
+		db:         db, path: path, fsync: sync, logger: logger, metrics: m,
 		wake: make(chan struct{}, 1), stopped: make(chan struct{}),
 		retryMin: walRetryMin, retryMax: walRetryMax, version: recordVersion,
 		releaseEvery: walReleaseEvery,
@@ -832,6 +841,7 @@ func (w *wal) encode(batch []walEntry) int {
 	}
 	// skip reports entries a samples or chunks record packs across.
 	skip := func(typ byte) bool { return typ == 0 || typ == recSeries }
+	// (Histograms entries pack like samples entries into their own records, below.)
 	for i := 0; i < len(batch); {
 		e := &batch[i]
 		start := len(w.arena)
@@ -875,6 +885,17 @@ func (w *wal) encode(batch []walEntry) int {
 			}
 			putUvarint5(w.body[:5], uint64(n))
 			w.arena = appendRecord(w.arena, seq, w.version, recChunks, w.body, &w.zbuf)
+		case recHistograms:
+			w.body = append(w.body[:0], 0, 0, 0, 0, 0)
+			n := 0
+			for ; i < len(batch) && (batch[i].typ == recHistograms || skip(batch[i].typ)) && len(w.body) < maxRecordBytes; i++ {
+				if batch[i].typ == recHistograms {
+					w.body = appendHistogramsEntry(w.body, batch[i].hists.Ref, batch[i].hists.Histograms)
+					n++
+				}
+			}
+			putUvarint5(w.body[:5], uint64(n))
+			w.arena = appendRecord(w.arena, seq, recordVersion3, recHistograms, w.body, &w.zbuf)
 		default:
 			panic(fmt.Sprintf("memstore: WAL entry of type %d", e.typ)) // broken internal invariant
 		}
@@ -897,6 +918,10 @@ func (w *wal) write() error {
 		w.beforeCommit()
 	}
 	begin := time.Now()
+	hasHist := false
+	for _, sp := range w.spans {
+		hasHist = hasHist || sp.typ == recHistograms
+	}
 	var err error
 	if w.injectFault != nil {
 		err = w.injectFault()
@@ -908,6 +933,15 @@ func (w *wal) write() error {
 				return fmt.Errorf("bucket %q missing", bucketWAL)
 			}
 			b.FillPercent = 1.0 // keys only ever grow: pack leaves full
+			if !w.histFormat && hasHist {
+				meta := tx.Bucket(bucketMeta)
+				if meta == nil {
+					return fmt.Errorf("bucket %q missing", bucketMeta)
+				}
+				if err := meta.Put(keyFormat, []byte{walFormatHistograms}); err != nil {
+					return err
+				}
+			}
 			for i, sp := range w.spans {
 				if err := b.Put(w.keys[i*8:i*8+8], w.arena[sp.start:sp.end]); err != nil {
 					return err
@@ -920,6 +954,7 @@ func (w *wal) write() error {
 		return fmt.Errorf("committing %d records from seq %d to %s: %w", len(w.spans), w.nextSeq, w.path, err)
 	}
 	w.metrics.walCommitDuration.Observe(time.Since(begin).Seconds())
+	w.histFormat = w.histFormat || hasHist
 	w.commits.Add(1)
 	w.nextSeq = seq
 	w.lastSeq.Store(seq - 1)
