@@ -84,9 +84,12 @@ type Series struct {
 	// TimeSeries — which is also a valid `timeseries` field of an ingester PushRequest. When the
 	// distributor does not need to change the series, it forwards Raw as is.
 	Raw []byte
-	// Exemplars and Histograms count the exemplars and native-histogram samples of the series, which
-	// the decoder skips (they are neither decoded nor forwarded).
+	// Exemplars and Histograms count the exemplars and native-histogram samples of the series.
+	// Exemplars are skipped (neither decoded nor forwarded); histograms are decoded into Hists
+	// (decode_hist.go).
 	Exemplars, Histograms int
+	// Hists are the series' native histograms, decoded (owned, not aliasing the body).
+	Hists []Histogram
 	// canonical is true when Raw holds nothing but labels and samples, each label exactly one name
 	// and one value field and each sample at most one of each field: forwarding Raw then gives the
 	// ingester exactly the labels and samples the distributor validated.
@@ -554,6 +557,11 @@ func (r *WriteRequest) decodeSeries(b []byte, base int) error {
 				s.Exemplars++
 				s.canonical = false
 			case 4:
+				h, err := decodeHistogramV1(m, base+j)
+				if err != nil {
+					return err
+				}
+				s.Hists = append(s.Hists, h)
 				s.Histograms++
 				s.canonical = false
 			}
@@ -682,6 +690,9 @@ func appendSeries(dst []byte, s *Series) []byte {
 		m := sampleSize(smp)
 		size += 1 + uvarintLen(uint64(m)) + m
 	}
+	if len(s.Hists) > 0 {
+		size += histogramsSize(s.Hists)
+	}
 	dst = append(dst, 0x0a)
 	dst = binary.AppendUvarint(dst, uint64(size))
 	for _, l := range s.Labels {
@@ -710,6 +721,9 @@ func appendSeries(dst []byte, s *Series) []byte {
 			dst = binary.AppendUvarint(dst, uint64(smp.TimestampMs))
 		}
 	}
+	if len(s.Hists) > 0 {
+		dst = appendHistograms(dst, s.Hists)
+	}
 	return dst
 }
 
@@ -723,6 +737,9 @@ func seriesSize(s *Series) int {
 	for _, smp := range s.Samples {
 		m := sampleSize(smp)
 		size += 1 + uvarintLen(uint64(m)) + m
+	}
+	if len(s.Hists) > 0 {
+		size += histogramsSize(s.Hists)
 	}
 	return 1 + uvarintLen(uint64(size)) + size
 }

@@ -175,7 +175,7 @@ func (d *Distributor) serve(w http.ResponseWriter, r *http.Request) int {
 	}
 	perr := d.push(r.Context(), tenant, &st.req, st)
 	if v2 {
-		writtenHeaders(w.Header(), st.req.written())
+		writtenHeaders(w.Header(), st.req.written(), st.req.writtenHistograms())
 		v2 = false // fail must not overwrite them
 	}
 	if perr != nil {
@@ -197,11 +197,15 @@ const (
 	HeaderExemplarsWritten  = "X-Prometheus-Remote-Write-Exemplars-Written"
 )
 
-// writtenHeaders sets the 2.0 response headers: samples float samples written, and no histograms
-// or exemplars (they are not stored yet).
-func writtenHeaders(h http.Header, samples int) {
+// writtenHeaders sets the 2.0 response headers: samples float samples and histograms native
+// histogram samples written, and no exemplars (they are not stored yet).
+func writtenHeaders(h http.Header, samples int, histograms ...int) {
 	h.Set(HeaderSamplesWritten, strconv.Itoa(samples))
-	h.Set(HeaderHistogramsWritten, "0")
+	hs := 0
+	if len(histograms) > 0 {
+		hs = histograms[0]
+	}
+	h.Set(HeaderHistogramsWritten, strconv.Itoa(hs))
 	h.Set(HeaderExemplarsWritten, "0")
 }
 

@@ -33,6 +33,9 @@ type SampleView struct {
 type SeriesView struct {
 	Labels  []LabelView
 	Samples []SampleView
+	// Histograms are the encoded prompb.Histogram messages of TimeSeries field 4, aliasing the
+	// decoded bytes (raw_hist.go decodes them).
+	Histograms [][]byte
 }
 
 // PushRequestView is a PushRequest decoded without allocating per series, label or sample: labels and
@@ -48,6 +51,7 @@ type PushRequestView struct {
 	labels  []LabelView
 	samples []SampleView
 	ends    []int32 // per series: label end, sample end (pairs) while decoding
+	hists   histArena
 }
 
 // Reset empties r, keeping its capacity and dropping every reference into the last input.
@@ -55,6 +59,7 @@ func (r *PushRequestView) Reset() {
 	clear(r.Series)
 	clear(r.labels)
 	r.Series, r.labels, r.samples, r.ends = r.Series[:0], r.labels[:0], r.samples[:0], r.ends[:0]
+	r.hists.reset()
 	r.RingIndex = 0
 }
 
@@ -119,7 +124,7 @@ func (r *PushRequestView) Unmarshal(b []byte) error {
 	lo, so := int32(0), int32(0)
 	for k := range r.Series {
 		le, se := r.ends[2*k], r.ends[2*k+1]
-		r.Series[k] = SeriesView{Labels: r.labels[lo:le:le], Samples: r.samples[so:se:se]}
+		r.Series[k] = SeriesView{Labels: r.labels[lo:le:le], Samples: r.samples[so:se:se], Histograms: r.hists.of(k)}
 		lo, so = le, se
 	}
 	return nil
@@ -154,6 +159,15 @@ func (r *PushRequestView) decodeSeries(b []byte) error {
 				}
 				r.samples = append(r.samples, s)
 			}
+			b = b[n:]
+			continue
+		}
+		if num == 4 && typ == protowire.BytesType {
+			v, n := protowire.ConsumeBytes(b)
+			if n < 0 {
+				return malformed("TimeSeries.histograms", protowire.ParseError(n))
+			}
+			r.hists.add(len(r.Series), v)
 			b = b[n:]
 			continue
 		}

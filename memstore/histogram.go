@@ -206,6 +206,10 @@ func isHistEncoding(e chunkenc.Encoding) bool {
 	return e == chunkenc.EncHistogram || e == chunkenc.EncFloatHistogram
 }
 
+// CheckHistogramChunk is the check ImportBatch makes of a native histogram chunk, for the
+// hand-over's receiver, which checks every chunk before it imports a frame.
+func CheckHistogramChunk(c Chunk) error { return checkHistChunk(c) }
+
 // checkHistChunk validates an imported histogram chunk by decoding it whole: a sample count of at
 // least one that matches the header, increasing timestamps from MinTime to MaxTime, every
 // histogram of the chunk's kind and valid (histogram.Validate). Malformed input is an error, never
@@ -223,6 +227,35 @@ func checkHistChunk(c Chunk) (err error) {
 	want := ch.NumSamples()
 	if want == 0 {
 		return fmt.Errorf("%w: no samples", ErrInvalidChunk)
+	}
+	// chunkenc sizes its bucket arrays from the layout before it reads a sample: a damaged layout
+	// claiming billions of buckets would exhaust memory, which recover cannot catch. Every sample
+	// stores every bucket in at least one bit, so a well-formed chunk has at most 8 buckets a byte.
+	// Layout() reads from the byte after the sample count, where the iterator first skips the
+	// counter reset header byte: hand it the bytes without that byte so it reads what Next reads.
+	if len(c.Data) < 3 {
+		return fmt.Errorf("%w: %d bytes, shorter than a histogram chunk header", ErrInvalidChunk, len(c.Data))
+	}
+	lc, err := chunkenc.FromData(c.Encoding, append(slices.Clip(c.Data[:2]), c.Data[3:]...))
+	if err != nil {
+		return fmt.Errorf("%w: %w", ErrInvalidChunk, err)
+	}
+	var neg, pos []histogram.Span
+	var lerr error
+	if c.Encoding == chunkenc.EncHistogram {
+		_, _, neg, pos, _, lerr = lc.(*chunkenc.HistogramChunk).Layout()
+	} else {
+		_, _, neg, pos, _, lerr = lc.(*chunkenc.FloatHistogramChunk).Layout()
+	}
+	if lerr != nil {
+		return fmt.Errorf("%w: histogram chunk layout: %w", ErrInvalidChunk, lerr)
+	}
+	var buckets uint64
+	for _, sp := range append(neg, pos...) {
+		buckets += uint64(sp.Length)
+	}
+	if buckets > 8*uint64(len(c.Data)) {
+		return fmt.Errorf("%w: histogram chunk layout of %d buckets in %d bytes", ErrInvalidChunk, buckets, len(c.Data))
 	}
 	wantVT := chunkenc.ValHistogram
 	if c.Encoding == chunkenc.EncFloatHistogram {
@@ -352,6 +385,7 @@ func (s *memSeries) appendHistVisible(h HistSample, maxAgeMs int64) (newChunks i
 		return newChunks
 	}
 	hd.app = app
+	s.visLastV = 0 // the newest visible sample is a histogram: no float value (hand-over frames carry 0)
 	switch {
 	case nc == nil:
 	case recoded:
@@ -401,6 +435,18 @@ type SeriesHistograms struct {
 func (a *Appender) AppendHistograms(lset labels.Labels, hs []HistSample) {
 	i := a.n
 	a.n++
+	a.appendHistograms(i, lset, hs)
+}
+
+// AppendSeries is Append of samples then AppendHistograms of hs for one series, under one
+// SeriesIndex (a remote-write series may carry both; its histograms are judged after its samples).
+func (a *Appender) AppendSeries(lset labels.Labels, samples []Sample, hs []HistSample) {
+	i := a.n
+	a.Append(lset, samples)
+	a.appendHistograms(i, lset, hs)
+}
+
+func (a *Appender) appendHistograms(i int, lset labels.Labels, hs []HistSample) {
 	if a.err != nil || len(hs) == 0 {
 		return
 	}
@@ -541,4 +587,69 @@ func (rw *replayWorker) applyHistograms(es []walHistograms) {
 			rw.st.metrics.memChunks.Add(float64(nc))
 		}
 	}
+}
+
+// TrimHistogramChunk returns a chunk of chk's encoding (a histogram or float histogram chunk)
+// holding its samples in [mint, maxt] (int64 ms, inclusive), or nil when none is, with the
+// timestamps of its first and last samples. The first kept
+// sample keeps its counter reset hint (the chunk header's, when it is the chunk's first sample), so
+// rate and increase read the trimmed chunk as they read the whole one. Readers use it where they
+// re-encode XOR chunks that straddle a query's range.
+func TrimHistogramChunk(chk chunkenc.Chunk, mint, maxt int64) (_ chunkenc.Chunk, first, last int64, _ error) {
+	var out chunkenc.Chunk
+	switch chk.Encoding() {
+	case chunkenc.EncHistogram:
+		out = chunkenc.NewHistogramChunk()
+	case chunkenc.EncFloatHistogram:
+		out = chunkenc.NewFloatHistogramChunk()
+	default:
+		return nil, 0, 0, fmt.Errorf("%w: encoding %s is not a histogram encoding", ErrInvalidChunk, chk.Encoding())
+	}
+	app, err := out.Appender()
+	if err != nil {
+		return nil, 0, 0, err
+	}
+	it := chk.Iterator(nil)
+	for vt := it.Seek(mint); vt != chunkenc.ValNone; vt = it.Next() {
+		var t int64
+		var nc chunkenc.Chunk
+		switch vt {
+		case chunkenc.ValHistogram:
+			var h *histogram.Histogram
+			t, h = it.AtHistogram(nil)
+			if t > maxt {
+				break
+			}
+			nc, _, app, err = app.AppendHistogram(nil, t, h, true)
+		case chunkenc.ValFloatHistogram:
+			var h *histogram.FloatHistogram
+			t, h = it.AtFloatHistogram(nil)
+			if t > maxt {
+				break
+			}
+			nc, _, app, err = app.AppendFloatHistogram(nil, t, h, true)
+		default:
+			return nil, 0, 0, fmt.Errorf("%w: a %v in a %s chunk", ErrInvalidChunk, vt, chk.Encoding())
+		}
+		if t > maxt {
+			break
+		}
+		if err != nil {
+			return nil, 0, 0, fmt.Errorf("re-encoding a histogram chunk: %w", err)
+		}
+		if nc != nil {
+			return nil, 0, 0, errors.New("re-encoding a histogram chunk: the appender cut a chunk in append-only mode")
+		}
+		if out.NumSamples() == 1 {
+			first = t
+		}
+		last = t
+	}
+	if err := it.Err(); err != nil {
+		return nil, 0, 0, err
+	}
+	if out.NumSamples() == 0 {
+		return nil, 0, 0, nil
+	}
+	return out, first, last, nil
 }

@@ -226,7 +226,6 @@ func (s *memSeries) appendVisible(t int64, v float64, maxAgeMs int64) (cut bool)
 			// float closes it.
 			if value.IsStaleNaN(v) {
 				_, nc := s.appendStaleToHistHead(t, maxAgeMs)
-				s.visLastV = v
 				return nc > 0
 			}
 			s.closeHistHead()
