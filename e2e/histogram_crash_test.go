@@ -96,7 +96,7 @@ func TestProcess_NativeHistogramsKillAndHandover(t *testing.T) {
 	c, abc, d, w := startHandoverCluster(t, 5)
 	w.Stop()
 	a, b, cc := abc[0], abc[1], abc[2]
-	t0 := time.Now().Add(-40 * time.Minute).UnixMilli() // within the oldest block range in memory
+	t0 := time.Now().Add(-40 * time.Minute).UnixMilli()                              // within the oldest block range in memory
 	sent := pushHistogramRounds(t, "http://"+a.HTTPAddr+"/api/v1/push", 30, 150, t0) // 150 rounds: chunks cut at 120
 	before := map[string]map[string]uint64{}
 	for _, n := range []*pc.Node{a, b, cc} {
