@@ -90,7 +90,7 @@ type Series struct {
 	Exemplars, Histograms int
 	// Hists are the series' native histograms, decoded (owned, not aliasing the body).
 	Hists []Histogram
-	// canonical is true when Raw holds nothing but labels and samples, each label exactly one name
+	// canonical is true when Raw holds nothing but labels, samples and histograms, each label exactly one name
 	// and one value field and each sample at most one of each field: forwarding Raw then gives the
 	// ingester exactly the labels and samples the distributor validated.
 	canonical bool
@@ -561,9 +561,10 @@ func (r *WriteRequest) decodeSeries(b []byte, base int) error {
 				if err != nil {
 					return err
 				}
+				// Raw stays canonical: the ingester decodes field 4 with the same code
+				// (ingesterpb.DecodeHistogram), so forwarding it gives exactly what was validated.
 				s.Hists = append(s.Hists, h)
 				s.Histograms++
-				s.canonical = false
 			}
 			i = j + n
 		default:

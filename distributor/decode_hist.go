@@ -20,9 +20,11 @@ import (
 // -validation.max-native-histogram-buckets with Mimir's behaviour — a histogram with more buckets
 // than the limit has its resolution reduced (ReduceResolution, schema by schema, down to -4) until
 // it fits, and is refused when it cannot fit or when -validation.reduce-native-histogram-over-max-buckets
-// is false. A series with histograms is always re-encoded for the ingesters (appendSeries writes
-// them back as field 4 of the ingesters' TimeSeries, which is prompb's layout), so what an ingester
-// stores is exactly what was validated.
+// is false. A 1.0 series whose histograms pass unchanged is forwarded as it came (its field 4 is
+// the ingesters' TimeSeries field 4, decoded there by the same generated code); one the
+// distributor changed (a reduced histogram, one dropped for its timestamp) and every 2.0 series
+// are re-encoded (appendSeries writes the histograms back as field 4), so what an ingester stores
+// is exactly what was validated.
 
 // Histogram is one native histogram sample of a decoded series: exactly one of H and FH is set.
 type Histogram struct {

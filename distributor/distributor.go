@@ -437,6 +437,7 @@ func (d *Distributor) push(ctx context.Context, tenant string, req *WriteRequest
 			for _, tr := range histogramsInBounds(s, &bounds, lim) {
 				d.m.discardedSamples.WithLabelValues(tenant, tr.reason).Add(float64(tr.dropped))
 				out.fail4xx(tr.msg)
+				s.rewrite = true
 			}
 		}
 		if len(s.Samples) > 0 || len(s.Hists) > 0 {

@@ -435,18 +435,20 @@ type SeriesHistograms struct {
 func (a *Appender) AppendHistograms(lset labels.Labels, hs []HistSample) {
 	i := a.n
 	a.n++
-	a.appendHistograms(i, lset, hs)
+	a.appendHistograms(i, lset, hs, false)
 }
 
 // AppendSeries is Append of samples then AppendHistograms of hs for one series, under one
 // SeriesIndex (a remote-write series may carry both; its histograms are judged after its samples).
+// Unlike AppendHistograms it takes the histograms hs point to: the caller must never use or
+// change them again (the ingester hands over the ones it has just decoded), which saves a copy.
 func (a *Appender) AppendSeries(lset labels.Labels, samples []Sample, hs []HistSample) {
 	i := a.n
 	a.Append(lset, samples)
-	a.appendHistograms(i, lset, hs)
+	a.appendHistograms(i, lset, hs, true)
 }
 
-func (a *Appender) appendHistograms(i int, lset labels.Labels, hs []HistSample) {
+func (a *Appender) appendHistograms(i int, lset labels.Labels, hs []HistSample, taken bool) {
 	if a.err != nil || len(hs) == 0 {
 		return
 	}
@@ -472,7 +474,9 @@ func (a *Appender) appendHistograms(i int, lset labels.Labels, hs []HistSample) 
 	for _, h := range hs {
 		switch ms.checkHist(h) {
 		case appendOK:
-			h = HistSample{T: h.T, H: copyH(h.H), FH: copyFH(h.FH)}
+			if !taken {
+				h = HistSample{T: h.T, H: copyH(h.H), FH: copyFH(h.FH)}
+			}
 			if st.wal == nil {
 				ms.setHistFrontier(ms.hist(), h)
 				a.newChunks += ms.appendHistVisible(h, st.maxAgeMs)
