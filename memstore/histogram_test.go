@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"math"
 	"math/rand"
+	"path/filepath"
 	"reflect"
 	"slices"
 	"testing"
@@ -14,6 +15,7 @@ import (
 	"github.com/prometheus/prometheus/model/labels"
 	"github.com/prometheus/prometheus/model/value"
 	"github.com/prometheus/prometheus/tsdb/chunkenc"
+	bolt "go.etcd.io/bbolt"
 )
 
 // testHist is an exponential integer histogram whose counts grow with i.
@@ -467,5 +469,45 @@ func TestHistograms_ExportImport(t *testing.T) {
 	bad.Chunks[0].MaxTime++
 	if err := dst.ImportBatch([]ImportSeries{bad}); !errors.Is(err, ErrInvalidChunk) {
 		t.Fatalf("damaged chunk: %v", err)
+	}
+}
+
+// The WAL file's meta/format is raised from 3 to 4 in the transaction of its first histograms
+// record, so a build that does not know type 5 refuses the file at Open rather than cutting the
+// WAL there; a file without histograms stays at 3; a format 4 file opens and replays.
+func TestHistograms_WALFormatRaisedOnFirstUse(t *testing.T) {
+	dir := t.TempDir()
+	cfg := testConfig(dir)
+	format := func() byte {
+		t.Helper()
+		db, err := bolt.Open(filepath.Join(dir, WALFileName), 0o600, &bolt.Options{ReadOnly: true})
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer db.Close()
+		var f byte
+		if err := db.View(func(tx *bolt.Tx) error {
+			f = tx.Bucket(bucketMeta).Get(keyFormat)[0]
+			return nil
+		}); err != nil {
+			t.Fatal(err)
+		}
+		return f
+	}
+	st := mustOpen(t, cfg)
+	mustPush(t, st, "t", ser(labels.FromStrings("__name__", "f"), Sample{1, 1}))
+	st.Close()
+	if f := format(); f != walFormatVersion {
+		t.Fatalf("format %d after floats only, want %d", f, walFormatVersion)
+	}
+	st = mustOpen(t, cfg)
+	mustPushHist(t, st, "t", labels.FromStrings("__name__", "h"), HistSample{T: 1, H: testHist(1)})
+	st.Close()
+	if f := format(); f != walFormatHistograms {
+		t.Fatalf("format %d after a histogram, want %d", f, walFormatHistograms)
+	}
+	st = mustOpen(t, cfg)
+	if got := dumpHist(t, st); len(got) != 2 {
+		t.Fatalf("replayed %d series, want 2", len(got))
 	}
 }
