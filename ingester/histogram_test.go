@@ -248,6 +248,7 @@ func TestSingleNode_NativeHistogramsAnswerAsPrometheus(t *testing.T) {
 		}
 	}
 	check("memory")
+	checkRemoteRead(t, cfg.HTTPAddr, data)
 	fctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
 	if err := s.storage.FlushAll(fctx); err != nil {
@@ -257,6 +258,61 @@ func TestSingleNode_NativeHistogramsAnswerAsPrometheus(t *testing.T) {
 		t.Fatalf("%d tenants in memory after the flush, want 0", n)
 	}
 	check("blocks")
+	checkRemoteRead(t, cfg.HTTPAddr, data)
+}
+
+// checkRemoteRead reads every series back through remote read (sampled response) and compares
+// each histogram with what was pushed, custom bucket bounds included.
+func checkRemoteRead(t *testing.T, httpAddr string, data []histSeries) {
+	t.Helper()
+	for _, s := range data {
+		rr := &prompb.ReadRequest{Queries: []*prompb.Query{{StartTimestampMs: s.ts[0], EndTimestampMs: s.ts[len(s.ts)-1],
+			Matchers: []*prompb.LabelMatcher{{Type: prompb.LabelMatcher_EQ, Name: "__name__", Value: s.name}}}}}
+		raw, err := rr.Marshal()
+		if err != nil {
+			t.Fatal(err)
+		}
+		req, _ := http.NewRequest(http.MethodPost, "http://"+httpAddr+"/prometheus/api/v1/read", bytes.NewReader(snappy.Encode(nil, raw)))
+		req.Header.Set("Content-Encoding", "snappy")
+		req.Header.Set("Content-Type", "application/x-protobuf")
+		resp, err := http.DefaultClient.Do(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		body, _ := io.ReadAll(resp.Body)
+		resp.Body.Close()
+		if resp.StatusCode != http.StatusOK {
+			t.Fatalf("remote read %s: %d %s", s.name, resp.StatusCode, body)
+		}
+		dec, err := snappy.Decode(nil, body)
+		if err != nil {
+			t.Fatal(err)
+		}
+		var rresp prompb.ReadResponse
+		if err := rresp.Unmarshal(dec); err != nil {
+			t.Fatal(err)
+		}
+		if len(rresp.Results) != 1 || len(rresp.Results[0].Timeseries) != 1 {
+			t.Fatalf("remote read %s: %v", s.name, rresp.Results)
+		}
+		got := rresp.Results[0].Timeseries[0].Histograms
+		if len(got) != len(s.ts) {
+			t.Fatalf("remote read %s: %d histograms, want %d", s.name, len(got), len(s.ts))
+		}
+		for i, ph := range got {
+			// prompb's ToFloatHistogram leaves an integer histogram's custom bounds out: convert
+			// integer ones through ToIntHistogram.
+			var want, have *histogram.FloatHistogram
+			if s.hs != nil {
+				want, have = s.hs[i].ToFloat(nil), ph.ToIntHistogram().ToFloat(nil)
+			} else {
+				want, have = s.fhs[i], ph.ToFloatHistogram()
+			}
+			if ph.Timestamp != s.ts[i] || !have.Compact(0).Equals(want.Copy().Compact(0)) {
+				t.Fatalf("remote read %s sample %d: %v at %d, want %v at %d", s.name, i, have, ph.Timestamp, want, s.ts[i])
+			}
+		}
+	}
 }
 
 // sameAnswer compares two formatted floats exactly, NaN equal to NaN.
