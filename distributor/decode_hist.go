@@ -120,6 +120,19 @@ func histogramRefusalMsg(s *Series, reason, what string, t int64, id string) *re
 func validateHistograms(s *Series, maxBuckets int, reduce bool) (r *refusal, reduced int) {
 	for i := range s.Hists {
 		h := &s.Hists[i]
+		schema := h.schema()
+		if schema > histogram.ExponentialSchemaMax && !histogram.IsCustomBucketsSchema(schema) {
+			// Finer than Prometheus's finest schema: reduced to it, as Mimir does.
+			if h.H != nil {
+				h.H = h.H.ReduceResolution(histogram.ExponentialSchemaMax)
+			} else {
+				h.FH = h.FH.ReduceResolution(histogram.ExponentialSchemaMax)
+			}
+			reduced++
+		} else if !histogram.IsExponentialSchema(schema) && !histogram.IsCustomBucketsSchema(schema) {
+			return histogramRefusalMsg(s, reasonInvalidHistogram, fmt.Sprintf("has schema %d: native histogram schemas are %d to %d, or %d for custom buckets",
+				schema, histogram.ExponentialSchemaMin, histogram.ExponentialSchemaMax, histogram.CustomBucketsSchema), h.TimestampMs, errInvalidHistogramID), reduced
+		}
 		var err error
 		if h.H != nil {
 			err = h.H.Validate()
@@ -147,6 +160,14 @@ func validateHistograms(s *Series, maxBuckets int, reduce bool) (r *refusal, red
 		reduced++
 	}
 	return nil, reduced
+}
+
+// schema is h's schema.
+func (h Histogram) schema() int32 {
+	if h.H != nil {
+		return h.H.Schema
+	}
+	return h.FH.Schema
 }
 
 // bucketCount is the number of positive and negative buckets of h, as Mimir counts them.

@@ -85,3 +85,20 @@ func TestPushV2_NativeHistogramsWritten(t *testing.T) {
 		t.Fatalf("1.0: %d %s", code, msg)
 	}
 }
+
+// Schemas: finer than 8 is reduced to 8 (as Mimir does), below -4 (other than custom buckets'
+// -53) is refused naming the schema.
+func TestValidateHistograms_Schemas(t *testing.T) {
+	fine := wideHistogram()
+	fine.Schema = 10
+	s := &Series{Labels: []Label{{"__name__", "h"}}, Hists: []Histogram{{TimestampMs: 1, H: fine}}}
+	if r, reduced := validateHistograms(s, 0, true); r != nil || reduced != 1 || s.Hists[0].H.Schema != 8 || s.Hists[0].H.Count != 32 {
+		t.Fatalf("schema 10: %+v, reduced %d, now %v", r, reduced, s.Hists[0].H)
+	}
+	coarse := wideHistogram()
+	coarse.Schema = -5
+	s = &Series{Labels: []Label{{"__name__", "h"}}, Hists: []Histogram{{TimestampMs: 1, H: coarse}}}
+	if r, _ := validateHistograms(s, 0, true); r == nil || r.reason != reasonInvalidHistogram || !strings.Contains(r.msg, "has schema -5") {
+		t.Fatalf("schema -5: %+v", r)
+	}
+}

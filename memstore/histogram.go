@@ -518,8 +518,14 @@ func validHist(h HistSample) error {
 	case (h.H == nil) == (h.FH == nil):
 		return fmt.Errorf("%w: a sample must hold exactly one of an integer and a float histogram", ErrInvalidHistogram)
 	case h.H != nil:
+		if s := h.H.Schema; !histogram.IsExponentialSchema(s) && !histogram.IsCustomBucketsSchema(s) {
+			return fmt.Errorf("%w: schema %d", ErrInvalidHistogram, s)
+		}
 		err = h.H.Validate()
 	default:
+		if s := h.FH.Schema; !histogram.IsExponentialSchema(s) && !histogram.IsCustomBucketsSchema(s) {
+			return fmt.Errorf("%w: schema %d", ErrInvalidHistogram, s)
+		}
 		err = h.FH.Validate()
 	}
 	if err != nil {
