@@ -163,6 +163,7 @@ func Run(ctx context.Context, cfg RunConfig) (*Report, error) {
 		{"6 hand-over", r.handover},
 		{"7 query", r.query},
 		{"9 remote-write 2.0", r.remoteWrite2},
+		{"10 native histograms", r.nativeHistograms},
 	}
 	for _, o := range cfg.Only {
 		known := false
@@ -308,7 +309,7 @@ func (r *runner) singleNode(ctx context.Context, name string, extra ...string) (
 }
 
 // prometheus starts Debian's prometheus with the remote-write receiver and a temporary TSDB.
-func (r *runner) prometheus(ctx context.Context, name string) (*proc, error) {
+func (r *runner) prometheus(ctx context.Context, name string, extra ...string) (*proc, error) {
 	if r.cfg.Prometheus == "" {
 		return nil, errors.New("prometheus not found (make deps installs it)")
 	}
@@ -325,8 +326,8 @@ func (r *runner) prometheus(ctx context.Context, name string) (*proc, error) {
 	if err := os.WriteFile(cfgPath, []byte("global:\n  scrape_interval: 15s\n"), 0o644); err != nil {
 		return nil, err
 	}
-	p, err := r.p.start(name, r.cfg.Prometheus, []string{"--config.file=" + cfgPath, "--storage.tsdb.path=" + dataDir,
-		"--web.listen-address=" + a[0], "--web.enable-remote-write-receiver", "--log.level=warn"}, a[0], dataDir)
+	p, err := r.p.start(name, r.cfg.Prometheus, append([]string{"--config.file=" + cfgPath, "--storage.tsdb.path=" + dataDir,
+		"--web.listen-address=" + a[0], "--web.enable-remote-write-receiver", "--log.level=warn"}, extra...), a[0], dataDir)
 	if err != nil {
 		return nil, err
 	}

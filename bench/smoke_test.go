@@ -41,7 +41,7 @@ func TestRun_Smoke(t *testing.T) {
 		t.Fatalf("failed scenarios: %v\nprogress:\n%s\ntable:\n%s", rep.Failed, log.String(), rep.Table())
 	}
 	table := rep.Table()
-	for _, sc := range []string{"1 ingest RF1", "2 ingest RF3", "3 WAL", "4 memory", "5 restart", "6 hand-over", "7 query", "8 ring", "9 remote-write 2.0"} {
+	for _, sc := range []string{"1 ingest RF1", "2 ingest RF3", "3 WAL", "4 memory", "5 restart", "6 hand-over", "7 query", "8 ring", "9 remote-write 2.0", "10 native histograms"} {
 		if !strings.Contains(table, "| "+sc+" |") {
 			t.Errorf("table has no scenario %q:\n%s", sc, table)
 		}
@@ -68,7 +68,8 @@ func TestRun_Smoke(t *testing.T) {
 		"rss_anon_per_series_2h_head", "rss_file_per_series_2h_head",
 		"heap_inuse_per_series", "heap_inuse_per_series_vs_prometheus", "wal_bytes_per_sample_vs_prometheus",
 		"rf3_vs_single", "wal_replay_samples_per_s", "wal_replay_samples_per_s_20k", "wal_replay_samples_per_s_60k",
-		"ring_lookup_ns", "chunk_bytes_per_sample", "rw2_vs_rw1", "rw2_samples_per_s"} {
+		"ring_lookup_ns", "chunk_bytes_per_sample", "rw2_vs_rw1", "rw2_samples_per_s",
+		"hist_samples_per_s", "hist_vs_prometheus", "hist_wal_bytes_per_sample_vs_prometheus"} {
 		num(k)
 	}
 	// The headline keys are the worst case: RSS the larger of the two moments, replay the

@@ -85,10 +85,12 @@ type Series struct {
 	// distributor does not need to change the series, it forwards Raw as is.
 	Raw []byte
 	// Exemplars counts the series' exemplars (decoded into the request's exemplar arena from
-	// exStart: WriteRequest.SeriesExemplars); Histograms its native-histogram samples, which the
-	// decoder skips (they are neither decoded nor forwarded).
+	// exStart: WriteRequest.SeriesExemplars); Histograms its native-histogram samples, decoded into
+	// Hists (decode_hist.go).
 	Exemplars, Histograms int
-	// canonical is true when Raw holds nothing but labels and samples, each label exactly one name
+	// Hists are the series' native histograms, decoded (owned, not aliasing the body).
+	Hists []Histogram
+	// canonical is true when Raw holds nothing but labels, samples and histograms, each label exactly one name
 	// and one value field and each sample at most one of each field: forwarding Raw then gives the
 	// ingester exactly the labels and samples the distributor validated.
 	canonical bool
@@ -584,8 +586,14 @@ func (r *WriteRequest) decodeSeries(b []byte, base int) error {
 				s.Exemplars++
 				s.canonical = false
 			case 4:
+				h, err := decodeHistogramV1(m, base+j)
+				if err != nil {
+					return err
+				}
+				// Raw stays canonical: the ingester decodes field 4 with the same code
+				// (ingesterpb.DecodeHistogram), so forwarding it gives exactly what was validated.
+				s.Hists = append(s.Hists, h)
 				s.Histograms++
-				s.canonical = false
 			}
 			i = j + n
 		default:
@@ -719,6 +727,9 @@ func appendSeriesEx(dst []byte, s *Series, exs []Exemplar) []byte {
 		m := sampleSize(smp)
 		size += 1 + uvarintLen(uint64(m)) + m
 	}
+	if len(s.Hists) > 0 {
+		size += histogramsSize(s.Hists)
+	}
 	dst = append(dst, 0x0a)
 	dst = binary.AppendUvarint(dst, uint64(size))
 	for _, l := range s.Labels {
@@ -750,6 +761,9 @@ func appendSeriesEx(dst []byte, s *Series, exs []Exemplar) []byte {
 	if len(exs) > 0 {
 		dst = appendExemplars(dst, exs)
 	}
+	if len(s.Hists) > 0 {
+		dst = appendHistograms(dst, s.Hists)
+	}
 	return dst
 }
 
@@ -769,6 +783,9 @@ func seriesSizeEx(s *Series, exs []Exemplar) int {
 	for _, smp := range s.Samples {
 		m := sampleSize(smp)
 		size += 1 + uvarintLen(uint64(m)) + m
+	}
+	if len(s.Hists) > 0 {
+		size += histogramsSize(s.Hists)
 	}
 	return 1 + uvarintLen(uint64(size)) + size
 }

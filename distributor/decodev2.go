@@ -15,8 +15,8 @@ import (
 // references mean nothing without the symbols table): it is re-encoded as a 1.0 series, which the
 // ingesters' protocol carries.
 //
-// Exemplars and metadata are decoded (exemplars.go) and stored as 1.0's are; native histograms are
-// counted, not decoded (refused per series, as in 1.0), and created timestamps are dropped; the
+// Native histograms are decoded and forwarded as in 1.0 (decode_hist.go), exemplars and metadata
+// are decoded (exemplars.go) and stored as 1.0's are, and created timestamps are dropped; the
 // response's X-Prometheus-Remote-Write-*-Written headers tell the sender what was written.
 
 // ContentTypeV2 is the Content-Type of a remote-write 2.0 request.
@@ -211,7 +211,15 @@ func (r *WriteRequest) decodeSeriesV2(b []byte, base int) error {
 				}
 				r.samples = append(r.samples, smp)
 			case 3:
+				h, err := decodeHistogramV2(b[j:j+n], base+j)
+				if err != nil {
+					return err
+				}
+				s.Hists = append(s.Hists, h)
 				s.Histograms++
+				if err := r.rewrite(n + 16); err != nil { // re-encoded as 1.0: about its own size
+					return err
+				}
 			case 4:
 				if err := r.decodeExemplarV2(b[j:j+n], base+j); err != nil {
 					return err

@@ -182,6 +182,8 @@ type Distributor struct {
 	now     func() time.Time
 	// limits is Deps.Limits (nil: the flags' limits for every tenant).
 	limits func(tenant string) (rate float64, burst int)
+	// histBuckets is SetMaxNativeHistogramBuckets's lookup (nil: the flag for every tenant).
+	histBuckets func(tenant string) int
 	// oldestInMemory is Deps.OldestInMemory (nil: no bound).
 	oldestInMemory func(nowMs int64) int64
 	// tenants holds the per-tenant state — rate-limiter buckets and whether the tenant's metric
@@ -430,11 +432,13 @@ func (d *Distributor) push(ctx context.Context, tenant string, req *WriteRequest
 		s.why4xx, s.why5xx, s.exemplarsSent = 0, 0, false
 		changed := normalize(s) // always: it must run even when the series is re-encoded anyway
 		s.rewrite = changed || !s.canonical
-		var r *refusal
-		if s.Histograms > 0 {
-			r = histogramRefusal(s.Labels)
-		} else {
-			r = validateLabels(s.Labels, lim)
+		r := validateLabels(s.Labels, lim)
+		if r == nil && len(s.Hists) > 0 {
+			var reduced int
+			r, reduced = validateHistograms(s, d.maxHistogramBuckets(tenant), lim.ReduceNativeHistogramOverMaxBuckets)
+			if reduced > 0 {
+				s.rewrite = true
+			}
 		}
 		if r == nil && s.Exemplars > 0 {
 			r = d.checkExemplars(tenant, req, s)
@@ -453,12 +457,19 @@ func (d *Distributor) push(ctx context.Context, tenant string, req *WriteRequest
 			}
 			s.rewrite = true
 		}
-		if len(s.Samples) > 0 || s.exemplarsSent {
+		if len(s.Hists) > 0 {
+			for _, tr := range histogramsInBounds(s, &bounds, lim) {
+				d.m.discardedSamples.WithLabelValues(tenant, tr.reason).Add(float64(tr.dropped))
+				out.fail4xx(tr.msg)
+				s.rewrite = true
+			}
+		}
+		if len(s.Samples) > 0 || len(s.Hists) > 0 || s.exemplarsSent {
 			// A series may carry exemplars alone: Prometheus sends a scrape's exemplars in
 			// TimeSeries of their own, after its samples.
 			s.state = seriesPending
-			valid += len(s.Samples)
-			if len(s.Samples) == 0 {
+			valid += len(s.Samples) + len(s.Hists)
+			if len(s.Samples) == 0 && len(s.Hists) == 0 {
 				exemplarsOnly++
 			}
 		}

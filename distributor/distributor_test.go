@@ -326,7 +326,7 @@ func TestValidation(t *testing.T) {
 		{"duplicate label name, unsorted", series(lbls("a", "1", "__name__", "up", "a", "2"), sample(1, 0)), reasonDuplicateLabelNames, `label name "a" more than once`},
 		{"too many labels", series(append(lbls("__name__", "up"), manyLabels(30)...), sample(1, 0)), reasonMaxLabelNames, "31 labels"},
 		{"sample too far in the future", series(lbls("__name__", "up"), sample(1, 11*time.Minute)), reasonTooFarInFuture, "-validation.create-grace-period"},
-		{"native histogram", prompb.TimeSeries{Labels: lbls("__name__", "h"), Histograms: []prompb.Histogram{{Count: &prompb.Histogram_CountInt{CountInt: 1}, Timestamp: ts(0)}}}, reasonNativeHistogram, "native histograms are not supported"},
+		{"invalid native histogram", prompb.TimeSeries{Labels: lbls("__name__", "h"), Histograms: []prompb.Histogram{{Count: &prompb.Histogram_CountInt{CountInt: 1}, Timestamp: ts(0)}}}, reasonInvalidHistogram, "native histogram sample at"},
 	}
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {

@@ -46,7 +46,7 @@ func (d *Distributor) serve(w http.ResponseWriter, r *http.Request) int {
 	v2 := false
 	fail := func(code int, msg string) int {
 		if v2 {
-			writtenHeaders(w.Header(), 0, 0)
+			writtenHeaders(w.Header(), 0, 0, 0)
 		}
 		http.Error(w, msg, code)
 		return code
@@ -175,7 +175,7 @@ func (d *Distributor) serve(w http.ResponseWriter, r *http.Request) int {
 	}
 	perr := d.push(r.Context(), tenant, &st.req, st)
 	if v2 {
-		writtenHeaders(w.Header(), st.req.written(), st.req.writtenExemplars())
+		writtenHeaders(w.Header(), st.req.written(), st.req.writtenHistograms(), st.req.writtenExemplars())
 		v2 = false // fail must not overwrite them
 	}
 	if perr != nil {
@@ -197,12 +197,12 @@ const (
 	HeaderExemplarsWritten  = "X-Prometheus-Remote-Write-Exemplars-Written"
 )
 
-// writtenHeaders sets the 2.0 response headers: samples float samples and exemplars exemplars
-// written (those of the series a quorum stored, for a tenant that stores exemplars), and no
-// histograms (not stored yet).
-func writtenHeaders(h http.Header, samples, exemplars int) {
+// writtenHeaders sets the 2.0 response headers: samples float samples, histograms native
+// histogram samples and exemplars exemplars written (those of the series a quorum stored;
+// exemplars only for a tenant that stores them).
+func writtenHeaders(h http.Header, samples, histograms, exemplars int) {
 	h.Set(HeaderSamplesWritten, strconv.Itoa(samples))
-	h.Set(HeaderHistogramsWritten, "0")
+	h.Set(HeaderHistogramsWritten, strconv.Itoa(histograms))
 	h.Set(HeaderExemplarsWritten, strconv.Itoa(exemplars))
 }
 

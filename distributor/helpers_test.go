@@ -20,6 +20,7 @@ import (
 	"github.com/golang/snappy"
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/prometheus/prompb"
+	"google.golang.org/protobuf/encoding/protowire"
 	"google.golang.org/protobuf/proto"
 
 	"github.com/raftingest/raftingest/ingesterpb"
@@ -202,6 +203,27 @@ func renderPB(ts *ingesterpb.TimeSeries) string {
 	s := renderSeries(ls)
 	for _, smp := range ts.Samples {
 		s += fmt.Sprintf(" %d@%v", smp.Timestamp, smp.Value)
+	}
+	// Native histograms travel in TimeSeries field 4, which ingester.proto leaves to the raw
+	// decoder (the generated code keeps it as an unknown field).
+	for b := ts.ProtoReflect().GetUnknown(); len(b) > 0; {
+		num, typ, n := protowire.ConsumeTag(b)
+		b = b[n:]
+		if num == 4 && typ == protowire.BytesType {
+			m, n := protowire.ConsumeBytes(b)
+			b = b[n:]
+			t, h, fh, err := ingesterpb.DecodeHistogram(m)
+			switch {
+			case err != nil:
+				s += " histogram:" + err.Error()
+			case h != nil:
+				s += fmt.Sprintf(" %d@%s", t, h)
+			default:
+				s += fmt.Sprintf(" %d@%s", t, fh)
+			}
+			continue
+		}
+		b = b[protowire.ConsumeFieldValue(num, typ, b):]
 	}
 	return s
 }

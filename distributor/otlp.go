@@ -28,8 +28,8 @@ import (
 // and quorum, and the same answers (status codes) in OTLP's form — a google.rpc.Status body for
 // an error, an empty ExportMetricsServiceResponse for a success.
 //
-// Exponential histograms become native histograms, which are not stored yet: their series are
-// refused per series (400), as a remote-write native histogram is. OTLP exemplars are dropped.
+// Exponential histograms become native histograms (the translator's), validated and stored as a
+// remote-write native histogram is (decode_hist.go). OTLP exemplars are dropped.
 
 // OTelConfig is the OTLP translation's configuration (Prometheus's otlp: block, Mimir's names).
 type OTelConfig struct {

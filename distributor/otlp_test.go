@@ -165,22 +165,22 @@ func TestOTLP_TranslatesAsPrometheusAndStores(t *testing.T) {
 	}
 }
 
-func TestOTLP_ExponentialHistogramsRefusedOthersStored(t *testing.T) {
+// OTLP exponential histograms become native histograms (Prometheus's translator) and are stored
+// with the request's other metrics.
+func TestOTLP_ExponentialHistogramsStored(t *testing.T) {
 	e := newOTLPEnv(t, defaultConfig())
 	body, _ := pmetricotlp.NewExportRequestFromMetrics(otlpMetrics(testNow(), true)).MarshalProto()
 	code, ct, resp := postOTLP(t, e, body, "application/x-protobuf", "")
-	if code != http.StatusBadRequest || ct != "application/x-protobuf" {
-		t.Fatalf("push: %d %s, want 400 with a protobuf Status", code, ct)
+	if code != http.StatusOK || ct != "application/x-protobuf" {
+		t.Fatalf("push: %d %s %q, want 200", code, ct, resp)
 	}
-	var st spb.Status
-	if err := proto.Unmarshal(resp, &st); err != nil {
-		t.Fatalf("the error body is not a google.rpc.Status: %v", err)
-	}
-	if st.Code != 3 || !strings.Contains(st.Message, "native histogram") || !strings.Contains(st.Message, "rpc_size") {
-		t.Errorf("status %d %q, want INVALID_ARGUMENT naming the native histogram series", st.Code, st.Message)
-	}
-	if got := strings.Join(e.stored(), "\n"); !strings.Contains(got, `__name__="queue_length"`) {
+	got := strings.Join(e.stored(), "\n")
+	if !strings.Contains(got, `__name__="queue_length"`) {
 		t.Errorf("the other metrics of the request were not stored:\n%s", got)
+	}
+	// count 2, sum 3, scale 0, one observation in each of the buckets (1, 2] and (2, 4].
+	if !strings.Contains(got, `rpc_size`) || !strings.Contains(got, "{count:2, sum:3, (1,2]:1, (2,4]:1}") {
+		t.Errorf("the exponential histogram was not stored as a native histogram:\n%s", got)
 	}
 }
 

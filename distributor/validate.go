@@ -20,6 +20,11 @@ type Limits struct {
 	CreationGracePeriod    time.Duration // -validation.create-grace-period
 	PastGracePeriod        time.Duration // -validation.past-grace-period: 0 = no bound
 	MaxMetadataLength      int           // -validation.max-metadata-length (bytes of a metric name, help or unit)
+	// MaxNativeHistogramBuckets is -validation.max-native-histogram-buckets (0: no limit), the
+	// default of the tenants' max_native_histogram_buckets; ReduceNativeHistogramOverMaxBuckets is
+	// -validation.reduce-native-histogram-over-max-buckets (decode_hist.go).
+	MaxNativeHistogramBuckets           int
+	ReduceNativeHistogramOverMaxBuckets bool
 }
 
 // DefaultPastGracePeriod is the default of -validation.past-grace-period. Mimir's default is 0 (no
@@ -35,6 +40,8 @@ func (l *Limits) RegisterFlags(f *flag.FlagSet) {
 	f.IntVar(&l.MaxLabelNamesPerSeries, "validation.max-label-names-per-series", 30, "Maximum number of labels (metric name included) a series may have.")
 	f.IntVar(&l.MaxLabelNameLength, "validation.max-length-label-name", 1024, "Maximum length in bytes of a label name.")
 	f.IntVar(&l.MaxLabelValueLength, "validation.max-length-label-value", 2048, "Maximum length in bytes of a label value.")
+	f.IntVar(&l.MaxNativeHistogramBuckets, "validation.max-native-histogram-buckets", 0, "Maximum number of buckets (positive and negative) of a native histogram sample; 0 is no limit. A histogram over it has its resolution reduced until it fits (see -validation.reduce-native-histogram-over-max-buckets), or is refused with 400. Per tenant: max_native_histogram_buckets in the runtime configuration.")
+	f.BoolVar(&l.ReduceNativeHistogramOverMaxBuckets, "validation.reduce-native-histogram-over-max-buckets", true, "Reduce the resolution of a native histogram with more buckets than -validation.max-native-histogram-buckets until it fits (refused only when it cannot fit: custom buckets, or schema -4 reached); false refuses it with 400.")
 	f.DurationVar(&l.CreationGracePeriod, "validation.create-grace-period", 10*time.Minute, "How far in the future (against this node's clock) a sample's timestamp may be.")
 	f.IntVar(&l.MaxMetadataLength, "validation.max-metadata-length", DefaultMaxMetadataLength, "Maximum length in bytes of a metric metadata entry's metric name, help and unit (each); a longer entry is refused with 400 naming the metric, the request's other data kept (Mimir's default).")
 	f.DurationVar(&l.PastGracePeriod, "validation.past-grace-period", DefaultPastGracePeriod, "How far in the past (against this node's clock) a sample's timestamp may be; older samples are refused with 400 (sample_too_far_in_past), the series' other samples kept. 0 disables this bound (Mimir's default). Independently, a sample older than the oldest block range still in memory is refused (sample_out_of_bounds): ranges of -ingester.flush-period are flushed once they closed half a period ago, reckoned from the tenant's newest sample (not after now), as Prometheus' head does.")
@@ -53,6 +60,8 @@ func (l *Limits) Validate() error {
 		return fmt.Errorf("-validation.create-grace-period=%s: want zero or more", l.CreationGracePeriod)
 	case l.MaxMetadataLength < 1:
 		return fmt.Errorf("-validation.max-metadata-length=%d: want at least 1", l.MaxMetadataLength)
+	case l.MaxNativeHistogramBuckets < 0:
+		return fmt.Errorf("-validation.max-native-histogram-buckets=%d: want 0 (no limit) or more", l.MaxNativeHistogramBuckets)
 	case l.PastGracePeriod < 0:
 		return fmt.Errorf("-validation.past-grace-period=%s: want zero (no bound) or more", l.PastGracePeriod)
 	}
@@ -73,7 +82,6 @@ const (
 	reasonTooFarInFuture       = "sample_too_far_in_future"
 	reasonTooFarInPast         = "sample_too_far_in_past"
 	reasonOutOfBounds          = "sample_out_of_bounds"
-	reasonNativeHistogram      = "native_histogram_unsupported"
 	reasonRateLimited          = "rate_limited"
 	reasonIngesterClientError  = "ingester_refused" // a quorum of replicas refused it (out of order, ...)
 	errIDPrefix                = " (err-raftingest-"
@@ -295,12 +303,6 @@ func filterSamples(s *Series, b *timeBounds, lim *Limits) []timeRefusal {
 			first[bounds], b.memMinT, series, errIDPrefix)}, n[bounds]})
 	}
 	return out
-}
-
-// histogramRefusal is the refusal of a series carrying native histograms, which are not stored yet.
-func histogramRefusal(ls []Label) *refusal {
-	return &refusal{reasonNativeHistogram, "received a native histogram sample: native histograms are not supported yet" +
-		validationMsgSeriesPreface + renderSeries(ls) + errIDPrefix + "native-histogram-unsupported)"}
 }
 
 // renderSeries renders labels as Prometheus does, {__name__="x", a="b"}, bounded in size so that a

@@ -145,7 +145,7 @@ func errorCode(err error) ingesterpb.ErrorCode {
 		return ingesterpb.ErrorCode_DUPLICATE_TIMESTAMP
 	case errors.Is(err, memstore.ErrTooManySeries):
 		return ingesterpb.ErrorCode_TOO_MANY_SERIES
-	case errors.Is(err, memstore.ErrInvalidLabels):
+	case errors.Is(err, memstore.ErrInvalidLabels), errors.Is(err, memstore.ErrInvalidHistogram):
 		return ingesterpb.ErrorCode_INVALID
 	}
 	return ingesterpb.ErrorCode_INTERNAL

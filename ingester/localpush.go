@@ -108,6 +108,16 @@ func (s *ingesterService) pushView(tenant string, sc *pushScratch, validate bool
 		for j, sm := range ts.Samples {
 			smps[j] = memstore.Sample{T: sm.TimestampMs, V: sm.Value}
 		}
+		if len(ts.Histograms) > 0 {
+			hs, err := decodeHistograms(ts.Histograms)
+			if err != nil {
+				invalid = append(invalid, invalidSeries(i, err))
+				app.Append(labels.EmptyLabels(), nil)
+				continue
+			}
+			app.AppendSeries(sc.lset, smps, hs)
+			continue
+		}
 		app.Append(sc.lset, smps)
 		if len(ts.Exemplars) > 0 {
 			sc.appendExemplars(app, ts.Exemplars, validate)
@@ -176,4 +186,18 @@ func (c localClient) Push(ctx context.Context, tenant string, req *ingesterpb.Ra
 		return nil, status.Errorf(codes.Internal, "grpc: error unmarshalling request: %v", err)
 	}
 	return c.svc.pushView(tenant, sc, false)
+}
+
+// decodeHistograms decodes a series' native histograms (TimeSeries field 4). The memstore
+// validates each one (histogram.Validate) as it appends it.
+func decodeHistograms(msgs [][]byte) ([]memstore.HistSample, error) {
+	hs := make([]memstore.HistSample, len(msgs))
+	for k, m := range msgs {
+		t, h, fh, err := ingesterpb.DecodeHistogram(m)
+		if err != nil {
+			return nil, err
+		}
+		hs[k] = memstore.HistSample{T: t, H: h, FH: fh}
+	}
+	return hs, nil
 }

@@ -189,7 +189,8 @@ func New(cfg Config, log *slog.Logger) (_ *Server, err error) {
 		OutOfOrderTimeWindow:         model.Duration(cfg.Store.OutOfOrderTimeWindow),
 		AcceptHASamples:              true, // -distributor.ha-tracker.enable turns the tracker on for every tenant
 		HAClusterLabel:               cfg.Distributor.HATracker.ClusterLabel, HAReplicaLabel: cfg.Distributor.HATracker.ReplicaLabel,
-		HAMaxClusters: cfg.Distributor.HATracker.MaxClusters,
+		HAMaxClusters:             cfg.Distributor.HATracker.MaxClusters,
+		MaxNativeHistogramBuckets: cfg.Distributor.Limits.MaxNativeHistogramBuckets,
 	}, s.reg, log.With("component", "runtime-config")); err != nil {
 		return nil, err
 	}
@@ -217,6 +218,7 @@ func New(cfg Config, log *slog.Logger) (_ *Server, err error) {
 	}); err != nil {
 		return nil, fmt.Errorf("distributor: %w", err)
 	}
+	s.dist.SetMaxNativeHistogramBuckets(func(tenant string) int { return s.limits.For(tenant).MaxNativeHistogramBuckets })
 
 	// Receive limits per method, keepalive, stream cap, panic recovery, rights: grpcserver.go.
 	grpcOpts, err := s.grpcServerOptions()

@@ -35,6 +35,9 @@ type SeriesView struct {
 	Samples []SampleView
 	// Exemplars are TimeSeries field 3 (exemplars_view.go); nil for a series without.
 	Exemplars []ExemplarView
+	// Histograms are the encoded prompb.Histogram messages of TimeSeries field 4, aliasing the
+	// decoded bytes (raw_hist.go decodes them).
+	Histograms [][]byte
 }
 
 // PushRequestView is a PushRequest decoded without allocating per series, label or sample: labels and
@@ -50,6 +53,7 @@ type PushRequestView struct {
 	labels  []LabelView
 	samples []SampleView
 	ends    []int32 // per series: label end, sample end (pairs) while decoding
+	hists   histArena
 
 	// Metadata is PushRequest field 3 (exemplars_view.go).
 	Metadata  []MetadataView
@@ -62,6 +66,7 @@ func (r *PushRequestView) Reset() {
 	clear(r.Series)
 	clear(r.labels)
 	r.Series, r.labels, r.samples, r.ends = r.Series[:0], r.labels[:0], r.samples[:0], r.ends[:0]
+	r.hists.reset()
 	r.RingIndex = 0
 	if len(r.exemplars)+len(r.Metadata) > 0 {
 		r.resetExtras()
@@ -140,7 +145,7 @@ func (r *PushRequestView) Unmarshal(b []byte) error {
 	lo, so := int32(0), int32(0)
 	for k := range r.Series {
 		le, se := r.ends[2*k], r.ends[2*k+1]
-		r.Series[k] = SeriesView{Labels: r.labels[lo:le:le], Samples: r.samples[so:se:se]}
+		r.Series[k] = SeriesView{Labels: r.labels[lo:le:le], Samples: r.samples[so:se:se], Histograms: r.hists.of(k)}
 		lo, so = le, se
 	}
 	if len(r.exemplars) > 0 {
@@ -189,6 +194,15 @@ func (r *PushRequestView) decodeSeries(b []byte) error {
 			if err := r.decodeExemplar(v, int32(len(r.Series))); err != nil {
 				return err
 			}
+			b = b[n:]
+			continue
+		}
+		if num == 4 && typ == protowire.BytesType {
+			v, n := protowire.ConsumeBytes(b)
+			if n < 0 {
+				return malformed("TimeSeries.histograms", protowire.ParseError(n))
+			}
+			r.hists.add(len(r.Series), v)
 			b = b[n:]
 			continue
 		}

@@ -84,7 +84,7 @@ func (a *Appender) Append(lset labels.Labels, samples []Sample) {
 		switch ms.check(smp.T, smp.V) {
 		case appendOK:
 			if st.wal == nil {
-				ms.lastT, ms.lastV, ms.hasLast = smp.T, smp.V, true
+				ms.lastT, ms.lastV, ms.hasLast, ms.lastKind = smp.T, smp.V, true, kindFloat
 				if ms.appendVisible(smp.T, smp.V, st.maxAgeMs) {
 					a.newChunks++
 				}
@@ -108,6 +108,11 @@ func (a *Appender) Append(lset labels.Labels, samples []Sample) {
 		case appendOutOfOrder:
 			if a.window == 0 {
 				res.refuseOwned(i, owned, smp.T, ErrOutOfOrderSample)
+				allAccepted = false
+				continue
+			}
+			if ms.hasHist() {
+				res.refuseOwned(i, owned, smp.T, ErrOutOfOrderHistogram)
 				allAccepted = false
 				continue
 			}

@@ -238,6 +238,8 @@ func filterFlushed(r *record, live map[uint64]struct{}, bounds map[uint64]FlushB
 		return changed, len(out) == 0
 	case recExemplars:
 		return false, false // DropFlushed filters them by exemplarBound, not per series
+	case recHistograms:
+		return filterHistograms(r, isLive, sampleBound)
 	default:
 		return filterChunks(r, func(c *walChunk) bool { return isLive(c.Ref) && c.Chunk.MaxTime >= boundOf(c.Ref) })
 	}

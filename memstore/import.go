@@ -32,10 +32,13 @@ type chunkChecker struct {
 	it chunkenc.Iterator
 }
 
-// header does the checks that need no decoding: XOR encoding, a sample count of at least one,
+// header does the checks that need no decoding (a histogram chunk is decoded whole: histogram.go): XOR encoding, a sample count of at least one,
 // MinTime <= MaxTime (equal for a single sample), and the first sample's timestamp — a varint
 // right after the 2-byte sample count in an XOR chunk — equal to MinTime.
 func (cc *chunkChecker) header(c Chunk) error {
+	if isHistEncoding(c.Encoding) {
+		return checkHistChunk(c) // histogram.go: decoded whole
+	}
 	if c.Encoding != chunkenc.EncXOR {
 		return fmt.Errorf("%w: encoding %s, only XOR is supported", ErrInvalidChunk, c.Encoding)
 	}
@@ -63,6 +66,9 @@ func (cc *chunkChecker) header(c Chunk) error {
 // as the header says, the last one at MaxTime. It returns the last sample's value (the series'
 // frontier after the chunk). A malformed chunk is an error, never a panic.
 func (cc *chunkChecker) full(c Chunk) (lastV float64, err error) {
+	if isHistEncoding(c.Encoding) {
+		return 0, checkHistChunk(c) // no float value: the frontier is the chunk's last histogram
+	}
 	if err := cc.header(c); err != nil {
 		return 0, err
 	}

@@ -81,6 +81,8 @@ type oooData struct {
 	// reserved and applied count out-of-order samples ever reserved and made visible:
 	// reserved - applied are pending (reserved, maybe logged, not visible).
 	reserved, applied uint64
+	// hist is the series' native histogram state (histogram.go); nil until its first histogram.
+	hist *histData
 }
 
 // oooOp marks a pending op as an out-of-order sample (pendingOp.chunk == oooOp): applyUpTo puts

@@ -73,6 +73,8 @@ func recordTypeName(t byte) string {
 		return "chunks"
 	case recExemplars:
 		return "exemplars"
+	case recHistograms:
+		return "histograms"
 	}
 	return fmt.Sprintf("unknown(%d)", t)
 }
@@ -119,6 +121,8 @@ type record struct {
 	Chunks  []walChunk
 	// Exemplars is the payload of an exemplars record (type 7).
 	Exemplars []walExemplars
+	// Histograms is the payload of a histograms record (type 5).
+	Histograms []walHistograms
 
 	// Decoder scratch, reused across decodes into the same record.
 	sampleBuf []Sample
@@ -149,7 +153,9 @@ func finishRecord(b []byte, start int, seq uint64) []byte {
 // it pays: series records (repetitive label strings) and samples records
 // are snappy-compressed; chunk data is XOR-compressed already and stays raw
 // (snappy gained nothing on it and would cost hand-over CPU).
-func compressType(typ byte) bool { return typ == recSeries || typ == recSamples || typ == recExemplars }
+func compressType(typ byte) bool {
+	return typ == recSeries || typ == recSamples || typ == recHistograms || typ == recExemplars
+}
 
 // appendRecord appends one whole record — header, body, checksum — stored
 // under key seq to dst. body is the record's payload in the layout of
@@ -398,6 +404,8 @@ func encodeRecord(b []byte, seq uint64, r *record) []byte {
 		return appendChunkRecord(b, seq, r.Chunks[0])
 	case recExemplars:
 		return appendExemplarsRecord(b, seq, r.Exemplars)
+	case recHistograms:
+		return appendHistogramsRecord(b, seq, r.Histograms)
 	default:
 		return appendChunksRecord(b, seq, r.Chunks)
 	}
@@ -504,7 +512,10 @@ func decodeRecord(seq uint64, b []byte, r *record) error {
 	if r.Type == recChunks && r.Version == recordVersion1 {
 		return fmt.Errorf("%w: record type %d does not exist in version %d", ErrCorruptRecord, r.Type, r.Version)
 	}
-	if (r.Type < recSeries || r.Type > recChunks) && !(r.Type == recExemplars && r.Version >= recordVersion3) {
+	if (r.Type == recHistograms || r.Type == recExemplars) && r.Version < recordVersion3 {
+		return fmt.Errorf("%w: record type %d does not exist in version %d", ErrCorruptRecord, r.Type, r.Version)
+	}
+	if (r.Type < recSeries || r.Type > recChunks) && r.Type != recHistograms && r.Type != recExemplars {
 		return fmt.Errorf("%w: unknown record type %d", ErrCorruptRecord, r.Type)
 	}
 	payload := body[recordHeaderSize:]
@@ -552,6 +563,10 @@ func decodeRecord(seq uint64, b []byte, r *record) error {
 			err = r.decodeSamplesV2(&d)
 		}
 		if err != nil {
+			return err
+		}
+	case recHistograms:
+		if err := r.decodeHistograms(&d); err != nil {
 			return err
 		}
 	case recChunk:

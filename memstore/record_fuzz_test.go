@@ -5,6 +5,7 @@ import (
 	"errors"
 	"math"
 	"path/filepath"
+	"reflect"
 	"testing"
 
 	"github.com/prometheus/prometheus/model/labels"
@@ -60,6 +61,7 @@ func seedRecords() [][]byte {
 				{Labels: labels.EmptyLabels(), T: math.MinInt64, Value: math.NaN()},
 			}},
 		}),
+		appendHistogramsRecord(nil, 8, seedHistograms()),
 	}
 }
 
@@ -174,6 +176,7 @@ func FuzzWALReplay(f *testing.F) {
 			t.Fatalf("Open refused a file of checksummed records: %v", err)
 		}
 		first := dump(t, st)
+		firstH := dumpHist(t, st)
 		if err := st.Close(); err != nil {
 			t.Fatal(err)
 		}
@@ -186,6 +189,9 @@ func FuzzWALReplay(f *testing.F) {
 			t.Fatalf("corruption found again after the first replay cut it: %v", rep.Corruption)
 		}
 		requireSameData(t, first, dump(t, st))
+		if got := dumpHist(t, st); !reflect.DeepEqual(firstH, got) {
+			t.Fatalf("histograms differ after the second replay:\n%v\n%v", firstH, got)
+		}
 	})
 }
 

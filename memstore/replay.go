@@ -41,6 +41,7 @@ type replayPart struct {
 	hashes  []uint64 // st.hashFn of each series' labels, computed by the router
 	samples []walSamples
 	chunks  []walChunk
+	hists   []walHistograms
 }
 
 // refTable maps series refs to values: a slice indexed by ref−base while
@@ -116,6 +117,8 @@ func (rw *replayWorker) run(wg *sync.WaitGroup) {
 			rw.applySeries(p.rec.seq, p.series, p.hashes)
 		case recSamples:
 			rw.applySamples(p.samples)
+		case recHistograms:
+			rw.applyHistograms(p.hists)
 		default:
 			rw.applyChunks(p.rec.seq, p.typ, p.chunks)
 		}
@@ -160,7 +163,7 @@ func (rw *replayWorker) applySamples(es []walSamples) {
 		for _, smp := range e.Samples {
 			switch ms.check(smp.T, smp.V) {
 			case appendOK:
-				ms.lastT, ms.lastV, ms.hasLast = smp.T, smp.V, true
+				ms.lastT, ms.lastV, ms.hasLast, ms.lastKind = smp.T, smp.V, true, kindFloat
 				if ms.appendVisible(smp.T, smp.V, maxAgeMs) {
 					nc++
 				}
@@ -280,6 +283,7 @@ func (st *Store) replayWAL(w *wal) (uint64, error) {
 			p := &r.parts[i]
 			p.rec, p.typ = r, r.rec.Type
 			p.series, p.hashes, p.samples, p.chunks = p.series[:0], p.hashes[:0], p.samples[:0], p.chunks[:0]
+			p.hists = p.hists[:0]
 		}
 		switch r.rec.Type {
 		case recSeries:
@@ -321,6 +325,15 @@ func (st *Store) replayWAL(w *wal) (uint64, error) {
 			for _, e := range r.rec.Exemplars {
 				rx[e.Tenant] = append(rx[e.Tenant], e)
 			}
+		case recHistograms:
+			for _, e := range r.rec.Histograms {
+				o := owner.get(e.Ref)
+				if o == 0 {
+					rep.Skipped += len(e.Histograms)
+					continue
+				}
+				r.parts[o-1].hists = append(r.parts[o-1].hists, e)
+			}
 		case recChunk, recChunks:
 			for _, c := range r.rec.Chunks {
 				o := owner.get(c.Ref)
@@ -334,7 +347,7 @@ func (st *Store) replayWAL(w *wal) (uint64, error) {
 		}
 		for i := range r.parts {
 			p := r.parts[i]
-			if len(p.series)+len(p.samples)+len(p.chunks) > 0 {
+			if len(p.series)+len(p.samples)+len(p.chunks)+len(p.hists) > 0 {
 				r.retain(1)
 				workers[i].in <- p
 			}

@@ -8,6 +8,7 @@ import (
 	"sync/atomic"
 
 	"github.com/prometheus/prometheus/model/labels"
+	"github.com/prometheus/prometheus/model/value"
 	"github.com/prometheus/prometheus/tsdb/chunkenc"
 )
 
@@ -55,7 +56,7 @@ type pendingOp struct {
 //     commit may apply the whole prefix up to its own reservation.
 //
 // Layout: one allocation per series, so its size class is paid by every
-// series. The small fields share one word (hasLast, deleted, pendStart), which
+// series. The small fields share one word (hasLast, deleted, lastKind, pendStart), which
 // keeps the struct at 184 bytes, the 192-byte size class (it was 200, in the
 // 208-byte class); the out-of-order pointer brings it to 192, still that class.
 // BenchmarkHeapPerSeries measures the whole series.
@@ -67,6 +68,7 @@ type memSeries struct {
 	mu          sync.Mutex
 	hasLast     bool
 	deleted     bool               // Removed from the maps by Truncate; appenders must look up again.
+	lastKind    uint8              // Kind of the newest reserved sample (kindFloat, or a histogram: histogram.go).
 	pendStart   int32              // Ops pending[pendStart:] are reserved but not visible.
 	closed      []Chunk            // Always XOR (imports refuse other encodings).
 	head        *chunkenc.XORChunk // nil when there is no open chunk.
@@ -79,7 +81,7 @@ type memSeries struct {
 	pending     []pendingOp // Reserved ops from pendStart on; see the invariants.
 	reservedEnd uint64      // Absolute count of ops ever reserved.
 	appliedEnd  uint64      // Absolute count of ops ever made visible.
-	ooo         *oooData    // Out-of-order samples (ooo.go); nil until the first one.
+	ooo         *oooData    // Out-of-order samples (ooo.go) and histogram state (histogram.go); nil until the first of either.
 }
 
 // appendClosed appends c to s.closed, growing the array by about a quarter
@@ -134,7 +136,7 @@ func (s *memSeries) check(t int64, v float64) appendResult {
 		return appendOK
 	}
 	if t == s.lastT {
-		if float64bitsEqual(v, s.lastV) {
+		if float64bitsEqual(v, s.lastV) && s.lastKind == kindFloat {
 			return appendIdempotent
 		}
 		return appendDuplicate
@@ -144,9 +146,13 @@ func (s *memSeries) check(t int64, v float64) appendResult {
 
 // reserve moves the frontier to op. Caller holds s.mu and has checked op.
 func (s *memSeries) reserve(op pendingOp) {
+	s.lastKind = kindFloat
 	if op.chunk != nil {
 		s.lastT = op.chunk.MaxTime
 		s.lastV = op.s.V // the chunk's last value, filled in by the caller
+		if op.chunk.Encoding != chunkenc.EncXOR {
+			s.histFrontierFromChunk(op.chunk)
+		}
 	} else {
 		s.lastT, s.lastV = op.s.T, op.s.V
 	}
@@ -168,8 +174,13 @@ func (s *memSeries) applyUpTo(end uint64, maxAgeMs int64) (newChunks int) {
 			newChunks += s.insertOOO(op.s)
 			continue
 		}
+		if op.chunk == histOp {
+			newChunks += s.applyHist(maxAgeMs)
+			continue
+		}
 		if op.chunk != nil {
 			s.closeHead()
+			s.closeHistHead()
 			s.appendClosed(*op.chunk)
 			s.visLastV = op.s.V
 			newChunks++
@@ -210,6 +221,15 @@ func float64bitsEqual(a, b float64) bool { return math.Float64bits(a) == math.Fl
 // chunk's first sample. Caller holds s.mu and guarantees t > headMax.
 func (s *memSeries) appendVisible(t int64, v float64, maxAgeMs int64) (cut bool) {
 	if s.head == nil || s.head.NumSamples() >= samplesPerChunk || t-s.headMin > maxAgeMs {
+		if s.ooo != nil && s.ooo.hist != nil && s.ooo.hist.head != nil {
+			// A histogram head is open: a stale marker goes into it (histogram.go), any other
+			// float closes it.
+			if value.IsStaleNaN(v) {
+				_, nc := s.appendStaleToHistHead(t, maxAgeMs)
+				return nc > 0
+			}
+			s.closeHistHead()
+		}
 		s.closeHead()
 		s.head = newHeadChunk()
 		app, err := s.head.Appender()
@@ -272,6 +292,10 @@ func (s *memSeries) inOrderChunksIn(dst []Chunk, mint, maxt int64) []Chunk {
 	if s.head != nil && s.headMax >= mint && s.headMin <= maxt {
 		dst = append(dst, Chunk{MinTime: s.headMin, MaxTime: s.headMax, Encoding: chunkenc.EncXOR, Data: slices.Clone(s.head.Bytes())})
 	}
+	if c, ok := s.histHeadChunk(); ok && c.MaxTime >= mint && c.MinTime <= maxt {
+		c.Data = slices.Clone(c.Data)
+		dst = append(dst, c)
+	}
 	return dst
 }
 
@@ -301,10 +325,14 @@ func (s *memSeries) dropBefore(before int64, mode oooDropMode) (removed int, emp
 		s.head, s.headApp = nil, nil
 		removed++
 	}
+	if hh := s.histHead(); hh != nil && s.headMax < before && !s.hasPending() {
+		s.ooo.hist.head, s.ooo.hist.app = nil, nil
+		removed++
+	}
 	if mode != oooKeep {
 		removed += s.dropOOOBefore(before, mode == oooSealed)
 	}
-	return removed, len(s.closed) == 0 && s.head == nil && !s.hasPending() && s.oooEmpty()
+	return removed, len(s.closed) == 0 && s.head == nil && s.histHead() == nil && !s.hasPending() && s.oooEmpty()
 }
 
 // stripeLock is padded so that neighbouring locks do not share a cache line

@@ -805,6 +805,8 @@ func filterRecord(r *record, live map[uint64]struct{}, before int64) (changed, d
 		return changed, len(out) == 0
 	case recExemplars:
 		return filterExemplars(r, before)
+	case recHistograms:
+		return filterHistograms(r, isLive, func(uint64) int64 { return before })
 	default:
 		return filterChunks(r, func(c *walChunk) bool { return isLive(c.Ref) && c.Chunk.MaxTime >= before })
 	}

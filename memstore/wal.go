@@ -29,10 +29,20 @@ const WALFileName = "wal.bolt"
 // written: their records stay readable, and an older build then refuses the
 // file instead of cutting version 3 records as a corrupt tail.
 //
-// Format 4 is format 3 whose version 3 records may also be of the types added
-// after it (7: exemplars): a format 3 build would take them for a corrupt
-// tail and cut them, so it must refuse the file instead.
-const walFormatVersion = 4
+// A file that holds a record of a type added after format 3 (5: histograms,
+// 7: exemplars) is raised to walFormatExtended in the transaction of its
+// first such record: a format 3 build would take those records for a corrupt
+// tail and cut them, so it must refuse the file instead. A file without them
+// stays at format 3, which keeps a rollback to an older build open for a
+// cluster that uses neither.
+const walFormatVersion = 3
+
+// walFormatExtended is format 3 whose version 3 records may also be of types
+// 5 (histograms) and 7 (exemplars); see walFormatVersion.
+const walFormatExtended byte = 4
+
+// extendedType reports the record types that raise a file to walFormatExtended.
+func extendedType(typ byte) bool { return typ == recHistograms || typ == recExemplars }
 
 var (
 	bucketWAL  = []byte("wal")
@@ -85,6 +95,7 @@ type walEntry struct {
 	typ     byte
 	series  walSeries
 	samples walSamples
+	hists   walHistograms // recHistograms; the histograms are the Store's own copies
 	chunks  walSeriesChunks
 	// exemplars is a recExemplars entry's payload (owned copies: it is encoded at commit time).
 	exemplars walExemplars
@@ -198,6 +209,10 @@ type wal struct {
 	releaseEvery int64
 	unreleased   int64
 
+	// extFormat is set once meta/format is walFormatExtended: the committer raises it in the
+	// transaction of the first histograms or exemplars record. Committer only after Open.
+	extFormat bool
+
 	// version is the record version the committer writes: recordVersion,
 	// except in tests and benchmarks that write the old format (2) to
 	// compare it or to test replay of it.
@@ -246,6 +261,7 @@ func openWAL(dir string, sync bool, compactMinBytes int64, logger *slog.Logger, 
 	if err := checkBoltSize(db, path); err != nil {
 		return nil, err
 	}
+	extFormat := false
 	err = catchBoltPanic(path, func() error {
 		return db.Update(func(tx *bolt.Tx) error {
 			meta, err := tx.CreateBucketIfNotExists(bucketMeta)
@@ -259,8 +275,10 @@ func openWAL(dir string, sync bool, compactMinBytes int64, logger *slog.Logger, 
 				if err := meta.Put(keyFormat, []byte{walFormatVersion}); err != nil {
 					return err
 				}
+			case len(v) == 1 && v[0] == walFormatExtended:
+				extFormat = true
 			case len(v) != 1 || v[0] != walFormatVersion:
-				return fmt.Errorf("%w: file format %v, this build reads formats 1 to %d", ErrUnknownRecordVersion, v, walFormatVersion)
+				return fmt.Errorf("%w: file format %v, this build reads formats 1 to %d", ErrUnknownRecordVersion, v, walFormatExtended)
 			}
 			_, err = tx.CreateBucketIfNotExists(bucketWAL)
 			return err
@@ -278,7 +296,8 @@ func openWAL(dir string, sync bool, compactMinBytes int64, logger *slog.Logger, 
 		db = ndb
 	}
 	return &wal{
-		db: db, path: path, fsync: sync, logger: logger, metrics: m,
+		extFormat: extFormat,
+		db:        db, path: path, fsync: sync, logger: logger, metrics: m,
 		wake: make(chan struct{}, 1), stopped: make(chan struct{}),
 		retryMin: walRetryMin, retryMax: walRetryMax, version: recordVersion,
 		releaseEvery: walReleaseEvery,
@@ -838,6 +857,7 @@ func (w *wal) encode(batch []walEntry) int {
 	}
 	// skip reports entries a samples or chunks record packs across.
 	skip := func(typ byte) bool { return typ == 0 || typ == recSeries }
+	// (Histograms entries pack like samples entries into their own records, below.)
 	for i := 0; i < len(batch); {
 		e := &batch[i]
 		start := len(w.arena)
@@ -893,6 +913,17 @@ func (w *wal) encode(batch []walEntry) int {
 			}
 			putUvarint5(w.body[:5], uint64(n))
 			w.arena = appendRecord(w.arena, seq, w.version, recChunks, w.body, &w.zbuf)
+		case recHistograms:
+			w.body = append(w.body[:0], 0, 0, 0, 0, 0)
+			n := 0
+			for ; i < len(batch) && (batch[i].typ == recHistograms || skip(batch[i].typ)) && len(w.body) < maxRecordBytes; i++ {
+				if batch[i].typ == recHistograms {
+					w.body = appendHistogramsEntry(w.body, batch[i].hists.Ref, batch[i].hists.Histograms)
+					n++
+				}
+			}
+			putUvarint5(w.body[:5], uint64(n))
+			w.arena = appendRecord(w.arena, seq, recordVersion3, recHistograms, w.body, &w.zbuf)
 		default:
 			panic(fmt.Sprintf("memstore: WAL entry of type %d", e.typ)) // broken internal invariant
 		}
@@ -915,6 +946,10 @@ func (w *wal) write() error {
 		w.beforeCommit()
 	}
 	begin := time.Now()
+	hasExt := false
+	for _, sp := range w.spans {
+		hasExt = hasExt || extendedType(sp.typ)
+	}
 	var err error
 	if w.injectFault != nil {
 		err = w.injectFault()
@@ -926,6 +961,15 @@ func (w *wal) write() error {
 				return fmt.Errorf("bucket %q missing", bucketWAL)
 			}
 			b.FillPercent = 1.0 // keys only ever grow: pack leaves full
+			if !w.extFormat && hasExt {
+				meta := tx.Bucket(bucketMeta)
+				if meta == nil {
+					return fmt.Errorf("bucket %q missing", bucketMeta)
+				}
+				if err := meta.Put(keyFormat, []byte{walFormatExtended}); err != nil {
+					return err
+				}
+			}
 			for i, sp := range w.spans {
 				if err := b.Put(w.keys[i*8:i*8+8], w.arena[sp.start:sp.end]); err != nil {
 					return err
@@ -938,6 +982,7 @@ func (w *wal) write() error {
 		return fmt.Errorf("committing %d records from seq %d to %s: %w", len(w.spans), w.nextSeq, w.path, err)
 	}
 	w.metrics.walCommitDuration.Observe(time.Since(begin).Seconds())
+	w.extFormat = w.extFormat || hasExt
 	w.commits.Add(1)
 	w.nextSeq = seq
 	w.lastSeq.Store(seq - 1)

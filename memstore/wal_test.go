@@ -360,6 +360,15 @@ func recordsEqual(a, b *record) bool {
 	if len(a.Chunks) != len(b.Chunks) {
 		return false
 	}
+	if len(a.Histograms) != len(b.Histograms) {
+		return false
+	}
+	for i := range a.Histograms {
+		ha, hb := a.Histograms[i], b.Histograms[i]
+		if string(appendHistogramsEntry(nil, ha.Ref, ha.Histograms)) != string(appendHistogramsEntry(nil, hb.Ref, hb.Histograms)) {
+			return false
+		}
+	}
 	for i := range a.Chunks {
 		ca, cb := a.Chunks[i], b.Chunks[i]
 		if ca.Ref != cb.Ref || ca.Chunk.MinTime != cb.Chunk.MinTime || ca.Chunk.MaxTime != cb.Chunk.MaxTime ||

@@ -62,6 +62,9 @@ type Limits struct {
 	HAClusterLabel  string `yaml:"ha_cluster_label"`
 	HAReplicaLabel  string `yaml:"ha_replica_label"`
 	HAMaxClusters   int    `yaml:"ha_max_clusters"`
+	// MaxNativeHistogramBuckets is -validation.max-native-histogram-buckets: the most buckets a
+	// native histogram sample may have before its resolution is reduced or it is refused (0: no limit).
+	MaxNativeHistogramBuckets int `yaml:"max_native_histogram_buckets"`
 }
 
 // validate refuses values no flag would take.
@@ -75,7 +78,7 @@ func (l Limits) validate() error {
 	}
 	for name, v := range map[string]int{"max_global_series_per_user": l.MaxGlobalSeriesPerUser, "max_global_exemplars_per_user": l.MaxGlobalExemplarsPerUser,
 		"max_fetched_series_per_query": l.MaxFetchedSeriesPerQuery, "max_fetched_chunks_per_query": l.MaxFetchedChunksPerQuery,
-		"max_fetched_chunk_bytes_per_query": l.MaxFetchedChunkBytesPerQuery} {
+		"max_fetched_chunk_bytes_per_query": l.MaxFetchedChunkBytesPerQuery, "max_native_histogram_buckets": l.MaxNativeHistogramBuckets} {
 		if v < 0 {
 			errs = append(errs, fmt.Errorf("%s %d: want 0 (unlimited) or more", name, v))
 		}

@@ -22,6 +22,7 @@ import (
 	"google.golang.org/grpc/status"
 
 	"github.com/raftingest/raftingest/ingesterpb"
+	"github.com/raftingest/raftingest/memstore"
 	"github.com/raftingest/raftingest/ringstate"
 	"github.com/raftingest/raftingest/tenant"
 )
@@ -639,10 +640,13 @@ func (m *mergedSeries) finish() error {
 	return nil
 }
 
-// trimChunk returns a chunk with the samples of chk in [mint, maxt], or nil if there are none. Only
-// float (XOR) chunks are re-encoded; ingesters store nothing else, and another encoding is returned
-// as is.
+// trimChunk returns a chunk with the samples of chk in [mint, maxt], or nil if there are none. Float
+// (XOR) and native histogram chunks are re-encoded; another encoding is returned as is.
 func trimChunk(chk chunkenc.Chunk, mint, maxt int64) (chunkenc.Chunk, error) {
+	if e := chk.Encoding(); e == chunkenc.EncHistogram || e == chunkenc.EncFloatHistogram {
+		out, _, _, err := memstore.TrimHistogramChunk(chk, mint, maxt)
+		return out, err
+	}
 	if chk.Encoding() != chunkenc.EncXOR {
 		return chk, nil
 	}

@@ -229,10 +229,14 @@ func (q *Querier) readQuery(ctx context.Context, query *prompb.Query, numSamples
 				ts.Samples = append(ts.Samples, prompb.Sample{Timestamp: t, Value: v})
 			case chunkenc.ValHistogram:
 				t, h := it.AtHistogram(nil)
-				ts.Histograms = append(ts.Histograms, prompb.FromIntHistogram(t, h))
+				ph := prompb.FromIntHistogram(t, h)
+				ph.CustomValues = h.CustomValues // prompb's converter leaves them out
+				ts.Histograms = append(ts.Histograms, ph)
 			case chunkenc.ValFloatHistogram:
 				t, h := it.AtFloatHistogram(nil)
-				ts.Histograms = append(ts.Histograms, prompb.FromFloatHistogram(t, h))
+				ph := prompb.FromFloatHistogram(t, h)
+				ph.CustomValues = h.CustomValues
+				ts.Histograms = append(ts.Histograms, ph)
 			}
 		}
 		if err := it.Err(); err != nil {

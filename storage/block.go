@@ -19,6 +19,8 @@ import (
 	"github.com/prometheus/prometheus/tsdb/chunkenc"
 	"github.com/prometheus/prometheus/tsdb/chunks"
 	"github.com/prometheus/prometheus/tsdb/index"
+
+	"github.com/raftingest/raftingest/memstore"
 )
 
 // Names inside a block directory, as Prometheus and Thanos write them.
@@ -68,7 +70,7 @@ type Series struct {
 	Chunks []chunks.Meta
 }
 
-// ClipChunks returns the parts of chks (time-ordered XOR chunks) with samples in [mint, maxt)
+// ClipChunks returns the parts of chks (time-ordered XOR or native histogram chunks) with samples in [mint, maxt)
 // (int64 ms, maxt exclusive). A chunk entirely inside is returned as is (its bytes shared); a
 // chunk straddling a bound is re-encoded with only its samples inside; chunks with nothing inside
 // are left out.
@@ -80,6 +82,16 @@ func ClipChunks(chks []chunks.Meta, mint, maxt int64) ([]chunks.Meta, error) {
 		}
 		if c.MinTime >= mint && c.MaxTime < maxt {
 			out = append(out, c)
+			continue
+		}
+		if e := c.Chunk.Encoding(); e == chunkenc.EncHistogram || e == chunkenc.EncFloatHistogram {
+			hc, first, last, err := memstore.TrimHistogramChunk(c.Chunk, mint, maxt-1)
+			if err != nil {
+				return nil, fmt.Errorf("storage: chunk [%d, %d]: %w", c.MinTime, c.MaxTime, err)
+			}
+			if hc != nil {
+				out = append(out, chunks.Meta{Chunk: hc, MinTime: first, MaxTime: last})
+			}
 			continue
 		}
 		nc := chunkenc.NewXORChunk()

@@ -101,12 +101,18 @@ func TestReceiver_ValidatesFramesBeforeImport(t *testing.T) {
 				s.Chunks = []memstore.Chunk{garbledChunk(t), xorChunk(t, []int64{100}, []float64{0})}
 				return [][]Series{{s}}
 			}, "chunk 0"},
-		{"chunk not XOR", "the store holds XOR chunks only", FrameVersion,
+		{"chunk of an unknown encoding", "the store holds XOR and native histogram chunks only", FrameVersion,
+			func(t testing.TB) [][]Series {
+				s := goodSeries(t, "t", "m")
+				s.Chunks[0].Encoding = 9
+				return [][]Series{{s}}
+			}, "only XOR"},
+		{"XOR bytes labelled a histogram chunk", "a histogram chunk is decoded whole and checked", FrameVersion,
 			func(t testing.TB) [][]Series {
 				s := goodSeries(t, "t", "m")
 				s.Chunks[0].Encoding = 2
 				return [][]Series{{s}}
-			}, "only XOR"},
+			}, "invalid chunk"},
 		{"chunks overlap", "chunks come in time order without overlap", FrameVersion,
 			func(t testing.TB) [][]Series {
 				s := goodSeries(t, "t", "m")

@@ -99,8 +99,11 @@ func checkChunks(ss []Series) error {
 
 // decodeChunk decodes every sample of c and returns the last one's value. it is reused.
 func decodeChunk(c memstore.Chunk, it chunkenc.Iterator) (lastV float64, _ chunkenc.Iterator, err error) {
+	if c.Encoding == chunkenc.EncHistogram || c.Encoding == chunkenc.EncFloatHistogram {
+		return decodeHistogramChunk(c, it) // xorcheck.go
+	}
 	if c.Encoding != chunkenc.EncXOR {
-		return 0, it, fmt.Errorf("encoding %s, only XOR is stored", c.Encoding)
+		return 0, it, fmt.Errorf("encoding %s, only XOR and native histogram chunks are stored", c.Encoding)
 	}
 	if c.MinTime > c.MaxTime {
 		return 0, it, errors.New("starts after it ends")

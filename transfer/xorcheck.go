@@ -40,7 +40,15 @@ func decodeChunkFast(c memstore.Chunk, it chunkenc.Iterator) (lastV float64, _ c
 			return v, it, nil
 		}
 	}
-	return decodeChunk(c, it)
+	return decodeChunk(c, it) // native histogram chunks too: decodeChunk checks them whole
+}
+
+// decodeHistogramChunk is decodeChunk for native histogram chunks: decoded whole by chunkenc and
+// every histogram validated (memstore.CheckHistogramChunk: count, time order, bounds,
+// histogram.Validate). A series whose newest sample is a histogram has no float last value: the
+// store hands over 0.
+func decodeHistogramChunk(c memstore.Chunk, it chunkenc.Iterator) (float64, chunkenc.Iterator, error) {
+	return 0, it, memstore.CheckHistogramChunk(c)
 }
 
 // refill loads as many whole bytes of b from byte i on as fit below the n bits already loaded at
