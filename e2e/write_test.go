@@ -99,6 +99,19 @@ func (w *writer) snapshot() (acked map[sampleKey]float64, failures map[string]in
 	return acked, failures, w.rounds
 }
 
+// ackedBefore returns the samples acknowledged before t, with their values.
+func (w *writer) ackedBefore(t time.Time) map[sampleKey]float64 {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	m := map[sampleKey]float64{}
+	for k, v := range w.acked {
+		if w.ackedAt[k].Before(t) {
+			m[k] = v
+		}
+	}
+	return m
+}
+
 // ackedCount is how many samples have been acknowledged so far.
 func (w *writer) ackedCount() int {
 	w.mu.Lock()
