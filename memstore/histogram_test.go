@@ -473,9 +473,10 @@ func TestHistograms_ExportImport(t *testing.T) {
 }
 
 // The WAL file's meta/format is raised from 3 to 4 in the transaction of its first histograms
-// record, so a build that does not know type 5 refuses the file at Open rather than cutting the
-// WAL there; a file without histograms stays at 3; a format 4 file opens and replays.
-func TestHistograms_WALFormatRaisedOnFirstUse(t *testing.T) {
+// (or exemplars) record, so a build that does not know types 5 and 7 refuses the file at Open
+// rather than cutting the WAL there; a file without them stays at 3; a format 4 file opens and
+// replays.
+func TestWALFormatRaisedOnFirstUse(t *testing.T) {
 	dir := t.TempDir()
 	cfg := testConfig(dir)
 	format := func() byte {
@@ -509,5 +510,24 @@ func TestHistograms_WALFormatRaisedOnFirstUse(t *testing.T) {
 	st = mustOpen(t, cfg)
 	if got := dumpHist(t, st); len(got) != 2 {
 		t.Fatalf("replayed %d series, want 2", len(got))
+	}
+	st.Close()
+
+	// Exemplars records (type 7) raise a format 3 file the same way.
+	dir = t.TempDir()
+	cfg = testConfig(dir)
+	st = mustOpen(t, cfg)
+	st.SetExemplarLimit(limitOf(10))
+	mustPush(t, st, "t", ser(labels.FromStrings("__name__", "f"), Sample{1, 1}))
+	st.Close()
+	if f := format(); f != walFormatVersion {
+		t.Fatalf("format %d before any exemplar, want %d", f, walFormatVersion)
+	}
+	st = mustOpen(t, cfg)
+	st.SetExemplarLimit(limitOf(10))
+	pushEx(t, st, "t", labels.FromStrings("__name__", "f"), Sample{2, 2}, ex("tr", 2, 2))
+	st.Close()
+	if f := format(); f != walFormatExtended {
+		t.Fatalf("format %d after an exemplar, want %d", f, walFormatExtended)
 	}
 }
