@@ -10,6 +10,7 @@ import (
 	"time"
 
 	"github.com/golang/snappy"
+	"github.com/prometheus/prometheus/model/histogram"
 	"github.com/prometheus/prometheus/prompb"
 )
 
@@ -133,4 +134,35 @@ func mustJSON(t *testing.T, v any) string {
 		t.Fatal(err)
 	}
 	return string(b)
+}
+
+// Exemplars that come in a native histogram's own series (as remote-write 2.0 senders put them)
+// are stored like a float series' exemplars: the ingester's push path must not skip them for
+// histogram series (a merge regression a review caught).
+func TestExemplars_OfHistogramSeriesStored(t *testing.T) {
+	_, cfg := startSingleNode(t, nil, "-ingester.max-global-exemplars-per-user", "1000")
+	now := time.Now().Truncate(time.Second)
+	h := &histogram.Histogram{Count: 2, Sum: 3, Schema: 0, ZeroThreshold: 0.001,
+		PositiveSpans: []histogram.Span{{Offset: 0, Length: 1}}, PositiveBuckets: []int64{2}}
+	mk := func(name string, withHist bool) prompb.TimeSeries {
+		ts := prompb.TimeSeries{Labels: []prompb.Label{{Name: "__name__", Value: name}}}
+		if withHist {
+			ts.Histograms = []prompb.Histogram{prompb.FromIntHistogram(now.UnixMilli(), h)}
+		} else {
+			ts.Samples = []prompb.Sample{{Value: 1, Timestamp: now.UnixMilli()}}
+		}
+		ts.Exemplars = []prompb.Exemplar{{Labels: []prompb.Label{{Name: "trace_id", Value: "x-" + name}}, Value: 1, Timestamp: now.UnixMilli()}}
+		return ts
+	}
+	wr := &prompb.WriteRequest{Timeseries: []prompb.TimeSeries{mk("h_hist", true), mk("f_float", false)}}
+	if code, msg := postWrite(t, cfg.HTTPAddr, wr); code/100 != 2 {
+		t.Fatalf("push: %d %s", code, msg)
+	}
+	for _, q := range []string{"f_float", "h_hist"} {
+		var ex []exemplarResult
+		getJSON(t, "http://"+cfg.HTTPAddr+"/prometheus/api/v1/query_exemplars?"+url.Values{"query": {q}}.Encode(), &ex)
+		if len(ex) != 1 || len(ex[0].Exemplars) != 1 {
+			t.Errorf("%s: %+v, want the one exemplar of the acknowledged push", q, ex)
+		}
+	}
 }

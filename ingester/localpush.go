@@ -116,9 +116,11 @@ func (s *ingesterService) pushView(tenant string, sc *pushScratch, validate bool
 				continue
 			}
 			app.AppendSeries(sc.lset, smps, hs)
-			continue
+		} else {
+			app.Append(sc.lset, smps)
 		}
-		app.Append(sc.lset, smps)
+		// Exemplars travel with their series, a native histogram's too (remote-write 2.0 puts a
+		// histogram's exemplars in its own series).
 		if len(ts.Exemplars) > 0 {
 			sc.appendExemplars(app, ts.Exemplars, validate)
 		}
