@@ -415,15 +415,6 @@ func (d *Distributor) push(ctx context.Context, tenant string, req *WriteRequest
 			return perr
 		}
 	}
-	if len(req.metadata) > 0 { // metric metadata goes to its own replicas, beside the series (metadata.go)
-		if wait := d.startMetadata(ctx, tenant, req, st, &out); wait != nil {
-			defer func() {
-				var mo outcome
-				wait(&mo)
-				perr = withMetadata(perr, &mo)
-			}()
-		}
-	}
 	samplesIn, valid, exemplarsOnly := 0, 0, 0
 	for i := range req.Series {
 		s := &req.Series[i]
@@ -439,9 +430,6 @@ func (d *Distributor) push(ctx context.Context, tenant string, req *WriteRequest
 			if reduced > 0 {
 				s.rewrite = true
 			}
-		}
-		if r == nil && s.Exemplars > 0 {
-			r = d.checkExemplars(tenant, req, s)
 		}
 		if r != nil {
 			d.m.discardedSamples.WithLabelValues(tenant, r.reason).Add(float64(len(s.Samples) + s.Histograms))
@@ -464,6 +452,9 @@ func (d *Distributor) push(ctx context.Context, tenant string, req *WriteRequest
 				s.rewrite = true
 			}
 		}
+		if s.Exemplars > 0 {
+			d.checkExemplars(tenant, req, s, &bounds)
+		}
 		if len(s.Samples) > 0 || len(s.Hists) > 0 || s.exemplarsSent {
 			// A series may carry exemplars alone: Prometheus sends a scrape's exemplars in
 			// TimeSeries of their own, after its samples.
@@ -475,27 +466,54 @@ func (d *Distributor) push(ctx context.Context, tenant string, req *WriteRequest
 		}
 	}
 	d.m.samplesIn.WithLabelValues(tenant).Add(float64(samplesIn))
-	if valid == 0 && exemplarsOnly == 0 {
+	nMeta := len(req.metadata)
+	if valid == 0 && exemplarsOnly == 0 && nMeta == 0 {
 		return out.err()
 	}
 	ts.observe(bounds.newest)
 
-	// 2. The tenant's ingestion rate limit: all of the request's valid samples, or none.
+	// 2. The tenant's ingestion rate limit: all of the request's valid samples, exemplars and
+	// metadata entries, or none (Mimir counts the three together: each costs the replicas a write,
+	// and exemplars a WAL record).
+	nEx := 0
+	for i := range req.Series {
+		if s := &req.Series[i]; s.state == seriesPending && s.exemplarsSent {
+			nEx += s.Exemplars
+		}
+	}
 	limit, burst := d.cfg.IngestionRateLimit, d.cfg.IngestionBurstSize
 	if d.limits != nil {
 		limit, burst = d.limits(tenant) // once per push: a reload must not pair one file's rate with another's burst
 	}
-	if rate, n := d.shareOf(limit); rate > 0 && !d.tenants.allow(tenant, valid, rate, burst, now) {
+	if rate, n := d.shareOf(limit); rate > 0 && !d.tenants.allow(tenant, valid+nEx+nMeta, rate, burst, now) {
 		d.m.discardedSamples.WithLabelValues(tenant, reasonRateLimited).Add(float64(valid))
+		if nEx > 0 {
+			d.xm.discardedExemplars.WithLabelValues(tenant, reasonRateLimited).Add(float64(nEx))
+		}
+		if nMeta > 0 {
+			d.xm.discardedMetadata.WithLabelValues(tenant, reasonRateLimited).Add(float64(nMeta))
+		}
 		share := ""
 		if d.cfg.IngestionRateStrategy == RateStrategyGlobal {
 			share = fmt.Sprintf(" across the cluster, shared by %d healthy distributors: %.4g samples/s here", n, rate)
 		}
 		return &PushError{Status: http.StatusTooManyRequests, Msg: fmt.Sprintf(
-			"the request of %d samples exceeds the ingestion rate limit of tenant %q: %v samples/s%s, with bursts of %d (-distributor.ingestion-rate-limit, -distributor.ingestion-burst-size, or the tenant's runtime overrides) (err-raftingest-tenant-max-ingestion-rate)",
-			valid, tenant, limit, share, burst)}
+			"the request of %d samples (%d samples and histograms, %d exemplars, %d metadata entries) exceeds the ingestion rate limit of tenant %q: %v samples/s%s, with bursts of %d (-distributor.ingestion-rate-limit, -distributor.ingestion-burst-size, or the tenant's runtime overrides) (err-raftingest-tenant-max-ingestion-rate)",
+			valid+nEx+nMeta, valid, nEx, nMeta, tenant, limit, share, burst)}
 	}
 	d.m.receivedSamples.WithLabelValues(tenant).Add(float64(valid))
+	if nMeta > 0 { // metric metadata goes to its own replicas, beside the series (metadata.go)
+		if wait := d.startMetadata(ctx, tenant, req, st, &out); wait != nil {
+			defer func() {
+				var mo outcome
+				wait(&mo)
+				perr = withMetadata(perr, &mo)
+			}()
+		}
+	}
+	if valid == 0 && exemplarsOnly == 0 {
+		return out.err()
+	}
 
 	// 3. Place every series on its replication set.
 	ring, ringIndex := d.placementRing()

@@ -414,38 +414,45 @@ const (
 	reasonExemplarLabelsTooLong = "exemplar_labels_too_long"
 	reasonExemplarTimestamp     = "exemplar_timestamp_invalid"
 	reasonExemplarLabelInvalid  = "exemplar_label_invalid"
+	// The time bounds of exemplars (Mimir: exemplar_too_far_in_future, exemplar_too_old).
+	reasonExemplarTooFarInFuture = "exemplar_too_far_in_future"
+	reasonExemplarTooOld         = "exemplar_too_old"
 	reasonMetadataMissingName   = "missing_metric_name"
 	reasonMetadataNameTooLong   = "metric_name_too_long"
 	reasonMetadataHelpTooLong   = "help_too_long"
 	reasonMetadataUnitTooLong   = "unit_too_long"
 )
 
-// validateExemplars checks a series' exemplars as Mimir does (validateExemplar): labels present,
-// valid names and UTF-8 values, at most MaxExemplarLabelRunes runes in all, and a timestamp. A bad
-// exemplar refuses its whole series (400 naming it), as the refusal of a bad label does.
-func validateExemplars(ls []Label, exs []Exemplar) *refusal {
-	for _, e := range exs {
-		series := validationMsgSeriesPreface + renderSeries(ls)
-		if len(e.Labels) == 0 {
-			return &refusal{reasonExemplarLabelsMissing, "received an exemplar with no labels (timestamp " + fmt.Sprint(e.TimestampMs) + ")" + series + errIDPrefix + "exemplar-labels-missing)"}
-		}
-		if e.TimestampMs == 0 {
-			return &refusal{reasonExemplarTimestamp, "received an exemplar with no timestamp, labels " + renderSeries(e.Labels) + series + errIDPrefix + "exemplar-timestamp-invalid)"}
-		}
-		runes := 0
-		for _, l := range e.Labels {
-			if !isLegacyLabelName(l.Name) || !utf8.ValidString(l.Value) {
-				return &refusal{reasonExemplarLabelInvalid, fmt.Sprintf("received an exemplar with an invalid label name %s or a value that is not UTF-8, labels %s%s%sexemplar-label-invalid)",
-					quoteTrunc(l.Name), renderSeries(e.Labels), series, errIDPrefix)}
-			}
-			runes += utf8.RuneCountInString(l.Name) + utf8.RuneCountInString(l.Value)
-		}
-		if runes > MaxExemplarLabelRunes {
-			return &refusal{reasonExemplarLabelsTooLong, fmt.Sprintf("received an exemplar whose labels hold %d UTF-8 characters, more than the %d allowed, labels %s (timestamp %d)%s%sexemplar-labels-too-long)",
-				runes, MaxExemplarLabelRunes, renderSeries(e.Labels), e.TimestampMs, series, errIDPrefix)}
-		}
+// exemplarInvalid checks one exemplar as Mimir does (validateExemplar, validateExemplarTimestamp):
+// labels present, valid names and UTF-8 values, at most MaxExemplarLabelRunes runes in all, a
+// timestamp, and that timestamp within the push's time bounds (not after now plus
+// -validation.create-grace-period, not before what memory still holds or the past grace period:
+// an exemplar from the far future would make every later one of its series out of order and stay
+// in the WAL for ever). It returns the discard reason, "" for a valid exemplar.
+func exemplarInvalid(e *Exemplar, b *timeBounds) string {
+	if len(e.Labels) == 0 {
+		return reasonExemplarLabelsMissing
 	}
-	return nil
+	if e.TimestampMs == 0 {
+		return reasonExemplarTimestamp
+	}
+	if e.TimestampMs > b.maxT {
+		return reasonExemplarTooFarInFuture
+	}
+	if e.TimestampMs < b.lo {
+		return reasonExemplarTooOld
+	}
+	runes := 0
+	for _, l := range e.Labels {
+		if !isLegacyLabelName(l.Name) || !utf8.ValidString(l.Value) {
+			return reasonExemplarLabelInvalid
+		}
+		runes += utf8.RuneCountInString(l.Name) + utf8.RuneCountInString(l.Value)
+	}
+	if runes > MaxExemplarLabelRunes {
+		return reasonExemplarLabelsTooLong
+	}
+	return ""
 }
 
 // validateMetadata checks one metadata entry as Mimir does: a metric name, and the name, help and

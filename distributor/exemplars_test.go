@@ -10,6 +10,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/prometheus/client_golang/prometheus/testutil"
+
 	"github.com/golang/snappy"
 	"github.com/prometheus/prometheus/prompb"
 
@@ -87,41 +89,95 @@ func TestPush_ExemplarsDroppedForATenantWithoutExemplarStorage(t *testing.T) {
 
 func itoa(v int64) string { return strconv.FormatInt(v, 10) }
 
-func TestPush_InvalidExemplarRefusesItsSeriesWith400NamingIt(t *testing.T) {
+// An invalid exemplar is dropped and counted by reason; its series' samples and its valid
+// exemplars are stored (Mimir's rule since OpenTelemetry senders began to send empty exemplars:
+// never a 400, which Prometheus does not retry). For a tenant that stores no exemplars they are
+// not even looked at: an exemplar it would not keep never costs it its samples.
+func TestPush_InvalidExemplarDroppedSeriesKept(t *testing.T) {
 	long := strings.Repeat("é", 121) // 121 runes (242 bytes): with "trace_id", 129 runes
+	cfg := defaultConfig()
 	for _, tc := range []struct {
-		name string
-		ex   prompb.Exemplar
-		want string
+		name   string
+		ex     prompb.Exemplar
+		reason string
 	}{
-		{"labels over 128 runes", exemplar(1, 0, "trace_id", long), "128"},
-		{"no timestamp", prompb.Exemplar{Labels: lbls("trace_id", "a"), Value: 1}, "no timestamp"},
-		{"no labels", prompb.Exemplar{Value: 1, Timestamp: ts(0)}, "no labels"},
-		{"bad label name", exemplar(1, 0, "0trace", "a"), "invalid label name"},
+		{"labels over 128 runes", exemplar(1, 0, "trace_id", long), reasonExemplarLabelsTooLong},
+		{"no timestamp", prompb.Exemplar{Labels: lbls("trace_id", "a"), Value: 1}, reasonExemplarTimestamp},
+		{"no labels", prompb.Exemplar{Value: 1, Timestamp: ts(0)}, reasonExemplarLabelsMissing},
+		{"bad label name", exemplar(1, 0, "0trace", "a"), reasonExemplarLabelInvalid},
+		{"too far in the future", exemplar(1, cfg.Limits.CreationGracePeriod+time.Hour, "trace_id", "f"), reasonExemplarTooFarInFuture},
+		{"older than the past grace period", exemplar(1, -cfg.Limits.PastGracePeriod-time.Hour, "trace_id", "p"), reasonExemplarTooOld},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
-			e := newEnvDeps(t, defaultConfig(), withExemplars(true), active("a", "b", "c")...)
-			bad := series(lbls("__name__", "bad_total", "job", "x"), sample(1, 0))
-			bad.Exemplars = []prompb.Exemplar{tc.ex}
-			good := series(lbls("__name__", "good_total"), sample(1, 0))
-			code, msg := e.post(t, encode(t, bad, good))
-			if code != http.StatusBadRequest || !strings.Contains(msg, tc.want) || !strings.Contains(msg, `{__name__="bad_total", job="x"}`) {
-				t.Fatalf("got %d %q, want 400 naming the series and %q", code, msg, tc.want)
+			e := newEnvDeps(t, cfg, withExemplars(true), active("a", "b", "c")...)
+			s := series(lbls("__name__", "req_total", "job", "x"), sample(1, 0))
+			s.Exemplars = []prompb.Exemplar{tc.ex, exemplar(2, 0, "trace_id", "ok")}
+			if code, msg := e.post(t, encode(t, s)); code/100 != 2 {
+				t.Fatalf("got %d %q, want 2xx: a bad exemplar is dropped, not its series", code, msg)
 			}
-			if n := e.pool.replicasOf(DefaultTenant, `{__name__="bad_total", job="x"} `+itoa(ts(0))+"@1"); n != 0 {
-				t.Errorf("the refused series is on %d replicas", n)
+			if n := e.pool.replicasOf(DefaultTenant, `{__name__="req_total", job="x"} `+itoa(ts(0))+"@1"); n != 3 {
+				t.Errorf("the series is on %d replicas, want 3", n)
 			}
-			if n := e.pool.replicasOf(DefaultTenant, `{__name__="good_total"} `+itoa(ts(0))+"@1"); n != 3 {
-				t.Errorf("the valid series is on %d replicas, want 3", n)
+			got := storedExemplars(e.pool, DefaultTenant)
+			if len(got) != 3 {
+				t.Fatalf("exemplars on %d replicas, want 3: %v", len(got), got)
+			}
+			for addr, exs := range got {
+				if len(exs) != 1 || !strings.Contains(exs[0], `{trace_id="ok"}`) {
+					t.Errorf("%s stored %q, want only the valid exemplar", addr, exs)
+				}
+			}
+			if v := testutil.ToFloat64(e.d.xm.discardedExemplars.WithLabelValues(DefaultTenant, tc.reason)); v != 1 {
+				t.Errorf("cortex_discarded_exemplars_total{reason=%q} = %v, want 1", tc.reason, v)
 			}
 		})
 	}
 	// Exactly 128 runes is accepted.
-	e := newEnvDeps(t, defaultConfig(), withExemplars(true), active("a", "b", "c")...)
+	e := newEnvDeps(t, cfg, withExemplars(true), active("a", "b", "c")...)
 	s := series(lbls("__name__", "ok_total"), sample(1, 0))
 	s.Exemplars = []prompb.Exemplar{exemplar(1, 0, "trace_id", strings.Repeat("é", 120))}
 	if code, msg := e.post(t, encode(t, s)); code/100 != 2 {
 		t.Fatalf("an exemplar of exactly 128 runes: %d %s", code, msg)
+	}
+	if got := storedExemplars(e.pool, DefaultTenant); len(got) != 3 {
+		t.Fatalf("the 128-rune exemplar is on %d replicas, want 3", len(got))
+	}
+	// Exemplars off: the invalid exemplar is not looked at, the samples are stored.
+	e = newEnvDeps(t, cfg, withExemplars(false), active("a", "b", "c")...)
+	s = series(lbls("__name__", "off_total"), sample(1, 0))
+	s.Exemplars = []prompb.Exemplar{exemplar(1, 0, "trace_id", long)}
+	if code, msg := e.post(t, encode(t, s)); code/100 != 2 {
+		t.Fatalf("exemplars off, invalid exemplar: %d %s", code, msg)
+	}
+	if n := e.pool.replicasOf(DefaultTenant, `{__name__="off_total"} `+itoa(ts(0))+"@1"); n != 3 {
+		t.Errorf("exemplars off: the series is on %d replicas, want 3", n)
+	}
+}
+
+// Exemplars and metadata count toward the tenant's ingestion rate, as in Mimir; a push refused
+// with 429 stores none of its metadata.
+func TestPush_RateLimitCountsExemplarsAndMetadata(t *testing.T) {
+	cfg := defaultConfig()
+	cfg.IngestionRateLimit, cfg.IngestionBurstSize = 1, 10
+	e := newEnvDeps(t, cfg, withExemplars(true), active("a", "b", "c")...)
+	s := series(lbls("__name__", "req_total"), sample(1, 0))
+	for i := range 20 {
+		s.Exemplars = append(s.Exemplars, exemplar(float64(i), time.Duration(i)*time.Millisecond, "trace_id", itoa(int64(i))))
+	}
+	code, msg := e.post(t, encode(t, s))
+	if code != http.StatusTooManyRequests || !strings.Contains(msg, "20 exemplars") {
+		t.Fatalf("1 sample and 20 exemplars over a burst of 10: %d %q, want 429 naming the exemplars", code, msg)
+	}
+	md := []prompb.MetricMetadata{}
+	for i := range 20 {
+		md = append(md, prompb.MetricMetadata{MetricFamilyName: "m_" + itoa(int64(i)), Type: prompb.MetricMetadata_COUNTER, Help: "h"})
+	}
+	code, msg = e.post(t, encodeMetadata(t, md))
+	if code != http.StatusTooManyRequests || !strings.Contains(msg, "20 metadata entries") {
+		t.Fatalf("20 metadata entries over a burst of 10: %d %q, want 429", code, msg)
+	}
+	if addrs, _ := metadataHolders(e.pool, DefaultTenant, "m_0"); len(addrs) != 0 {
+		t.Fatalf("metadata of a 429 push stored on %v", addrs)
 	}
 }
 

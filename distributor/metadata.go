@@ -41,26 +41,35 @@ func newExtraMetrics(reg prometheus.Registerer) (*extraMetrics, error) {
 	return m, nil
 }
 
-// checkExemplars validates the exemplars of s, a series whose labels passed validation, and decides
-// whether they go to the ingesters: only for a tenant that stores exemplars (Deps.ExemplarsEnabled;
-// Mimir drops them in the distributor when -ingester.max-global-exemplars-per-user is 0). A bad
-// exemplar refuses the series.
-func (d *Distributor) checkExemplars(tenant string, req *WriteRequest, s *Series) *refusal {
+// checkExemplars decides which exemplars of s, a series whose labels passed validation, go to the
+// ingesters. None for a tenant that stores no exemplars (Deps.ExemplarsEnabled; Mimir drops them in
+// the distributor when -ingester.max-global-exemplars-per-user is 0), unvalidated: an exemplar the
+// tenant would not keep must not cost it its samples. Of the others, an invalid one (exemplarInvalid)
+// is dropped and counted, and the series and its other exemplars are stored, as Mimir does since
+// OpenTelemetry senders began to send empty exemplars: never a 400, which Prometheus does not retry.
+// The kept exemplars are compacted to the front of the series' exemplars.
+func (d *Distributor) checkExemplars(tenant string, req *WriteRequest, s *Series, b *timeBounds) {
 	s.exemplarsSent = false
-	if s.Exemplars == 0 {
-		return nil
+	if s.Exemplars == 0 || d.exemplarsEnabled == nil || !d.exemplarsEnabled(tenant) {
+		return
 	}
 	exs := req.SeriesExemplars(s)
-	if r := validateExemplars(s.Labels, exs); r != nil {
-		d.xm.discardedExemplars.WithLabelValues(tenant, r.reason).Add(float64(len(exs)))
-		return r
+	kept := 0
+	for i := range exs {
+		if reason := exemplarInvalid(&exs[i], b); reason != "" {
+			d.xm.discardedExemplars.WithLabelValues(tenant, reason).Inc()
+			continue
+		}
+		exs[kept] = exs[i]
+		kept++
 	}
-	if d.exemplarsEnabled != nil && d.exemplarsEnabled(tenant) {
-		s.exemplarsSent = true
-		s.rewrite = true // a series with exemplars is re-encoded with the validated ones
-		d.xm.receivedExemplars.WithLabelValues(tenant).Add(float64(len(exs)))
+	s.Exemplars = kept
+	if kept == 0 {
+		return
 	}
-	return nil
+	s.exemplarsSent = true
+	s.rewrite = true // a series with exemplars is re-encoded with the kept ones
+	d.xm.receivedExemplars.WithLabelValues(tenant).Add(float64(kept))
 }
 
 // startMetadata validates req's metadata and starts storing each valid entry on the replicas of
