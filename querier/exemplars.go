@@ -165,6 +165,12 @@ func (q *Querier) queryExemplars(r *http.Request) apiResult {
 				bySeries[key] = es
 			}
 			for _, e := range s.GetExemplars() {
+				if total >= 2*maxExemplarsPerQuery {
+					// Each member bounds its own answer; the merge of many members is bounded here,
+					// so that a large cluster cannot make one query hold members × the bound.
+					truncated = true
+					break
+				}
 				el := protoLabels(e.GetLabels())
 				k := strconv.FormatInt(e.GetTimestamp(), 10) + " " + strconv.FormatUint(math.Float64bits(e.GetValue()), 16) + " " + el.String()
 				if es.seen[k] {
@@ -188,7 +194,7 @@ func (q *Querier) queryExemplars(r *http.Request) apiResult {
 	sort.Slice(series, func(i, j int) bool { return labels.Compare(series[i].labels, series[j].labels) < 0 })
 	res := apiResult{data: json.RawMessage(appendExemplarResults(nil, series))}
 	if truncated || total > maxExemplarsPerQuery {
-		res.warnings.Add(fmt.Errorf("exemplars truncated: a member held more than %d for this query", maxExemplarsPerQuery))
+		res.warnings.Add(fmt.Errorf("exemplars truncated: a member held more than %d for this query, or the members together more than %d", maxExemplarsPerQuery, 2*maxExemplarsPerQuery))
 	}
 	return res
 }
