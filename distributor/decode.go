@@ -151,13 +151,16 @@ type WriteRequest struct {
 	// bytes the arenas may use (0: none), computed as expansion times bodyLen plus decodeSlackBytes.
 	maxSeries, budget, expansion, bodyLen int
 	grown                                 uint16 // grew* bits
+	// histBytes is what the decoded native histograms are charged (chargeHistogram): they live in
+	// objects of their own, outside the arenas, and count toward the same bound.
+	histBytes int
 }
 
 // DecodedBytes is the memory the request's decoded series, labels and samples use (their lengths,
 // not the arenas' capacity): what DecodeLimits.MaxExpansion bounds.
 func (r *WriteRequest) DecodedBytes() int {
 	return len(r.Series)*seriesBytes + len(r.labels)*labelBytes + len(r.samples)*sampleBytes + len(r.symbols)*symbolBytes +
-		len(r.exemplars)*exemplarBytes + len(r.exLabels)*labelBytes + len(r.metadata)*metadataBytes
+		len(r.exemplars)*exemplarBytes + len(r.exLabels)*labelBytes + len(r.metadata)*metadataBytes + r.histBytes
 }
 
 // arenaCost is what the expansion bound counts of the arenas: each by its capacity when this
@@ -175,7 +178,8 @@ func (r *WriteRequest) arenaCost() int {
 		cost(r.grown&grewSymbols != 0, len(r.symbols), cap(r.symbols), symbolBytes) +
 		cost(r.grown&grewExemplars != 0, len(r.exemplars), cap(r.exemplars), exemplarBytes) +
 		cost(r.grown&grewExLabels != 0, len(r.exLabels), cap(r.exLabels), labelBytes) +
-		cost(r.grown&grewMetadata != 0, len(r.metadata), cap(r.metadata), metadataBytes)
+		cost(r.grown&grewMetadata != 0, len(r.metadata), cap(r.metadata), metadataBytes) +
+		r.histBytes
 }
 
 // Bits of WriteRequest.grown: the arenas this decode reallocated.
@@ -468,7 +472,7 @@ func (r *WriteRequest) Unmarshal(b []byte) error {
 // exactly what Unmarshal decodes.
 func (r *WriteRequest) UnmarshalLimited(b []byte, lim DecodeLimits) error {
 	r.Reset()
-	r.maxSeries, r.budget, r.expansion, r.bodyLen, r.grown = lim.MaxSeries, 0, lim.MaxExpansion, len(b), 0
+	r.maxSeries, r.budget, r.expansion, r.bodyLen, r.grown, r.histBytes = lim.MaxSeries, 0, lim.MaxExpansion, len(b), 0, 0
 	if lim.MaxExpansion > 0 {
 		r.budget = lim.MaxExpansion*len(b) + decodeSlackBytes
 	}
@@ -588,6 +592,9 @@ func (r *WriteRequest) decodeSeries(b []byte, base int) error {
 			case 4:
 				h, err := decodeHistogramV1(m, base+j)
 				if err != nil {
+					return err
+				}
+				if err := r.chargeHistogram(&h); err != nil {
 					return err
 				}
 				// Raw stays canonical: the ingester decodes field 4 with the same code

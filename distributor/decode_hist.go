@@ -34,6 +34,38 @@ type Histogram struct {
 }
 
 // decodeHistogramV1 decodes one prompb.Histogram message m (found at offset base of the body).
+// histogramFixedBytes is what one decoded histogram's objects take whatever its buckets: its
+// Histogram in the series' slice and the histogram.Histogram (or FloatHistogram) it points to.
+// Each span, bucket and custom bound adds 8 bytes (histogramCost). An empty histogram message is 2
+// bytes on the wire: charged this, a body of them stops at the decode bound instead of becoming
+// about 150 times its size.
+const histogramFixedBytes = 200
+
+// histogramCost is the memory a decoded histogram keeps.
+func histogramCost(h *Histogram) int {
+	n := 0
+	if h.H != nil {
+		n = len(h.H.PositiveSpans) + len(h.H.NegativeSpans) + len(h.H.PositiveBuckets) + len(h.H.NegativeBuckets) + len(h.H.CustomValues)
+	} else if h.FH != nil {
+		n = len(h.FH.PositiveSpans) + len(h.FH.NegativeSpans) + len(h.FH.PositiveBuckets) + len(h.FH.NegativeBuckets) + len(h.FH.CustomValues)
+	}
+	return histogramFixedBytes + 8*n
+}
+
+// chargeHistogram counts a decoded histogram against the decode bound, refusing the request
+// (ErrTooLarge) when it does not fit. It is charged once decoded, by what it holds: one message's
+// decode is bounded by the message (a few times its bytes), and the sum, which a body of many
+// histograms could otherwise make grow without bound, is what the bound needs.
+func (r *WriteRequest) chargeHistogram(h *Histogram) error {
+	cost := histogramCost(h)
+	if r.budget > 0 && r.arenaCost()+cost > r.budget {
+		return fmt.Errorf("%w: decoding it would take more than %d bytes, %d times its decompressed size of %d bytes plus %d (over the bound at a native histogram of series %d): the request is made of empty or near-empty histograms",
+			ErrTooLarge, r.budget, r.expansion, r.bodyLen, decodeSlackBytes, len(r.Series)+1)
+	}
+	r.histBytes += cost
+	return nil
+}
+
 func decodeHistogramV1(m []byte, base int) (Histogram, error) {
 	var ph prompb.Histogram
 	if err := ph.Unmarshal(m); err != nil {
@@ -121,18 +153,12 @@ func validateHistograms(s *Series, maxBuckets int, reduce bool) (r *refusal, red
 	for i := range s.Hists {
 		h := &s.Hists[i]
 		schema := h.schema()
-		if schema > histogram.ExponentialSchemaMax && !histogram.IsCustomBucketsSchema(schema) {
-			// Finer than Prometheus's finest schema: reduced to it, as Mimir does.
-			if h.H != nil {
-				h.H = h.H.ReduceResolution(histogram.ExponentialSchemaMax)
-			} else {
-				h.FH = h.FH.ReduceResolution(histogram.ExponentialSchemaMax)
-			}
-			reduced++
-		} else if !histogram.IsExponentialSchema(schema) && !histogram.IsCustomBucketsSchema(schema) {
+		if schema < histogram.ExponentialSchemaMin && !histogram.IsCustomBucketsSchema(schema) {
 			return histogramRefusalMsg(s, reasonInvalidHistogram, fmt.Sprintf("has schema %d: native histogram schemas are %d to %d, or %d for custom buckets",
 				schema, histogram.ExponentialSchemaMin, histogram.ExponentialSchemaMax, histogram.CustomBucketsSchema), h.TimestampMs, errInvalidHistogramID), reduced
 		}
+		// Validate before anything reads the buckets by the spans: ReduceResolution indexes the
+		// buckets the spans claim, and spans claiming more than the message holds would panic it.
 		var err error
 		if h.H != nil {
 			err = h.H.Validate()
@@ -141,6 +167,15 @@ func validateHistograms(s *Series, maxBuckets int, reduce bool) (r *refusal, red
 		}
 		if err != nil {
 			return histogramRefusalMsg(s, reasonInvalidHistogram, "is invalid: "+err.Error(), h.TimestampMs, errInvalidHistogramID), reduced
+		}
+		if schema > histogram.ExponentialSchemaMax && !histogram.IsCustomBucketsSchema(schema) {
+			// Finer than Prometheus's finest schema: reduced to it, as Mimir does.
+			if h.H != nil {
+				h.H = h.H.ReduceResolution(histogram.ExponentialSchemaMax)
+			} else {
+				h.FH = h.FH.ReduceResolution(histogram.ExponentialSchemaMax)
+			}
+			reduced++
 		}
 		if maxBuckets <= 0 {
 			continue

@@ -53,7 +53,7 @@ func (r *WriteRequest) growSymbols() error {
 func (r *WriteRequest) UnmarshalV2Limited(b []byte, lim DecodeLimits) error {
 	r.Reset()
 	r.v2, r.maxRewritten = true, lim.MaxRewrittenBytes
-	r.maxSeries, r.budget, r.expansion, r.bodyLen, r.grown = lim.MaxSeries, 0, lim.MaxExpansion, len(b), 0
+	r.maxSeries, r.budget, r.expansion, r.bodyLen, r.grown, r.histBytes = lim.MaxSeries, 0, lim.MaxExpansion, len(b), 0, 0
 	if lim.MaxExpansion > 0 {
 		r.budget = lim.MaxExpansion*len(b) + decodeSlackBytes
 	}
@@ -213,6 +213,9 @@ func (r *WriteRequest) decodeSeriesV2(b []byte, base int) error {
 			case 3:
 				h, err := decodeHistogramV2(b[j:j+n], base+j)
 				if err != nil {
+					return err
+				}
+				if err := r.chargeHistogram(&h); err != nil {
 					return err
 				}
 				s.Hists = append(s.Hists, h)
