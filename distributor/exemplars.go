@@ -417,10 +417,10 @@ const (
 	// The time bounds of exemplars (Mimir: exemplar_too_far_in_future, exemplar_too_old).
 	reasonExemplarTooFarInFuture = "exemplar_too_far_in_future"
 	reasonExemplarTooOld         = "exemplar_too_old"
-	reasonMetadataMissingName   = "missing_metric_name"
-	reasonMetadataNameTooLong   = "metric_name_too_long"
-	reasonMetadataHelpTooLong   = "help_too_long"
-	reasonMetadataUnitTooLong   = "unit_too_long"
+	reasonMetadataMissingName    = "missing_metric_name"
+	reasonMetadataNameTooLong    = "metric_name_too_long"
+	reasonMetadataHelpTooLong    = "help_too_long"
+	reasonMetadataUnitTooLong    = "unit_too_long"
 )
 
 // exemplarInvalid checks one exemplar as Mimir does (validateExemplar, validateExemplarTimestamp):
