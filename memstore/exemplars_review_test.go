@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"path/filepath"
 	"strings"
+	"sync/atomic"
 	"testing"
 
 	"github.com/prometheus/prometheus/model/labels"
@@ -202,5 +203,31 @@ func TestExemplars_OfAFailedCommitVisibleOnceTheRetryCommits(t *testing.T) {
 	back.SetExemplarLimit(limitOf(100))
 	if res, _ := queryAll(t, back, "t", 0); render(res) != want {
 		t.Errorf("after replay: %s, want %s", render(res), want)
+	}
+}
+
+// The tenant's exemplar limit (which the ingester computes from the ring) is asked once per push,
+// not once per series with exemplars.
+func TestExemplars_LimitAskedOncePerPush(t *testing.T) {
+	st := mustOpen(t, testConfig(t.TempDir()))
+	var asked atomic.Int64
+	st.SetExemplarLimit(func(string) int { asked.Add(1); return 100 })
+	asked.Store(0)
+	app := st.Appender("t")
+	for i := range 10 {
+		ls := labels.FromStrings("__name__", "m", "i", fmt.Sprint(i))
+		app.Append(ls, []Sample{{100, 1}})
+		if n := app.AppendExemplars(ls, []Exemplar{ex(fmt.Sprint(i), 100, 1)}); n != 1 {
+			t.Fatalf("took %d exemplars", n)
+		}
+	}
+	if _, err := app.Commit(); err != nil {
+		t.Fatal(err)
+	}
+	if n := asked.Load(); n != 1 {
+		t.Errorf("the limit was asked %d times for one push of 10 series, want 1", n)
+	}
+	if res, _ := queryAll(t, st, "t", 0); len(res) != 10 {
+		t.Errorf("%d series with exemplars, want 10", len(res))
 	}
 }
