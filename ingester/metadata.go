@@ -1,12 +1,14 @@
 package ingester
 
 import (
+	"cmp"
 	"context"
 	"flag"
 	"fmt"
-	"sort"
+	"slices"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
@@ -70,29 +72,40 @@ type metadataKey struct {
 	help, unit string
 }
 
-// metadataStore is every tenant's metric metadata. Safe for concurrent use.
+// metadataStore is every tenant's metric metadata. Safe for concurrent use. Each tenant has its
+// own lock, so that a query or purge of one tenant's entries (a query of 500k entries takes most of
+// a second to build) does not stall the pushes of the others; mu guards only the map of tenants.
 type metadataStore struct {
 	cfg       metadataConfig
 	perUser   func() int // the local per-tenant limit now (0: none)
 	now       func() time.Time
 	discarded *prometheus.CounterVec // {user, reason}
 	inMemory  prometheus.GaugeFunc
+	entries   atomic.Int64 // every tenant's
 
+	mu      sync.RWMutex
+	tenants map[string]*tenantMetadata
+
+	// queryHook, when set (tests), runs in query once the tenant's entries are copied, before the
+	// answer is built: no lock is held then.
+	queryHook func()
+}
+
+// tenantMetadata is one tenant's metadata, under its own lock.
+type tenantMetadata struct {
 	mu      sync.Mutex
-	tenants map[string]map[string]map[metadataKey]time.Time // tenant → metric → entry → last received
-	entries int
+	metrics map[string]map[metadataKey]time.Time // metric → entry → last received
+	gone    bool                                 // purge removed it from the store's map: add looks again
 }
 
 func newMetadataStore(cfg metadataConfig, perUser func() int, now func() time.Time, reg prometheus.Registerer) (*metadataStore, error) {
-	ms := &metadataStore{cfg: cfg, perUser: perUser, now: now, tenants: map[string]map[string]map[metadataKey]time.Time{},
+	ms := &metadataStore{cfg: cfg, perUser: perUser, now: now, tenants: map[string]*tenantMetadata{},
 		discarded: prometheus.NewCounterVec(prometheus.CounterOpts{Name: "cortex_ingester_discarded_metadata_total",
 			Help: "Metric metadata entries an ingester dropped for its limits, by reason."}, []string{"user", "reason"}),
 	}
 	ms.inMemory = prometheus.NewGaugeFunc(prometheus.GaugeOpts{Name: "cortex_ingester_memory_metadata",
 		Help: "Metric metadata entries held in memory, every tenant."}, func() float64 {
-		ms.mu.Lock()
-		defer ms.mu.Unlock()
-		return float64(ms.entries)
+		return float64(ms.entries.Load())
 	})
 	if reg != nil {
 		for _, c := range []prometheus.Collector{ms.discarded, ms.inMemory} {
@@ -102,6 +115,23 @@ func newMetadataStore(cfg metadataConfig, perUser func() int, now func() time.Ti
 		}
 	}
 	return ms, nil
+}
+
+// tenant returns tenant's metadata, created when it has none.
+func (ms *metadataStore) tenant(tenant string) *tenantMetadata {
+	ms.mu.RLock()
+	tm := ms.tenants[tenant]
+	ms.mu.RUnlock()
+	if tm != nil {
+		return tm
+	}
+	ms.mu.Lock()
+	defer ms.mu.Unlock()
+	if tm = ms.tenants[tenant]; tm == nil {
+		tm = &tenantMetadata{metrics: map[string]map[metadataKey]time.Time{}}
+		ms.tenants[strings.Clone(tenant)] = tm
+	}
+	return tm
 }
 
 // add records mds (strings aliasing a request: copied when kept) as received now.
@@ -114,13 +144,22 @@ func (ms *metadataStore) add(tenant string, mds []ingesterpb.MetadataView) {
 	if ms.perUser != nil {
 		limit = ms.perUser()
 	}
-	ms.mu.Lock()
-	defer ms.mu.Unlock()
-	metrics := ms.tenants[tenant]
-	if metrics == nil {
-		metrics = map[string]map[metadataKey]time.Time{}
-		ms.tenants[strings.Clone(tenant)] = metrics
+	for {
+		tm := ms.tenant(tenant)
+		tm.mu.Lock()
+		if tm.gone { // purged empty between the lookup and the lock
+			tm.mu.Unlock()
+			continue
+		}
+		ms.addLocked(tm, tenant, mds, now, limit)
+		tm.mu.Unlock()
+		return
 	}
+}
+
+func (ms *metadataStore) addLocked(tm *tenantMetadata, tenant string, mds []ingesterpb.MetadataView, now time.Time, limit int) {
+	metrics := tm.metrics
+	added := 0
 	for _, m := range mds {
 		if m.MetricFamilyName == "" {
 			continue
@@ -144,30 +183,52 @@ func (ms *metadataStore) add(tenant string, mds []ingesterpb.MetadataView) {
 			continue
 		}
 		entries[metadataKey{typ: m.Type, help: strings.Clone(m.Help), unit: strings.Clone(m.Unit)}] = now
-		ms.entries++
+		added++
 	}
+	ms.entries.Add(int64(added))
 }
 
-// purge forgets the entries last received before now minus the retain period.
+// purge forgets the entries last received before now minus the retain period, one tenant at a
+// time under its own lock, then the tenants left without entries.
 func (ms *metadataStore) purge() {
 	cut := ms.now().Add(-ms.cfg.RetainPeriod)
-	ms.mu.Lock()
-	defer ms.mu.Unlock()
-	for tenant, metrics := range ms.tenants {
-		for name, entries := range metrics {
+	ms.mu.RLock()
+	tenants := make([]*tenantMetadata, 0, len(ms.tenants))
+	for _, tm := range ms.tenants {
+		tenants = append(tenants, tm)
+	}
+	ms.mu.RUnlock()
+	empty := false
+	for _, tm := range tenants {
+		tm.mu.Lock()
+		removed := 0
+		for name, entries := range tm.metrics {
 			for k, at := range entries {
 				if at.Before(cut) {
 					delete(entries, k)
-					ms.entries--
+					removed++
 				}
 			}
 			if len(entries) == 0 {
-				delete(metrics, name)
+				delete(tm.metrics, name)
 			}
 		}
-		if len(metrics) == 0 {
-			delete(ms.tenants, tenant)
+		empty = empty || len(tm.metrics) == 0
+		tm.mu.Unlock()
+		ms.entries.Add(-int64(removed))
+	}
+	if !empty {
+		return
+	}
+	ms.mu.Lock()
+	defer ms.mu.Unlock()
+	for name, tm := range ms.tenants {
+		tm.mu.Lock() // order: ms.mu, then a tenant's (add never holds both)
+		if len(tm.metrics) == 0 {
+			tm.gone = true
+			delete(ms.tenants, name)
 		}
+		tm.mu.Unlock()
 	}
 }
 
@@ -185,44 +246,67 @@ func (ms *metadataStore) run(ctx context.Context) {
 	}
 }
 
+// metadataEntry is one entry copied out of the store for a query.
+type metadataEntry struct {
+	k  metadataKey
+	at time.Time
+}
+
 // query answers MetricsMetadata: metrics in name order, at most limit of them and limitPerMetric
-// entries each (0: no bound), only metric when set. Entries of a metric go newest first.
+// entries each (0: no bound), only metric when set. Entries of a metric go newest first. The
+// tenant's entries are copied under its lock; the answer is sorted and built outside it.
 func (ms *metadataStore) query(tenant string, limit, limitPerMetric int, metric string) []*ingesterpb.MetricMetadata {
-	ms.mu.Lock()
-	defer ms.mu.Unlock()
-	metrics := ms.tenants[tenant]
-	names := make([]string, 0, len(metrics))
-	for name := range metrics {
-		if metric == "" || name == metric {
-			names = append(names, name)
+	ms.mu.RLock()
+	tm := ms.tenants[tenant]
+	ms.mu.RUnlock()
+	if tm == nil {
+		return nil
+	}
+	type metricEntries struct {
+		name string
+		es   []metadataEntry
+	}
+	var ms2 []metricEntries
+	tm.mu.Lock()
+	if metric != "" {
+		if entries, ok := tm.metrics[metric]; ok {
+			ms2 = append(ms2, metricEntries{name: metric})
+			for k, at := range entries {
+				ms2[0].es = append(ms2[0].es, metadataEntry{k, at})
+			}
+		}
+	} else {
+		ms2 = make([]metricEntries, 0, len(tm.metrics))
+		for name, entries := range tm.metrics {
+			es := make([]metadataEntry, 0, len(entries))
+			for k, at := range entries {
+				es = append(es, metadataEntry{k, at})
+			}
+			ms2 = append(ms2, metricEntries{name, es})
 		}
 	}
-	sort.Strings(names)
-	if limit > 0 && len(names) > limit {
-		names = names[:limit]
+	tm.mu.Unlock()
+	if ms.queryHook != nil {
+		ms.queryHook()
+	}
+	slices.SortFunc(ms2, func(a, b metricEntries) int { return strings.Compare(a.name, b.name) })
+	if limit > 0 && len(ms2) > limit {
+		ms2 = ms2[:limit]
 	}
 	var out []*ingesterpb.MetricMetadata
-	for _, name := range names {
-		type entry struct {
-			k  metadataKey
-			at time.Time
-		}
-		var es []entry
-		for k, at := range metrics[name] {
-			es = append(es, entry{k, at})
-		}
-		sort.Slice(es, func(i, j int) bool {
-			if !es[i].at.Equal(es[j].at) {
-				return es[i].at.After(es[j].at)
+	for _, m := range ms2 {
+		es := m.es
+		slices.SortFunc(es, func(a, b metadataEntry) int {
+			if c := b.at.Compare(a.at); c != 0 {
+				return c // newest first
 			}
-			a, b := es[i].k, es[j].k
-			return fmt.Sprint(a.typ, a.help, a.unit) < fmt.Sprint(b.typ, b.help, b.unit)
+			return cmp.Or(cmp.Compare(a.k.typ, b.k.typ), strings.Compare(a.k.help, b.k.help), strings.Compare(a.k.unit, b.k.unit))
 		})
 		if limitPerMetric > 0 && len(es) > limitPerMetric {
 			es = es[:limitPerMetric]
 		}
 		for _, e := range es {
-			out = append(out, &ingesterpb.MetricMetadata{Type: e.k.typ, MetricFamilyName: name, Help: e.k.help, Unit: e.k.unit})
+			out = append(out, &ingesterpb.MetricMetadata{Type: e.k.typ, MetricFamilyName: m.name, Help: e.k.help, Unit: e.k.unit})
 		}
 	}
 	return out

@@ -33,7 +33,10 @@ type Appender struct {
 	window    int64 // the tenant's out-of-order window for this push, ms (Store.oooWindowMs)
 	ooo       int   // samples accepted out of order
 	// exemplars are the push's exemplars, stored once its WAL commit succeeded (exemplars.go).
-	exemplars []pendingExemplars
+	exemplars []walExemplars
+	// exLimit is the tenant's exemplar limit, asked once per Appender (exLimitKnown).
+	exLimit      int
+	exLimitKnown bool
 }
 
 // Appender starts a push to tenant. Commit it. Safe for concurrent use (each goroutine its own).
@@ -182,6 +185,7 @@ func (a *Appender) Commit() (PushResult, error) {
 			if err := st.wal.sync(); err != nil {
 				// Not acknowledged; what is or will be committed of it becomes visible then.
 				st.wal.applyLater(a.applies)
+				st.wal.exemplarsLater(a.exemplars) // after their records, like the samples
 				return res, err
 			}
 		}

@@ -26,11 +26,17 @@ import (
 // Durability: an accepted exemplar is logged in the WAL (record type 7, WAL-FORMAT.md) in the same
 // group commit as the push's samples, and enters the store only once that commit succeeded, so the
 // push is acknowledged only with its exemplars durable and a reader never sees one the WAL does not
-// hold. Replay puts them back, oldest first, so the store keeps the newest as it did. Truncate,
+// hold. Replay puts them back, oldest first, so the store keeps the newest as it did (at most
+// MaxReplayedExemplarsPerTenant per tenant, and only of series replay brought back). Truncate,
 // DropAll and a flush's drop (DropFlushedSeries) drop them from the WAL with the samples: a record
-// keeps the exemplars at or after the truncation bound (for a flush, the end of the newest range it
-// flushed: exemplarBound). Exemplars are never flushed to blocks, as in Prometheus and Mimir: the
-// WAL holds those of the range still in memory, the store at most its size.
+// keeps the exemplars at or after the truncation bound; for a flush, each series keeps those at or
+// after its own flush bound (exemplarBounds), so that exemplars of series and tenants the flush did
+// not reach stay. Exemplars are never flushed to blocks, as in Prometheus and Mimir: the WAL holds
+// those of the range still in memory, the store at most its size.
+//
+// A tenant's store is created by the first exemplar it keeps, and freed when its limit goes to 0 or
+// the tenant is retired (retireIfEmpty: no series left, so no exemplar can be appended or queried
+// until a series comes back).
 
 // Exemplar is one exemplar of a series: its labels (trace_id, ...), value and timestamp (ms).
 type Exemplar struct {
@@ -56,6 +62,11 @@ type exemplarStore struct {
 	mu      sync.RWMutex
 	tenants map[string]*tenantExemplars
 
+	// validator is an empty store of size 1, never added to: AppendExemplars checks a tenant's
+	// exemplars against it (label length) while the tenant has no store, so that one is created
+	// only when an exemplar is kept.
+	validator *tsdb.CircularExemplarStorage
+
 	appended   *prometheus.CounterVec // {user}
 	outOfOrder *prometheus.CounterVec // {user}
 }
@@ -76,6 +87,11 @@ func newExemplarStore(reg prometheus.Registerer) (*exemplarStore, error) {
 		outOfOrder: prometheus.NewCounterVec(prometheus.CounterOpts{Name: "cortex_ingester_tsdb_exemplar_out_of_order_exemplars_total",
 			Help: "Total number of out-of-order exemplars refused (older than the newest of their series)."}, []string{"user"}),
 	}
+	v, err := tsdb.NewCircularExemplarStorage(1, tsdb.NewExemplarMetrics(prometheus.NewRegistry()))
+	if err != nil {
+		return nil, fmt.Errorf("memstore: creating the exemplar validator: %w", err)
+	}
+	es.validator = v.(*tsdb.CircularExemplarStorage)
 	noLimit := ExemplarLimit(func(string) int { return 0 })
 	es.limit.Store(&noLimit)
 	if reg != nil {
@@ -93,7 +109,7 @@ func (es *exemplarStore) get(tenant string, limit int) *tenantExemplars {
 	es.mu.RLock()
 	te := es.tenants[tenant]
 	es.mu.RUnlock()
-	if te != nil && te.size.Load() == int64(limit) {
+	if (te != nil && te.size.Load() == int64(limit)) || (te == nil && limit <= 0) {
 		return te
 	}
 	es.mu.Lock()
@@ -117,6 +133,24 @@ func (es *exemplarStore) get(tenant string, limit int) *tenantExemplars {
 		te.size.Store(int64(limit))
 	}
 	return te
+}
+
+// drop frees tenant's store (the tenant was retired: retireIfEmpty).
+func (es *exemplarStore) drop(tenant string) {
+	es.mu.Lock()
+	delete(es.tenants, tenant)
+	es.mu.Unlock()
+}
+
+// addCommitted stores exemplars whose WAL record is committed in the tenant's store now: the one
+// the push saw may have been freed since (limit 0, tenant retired), and then they are not kept.
+func (es *exemplarStore) addCommitted(we *walExemplars) {
+	es.mu.RLock()
+	te := es.tenants[we.Tenant]
+	es.mu.RUnlock()
+	if te != nil {
+		es.add(te, we.Tenant, we.Labels, we.Exemplars)
+	}
 }
 
 // applyLimits resizes every tenant's store to its limit now (SetExemplarLimit, a ring change).
@@ -198,55 +232,88 @@ func (st *Store) QueryExemplars(tenant string, q ExemplarQuery) ([]exemplar.Quer
 	if total <= q.Max {
 		return res, false, nil
 	}
-	// Keep the newest Max: find the timestamp cut, then trim each series' oldest.
-	ts := make([]int64, 0, total)
-	for _, r := range res {
-		for _, e := range r.Exemplars {
-			ts = append(ts, e.Ts)
+	// Keep the newest Max, deterministically: order every exemplar by time, newest first, ties by
+	// series (later in label order first) then by position in its series (later first). A series'
+	// exemplars are in time order, so what it keeps is a suffix: count it per series.
+	type pos struct {
+		t    int64
+		i, j int
+	}
+	all := make([]pos, 0, total)
+	for i, r := range res {
+		for j, e := range r.Exemplars {
+			all = append(all, pos{e.Ts, i, j})
 		}
 	}
-	slices.Sort(ts)
-	cut := ts[total-q.Max] // keep exemplars at or after cut, and no more than Max of them
-	kept, out := 0, make([]exemplar.QueryResult, 0, len(res))
-	for i := len(res) - 1; i >= 0; i-- { // bounded below, whatever the ties
-		r := res[i]
-		k := len(r.Exemplars)
-		for k > 0 && r.Exemplars[k-1].Ts >= cut && kept < q.Max {
-			k--
-			kept++
+	slices.SortFunc(all, func(a, b pos) int {
+		switch {
+		case a.t != b.t:
+			return cmpDesc(a.t, b.t)
+		case a.i != b.i:
+			return cmpDesc(int64(a.i), int64(b.i))
 		}
-		r.Exemplars = r.Exemplars[k:]
-		if len(r.Exemplars) > 0 {
-			out = append(out, r)
-		}
+		return cmpDesc(int64(a.j), int64(b.j))
+	})
+	keep := make([]int, len(res))
+	for _, p := range all[:q.Max] {
+		keep[p.i]++
 	}
-	slices.Reverse(out)
+	out := make([]exemplar.QueryResult, 0, len(res))
+	for i, r := range res {
+		if keep[i] == 0 {
+			continue
+		}
+		r.Exemplars = r.Exemplars[len(r.Exemplars)-keep[i]:]
+		out = append(out, r)
+	}
 	return out, true, nil
+}
+
+func cmpDesc(a, b int64) int {
+	switch {
+	case a > b:
+		return -1
+	case a < b:
+		return 1
+	}
+	return 0
 }
 
 // AppendExemplars adds exemplars of a series appended to this push (Append it first: exemplars of a
 // series the push refused or that does not exist are dropped, as Prometheus's head needs a series
 // for them). They are checked against the tenant's store (duplicates dropped, older than the
-// series' newest refused and counted), logged with the push's samples and stored once Commit's WAL
-// commit succeeded. lset and the exemplars' labels are read only during the call. It returns how
-// many exemplars it took.
+// series' newest refused and counted), logged with the push's samples and stored once their WAL
+// record is committed (by Commit, or after a failed sync once the retry commits it, as the push's
+// samples). lset and the exemplars' labels are read only during the call. It returns how many
+// exemplars it took. The tenant's limit is asked once per Appender (it walks the ring).
 func (a *Appender) AppendExemplars(lset labels.Labels, exs []Exemplar) int {
 	if a.err != nil || len(exs) == 0 || a.th == nil {
 		return 0
 	}
 	st := a.st
 	tenant := a.th.name
-	te := st.exemplars.get(tenant, (*st.exemplars.limit.Load())(tenant))
-	if te == nil {
+	if !a.exLimitKnown {
+		a.exLimit, a.exLimitKnown = (*st.exemplars.limit.Load())(tenant), true
+	}
+	if a.exLimit <= 0 {
+		st.exemplars.get(tenant, 0) // frees a store left from a limit above 0
 		return 0
 	}
 	ms := a.th.series.getByHash(st.hashFn(lset), lset)
 	if ms == nil {
 		return 0
 	}
+	// The tenant's store only if it has one: it is created below once something is kept.
+	st.exemplars.mu.RLock()
+	te := st.exemplars.tenants[tenant]
+	st.exemplars.mu.RUnlock()
+	check := st.exemplars.validator
+	if te != nil {
+		check = te.ces
+	}
 	var kept []Exemplar
 	for _, e := range exs {
-		err := te.ces.ValidateExemplar(ms.lset, exemplar.Exemplar{Labels: e.Labels, Value: e.Value, Ts: e.T, HasTs: true})
+		err := check.ValidateExemplar(ms.lset, exemplar.Exemplar{Labels: e.Labels, Value: e.Value, Ts: e.T, HasTs: true})
 		switch {
 		case err == nil:
 			kept = append(kept, Exemplar{Labels: e.Labels.Copy(), Value: e.Value, T: e.T})
@@ -257,6 +324,9 @@ func (a *Appender) AppendExemplars(lset labels.Labels, exs []Exemplar) int {
 	if len(kept) == 0 {
 		return 0
 	}
+	if st.exemplars.get(tenant, a.exLimit) == nil {
+		return 0
+	}
 	we := walExemplars{Tenant: tenant, Labels: ms.lset, Exemplars: kept}
 	if st.wal != nil {
 		if err := st.wal.enqueue(walEntry{typ: recExemplars, exemplars: we}); err != nil {
@@ -265,40 +335,113 @@ func (a *Appender) AppendExemplars(lset labels.Labels, exs []Exemplar) int {
 		}
 		a.needSync = true
 	}
-	a.exemplars = append(a.exemplars, pendingExemplars{te: te, e: we})
+	a.exemplars = append(a.exemplars, we)
 	return len(kept)
-}
-
-// pendingExemplars are exemplars waiting for their push's WAL commit.
-type pendingExemplars struct {
-	te *tenantExemplars
-	e  walExemplars
 }
 
 // commitExemplars stores a committed push's exemplars.
 func (a *Appender) commitExemplars() {
-	for _, p := range a.exemplars {
-		a.st.exemplars.add(p.te, p.e.Tenant, p.e.Labels, p.e.Exemplars)
+	for i := range a.exemplars {
+		a.st.exemplars.addCommitted(&a.exemplars[i])
 	}
 }
 
-// replayExemplars are the exemplars read from the WAL, per tenant in WAL order, until replay ends.
-type replayExemplars map[string][]walExemplars
+// exemplarsLater hands the exemplars of a push whose sync failed to the committer, which stores
+// them once every entry queued before (their records) is committed, as wal.applyLater does for the
+// push's samples: memory never shows an exemplar the WAL does not hold, and shows every one it
+// does. After close it does nothing.
+func (w *wal) exemplarsLater(exs []walExemplars) {
+	if len(exs) == 0 {
+		return
+	}
+	if w.enqueue(walEntry{laterExemplars: slices.Clone(exs)}) == nil {
+		select {
+		case w.wake <- struct{}{}:
+		default:
+		}
+	}
+}
 
-// finish stores the replayed exemplars: each tenant's store is created with room for all of them
-// (the limit is not known during Open), and SetExemplarLimit later resizes it keeping the newest.
-func (es *exemplarStore) finishReplay(rx replayExemplars) int {
+// MaxReplayedExemplarsPerTenant bounds the exemplars replay puts back per tenant (the newest): the
+// limit is not known during Open (it is 0 until the ingester sets it, and depends on the ring), and
+// the WAL may hold many more than any limit. A tenant whose local limit is larger gets back only
+// this many after a restart (documented in -ingester.max-global-exemplars-per-user's help).
+const MaxReplayedExemplarsPerTenant = 250_000
+
+// replayExemplarsCap is MaxReplayedExemplarsPerTenant; tests lower it.
+var replayExemplarsCap = MaxReplayedExemplarsPerTenant
+
+// replayExemplars are the exemplars read from the WAL, per tenant in WAL order, until replay ends.
+// Each tenant's are trimmed to the newest replayExemplarsCap whenever they reach twice that, so
+// replay holds at most about twice the cap per tenant.
+type replayExemplars map[string]*tenantReplayExemplars
+
+type tenantReplayExemplars struct {
+	ws []walExemplars
+	n  int // exemplars in ws
+}
+
+// add appends e (the newest so far) to its tenant's.
+func (rx replayExemplars) add(e walExemplars) {
+	t := rx[e.Tenant]
+	if t == nil {
+		t = &tenantReplayExemplars{}
+		rx[e.Tenant] = t
+	}
+	t.ws = append(t.ws, e)
+	t.n += len(e.Exemplars)
+	if t.n >= 2*replayExemplarsCap {
+		t.trim(replayExemplarsCap)
+	}
+}
+
+// trim keeps the newest n exemplars (the last entries; of the oldest kept entry, its last ones).
+func (t *tenantReplayExemplars) trim(n int) {
+	if t.n <= n {
+		return
+	}
+	i, kept := len(t.ws), 0
+	for i > 0 && kept < n {
+		i--
+		kept += len(t.ws[i].Exemplars)
+	}
+	ws := slices.Clone(t.ws[i:]) // the dropped entries' memory goes
+	if over := kept - n; over > 0 {
+		ws[0].Exemplars = slices.Clone(ws[0].Exemplars[over:])
+		kept = n
+	}
+	t.ws, t.n = ws, kept
+}
+
+// finishReplay stores the replayed exemplars of the series replay brought back (Prometheus's head
+// too drops exemplars of series it does not hold): each tenant's newest replayExemplarsCap, in a
+// store of that size at most (the limit is not known during Open; SetExemplarLimit later resizes
+// it, keeping the newest). The series' own labels are used, not the record's copy.
+func (st *Store) finishReplay(rx replayExemplars) int {
+	es := st.exemplars
 	n := 0
-	for tenant, ws := range rx {
+	for tenant, t := range rx {
+		th := st.tenant(tenant)
+		if th == nil {
+			continue
+		}
+		t.trim(replayExemplarsCap)
+		out := t.ws[:0]
 		total := 0
-		for _, w := range ws {
+		for _, w := range t.ws {
+			ms := th.series.getByHash(st.hashFn(w.Labels), w.Labels)
+			if ms == nil {
+				continue
+			}
+			w.Labels = ms.lset
+			out = append(out, w)
 			total += len(w.Exemplars)
 		}
 		te := es.get(tenant, total)
 		if te == nil {
 			continue
 		}
-		for _, w := range ws {
+		for _, w := range out {
 			es.add(te, tenant, w.Labels, w.Exemplars)
 		}
 		n += total
@@ -447,22 +590,63 @@ func (r *record) decodeExemplars(d *decbuf) error {
 	return d.err
 }
 
-// exemplarBound is the time before which a flush's drop removes exemplars from the WAL: the end
-// of the newest range it flushed (the largest Before of its bounds). Exemplars are not flushed to
-// blocks; like Prometheus's checkpoint, which keeps the exemplars from the head's new start, the WAL
-// keeps those of the range still in memory. MinInt64 (keep all) without a bound.
-func exemplarBound(bounds map[uint64]FlushBound) int64 {
-	b := int64(math.MinInt64)
-	for _, fb := range bounds {
-		b = max(b, fb.Before)
-	}
-	return b
+// exemplarKey finds a series' flush bound from an exemplars entry, keyed by tenant and labels.
+type exemplarKey struct {
+	tenant string
+	hash   uint64 // of the labels, under the Store's hash function (memSeries.hash)
+}
+
+type exemplarSeriesBound struct {
+	lset  labels.Labels
+	bound FlushBound
+}
+
+// exemplarBounds are the flush bounds of a flush's series by tenant and labels, for the WAL's
+// exemplars entries (which name their series by labels, not by ref). A flush's drop removes from
+// the WAL a series' exemplars older than that series' own bound, in records committed before its
+// snapshot began, as for its samples; every other exemplar stays. Not one bound for all (the
+// largest, as before): an idle series is flushed to its last sample while active ones only to the
+// cutoff and other tenants not at all, and their exemplars, still in memory, must survive a crash.
+// Per series rather than the oldest sample in memory: as cheap (the drop walks the series anyway,
+// and only the flushed ones are recorded) and it keeps no more than needed. Like Prometheus's
+// checkpoint (which keeps the exemplars at or after the head's new start), exemplars older than
+// what memory still holds of their series are not kept.
+type exemplarBounds map[exemplarKey][]exemplarSeriesBound
+
+func (xb exemplarBounds) add(tenant string, ms *memSeries, b FlushBound) {
+	k := exemplarKey{tenant, ms.hash}
+	xb[k] = append(xb[k], exemplarSeriesBound{ms.lset, b})
+}
+
+// filter keeps, in place, the exemplars of r at or after their series' bound.
+func (xb exemplarBounds) filter(r *record, hash func(labels.Labels) uint64) (changed, drop bool) {
+	return filterExemplarsBy(r, func(e *walExemplars) int64 {
+		for _, sb := range xb[exemplarKey{e.Tenant, hash(e.Labels)}] {
+			if labels.Equal(sb.lset, e.Labels) {
+				if r.seq > sb.bound.WALSeq {
+					return math.MinInt64 // committed after the snapshot: a later drop filters it
+				}
+				return sb.bound.Before
+			}
+		}
+		return math.MinInt64 // not flushed
+	})
 }
 
 // filterExemplars keeps the exemplars at or after before (Truncate, DropAll), in place.
 func filterExemplars(r *record, before int64) (changed, drop bool) {
+	return filterExemplarsBy(r, func(*walExemplars) int64 { return before })
+}
+
+// filterExemplarsBy keeps each entry's exemplars at or after boundOf(entry), in place.
+func filterExemplarsBy(r *record, boundOf func(*walExemplars) int64) (changed, drop bool) {
 	out := r.Exemplars[:0]
 	for _, e := range r.Exemplars {
+		before := boundOf(&e)
+		if before == math.MinInt64 {
+			out = append(out, e)
+			continue
+		}
 		n := len(e.Exemplars)
 		e.Exemplars = slices.DeleteFunc(e.Exemplars, func(x Exemplar) bool { return x.T < before })
 		if len(e.Exemplars) != n {

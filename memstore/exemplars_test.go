@@ -227,8 +227,8 @@ func TestExemplarsRecord_RoundTrip(t *testing.T) {
 }
 
 // TestExemplars_AFlushDropsThoseOlderThanItsRange: the flusher's drop (DropFlushed) removes from the
-// WAL the exemplars older than the end of the newest range it flushed, so that the WAL's exemplars
-// stay bounded by the unflushed range; the store keeps them in memory.
+// WAL the exemplars of a flushed series older than the end of the range it flushed of it, so that
+// the WAL's exemplars stay bounded by the unflushed range; the store keeps them in memory.
 func TestExemplars_AFlushDropsThoseOlderThanItsRange(t *testing.T) {
 	dir := t.TempDir()
 	st := mustOpen(t, testConfig(dir))

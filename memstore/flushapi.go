@@ -153,8 +153,12 @@ func (st *Store) DropFlushedSeries(bounds map[uint64]FlushBound) (TruncateStats,
 		upto = st.wal.lastSeq.Load()
 	}
 	oooRefs := map[uint64]struct{}{} // series with out-of-order samples: see filterFlushed
-	live := st.dropChunks(&ts, func(ms *memSeries) (int64, bool) {
+	exBounds := exemplarBounds{}     // the flushed series' bounds by tenant and labels
+	live := st.dropChunks(&ts, func(th *tenantHead, ms *memSeries) (int64, bool) {
 		b, flushed := bounds[ms.ref]
+		if flushed {
+			exBounds.add(th.name, ms, b)
+		}
 		return b.Before, flushed
 	}, func(ms *memSeries) oooDropMode {
 		if ms.ooo == nil {
@@ -167,10 +171,9 @@ func (st *Store) DropFlushedSeries(bounds map[uint64]FlushBound) (TruncateStats,
 		return oooKeep
 	})
 	if st.wal != nil && upto > 0 {
-		exBound := exemplarBound(bounds)
 		del, rew, err := st.wal.rewrite(upto, func(r *record) (changed, drop bool) {
 			if r.Type == recExemplars {
-				return filterExemplars(r, exBound)
+				return exBounds.filter(r, st.hashFn)
 			}
 			return filterFlushed(r, live, bounds, oooRefs)
 		})
@@ -237,7 +240,7 @@ func filterFlushed(r *record, live map[uint64]struct{}, bounds map[uint64]FlushB
 		r.Samples = out
 		return changed, len(out) == 0
 	case recExemplars:
-		return false, false // DropFlushed filters them by exemplarBound, not per series
+		return false, false // DropFlushedSeries filters them by exemplarBounds (by labels, not ref)
 	case recHistograms:
 		return filterHistograms(r, isLive, sampleBound)
 	default:

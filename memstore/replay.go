@@ -323,7 +323,7 @@ func (st *Store) replayWAL(w *wal) (uint64, error) {
 			}
 		case recExemplars:
 			for _, e := range r.rec.Exemplars {
-				rx[e.Tenant] = append(rx[e.Tenant], e)
+				rx.add(e)
 			}
 		case recHistograms:
 			for _, e := range r.rec.Histograms {
@@ -378,7 +378,7 @@ func (st *Store) replayWAL(w *wal) (uint64, error) {
 	} else {
 		st.buildPostings()
 	}
-	rep.Exemplars = st.exemplars.finishReplay(rx)
+	rep.Exemplars = st.finishReplay(rx)
 	if err != nil {
 		return 0, fmt.Errorf("memstore: replaying WAL: %w", err)
 	}

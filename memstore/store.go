@@ -254,6 +254,9 @@ func (st *Store) applyDeferred(es []walEntry) {
 				st.metrics.memChunks.Add(float64(nc))
 			}
 		}
+		for j := range es[i].laterExemplars {
+			st.exemplars.addCommitted(&es[i].laterExemplars[j])
+		}
 	}
 }
 
@@ -351,6 +354,8 @@ func (st *Store) retireIfEmpty(th *tenantHead) bool {
 		return false
 	}
 	delete(st.tenants, th.name)
+	// Under tenantsMu: no push of the tenant can create its exemplar store meanwhile.
+	st.exemplars.drop(th.name)
 	user := metricUser(th.name)
 	st.metrics.ingestedSamples.DeleteLabelValues(user)
 	st.metrics.ingestedSamplesFail.DeleteLabelValues(user)
@@ -662,14 +667,14 @@ func (st *Store) Truncate(before int64) (TruncateStats, error) {
 // MaxTime < before and removes the series left without chunks and without
 // pending writes. It returns the refs of the series that remain.
 func (st *Store) dropBefore(before int64, ts *TruncateStats) map[uint64]struct{} {
-	return st.dropChunks(ts, func(*memSeries) (int64, bool) { return before, true }, dropAllOOO)
+	return st.dropChunks(ts, func(*tenantHead, *memSeries) (int64, bool) { return before, true }, dropAllOOO)
 }
 
 // dropChunks is dropBefore with a bound per series (DropFlushed's): for each series bound answers
 // true for, it drops every chunk with MaxTime < the bound (int64 ms) and removes the series left
 // without chunks and without pending writes; series it answers false for are kept whole. It
 // returns the refs of the series that remain, which the WAL rewrite keeps.
-func (st *Store) dropChunks(ts *TruncateStats, bound func(*memSeries) (int64, bool), oooDrop func(*memSeries) oooDropMode) map[uint64]struct{} {
+func (st *Store) dropChunks(ts *TruncateStats, bound func(*tenantHead, *memSeries) (int64, bool), oooDrop func(*memSeries) oooDropMode) map[uint64]struct{} {
 	return st.dropChunksHint(ts, bound, oooDrop, false)
 }
 
@@ -681,7 +686,7 @@ func dropAllOOO(*memSeries) oooDropMode { return oooAll }
 //
 // oooDrop, asked under the series lock, says which out-of-order samples older than the bound go
 // too (DropFlushedSeries: those its snapshot sealed).
-func (st *Store) dropChunksHint(ts *TruncateStats, bound func(*memSeries) (int64, bool), oooDrop func(*memSeries) oooDropMode, all bool) map[uint64]struct{} {
+func (st *Store) dropChunksHint(ts *TruncateStats, bound func(*tenantHead, *memSeries) (int64, bool), oooDrop func(*memSeries) oooDropMode, all bool) map[uint64]struct{} {
 	live := map[uint64]struct{}{}
 	for _, name := range st.Tenants() {
 		th := st.tenant(name)
@@ -697,7 +702,7 @@ func (st *Store) dropChunksHint(ts *TruncateStats, bound func(*memSeries) (int64
 		}
 		chunksRemoved := 0 // counted once per tenant, not with two atomic updates per series
 		th.series.forEach(func(ms *memSeries) bool {
-			before, drop := bound(ms)
+			before, drop := bound(th, ms)
 			ms.mu.Lock()
 			if !drop {
 				if !ms.deleted {
@@ -756,7 +761,7 @@ func (st *Store) DropAll() (TruncateStats, error) {
 	if st.wal != nil {
 		upto = st.wal.lastSeq.Load()
 	}
-	live := st.dropChunksHint(&ts, func(*memSeries) (int64, bool) { return math.MaxInt64, true }, dropAllOOO, true)
+	live := st.dropChunksHint(&ts, func(*tenantHead, *memSeries) (int64, bool) { return math.MaxInt64, true }, dropAllOOO, true)
 	if st.wal != nil && upto > 0 {
 		var err error
 		if len(live) == 0 {

@@ -104,6 +104,9 @@ type walEntry struct {
 	// applies are the reservations of a push whose wait failed: the committer
 	// makes them visible once every entry queued before this one is committed.
 	applies []applyRef
+	// laterExemplars, like applies, are the exemplars of a push whose wait failed, stored once
+	// every entry queued before this one is committed (wal.exemplarsLater).
+	laterExemplars []walExemplars
 	// orphan marks an entry kept for a retry after its pusher was answered
 	// with an error (its commit failed, or it was queued while the WAL was
 	// failing): its samples are then a private copy.
