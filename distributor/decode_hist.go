@@ -6,10 +6,8 @@ import (
 	"fmt"
 
 	"github.com/prometheus/prometheus/model/histogram"
-
 	"github.com/prometheus/prometheus/prompb"
 	writev2 "github.com/prometheus/prometheus/prompb/io/prometheus/write/v2"
-	"github.com/raftingest/raftingest/memstore"
 )
 
 // Native histograms on the write path.
@@ -178,11 +176,6 @@ func validateHistograms(s *Series, maxBuckets int, reduce bool) (r *refusal, red
 				h.FH = h.FH.ReduceResolution(histogram.ExponentialSchemaMax)
 			}
 			reduced++
-		}
-		// The store's own rule (bucket indexes within ±2^29 among others): what every replica
-		// would refuse is refused here, with the series named.
-		if err := memstore.ValidateHistogram(h.H, h.FH); err != nil {
-			return histogramRefusalMsg(s, reasonInvalidHistogram, "is invalid: "+err.Error(), h.TimestampMs, errInvalidHistogramID), reduced
 		}
 		if maxBuckets <= 0 {
 			continue

@@ -718,14 +718,6 @@ func (a *Appender) appendHistograms(i int, lset labels.Labels, hs []HistSample, 
 // outside -4..8 and -53 and an exponential bucket index beyond ±maxBucketIndex. Everything the
 // chunkenc appenders get has passed it, so they never meet a malformed histogram, and every chunk
 // they build passes the import check (checkHistChunk).
-// ValidateHistogram is the rule the store applies to every histogram it is given (schema,
-// histogram.Validate, bucket indexes within ±2^29): the distributor checks it before forwarding,
-// so that a histogram every replica would refuse is answered 400 at the door. Exactly one of h and
-// fh is non-nil.
-func ValidateHistogram(h *histogram.Histogram, fh *histogram.FloatHistogram) error {
-	return validHist(HistSample{H: h, FH: fh})
-}
-
 func validHist(h HistSample) error {
 	var err error
 	switch {
