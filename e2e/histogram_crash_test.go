@@ -98,11 +98,23 @@ func TestProcess_NativeHistogramsKillAndHandover(t *testing.T) {
 	a, b, cc := abc[0], abc[1], abc[2]
 	t0 := time.Now().Add(-40 * time.Minute).UnixMilli()                              // within the oldest block range in memory
 	sent := pushHistogramRounds(t, "http://"+a.HTTPAddr+"/api/v1/push", 30, 150, t0) // 150 rounds: chunks cut at 120
+	// 3 members, RF 3: every acknowledged histogram is on a quorum (2) of them. Not necessarily on
+	// all 3: a push is answered once a quorum stored it, its third copy may still be on its way, or
+	// refused as out of order when the next round's push overtook it (as for float samples).
 	before := map[string]map[string]uint64{}
+	copies := map[string]int{}
 	for _, n := range []*pc.Node{a, b, cc} {
 		before[n.ID] = histogramsOn(t, n.GRPCAddr, "crash_hist")
-		if len(before[n.ID]) != sent { // 3 members, RF 3: every member holds everything
-			t.Fatalf("%s holds %d of the %d histograms sent", n.ID, len(before[n.ID]), sent)
+		for k := range before[n.ID] {
+			copies[k]++
+		}
+	}
+	if len(copies) != sent {
+		t.Fatalf("the members hold %d distinct histograms of the %d sent and acknowledged", len(copies), sent)
+	}
+	for k, n := range copies {
+		if n < 2 {
+			t.Fatalf("acknowledged histogram %s is on %d of 3 members, want at least a quorum of 2", k, n)
 		}
 	}
 	for _, n := range []*pc.Node{a, b, cc} {
@@ -113,9 +125,11 @@ func TestProcess_NativeHistogramsKillAndHandover(t *testing.T) {
 	}
 	waitActive(t, c, a.GRPCAddr, "a", "b", "c")
 	for _, n := range []*pc.Node{a, b, cc} {
+		// Everything the member held before the kill, it holds after the replay (copies still on their
+		// way at the first read may have landed since: more is fine).
 		after := histogramsOn(t, n.GRPCAddr, "crash_hist")
-		if len(after) != sent {
-			t.Fatalf("%s holds %d of the %d histograms after kill -9 and replay", n.ID, len(after), sent)
+		if len(after) < len(before[n.ID]) {
+			t.Fatalf("%s holds %d histograms after kill -9 and replay, %d before", n.ID, len(after), len(before[n.ID]))
 		}
 		for k, v := range before[n.ID] {
 			if after[k] != v {
