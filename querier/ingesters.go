@@ -21,8 +21,8 @@ import (
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
 
+	"github.com/raftingest/raftingest/histchunk"
 	"github.com/raftingest/raftingest/ingesterpb"
-	"github.com/raftingest/raftingest/memstore"
 	"github.com/raftingest/raftingest/ringstate"
 	"github.com/raftingest/raftingest/tenant"
 )
@@ -644,7 +644,7 @@ func (m *mergedSeries) finish() error {
 // (XOR) and native histogram chunks are re-encoded; another encoding is returned as is.
 func trimChunk(chk chunkenc.Chunk, mint, maxt int64) (chunkenc.Chunk, error) {
 	if e := chk.Encoding(); e == chunkenc.EncHistogram || e == chunkenc.EncFloatHistogram {
-		out, _, _, err := memstore.TrimHistogramChunk(chk, mint, maxt)
+		out, _, _, err := histchunk.Trim(chk, mint, maxt)
 		return out, err
 	}
 	if chk.Encoding() != chunkenc.EncXOR {

@@ -20,7 +20,7 @@ import (
 	"github.com/prometheus/prometheus/tsdb/chunks"
 	"github.com/prometheus/prometheus/tsdb/index"
 
-	"github.com/raftingest/raftingest/memstore"
+	"github.com/raftingest/raftingest/histchunk"
 )
 
 // Names inside a block directory, as Prometheus and Thanos write them.
@@ -85,7 +85,7 @@ func ClipChunks(chks []chunks.Meta, mint, maxt int64) ([]chunks.Meta, error) {
 			continue
 		}
 		if e := c.Chunk.Encoding(); e == chunkenc.EncHistogram || e == chunkenc.EncFloatHistogram {
-			hc, first, last, err := memstore.TrimHistogramChunk(c.Chunk, mint, maxt-1)
+			hc, first, last, err := histchunk.Trim(c.Chunk, mint, maxt-1)
 			if err != nil {
 				return nil, fmt.Errorf("storage: chunk [%d, %d]: %w", c.MinTime, c.MaxTime, err)
 			}

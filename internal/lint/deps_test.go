@@ -25,8 +25,9 @@ var allowed = map[string][]string{
 	// The read and write paths see the ring and the ingesters only through their own interfaces:
 	// never the Raft node or the store directly.
 	"distributor": {"ringstate", "ingesterpb"},
-	"querier":     {"ringstate", "ingesterpb", "tenant", "distributor"},
-	"storage":     {"tenant"},
+	"querier":     {"ringstate", "ingesterpb", "tenant", "distributor", "histchunk"},
+	"storage":     {"tenant", "histchunk"},
+	"histchunk":   {},
 	"flush":       {"memstore", "storage"},
 	// The hand-over checks frames with the rules a Push is checked with (ingesterpb, tenant).
 	"transfer": {"ringstate", "transferpb", "memstore", "ingesterpb", "tenant"},
