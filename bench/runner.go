@@ -277,7 +277,16 @@ func (r *runner) node(name string, extra ...string) (*proc, error) {
 		"-ingester.join-after", "0s", "-log.level", "warn",
 		// The workloads are the benchmark's to size: no per-tenant rate or series limit (the
 		// hand-over scenario loads 1M series into one node, past -ingester.max-global-series-per-user).
-		"-distributor.ingestion-rate-limit", "0", "-ingester.max-global-series-per-user", "0"}
+		"-distributor.ingestion-rate-limit", "0", "-ingester.max-global-series-per-user", "0",
+		// No flush while a scenario runs, as Prometheus compacts no head in it. The generator
+		// packs hours of sample time into minutes, starting six hours ago: with the defaults the
+		// node's first flush check, a minute in, finds every series idle (its newest sample more
+		// than -ingester.flush-idle-timeout behind the wall clock) and every range closed, flushes
+		// everything and drops the chunks from memory. That costs the measured run a flush of all
+		// its data (CPU, throughput) and leaves memory figures measured on a node that holds a
+		// fraction of what Prometheus holds. Prometheus compacts only once its head spans 3 h of
+		// sample time; the scenarios' heads span at most 2 h. Scenario 7 flushes explicitly.
+		"-ingester.flush-idle-timeout", "0", "-ingester.flush-period", "24h", "-compactor.block-ranges", "24h"}
 	args = append(args, extra...)
 	p, err := r.p.start(name, filepath.Join(r.cfg.BinDir, "ingester"), args, a[2], dataDir)
 	if err != nil {
