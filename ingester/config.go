@@ -80,7 +80,23 @@ type Config struct {
 	// the GOMEMLIMIT environment variable is set; 0 leaves the limit alone. Applied by
 	// cmd/ingester before the server starts (docs/memory.md).
 	MemoryLimitRatio float64
+	// GOGC is -runtime.gogc: the garbage collector's percentage, unless the GOGC environment
+	// variable is set; 0 leaves the runtime's. Applied by cmd/ingester before the server starts
+	// (docs/memory.md).
+	GOGC int
+	// BulkLoadGOGC is -runtime.bulk-load-gogc: the garbage collector's percentage while the store
+	// is loaded in bulk (WAL replay, a hand-over's import); 0 leaves GOGC alone (bulkgc.go).
+	BulkLoadGOGC int
 }
+
+// DefaultGOGC is the default of -runtime.gogc: the heap's headroom between collections is half
+// the live heap instead of all of it. Ingest allocates little per sample (the decoders are
+// zero-copy), so collecting twice as often costs little CPU; the headroom is resident memory
+// (docs/memory.md has the measurements).
+const DefaultGOGC = 50
+
+// DefaultBulkLoadGOGC is the default of -runtime.bulk-load-gogc (bulkgc.go, docs/memory.md).
+const DefaultBulkLoadGOGC = 400
 
 // DefaultMemoryLimitRatio is the default of -runtime.memory-limit-ratio: 10% of the cgroup's
 // limit left to what the Go runtime does not count (thread stacks outside the heap, the binary's
@@ -122,6 +138,10 @@ func (c *Config) RegisterFlags(f *flag.FlagSet) {
 	c.RuntimeConfig.RegisterFlags(f)
 	f.Float64Var(&c.MemoryLimitRatio, "runtime.memory-limit-ratio", DefaultMemoryLimitRatio,
 		"set the Go runtime's soft memory limit (GOMEMLIMIT) to this fraction of the cgroup's memory limit when the process runs under one, so that the garbage collector works harder before the cgroup's OOM killer would act instead of letting the heap double between collections; the GOMEMLIMIT environment variable, when set, wins; 0 disables. Range 0 to 1")
+	f.IntVar(&c.GOGC, "runtime.gogc", DefaultGOGC,
+		"the garbage collector's percentage (what GOGC sets): the heap may grow by this percentage of the live heap between collections, and that headroom is resident; the GOGC environment variable, when set, wins; 0 leaves the runtime's (100). 0 or 10 to 10000")
+	f.IntVar(&c.BulkLoadGOGC, "runtime.bulk-load-gogc", DefaultBulkLoadGOGC,
+		"the garbage collector's percentage (GOGC) while the store is loaded in bulk (the WAL replay at start, the import of a hand-over on a joiner), restored after: nearly everything such a load allocates stays live, so frequent collections only mark it again; a GOGC already higher, or off, is left alone, and GOMEMLIMIT still applies; 0 leaves GOGC alone. 0 or 100 to 10000")
 }
 
 // Validate checks every flag and their relations, naming the flags in its messages. It also copies
@@ -187,6 +207,12 @@ func (c *Config) Validate() error {
 	}
 	if !(c.MemoryLimitRatio >= 0 && c.MemoryLimitRatio <= 1) { // NaN fails both
 		bad("-runtime.memory-limit-ratio %v: want a fraction of the cgroup's memory limit from 0 (off) to 1", c.MemoryLimitRatio)
+	}
+	if c.GOGC != 0 && (c.GOGC < 10 || c.GOGC > 10000) {
+		bad("-runtime.gogc %d: want 0 (leave the runtime's) or a percentage from 10 to 10000", c.GOGC)
+	}
+	if c.BulkLoadGOGC != 0 && (c.BulkLoadGOGC < 100 || c.BulkLoadGOGC > 10000) {
+		bad("-runtime.bulk-load-gogc %d: want 0 (leave GOGC alone) or a percentage from 100 to 10000", c.BulkLoadGOGC)
 	}
 
 	c.Raft.ID, c.Raft.DataDir, c.Raft.RaftAddr, c.Raft.Bootstrap = c.NodeID, c.DataDir, c.RaftAddr, c.Bootstrap

@@ -26,3 +26,37 @@ func TestConfig_MemoryLimitRatioValidated(t *testing.T) {
 		}
 	}
 }
+
+func TestConfig_GOGCFlagsValidated(t *testing.T) {
+	for _, tc := range []struct {
+		flag  string
+		set   func(*Config, int)
+		value int
+		ok    bool
+	}{
+		{"-runtime.gogc", func(c *Config, v int) { c.GOGC = v }, 0, true},
+		{"-runtime.gogc", func(c *Config, v int) { c.GOGC = v }, 10, true},
+		{"-runtime.gogc", func(c *Config, v int) { c.GOGC = v }, 10000, true},
+		{"-runtime.gogc", func(c *Config, v int) { c.GOGC = v }, 9, false},
+		{"-runtime.gogc", func(c *Config, v int) { c.GOGC = v }, -1, false},
+		{"-runtime.gogc", func(c *Config, v int) { c.GOGC = v }, 10001, false},
+		{"-runtime.bulk-load-gogc", func(c *Config, v int) { c.BulkLoadGOGC = v }, 0, true},
+		{"-runtime.bulk-load-gogc", func(c *Config, v int) { c.BulkLoadGOGC = v }, 100, true},
+		{"-runtime.bulk-load-gogc", func(c *Config, v int) { c.BulkLoadGOGC = v }, 99, false},
+		{"-runtime.bulk-load-gogc", func(c *Config, v int) { c.BulkLoadGOGC = v }, -5, false},
+		{"-runtime.bulk-load-gogc", func(c *Config, v int) { c.BulkLoadGOGC = v }, 10001, false},
+	} {
+		var cfg Config
+		fs := flag.NewFlagSet("ingester", flag.ContinueOnError)
+		cfg.RegisterFlags(fs)
+		if cfg.GOGC != DefaultGOGC || cfg.BulkLoadGOGC != DefaultBulkLoadGOGC {
+			t.Fatalf("defaults %d and %d, want %d and %d", cfg.GOGC, cfg.BulkLoadGOGC, DefaultGOGC, DefaultBulkLoadGOGC)
+		}
+		tc.set(&cfg, tc.value)
+		err := cfg.Validate()
+		named := err != nil && strings.Contains(err.Error(), tc.flag)
+		if named == tc.ok {
+			t.Errorf("%s=%d: Validate() = %v; want an error naming it: %v", tc.flag, tc.value, err, !tc.ok)
+		}
+	}
+}

@@ -85,6 +85,7 @@ func (s *Server) wireTransfer() error {
 	if s.transfer.receiver, err = transfer.NewReceiver(s.cfg.Transfer.Config, transfer.ReceiverDeps{
 		ID: id, Ring: s.node, Store: s.store, DataDir: s.cfg.DataDir, Metrics: m, Logger: log,
 		Authorize: s.authorizeHandover(),
+		BulkLoad:  func() func() { return processBulkGC.begin(s.cfg.BulkLoadGOGC) },
 	}); err != nil {
 		return err
 	}

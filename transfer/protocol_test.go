@@ -10,7 +10,9 @@ import (
 	"log/slog"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
+	"sync"
 	"testing"
 	"testing/synctest"
 	"time"
@@ -459,6 +461,63 @@ func TestReceiver_AcceptsVersion1Frames(t *testing.T) {
 		}
 		if j := r.member(t, joinerID); j.State != ringstate.ACTIVE {
 			t.Fatalf("joiner %s", j.State)
+		}
+	})
+}
+
+// bulkStore records, at each ImportBatch, how many bulk-load windows are open.
+type bulkStore struct {
+	*fakeStore
+	open     *int // written only before the first import and after the last
+	mu       sync.Mutex
+	atImport []int
+}
+
+func (s *bulkStore) ImportBatch(b []memstore.ImportSeries) error {
+	s.mu.Lock()
+	s.atImport = append(s.atImport, *s.open)
+	s.mu.Unlock()
+	return s.fakeStore.ImportBatch(b)
+}
+
+// The receiver opens its bulk-load window (the ingester raises GOGC in it) around the imports of
+// a stream and closes it whatever the outcome: after a completed stream and after a refused one.
+func TestReceiver_BulkLoadWindowAroundTheImport(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		r := leavingRing(t)
+		open, begins := 0, 0
+		st := &bulkStore{fakeStore: newFakeStore(), open: &open}
+		m, _ := NewMetrics(nil)
+		rcv, err := NewReceiver(testConfig(), ReceiverDeps{ID: joinerID, Ring: r, Store: st, DataDir: t.TempDir(), Metrics: m,
+			Logger: slog.New(slog.DiscardHandler), BulkLoad: func() func() {
+				open++
+				begins++
+				return func() { open-- }
+			}})
+		if err != nil {
+			t.Fatal(err)
+		}
+		r.must(t, registerCmd(joinerID, joinAddr))
+		epoch := r.must(t, ringstate.Command{Op: ringstate.OpClaimJoiner, Member: leaverID, Peer: joinerID})
+
+		// A stream without its trailer is refused after its frame was imported.
+		f0, _ := seriesFrame(t, leaverID, epoch, 0, 5)
+		if _, err := send(t.Context(), rcv, false, f0); status.Code(err) != codes.InvalidArgument {
+			t.Fatalf("truncated stream: %v, want InvalidArgument", err)
+		}
+		if begins != 1 || open != 0 || !slices.Equal(st.atImport, []int{1}) {
+			t.Fatalf("refused stream: %d windows opened, %d still open, open at imports %v; want 1, 0, [1]", begins, open, st.atImport)
+		}
+
+		// The leaver aborts and claims the joiner again: a new epoch, a complete stream.
+		r.must(t, ringstate.Command{Op: ringstate.OpAbortHandover, Member: leaverID, Peer: joinerID})
+		epoch = r.must(t, ringstate.Command{Op: ringstate.OpClaimJoiner, Member: leaverID, Peer: joinerID})
+		f, tot := seriesFrame(t, leaverID, epoch, 0, 5)
+		if _, err := send(t.Context(), rcv, false, f, trailerFrame(leaverID, epoch, 1, tot)); err != nil {
+			t.Fatal(err)
+		}
+		if begins != 2 || open != 0 || !slices.Equal(st.atImport, []int{1, 1}) {
+			t.Fatalf("completed stream: %d windows opened, %d still open, open at imports %v; want 2, 0, [1 1]", begins, open, st.atImport)
 		}
 	})
 }

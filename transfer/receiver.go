@@ -53,8 +53,9 @@ type Receiver struct {
 
 	// sem admits one transfer or one settle at a time (buffered 1).
 	sem chan struct{}
-	// authorize is ReceiverDeps.Authorize; immutable.
+	// authorize and bulkLoad are ReceiverDeps.Authorize and BulkLoad; immutable.
 	authorize func(ctx context.Context, leaver ringstate.MemberID) error
+	bulkLoad  func() (end func())
 	// lastFrame is when the last frame arrived or stream started, as nanoseconds since base. The
 	// timeout that aborts a silent hand-over is measured on base's monotonic reading, so a step of
 	// the host's wall clock neither aborts a live hand-over nor delays the abort of a dead one.
@@ -85,6 +86,10 @@ type ReceiverDeps struct {
 	// leaver); its error, a gRPC status, ends the stream before anything is imported. nil allows
 	// every caller. Whether the ring pairs the leaver with this node is checked afterwards anyway.
 	Authorize func(ctx context.Context, leaver ringstate.MemberID) error
+	// BulkLoad, when set, is called when a stream's import starts and the function it returns when
+	// the import ends, whatever the outcome (the ingester raises GOGC in between: nearly everything
+	// an import allocates stays live). nil does nothing.
+	BulkLoad func() (end func())
 }
 
 // NewReceiver validates cfg and returns a Receiver. Register it on a gRPC server and call Run.
@@ -99,7 +104,7 @@ func NewReceiver(cfg Config, d ReceiverDeps) (*Receiver, error) {
 		d.Logger = slog.Default()
 	}
 	return &Receiver{base: time.Now(), cfg: cfg, id: d.ID, ring: d.Ring, store: d.Store, marker: filepath.Join(d.DataDir, MarkerFileName),
-		m: d.Metrics, log: d.Logger, nonce: newNonce(), sem: make(chan struct{}, 1), authorize: d.Authorize}, nil
+		m: d.Metrics, log: d.Logger, nonce: newNonce(), sem: make(chan struct{}, 1), authorize: d.Authorize, bulkLoad: d.BulkLoad}, nil
 }
 
 func (r *Receiver) requestID() string {
@@ -525,6 +530,9 @@ func (r *Receiver) receive(ctx context.Context, st transferpb.Transfer_TransferC
 	}
 	if err := r.writeMarker(markerContent{Leaver: string(leaver), Epoch: epoch}); err != nil {
 		return nil, err
+	}
+	if r.bulkLoad != nil {
+		defer r.bulkLoad()()
 	}
 	start := time.Now()
 	log.Info("receiving hand-over")

@@ -86,6 +86,7 @@ func run(args []string) int {
 	}
 	log := newLogger(cfg.LogLevel, cfg.LogFormat)
 	applyMemoryLimit(cfg.MemoryLimitRatio, log)
+	applyGOGC(cfg.GOGC, log)
 
 	// Signals are caught before anything is opened: the WAL replay, the bolt files and the snapshot
 	// restore in ingester.New can take a while, and a SIGTERM then must not kill the process

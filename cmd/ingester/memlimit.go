@@ -68,3 +68,27 @@ func applyMemoryLimit(ratio float64, log *slog.Logger) {
 	}
 	log.Info("go memory limit", "bytes", inEffect, "why", d.Why)
 }
+
+// decideGOGC is the pure part of -runtime.gogc: env is the GOGC environment variable, which wins
+// (the runtime applied it at start, and an operator who set it means it); flag 0 leaves the
+// runtime's percentage. It returns the percentage to set (0: none) and why, for the start-up log.
+func decideGOGC(flag int, env string) (int, string) {
+	switch {
+	case env != "":
+		return 0, "GOGC environment variable " + env + " (-runtime.gogc ignored)"
+	case flag == 0:
+		return 0, "-runtime.gogc=0: the runtime's default"
+	}
+	return flag, fmt.Sprintf("-runtime.gogc=%d", flag)
+}
+
+// applyGOGC sets the garbage collector's percentage as decideGOGC says and logs the one in effect.
+func applyGOGC(flag int, log *slog.Logger) {
+	set, why := decideGOGC(flag, os.Getenv("GOGC"))
+	if set > 0 {
+		debug.SetGCPercent(set)
+	}
+	inEffect := debug.SetGCPercent(100)
+	debug.SetGCPercent(inEffect)
+	log.Info("go gc percent", "gogc", inEffect, "why", why)
+}

@@ -43,3 +43,23 @@ func TestDecideMemoryLimit(t *testing.T) {
 		})
 	}
 }
+
+func TestDecideGOGC(t *testing.T) {
+	for _, tc := range []struct {
+		flag    int
+		env     string
+		want    int
+		wantWhy string
+	}{
+		{50, "", 50, "-runtime.gogc=50"},
+		{200, "", 200, "-runtime.gogc=200"},
+		{50, "100", 0, "GOGC environment variable 100"},
+		{50, "off", 0, "GOGC environment variable off"},
+		{0, "", 0, "-runtime.gogc=0"},
+	} {
+		got, why := decideGOGC(tc.flag, tc.env)
+		if got != tc.want || !strings.Contains(why, tc.wantWhy) {
+			t.Errorf("decideGOGC(%d, %q) = %d, %q; want %d, naming %q", tc.flag, tc.env, got, why, tc.want, tc.wantWhy)
+		}
+	}
+}
