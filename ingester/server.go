@@ -127,11 +127,7 @@ func New(cfg Config, log *slog.Logger) (_ *Server, err error) {
 	// serves reads with part of its acknowledged data missing.
 	storeCfg := cfg.Store
 	storeCfg.ReplayTracker = s.replay
-	// The replay is a bulk load: nearly all it allocates stays live (bulkgc.go).
-	endBulk := processBulkGC.begin(cfg.BulkLoadGOGC)
-	s.store, err = memstore.Open(storeCfg, s.reg, log.With("component", "memstore"))
-	endBulk()
-	if err != nil {
+	if s.store, err = memstore.Open(storeCfg, s.reg, log.With("component", "memstore")); err != nil {
 		return nil, fmt.Errorf("open the series store in %s: %w", cfg.Store.WALDir, err)
 	}
 

@@ -481,18 +481,23 @@ func (s *bulkStore) ImportBatch(b []memstore.ImportSeries) error {
 }
 
 // The receiver opens its bulk-load window (the ingester raises GOGC in it) around the imports of
-// a stream and closes it whatever the outcome: after a completed stream and after a refused one.
+// a stream and closes it whatever the outcome: after a refused stream, and after a completed one
+// once its imports are done, before CompleteHandover (the member then takes writes).
 func TestReceiver_BulkLoadWindowAroundTheImport(t *testing.T) {
 	synctest.Test(t, func(t *testing.T) {
 		r := leavingRing(t)
 		open, begins := 0, 0
+		var stateAtEnd ringstate.State // the joiner's state in the ring when the window closed
 		st := &bulkStore{fakeStore: newFakeStore(), open: &open}
 		m, _ := NewMetrics(nil)
 		rcv, err := NewReceiver(testConfig(), ReceiverDeps{ID: joinerID, Ring: r, Store: st, DataDir: t.TempDir(), Metrics: m,
 			Logger: slog.New(slog.DiscardHandler), BulkLoad: func() func() {
 				open++
 				begins++
-				return func() { open-- }
+				return func() {
+					open--
+					stateAtEnd = r.member(t, joinerID).State
+				}
 			}})
 		if err != nil {
 			t.Fatal(err)
@@ -518,6 +523,9 @@ func TestReceiver_BulkLoadWindowAroundTheImport(t *testing.T) {
 		}
 		if begins != 2 || open != 0 || !slices.Equal(st.atImport, []int{1, 1}) {
 			t.Fatalf("completed stream: %d windows opened, %d still open, open at imports %v; want 2, 0, [1 1]", begins, open, st.atImport)
+		}
+		if stateAtEnd != ringstate.JOINING {
+			t.Fatalf("the window closed with the joiner %s; want it closed after the imports, before CompleteHandover", stateAtEnd)
 		}
 	})
 }

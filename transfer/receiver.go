@@ -86,9 +86,9 @@ type ReceiverDeps struct {
 	// leaver); its error, a gRPC status, ends the stream before anything is imported. nil allows
 	// every caller. Whether the ring pairs the leaver with this node is checked afterwards anyway.
 	Authorize func(ctx context.Context, leaver ringstate.MemberID) error
-	// BulkLoad, when set, is called when a stream's import starts and the function it returns when
-	// the import ends, whatever the outcome (the ingester raises GOGC in between: nearly everything
-	// an import allocates stays live). nil does nothing.
+	// BulkLoad, when set, is called when a stream's imports start and the function it returns (at
+	// most once) when the last has ended, whatever the outcome (the ingester raises GOGC in between:
+	// most of what an import allocates stays live). nil does nothing.
 	BulkLoad func() (end func())
 }
 
@@ -531,9 +531,19 @@ func (r *Receiver) receive(ctx context.Context, st transferpb.Transfer_TransferC
 	if err := r.writeMarker(markerContent{Leaver: string(leaver), Epoch: epoch}); err != nil {
 		return nil, err
 	}
+	// The bulk-load window covers the imports only: it is closed once they are all done (below),
+	// or on any return before that (after the deferred wg.Wait: defers run last-in first-out).
+	endBulk := func() {}
 	if r.bulkLoad != nil {
-		defer r.bulkLoad()()
+		end, ended := r.bulkLoad(), false
+		endBulk = func() {
+			if !ended {
+				ended = true
+				end()
+			}
+		}
 	}
+	defer endBulk()
 	start := time.Now()
 	log.Info("receiving hand-over")
 
@@ -627,6 +637,7 @@ func (r *Receiver) receive(ctx context.Context, st transferpb.Transfer_TransferC
 		return nil, status.Errorf(codes.InvalidArgument, "transfer: trailer: %v", err)
 	}
 	wg.Wait()
+	endBulk() // no import runs any more: the ring commits below run at the usual percentage
 	if firstErr != nil {
 		return nil, firstErr
 	}
