@@ -285,7 +285,7 @@ func (r *runner) node(name string, extra ...string) (*proc, error) {
 		// everything and drops the chunks from memory. That costs the measured run a flush of all
 		// its data (CPU, throughput) and leaves memory figures measured on a node that holds a
 		// fraction of what Prometheus holds. Prometheus compacts only once its head spans 3 h of
-		// sample time; the scenarios' heads span at most 2 h. Scenario 7 flushes explicitly.
+		// sample time, and the scales keep every head below that. Scenario 7 flushes explicitly.
 		"-ingester.flush-idle-timeout", "0", "-ingester.flush-period", "24h", "-compactor.block-ranges", "24h"}
 	args = append(args, extra...)
 	p, err := r.p.start(name, filepath.Join(r.cfg.BinDir, "ingester"), args, a[2], dataDir)
