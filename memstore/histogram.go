@@ -341,25 +341,11 @@ func checkHistChunk(c Chunk) (err error) {
 // and with schema 0 (the layout's schema is checked by checkHistChunk); its counts are ignored by
 // every reader.
 func checkChunkHist(h *histogram.Histogram) error {
-	if err := checkChunkSchema(h.Schema); err != nil {
+	if stale, err := checkChunkLayout(h.Schema, h.Sum, h.CustomValues, h.PositiveSpans, h.NegativeSpans,
+		len(h.PositiveBuckets), len(h.NegativeBuckets), h.ZeroCount != 0, h.ZeroThreshold); stale || err != nil {
 		return err
-	}
-	if value.IsStaleNaN(h.Sum) {
-		return nil
 	}
 	var nCount, pCount uint64
-	if err := checkChunkSide("positive", h.Schema, h.CustomValues, h.PositiveSpans, len(h.PositiveBuckets)); err != nil {
-		return err
-	}
-	if err := checkChunkSide("negative", h.Schema, h.CustomValues, h.NegativeSpans, len(h.NegativeBuckets)); err != nil {
-		return err
-	}
-	if histogram.IsCustomBucketsSchema(h.Schema) && h.ZeroCount != 0 {
-		return errors.New("custom buckets: must have zero count of 0")
-	}
-	if histogram.IsCustomBucketsSchema(h.Schema) && h.ZeroThreshold != 0 {
-		return errors.New("custom buckets: must have zero threshold of 0")
-	}
 	for side, bs := range [2][]int64{h.PositiveBuckets, h.NegativeBuckets} {
 		var c int64
 		for i, d := range bs {
@@ -385,26 +371,38 @@ func checkChunkHist(h *histogram.Histogram) error {
 	return nil
 }
 
+// checkChunkLayout is what checkChunkHist and checkChunkFloatHist share: the schema, the spans of
+// each side against its bucket count, and custom buckets' zero bucket. stale reports a stale marker
+// (Sum a stale NaN), whose layout past the schema is not checked; err is nil then.
+func checkChunkLayout(schema int32, sum float64, custom []float64, pos, neg []histogram.Span, nPos, nNeg int,
+	zeroCount bool, zeroThreshold float64) (stale bool, err error) {
+	if err := checkChunkSchema(schema); err != nil {
+		return false, err
+	}
+	if value.IsStaleNaN(sum) {
+		return true, nil
+	}
+	if err := checkChunkSide("positive", schema, custom, pos, nPos); err != nil {
+		return false, err
+	}
+	if err := checkChunkSide("negative", schema, custom, neg, nNeg); err != nil {
+		return false, err
+	}
+	if histogram.IsCustomBucketsSchema(schema) && zeroCount {
+		return false, errors.New("custom buckets: must have zero count of 0")
+	}
+	if histogram.IsCustomBucketsSchema(schema) && zeroThreshold != 0 {
+		return false, errors.New("custom buckets: must have zero threshold of 0")
+	}
+	return false, nil
+}
+
 // checkChunkFloatHist is checkChunkHist for a float histogram (whose count, like Validate, it
 // does not compare with the buckets': float rounding makes them differ).
 func checkChunkFloatHist(h *histogram.FloatHistogram) error {
-	if err := checkChunkSchema(h.Schema); err != nil {
+	if stale, err := checkChunkLayout(h.Schema, h.Sum, h.CustomValues, h.PositiveSpans, h.NegativeSpans,
+		len(h.PositiveBuckets), len(h.NegativeBuckets), h.ZeroCount != 0, h.ZeroThreshold); stale || err != nil {
 		return err
-	}
-	if value.IsStaleNaN(h.Sum) {
-		return nil
-	}
-	if err := checkChunkSide("positive", h.Schema, h.CustomValues, h.PositiveSpans, len(h.PositiveBuckets)); err != nil {
-		return err
-	}
-	if err := checkChunkSide("negative", h.Schema, h.CustomValues, h.NegativeSpans, len(h.NegativeBuckets)); err != nil {
-		return err
-	}
-	if histogram.IsCustomBucketsSchema(h.Schema) && h.ZeroCount != 0 {
-		return errors.New("custom buckets: must have zero count of 0")
-	}
-	if histogram.IsCustomBucketsSchema(h.Schema) && h.ZeroThreshold != 0 {
-		return errors.New("custom buckets: must have zero threshold of 0")
 	}
 	for side, bs := range [2][]float64{h.PositiveBuckets, h.NegativeBuckets} {
 		for i, c := range bs {
