@@ -10,16 +10,16 @@ import (
 //
 // Why: the joiner's heap grows from nothing to the leaver's whole store, and a collection starts
 // whenever the heap has grown by GOGC percent of what was live after the last one. At 100 that is
-// at every doubling, and each collection marks everything imported so far again while most of
-// what it finds is still live: at 1M series collections took 31% of the joiner's CPU
-// (docs/handover.md). At 400 there are about a third as many. The price is the peak: the heap may
-// now reach five times what was live at the last collection before the next one; with f the part
-// of an import's allocations that is garbage (frame payloads, decoded frames, the chunk and pending
-// slabs let go after the commit; about half for series with several chunks), the peak is about
-// (1+p)/(1+p·(1-f)) times the live heap, p = percent/100: 1.7 at 400 against 1.3 at 100, for
-// f = 0.5. A soft memory limit (GOMEMLIMIT, -runtime.memory-limit-ratio) still makes the collector
-// run before the limit, whatever the percentage. The WAL replay gets no window: its head chunks grow
-// by doubling, so most of what it allocates is garbage and the peak would grow more.
+// at every doubling, and each collection marks everything imported so far again while most of what
+// it finds is still live: at 1M series collections took 31% of the joiner's CPU (docs/handover.md).
+// At 400 there are less than half as many (log 5 against log 2 per growth). The price is the peak:
+// the heap may now reach five times what was live at the last collection before the next one; with
+// f the part of an import's allocations that is garbage (frame payloads, decoded frames, the chunk
+// and pending slabs let go after the commit; about half for series with several chunks), the peak
+// is about (1+p)/(1+p·(1-f)) times the live heap, p = percent/100: 1.7 at 400 against 1.3 at 100,
+// for f = 0.5. A soft memory limit (GOMEMLIMIT, -runtime.memory-limit-ratio) still makes the
+// collector run before the limit, whatever the percentage. The WAL replay gets no window: its head
+// chunks grow by doubling, so most of what it allocates is garbage and the peak would grow more.
 //
 // A percentage already at or above the window's (GOGC=off included) is left alone. Windows may
 // overlap (several servers in one test process share the runtime): the first raises, the last
